@@ -1,0 +1,163 @@
+"""The chain of stages for one dataset: where each stage reads and writes, and how to run it.
+
+The DVC stage scripts (stages/), the CLI and the Prefect flows all call `run_stage`, so the
+logic lives here once. Heavy modules (torch, cv2, mlflow) are imported inside each stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from facegan.config import Params, ParamsError, load_params
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Folders of one dataset under the project root (all DVC outputs, never in git)."""
+
+    root: Path
+    dataset: str
+
+    def _d(self, *parts: str) -> Path:
+        return self.root / "data" / Path(*parts)
+
+    @property
+    def raw(self) -> Path:
+        return self._d("raw", self.dataset)
+
+    def interim(self, stage: str) -> Path:
+        return self._d("interim", self.dataset, stage)
+
+    @property
+    def packed(self) -> Path:
+        return self._d("processed", self.dataset)
+
+    @property
+    def stats(self) -> Path:
+        return self._d("stats", self.dataset)
+
+    @property
+    def model(self) -> Path:
+        return self._d("models", self.dataset)
+
+    @property
+    def evaluation(self) -> Path:
+        return self._d("eval", self.dataset)
+
+    @property
+    def report(self) -> Path:
+        return self._d("reports", self.dataset)
+
+
+def _generate(p: Params, at: Layout) -> None:
+    from facegan.data.cartoon import generate
+
+    source = p.dataset(at.dataset).source
+    if source.kind != "cartoon":
+        raise ParamsError(f"dataset {at.dataset!r} has source.kind {source.kind!r}: only 'cartoon' datasets are generated")
+    generate(source, at.raw, p.workers)
+
+
+def _detect(p: Params, at: Layout) -> None:
+    from facegan.preprocess.detect import run_detect
+
+    run_detect(p.dataset(at.dataset).detect, at.raw, at.interim("detect"), p.workers)
+
+
+def _align(p: Params, at: Layout) -> None:
+    from facegan.preprocess.align import run_align
+
+    run_align(p.dataset(at.dataset).align, at.raw, at.interim("detect"), at.interim("align"), p.workers)
+
+
+def _matte(p: Params, at: Layout) -> None:
+    from facegan.preprocess.matte import run_matte
+
+    run_matte(p.dataset(at.dataset).matte, at.interim("align"), at.interim("matte"), p.workers)
+
+
+def _upscale(p: Params, at: Layout) -> None:
+    from facegan.preprocess.upscale import run_upscale
+
+    run_upscale(p.dataset(at.dataset).upscale, at.interim("matte"), at.interim("upscale"), p.workers)
+
+
+def _pack(p: Params, at: Layout) -> None:
+    from facegan.data.pack import run_pack
+
+    run_pack(p.dataset(at.dataset).pack, at.raw, at.interim("upscale"), at.packed)
+
+
+def _train(p: Params, at: Layout) -> None:
+    from facegan.train.loop import run_train
+
+    run_train(p.train, at.packed, at.model)
+
+
+def _refstats(p: Params, at: Layout) -> None:
+    from facegan.evaluate.run import run_refstats
+
+    run_refstats(p.evaluate, at.packed, at.stats)
+
+
+def _evaluate(p: Params, at: Layout) -> None:
+    from facegan.evaluate.run import run_evaluate
+    from facegan.train.loop import CHECKPOINT
+
+    run_evaluate(p.evaluate, at.model / CHECKPOINT, at.stats, at.evaluation)
+
+
+def _report(p: Params, at: Layout) -> None:
+    from facegan.report import run_report
+
+    run_report(p, at.dataset, at.root / "data" / "interim" / at.dataset, at.packed, at.model, at.evaluation, at.report)
+
+
+# In dependency order: raw -> detect -> align -> matte -> upscale -> pack -> train -> evaluate -> report
+STAGES: dict[str, tuple[Callable[[Params, Layout], None], str]] = {
+    "generate": (_generate, "Draw the embedded cartoon dataset into data/raw/<dataset>."),
+    "detect": (_detect, "Find faces and cut square crops with context."),
+    "align": (_align, "Warp each face onto the 5-point template."),
+    "matte": (_matte, "Remove the background."),
+    "upscale": (_upscale, "Bring small faces up to the target size."),
+    "pack": (_pack, "Write the training ZIP (stylegan2-ada format) with labels."),
+    "train": (_train, "Train the generator; checkpoints, sample grids, loss log."),
+    "refstats": (_refstats, "Feature statistics of the real packed images."),
+    "evaluate": (_evaluate, "Frechet distances of generated vs real images."),
+    "report": (_report, "metrics.json + sample grid; log the run to MLflow."),
+}
+
+
+def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yaml", root: Path | str = ".") -> float:
+    """Run one stage for one dataset; returns the seconds it took."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    p = params if isinstance(params, Params) else load_params(params)
+    p.dataset(dataset)  # unknown dataset -> ParamsError before any work
+    t0 = time.perf_counter()
+    log.info("stage %s: dataset %s", name, dataset)
+    STAGES[name][0](p, Layout(Path(root), dataset))
+    seconds = time.perf_counter() - t0
+    log.info("stage %s done in %.1f s", name, seconds)
+    return seconds
+
+
+def stage_main(name: str) -> None:
+    """Entry point of the scripts in stages/: `python stages/<name>.py DATASET [PARAMS_FILE]`."""
+    from facegan.logs import setup_logging
+
+    setup_logging()
+    args = sys.argv[1:]
+    if not 1 <= len(args) <= 2:
+        sys.exit(f"usage: python stages/{name}.py DATASET [PARAMS_FILE]")
+    try:
+        run_stage(name, args[0], args[1] if len(args) == 2 else "params.yaml")
+    except ParamsError as e:
+        sys.exit(f"error: {e}")

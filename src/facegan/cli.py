@@ -1,0 +1,82 @@
+"""`facegan` command line: one subcommand per stage, plus running the whole chain.
+
+Heavy libraries are imported inside the commands so that `facegan --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from facegan.chain import STAGES
+
+app = typer.Typer(
+    help="Turn a folder of face photos or drawings into a trained face generator, reproducibly.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file", dir_okay=False)
+ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file_okay=False)
+
+
+def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
+    from rich.console import Console
+
+    from facegan.chain import run_stage
+    from facegan.config import ParamsError, load_params
+    from facegan.logs import setup_logging
+
+    setup_logging()
+    try:
+        p = load_params(params)
+        for name in names:
+            run_stage(name, dataset, p, root)
+    except ParamsError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _add_stage_command(name: str, doc: str) -> None:
+    def command(dataset: str = typer.Argument(..., help="dataset name from params.yaml"), params: Path = PARAMS, root: Path = ROOT) -> None:
+        _run([name], dataset, params, root)
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+for _name, (_fn, _doc) in STAGES.items():
+    _add_stage_command(_name, _doc)
+
+
+@app.command("chain")
+def chain(
+    dataset: str = typer.Argument(..., help="dataset name from params.yaml"),
+    params: Path = PARAMS,
+    root: Path = ROOT,
+    start: str = typer.Option("generate", help="first stage to run"),
+) -> None:
+    """Run the stages from --start to report, in order, without DVC (use `dvc repro` for caching)."""
+    names = list(STAGES)
+    if start not in names:
+        raise typer.BadParameter(f"unknown stage {start!r}; stages: {', '.join(names)}")
+    _run(names[names.index(start) :], dataset, params, root)
+
+
+@app.command("check")
+def check(params: Path = PARAMS) -> None:
+    """Validate the params file and print the datasets it defines."""
+    from facegan.config import ParamsError, load_params
+
+    try:
+        p = load_params(params)
+    except ParamsError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{params}: valid; datasets: {', '.join(p.datasets)}; model: {p.train.model}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,256 @@
+"""Typed configuration: params.yaml validated into pydantic models before any work starts.
+
+Every section forbids unknown keys, so a typo stops the run with a message naming the key,
+the bad value and what is allowed (see `ParamsError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- datasets -------------------------------------------------------------------------------
+
+
+class CartoonSource(Section):
+    """The embedded default: cartoon faces drawn by `facegan.data.cartoon`."""
+
+    kind: Literal["cartoon"] = "cartoon"
+    n: int = Field(2000, ge=1, le=1_000_000, description="number of images")
+    size: int = Field(256, ge=64, le=2048, description="raw image side in pixels")
+    seed: int = Field(0, ge=0)
+    max_rotation: float = Field(25.0, ge=0, le=180, description="in-plane rotation, degrees (+/-)")
+    face_scale: tuple[float, float] = Field(
+        (0.22, 0.45), description="face width as a fraction of the image side (min, max)"
+    )
+
+    @field_validator("face_scale")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0.05 <= lo <= hi <= 0.9:
+            raise ValueError("need 0.05 <= min <= max <= 0.9")
+        return v
+
+
+class FolderSource(Section):
+    """Photos already in data/raw/<name>/images (added with `facegan dataset add`)."""
+
+    kind: Literal["folder"]
+
+
+class DetectConfig(Section):
+    backend: Literal["annotations"] = "annotations"
+    annotations: str = Field("annotations.json", description="boxes file inside the raw folder")
+    margin: float = Field(0.6, ge=0, le=3, description="context kept around the box, per side, x box size")
+    min_size: int = Field(16, ge=1, description="smaller faces are rejected (pixels)")
+    multi_face: Literal["largest", "all"] = "largest"
+
+
+class AlignConfig(Section):
+    backend: Literal["annotations"] = "annotations"
+    annotations: str = "annotations.json"
+    size: int = Field(128, ge=16, le=2048, description="aligned output side (pixels)")
+    eye_distance: float = Field(0.2, gt=0.05, lt=0.8, description="eye distance / output side")
+    eye_y: float = Field(0.45, gt=0.1, lt=0.9, description="eye line height / output side")
+
+
+class MatteConfig(Section):
+    backend: Literal["grabcut", "none"] = "grabcut"
+    iterations: int = Field(4, ge=1, le=20)
+    fill: tuple[int, int, int] = Field((255, 255, 255), description="background colour, RGB 0-255")
+
+    @field_validator("fill")
+    @classmethod
+    def _rgb(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(not 0 <= c <= 255 for c in v):
+            raise ValueError("each channel must be in 0..255")
+        return v
+
+
+class UpscaleConfig(Section):
+    backend: Literal["lanczos"] = "lanczos"
+    size: int = Field(128, ge=16, le=2048, description="images below this side are upscaled to it")
+
+
+class PackConfig(Section):
+    resolution: int = Field(64, description="training resolution (square, power of two)")
+    labels: str | None = Field("labels.csv", description="label CSV inside the raw folder, or null")
+
+    @field_validator("resolution")
+    @classmethod
+    def _pow2(cls, v: int) -> int:
+        if v < 8 or v > 2048 or v & (v - 1):
+            raise ValueError("must be a power of two between 8 and 2048")
+        return v
+
+
+class DatasetConfig(Section):
+    source: CartoonSource | FolderSource = Field(discriminator="kind")
+    detect: DetectConfig = DetectConfig()
+    align: AlignConfig = AlignConfig()
+    matte: MatteConfig = MatteConfig()
+    upscale: UpscaleConfig = UpscaleConfig()
+    pack: PackConfig = PackConfig()
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DatasetConfig:
+        if self.pack.resolution > self.upscale.size:
+            raise ValueError(
+                f"pack.resolution ({self.pack.resolution}) is larger than upscale.size "
+                f"({self.upscale.size}): training images would be blown up from smaller crops"
+            )
+        return self
+
+
+# ---- training and evaluation ----------------------------------------------------------------
+
+
+class TrainConfig(Section):
+    model: Literal["dcgan"] = "dcgan"
+    loss: Literal["minimax", "nonsaturating", "hinge"] = "nonsaturating"
+    z_dim: int = Field(100, ge=1, le=4096)
+    g_channels: int = Field(32, ge=4, le=1024, description="width of G's last hidden layer (ngf)")
+    d_channels: int = Field(32, ge=4, le=1024, description="width of D's first layer (ndf)")
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(64, ge=1, le=4096)
+    lr_g: float = Field(2e-4, gt=0, lt=1)
+    lr_d: float = Field(2e-4, gt=0, lt=1)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    mirror: bool = Field(True, description="random horizontal flips of real images")
+    checkpoint_every: int = Field(100, ge=1)
+    sample_every: int = Field(100, ge=1)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
+
+
+class EvaluateConfig(Section):
+    extractors: list[Literal["inception", "dlib"]] = Field(["inception", "dlib"], min_length=1)
+    num_samples: int = Field(500, ge=2, description="generated images per Frechet distance")
+    max_real: int = Field(1000, ge=2, description="real images used for the reference statistics")
+    batch_size: int = Field(50, ge=1, le=1024)
+    inception_weights: Path | None = Field(None, description="explicit path to pt_inception-...pth")
+    seed: int = Field(12345, ge=0)
+
+    @field_validator("extractors")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("extractors are listed twice")
+        return v
+
+
+class TrackingConfig(Section):
+    experiment: str = Field("facegan", min_length=1)
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLFLOW_TRACKING_URI overrides this")
+
+
+class Params(Section):
+    workers: int = Field(2, ge=1, le=256, description="processes for per-image stages")
+    datasets: dict[str, DatasetConfig] = Field(min_length=1)
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("datasets")
+    @classmethod
+    def _names(cls, v: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
+        for name in v:
+            if not name.replace("_", "").replace("-", "").isalnum() or not name[0].isalpha():
+                raise ValueError(f"dataset name {name!r}: use letters, digits, '-' and '_', starting with a letter")
+        return v
+
+    def dataset(self, name: str) -> DatasetConfig:
+        """The config of one dataset; unknown names list the known ones."""
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise ParamsError(f"unknown dataset {name!r}; params.yaml defines: {', '.join(self.datasets)}") from None
+
+
+# ---- loading and error messages -------------------------------------------------------------
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message says which key, which value, what is allowed."""
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError with one readable message on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path.resolve()}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: Any, source: str = "params") -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [_describe(err) for err in e.errors()]
+        raise ParamsError(f"{source}: {len(lines)} invalid value(s):\n" + "\n".join(lines)) from None
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = list(err["loc"])
+    shown = [str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "source" and p in _SOURCE_TAGS)]
+    key = ".".join(shown) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"  - {key}: unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1]))}"
+    if err["type"] == "missing":
+        return f"  - {key}: required key is missing"
+    return f"  - {key}: got {err.get('input')!r}; {err['msg']}"
+
+
+_SOURCE_TAGS = {"cartoon": CartoonSource, "folder": FolderSource}
+
+
+def _allowed_keys(loc: list[Any]) -> list[str]:
+    """Field names of the model found at `loc` inside Params (dataset names and list indices skipped)."""
+    model: type[BaseModel] = Params
+    for part in loc:
+        if model is DatasetConfig and part == "source":
+            model = CartoonSource  # refined by the tag that follows
+            continue
+        if part in _SOURCE_TAGS and model in _SOURCE_TAGS.values():
+            model = _SOURCE_TAGS[part]
+            continue
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            continue
+        ann = field.annotation
+        nested = [c for c in (ann, *getattr(ann, "__args__", ())) if isinstance(c, type) and issubclass(c, BaseModel)]
+        if nested:
+            model = nested[0]
+    return sorted(model.model_fields)
+
+
+def flatten(params: Params | BaseModel | dict, prefix: str = "") -> dict[str, Any]:
+    """`{"train.lr_g": 0.0002, ...}`: every leaf value under dotted keys (for MLflow params)."""
+    data = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,122 @@
+"""Stage `pack`: one ZIP of square PNGs + dataset.json labels, the stylegan2-ada-pytorch format.
+
+    00000/img00000000.png ...          images at the training resolution
+    dataset.json                       {"labels": [["00000/img00000000.png", [3, 1, 0, ...]], ...],
+                                        "label_names": [...], "label_values": {name: [values...]}}
+
+Labels are one integer per attribute (index into label_values[name]). The ZIP is byte-for-byte
+reproducible (fixed timestamps and order), so DVC sees the same hash for the same inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facegan.config import PackConfig
+from facegan.io import atomic_dir, read_image
+from facegan.manifest import Manifest, Row, read_manifest
+from facegan.preprocess.common import finish
+
+log = logging.getLogger(__name__)
+
+STAGE = "pack"
+ZIP_NAME = "dataset.zip"
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def read_labels(path: Path) -> tuple[dict[str, dict[str, str]], list[str], list[str]]:
+    """Label CSV (first column: file relative to images/) -> (rows by file, attribute names, problems)."""
+    problems: list[str] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or len(header) < 2:
+            raise ValueError(f"{path}: needs a header row 'file,<attribute>,...'")
+        names = [h.strip() for h in header[1:]]
+        rows: dict[str, dict[str, str]] = {}
+        for i, rec in enumerate(reader, start=2):
+            if len(rec) != len(header):
+                problems.append(f"line {i}: {len(rec)} columns, expected {len(header)}")
+                continue
+            if any(not v.strip() for v in rec):
+                problems.append(f"line {i}: empty value")
+                continue
+            rows[rec[0].strip()] = {n: v.strip() for n, v in zip(names, rec[1:])}
+    return rows, names, problems
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _resize(image: np.ndarray, side: int) -> np.ndarray:
+    if image.shape[:2] == (side, side):
+        return image
+    return np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.LANCZOS))
+
+
+def run_pack(cfg: PackConfig, raw: Path, src: Path, dst: Path) -> Manifest:
+    """Pack the accepted images of `src` into dst/dataset.zip (+ manifest: packed name per row)."""
+    rows = read_manifest(src)
+    labels: dict[str, dict[str, str]] = {}
+    names: list[str] = []
+    if cfg.labels and (raw / cfg.labels).is_file():
+        labels, names, problems = read_labels(raw / cfg.labels)
+        for p in problems:
+            log.warning("%s: %s (row skipped)", raw / cfg.labels, p)
+    values = {n: sorted({lab[n] for lab in labels.values()}, key=_natural) for n in names}
+
+    out: Manifest = []
+    entries: list[list] = []
+    with atomic_dir(dst) as tmp, zipfile.ZipFile(tmp / ZIP_NAME, "w", zipfile.ZIP_STORED) as zf:
+        for row in rows:
+            if row.status != "ok":
+                out.append(row)
+                continue
+            if names and row.source not in labels:
+                out.append(row.reject(STAGE, "no label row"))
+                continue
+            idx = len(entries)
+            arcname = f"{idx // 1000:05d}/img{idx:08d}.png"
+            zf.writestr(zipfile.ZipInfo(arcname, _EPOCH), _png(_resize(read_image(src / row.file), cfg.resolution)))
+            entries.append([arcname, [values[n].index(labels[row.source][n]) for n in names]] if names else [arcname, None])
+            out.append(row.model_copy(update={"file": arcname, "stage": STAGE}))
+        meta = {"labels": entries if names else None, "label_names": names, "label_values": values,
+                "resolution": cfg.resolution}
+        zf.writestr(zipfile.ZipInfo("dataset.json", _EPOCH), json.dumps(meta, indent=0))
+        zf.close()
+        finish(STAGE, tmp, out)
+    log.info("packed %d images at %dx%d with %d label attribute(s) into %s", len(entries), cfg.resolution,
+             cfg.resolution, len(names), dst / ZIP_NAME)
+    return out
+
+
+def _natural(v: str) -> tuple:
+    """Numbers in numeric order, then strings alphabetically."""
+    try:
+        return (0, float(v), "")
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def load_packed(zip_path: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """All images of a packed ZIP as an NxHxWx3 uint8 array, labels as NxA int64 (or None), and metadata."""
+    with zipfile.ZipFile(zip_path) as zf:
+        meta = json.loads(zf.read("dataset.json"))
+        names = sorted(n for n in zf.namelist() if n.endswith(".png"))[:limit]
+        images = np.stack([np.asarray(Image.open(io.BytesIO(zf.read(n))).convert("RGB")) for n in names])
+    labels = None
+    if meta.get("labels"):
+        by_name = dict((k, v) for k, v in meta["labels"])
+        labels = np.asarray([by_name[n] for n in names], dtype=np.int64)
+    return images, labels, meta

@@ -1,0 +1,86 @@
+"""Feature extractors for Frechet distances, by name. Each maps NxHxWx3 uint8 images to NxD floats.
+
+- `inception`: the standard FID network (needs the pytorch-fid weight file; see inception.py).
+- `dlib`: dlib's 128-D face-recognition embedding; its model ships in the face_recognition_models
+  wheel, so it always works offline. Images are cropped to the face region of our alignment
+  template and resized to dlib's 150x150 chip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from facegan.config import EvaluateConfig
+from facegan.registry import pick
+
+
+@dataclass
+class Extractor:
+    name: str
+    dims: int
+    fn: Callable[[np.ndarray], np.ndarray]  # one batch
+    batch_size: int
+
+    def __call__(self, images: np.ndarray, desc: str = "") -> np.ndarray:
+        out = []
+        for i in tqdm(range(0, len(images), self.batch_size), desc=desc or f"features ({self.name})", unit="batch",
+                      dynamic_ncols=True, mininterval=1.0):
+            out.append(np.asarray(self.fn(images[i : i + self.batch_size]), dtype=np.float64))
+        return np.concatenate(out) if out else np.zeros((0, self.dims))
+
+
+def _inception(cfg: EvaluateConfig) -> Extractor:
+    import torch
+
+    from facegan.evaluate.inception import find_weights, load_inception
+
+    net = load_inception(find_weights(cfg.inception_weights)).to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255)
+        return net(x.contiguous(memory_format=torch.channels_last)).numpy()
+
+    return Extractor("inception", 2048, run, cfg.batch_size)
+
+
+# The face region of an image aligned with the default template (eyes 0.2 apart at height 0.45),
+# as fractions of the side: roughly the framing of dlib's own 150x150 face chips.
+DLIB_CROP = (0.17, 0.2, 0.83, 0.86)
+DLIB_CHIP = 150
+
+
+def _dlib(cfg: EvaluateConfig) -> Extractor:
+    import warnings
+
+    import cv2
+    import dlib
+
+    with warnings.catch_warnings():  # the models package still imports the deprecated pkg_resources
+        warnings.simplefilter("ignore", UserWarning)
+        import face_recognition_models
+
+    encoder = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        h, w = batch.shape[1:3]
+        x0, y0, x1, y1 = (round(f * s) for f, s in zip(DLIB_CROP, (w, h, w, h)))
+        chips = [
+            np.ascontiguousarray(cv2.resize(im[y0:y1, x0:x1], (DLIB_CHIP, DLIB_CHIP), interpolation=cv2.INTER_CUBIC))
+            for im in batch
+        ]
+        return np.asarray(encoder.compute_face_descriptor(chips))
+
+    return Extractor("dlib", 128, run, min(cfg.batch_size, 32))
+
+
+EXTRACTORS: dict[str, Callable[[EvaluateConfig], Extractor]] = {"inception": _inception, "dlib": _dlib}
+
+
+def make_extractor(name: str, cfg: EvaluateConfig) -> Extractor:
+    """Build extractor `name`; raises WeightsUnavailable (inception) when its weights cannot be found."""
+    return pick(EXTRACTORS, name, "feature extractor")(cfg)

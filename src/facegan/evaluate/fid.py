@@ -1,0 +1,89 @@
+"""Frechet distance (FID) and kernel inception distance (KID) from features, and their statistics files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import linalg
+
+log = logging.getLogger(__name__)
+
+MIN_STABLE = 2000  # below this many samples FID is visibly biased; we warn
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Mean and covariance of features (+ the features, for KID) and where they came from."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray
+    meta: dict
+
+    @property
+    def n(self) -> int:
+        return len(self.features)
+
+
+def feature_stats(features: np.ndarray, **meta) -> FeatureStats:
+    features = np.asarray(features, np.float64)
+    if features.ndim != 2 or len(features) < 2:
+        raise ValueError(f"need at least 2 feature vectors, got shape {features.shape}")
+    if len(features) < MIN_STABLE:
+        log.warning("statistics from only %d images (%s); FID is biased upward below ~%d", len(features),
+                    meta.get("extractor", "?"), MIN_STABLE)
+    return FeatureStats(features.mean(axis=0), np.cov(features, rowvar=False), features, meta)
+
+
+def save_stats(path: Path, stats: FeatureStats) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, mu=stats.mu, sigma=stats.sigma, features=stats.features.astype(np.float32),
+             meta=np.array(json.dumps(stats.meta, sort_keys=True)))
+    tmp.replace(path)
+
+
+def load_stats(path: Path) -> FeatureStats:
+    with np.load(path, allow_pickle=False) as z:
+        return FeatureStats(z["mu"], z["sigma"], z["features"].astype(np.float64), json.loads(str(z["meta"])))
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), computed as pytorch-fid does."""
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"statistics of different shapes: {mu1.shape} vs {mu2.shape}")
+    if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all() and np.isfinite(mu1).all() and np.isfinite(mu2).all()):
+        raise ValueError("non-finite mean or covariance: the features contain NaN/inf (diverged generator?)")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        log.warning("singular product of covariances; adding %g to the diagonals", eps)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"matrix square root has a large imaginary part ({np.max(np.abs(covmean.imag)):.3g})")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets: (mean, std)."""
+    d = real.shape[1]
+    m = min(len(real), len(fake), subset_size)
+    if m < 2:
+        raise ValueError("KID needs at least 2 samples per set")
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(subsets):
+        x = real[rng.choice(len(real), m, replace=False)]
+        y = fake[rng.choice(len(fake), m, replace=False)]
+        kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+        vals.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
+    return float(np.mean(vals)), float(np.std(vals))

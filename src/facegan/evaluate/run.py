@@ -1,0 +1,98 @@
+"""Stages `refstats` (real-image statistics, once per packed dataset) and `evaluate` (a checkpoint vs them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facegan.config import EvaluateConfig
+from facegan.data.pack import ZIP_NAME, load_packed
+from facegan.evaluate.extractors import make_extractor
+from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
+from facegan.evaluate.inception import WeightsUnavailable
+from facegan.io import atomic_dir, write_text
+from facegan.train.checkpoint import load_generator
+from facegan.train.loop import to_uint8
+
+log = logging.getLogger(__name__)
+
+STATUS = "stats.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unavailable(name: str, err: Exception) -> dict:
+    log.warning("EXTRACTOR %r UNAVAILABLE - its Frechet distance is skipped, the run goes on without it. %s", name, err)
+    return {"status": "unavailable", "reason": str(err)}
+
+
+def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path) -> dict:
+    """Feature statistics of (up to cfg.max_real) real packed images, per extractor, into dst/<name>.npz."""
+    zip_path = packed / ZIP_NAME
+    images, _, meta = load_packed(zip_path, limit=cfg.max_real)
+    digest = _sha256(zip_path)
+    status: dict = {"dataset_sha256": digest, "resolution": meta["resolution"], "extractors": {}}
+    with atomic_dir(dst) as tmp:
+        for name in cfg.extractors:
+            try:
+                extractor = make_extractor(name, cfg)
+            except WeightsUnavailable as e:
+                status["extractors"][name] = _unavailable(name, e)
+                continue
+            stats = feature_stats(extractor(images, desc=f"real features ({name})"),
+                                  extractor=name, mode="legacy", dataset_sha256=digest)
+            save_stats(tmp / f"{name}.npz", stats)
+            status["extractors"][name] = {"status": "ok", "n": stats.n, "dims": int(stats.mu.shape[0])}
+        write_text(tmp / STATUS, json.dumps(status, indent=1))
+    if not any(v["status"] == "ok" for v in status["extractors"].values()):
+        raise RuntimeError(f"no feature extractor is available ({', '.join(cfg.extractors)}); nothing to evaluate")
+    return status
+
+
+@torch.no_grad()
+def generate(checkpoint: Path, n: int, seed: int, batch_size: int = 64) -> np.ndarray:
+    """n images (NxHxWx3 uint8) from a checkpoint's generator, with noise fixed by `seed`."""
+    g, cfg, _ = load_generator(checkpoint)
+    z = torch.randn(n, cfg.z_dim, generator=torch.Generator().manual_seed(seed))
+    return np.concatenate([to_uint8(g(z[i : i + batch_size])) for i in range(0, n, batch_size)])
+
+
+def run_evaluate(cfg: EvaluateConfig, checkpoint: Path, stats_dir: Path, dst: Path) -> dict:
+    """Frechet distance (and KID) of generated images to the real statistics, for every available extractor."""
+    status = json.loads((stats_dir / STATUS).read_text(encoding="utf-8"))
+    fake = generate(checkpoint, cfg.num_samples, cfg.seed)
+    metrics: dict = {"num_samples": cfg.num_samples, "extractors": {}}
+    for name in cfg.extractors:
+        ref = status["extractors"].get(name)
+        if ref is None:
+            raise ValueError(f"extractor {name!r} has no reference statistics in {stats_dir}: re-run refstats")
+        if ref["status"] != "ok":
+            metrics["extractors"][name] = ref
+            metrics[f"fd_{name}"] = None
+            continue
+        real = load_stats(stats_dir / f"{name}.npz")
+        extractor = make_extractor(name, cfg)
+        stats = feature_stats(extractor(fake, desc=f"generated features ({name})"), extractor=name, mode="legacy")
+        if stats.meta["mode"] != real.meta["mode"]:
+            raise ValueError(f"statistics of different modes: {stats.meta['mode']} vs {real.meta['mode']}")
+        fd = frechet_distance(real.mu, real.sigma, stats.mu, stats.sigma)
+        kid_mean, kid_std = kid(real.features, stats.features, seed=cfg.seed)
+        metrics[f"fd_{name}"] = round(fd, 6)
+        metrics[f"kid_{name}"] = round(kid_mean, 8)
+        metrics["extractors"][name] = {"status": "ok", "n_real": real.n, "n_fake": stats.n, "mode": "legacy",
+                                       "kid_std": round(kid_std, 8), "dataset_sha256": real.meta.get("dataset_sha256")}
+        log.info("Frechet distance (%s): %.4f   KID: %.6f +- %.6f", name, fd, kid_mean, kid_std)
+    with atomic_dir(dst) as tmp:
+        write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
+    return metrics

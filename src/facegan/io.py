@@ -1,0 +1,109 @@
+"""Image and file I/O: robust decoding of whatever users throw at us, atomic writes, grids."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+MAX_PIXELS = 100_000_000  # larger images are rejected with a reason, never decoded
+
+
+class ImageError(Exception):
+    """An input image that cannot be used; str(e) is the reason recorded in the manifest."""
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Files in `folder` (recursively) whose suffix looks like an image, sorted for determinism."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode any common image to HxWx3 uint8 RGB, applying EXIF rotation.
+
+    Handles CMYK, palette, grayscale, 16-bit and alpha (composited on white). Raises ImageError
+    with a short reason for unreadable, truncated or oversized files.
+    """
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageError(f"too large: {im.width}x{im.height} > {max_pixels} pixels")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb8(im)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"unreadable image: {type(e).__name__}: {e}") from None
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    if im.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I"}:
+        a = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        g = np.clip(np.round(a * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        g = np.clip(np.round(a * 255.0 if a.max() <= 1.0 else a), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode in {"RGBA", "LA", "PA"} or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB"))
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Write an HxWx3 (or HxWx4, HxW) uint8 array atomically; format from the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (tmp + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(dst: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `dst`; on success it replaces `dst`, on error it is removed."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)
+
+
+def image_grid(images: np.ndarray, ncols: int, pad: int = 2, value: int = 255) -> np.ndarray:
+    """Tile NxHxWx3 uint8 images into one grid image, row-major, with `pad` pixels between."""
+    n, h, w, c = images.shape
+    nrows = -(-n // ncols)
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), value, np.uint8)
+    for i, im in enumerate(images):
+        r, col = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[y : y + h, x : x + w] = im
+    return grid

@@ -1,0 +1,22 @@
+"""Logging set-up shared by the CLI, the DVC stages and the Prefect flows."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Rich-formatted logs on stderr; FACEGAN_LOG_LEVEL (default INFO) sets the level."""
+    from rich.logging import RichHandler
+
+    level = (level or os.environ.get("FACEGAN_LOG_LEVEL", "INFO")).upper()
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+    for noisy in ("PIL", "matplotlib", "urllib3", "alembic", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

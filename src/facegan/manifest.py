@@ -1,0 +1,62 @@
+"""Manifests: one row per input image per stage, with status and reason; nothing is silently dropped."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from facegan.io import write_text
+
+MANIFEST = "manifest.jsonl"
+
+
+class Row(BaseModel):
+    """What a stage knows about one face (or one rejected input).
+
+    Coordinates: `box` and `landmarks` are in the source image's pixels; `transform` is the 2x3
+    affine matrix from source pixels to this stage's output pixels.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    file: str | None = None
+    status: Literal["ok", "rejected"] = "ok"
+    reason: str | None = None
+    stage: str = ""
+    box: list[float] | None = None
+    landmarks: list[list[float]] | None = None
+    transform: list[list[float]] | None = None
+    backends: dict[str, str] = {}
+    extra: dict[str, float | int | str | None] = {}
+
+    def reject(self, stage: str, reason: str) -> Row:
+        return self.model_copy(update={"status": "rejected", "reason": reason, "stage": stage, "file": None})
+
+
+Manifest = list[Row]
+
+
+def write_manifest(folder: Path, rows: Manifest) -> Path:
+    path = folder / MANIFEST
+    write_text(path, "".join(r.model_dump_json() + "\n" for r in rows))
+    return path
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest at {path}: run the previous stage first")
+    return [Row.model_validate_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def summary(rows: Manifest) -> dict[str, int]:
+    """Counts: ok, rejected, and one entry per rejection reason (`rejected: <reason>`)."""
+    c = Counter(r.status for r in rows)
+    out = {"ok": c["ok"], "rejected": c["rejected"]}
+    for reason, n in Counter(r.reason for r in rows if r.status == "rejected").most_common():
+        out[f"rejected: {reason}"] = n
+    return out

@@ -1,0 +1,36 @@
+"""Per-image work over a process pool, in input order, with a progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def map_items(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str) -> list[R]:
+    """`[fn(x) for x in items]`, on `workers` processes when > 1; results keep the input order.
+
+    `fn` must be picklable (a module-level function or a functools.partial of one).
+    """
+    bar = tqdm(total=len(items), desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5)
+    try:
+        if workers <= 1 or len(items) < 2:
+            out = []
+            for x in items:
+                out.append(fn(x))
+                bar.update()
+            return out
+        chunk = max(1, min(32, len(items) // (workers * 8)))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            out = []
+            for r in pool.map(fn, items, chunksize=chunk):
+                out.append(r)
+                bar.update()
+            return out
+    finally:
+        bar.close()

@@ -1,0 +1,93 @@
+"""Stage `align`: similarity-warp each face crop so its 5 landmarks sit on a fixed template.
+
+Landmark backends (LANDMARKERS) share one signature: `landmarker(crop_rgb, row) -> Kx2 landmarks
+in raw-image pixels` (5 points: eye centres, nose tip, mouth corners), or None when none found.
+
+Alignment never invents pixels: a face smaller than the template is aligned at its native scale
+(a smaller output) and left to the `upscale` stage, whose super-resolution backend is chosen.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from facegan.config import AlignConfig
+from facegan.io import ImageError, read_image, write_image
+from facegan.manifest import Manifest, Row
+from facegan.preprocess import geometry
+from facegan.preprocess.annotations import Face, iou, load_annotations
+from facegan.preprocess.common import run_per_image
+from facegan.registry import pick
+
+STAGE = "align"
+MIN_SIDE = 16
+Landmarker = Callable[[np.ndarray, Row], np.ndarray | None]
+
+
+class AnnotationLandmarker:
+    """Landmarks from the annotations file, for the face whose box best overlaps the detected one."""
+
+    def __init__(self, faces: dict[str, list[Face]]):
+        self.faces = faces
+
+    def __call__(self, crop: np.ndarray, row: Row) -> np.ndarray | None:
+        candidates = [f for f in self.faces.get(row.source, []) if f.landmarks is not None]
+        if not candidates or row.box is None:
+            return None
+        best = max(candidates, key=lambda f: iou(f.box, row.box))
+        return best.landmarks if iou(best.box, row.box) > 0.3 else None
+
+
+def _annotations(cfg: AlignConfig, raw: Path) -> Landmarker:
+    return AnnotationLandmarker(load_annotations(raw / cfg.annotations))
+
+
+LANDMARKERS: dict[str, Callable[[AlignConfig, Path], Landmarker]] = {"annotations": _annotations}
+
+
+def to_five(landmarks: np.ndarray) -> np.ndarray:
+    """Reduce a landmark set to the 5 template points (68-point iBUG layout or already 5)."""
+    pts = np.asarray(landmarks, np.float64)
+    if len(pts) == 5:
+        return pts
+    if len(pts) == 68:
+        return np.array([pts[36:42].mean(0), pts[42:48].mean(0), pts[30], pts[48], pts[54]])
+    raise ValueError(f"expected 5 or 68 landmarks, got {len(pts)}")
+
+
+def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path, dst: Path) -> Row:
+    crop = read_image(src / row.file)
+    found = landmarker(crop, row)
+    if found is None:
+        raise ImageError("no landmarks found")
+    raw_pts = to_five(found)
+    crop_pts = geometry.apply(row.transform, raw_pts)
+    # fit at full size, then shrink the output if that would upsample the crop
+    m = geometry.similarity(crop_pts, geometry.template5(cfg.size, cfg.eye_distance, cfg.eye_y))
+    scale = geometry.scale_of(m)
+    side = cfg.size if scale <= 1 else math.ceil(cfg.size / scale)
+    if side < MIN_SIDE:
+        raise ImageError(f"face too small to align ({side} px < {MIN_SIDE} px)")
+    if side != cfg.size:
+        m = geometry.similarity(crop_pts, geometry.template5(side, cfg.eye_distance, cfg.eye_y))
+    aligned = geometry.warp(crop, m, (side, side))
+    write_image(dst / row.file, aligned)
+    residual = np.linalg.norm(geometry.apply(m, crop_pts) - geometry.template5(side, cfg.eye_distance, cfg.eye_y), axis=1)
+    return row.model_copy(update={
+        "stage": STAGE, "landmarks": raw_pts.round(3).tolist(),
+        "transform": geometry.compose(m, row.transform).tolist(),
+        "backends": {**row.backends, STAGE: cfg.backend},
+        "extra": {**row.extra, "align_scale": round(scale, 4), "align_side": side,
+                  "align_residual": round(float(residual.mean()) / side, 5)},
+    })
+
+
+def run_align(cfg: AlignConfig, raw: Path, src: Path, dst: Path, workers: int = 1) -> Manifest:
+    """Align every accepted crop of `src` (detect output) into `dst`."""
+    landmarker = pick(LANDMARKERS, cfg.backend, "align backend")(cfg, raw)
+    return run_per_image(STAGE, functools.partial(_align_one, cfg=cfg, landmarker=landmarker), src, dst, workers)

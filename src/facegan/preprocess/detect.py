@@ -1,0 +1,107 @@
+"""Stage `detect`: find faces in raw images and cut out square crops with context around each.
+
+Backends (DETECTORS) share one signature: `detector(image_rgb, key) -> list[Face]` in raw pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from facegan.config import DetectConfig
+from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, list_images, read_image, write_image
+from facegan.manifest import Manifest, Row
+from facegan.parallel import map_items
+from facegan.preprocess import geometry
+from facegan.preprocess.annotations import Face, load_annotations
+from facegan.preprocess.common import finish, guarded
+from facegan.registry import pick
+
+log = logging.getLogger(__name__)
+
+STAGE = "detect"
+Detector = Callable[[np.ndarray, str], list[Face]]
+
+
+class AnnotationDetector:
+    """Boxes from an annotations file (hand-made, or the generator's ground truth)."""
+
+    def __init__(self, faces: dict[str, list[Face]]):
+        self.faces = faces
+
+    def __call__(self, image: np.ndarray, key: str) -> list[Face]:
+        return self.faces.get(key, [])
+
+
+def _annotations(cfg: DetectConfig, raw: Path) -> Detector:
+    return AnnotationDetector(load_annotations(raw / cfg.annotations))
+
+
+DETECTORS: dict[str, Callable[[DetectConfig, Path], Detector]] = {"annotations": _annotations}
+
+
+def output_name(key: str, k: int | None) -> str:
+    """Crop file name for face k of raw image `key` (unique for distinct keys)."""
+    p = Path(key)
+    stem = str(p.with_suffix("")) + ("" if p.suffix.lower() == ".png" else "_" + p.suffix.lstrip(".").lower())
+    return f"{stem}{'' if k is None else f'_f{k}'}.png"
+
+
+def crop_transform(box: tuple[float, ...], margin: float) -> tuple[np.ndarray, int]:
+    """Translation from raw pixels to a square crop centred on the box, side (1 + 2*margin) * max(w, h)."""
+    x0, y0, x1, y1 = box
+    side = max(1, math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return np.array([[1.0, 0.0, side / 2 - cx], [0.0, 1.0, side / 2 - cy]]), side
+
+
+def _detect_one(row: Row, *, cfg: DetectConfig, detector: Detector, images: Path, dst: Path) -> list[Row]:
+    image = read_image(images / row.source)
+    faces = detector(image, row.source)
+    if not faces:
+        raise ImageError("no face found")
+    big = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= cfg.min_size]
+    if not big:
+        raise ImageError(f"faces too small (< {cfg.min_size} px)")
+    big.sort(key=lambda f: -f.area)
+    chosen = big[:1] if cfg.multi_face == "largest" else big
+    out = []
+    for k, face in enumerate(chosen):
+        m, side = crop_transform(face.box, cfg.margin)
+        crop = geometry.warp(image, m, (side, side), border=geometry.cv2.BORDER_REPLICATE)
+        name = output_name(row.source, None if len(chosen) == 1 else k)
+        write_image(dst / name, crop)
+        out.append(row.model_copy(update={
+            "file": name, "stage": STAGE, "box": list(face.box),
+            "landmarks": None if face.landmarks is None else face.landmarks.tolist(),
+            "transform": m.tolist(), "backends": {STAGE: cfg.backend},
+            "extra": {"faces_found": len(faces), "score": face.score, "image_w": image.shape[1], "image_h": image.shape[0]},
+        }))
+    return out
+
+
+def _detect_guarded(row: Row, **kw) -> list[Row]:
+    result = guarded(STAGE, _detect_one, row, **kw)
+    return result if isinstance(result, list) else [result]
+
+
+def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int = 1) -> Manifest:
+    """Detect faces in raw/images/*; one manifest row per face found, or per rejected file."""
+    images = raw / "images"
+    if not images.is_dir():
+        raise FileNotFoundError(f"no images folder at {images}")
+    files = [p for p in sorted(images.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    if not list_images(images):
+        raise FileNotFoundError(f"no images in {images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    detector = pick(DETECTORS, cfg.backend, "detect backend")(cfg, raw)
+    rows = [Row(source=str(p.relative_to(images)), stage=STAGE) for p in files]
+    with atomic_dir(dst) as tmp:
+        fn = functools.partial(_detect_guarded, cfg=cfg, detector=detector, images=images, dst=tmp)
+        out = [r for group in map_items(fn, rows, workers, desc=STAGE) for r in group]
+        finish(STAGE, tmp, out)
+    return out

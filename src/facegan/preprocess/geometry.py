@@ -1,0 +1,80 @@
+"""Geometry shared by the preprocessing stages: affine bookkeeping, similarity fits, warps."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# 5-point face template (eye centres, nose tip, mouth corners) from the widely used 112x112
+# ArcFace layout, normalised so that the eye centres are 1 apart and their midpoint is the origin.
+_ARCFACE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]])
+_EYE_MID = _ARCFACE[:2].mean(axis=0)
+TEMPLATE5 = (_ARCFACE - _EYE_MID) / np.linalg.norm(_ARCFACE[1] - _ARCFACE[0])
+
+
+def template5(size: int, eye_distance: float, eye_y: float) -> np.ndarray:
+    """The 5-point template placed in a size x size output: eyes `eye_distance*size` apart at height `eye_y*size`."""
+    return TEMPLATE5 * (eye_distance * size) + np.array([size / 2, eye_y * size])
+
+
+def to3(m: np.ndarray | list) -> np.ndarray:
+    """2x3 affine -> 3x3 homogeneous."""
+    m = np.asarray(m, dtype=np.float64)
+    return np.vstack([m[:2], [0, 0, 1]])
+
+
+def compose(outer: np.ndarray | list, inner: np.ndarray | list) -> np.ndarray:
+    """The 2x3 affine that applies `inner` then `outer`."""
+    return (to3(outer) @ to3(inner))[:2]
+
+
+def apply(m: np.ndarray | list, pts: np.ndarray | list) -> np.ndarray:
+    """Map Nx2 points through a 2x3 affine."""
+    m = np.asarray(m, dtype=np.float64)
+    return np.asarray(pts, dtype=np.float64) @ m[:, :2].T + m[:, 2]
+
+
+def invert(m: np.ndarray | list) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(m, dtype=np.float64))
+
+
+def box_of(m: np.ndarray | list, box: list[float]) -> list[float]:
+    """Axis-aligned bounds of a box's four corners after an affine map."""
+    x0, y0, x1, y1 = box
+    p = apply(m, [[x0, y0], [x1, y0], [x0, y1], [x1, y1]])
+    return [*p.min(axis=0).tolist(), *p.max(axis=0).tolist()]
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src to dst (Umeyama 1991)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    rot = u @ np.diag(sign) @ vt
+    scale = (sig * sign).sum() / s.var(axis=0).sum()
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def scale_of(m: np.ndarray | list) -> float:
+    """Uniform scale factor of a similarity/affine (sqrt of |det|)."""
+    m = np.asarray(m, dtype=np.float64)
+    return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+
+
+def warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int], border: int = cv2.BORDER_REFLECT_101) -> np.ndarray:
+    """warpAffine to (w, h) that does not alias when shrinking: area-resize first, then warp at ~1:1."""
+    s = scale_of(m)
+    if s < 0.8:
+        small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        fx, fy = small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]
+        m = compose(m, np.array([[1 / fx, 0, 0], [0, 1 / fy, 0]]))
+        image = small
+    return cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=border)

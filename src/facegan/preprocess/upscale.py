@@ -1,0 +1,56 @@
+"""Stage `upscale`: bring faces smaller than the target side up to it; larger ones pass unchanged.
+
+Backends (UPSCALERS) share one signature: `upscaler(image_rgb, side) -> side x side image`.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facegan.config import UpscaleConfig
+from facegan.io import read_image, write_image
+from facegan.manifest import Manifest, Row
+from facegan.preprocess import geometry
+from facegan.preprocess.common import run_per_image
+from facegan.registry import pick
+
+STAGE = "upscale"
+Upscaler = Callable[[np.ndarray, int], np.ndarray]
+
+
+def lanczos(image: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.LANCZOS))
+
+
+UPSCALERS: dict[str, Callable[[UpscaleConfig], Upscaler]] = {"lanczos": lambda cfg: lanczos}
+
+
+def _upscale_one(row: Row, *, cfg: UpscaleConfig, upscaler: Upscaler, src: Path, dst: Path) -> Row:
+    image = read_image(src / row.file)
+    h, w = image.shape[:2]
+    factor = 1.0
+    if min(h, w) < cfg.size:
+        factor = cfg.size / min(h, w)
+        image = upscaler(image, cfg.size)
+        write_image(dst / row.file, image)
+        m = np.array([[cfg.size / w, 0, 0], [0, cfg.size / h, 0]])
+        transform = geometry.compose(m, row.transform).tolist()
+    else:
+        (dst / row.file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / row.file, dst / row.file)
+        transform = row.transform
+    return row.model_copy(update={
+        "stage": STAGE, "transform": transform, "backends": {**row.backends, STAGE: cfg.backend if factor > 1 else "none"},
+        "extra": {**row.extra, "upscale_factor": round(factor, 4)},
+    })
+
+
+def run_upscale(cfg: UpscaleConfig, src: Path, dst: Path, workers: int = 1) -> Manifest:
+    upscaler = pick(UPSCALERS, cfg.backend, "upscale backend")(cfg)
+    return run_per_image(STAGE, functools.partial(_upscale_one, cfg=cfg, upscaler=upscaler), src, dst, workers)
