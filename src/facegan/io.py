@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -67,6 +68,15 @@ def write_image(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     Image.fromarray(np.ascontiguousarray(array)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
     os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_text(path: Path, text: str) -> None:

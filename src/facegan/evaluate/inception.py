@@ -8,7 +8,6 @@ and in Mixed_7c's max pool. Features: the 2048-D output of the final average poo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from facegan.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -195,17 +196,9 @@ def find_weights(explicit: Path | None = None, download: bool = True) -> Path:
     )
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_inception(path: Path, check_hash: bool = True) -> FIDInceptionV3:
     """The network with the file's weights, in eval mode; refuses a file whose sha256 does not match."""
-    if check_hash and not sha256_of(path).startswith(WEIGHTS_SHA256_PREFIX):
+    if check_hash and not sha256_file(path).startswith(WEIGHTS_SHA256_PREFIX):
         raise WeightsUnavailable(
             f"{path} is not the pytorch-fid Inception file (sha256 does not start with {WEIGHTS_SHA256_PREFIX}); "
             "remove it so a correct copy can be fetched"

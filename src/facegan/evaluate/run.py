@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -15,21 +14,13 @@ from facegan.data.pack import ZIP_NAME, load_packed
 from facegan.evaluate.extractors import make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
 from facegan.evaluate.inception import WeightsUnavailable
-from facegan.io import atomic_dir, write_text
+from facegan.io import atomic_dir, sha256_file, write_text
 from facegan.train.checkpoint import load_generator
 from facegan.train.loop import to_uint8
 
 log = logging.getLogger(__name__)
 
 STATUS = "stats.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unavailable(name: str, err: Exception) -> dict:
@@ -41,7 +32,7 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path) -> dict:
     """Feature statistics of (up to cfg.max_real) real packed images, per extractor, into dst/<name>.npz."""
     zip_path = packed / ZIP_NAME
     images, _, meta = load_packed(zip_path, limit=cfg.max_real)
-    digest = _sha256(zip_path)
+    digest = sha256_file(zip_path)
     status: dict = {"dataset_sha256": digest, "resolution": meta["resolution"], "extractors": {}}
     with atomic_dir(dst) as tmp:
         for name in cfg.extractors:
