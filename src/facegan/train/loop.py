@@ -147,8 +147,8 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True) ->
         loss_g.backward()
         opt_g.step()
 
-        history.append({"step": step + 1, "loss_d": float(loss_d), "loss_g": float(loss_g),
-                        "d_real": float(d_real.mean()), "d_fake": float(d_fake.mean())})
+        values = torch.stack([loss_d, loss_g, d_real.mean(), d_fake.mean()]).detach().cpu().tolist()
+        history.append({"step": step + 1, **dict(zip(LOSS_FIELDS[1:], values))})
         if not np.isfinite([history[-1]["loss_d"], history[-1]["loss_g"]]).all():
             checkpoint(step + 1)
             raise FloatingPointError(f"non-finite loss at step {step + 1}: {history[-1]} (checkpoint kept at {ckpt_path})")
