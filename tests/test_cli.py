@@ -1,0 +1,39 @@
+"""The CLI: one subcommand per stage, fast help (no heavy imports at start-up)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from conftest import ROOT
+from facegan.chain import STAGES
+
+
+def test_help_lists_every_stage():
+    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "--help"],
+                       capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    assert r.returncode == 0, r.stderr
+    for name in STAGES:
+        assert name in r.stdout
+
+
+def test_importing_cli_does_not_import_heavy_libraries():
+    code = "import sys, facegan.cli; print(','.join(m for m in ('torch','cv2','mlflow','dvc','dlib','scipy') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
+
+
+def test_check_command_reports_errors(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["datasets"]["cartoon"]["align"]["size"] = 4
+    bad = tmp_path / "p.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "check", "-p", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "datasets.cartoon.align.size: got 4" in r.stderr
+    ok = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "check", "-p", str(ROOT / "params.yaml")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "datasets: cartoon" in ok.stdout

@@ -1,0 +1,126 @@
+"""params.yaml -> typed config: bad keys, types and values stop the run with one clear message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from facegan.config import ParamsError, flatten, load_params, parse_params
+
+
+def _raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(ParamsError) as e:
+        parse_params(raw)
+    return str(e.value)
+
+
+def test_project_params_are_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert p.datasets["cartoon"].source.kind == "cartoon"
+    assert p.datasets["cartoon"].source.n == 2000
+    assert p.train.model == "dcgan"
+
+
+def test_unknown_key_names_key_and_lists_allowed():
+    raw = _raw()
+    raw["train"]["lr"] = 0.1
+    msg = _error(raw)
+    assert "train.lr: unknown key" in msg
+    assert "lr_d" in msg and "lr_g" in msg and "steps" in msg
+
+
+def test_unknown_key_inside_dataset_source_lists_source_keys():
+    raw = _raw()
+    raw["datasets"]["cartoon"]["source"]["count"] = 5
+    msg = _error(raw)
+    assert "datasets.cartoon.source.count: unknown key" in msg
+    assert "allowed keys here: face_scale, kind, max_rotation, n, seed, size" in msg
+
+
+def test_wrong_type_names_value():
+    raw = _raw()
+    raw["train"]["steps"] = "many"
+    msg = _error(raw)
+    assert "train.steps: got 'many'" in msg and "integer" in msg
+
+
+def test_wrong_choice_lists_allowed_values():
+    raw = _raw()
+    raw["datasets"]["cartoon"]["detect"]["backend"] = "hogg"
+    msg = _error(raw)
+    assert "datasets.cartoon.detect.backend: got 'hogg'" in msg and "'annotations'" in msg
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expect"),
+    [
+        (("datasets", "cartoon", "pack", "resolution"), 100, "power of two"),
+        (("datasets", "cartoon", "matte", "fill"), [0, 0, 300], "0..255"),
+        (("datasets", "cartoon", "source", "face_scale"), [0.5, 0.2], "min <= max"),
+        (("train", "lr_g"), -1, "greater than 0"),
+        (("evaluate", "extractors"), ["dlib", "dlib"], "listed twice"),
+        (("workers",), 0, "greater than or equal to 1"),
+    ],
+)
+def test_bad_values(path, value, expect):
+    raw = _raw()
+    node = raw
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    msg = _error(raw)
+    assert ".".join(path) in msg and expect in msg
+
+
+def test_pack_larger_than_upscale_is_refused():
+    raw = _raw()
+    raw["datasets"]["cartoon"]["pack"]["resolution"] = 256
+    assert "pack.resolution (256) is larger than upscale.size (128)" in _error(raw)
+
+
+def test_several_errors_reported_together():
+    raw = _raw()
+    raw["train"]["steps"] = 0
+    raw["evaluate"]["num_samples"] = "x"
+    msg = _error(raw)
+    assert "2 invalid value(s)" in msg and "train.steps" in msg and "evaluate.num_samples" in msg
+
+
+def test_unknown_dataset_lists_known(tiny_params_obj):
+    with pytest.raises(ParamsError, match="unknown dataset 'dogs'; params.yaml defines: cartoon"):
+        tiny_params_obj.dataset("dogs")
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_flatten_gives_dotted_leaves(tiny_params_obj):
+    flat = flatten(tiny_params_obj)
+    assert flat["train.lr_g"] == 0.0002
+    assert flat["datasets.cartoon.source.n"] == 12
+    assert all(not isinstance(v, dict) for v in flat.values())
+
+
+def test_stage_with_bad_params_stops_before_any_work(tmp_path):
+    raw = _raw()
+    raw["train"]["loss"] = "wasserstein-ish"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    r = subprocess.run([sys.executable, str(ROOT / "stages" / "generate.py"), "cartoon"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "train.loss: got 'wasserstein-ish'" in r.stderr and "'nonsaturating'" in r.stderr
+    assert not (tmp_path / "data").exists()

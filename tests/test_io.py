@@ -1,0 +1,95 @@
+"""Bad input gets a clear reason and loses nothing: odd formats decode, broken files are named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegan.io import ImageError, atomic_dir, image_grid, read_image
+
+
+def _rgb(h=40, w=60):
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, : w // 2] = (200, 30, 30)
+    a[:, w // 2 :] = (20, 40, 220)
+    return a
+
+
+def test_cmyk_jpeg(tmp_path):
+    p = tmp_path / "c.jpg"
+    Image.fromarray(_rgb()).convert("CMYK").save(p, quality=95)
+    im = read_image(p)
+    assert im.shape == (40, 60, 3) and abs(int(im[5, 5, 0]) - 200) < 20
+
+
+def test_16bit_grayscale_png_scaled_not_clipped(tmp_path):
+    p = tmp_path / "g16.png"
+    a = np.full((10, 12), 32768, np.uint16)
+    Image.fromarray(a).save(p)
+    im = read_image(p)
+    assert im.shape == (10, 12, 3) and 126 <= im[0, 0, 0] <= 129
+
+
+def test_grayscale_and_rgba_and_palette(tmp_path):
+    Image.fromarray(np.full((8, 8), 77, np.uint8)).save(tmp_path / "g.png")
+    assert (read_image(tmp_path / "g.png") == 77).all()
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 3] = 0  # fully transparent -> white
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    assert (read_image(tmp_path / "a.png") == 255).all()
+    Image.fromarray(_rgb()).convert("P").save(tmp_path / "p.gif")
+    assert read_image(tmp_path / "p.gif").shape == (40, 60, 3)
+
+
+def test_exif_rotation_applied(tmp_path):
+    p = tmp_path / "r.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    Image.fromarray(_rgb(40, 60)).save(p, exif=exif, quality=95)
+    im = read_image(p)
+    assert im.shape == (60, 40, 3)
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"", "unreadable image"),
+    (b"this is not an image at all", "unreadable image"),
+])
+def test_garbage_files_give_a_reason(tmp_path, content, reason):
+    p = tmp_path / "x.png"
+    p.write_bytes(content)
+    with pytest.raises(ImageError, match=reason):
+        read_image(p)
+
+
+def test_truncated_png(tmp_path):
+    p = tmp_path / "t.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(p)
+    p.write_bytes(p.read_bytes()[:300])
+    with pytest.raises(ImageError, match="unreadable image"):
+        read_image(p)
+
+
+def test_too_large_is_refused_before_decoding(tmp_path):
+    p = tmp_path / "big.png"
+    Image.fromarray(_rgb(100, 100)).save(p)
+    with pytest.raises(ImageError, match=r"too large: 100x100 > 5000 pixels"):
+        read_image(p, max_pixels=5000)
+
+
+def test_atomic_dir_keeps_old_output_on_failure(tmp_path):
+    dst = tmp_path / "out"
+    with atomic_dir(dst) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    with pytest.raises(RuntimeError), atomic_dir(dst) as tmp:
+        (tmp / "a.txt").write_text("v2")
+        raise RuntimeError("boom")
+    assert (dst / "a.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_image_grid_layout():
+    ims = np.stack([np.full((4, 5, 3), i * 10, np.uint8) for i in range(5)])
+    g = image_grid(ims, ncols=3, pad=1)
+    assert g.shape == (2 * 5 + 1, 3 * 6 + 1, 3)
+    assert g[1, 1, 0] == 0 and g[6, 1, 0] == 30 and g[6, 7, 0] == 40

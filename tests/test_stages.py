@@ -1,0 +1,151 @@
+"""Each preprocessing stage on a tiny cartoon set: outputs, manifests, geometry, packing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegan.config import DetectConfig
+from facegan.data.pack import ZIP_NAME, load_packed, run_pack
+from facegan.io import read_image
+from facegan.manifest import read_manifest
+from facegan.preprocess import geometry
+from facegan.preprocess.detect import output_name, run_detect
+from facegan.preprocess.matte import run_matte
+
+
+def test_every_stage_keeps_one_row_per_input(layout):
+    n = len(list((layout.raw / "images").iterdir()))
+    for stage in ("detect", "align", "matte", "upscale"):
+        rows = read_manifest(layout.interim(stage))
+        assert len(rows) == n
+        assert all(r.status == "ok" for r in rows), [r.reason for r in rows if r.status != "ok"]
+        assert all((layout.interim(stage) / r.file).is_file() for r in rows)
+        summary = json.loads((layout.interim(stage) / "summary.json").read_text())
+        assert summary == {"ok": n, "rejected": 0}
+
+
+def test_detect_crops_are_square_and_centred_on_the_box(layout, tiny_params_obj):
+    margin = tiny_params_obj.dataset("cartoon").detect.margin
+    for r in read_manifest(layout.interim("detect")):
+        crop = read_image(layout.interim("detect") / r.file)
+        assert crop.shape[0] == crop.shape[1]
+        x0, y0, x1, y1 = geometry.box_of(r.transform, r.box)
+        assert abs((x0 + x1) / 2 - crop.shape[1] / 2) < 1 and abs((y0 + y1) / 2 - crop.shape[0] / 2) < 1
+        assert crop.shape[0] == pytest.approx(max(x1 - x0, y1 - y0) * (1 + 2 * margin), abs=1.01)
+
+
+def test_align_puts_landmarks_on_the_template(layout, tiny_params_obj):
+    cfg = tiny_params_obj.dataset("cartoon").align
+    for r in read_manifest(layout.interim("align")):
+        side = read_image(layout.interim("align") / r.file).shape[0]
+        assert side <= cfg.size
+        assert side == r.extra["align_side"]
+        mapped = geometry.apply(r.transform, r.landmarks)
+        target = geometry.template5(side, cfg.eye_distance, cfg.eye_y)
+        # eyes land within 4% of the side (a similarity cannot fit 5 cartoon points exactly)
+        assert np.abs(mapped[:2] - target[:2]).max() < 0.04 * side
+
+
+def test_matte_separates_head_from_background(layout, tiny_params_obj):
+    fill = np.array(tiny_params_obj.dataset("cartoon").matte.fill)
+    for r in read_manifest(layout.interim("matte")):
+        img = read_image(layout.interim("matte") / r.file)
+        mask = read_image(layout.interim("matte") / "masks" / r.file)[..., 0] > 127
+        assert 0.2 < mask.mean() < 0.95
+        assert np.abs(img[~mask].astype(int) - fill).mean() < 25, "background becomes the fill colour"
+        c = img.shape[0] // 2
+        assert mask[c, c], "the face centre is kept"
+
+
+def test_upscale_brings_small_faces_to_size(layout, tiny_params_obj):
+    size = tiny_params_obj.dataset("cartoon").upscale.size
+    rows = read_manifest(layout.interim("upscale"))
+    for r in rows:
+        im = read_image(layout.interim("upscale") / r.file)
+        assert min(im.shape[:2]) >= size
+        if r.extra["align_side"] < size:
+            assert r.backends["upscale"] == "lanczos" and r.extra["upscale_factor"] > 1
+
+
+def test_pack_is_stylegan2_ada_format_with_labels(layout, tiny_params_obj):
+    zpath = layout.packed / ZIP_NAME
+    res = tiny_params_obj.dataset("cartoon").pack.resolution
+    with zipfile.ZipFile(zpath) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".png"))
+        meta = json.loads(zf.read("dataset.json"))
+    assert names[0] == "00000/img00000000.png" and len(names) == 12
+    assert [e[0] for e in meta["labels"]] == names
+    assert meta["label_names"] == ["hair_color", "eye_color", "face_color", "glasses", "hairstyle", "face_shape"]
+    images, labels, _ = load_packed(zpath)
+    assert images.shape == (12, res, res, 3) and labels.shape == (12, 6)
+    for j, name in enumerate(meta["label_names"]):
+        assert labels[:, j].max() < len(meta["label_values"][name])
+    # labels follow their source image
+    rows = [r for r in read_manifest(layout.packed) if r.status == "ok"]
+    csv_rows = dict(line.split(",", 1) for line in (layout.raw / "labels.csv").read_text().splitlines()[1:])
+    for r, lab in zip(rows, labels):
+        values = [meta["label_values"][n][i] for n, i in zip(meta["label_names"], lab)]
+        assert ",".join(values) == csv_rows[r.source]
+
+
+def test_pack_is_byte_reproducible(layout, tiny_params_obj, tmp_path):
+    run_pack(tiny_params_obj.dataset("cartoon").pack, layout.raw, layout.interim("upscale"), tmp_path / "again")
+    assert (tmp_path / "again" / ZIP_NAME).read_bytes() == (layout.packed / ZIP_NAME).read_bytes()
+
+
+def test_matte_is_deterministic(layout, tiny_params_obj, tmp_path):
+    run_matte(tiny_params_obj.dataset("cartoon").matte, layout.interim("align"), tmp_path / "m", workers=2)
+    for r in read_manifest(tmp_path / "m"):
+        assert np.array_equal(read_image(tmp_path / "m" / r.file), read_image(layout.interim("matte") / r.file))
+
+
+def test_detect_records_every_bad_file_with_a_reason(layout, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(layout.raw, raw)
+    images = raw / "images"
+    (images / "notes.txt").write_text("not an image")
+    (images / "broken.png").write_bytes((images / "000000.png").read_bytes()[:200])
+    Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(images / "unannotated.png")
+    (images / "sub").mkdir()
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).convert("CMYK").save(images / "sub" / "cmyk.jpg")
+    rows = run_detect(DetectConfig(), raw, tmp_path / "detect", workers=2)
+    by_source = {r.source: r for r in rows}
+    assert len(rows) == 12 + 4
+    assert by_source["notes.txt"].reason.startswith("unreadable image")
+    assert by_source["broken.png"].reason.startswith("unreadable image")
+    assert by_source["unannotated.png"].reason == "no face found"
+    assert by_source["sub/cmyk.jpg"].reason == "no face found"  # decoded fine, just no face
+    assert sum(r.status == "ok" for r in rows) == 12
+    assert (images / "notes.txt").read_text() == "not an image", "inputs are never modified"
+
+
+def test_detect_all_faces_and_min_size(layout, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(layout.raw, raw)
+    ann = json.loads((raw / "annotations.json").read_text())
+    first = ann["images"]["000000.png"][0]
+    small = {"box": [1, 1, 9, 9], "landmarks": None}
+    ann["images"]["000000.png"] = [first, {**first, "box": [b + 2 for b in first["box"]]}, small]
+    (raw / "annotations.json").write_text(json.dumps(ann))
+    rows = run_detect(DetectConfig(multi_face="all", min_size=16), raw, tmp_path / "d")
+    faces = [r for r in rows if r.source == "000000.png"]
+    assert len(faces) == 2 and {r.file for r in faces} == {"000000_f0.png", "000000_f1.png"}
+    assert all(r.extra["faces_found"] == 3 for r in faces)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images in"):
+        run_detect(DetectConfig(), tmp_path, tmp_path / "out")
+
+
+def test_output_names_are_unique_per_source():
+    assert output_name("a.png", None) == "a.png"
+    assert output_name("a.jpg", None) == "a_jpg.png"
+    assert output_name("x/a.JPEG", 2) == "x/a_jpeg_f2.png"

@@ -1,0 +1,83 @@
+"""Training: finite losses, checkpoints that load with weights_only, exact resume, loss registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_params
+from facegan import train as _  # noqa: F401
+from facegan.losses import LOSSES, get_loss
+from facegan.models import build_models
+from facegan.train import loop
+from facegan.train.checkpoint import load_checkpoint, load_generator
+from facegan.train.loop import batch_indices, run_train
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_two_steps_every_loss(layout, tmp_path, loss):
+    cfg = tiny_params(steps=2, loss=loss).train
+    result = run_train(cfg, layout.packed, tmp_path)
+    assert len(result.losses) == 2
+    assert all(torch.isfinite(torch.tensor([h["loss_d"], h["loss_g"]])).all() for h in result.losses)
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "losses.csv").read_text().startswith("step,loss_d")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2 and set(state) >= {"G", "D", "opt_G", "opt_D", "config", "rng_torch", "losses"}
+
+
+def test_generator_shapes(tiny_params_obj):
+    for res in (32, 64, 128):
+        g, d = build_models(tiny_params_obj.train, res)
+        x = g(torch.randn(3, tiny_params_obj.train.z_dim))
+        assert x.shape == (3, 3, res, res) and x.abs().max() <= 1
+        assert d(x).shape == (3,)
+
+
+def test_unknown_loss_lists_valid():
+    with pytest.raises(ValueError, match="unknown loss 'wgan'; choose one of: hinge, minimax, nonsaturating"):
+        get_loss("wgan")
+
+
+def test_resume_is_bitwise_exact(layout, tmp_path, monkeypatch):
+    cfg = tiny_params(steps=4).train
+    run_train(cfg, layout.packed, tmp_path / "straight")
+
+    real_gen = loop.step_generator
+
+    def crash_at_3(seed, step):
+        if step == 3:
+            raise KeyboardInterrupt("killed")
+        return real_gen(seed, step)
+
+    monkeypatch.setattr(loop, "step_generator", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(cfg, layout.packed, tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 2
+    monkeypatch.setattr(loop, "step_generator", real_gen)
+    run_train(cfg, layout.packed, tmp_path / "resumed")
+
+    a, b = load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    for net in ("G", "D"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after resume"
+    assert a["losses"] == b["losses"]
+
+
+def test_resume_refuses_a_different_config(layout, tmp_path):
+    run_train(tiny_params(steps=2).train, layout.packed, tmp_path)
+    with pytest.raises(ValueError, match="different train config"):
+        run_train(tiny_params(steps=2, lr_g=1e-3).train, layout.packed, tmp_path)
+
+
+def test_batches_cover_each_epoch_once():
+    n, b = 10, 4
+    seen = torch.cat([batch_indices(n, b, s, seed=1) for s in range(5)])  # 20 = two epochs
+    assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:].tolist()) == list(range(10))
+    assert torch.equal(batch_indices(n, b, 3, 1), batch_indices(n, b, 3, 1))
+
+
+def test_load_generator_round_trip(layout, tmp_path):
+    run_train(tiny_params(steps=2).train, layout.packed, tmp_path)
+    g, cfg, state = load_generator(tmp_path / "checkpoint.pt")
+    assert not g.training and state["resolution"] == 32
+    assert g(torch.zeros(1, cfg.z_dim)).shape == (1, 3, 32, 32)
