@@ -116,24 +116,74 @@ class DatasetConfig(Section):
 # ---- training and evaluation ----------------------------------------------------------------
 
 
+GP_LOSSES = ("wgan-gp", "wgan-div")  # gradient penalties are per-sample: no batch norm in D
+
+
 class TrainConfig(Section):
-    model: Literal["dcgan"] = "dcgan"
-    loss: Literal["minimax", "nonsaturating", "hinge"] = "nonsaturating"
+    model: Literal["dcgan", "wgan-gp", "acgan"] = "dcgan"
+    loss: Literal["minimax", "nonsaturating", "hinge", "wgan", "wgan-gp", "wgan-div"] = "nonsaturating"
+    g_arch: Literal["deconv", "upsample"] = Field("deconv", description="transposed convs, or nearest upsample + conv")
+    d_norm: Literal["auto", "batch", "instance", "layer", "none"] = Field(
+        "auto", description="auto: batch norm, or layer norm for model wgan-gp and gradient-penalty losses")
+    d_variant: Literal["plain", "sn", "projection"] = Field(
+        "plain", description="sn: spectral norm on every D layer; projection: SN + label projection (acgan)")
+    label_input: Literal["concat", "noconcat"] = Field(
+        "concat", description="acgan G: labels at the input and again at the first hidden layer, or input only")
+    aux_head: Literal["softmax", "multihot"] = Field(
+        "softmax", description="acgan D: one softmax head per attribute, or one multi-hot sigmoid head")
+    aux_weight: float = Field(1.0, ge=0, description="weight of the auxiliary classification loss")
     z_dim: int = Field(100, ge=1, le=4096)
     g_channels: int = Field(32, ge=4, le=1024, description="width of G's last hidden layer (ngf)")
     d_channels: int = Field(32, ge=4, le=1024, description="width of D's first layer (ndf)")
-    steps: int = Field(400, ge=1)
+    steps: int = Field(400, ge=1, description="generator updates")
+    n_critic: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
     batch_size: int = Field(64, ge=1, le=4096)
+    optimizer: Literal["adam", "rmsprop"] = "adam"
     lr_g: float = Field(2e-4, gt=0, lt=1)
-    lr_d: float = Field(2e-4, gt=0, lt=1)
+    lr_d: float = Field(2e-4, gt=0, lt=1, description="TTUR: set different from lr_g")
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
+    gp_weight: float = Field(10.0, ge=0, description="wgan-gp lambda")
+    div_k: float = Field(2.0, ge=0, description="wgan-div k")
+    div_p: float = Field(6.0, gt=0, description="wgan-div p")
+    clip: float = Field(0.01, gt=0, description="wgan weight clipping bound")
+    ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of G's weights (0 = off), e.g. 0.999")
+    diffaugment: list[Literal["color", "translation", "cutout"]] = Field(
+        [], description="DiffAugment policies applied to every image D sees")
     mirror: bool = Field(True, description="random horizontal flips of real images")
     checkpoint_every: int = Field(100, ge=1)
     sample_every: int = Field(100, ge=1)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
+
+    @property
+    def conditional(self) -> bool:
+        return self.model == "acgan"
+
+    @property
+    def resolved_d_norm(self) -> str:
+        if self.d_norm != "auto":
+            return self.d_norm
+        return "layer" if self.model == "wgan-gp" or self.loss in GP_LOSSES else "batch"
+
+    @model_validator(mode="after")
+    def _compatible(self) -> TrainConfig:
+        if self.loss in GP_LOSSES and self.resolved_d_norm == "batch":
+            raise ValueError(f"loss {self.loss} penalises per-sample gradients: d_norm 'batch' is not allowed "
+                             "(use layer, instance or none)")
+        if self.d_variant == "projection" and not self.conditional:
+            raise ValueError("d_variant 'projection' needs labels: use it with model 'acgan'")
+        if len(set(self.diffaugment)) != len(self.diffaugment):
+            raise ValueError("diffaugment lists a policy twice")
+        return self
+
+
+class ClassifierConfig(Section):
+    epochs: int = Field(6, ge=1, le=1000)
+    batch_size: int = Field(64, ge=2, le=4096)
+    lr: float = Field(2e-3, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=0.9, description="real images held out to measure its accuracy")
 
 
 class EvaluateConfig(Section):
@@ -143,6 +193,7 @@ class EvaluateConfig(Section):
     batch_size: int = Field(50, ge=1, le=1024)
     inception_weights: Path | None = Field(None, description="explicit path to pt_inception-...pth")
     seed: int = Field(12345, ge=0)
+    classifier: ClassifierConfig = ClassifierConfig()
 
     @field_validator("extractors")
     @classmethod

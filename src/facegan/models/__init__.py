@@ -1,8 +1,14 @@
-"""Model registry: name in params.yaml (train.model) -> builder of (generator, discriminator)."""
+"""Model registry: train.model -> builder of (generator, discriminator).
+
+- `dcgan`: DCGAN generator and discriminator (batch norm; `d_variant: sn` adds spectral norm).
+- `wgan-gp`: the same generator with a critic without batch norm (layer norm by default), for the
+  Wasserstein losses with gradient penalty.
+- `acgan`: both conditioned on the dataset's attribute labels (`label_input`, `aux_head`, `d_variant`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -10,15 +16,34 @@ from facegan.config import TrainConfig
 from facegan.registry import pick
 
 
-def _dcgan(cfg: TrainConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
+def _conv_pair(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tuple[nn.Module, nn.Module]:
     from facegan.models import dcgan
 
-    return dcgan.build(resolution, cfg.z_dim, cfg.g_channels, cfg.d_channels)
+    g = dcgan.Generator(resolution, cfg.z_dim, cfg.g_channels, cfg.g_arch, label_dims, cfg.label_input)
+    d = dcgan.Discriminator(resolution, cfg.d_channels, cfg.resolved_d_norm, cfg.d_variant == "sn",
+                            label_dims, cfg.aux_head, cfg.d_variant == "projection")
+    g.apply(dcgan.init_weights)
+    d.apply(dcgan.init_weights)
+    return g, d
 
 
-MODELS: dict[str, Callable[[TrainConfig, int], tuple[nn.Module, nn.Module]]] = {"dcgan": _dcgan}
+def _unconditional(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tuple[nn.Module, nn.Module]:
+    return _conv_pair(cfg, resolution, ())
 
 
-def build_models(cfg: TrainConfig, resolution: int) -> tuple[nn.Module, nn.Module]:
-    """(G, D) for cfg.model at `resolution`; unknown names list the valid ones."""
-    return pick(MODELS, cfg.model, "model")(cfg, resolution)
+def _acgan(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tuple[nn.Module, nn.Module]:
+    if not label_dims:
+        raise ValueError("model 'acgan' needs a labelled dataset (pack.labels: a CSV of attributes per image)")
+    return _conv_pair(cfg, resolution, label_dims)
+
+
+MODELS: dict[str, Callable[[TrainConfig, int, Sequence[int]], tuple[nn.Module, nn.Module]]] = {
+    "dcgan": _unconditional,
+    "wgan-gp": _unconditional,
+    "acgan": _acgan,
+}
+
+
+def build_models(cfg: TrainConfig, resolution: int, label_dims: Sequence[int] = ()) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for cfg.model at `resolution`; `label_dims` = values per attribute (conditional models)."""
+    return pick(MODELS, cfg.model, "model")(cfg, resolution, label_dims)

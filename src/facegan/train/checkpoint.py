@@ -11,7 +11,7 @@ from torch import nn
 
 from facegan.config import TrainConfig
 
-FORMAT = 1
+FORMAT = 2  # 2: Trainer layout (G/D with stem/body, G_ema, label dims)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -27,16 +27,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != FORMAT:
-        raise ValueError(f"{path}: unsupported checkpoint format {state.get('format')!r} (expected {FORMAT})")
+        raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, this facegan reads format {FORMAT}; "
+                         "retrain (dvc repro) to get a compatible checkpoint")
     return state
 
 
-def load_generator(path: Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
-    """The generator of a checkpoint, in eval mode, with its training config and the raw state."""
+def load_generator(path: Path, ema: bool = True) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """The generator of a checkpoint (its EMA copy when present), in eval mode, with config and state."""
     from facegan.models import build_models
 
     state = load_checkpoint(path)
     cfg = TrainConfig.model_validate(state["config"])
-    g, _ = build_models(cfg, state["resolution"])
-    g.load_state_dict(state["G"])
+    g, _ = build_models(cfg, state["resolution"], state.get("label_dims") or [])
+    g.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
     return g.eval(), cfg, state

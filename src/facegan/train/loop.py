@@ -1,7 +1,8 @@
 """The training loop: one loop for every model and loss in the registries.
 
-Randomness per step (batch order, flips, noise) is derived from (seed, step) alone, so a run
-resumed from any checkpoint continues exactly as the uninterrupted run would have (bitwise on CPU).
+Randomness per step (batches, flips, noise, fake labels, augmentations) is derived from
+(seed, step) alone, so a run resumed from any checkpoint continues exactly as the uninterrupted
+run would have (bitwise on CPU).
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from facegan.augment.diffaugment import diff_augment
 from facegan.config import TrainConfig
 from facegan.data.pack import ZIP_NAME, load_packed
-from facegan.io import image_grid, write_image, write_text
+from facegan.io import write_text
 from facegan.losses import get_loss
 from facegan.models import build_models
+from facegan.models.acgan import aux_loss
 from facegan.train.checkpoint import load_checkpoint, save_checkpoint
+from facegan.train.ema import EMA
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-LOSS_FIELDS = ["step", "loss_d", "loss_g", "d_real", "d_fake"]
-N_FIXED = 64
+LOSS_FIELDS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "penalty", "aux_d", "aux_g"]
 
 
 @dataclass(frozen=True)
@@ -64,108 +67,174 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def fixed_noise(cfg: TrainConfig, n: int = N_FIXED) -> torch.Tensor:
-    return torch.randn(n, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 99_991))
-
-
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
-    return (x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+    return x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-@torch.no_grad()
-def sample_grid(g: torch.nn.Module, z: torch.Tensor, device: torch.device) -> np.ndarray:
-    was = g.training
-    g.eval()
-    images = to_uint8(g(z.to(device)))
-    g.train(was)
-    return image_grid(images, ncols=int(np.ceil(np.sqrt(len(images)))))
+class Trainer:
+    """G, D, optimisers, EMA and one `step()`; `state_dict()` holds everything needed to resume."""
+
+    def __init__(self, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None,
+                 label_dims: list[int], device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.images = images  # (N, 3, R, R) uint8, on CPU (or pinned)
+        self.labels = labels if cfg.conditional else None
+        self.label_dims = label_dims if cfg.conditional else []
+        self.resolution = images.shape[-1]
+        torch.manual_seed(cfg.seed)
+        g, d = build_models(cfg, self.resolution, self.label_dims)
+        self.g, self.d = g.to(device).train(), d.to(device).train()
+        opt = {"adam": lambda p, lr: torch.optim.Adam(p, lr=lr, betas=(cfg.beta1, cfg.beta2)),
+               "rmsprop": lambda p, lr: torch.optim.RMSprop(p, lr=lr)}[cfg.optimizer]
+        self.opt_g, self.opt_d = opt(self.g.parameters(), cfg.lr_g), opt(self.d.parameters(), cfg.lr_d)
+        self.loss = get_loss(cfg.loss)
+        self.ema = EMA(self.g, cfg.ema) if cfg.ema > 0 else None
+        self.step_done = 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator to sample from: the EMA copy when enabled."""
+        return self.ema.model if self.ema else self.g
+
+    def _real(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = batch_indices(len(self.images), self.cfg.batch_size, index, self.cfg.seed)
+        x = self.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
+        if self.cfg.mirror:
+            flip = (torch.rand(len(x), generator=gen) < 0.5).to(self.device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        y = self.labels[idx].to(self.device) if self.labels is not None else None
+        return x, y
+
+    def _latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.randn(n, self.cfg.z_dim, generator=gen).to(self.device)
+        y = None
+        if self.labels is not None:  # fake labels follow the real joint label distribution
+            y = self.labels[torch.randint(len(self.labels), (n,), generator=gen)].to(self.device)
+        return z, y
+
+    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return diff_augment(x, self.cfg.diffaugment, gen) if self.cfg.diffaugment else x
+
+    def step(self) -> dict[str, float]:
+        """n_critic D updates, then one G update (reusing the last D update's fakes, as DCGAN does)."""
+        cfg, loss, step = self.cfg, self.loss, self.step_done
+        gen = step_generator(cfg.seed, step)
+        zero = torch.zeros((), device=self.device)
+        for k in range(cfg.n_critic):
+            real, y_real = self._real(step * cfg.n_critic + k, gen)
+            z, y_fake = self._latents(len(real), gen)
+            last = k == cfg.n_critic - 1
+            with torch.set_grad_enabled(last):
+                fake = self.g(z, y_fake) if self.label_dims else self.g(z)
+            adv_real, aux_real = self.d(self._augment(real, gen), y_real)
+            adv_fake, aux_fake = self.d(self._augment(fake.detach(), gen), y_fake)
+            loss_d = loss.d(adv_real, adv_fake)
+            penalty = loss.penalty(self.d, real, fake, y_real, gen, cfg) if loss.penalty else zero
+            aux_d = (aux_loss(aux_real, y_real, cfg.aux_head) + aux_loss(aux_fake, y_fake, cfg.aux_head)) / 2 \
+                if self.label_dims else zero
+            self.opt_d.zero_grad(set_to_none=True)
+            (loss_d + penalty + cfg.aux_weight * aux_d).backward()
+            self.opt_d.step()
+            if loss.clip:
+                with torch.no_grad():
+                    for p in self.d.parameters():
+                        p.clamp_(-cfg.clip, cfg.clip)
+
+        adv_gen, aux_gen = self.d(self._augment(fake, gen), y_fake)
+        loss_g = loss.g(adv_gen)
+        aux_g = aux_loss(aux_gen, y_fake, cfg.aux_head) if self.label_dims else zero
+        self.opt_g.zero_grad(set_to_none=True)
+        (loss_g + cfg.aux_weight * aux_g).backward()
+        self.opt_g.step()
+        if self.ema:
+            self.ema.update(self.g)
+
+        values = torch.stack([loss_d, loss_g, adv_real.mean(), adv_fake.mean(), penalty, aux_d, aux_g]).detach().cpu()
+        self.step_done = step + 1
+        row = {"step": self.step_done, **dict(zip(LOSS_FIELDS[1:], values.tolist()))}
+        self.history.append(row)
+        if not torch.isfinite(values).all():
+            raise FloatingPointError(f"non-finite loss at step {self.step_done}: {row}")
+        return row
+
+    def state_dict(self, label_names: list[str], label_values: dict[str, list[str]]) -> dict:
+        return {
+            "step": self.step_done, "G": self.g.state_dict(), "D": self.d.state_dict(),
+            "G_ema": self.ema.model.state_dict() if self.ema else None,
+            "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
+            "config": self.cfg.model_dump(mode="json"), "resolution": self.resolution,
+            "label_dims": self.label_dims, "label_names": label_names, "label_values": label_values,
+            "rng_torch": torch.get_rng_state(), "losses": self.history,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != self.cfg.model_dump(mode="json"):
+            raise ValueError("the checkpoint was written with a different train config; remove it or restore the config")
+        self.g.load_state_dict(state["G"])
+        self.d.load_state_dict(state["D"])
+        if self.ema:
+            self.ema.model.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_G"])
+        self.opt_d.load_state_dict(state["opt_D"])
+        torch.set_rng_state(state["rng_torch"])
+        self.step_done, self.history = int(state["step"]), list(state["losses"])
+
+
+def load_training_data(packed: Path) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    images, labels, meta = load_packed(packed / ZIP_NAME)
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+            torch.from_numpy(labels) if labels is not None else None, meta)
 
 
 def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True) -> TrainResult:
     """Train cfg.model on packed/dataset.zip; write checkpoint, sample grids and loss log to dst."""
+    from facegan.sample import write_training_samples
+
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(cfg.device)
-    images, _, meta = load_packed(packed / ZIP_NAME)
-    data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    n, resolution = len(data), int(meta["resolution"])
-    log.info("training %s (%s loss) on %d images at %dx%d, %d steps, device %s",
-             cfg.model, cfg.loss, n, resolution, resolution, cfg.steps, device)
-
-    torch.manual_seed(cfg.seed)
-    g, d = build_models(cfg, resolution)
-    g, d = g.to(device), d.to(device)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    loss = get_loss(cfg.loss)
-    z_fixed = fixed_noise(cfg)
+    images, labels, meta = load_training_data(packed)
+    names = meta.get("label_names") or []
+    values = meta.get("label_values") or {}
+    trainer = Trainer(cfg, images, labels, [len(values[n]) for n in names], device)
+    log.info("training %s (%s loss%s) on %d images at %dx%d, %d steps, device %s", cfg.model, cfg.loss,
+             f", {len(names)} label attributes" if trainer.label_dims else "", len(images),
+             trainer.resolution, trainer.resolution, cfg.steps, device)
 
     ckpt_path = dst / CHECKPOINT
-    start, history = 0, []
     if resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        if state["config"] != cfg.model_dump(mode="json"):
-            raise ValueError(f"{ckpt_path} was written with a different train config; remove it or restore the config")
-        g.load_state_dict(state["G"])
-        d.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_G"])
-        opt_d.load_state_dict(state["opt_D"])
-        torch.set_rng_state(state["rng_torch"])
-        start, history = int(state["step"]), list(state["losses"])
-        log.info("resumed from %s at step %d", ckpt_path, start)
+        trainer.load_state_dict(load_checkpoint(ckpt_path))
+        log.info("resumed from %s at step %d", ckpt_path, trainer.step_done)
+    start = trainer.step_done
 
-    def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt_path, {
-            "step": step, "G": g.state_dict(), "D": d.state_dict(), "opt_G": opt_g.state_dict(),
-            "opt_D": opt_d.state_dict(), "config": cfg.model_dump(mode="json"), "resolution": resolution,
-            "rng_torch": torch.get_rng_state(), "losses": history, "label_values": meta.get("label_values", {}),
-        })
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, trainer.state_dict(names, values))
 
-    g.train()
-    d.train()
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step", dynamic_ncols=True)
-    for step in bar:
-        gen = step_generator(cfg.seed, step)
-        real = data[batch_indices(n, cfg.batch_size, step, cfg.seed)].to(device).float().div(127.5).sub(1)
-        if cfg.mirror:
-            flip = torch.rand(len(real), generator=gen) < 0.5
-            real = torch.where(flip.to(device)[:, None, None, None], real.flip(3), real)
-        z = torch.randn(len(real), cfg.z_dim, generator=gen).to(device)
-
-        fake = g(z)
-        d_real, d_fake = d(real), d(fake.detach())
-        loss_d = loss.d(d_real, d_fake)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-
-        loss_g = loss.g(d(fake))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-
-        values = torch.stack([loss_d, loss_g, d_real.mean(), d_fake.mean()]).detach().cpu().tolist()
-        history.append({"step": step + 1, **dict(zip(LOSS_FIELDS[1:], values))})
-        if not np.isfinite([history[-1]["loss_d"], history[-1]["loss_g"]]).all():
-            checkpoint(step + 1)
-            raise FloatingPointError(f"non-finite loss at step {step + 1}: {history[-1]} (checkpoint kept at {ckpt_path})")
-        bar.set_postfix(loss_d=f"{history[-1]['loss_d']:.3f}", loss_g=f"{history[-1]['loss_g']:.3f}", refresh=False)
-        done = step + 1
+    for _ in bar:
+        try:
+            row = trainer.step()
+        except FloatingPointError:
+            checkpoint()
+            raise
+        bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", refresh=False)
+        done = trainer.step_done
         if done % cfg.sample_every == 0 or done == cfg.steps:
-            write_image(dst / "progress" / f"step{done:07d}.png", sample_grid(g, z_fixed, device))
+            write_training_samples(trainer, dst / "progress" / f"step{done:07d}.png")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            checkpoint(done)
+            checkpoint()
     bar.close()
     seconds = time.perf_counter() - t0
 
-    write_image(dst / "samples.png", sample_grid(g, z_fixed, device))
+    write_training_samples(trainer, dst / "samples.png", final=True, label_names=names, label_values=values)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, LOSS_FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(trainer.history)
     write_text(dst / "losses.csv", buf.getvalue())
     log.info("trained %d steps in %.1f s (%.3f s/step)", cfg.steps - start, seconds, seconds / max(1, cfg.steps - start))
-    return TrainResult(ckpt_path, cfg.steps, seconds, history)
+    return TrainResult(ckpt_path, cfg.steps, seconds, trainer.history)

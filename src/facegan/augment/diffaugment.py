@@ -1,0 +1,64 @@
+"""DiffAugment (Zhao et al. 2020): differentiable augmentations applied to every image D sees.
+
+Policies: `color` (brightness, saturation, contrast), `translation` (up to 1/8 of the side, zero
+fill), `cutout` (one square of half the side). Randomness comes from an explicit generator, so a
+training step is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _rand(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.rand(shape, generator=gen).to(device=like.device, dtype=like.dtype)
+
+
+def color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    n = len(x)
+    x = x + (_rand((n, 1, 1, 1), gen, x) - 0.5)
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (_rand((n, 1, 1, 1), gen, x) * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (_rand((n, 1, 1, 1), gen, x) + 0.5) + mean
+
+
+def translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
+    n, _, h, w = x.shape
+    sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ty = torch.randint(-sy, sy + 1, (n, 1, 1), generator=gen).to(x.device)
+    tx = torch.randint(-sx, sx + 1, (n, 1, 1), generator=gen).to(x.device)
+    b, gy, gx = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(h, device=x.device),
+                               torch.arange(w, device=x.device), indexing="ij")
+    gy = torch.clamp(gy + ty + 1, 0, h + 1)
+    gx = torch.clamp(gx + tx + 1, 0, w + 1)
+    padded = F.pad(x, [1, 1, 1, 1])
+    return padded.permute(0, 2, 3, 1)[b, gy, gx].permute(0, 3, 1, 2).contiguous()
+
+
+def cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
+    n, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    oy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), generator=gen).to(x.device)
+    ox = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), generator=gen).to(x.device)
+    b, gy, gx = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(ch, device=x.device),
+                               torch.arange(cw, device=x.device), indexing="ij")
+    gy = torch.clamp(gy + oy - ch // 2, 0, h - 1)
+    gx = torch.clamp(gx + ox - cw // 2, 0, w - 1)
+    mask = torch.ones(n, h, w, dtype=x.dtype, device=x.device)
+    mask[b, gy, gx] = 0
+    return x * mask[:, None]
+
+
+POLICIES = {"color": color, "translation": translation, "cutout": cutout}
+
+
+def diff_augment(x: torch.Tensor, policies: Sequence[str], gen: torch.Generator) -> torch.Tensor:
+    """Apply the policies in the canonical order color -> translation -> cutout."""
+    for name in ("color", "translation", "cutout"):
+        if name in policies:
+            x = POLICIES[name](x, gen)
+    return x
