@@ -78,5 +78,50 @@ def check(params: Path = PARAMS) -> None:
     typer.echo(f"{params}: valid; datasets: {', '.join(p.datasets)}; model: {p.train.model}")
 
 
+@app.command("sample")
+def sample(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", exists=True, dir_okay=False, help="checkpoint.pt"),
+    n: int = typer.Option(16, "-n", min=1, help="number of images"),
+    seed: int = typer.Option(0, "--seed", "-s", help="noise seed"),
+    labels: str = typer.Option("", "--labels", "-l", help="conditional models: e.g. hair=blond,glasses=1"),
+    out: Path = typer.Option(Path("samples"), "--out", "-o", file_okay=False, help="output folder"),
+) -> None:
+    """Write generated images (and a grid) from a checkpoint."""
+    import numpy as np
+
+    from facegan.io import image_grid, write_image
+    from facegan.sample import LabelError, sample_checkpoint
+
+    try:
+        images = sample_checkpoint(checkpoint, n, seed, labels)
+    except (LabelError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    for i, im in enumerate(images):
+        write_image(out / f"seed{seed}_{i:04d}.png", im)
+    write_image(out / "grid.png", image_grid(images, ncols=int(np.ceil(np.sqrt(len(images))))))
+    typer.echo(f"wrote {len(images)} images and grid.png to {out}")
+
+
+@app.command("exp-table")
+def exp_table(
+    rows: str = typer.Option("train.loss", help="param for the table rows"),
+    cols: str = typer.Option("train.d_variant", help="param for the table columns"),
+    metric: str = typer.Option("fd_dlib", help="metric in the cells"),
+    out: Path | None = typer.Option(None, help="also write the table as Markdown here"),
+) -> None:
+    """Pivot the DVC experiments (e.g. a `dvc exp run --queue -S ...` sweep) into one metric table."""
+    from facegan.experiments import dvc_experiments, pivot, to_markdown
+
+    rkeys, ckeys, cells = pivot(dvc_experiments(), rows, cols, metric)
+    if not cells:
+        typer.echo(f"no experiments have {rows}, {cols} and {metric}; run a sweep first (see README)", err=True)
+        raise typer.Exit(1)
+    table = to_markdown(rkeys, ckeys, cells, rows, cols, metric)
+    typer.echo(table)
+    if out:
+        out.write_text(table, encoding="utf-8")
+
+
 def main() -> None:
     app()

@@ -1,0 +1,138 @@
+"""Sampling from generators: fixed-noise grids, per-attribute grids, interpolation GIFs, `facegan sample`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facegan.io import image_grid, write_image
+from facegan.train.loop import to_uint8
+
+N_FIXED = 64
+GRID_COLS = 8
+
+
+class LabelError(ValueError):
+    """A --labels spec naming an unknown attribute or value; the message lists the valid ones."""
+
+
+def latents(z_dim: int, n: int, seed: int, label_pool: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Noise (and, for conditional models, label rows drawn from `label_pool`) fixed by `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, z_dim, generator=gen)
+    y = label_pool[torch.randint(len(label_pool), (n,), generator=gen)] if label_pool is not None else None
+    return z, y
+
+
+@torch.no_grad()
+def render(g: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None = None, batch: int = 64) -> np.ndarray:
+    """Images (N, H, W, 3) uint8 from G in eval mode (G's mode is restored afterwards)."""
+    was = g.training
+    g.eval()
+    device = next(g.parameters()).device
+    out = []
+    for i in range(0, len(z), batch):
+        zi = z[i : i + batch].to(device)
+        out.append(to_uint8(g(zi, y[i : i + batch].to(device)) if y is not None else g(zi)))
+    g.train(was)
+    return np.concatenate(out)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between two latent vectors (the Gaussian shell is a sphere)."""
+    cos = torch.dot(a / a.norm(), b / b.norm()).clamp(-1, 1)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def write_interpolation_gif(g: torch.nn.Module, z_dim: int, seeds: tuple[int, int], path: Path,
+                            y: torch.Tensor | None = None, frames: int = 24, scale: int = 2) -> None:
+    """A ping-pong GIF walking from the noise of seeds[0] to that of seeds[1]."""
+    za, zb = (torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds)
+    z = torch.stack([slerp(za, zb, t) for t in np.linspace(0, 1, frames)])
+    ys = y[:1].expand(frames, -1) if y is not None else None
+    ims = [Image.fromarray(im).resize((im.shape[1] * scale, im.shape[0] * scale), Image.Resampling.NEAREST)
+           for im in render(g, z, ys)]
+    seq = ims + ims[-2:0:-1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    seq[0].save(tmp, format="GIF", save_all=True, append_images=seq[1:], duration=80, loop=0)
+    tmp.replace(path)
+
+
+def attribute_grid(g: torch.nn.Module, z: torch.Tensor, base: torch.Tensor, attr: int, n_values: int) -> np.ndarray:
+    """One row per value of attribute `attr` (others as in `base`), one column per noise vector."""
+    rows = []
+    for v in range(n_values):
+        y = base.expand(len(z), -1).clone()
+        y[:, attr] = v
+        rows.append(render(g, z, y))
+    return image_grid(np.concatenate(rows), ncols=len(z))
+
+
+def write_training_samples(trainer, path: Path, final: bool = False, label_names: list[str] | None = None,
+                           label_values: dict[str, list[str]] | None = None) -> None:
+    """Grid at fixed noise; when final, also per-attribute grids (conditional) and an interpolation GIF."""
+    cfg = trainer.cfg
+    z, y = latents(cfg.z_dim, N_FIXED, cfg.seed + 99_991, trainer.labels)
+    g = trainer.sampler
+    write_image(path, image_grid(render(g, z, y), ncols=GRID_COLS))
+    if not final:
+        return
+    write_interpolation_gif(g, cfg.z_dim, (cfg.seed, cfg.seed + 1), path.parent / "interpolation.gif", y)
+    if y is not None and label_names:
+        for a, name in enumerate(label_names):
+            grid = attribute_grid(g, z[:GRID_COLS], y[:1], a, len(label_values[name]))
+            write_image(path.parent / f"samples_by_{name}.png", grid)
+
+
+def parse_labels(spec: str, names: list[str], values: dict[str, list[str]]) -> dict[int, int]:
+    """`hair=blond,glasses=1` -> {attribute index: value index}. A prefix names an attribute when it,
+    with the value, is unambiguous."""
+    if not names:
+        raise LabelError("this model is unconditional: it takes no --labels")
+    out: dict[int, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if "=" not in part:
+            raise LabelError(f"label {part!r}: write NAME=VALUE (attributes: {', '.join(names)})")
+        key, val = (s.strip() for s in part.split("=", 1))
+        matches = [n for n in names if n == key] or [n for n in names if n.startswith(key)]
+        if not matches:
+            raise LabelError(f"unknown label {key!r}; attributes: {', '.join(names)}")
+        if len(matches) > 1:  # an ambiguous prefix ("hair") is settled by the value ("blond")
+            having = [n for n in matches if val in values[n]]
+            if not having:
+                valid = "; ".join(f"{n}: {', '.join(values[n])}" for n in matches)
+                raise LabelError(f"unknown value {val!r} for {key!r} ({valid})")
+            if len(having) > 1:
+                raise LabelError(f"label {key!r} is ambiguous ({', '.join(having)}): write the full name")
+            matches = having
+        name = matches[0]
+        if val not in values[name]:
+            raise LabelError(f"unknown value {val!r} for {name}; valid: {', '.join(values[name])}")
+        out[names.index(name)] = values[name].index(val)
+    return out
+
+
+def sample_checkpoint(checkpoint: Path, n: int, seed: int, labels: str = "") -> np.ndarray:
+    """n images from a checkpoint; labels fix some attributes, the rest are drawn at random."""
+    from facegan.train.checkpoint import load_generator
+
+    g, cfg, state = load_generator(checkpoint)
+    names, values = state.get("label_names") or [], state.get("label_values") or {}
+    if not state.get("label_dims"):
+        if labels:
+            parse_labels(labels, [], {})
+        return render(g, latents(cfg.z_dim, n, seed, None)[0])
+    fixed = parse_labels(labels, names, values)
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, cfg.z_dim, generator=gen)
+    y = torch.stack([torch.randint(len(values[nm]), (n,), generator=gen) for nm in names], 1)
+    for a, v in fixed.items():
+        y[:, a] = v
+    return render(g, z, y)
