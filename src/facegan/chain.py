@@ -48,6 +48,10 @@ class Layout:
         return self._d("models", self.dataset)
 
     @property
+    def classifier(self) -> Path:
+        return self._d("classifiers", self.dataset)
+
+    @property
     def evaluation(self) -> Path:
         return self._d("eval", self.dataset)
 
@@ -107,11 +111,17 @@ def _refstats(p: Params, at: Layout) -> None:
     run_refstats(p.evaluate, at.packed, at.stats)
 
 
+def _classifier(p: Params, at: Layout) -> None:
+    from facegan.evaluate.classifier import run_classifier
+
+    run_classifier(p.evaluate.classifier, at.packed, at.classifier, p.evaluate.seed)
+
+
 def _evaluate(p: Params, at: Layout) -> None:
     from facegan.evaluate.run import run_evaluate
     from facegan.train.loop import CHECKPOINT
 
-    run_evaluate(p.evaluate, at.model / CHECKPOINT, at.stats, at.evaluation)
+    run_evaluate(p.evaluate, at.model / CHECKPOINT, at.packed, at.stats, at.evaluation, at.classifier)
 
 
 def _report(p: Params, at: Layout) -> None:
@@ -130,7 +140,8 @@ STAGES: dict[str, tuple[Callable[[Params, Layout], None], str]] = {
     "pack": (_pack, "Write the training ZIP (stylegan2-ada format) with labels."),
     "train": (_train, "Train the generator; checkpoints, sample grids, loss log."),
     "refstats": (_refstats, "Feature statistics of the real packed images."),
-    "evaluate": (_evaluate, "Frechet distances of generated vs real images."),
+    "classifier": (_classifier, "Attribute classifier trained on the real packed images (labelled sets)."),
+    "evaluate": (_evaluate, "Frechet distances (+ attribute accuracy) of generated vs real images."),
     "report": (_report, "metrics.json + sample grid; log the run to MLflow."),
 }
 

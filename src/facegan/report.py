@@ -23,11 +23,11 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     packed = json.loads((processed / "summary.json").read_text())
     metrics = {
         "dataset": dataset,
-        **{k: v for k, v in ev.items() if k.startswith(("fd_", "kid_"))},
+        **{k: v for k, v in ev.items() if k.startswith(("fd_", "kid_", "attr_acc"))},
         "num_samples": ev["num_samples"],
         "extractors_ran": sorted(k for k, v in ev["extractors"].items() if v["status"] == "ok"),
         "extractors_unavailable": {k: v["reason"] for k, v in ev["extractors"].items() if v["status"] != "ok"},
-        "train": {"steps": int(losses[-1]["step"]), "final_loss_d": losses[-1]["loss_d"], "final_loss_g": losses[-1]["loss_g"]},
+        "training": {"steps": int(losses[-1]["step"]), "final_loss_d": losses[-1]["loss_d"], "final_loss_g": losses[-1]["loss_g"]},
         "data": {"faces_detected": counts["detect"]["ok"], "rejected_detect": counts["detect"]["rejected"],
                  "packed": packed["ok"], "rejected_total": packed["rejected"]},
     }
@@ -44,9 +44,7 @@ def run_report(params: Params, dataset: str, interim: Path, processed: Path, mod
 
     run_params = {**flatten(params.dataset(dataset), f"datasets.{dataset}."),
                   **flatten(params.train, "train."), **flatten(params.evaluate, "evaluate."), "workers": params.workers}
-    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    numeric.update({f"train.{k}": v for k, v in metrics["train"].items()})
-    numeric.update({f"data.{k}": v for k, v in metrics["data"].items()})
+    numeric = {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     try:
         track.log_run(
             params.tracking, f"{dataset}-{params.train.model}", run_params, numeric, losses,

@@ -11,12 +11,12 @@ import torch
 
 from facegan.config import EvaluateConfig
 from facegan.data.pack import ZIP_NAME, load_packed
+from facegan.evaluate.classifier import accuracy, load_classifier, predict
 from facegan.evaluate.extractors import make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
 from facegan.evaluate.inception import WeightsUnavailable
 from facegan.io import atomic_dir, sha256_file, write_text
 from facegan.train.checkpoint import load_generator
-from facegan.train.loop import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +51,37 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path) -> dict:
     return status
 
 
-@torch.no_grad()
-def generate(checkpoint: Path, n: int, seed: int, batch_size: int = 64) -> np.ndarray:
-    """n images (NxHxWx3 uint8) from a checkpoint's generator, with noise fixed by `seed`."""
-    g, cfg, _ = load_generator(checkpoint)
-    z = torch.randn(n, cfg.z_dim, generator=torch.Generator().manual_seed(seed))
-    return np.concatenate([to_uint8(g(z[i : i + batch_size])) for i in range(0, n, batch_size)])
+def generate(checkpoint: Path, n: int, seed: int, packed: Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """n images (NxHxWx3 uint8) from a checkpoint, noise fixed by `seed`; conditional models get
+    label rows drawn from the packed dataset (the real joint distribution). Returns (images, labels)."""
+    from facegan.sample import latents, render
+
+    g, cfg, state = load_generator(checkpoint)
+    pool = None
+    if state.get("label_dims"):
+        if packed is None:
+            raise ValueError("a conditional checkpoint needs the packed dataset to draw labels from")
+        _, labels, _ = load_packed(packed / ZIP_NAME)
+        pool = torch.from_numpy(labels)
+    z, y = latents(cfg.z_dim, n, seed, pool)
+    return render(g, z, y), (y.numpy() if y is not None else None)
 
 
-def run_evaluate(cfg: EvaluateConfig, checkpoint: Path, stats_dir: Path, dst: Path) -> dict:
-    """Frechet distance (and KID) of generated images to the real statistics, for every available extractor."""
+def run_evaluate(cfg: EvaluateConfig, checkpoint: Path, packed: Path, stats_dir: Path, dst: Path,
+                 classifier_dir: Path | None = None) -> dict:
+    """Frechet distance (and KID) of generated images to the real statistics, for every available
+    extractor; for conditional models also the attribute accuracy of the generated images."""
     status = json.loads((stats_dir / STATUS).read_text(encoding="utf-8"))
-    fake = generate(checkpoint, cfg.num_samples, cfg.seed)
+    fake, fake_labels = generate(checkpoint, cfg.num_samples, cfg.seed, packed)
     metrics: dict = {"num_samples": cfg.num_samples, "extractors": {}}
+    loaded = load_classifier(classifier_dir) if classifier_dir and fake_labels is not None else None
+    if loaded:
+        net, info = loaded
+        acc = accuracy(predict(net, fake), fake_labels, info["label_names"])
+        metrics["attr_acc"] = acc
+        metrics["attr_acc_mean"] = round(float(np.mean(list(acc.values()))), 4)
+        metrics["attr_acc_real"] = info["val_accuracy"]
+        log.info("attribute accuracy of generated images: %s (classifier on held-out real: %s)", acc, info["val_accuracy"])
     for name in cfg.extractors:
         ref = status["extractors"].get(name)
         if ref is None:
