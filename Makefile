@@ -5,12 +5,24 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
+# absolute, so that experiments run in DVC's temporary copies log to the same store
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: run test test-all install clean-venv
+# the ACGAN ablation: loss x discriminator variant, one FID table (override on the command line)
+SWEEP_LOSSES   ?= nonsaturating,hinge,wgan-gp
+SWEEP_VARIANTS ?= plain,sn,projection
+SWEEP_ARGS     ?=
+
+.PHONY: run test test-all sweep install clean-venv
 
 run: install
 	dvc repro
 	dvc metrics show
+
+sweep: install
+	dvc exp run --queue -S train.model=acgan -S train.loss=$(SWEEP_LOSSES) -S train.d_variant=$(SWEEP_VARIANTS) $(SWEEP_ARGS)
+	dvc exp run --run-all --jobs 1
+	facegan exp-table --rows train.loss --cols train.d_variant --metric fd_dlib --out sweep.md
 
 test: install
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,9 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     p["train"].update(steps=6, batch_size=16, checkpoint_every=3, sample_every=3, g_channels=8, d_channels=8)
     p["evaluate"].update(num_samples=24, max_real=48)
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
+    bin_dir = str(Path(sys.executable).parent)  # stage commands run `python` and `dvc` from this venv
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "TORCH_HOME": str(root / "torch"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     _sh(["git", "init", "-q"], root, env)
     _sh(["dvc", "init", "-q"], root, env)
@@ -58,7 +61,7 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     metrics = json.loads((root / "data/reports/cartoon/metrics.json").read_text())
     assert metrics["extractors_ran"] == ["dlib"] and metrics["fd_dlib"] > 0
     assert metrics["fd_inception"] is None and "pt_inception-2015-12-05-6726825d.pth" in metrics["extractors_unavailable"]["inception"]
-    assert metrics["train"]["steps"] == 6 and metrics["data"]["packed"] == 48
+    assert metrics["training"]["steps"] == 6 and metrics["data"]["packed"] == 48
     assert (root / "data/reports/cartoon/samples.png").stat().st_size > 1000
     assert "fd_dlib" in _sh(["dvc", "metrics", "show", "--json"], root, env)
 
@@ -74,7 +77,7 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     rerun = _sh(["dvc", "repro"], root, env)
     ran = sorted(line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage"))
     assert ran == ["evaluate@cartoon", "report@cartoon", "train@cartoon"]
-    assert json.loads((root / "data/reports/cartoon/metrics.json").read_text())["train"]["steps"] == 7
+    assert json.loads((root / "data/reports/cartoon/metrics.json").read_text())["training"]["steps"] == 7
 
 
 def test_report_logged_params_metrics_and_grid_to_mlflow(project):
@@ -86,9 +89,27 @@ def test_report_logged_params_metrics_and_grid_to_mlflow(project):
         "'artifacts': [a.path for a in c.list_artifacts(r.info.run_id)],"
         "'loss_points': len(c.get_metric_history(r.info.run_id, 'loss_d'))}))"
     )
-    got = json.loads(_sh([str(Path(os.sys.executable)), "-c", code], root, env).strip().splitlines()[-1])
+    got = json.loads(_sh([sys.executable, "-c", code], root, env).strip().splitlines()[-1])
     assert got["n"] >= 1
     assert got["params"]["train.steps"] in {"6", "7"} and got["params"]["datasets.cartoon.source.n"] == "48"
     assert got["metrics"]["fd_dlib"] > 0
     assert {"samples.png", "metrics.json", "losses.csv"} <= set(got["artifacts"])
     assert got["loss_points"] >= 6
+
+
+def test_dvc_exp_sweep_gives_one_metric_table(project):
+    """The documented sweep, shrunk: ACGAN over 2 losses x 2 D variants, then the pivot table."""
+    root, env = project
+    _sh(["dvc", "repro"], root, env)  # no-op when the first test ran
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "commit", "-qm", "baseline", "--allow-empty"], root, env)
+    _sh(["dvc", "exp", "run", "--queue", "-S", "train.model=acgan", "-S", "train.loss=nonsaturating,hinge",
+         "-S", "train.d_variant=plain,projection"], root, env)
+    _sh(["dvc", "exp", "run", "--run-all", "--jobs", "1"], root, env)
+    out = _sh([sys.executable, "-c", "from facegan.cli import main; main()", "exp-table", "--rows", "train.loss",
+               "--cols", "train.d_variant", "--metric", "fd_dlib", "--out", "sweep.md"], root, env)
+    lines = [ln for ln in (root / "sweep.md").read_text().splitlines() if ln.startswith("| ")]
+    assert lines[0] == "| fd_dlib (train.loss \\ train.d_variant) | plain | projection |"
+    assert [ln.split(" | ")[0] for ln in lines[1:]] == ["| hinge", "| nonsaturating"]
+    cells = [c for ln in lines[1:] for c in ln.strip("| ").split(" | ")[1:]]
+    assert len(cells) == 4 and all(float(c) > 0 for c in cells), out

@@ -30,12 +30,13 @@ def test_generator_shapes(tiny_params_obj):
         g, d = build_models(tiny_params_obj.train, res)
         x = g(torch.randn(3, tiny_params_obj.train.z_dim))
         assert x.shape == (3, 3, res, res) and x.abs().max() <= 1
-        assert d(x).shape == (3,)
+        adv, aux = d(x)
+        assert adv.shape == (3,) and aux is None
 
 
 def test_unknown_loss_lists_valid():
-    with pytest.raises(ValueError, match="unknown loss 'wgan'; choose one of: hinge, minimax, nonsaturating"):
-        get_loss("wgan")
+    with pytest.raises(ValueError, match="unknown loss 'lsgan'; choose one of: hinge, minimax, nonsaturating, wgan, wgan-div, wgan-gp"):
+        get_loss("lsgan")
 
 
 def test_resume_is_bitwise_exact(layout, tmp_path, monkeypatch):

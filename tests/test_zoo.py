@@ -1,0 +1,204 @@
+"""The GAN zoo on one loop: every model x loss, ACGAN variants, DiffAugment, EMA, sampling by label."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_params
+from facegan.augment.diffaugment import diff_augment
+from facegan.config import ParamsError, TrainConfig
+from facegan.losses import LOSSES
+from facegan.models import build_models
+from facegan.sample import LabelError, parse_labels, sample_checkpoint
+from facegan.train.loop import Trainer, run_train
+
+DIMS = [3, 2, 4]
+
+
+def _data(n=24, res=32):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=g)
+    labels = torch.stack([torch.randint(0, k, (n,), generator=g) for k in DIMS], 1)
+    return images, labels
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = {"steps": 2, "batch_size": 8, "g_channels": 8, "d_channels": 8}
+    return TrainConfig(**{**base, **kw})
+
+
+COMBOS = [(m, loss) for m in ("dcgan", "wgan-gp", "acgan") for loss in sorted(LOSSES)]
+
+
+@pytest.mark.parametrize(("model", "loss"), COMBOS)
+def test_every_model_and_loss_runs_two_steps(model, loss):
+    extra = {"d_norm": "layer"} if model == "dcgan" and loss in ("wgan-gp", "wgan-div") else {}
+    images, labels = _data()
+    t = Trainer(_cfg(model=model, loss=loss, n_critic=2, **extra), images, labels, DIMS, torch.device("cpu"))
+    rows = [t.step(), t.step()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(np.isfinite(list(r.values())).all() for r in rows)
+    if model == "acgan":
+        assert rows[-1]["aux_d"] > 0 and rows[-1]["aux_g"] > 0
+    if loss in ("wgan-gp", "wgan-div"):
+        assert rows[-1]["penalty"] > 0
+    if loss == "wgan":
+        assert max(p.abs().max().item() for p in t.d.parameters()) <= 0.01 + 1e-7, "weights clipped"
+
+
+@pytest.mark.parametrize("res", [64, 128])
+@pytest.mark.parametrize("arch", ["deconv", "upsample"])
+@pytest.mark.parametrize("variant", ["plain", "sn", "projection"])
+@pytest.mark.parametrize("head", ["softmax", "multihot"])
+def test_acgan_shapes(res, arch, variant, head):
+    cfg = _cfg(model="acgan", g_arch=arch, d_variant=variant, aux_head=head)
+    g, d = build_models(cfg, res, DIMS)
+    z, y = torch.randn(2, cfg.z_dim), torch.tensor([[0, 1, 3], [2, 0, 1]])
+    x = g(z, y)
+    assert x.shape == (2, 3, res, res)
+    adv, aux = d(x, y)
+    assert adv.shape == (2,) and [a.shape for a in aux] == [(2, k) for k in DIMS]
+
+
+def test_labels_reach_the_generator():
+    for mode in ("concat", "noconcat"):
+        g, _ = build_models(_cfg(model="acgan", label_input=mode), 32, DIMS)
+        g.eval()
+        z = torch.randn(1, 100)
+        a = g(z, torch.tensor([[0, 0, 0]]))
+        b = g(z, torch.tensor([[2, 0, 0]]))
+        assert (a - b).abs().max() > 1e-4, f"{mode}: changing a label must change the image"
+
+
+def test_projection_term_depends_on_labels():
+    _, d = build_models(_cfg(model="acgan", d_variant="projection"), 32, DIMS)
+    d.eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert d(x, torch.tensor([[0, 0, 0]]))[0] != d(x, torch.tensor([[1, 1, 1]]))[0]
+
+
+def test_spectral_norm_bounds_layers():
+    _, d = build_models(_cfg(d_variant="sn"), 32)
+    d.train()
+    for _ in range(30):  # power iterations converge during forward passes
+        d(torch.randn(4, 3, 32, 32))
+    w = d.features[0].weight.detach().flatten(1)
+    assert torch.linalg.matrix_norm(w, ord=2).item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_incompatible_choices_are_refused():
+    with pytest.raises(ValueError, match="d_norm 'batch' is not allowed"):
+        TrainConfig(loss="wgan-gp", d_norm="batch")
+    with pytest.raises(ValueError, match="projection.*needs labels"):
+        TrainConfig(d_variant="projection")
+    assert TrainConfig(loss="wgan-gp").resolved_d_norm == "layer"
+    assert TrainConfig(model="wgan-gp").resolved_d_norm == "layer"
+    with pytest.raises(ValueError, match="needs a labelled dataset"):
+        build_models(_cfg(model="acgan"), 32, [])
+
+
+def test_diffaugment_is_reproducible_and_changes_images():
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    a = diff_augment(x, ["color", "translation", "cutout"], torch.Generator().manual_seed(1))
+    b = diff_augment(x, ["color", "translation", "cutout"], torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and not torch.allclose(a, x)
+    cut = diff_augment(torch.ones(8, 3, 16, 16), ["cutout"], torch.Generator().manual_seed(0))
+    zero_frac = (cut == 0).float().mean().item()
+    assert 0.1 < zero_frac < 0.3  # half-side square: a quarter of the area, less where it hits the border
+    moved = diff_augment(x, ["translation"], torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape
+
+
+def test_diffaugment_keeps_gradients():
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    diff_augment(x, ["color", "translation", "cutout"], torch.Generator().manual_seed(0)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_ema_tracks_generator():
+    images, labels = _data()
+    t = Trainer(_cfg(ema=0.5), images, labels, DIMS, torch.device("cpu"))
+    before = [p.clone() for p in t.ema.model.parameters()]
+    t.step()
+    after = list(t.ema.model.parameters())
+    g_params = list(t.g.parameters())
+    for b, a, g in zip(before, after, g_params):
+        assert torch.allclose(a, 0.5 * b + 0.5 * g, atol=1e-6)
+
+
+def test_acgan_run_writes_attribute_grids_gif_and_samples_by_label(layout, tmp_path):
+    cfg = tiny_params(steps=2, model="acgan", d_variant="projection", ema=0.9, diffaugment=["translation"]).train
+    run_train(cfg, layout.packed, tmp_path)
+    for name in ("hair_color", "eye_color", "face_color", "glasses", "hairstyle", "face_shape"):
+        assert (tmp_path / f"samples_by_{name}.png").is_file()
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "samples_by_hair_color.png")
+    assert grid.height > grid.width * 0.8  # 7 hair colours: 7 rows of 8
+    gif = Image.open(tmp_path / "interpolation.gif")
+    assert gif.n_frames > 10
+
+    ims = sample_checkpoint(tmp_path / "checkpoint.pt", 4, seed=3, labels="hair=blond,glasses=1")
+    assert ims.shape == (4, 32, 32, 3) and ims.dtype == np.uint8
+    assert np.array_equal(ims, sample_checkpoint(tmp_path / "checkpoint.pt", 4, seed=3, labels="hair=blond,glasses=1"))
+    assert not np.array_equal(ims, sample_checkpoint(tmp_path / "checkpoint.pt", 4, seed=3, labels="hair=black,glasses=1"))
+    with pytest.raises(LabelError, match="unknown value 'green' for hair_color; valid: black, blond, blue, brown, gray, pink, red"):
+        sample_checkpoint(tmp_path / "checkpoint.pt", 1, 0, "hair_color=green")
+    with pytest.raises(LabelError, match=r"unknown value 'green' for 'hair' \(hair_color: black, .*; hairstyle: bob, bun"):
+        sample_checkpoint(tmp_path / "checkpoint.pt", 1, 0, "hair=green")
+    with pytest.raises(LabelError, match="unknown label 'hat'; attributes: hair_color, eye_color"):
+        sample_checkpoint(tmp_path / "checkpoint.pt", 1, 0, "hat=1")
+
+    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "sample", "-c",
+                        str(tmp_path / "checkpoint.pt"), "-n", "3", "--labels", "glasses=2", "-o", str(tmp_path / "s")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown value '2' for glasses; valid: 0, 1" in r.stderr
+    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "sample", "-c",
+                        str(tmp_path / "checkpoint.pt"), "-n", "3", "--labels", "eye=blue", "-o", str(tmp_path / "s")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["grid.png", "seed0_0000.png", "seed0_0001.png", "seed0_0002.png"]
+
+
+def test_parse_labels_rules():
+    names, values = ["hair_color", "hair_style"], {"hair_color": ["a", "b"], "hair_style": ["x"]}
+    assert parse_labels("hair_color=b", names, values) == {0: 1}
+    assert parse_labels("hair=x", names, values) == {1: 0}  # prefix settled by the value
+    values2 = {"hair_color": ["a"], "hair_style": ["a"]}
+    with pytest.raises(LabelError, match="'hair' is ambiguous"):
+        parse_labels("hair=a", names, values2)
+    with pytest.raises(LabelError, match="unconditional"):
+        parse_labels("x=1", [], {})
+
+
+def test_unconditional_checkpoint_refuses_labels(layout, tmp_path):
+    run_train(tiny_params(steps=1).train, layout.packed, tmp_path)
+    with pytest.raises(LabelError, match="unconditional"):
+        sample_checkpoint(tmp_path / "checkpoint.pt", 1, 0, "glasses=1")
+
+
+def test_acgan_resume_is_bitwise_exact(layout, tmp_path, monkeypatch):
+    from facegan.train import loop
+    from facegan.train.checkpoint import load_checkpoint
+
+    cfg = tiny_params(steps=4, model="acgan", loss="hinge", ema=0.9, diffaugment=["color", "cutout"], n_critic=2).train
+    run_train(cfg, layout.packed, tmp_path / "a")
+    real = loop.step_generator
+    monkeypatch.setattr(loop, "step_generator", lambda seed, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else real(seed, step))
+    with pytest.raises(KeyboardInterrupt):
+        run_train(cfg, layout.packed, tmp_path / "b")
+    monkeypatch.setattr(loop, "step_generator", real)
+    run_train(cfg, layout.packed, tmp_path / "b")
+    a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for net in ("G", "D", "G_ema"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+
+
+def test_params_error_for_unknown_model():
+    with pytest.raises(ParamsError, match="train.model: got 'stylegan9'"):
+        tiny_params(model="stylegan9")
