@@ -100,15 +100,17 @@ def _pack(p: Params, at: Layout) -> None:
 
 
 def _train(p: Params, at: Layout) -> None:
+    from facegan.evaluate.run import Scorer
     from facegan.train.loop import run_train
 
-    run_train(p.train, at.packed, at.model)
+    scorer = Scorer(p.train.fid_extractor, p.evaluate, at.stats, at.classifier) if p.train.fid_every else None
+    run_train(p.train, at.packed, at.model, scorer=scorer)
 
 
 def _refstats(p: Params, at: Layout) -> None:
     from facegan.evaluate.run import run_refstats
 
-    run_refstats(p.evaluate, at.packed, at.stats)
+    run_refstats(p.evaluate, at.packed, at.stats, at.classifier)
 
 
 def _classifier(p: Params, at: Layout) -> None:
@@ -130,7 +132,8 @@ def _report(p: Params, at: Layout) -> None:
     run_report(p, at.dataset, at.root / "data" / "interim" / at.dataset, at.packed, at.model, at.evaluation, at.report)
 
 
-# In dependency order: raw -> detect -> align -> matte -> upscale -> pack -> train -> evaluate -> report
+# In dependency order: raw -> detect -> align -> matte -> upscale -> pack -> (classifier, refstats) -> train
+# -> evaluate -> report
 STAGES: dict[str, tuple[Callable[[Params, Layout], None], str]] = {
     "generate": (_generate, "Draw the embedded cartoon dataset into data/raw/<dataset>."),
     "detect": (_detect, "Find faces and cut square crops with context."),
@@ -138,9 +141,9 @@ STAGES: dict[str, tuple[Callable[[Params, Layout], None], str]] = {
     "matte": (_matte, "Remove the background."),
     "upscale": (_upscale, "Bring small faces up to the target size."),
     "pack": (_pack, "Write the training ZIP (stylegan2-ada format) with labels."),
-    "train": (_train, "Train the generator; checkpoints, sample grids, loss log."),
-    "refstats": (_refstats, "Feature statistics of the real packed images."),
     "classifier": (_classifier, "Attribute classifier trained on the real packed images (labelled sets)."),
+    "refstats": (_refstats, "Feature statistics of the real packed images."),
+    "train": (_train, "Train the generator; checkpoints, sample grids, loss log."),
     "evaluate": (_evaluate, "Frechet distances (+ attribute accuracy) of generated vs real images."),
     "report": (_report, "metrics.json + sample grid; log the run to MLflow."),
 }

@@ -116,6 +116,7 @@ class DatasetConfig(Section):
 # ---- training and evaluation ----------------------------------------------------------------
 
 
+Extractor = Literal["inception", "dlib", "attributes"]  # feature spaces for Frechet distances
 GP_LOSSES = ("wgan-gp", "wgan-div")  # gradient penalties are per-sample: no batch norm in D
 
 
@@ -153,6 +154,9 @@ class TrainConfig(Section):
     mirror: bool = Field(True, description="random horizontal flips of real images")
     checkpoint_every: int = Field(100, ge=1)
     sample_every: int = Field(100, ge=1)
+    fid_every: int = Field(0, ge=0, description="Frechet distance on fixed noise every N steps (0 = off)")
+    fid_samples: int = Field(256, ge=2, description="generated images per in-training Frechet distance")
+    fid_extractor: Extractor = Field("dlib", description="extractor of the in-training Frechet distance")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
@@ -187,8 +191,10 @@ class ClassifierConfig(Section):
 
 
 class EvaluateConfig(Section):
-    extractors: list[Literal["inception", "dlib"]] = Field(["inception", "dlib"], min_length=1)
-    num_samples: int = Field(500, ge=2, description="generated images per Frechet distance")
+    extractors: list[Extractor] = Field(["inception", "dlib"], min_length=1)
+    mode: Literal["legacy", "clean"] = Field(
+        "legacy", description="legacy: pytorch-fid's bilinear resize; clean: PIL bicubic resize (clean-fid style)")
+    num_samples: int = Field(10_000, ge=2, description="generated images for the final Frechet distance / KID")
     max_real: int = Field(1000, ge=2, description="real images used for the reference statistics")
     batch_size: int = Field(50, ge=1, le=1024)
     inception_weights: Path | None = Field(None, description="explicit path to pt_inception-...pth")
@@ -222,6 +228,13 @@ class Params(Section):
             if not name.replace("_", "").replace("-", "").isalnum() or not name[0].isalpha():
                 raise ValueError(f"dataset name {name!r}: use letters, digits, '-' and '_', starting with a letter")
         return v
+
+    @model_validator(mode="after")
+    def _fid_during_training(self) -> Params:
+        if self.train.fid_every and self.train.fid_extractor not in self.evaluate.extractors:
+            raise ValueError(f"train.fid_extractor {self.train.fid_extractor!r} must be one of evaluate.extractors "
+                             f"({', '.join(self.evaluate.extractors)}): its reference statistics come from refstats")
+        return self
 
     def dataset(self, name: str) -> DatasetConfig:
         """The config of one dataset; unknown names list the known ones."""

@@ -42,7 +42,7 @@ class AttributeNet(nn.Module):
         return [head(h) for head in self.heads]
 
 
-def _to_input(images: np.ndarray) -> torch.Tensor:
+def to_input(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
@@ -50,7 +50,7 @@ def _to_input(images: np.ndarray) -> torch.Tensor:
 def predict(net: AttributeNet, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """(N, A) predicted value index per attribute."""
     net.eval()
-    out = [torch.stack([lg.argmax(1) for lg in net(_to_input(images[i : i + batch]))], 1)
+    out = [torch.stack([lg.argmax(1) for lg in net(to_input(images[i : i + batch]))], 1)
            for i in range(0, len(images), batch)]
     return torch.cat(out).numpy()
 
@@ -69,7 +69,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, label_dims: list[in
     torch.manual_seed(seed)
     net = AttributeNet(label_dims)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    x_all, y_all = _to_input(images), torch.from_numpy(labels)
+    x_all, y_all = to_input(images), torch.from_numpy(labels)
     steps = cfg.epochs * max(1, len(tr) // cfg.batch_size)
     net.train()
     for step in tqdm(range(steps), desc="attribute classifier", unit="step", dynamic_ncols=True, mininterval=1.0):

@@ -1,21 +1,31 @@
 """Feature extractors for Frechet distances, by name. Each maps NxHxWx3 uint8 images to NxD floats.
 
 - `inception`: the standard FID network (needs the pytorch-fid weight file; see inception.py).
+  Mode `legacy` resizes to 299 inside the network exactly as pytorch-fid does (bilinear);
+  mode `clean` resizes each channel in float with PIL bicubic first, as clean-fid does.
 - `dlib`: dlib's 128-D face-recognition embedding; its model ships in the face_recognition_models
   wheel, so it always works offline. Images are cropped to the face region of our alignment
   template and resized to dlib's 150x150 chip.
+- `attributes`: the 256-D pooled features of the dataset's attribute classifier (labelled sets).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from facegan.config import EvaluateConfig
 from facegan.registry import pick
+
+
+class ExtractorUnavailable(RuntimeError):
+    """An extractor that cannot run here (missing weights or classifier); the message says why."""
 
 
 @dataclass
@@ -33,19 +43,54 @@ class Extractor:
         return np.concatenate(out) if out else np.zeros((0, self.dims))
 
 
-def _inception(cfg: EvaluateConfig) -> Extractor:
+def clean_resize(batch: np.ndarray, size: int = 299, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
+    """clean-fid's resize: each channel as a float image, PIL bicubic, clipped to 0..255 -> (N, 3, size, size)."""
+    def one(im: np.ndarray) -> np.ndarray:
+        chans = [np.asarray(Image.fromarray(im[..., c].astype(np.float32), mode="F").resize((size, size), Image.Resampling.BICUBIC))
+                 for c in range(3)]
+        return np.clip(np.stack(chans), 0, 255)
+
+    return np.stack(list(pool.map(one, batch)) if pool else [one(im) for im in batch])
+
+
+def _inception(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
     import torch
 
-    from facegan.evaluate.inception import find_weights, load_inception
+    from facegan.evaluate.inception import WeightsUnavailable, find_weights, load_inception
 
-    net = load_inception(find_weights(cfg.inception_weights)).to(memory_format=torch.channels_last)
+    try:
+        net = load_inception(find_weights(cfg.inception_weights)).to(memory_format=torch.channels_last)
+    except WeightsUnavailable as e:
+        raise ExtractorUnavailable(str(e)) from None
+    pool = ThreadPoolExecutor(max_workers=4) if cfg.mode == "clean" else None
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255)
+        if cfg.mode == "clean":
+            x = torch.from_numpy(clean_resize(batch, pool=pool)).div_(255)
+        else:
+            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
         return net(x.contiguous(memory_format=torch.channels_last)).numpy()
 
     return Extractor("inception", 2048, run, cfg.batch_size)
+
+
+def _attributes(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
+    import torch
+
+    from facegan.evaluate.classifier import load_classifier, to_input
+
+    loaded = load_classifier(classifier_dir) if classifier_dir else None
+    if loaded is None:
+        raise ExtractorUnavailable(f"no attribute classifier in {classifier_dir} (the dataset has no labels, "
+                                   "or the classifier stage has not run)")
+    net, _ = loaded
+
+    @torch.inference_mode()
+    def run(batch: np.ndarray) -> np.ndarray:
+        return net.features(to_input(batch)).numpy()
+
+    return Extractor("attributes", net.heads[0].in_features, run, cfg.batch_size)
 
 
 # The face region of an image aligned with the default template (eyes 0.2 apart at height 0.45),
@@ -54,7 +99,7 @@ DLIB_CROP = (0.17, 0.2, 0.83, 0.86)
 DLIB_CHIP = 150
 
 
-def _dlib(cfg: EvaluateConfig) -> Extractor:
+def _dlib(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
     import warnings
 
     import cv2
@@ -78,9 +123,11 @@ def _dlib(cfg: EvaluateConfig) -> Extractor:
     return Extractor("dlib", 128, run, min(cfg.batch_size, 32))
 
 
-EXTRACTORS: dict[str, Callable[[EvaluateConfig], Extractor]] = {"inception": _inception, "dlib": _dlib}
+EXTRACTORS: dict[str, Callable[[EvaluateConfig, Path | None], Extractor]] = {
+    "inception": _inception, "dlib": _dlib, "attributes": _attributes,
+}
 
 
-def make_extractor(name: str, cfg: EvaluateConfig) -> Extractor:
-    """Build extractor `name`; raises WeightsUnavailable (inception) when its weights cannot be found."""
-    return pick(EXTRACTORS, name, "feature extractor")(cfg)
+def make_extractor(name: str, cfg: EvaluateConfig, classifier_dir: Path | None = None) -> Extractor:
+    """Build extractor `name`; raises ExtractorUnavailable when it cannot run here."""
+    return pick(EXTRACTORS, name, "feature extractor")(cfg, classifier_dir)

@@ -29,11 +29,11 @@ class FeatureStats:
         return len(self.features)
 
 
-def feature_stats(features: np.ndarray, **meta) -> FeatureStats:
+def feature_stats(features: np.ndarray, warn_small: bool = True, **meta) -> FeatureStats:
     features = np.asarray(features, np.float64)
     if features.ndim != 2 or len(features) < 2:
         raise ValueError(f"need at least 2 feature vectors, got shape {features.shape}")
-    if len(features) < MIN_STABLE:
+    if warn_small and len(features) < MIN_STABLE:
         log.warning("statistics from only %d images (%s); FID is biased upward below ~%d", len(features),
                     meta.get("extractor", "?"), MIN_STABLE)
     return FeatureStats(features.mean(axis=0), np.cov(features, rowvar=False), features, meta)

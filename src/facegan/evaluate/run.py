@@ -1,4 +1,8 @@
-"""Stages `refstats` (real-image statistics, once per packed dataset) and `evaluate` (a checkpoint vs them)."""
+"""Stages `refstats` (real-image statistics, once per packed dataset) and `evaluate` (a checkpoint vs them).
+
+`Scorer` is the one place that turns generated images into a Frechet distance and KID against a
+dataset's statistics; the evaluate stage and FID-during-training both use it.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,8 @@ import torch
 from facegan.config import EvaluateConfig
 from facegan.data.pack import ZIP_NAME, load_packed
 from facegan.evaluate.classifier import accuracy, load_classifier, predict
-from facegan.evaluate.extractors import make_extractor
+from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
-from facegan.evaluate.inception import WeightsUnavailable
 from facegan.io import atomic_dir, sha256_file, write_text
 from facegan.train.checkpoint import load_generator
 
@@ -28,21 +31,21 @@ def _unavailable(name: str, err: Exception) -> dict:
     return {"status": "unavailable", "reason": str(err)}
 
 
-def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path) -> dict:
+def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: Path | None = None) -> dict:
     """Feature statistics of (up to cfg.max_real) real packed images, per extractor, into dst/<name>.npz."""
     zip_path = packed / ZIP_NAME
     images, _, meta = load_packed(zip_path, limit=cfg.max_real)
     digest = sha256_file(zip_path)
-    status: dict = {"dataset_sha256": digest, "resolution": meta["resolution"], "extractors": {}}
+    status: dict = {"dataset_sha256": digest, "resolution": meta["resolution"], "mode": cfg.mode, "extractors": {}}
     with atomic_dir(dst) as tmp:
         for name in cfg.extractors:
             try:
-                extractor = make_extractor(name, cfg)
-            except WeightsUnavailable as e:
+                extractor = make_extractor(name, cfg, classifier_dir)
+            except ExtractorUnavailable as e:
                 status["extractors"][name] = _unavailable(name, e)
                 continue
             stats = feature_stats(extractor(images, desc=f"real features ({name})"),
-                                  extractor=name, mode="legacy", dataset_sha256=digest)
+                                  extractor=name, mode=cfg.mode, dataset_sha256=digest)
             save_stats(tmp / f"{name}.npz", stats)
             status["extractors"][name] = {"status": "ok", "n": stats.n, "dims": int(stats.mu.shape[0])}
         write_text(tmp / STATUS, json.dumps(status, indent=1))
@@ -51,9 +54,43 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path) -> dict:
     return status
 
 
+class Scorer:
+    """Frechet distance and KID of generated images against one extractor's real statistics."""
+
+    def __init__(self, name: str, cfg: EvaluateConfig, stats_dir: Path, classifier_dir: Path | None = None):
+        status = json.loads((stats_dir / STATUS).read_text(encoding="utf-8"))
+        ref = status["extractors"].get(name)
+        if ref is None:
+            raise ValueError(f"extractor {name!r} has no reference statistics in {stats_dir}: add it to "
+                             "evaluate.extractors and re-run refstats")
+        if ref["status"] != "ok":
+            raise ExtractorUnavailable(ref["reason"])
+        self.name, self.cfg = name, cfg
+        self.real = load_stats(stats_dir / f"{name}.npz")
+        if self.real.meta.get("mode") != cfg.mode:
+            raise ValueError(f"reference statistics in {stats_dir} were computed in mode {self.real.meta.get('mode')!r}, "
+                             f"not {cfg.mode!r}: statistics of different modes are not comparable (re-run refstats)")
+        self.extractor = make_extractor(name, cfg, classifier_dir)
+        self.calls = 0
+
+    def __call__(self, images: np.ndarray, desc: str = "") -> dict:
+        stats = feature_stats(self.extractor(images, desc=desc or f"generated features ({self.name})"),
+                              warn_small=self.calls == 0, extractor=self.name, mode=self.cfg.mode)
+        self.calls += 1
+        fd = frechet_distance(self.real.mu, self.real.sigma, stats.mu, stats.sigma)
+        kid_mean, kid_std = kid(self.real.features, stats.features, seed=self.cfg.seed)
+        return {"fd": fd, "kid": kid_mean, "kid_std": kid_std, "n_real": self.real.n, "n_fake": stats.n}
+
+
+def label_pool(packed: Path) -> torch.Tensor | None:
+    """All label rows of a packed dataset (the real joint distribution), or None when unlabelled."""
+    _, labels, _ = load_packed(packed / ZIP_NAME)
+    return torch.from_numpy(labels) if labels is not None else None
+
+
 def generate(checkpoint: Path, n: int, seed: int, packed: Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """n images (NxHxWx3 uint8) from a checkpoint, noise fixed by `seed`; conditional models get
-    label rows drawn from the packed dataset (the real joint distribution). Returns (images, labels)."""
+    label rows drawn from the packed dataset. Returns (images, labels or None)."""
     from facegan.sample import latents, render
 
     g, cfg, state = load_generator(checkpoint)
@@ -61,8 +98,7 @@ def generate(checkpoint: Path, n: int, seed: int, packed: Path | None = None) ->
     if state.get("label_dims"):
         if packed is None:
             raise ValueError("a conditional checkpoint needs the packed dataset to draw labels from")
-        _, labels, _ = load_packed(packed / ZIP_NAME)
-        pool = torch.from_numpy(labels)
+        pool = label_pool(packed)
     z, y = latents(cfg.z_dim, n, seed, pool)
     return render(g, z, y), (y.numpy() if y is not None else None)
 
@@ -71,9 +107,8 @@ def run_evaluate(cfg: EvaluateConfig, checkpoint: Path, packed: Path, stats_dir:
                  classifier_dir: Path | None = None) -> dict:
     """Frechet distance (and KID) of generated images to the real statistics, for every available
     extractor; for conditional models also the attribute accuracy of the generated images."""
-    status = json.loads((stats_dir / STATUS).read_text(encoding="utf-8"))
     fake, fake_labels = generate(checkpoint, cfg.num_samples, cfg.seed, packed)
-    metrics: dict = {"num_samples": cfg.num_samples, "extractors": {}}
+    metrics: dict = {"num_samples": cfg.num_samples, "mode": cfg.mode, "extractors": {}}
     loaded = load_classifier(classifier_dir) if classifier_dir and fake_labels is not None else None
     if loaded:
         net, info = loaded
@@ -83,25 +118,17 @@ def run_evaluate(cfg: EvaluateConfig, checkpoint: Path, packed: Path, stats_dir:
         metrics["attr_acc_real"] = info["val_accuracy"]
         log.info("attribute accuracy of generated images: %s (classifier on held-out real: %s)", acc, info["val_accuracy"])
     for name in cfg.extractors:
-        ref = status["extractors"].get(name)
-        if ref is None:
-            raise ValueError(f"extractor {name!r} has no reference statistics in {stats_dir}: re-run refstats")
-        if ref["status"] != "ok":
-            metrics["extractors"][name] = ref
+        try:
+            score = Scorer(name, cfg, stats_dir, classifier_dir)(fake)
+        except ExtractorUnavailable as e:
+            metrics["extractors"][name] = {"status": "unavailable", "reason": str(e)}
             metrics[f"fd_{name}"] = None
             continue
-        real = load_stats(stats_dir / f"{name}.npz")
-        extractor = make_extractor(name, cfg)
-        stats = feature_stats(extractor(fake, desc=f"generated features ({name})"), extractor=name, mode="legacy")
-        if stats.meta["mode"] != real.meta["mode"]:
-            raise ValueError(f"statistics of different modes: {stats.meta['mode']} vs {real.meta['mode']}")
-        fd = frechet_distance(real.mu, real.sigma, stats.mu, stats.sigma)
-        kid_mean, kid_std = kid(real.features, stats.features, seed=cfg.seed)
-        metrics[f"fd_{name}"] = round(fd, 6)
-        metrics[f"kid_{name}"] = round(kid_mean, 8)
-        metrics["extractors"][name] = {"status": "ok", "n_real": real.n, "n_fake": stats.n, "mode": "legacy",
-                                       "kid_std": round(kid_std, 8), "dataset_sha256": real.meta.get("dataset_sha256")}
-        log.info("Frechet distance (%s): %.4f   KID: %.6f +- %.6f", name, fd, kid_mean, kid_std)
+        metrics[f"fd_{name}"] = round(score["fd"], 6)
+        metrics[f"kid_{name}"] = round(score["kid"], 8)
+        metrics["extractors"][name] = {"status": "ok", "n_real": score["n_real"], "n_fake": score["n_fake"],
+                                       "mode": cfg.mode, "kid_std": round(score["kid_std"], 8)}
+        log.info("Frechet distance (%s, %s): %.4f   KID: %.6f +- %.6f", name, cfg.mode, score["fd"], score["kid"], score["kid_std"])
     with atomic_dir(dst) as tmp:
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,9 +189,27 @@ def load_training_data(packed: Path) -> tuple[torch.Tensor, torch.Tensor | None,
             torch.from_numpy(labels) if labels is not None else None, meta)
 
 
-def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True) -> TrainResult:
-    """Train cfg.model on packed/dataset.zip; write checkpoint, sample grids and loss log to dst."""
-    from facegan.sample import write_training_samples
+BEST = "best.pt"
+FID_FIELDS = ["step", "fd", "kid"]
+
+
+def _csv(rows: list[dict], fields: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
+              scorer: Callable[[np.ndarray], dict] | None = None) -> TrainResult:
+    """Train cfg.model on packed/dataset.zip; write checkpoint, sample grids and loss log to dst.
+
+    With cfg.fid_every and a `scorer` (see facegan.evaluate.run.Scorer), the Frechet distance of
+    cfg.fid_samples images at fixed noise is measured every cfg.fid_every steps (fid.csv) and the
+    checkpoint with the lowest one is kept as best.pt.
+    """
+    from facegan.sample import latents, render, write_training_samples
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -205,13 +224,29 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True) ->
              trainer.resolution, trainer.resolution, cfg.steps, device)
 
     ckpt_path = dst / CHECKPOINT
+    fid_history: list[dict[str, float]] = []
     if resume and ckpt_path.is_file():
-        trainer.load_state_dict(load_checkpoint(ckpt_path))
+        state = load_checkpoint(ckpt_path)
+        trainer.load_state_dict(state)
+        fid_history = list(state.get("fid", []))
         log.info("resumed from %s at step %d", ckpt_path, trainer.step_done)
     start = trainer.step_done
+    fid_on = bool(cfg.fid_every and scorer)
+    if cfg.fid_every and not scorer:
+        log.warning("train.fid_every is set but no reference statistics were given: no FID during training")
+    z_fid, y_fid = latents(cfg.z_dim, cfg.fid_samples, cfg.seed + 7_777, trainer.labels)
 
-    def checkpoint() -> None:
-        save_checkpoint(ckpt_path, trainer.state_dict(names, values))
+    def checkpoint(path: Path = ckpt_path) -> None:
+        save_checkpoint(path, {**trainer.state_dict(names, values), "fid": fid_history})
+
+    def measure_fid() -> None:
+        score = scorer(render(trainer.sampler, z_fid, y_fid), desc=f"FID @ step {trainer.step_done}")
+        fid_history.append({"step": trainer.step_done, "fd": score["fd"], "kid": score["kid"]})
+        best = min(r["fd"] for r in fid_history)
+        log.info("step %d: Frechet distance %.4f (best %.4f)", trainer.step_done, score["fd"], best)
+        if score["fd"] <= best:
+            checkpoint(dst / BEST)
+        write_text(dst / "fid.csv", _csv(fid_history, FID_FIELDS))
 
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step", dynamic_ncols=True)
@@ -225,16 +260,14 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True) ->
         done = trainer.step_done
         if done % cfg.sample_every == 0 or done == cfg.steps:
             write_training_samples(trainer, dst / "progress" / f"step{done:07d}.png")
+        if fid_on and (done % cfg.fid_every == 0 or done == cfg.steps):
+            measure_fid()
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             checkpoint()
     bar.close()
     seconds = time.perf_counter() - t0
 
     write_training_samples(trainer, dst / "samples.png", final=True, label_names=names, label_values=values)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, LOSS_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(trainer.history)
-    write_text(dst / "losses.csv", buf.getvalue())
+    write_text(dst / "losses.csv", _csv(trainer.history, LOSS_FIELDS))
     log.info("trained %d steps in %.1f s (%.3f s/step)", cfg.steps - start, seconds, seconds / max(1, cfg.steps - start))
     return TrainResult(ckpt_path, cfg.steps, seconds, trainer.history)

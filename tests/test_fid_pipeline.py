@@ -1,0 +1,119 @@
+"""FID plumbing: modes, extractors by name, reference statistics, FID during training."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_params
+from facegan.config import EvaluateConfig, ParamsError
+from facegan.evaluate.classifier import run_classifier
+from facegan.evaluate.extractors import ExtractorUnavailable, clean_resize, make_extractor
+from facegan.evaluate.run import Scorer, run_refstats
+from facegan.train.checkpoint import load_checkpoint
+from facegan.train.loop import run_train
+
+
+@pytest.fixture(scope="module")
+def prepared(layout, tiny_params_obj, tmp_path_factory):
+    """Classifier + reference statistics (dlib, attributes) of the tiny packed set."""
+    root = tmp_path_factory.mktemp("fidprep")
+    cfg = tiny_params_obj.evaluate.model_copy(update={"extractors": ["dlib", "attributes"]})
+    run_classifier(cfg.classifier.model_copy(update={"epochs": 2}), layout.packed, root / "classifier")
+    status = run_refstats(cfg, layout.packed, root / "stats", root / "classifier")
+    return cfg, root, status
+
+
+def test_refstats_records_mode_hash_and_extractors(prepared, layout):
+    cfg, root, status = prepared
+    assert status["mode"] == "legacy" and len(status["dataset_sha256"]) == 64
+    assert status["extractors"]["dlib"] == {"status": "ok", "n": 12, "dims": 128}
+    assert status["extractors"]["attributes"]["dims"] == 256
+    assert json.loads((root / "stats" / "stats.json").read_text()) == status
+
+
+def test_scorer_refuses_statistics_of_another_mode(prepared):
+    cfg, root, _ = prepared
+    with pytest.raises(ValueError, match="computed in mode 'legacy', not 'clean'"):
+        Scorer("dlib", cfg.model_copy(update={"mode": "clean"}), root / "stats")
+
+
+def test_scorer_names_missing_extractor(prepared):
+    cfg, root, _ = prepared
+    with pytest.raises(ValueError, match="'inception' has no reference statistics"):
+        Scorer("inception", cfg, root / "stats")
+
+
+def test_scorer_of_real_images_is_near_zero_and_of_noise_is_large(prepared, layout):
+    from facegan.data.pack import ZIP_NAME, load_packed
+
+    cfg, root, _ = prepared
+    real, _, _ = load_packed(layout.packed / ZIP_NAME)
+    scorer = Scorer("attributes", cfg, root / "stats", root / "classifier")
+    same = scorer(real)
+    noise = scorer(np.random.default_rng(0).integers(0, 256, real.shape, dtype=np.uint8))
+    assert abs(same["fd"]) < 1e-6 and noise["fd"] > 10 * max(same["fd"], 1e-3)
+
+
+def test_attributes_extractor_unavailable_without_classifier(tmp_path):
+    with pytest.raises(ExtractorUnavailable, match="no attribute classifier"):
+        make_extractor("attributes", EvaluateConfig(), tmp_path)
+
+
+def test_clean_resize_is_pil_bicubic_per_channel():
+    const = np.full((2, 32, 48, 3), 77, np.uint8)
+    out = clean_resize(const)
+    assert out.shape == (2, 3, 299, 299) and np.allclose(out, 77, atol=1e-3)
+    ramp = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))[None]
+    r = clean_resize(ramp)[0, 0]
+    assert (np.diff(r[150]) >= -1e-3).all(), "a horizontal ramp stays monotone"
+
+
+def test_inception_modes_give_different_features(tmp_path, monkeypatch):
+    from facegan.evaluate import inception
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    path = inception.hub_checkpoint_dir() / inception.WEIGHTS_NAME
+    path.parent.mkdir(parents=True)
+    torch.save(inception.FIDInceptionV3().state_dict(), path)
+    monkeypatch.setattr(inception, "WEIGHTS_SHA256_PREFIX", inception.sha256_file(path)[:8])  # accept the stand-in
+    images = np.random.default_rng(1).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    legacy = make_extractor("inception", EvaluateConfig(mode="legacy", batch_size=2))(images)
+    clean = make_extractor("inception", EvaluateConfig(mode="clean", batch_size=2))(images)
+    assert legacy.shape == clean.shape == (2, 2048)
+    assert not np.allclose(legacy, clean)
+
+
+def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(prepared, layout, tmp_path, monkeypatch):
+    cfg, root, _ = prepared
+    train = tiny_params(steps=4, fid_every=1, fid_samples=8).train
+    scorer = Scorer("dlib", cfg, root / "stats")
+    run_train(train, layout.packed, tmp_path / "a", scorer=scorer)
+    rows = list(csv.DictReader((tmp_path / "a" / "fid.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and all(float(r["fd"]) > 0 for r in rows)
+    best = min(rows, key=lambda r: float(r["fd"]))
+    assert load_checkpoint(tmp_path / "a" / "best.pt")["step"] == int(best["step"])
+
+    from facegan.train import loop
+
+    real = loop.step_generator
+    monkeypatch.setattr(loop, "step_generator",
+                        lambda seed, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else real(seed, step))
+    resumed = tiny_params(steps=4, fid_every=1, fid_samples=8, checkpoint_every=1).train
+    with pytest.raises(KeyboardInterrupt):
+        run_train(resumed, layout.packed, tmp_path / "b", scorer=scorer)
+    monkeypatch.setattr(loop, "step_generator", real)
+    run_train(resumed, layout.packed, tmp_path / "b", scorer=scorer)
+    rows_b = list(csv.DictReader((tmp_path / "b" / "fid.csv").open()))
+    assert [int(r["step"]) for r in rows_b] == [1, 2, 3, 4]
+    assert [r["fd"] for r in rows_b] == [r["fd"] for r in rows], "same curve after a resume"
+
+
+def test_fid_extractor_must_have_reference_statistics():
+    with pytest.raises(ParamsError, match="train.fid_extractor 'attributes' must be one of evaluate.extractors"):
+        tiny_params(fid_every=10, fid_extractor="attributes")
