@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# pytorch-fid (needs torchvision, i.e. a 5 GB torch build): only for the FID exactness tests
+REF    ?= .venv-ref
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
@@ -24,10 +26,10 @@ sweep: install
 	dvc exp run --run-all --jobs 1
 	facegan exp-table --rows train.loss --cols train.d_variant --metric fd_dlib --out sweep.md
 
-test: install
+test: install $(REF)/.installed
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
-test-all: install
+test-all: install $(REF)/.installed
 	$(BIN)/python -m pytest -m ''
 
 install: $(VENV)/.installed
@@ -41,5 +43,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+$(REF)/.installed:
+	$(PYTHON) -m venv $(REF)
+	$(REF)/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" "pytorch-fid==0.3.0"
+	touch $@
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(REF)

@@ -36,7 +36,8 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     ds["source"].update(n=48, size=128)
     ds["align"]["size"] = ds["upscale"]["size"] = 64
     ds["pack"]["resolution"] = 32
-    p["train"].update(steps=6, batch_size=16, checkpoint_every=3, sample_every=3, g_channels=8, d_channels=8)
+    p["train"].update(steps=6, batch_size=16, checkpoint_every=3, sample_every=3, g_channels=8, d_channels=8,
+                      fid_every=3, fid_samples=16)
     p["evaluate"].update(num_samples=24, max_real=48)
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     bin_dir = str(Path(sys.executable).parent)  # stage commands run `python` and `dvc` from this venv
@@ -63,6 +64,7 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     assert metrics["fd_inception"] is None and "pt_inception-2015-12-05-6726825d.pth" in metrics["extractors_unavailable"]["inception"]
     assert metrics["training"]["steps"] == 6 and metrics["data"]["packed"] == 48
     assert (root / "data/reports/cartoon/samples.png").stat().st_size > 1000
+    assert (root / "data/models/cartoon/fid.csv").read_text().splitlines()[1:] and (root / "data/models/cartoon/best.pt").is_file()
     assert "fd_dlib" in _sh(["dvc", "metrics", "show", "--json"], root, env)
 
     # nothing changed: nothing runs

@@ -117,3 +117,32 @@ def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(prepared,
 def test_fid_extractor_must_have_reference_statistics():
     with pytest.raises(ParamsError, match="train.fid_extractor 'attributes' must be one of evaluate.extractors"):
         tiny_params(fid_every=10, fid_extractor="attributes")
+
+
+def test_fid_between_folders_of_mixed_sizes_and_modes(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from facegan.config import CartoonSource
+    from facegan.data.cartoon import render
+
+    cfg = CartoonSource(n=12, size=96, seed=9)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for i in range(6):
+        im = Image.fromarray(render(cfg, i).image)
+        im.save(a / f"{i}.png")
+        other = Image.fromarray(render(cfg, i + 6).image)
+        [other.resize((64, 64)), other.convert("CMYK"), other.convert("L"), other, other.resize((80, 80)), other][i].save(
+            b / (f"{i}.jpg" if i == 1 else f"{i}.png"))
+    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "fid", str(a), str(b),
+                        "--extractor", "dlib"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "FD (dlib, legacy):" in r.stdout and "(6 vs 6 images)" in r.stdout
+    (tmp_path / "c").mkdir()
+    Image.fromarray(render(cfg, 0).image).save(tmp_path / "c" / "only.png")
+    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "fid", str(a), str(tmp_path / "c"),
+                        "--extractor", "dlib"], capture_output=True, text=True)
+    assert r.returncode == 2 and "needs at least 2 images, found 1" in r.stderr

@@ -103,6 +103,32 @@ def sample(
     typer.echo(f"wrote {len(images)} images and grid.png to {out}")
 
 
+@app.command("fid")
+def fid(
+    folder_a: Path = typer.Argument(..., exists=True, file_okay=False, help="reference images"),
+    folder_b: Path = typer.Argument(..., exists=True, file_okay=False, help="images to score"),
+    extractor: str = typer.Option("inception", help="inception | dlib"),
+    mode: str = typer.Option("legacy", help="legacy (pytorch-fid resize) | clean (PIL bicubic)"),
+    batch_size: int = typer.Option(50, min=1),
+    weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (default: torch hub cache)"),
+) -> None:
+    """Frechet distance and KID between two folders of images (any sizes and formats)."""
+    from facegan.config import EvaluateConfig
+    from facegan.evaluate.compare import compare_folders
+    from facegan.evaluate.extractors import ExtractorUnavailable
+    from facegan.logs import setup_logging
+
+    setup_logging()
+    try:
+        cfg = EvaluateConfig(mode=mode, batch_size=batch_size, inception_weights=weights)
+        r = compare_folders(folder_a, folder_b, cfg, extractor)
+    except (ExtractorUnavailable, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"FD ({r['extractor']}, {r['mode']}): {r['fd']:.6f}   KID: {r['kid']:.6f} +- {r['kid_std']:.6f}   "
+               f"({r['n_a']} vs {r['n_b']} images)")
+
+
 @app.command("exp-table")
 def exp_table(
     rows: str = typer.Option("train.loss", help="param for the table rows"),

@@ -35,6 +35,17 @@ class Extractor:
     fn: Callable[[np.ndarray], np.ndarray]  # one batch
     batch_size: int
 
+    def folder(self, paths: list[Path], desc: str = "") -> np.ndarray:
+        """Features of image files of any size/mode: decoded on threads, batched by size."""
+        from facegan.io import read_image
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            images = list(pool.map(read_image, paths))
+        by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
+        for im in images:
+            by_shape.setdefault(im.shape, []).append(im)
+        return np.concatenate([self(np.stack(group), desc=desc) for group in by_shape.values()])
+
     def __call__(self, images: np.ndarray, desc: str = "") -> np.ndarray:
         out = []
         for i in tqdm(range(0, len(images), self.batch_size), desc=desc or f"features ({self.name})", unit="batch",

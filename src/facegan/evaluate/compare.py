@@ -1,0 +1,29 @@
+"""Frechet distance and KID between two folders of images (`facegan fid DIR1 DIR2`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from facegan.config import EvaluateConfig
+from facegan.evaluate.extractors import make_extractor
+from facegan.evaluate.fid import feature_stats, frechet_distance, kid
+from facegan.io import list_images
+
+log = logging.getLogger(__name__)
+
+
+def compare_folders(a: Path, b: Path, cfg: EvaluateConfig, extractor: str = "inception") -> dict:
+    """FD and KID of folder b against folder a in one extractor's feature space."""
+    paths = {}
+    for folder in (a, b):
+        paths[folder] = list_images(folder)
+        if len(paths[folder]) < 2:
+            raise ValueError(f"{folder}: needs at least 2 images, found {len(paths[folder])}")
+    ex = make_extractor(extractor, cfg)
+    fa, fb = (ex.folder(paths[f], desc=f"features of {f.name}") for f in (a, b))
+    sa = feature_stats(fa, extractor=extractor, mode=cfg.mode)
+    sb = feature_stats(fb, extractor=extractor, mode=cfg.mode)
+    kid_mean, kid_std = kid(fa, fb, seed=cfg.seed)
+    return {"fd": frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma), "kid": kid_mean, "kid_std": kid_std,
+            "n_a": len(fa), "n_b": len(fb), "extractor": extractor, "mode": cfg.mode}
