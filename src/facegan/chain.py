@@ -6,6 +6,7 @@ logic lives here once. Heavy modules (torch, cv2, mlflow) are imported inside ea
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -13,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from facegan.config import Params, ParamsError, load_params
+from facegan.config import Params, ParamsError, flatten, load_params
+from facegan.track import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -60,81 +62,96 @@ class Layout:
         return self._d("reports", self.dataset)
 
 
-def _generate(p: Params, at: Layout) -> None:
+def _summary(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+
+
+def _generate(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.data.cartoon import generate
 
     source = p.dataset(at.dataset).source
     if source.kind != "cartoon":
         raise ParamsError(f"dataset {at.dataset!r} has source.kind {source.kind!r}: only 'cartoon' datasets are generated")
-    generate(source, at.raw, p.workers)
+    return {"images": generate(source, at.raw, p.workers)}
 
 
-def _detect(p: Params, at: Layout) -> None:
+def _detect(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.detect import run_detect
 
     run_detect(p.dataset(at.dataset).detect, at.raw, at.interim("detect"), p.workers)
+    return _summary(at.interim("detect"))
 
 
-def _align(p: Params, at: Layout) -> None:
+def _align(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.align import run_align
 
     run_align(p.dataset(at.dataset).align, at.raw, at.interim("detect"), at.interim("align"), p.workers)
+    return _summary(at.interim("align"))
 
 
-def _matte(p: Params, at: Layout) -> None:
+def _matte(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.matte import run_matte
 
     run_matte(p.dataset(at.dataset).matte, at.interim("align"), at.interim("matte"), p.workers)
+    return _summary(at.interim("matte"))
 
 
-def _upscale(p: Params, at: Layout) -> None:
+def _upscale(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.upscale import run_upscale
 
     run_upscale(p.dataset(at.dataset).upscale, at.interim("matte"), at.interim("upscale"), p.workers)
+    return _summary(at.interim("upscale"))
 
 
-def _pack(p: Params, at: Layout) -> None:
+def _pack(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.data.pack import run_pack
 
     run_pack(p.dataset(at.dataset).pack, at.raw, at.interim("upscale"), at.packed)
+    return _summary(at.packed)
 
 
-def _train(p: Params, at: Layout) -> None:
+def _classifier(p: Params, at: Layout, t: Tracker) -> dict:
+    from facegan.evaluate.classifier import run_classifier
+
+    report = run_classifier(p.evaluate.classifier, at.packed, at.classifier, p.evaluate.seed)
+    return {f"val_accuracy.{k}": v for k, v in report.get("val_accuracy", {}).items()}
+
+
+def _refstats(p: Params, at: Layout, t: Tracker) -> dict:
+    from facegan.evaluate.run import run_refstats
+
+    status = run_refstats(p.evaluate, at.packed, at.stats, at.classifier)
+    return {f"n_real.{k}": v["n"] for k, v in status["extractors"].items() if v["status"] == "ok"}
+
+
+def _train(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.evaluate.run import Scorer
     from facegan.train.loop import run_train
 
     scorer = Scorer(p.train.fid_extractor, p.evaluate, at.stats, at.classifier) if p.train.fid_every else None
-    run_train(p.train, at.packed, at.model, scorer=scorer)
+    result = run_train(p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics)
+    for name in ("samples.png", "interpolation.gif", "losses.csv", "fid.csv"):
+        t.log_artifact(at.model / name)
+    return {"seconds_per_step": result.seconds / max(1, result.steps)}
 
 
-def _refstats(p: Params, at: Layout) -> None:
-    from facegan.evaluate.run import run_refstats
-
-    run_refstats(p.evaluate, at.packed, at.stats, at.classifier)
-
-
-def _classifier(p: Params, at: Layout) -> None:
-    from facegan.evaluate.classifier import run_classifier
-
-    run_classifier(p.evaluate.classifier, at.packed, at.classifier, p.evaluate.seed)
-
-
-def _evaluate(p: Params, at: Layout) -> None:
+def _evaluate(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.evaluate.run import run_evaluate
     from facegan.train.loop import CHECKPOINT
 
-    run_evaluate(p.evaluate, at.model / CHECKPOINT, at.packed, at.stats, at.evaluation, at.classifier)
+    return run_evaluate(p.evaluate, at.model / CHECKPOINT, at.packed, at.stats, at.evaluation, at.classifier)
 
 
-def _report(p: Params, at: Layout) -> None:
+def _report(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.report import run_report
 
-    run_report(p, at.dataset, at.root / "data" / "interim" / at.dataset, at.packed, at.model, at.evaluation, at.report)
+    return run_report(p, at.dataset, at.root / "data" / "interim" / at.dataset, at.packed, at.model, at.evaluation,
+                      at.report, tracker=t)
 
 
 # In dependency order: raw -> detect -> align -> matte -> upscale -> pack -> (classifier, refstats) -> train
 # -> evaluate -> report
-STAGES: dict[str, tuple[Callable[[Params, Layout], None], str]] = {
+STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] = {
     "generate": (_generate, "Draw the embedded cartoon dataset into data/raw/<dataset>."),
     "detect": (_detect, "Find faces and cut square crops with context."),
     "align": (_align, "Warp each face onto the 5-point template."),
@@ -145,20 +162,33 @@ STAGES: dict[str, tuple[Callable[[Params, Layout], None], str]] = {
     "refstats": (_refstats, "Feature statistics of the real packed images."),
     "train": (_train, "Train the generator; checkpoints, sample grids, loss log."),
     "evaluate": (_evaluate, "Frechet distances (+ attribute accuracy) of generated vs real images."),
-    "report": (_report, "metrics.json + sample grid; log the run to MLflow."),
+    "report": (_report, "metrics.json + sample grid; the pipeline's MLflow run, FID table, model registry."),
 }
+
+BUFFERS = Path(".facegan") / "tracking"  # local copies of what goes to MLflow, until it is sent
 
 
 def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yaml", root: Path | str = ".") -> float:
-    """Run one stage for one dataset; returns the seconds it took."""
+    """Run one stage for one dataset (tracked as a nested MLflow run); returns the seconds it took."""
+    from facegan import track
+
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     p = params if isinstance(params, Params) else load_params(params)
     p.dataset(dataset)  # unknown dataset -> ParamsError before any work
+    root = Path(root)
+    t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root / BUFFERS / f"{name}@{dataset}.jsonl")
+                  if p.tracking.enabled else track.NullTracker())
     t0 = time.perf_counter()
     log.info("stage %s: dataset %s", name, dataset)
-    STAGES[name][0](p, Layout(Path(root), dataset))
+    try:
+        metrics = STAGES[name][0](p, Layout(root, dataset), t) or {}
+    except BaseException:
+        t.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        raise
     seconds = time.perf_counter() - t0
+    t.log_metrics({track.metric_key(k): v for k, v in flatten(metrics).items()} | {"stage_seconds": seconds})
+    t.end()
     log.info("stage %s done in %.1f s", name, seconds)
     return seconds
 

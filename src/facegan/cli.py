@@ -48,7 +48,34 @@ def _add_stage_command(name: str, doc: str) -> None:
 
 
 for _name, (_fn, _doc) in STAGES.items():
-    _add_stage_command(_name, _doc)
+    if _name != "report":  # `report` also shows the cross-run table: defined below
+        _add_stage_command(_name, _doc)
+
+
+@app.command("report")
+def report(
+    dataset: str | None = typer.Argument(None, help="run the report stage for this dataset first"),
+    params: Path = PARAMS,
+    root: Path = ROOT,
+    model: str | None = typer.Option(None, help="only runs of this model"),
+    experiment: list[str] = typer.Option([], help="MLflow experiment(s) (default: tracking.experiment)"),
+    out: Path = typer.Option(Path("reports"), help="folder for fid_table.md / .csv / .png"),
+) -> None:
+    """The report stage of DATASET (when given), then the FID comparison table across MLflow runs."""
+    from facegan import track
+    from facegan.config import load_params
+    from facegan.runs_table import print_table, rows_of, write_table
+
+    if dataset:
+        _run(["report"], dataset, params, root)
+    p = load_params(params)
+    rows = rows_of(track.pipeline_runs(p.tracking, dataset, model, experiment or None))
+    if not rows:
+        typer.echo("no finished pipeline runs found in MLflow" + (f" for dataset {dataset}" if dataset else ""), err=True)
+        raise typer.Exit(1)
+    print_table(rows)
+    files = write_table(rows, out)
+    typer.echo("wrote " + ", ".join(str(f) for f in files))
 
 
 @app.command("chain")
@@ -80,7 +107,8 @@ def check(params: Path = PARAMS) -> None:
 
 @app.command("sample")
 def sample(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", exists=True, dir_okay=False, help="checkpoint.pt"),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", exists=True, dir_okay=False, help="checkpoint.pt"),
+    model_uri: str | None = typer.Option(None, "--model-uri", help="a registered generator, e.g. models:/facegan-cartoon@best"),
     n: int = typer.Option(16, "-n", min=1, help="number of images"),
     seed: int = typer.Option(0, "--seed", "-s", help="noise seed"),
     labels: str = typer.Option("", "--labels", "-l", help="conditional models: e.g. hair=blond,glasses=1"),
@@ -92,9 +120,16 @@ def sample(
     from facegan.io import image_grid, write_image
     from facegan.sample import LabelError, sample_checkpoint
 
+    if (checkpoint is None) == (model_uri is None):
+        raise typer.BadParameter("give exactly one of --checkpoint and --model-uri")
     try:
+        if model_uri:
+            from facegan import track
+            from facegan.config import TrackingConfig
+
+            checkpoint = track.download_checkpoint(model_uri, TrackingConfig())
         images = sample_checkpoint(checkpoint, n, seed, labels)
-    except (LabelError, ValueError) as e:
+    except (LabelError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     for i, im in enumerate(images):
@@ -147,6 +182,54 @@ def exp_table(
     typer.echo(table)
     if out:
         out.write_text(table, encoding="utf-8")
+
+
+@app.command("reproduce")
+def reproduce(
+    run_id: str = typer.Argument(..., help="MLflow run id of a pipeline (or one of its stage runs)"),
+    root: Path = ROOT,
+    out: Path | None = typer.Option(None, help="output folder (default reproduce/<run id>)"),
+    tolerance: float = typer.Option(1e-6, help="largest accepted |recorded - reproduced| per metric"),
+) -> None:
+    """Re-run training + evaluation with the params recorded in RUN_ID and compare the FIDs."""
+    from facegan.logs import setup_logging
+    from facegan.reproduce import reproduce as _reproduce
+
+    setup_logging()
+    try:
+        result = _reproduce(run_id, root, out)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    worst = 0.0
+    for k, (old, new) in result.items():
+        worst = max(worst, abs(old - new))
+        typer.echo(f"{k:16s} recorded {old:.8f}  reproduced {new:.8f}  |diff| {abs(old - new):.2e}")
+    if worst > tolerance:
+        typer.echo(f"NOT reproduced: largest difference {worst:.2e} > {tolerance:g}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"reproduced: every metric within {tolerance:g}")
+
+
+track_app = typer.Typer(help="MLflow tracking utilities.", no_args_is_help=True)
+app.add_typer(track_app, name="track")
+
+
+@track_app.command("sync")
+def track_sync(buffers: list[Path] = typer.Argument(None, help="buffer files (default: all in .facegan/tracking)")) -> None:
+    """Send records kept locally while the tracking server was unreachable."""
+    from facegan import track
+    from facegan.chain import BUFFERS
+    from facegan.config import TrackingConfig
+
+    files = buffers or sorted(BUFFERS.glob("*.jsonl"))
+    sent = 0
+    for f in files:
+        try:
+            sent += track.sync(TrackingConfig(), f)
+        except ValueError as e:
+            typer.echo(f"skipped {f}: {e}", err=True)
+    typer.echo(f"sent {sent} record(s) from {len(files)} file(s)")
 
 
 def main() -> None:

@@ -210,6 +210,7 @@ class EvaluateConfig(Section):
 
 
 class TrackingConfig(Section):
+    enabled: bool = Field(True, description="log every stage to MLflow")
     experiment: str = Field("facegan", min_length=1)
     tracking_uri: str = Field("sqlite:///mlflow.db", description="MLFLOW_TRACKING_URI overrides this")
 

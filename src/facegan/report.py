@@ -1,4 +1,5 @@
-"""Stage `report`: one metrics.json (DVC metrics) and sample grid per dataset, logged to MLflow."""
+"""Stage `report`: metrics.json (DVC metrics), sample grid and curves per dataset; the pipeline's
+MLflow parent run gets the final metrics and files, and the best generator is registered."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from facegan.config import Params, flatten
+import yaml
+
+from facegan.config import Params
 from facegan.io import atomic_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
         "dataset": dataset,
         **{k: v for k, v in ev.items() if k.startswith(("fd_", "kid_", "attr_acc"))},
         "num_samples": ev["num_samples"],
+        "mode": ev.get("mode", "legacy"),
         "extractors_ran": sorted(k for k, v in ev["extractors"].items() if v["status"] == "ok"),
         "extractors_unavailable": {k: v["reason"] for k, v in ev["extractors"].items() if v["status"] != "ok"},
         "training": {"steps": int(losses[-1]["step"]), "final_loss_d": losses[-1]["loss_d"], "final_loss_g": losses[-1]["loss_g"]},
@@ -34,24 +38,63 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     return metrics, losses
 
 
-def run_report(params: Params, dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path, dst: Path) -> dict:
-    """Write dst/metrics.json + dst/samples.png, then log params, metrics and files to MLflow."""
-    metrics, losses = collect(dataset, interim, processed, model, evaluation)
+def plot_curves(model: Path, out: Path) -> None:
+    """Loss curves and, when measured, the in-training Frechet distance, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with (model / "losses.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    fid_rows = list(csv.DictReader((model / "fid.csv").open(newline=""))) if (model / "fid.csv").is_file() else []
+    fig, axes = plt.subplots(1, 2 if fid_rows else 1, figsize=(10 if fid_rows else 5, 3.2), squeeze=False)
+    steps = [float(r["step"]) for r in rows]
+    for key in ("loss_d", "loss_g"):
+        axes[0, 0].plot(steps, [float(r[key]) for r in rows], label=key, lw=0.8)
+    axes[0, 0].set(xlabel="step", title="losses")
+    axes[0, 0].legend()
+    if fid_rows:
+        axes[0, 1].plot([float(r["step"]) for r in fid_rows], [float(r["fd"]) for r in fid_rows], "o-")
+        axes[0, 1].set(xlabel="step", title="Frechet distance (fixed noise)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def dataset_hashes(processed: Path, stats: Path) -> dict[str, str]:
+    """sha256 of the packed ZIP (from refstats) and DVC's md5 of the packed folder (from dvc.lock)."""
+    out = {}
+    status = stats / "stats.json"
+    if status.is_file():
+        out["dataset_sha256"] = json.loads(status.read_text())["dataset_sha256"]
+    lock = Path("dvc.lock")
+    if lock.is_file():
+        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+            for o in stage.get("outs", []):
+                if Path(o["path"]) == processed or str(processed).endswith(o["path"]):
+                    out["dvc_md5"] = o.get("md5", "")
+    return out
+
+
+def run_report(params: Params, dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path, dst: Path,
+               tracker=None) -> dict:
+    """Write dst/metrics.json, samples.png, curves.png; then finish the pipeline's MLflow run."""
+    metrics, _ = collect(dataset, interim, processed, model, evaluation)
     with atomic_dir(dst) as tmp:
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
         shutil.copyfile(model / "samples.png", tmp / "samples.png")
-    from facegan import track
+        plot_curves(model, tmp / "curves.png")
+    if params.tracking.enabled and tracker is not None:
+        from facegan import track
 
-    run_params = {**flatten(params.dataset(dataset), f"datasets.{dataset}."),
-                  **flatten(params.train, "train."), **flatten(params.evaluate, "evaluate."), "workers": params.workers}
-    numeric = {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    try:
-        track.log_run(
-            params.tracking, f"{dataset}-{params.train.model}", run_params, numeric, losses,
-            [dst / "samples.png", dst / "metrics.json", model / "losses.csv"],
-            {"dataset": dataset, "model": params.train.model, "loss": params.train.loss,
-             "extractors": ",".join(metrics["extractors_ran"]), **track.git_state()},
-        )
-    except Exception as e:  # noqa: BLE001 - tracking must not lose the computed report
-        log.warning("MLflow logging failed (%s: %s); the report is written to %s", type(e).__name__, e, dst)
+        from facegan.chain import BUFFERS
+
+        # the exact params of this run, for `facegan reproduce` (kept beside the buffers until sent)
+        snapshot = BUFFERS / dataset / "params.yaml"
+        write_text(snapshot, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+        tags = {"steps": str(metrics["training"]["steps"]), **dataset_hashes(processed, processed.parent.parent / "stats" / dataset)}
+        track.finish_pipeline(params.tracking, tracker.parent, dataset, metrics,
+                              [dst / "samples.png", dst / "metrics.json", dst / "curves.png", snapshot],
+                              BUFFERS / f"pipeline@{dataset}.jsonl", model / "checkpoint.pt", tags)
     return metrics

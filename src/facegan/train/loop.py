@@ -202,12 +202,14 @@ def _csv(rows: list[dict], fields: list[str]) -> str:
 
 
 def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
-              scorer: Callable[[np.ndarray], dict] | None = None) -> TrainResult:
+              scorer: Callable[[np.ndarray], dict] | None = None,
+              on_step: Callable[[dict, int], None] | None = None) -> TrainResult:
     """Train cfg.model on packed/dataset.zip; write checkpoint, sample grids and loss log to dst.
 
     With cfg.fid_every and a `scorer` (see facegan.evaluate.run.Scorer), the Frechet distance of
     cfg.fid_samples images at fixed noise is measured every cfg.fid_every steps (fid.csv) and the
-    checkpoint with the lowest one is kept as best.pt.
+    checkpoint with the lowest one is kept as best.pt. `on_step(values, step)` receives the losses
+    of every step and the in-training FID (e.g. a tracker's log_metrics).
     """
     from facegan.sample import latents, render, write_training_samples
 
@@ -242,6 +244,8 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
     def measure_fid() -> None:
         score = scorer(render(trainer.sampler, z_fid, y_fid), desc=f"FID @ step {trainer.step_done}")
         fid_history.append({"step": trainer.step_done, "fd": score["fd"], "kid": score["kid"]})
+        if on_step:
+            on_step({"fid_train": score["fd"], "kid_train": score["kid"]}, trainer.step_done)
         best = min(r["fd"] for r in fid_history)
         log.info("step %d: Frechet distance %.4f (best %.4f)", trainer.step_done, score["fd"], best)
         if score["fd"] <= best:
@@ -257,6 +261,8 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
             checkpoint()
             raise
         bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", refresh=False)
+        if on_step:
+            on_step(row, row["step"])
         done = trainer.step_done
         if done % cfg.sample_every == 0 or done == cfg.steps:
             write_training_samples(trainer, dst / "progress" / f"step{done:07d}.png")
