@@ -28,6 +28,7 @@ def tiny_params(n: int = 12, **train) -> Params:
     raw["train"].update({"steps": 4, "batch_size": 8, "checkpoint_every": 2, "sample_every": 2,
                          "g_channels": 8, "d_channels": 8, **train})
     raw["evaluate"].update(num_samples=16, max_real=n, batch_size=8, extractors=["dlib"])
+    raw["tracking"]["enabled"] = False  # tests that track start their own MLflow server
     return parse_params(raw)
 
 

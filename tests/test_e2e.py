@@ -82,21 +82,26 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     assert json.loads((root / "data/reports/cartoon/metrics.json").read_text())["training"]["steps"] == 7
 
 
-def test_report_logged_params_metrics_and_grid_to_mlflow(project):
+def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
     root, env = project
     code = (
         "import mlflow, json; c = mlflow.tracking.MlflowClient();"
-        "e = c.get_experiment_by_name('facegan'); rs = c.search_runs([e.experiment_id]);"
-        "r = rs[0]; print(json.dumps({'n': len(rs), 'params': r.data.params, 'metrics': r.data.metrics,"
-        "'artifacts': [a.path for a in c.list_artifacts(r.info.run_id)],"
-        "'loss_points': len(c.get_metric_history(r.info.run_id, 'loss_d'))}))"
+        "e = c.get_experiment_by_name('facegan');"
+        "ps = c.search_runs([e.experiment_id], \"tags.`facegan.kind` = 'pipeline'\", order_by=['attributes.start_time DESC']);"
+        "r = ps[-1]; kids = c.search_runs([e.experiment_id], f\"tags.mlflow.parentRunId = '{r.info.run_id}'\");"
+        "train = [k for k in kids if k.data.tags['stage'] == 'train'][0];"
+        "print(json.dumps({'n': len(ps), 'status': r.info.status, 'params': r.data.params, 'metrics': r.data.metrics,"
+        "'artifacts': [a.path for a in c.list_artifacts(r.info.run_id)], 'stages': sorted(k.data.tags['stage'] for k in kids),"
+        "'loss_points': len(c.get_metric_history(train.info.run_id, 'loss_d'))}))"
     )
     got = json.loads(_sh([sys.executable, "-c", code], root, env).strip().splitlines()[-1])
-    assert got["n"] >= 1
-    assert got["params"]["train.steps"] in {"6", "7"} and got["params"]["datasets.cartoon.source.n"] == "48"
+    assert got["n"] >= 1 and got["status"] == "FINISHED"
+    assert got["params"]["train.steps"] == "6" and got["params"]["datasets.cartoon.source.n"] == "48"
     assert got["metrics"]["fd_dlib"] > 0
-    assert {"samples.png", "metrics.json", "losses.csv"} <= set(got["artifacts"])
-    assert got["loss_points"] >= 6
+    assert {"samples.png", "metrics.json", "curves.png", "params.yaml"} <= set(got["artifacts"])
+    assert got["stages"] == sorted(["generate", "detect", "align", "matte", "upscale", "pack", "classifier", "refstats",
+                                    "train", "evaluate", "report"])
+    assert got["loss_points"] == 6
 
 
 def test_dvc_exp_sweep_gives_one_metric_table(project):
