@@ -26,9 +26,13 @@ class Layout:
 
     root: Path
     dataset: str
+    variant: str | None = None  # several models of one dataset (Prefect): data/runs/<dataset>/<variant>/
 
     def _d(self, *parts: str) -> Path:
         return self.root / "data" / Path(*parts)
+
+    def _run(self, kind: str) -> Path:
+        return self._d("runs", self.dataset, self.variant, kind) if self.variant else self._d(kind, self.dataset)
 
     @property
     def raw(self) -> Path:
@@ -47,7 +51,7 @@ class Layout:
 
     @property
     def model(self) -> Path:
-        return self._d("models", self.dataset)
+        return self._run("models")
 
     @property
     def classifier(self) -> Path:
@@ -55,11 +59,28 @@ class Layout:
 
     @property
     def evaluation(self) -> Path:
-        return self._d("eval", self.dataset)
+        return self._run("eval")
 
     @property
     def report(self) -> Path:
-        return self._d("reports", self.dataset)
+        return self._run("reports")
+
+    def io(self, stage: str) -> tuple[list[Path], list[Path]]:
+        """(inputs, outputs) of a stage, as dvc.yaml declares them (used for Prefect cache keys)."""
+        i = self.interim
+        return {
+            "generate": ([], [self.raw]),
+            "detect": ([self.raw], [i("detect")]),
+            "align": ([self.raw, i("detect")], [i("align")]),
+            "matte": ([i("align")], [i("matte")]),
+            "upscale": ([i("matte")], [i("upscale")]),
+            "pack": ([self.raw, i("upscale")], [self.packed]),
+            "classifier": ([self.packed], [self.classifier]),
+            "refstats": ([self.packed, self.classifier], [self.stats]),
+            "train": ([self.packed, self.stats, self.classifier], [self.model]),
+            "evaluate": ([self.packed, self.model, self.stats, self.classifier], [self.evaluation]),
+            "report": ([i("upscale"), self.packed, self.model, self.evaluation], [self.report]),
+        }[stage]
 
 
 def _summary(folder: Path) -> dict:
@@ -168,7 +189,8 @@ STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] 
 BUFFERS = Path(".facegan") / "tracking"  # local copies of what goes to MLflow, until it is sent
 
 
-def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yaml", root: Path | str = ".") -> float:
+def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yaml", root: Path | str = ".",
+              variant: str | None = None) -> float:
     """Run one stage for one dataset (tracked as a nested MLflow run); returns the seconds it took."""
     from facegan import track
 
@@ -182,7 +204,7 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
     t0 = time.perf_counter()
     log.info("stage %s: dataset %s", name, dataset)
     try:
-        metrics = STAGES[name][0](p, Layout(root, dataset), t) or {}
+        metrics = STAGES[name][0](p, Layout(root, dataset, variant), t) or {}
     except BaseException:
         t.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
         raise

@@ -1,0 +1,145 @@
+"""Prefect flows over the same stage functions as the DVC stages (`facegan.chain.run_stage`).
+
+    preprocess(dataset)            generate (cartoon) -> detect -> align -> matte -> upscale -> pack
+    train(dataset, model)          classifier -> refstats -> train
+    evaluate(dataset, model)       evaluate -> report
+    full(dataset, models)          all of the above, once per model
+
+Flow parameters are validated by the same pydantic models as params.yaml (`train` overrides are a
+`TrainConfig`). Every stage is a task whose cache key covers its inputs on disk, the params and the
+code, so a re-run skips finished work; I/O-bound stages retry with back-off. The library's logs go
+to the Prefect run logs (PREFECT_LOGGING_EXTRA_LOGGERS=facegan) and a progress artifact follows the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "facegan")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_progress_artifact, update_progress_artifact  # noqa: E402
+
+import facegan  # noqa: E402
+from facegan.chain import Layout, run_stage  # noqa: E402
+from facegan.config import Params, TrainConfig, load_params, parse_params  # noqa: E402
+
+logging.getLogger("facegan").setLevel(os.environ.get("FACEGAN_LOG_LEVEL", "INFO"))  # Prefect forwards these records
+
+PREPROCESS = ["generate", "detect", "align", "matte", "upscale", "pack"]
+TRAIN = ["classifier", "refstats", "train"]
+EVALUATE = ["evaluate", "report"]
+IO_BOUND = {"generate", "detect", "align", "matte", "upscale", "pack"}
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    """Names, sizes and modification times of everything under `paths` (cheap, catches any rewrite)."""
+    h = hashlib.sha256()
+    for root in paths:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] if root.exists() else []
+        h.update(str(root).encode())
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _code_version() -> str:
+    src = Path(facegan.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(src.rglob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Inputs on disk + params + code (a stage whose outputs were deleted is refreshed, see _run_stages)."""
+    at = Layout(Path(parameters["root"]), parameters["dataset"], parameters.get("variant"))
+    inputs, _ = at.io(parameters["stage"])
+    parts = [parameters["stage"], parameters["dataset"], str(parameters.get("variant")), parameters["params_json"],
+             _code_version(), _fingerprint(inputs)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+@task(task_run_name="{stage}@{dataset}", cache_key_fn=stage_cache_key, persist_result=True)
+def stage_task(stage: str, dataset: str, params_json: str, root: str, variant: str | None = None) -> float:
+    """One chain stage; returns its duration in seconds."""
+    params = Params.model_validate_json(params_json)
+    return run_stage(stage, dataset, params, root, variant)
+
+
+def _run_stages(stages: list[str], dataset: str, params: Params, root: str, variant: str | None = None,
+                progress: tuple[Any, int, int] | None = None) -> None:
+    logger = get_run_logger()
+    params_json = params.model_dump_json()
+    for i, stage in enumerate(stages):
+        if stage == "generate" and params.dataset(dataset).source.kind != "cartoon":
+            continue
+        t = stage_task.with_options(retries=2, retry_delay_seconds=[2, 10]) if stage in IO_BOUND else stage_task
+        if not all(p.exists() for p in Layout(Path(root), dataset, variant).io(stage)[1]):
+            t = t.with_options(refresh_cache=True)  # outputs gone: a cached result must not skip the work
+        seconds = t(stage, dataset, params_json, root, variant)
+        logger.info("%s@%s finished (%.1f s)", stage, dataset, seconds)
+        if progress:
+            artifact, done, total = progress
+            update_progress_artifact(artifact, 100.0 * (done + i + 1) / total)
+
+
+def load(params_file: str, overrides: dict[str, Any] | None = None, train: TrainConfig | None = None,
+         model: str | None = None) -> Params:
+    """params.yaml with optional overrides, validated as one whole (clear errors on bad values)."""
+    raw = load_params(params_file).model_dump(mode="json")
+    for key, value in (overrides or {}).items():
+        node = raw
+        *path, last = key.split(".")
+        for k in path:
+            node = node.setdefault(k, {})
+        node[last] = value
+    if train is not None:
+        raw["train"] = train.model_dump(mode="json")
+    if model is not None:
+        raw["train"]["model"] = model
+    return parse_params(raw, source=f"{params_file} + flow parameters")
+
+
+@flow(name="facegan-preprocess")
+def preprocess(dataset: str = "cartoon", params_file: str = "params.yaml", root: str = ".",
+               overrides: dict[str, Any] | None = None) -> None:
+    """Raw images -> packed training ZIP for one dataset."""
+    _run_stages(PREPROCESS, dataset, load(params_file, overrides), root)
+
+
+@flow(name="facegan-train")
+def train(dataset: str = "cartoon", model: str | None = None, params_file: str = "params.yaml", root: str = ".",
+          overrides: dict[str, Any] | None = None, train_config: TrainConfig | None = None) -> None:
+    """Classifier, reference statistics and training of one model (default: params.yaml's)."""
+    _run_stages(TRAIN, dataset, load(params_file, overrides, train_config, model), root, model)
+
+
+@flow(name="facegan-evaluate")
+def evaluate(dataset: str = "cartoon", model: str | None = None, params_file: str = "params.yaml", root: str = ".",
+             overrides: dict[str, Any] | None = None, train_config: TrainConfig | None = None) -> None:
+    """FID/KID of a trained model and its report (MLflow run, registry)."""
+    _run_stages(EVALUATE, dataset, load(params_file, overrides, train_config, model), root, model)
+
+
+@flow(name="facegan-full")
+def full(dataset: str = "cartoon", models: list[str] | None = None, params_file: str = "params.yaml", root: str = ".",
+         overrides: dict[str, Any] | None = None) -> None:
+    """The whole chain; with several `models`, one train/evaluate branch each (data/runs/<dataset>/<model>)."""
+    base = load(params_file, overrides)
+    variants: list[str | None] = list(models) if models and len(models) > 1 else [models[0] if models else None]
+    total = len(PREPROCESS) + len(variants) * (len(TRAIN) + len(EVALUATE))
+    artifact = create_progress_artifact(0.0, description=f"facegan chain for {dataset}")
+    _run_stages(PREPROCESS, dataset, base, root, progress=(artifact, 0, total))
+    done = len(PREPROCESS)
+    for model in variants:
+        params = load(params_file, overrides, model=model) if model else base
+        variant = model if len(variants) > 1 else None
+        _run_stages(TRAIN + EVALUATE, dataset, params, root, variant, progress=(artifact, done, total))
+        done += len(TRAIN) + len(EVALUATE)

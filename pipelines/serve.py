@@ -1,0 +1,46 @@
+"""Serve the facegan deployments (one long-running process; the Prefect UI shows and triggers them).
+
+    python pipelines/serve.py [--params params.yaml] [--root .] [--cron "0 2 * * *"]
+
+Per dataset in params.yaml: `facegan-full/nightly-<dataset>` on the cron schedule (e.g. retrain
+nightly when new photos arrive), plus unscheduled `facegan-train/<dataset>` and
+`facegan-evaluate/<dataset>` to run by hand from the UI or `prefect deployment run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from flows import evaluate, full, train  # noqa: E402
+from prefect import serve  # noqa: E402
+
+from facegan.config import load_params  # noqa: E402
+
+
+def deployments(params_file: Path, root: Path, cron: str) -> list:
+    params = load_params(params_file)  # bad params stop here, before anything is registered
+    common = {"params_file": str(params_file.resolve()), "root": str(root.resolve())}
+    out = []
+    for ds in params.datasets:
+        out.append(full.to_deployment(name=f"nightly-{ds}", cron=cron, parameters={"dataset": ds, **common},
+                                      description=f"the whole chain for {ds}, on a schedule", tags=["facegan", ds]))
+        out.append(train.to_deployment(name=ds, parameters={"dataset": ds, **common}, tags=["facegan", ds]))
+        out.append(evaluate.to_deployment(name=ds, parameters={"dataset": ds, **common}, tags=["facegan", ds]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--root", type=Path, default=Path("."))
+    ap.add_argument("--cron", default="0 2 * * *", help="schedule of the nightly full runs (cron, server time zone)")
+    args = ap.parse_args()
+    serve(*deployments(args.params, args.root, args.cron))
+
+
+if __name__ == "__main__":
+    main()
