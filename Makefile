@@ -14,8 +14,9 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 SWEEP_LOSSES   ?= nonsaturating,hinge,wgan-gp
 SWEEP_VARIANTS ?= plain,sn,projection
 SWEEP_ARGS     ?=
+CRON           ?= 0 2 * * *
 
-.PHONY: run test test-all sweep install clean-venv
+.PHONY: run test test-all sweep serve install clean-venv
 
 run: install
 	dvc repro
@@ -25,6 +26,9 @@ sweep: install
 	dvc exp run --queue -S train.model=acgan -S train.loss=$(SWEEP_LOSSES) -S train.d_variant=$(SWEEP_VARIANTS) $(SWEEP_ARGS)
 	dvc exp run --run-all --jobs 1
 	facegan exp-table --rows train.loss --cols train.d_variant --metric fd_dlib --out sweep.md
+
+serve: install
+	$(BIN)/python pipelines/serve.py --params params.yaml --root . --cron "$(CRON)"
 
 test: install $(REF)/.installed
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc

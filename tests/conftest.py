@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from facegan.chain import Layout, run_stage
 from facegan.config import Params, load_params, parse_params
@@ -49,3 +53,39 @@ def packed_root(tmp_path_factory, tiny_params_obj) -> Path:
 @pytest.fixture(scope="session")
 def layout(packed_root) -> Layout:
     return Layout(packed_root, "cartoon")
+
+
+def sh(cmd: list[str], cwd: Path, env: dict) -> str:
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return r.stdout + r.stderr
+
+
+def make_dvc_project(root: Path, tracking: bool = True) -> tuple[Path, dict]:
+    """A git + DVC copy of the project in `root` with params shrunk to ~1 minute of work."""
+    for name in ("dvc.yaml", "stages", "src", ".dvcignore"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, root / name)
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    ds = p["datasets"]["cartoon"]
+    ds["source"].update(n=48, size=128)
+    ds["align"]["size"] = ds["upscale"]["size"] = 64
+    ds["pack"]["resolution"] = 32
+    p["train"].update(steps=6, batch_size=16, checkpoint_every=3, sample_every=3, g_channels=8, d_channels=8,
+                      fid_every=3, fid_samples=16)
+    p["evaluate"].update(num_samples=24, max_real=48)
+    p["tracking"]["enabled"] = tracking
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    bin_dir = str(Path(sys.executable).parent)  # stage commands run `python` and `dvc` from this venv
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "TORCH_HOME": str(root / "torch"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    sh(["git", "init", "-q"], root, env)
+    sh(["dvc", "init", "-q"], root, env)
+    sh(["dvc", "config", "core.analytics", "false"], root, env)
+    sh(["git", "add", "-A"], root, env)
+    sh(["git", "commit", "-qm", "init"], root, env)
+    return root, env

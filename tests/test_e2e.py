@@ -3,53 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
-
-
-def _sh(cmd: list[str], cwd: Path, env: dict) -> str:
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
-    return r.stdout + r.stderr
+from conftest import make_dvc_project, sh as _sh
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
     """A git + DVC copy of the project with params shrunk to ~1 minute of work."""
-    root = tmp_path_factory.mktemp("e2e")
-    for name in ("dvc.yaml", "stages", "src", ".dvcignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, root / name)
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    ds = p["datasets"]["cartoon"]
-    ds["source"].update(n=48, size=128)
-    ds["align"]["size"] = ds["upscale"]["size"] = 64
-    ds["pack"]["resolution"] = 32
-    p["train"].update(steps=6, batch_size=16, checkpoint_every=3, sample_every=3, g_channels=8, d_channels=8,
-                      fid_every=3, fid_samples=16)
-    p["evaluate"].update(num_samples=24, max_real=48)
-    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    bin_dir = str(Path(sys.executable).parent)  # stage commands run `python` and `dvc` from this venv
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "TORCH_HOME": str(root / "torch"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    _sh(["git", "init", "-q"], root, env)
-    _sh(["dvc", "init", "-q"], root, env)
-    _sh(["dvc", "config", "core.analytics", "false"], root, env)
-    _sh(["git", "add", "-A"], root, env)
-    _sh(["git", "commit", "-qm", "init"], root, env)
-    return root, env
+    return make_dvc_project(tmp_path_factory.mktemp("e2e"))
 
 
 def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(project):

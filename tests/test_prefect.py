@@ -1,0 +1,151 @@
+"""Prefect with real parts: a server on 127.0.0.1, `pipelines/serve.py` serving the deployments,
+a scheduled deployment triggered through the API, caching on the second run, and the same outputs
+as `dvc repro` for the same params."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_dvc_project, sh
+
+PY = sys.executable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_env(tmp_path_factory):
+    """A Prefect server with its own home (sqlite) on a free port; stopped at the end."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_ENABLED": "false",
+           "PREFECT_LOGGING_EXTRA_LOGGERS": "facegan", "PATH": str(Path(PY).parent) + os.pathsep + os.environ["PATH"]}
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen([str(Path(PY).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                               str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                os.killpg(server.pid, 15)
+                pytest.fail("prefect server did not start:\n" + (home / "server.log").read_text()[-3000:])
+            time.sleep(1)
+    yield env
+    os.killpg(server.pid, 15)
+    server.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def served(prefect_env, tmp_path_factory):
+    """`pipelines/serve.py` on the tiny params of the DVC test project."""
+    dvc_root, dvc_env = make_dvc_project(tmp_path_factory.mktemp("dvcproj"), tracking=False)
+    root = tmp_path_factory.mktemp("prefectroot")
+    (root / "params.yaml").write_text((dvc_root / "params.yaml").read_text())
+    env = {**prefect_env, "TORCH_HOME": dvc_env["TORCH_HOME"]}
+    log = (root / "serve.log").open("w")
+    proc = subprocess.Popen([PY, str(ROOT / "pipelines" / "serve.py"), "--params", str(root / "params.yaml"),
+                             "--root", str(root), "--cron", "0 3 * * *"], env=env, cwd=root, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    yield root, env, dvc_root, dvc_env
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=60)
+
+
+def _api(env: dict, code: str) -> dict:
+    """Run async client code in a fresh process against the test server; it prints one JSON line."""
+    r = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+RUN = """
+import asyncio, json, time
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import LogSort, TaskRunSort
+
+async def main():
+    async with get_client() as c:
+        for _ in range(120):  # the serve process registers the deployments
+            try:
+                dep = await c.read_deployment_by_name("facegan-full/nightly-cartoon")
+                break
+            except Exception:
+                await asyncio.sleep(1)
+        run = await run_deployment("facegan-full/nightly-cartoon", timeout=600, poll_interval=2)
+        for _ in range(300):  # make sure the run and its task runs have settled
+            run = await c.read_flow_run(run.id)
+            if run.state and run.state.is_final():
+                break
+            await asyncio.sleep(2)
+        tasks = await c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                                       sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
+        logs, page = [], None
+        while page is None or len(page) == 200:
+            page = await c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+                                     sort=LogSort.TIMESTAMP_ASC, limit=200, offset=len(logs))
+            logs += page
+        scheds = [s.schedule.cron for s in dep.schedules]
+        print(json.dumps({"state": run.state.type.value if run.state else "no state", "schedules": scheds, "params": dep.parameters,
+                          "tasks": sorted((t.name, t.state.name if t.state else "no state") for t in tasks),
+                          "logs": [l.message for l in logs]}))
+asyncio.run(main())
+"""
+
+
+def test_scheduled_deployment_runs_the_chain_then_caches(served):
+    root, env, _, _ = served
+    first = _api(env, RUN)
+    assert first["state"] == "COMPLETED"
+    assert first["schedules"] == ["0 3 * * *"] and first["params"]["dataset"] == "cartoon"
+    names = [n for n, _ in first["tasks"]]
+    assert sorted(names) == sorted(f"{s}@cartoon" for s in ("generate", "detect", "align", "matte", "upscale", "pack",
+                                                              "classifier", "refstats", "train", "evaluate", "report"))
+    assert {s for _, s in first["tasks"]} == {"Completed"}
+    assert any("detect: 48 ok, 0 rejected" in m for m in first["logs"]), "library logs reach the Prefect run logs"
+    metrics = json.loads((root / "data/reports/cartoon/metrics.json").read_text())
+    assert metrics["fd_dlib"] > 0 and metrics["training"]["steps"] == 6
+
+    second = _api(env, RUN)
+    assert second["state"] == "COMPLETED"
+    assert {s for _, s in second["tasks"]} == {"Cached"}, second["tasks"]
+
+
+def test_prefect_and_dvc_repro_give_identical_outputs(served):
+    root, _, dvc_root, dvc_env = served
+    if not (root / "data/reports/cartoon/metrics.json").is_file():
+        pytest.skip("needs the served run of the previous test")
+    sh(["dvc", "repro"], dvc_root, dvc_env)
+    for rel in ("data/processed/cartoon/dataset.zip", "data/reports/cartoon/metrics.json", "data/eval/cartoon/metrics.json",
+                "data/stats/cartoon/stats.json"):
+        assert (root / rel).read_bytes() == (dvc_root / rel).read_bytes(), f"{rel} differs between Prefect and DVC"
+
+
+def test_flow_parameters_are_validated_by_the_config_models(tmp_path):
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    from flows import load
+
+    from facegan.config import ParamsError
+
+    with pytest.raises(ParamsError, match="train.steps: got 0"):
+        load(str(ROOT / "params.yaml"), {"train.steps": 0})
+    assert load(str(ROOT / "params.yaml"), {"train.loss": "hinge"}, model="acgan").train.model == "acgan"
