@@ -30,6 +30,8 @@ def pivot(rows: list[dict[str, str]], row_param: str, col_param: str, metric: st
     for row in rows:
         if row.get("typ") == "baseline" or not row.get("Experiment"):
             continue
+        if row.get("State") and row["State"] != "Success":
+            continue  # queued/running experiments echo the workspace's metrics; failed ones have none
         r, c, v = column(row, row_param), column(row, col_param), column(row, metric)
         if r and c and v not in (None, ""):
             cells[(r, c)] = v
