@@ -17,8 +17,8 @@ from facegan.io import atomic_dir, write_text
 log = logging.getLogger(__name__)
 
 
-def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path) -> tuple[dict, list[dict]]:
-    """The report's metrics (nested, for `dvc metrics show`) and the per-step loss history."""
+def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path) -> dict:
+    """The report's metrics (nested, for `dvc metrics show`)."""
     ev = json.loads((evaluation / "metrics.json").read_text(encoding="utf-8"))
     with (model / "losses.csv").open(newline="") as f:
         losses = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
@@ -35,7 +35,7 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
         "data": {"faces_detected": counts["detect"]["ok"], "rejected_detect": counts["detect"]["rejected"],
                  "packed": packed["ok"], "rejected_total": packed["rejected"]},
     }
-    return metrics, losses
+    return metrics
 
 
 def plot_curves(model: Path, out: Path) -> None:
@@ -80,7 +80,7 @@ def dataset_hashes(processed: Path, stats: Path) -> dict[str, str]:
 def run_report(params: Params, dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path, dst: Path,
                tracker=None) -> dict:
     """Write dst/metrics.json, samples.png, curves.png; then finish the pipeline's MLflow run."""
-    metrics, _ = collect(dataset, interim, processed, model, evaluation)
+    metrics = collect(dataset, interim, processed, model, evaluation)
     with atomic_dir(dst) as tmp:
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
         shutil.copyfile(model / "samples.png", tmp / "samples.png")
