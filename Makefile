@@ -16,7 +16,7 @@ SWEEP_VARIANTS ?= plain,sn,projection
 SWEEP_ARGS     ?=
 CRON           ?= 0 2 * * *
 
-.PHONY: run test test-all sweep serve install clean-venv
+.PHONY: run test test-slow test-all sweep serve install clean-venv
 
 run: install
 	dvc repro
@@ -32,6 +32,9 @@ serve: install
 
 test: install $(REF)/.installed
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+
+test-slow: install $(REF)/.installed
+	$(BIN)/python -m pytest -m slow; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no slow tests collected"; rc=0; fi; exit $$rc
 
 test-all: install $(REF)/.installed
 	$(BIN)/python -m pytest -m ''

@@ -70,6 +70,7 @@ def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
     assert got["loss_points"] == 6
 
 
+@pytest.mark.slow
 def test_dvc_exp_sweep_gives_one_metric_table(project):
     """The documented sweep, shrunk: ACGAN over 2 losses x 2 D variants, then the pivot table."""
     root, env = project
