@@ -115,8 +115,18 @@ def load_packed(zip_path: Path, limit: int | None = None) -> tuple[np.ndarray, n
         meta = json.loads(zf.read("dataset.json"))
         names = sorted(n for n in zf.namelist() if n.endswith(".png"))[:limit]
         images = np.stack([np.asarray(Image.open(io.BytesIO(zf.read(n))).convert("RGB")) for n in names])
-    labels = None
-    if meta.get("labels"):
-        by_name = dict((k, v) for k, v in meta["labels"])
-        labels = np.asarray([by_name[n] for n in names], dtype=np.int64)
-    return images, labels, meta
+    return images, _labels(meta, names), meta
+
+
+def load_labels(zip_path: Path) -> np.ndarray | None:
+    """The NxA label rows of a packed ZIP (or None), from dataset.json alone: no image is decoded."""
+    with zipfile.ZipFile(zip_path) as zf:
+        meta = json.loads(zf.read("dataset.json"))
+    return _labels(meta, sorted(k for k, _ in meta["labels"] or []))
+
+
+def _labels(meta: dict, names: list[str]) -> np.ndarray | None:
+    if not meta.get("labels"):
+        return None
+    by_name = dict((k, v) for k, v in meta["labels"])
+    return np.asarray([by_name[n] for n in names], dtype=np.int64)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from facegan.config import EvaluateConfig
-from facegan.data.pack import ZIP_NAME, load_packed
+from facegan.data.pack import ZIP_NAME, load_labels, load_packed
 from facegan.evaluate.classifier import accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
@@ -84,7 +84,7 @@ class Scorer:
 
 def label_pool(packed: Path) -> torch.Tensor | None:
     """All label rows of a packed dataset (the real joint distribution), or None when unlabelled."""
-    _, labels, _ = load_packed(packed / ZIP_NAME)
+    labels = load_labels(packed / ZIP_NAME)
     return torch.from_numpy(labels) if labels is not None else None
 
 
