@@ -81,7 +81,6 @@ class NullTracker:
 
     run_id = parent = None
 
-    def log_params(self, params: dict) -> None: ...
     def log_metrics(self, metrics: dict, step: int | None = None) -> None: ...
     def set_tags(self, tags: dict) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
@@ -112,10 +111,6 @@ class Tracker:
         self.pending.append(op)
         with self.buffer.open("a", encoding="utf-8") as f:
             f.write(json.dumps(op) + "\n")
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        for k, v in sorted(params.items()):
-            self._record({"op": "param", "key": k, "value": "null" if v is None else str(v)[:6000]})
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         ts = int(time.time() * 1000)
