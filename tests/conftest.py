@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,27 @@ def make_dvc_project(root: Path, tracking: bool = True) -> tuple[Path, dict]:
     sh(["git", "add", "-A"], root, env)
     sh(["git", "commit", "-qm", "init"], root, env)
     return root, env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Poll `url` until it answers 200; on timeout or exit, stop the process group and show its log."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+                proc.wait(timeout=30)
+            raise RuntimeError(f"server at {url} did not start:\n" + log.read_text()[-3000:])
+        time.sleep(0.5)

@@ -6,48 +6,29 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, make_dvc_project, sh
+from conftest import ROOT, free_port, make_dvc_project, sh, wait_healthy
 
 PY = sys.executable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def prefect_env(tmp_path_factory):
     """A Prefect server with its own home (sqlite) on a free port; stopped at the end."""
     home = tmp_path_factory.mktemp("prefect_home")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_ENABLED": "false",
            "PREFECT_LOGGING_EXTRA_LOGGERS": "facegan", "PATH": str(Path(PY).parent) + os.pathsep + os.environ["PATH"]}
     log = (home / "server.log").open("w")
     server = subprocess.Popen([str(Path(PY).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                                str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                os.killpg(server.pid, 15)
-                pytest.fail("prefect server did not start:\n" + (home / "server.log").read_text()[-3000:])
-            time.sleep(1)
+    wait_healthy(f"http://127.0.0.1:{port}/api/health", server, home / "server.log", timeout=120)
     yield env
     os.killpg(server.pid, 15)
     server.wait(timeout=60)

@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import tiny_params
+from conftest import free_port, tiny_params, wait_healthy
 from facegan.chain import STAGES, run_stage
 from facegan.config import TrackingConfig
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
     """`mlflow server` with its own sqlite store and artifact folder; start/stop keep the same store."""
 
     def __init__(self, root: Path):
-        self.root, self.port, self.proc = root, _free_port(), None
+        self.root, self.port, self.proc = root, free_port(), None
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
@@ -38,16 +29,7 @@ class Server:
              "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
              "--artifacts-destination", str(self.root / "artifacts")],
             stdout=(self.root / "server.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("mlflow server did not start:\n" + (self.root / "server.log").read_text()[-3000:])
+        wait_healthy(f"{self.uri}/health", self.proc, self.root / "server.log", timeout=90)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
