@@ -23,14 +23,24 @@ os.environ.setdefault("FACEGAN_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def shrink(raw: dict, n: int, n_target: int) -> dict:
+    """Every dataset to a few 128 px images packed at 32 px; the transfer runs to a tiny StyleGAN2."""
+    for name, ds in raw["datasets"].items():
+        ds["source"].update(n=n if name == "cartoon" else n_target, size=128)
+        ds["align"]["size"] = ds["upscale"]["size"] = 64
+        ds["pack"]["resolution"] = 32
+    tiny = {"steps": 2, "batch_size": 8, "z_dim": 16, "checkpoint_every": 1, "sample_every": 2, "fid_every": 0,
+            "stylegan2": {"preset": "tiny", "r1_every": 2}}
+    t = raw["transfer"]
+    t["pretrain"].update(tiny)
+    t["finetune"].update(tiny)
+    t["runs"] = {"baseline": {}, "freezed_ada": {"freeze_d": 1, "ada": {"enabled": True}}}
+    return raw
+
+
 def tiny_params(n: int = 12, **train) -> Params:
     """The project's params.yaml shrunk to seconds: few small images, a few training steps."""
-    raw = load_params(ROOT / "params.yaml").model_dump(mode="json")
-    ds = raw["datasets"]["cartoon"]
-    ds["source"].update(n=n, size=128)
-    ds["align"].update(size=64)
-    ds["upscale"].update(size=64)
-    ds["pack"].update(resolution=32)
+    raw = shrink(load_params(ROOT / "params.yaml").model_dump(mode="json"), n, 8)
     raw["workers"] = 1
     raw["train"].update({"steps": 4, "batch_size": 8, "checkpoint_every": 2, "sample_every": 2,
                          "g_channels": 8, "d_channels": 8, **train})
@@ -72,11 +82,7 @@ def make_dvc_project(root: Path, tracking: bool = True) -> tuple[Path, dict]:
             shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, root / name)
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    ds = p["datasets"]["cartoon"]
-    ds["source"].update(n=48, size=128)
-    ds["align"]["size"] = ds["upscale"]["size"] = 64
-    ds["pack"]["resolution"] = 32
+    p = shrink(yaml.safe_load((ROOT / "params.yaml").read_text()), 48, 16)
     p["train"].update(steps=6, batch_size=16, checkpoint_every=3, sample_every=3, g_channels=8, d_channels=8,
                       fid_every=3, fid_samples=16)
     p["evaluate"].update(num_samples=24, max_real=48)

@@ -21,9 +21,15 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
 def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(project):
     root, env = project
     out = _sh(["dvc", "repro"], root, env)
-    for stage in ("generate", "detect@cartoon", "align@cartoon", "matte@cartoon", "upscale@cartoon",
-                  "pack@cartoon", "train@cartoon", "refstats@cartoon", "evaluate@cartoon", "report@cartoon"):
+    for stage in ("generate@cartoon", "generate@sketch", "detect@cartoon", "align@cartoon", "matte@cartoon", "upscale@cartoon",
+                  "pack@cartoon", "train@cartoon", "refstats@cartoon", "evaluate@cartoon", "report@cartoon",
+                  "pack@sketch", "pretrain", "finetune@baseline", "finetune@freezed_ada", "transfer-table"):
         assert f"Running stage '{stage}'" in out
+    table = json.loads((root / "data/transfer/fid_table.json").read_text())
+    assert set(table["runs"]) == {"baseline", "freezed_ada", "scratch (dcgan)"}
+    assert all(r["fd_dlib"] > 0 for r in table["runs"].values())
+    assert table["runs"]["freezed_ada"]["freeze_d"] == 1 and table["runs"]["freezed_ada"]["augment"] == "ada"
+    assert (root / "data/runs/sketch/baseline/models/style_mixing.png").is_file()
 
     metrics = json.loads((root / "data/reports/cartoon/metrics.json").read_text())
     assert metrics["extractors_ran"] == ["dlib"] and metrics["fd_dlib"] > 0
@@ -44,7 +50,8 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     rerun = _sh(["dvc", "repro"], root, env)
     ran = sorted(line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage"))
-    assert ran == ["evaluate@cartoon", "report@cartoon", "train@cartoon"]
+    assert ran == ["evaluate@cartoon", "evaluate@sketch", "report@cartoon", "report@sketch", "train@cartoon",
+                   "train@sketch", "transfer-table"]
     assert json.loads((root / "data/reports/cartoon/metrics.json").read_text())["training"]["steps"] == 7
 
 

@@ -52,6 +52,39 @@ for _name, (_fn, _doc) in STAGES.items():
         _add_stage_command(_name, _doc)
 
 
+@app.command("transfer")
+def transfer(
+    step: str = typer.Argument(..., help="pretrain | finetune | table | all"),
+    run: str | None = typer.Argument(None, help="fine-tune run name from transfer.runs (finetune only; "
+                                                "default: every run)"),
+    params: Path = PARAMS,
+    root: Path = ROOT,
+) -> None:
+    """Transfer learning: pretrain StyleGAN2 on transfer.source, fine-tune on transfer.target, FID table."""
+    from rich.console import Console
+
+    from facegan import transfer as tr
+    from facegan.config import ParamsError, load_params
+    from facegan.logs import setup_logging
+
+    setup_logging()
+    steps = ("pretrain", "finetune", "table", "all")
+    try:
+        if step not in steps:
+            raise ParamsError(f"unknown step {step!r}; steps: {', '.join(steps)}")
+        p = load_params(params)
+        if step in ("pretrain", "all"):
+            tr.pretrain(p, root)
+        if step in ("finetune", "all"):
+            for name in [run] if run else list(p.transfer.runs):
+                tr.finetune(name, p, root)
+        if step in ("table", "all"):
+            Console().print(tr.markdown(tr.table(p, root)))
+    except (ParamsError, FileNotFoundError) as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
 @app.command("report")
 def report(
     dataset: str | None = typer.Argument(None, help="run the report stage for this dataset first"),

@@ -29,6 +29,7 @@ class CartoonSource(Section):
     n: int = Field(2000, ge=1, le=1_000_000, description="number of images")
     size: int = Field(256, ge=64, le=2048, description="raw image side in pixels")
     seed: int = Field(0, ge=0)
+    style: Literal["color", "sketch"] = Field("color", description="sketch: sepia pencil drawings (a second look)")
     max_rotation: float = Field(25.0, ge=0, le=180, description="in-plane rotation, degrees (+/-)")
     face_scale: tuple[float, float] = Field(
         (0.22, 0.45), description="face width as a fraction of the image side (min, max)"
@@ -120,8 +121,50 @@ Extractor = Literal["inception", "dlib", "attributes"]  # feature spaces for Fre
 GP_LOSSES = ("wgan-gp", "wgan-div")  # gradient penalties are per-sample: no batch norm in D
 
 
+class AdaConfig(Section):
+    """Adaptive discriminator augmentation (facegan.augment.ada)."""
+
+    enabled: bool = False
+    target: float = Field(0.6, gt=0, lt=1, description="target of r_t = E[sign(D(real))]")
+    interval: int = Field(4, ge=1, description="steps between adjustments of p")
+    speed_kimg: float = Field(100.0, gt=0, description="thousands of images for p to move from 0 to 1 (paper: 500)")
+    initial_p: float = Field(0.0, ge=0, le=1)
+    fixed_p: float | None = Field(None, ge=0, le=1, description="a constant p instead of the adaptive one")
+
+
+STYLEGAN2_PRESETS: dict[str, dict[str, Any]] = {
+    # channel_base / resolution, capped at channel_max, is the width at each resolution
+    "tiny": {"channel_base": 512, "channel_max": 32, "mapping_layers": 2},    # unit tests
+    "cpu": {"channel_base": 2048, "channel_max": 64, "mapping_layers": 4},    # the CPU default pipeline
+    "paper": {"channel_base": 32768, "channel_max": 512, "mapping_layers": 8},  # config-f (z_dim 512)
+}
+
+
+class StyleGAN2Config(Section):
+    """Architecture and regularisation of model `stylegan2`; `preset` fills the width keys not given."""
+
+    preset: Literal["tiny", "cpu", "paper"] = "cpu"
+    channel_base: int = Field(2048, ge=16)
+    channel_max: int = Field(64, ge=1, le=2048)
+    mapping_layers: int = Field(4, ge=1, le=16)
+    lr_mapping: float = Field(0.01, gt=0, le=1, description="learning-rate multiplier of the mapping network")
+    r1_gamma: float = Field(10.0, ge=0, description="R1 penalty weight (0 = off)")
+    r1_every: int = Field(16, ge=1, description="lazy regularisation: R1 every N steps")
+    pl_weight: float = Field(0.0, ge=0, description="path-length regularisation weight (paper: 2; 0 = off)")
+    pl_every: int = Field(4, ge=1)
+    style_mixing: float = Field(0.9, ge=0, le=1, description="probability of style mixing per step")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            preset = STYLEGAN2_PRESETS.get(data.get("preset", "cpu"), {})
+            data = {**preset, **data}
+        return data
+
+
 class TrainConfig(Section):
-    model: Literal["dcgan", "wgan-gp", "acgan"] = "dcgan"
+    model: Literal["dcgan", "wgan-gp", "acgan", "stylegan2"] = "dcgan"
     loss: Literal["minimax", "nonsaturating", "hinge", "wgan", "wgan-gp", "wgan-div"] = "nonsaturating"
     g_arch: Literal["deconv", "upsample"] = Field("deconv", description="transposed convs, or nearest upsample + conv")
     d_norm: Literal["auto", "batch", "instance", "layer", "none"] = Field(
@@ -151,6 +194,11 @@ class TrainConfig(Section):
     ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of G's weights (0 = off), e.g. 0.999")
     diffaugment: list[Literal["color", "translation", "cutout"]] = Field(
         [], description="DiffAugment policies applied to every image D sees")
+    ada: AdaConfig = AdaConfig()
+    stylegan2: StyleGAN2Config = StyleGAN2Config()
+    freeze_d: int = Field(0, ge=0, description="FreezeD: the first K discriminator blocks are not trained")
+    init_from: Path | None = Field(
+        None, description="transfer learning: start from this checkpoint (facegan or rosinality stylegan2 .pt)")
     mirror: bool = Field(True, description="random horizontal flips of real images")
     checkpoint_every: int = Field(100, ge=1)
     sample_every: int = Field(100, ge=1)
@@ -180,6 +228,10 @@ class TrainConfig(Section):
             raise ValueError("d_variant 'projection' needs labels: use it with model 'acgan'")
         if len(set(self.diffaugment)) != len(self.diffaugment):
             raise ValueError("diffaugment lists a policy twice")
+        if self.diffaugment and self.ada.enabled:
+            raise ValueError("choose one augmentation: diffaugment or ada.enabled, not both")
+        if self.freeze_d and self.init_from is None:
+            raise ValueError("freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint")
         return self
 
 
@@ -215,12 +267,49 @@ class TrackingConfig(Section):
     tracking_uri: str = Field("sqlite:///mlflow.db", description="MLFLOW_TRACKING_URI overrides this")
 
 
+class TransferConfig(Section):
+    """Pretrain StyleGAN2 on `source`, fine-tune on the small `target` set once per entry of `runs`."""
+
+    enabled: bool = True
+    source: str = "cartoon"
+    target: str = "sketch"
+    pretrain: TrainConfig = TrainConfig(model="stylegan2")
+    finetune: TrainConfig = TrainConfig(model="stylegan2")
+    runs: dict[str, dict[str, Any]] = Field(
+        {"baseline": {}}, min_length=1, description="run name -> overrides of `finetune` (e.g. freeze_d, ada)")
+
+    @model_validator(mode="after")
+    def _runs_valid(self) -> TransferConfig:
+        for name in self.runs:
+            self.run_config(name, Path("pretrained.pt"))  # every run's config is checked up front
+        return self
+
+    def run_config(self, name: str, init_from: Path) -> TrainConfig:
+        """`finetune` + the run's overrides, starting from the pretrained checkpoint."""
+        if name not in self.runs:
+            raise ParamsError(f"unknown transfer run {name!r}; runs: {', '.join(self.runs)}")
+        raw = _merge(self.finetune.model_dump(mode="json"), self.runs[name])
+        try:
+            return TrainConfig.model_validate({**raw, "init_from": str(init_from)})
+        except ValidationError as e:
+            lines = [_describe({**err, "loc": ("transfer", "runs", name, *err["loc"])}) for err in e.errors()]
+            raise ValueError("\n".join(lines)) from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 class Params(Section):
     workers: int = Field(2, ge=1, le=256, description="processes for per-image stages")
     datasets: dict[str, DatasetConfig] = Field(min_length=1)
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
+    transfer: TransferConfig = TransferConfig(enabled=False)
 
     @field_validator("datasets")
     @classmethod
@@ -235,6 +324,18 @@ class Params(Section):
         if self.train.fid_every and self.train.fid_extractor not in self.evaluate.extractors:
             raise ValueError(f"train.fid_extractor {self.train.fid_extractor!r} must be one of evaluate.extractors "
                              f"({', '.join(self.evaluate.extractors)}): its reference statistics come from refstats")
+        return self
+
+    @model_validator(mode="after")
+    def _transfer_datasets(self) -> Params:
+        t = self.transfer
+        if t.enabled:
+            for role, name in (("source", t.source), ("target", t.target)):
+                if name not in self.datasets:
+                    raise ValueError(f"transfer.{role} {name!r} is not a dataset; params.yaml defines: "
+                                     f"{', '.join(self.datasets)}")
+            if self.datasets[t.source].pack.resolution != self.datasets[t.target].pack.resolution:
+                raise ValueError("transfer: source and target datasets must be packed at the same resolution")
         return self
 
     def dataset(self, name: str) -> DatasetConfig:

@@ -77,7 +77,8 @@ def attribute_grid(g: torch.nn.Module, z: torch.Tensor, base: torch.Tensor, attr
 
 def write_training_samples(trainer, path: Path, final: bool = False, label_names: list[str] | None = None,
                            label_values: dict[str, list[str]] | None = None) -> None:
-    """Grid at fixed noise; when final, also per-attribute grids (conditional) and an interpolation GIF."""
+    """Grid at fixed noise; when final, also per-attribute grids (conditional), an interpolation GIF and,
+    for StyleGAN2, the style-mixing / truncation / SeFa figures."""
     cfg = trainer.cfg
     z, y = latents(cfg.z_dim, N_FIXED, cfg.seed + 99_991, trainer.labels)
     g = trainer.sampler
@@ -85,6 +86,10 @@ def write_training_samples(trainer, path: Path, final: bool = False, label_names
     if not final:
         return
     write_interpolation_gif(g, cfg.z_dim, (cfg.seed, cfg.seed + 1), path.parent / "interpolation.gif", y)
+    if cfg.model == "stylegan2":
+        from facegan.sample_style import write_style_figures
+
+        write_style_figures(g, path.parent, cfg.seed)
     if y is not None and label_names:
         for a, name in enumerate(label_names):
             grid = attribute_grid(g, z[:GRID_COLS], y[:1], a, len(label_values[name]))

@@ -234,6 +234,20 @@ class Sample:
     labels: dict[str, str]
 
 
+def pencil(image: np.ndarray) -> np.ndarray:
+    """A sepia pencil drawing of an RGB image (colour dodge of the gray image with its blurred negative):
+    the `sketch` style, a different look on the same geometry, used as a transfer-learning target."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    blur = cv2.GaussianBlur(255 - gray, (0, 0), sigmaX=max(1.0, image.shape[0] / 120))
+    sketch = np.clip(gray * 255 / np.maximum(255 - blur, 1), 0, 255)
+    sketch = 0.75 * (255 - (255 - sketch) * 1.6) + 0.25 * gray  # darker strokes, a little tone
+    paper = np.array([1.0, 0.93, 0.8], np.float32)
+    return np.clip(sketch[..., None] * paper, 0, 255).astype(np.uint8)
+
+
+STYLES = {"color": lambda im: im, "sketch": pencil}
+
+
 def render(cfg: CartoonSource, index: int) -> Sample:
     """Image `index` of the dataset: a function of (cfg, index) only."""
     rng = np.random.default_rng([cfg.seed, index])
@@ -258,7 +272,7 @@ def render(cfg: CartoonSource, index: int) -> Sample:
 
     bg = draw_background(rng, size)
     alpha = warped[..., 3:4].astype(np.float32) / 255.0
-    image = np.clip(warped[..., :3] * alpha + bg * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    image = STYLES[cfg.style](np.clip(warped[..., :3] * alpha + bg * (1 - alpha) + 0.5, 0, 255).astype(np.uint8))
     mask = np.where(warped[..., 3] >= 128, 255, 0).astype(np.uint8)
 
     to_img = lambda pts: pts * s @ rot[:, :2].T + rot[:, 2]  # noqa: E731

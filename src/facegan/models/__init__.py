@@ -4,6 +4,7 @@
 - `wgan-gp`: the same generator with a critic without batch norm (layer norm by default), for the
   Wasserstein losses with gradient penalty.
 - `acgan`: both conditioned on the dataset's attribute labels (`label_input`, `aux_head`, `d_variant`).
+- `stylegan2`: mapping + modulated-conv synthesis G, residual D (`train.stylegan2`), pure PyTorch.
 """
 
 from __future__ import annotations
@@ -37,10 +38,22 @@ def _acgan(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tupl
     return _conv_pair(cfg, resolution, label_dims)
 
 
+def _stylegan2(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tuple[nn.Module, nn.Module]:
+    from facegan.models import stylegan2
+
+    if label_dims:
+        raise ValueError("model 'stylegan2' is unconditional here: use model 'acgan' for attribute labels")
+    sg = cfg.stylegan2
+    g = stylegan2.Generator(resolution, cfg.z_dim, sg.mapping_layers, sg.channel_base, sg.channel_max, sg.lr_mapping)
+    d = stylegan2.Discriminator(resolution, sg.channel_base, sg.channel_max)
+    return g, d
+
+
 MODELS: dict[str, Callable[[TrainConfig, int, Sequence[int]], tuple[nn.Module, nn.Module]]] = {
     "dcgan": _unconditional,
     "wgan-gp": _unconditional,
     "acgan": _acgan,
+    "stylegan2": _stylegan2,
 }
 
 

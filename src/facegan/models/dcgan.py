@@ -102,6 +102,13 @@ class Discriminator(nn.Module):
             if projection:
                 self.embed.extend(sn(nn.Embedding(k, feat)) for k in self.label_dims)
 
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """conv [+ norm] + activation groups from the input side (what FreezeD freezes)."""
+        mods = list(self.features)
+        starts = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)] + [len(mods)]
+        return [nn.Sequential(*mods[a:b]) for a, b in zip(starts, starts[1:])]
+
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         h = self.features(x).flatten(1)
         adv = self.adv(h).flatten()

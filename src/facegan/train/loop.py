@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from facegan.augment.ada import AdaptiveAugment
 from facegan.augment.diffaugment import diff_augment
 from facegan.config import TrainConfig
 from facegan.data.pack import ZIP_NAME, load_packed
@@ -26,13 +29,15 @@ from facegan.io import write_text
 from facegan.losses import get_loss
 from facegan.models import build_models
 from facegan.models.acgan import aux_loss
+from facegan.models.transfer import apply_pretrained
 from facegan.train.checkpoint import load_checkpoint, save_checkpoint
 from facegan.train.ema import EMA
+from facegan.train.freeze import freeze_discriminator
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-LOSS_FIELDS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "penalty", "aux_d", "aux_g"]
+LOSS_FIELDS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "penalty", "aux_d", "aux_g", "r1", "path_length"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 class Trainer:
-    """G, D, optimisers, EMA and one `step()`; `state_dict()` holds everything needed to resume."""
+    """G, D, optimisers, EMA, augmentation and one `step()`; `state_dict()` holds everything to resume."""
 
     def __init__(self, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None,
                  label_dims: list[int], device: torch.device):
@@ -83,21 +88,44 @@ class Trainer:
         self.labels = labels if cfg.conditional else None
         self.label_dims = label_dims if cfg.conditional else []
         self.resolution = images.shape[-1]
+        self.style = cfg.stylegan2 if cfg.model == "stylegan2" else None
         torch.manual_seed(cfg.seed)
         g, d = build_models(cfg, self.resolution, self.label_dims)
         self.g, self.d = g.to(device).train(), d.to(device).train()
-        opt = {"adam": lambda p, lr: torch.optim.Adam(p, lr=lr, betas=(cfg.beta1, cfg.beta2)),
-               "rmsprop": lambda p, lr: torch.optim.RMSprop(p, lr=lr)}[cfg.optimizer]
-        self.opt_g, self.opt_d = opt(self.g.parameters(), cfg.lr_g), opt(self.d.parameters(), cfg.lr_d)
-        self.loss = get_loss(cfg.loss)
         self.ema = EMA(self.g, cfg.ema) if cfg.ema > 0 else None
+        self.pretrained = (apply_pretrained(cfg.init_from, self.g, self.d, self.ema.model if self.ema else None, cfg.model)
+                           if cfg.init_from else None)
+        self.frozen = freeze_discriminator(self.d, cfg.freeze_d)
+        if self.frozen:
+            log.info("FreezeD: %d discriminator parameters frozen (first %d blocks)", len(self.frozen), cfg.freeze_d)
+        r1_every = self.style.r1_every if self.style and self.style.r1_gamma else 0
+        pl_every = self.style.pl_every if self.style and self.style.pl_weight else 0
+        self.opt_g = self._optimizer(self.g, cfg.lr_g, pl_every)
+        self.opt_d = self._optimizer(self.d, cfg.lr_d, r1_every)
+        self.loss = get_loss(cfg.loss)
+        self.augment = build_augment(cfg)
+        if isinstance(self.augment, AdaptiveAugment) and self.pretrained and self.pretrained.get("ada_p") is not None:
+            self.augment.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run
+        self.pl_mean = torch.zeros((), device=device)
         self.step_done = 0
         self.history: list[dict[str, float]] = []
+
+    def _optimizer(self, module: nn.Module, lr: float, lazy_every: int) -> torch.optim.Optimizer:
+        """Adam/RMSprop over the trainable parameters; lazy regularisation rescales lr and betas (StyleGAN2)."""
+        params = [p for p in module.parameters() if p.requires_grad]
+        c = lazy_every / (lazy_every + 1) if lazy_every else 1.0
+        if self.cfg.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr * c)
+        return torch.optim.Adam(params, lr=lr * c, betas=(self.cfg.beta1**c, self.cfg.beta2**c))
 
     @property
     def sampler(self) -> torch.nn.Module:
         """The generator to sample from: the EMA copy when enabled."""
         return self.ema.model if self.ema else self.g
+
+    @property
+    def kimg(self) -> float:
+        return self.step_done * self.cfg.batch_size / 1000
 
     def _real(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = batch_indices(len(self.images), self.cfg.batch_size, index, self.cfg.seed)
@@ -115,11 +143,34 @@ class Trainer:
             y = self.labels[torch.randint(len(self.labels), (n,), generator=gen)].to(self.device)
         return z, y
 
+    def _fake(self, z: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator, **kw) -> torch.Tensor:
+        if self.style:  # noise from the step's generator, style mixing
+            kw |= self.g.mixing_kwargs(len(z), self.style.style_mixing, gen, self.device)
+            return self.g(z, y, **kw)
+        return self.g(z, y) if self.label_dims else self.g(z)
+
     def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return diff_augment(x, self.cfg.diffaugment, gen) if self.cfg.diffaugment else x
+        return self.augment(x, gen) if self.augment else x
+
+    def _r1(self, real: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
+        """R1: squared gradient norm of D at (augmented) real images."""
+        x = real.detach().requires_grad_(True)
+        out, _ = self.d(self._augment(x, gen), y)
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        return grad.pow(2).flatten(1).sum(1).mean()
+
+    def _path_length(self, gen: torch.Generator) -> torch.Tensor:
+        """Path-length penalty: deviation of |J_w^T y| from its running mean (StyleGAN2)."""
+        z, y = self._latents(max(1, self.cfg.batch_size // 2), gen)
+        fake, w = self._fake(z, y, gen, return_w=True)
+        noise = torch.randn(fake.shape, generator=gen).to(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
+        (grad,) = torch.autograd.grad((fake * noise).sum(), w, create_graph=True)
+        lengths = grad.pow(2).sum(2).mean(1).sqrt()
+        self.pl_mean = self.pl_mean.lerp(lengths.mean().detach(), 0.01)
+        return (lengths - self.pl_mean).pow(2).mean()
 
     def step(self) -> dict[str, float]:
-        """n_critic D updates, then one G update (reusing the last D update's fakes, as DCGAN does)."""
+        """n_critic D updates (+ lazy R1), then one G update (+ lazy path-length), reusing the last D update's fakes."""
         cfg, loss, step = self.cfg, self.loss, self.step_done
         gen = step_generator(cfg.seed, step)
         zero = torch.zeros((), device=self.device)
@@ -128,9 +179,11 @@ class Trainer:
             z, y_fake = self._latents(len(real), gen)
             last = k == cfg.n_critic - 1
             with torch.set_grad_enabled(last):
-                fake = self.g(z, y_fake) if self.label_dims else self.g(z)
+                fake = self._fake(z, y_fake, gen)
             adv_real, aux_real = self.d(self._augment(real, gen), y_real)
             adv_fake, aux_fake = self.d(self._augment(fake.detach(), gen), y_fake)
+            if isinstance(self.augment, AdaptiveAugment):
+                self.augment.observe(adv_real, step * cfg.n_critic + k)
             loss_d = loss.d(adv_real, adv_fake)
             penalty = loss.penalty(self.d, real, fake, y_real, gen, cfg) if loss.penalty else zero
             aux_d = (aux_loss(aux_real, y_real, cfg.aux_head) + aux_loss(aux_fake, y_fake, cfg.aux_head)) / 2 \
@@ -142,6 +195,12 @@ class Trainer:
                 with torch.no_grad():
                     for p in self.d.parameters():
                         p.clamp_(-cfg.clip, cfg.clip)
+        r1 = zero
+        if self.style and self.style.r1_gamma and step % self.style.r1_every == 0:
+            r1 = self._r1(real, y_real, gen)
+            self.opt_d.zero_grad(set_to_none=True)
+            (self.style.r1_gamma / 2 * r1 * self.style.r1_every).backward()
+            self.opt_d.step()
 
         adv_gen, aux_gen = self.d(self._augment(fake, gen), y_fake)
         loss_g = loss.g(adv_gen)
@@ -149,12 +208,21 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         (loss_g + cfg.aux_weight * aux_g).backward()
         self.opt_g.step()
+        pl = zero
+        if self.style and self.style.pl_weight and step % self.style.pl_every == 0:
+            pl = self._path_length(gen)
+            self.opt_g.zero_grad(set_to_none=True)
+            (self.style.pl_weight * self.style.pl_every * pl).backward()
+            self.opt_g.step()
         if self.ema:
             self.ema.update(self.g)
 
-        values = torch.stack([loss_d, loss_g, adv_real.mean(), adv_fake.mean(), penalty, aux_d, aux_g]).detach().cpu()
+        values = torch.stack([loss_d, loss_g, adv_real.mean(), adv_fake.mean(), penalty, aux_d, aux_g, r1, pl])
+        values = values.detach().float().cpu()
         self.step_done = step + 1
         row = {"step": self.step_done, **dict(zip(LOSS_FIELDS[1:], values.tolist()))}
+        if isinstance(self.augment, AdaptiveAugment):
+            row["ada_p"] = self.augment.p
         self.history.append(row)
         if not torch.isfinite(values).all():
             raise FloatingPointError(f"non-finite loss at step {self.step_done}: {row}")
@@ -162,9 +230,11 @@ class Trainer:
 
     def state_dict(self, label_names: list[str], label_values: dict[str, list[str]]) -> dict:
         return {
-            "step": self.step_done, "G": self.g.state_dict(), "D": self.d.state_dict(),
+            "step": self.step_done, "kimg": self.kimg, "G": self.g.state_dict(), "D": self.d.state_dict(),
             "G_ema": self.ema.model.state_dict() if self.ema else None,
             "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
+            "augment": self.augment.state_dict() if isinstance(self.augment, AdaptiveAugment) else None,
+            "pl_mean": self.pl_mean.cpu(),
             "config": self.cfg.model_dump(mode="json"), "resolution": self.resolution,
             "label_dims": self.label_dims, "label_names": label_names, "label_values": label_values,
             "rng_torch": torch.get_rng_state(), "losses": self.history,
@@ -179,8 +249,20 @@ class Trainer:
             self.ema.model.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_G"])
         self.opt_d.load_state_dict(state["opt_D"])
+        if isinstance(self.augment, AdaptiveAugment):
+            self.augment.load_state_dict(state["augment"])
+        self.pl_mean = state["pl_mean"].to(self.device)
         torch.set_rng_state(state["rng_torch"])
         self.step_done, self.history = int(state["step"]), list(state["losses"])
+
+
+def build_augment(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    """ADA (stateful, adaptive p), DiffAugment, or nothing."""
+    if cfg.ada.enabled:
+        return AdaptiveAugment(cfg.ada, cfg.batch_size)
+    if cfg.diffaugment:
+        return lambda x, gen: diff_augment(x, cfg.diffaugment, gen)
+    return None
 
 
 def load_training_data(packed: Path) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
@@ -274,6 +356,7 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
     seconds = time.perf_counter() - t0
 
     write_training_samples(trainer, dst / "samples.png", final=True, label_names=names, label_values=values)
-    write_text(dst / "losses.csv", _csv(trainer.history, LOSS_FIELDS))
+    fields = LOSS_FIELDS + (["ada_p"] if isinstance(trainer.augment, AdaptiveAugment) else [])
+    write_text(dst / "losses.csv", _csv(trainer.history, fields))
     log.info("trained %d steps in %.1f s (%.3f s/step)", cfg.steps - start, seconds, seconds / max(1, cfg.steps - start))
     return TrainResult(ckpt_path, cfg.steps, seconds, trainer.history)

@@ -1,0 +1,147 @@
+"""Adaptive discriminator augmentation (Karras et al. 2020, "Training GANs with limited data").
+
+The `bgc` pipeline: blit (x-flip, 90-degree rotations, integer translation), geometric (isotropic
+scale, rotation, anisotropic scale, fractional translation) and colour (brightness, contrast, luma
+flip, hue rotation, saturation) transforms, each applied to a sample with probability p. The
+geometric ones are composed into one sampling matrix and applied by a single reflect-padded bilinear
+`grid_sample` (the paper upsamples with a wavelet filter first; we sample directly). Every random
+number comes from the step's generator, so training stays reproducible and resumable.
+
+p follows the overfitting heuristic r_t = E[sign(D(real))]: every `interval` steps p moves by
+batch * interval / (speed_kimg * 1000) towards keeping r_t at `target`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from facegan.config import AdaConfig
+
+LN2 = math.log(2)
+
+
+def _rand(n: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen, dtype=torch.float64)
+
+
+def _randn(n: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(n, generator=gen, dtype=torch.float64)
+
+
+def _gate(values: torch.Tensor, identity: float, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Keep each sample's random value with probability p, else the identity value."""
+    return torch.where(_rand(len(values), gen) < p, values, torch.full_like(values, identity))
+
+
+def _mat(n: int, rows: list[list[torch.Tensor | float]]) -> torch.Tensor:
+    out = torch.zeros(n, len(rows), len(rows[0]), dtype=torch.float64)
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            out[:, i, j] = v
+    return out
+
+
+def _scale2d(sx, sy, n):
+    return _mat(n, [[sx, 0, 0], [0, sy, 0], [0, 0, 1]])
+
+
+def _translate2d(tx, ty, n):
+    return _mat(n, [[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+
+
+def _rotate2d(theta, n):
+    c, s = torch.cos(theta), torch.sin(theta)
+    return _mat(n, [[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def geometric_matrix(n: int, size: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    """(n, 3, 3) sampling matrices in normalised coordinates (output pixel -> input pixel)."""
+    m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    flip = _gate(torch.floor(_rand(n, gen) * 2), 0, p, gen)
+    m = m @ _scale2d(1 - 2 * flip, 1, n)
+    quarter = _gate(torch.floor(_rand(n, gen) * 4), 0, p, gen)
+    m = m @ _rotate2d(quarter * (math.pi / 2), n)
+    shift = [_gate(torch.round((_rand(n, gen) * 2 - 1) * 0.125 * size) * 2 / size, 0, p, gen) for _ in range(2)]
+    m = m @ _translate2d(shift[0], shift[1], n)
+    iso = _gate(torch.exp2(_randn(n, gen) * 0.2), 1, p, gen)
+    m = m @ _scale2d(iso, iso, n)
+    p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # two rotations: the chance of any rotation stays p
+    m = m @ _rotate2d(_gate((_rand(n, gen) * 2 - 1) * math.pi, 0, p_rot, gen), n)
+    aniso = _gate(torch.exp2(_randn(n, gen) * 0.2), 1, p, gen)
+    m = m @ _scale2d(aniso, 1 / aniso, n)
+    m = m @ _rotate2d(_gate((_rand(n, gen) * 2 - 1) * math.pi, 0, p_rot, gen), n)
+    frac = [_gate(_randn(n, gen) * 0.125 * 2, 0, p, gen) for _ in range(2)]
+    return m @ _translate2d(frac[0], frac[1], n)
+
+
+def color_matrix(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    """(n, 4, 4) affine colour transforms acting on RGB in [-1, 1]."""
+    eye = torch.eye(4, dtype=torch.float64)
+    v = torch.tensor([1, 1, 1, 0], dtype=torch.float64) / math.sqrt(3)  # the luma axis
+    vv = torch.outer(v, v)
+    c = eye.repeat(n, 1, 1)
+    b = _gate(_randn(n, gen) * 0.2, 0, p, gen)
+    c = _mat(n, [[1, 0, 0, b], [0, 1, 0, b], [0, 0, 1, b], [0, 0, 0, 1]]) @ c
+    k = _gate(torch.exp2(_randn(n, gen) * 0.5), 1, p, gen)
+    c = _mat(n, [[k, 0, 0, 0], [0, k, 0, 0], [0, 0, k, 0], [0, 0, 0, 1]]) @ c
+    flip = _gate(torch.floor(_rand(n, gen) * 2), 0, p, gen)
+    c = (eye - 2 * vv * flip[:, None, None]) @ c
+    theta = _gate((_rand(n, gen) * 2 - 1) * math.pi, 0, p, gen)
+    axis = v[:3]
+    cross = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64)
+    rot = eye.repeat(n, 1, 1)
+    rot[:, :3, :3] = (torch.cos(theta)[:, None, None] * torch.eye(3, dtype=torch.float64)
+                      + torch.sin(theta)[:, None, None] * cross
+                      + (1 - torch.cos(theta))[:, None, None] * torch.outer(axis, axis))
+    c = rot @ c
+    s = _gate(torch.exp2(_randn(n, gen) * 1.0), 1, p, gen)
+    return (vv + (eye - vv) * s[:, None, None]) @ c
+
+
+def ada_augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Augment a batch (N, 3, H, W) in [-1, 1]; differentiable in x. p = 0 returns x unchanged."""
+    if p <= 0:
+        return x
+    n, _, h, w = x.shape
+    m = geometric_matrix(n, h, p, gen)
+    col = color_matrix(n, p, gen).to(device=x.device, dtype=x.dtype)
+    theta = m[:, :2, :].to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = torch.einsum("nij,njhw->nihw", col[:, :3, :3], x) + col[:, :3, 3, None, None]
+    return x
+
+
+class AdaptiveAugment:
+    """ADA with its adaptive probability p; `state_dict()` goes into checkpoints."""
+
+    def __init__(self, cfg: AdaConfig, batch_size: int):
+        self.cfg, self.batch_size = cfg, batch_size
+        self.p = cfg.fixed_p if cfg.fixed_p is not None else cfg.initial_p
+        self.sign_sum, self.count, self.rt = 0.0, 0, 0.0
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return ada_augment(x, self.p, gen)
+
+    def observe(self, real_logits: torch.Tensor, step: int) -> None:
+        """Accumulate sign(D(real)); every `interval` steps move p towards the target r_t."""
+        self.sign_sum += float(torch.sign(real_logits.detach().float()).sum())
+        self.count += real_logits.numel()
+        if (step + 1) % self.cfg.interval or not self.count:
+            return
+        self.rt = self.sign_sum / self.count
+        self.sign_sum, self.count = 0.0, 0
+        if self.cfg.fixed_p is None:
+            delta = self.batch_size * self.cfg.interval / (self.cfg.speed_kimg * 1000)
+            direction = (self.rt > self.cfg.target) - (self.rt < self.cfg.target)
+            self.p = min(max(self.p + direction * delta, 0.0), 1.0)
+
+    def state_dict(self) -> dict:
+        return {"p": self.p, "sign_sum": self.sign_sum, "count": self.count, "rt": self.rt}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.p, self.sign_sum = float(state["p"]), float(state["sign_sum"])
+        self.count, self.rt = int(state["count"]), float(state["rt"])

@@ -1,0 +1,353 @@
+"""StyleGAN2 (Karras et al. 2020) in pure PyTorch: no custom CUDA ops, so it runs on CPU and any GPU.
+
+Module and parameter names follow rosinality/stylegan2-pytorch, so its `.pt` checkpoints load with
+a plain `load_state_dict` (see `facegan.models.transfer`). The FIR filters (upfirdn2d) are written
+with standard convolutions; the maths is the paper's: mapping network with 100x lower learning rate,
+modulated + demodulated convs, per-layer noise, skip generator, residual discriminator with a
+minibatch-stddev feature. Widths follow stylegan2-ada: min(channel_base / resolution, channel_max).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BLUR = (1, 3, 3, 1)
+SQRT2 = math.sqrt(2)
+
+
+def log2_resolution(resolution: int) -> int:
+    n = int(math.log2(resolution))
+    if 2**n != resolution or resolution < 8:
+        raise ValueError(f"StyleGAN2 needs a power-of-two resolution >= 8, got {resolution}")
+    return n
+
+
+def channels(resolution: int, base: int, cap: int) -> int:
+    return max(1, min(base // resolution, cap))
+
+
+def make_kernel(taps: tuple[int, ...] = BLUR) -> torch.Tensor:
+    k = torch.tensor(taps, dtype=torch.float32)
+    k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Upsample by zero insertion, pad, FIR filter, downsample: the StyleGAN resampling primitive."""
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
+    weight = kernel.flip(0, 1)[None, None].to(x.dtype).expand(c, 1, *kernel.shape)
+    x = F.conv2d(x, weight, groups=c)
+    return x[:, :, ::down, ::down] if down > 1 else x
+
+
+class Blur(nn.Module):
+    def __init__(self, pad: tuple[int, int], scale: int = 1):
+        super().__init__()
+        self.register_buffer("kernel", make_kernel() * scale**2)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    def __init__(self, factor: int = 2):
+        super().__init__()
+        self.register_buffer("kernel", make_kernel() * factor**2)
+        p = len(BLUR) - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+
+
+def fused_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return F.leaky_relu(x + bias.view(shape).to(x.dtype), 0.2) * SQRT2
+
+
+class FusedLeakyReLU(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_lrelu(x, self.bias)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate (weights scaled at run time, not at init)."""
+
+    def __init__(self, cin: int, cout: int, bias_init: float = 0.0, lr_mul: float = 1.0, activate: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mul)
+        self.bias = nn.Parameter(torch.full((cout,), float(bias_init)))
+        self.scale, self.lr_mul, self.activate = lr_mul / math.sqrt(cin), lr_mul, activate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activate:
+            return fused_lrelu(F.linear(x, self.weight * self.scale), self.bias * self.lr_mul)
+        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+
+
+class EqualConv2d(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.scale, self.stride, self.padding = 1 / math.sqrt(cin * k * k), stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding)
+
+
+class PixelNorm(nn.Module):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+class ModulatedConv2d(nn.Module):
+    """Conv whose weights are scaled per sample by the style, then demodulated to unit output variance."""
+
+    def __init__(self, cin: int, cout: int, k: int, style_dim: int, demodulate: bool = True, upsample: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, cout, cin, k, k))
+        self.modulation = EqualLinear(style_dim, cin, bias_init=1.0)
+        self.scale, self.k, self.cin, self.cout = 1 / math.sqrt(cin * k * k), k, cin, cout
+        self.demodulate, self.upsample = demodulate, upsample
+        if upsample:
+            p = (len(BLUR) - 2) - (k - 1)
+            self.blur = Blur(((p + 1) // 2 + 1, p // 2 + 1), scale=2)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        s = self.modulation(style).view(n, 1, self.cin, 1, 1)
+        weight = self.scale * self.weight * s
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8).view(n, self.cout, 1, 1, 1)
+        x = x.reshape(1, n * self.cin, h, w)
+        weight = weight.to(x.dtype)
+        if self.upsample:
+            weight = weight.transpose(1, 2).reshape(n * self.cin, self.cout, self.k, self.k)
+            out = F.conv_transpose2d(x, weight, stride=2, groups=n)
+            return self.blur(out.view(n, self.cout, *out.shape[-2:]))
+        out = F.conv2d(x, weight.reshape(n * self.cout, self.cin, self.k, self.k), padding=self.k // 2, groups=n)
+        return out.view(n, self.cout, h, w)
+
+
+class NoiseInjection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return x + self.weight.to(x.dtype) * noise.to(x.dtype)
+
+
+class StyledConv(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, style_dim: int, upsample: bool = False):
+        super().__init__()
+        self.conv = ModulatedConv2d(cin, cout, k, style_dim, upsample=upsample)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(cout)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise))
+
+
+class ToRGB(nn.Module):
+    def __init__(self, cin: int, style_dim: int, upsample: bool = True):
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample()
+        self.conv = ModulatedConv2d(cin, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias.to(x.dtype)
+        return out if skip is None else out + self.upsample(skip)
+
+
+class ConstantInput(nn.Module):
+    def __init__(self, c: int, size: int = 4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, c, size, size))
+
+    def forward(self, n: int) -> torch.Tensor:
+        return self.input.expand(n, -1, -1, -1)
+
+
+class NoiseBuffers(nn.Module):
+    """Fixed per-layer noise (rosinality's `noises`), used in eval mode for repeatable images."""
+
+    def __init__(self, shapes: list[int]):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        for i, r in enumerate(shapes):
+            self.register_buffer(f"noise_{i}", torch.randn(1, 1, r, r, generator=gen))
+
+    def get(self, i: int) -> torch.Tensor:
+        return getattr(self, f"noise_{i}")
+
+
+class Generator(nn.Module):
+    """Mapping network z -> w, then a skip-architecture synthesis network driven by per-layer styles.
+
+    forward(z, psi=1, mix_z=None, mix_index=None, noise_gen=None, return_w=False):
+    - psi < 1 pulls w towards the tracked average `w_avg` (truncation trick);
+    - mix_z/mix_index: style mixing, layers >= mix_index take their style from mix_z;
+    - training mode draws fresh noise (from `noise_gen` when given), eval mode uses the fixed buffers.
+    """
+
+    def __init__(self, resolution: int, style_dim: int = 512, n_mlp: int = 8, channel_base: int = 32768,
+                 channel_max: int = 512, lr_mlp: float = 0.01, w_avg_beta: float = 0.995):
+        super().__init__()
+        self.resolution, self.style_dim, self.w_avg_beta = resolution, style_dim, w_avg_beta
+        log_size = log2_resolution(resolution)
+        ch = {2**i: channels(2**i, channel_base, channel_max) for i in range(2, log_size + 1)}
+        self.style = nn.Sequential(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activate=True)
+                                                  for _ in range(n_mlp)])
+        self.input = ConstantInput(ch[4])
+        self.conv1 = StyledConv(ch[4], ch[4], 3, style_dim)
+        self.to_rgb1 = ToRGB(ch[4], style_dim, upsample=False)
+        self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
+        cin = ch[4]
+        for i in range(3, log_size + 1):
+            cout = ch[2**i]
+            self.convs.append(StyledConv(cin, cout, 3, style_dim, upsample=True))
+            self.convs.append(StyledConv(cout, cout, 3, style_dim))
+            self.to_rgbs.append(ToRGB(cout, style_dim))
+            cin = cout
+        self.num_layers = (log_size - 2) * 2 + 1
+        self.noises = NoiseBuffers([2 ** (2 + (i + 1) // 2) for i in range(self.num_layers)])
+        self.n_latent = log_size * 2 - 2
+        self.register_buffer("w_avg", torch.zeros(style_dim))
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        w = self.style(z)
+        if self.training and torch.is_grad_enabled() and self.w_avg_beta < 1:
+            with torch.no_grad():
+                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
+        return w
+
+    def truncate(self, w: torch.Tensor, psi: float) -> torch.Tensor:
+        return w if psi == 1 else self.w_avg.to(w.dtype).lerp(w, psi)
+
+    def _noise(self, n: int, gen: torch.Generator | None, like: torch.Tensor) -> list[torch.Tensor]:
+        if not self.training:
+            return [self.noises.get(i) for i in range(self.num_layers)]
+        shapes = [(n, 1, 2 ** (2 + (i + 1) // 2), 2 ** (2 + (i + 1) // 2)) for i in range(self.num_layers)]
+        return [torch.randn(s, generator=gen).to(like.device) if gen is not None
+                else torch.randn(s, device=like.device) for s in shapes]
+
+    def latents(self, z: torch.Tensor, psi: float = 1.0, mix_z: torch.Tensor | None = None,
+                mix_index: int | None = None) -> torch.Tensor:
+        """Per-layer styles (N, n_latent, style_dim)."""
+        w = self.truncate(self.mapping(z), psi)[:, None].repeat(1, self.n_latent, 1)
+        if mix_z is not None and mix_index is not None:
+            w2 = self.truncate(self.mapping(mix_z), psi)
+            w[:, mix_index:] = w2[:, None]
+        return w
+
+    def synthesis(self, w: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        noise = self._noise(len(w), noise_gen, w)
+        x = self.conv1(self.input(len(w)), w[:, 0], noise[0])
+        skip = self.to_rgb1(x, w[:, 1])
+        i = 1
+        for conv_up, conv, n1, n2, to_rgb in zip(self.convs[::2], self.convs[1::2], noise[1::2], noise[2::2],
+                                                 self.to_rgbs):
+            x = conv(conv_up(x, w[:, i], n1), w[:, i + 1], n2)
+            skip = to_rgb(x, w[:, i + 2], skip)
+            i += 2
+        return skip
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, psi: float = 1.0,
+                mix_z: torch.Tensor | None = None, mix_index: int | None = None,
+                noise_gen: torch.Generator | None = None, return_w: bool = False):
+        w = self.latents(z, psi, mix_z, mix_index)
+        img = self.synthesis(w, noise_gen)
+        return (img, w) if return_w else img
+
+    def mixing_kwargs(self, n: int, prob: float, gen: torch.Generator, device: torch.device) -> dict:
+        """Training-time extras drawn from the step's generator: noise source and (with `prob`) a second z."""
+        kw: dict = {"noise_gen": gen}
+        if prob > 0 and torch.rand((), generator=gen).item() < prob:
+            kw["mix_z"] = torch.randn(n, self.style_dim, generator=gen).to(device)
+            kw["mix_index"] = int(torch.randint(1, self.n_latent, (), generator=gen))
+        return kw
+
+
+class ConvLayer(nn.Sequential):
+    """[blur] -> equalised conv -> [bias + leaky ReLU]: rosinality's ConvLayer, same indices."""
+
+    def __init__(self, cin: int, cout: int, k: int, downsample: bool = False, bias: bool = True, activate: bool = True):
+        layers: list[nn.Module] = []
+        stride, padding = 1, k // 2
+        if downsample:
+            p = (len(BLUR) - 2) + (k - 1)
+            layers.append(Blur(((p + 1) // 2, p // 2)))
+            stride, padding = 2, 0
+        layers.append(EqualConv2d(cin, cout, k, stride, padding, bias=bias and not activate))
+        if activate:
+            layers.append(FusedLeakyReLU(cout))
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = ConvLayer(cin, cin, 3)
+        self.conv2 = ConvLayer(cin, cout, 3, downsample=True)
+        self.skip = ConvLayer(cin, cout, 1, downsample=True, bias=False, activate=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv2(self.conv1(x)) + self.skip(x)) / SQRT2
+
+
+class Discriminator(nn.Module):
+    """Residual D: fromRGB, one ResBlock per resolution down to 4x4, minibatch stddev, two dense layers.
+
+    `blocks` (fromRGB first, then the ResBlocks from the highest resolution) is what FreezeD freezes.
+    """
+
+    def __init__(self, resolution: int, channel_base: int = 32768, channel_max: int = 512,
+                 stddev_group: int = 4):
+        super().__init__()
+        log_size = log2_resolution(resolution)
+        ch = {2**i: channels(2**i, channel_base, channel_max) for i in range(2, log_size + 1)}
+        layers: list[nn.Module] = [ConvLayer(3, ch[resolution], 1)]
+        cin = ch[resolution]
+        for i in range(log_size, 2, -1):
+            layers.append(ResBlock(cin, ch[2 ** (i - 1)]))
+            cin = ch[2 ** (i - 1)]
+        self.convs = nn.Sequential(*layers)
+        self.stddev_group = stddev_group
+        self.final_conv = ConvLayer(cin + 1, ch[4], 3)
+        self.final_linear = nn.Sequential(EqualLinear(ch[4] * 16, ch[4], activate=True), EqualLinear(ch[4], 1))
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return list(self.convs)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        out = self.convs(x)
+        n, c, h, w = out.shape
+        group = min(n, self.stddev_group)
+        while n % group:  # the largest group size <= stddev_group that divides the batch
+            group -= 1
+        y = out.float().view(group, -1, 1, c, h, w)
+        y = torch.sqrt(y.var(0, unbiased=False) + 1e-8).mean([2, 3, 4], keepdim=True).squeeze(2)
+        y = y.repeat(group, 1, h, w).to(out.dtype)
+        out = self.final_conv(torch.cat([out, y], 1))
+        return self.final_linear(out.flatten(1)).squeeze(1), None

@@ -1,0 +1,96 @@
+"""Pretrained weights for fine-tuning (`train.init_from`): facegan checkpoints and rosinality `.pt` files.
+
+Key mapping from rosinality/stylegan2-pytorch (`train.py` saves {"g", "d", "g_ema", "g_optim",
+"d_optim", "args"}; `convert_weight.py` adds "latent_avg"):
+
+| rosinality                          | facegan                       |
+|-------------------------------------|-------------------------------|
+| `g` / `d` / `g_ema`                 | `G` / `D` / `G_ema`           |
+| `style.{1..8}.weight/bias`          | same (mapping network)        |
+| `input.input`, `conv1.*`, `to_rgb1.*`, `convs.N.*`, `to_rgbs.N.*`, `noises.noise_N` | same |
+| `convs.N.conv1/conv2/skip.*`, `final_conv.*`, `final_linear.*` (D) | same |
+| `latent_avg` (top level)            | `w_avg` buffer of G and G_ema |
+
+Our modules use rosinality's names, so the mapping is one-to-one apart from `w_avg`, which is
+computed from 4096 mapped latents when the file has no `latent_avg`. rosinality's channel_multiplier
+m corresponds to channel_base = 16384 * m, channel_max = 512; its `n_mlp` to mapping_layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class PretrainedMismatch(ValueError):
+    """Pretrained weights that do not fit the configured model; the message lists what differs."""
+
+
+def read_pretrained(path: Path) -> dict:
+    """{"G", "D", "G_ema", "source", "ada_p", "step"} from a facegan checkpoint or a rosinality .pt."""
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from: no such file: {path}")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if "format" in state:
+        return {"G": state["G"], "D": state["D"], "G_ema": state.get("G_ema"), "source": "facegan",
+                "ada_p": (state.get("augment") or {}).get("p"), "step": state.get("step", 0),
+                "model": state.get("config", {}).get("model")}
+    if {"g", "d"} <= set(state):
+        g_ema = state.get("g_ema")
+        if "latent_avg" in state:
+            for sd in (state["g"], g_ema):
+                if sd is not None:
+                    sd["w_avg"] = state["latent_avg"].reshape(-1).float()
+        return {"G": state["g"], "D": state["d"], "G_ema": g_ema, "source": "rosinality", "ada_p": None,
+                "step": 0, "model": "stylegan2"}
+    raise PretrainedMismatch(f"{path}: neither a facegan checkpoint (key 'format') nor a rosinality "
+                             f"stylegan2 checkpoint (keys 'g', 'd'); found keys: {', '.join(map(str, state))[:200]}")
+
+
+def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], what: str, hint: str) -> list[str]:
+    """Strict load with a readable error; returns keys the file lacks that are filled in later (w_avg)."""
+    own = module.state_dict()
+    fillable = {"w_avg"}
+    missing = [k for k in own if k not in weights and k not in fillable]
+    unexpected = [k for k in weights if k not in own]
+    wrong = [f"{k}: file {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in own.items() if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{len(wrong)} shape mismatch(es), e.g. {'; '.join(wrong[:3])}" if wrong else "",
+                 f"missing {len(missing)}, e.g. {', '.join(missing[:3])}" if missing else "",
+                 f"unexpected {len(unexpected)}, e.g. {', '.join(unexpected[:3])}" if unexpected else ""]
+        raise PretrainedMismatch(f"{what} does not fit the configured model: {'; '.join(p for p in parts if p)}. {hint}")
+    module.load_state_dict({**own, **weights})
+    return [k for k in own if k not in weights]
+
+
+@torch.no_grad()
+def fill_w_avg(g: nn.Module, n: int = 4096, seed: int = 0) -> None:
+    """w_avg = mean of the mapping network's output over n random z (rosinality's mean_latent)."""
+    z = torch.randn(n, g.style_dim, generator=torch.Generator().manual_seed(seed)).to(g.w_avg.device)
+    g.w_avg.copy_(g.style(z).mean(0))
+
+
+def apply_pretrained(path: Path, g: nn.Module, d: nn.Module, g_ema: nn.Module | None, model: str) -> dict:
+    """Load the file's weights into G, D (and the EMA copy); returns what was loaded, for the log."""
+    pre = read_pretrained(path)
+    if pre["model"] not in (None, model):
+        raise PretrainedMismatch(f"{path} holds a {pre['model']!r} model, train.model is {model!r}")
+    hint = (f"Check train.model, z_dim, the stylegan2 widths (preset / channel_base / channel_max / mapping_layers) "
+            f"and pack.resolution against the file ({pre['source']} checkpoint {path}).")
+    for module, key in ((g, "G"), (d, "D")):
+        if load_weights(module, pre[key], f"{path} [{key}]", hint) and hasattr(module, "w_avg"):
+            fill_w_avg(module)
+    if g_ema is not None:
+        src = pre["G_ema"] if pre["G_ema"] is not None else pre["G"]
+        if load_weights(g_ema, src, f"{path} [G_ema]", hint) and hasattr(g_ema, "w_avg"):
+            fill_w_avg(g_ema)
+    log.info("initialised from %s checkpoint %s (trained %d steps)", pre["source"], path, pre["step"])
+    return pre

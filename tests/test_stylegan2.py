@@ -1,0 +1,251 @@
+"""StyleGAN2, ADA, FreezeD and transfer from pretrained checkpoints (tiny configs, CPU)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facegan.augment.ada import AdaptiveAugment, ada_augment
+from facegan.config import AdaConfig, ParamsError, TrainConfig, TransferConfig
+from facegan.models import build_models
+from facegan.models.stylegan2 import Generator, upfirdn2d, make_kernel
+from facegan.models.transfer import PretrainedMismatch, apply_pretrained
+from facegan.train.checkpoint import save_checkpoint
+from facegan.train.loop import Trainer
+
+TINY = {"model": "stylegan2", "z_dim": 16, "batch_size": 4, "lr_g": 0.002, "lr_d": 0.002, "beta1": 0.0,
+        "beta2": 0.99, "stylegan2": {"preset": "tiny", "r1_every": 2, "pl_weight": 2.0, "pl_every": 2}}
+
+
+def cfg(**over) -> TrainConfig:
+    return TrainConfig.model_validate({**TINY, **over})
+
+
+def images(n: int = 12, res: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def trainer(c: TrainConfig, res: int = 32) -> Trainer:
+    return Trainer(c, images(res=res), None, [], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("res", [8, 32, 64])
+def test_forward_backward_shapes_and_every_parameter_gets_a_gradient(res):
+    g, d = build_models(cfg(), res)
+    z = torch.randn(4, 16)
+    x = g(z)
+    assert x.shape == (4, 3, res, res) and torch.isfinite(x).all()
+    logits, aux = d(x)
+    assert logits.shape == (4,) and aux is None
+    logits.sum().backward()
+    missing = [n for n, p in [*g.named_parameters(), *d.named_parameters()] if p.grad is None]
+    assert missing == []
+    with pytest.raises(ValueError, match="power-of-two"):
+        build_models(cfg(), 48)
+
+
+def test_upfirdn2d_blur_keeps_constant_images_and_upsampling_doubles_the_side():
+    x = torch.full((1, 2, 8, 8), 3.0)
+    blurred = upfirdn2d(x, make_kernel(), pad=(1, 2))
+    assert blurred.shape == (1, 2, 8, 8)
+    assert torch.allclose(blurred[..., 2:-2, 2:-2], torch.full_like(blurred[..., 2:-2, 2:-2], 3.0))
+    up = upfirdn2d(x, make_kernel() * 4, up=2, pad=(2, 1))
+    assert up.shape == (1, 2, 16, 16)
+    assert torch.allclose(up[..., 3:-3, 3:-3], torch.full_like(up[..., 3:-3, 3:-3], 3.0))
+    down = upfirdn2d(torch.arange(64.0).view(1, 1, 8, 8), make_kernel(), down=2, pad=(1, 1))
+    assert down.shape == (1, 1, 4, 4)
+
+
+def test_style_mixing_takes_coarse_styles_from_z_and_fine_from_mix_z():
+    g = build_models(cfg(), 32)[0].eval()
+    z1, z2 = torch.randn(3, 16), torch.randn(3, 16)
+    w = g.latents(z1, mix_z=z2, mix_index=3)
+    assert w.shape == (3, g.n_latent, 16) and g.n_latent == 8
+    assert torch.equal(w[:, 0], g.style(z1)) and torch.equal(w[:, 2], g.style(z1))
+    assert torch.equal(w[:, 3], g.style(z2)) and torch.equal(w[:, -1], g.style(z2))
+    img = g(z1, mix_z=z2, mix_index=3)
+    assert img.shape == (3, 3, 32, 32) and not torch.equal(img, g(z1))
+    # eval mode uses the fixed noise buffers: repeatable; psi = 0 gives the same image for every z
+    assert torch.equal(g(z1), g(z1))
+    avg = g(torch.randn(2, 16), psi=0.0)
+    assert torch.allclose(avg[0], avg[1], atol=1e-5)
+
+
+def test_ada_is_identity_at_p0_changes_images_at_p1_is_seeded_and_differentiable():
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    assert torch.equal(ada_augment(x, 0.0, torch.Generator().manual_seed(1)), x)
+    x.requires_grad_(True)
+    a = ada_augment(x, 1.0, torch.Generator().manual_seed(1))
+    b = ada_augment(x, 1.0, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b) and (a - x).abs().mean() > 0.1
+    a.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_ada_p_rises_when_d_overfits_falls_when_it_does_not_and_fixed_p_stays():
+    ada = AdaptiveAugment(AdaConfig(enabled=True, speed_kimg=1.0, interval=4), batch_size=10)
+    for step in range(40):  # D calls every real image real: r_t = 1 > target 0.6
+        ada.observe(torch.ones(10), step)
+    assert ada.rt == 1.0 and ada.p == pytest.approx(0.4)  # 10 adjustments of 10*4/1000
+    for step in range(40, 200):  # D is unsure: r_t = 0 < 0.6
+        ada.observe(torch.tensor([1.0, -1.0] * 5), step)
+    assert ada.p == 0.0
+    fixed = AdaptiveAugment(AdaConfig(enabled=True, fixed_p=0.3), batch_size=10)
+    for step in range(40):
+        fixed.observe(torch.ones(10), step)
+    assert fixed.p == 0.3
+
+
+def test_ada_p_rises_during_training_on_a_few_images():
+    """A D that memorises 4 images: the sign of D(real) goes positive and p goes up from 0."""
+    c = cfg(ada={"enabled": True, "speed_kimg": 0.05, "interval": 1}, stylegan2={"preset": "tiny", "r1_gamma": 0.0},
+            lr_d=0.01)
+    t = Trainer(c, images(4), None, [], torch.device("cpu"))
+    ps = [t.step()["ada_p"] for _ in range(12)]
+    assert max(ps) > 0.1, ps
+
+
+def test_resume_is_exact_with_ada_lazy_r1_path_length_mixing_and_ema(tmp_path):
+    c = cfg(ema=0.9, ada={"enabled": True, "speed_kimg": 0.05, "interval": 1})
+    straight = trainer(c)
+    for _ in range(4):
+        straight.step()
+    first = trainer(c)
+    for _ in range(2):
+        first.step()
+    save_checkpoint(tmp_path / "ck.pt", first.state_dict([], {}))
+    state = torch.load(tmp_path / "ck.pt", weights_only=True)
+    assert state["augment"]["p"] == first.augment.p and state["kimg"] == pytest.approx(0.008)
+    resumed = trainer(c)
+    resumed.load_state_dict(state)
+    assert resumed.augment.p == first.augment.p and resumed.step_done == 2
+    for _ in range(2):
+        resumed.step()
+    for a, b in ((straight.g, resumed.g), (straight.d, resumed.d), (straight.ema.model, resumed.ema.model)):
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(pa, pb), name
+    assert straight.augment.p == resumed.augment.p
+    assert torch.equal(straight.pl_mean, resumed.pl_mean)
+
+
+def _pretrained(tmp_path: Path, res: int = 32) -> Path:
+    t = trainer(cfg(ema=0.9), res)
+    t.step()
+    path = tmp_path / "pre.pt"
+    save_checkpoint(path, t.state_dict([], {}))
+    return path
+
+
+def test_freeze_d_leaves_frozen_blocks_unchanged_and_trains_the_rest(tmp_path):
+    pre = _pretrained(tmp_path)
+    start = torch.load(pre, weights_only=True)["D"]
+    t = trainer(cfg(init_from=str(pre), freeze_d=2))
+    assert t.frozen and all(n.startswith(("convs.0.", "convs.1.")) for n in t.frozen)
+    for _ in range(3):
+        t.step()
+    after = t.d.state_dict()
+    for name in t.frozen:
+        assert torch.equal(after[name], start[name]), name
+    assert not torch.equal(after["final_linear.1.weight"], start["final_linear.1.weight"])
+    assert not torch.equal(after["convs.2.conv1.0.weight"], start["convs.2.conv1.0.weight"])
+    with pytest.raises(ValueError, match="freeze at most"):
+        trainer(cfg(init_from=str(pre), freeze_d=9))
+    with pytest.raises(ValueError, match="init_from"):
+        cfg(freeze_d=2)
+
+
+# rosinality/stylegan2-pytorch Generator(size=32, style_dim=16, n_mlp=2): its state_dict keys
+ROSINALITY_G_32 = (
+    ["style.1.weight", "style.1.bias", "style.2.weight", "style.2.bias", "input.input",
+     "conv1.conv.weight", "conv1.conv.modulation.weight", "conv1.conv.modulation.bias", "conv1.noise.weight",
+     "conv1.activate.bias", "to_rgb1.bias", "to_rgb1.conv.weight", "to_rgb1.conv.modulation.weight",
+     "to_rgb1.conv.modulation.bias"]
+    + [f"convs.{i}.{k}" for i in range(6) for k in
+       (["conv.weight", "conv.modulation.weight", "conv.modulation.bias", "noise.weight", "activate.bias"]
+        + (["conv.blur.kernel"] if i % 2 == 0 else []))]
+    + [f"to_rgbs.{i}.{k}" for i in range(3) for k in
+       ("bias", "upsample.kernel", "conv.weight", "conv.modulation.weight", "conv.modulation.bias")]
+    + [f"noises.noise_{i}" for i in range(7)]
+)
+ROSINALITY_D_32 = (
+    ["convs.0.0.weight", "convs.0.1.bias"]
+    + [f"convs.{i}.{k}" for i in (1, 2, 3) for k in
+       ("conv1.0.weight", "conv1.1.bias", "conv2.0.kernel", "conv2.1.weight", "conv2.2.bias", "skip.0.kernel",
+        "skip.1.weight")]
+    + ["final_conv.0.weight", "final_conv.1.bias", "final_linear.0.weight", "final_linear.0.bias",
+       "final_linear.1.weight", "final_linear.1.bias"]
+)
+
+
+def test_module_names_are_rosinalitys():
+    g, d = build_models(cfg(), 32)
+    assert sorted(set(g.state_dict()) - {"w_avg"}) == sorted(ROSINALITY_G_32)
+    assert sorted(d.state_dict()) == sorted(ROSINALITY_D_32)
+
+
+def test_rosinality_checkpoint_loads_with_latent_avg_and_gives_the_same_images(tmp_path):
+    torch.manual_seed(3)
+    src_g, src_d = build_models(cfg(), 32)
+    ros = {k: v for k, v in src_g.state_dict().items() if k != "w_avg"}
+    path = tmp_path / "550000.pt"
+    torch.save({"g": ros, "d": src_d.state_dict(), "g_ema": ros, "g_optim": {}, "d_optim": {},
+                "args": argparse.Namespace(size=32, channel_multiplier=2), "latent_avg": torch.full((16,), 0.25)}, path)
+    t = trainer(cfg(init_from=str(path), ema=0.9))
+    assert t.pretrained["source"] == "rosinality"
+    assert torch.equal(t.g.w_avg, torch.full((16,), 0.25)) and torch.equal(t.ema.model.w_avg, torch.full((16,), 0.25))
+    z = torch.randn(2, 16)
+    src_g.eval(), t.g.eval()
+    assert torch.equal(src_g(z), t.g(z))
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.equal(src_d(x)[0], t.d(x)[0])
+    # without latent_avg, w_avg is the mean over mapped latents
+    del_avg = tmp_path / "no_avg.pt"
+    torch.save({"g": ros, "d": src_d.state_dict()}, del_avg)
+    t2 = trainer(cfg(init_from=str(del_avg)))
+    assert t2.g.w_avg.abs().sum() > 0
+
+
+def test_mismatched_pretrained_weights_give_a_clear_error(tmp_path):
+    pre = _pretrained(tmp_path)
+    with pytest.raises(PretrainedMismatch, match=r"shape mismatch.*channel_base"):
+        trainer(cfg(init_from=str(pre), stylegan2={"preset": "tiny", "channel_max": 16}))
+    with pytest.raises(PretrainedMismatch, match="missing"):
+        trainer(cfg(init_from=str(_pretrained(tmp_path, 16))))  # 16 px checkpoint into a 32 px model
+    junk = tmp_path / "junk.pt"
+    torch.save({"weights": torch.zeros(1)}, junk)
+    with pytest.raises(PretrainedMismatch, match="neither a facegan checkpoint"):
+        trainer(cfg(init_from=str(junk)))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        trainer(cfg(init_from=str(tmp_path / "absent.pt")))
+
+
+def test_transfer_runs_merge_overrides_and_report_bad_ones():
+    t = TransferConfig(finetune=TrainConfig(model="stylegan2", steps=9),
+                       runs={"base": {}, "fa": {"freeze_d": 2, "ada": {"enabled": True}}})
+    fa = t.run_config("fa", Path("p.pt"))
+    assert fa.freeze_d == 2 and fa.ada.enabled and fa.ada.target == 0.6 and fa.steps == 9
+    assert fa.init_from == Path("p.pt")
+    with pytest.raises(ValueError, match=r"transfer\.runs\.bad\.ada\.targt: unknown key"):
+        TransferConfig(runs={"bad": {"ada": {"targt": 0.5}}})
+    with pytest.raises(ParamsError, match="unknown transfer run 'x'"):
+        t.run_config("x", Path("p.pt"))
+
+
+def test_style_figures(tmp_path):
+    from facegan.sample_style import sefa_directions, write_style_figures
+
+    g = build_models(cfg(), 32)[0]
+    files = write_style_figures(g, tmp_path)
+    from PIL import Image
+
+    sizes = {f.name: Image.open(f).size for f in files}
+    assert sizes["style_mixing.png"] == (7 * 34 + 2, 6 * 34 + 2)  # 6 columns + header, 5 rows + header
+    assert sizes["truncation.png"] == (6 * 34 + 2, 4 * 34 + 2)
+    assert sizes["sefa.png"] == (7 * 34 + 2, 5 * 34 + 2)
+    dirs = sefa_directions(g, 5)
+    assert dirs.shape == (5, 16) and torch.allclose(dirs @ dirs.T, torch.eye(5), atol=1e-4)
+    assert np.asarray(Image.open(tmp_path / "truncation.png")).std() > 0
