@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -199,8 +200,14 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
     p = params if isinstance(params, Params) else load_params(params)
     p.dataset(dataset)  # unknown dataset -> ParamsError before any work
     root = Path(root)
+    if name == "train" and p.train.nproc > 1:
+        from facegan.train.dist import in_torchrun
+
+        if not in_torchrun():
+            return _train_distributed(p, dataset, root, variant)
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root / BUFFERS / f"{name}@{dataset}.jsonl")
-                  if p.tracking.enabled else track.NullTracker())
+                  if p.tracking.enabled and rank0 else track.NullTracker())
     t0 = time.perf_counter()
     log.info("stage %s: dataset %s", name, dataset)
     try:
@@ -215,6 +222,23 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
     return seconds
 
 
+def _train_distributed(p: Params, dataset: str, root: Path, variant: str | None) -> float:
+    """Re-run the train stage as train.nproc processes under torchrun (DDP); rank 0 tracks and writes."""
+    import yaml
+
+    from facegan.train.dist import relaunch
+
+    t0 = time.perf_counter()
+    spec = root / ".facegan" / f"ddp-{dataset}-{variant or 'main'}.yaml"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    args = ["-m", "facegan.chain", "train", dataset, str(spec), str(root), *([variant] if variant else [])]
+    code = relaunch(p.train.nproc, args)
+    if code:
+        raise RuntimeError(f"distributed training ({p.train.nproc} processes) failed with exit code {code}")
+    return time.perf_counter() - t0
+
+
 def stage_main(name: str) -> None:
     """Entry point of the scripts in stages/: `python stages/<name>.py DATASET [PARAMS_FILE]`."""
     from facegan.logs import setup_logging
@@ -227,3 +251,11 @@ def stage_main(name: str) -> None:
         run_stage(name, args[0], args[1] if len(args) == 2 else "params.yaml")
     except ParamsError as e:
         sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":  # python -m facegan.chain STAGE DATASET PARAMS_FILE ROOT [VARIANT] (used by torchrun)
+    from facegan.logs import setup_logging
+
+    setup_logging()
+    stage, ds, params_file, root_dir, *rest = sys.argv[1:]
+    run_stage(stage, ds, params_file, root_dir, rest[0] if rest else None)

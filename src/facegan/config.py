@@ -208,6 +208,11 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA (fp16 with grad scaling)")
+    channels_last: bool = Field(False, description="NHWC memory format for the conv nets")
+    compile: bool = Field(False, description="torch.compile G and D")
+    nproc: int = Field(1, ge=1, le=64, description="processes (GPUs) for DDP via torchrun; batch_size is global")
+    loader_threads: int = Field(2, ge=1, le=64, description="threads decoding the packed ZIP")
 
     @property
     def conditional(self) -> bool:

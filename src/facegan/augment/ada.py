@@ -122,6 +122,7 @@ class AdaptiveAugment:
         self.cfg, self.batch_size = cfg, batch_size
         self.p = cfg.fixed_p if cfg.fixed_p is not None else cfg.initial_p
         self.sign_sum, self.count, self.rt = 0.0, 0, 0.0
+        self.reduce = lambda values: values  # summed over processes under DDP, so every rank keeps the same p
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return ada_augment(x, self.p, gen)
@@ -132,7 +133,8 @@ class AdaptiveAugment:
         self.count += real_logits.numel()
         if (step + 1) % self.cfg.interval or not self.count:
             return
-        self.rt = self.sign_sum / self.count
+        total, count = self.reduce([self.sign_sum, float(self.count)])
+        self.rt = total / count
         self.sign_sum, self.count = 0.0, 0
         if self.cfg.fixed_p is None:
             delta = self.batch_size * self.cfg.interval / (self.cfg.speed_kimg * 1000)

@@ -207,7 +207,7 @@ class Generator(nn.Module):
     forward(z, psi=1, mix_z=None, mix_index=None, noise_gen=None, return_w=False):
     - psi < 1 pulls w towards the tracked average `w_avg` (truncation trick);
     - mix_z/mix_index: style mixing, layers >= mix_index take their style from mix_z;
-    - training mode draws fresh noise (from `noise_gen` when given), eval mode uses the fixed buffers.
+    - `noise`: per-layer noise; if None, training mode draws fresh noise, eval mode uses the fixed buffers.
     """
 
     def __init__(self, resolution: int, style_dim: int = 512, n_mlp: int = 8, channel_base: int = 32768,
@@ -244,12 +244,13 @@ class Generator(nn.Module):
     def truncate(self, w: torch.Tensor, psi: float) -> torch.Tensor:
         return w if psi == 1 else self.w_avg.to(w.dtype).lerp(w, psi)
 
-    def _noise(self, n: int, gen: torch.Generator | None, like: torch.Tensor) -> list[torch.Tensor]:
+    def noise_shapes(self, n: int) -> list[tuple[int, int, int, int]]:
+        return [(n, 1, 2 ** (2 + (i + 1) // 2), 2 ** (2 + (i + 1) // 2)) for i in range(self.num_layers)]
+
+    def _noise(self, n: int, like: torch.Tensor) -> list[torch.Tensor]:
         if not self.training:
             return [self.noises.get(i) for i in range(self.num_layers)]
-        shapes = [(n, 1, 2 ** (2 + (i + 1) // 2), 2 ** (2 + (i + 1) // 2)) for i in range(self.num_layers)]
-        return [torch.randn(s, generator=gen).to(like.device) if gen is not None
-                else torch.randn(s, device=like.device) for s in shapes]
+        return [torch.randn(s, device=like.device) for s in self.noise_shapes(n)]
 
     def latents(self, z: torch.Tensor, psi: float = 1.0, mix_z: torch.Tensor | None = None,
                 mix_index: int | None = None) -> torch.Tensor:
@@ -260,8 +261,8 @@ class Generator(nn.Module):
             w[:, mix_index:] = w2[:, None]
         return w
 
-    def synthesis(self, w: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
-        noise = self._noise(len(w), noise_gen, w)
+    def synthesis(self, w: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        noise = noise if noise is not None else self._noise(len(w), w)
         x = self.conv1(self.input(len(w)), w[:, 0], noise[0])
         skip = self.to_rgb1(x, w[:, 1])
         i = 1
@@ -274,16 +275,18 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, psi: float = 1.0,
                 mix_z: torch.Tensor | None = None, mix_index: int | None = None,
-                noise_gen: torch.Generator | None = None, return_w: bool = False):
+                noise: list[torch.Tensor] | None = None, return_w: bool = False):
         w = self.latents(z, psi, mix_z, mix_index)
-        img = self.synthesis(w, noise_gen)
+        img = self.synthesis(w, noise)
         return (img, w) if return_w else img
 
-    def mixing_kwargs(self, n: int, prob: float, gen: torch.Generator, device: torch.device) -> dict:
-        """Training-time extras drawn from the step's generator: noise source and (with `prob`) a second z."""
-        kw: dict = {"noise_gen": gen}
+    def mixing_kwargs(self, n: int, prob: float, gen: torch.Generator, device: torch.device,
+                      shard=lambda t: t) -> dict:
+        """Training-time inputs drawn from the step's generator for the global batch of n, then cut to this
+        process's rows by `shard`: per-layer noise and, with probability `prob`, a second z for style mixing."""
+        kw: dict = {"noise": [shard(torch.randn(s, generator=gen)).to(device) for s in self.noise_shapes(n)]}
         if prob > 0 and torch.rand((), generator=gen).item() < prob:
-            kw["mix_z"] = torch.randn(n, self.style_dim, generator=gen).to(device)
+            kw["mix_z"] = shard(torch.randn(n, self.style_dim, generator=gen)).to(device)
             kw["mix_index"] = int(torch.randint(1, self.n_latent, (), generator=gen))
         return kw
 
@@ -346,8 +349,10 @@ class Discriminator(nn.Module):
         group = min(n, self.stddev_group)
         while n % group:  # the largest group size <= stddev_group that divides the batch
             group -= 1
-        y = out.float().view(group, -1, 1, c, h, w)
-        y = torch.sqrt(y.var(0, unbiased=False) + 1e-8).mean([2, 3, 4], keepdim=True).squeeze(2)
-        y = y.repeat(group, 1, h, w).to(out.dtype)
+        # groups of consecutive samples (rosinality strides them): N DDP processes sharing one global
+        # batch then form exactly the groups a single process would
+        y = out.float().view(-1, group, c, h, w)
+        y = torch.sqrt(y.var(1, unbiased=False) + 1e-8).mean([1, 2, 3])  # one value per group
+        y = y.repeat_interleave(group)[:, None, None, None].expand(n, 1, h, w).to(out.dtype)
         out = self.final_conv(torch.cat([out, y], 1))
         return self.final_linear(out.flatten(1)).squeeze(1), None

@@ -31,12 +31,14 @@ from facegan.models import build_models
 from facegan.models.acgan import aux_loss
 from facegan.models.transfer import apply_pretrained
 from facegan.train.checkpoint import load_checkpoint, save_checkpoint
+from facegan.train.dist import Dist, setup, teardown
 from facegan.train.ema import EMA
 from facegan.train.freeze import freeze_discriminator
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LOSS_FIELDS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "penalty", "aux_d", "aux_g", "r1", "path_length"]
 
 
@@ -82,8 +84,11 @@ class Trainer:
     """G, D, optimisers, EMA, augmentation and one `step()`; `state_dict()` holds everything to resume."""
 
     def __init__(self, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None,
-                 label_dims: list[int], device: torch.device):
-        self.cfg, self.device = cfg, device
+                 label_dims: list[int], device: torch.device, dist: Dist = Dist()):
+        self.cfg, self.device, self.dist = cfg, device, dist
+        if cfg.batch_size % dist.world:
+            raise ValueError(f"train.batch_size {cfg.batch_size} (the global batch) is not divisible by the "
+                             f"{dist.world} processes")
         self.images = images  # (N, 3, R, R) uint8, on CPU (or pinned)
         self.labels = labels if cfg.conditional else None
         self.label_dims = label_dims if cfg.conditional else []
@@ -98,17 +103,50 @@ class Trainer:
         self.frozen = freeze_discriminator(self.d, cfg.freeze_d)
         if self.frozen:
             log.info("FreezeD: %d discriminator parameters frozen (first %d blocks)", len(self.frozen), cfg.freeze_d)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.g.to(memory_format=self.memory_format)
+        self.d.to(memory_format=self.memory_format)
+        self.g_run, self.d_run = self._wrap(self.g, broadcast_buffers=False), self._wrap(self.d)
+        self.amp_dtype = AMP_DTYPES[cfg.amp] if device.type == "cuda" else None
+        if cfg.amp != "off" and self.amp_dtype is None:
+            log.warning("train.amp=%s applies to CUDA only: training in float32 on %s", cfg.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         r1_every = self.style.r1_every if self.style and self.style.r1_gamma else 0
         pl_every = self.style.pl_every if self.style and self.style.pl_weight else 0
         self.opt_g = self._optimizer(self.g, cfg.lr_g, pl_every)
         self.opt_d = self._optimizer(self.d, cfg.lr_d, r1_every)
         self.loss = get_loss(cfg.loss)
         self.augment = build_augment(cfg)
+        if isinstance(self.augment, AdaptiveAugment):
+            self.augment.reduce = dist.all_sum
         if isinstance(self.augment, AdaptiveAugment) and self.pretrained and self.pretrained.get("ada_p") is not None:
             self.augment.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run
         self.pl_mean = torch.zeros((), device=device)
         self.step_done = 0
         self.history: list[dict[str, float]] = []
+
+    def _wrap(self, module: nn.Module, broadcast_buffers: bool = True) -> nn.Module:
+        """What forward passes go through: DDP across processes, then torch.compile, as configured.
+
+        G's buffers (StyleGAN2's w_avg, BN statistics) are averaged over ranks after each step instead of
+        broadcast from rank 0: the running average then equals the single-process one over the global batch.
+        """
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=broadcast_buffers)
+        return torch.compile(module) if self.cfg.compile else module
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        """backward + optimiser step, through the fp16 gradient scaler when it is on."""
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
 
     def _optimizer(self, module: nn.Module, lr: float, lazy_every: int) -> torch.optim.Optimizer:
         """Adam/RMSprop over the trainable parameters; lazy regularisation rescales lr and betas (StyleGAN2)."""
@@ -128,26 +166,29 @@ class Trainer:
         return self.step_done * self.cfg.batch_size / 1000
 
     def _real(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = batch_indices(len(self.images), self.cfg.batch_size, index, self.cfg.seed)
+        idx = self.dist.shard(batch_indices(len(self.images), self.cfg.batch_size, index, self.cfg.seed))
         x = self.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
+        x = x.contiguous(memory_format=self.memory_format)
         if self.cfg.mirror:
-            flip = (torch.rand(len(x), generator=gen) < 0.5).to(self.device)
+            flip = self.dist.shard(torch.rand(self.cfg.batch_size, generator=gen) < 0.5).to(self.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         y = self.labels[idx].to(self.device) if self.labels is not None else None
         return x, y
 
     def _latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn(n, self.cfg.z_dim, generator=gen).to(self.device)
+        """Latents (and labels) of a global batch of n, cut to this process's rows."""
+        z = self.dist.shard(torch.randn(n, self.cfg.z_dim, generator=gen)).to(self.device)
         y = None
         if self.labels is not None:  # fake labels follow the real joint label distribution
-            y = self.labels[torch.randint(len(self.labels), (n,), generator=gen)].to(self.device)
+            y = self.labels[self.dist.shard(torch.randint(len(self.labels), (n,), generator=gen))].to(self.device)
         return z, y
 
     def _fake(self, z: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator, **kw) -> torch.Tensor:
         if self.style:  # noise from the step's generator, style mixing
-            kw |= self.g.mixing_kwargs(len(z), self.style.style_mixing, gen, self.device)
-            return self.g(z, y, **kw)
-        return self.g(z, y) if self.label_dims else self.g(z)
+            n = len(z) * self.dist.world
+            kw |= self.g.mixing_kwargs(n, self.style.style_mixing, gen, self.device, self.dist.shard)
+            return self.g_run(z, y, **kw)
+        return self.g_run(z, y) if self.label_dims else self.g_run(z)
 
     def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return self.augment(x, gen) if self.augment else x
@@ -155,69 +196,74 @@ class Trainer:
     def _r1(self, real: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
         """R1: squared gradient norm of D at (augmented) real images."""
         x = real.detach().requires_grad_(True)
-        out, _ = self.d(self._augment(x, gen), y)
+        out, _ = self.d_run(self._augment(x, gen), y)
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-        return grad.pow(2).flatten(1).sum(1).mean()
+        # + 0 * out: every D parameter is in the graph (DDP expects a gradient for each, even if zero)
+        return grad.pow(2).flatten(1).sum(1).mean() + 0 * out.sum()
 
     def _path_length(self, gen: torch.Generator) -> torch.Tensor:
         """Path-length penalty: deviation of |J_w^T y| from its running mean (StyleGAN2)."""
-        z, y = self._latents(max(1, self.cfg.batch_size // 2), gen)
+        world = self.dist.world
+        z, y = self._latents(max(world, self.cfg.batch_size // 2 // world * world), gen)
         fake, w = self._fake(z, y, gen, return_w=True)
-        noise = torch.randn(fake.shape, generator=gen).to(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
+        noise = self.dist.shard(torch.randn(len(fake) * world, *fake.shape[1:], generator=gen)).to(fake)
+        noise = noise / math.sqrt(fake.shape[2] * fake.shape[3])
         (grad,) = torch.autograd.grad((fake * noise).sum(), w, create_graph=True)
         lengths = grad.pow(2).sum(2).mean(1).sqrt()
-        self.pl_mean = self.pl_mean.lerp(lengths.mean().detach(), 0.01)
-        return (lengths - self.pl_mean).pow(2).mean()
+        self.pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), 0.01)
+        return (lengths - self.pl_mean).pow(2).mean() + 0 * fake.sum()  # + 0 * fake: as in _r1
 
     def step(self) -> dict[str, float]:
         """n_critic D updates (+ lazy R1), then one G update (+ lazy path-length), reusing the last D update's fakes."""
         cfg, loss, step = self.cfg, self.loss, self.step_done
         gen = step_generator(cfg.seed, step)
+        # augmentations differ per process (their images differ); a single process keeps one stream
+        aug = gen if not self.dist.active else step_generator(cfg.seed + 104_729 * (self.dist.rank + 1), step)
         zero = torch.zeros((), device=self.device)
         for k in range(cfg.n_critic):
             real, y_real = self._real(step * cfg.n_critic + k, gen)
-            z, y_fake = self._latents(len(real), gen)
+            z, y_fake = self._latents(cfg.batch_size, gen)
             last = k == cfg.n_critic - 1
-            with torch.set_grad_enabled(last):
+            with torch.set_grad_enabled(last), self._autocast():
                 fake = self._fake(z, y_fake, gen)
-            adv_real, aux_real = self.d(self._augment(real, gen), y_real)
-            adv_fake, aux_fake = self.d(self._augment(fake.detach(), gen), y_fake)
+            with self._autocast():
+                adv_real, aux_real = self.d_run(self._augment(real, aug), y_real)
+                adv_fake, aux_fake = self.d_run(self._augment(fake.detach(), aug), y_fake)
+                loss_d = loss.d(adv_real.float(), adv_fake.float())
+                aux_d = (aux_loss(aux_real, y_real, cfg.aux_head) + aux_loss(aux_fake, y_fake, cfg.aux_head)) / 2 \
+                    if self.label_dims else zero
             if isinstance(self.augment, AdaptiveAugment):
                 self.augment.observe(adv_real, step * cfg.n_critic + k)
-            loss_d = loss.d(adv_real, adv_fake)
-            penalty = loss.penalty(self.d, real, fake, y_real, gen, cfg) if loss.penalty else zero
-            aux_d = (aux_loss(aux_real, y_real, cfg.aux_head) + aux_loss(aux_fake, y_fake, cfg.aux_head)) / 2 \
-                if self.label_dims else zero
-            self.opt_d.zero_grad(set_to_none=True)
-            (loss_d + penalty + cfg.aux_weight * aux_d).backward()
-            self.opt_d.step()
+            penalty = loss.penalty(self.d_run, real, fake, y_real, gen, cfg) if loss.penalty else zero
+            self._update(loss_d + penalty + cfg.aux_weight * aux_d, self.opt_d)
             if loss.clip:
                 with torch.no_grad():
                     for p in self.d.parameters():
                         p.clamp_(-cfg.clip, cfg.clip)
         r1 = zero
         if self.style and self.style.r1_gamma and step % self.style.r1_every == 0:
-            r1 = self._r1(real, y_real, gen)
-            self.opt_d.zero_grad(set_to_none=True)
-            (self.style.r1_gamma / 2 * r1 * self.style.r1_every).backward()
-            self.opt_d.step()
+            r1 = self._r1(real, y_real, aug)
+            self._update(self.style.r1_gamma / 2 * r1 * self.style.r1_every, self.opt_d)
 
-        adv_gen, aux_gen = self.d(self._augment(fake, gen), y_fake)
-        loss_g = loss.g(adv_gen)
-        aux_g = aux_loss(aux_gen, y_fake, cfg.aux_head) if self.label_dims else zero
-        self.opt_g.zero_grad(set_to_none=True)
-        (loss_g + cfg.aux_weight * aux_g).backward()
-        self.opt_g.step()
+        with self._autocast():
+            adv_gen, aux_gen = self.d_run(self._augment(fake, aug), y_fake)
+            loss_g = loss.g(adv_gen.float())
+            aux_g = aux_loss(aux_gen, y_fake, cfg.aux_head) if self.label_dims else zero
+        self._update(loss_g + cfg.aux_weight * aux_g, self.opt_g)
         pl = zero
         if self.style and self.style.pl_weight and step % self.style.pl_every == 0:
             pl = self._path_length(gen)
-            self.opt_g.zero_grad(set_to_none=True)
-            (self.style.pl_weight * self.style.pl_every * pl).backward()
-            self.opt_g.step()
+            self._update(self.style.pl_weight * self.style.pl_every * pl, self.opt_g)
+        if self.dist.active:
+            with torch.no_grad():
+                for buf in self.g.buffers():
+                    if buf.is_floating_point():
+                        buf.copy_(self.dist.mean(buf))
         if self.ema:
             self.ema.update(self.g)
 
-        values = torch.stack([loss_d, loss_g, adv_real.mean(), adv_fake.mean(), penalty, aux_d, aux_g, r1, pl])
+        values = torch.stack([loss_d, loss_g, adv_real.float().mean(), adv_fake.float().mean(), penalty, aux_d, aux_g,
+                              r1, pl])
         values = values.detach().float().cpu()
         self.step_done = step + 1
         row = {"step": self.step_done, **dict(zip(LOSS_FIELDS[1:], values.tolist()))}
@@ -234,7 +280,7 @@ class Trainer:
             "G_ema": self.ema.model.state_dict() if self.ema else None,
             "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
             "augment": self.augment.state_dict() if isinstance(self.augment, AdaptiveAugment) else None,
-            "pl_mean": self.pl_mean.cpu(),
+            "pl_mean": self.pl_mean.cpu(), "scaler": self.scaler.state_dict(),
             "config": self.cfg.model_dump(mode="json"), "resolution": self.resolution,
             "label_dims": self.label_dims, "label_names": label_names, "label_values": label_values,
             "rng_torch": torch.get_rng_state(), "losses": self.history,
@@ -252,6 +298,8 @@ class Trainer:
         if isinstance(self.augment, AdaptiveAugment):
             self.augment.load_state_dict(state["augment"])
         self.pl_mean = state["pl_mean"].to(self.device)
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_torch"])
         self.step_done, self.history = int(state["step"]), list(state["losses"])
 
@@ -265,10 +313,11 @@ def build_augment(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Generator],
     return None
 
 
-def load_training_data(packed: Path) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    images, labels, meta = load_packed(packed / ZIP_NAME)
-    return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-            torch.from_numpy(labels) if labels is not None else None, meta)
+def load_training_data(packed: Path, threads: int = 1, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """The whole packed set as one (N, 3, R, R) uint8 tensor (pinned for fast, asynchronous GPU copies)."""
+    images, labels, meta = load_packed(packed / ZIP_NAME, threads=threads)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return (x.pin_memory() if pin else x), (torch.from_numpy(labels) if labels is not None else None), meta
 
 
 BEST = "best.pt"
@@ -298,11 +347,12 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    device = resolve_device(cfg.device)
-    images, labels, meta = load_training_data(packed)
+    dist, device_name = setup(cfg.device)
+    device = resolve_device(device_name)
+    images, labels, meta = load_training_data(packed, cfg.loader_threads, pin=device.type == "cuda")
     names = meta.get("label_names") or []
     values = meta.get("label_values") or {}
-    trainer = Trainer(cfg, images, labels, [len(values[n]) for n in names], device)
+    trainer = Trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist)
     log.info("training %s (%s loss%s) on %d images at %dx%d, %d steps, device %s", cfg.model, cfg.loss,
              f", {len(names)} label attributes" if trainer.label_dims else "", len(images),
              trainer.resolution, trainer.resolution, cfg.steps, device)
@@ -334,29 +384,38 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
             checkpoint(dst / BEST)
         write_text(dst / "fid.csv", _csv(fid_history, FID_FIELDS))
 
+    main = dist.main  # under DDP only rank 0 writes files and reports
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step", dynamic_ncols=True)
-    for _ in bar:
-        try:
-            row = trainer.step()
-        except FloatingPointError:
-            checkpoint()
-            raise
-        bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", refresh=False)
-        if on_step:
-            on_step(row, row["step"])
-        done = trainer.step_done
-        if done % cfg.sample_every == 0 or done == cfg.steps:
-            write_training_samples(trainer, dst / "progress" / f"step{done:07d}.png")
-        if fid_on and (done % cfg.fid_every == 0 or done == cfg.steps):
-            measure_fid()
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            checkpoint()
-    bar.close()
-    seconds = time.perf_counter() - t0
-
-    write_training_samples(trainer, dst / "samples.png", final=True, label_names=names, label_values=values)
-    fields = LOSS_FIELDS + (["ada_p"] if isinstance(trainer.augment, AdaptiveAugment) else [])
-    write_text(dst / "losses.csv", _csv(trainer.history, fields))
-    log.info("trained %d steps in %.1f s (%.3f s/step)", cfg.steps - start, seconds, seconds / max(1, cfg.steps - start))
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step", dynamic_ncols=True,
+               disable=not main)
+    try:
+        for _ in bar:
+            try:
+                row = trainer.step()
+            except FloatingPointError:
+                if main:
+                    checkpoint()
+                raise
+            bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", refresh=False)
+            done = trainer.step_done
+            if not main:
+                continue
+            if on_step:
+                on_step(row, row["step"])
+            if done % cfg.sample_every == 0 or done == cfg.steps:
+                write_training_samples(trainer, dst / "progress" / f"step{done:07d}.png")
+            if fid_on and (done % cfg.fid_every == 0 or done == cfg.steps):
+                measure_fid()
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                checkpoint()
+        bar.close()
+        seconds = time.perf_counter() - t0
+        if main:
+            write_training_samples(trainer, dst / "samples.png", final=True, label_names=names, label_values=values)
+            fields = LOSS_FIELDS + (["ada_p"] if isinstance(trainer.augment, AdaptiveAugment) else [])
+            write_text(dst / "losses.csv", _csv(trainer.history, fields))
+        log.info("trained %d steps in %.1f s (%.3f s/step)", cfg.steps - start, seconds,
+                 seconds / max(1, cfg.steps - start))
+    finally:
+        teardown()
     return TrainResult(ckpt_path, cfg.steps, seconds, trainer.history)

@@ -1,0 +1,95 @@
+"""Multi-process training with torch.distributed (DDP), launched by `torchrun --nproc-per-node N`.
+
+`train.batch_size` is the GLOBAL batch: each of the N ranks takes its 1/N slice of the same
+seeded global batch (and of the same latents), so N processes compute the gradient of the same
+global batch as one process would. Only rank 0 writes checkpoints, samples and MLflow records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as td
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a tensor drawn for the whole global batch."""
+        if not self.active:
+            return x
+        per = len(x) // self.world
+        return x[self.rank * per : (self.rank + 1) * per]
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if not self.active:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+        td.all_reduce(t)
+        return t.tolist()
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Average of a tensor over ranks (a copy; no gradient flows through)."""
+        y = x.detach().clone()
+        if not self.active:
+            return y
+        td.all_reduce(y)
+        return y / self.world
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if td.get_backend() == "nccl" else torch.device("cpu")
+
+
+def in_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def setup(device_name: str) -> tuple[Dist, str]:
+    """Join the process group when started by torchrun; returns (Dist, device name for this rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1 or not in_torchrun():
+        return Dist(), device_name
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local)
+    if not td.is_initialized():
+        td.init_process_group(backend="nccl" if cuda else "gloo")
+    log.info("DDP rank %d/%d (%s)", rank, world, "nccl" if cuda else "gloo")
+    return Dist(rank, world, local), (f"cuda:{local}" if cuda else "cpu")
+
+
+def teardown() -> None:
+    if td.is_initialized():
+        td.barrier()
+        td.destroy_process_group()
+
+
+def relaunch(nproc: int, argv: list[str]) -> int:
+    """Run `python argv...` under `torchrun --standalone --nproc-per-node nproc`; returns its exit code."""
+    torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"])
+    cmd += ["--standalone", f"--nproc-per-node={nproc}", *argv]
+    log.info("launching %d training processes: %s", nproc, " ".join(cmd))
+    return subprocess.call(cmd)
