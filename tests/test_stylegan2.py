@@ -48,6 +48,18 @@ def test_forward_backward_shapes_and_every_parameter_gets_a_gradient(res):
         build_models(cfg(), 48)
 
 
+@pytest.mark.parametrize("upsample", [False, True])
+def test_training_and_sampling_forms_of_the_modulated_conv_agree(upsample):
+    from facegan.models.stylegan2 import ModulatedConv2d
+
+    m = ModulatedConv2d(8, 6, 3, 16, upsample=upsample).double()
+    x, s = torch.randn(4, 8, 8, 8, dtype=torch.float64), torch.randn(4, 16, dtype=torch.float64)
+    m.train()
+    a = m(x, s)
+    m.eval()
+    assert torch.allclose(a, m(x, s), atol=1e-12)
+
+
 def test_upfirdn2d_blur_keeps_constant_images_and_upsampling_doubles_the_side():
     x = torch.full((1, 2, 8, 8), 3.0)
     blurred = upfirdn2d(x, make_kernel(), pad=(1, 2))
@@ -84,6 +96,21 @@ def test_ada_is_identity_at_p0_changes_images_at_p1_is_seeded_and_differentiable
     assert a.shape == x.shape and torch.equal(a, b) and (a - x).abs().mean() > 0.1
     a.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_ada_sampler_matches_grid_sample_and_r1_flows_through_augmented_reals():
+    import torch.nn.functional as F
+
+    from facegan.augment.ada import bilinear_reflect, geometric_matrix
+
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    m = geometric_matrix(4, 16, 1.0, torch.Generator().manual_seed(0))
+    grid = F.affine_grid(m[:, :2, :], [4, 3, 16, 16], align_corners=False)
+    ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    assert torch.allclose(bilinear_reflect(x, grid), ref, atol=1e-12)
+    t = trainer(cfg(ada={"enabled": True, "fixed_p": 0.8}, stylegan2={"preset": "tiny", "r1_every": 1}))
+    rows = [t.step() for _ in range(2)]
+    assert all(r["r1"] > 0 for r in rows)
 
 
 def test_ada_p_rises_when_d_overfits_falls_when_it_does_not_and_fixed_p_stays():

@@ -101,6 +101,35 @@ def color_matrix(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
     return (vv + (eye - vv) * s[:, None, None]) @ c
 
 
+def _reflect(coord: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel coordinate reflected about the image edges (-0.5 and size - 0.5), then clamped inside."""
+    period = 2 * size
+    c = torch.remainder(coord + 0.5, period)
+    c = torch.where(c >= size, period - c, c) - 0.5
+    return c.clamp(0, size - 1)
+
+
+def bilinear_reflect(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """grid_sample(x, grid, bilinear, reflection padding, align_corners=False) written with gathers, so that
+    it is twice differentiable in x (R1 on augmented reals needs that; aten's grid_sampler is not)."""
+    n, c, h, w = x.shape
+    gx = _reflect((grid[..., 0] + 1) * w / 2 - 0.5, w)
+    gy = _reflect((grid[..., 1] + 1) * h / 2 - 0.5, h)
+    x0, y0 = gx.floor().clamp(0, w - 1), gy.floor().clamp(0, h - 1)
+    fx, fy = (gx - x0)[:, None], (gy - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    flat = x.reshape(n, c, h * w)
+
+    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        idx = (yy * w + xx).reshape(n, 1, -1).expand(-1, c, -1)
+        return flat.gather(2, idx).reshape(n, c, *yy.shape[1:])
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
 def ada_augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """Augment a batch (N, 3, H, W) in [-1, 1]; differentiable in x. p = 0 returns x unchanged."""
     if p <= 0:
@@ -110,7 +139,7 @@ def ada_augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor
     col = color_matrix(n, p, gen).to(device=x.device, dtype=x.dtype)
     theta = m[:, :2, :].to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = bilinear_reflect(x, grid)
     x = torch.einsum("nij,njhw->nihw", col[:, :3, :3], x) + col[:, :3, 3, None, None]
     return x
 

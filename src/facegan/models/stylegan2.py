@@ -131,9 +131,30 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(((p + 1) // 2 + 1, p // 2 + 1), scale=2)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        s = self.modulation(style)
+        return self._fused(x, s) if not self.training else self._scaled(x, s)
+
+    def _scaled(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Training form: scale the input by the style, one shared-weight conv for the batch, scale the output
+        by the demodulation coefficients. Same result as `_fused`, but its double backward (R1, path length)
+        is that of an ordinary conv instead of a batch-grouped one, which is several times faster on GPUs."""
+        n = len(x)
+        weight = (self.scale * self.weight[0]).to(x.dtype)  # (cout, cin, k, k)
+        x = x * s.to(x.dtype).view(n, self.cin, 1, 1)
+        if self.upsample:
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+        else:
+            out = F.conv2d(x, weight, padding=self.k // 2)
+        if self.demodulate:
+            w = self.scale * self.weight[0]
+            d = torch.rsqrt((w[None] * s.view(n, 1, self.cin, 1, 1)).pow(2).sum([2, 3, 4]) + 1e-8)
+            out = out * d.to(out.dtype).view(n, self.cout, 1, 1)
+        return out
+
+    def _fused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Sampling form: per-sample modulated weights, one grouped conv (rosinality's formulation)."""
         n, _, h, w = x.shape
-        s = self.modulation(style).view(n, 1, self.cin, 1, 1)
-        weight = self.scale * self.weight * s
+        weight = self.scale * self.weight * s.view(n, 1, self.cin, 1, 1)
         if self.demodulate:
             weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8).view(n, self.cout, 1, 1, 1)
         x = x.reshape(1, n * self.cin, h, w)

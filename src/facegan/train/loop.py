@@ -104,8 +104,10 @@ class Trainer:
         if self.frozen:
             log.info("FreezeD: %d discriminator parameters frozen (first %d blocks)", len(self.frozen), cfg.freeze_d)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.g.to(memory_format=self.memory_format)
-        self.d.to(memory_format=self.memory_format)
+        if cfg.channels_last:
+            for p in [*self.g.parameters(), *self.d.parameters()]:
+                if p.dim() == 4:  # conv weights (StyleGAN2's modulated weights are 5-D and stay as they are)
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
         self.g_run, self.d_run = self._wrap(self.g, broadcast_buffers=False), self._wrap(self.d)
         self.amp_dtype = AMP_DTYPES[cfg.amp] if device.type == "cuda" else None
         if cfg.amp != "off" and self.amp_dtype is None:
@@ -136,7 +138,12 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=broadcast_buffers)
-        return torch.compile(module) if self.cfg.compile else module
+        if not self.cfg.compile:
+            return module
+        import torch._inductor.config as inductor
+
+        inductor.layout_optimization = False  # its NHWC re-layout broke conv backward (torch 2.11, H100)
+        return torch.compile(module)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
