@@ -115,7 +115,7 @@ def test_prefect_and_dvc_repro_give_identical_outputs(served):
     root, _, dvc_root, dvc_env = served
     if not (root / "data/reports/cartoon/metrics.json").is_file():
         pytest.skip("needs the served run of the previous test")
-    sh(["dvc", "repro"], dvc_root, dvc_env)
+    sh(["dvc", "repro", "report@cartoon"], dvc_root, dvc_env)  # the cartoon chain the flow ran
     for rel in ("data/processed/cartoon/dataset.zip", "data/reports/cartoon/metrics.json", "data/eval/cartoon/metrics.json",
                 "data/stats/cartoon/stats.json"):
         assert (root / rel).read_bytes() == (dvc_root / rel).read_bytes(), f"{rel} differs between Prefect and DVC"
