@@ -58,7 +58,7 @@ def tiny_params_obj() -> Params:
 def packed_root(tmp_path_factory, tiny_params_obj) -> Path:
     """A project root whose data/ holds the cartoon chain run up to `pack`."""
     root = tmp_path_factory.mktemp("project")
-    for stage in ("generate", "detect", "align", "matte", "upscale", "pack"):
+    for stage in ("generate", "detect", "verify", "align", "matte", "upscale", "pack"):
         run_stage(stage, "cartoon", tiny_params_obj, root)
     return root
 

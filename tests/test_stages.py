@@ -21,7 +21,7 @@ from facegan.preprocess.matte import run_matte
 
 def test_every_stage_keeps_one_row_per_input(layout):
     n = len(list((layout.raw / "images").iterdir()))
-    for stage in ("detect", "align", "matte", "upscale"):
+    for stage in ("detect", "verify", "align", "matte", "upscale"):
         rows = read_manifest(layout.interim(stage))
         assert len(rows) == n
         assert all(r.status == "ok" for r in rows), [r.reason for r in rows if r.status != "ok"]

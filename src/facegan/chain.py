@@ -72,7 +72,8 @@ class Layout:
         return {
             "generate": ([], [self.raw]),
             "detect": ([self.raw], [i("detect")]),
-            "align": ([self.raw, i("detect")], [i("align")]),
+            "verify": ([self.raw, i("detect")], [i("verify")]),
+            "align": ([self.raw, i("verify")], [i("align")]),
             "matte": ([i("align")], [i("matte")]),
             "upscale": ([i("matte")], [i("upscale")]),
             "pack": ([self.raw, i("upscale")], [self.packed]),
@@ -104,10 +105,17 @@ def _detect(p: Params, at: Layout, t: Tracker) -> dict:
     return _summary(at.interim("detect"))
 
 
+def _verify(p: Params, at: Layout, t: Tracker) -> dict:
+    from facegan.preprocess.verify import run_verify
+
+    run_verify(p.dataset(at.dataset).verify, at.raw, at.interim("detect"), at.interim("verify"), p.workers)
+    return _summary(at.interim("verify"))
+
+
 def _align(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.align import run_align
 
-    run_align(p.dataset(at.dataset).align, at.raw, at.interim("detect"), at.interim("align"), p.workers)
+    run_align(p.dataset(at.dataset).align, at.raw, at.interim("verify"), at.interim("align"), p.workers)
     return _summary(at.interim("align"))
 
 
@@ -171,11 +179,12 @@ def _report(p: Params, at: Layout, t: Tracker) -> dict:
                       at.report, tracker=t)
 
 
-# In dependency order: raw -> detect -> align -> matte -> upscale -> pack -> (classifier, refstats) -> train
+# In dependency order: raw -> detect -> verify -> align -> matte -> upscale -> pack -> (classifier, refstats) -> train
 # -> evaluate -> report
 STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] = {
     "generate": (_generate, "Draw the embedded cartoon dataset into data/raw/<dataset>."),
     "detect": (_detect, "Find faces and cut square crops with context."),
+    "verify": (_verify, "Keep only faces of one identity (distance to reference photos)."),
     "align": (_align, "Warp each face onto the 5-point template."),
     "matte": (_matte, "Remove the background."),
     "upscale": (_upscale, "Bring small faces up to the target size."),

@@ -51,15 +51,34 @@ class FolderSource(Section):
 
 
 class DetectConfig(Section):
-    backend: Literal["annotations"] = "annotations"
+    backend: Literal["annotations", "hog", "cnn", "haar", "anime"] = "annotations"
     annotations: str = Field("annotations.json", description="boxes file inside the raw folder")
+    cascade: str | None = Field(None, description="anime/haar: cascade XML path (anime: lbpcascade_animeface.xml)")
+    upsample: int = Field(1, ge=0, le=4, description="hog/cnn: times the image is upsampled to find small faces")
+    max_side: int = Field(1600, ge=64, description="images are downscaled to this side for detection only")
+    min_score: float = Field(0.2, description="hog/cnn: detections scoring lower are dropped (dlib's scores)")
     margin: float = Field(0.6, ge=0, le=3, description="context kept around the box, per side, x box size")
+    square: bool = Field(True, description="square crops (side = the box's longer side); else the box's aspect")
     min_size: int = Field(16, ge=1, description="smaller faces are rejected (pixels)")
     multi_face: Literal["largest", "all"] = "largest"
 
+    @model_validator(mode="after")
+    def _anime_needs_cascade(self) -> DetectConfig:
+        if self.backend == "anime" and not self.cascade:
+            raise ValueError("backend 'anime' needs detect.cascade: the path of lbpcascade_animeface.xml")
+        return self
+
+
+class VerifyConfig(Section):
+    """Keep only faces of one identity: dlib encodings compared with a folder of reference faces."""
+
+    backend: Literal["none", "dlib"] = "none"
+    references: str | None = Field(None, description="folder of reference photos (relative to the raw folder or absolute)")
+    tolerance: float = Field(0.6, gt=0, le=2, description="max distance to the closest reference encoding")
+
 
 class AlignConfig(Section):
-    backend: Literal["annotations"] = "annotations"
+    backend: Literal["annotations", "dlib68", "fan"] = "annotations"
     annotations: str = "annotations.json"
     size: int = Field(128, ge=16, le=2048, description="aligned output side (pixels)")
     eye_distance: float = Field(0.2, gt=0.05, lt=0.8, description="eye distance / output side")
@@ -67,8 +86,9 @@ class AlignConfig(Section):
 
 
 class MatteConfig(Section):
-    backend: Literal["grabcut", "none"] = "grabcut"
-    iterations: int = Field(4, ge=1, le=20)
+    backend: Literal["grabcut", "rembg", "none"] = "grabcut"
+    iterations: int = Field(4, ge=1, le=20, description="grabcut iterations")
+    model: str = Field("u2net", description="rembg model name (file <model>.onnx in U2NET_HOME)")
     fill: tuple[int, int, int] = Field((255, 255, 255), description="background colour, RGB 0-255")
 
     @field_validator("fill")
@@ -80,8 +100,11 @@ class MatteConfig(Section):
 
 
 class UpscaleConfig(Section):
-    backend: Literal["lanczos"] = "lanczos"
+    backend: Literal["lanczos", "opencv"] = "lanczos"
     size: int = Field(128, ge=16, le=2048, description="images below this side are upscaled to it")
+    model: Literal["FSRCNN", "ESPCN", "EDSR", "LapSRN"] = Field("FSRCNN", description="opencv dnn_superres model")
+    scale: Literal[2, 3, 4, 8] = Field(2, description="the model's factor (file <model>_x<scale>.pb)")
+    models_dir: str = Field("~/.cache/facegan/superres", description="folder holding the .pb files")
 
 
 class PackConfig(Section):
@@ -99,6 +122,7 @@ class PackConfig(Section):
 class DatasetConfig(Section):
     source: CartoonSource | FolderSource = Field(discriminator="kind")
     detect: DetectConfig = DetectConfig()
+    verify: VerifyConfig = VerifyConfig()
     align: AlignConfig = AlignConfig()
     matte: MatteConfig = MatteConfig()
     upscale: UpscaleConfig = UpscaleConfig()

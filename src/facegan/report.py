@@ -22,7 +22,7 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     ev = json.loads((evaluation / "metrics.json").read_text(encoding="utf-8"))
     with (model / "losses.csv").open(newline="") as f:
         losses = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    counts = {stage: json.loads((interim / stage / "summary.json").read_text()) for stage in ("detect", "align", "matte", "upscale")}
+    counts = {stage: json.loads((interim / stage / "summary.json").read_text()) for stage in ("detect", "verify", "align", "matte", "upscale")}
     packed = json.loads((processed / "summary.json").read_text())
     metrics = {
         "dataset": dataset,

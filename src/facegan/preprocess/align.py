@@ -47,7 +47,35 @@ def _annotations(cfg: AlignConfig, raw: Path) -> Landmarker:
     return AnnotationLandmarker(load_annotations(raw / cfg.annotations))
 
 
-LANDMARKERS: dict[str, Callable[[AlignConfig, Path], Landmarker]] = {"annotations": _annotations}
+class ModelLandmarker:
+    """A landmark model run on the crop inside the detected box; points mapped back to raw pixels."""
+
+    def __init__(self, model: Callable[[np.ndarray, tuple[float, ...]], np.ndarray]):
+        self.model = model
+
+    def __call__(self, crop: np.ndarray, row: Row) -> np.ndarray | None:
+        pts = self.model(crop, tuple(geometry.box_of(row.transform, row.box)))
+        return None if pts is None else geometry.apply(geometry.invert(row.transform), pts)
+
+
+def _dlib68(cfg: AlignConfig, raw: Path) -> Landmarker:
+    from facegan.preprocess.models import DlibShapes
+
+    shapes = DlibShapes(68)
+    shapes.model()  # a missing model file stops the stage before any image
+    return ModelLandmarker(shapes)
+
+
+def _fan(cfg: AlignConfig, raw: Path) -> Landmarker:
+    from facegan.preprocess.models import FanLandmarks
+
+    fan = FanLandmarks()
+    fan.check()
+    return ModelLandmarker(fan)
+
+
+LANDMARKERS: dict[str, Callable[[AlignConfig, Path], Landmarker]] = {
+    "annotations": _annotations, "dlib68": _dlib68, "fan": _fan}
 
 
 def to_five(landmarks: np.ndarray) -> np.ndarray:

@@ -42,7 +42,33 @@ def _annotations(cfg: DetectConfig, raw: Path) -> Detector:
     return AnnotationDetector(load_annotations(raw / cfg.annotations))
 
 
-DETECTORS: dict[str, Callable[[DetectConfig, Path], Detector]] = {"annotations": _annotations}
+def _dlib(kind: str) -> Callable[[DetectConfig, Path], Detector]:
+    from facegan.preprocess.models import DlibDetector
+
+    return lambda cfg, raw: DlibDetector(kind, cfg.upsample, cfg.max_side)
+
+
+def _cascade(cfg: DetectConfig, raw: Path) -> Detector:
+    from facegan.preprocess.models import CascadeDetector
+
+    path = None if cfg.cascade is None else str(_resolve(cfg.cascade, raw))
+    detector = CascadeDetector(path, cfg.min_size, cfg.max_side, equalize=cfg.backend == "anime")
+    detector.model()  # a missing or unreadable cascade stops the stage before any image
+    return detector
+
+
+def _resolve(path: str, raw: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or p.exists() else raw / p
+
+
+DETECTORS: dict[str, Callable[[DetectConfig, Path], Detector]] = {
+    "annotations": _annotations,
+    "hog": _dlib("hog"),
+    "cnn": _dlib("cnn"),
+    "haar": _cascade,
+    "anime": _cascade,
+}
 
 
 def output_name(key: str, k: int | None) -> str:
@@ -52,17 +78,21 @@ def output_name(key: str, k: int | None) -> str:
     return f"{stem}{'' if k is None else f'_f{k}'}.png"
 
 
-def crop_transform(box: tuple[float, ...], margin: float) -> tuple[np.ndarray, int]:
-    """Translation from raw pixels to a square crop centred on the box, side (1 + 2*margin) * max(w, h)."""
+def crop_transform(box: tuple[float, ...], margin: float, square: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+    """Translation from raw pixels to a crop centred on the box, (1 + 2*margin) times its size; square
+    crops take the longer side. Returns the 2x3 transform and the crop's (width, height)."""
     x0, y0, x1, y1 = box
-    side = max(1, math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
+    w, h = x1 - x0, y1 - y0
+    if square:
+        w = h = max(w, h)
+    cw, ch = max(1, math.ceil(w * (1 + 2 * margin))), max(1, math.ceil(h * (1 + 2 * margin)))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return np.array([[1.0, 0.0, side / 2 - cx], [0.0, 1.0, side / 2 - cy]]), side
+    return np.array([[1.0, 0.0, cw / 2 - cx], [0.0, 1.0, ch / 2 - cy]]), (cw, ch)
 
 
 def _detect_one(row: Row, *, cfg: DetectConfig, detector: Detector, images: Path, dst: Path) -> list[Row]:
     image = read_image(images / row.source)
-    faces = detector(image, row.source)
+    faces = [f for f in detector(image, row.source) if f.score >= cfg.min_score]
     if not faces:
         raise ImageError("no face found")
     big = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= cfg.min_size]
@@ -72,8 +102,8 @@ def _detect_one(row: Row, *, cfg: DetectConfig, detector: Detector, images: Path
     chosen = big[:1] if cfg.multi_face == "largest" else big
     out = []
     for k, face in enumerate(chosen):
-        m, side = crop_transform(face.box, cfg.margin)
-        crop = geometry.warp(image, m, (side, side), border=geometry.cv2.BORDER_REPLICATE)
+        m, size = crop_transform(face.box, cfg.margin, cfg.square)
+        crop = geometry.warp(image, m, size, border=geometry.cv2.BORDER_REPLICATE)
         name = output_name(row.source, None if len(chosen) == 1 else k)
         write_image(dst / name, crop)
         out.append(row.model_copy(update={

@@ -68,8 +68,17 @@ def _none(image: np.ndarray, row: Row) -> np.ndarray:
     return np.ones(image.shape[:2], np.float32)
 
 
+def _rembg(cfg: MatteConfig) -> Matter:
+    from facegan.preprocess.models import RembgMatter
+
+    matter = RembgMatter(cfg.model)
+    matter.check()
+    return matter
+
+
 MATTERS: dict[str, Callable[[MatteConfig], Matter]] = {
     "grabcut": lambda cfg: GrabCutMatter(cfg.iterations),
+    "rembg": _rembg,
     "none": lambda cfg: _none,
 }
 

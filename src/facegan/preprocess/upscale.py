@@ -28,7 +28,15 @@ def lanczos(image: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.LANCZOS))
 
 
-UPSCALERS: dict[str, Callable[[UpscaleConfig], Upscaler]] = {"lanczos": lambda cfg: lanczos}
+def _opencv(cfg: UpscaleConfig) -> Upscaler:
+    from facegan.preprocess.models import OpenCVSuperRes
+
+    sr = OpenCVSuperRes(cfg.model, cfg.scale, Path(cfg.models_dir).expanduser())
+    sr.check()
+    return sr
+
+
+UPSCALERS: dict[str, Callable[[UpscaleConfig], Upscaler]] = {"lanczos": lambda cfg: lanczos, "opencv": _opencv}
 
 
 def _upscale_one(row: Row, *, cfg: UpscaleConfig, upscaler: Upscaler, src: Path, dst: Path) -> Row:

@@ -1,0 +1,98 @@
+"""Stage `verify`: keep only faces of one identity, by the distance of their face encoding to the
+closest encoding of a folder of reference photos (dlib's 128-D ResNet encoder).
+
+Backends (VERIFIERS) share one signature: `verifier(crop_rgb, box_in_crop) -> distance` (lower = the
+same person). `none` passes every face through. The distance goes into the manifest either way.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from facegan.config import VerifyConfig
+from facegan.io import ImageError, list_images, read_image
+from facegan.manifest import Manifest, Row
+from facegan.preprocess import geometry
+from facegan.preprocess.common import run_per_image
+from facegan.registry import pick
+
+log = logging.getLogger(__name__)
+
+STAGE = "verify"
+Verifier = Callable[[np.ndarray, tuple[float, ...]], float]
+
+
+class EncodingVerifier:
+    """Distance of a face's encoding to the nearest reference encoding."""
+
+    def __init__(self, references: np.ndarray, jitter: int = 0):
+        from facegan.preprocess.models import DlibEncoder
+
+        self.references, self.encoder = references, DlibEncoder(jitter)
+
+    def __call__(self, crop: np.ndarray, box: tuple[float, ...]) -> float:
+        enc = self.encoder(crop, box)
+        return float(np.linalg.norm(self.references - enc, axis=1).min())
+
+
+def reference_encodings(folder: Path, max_side: int = 1600) -> np.ndarray:
+    """One encoding per reference photo (its largest HOG face); photos without a face are skipped, loudly."""
+    from facegan.preprocess.models import DlibDetector, DlibEncoder
+
+    files = list_images(folder) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"verify.references: no reference photos in {folder}")
+    detector, encoder = DlibDetector("hog", 1, max_side), DlibEncoder()
+    out = []
+    for f in files:
+        try:
+            image = read_image(f)
+        except ImageError as e:
+            log.warning("reference %s skipped: %s", f.name, e)
+            continue
+        faces = sorted(detector(image), key=lambda face: -face.area)
+        if not faces:
+            log.warning("reference %s skipped: no face found", f.name)
+            continue
+        out.append(encoder(image, faces[0].box))
+    if not out:
+        raise ValueError(f"verify.references: no face found in any of the {len(files)} photos in {folder}")
+    log.info("verify: %d reference encodings from %s", len(out), folder)
+    return np.stack(out)
+
+
+def _dlib(cfg: VerifyConfig, raw: Path) -> Verifier:
+    if not cfg.references:
+        raise ValueError("verify.backend 'dlib' needs verify.references: a folder of photos of the person to keep")
+    folder = Path(cfg.references).expanduser()
+    folder = folder if folder.is_absolute() else raw / folder
+    return EncodingVerifier(reference_encodings(folder))
+
+
+VERIFIERS: dict[str, Callable[[VerifyConfig, Path], Verifier | None]] = {"none": lambda cfg, raw: None, "dlib": _dlib}
+
+
+def _verify_one(row: Row, *, cfg: VerifyConfig, verifier: Verifier | None, src: Path, dst: Path) -> Row:
+    extra = dict(row.extra)
+    if verifier is not None:
+        crop = read_image(src / row.file)
+        distance = verifier(crop, geometry.box_of(row.transform, row.box))
+        extra["verify_distance"] = round(distance, 4)
+        if distance > cfg.tolerance:
+            return row.model_copy(update={"extra": extra}).reject(
+                STAGE, f"another person (distance {distance:.2f} > tolerance {cfg.tolerance})")
+    (dst / row.file).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / row.file, dst / row.file)
+    return row.model_copy(update={"stage": STAGE, "extra": extra, "backends": {**row.backends, STAGE: cfg.backend}})
+
+
+def run_verify(cfg: VerifyConfig, raw: Path, src: Path, dst: Path, workers: int = 1) -> Manifest:
+    """Check every accepted crop of `src` (detect output) against the reference identity."""
+    verifier = pick(VERIFIERS, cfg.backend, "verify backend")(cfg, raw)
+    return run_per_image(STAGE, functools.partial(_verify_one, cfg=cfg, verifier=verifier), src, dst, workers)

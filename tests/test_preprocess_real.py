@@ -1,0 +1,162 @@
+"""The real preprocessing backends on real photos: skimage's astronaut always, ../shared/assets/faces when present.
+
+Backends whose weights are not installed here (face-alignment's FAN, rembg's U^2-Net, OpenCV super-resolution
+.pb files) are checked for their clear error, and skipped with the reason where they would have to run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegan.config import AlignConfig, DetectConfig, MatteConfig, UpscaleConfig, VerifyConfig
+from facegan.io import read_image
+from facegan.manifest import read_manifest
+from facegan.preprocess.align import LANDMARKERS, run_align, to_five
+from facegan.preprocess.detect import DETECTORS, run_detect
+from facegan.preprocess.matte import run_matte
+from facegan.preprocess.models import ModelMissing
+from facegan.preprocess.upscale import run_upscale
+from facegan.preprocess.verify import run_verify
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "examples"
+CASCADE = ROOT.parent / "shared" / "assets" / "cascades" / "lbpcascade_animeface.xml"
+needs_assets = pytest.mark.skipif(not FACES.is_dir(), reason=f"real photos not present at {FACES}")
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.mark.parametrize("backend", ["hog", "cnn", "haar"])
+def test_detectors_find_the_astronaut(astronaut, backend, tmp_path):
+    cfg = DetectConfig(backend=backend, upsample=0 if backend == "cnn" else 1)
+    faces = [f for f in DETECTORS[backend](cfg, tmp_path)(astronaut, "a") if f.score >= cfg.min_score]
+    assert len(faces) == 1
+    x0, y0, x1, y1 = faces[0].box
+    assert 150 < (x0 + x1) / 2 < 260 and 60 < (y0 + y1) / 2 < 160 and 50 < x1 - x0 < 200  # her face, not the flag
+
+
+def test_dlib68_landmarks_land_on_the_face(astronaut, tmp_path):
+    face = DETECTORS["hog"](DetectConfig(backend="hog"), tmp_path)(astronaut, "a")[0]
+    from facegan.preprocess.models import DlibShapes
+
+    pts = DlibShapes(68)(astronaut, face.box)
+    assert pts.shape == (68, 2)
+    x0, y0, x1, y1 = face.box
+    inside = (pts[:, 0] > x0 - 10) & (pts[:, 0] < x1 + 10) & (pts[:, 1] > y0 - 10) & (pts[:, 1] < y1 + 10)
+    assert inside.mean() > 0.95
+    left_eye, right_eye, nose, mouth_l, mouth_r = to_five(pts)
+    assert left_eye[0] < nose[0] < right_eye[0] and nose[1] < (mouth_l[1] + mouth_r[1]) / 2
+
+
+def test_anime_cascade_loads_and_bad_cascade_is_a_clear_error(tmp_path, astronaut):
+    with pytest.raises(ModelMissing, match="cascade file not found"):
+        DETECTORS["anime"](DetectConfig(backend="anime", cascade=str(tmp_path / "none.xml")), tmp_path)
+    if not CASCADE.is_file():
+        pytest.skip(f"anime cascade not present at {CASCADE}")
+    det = DETECTORS["anime"](DetectConfig(backend="anime", cascade=str(CASCADE)), tmp_path)
+    assert det(astronaut, "a") == [] or all(f.area > 0 for f in det(astronaut, "a"))
+
+
+def test_backends_without_weights_say_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEGAN_OFFLINE", "1")
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(ModelMissing, match=r"FSRCNN_x2\.pb not found"):
+        run_upscale(UpscaleConfig(backend="opencv", models_dir=str(tmp_path)), tmp_path, tmp_path / "o")
+    from facegan.preprocess.matte import MATTERS
+
+    with pytest.raises(ModelMissing, match=r"rembg|u2net\.onnx"):
+        MATTERS["rembg"](MatteConfig(backend="rembg"))
+    with pytest.raises(ModelMissing, match=r"face-alignment|2DFAN4"):
+        LANDMARKERS["fan"](AlignConfig(backend="fan"), tmp_path)
+
+
+def _bad_inputs(folder: Path, face: np.ndarray) -> dict[str, str]:
+    """Every kind of awkward file; returns file name -> expected outcome ('ok' or a reason fragment)."""
+    img = Image.fromarray(face)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    img.rotate(90, expand=True).save(folder / "rotated.jpg", exif=exif)  # stored sideways: found only upright
+    img.convert("CMYK").save(folder / "cmyk.jpg")
+    img.convert("L").save(folder / "gray.png")
+    img.convert("RGBA").save(folder / "rgba.png")
+    Image.fromarray((np.asarray(img.convert("L"), np.uint16) * 257)).save(folder / "sixteen.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    data = (folder / "cmyk.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.txt").write_text("not an image")
+    Image.new("RGB", (320, 240), (90, 140, 200)).save(folder / "no_face.png")
+    Image.new("RGB", (8200, 6400), (200, 200, 190)).save(folder / "huge.png")  # 52 megapixels, flat
+    Image.fromarray(_tile_grid(np.asarray(img.resize((120, 140))), 4, 5)).save(folder / "twenty.png")
+    return {"rotated.jpg": "ok", "cmyk.jpg": "ok", "gray.png": "ok", "rgba.png": "ok", "sixteen.png": "ok",
+            "corrupt.jpg": "unreadable", "truncated.jpg": "unreadable", "notes.txt": "unreadable",
+            "no_face.png": "no face", "huge.png": "no face", "twenty.png": "ok"}
+
+
+def _tile_grid(tile: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    return np.concatenate([np.concatenate([tile] * cols, axis=1)] * rows, axis=0)
+
+
+def test_chain_on_awkward_files_gives_every_file_a_row_and_a_reason(tmp_path, astronaut):
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    face = astronaut[20:300, 100:340]
+    expected = _bad_inputs(raw / "images", face)
+    cfg = DetectConfig(backend="hog", multi_face="all", min_size=24)
+    rows = run_detect(cfg, raw, tmp_path / "detect", workers=2)
+    by_source: dict[str, list] = {}
+    for r in rows:
+        by_source.setdefault(r.source, []).append(r)
+    assert set(by_source) == set(expected)
+    for name, outcome in expected.items():
+        got = by_source[name]
+        if outcome == "ok":
+            assert all(r.status == "ok" for r in got), (name, got[0].reason)
+        else:
+            assert got[0].status == "rejected" and outcome in got[0].reason, (name, got[0].reason)
+    assert len(by_source["twenty.png"]) >= 15  # twenty faces, each its own crop
+    summary = json.loads((tmp_path / "detect" / "summary.json").read_text())
+    assert summary["rejected"] == 5 and summary["ok"] == len(rows) - 5
+    assert (raw / "images" / "corrupt.jpg").is_file()  # inputs are never touched
+    rotated = by_source["rotated.jpg"][0]
+    assert rotated.extra["image_w"] < rotated.extra["image_h"]  # read upright (EXIF applied): portrait, as the crop
+
+
+@needs_assets
+def test_real_photos_detect_verify_align_matte_upscale(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    for name in ("obama.jpg", "obama2.jpg", "obama-480p.jpg", "biden.jpg", "two_people.jpg"):
+        shutil.copy(FACES / name, raw / "images" / name)
+    shutil.copytree(FACES / "knn_examples" / "train" / "obama", raw / "references")
+    run_detect(DetectConfig(backend="hog", multi_face="all", min_size=40), raw, tmp_path / "detect", workers=2)
+    detected = read_manifest(tmp_path / "detect")
+    assert sum(r.source == "two_people.jpg" for r in detected) == 2
+
+    rows = run_verify(VerifyConfig(backend="dlib", references="references", tolerance=0.6), raw,
+                      tmp_path / "detect", tmp_path / "verify", workers=2)
+    kept = {r.source for r in rows if r.status == "ok"}
+    assert {"obama.jpg", "obama2.jpg", "obama-480p.jpg"} <= kept and "biden.jpg" not in kept
+    biden = next(r for r in rows if r.source == "biden.jpg")
+    assert "another person" in biden.reason and biden.extra["verify_distance"] > 0.6
+    assert all(r.extra["verify_distance"] < 0.6 for r in rows if r.status == "ok")
+
+    aligned = run_align(AlignConfig(backend="dlib68", size=128), raw, tmp_path / "verify", tmp_path / "align", workers=2)
+    ok = [r for r in aligned if r.status == "ok"]
+    assert ok and all(len(r.landmarks) == 5 and r.extra["align_residual"] < 0.05 for r in ok)
+    run_matte(MatteConfig(backend="grabcut"), tmp_path / "align", tmp_path / "matte")
+    out = run_upscale(UpscaleConfig(backend="lanczos", size=128), tmp_path / "matte", tmp_path / "upscale")
+    for r in out:
+        if r.status == "ok":
+            assert read_image(tmp_path / "upscale" / r.file).shape == (128, 128, 3)
