@@ -31,10 +31,10 @@ from facegan.config import Params, TrainConfig, load_params, parse_params  # noq
 
 logging.getLogger("facegan").setLevel(os.environ.get("FACEGAN_LOG_LEVEL", "INFO"))  # Prefect forwards these records
 
-PREPROCESS = ["generate", "detect", "verify", "align", "matte", "upscale", "pack"]
+PREPROCESS = ["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"]
 TRAIN = ["classifier", "refstats", "train"]
 EVALUATE = ["evaluate", "report"]
-IO_BOUND = {"generate", "detect", "verify", "align", "matte", "upscale", "pack"}
+IO_BOUND = {"generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"}
 
 
 def _fingerprint(paths: list[Path]) -> str:

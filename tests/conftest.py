@@ -29,6 +29,7 @@ def shrink(raw: dict, n: int, n_target: int) -> dict:
         ds["source"].update(n=n if name == "cartoon" else n_target, size=128)
         ds["align"]["size"] = ds["upscale"]["size"] = 64
         ds["pack"]["resolution"] = 32
+        ds["quality"]["min_face"] = 16  # faces are 28-58 px in 128 px images
     tiny = {"steps": 2, "batch_size": 8, "z_dim": 16, "checkpoint_every": 1, "sample_every": 2, "fid_every": 0,
             "stylegan2": {"preset": "tiny", "r1_every": 2}}
     t = raw["transfer"]
@@ -58,7 +59,7 @@ def tiny_params_obj() -> Params:
 def packed_root(tmp_path_factory, tiny_params_obj) -> Path:
     """A project root whose data/ holds the cartoon chain run up to `pack`."""
     root = tmp_path_factory.mktemp("project")
-    for stage in ("generate", "detect", "verify", "align", "matte", "upscale", "pack"):
+    for stage in ("generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"):
         run_stage(stage, "cartoon", tiny_params_obj, root)
     return root
 

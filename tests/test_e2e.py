@@ -72,7 +72,7 @@ def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
     assert got["params"]["train.steps"] == "6" and got["params"]["datasets.cartoon.source.n"] == "48"
     assert got["metrics"]["fd_dlib"] > 0
     assert {"samples.png", "metrics.json", "curves.png", "params.yaml"} <= set(got["artifacts"])
-    assert got["stages"] == sorted(["generate", "detect", "verify", "align", "matte", "upscale", "pack", "classifier", "refstats",
+    assert got["stages"] == sorted(["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "classifier", "refstats",
                                     "train", "evaluate", "report"])
     assert got["loss_points"] == 6
 

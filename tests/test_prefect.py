@@ -99,7 +99,7 @@ def test_scheduled_deployment_runs_the_chain_then_caches(served):
     assert first["state"] == "COMPLETED"
     assert first["schedules"] == ["0 3 * * *"] and first["params"]["dataset"] == "cartoon"
     names = [n for n, _ in first["tasks"]]
-    assert sorted(names) == sorted(f"{s}@cartoon" for s in ("generate", "detect", "verify", "align", "matte", "upscale", "pack",
+    assert sorted(names) == sorted(f"{s}@cartoon" for s in ("generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack",
                                                               "classifier", "refstats", "train", "evaluate", "report"))
     assert {s for _, s in first["tasks"]} == {"Completed"}
     assert any("detect: 48 ok, 0 rejected" in m for m in first["logs"]), "library logs reach the Prefect run logs"

@@ -21,13 +21,24 @@ from facegan.preprocess.matte import run_matte
 
 def test_every_stage_keeps_one_row_per_input(layout):
     n = len(list((layout.raw / "images").iterdir()))
-    for stage in ("detect", "verify", "align", "matte", "upscale"):
+    for stage in ("detect", "verify", "align", "matte", "upscale", "quality"):
         rows = read_manifest(layout.interim(stage))
         assert len(rows) == n
         assert all(r.status == "ok" for r in rows), [r.reason for r in rows if r.status != "ok"]
         assert all((layout.interim(stage) / r.file).is_file() for r in rows)
         summary = json.loads((layout.interim(stage) / "summary.json").read_text())
         assert summary == {"ok": n, "rejected": 0}
+        sheet = read_image(layout.interim(stage) / "contact_sheet.png")
+        assert sheet.shape[1] == 8 * 98 + 2 and sheet.shape[0] == -(-n // 8) * 98 + 2  # n thumbnails, 8 a row
+
+
+def test_preprocessing_is_scored_against_the_generated_ground_truth(layout):
+    from facegan.preprocess.score import score
+
+    s = score(layout.raw, layout.root / "data" / "interim" / "cartoon")
+    assert s["detect"]["recall"] == 1.0 and s["detect"]["precision"] == 1.0  # annotations backend: exact
+    assert s["align"]["landmark_error_iod_pct"] < 0.5
+    assert 0.6 < s["matte"]["matte_iou"] <= 1.0 and s["matte"]["n"] == s["detect"]["faces_true"]
 
 
 def test_detect_crops_are_square_and_centred_on_the_box(layout, tiny_params_obj):

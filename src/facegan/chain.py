@@ -76,17 +76,29 @@ class Layout:
             "align": ([self.raw, i("verify")], [i("align")]),
             "matte": ([i("align")], [i("matte")]),
             "upscale": ([i("matte")], [i("upscale")]),
-            "pack": ([self.raw, i("upscale")], [self.packed]),
+            "quality": ([self.raw, i("upscale")], [i("quality")]),
+            "pack": ([self.raw, i("quality")], [self.packed]),
             "classifier": ([self.packed], [self.classifier]),
             "refstats": ([self.packed, self.classifier], [self.stats]),
             "train": ([self.packed, self.stats, self.classifier], [self.model]),
             "evaluate": ([self.packed, self.model, self.stats, self.classifier], [self.evaluation]),
-            "report": ([i("upscale"), self.packed, self.model, self.evaluation], [self.report]),
+            "report": ([i("quality"), self.packed, self.model, self.evaluation], [self.report]),
         }[stage]
 
 
 def _summary(folder: Path) -> dict:
     return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+
+
+def _report_stage(stage: str, at: Layout, t: Tracker) -> dict:
+    """Counts per reason (summary.json) + a contact sheet of accepted and rejected samples, both to MLflow."""
+    from facegan.preprocess.common import contact_sheet
+
+    folder = at.interim(stage)
+    sheet = contact_sheet(stage, folder, at.raw / "images")
+    for path in (folder / "summary.json", sheet):
+        t.log_artifact(path)
+    return _summary(folder)
 
 
 def _generate(p: Params, at: Layout, t: Tracker) -> dict:
@@ -102,41 +114,48 @@ def _detect(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.detect import run_detect
 
     run_detect(p.dataset(at.dataset).detect, at.raw, at.interim("detect"), p.workers)
-    return _summary(at.interim("detect"))
+    return _report_stage("detect", at, t)
 
 
 def _verify(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.verify import run_verify
 
     run_verify(p.dataset(at.dataset).verify, at.raw, at.interim("detect"), at.interim("verify"), p.workers)
-    return _summary(at.interim("verify"))
+    return _report_stage("verify", at, t)
 
 
 def _align(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.align import run_align
 
     run_align(p.dataset(at.dataset).align, at.raw, at.interim("verify"), at.interim("align"), p.workers)
-    return _summary(at.interim("align"))
+    return _report_stage("align", at, t)
 
 
 def _matte(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.matte import run_matte
 
     run_matte(p.dataset(at.dataset).matte, at.interim("align"), at.interim("matte"), p.workers)
-    return _summary(at.interim("matte"))
+    return _report_stage("matte", at, t)
 
 
 def _upscale(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.upscale import run_upscale
 
     run_upscale(p.dataset(at.dataset).upscale, at.interim("matte"), at.interim("upscale"), p.workers)
-    return _summary(at.interim("upscale"))
+    return _report_stage("upscale", at, t)
+
+
+def _quality(p: Params, at: Layout, t: Tracker) -> dict:
+    from facegan.preprocess.quality import run_quality
+
+    run_quality(p.dataset(at.dataset).quality, at.raw, at.interim("upscale"), at.interim("quality"), p.workers)
+    return _report_stage("quality", at, t)
 
 
 def _pack(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.data.pack import run_pack
 
-    run_pack(p.dataset(at.dataset).pack, at.raw, at.interim("upscale"), at.packed)
+    run_pack(p.dataset(at.dataset).pack, at.raw, at.interim("quality"), at.packed)
     return _summary(at.packed)
 
 
@@ -179,7 +198,7 @@ def _report(p: Params, at: Layout, t: Tracker) -> dict:
                       at.report, tracker=t)
 
 
-# In dependency order: raw -> detect -> verify -> align -> matte -> upscale -> pack -> (classifier, refstats) -> train
+# In dependency order: raw -> detect -> verify -> align -> matte -> upscale -> quality -> pack -> (classifier, refstats) -> train
 # -> evaluate -> report
 STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] = {
     "generate": (_generate, "Draw the embedded cartoon dataset into data/raw/<dataset>."),
@@ -188,6 +207,7 @@ STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] 
     "align": (_align, "Warp each face onto the 5-point template."),
     "matte": (_matte, "Remove the background."),
     "upscale": (_upscale, "Bring small faces up to the target size."),
+    "quality": (_quality, "Reject blurred, too-small and near-duplicate faces."),
     "pack": (_pack, "Write the training ZIP (stylegan2-ada format) with labels."),
     "classifier": (_classifier, "Attribute classifier trained on the real packed images (labelled sets)."),
     "refstats": (_refstats, "Feature statistics of the real packed images."),

@@ -107,6 +107,12 @@ class UpscaleConfig(Section):
     models_dir: str = Field("~/.cache/facegan/superres", description="folder holding the .pb files")
 
 
+class QualityConfig(Section):
+    min_sharpness: float = Field(10.0, ge=0, description="variance of the Laplacian at 128 px; blurrier faces are rejected")
+    min_face: int = Field(32, ge=0, description="faces whose detected box was smaller in the photo are rejected (px)")
+    max_hash_distance: int = Field(4, ge=-1, le=64, description="near-duplicates: perceptual-hash bits apart (-1 = off)")
+
+
 class PackConfig(Section):
     resolution: int = Field(64, description="training resolution (square, power of two)")
     labels: str | None = Field("labels.csv", description="label CSV inside the raw folder, or null")
@@ -126,6 +132,7 @@ class DatasetConfig(Section):
     align: AlignConfig = AlignConfig()
     matte: MatteConfig = MatteConfig()
     upscale: UpscaleConfig = UpscaleConfig()
+    quality: QualityConfig = QualityConfig()
     pack: PackConfig = PackConfig()
 
     @model_validator(mode="after")

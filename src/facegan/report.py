@@ -22,7 +22,7 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     ev = json.loads((evaluation / "metrics.json").read_text(encoding="utf-8"))
     with (model / "losses.csv").open(newline="") as f:
         losses = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    counts = {stage: json.loads((interim / stage / "summary.json").read_text()) for stage in ("detect", "verify", "align", "matte", "upscale")}
+    counts = {stage: json.loads((interim / stage / "summary.json").read_text()) for stage in ("detect", "verify", "align", "matte", "upscale", "quality")}
     packed = json.loads((processed / "summary.json").read_text())
     metrics = {
         "dataset": dataset,
@@ -80,7 +80,13 @@ def dataset_hashes(processed: Path, stats: Path) -> dict[str, str]:
 def run_report(params: Params, dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path, dst: Path,
                tracker=None) -> dict:
     """Write dst/metrics.json, samples.png, curves.png; then finish the pipeline's MLflow run."""
+    from facegan.preprocess.score import score
+
     metrics = collect(dataset, interim, processed, model, evaluation)
+    raw = interim.parent.parent / "raw" / dataset
+    scored = score(raw, interim, params.dataset(dataset).detect.annotations)
+    if scored:  # ground truth known (generated sets): how well preprocessing recovered it
+        metrics["preprocessing"] = scored
     with atomic_dir(dst) as tmp:
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
         shutil.copyfile(model / "samples.png", tmp / "samples.png")

@@ -52,3 +52,44 @@ def finish(stage: str, folder: Path, rows: Manifest) -> None:
              "".join(f"\n  {k}: {v}" for k, v in counts.items() if k.startswith("rejected:")))
     if counts["ok"] == 0:
         raise StageError(f"stage {stage!r} accepted no image out of {len(rows)}; see {folder}/manifest.jsonl")
+
+
+def contact_sheet(stage: str, folder: Path, raw_images: Path, n_ok: int = 40, n_rejected: int = 16,
+                  thumb: int = 96) -> Path:
+    """folder/contact_sheet.png: accepted outputs (first rows), then inputs rejected at this stage framed in
+    red with their reason; rows are spread over the manifest so the sheet samples the whole set."""
+    import cv2
+    import numpy as np
+
+    from facegan.io import image_grid, read_image, write_image
+
+    rows = read_manifest(folder)
+    ok = [r for r in rows if r.status == "ok"]
+    rejected = [r for r in rows if r.status == "rejected" and r.stage == stage]
+
+    def spread(items: list, n: int) -> list:
+        return [items[i] for i in np.linspace(0, len(items) - 1, min(n, len(items))).astype(int)] if items else []
+
+    def tile(path: Path) -> np.ndarray:
+        try:
+            im = read_image(path, max_pixels=60_000_000)
+        except ImageError:
+            return np.full((thumb, thumb, 3), 128, np.uint8)
+        s = thumb / max(im.shape[:2])
+        im = cv2.resize(im, (max(1, round(im.shape[1] * s)), max(1, round(im.shape[0] * s))), interpolation=cv2.INTER_AREA)
+        out = np.full((thumb, thumb, 3), 255, np.uint8)
+        y, x = (thumb - im.shape[0]) // 2, (thumb - im.shape[1]) // 2
+        out[y : y + im.shape[0], x : x + im.shape[1]] = im
+        return out
+
+    tiles = [tile(folder / r.file) for r in spread(ok, n_ok)]
+    for r in spread(rejected, n_rejected):
+        t = tile(raw_images / r.source)
+        cv2.rectangle(t, (0, 0), (thumb - 1, thumb - 1), (220, 30, 30), 3)
+        cv2.rectangle(t, (0, thumb - 16), (thumb - 1, thumb - 1), (220, 30, 30), -1)
+        cv2.putText(t, (r.reason or "")[:16], (3, thumb - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(t)
+    path = folder / "contact_sheet.png"
+    if tiles:
+        write_image(path, image_grid(np.stack(tiles), ncols=8))
+    return path

@@ -1,0 +1,88 @@
+"""Stage `quality`: reject blurred faces (variance of the Laplacian), faces that were too small in the
+original photo, and near-duplicates (64-bit DCT perceptual hash within a Hamming distance), with reasons.
+
+Sharpness and hashes are computed per image in parallel; duplicates are then resolved in manifest order
+(the first of a group is kept), so the result does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facegan.config import QualityConfig
+from facegan.io import atomic_dir, read_image
+from facegan.manifest import Manifest, Row, read_manifest
+from facegan.parallel import map_items
+from facegan.preprocess.common import finish, guarded
+
+STAGE = "quality"
+SHARPNESS_SIDE = 128  # sharpness is measured at one scale, so the threshold means the same for every size
+
+
+def sharpness(image: np.ndarray) -> float:
+    gray = cv2.cvtColor(cv2.resize(image, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA),
+                        cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+def phash(image: np.ndarray) -> int:
+    """DCT perceptual hash: signs of the 8x8 lowest frequencies of the 32x32 gray image vs their median."""
+    gray = cv2.cvtColor(cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    low = cv2.dct(gray.astype(np.float32))[:8, :8].flatten()
+    bits = low > np.median(low[1:])
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def _measure(row: Row, *, cfg: QualityConfig, raw_images: Path, src: Path, dst: Path) -> Row:
+    image = read_image(src / row.file)
+    face_side = min(row.box[2] - row.box[0], row.box[3] - row.box[1]) if row.box else float("inf")
+    # the hash is of the whole original photo: aligned, matted faces all look alike at 8x8 frequencies
+    extra = {**row.extra, "sharpness": round(sharpness(image), 2), "phash": f"{phash(read_image(raw_images / row.source)):016x}"}
+    row = row.model_copy(update={"extra": extra})
+    if face_side < cfg.min_face:
+        return row.reject(STAGE, f"face too small in the photo ({face_side:.0f} px < {cfg.min_face} px)")
+    if extra["sharpness"] < cfg.min_sharpness:
+        return row.reject(STAGE, f"blurred (sharpness {extra['sharpness']:.1f} < {cfg.min_sharpness})")
+    (dst / row.file).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / row.file, dst / row.file)
+    return row.model_copy(update={"stage": STAGE, "backends": {**row.backends, STAGE: "laplacian+phash"}})
+
+
+def _dedupe(rows: Manifest, max_bits: int, dst: Path) -> Manifest:
+    """Reject faces whose photo is a near-copy of an earlier kept face's photo (faces of one photo are not)."""
+    kept: list[tuple[int, str]] = []
+    hashes = np.zeros(0, np.uint64)
+    out = []
+    for r in rows:
+        if r.status != "ok" or r.stage != STAGE or max_bits < 0:
+            out.append(r)
+            continue
+        h = np.uint64(int(str(r.extra["phash"]), 16))
+        if len(hashes):
+            dist = np.unpackbits((hashes ^ h).view(np.uint8).reshape(-1, 8), axis=1).sum(1)
+            dist[[k[1] == r.source for k in kept]] = 65
+            j = int(np.argmin(dist))
+            if dist[j] <= max_bits:
+                (dst / r.file).unlink()
+                out.append(r.reject(STAGE, f"near-duplicate of {kept[j][1]} ({int(dist[j])} bits)"))
+                continue
+        hashes = np.append(hashes, h)
+        kept.append((int(h), r.source))
+        out.append(r)
+    return out
+
+
+def run_quality(cfg: QualityConfig, raw: Path, src: Path, dst: Path, workers: int = 1) -> Manifest:
+    rows = read_manifest(src)
+    todo = [r for r in rows if r.status == "ok"]
+    with atomic_dir(dst) as tmp:
+        fn = functools.partial(guarded, STAGE, _measure, cfg=cfg, raw_images=raw / "images", src=src, dst=tmp)
+        done = iter(map_items(fn, todo, workers, desc=STAGE))
+        out = _dedupe([next(done) if r.status == "ok" else r for r in rows], cfg.max_hash_distance, tmp)
+        finish(STAGE, tmp, out)
+    return out
