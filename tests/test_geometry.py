@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from facegan.preprocess import geometry
 
@@ -37,3 +38,22 @@ def test_warp_shrinks_without_aliasing():
     im = np.repeat(board[..., None], 3, 2)
     out = geometry.warp(im, np.array([[0.25, 0, 0], [0, 0.25, 0]]), (64, 64))
     assert abs(out[8:-8, 8:-8].mean() - 127.5) < 3 and out[8:-8, 8:-8].std() < 3
+
+
+def test_ffhq_crop_is_an_upright_square_centred_on_eyes_and_mouth_and_follows_rotation():
+    import numpy as np
+
+    from facegan.preprocess import geometry
+
+    five = np.array([[40.0, 50], [80, 50], [60, 70], [45, 90], [75, 90]])
+    quad = geometry.ffhq_quad(five)
+    side = np.linalg.norm(quad[1] - quad[0])
+    assert np.allclose(quad[:, 0].min(), 60 - side / 2) and np.allclose(quad[:, 0].max(), 60 + side / 2)
+    assert side == pytest.approx(max(40 * 2.0, 40 * 1.8) * 2)  # 2 * max(2 * eye distance, 1.8 * eye-to-mouth)
+    m = geometry.similarity(quad, geometry.ffhq_target(256))
+    eyes = geometry.apply(m, five[:2])
+    assert eyes[0, 1] == pytest.approx(eyes[1, 1]) and (eyes[:, 0].mean()) == pytest.approx(128)
+    theta = np.deg2rad(30)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    m2 = geometry.similarity(geometry.ffhq_quad(five @ rot.T), geometry.ffhq_target(256))
+    assert np.allclose(geometry.apply(m2, five @ rot.T), geometry.apply(m, five), atol=1e-6)  # rotation undone

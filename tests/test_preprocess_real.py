@@ -155,6 +155,9 @@ def test_real_photos_detect_verify_align_matte_upscale(tmp_path):
     aligned = run_align(AlignConfig(backend="dlib68", size=128), raw, tmp_path / "verify", tmp_path / "align", workers=2)
     ok = [r for r in aligned if r.status == "ok"]
     assert ok and all(len(r.landmarks) == 5 and r.extra["align_residual"] < 0.05 for r in ok)
+    ffhq = run_align(AlignConfig(backend="dlib68", size=128, template="ffhq"), raw, tmp_path / "verify",
+                     tmp_path / "align_ffhq")
+    assert [r.status for r in ffhq] == [r.status for r in aligned]
     run_matte(MatteConfig(backend="grabcut"), tmp_path / "align", tmp_path / "matte")
     out = run_upscale(UpscaleConfig(backend="lanczos", size=128), tmp_path / "matte", tmp_path / "upscale")
     for r in out:

@@ -81,6 +81,8 @@ class AlignConfig(Section):
     backend: Literal["annotations", "dlib68", "fan"] = "annotations"
     annotations: str = "annotations.json"
     size: int = Field(128, ge=16, le=2048, description="aligned output side (pixels)")
+    template: Literal["five", "ffhq"] = Field(
+        "five", description="five: 5 points onto a template (eye_distance, eye_y); ffhq: FFHQ's eyes+mouth crop")
     eye_distance: float = Field(0.2, gt=0.05, lt=0.8, description="eye distance / output side")
     eye_y: float = Field(0.45, gt=0.1, lt=0.9, description="eye line height / output side")
 

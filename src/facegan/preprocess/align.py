@@ -88,6 +88,13 @@ def to_five(landmarks: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected 5 or 68 landmarks, got {len(pts)}")
 
 
+def _fit(cfg: AlignConfig, pts: np.ndarray, side: int) -> np.ndarray:
+    """Similarity from crop pixels to a side x side output, by the configured template."""
+    if cfg.template == "ffhq":
+        return geometry.similarity(geometry.ffhq_quad(pts), geometry.ffhq_target(side))
+    return geometry.similarity(pts, geometry.template5(side, cfg.eye_distance, cfg.eye_y))
+
+
 def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path, dst: Path) -> Row:
     crop = read_image(src / row.file)
     found = landmarker(crop, row)
@@ -96,15 +103,16 @@ def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path,
     raw_pts = to_five(found)
     crop_pts = geometry.apply(row.transform, raw_pts)
     # fit at full size, then shrink the output if that would upsample the crop
-    m = geometry.similarity(crop_pts, geometry.template5(cfg.size, cfg.eye_distance, cfg.eye_y))
+    m = _fit(cfg, crop_pts, cfg.size)
     scale = geometry.scale_of(m)
     side = cfg.size if scale <= 1 else math.ceil(cfg.size / scale)
     if side < MIN_SIDE:
         raise ImageError(f"face too small to align ({side} px < {MIN_SIDE} px)")
     if side != cfg.size:
-        m = geometry.similarity(crop_pts, geometry.template5(side, cfg.eye_distance, cfg.eye_y))
+        m = _fit(cfg, crop_pts, side)
     aligned = geometry.warp(crop, m, (side, side))
     write_image(dst / row.file, aligned)
+    # how far the 5 points land from the 5-point template (for `ffhq` too: a comparable number)
     residual = np.linalg.norm(geometry.apply(m, crop_pts) - geometry.template5(side, cfg.eye_distance, cfg.eye_y), axis=1)
     return row.model_copy(update={
         "stage": STAGE, "landmarks": raw_pts.round(3).tolist(),

@@ -17,6 +17,25 @@ def template5(size: int, eye_distance: float, eye_y: float) -> np.ndarray:
     return TEMPLATE5 * (eye_distance * size) + np.array([size / 2, eye_y * size])
 
 
+def ffhq_quad(five: np.ndarray) -> np.ndarray:
+    """The FFHQ crop (Karras et al. 2019, the dataset's alignment script) from eye centres and mouth corners:
+    an oriented square around the eyes and mouth, 4x2 corners (top-left, bottom-left, bottom-right, top-right)."""
+    eye_l, eye_r, _, mouth_l, mouth_r = np.asarray(five, np.float64)
+    eye_avg, mouth_avg = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
+    eye_to_eye, eye_to_mouth = eye_r - eye_l, mouth_avg - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def ffhq_target(size: int) -> np.ndarray:
+    """Where ffhq_quad's corners go in a size x size output."""
+    return np.array([[0, 0], [0, size], [size, size], [size, 0]], np.float64)
+
+
 def to3(m: np.ndarray | list) -> np.ndarray:
     """2x3 affine -> 3x3 homogeneous."""
     m = np.asarray(m, dtype=np.float64)
