@@ -265,5 +265,117 @@ def track_sync(buffers: list[Path] = typer.Argument(None, help="buffer files (de
     typer.echo(f"sent {sent} record(s) from {len(files)} file(s)")
 
 
+dataset_app = typer.Typer(help="Custom datasets: add a folder or zip of faces in one command, list, show, remove.",
+                          no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+def _fail(e: Exception) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+    raise typer.Exit(2)
+
+
+@dataset_app.command("add")
+def dataset_add(
+    name: str = typer.Argument(..., help="new dataset name (letters, digits, - and _)"),
+    src: Path = typer.Argument(..., help="folder or .zip of images"),
+    kind: str = typer.Option("photos", help="photos | drawings | anime: picks the preprocessing backends"),
+    references: Path | None = typer.Option(None, help="folder of photos of the one person to keep (verify stage)"),
+    labels: Path | None = typer.Option(None, help="CSV: file,<attribute>,... -> conditional labels (acgan)"),
+    cascade: Path | None = typer.Option(None, help="kind anime: path of lbpcascade_animeface.xml"),
+    params: Path = PARAMS,
+    root: Path = ROOT,
+) -> None:
+    """Import images (content-hash dedupe, safe zip), track them with DVC, write their params block."""
+    from facegan import datasets
+    from facegan.data.sources import UnsafeArchive
+    from facegan.logs import setup_logging
+
+    setup_logging()
+    try:
+        out = datasets.add(name, src, kind, references, labels, cascade, params, root)
+    except (ValueError, FileNotFoundError, FileExistsError, UnsafeArchive, RuntimeError) as e:
+        _fail(e)
+    typer.echo(f"dataset {name}: {out['import']}")
+    for f, reason in list(out["skipped"].items())[:20]:
+        typer.echo(f"  skipped {f}: {reason}")
+    for f, kept in list(out["duplicates"].items())[:20]:
+        typer.echo(f"  duplicate {f} (same bytes as {kept})")
+    if "references" in out:
+        typer.echo(f"references: {out['references']}")
+    for problem in out.get("label_problems", []):
+        typer.echo(f"  labels: {problem}")
+    typer.echo(f"next: dvc repro report@{name}   (or: facegan chain {name})")
+
+
+@dataset_app.command("list")
+def dataset_list(params: Path = PARAMS, root: Path = ROOT) -> None:
+    """Every dataset with its source, image counts and size on disk."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from facegan import datasets
+    from facegan.config import ParamsError, load_params
+
+    try:
+        names = list(load_params(params).datasets)
+    except ParamsError as e:
+        _fail(e)
+    table = Table("dataset", "source", "raw images", "packed", "rejected", "size on disk")
+    for name in names:
+        d = datasets.describe(name, params, root)
+        pack = d["stages"].get("pack", {})
+        table.add_row(name, d["source"], str(d["raw_images"]), str(pack.get("ok", "-")), str(pack.get("rejected", "-")),
+                      d["size"])
+    Console().print(table)
+
+
+@dataset_app.command("show")
+def dataset_show(name: str, params: Path = PARAMS, root: Path = ROOT) -> None:
+    """Counts per stage, rejection reasons, label columns, backends and size of one dataset."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from facegan import datasets
+    from facegan.config import ParamsError
+
+    try:
+        d = datasets.describe(name, params, root)
+    except ParamsError as e:
+        _fail(e)
+    con = Console()
+    con.print(f"[bold]{name}[/]: source {d['source']}, {d['raw_images']} raw images, {d['size']} on disk")
+    con.print("backends: " + ", ".join(f"{k} {v}" for k, v in d["backends"].items()))
+    con.print("labels: " + (", ".join(d["label_columns"]) or "none"))
+    table = Table("stage", "ok", "rejected", "reasons")
+    for stage, counts in d["stages"].items():
+        reasons = "; ".join(f"{k.split(':', 1)[1].strip()}: {v}" for k, v in counts.items() if k.startswith("rejected:"))
+        table.add_row(stage, str(counts.get("ok", 0)), str(counts.get("rejected", 0)), reasons or "-")
+    con.print(table if d["stages"] else "not processed yet: dvc repro report@" + name)
+
+
+@dataset_app.command("remove")
+def dataset_remove(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+                   params: Path = PARAMS, root: Path = ROOT) -> None:
+    """Remove a dataset's params block, DVC tracking and data folders (other datasets are not touched)."""
+    from facegan import datasets
+    from facegan.config import ParamsError, load_params
+
+    try:
+        load_params(params).dataset(name)
+    except ParamsError as e:
+        _fail(e)
+    if not yes and not typer.confirm(f"remove dataset {name!r}: its params block, DVC entry and data/*/{name}?"):
+        raise typer.Exit(1)
+    try:
+        removed = datasets.remove(name, params, root)
+    except (ParamsError, RuntimeError) as e:
+        _fail(e)
+    for r in removed:
+        typer.echo(f"removed {r}")
+
+
 def main() -> None:
     app()

@@ -78,7 +78,7 @@ class VerifyConfig(Section):
 
 
 class AlignConfig(Section):
-    backend: Literal["annotations", "dlib68", "fan"] = "annotations"
+    backend: Literal["annotations", "dlib68", "fan", "box"] = "annotations"
     annotations: str = "annotations.json"
     size: int = Field(128, ge=16, le=2048, description="aligned output side (pixels)")
     template: Literal["five", "ffhq"] = Field(

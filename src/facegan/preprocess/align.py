@@ -74,8 +74,19 @@ def _fan(cfg: AlignConfig, raw: Path) -> Landmarker:
     return ModelLandmarker(fan)
 
 
+# where eyes, nose tip and mouth corners sit inside a detected face box, as fractions of its width/height
+BOX_POINTS = np.array([[0.3, 0.42], [0.7, 0.42], [0.5, 0.6], [0.36, 0.78], [0.64, 0.78]])
+
+
+def box_landmarks(crop: np.ndarray, row: Row) -> np.ndarray:
+    """`box`: no landmark model (anime, drawings): 5 points placed by proportion in the detected box, so
+    alignment only centres and scales the face."""
+    x0, y0, x1, y1 = row.box
+    return np.array([x0, y0]) + BOX_POINTS * np.array([x1 - x0, y1 - y0])
+
+
 LANDMARKERS: dict[str, Callable[[AlignConfig, Path], Landmarker]] = {
-    "annotations": _annotations, "dlib68": _dlib68, "fan": _fan}
+    "annotations": _annotations, "dlib68": _dlib68, "fan": _fan, "box": lambda cfg, raw: box_landmarks}
 
 
 def to_five(landmarks: np.ndarray) -> np.ndarray:

@@ -1,0 +1,128 @@
+"""Importing a custom dataset: images from a folder or a .zip into data/raw/<name>/images.
+
+Content-hash dedupe (the same bytes twice are stored once), non-image files skipped with a reason,
+and a zip is read defensively: absolute paths, `..` components and symlinks are refused, and the
+file count and total uncompressed size are capped (zip bombs), checked on the bytes actually read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from facegan.io import IMAGE_SUFFIXES
+
+MAX_FILES = 200_000
+MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
+
+
+class UnsafeArchive(ValueError):
+    """A zip that could write outside its folder or expand without bound; nothing was written."""
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    duplicates: dict[str, str] = field(default_factory=dict)  # skipped file -> the identical file kept
+    skipped: dict[str, str] = field(default_factory=dict)  # file -> reason
+
+    def summary(self) -> str:
+        return (f"{len(self.imported)} images imported, {len(self.duplicates)} duplicates skipped, "
+                f"{len(self.skipped)} other files skipped")
+
+
+def _is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _safe_name(name: str) -> PurePosixPath:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchive(f"absolute path in archive: {name!r}")
+    if ".." in p.parts:
+        raise UnsafeArchive(f"path leaving the archive folder: {name!r}")
+    return p
+
+
+def check_zip(zf: zipfile.ZipFile, max_files: int = MAX_FILES, max_bytes: int = MAX_BYTES) -> list[zipfile.ZipInfo]:
+    """The archive's regular files, after refusing unsafe entries (before anything is extracted)."""
+    infos = [i for i in zf.infolist() if not i.is_dir()]
+    if len(infos) > max_files:
+        raise UnsafeArchive(f"{len(infos)} files in the archive, more than the limit of {max_files}")
+    total = 0
+    for info in infos:
+        _safe_name(info.filename)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise UnsafeArchive(f"symbolic link in archive: {info.filename!r}")
+        total += info.file_size
+        if total > max_bytes:
+            raise UnsafeArchive(f"archive expands to more than {max_bytes / 2**30:.1f} GiB")
+    return infos
+
+
+def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
+    """Read one member, never more than its declared size (a lying header cannot expand further)."""
+    with zf.open(info) as f:
+        data = f.read(min(info.file_size, budget) + 1)
+    if len(data) > info.file_size or len(data) > budget:
+        raise UnsafeArchive(f"{info.filename!r} expands beyond its declared size")
+    return data
+
+
+def _store(data: bytes, rel: PurePosixPath, dst: Path, seen: dict[str, str], report: ImportReport) -> None:
+    digest = hashlib.sha256(data).hexdigest()
+    key = str(rel)
+    if digest in seen:
+        report.duplicates[key] = seen[digest]
+        return
+    target = dst / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    seen[digest] = key
+    report.imported.append(key)
+
+
+def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: int = MAX_BYTES) -> ImportReport:
+    """Copy the images of a folder or .zip into dst (created; must not exist). Nothing is written for an
+    unsafe archive. Image names keep their relative paths."""
+    if dst.exists():
+        raise FileExistsError(f"{dst} already exists")
+    report = ImportReport()
+    seen: dict[str, str] = {}
+    tmp = dst.with_name(f".{dst.name}.importing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if src.is_file() and zipfile.is_zipfile(src):
+            with zipfile.ZipFile(src) as zf:
+                infos = check_zip(zf, max_files, max_bytes)
+                budget = max_bytes
+                for info in sorted(infos, key=lambda i: i.filename):
+                    rel = _safe_name(info.filename)
+                    if not _is_image_name(info.filename) or rel.name.startswith("."):
+                        report.skipped[str(rel)] = "not an image file"
+                        continue
+                    data = _read_capped(zf, info, budget)
+                    budget -= len(data)
+                    _store(data, rel, tmp, seen, report)
+        elif src.is_dir():
+            for p in sorted(src.rglob("*")):
+                if p.is_symlink() or not p.is_file():
+                    continue
+                rel = PurePosixPath(p.relative_to(src).as_posix())
+                if not _is_image_name(p.name) or p.name.startswith("."):
+                    report.skipped[str(rel)] = "not an image file"
+                    continue
+                _store(p.read_bytes(), rel, tmp, seen, report)
+        else:
+            raise FileNotFoundError(f"{src}: not a folder or a .zip file")
+        if not report.imported:
+            raise ValueError(f"{src}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        tmp.rename(dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report

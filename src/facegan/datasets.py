@@ -1,0 +1,206 @@
+"""Custom datasets: `facegan dataset add/list/show/remove`.
+
+`add` imports a folder or .zip into data/raw/<name>/images (facegan.data.sources), tracks it with DVC
+(`dvc add`), and writes a params.yaml block with backends suited to the kind of images. dvc.yaml
+iterates over `datasets`, so `dvc repro` then builds the new dataset's chain with no edit to it.
+params.yaml is edited as text, so its comments and layout survive; every edit is validated and
+rolled back if the result does not load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facegan.config import DatasetConfig, ParamsError, load_params
+from facegan.data.sources import ImportReport, import_images
+
+log = logging.getLogger(__name__)
+
+DATA_KINDS = ("raw", "interim", "processed", "classifiers", "stats", "models", "eval", "reports", "runs")
+STAGE_ORDER = ("detect", "verify", "align", "matte", "upscale", "quality")
+
+# backends per kind of image; everything else takes the DatasetConfig defaults
+KINDS: dict[str, dict[str, Any]] = {
+    "photos": {"detect": {"backend": "hog", "min_size": 40}, "align": {"backend": "dlib68"},
+               "matte": {"backend": "grabcut"}},
+    "drawings": {"detect": {"backend": "haar", "min_size": 32}, "align": {"backend": "dlib68"},
+                 "matte": {"backend": "none"}},
+    "anime": {"detect": {"backend": "anime", "cascade": "lbpcascade_animeface.xml", "min_size": 32},
+              "align": {"backend": "box"}, "matte": {"backend": "none"}},
+}
+
+
+def dataset_block(name: str, kind: str, has_labels: bool, has_references: bool) -> str:
+    """The params.yaml lines of a new dataset: every section written out, in flow style."""
+    raw: dict[str, Any] = {"source": {"kind": "folder"}, **{k: dict(v) for k, v in KINDS[kind].items()}}
+    raw["pack"] = {"labels": "labels.csv" if has_labels else None}
+    if has_references:
+        raw["verify"] = {"backend": "dlib", "references": "references"}
+    cfg = DatasetConfig.model_validate(raw).model_dump(mode="json")
+    lines = [f"  {name}:                     # added by `facegan dataset add` (kind: {kind})"]
+    for section, values in cfg.items():
+        flow = yaml.safe_dump(values, default_flow_style=True, width=10_000, sort_keys=False).strip()
+        lines.append(f"    {section}: {flow}")
+    return "\n".join(lines) + "\n"
+
+
+def _datasets_span(text: str) -> tuple[int, int]:
+    """(first line index after `datasets:`, index of the next top-level key) in params.yaml lines."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if re.match(r"^datasets:\s*(#.*)?$", l)), None)
+    if start is None:
+        raise ParamsError("params.yaml has no top-level 'datasets:' mapping")
+    end = next((i for i in range(start + 1, len(lines)) if re.match(r"^[^\s#]", lines[i])), len(lines))
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    return start + 1, end
+
+
+def insert_block(text: str, block: str) -> str:
+    lines = text.splitlines(keepends=True)
+    _, end = _datasets_span(text)
+    return "".join(lines[:end] + [block] + lines[end:])
+
+
+def remove_block(text: str, name: str) -> str:
+    lines = text.splitlines(keepends=True)
+    start, end = _datasets_span(text)
+    first = next((i for i in range(start, end) if re.match(rf"^  {re.escape(name)}:", lines[i])), None)
+    if first is None:
+        raise ParamsError(f"dataset {name!r} not found in params.yaml")
+    last = next((i for i in range(first + 1, len(lines)) if re.match(r"^(  )?[^\s]|^\s*$", lines[i])), len(lines))
+    return "".join(lines[:first] + lines[last:])
+
+
+def _dvc(root: Path, *args: str) -> None:
+    if not (root / ".dvc").is_dir():
+        log.warning("%s is not a DVC repository: skipped `dvc %s`", root, " ".join(args))
+        return
+    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+
+
+def check_labels(csv_path: Path, images: list[str]) -> list[str]:
+    """Problems of a label CSV against the imported images (bad rows, unknown files, unlabelled images)."""
+    from facegan.data.pack import read_labels
+
+    rows, _names, problems = read_labels(csv_path)
+    known = set(images)
+    problems += [f"row for {f!r}: no such image" for f in rows if f not in known]
+    missing = [f for f in images if f not in rows]
+    if missing:
+        problems.append(f"{len(missing)} image(s) without a label row (they will be rejected at pack), "
+                        f"e.g. {', '.join(missing[:3])}")
+    return problems
+
+
+def add(name: str, src: Path, kind: str = "photos", references: Path | None = None, labels: Path | None = None,
+        cascade: Path | None = None, params_file: Path = Path("params.yaml"), root: Path = Path(".")) -> dict:
+    """Import, track and configure a new dataset; returns a report (counts, label problems)."""
+    if kind not in KINDS:
+        raise ParamsError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+    p = load_params(params_file)
+    if name in p.datasets:
+        raise ParamsError(f"dataset {name!r} already exists in {params_file} (remove it first: facegan dataset remove {name})")
+    raw = root / "data" / "raw" / name
+    if raw.exists():
+        raise FileExistsError(f"{raw} already exists; remove it or choose another name")
+    original = params_file.read_text(encoding="utf-8")
+    try:
+        report: ImportReport = import_images(src, raw / "images")
+        out: dict[str, Any] = {"name": name, "kind": kind, "import": report.summary(),
+                               "skipped": report.skipped, "duplicates": report.duplicates}
+        if references is not None:
+            out["references"] = import_images(references, raw / "references").summary()
+        if labels is not None:
+            shutil.copyfile(labels, raw / "labels.csv")
+            out["label_problems"] = check_labels(raw / "labels.csv", report.imported)
+        if kind == "anime":
+            if cascade is None or not cascade.is_file():
+                raise FileNotFoundError("kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml "
+                                        "(github.com/nagadomi/lbpcascade_animeface)")
+            shutil.copyfile(cascade, raw / "lbpcascade_animeface.xml")
+        params_file.write_text(insert_block(original, dataset_block(name, kind, labels is not None,
+                                                                    references is not None)), encoding="utf-8")
+        load_params(params_file)  # the edited file must load, or nothing is kept
+        _dvc(root, "add", str(Path("data") / "raw" / name))
+    except BaseException:
+        params_file.write_text(original, encoding="utf-8")
+        shutil.rmtree(raw, ignore_errors=True)
+        raise
+    log.info("dataset %s: %s", name, out["import"])
+    return out
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def describe(name: str, params_file: Path = Path("params.yaml"), root: Path = Path(".")) -> dict:
+    """What is known about one dataset: images, per-stage counts and rejection reasons, labels, disk use."""
+    p = load_params(params_file)
+    cfg = p.dataset(name)
+    data = root / "data"
+    images = data / "raw" / name / "images"
+    stages = {}
+    for stage in STAGE_ORDER:
+        summary = data / "interim" / name / stage / "summary.json"
+        if summary.is_file():
+            stages[stage] = json.loads(summary.read_text(encoding="utf-8"))
+    packed = data / "processed" / name / "summary.json"
+    if packed.is_file():
+        stages["pack"] = json.loads(packed.read_text(encoding="utf-8"))
+    label_file = data / "raw" / name / (cfg.pack.labels or "")
+    label_columns = []
+    if cfg.pack.labels and label_file.is_file():
+        label_columns = label_file.read_text(encoding="utf-8").splitlines()[0].split(",")[1:]
+    return {"name": name, "source": cfg.source.kind, "raw_images": sum(1 for f in images.rglob("*") if f.is_file())
+            if images.is_dir() else 0, "stages": stages, "label_columns": label_columns,
+            "backends": {s: getattr(cfg, s).backend for s in ("detect", "verify", "align", "matte", "upscale")},
+            "size": _human(sum(_size(data / k / name) for k in DATA_KINDS))}
+
+
+def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path(".")) -> list[str]:
+    """Remove a dataset's params block, its DVC tracking and its data folders; returns what was removed."""
+    p = load_params(params_file)
+    p.dataset(name)
+    if len(p.datasets) == 1:
+        raise ParamsError(f"{name!r} is the only dataset; params.yaml needs at least one")
+    if p.transfer.enabled and name in (p.transfer.source, p.transfer.target):
+        raise ParamsError(f"{name!r} is transfer.source/target in params.yaml: change that first")
+    original = params_file.read_text(encoding="utf-8")
+    params_file.write_text(remove_block(original, name), encoding="utf-8")
+    try:
+        load_params(params_file)
+    except ParamsError:
+        params_file.write_text(original, encoding="utf-8")
+        raise
+    removed = [f"params.yaml: datasets.{name}"]
+    dvc_file = root / "data" / "raw" / f"{name}.dvc"
+    if dvc_file.is_file():
+        _dvc(root, "remove", str(dvc_file.relative_to(root)))
+        removed.append(str(dvc_file.relative_to(root)))
+    for kind in DATA_KINDS:
+        folder = root / "data" / kind / name
+        if folder.exists():
+            shutil.rmtree(folder)
+            removed.append(str(folder.relative_to(root)))
+    return removed

@@ -1,0 +1,160 @@
+"""`facegan dataset add/list/show/remove`: safe imports, params blocks, DVC, and the README walkthrough."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import ROOT, make_dvc_project, sh
+from facegan.config import load_params
+from facegan.data.sources import UnsafeArchive, import_images
+from facegan.datasets import add, dataset_block, remove
+
+FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "examples"
+
+
+def _photos(folder: Path, refs: Path) -> None:
+    """A few real photos of one person (+ one of another) and reference photos of the first."""
+    folder.mkdir(parents=True)
+    refs.mkdir(parents=True)
+    if FACES.is_dir():
+        for name in ("obama.jpg", "obama2.jpg", "obama-480p.jpg", "biden.jpg"):
+            shutil.copy(FACES / name, folder / name)
+        shutil.copy(FACES / "knn_examples" / "train" / "obama" / "obama.jpg", refs / "ref.jpg")
+    else:
+        from skimage import data
+
+        face = Image.fromarray(data.astronaut())
+        for i, s in enumerate((512, 448, 384)):
+            face.resize((s, s)).save(folder / f"astro{i}.png")
+        face.save(refs / "ref.png")
+    (folder / "notes.txt").write_text("not an image")
+    shutil.copy(next(folder.glob("*.*g")), folder / "copy_of_first.jpg" if FACES.is_dir() else folder / "copy.png")
+
+
+def _zip(path: Path, entries: dict[str, bytes], symlink: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return path
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"../evil.png": b"x"}, "leaving the archive"),
+    ({"/abs/evil.png": b"x"}, "absolute path"),
+    ({"ok.png": b"x"}, "symbolic link"),
+])
+def test_unsafe_zips_are_refused_and_write_nothing(tmp_path, bad, match):
+    z = _zip(tmp_path / "a.zip", bad, symlink="link.png" if match == "symbolic link" else None)
+    with pytest.raises(UnsafeArchive, match=match):
+        import_images(z, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_zip_caps_and_dedupe_and_non_images(tmp_path):
+    png = _png()
+    z = _zip(tmp_path / "a.zip", {"a/1.png": png, "b/2.png": png, "readme.md": b"hi", "3.png": png + b"\0"})
+    report = import_images(z, tmp_path / "out")
+    assert report.imported == ["3.png", "a/1.png"] and report.duplicates == {"b/2.png": "a/1.png"}
+    assert report.skipped == {"readme.md": "not an image file"}
+    with pytest.raises(UnsafeArchive, match="more than the limit of 2"):
+        import_images(z, tmp_path / "out2", max_files=2)
+    bomb = _zip(tmp_path / "bomb.zip", {"big.png": b"\0" * 5_000_000})
+    with pytest.raises(UnsafeArchive, match="expands to more than"):
+        import_images(bomb, tmp_path / "out3", max_bytes=1_000_000)
+    with pytest.raises(ValueError, match="no images found"):
+        import_images(_zip(tmp_path / "empty.zip", {"x.txt": b"1"}), tmp_path / "out4")
+
+
+def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_restores(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    params = root / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    before = params.read_text()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(photos / f"{i}.png")
+    (tmp_path / "labels.csv").write_text("file,glasses\n0.png,1\n1.png,0\nghost.png,1\n2.png\n")
+    out = add("mine", photos, "drawings", labels=tmp_path / "labels.csv", params_file=params, root=root)
+    assert out["import"].startswith("3 images imported")
+    assert any("ghost.png" in p for p in out["label_problems"]) and any("line 5" in p for p in out["label_problems"])
+    p = load_params(params)
+    assert p.datasets["mine"].detect.backend == "haar" and p.datasets["mine"].pack.labels == "labels.csv"
+    assert params.read_text().startswith(before.split("datasets:")[0])  # header comments kept
+    with pytest.raises(ValueError, match="already exists"):
+        add("mine", photos, params_file=params, root=root)
+    with pytest.raises(ValueError, match="unknown kind"):
+        add("other", photos, "paintings", params_file=params, root=root)
+    with pytest.raises(ValueError, match="transfer.source/target"):
+        remove("sketch", params, root)
+    assert remove("mine", params, root)[0] == "params.yaml: datasets.mine"
+    assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
+
+
+def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    params = root / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    before = params.read_text()
+    with pytest.raises(FileNotFoundError, match="--cascade"):
+        add("anim", _one_image(tmp_path / "imgs"), "anime", params_file=params, root=root)
+    assert params.read_text() == before and not (root / "data" / "raw" / "anim").exists()
+
+
+def _one_image(folder: Path) -> Path:
+    folder.mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "a.png")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["photos", "drawings", "anime"])
+def test_blocks_for_every_kind_are_valid_params(kind):
+    block = dataset_block("x", kind, has_labels=False, has_references=kind == "photos")
+    cfg = yaml.safe_load("datasets:\n" + block)["datasets"]["x"]
+    assert cfg["source"] == {"kind": "folder"} and cfg["pack"]["labels"] is None
+    assert (cfg["verify"]["backend"] == "dlib") == (kind == "photos")
+
+
+def test_readme_walkthrough_runs_as_written(tmp_path):
+    """The README's 'Add your own dataset' commands, run line by line in a DVC copy of the project."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- walkthrough:start -->\s*```bash\n(.*?)```", text, re.S).group(1)
+    commands = [line.split()[:] for line in block.strip().splitlines()]
+    (tmp_path / "proj").mkdir()
+    root, env = make_dvc_project(tmp_path / "proj", tracking=False)
+    _photos(root / "my_photos", root / "my_refs")
+    bin_dir = Path(env["PATH"].split(":")[0])
+    outputs = []
+    for cmd in commands:
+        outputs.append(sh([str(bin_dir / cmd[0]), *cmd[1:]], root, env))
+    added, shown = outputs[0], outputs[2]
+    assert "images imported" in added and "skipped notes.txt: not an image file" in added and "duplicate" in added
+    assert "detect" in shown and "verify" in shown and "pack" in shown
+    if FACES.is_dir():
+        assert "another person" in shown  # biden.jpg is not the reference person
+    assert "me" in outputs[3] and "removed data/raw/me.dvc" in outputs[4]
+    assert "me:" not in (root / "params.yaml").read_text()
+    assert not (root / "data" / "raw" / "me").exists() and not (root / "data" / "raw" / "me.dvc").exists()
+    assert set(load_params(root / "params.yaml").datasets) == {"cartoon", "sketch"}
