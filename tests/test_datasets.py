@@ -137,6 +137,7 @@ def test_blocks_for_every_kind_are_valid_params(kind):
     assert (cfg["verify"]["backend"] == "dlib") == (kind == "photos")
 
 
+@pytest.mark.slow
 def test_readme_walkthrough_runs_as_written(tmp_path):
     """The README's 'Add your own dataset' commands, run line by line in a DVC copy of the project."""
     text = (ROOT / "README.md").read_text()

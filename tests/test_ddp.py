@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import tiny_params
@@ -64,6 +65,7 @@ def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path, layout):
     assert len(moved) > 10  # the comparison is between trained weights, not two copies of the init
 
 
+@pytest.mark.slow
 def test_train_stage_with_nproc_2_runs_under_torchrun_only_rank0_writes_and_resumes(tmp_path, layout):
     """The DVC/Prefect path: train.nproc > 1 relaunches the stage under torchrun. Resume: a checkpoint at
     step 2 is picked up by both ranks, and the run ends where an uninterrupted one does."""
