@@ -37,3 +37,22 @@ def test_check_command_reports_errors(tmp_path):
     ok = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "check", "-p", str(ROOT / "params.yaml")],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "datasets: cartoon" in ok.stdout
+
+
+def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=cwd, env={"COLUMNS": "200", "PATH": ""})
+
+
+def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):
+    params = str(ROOT / "params.yaml")
+    r = _cli("transfer", "warmup", "-p", params, "--root", str(tmp_path))
+    assert r.returncode == 2 and "unknown step 'warmup'; steps: pretrain, finetune, table, all" in r.stderr
+    r = _cli("transfer", "finetune", "ada", "-p", params, "--root", str(tmp_path))
+    assert r.returncode == 2 and "no pretrained model" in r.stderr
+    r = _cli("dataset", "show", "nope", "-p", params, "--root", str(tmp_path))
+    assert r.returncode == 2 and "unknown dataset 'nope'" in r.stderr
+    r = _cli("dataset", "add", "cartoon", str(tmp_path), "-p", params, "--root", str(tmp_path))
+    assert r.returncode == 2 and "already exists" in r.stderr
+    r = _cli("dataset", "list", "-p", params, "--root", str(tmp_path))
+    assert r.returncode == 0 and "cartoon" in r.stdout and "sketch" in r.stdout
