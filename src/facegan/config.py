@@ -112,7 +112,7 @@ class UpscaleConfig(Section):
 class QualityConfig(Section):
     min_sharpness: float = Field(10.0, ge=0, description="variance of the Laplacian at 128 px; blurrier faces are rejected")
     min_face: int = Field(32, ge=0, description="faces whose detected box was smaller in the photo are rejected (px)")
-    max_hash_distance: int = Field(4, ge=-1, le=64, description="near-duplicates: perceptual-hash bits apart (-1 = off)")
+    max_hash_distance: int = Field(16, ge=-1, le=256, description="near-duplicates: photo-hash bits apart, of 256 (-1 = off)")
 
 
 class PackConfig(Section):
