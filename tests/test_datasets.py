@@ -85,12 +85,18 @@ def test_zip_caps_and_dedupe_and_non_images(tmp_path):
         import_images(_zip(tmp_path / "empty.zip", {"x.txt": b"1"}), tmp_path / "out4")
 
 
-def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_restores(tmp_path):
+@pytest.fixture
+def project(tmp_path) -> tuple[Path, Path, str]:
+    """A project root holding a copy of params.yaml: (root, params file, its original text)."""
     root = tmp_path / "proj"
     root.mkdir()
     params = root / "params.yaml"
     shutil.copy(ROOT / "params.yaml", params)
-    before = params.read_text()
+    return root, params, params.read_text()
+
+
+def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_restores(tmp_path, project):
+    root, params, before = project
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(3):
@@ -112,12 +118,8 @@ def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_resto
     assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
 
 
-def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path):
-    root = tmp_path / "proj"
-    root.mkdir()
-    params = root / "params.yaml"
-    shutil.copy(ROOT / "params.yaml", params)
-    before = params.read_text()
+def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):
+    root, params, before = project
     with pytest.raises(FileNotFoundError, match="--cascade"):
         add("anim", _one_image(tmp_path / "imgs"), "anime", params_file=params, root=root)
     assert params.read_text() == before and not (root / "data" / "raw" / "anim").exists()
