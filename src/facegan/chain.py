@@ -6,7 +6,6 @@ logic lives here once. Heavy modules (torch, cv2, mlflow) are imported inside ea
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -86,19 +85,20 @@ class Layout:
         }[stage]
 
 
-def _summary(folder: Path) -> dict:
-    return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+# the per-image preprocessing stages, in order: each writes data/interim/<dataset>/<stage>/ with a summary
+PER_IMAGE = ("detect", "verify", "align", "matte", "upscale", "quality")
 
 
 def _report_stage(stage: str, at: Layout, t: Tracker) -> dict:
     """Counts per reason (summary.json) + a contact sheet of accepted and rejected samples, both to MLflow."""
+    from facegan.manifest import SUMMARY, read_summary
     from facegan.preprocess.common import contact_sheet
 
     folder = at.interim(stage)
     sheet = contact_sheet(stage, folder, at.raw / "images")
-    for path in (folder / "summary.json", sheet):
+    for path in (folder / SUMMARY, sheet):
         t.log_artifact(path)
-    return _summary(folder)
+    return read_summary(folder)
 
 
 def _generate(p: Params, at: Layout, t: Tracker) -> dict:
@@ -155,8 +155,10 @@ def _quality(p: Params, at: Layout, t: Tracker) -> dict:
 def _pack(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.data.pack import run_pack
 
+    from facegan.manifest import read_summary
+
     run_pack(p.dataset(at.dataset).pack, at.raw, at.interim("quality"), at.packed)
-    return _summary(at.packed)
+    return read_summary(at.packed)
 
 
 def _classifier(p: Params, at: Layout, t: Tracker) -> dict:

@@ -9,7 +9,6 @@ rolled back if the result does not load.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -20,13 +19,14 @@ from typing import Any
 
 import yaml
 
+from facegan.chain import PER_IMAGE, Layout
 from facegan.config import DatasetConfig, ParamsError, load_params
+from facegan.manifest import SUMMARY, read_summary
 from facegan.data.sources import ImportReport, import_images
 
 log = logging.getLogger(__name__)
 
 DATA_KINDS = ("raw", "interim", "processed", "classifiers", "stats", "models", "eval", "reports", "runs")
-STAGE_ORDER = ("detect", "verify", "align", "matte", "upscale", "quality")
 
 # backends per kind of image; everything else takes the DatasetConfig defaults
 KINDS: dict[str, dict[str, Any]] = {
@@ -158,17 +158,11 @@ def describe(name: str, params_file: Path = Path("params.yaml"), root: Path = Pa
     """What is known about one dataset: images, per-stage counts and rejection reasons, labels, disk use."""
     p = load_params(params_file)
     cfg = p.dataset(name)
-    data = root / "data"
-    images = data / "raw" / name / "images"
-    stages = {}
-    for stage in STAGE_ORDER:
-        summary = data / "interim" / name / stage / "summary.json"
-        if summary.is_file():
-            stages[stage] = json.loads(summary.read_text(encoding="utf-8"))
-    packed = data / "processed" / name / "summary.json"
-    if packed.is_file():
-        stages["pack"] = json.loads(packed.read_text(encoding="utf-8"))
-    label_file = data / "raw" / name / (cfg.pack.labels or "")
+    at, data = Layout(root, name), root / "data"
+    images = at.raw / "images"
+    folders = {**{stage: at.interim(stage) for stage in PER_IMAGE}, "pack": at.packed}
+    stages = {stage: read_summary(folder) for stage, folder in folders.items() if (folder / SUMMARY).is_file()}
+    label_file = at.raw / (cfg.pack.labels or "")
     label_columns = []
     if cfg.pack.labels and label_file.is_file():
         label_columns = label_file.read_text(encoding="utf-8").splitlines()[0].split(",")[1:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -60,3 +61,11 @@ def summary(rows: Manifest) -> dict[str, int]:
     for reason, n in Counter(r.reason for r in rows if r.status == "rejected").most_common():
         out[f"rejected: {reason}"] = n
     return out
+
+
+SUMMARY = "summary.json"
+
+
+def read_summary(folder: Path) -> dict[str, int]:
+    """The counts a stage wrote beside its manifest (see `summary`)."""
+    return json.loads((folder / SUMMARY).read_text(encoding="utf-8"))

@@ -22,8 +22,11 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     ev = json.loads((evaluation / "metrics.json").read_text(encoding="utf-8"))
     with (model / "losses.csv").open(newline="") as f:
         losses = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    counts = {stage: json.loads((interim / stage / "summary.json").read_text()) for stage in ("detect", "verify", "align", "matte", "upscale", "quality")}
-    packed = json.loads((processed / "summary.json").read_text())
+    from facegan.chain import PER_IMAGE
+    from facegan.manifest import read_summary
+
+    counts = {stage: read_summary(interim / stage) for stage in PER_IMAGE}
+    packed = read_summary(processed)
     metrics = {
         "dataset": dataset,
         **{k: v for k, v in ev.items() if k.startswith(("fd_", "kid_", "attr_acc"))},

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facegan.io import ImageError, atomic_dir, write_text
-from facegan.manifest import Manifest, Row, read_manifest, summary, write_manifest
+from facegan.manifest import SUMMARY, Manifest, Row, read_manifest, summary, write_manifest
 from facegan.parallel import map_items
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def finish(stage: str, folder: Path, rows: Manifest) -> None:
     """Write the manifest and a summary.json of counts per status/reason, and log the counts."""
     write_manifest(folder, rows)
     counts = summary(rows)
-    write_text(folder / "summary.json", json.dumps(counts, indent=1))
+    write_text(folder / SUMMARY, json.dumps(counts, indent=1))
     log.info("%s: %d ok, %d rejected%s", stage, counts["ok"], counts["rejected"],
              "".join(f"\n  {k}: {v}" for k, v in counts.items() if k.startswith("rejected:")))
     if counts["ok"] == 0:

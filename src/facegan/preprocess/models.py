@@ -130,12 +130,14 @@ class DlibShapes(Lazy):
         name = "shape_predictor_68_face_landmarks.dat" if self.points == 68 else "shape_predictor_5_face_landmarks.dat"
         return dlib.shape_predictor(str(dlib_model(name)))
 
-    def __call__(self, image: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
+    def shape(self, image: np.ndarray, box: tuple[float, ...]):
+        """dlib's full_object_detection for the face in `box` (what dlib's encoder takes)."""
         import dlib
 
-        rect = dlib.rectangle(*(int(round(v)) for v in box))
-        shape = self.model()(np.ascontiguousarray(image), rect)
-        return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+        return self.model()(np.ascontiguousarray(image), dlib.rectangle(*(int(round(v)) for v in box)))
+
+    def __call__(self, image: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
+        return np.array([[p.x, p.y] for p in self.shape(image, box).parts()], np.float64)
 
 
 class DlibEncoder(Lazy):
@@ -151,11 +153,8 @@ class DlibEncoder(Lazy):
         return dlib.face_recognition_model_v1(str(dlib_model("dlib_face_recognition_resnet_model_v1.dat")))
 
     def __call__(self, image: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
-        import dlib
-
-        rect = dlib.rectangle(*(int(round(v)) for v in box))
-        shape = self.shapes.model()(np.ascontiguousarray(image), rect)
-        return np.asarray(self.model().compute_face_descriptor(np.ascontiguousarray(image), shape, self.jitter))
+        image = np.ascontiguousarray(image)
+        return np.asarray(self.model().compute_face_descriptor(image, self.shapes.shape(image, box), self.jitter))
 
 
 FAN_FILE = "2DFAN4-cd938726ad.zip"  # face-alignment's 2D-FAN weights, in the torch hub checkpoints folder

@@ -119,10 +119,11 @@ class Trainer:
         self.opt_d = self._optimizer(self.d, cfg.lr_d, r1_every)
         self.loss = get_loss(cfg.loss)
         self.augment = build_augment(cfg)
-        if isinstance(self.augment, AdaptiveAugment):
-            self.augment.reduce = dist.all_sum
-        if isinstance(self.augment, AdaptiveAugment) and self.pretrained and self.pretrained.get("ada_p") is not None:
-            self.augment.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run
+        self.ada = self.augment if isinstance(self.augment, AdaptiveAugment) else None  # the stateful one
+        if self.ada:
+            self.ada.reduce = dist.all_sum
+            if self.pretrained and self.pretrained.get("ada_p") is not None:
+                self.ada.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run
         self.pl_mean = torch.zeros((), device=device)
         self.step_done = 0
         self.history: list[dict[str, float]] = []
@@ -239,8 +240,8 @@ class Trainer:
                 loss_d = loss.d(adv_real.float(), adv_fake.float())
                 aux_d = (aux_loss(aux_real, y_real, cfg.aux_head) + aux_loss(aux_fake, y_fake, cfg.aux_head)) / 2 \
                     if self.label_dims else zero
-            if isinstance(self.augment, AdaptiveAugment):
-                self.augment.observe(adv_real, step * cfg.n_critic + k)
+            if self.ada:
+                self.ada.observe(adv_real, step * cfg.n_critic + k)
             penalty = loss.penalty(self.d_run, real, fake, y_real, gen, cfg) if loss.penalty else zero
             self._update(loss_d + penalty + cfg.aux_weight * aux_d, self.opt_d)
             if loss.clip:
@@ -274,8 +275,8 @@ class Trainer:
         values = values.detach().float().cpu()
         self.step_done = step + 1
         row = {"step": self.step_done, **dict(zip(LOSS_FIELDS[1:], values.tolist()))}
-        if isinstance(self.augment, AdaptiveAugment):
-            row["ada_p"] = self.augment.p
+        if self.ada:
+            row["ada_p"] = self.ada.p
         self.history.append(row)
         if not torch.isfinite(values).all():
             raise FloatingPointError(f"non-finite loss at step {self.step_done}: {row}")
@@ -286,7 +287,7 @@ class Trainer:
             "step": self.step_done, "kimg": self.kimg, "G": self.g.state_dict(), "D": self.d.state_dict(),
             "G_ema": self.ema.model.state_dict() if self.ema else None,
             "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
-            "augment": self.augment.state_dict() if isinstance(self.augment, AdaptiveAugment) else None,
+            "augment": self.ada.state_dict() if self.ada else None,
             "pl_mean": self.pl_mean.cpu(), "scaler": self.scaler.state_dict(),
             "config": self.cfg.model_dump(mode="json"), "resolution": self.resolution,
             "label_dims": self.label_dims, "label_names": label_names, "label_values": label_values,
@@ -302,8 +303,8 @@ class Trainer:
             self.ema.model.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_G"])
         self.opt_d.load_state_dict(state["opt_D"])
-        if isinstance(self.augment, AdaptiveAugment):
-            self.augment.load_state_dict(state["augment"])
+        if self.ada:
+            self.ada.load_state_dict(state["augment"])
         self.pl_mean = state["pl_mean"].to(self.device)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -419,7 +420,7 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
         seconds = time.perf_counter() - t0
         if main:
             write_training_samples(trainer, dst / "samples.png", final=True, label_names=names, label_values=values)
-            fields = LOSS_FIELDS + (["ada_p"] if isinstance(trainer.augment, AdaptiveAugment) else [])
+            fields = LOSS_FIELDS + (["ada_p"] if trainer.ada else [])
             write_text(dst / "losses.csv", _csv(trainer.history, fields))
         log.info("trained %d steps in %.1f s (%.3f s/step)", cfg.steps - start, seconds,
                  seconds / max(1, cfg.steps - start))
