@@ -4,6 +4,8 @@
     train(dataset, model)          classifier -> refstats -> train
     evaluate(dataset, model)       evaluate -> report
     full(dataset, models)          all of the above, once per model
+    transfer()                     StyleGAN2: pretrain on transfer.source, fine-tune per run on the target, FID table
+    cyclegan()                     CycleGAN between cyclegan.a and cyclegan.b, FID per direction
 
 Flow parameters are validated by the same pydantic models as params.yaml (`train` overrides are a
 `TrainConfig`). Every stage is a task whose cache key covers its inputs on disk, the params and the
@@ -24,6 +26,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_progress_artifact, update_progress_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 import facegan  # noqa: E402
 from facegan.chain import Layout, run_stage  # noqa: E402
@@ -143,3 +146,42 @@ def full(dataset: str = "cartoon", models: list[str] | None = None, params_file:
         variant = model if len(variants) > 1 else None
         _run_stages(TRAIN + EVALUATE, dataset, params, root, variant, progress=(artifact, done, total))
         done += len(TRAIN) + len(EVALUATE)
+
+
+READY = PREPROCESS + ["classifier", "refstats"]  # a dataset packed, with its reference statistics
+
+
+@task(task_run_name="transfer-table", cache_policy=NO_CACHE)  # reads the runs' results: always refreshed
+def transfer_table_task(params_json: str, root: str) -> dict:
+    from facegan import transfer as tr
+
+    return tr.table(Params.model_validate_json(params_json), root)
+
+
+@flow(name="facegan-transfer")
+def transfer(params_file: str = "params.yaml", root: str = ".", overrides: dict[str, Any] | None = None) -> dict:
+    """Transfer learning: both datasets prepared, StyleGAN2 pretrained on transfer.source, fine-tuned on
+    transfer.target once per transfer run (train + evaluate), then the FID table (data/transfer/)."""
+    from facegan import transfer as tr
+
+    p = load(params_file, overrides)
+    tr.run_params(p, tr.PRETRAIN, Path(root))  # transfer.enabled false -> a clear error before any work
+    for ds in (p.transfer.source, p.transfer.target):
+        _run_stages(READY, ds, p, root)
+    params, ds = tr.run_params(p, tr.PRETRAIN, Path(root))
+    _run_stages(["train"], ds, params, root, tr.PRETRAIN)
+    for run in p.transfer.runs:
+        params, ds = tr.run_params(p, run, Path(root))
+        _run_stages(["train", "evaluate"], ds, params, root, run)
+    return transfer_table_task(p.model_dump_json(), root)
+
+
+@flow(name="facegan-cyclegan")
+def cyclegan(params_file: str = "params.yaml", root: str = ".", overrides: dict[str, Any] | None = None) -> None:
+    """Both datasets prepared, then the CycleGAN between cyclegan.a and cyclegan.b (data/cyclegan/)."""
+    p = load(params_file, overrides)
+    if not p.cyclegan.enabled:
+        raise ValueError("cyclegan.enabled is false in params.yaml")
+    for ds in (p.cyclegan.a, p.cyclegan.b):
+        _run_stages(READY, ds, p, root)
+    _run_stages(["cyclegan"], p.cyclegan.a, p, root)

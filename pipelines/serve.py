@@ -4,7 +4,8 @@
 
 Per dataset in params.yaml: `facegan-full/nightly-<dataset>` on the cron schedule (e.g. retrain
 nightly when new photos arrive), plus unscheduled `facegan-train/<dataset>` and
-`facegan-evaluate/<dataset>` to run by hand from the UI or `prefect deployment run`.
+`facegan-evaluate/<dataset>` to run by hand from the UI or `prefect deployment run`; and, when enabled
+in params.yaml, `facegan-transfer/default` and `facegan-cyclegan/default`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flows import evaluate, full, train  # noqa: E402
+from flows import cyclegan, evaluate, full, train, transfer  # noqa: E402
 from prefect import serve  # noqa: E402
 
 from facegan.config import load_params  # noqa: E402
@@ -30,6 +31,10 @@ def deployments(params_file: Path, root: Path, cron: str) -> list:
                                       description=f"the whole chain for {ds}, on a schedule", tags=["facegan", ds]))
         out.append(train.to_deployment(name=ds, parameters={"dataset": ds, **common}, tags=["facegan", ds]))
         out.append(evaluate.to_deployment(name=ds, parameters={"dataset": ds, **common}, tags=["facegan", ds]))
+    if params.transfer.enabled:
+        out.append(transfer.to_deployment(name="default", parameters=common, tags=["facegan", "transfer"]))
+    if params.cyclegan.enabled:
+        out.append(cyclegan.to_deployment(name="default", parameters=common, tags=["facegan", "cyclegan"]))
     return out
 
 

@@ -24,7 +24,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def shrink(raw: dict, n: int, n_target: int) -> dict:
-    """Every dataset to a few 128 px images packed at 32 px; the transfer runs to a tiny StyleGAN2."""
+    """Every dataset to a few 128 px images packed at 32 px; the transfer runs to a tiny StyleGAN2, the CycleGAN
+    to a tiny one."""
     for name, ds in raw["datasets"].items():
         ds["source"].update(n=n if name == "cartoon" else n_target, size=128)
         ds["align"]["size"] = ds["upscale"]["size"] = 64
@@ -36,6 +37,8 @@ def shrink(raw: dict, n: int, n_target: int) -> dict:
     t["pretrain"].update(tiny)
     t["finetune"].update(tiny)
     t["runs"] = {"baseline": {}, "freezed_ada": {"freeze_d": 1, "ada": {"enabled": True}}}
+    raw["cyclegan"].update(g_channels=4, res_blocks=1, d_channels=4, steps=2, decay_start=1, batch_size=2, pool_size=2,
+                           num_samples=8, checkpoint_every=1, sample_every=2)
     return raw
 
 

@@ -23,13 +23,16 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     out = _sh(["dvc", "repro"], root, env)
     for stage in ("generate@cartoon", "generate@sketch", "detect@cartoon", "align@cartoon", "matte@cartoon", "upscale@cartoon",
                   "pack@cartoon", "train@cartoon", "refstats@cartoon", "evaluate@cartoon", "report@cartoon",
-                  "pack@sketch", "pretrain", "finetune@baseline", "finetune@freezed_ada", "transfer-table"):
+                  "pack@sketch", "pretrain", "finetune@baseline", "finetune@freezed_ada", "transfer-table", "cyclegan"):
         assert f"Running stage '{stage}'" in out
     table = json.loads((root / "data/transfer/fid_table.json").read_text())
     assert set(table["runs"]) == {"baseline", "freezed_ada", "scratch (dcgan)"}
     assert all(r["fd_dlib"] > 0 for r in table["runs"].values())
     assert table["runs"]["freezed_ada"]["freeze_d"] == 1 and table["runs"]["freezed_ada"]["augment"] == "ada"
     assert (root / "data/runs/sketch/baseline/models/style_mixing.png").is_file()
+    cyc = json.loads((root / "data/cyclegan/metrics.json").read_text())
+    assert cyc["a_to_b"]["fd_dlib"] > 0 and cyc["b_to_a"]["fd_dlib"] > 0
+    assert (root / "data/cyclegan/model/translated_b_to_a.png").is_file()
 
     metrics = json.loads((root / "data/reports/cartoon/metrics.json").read_text())
     assert metrics["extractors_ran"] == ["dlib"] and metrics["fd_dlib"] > 0
@@ -75,6 +78,22 @@ def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
     assert got["stages"] == sorted(["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "classifier", "refstats",
                                     "train", "evaluate", "report"])
     assert got["loss_points"] == 6
+
+
+def test_two_dataset_stages_are_runs_of_their_own(project):
+    root, env = project
+    code = (
+        "import mlflow, json; c = mlflow.tracking.MlflowClient();"
+        "e = c.get_experiment_by_name('facegan');"
+        "rs = c.search_runs([e.experiment_id], \"tags.`facegan.kind` = 'stage'\", max_results=1000);"
+        "print(json.dumps({r.data.tags['stage']: {'parent': r.data.tags.get('mlflow.parentRunId'), 'status': r.info.status,"
+        "'params': r.data.params, 'metrics': r.data.metrics} for r in rs if r.data.tags['stage'] in ('cyclegan', 'transfer-table')}))"
+    )
+    got = json.loads(_sh([sys.executable, "-c", code], root, env).strip().splitlines()[-1])
+    assert set(got) == {"cyclegan", "transfer-table"}
+    assert all(r["parent"] is None and r["status"] == "FINISHED" for r in got.values())
+    assert got["cyclegan"]["params"]["cyclegan.b"] == "sketch" and got["cyclegan"]["metrics"]["a_to_b.fd_dlib"] > 0
+    assert got["transfer-table"]["params"]["transfer.target"] == "sketch"
 
 
 @pytest.mark.slow

@@ -58,6 +58,7 @@ def _api(env: dict, code: str) -> dict:
 
 
 RUN = """
+DEPLOYMENT = "facegan-full/nightly-cartoon"
 import asyncio, json, time
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
@@ -68,11 +69,11 @@ async def main():
     async with get_client() as c:
         for _ in range(120):  # the serve process registers the deployments
             try:
-                dep = await c.read_deployment_by_name("facegan-full/nightly-cartoon")
+                dep = await c.read_deployment_by_name(DEPLOYMENT)
                 break
             except Exception:
                 await asyncio.sleep(1)
-        run = await run_deployment("facegan-full/nightly-cartoon", timeout=600, poll_interval=2)
+        run = await run_deployment(DEPLOYMENT, timeout=600, poll_interval=2)
         for _ in range(300):  # make sure the run and its task runs have settled
             run = await c.read_flow_run(run.id)
             if run.state and run.state.is_final():
@@ -119,6 +120,21 @@ def test_prefect_and_dvc_repro_give_identical_outputs(served):
     for rel in ("data/processed/cartoon/dataset.zip", "data/reports/cartoon/metrics.json", "data/eval/cartoon/metrics.json",
                 "data/stats/cartoon/stats.json"):
         assert (root / rel).read_bytes() == (dvc_root / rel).read_bytes(), f"{rel} differs between Prefect and DVC"
+
+
+def test_transfer_and_cyclegan_deployments_run_their_chains(served):
+    root, env, _, _ = served
+    for name, stages in (("facegan-transfer/default", ["train@cartoon", "train@sketch", "evaluate@sketch", "transfer-table"]),
+                         ("facegan-cyclegan/default", ["pack@sketch", "refstats@sketch", "cyclegan@cartoon"])):
+        got = _api(env, RUN.replace("facegan-full/nightly-cartoon", name))
+        assert got["state"] == "COMPLETED", (name, got["tasks"])
+        names = {n for n, _ in got["tasks"]}
+        assert set(stages) <= names, (name, names)
+    table = json.loads((root / "data/transfer/fid_table.json").read_text())
+    assert {"baseline", "freezed_ada"} <= set(table["runs"]) and all(r["fd_dlib"] > 0 for r in table["runs"].values())
+    assert (root / "data/runs/cartoon/pretrain/models/checkpoint.pt").is_file()
+    metrics = json.loads((root / "data/cyclegan/metrics.json").read_text())
+    assert metrics["a_to_b"]["fd_dlib"] > 0 and metrics["b_to_a"]["fd_dlib"] > 0
 
 
 def test_flow_parameters_are_validated_by_the_config_models(tmp_path):

@@ -132,6 +132,25 @@ def test_reproduce_gives_the_same_fid(server, pipeline):
     assert "reproduced: every metric within 1e-06" in r.stdout and "fd_dlib" in r.stdout
 
 
+def test_vae_joins_the_fid_comparison_table(server, pipeline):
+    root, params = pipeline
+    raw = params.model_dump(mode="json")
+    raw["train"].update(model="vae")
+    from facegan.config import parse_params
+
+    vae = parse_params(raw)
+    for stage in ("train", "evaluate", "report"):
+        run_stage(stage, "cartoon", vae, root, "vae")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
+    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "report", "--out", "tables_vae"],
+                       capture_output=True, text=True, env=env, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = (root / "tables_vae" / "fid_table.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    models = {row.split(",")[header.index("model")]: row.split(",")[header.index("fd_dlib")] for row in rows[1:]}
+    assert {"dcgan", "vae"} <= set(models) and float(models["vae"]) > 0
+
+
 def test_server_down_mid_run_loses_nothing(tmp_path, monkeypatch, caplog):
     from facegan import track
 

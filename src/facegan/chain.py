@@ -82,6 +82,8 @@ class Layout:
             "train": ([self.packed, self.stats, self.classifier], [self.model]),
             "evaluate": ([self.packed, self.model, self.stats, self.classifier], [self.evaluation]),
             "report": ([i("quality"), self.packed, self.model, self.evaluation], [self.report]),
+            # over two datasets: every packed set and statistics (a superset: never stale)
+            "cyclegan": ([self._d("processed"), self._d("stats")], [self._d("cyclegan")]),
         }[stage]
 
 
@@ -200,6 +202,18 @@ def _report(p: Params, at: Layout, t: Tracker) -> dict:
                       at.report, tracker=t)
 
 
+def _cyclegan(p: Params, at: Layout, t: Tracker) -> dict:
+    from facegan import translate
+
+    metrics = translate.run(p, at.root, on_step=t.log_metrics)
+    t.set_tags({"a": p.cyclegan.a, "b": p.cyclegan.b, "model": "cyclegan"})
+    model = at.root / translate.OUT / "model"
+    for path in (model / "samples.png", model / "translated_a_to_b.png", model / "translated_b_to_a.png",
+                 model / "losses.csv", at.root / translate.OUT / "metrics.json"):
+        t.log_artifact(path)
+    return {d: metrics[d] for d in translate.DIRECTIONS if d in metrics} | {"seconds_per_step": metrics["seconds_per_step"]}
+
+
 # In dependency order: raw -> detect -> verify -> align -> matte -> upscale -> quality -> pack -> (classifier, refstats) -> train
 # -> evaluate -> report
 STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] = {
@@ -217,6 +231,10 @@ STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] 
     "evaluate": (_evaluate, "Frechet distances (+ attribute accuracy) of generated vs real images."),
     "report": (_report, "metrics.json + sample grid; the pipeline's MLflow run, FID table, model registry."),
 }
+# stages over two datasets, run for the first one named in their params section
+PAIR_STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] = {
+    "cyclegan": (_cyclegan, "CycleGAN between cyclegan.a and cyclegan.b: translated grids both ways, FID per direction."),
+}
 
 BUFFERS = Path(".facegan") / "tracking"  # local copies of what goes to MLflow, until it is sent
 
@@ -226,10 +244,13 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
     """Run one stage for one dataset (tracked as a nested MLflow run); returns the seconds it took."""
     from facegan import track
 
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    stages = STAGES | PAIR_STAGES
+    if name not in stages:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(stages)}")
     p = params if isinstance(params, Params) else load_params(params)
     p.dataset(dataset)  # unknown dataset -> ParamsError before any work
+    if name == "cyclegan" and dataset != p.cyclegan.a:
+        raise ParamsError(f"stage cyclegan runs for cyclegan.a ({p.cyclegan.a!r}), not {dataset!r}")
     root = Path(root)
     if name == "train" and p.train.nproc > 1:
         from facegan.train.dist import in_torchrun
@@ -237,12 +258,13 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
         if not in_torchrun():
             return _train_distributed(p, dataset, root, variant)
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
-    t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root / BUFFERS / f"{name}@{dataset}.jsonl")
+    section = name if name in PAIR_STAGES else None  # their own run, with their params section
+    t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root / BUFFERS / f"{name}@{dataset}.jsonl", section)
                   if p.tracking.enabled and rank0 else track.NullTracker())
     t0 = time.perf_counter()
     log.info("stage %s: dataset %s", name, dataset)
     try:
-        metrics = STAGES[name][0](p, Layout(root, dataset, variant), t) or {}
+        metrics = stages[name][0](p, Layout(root, dataset, variant), t) or {}
     except BaseException:
         t.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
         raise

@@ -34,7 +34,7 @@ def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
         p = load_params(params)
         for name in names:
             run_stage(name, dataset, p, root)
-    except ParamsError as e:
+    except (ParamsError, FileNotFoundError) as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         raise typer.Exit(2) from None
 
@@ -83,6 +83,19 @@ def transfer(
     except (ParamsError, FileNotFoundError) as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         raise typer.Exit(2) from None
+
+
+@app.command("cyclegan")
+def cyclegan(params: Path = PARAMS, root: Path = ROOT) -> None:
+    """CycleGAN between cyclegan.a and cyclegan.b (packed first): grids both ways, FID per direction."""
+    from facegan.config import ParamsError, load_params
+
+    try:
+        p = load_params(params)
+    except ParamsError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    _run(["cyclegan"], p.cyclegan.a, params, root)
 
 
 @app.command("report")

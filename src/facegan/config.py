@@ -7,10 +7,10 @@ the bad value and what is allowed (see `ParamsError`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -196,9 +196,25 @@ class StyleGAN2Config(Section):
         return data
 
 
+def _unique_policies(v: list[str]) -> list[str]:
+    if len(set(v)) != len(v):
+        raise ValueError("diffaugment lists a policy twice")
+    return v
+
+
+DiffAugmentPolicies = Annotated[list[Literal["color", "translation", "cutout"]], AfterValidator(_unique_policies)]
+
+
+class VAEConfig(Section):
+    """Model `vae`: conv encoder (D's layout) -> (mu, log variance); G's deconv net as the decoder."""
+
+    kl_weight: float = Field(1.0, ge=0, description="beta: loss = squared error per image + kl_weight * KL")
+    kl_warmup: int = Field(0, ge=0, description="steps over which the KL weight ramps up linearly from 0")
+
+
 class TrainConfig(Section):
-    model: Literal["dcgan", "wgan-gp", "acgan", "stylegan2"] = "dcgan"
-    loss: Literal["minimax", "nonsaturating", "hinge", "wgan", "wgan-gp", "wgan-div"] = "nonsaturating"
+    model: Literal["dcgan", "wgan-gp", "acgan", "stylegan2", "vae"] = "dcgan"
+    loss: Literal["minimax", "nonsaturating", "hinge", "lsgan", "wgan", "wgan-gp", "wgan-div"] = "nonsaturating"
     g_arch: Literal["deconv", "upsample"] = Field("deconv", description="transposed convs, or nearest upsample + conv")
     d_norm: Literal["auto", "batch", "instance", "layer", "none"] = Field(
         "auto", description="auto: batch norm, or layer norm for model wgan-gp and gradient-penalty losses")
@@ -225,10 +241,10 @@ class TrainConfig(Section):
     div_p: float = Field(6.0, gt=0, description="wgan-div p")
     clip: float = Field(0.01, gt=0, description="wgan weight clipping bound")
     ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of G's weights (0 = off), e.g. 0.999")
-    diffaugment: list[Literal["color", "translation", "cutout"]] = Field(
-        [], description="DiffAugment policies applied to every image D sees")
+    diffaugment: DiffAugmentPolicies = Field([], description="DiffAugment policies applied to every image D sees")
     ada: AdaConfig = AdaConfig()
     stylegan2: StyleGAN2Config = StyleGAN2Config()
+    vae: VAEConfig = VAEConfig()
     freeze_d: int = Field(0, ge=0, description="FreezeD: the first K discriminator blocks are not trained")
     init_from: Path | None = Field(
         None, description="transfer learning: start from this checkpoint (facegan or rosinality stylegan2 .pt)")
@@ -264,12 +280,16 @@ class TrainConfig(Section):
                              "(use layer, instance or none)")
         if self.d_variant == "projection" and not self.conditional:
             raise ValueError("d_variant 'projection' needs labels: use it with model 'acgan'")
-        if len(set(self.diffaugment)) != len(self.diffaugment):
-            raise ValueError("diffaugment lists a policy twice")
         if self.diffaugment and self.ada.enabled:
             raise ValueError("choose one augmentation: diffaugment or ada.enabled, not both")
         if self.freeze_d and self.init_from is None:
             raise ValueError("freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint")
+        if self.model == "vae":
+            gan_only = {"diffaugment": bool(self.diffaugment), "ada.enabled": self.ada.enabled,
+                        "freeze_d": bool(self.freeze_d), "init_from": self.init_from is not None,
+                        "n_critic": self.n_critic != 1}
+            if any(gan_only.values()):
+                raise ValueError(f"model 'vae' has no discriminator: unset {', '.join(k for k, v in gan_only.items() if v)}")
         return self
 
 
@@ -341,6 +361,48 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class CycleGANConfig(Section):
+    """Unpaired translation between two packed datasets `a` and `b` (facegan.cyclegan)."""
+
+    enabled: bool = False
+    a: str = "cartoon"
+    b: str = "sketch"
+    g_channels: int = Field(64, ge=4, le=512, description="width of the ResNet generators' first conv (ngf)")
+    res_blocks: int = Field(6, ge=1, le=32, description="residual blocks in each generator (9 for 256 px in the paper)")
+    d_channels: int = Field(64, ge=4, le=512, description="width of the PatchGAN discriminators' first conv (ndf)")
+    d_layers: int = Field(3, ge=1, le=6, description="PatchGAN strided layers (3 = the 70x70 PatchGAN)")
+    spectral_norm: bool = Field(False, description="spectral norm on every discriminator conv")
+    loss: Literal["lsgan", "nonsaturating", "hinge"] = "lsgan"
+    cycle_weight: float = Field(10.0, ge=0, description="lambda of the L1 cycle-consistency loss")
+    identity_weight: float = Field(0.5, ge=0, description="identity loss, as a fraction of cycle_weight")
+    ssim_weight: float = Field(0.0, ge=0, description="weight of the SSIM loss on the cycle reconstructions")
+    pool_size: int = Field(50, ge=0, le=10_000, description="history of generated images shown to D (0 = off)")
+    diffaugment: DiffAugmentPolicies = Field([], description="DiffAugment policies applied to every image the discriminators see")
+    steps: int = Field(1000, ge=1)
+    decay_start: int = Field(500, ge=0, description="the learning rate decays linearly to 0 from this step")
+    batch_size: int = Field(1, ge=1, le=1024)
+    lr: float = Field(2e-4, gt=0, lt=1)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    mirror: bool = True
+    checkpoint_every: int = Field(100, ge=1)
+    sample_every: int = Field(100, ge=1)
+    num_samples: int = Field(500, ge=2, description="images translated per direction for its Frechet distance")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    compile: bool = False
+    loader_threads: int = Field(2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CycleGANConfig:
+        if self.decay_start > self.steps:
+            raise ValueError(f"decay_start {self.decay_start} is after the last step ({self.steps})")
+        return self
+
+
 class Params(Section):
     workers: int = Field(2, ge=1, le=256, description="processes for per-image stages")
     datasets: dict[str, DatasetConfig] = Field(min_length=1)
@@ -348,6 +410,7 @@ class Params(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
     transfer: TransferConfig = TransferConfig(enabled=False)
+    cyclegan: CycleGANConfig = CycleGANConfig()
 
     @field_validator("datasets")
     @classmethod
@@ -364,16 +427,23 @@ class Params(Section):
                              f"({', '.join(self.evaluate.extractors)}): its reference statistics come from refstats")
         return self
 
+    def _check_pair(self, section: str, roles: dict[str, str]) -> None:
+        """Two datasets used together (transfer, cyclegan): both defined, different, packed at one resolution."""
+        for role, name in roles.items():
+            if name not in self.datasets:
+                raise ValueError(f"{section}.{role} {name!r} is not a dataset; params.yaml defines: {', '.join(self.datasets)}")
+        first, second = roles.values()
+        if first == second:
+            raise ValueError(f"{section}: {' and '.join(roles)} must be two different datasets")
+        if self.datasets[first].pack.resolution != self.datasets[second].pack.resolution:
+            raise ValueError(f"{section}: {' and '.join(roles)} datasets must be packed at the same resolution")
+
     @model_validator(mode="after")
-    def _transfer_datasets(self) -> Params:
-        t = self.transfer
-        if t.enabled:
-            for role, name in (("source", t.source), ("target", t.target)):
-                if name not in self.datasets:
-                    raise ValueError(f"transfer.{role} {name!r} is not a dataset; params.yaml defines: "
-                                     f"{', '.join(self.datasets)}")
-            if self.datasets[t.source].pack.resolution != self.datasets[t.target].pack.resolution:
-                raise ValueError("transfer: source and target datasets must be packed at the same resolution")
+    def _pairs(self) -> Params:
+        if self.transfer.enabled:
+            self._check_pair("transfer", {"source": self.transfer.source, "target": self.transfer.target})
+        if self.cyclegan.enabled:
+            self._check_pair("cyclegan", {"a": self.cyclegan.a, "b": self.cyclegan.b})
         return self
 
     def dataset(self, name: str) -> DatasetConfig:

@@ -180,6 +180,8 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
         raise ParamsError(f"{name!r} is the only dataset; params.yaml needs at least one")
     if p.transfer.enabled and name in (p.transfer.source, p.transfer.target):
         raise ParamsError(f"{name!r} is transfer.source/target in params.yaml: change that first")
+    if p.cyclegan.enabled and name in (p.cyclegan.a, p.cyclegan.b):
+        raise ParamsError(f"{name!r} is cyclegan.a/b in params.yaml: change that first")
     original = params_file.read_text(encoding="utf-8")
     params_file.write_text(remove_block(original, name), encoding="utf-8")
     try:

@@ -1,6 +1,7 @@
 """GAN losses by name: adversarial terms for D and G, plus an optional regulariser on D.
 
 - minimax (Goodfellow 2014), nonsaturating (its practical G loss), hinge (Lim & Ye 2017),
+- lsgan: least squares (Mao et al. 2017; CycleGAN's default),
 - wgan: Wasserstein with weight clipping (Arjovsky 2017),
 - wgan-gp: + gradient penalty on interpolates (Gulrajani 2017),
 - wgan-div: + k * |grad D|^p on real and fake samples (Wu et al. 2018).
@@ -59,6 +60,7 @@ LOSSES: dict[str, GanLoss] = {
     "minimax": GanLoss(_d_logistic, lambda fake: -F.softplus(fake).mean()),
     "nonsaturating": GanLoss(_d_logistic, lambda fake: F.softplus(-fake).mean()),
     "hinge": GanLoss(lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(), lambda fake: -fake.mean()),
+    "lsgan": GanLoss(lambda real, fake: (real - 1).pow(2).mean() + fake.pow(2).mean(), lambda fake: (fake - 1).pow(2).mean()),
     "wgan": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), clip=True),
     "wgan-gp": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), penalty=gradient_penalty),
     "wgan-div": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), penalty=divergence_penalty),

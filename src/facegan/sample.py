@@ -96,6 +96,25 @@ def write_training_samples(trainer, path: Path, final: bool = False, label_names
             write_image(path.parent / f"samples_by_{name}.png", grid)
 
 
+@torch.no_grad()
+def write_vae_figures(trainer, out: Path, n: int = GRID_COLS, steps: int = GRID_COLS) -> None:
+    """VAE: reconstructions.png (rows of real images, each above its reconstruction from the mean code) and
+    latent_interpolation.png (each row walks linearly between the codes of two real images)."""
+    was = trainer.g.training, trainer.d.training
+    trainer.g.eval(), trainer.d.eval()
+    idx = torch.randperm(len(trainer.images), generator=torch.Generator().manual_seed(trainer.cfg.seed + 5))[: 2 * n]
+    real = trainer.images[idx].to(trainer.device).float().div(127.5).sub(1)
+    mu, _ = trainer.d(real)  # the encoder itself, not its DDP wrapper: only the main process draws
+    recon = trainer.sampler(mu)
+    rows = torch.cat([real[:n], recon[:n], real[n:], recon[n:]])
+    write_image(out / "reconstructions.png", image_grid(to_uint8(rows), ncols=n))
+    a, b = mu[: len(mu) // 2], mu[len(mu) // 2 :]
+    t = torch.linspace(0, 1, steps, device=mu.device)[None, :, None]
+    walk = (a[:, None] * (1 - t) + b[:, None] * t).reshape(-1, mu.shape[1])
+    write_image(out / "latent_interpolation.png", image_grid(to_uint8(trainer.sampler(walk)), ncols=steps))
+    trainer.g.train(was[0]), trainer.d.train(was[1])
+
+
 def parse_labels(spec: str, names: list[str], values: dict[str, list[str]]) -> dict[int, int]:
     """`hair=blond,glasses=1` -> {attribute index: value index}. A prefix names an attribute when it,
     with the value, is unambiguous."""

@@ -231,13 +231,21 @@ def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params) -> str:
     return run.info.run_id
 
 
-def stage_tracker(cfg: TrackingConfig, stage: str, dataset: str, params: Params, buffer: Path) -> Tracker:
-    """A nested run for one stage under the pipeline parent; works offline (everything buffered)."""
+def stage_tracker(cfg: TrackingConfig, stage: str, dataset: str, params: Params, buffer: Path,
+                  section: str | None = None) -> Tracker:
+    """A nested run for one stage under the pipeline parent; works offline (everything buffered).
+
+    Stages over two datasets (cyclegan, transfer-table) name their params `section` instead: they get a run
+    of their own with that section's params, since no single dataset's pipeline run owns them."""
     try:
-        parent = pipeline_parent(cfg, dataset, params)
-        run = client(cfg).create_run(experiment_id(cfg), tags={
-            "mlflow.parentRunId": parent, "mlflow.runName": f"{stage}@{dataset}", KIND: "stage", "stage": stage,
-            "dataset": dataset})
+        c = client(cfg)
+        parent = pipeline_parent(cfg, dataset, params) if section is None else None
+        tags = {"mlflow.runName": f"{stage}@{dataset}", KIND: "stage", "stage": stage, "dataset": dataset}
+        run = c.create_run(experiment_id(cfg), tags=tags | ({"mlflow.parentRunId": parent} if parent else git_state()))
+        if section is not None:
+            own = {**flatten(getattr(params, section), f"{section}."), **flatten(params.evaluate, "evaluate.")}
+            send(c, run.info.run_id, [{"op": "param", "key": k, "value": "null" if v is None else str(v)}
+                                      for k, v in own.items()])
         return Tracker(cfg, buffer, run.info.run_id, parent)
     except Exception as e:  # noqa: BLE001
         log.warning("MLflow at %s unreachable (%s); stage %s runs untracked, its records stay in %s",

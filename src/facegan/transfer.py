@@ -109,7 +109,8 @@ def _track(p: Params, root: Path, result: dict) -> None:
 
     if not p.tracking.enabled:
         return
-    t = track.stage_tracker(p.tracking, "transfer-table", p.transfer.target, p, root / BUFFERS / "transfer-table.jsonl")
+    t = track.stage_tracker(p.tracking, "transfer-table", p.transfer.target, p, root / BUFFERS / "transfer-table.jsonl",
+                            "transfer")
     t.log_metrics({track.metric_key(f"{run}.{c}"): v for run, row in result["runs"].items()
                    for c, v in row.items() if c in COLUMNS and v is not None})
     for name in ("fid_table.md", "fid_table.json"):

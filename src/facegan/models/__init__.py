@@ -5,6 +5,7 @@
   Wasserstein losses with gradient penalty.
 - `acgan`: both conditioned on the dataset's attribute labels (`label_input`, `aux_head`, `d_variant`).
 - `stylegan2`: mapping + modulated-conv synthesis G, residual D (`train.stylegan2`), pure PyTorch.
+- `vae`: (decoder, encoder) of a variational autoencoder; the decoder takes G's place (`train.vae`).
 """
 
 from __future__ import annotations
@@ -49,14 +50,27 @@ def _stylegan2(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> 
     return g, d
 
 
+def _vae(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tuple[nn.Module, nn.Module]:
+    from facegan.models import dcgan, vae
+
+    if label_dims:
+        raise ValueError("model 'vae' is unconditional: use model 'acgan' for attribute labels")
+    decoder = dcgan.Generator(resolution, cfg.z_dim, cfg.g_channels, cfg.g_arch)
+    encoder = vae.Encoder(resolution, cfg.z_dim, cfg.d_channels, cfg.resolved_d_norm)
+    decoder.apply(dcgan.init_weights)
+    encoder.apply(dcgan.init_weights)
+    return decoder, encoder
+
+
 MODELS: dict[str, Callable[[TrainConfig, int, Sequence[int]], tuple[nn.Module, nn.Module]]] = {
     "dcgan": _unconditional,
     "wgan-gp": _unconditional,
     "acgan": _acgan,
     "stylegan2": _stylegan2,
+    "vae": _vae,
 }
 
 
 def build_models(cfg: TrainConfig, resolution: int, label_dims: Sequence[int] = ()) -> tuple[nn.Module, nn.Module]:
-    """(G, D) for cfg.model at `resolution`; `label_dims` = values per attribute (conditional models)."""
+    """(G, D) for cfg.model (for `vae`: decoder, encoder) at `resolution`; `label_dims` = values per attribute (conditional models)."""
     return pick(MODELS, cfg.model, "model")(cfg, resolution, label_dims)

@@ -76,21 +76,24 @@ class Generator(nn.Module):
         return self.body(x)
 
 
+def conv_features(resolution: int, channels: int, norm: str, sn=lambda m: m) -> tuple[nn.Sequential, int]:
+    """Strided 4x4 convs from `resolution` down to 4x4 (4 layers at 64 px): (layers, flattened size)."""
+    width = [channels * 2 ** min(i, 3) for i in range(levels(resolution))]  # e.g. 32, 64, 128, 256
+    layers: list[nn.Module] = [sn(nn.Conv2d(3, width[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+    for cin, cout in zip(width, width[1:]):
+        layers += [sn(nn.Conv2d(cin, cout, 4, 2, 1, bias=norm == "none")), _norm(norm, cout), nn.LeakyReLU(0.2, True)]
+    return nn.Sequential(*layers), width[-1] * 16
+
+
 class Discriminator(nn.Module):
     """images (N, 3, R, R) [, labels] -> (adversarial logits (N,), aux logits per attribute or None)."""
 
     def __init__(self, resolution: int = 64, channels: int = 64, norm: str = "batch", spectral: bool = False,
                  label_dims: Sequence[int] = (), aux_head: str = "softmax", projection: bool = False):
         super().__init__()
-        n = levels(resolution)
         self.label_dims, self.aux_head, self.projection = tuple(label_dims), aux_head, projection
         sn = spectral_norm if spectral or projection else (lambda m: m)
-        width = [channels * 2 ** min(i, 3) for i in range(n)]  # e.g. 32, 64, 128, 256
-        layers: list[nn.Module] = [sn(nn.Conv2d(3, width[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
-        for cin, cout in zip(width, width[1:]):
-            layers += [sn(nn.Conv2d(cin, cout, 4, 2, 1, bias=norm == "none")), _norm(norm, cout), nn.LeakyReLU(0.2, True)]
-        self.features = nn.Sequential(*layers)
-        feat = width[-1] * 16  # the final 4x4 map, flattened
+        self.features, feat = conv_features(resolution, channels, norm, sn)
         self.adv = sn(nn.Linear(feat, 1, bias=False))  # == the classic 4x4 valid conv to one logit
         self.aux = nn.ModuleList()
         self.embed = nn.ModuleList()

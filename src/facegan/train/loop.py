@@ -80,53 +80,32 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-class Trainer:
-    """G, D, optimisers, EMA, augmentation and one `step()`; `state_dict()` holds everything to resume."""
+class Stepper:
+    """Plumbing every trainer shares: device, DDP and torch.compile wrapping, mixed precision with grad scaling,
+    seeded batches, the step counter and loss history, and the matching part of the checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None,
-                 label_dims: list[int], device: torch.device, dist: Dist = Dist()):
-        self.cfg, self.device, self.dist = cfg, device, dist
-        if cfg.batch_size % dist.world:
-            raise ValueError(f"train.batch_size {cfg.batch_size} (the global batch) is not divisible by the "
+    fields: list[str] = LOSS_FIELDS  # columns of losses.csv
+
+    def __init__(self, device: torch.device, dist: Dist, *, batch_size: int, seed: int, mirror: bool, amp: str,
+                 channels_last: bool, compile: bool):
+        if batch_size % dist.world:
+            raise ValueError(f"the batch size {batch_size} (the global batch) is not divisible by the "
                              f"{dist.world} processes")
-        self.images = images  # (N, 3, R, R) uint8, on CPU (or pinned)
-        self.labels = labels if cfg.conditional else None
-        self.label_dims = label_dims if cfg.conditional else []
-        self.resolution = images.shape[-1]
-        self.style = cfg.stylegan2 if cfg.model == "stylegan2" else None
-        torch.manual_seed(cfg.seed)
-        g, d = build_models(cfg, self.resolution, self.label_dims)
-        self.g, self.d = g.to(device).train(), d.to(device).train()
-        self.ema = EMA(self.g, cfg.ema) if cfg.ema > 0 else None
-        self.pretrained = (apply_pretrained(cfg.init_from, self.g, self.d, self.ema.model if self.ema else None, cfg.model)
-                           if cfg.init_from else None)
-        self.frozen = freeze_discriminator(self.d, cfg.freeze_d)
-        if self.frozen:
-            log.info("FreezeD: %d discriminator parameters frozen (first %d blocks)", len(self.frozen), cfg.freeze_d)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        if cfg.channels_last:
-            for p in [*self.g.parameters(), *self.d.parameters()]:
-                if p.dim() == 4:  # conv weights (StyleGAN2's modulated weights are 5-D and stay as they are)
-                    p.data = p.data.contiguous(memory_format=torch.channels_last)
-        self.g_run, self.d_run = self._wrap(self.g, broadcast_buffers=False), self._wrap(self.d)
-        self.amp_dtype = AMP_DTYPES[cfg.amp] if device.type == "cuda" else None
-        if cfg.amp != "off" and self.amp_dtype is None:
-            log.warning("train.amp=%s applies to CUDA only: training in float32 on %s", cfg.amp, device)
+        self.device, self.dist = device, dist
+        self.batch_size, self.seed, self.mirror, self.compile = batch_size, seed, mirror, compile
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.amp_dtype = AMP_DTYPES[amp] if device.type == "cuda" else None
+        if amp != "off" and self.amp_dtype is None:
+            log.warning("amp=%s applies to CUDA only: training in float32 on %s", amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        r1_every = self.style.r1_every if self.style and self.style.r1_gamma else 0
-        pl_every = self.style.pl_every if self.style and self.style.pl_weight else 0
-        self.opt_g = self._optimizer(self.g, cfg.lr_g, pl_every)
-        self.opt_d = self._optimizer(self.d, cfg.lr_d, r1_every)
-        self.loss = get_loss(cfg.loss)
-        self.augment = build_augment(cfg)
-        self.ada = self.augment if isinstance(self.augment, AdaptiveAugment) else None  # the stateful one
-        if self.ada:
-            self.ada.reduce = dist.all_sum
-            if self.pretrained and self.pretrained.get("ada_p") is not None:
-                self.ada.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run
-        self.pl_mean = torch.zeros((), device=device)
         self.step_done = 0
         self.history: list[dict[str, float]] = []
+
+    def _channels_last(self, *modules: nn.Module) -> None:
+        if self.memory_format is torch.channels_last:
+            for p in (p for m in modules for p in m.parameters()):
+                if p.dim() == 4:  # conv weights (StyleGAN2's modulated weights are 5-D and stay as they are)
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
 
     def _wrap(self, module: nn.Module, broadcast_buffers: bool = True) -> nn.Module:
         """What forward passes go through: DDP across processes, then torch.compile, as configured.
@@ -139,7 +118,7 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=broadcast_buffers)
-        if not self.cfg.compile:
+        if not self.compile:
             return module
         import torch._inductor.config as inductor
 
@@ -149,14 +128,80 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
-    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        """backward + optimiser step, through the fp16 gradient scaler when it is on."""
-        opt.zero_grad(set_to_none=True)
+    def _update(self, loss: torch.Tensor, *opts: torch.optim.Optimizer) -> None:
+        """backward + step of each optimiser, through the fp16 gradient scaler when it is on."""
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.step(opt)
+        for opt in opts:
+            self.scaler.step(opt)
         self.scaler.update()
 
-    def _optimizer(self, module: nn.Module, lr: float, lazy_every: int) -> torch.optim.Optimizer:
+    def _batch(self, images: torch.Tensor, index: int, gen: torch.Generator, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this process's rows of batch `index` of `images` as floats in [-1, 1], their indices)."""
+        idx = self.dist.shard(batch_indices(len(images), self.batch_size, index, seed))
+        x = images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
+        x = x.contiguous(memory_format=self.memory_format)
+        if self.mirror:
+            flip = self.dist.shard(torch.rand(self.batch_size, generator=gen) < 0.5).to(self.device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x, idx
+
+    def _record(self, names: list[str], values: list[torch.Tensor], **extra: float) -> dict[str, float]:
+        """Append the step's losses to the history (raises on a non-finite one) and count the step."""
+        vals = torch.stack([v.detach().float() for v in values]).cpu()
+        self.step_done += 1
+        row = {"step": self.step_done, **dict(zip(names, vals.tolist())), **extra}
+        self.history.append(row)
+        if not torch.isfinite(vals).all():
+            raise FloatingPointError(f"non-finite loss at step {self.step_done}: {row}")
+        return row
+
+    @property
+    def kimg(self) -> float:
+        return self.step_done * self.batch_size / 1000
+
+    def _state(self) -> dict:
+        return {"step": self.step_done, "kimg": self.kimg, "scaler": self.scaler.state_dict(),
+                "rng_torch": torch.get_rng_state(), "losses": self.history}
+
+    def _load_state(self, state: dict) -> None:
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_torch"])
+        self.step_done, self.history = int(state["step"]), list(state["losses"])
+
+
+class ModelTrainer(Stepper):
+    """A G (the sampler: z -> image) and a second net D trained on one packed dataset (`train` params)."""
+
+    def __init__(self, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None,
+                 label_dims: list[int], device: torch.device, dist: Dist = Dist(),
+                 label_names: list[str] | None = None, label_values: dict[str, list[str]] | None = None):
+        super().__init__(device, dist, batch_size=cfg.batch_size, seed=cfg.seed, mirror=cfg.mirror, amp=cfg.amp,
+                         channels_last=cfg.channels_last, compile=cfg.compile)
+        self.cfg = cfg
+        self.images = images  # (N, 3, R, R) uint8, on CPU (or pinned)
+        self.labels = labels if cfg.conditional else None
+        self.label_dims = label_dims if cfg.conditional else []
+        self.label_names, self.label_values = label_names or [], label_values or {}
+        self.resolution = images.shape[-1]
+        torch.manual_seed(cfg.seed)
+        g, d = build_models(cfg, self.resolution, self.label_dims)
+        self.g, self.d = g.to(device).train(), d.to(device).train()
+        self.ema = EMA(self.g, cfg.ema) if cfg.ema > 0 else None
+        self._prepare()
+        self._channels_last(self.g, self.d)
+        self.g_run, self.d_run = self._wrap(self.g, broadcast_buffers=False), self._wrap(self.d)
+        self.opt_g, self.opt_d = self._optimizers()
+
+    def _prepare(self) -> None:
+        """Changes to the fresh networks before they are wrapped and optimised (transfer, FreezeD)."""
+
+    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        return self._optimizer(self.g, self.cfg.lr_g), self._optimizer(self.d, self.cfg.lr_d)
+
+    def _optimizer(self, module: nn.Module, lr: float, lazy_every: int = 0) -> torch.optim.Optimizer:
         """Adam/RMSprop over the trainable parameters; lazy regularisation rescales lr and betas (StyleGAN2)."""
         params = [p for p in module.parameters() if p.requires_grad]
         c = lazy_every / (lazy_every + 1) if lazy_every else 1.0
@@ -169,19 +214,74 @@ class Trainer:
         """The generator to sample from: the EMA copy when enabled."""
         return self.ema.model if self.ema else self.g
 
-    @property
-    def kimg(self) -> float:
-        return self.step_done * self.cfg.batch_size / 1000
-
     def _real(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = self.dist.shard(batch_indices(len(self.images), self.cfg.batch_size, index, self.cfg.seed))
-        x = self.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
-        x = x.contiguous(memory_format=self.memory_format)
-        if self.cfg.mirror:
-            flip = self.dist.shard(torch.rand(self.cfg.batch_size, generator=gen) < 0.5).to(self.device)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        x, idx = self._batch(self.images, index, gen, self.cfg.seed)
         y = self.labels[idx].to(self.device) if self.labels is not None else None
         return x, y
+
+    def _after_step(self) -> None:
+        """G's buffers averaged over processes, then its EMA updated."""
+        if self.dist.active:
+            with torch.no_grad():
+                for buf in self.g.buffers():
+                    if buf.is_floating_point():
+                        buf.copy_(self.dist.mean(buf))
+        if self.ema:
+            self.ema.update(self.g)
+
+    def write_samples(self, path: Path, final: bool = False) -> None:
+        from facegan.sample import write_training_samples
+
+        write_training_samples(self, path, final, self.label_names, self.label_values)
+
+    def state_dict(self, label_names: list[str] | None = None, label_values: dict[str, list[str]] | None = None) -> dict:
+        return {
+            **self._state(), "G": self.g.state_dict(), "D": self.d.state_dict(),
+            "G_ema": self.ema.model.state_dict() if self.ema else None,
+            "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
+            "config": self.cfg.model_dump(mode="json"), "resolution": self.resolution, "label_dims": self.label_dims,
+            "label_names": self.label_names if label_names is None else label_names,
+            "label_values": self.label_values if label_values is None else label_values,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != self.cfg.model_dump(mode="json"):
+            raise ValueError("the checkpoint was written with a different train config; remove it or restore the config")
+        self.g.load_state_dict(state["G"])
+        self.d.load_state_dict(state["D"])
+        if self.ema:
+            self.ema.model.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_G"])
+        self.opt_d.load_state_dict(state["opt_D"])
+        self._load_state(state)
+
+
+class Trainer(ModelTrainer):
+    """GANs: G, D, their losses, augmentation (DiffAugment / ADA), R1 and path length, and one `step()`."""
+
+    def _prepare(self) -> None:
+        cfg = self.cfg
+        self.style = cfg.stylegan2 if cfg.model == "stylegan2" else None
+        self.pretrained = (apply_pretrained(cfg.init_from, self.g, self.d, self.ema.model if self.ema else None, cfg.model)
+                           if cfg.init_from else None)
+        self.frozen = freeze_discriminator(self.d, cfg.freeze_d)
+        if self.frozen:
+            log.info("FreezeD: %d discriminator parameters frozen (first %d blocks)", len(self.frozen), cfg.freeze_d)
+        self.loss = get_loss(cfg.loss)
+        self.augment = build_augment(cfg)
+        self.ada = self.augment if isinstance(self.augment, AdaptiveAugment) else None  # the stateful one
+        if self.ada:
+            self.ada.reduce = self.dist.all_sum
+            if self.pretrained and self.pretrained.get("ada_p") is not None:
+                self.ada.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run
+        if self.ada:
+            self.fields = LOSS_FIELDS + ["ada_p"]
+        self.pl_mean = torch.zeros((), device=self.device)
+
+    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        r1_every = self.style.r1_every if self.style and self.style.r1_gamma else 0
+        pl_every = self.style.pl_every if self.style and self.style.pl_weight else 0
+        return self._optimizer(self.g, self.cfg.lr_g, pl_every), self._optimizer(self.d, self.cfg.lr_d, r1_every)
 
     def _latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Latents (and labels) of a global batch of n, cut to this process's rows."""
@@ -262,54 +362,69 @@ class Trainer:
         if self.style and self.style.pl_weight and step % self.style.pl_every == 0:
             pl = self._path_length(gen)
             self._update(self.style.pl_weight * self.style.pl_every * pl, self.opt_g)
-        if self.dist.active:
-            with torch.no_grad():
-                for buf in self.g.buffers():
-                    if buf.is_floating_point():
-                        buf.copy_(self.dist.mean(buf))
-        if self.ema:
-            self.ema.update(self.g)
+        self._after_step()
+        values = [loss_d, loss_g, adv_real.float().mean(), adv_fake.float().mean(), penalty, aux_d, aux_g, r1, pl]
+        return self._record(LOSS_FIELDS[1:], values, **({"ada_p": self.ada.p} if self.ada else {}))
 
-        values = torch.stack([loss_d, loss_g, adv_real.float().mean(), adv_fake.float().mean(), penalty, aux_d, aux_g,
-                              r1, pl])
-        values = values.detach().float().cpu()
-        self.step_done = step + 1
-        row = {"step": self.step_done, **dict(zip(LOSS_FIELDS[1:], values.tolist()))}
-        if self.ada:
-            row["ada_p"] = self.ada.p
-        self.history.append(row)
-        if not torch.isfinite(values).all():
-            raise FloatingPointError(f"non-finite loss at step {self.step_done}: {row}")
-        return row
 
-    def state_dict(self, label_names: list[str], label_values: dict[str, list[str]]) -> dict:
-        return {
-            "step": self.step_done, "kimg": self.kimg, "G": self.g.state_dict(), "D": self.d.state_dict(),
-            "G_ema": self.ema.model.state_dict() if self.ema else None,
-            "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
-            "augment": self.ada.state_dict() if self.ada else None,
-            "pl_mean": self.pl_mean.cpu(), "scaler": self.scaler.state_dict(),
-            "config": self.cfg.model_dump(mode="json"), "resolution": self.resolution,
-            "label_dims": self.label_dims, "label_names": label_names, "label_values": label_values,
-            "rng_torch": torch.get_rng_state(), "losses": self.history,
-        }
+    def state_dict(self, label_names: list[str] | None = None, label_values: dict[str, list[str]] | None = None) -> dict:
+        return {**super().state_dict(label_names, label_values), "augment": self.ada.state_dict() if self.ada else None,
+                "pl_mean": self.pl_mean.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != self.cfg.model_dump(mode="json"):
-            raise ValueError("the checkpoint was written with a different train config; remove it or restore the config")
-        self.g.load_state_dict(state["G"])
-        self.d.load_state_dict(state["D"])
-        if self.ema:
-            self.ema.model.load_state_dict(state["G_ema"])
-        self.opt_g.load_state_dict(state["opt_G"])
-        self.opt_d.load_state_dict(state["opt_D"])
+        super().load_state_dict(state)
         if self.ada:
             self.ada.load_state_dict(state["augment"])
         self.pl_mean = state["pl_mean"].to(self.device)
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_torch"])
-        self.step_done, self.history = int(state["step"]), list(state["losses"])
+
+
+class VAETrainer(ModelTrainer):
+    """Model `vae`: the encoder sits in D's place, the decoder in G's; one update of both per step."""
+
+    fields = ["step", "loss", "recon_mse", "kl", "kl_weight"]
+
+    def kl_weight(self, step: int) -> float:
+        v = self.cfg.vae
+        return v.kl_weight * min(1.0, (step + 1) / v.kl_warmup) if v.kl_warmup else v.kl_weight
+
+    def encode(self, x: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z, mu, logvar): z sampled with the reparameterisation trick (z = mu without `gen`)."""
+        from facegan.models.vae import reparameterize
+
+        mu, logvar = self.d_run(x)
+        if gen is None:
+            return mu, mu, logvar
+        eps = self.dist.shard(torch.randn(len(x) * self.dist.world, mu.shape[1], generator=gen)).to(mu)
+        return reparameterize(mu, logvar, eps), mu, logvar
+
+    def step(self) -> dict[str, float]:
+        from facegan.models.vae import kl_divergence
+
+        step = self.step_done
+        gen = step_generator(self.cfg.seed, step)
+        real, _ = self._real(step, gen)
+        beta = self.kl_weight(step)
+        with self._autocast():
+            z, mu, logvar = self.encode(real, gen)
+            recon = self.g_run(z).float()
+        sse = (recon - real).pow(2).flatten(1).sum(1).mean()  # Gaussian decoder: squared error per image
+        kl = kl_divergence(mu.float(), logvar.float())
+        loss = sse + beta * kl
+        self._update(loss, self.opt_g, self.opt_d)
+        self._after_step()
+        return self._record(self.fields[1:4], [loss, sse / real[0].numel(), kl], kl_weight=beta)
+
+    def write_samples(self, path: Path, final: bool = False) -> None:
+        super().write_samples(path, final)
+        if final:
+            from facegan.sample import write_vae_figures
+
+            write_vae_figures(self, path.parent)
+
+
+def make_trainer(cfg: TrainConfig, *args, **kwargs) -> ModelTrainer:
+    """The trainer of cfg.model: `VAETrainer` for the VAE, `Trainer` for every GAN."""
+    return (VAETrainer if cfg.model == "vae" else Trainer)(cfg, *args, **kwargs)
 
 
 def build_augment(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
@@ -340,6 +455,70 @@ def _csv(rows: list[dict], fields: list[str]) -> str:
     return buf.getvalue()
 
 
+class Loop:
+    """The one training loop (GANs, the VAE, CycleGAN): resume from dst/checkpoint.pt, step with a progress bar,
+    sample grids every `sample_every` steps, checkpoints every `checkpoint_every` steps (and on a non-finite
+    loss), losses.csv at the end. `extra` is saved with every checkpoint (e.g. the in-training FID history)."""
+
+    def __init__(self, trainer, dst: Path, steps: int, checkpoint_every: int, sample_every: int, desc: str = "train"):
+        self.trainer, self.dst, self.steps, self.desc = trainer, dst, steps, desc
+        self.checkpoint_every, self.sample_every = checkpoint_every, sample_every
+        self.extra: dict = {}
+
+    def checkpoint(self, path: Path | None = None) -> None:
+        save_checkpoint(path or self.dst / CHECKPOINT, {**self.trainer.state_dict(), **self.extra})
+
+    def resume(self) -> dict | None:
+        """Load dst/checkpoint.pt into the trainer when it exists; returns its state."""
+        path = self.dst / CHECKPOINT
+        if not path.is_file():
+            return None
+        state = load_checkpoint(path)
+        self.trainer.load_state_dict(state)
+        log.info("resumed from %s at step %d", path, self.trainer.step_done)
+        return state
+
+    def run(self, on_step: Callable[[dict, int], None] | None = None,
+            after_step: Callable[[int], None] | None = None) -> TrainResult:
+        """Train to `steps`; `on_step(losses, step)` gets every step's losses (e.g. a tracker's log_metrics),
+        `after_step(step)` runs after each step on the main process, before a due checkpoint."""
+        t, main = self.trainer, self.trainer.dist.main  # under DDP only rank 0 writes files and reports
+        start = t.step_done
+        t0 = time.perf_counter()
+        bar = tqdm(range(start, self.steps), initial=start, total=self.steps, desc=self.desc, unit="step",
+                   dynamic_ncols=True, disable=not main)
+        try:
+            for _ in bar:
+                try:
+                    row = t.step()
+                except FloatingPointError:
+                    if main:
+                        self.checkpoint()
+                    raise
+                bar.set_postfix({k: f"{v:.3f}" for k, v in list(row.items())[1:3]}, refresh=False)
+                done = t.step_done
+                if not main:
+                    continue
+                if on_step:
+                    on_step(row, done)
+                if done % self.sample_every == 0 or done == self.steps:
+                    t.write_samples(self.dst / "progress" / f"step{done:07d}.png")
+                if after_step:
+                    after_step(done)
+                if done % self.checkpoint_every == 0 or done == self.steps:
+                    self.checkpoint()
+            bar.close()
+            seconds = time.perf_counter() - t0
+            if main:
+                t.write_samples(self.dst / "samples.png", final=True)
+                write_text(self.dst / "losses.csv", _csv(t.history, t.fields))
+            log.info("trained %d steps in %.1f s (%.3f s/step)", self.steps - start, seconds,
+                     seconds / max(1, self.steps - start))
+        finally:
+            teardown()
+        return TrainResult(self.dst / CHECKPOINT, self.steps, seconds, t.history)
+
+
 def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
               scorer: Callable[[np.ndarray], dict] | None = None,
               on_step: Callable[[dict, int], None] | None = None) -> TrainResult:
@@ -350,7 +529,7 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
     checkpoint with the lowest one is kept as best.pt. `on_step(values, step)` receives the losses
     of every step and the in-training FID (e.g. a tracker's log_metrics).
     """
-    from facegan.sample import latents, render, write_training_samples
+    from facegan.sample import latents, render
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -360,70 +539,30 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
     images, labels, meta = load_training_data(packed, cfg.loader_threads, pin=device.type == "cuda")
     names = meta.get("label_names") or []
     values = meta.get("label_values") or {}
-    trainer = Trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist)
-    log.info("training %s (%s loss%s) on %d images at %dx%d, %d steps, device %s", cfg.model, cfg.loss,
-             f", {len(names)} label attributes" if trainer.label_dims else "", len(images),
-             trainer.resolution, trainer.resolution, cfg.steps, device)
-
-    ckpt_path = dst / CHECKPOINT
-    fid_history: list[dict[str, float]] = []
-    if resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        trainer.load_state_dict(state)
-        fid_history = list(state.get("fid", []))
-        log.info("resumed from %s at step %d", ckpt_path, trainer.step_done)
-    start = trainer.step_done
+    trainer = make_trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist, names, values)
+    log.info("training %s (%s) on %d images at %dx%d, %d steps, device %s", cfg.model,
+             "VAE loss" if cfg.model == "vae" else f"{cfg.loss} loss",
+             len(images), trainer.resolution, trainer.resolution, cfg.steps, device)
+    loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every)
+    state = loop.resume() if resume else None
+    fid_history: list[dict[str, float]] = list(state.get("fid", [])) if state else []
+    loop.extra["fid"] = fid_history
     fid_on = bool(cfg.fid_every and scorer)
     if cfg.fid_every and not scorer:
         log.warning("train.fid_every is set but no reference statistics were given: no FID during training")
     z_fid, y_fid = latents(cfg.z_dim, cfg.fid_samples, cfg.seed + 7_777, trainer.labels)
 
-    def checkpoint(path: Path = ckpt_path) -> None:
-        save_checkpoint(path, {**trainer.state_dict(names, values), "fid": fid_history})
-
-    def measure_fid() -> None:
-        score = scorer(render(trainer.sampler, z_fid, y_fid), desc=f"FID @ step {trainer.step_done}")
-        fid_history.append({"step": trainer.step_done, "fd": score["fd"], "kid": score["kid"]})
+    def measure_fid(done: int) -> None:
+        if not fid_on or (done % cfg.fid_every and done != cfg.steps):
+            return
+        score = scorer(render(trainer.sampler, z_fid, y_fid), desc=f"FID @ step {done}")
+        fid_history.append({"step": done, "fd": score["fd"], "kid": score["kid"]})
         if on_step:
-            on_step({"fid_train": score["fd"], "kid_train": score["kid"]}, trainer.step_done)
+            on_step({"fid_train": score["fd"], "kid_train": score["kid"]}, done)
         best = min(r["fd"] for r in fid_history)
-        log.info("step %d: Frechet distance %.4f (best %.4f)", trainer.step_done, score["fd"], best)
+        log.info("step %d: Frechet distance %.4f (best %.4f)", done, score["fd"], best)
         if score["fd"] <= best:
-            checkpoint(dst / BEST)
+            loop.checkpoint(dst / BEST)
         write_text(dst / "fid.csv", _csv(fid_history, FID_FIELDS))
 
-    main = dist.main  # under DDP only rank 0 writes files and reports
-    t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step", dynamic_ncols=True,
-               disable=not main)
-    try:
-        for _ in bar:
-            try:
-                row = trainer.step()
-            except FloatingPointError:
-                if main:
-                    checkpoint()
-                raise
-            bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", refresh=False)
-            done = trainer.step_done
-            if not main:
-                continue
-            if on_step:
-                on_step(row, row["step"])
-            if done % cfg.sample_every == 0 or done == cfg.steps:
-                write_training_samples(trainer, dst / "progress" / f"step{done:07d}.png")
-            if fid_on and (done % cfg.fid_every == 0 or done == cfg.steps):
-                measure_fid()
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                checkpoint()
-        bar.close()
-        seconds = time.perf_counter() - t0
-        if main:
-            write_training_samples(trainer, dst / "samples.png", final=True, label_names=names, label_values=values)
-            fields = LOSS_FIELDS + (["ada_p"] if trainer.ada else [])
-            write_text(dst / "losses.csv", _csv(trainer.history, fields))
-        log.info("trained %d steps in %.1f s (%.3f s/step)", cfg.steps - start, seconds,
-                 seconds / max(1, cfg.steps - start))
-    finally:
-        teardown()
-    return TrainResult(ckpt_path, cfg.steps, seconds, trainer.history)
+    return loop.run(on_step, measure_fid)

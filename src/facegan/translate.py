@@ -1,0 +1,92 @@
+"""Stage `cyclegan`: unpaired face-to-face translation between two packed datasets (`cyclegan` params).
+
+Trains `facegan.train.cyclegan.CycleTrainer` through the shared training loop (checkpoints, resume,
+sample grids, losses.csv), then scores each direction: the Frechet distance (and KID) of A translated
+to B against B's reference statistics, and the other way round, per extractor; next to each, the
+distance of the untranslated source images to the same statistics (what translation has to beat).
+Writes data/cyclegan/model/ and data/cyclegan/metrics.json (DVC metrics) and tracks one MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facegan.chain import Layout
+from facegan.config import Params, ParamsError
+from facegan.io import write_text
+
+log = logging.getLogger(__name__)
+
+OUT = Path("data") / "cyclegan"
+DIRECTIONS = {"a_to_b": ("ab", "a", "b"), "b_to_a": ("ba", "b", "a")}
+
+
+def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+def evaluate(trainer, p: Params, root: Path) -> dict:
+    """Per direction and extractor: fd/kid of the translations and of the untranslated sources vs the target."""
+    from facegan.evaluate.extractors import ExtractorUnavailable
+    from facegan.evaluate.run import Scorer
+    from facegan.train.loop import to_uint8
+
+    c = p.cyclegan
+    names = {"a": c.a, "b": c.b}
+    images = {"a": trainer.images_a, "b": trainer.images_b}
+    metrics: dict = {"a": c.a, "b": c.b, "num_samples": {}}
+    for direction, (key, src, dst) in DIRECTIONS.items():
+        source = _subset(images[src], c.num_samples, p.evaluate.seed)
+        moved = to_uint8(trainer.translate(source, key))
+        metrics["num_samples"][direction] = len(moved)
+        at = Layout(root, names[dst])
+        for name in p.evaluate.extractors:
+            try:
+                scorer = Scorer(name, p.evaluate, at.stats, at.classifier)
+            except ExtractorUnavailable as e:
+                log.warning("extractor %s unavailable, %s not scored with it: %s", name, direction, e)
+                continue
+            score = scorer(moved, desc=f"{direction} ({name})")
+            base = scorer(np.ascontiguousarray(source.permute(0, 2, 3, 1).numpy()), desc=f"{names[src]} untranslated ({name})")
+            metrics[direction] = {**metrics.get(direction, {}), f"fd_{name}": round(score["fd"], 6),
+                                  f"kid_{name}": round(score["kid"], 8), f"fd_{name}_untranslated": round(base["fd"], 6)}
+            log.info("%s %s: Frechet distance %.4f (untranslated %.4f)", direction, name, score["fd"], base["fd"])
+    return metrics
+
+
+def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
+    """Train (or resume) the CycleGAN, write grids and metrics.json; returns the metrics. `on_step(losses, step)`
+    gets every step's losses (the stage's tracker). Called through `facegan.chain.run_stage("cyclegan", a)`."""
+    from facegan.train.cyclegan import CycleTrainer
+    from facegan.train.dist import setup
+    from facegan.train.loop import Loop, load_training_data, resolve_device
+
+    c = p.cyclegan
+    if not c.enabled:
+        raise ParamsError("cyclegan.enabled is false in params.yaml")
+    for name in (c.a, c.b):
+        if not (Layout(root, name).packed / "dataset.zip").is_file():
+            raise FileNotFoundError(f"dataset {name!r} is not packed yet ({Layout(root, name).packed}): "
+                                    f"run `dvc repro refstats@{name}` first")
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    dist, device_name = setup(c.device)
+    device = resolve_device(device_name)
+    (a, _, _), (b, _, _) = (load_training_data(Layout(root, n).packed, c.loader_threads) for n in (c.a, c.b))
+    trainer = CycleTrainer(c, a, b, device, dist)
+    log.info("cyclegan %s <-> %s: %d / %d images at %dpx, %d steps, device %s", c.a, c.b, len(a), len(b),
+             trainer.resolution, c.steps, device)
+    out = root / OUT
+    loop = Loop(trainer, out / "model", c.steps, c.checkpoint_every, c.sample_every, desc="cyclegan")
+    if resume:
+        loop.resume()
+    result = loop.run(on_step=on_step)
+    metrics = evaluate(trainer, p, root) | {"seconds_per_step": round(result.seconds / max(1, result.steps), 4)}
+    write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    return metrics

@@ -1,0 +1,15 @@
+"""DVC stage `cyclegan`: CycleGAN between cyclegan.a and cyclegan.b (facegan.translate).  Usage: python stages/cyclegan.py [PARAMS_FILE]"""
+
+import sys
+
+from facegan.chain import run_stage
+from facegan.config import ParamsError, load_params
+from facegan.logs import setup_logging
+
+if __name__ == "__main__":
+    setup_logging()
+    try:
+        params = load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml")
+        run_stage("cyclegan", params.cyclegan.a, params)
+    except (ParamsError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
