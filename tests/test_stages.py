@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +115,20 @@ def test_matte_is_deterministic(layout, tiny_params_obj, tmp_path):
     run_matte(tiny_params_obj.dataset("cartoon").matte, layout.interim("align"), tmp_path / "m", workers=2)
     for r in read_manifest(tmp_path / "m"):
         assert np.array_equal(read_image(tmp_path / "m" / r.file), read_image(layout.interim("matte") / r.file))
+
+
+def test_matte_keeps_rgba_cutouts_on_request(layout, tiny_params_obj, tmp_path):
+    cfg = tiny_params_obj.dataset("cartoon").matte.model_copy(update={"rgba": True})
+    run_matte(cfg, layout.interim("align"), tmp_path / "m")
+    rows = read_manifest(tmp_path / "m")
+    for r in rows:
+        rgba = np.asarray(Image.open(tmp_path / "m" / "rgba" / Path(r.file).with_suffix(".png").name))
+        mask = read_image(tmp_path / "m" / "masks" / r.file)[..., 0] > 127
+        assert rgba.shape[2] == 4 and np.array_equal(rgba[..., :3], read_image(layout.interim("align") / r.file))
+        assert rgba[..., 3][mask].mean() > 200 and rgba[..., 3][~mask].mean() < 55  # soft alpha follows the mask
+        # the composited image is unchanged by the option
+        assert np.array_equal(read_image(tmp_path / "m" / r.file), read_image(layout.interim("matte") / r.file))
+    assert len(rows) == len(list((tmp_path / "m" / "rgba").iterdir()))
 
 
 def test_detect_records_every_bad_file_with_a_reason(layout, tmp_path):

@@ -92,6 +92,7 @@ class MatteConfig(Section):
     iterations: int = Field(4, ge=1, le=20, description="grabcut iterations")
     model: str = Field("u2net", description="rembg model name (file <model>.onnx in U2NET_HOME)")
     fill: tuple[int, int, int] = Field((255, 255, 255), description="background colour, RGB 0-255")
+    rgba: bool = Field(False, description="also keep each cut-out with its soft alpha as rgba/<name>.png")
 
     @field_validator("fill")
     @classmethod

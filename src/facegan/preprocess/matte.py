@@ -1,7 +1,8 @@
 """Stage `matte`: separate the head from the background and fill the background with one colour.
 
 Backends (MATTERS) share one signature: `matter(image_rgb, row) -> float mask in [0, 1]`
-(1 = head). The mask is saved as masks/<file> beside the composited image, for scoring.
+(1 = head). The image goes on with the background filled with `fill`; the mask is saved as masks/<file>
+beside it (for scoring) and, with `rgba`, the unfilled cut-out with its soft alpha as rgba/<name>.png.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def _matte_one(row: Row, *, cfg: MatteConfig, matter: Matter, src: Path, dst: Pa
     out = image * soft + np.array(cfg.fill, np.float32) * (1 - soft)
     write_image(dst / row.file, np.clip(out + 0.5, 0, 255).astype(np.uint8))
     write_image(dst / "masks" / row.file, (alpha >= 0.5).astype(np.uint8) * 255)
+    if cfg.rgba:
+        a = np.clip(soft[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8)
+        write_image(dst / "rgba" / Path(row.file).with_suffix(".png").name, np.dstack([image, a]))
     return row.model_copy(update={
         "stage": STAGE, "backends": {**row.backends, STAGE: cfg.backend},
         "extra": {**row.extra, "matte_coverage": round(float(alpha.mean()), 4)},
