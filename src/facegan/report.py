@@ -34,7 +34,7 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
         "mode": ev.get("mode", "legacy"),
         "extractors_ran": sorted(k for k, v in ev["extractors"].items() if v["status"] == "ok"),
         "extractors_unavailable": {k: v["reason"] for k, v in ev["extractors"].items() if v["status"] != "ok"},
-        "training": {"steps": int(losses[-1]["step"]), "final_loss_d": losses[-1]["loss_d"], "final_loss_g": losses[-1]["loss_g"]},
+        "training": {"steps": int(losses[-1]["step"]), **{f"final_{k}": v for k, v in losses[-1].items() if k != "step"}},
         "data": {"faces_detected": counts["detect"]["ok"], "rejected_detect": counts["detect"]["rejected"],
                  "packed": packed["ok"], "rejected_total": packed["rejected"]},
     }
@@ -53,7 +53,7 @@ def plot_curves(model: Path, out: Path) -> None:
     fid_rows = list(csv.DictReader((model / "fid.csv").open(newline=""))) if (model / "fid.csv").is_file() else []
     fig, axes = plt.subplots(1, 2 if fid_rows else 1, figsize=(10 if fid_rows else 5, 3.2), squeeze=False)
     steps = [float(r["step"]) for r in rows]
-    for key in ("loss_d", "loss_g"):
+    for key in (k for k in rows[0] if k.startswith("loss")):  # loss_d, loss_g (GANs) or loss (VAE)
         axes[0, 0].plot(steps, [float(r[key]) for r in rows], label=key, lw=0.8)
     axes[0, 0].set(xlabel="step", title="losses")
     axes[0, 0].legend()
