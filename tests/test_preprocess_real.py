@@ -163,3 +163,16 @@ def test_real_photos_detect_verify_align_matte_upscale(tmp_path):
     for r in out:
         if r.status == "ok":
             assert read_image(tmp_path / "upscale" / r.file).shape == (128, 128, 3)
+
+
+@pytest.mark.timeout(180)
+def test_worker_pool_after_dlib_cnn_ran_in_this_process_does_not_hang(astronaut, tmp_path):
+    """A plain fork after dlib's multi-threaded CNN ran here copied held locks and hung at 0 % CPU."""
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(astronaut).save(raw / "images" / f"{i}.png")
+    cfg = DetectConfig(backend="cnn", upsample=0)
+    one = run_detect(cfg, raw, tmp_path / "one", workers=1)
+    two = run_detect(cfg, raw, tmp_path / "two", workers=2)
+    assert [r.box for r in two] == [r.box for r in one] and [r.status for r in one] == ["ok", "ok"]

@@ -1,7 +1,14 @@
-"""Per-image work over a process pool, in input order, with a progress bar."""
+"""Per-image work over a process pool, in input order, with a progress bar.
+
+Workers come from a fork server, not from forking the caller: a process that has already run a
+multi-threaded library (dlib's CNN detector, OpenMP/BLAS) can hold locks that a plain fork copies
+locked into the child, which then waits forever (seen: `cnn` detection at 1 worker, then 2 workers in
+one process hung at 0% CPU).
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -26,7 +33,7 @@ def map_items(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str)
                 bar.update()
             return out
         chunk = max(1, min(32, len(items) // (workers * 8)))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             out = []
             for r in pool.map(fn, items, chunksize=chunk):
                 out.append(r)
