@@ -50,6 +50,8 @@ def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):
     assert r.returncode == 2 and "unknown step 'warmup'; steps: pretrain, finetune, table, all" in r.stderr
     r = _cli("transfer", "finetune", "ada", "-p", params, "--root", str(tmp_path))
     assert r.returncode == 2 and "no pretrained model" in r.stderr
+    r = _cli("cyclegan", "-p", params, "--root", str(tmp_path))
+    assert r.returncode == 2 and "dataset 'cartoon' is not packed yet" in r.stderr
     r = _cli("dataset", "show", "nope", "-p", params, "--root", str(tmp_path))
     assert r.returncode == 2 and "unknown dataset 'nope'" in r.stderr
     r = _cli("dataset", "add", "cartoon", str(tmp_path), "-p", params, "--root", str(tmp_path))

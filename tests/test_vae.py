@@ -96,6 +96,7 @@ def test_vae_is_trained_sampled_and_scored_by_the_gan_stages(layout, tmp_path):
 @pytest.mark.parametrize("change, msg", [({"diffaugment": ["color"]}, "unset diffaugment"),
                                          ({"ada": {"enabled": True}}, "unset ada.enabled"),
                                          ({"n_critic": 2}, "unset n_critic"),
+                                         ({"d_variant": "sn"}, "unset d_variant"),
                                          ({"vae": {"kl_weight": -1}}, "train.vae.kl_weight")])
 def test_settings_without_meaning_for_a_vae_are_refused(change, msg):
     raw = tiny_params().model_dump(mode="json")

@@ -288,7 +288,7 @@ class TrainConfig(Section):
         if self.model == "vae":
             gan_only = {"diffaugment": bool(self.diffaugment), "ada.enabled": self.ada.enabled,
                         "freeze_d": bool(self.freeze_d), "init_from": self.init_from is not None,
-                        "n_critic": self.n_critic != 1}
+                        "n_critic": self.n_critic != 1, "d_variant": self.d_variant != "plain"}
             if any(gan_only.values()):
                 raise ValueError(f"model 'vae' has no discriminator: unset {', '.join(k for k, v in gan_only.items() if v)}")
         return self
