@@ -387,13 +387,11 @@ class VAETrainer(ModelTrainer):
         v = self.cfg.vae
         return v.kl_weight * min(1.0, (step + 1) / v.kl_warmup) if v.kl_warmup else v.kl_weight
 
-    def encode(self, x: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(z, mu, logvar): z sampled with the reparameterisation trick (z = mu without `gen`)."""
+    def encode(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z, mu, logvar): z sampled with the reparameterisation trick, noise from `gen`."""
         from facegan.models.vae import reparameterize
 
         mu, logvar = self.d_run(x)
-        if gen is None:
-            return mu, mu, logvar
         eps = self.dist.shard(torch.randn(len(x) * self.dist.world, mu.shape[1], generator=gen)).to(mu)
         return reparameterize(mu, logvar, eps), mu, logvar
 
