@@ -118,6 +118,7 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
     assert [r["loss_g"] for r in straight.history] == [r["loss_g"] for r in resumed.history]
 
 
+@pytest.mark.slow  # the default run covers the stage through `dvc repro` in test_e2e
 def test_stage_trains_translates_both_ways_and_scores_each_direction(pair_root):
     root, p = pair_root
     run_stage("cyclegan", "cartoon", p, root)
@@ -134,8 +135,8 @@ def test_stage_trains_translates_both_ways_and_scores_each_direction(pair_root):
     assert np.asarray(Image.open(model / "samples.png")).shape[0] == 6 * 32 + 7 * 2
 
 
-def test_stage_errors_name_the_problem(pair_root, tmp_path):
-    _, p = pair_root
+def test_stage_errors_name_the_problem(tmp_path):
+    p = tiny_params()
     off = parse_params({**p.model_dump(mode="json"), "cyclegan": {**p.cyclegan.model_dump(mode="json"), "enabled": False}})
     with pytest.raises(ParamsError, match="cyclegan.enabled is false"):
         run_stage("cyclegan", "cartoon", off, tmp_path)

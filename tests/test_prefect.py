@@ -122,6 +122,7 @@ def test_prefect_and_dvc_repro_give_identical_outputs(served):
         assert (root / rel).read_bytes() == (dvc_root / rel).read_bytes(), f"{rel} differs between Prefect and DVC"
 
 
+@pytest.mark.slow  # ~2 min: the sketch chain, pretrain, two fine-tunes and the CycleGAN under Prefect
 def test_transfer_and_cyclegan_deployments_run_their_chains(served):
     root, env, _, _ = served
     for name, stages in (("facegan-transfer/default", ["train@cartoon", "train@sketch", "evaluate@sketch", "transfer-table"]),

@@ -132,6 +132,7 @@ def test_reproduce_gives_the_same_fid(server, pipeline):
     assert "reproduced: every metric within 1e-06" in r.stdout and "fd_dlib" in r.stdout
 
 
+@pytest.mark.slow
 def test_vae_joins_the_fid_comparison_table(server, pipeline):
     root, params = pipeline
     raw = params.model_dump(mode="json")

@@ -35,8 +35,8 @@ def test_generator_shapes(tiny_params_obj):
 
 
 def test_unknown_loss_lists_valid():
-    with pytest.raises(ValueError, match="unknown loss 'lsgan'; choose one of: hinge, minimax, nonsaturating, wgan, wgan-div, wgan-gp"):
-        get_loss("lsgan")
+    with pytest.raises(ValueError, match="unknown loss 'relativistic'; choose one of: hinge, lsgan, minimax, nonsaturating, wgan, wgan-div, wgan-gp"):
+        get_loss("relativistic")
 
 
 def test_resume_is_bitwise_exact(layout, tmp_path, monkeypatch):
