@@ -79,6 +79,7 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
             assert torch.equal(x, y), name
 
 
+@pytest.mark.slow  # 35 s; the default run keeps the VAE unit, training and resume tests
 def test_vae_is_trained_sampled_and_scored_by_the_gan_stages(layout, tmp_path):
     root = tmp_path / "project"
     shutil.copytree(layout.packed, Layout(root, "cartoon").packed)
