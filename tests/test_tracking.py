@@ -143,6 +143,7 @@ def test_vae_joins_the_fid_comparison_table(server, pipeline):
     for stage in ("train", "evaluate", "report"):
         run_stage(stage, "cartoon", vae, root, "vae")
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", root / "params.yaml")  # `report` reads tracking
     r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "report", "--out", "tables_vae"],
                        capture_output=True, text=True, env=env, cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
