@@ -179,9 +179,10 @@ def transfer(params_file: str = "params.yaml", root: str = ".", overrides: dict[
 @flow(name="facegan-cyclegan")
 def cyclegan(params_file: str = "params.yaml", root: str = ".", overrides: dict[str, Any] | None = None) -> None:
     """Both datasets prepared, then the CycleGAN between cyclegan.a and cyclegan.b (data/cyclegan/)."""
+    from facegan import translate
+
     p = load(params_file, overrides)
-    if not p.cyclegan.enabled:
-        raise ValueError("cyclegan.enabled is false in params.yaml")
+    translate.require_enabled(p)  # a clear error before any work
     for ds in (p.cyclegan.a, p.cyclegan.b):
         _run_stages(READY, ds, p, root)
     _run_stages(["cyclegan"], p.cyclegan.a, p, root)

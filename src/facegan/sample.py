@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from facegan.io import image_grid, write_image
-from facegan.train.loop import to_uint8
+from facegan.train.loop import seeded_subset, to_float, to_uint8
 
 N_FIXED = 64
 GRID_COLS = 8
@@ -102,8 +102,7 @@ def write_vae_figures(trainer, out: Path, n: int = GRID_COLS, steps: int = GRID_
     latent_interpolation.png (each row walks linearly between the codes of two real images)."""
     was = trainer.g.training, trainer.d.training
     trainer.g.eval(), trainer.d.eval()
-    idx = torch.randperm(len(trainer.images), generator=torch.Generator().manual_seed(trainer.cfg.seed + 5))[: 2 * n]
-    real = trainer.images[idx].to(trainer.device).float().div(127.5).sub(1)
+    real = to_float(seeded_subset(trainer.images, 2 * n, trainer.cfg.seed + 5).to(trainer.device))
     mu, _ = trainer.d(real)  # the encoder itself, not its DDP wrapper: only the main process draws
     recon = trainer.sampler(mu)
     rows = torch.cat([real[:n], recon[:n], real[n:], recon[n:]])

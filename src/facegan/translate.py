@@ -26,22 +26,23 @@ OUT = Path("data") / "cyclegan"
 DIRECTIONS = {"a_to_b": ("ab", "a", "b"), "b_to_a": ("ba", "b", "a")}
 
 
-def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+def require_enabled(p: Params) -> None:
+    if not p.cyclegan.enabled:
+        raise ParamsError("cyclegan.enabled is false in params.yaml")
 
 
 def evaluate(trainer, p: Params, root: Path) -> dict:
     """Per direction and extractor: fd/kid of the translations and of the untranslated sources vs the target."""
     from facegan.evaluate.extractors import ExtractorUnavailable
     from facegan.evaluate.run import Scorer
-    from facegan.train.loop import to_uint8
+    from facegan.train.loop import seeded_subset, to_uint8
 
     c = p.cyclegan
     names = {"a": c.a, "b": c.b}
     images = {"a": trainer.images_a, "b": trainer.images_b}
     metrics: dict = {"a": c.a, "b": c.b, "num_samples": {}}
     for direction, (key, src, dst) in DIRECTIONS.items():
-        source = _subset(images[src], c.num_samples, p.evaluate.seed)
+        source = seeded_subset(images[src], c.num_samples, p.evaluate.seed)
         moved = to_uint8(trainer.translate(source, key))
         metrics["num_samples"][direction] = len(moved)
         at = Layout(root, names[dst])
@@ -66,9 +67,8 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     from facegan.train.dist import setup
     from facegan.train.loop import Loop, load_training_data, resolve_device
 
+    require_enabled(p)
     c = p.cyclegan
-    if not c.enabled:
-        raise ParamsError("cyclegan.enabled is false in params.yaml")
     for name in (c.a, c.b):
         if not (Layout(root, name).packed / "dataset.zip").is_file():
             raise FileNotFoundError(f"dataset {name!r} is not packed yet ({Layout(root, name).packed}): "

@@ -24,7 +24,7 @@ from facegan.losses import get_loss
 from facegan.models.cyclegan import PatchDiscriminator, ResnetGenerator
 from facegan.models.dcgan import init_weights
 from facegan.train.dist import Dist
-from facegan.train.loop import Stepper, step_generator, to_uint8
+from facegan.train.loop import Stepper, seeded_subset, step_generator, to_float, to_uint8
 
 FIELDS = ["step", "loss_g", "loss_d", "adversarial", "cycle", "identity", "ssim", "d_a", "d_b", "lr"]
 
@@ -148,7 +148,7 @@ class CycleTrainer(Stepper):
         out = []
         for i in range(0, len(images), batch):
             x = images[i : i + batch].to(self.device)
-            out.append(g(x.float().div(127.5).sub(1) if x.dtype == torch.uint8 else x))
+            out.append(g(to_float(x) if x.dtype == torch.uint8 else x))
         g.train(was)
         return torch.cat(out)
 
@@ -157,10 +157,9 @@ class CycleTrainer(Stepper):
         directions also as translated_a_to_b.png / translated_b_to_a.png."""
         grids = {}
         for src, there, back, name in ((self.images_a, "ab", "ba", "a_to_b"), (self.images_b, "ba", "ab", "b_to_a")):
-            real = src[torch.randperm(len(src), generator=torch.Generator().manual_seed(self.cfg.seed + 3))[:n]]
+            real = seeded_subset(src, n, self.cfg.seed + 3)
             moved = self.translate(real, there)
-            real_f = real.to(moved.device).float().div(127.5).sub(1)
-            grids[name] = torch.cat([real_f, moved, self.translate(moved, back)])
+            grids[name] = torch.cat([to_float(real.to(moved.device)), moved, self.translate(moved, back)])
         write_image(path, image_grid(to_uint8(torch.cat(list(grids.values()))), ncols=n))
         if final:
             for name, rows in grids.items():

@@ -75,6 +75,16 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
     return torch.cat(out)
 
 
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> floats in [-1, 1] (the inverse of to_uint8's scaling)."""
+    return x.float().div(127.5).sub(1)
+
+
+def seeded_subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """n images picked by a permutation fixed by `seed` (all of them when there are fewer)."""
+    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
     return x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
