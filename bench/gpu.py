@@ -18,7 +18,7 @@ import time
 import torch
 
 from facegan.config import TrainConfig
-from facegan.train.loop import Trainer
+from facegan.train.gan import GANTrainer as Trainer
 
 
 def _trainer(cfg: TrainConfig, res: int, device: torch.device) -> Trainer:
@@ -56,7 +56,7 @@ def profile(res: int, device: torch.device) -> None:
     from torch.profiler import profile as prof
 
     cfg = TrainConfig(model="stylegan2", z_dim=512, batch_size=32, lr_g=0.002, lr_d=0.002, beta1=0.0, beta2=0.99,
-                      device=str(device), stylegan2={"preset": "paper", "r1_every": 16, "pl_weight": 2, "pl_every": 4})
+                      device=str(device), stylegan2={"preset": "paper"}, r1={"every": 16}, path_length={"weight": 2, "every": 4})
     t = _trainer(cfg, res, device)
     for _ in range(3):
         t.step()
@@ -95,8 +95,8 @@ def main() -> None:
     for amp in args.amp:
         cfg = TrainConfig(model="stylegan2", z_dim=512, batch_size=32, lr_g=0.002, lr_d=0.002, beta1=0.0, beta2=0.99,
                           ema=0.999, amp=amp, device=args.device,
-                          stylegan2={"preset": "paper", "r1_gamma": 10, "r1_every": 16, "pl_weight": args.pl_weight,
-                                     "pl_every": 4})
+                          stylegan2={"preset": "paper"}, r1={"gamma": 10, "every": 16}, path_length={"weight": args.pl_weight,
+                                                                                          "every": 4})
         steps = max(16, int(args.kimg * 1000 / cfg.batch_size) // 16 * 16)  # whole lazy-regularisation cycles
         r = measure(cfg, args.res, steps, 16, device)
         results[f"stylegan2_{args.res}"][amp] = r

@@ -20,7 +20,9 @@ import torch
 
 from facegan.config import TrainConfig
 from facegan.data.pack import ZIP_NAME, load_packed
-from facegan.train.loop import Trainer, load_training_data, step_generator
+from facegan.train.gan import GANTrainer as Trainer
+from facegan.train.images import load_training_data
+from facegan.train.stepper import step_generator
 
 
 def make_zip(dst: Path, n: int, res: int) -> Path:
@@ -66,11 +68,11 @@ def main() -> None:
     trainer = Trainer(cfg, images, None, [], device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i in range(3):
-        trainer._real(i, step_generator(0, i))
+        trainer.real(i, step_generator(0, i))
     sync()
     t0 = time.perf_counter()
     for i in range(200):
-        trainer._real(i, step_generator(0, i))
+        trainer.real(i, step_generator(0, i))
     sync()
     serve = 200 * cfg.batch_size / (time.perf_counter() - t0)
     trainer.step()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.config import TrainConfig
-from facegan.train.loop import Trainer
+from facegan.train.gan import GANTrainer as Trainer
 
 
 def reference_models(z_dim: int, ch: int) -> tuple[nn.Module, nn.Module]:

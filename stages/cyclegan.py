@@ -3,13 +3,12 @@
 import sys
 
 from facegan.chain import run_stage
-from facegan.config import ParamsError, load_params
+from facegan.config import load_params
+from facegan.errors import user_errors
 from facegan.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()
-    try:
+    with user_errors():
         params = load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml")
         run_stage("cyclegan", params.cyclegan.a, params)
-    except (ParamsError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")

@@ -5,14 +5,14 @@ Usage: python stages/transfer.py pretrain | finetune RUN | table
 
 import sys
 
-from facegan.config import ParamsError
-from facegan.logs import setup_logging
 from facegan import transfer
+from facegan.errors import user_errors
+from facegan.logs import setup_logging
 
 if __name__ == "__main__":
     setup_logging()
     args = sys.argv[1:]
-    try:
+    with user_errors():
         if args == ["pretrain"]:
             transfer.pretrain()
         elif len(args) == 2 and args[0] == "finetune":
@@ -21,5 +21,3 @@ if __name__ == "__main__":
             transfer.table()
         else:
             sys.exit("usage: python stages/transfer.py pretrain | finetune RUN | table")
-    except ParamsError as e:
-        sys.exit(f"error: {e}")

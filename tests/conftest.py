@@ -32,7 +32,7 @@ def shrink(raw: dict, n: int, n_target: int) -> dict:
         ds["pack"]["resolution"] = 32
         ds["quality"]["min_face"] = 16  # faces are 28-58 px in 128 px images
     tiny = {"steps": 2, "batch_size": 8, "z_dim": 16, "checkpoint_every": 1, "sample_every": 2, "fid_every": 0,
-            "stylegan2": {"preset": "tiny", "r1_every": 2}}
+            "stylegan2": {"preset": "tiny"}, "r1": {"every": 2}}
     t = raw["transfer"]
     t["pretrain"].update(tiny)
     t["finetune"].update(tiny)

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from facegan.config import TrainConfig
-from facegan.train.loop import Trainer
+from facegan.train.gan import GANTrainer as Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 MODELS = {
     "dcgan": {"model": "dcgan", "g_channels": 16, "d_channels": 16},
     "stylegan2": {"model": "stylegan2", "z_dim": 32, "lr_g": 0.002, "lr_d": 0.002, "beta1": 0.0, "beta2": 0.99,
-                  "stylegan2": {"preset": "tiny", "r1_every": 2, "pl_weight": 2.0, "pl_every": 2},
+                  "stylegan2": {"preset": "tiny"}, "r1": {"every": 2}, "path_length": {"weight": 2.0, "every": 2},
                   "ada": {"enabled": True, "fixed_p": 0.5}},
 }
 

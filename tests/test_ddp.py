@@ -13,27 +13,29 @@ from conftest import tiny_params
 from facegan.chain import run_stage
 from facegan.train.checkpoint import load_checkpoint
 from facegan.train.dist import Dist
-from facegan.train.loop import Trainer, load_training_data
+from facegan.train.gan import GANTrainer as Trainer
+from facegan.train.images import load_training_data
 
 WORKER = """
 import sys, torch
 from pathlib import Path
 from facegan.config import TrainConfig
 from facegan.train.dist import setup, teardown
-from facegan.train.loop import Trainer, load_training_data
+from facegan.train.gan import GANTrainer as Trainer
+from facegan.train.images import load_training_data
 cfg = TrainConfig.model_validate_json(Path(sys.argv[1]).read_text())
 images, _, _ = load_training_data(Path(sys.argv[2]))
 dist, device = setup("cpu")
 t = Trainer(cfg, images, None, [], torch.device(device), dist)
 for _ in range(3):
     t.step()
-torch.save({"G": t.g.state_dict(), "D": t.d.state_dict(), "p": t.augment.p if t.augment else None,
+torch.save({"G": t.g.state_dict(), "D": t.d.state_dict(), "p": t.ada.p if t.ada else None,
             "world": dist.world}, Path(sys.argv[3]) / f"rank{dist.rank}.pt")
 teardown()
 """
 
 STYLE = {"model": "stylegan2", "z_dim": 16, "batch_size": 8, "lr_g": 0.002, "lr_d": 0.002, "beta1": 0.0,
-         "beta2": 0.99, "stylegan2": {"preset": "tiny", "r1_every": 2, "pl_weight": 2.0, "pl_every": 2},
+         "beta2": 0.99, "stylegan2": {"preset": "tiny"}, "r1": {"every": 2}, "path_length": {"weight": 2.0, "every": 2},
          "device": "cpu", "mirror": True}
 
 
@@ -85,7 +87,7 @@ def test_train_stage_with_nproc_2_runs_under_torchrun_only_rank0_writes_and_resu
     for _ in range(2):
         first.step()
     resumed_dir = Layout(root, "cartoon", "ddp-resumed").model
-    save_checkpoint(resumed_dir / "checkpoint.pt", {**first.state_dict([], {}), "fid": []})
+    save_checkpoint(resumed_dir / "checkpoint.pt", {**first.state_dict(), "fid": []})
     run_stage("train", "cartoon", p, root, variant="ddp-resumed")
     resumed = load_checkpoint(resumed_dir / "checkpoint.pt")
     assert resumed["step"] == 4 and [r["step"] for r in resumed["losses"]] == [1, 2, 3, 4]

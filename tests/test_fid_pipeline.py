@@ -99,15 +99,15 @@ def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(prepared,
     best = min(rows, key=lambda r: float(r["fd"]))
     assert load_checkpoint(tmp_path / "a" / "best.pt")["step"] == int(best["step"])
 
-    from facegan.train import loop
+    from facegan.train import stepper
 
-    real = loop.step_generator
-    monkeypatch.setattr(loop, "step_generator",
+    real = stepper.step_generator
+    monkeypatch.setattr(stepper, "step_generator",
                         lambda seed, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else real(seed, step))
     resumed = tiny_params(steps=4, fid_every=1, fid_samples=8, checkpoint_every=1).train
     with pytest.raises(KeyboardInterrupt):
         run_train(resumed, layout.packed, tmp_path / "b", scorer=scorer)
-    monkeypatch.setattr(loop, "step_generator", real)
+    monkeypatch.setattr(stepper, "step_generator", real)
     run_train(resumed, layout.packed, tmp_path / "b", scorer=scorer)
     rows_b = list(csv.DictReader((tmp_path / "b" / "fid.csv").open()))
     assert [int(r["step"]) for r in rows_b] == [1, 2, 3, 4]

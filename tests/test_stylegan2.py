@@ -12,13 +12,13 @@ import torch
 from facegan.augment.ada import AdaptiveAugment, ada_augment
 from facegan.config import AdaConfig, ParamsError, TrainConfig, TransferConfig
 from facegan.models import build_models
-from facegan.models.stylegan2 import Generator, upfirdn2d, make_kernel
+from facegan.models.stylegan2 import Generator, make_kernel, upfirdn2d
 from facegan.models.transfer import PretrainedMismatch, apply_pretrained
 from facegan.train.checkpoint import save_checkpoint
-from facegan.train.loop import Trainer
+from facegan.train.gan import GANTrainer as Trainer
 
 TINY = {"model": "stylegan2", "z_dim": 16, "batch_size": 4, "lr_g": 0.002, "lr_d": 0.002, "beta1": 0.0,
-        "beta2": 0.99, "stylegan2": {"preset": "tiny", "r1_every": 2, "pl_weight": 2.0, "pl_every": 2}}
+        "beta2": 0.99, "stylegan2": {"preset": "tiny"}, "r1": {"every": 2}, "path_length": {"weight": 2.0, "every": 2}}
 
 
 def cfg(**over) -> TrainConfig:
@@ -108,7 +108,7 @@ def test_ada_sampler_matches_grid_sample_and_r1_flows_through_augmented_reals():
     grid = F.affine_grid(m[:, :2, :], [4, 3, 16, 16], align_corners=False)
     ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     assert torch.allclose(bilinear_reflect(x, grid), ref, atol=1e-12)
-    t = trainer(cfg(ada={"enabled": True, "fixed_p": 0.8}, stylegan2={"preset": "tiny", "r1_every": 1}))
+    t = trainer(cfg(ada={"enabled": True, "fixed_p": 0.8}, r1={"every": 1}))
     rows = [t.step() for _ in range(2)]
     assert all(r["r1"] > 0 for r in rows)
 
@@ -129,7 +129,7 @@ def test_ada_p_rises_when_d_overfits_falls_when_it_does_not_and_fixed_p_stays():
 
 def test_ada_p_rises_during_training_on_a_few_images():
     """A D that memorises 4 images: the sign of D(real) goes positive and p goes up from 0."""
-    c = cfg(ada={"enabled": True, "speed_kimg": 0.05, "interval": 1}, stylegan2={"preset": "tiny", "r1_gamma": 0.0},
+    c = cfg(ada={"enabled": True, "speed_kimg": 0.05, "interval": 1}, r1={"gamma": 0.0},
             lr_d=0.01)
     t = Trainer(c, images(4), None, [], torch.device("cpu"))
     ps = [t.step()["ada_p"] for _ in range(12)]
@@ -144,26 +144,26 @@ def test_resume_is_exact_with_ada_lazy_r1_path_length_mixing_and_ema(tmp_path):
     first = trainer(c)
     for _ in range(2):
         first.step()
-    save_checkpoint(tmp_path / "ck.pt", first.state_dict([], {}))
+    save_checkpoint(tmp_path / "ck.pt", first.state_dict())
     state = torch.load(tmp_path / "ck.pt", weights_only=True)
-    assert state["augment"]["p"] == first.augment.p and state["kimg"] == pytest.approx(0.008)
+    assert state["augment"]["p"] == first.ada.p and state["kimg"] == pytest.approx(0.008)
     resumed = trainer(c)
     resumed.load_state_dict(state)
-    assert resumed.augment.p == first.augment.p and resumed.step_done == 2
+    assert resumed.ada.p == first.ada.p and resumed.step_done == 2
     for _ in range(2):
         resumed.step()
     for a, b in ((straight.g, resumed.g), (straight.d, resumed.d), (straight.ema.model, resumed.ema.model)):
         for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.equal(pa, pb), name
-    assert straight.augment.p == resumed.augment.p
-    assert torch.equal(straight.pl_mean, resumed.pl_mean)
+    assert straight.ada.p == resumed.ada.p
+    assert torch.equal(straight.objective.pl_mean, resumed.objective.pl_mean)
 
 
 def _pretrained(tmp_path: Path, res: int = 32) -> Path:
     t = trainer(cfg(ema=0.9), res)
     t.step()
     path = tmp_path / "pre.pt"
-    save_checkpoint(path, t.state_dict([], {}))
+    save_checkpoint(path, t.state_dict())
     return path
 
 

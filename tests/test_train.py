@@ -9,9 +9,10 @@ from conftest import tiny_params
 from facegan import train as _  # noqa: F401
 from facegan.losses import LOSSES, get_loss
 from facegan.models import build_models
-from facegan.train import loop
+from facegan.train import stepper
 from facegan.train.checkpoint import load_checkpoint, load_generator
-from facegan.train.loop import batch_indices, run_train
+from facegan.train.images import batch_indices
+from facegan.train.loop import run_train
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))
@@ -43,18 +44,18 @@ def test_resume_is_bitwise_exact(layout, tmp_path, monkeypatch):
     cfg = tiny_params(steps=4).train
     run_train(cfg, layout.packed, tmp_path / "straight")
 
-    real_gen = loop.step_generator
+    real_gen = stepper.step_generator
 
     def crash_at_3(seed, step):
         if step == 3:
             raise KeyboardInterrupt("killed")
         return real_gen(seed, step)
 
-    monkeypatch.setattr(loop, "step_generator", crash_at_3)
+    monkeypatch.setattr(stepper, "step_generator", crash_at_3)
     with pytest.raises(KeyboardInterrupt):
         run_train(cfg, layout.packed, tmp_path / "resumed")
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 2
-    monkeypatch.setattr(loop, "step_generator", real_gen)
+    monkeypatch.setattr(stepper, "step_generator", real_gen)
     run_train(cfg, layout.packed, tmp_path / "resumed")
 
     a, b = load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")

@@ -17,7 +17,8 @@ from facegan.config import ParamsError, TrainConfig, parse_params
 from facegan.models import build_models
 from facegan.models.vae import kl_divergence
 from facegan.sample import sample_checkpoint
-from facegan.train.loop import CHECKPOINT, Loop, VAETrainer, make_trainer
+from facegan.train.loop import CHECKPOINT, Loop, make_trainer
+from facegan.train.vae import VAETrainer
 
 CPU = torch.device("cpu")
 

@@ -15,7 +15,8 @@ from facegan.config import ParamsError, TrainConfig
 from facegan.losses import LOSSES
 from facegan.models import build_models
 from facegan.sample import LabelError, parse_labels, sample_checkpoint
-from facegan.train.loop import Trainer, run_train
+from facegan.train.gan import GANTrainer as Trainer
+from facegan.train.loop import run_train
 
 DIMS = [3, 2, 4]
 
@@ -183,16 +184,16 @@ def test_unconditional_checkpoint_refuses_labels(layout, tmp_path):
 
 
 def test_acgan_resume_is_bitwise_exact(layout, tmp_path, monkeypatch):
-    from facegan.train import loop
+    from facegan.train import stepper
     from facegan.train.checkpoint import load_checkpoint
 
     cfg = tiny_params(steps=4, model="acgan", loss="hinge", ema=0.9, diffaugment=["color", "cutout"], n_critic=2).train
     run_train(cfg, layout.packed, tmp_path / "a")
-    real = loop.step_generator
-    monkeypatch.setattr(loop, "step_generator", lambda seed, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else real(seed, step))
+    real = stepper.step_generator
+    monkeypatch.setattr(stepper, "step_generator", lambda seed, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else real(seed, step))
     with pytest.raises(KeyboardInterrupt):
         run_train(cfg, layout.packed, tmp_path / "b")
-    monkeypatch.setattr(loop, "step_generator", real)
+    monkeypatch.setattr(stepper, "step_generator", real)
     run_train(cfg, layout.packed, tmp_path / "b")
     a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     for net in ("G", "D", "G_ema"):

@@ -11,84 +11,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from facegan.config import Params, ParamsError, flatten, load_params
+from facegan.errors import StageError, UnknownName
+from facegan.layout import BUFFERS, PER_IMAGE, Layout
 from facegan.track import Tracker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Folders of one dataset under the project root (all DVC outputs, never in git)."""
-
-    root: Path
-    dataset: str
-    variant: str | None = None  # several models of one dataset (Prefect): data/runs/<dataset>/<variant>/
-
-    def _d(self, *parts: str) -> Path:
-        return self.root / "data" / Path(*parts)
-
-    def _run(self, kind: str) -> Path:
-        return self._d("runs", self.dataset, self.variant, kind) if self.variant else self._d(kind, self.dataset)
-
-    @property
-    def raw(self) -> Path:
-        return self._d("raw", self.dataset)
-
-    def interim(self, stage: str) -> Path:
-        return self._d("interim", self.dataset, stage)
-
-    @property
-    def packed(self) -> Path:
-        return self._d("processed", self.dataset)
-
-    @property
-    def stats(self) -> Path:
-        return self._d("stats", self.dataset)
-
-    @property
-    def model(self) -> Path:
-        return self._run("models")
-
-    @property
-    def classifier(self) -> Path:
-        return self._d("classifiers", self.dataset)
-
-    @property
-    def evaluation(self) -> Path:
-        return self._run("eval")
-
-    @property
-    def report(self) -> Path:
-        return self._run("reports")
-
-    def io(self, stage: str) -> tuple[list[Path], list[Path]]:
-        """(inputs, outputs) of a stage, as dvc.yaml declares them (used for Prefect cache keys)."""
-        i = self.interim
-        return {
-            "generate": ([], [self.raw]),
-            "detect": ([self.raw], [i("detect")]),
-            "verify": ([self.raw, i("detect")], [i("verify")]),
-            "align": ([self.raw, i("verify")], [i("align")]),
-            "matte": ([i("align")], [i("matte")]),
-            "upscale": ([i("matte")], [i("upscale")]),
-            "quality": ([self.raw, i("upscale")], [i("quality")]),
-            "pack": ([self.raw, i("quality")], [self.packed]),
-            "classifier": ([self.packed], [self.classifier]),
-            "refstats": ([self.packed, self.classifier], [self.stats]),
-            "train": ([self.packed, self.stats, self.classifier], [self.model]),
-            "evaluate": ([self.packed, self.model, self.stats, self.classifier], [self.evaluation]),
-            "report": ([i("quality"), self.packed, self.model, self.evaluation], [self.report]),
-            # over two datasets: every packed set and statistics (a superset: never stale)
-            "cyclegan": ([self._d("processed"), self._d("stats")], [self._d("cyclegan")]),
-        }[stage]
-
-
-# the per-image preprocessing stages, in order: each writes data/interim/<dataset>/<stage>/ with a summary
-PER_IMAGE = ("detect", "verify", "align", "matte", "upscale", "quality")
 
 
 def _report_stage(stage: str, at: Layout, t: Tracker) -> dict:
@@ -156,7 +86,6 @@ def _quality(p: Params, at: Layout, t: Tracker) -> dict:
 
 def _pack(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.data.pack import run_pack
-
     from facegan.manifest import read_summary
 
     run_pack(p.dataset(at.dataset).pack, at.raw, at.interim("quality"), at.packed)
@@ -236,7 +165,6 @@ PAIR_STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], s
     "cyclegan": (_cyclegan, "CycleGAN between cyclegan.a and cyclegan.b: translated grids both ways, FID per direction."),
 }
 
-BUFFERS = Path(".facegan") / "tracking"  # local copies of what goes to MLflow, until it is sent
 
 
 def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yaml", root: Path | str = ".",
@@ -246,7 +174,7 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
 
     stages = STAGES | PAIR_STAGES
     if name not in stages:
-        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(stages)}")
+        raise UnknownName(f"unknown stage {name!r}; stages: {', '.join(stages)}")
     p = params if isinstance(params, Params) else load_params(params)
     p.dataset(dataset)  # unknown dataset -> ParamsError before any work
     if name == "cyclegan" and dataset != p.cyclegan.a:
@@ -288,27 +216,28 @@ def _train_distributed(p: Params, dataset: str, root: Path, variant: str | None)
     args = ["-m", "facegan.chain", "train", dataset, str(spec), str(root), *([variant] if variant else [])]
     code = relaunch(p.train.nproc, args)
     if code:
-        raise RuntimeError(f"distributed training ({p.train.nproc} processes) failed with exit code {code}")
+        raise StageError(f"distributed training ({p.train.nproc} processes) failed with exit code {code}")
     return time.perf_counter() - t0
 
 
 def stage_main(name: str) -> None:
     """Entry point of the scripts in stages/: `python stages/<name>.py DATASET [PARAMS_FILE]`."""
+    from facegan.errors import user_errors
     from facegan.logs import setup_logging
 
     setup_logging()
     args = sys.argv[1:]
     if not 1 <= len(args) <= 2:
         sys.exit(f"usage: python stages/{name}.py DATASET [PARAMS_FILE]")
-    try:
+    with user_errors():
         run_stage(name, args[0], args[1] if len(args) == 2 else "params.yaml")
-    except ParamsError as e:
-        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":  # python -m facegan.chain STAGE DATASET PARAMS_FILE ROOT [VARIANT] (used by torchrun)
+    from facegan.errors import user_errors
     from facegan.logs import setup_logging
 
     setup_logging()
     stage, ds, params_file, root_dir, *rest = sys.argv[1:]
-    run_stage(stage, ds, params_file, root_dir, rest[0] if rest else None)
+    with user_errors():
+        run_stage(stage, ds, params_file, root_dir, rest[0] if rest else None)

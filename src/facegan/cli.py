@@ -1,6 +1,7 @@
 """`facegan` command line: one subcommand per stage, plus running the whole chain.
 
-Heavy libraries are imported inside the commands so that `facegan --help` stays fast.
+Heavy libraries are imported inside the commands so that `facegan --help` stays fast. Errors a user can fix
+(`facegan.errors.FaceganError`) are turned into one `error: ...` line and exit code 2 in `main()`.
 """
 
 from __future__ import annotations
@@ -23,20 +24,14 @@ ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file
 
 
 def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
-    from rich.console import Console
-
     from facegan.chain import run_stage
-    from facegan.config import ParamsError, load_params
+    from facegan.config import load_params
     from facegan.logs import setup_logging
 
     setup_logging()
-    try:
-        p = load_params(params)
-        for name in names:
-            run_stage(name, dataset, p, root)
-    except (ParamsError, FileNotFoundError) as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+    p = load_params(params)
+    for name in names:
+        run_stage(name, dataset, p, root)
 
 
 def _add_stage_command(name: str, doc: str) -> None:
@@ -69,33 +64,24 @@ def transfer(
 
     setup_logging()
     steps = ("pretrain", "finetune", "table", "all")
-    try:
-        if step not in steps:
-            raise ParamsError(f"unknown step {step!r}; steps: {', '.join(steps)}")
-        p = load_params(params)
-        if step in ("pretrain", "all"):
-            tr.pretrain(p, root)
-        if step in ("finetune", "all"):
-            for name in [run] if run else list(p.transfer.runs):
-                tr.finetune(name, p, root)
-        if step in ("table", "all"):
-            Console().print(tr.markdown(tr.table(p, root)))
-    except (ParamsError, FileNotFoundError) as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+    if step not in steps:
+        raise ParamsError(f"unknown step {step!r}; steps: {', '.join(steps)}")
+    p = load_params(params)
+    if step in ("pretrain", "all"):
+        tr.pretrain(p, root)
+    if step in ("finetune", "all"):
+        for name in [run] if run else list(p.transfer.runs):
+            tr.finetune(name, p, root)
+    if step in ("table", "all"):
+        Console().print(tr.markdown(tr.table(p, root)))
 
 
 @app.command("cyclegan")
 def cyclegan(params: Path = PARAMS, root: Path = ROOT) -> None:
     """CycleGAN between cyclegan.a and cyclegan.b (packed first): grids both ways, FID per direction."""
-    from facegan.config import ParamsError, load_params
+    from facegan.config import load_params
 
-    try:
-        p = load_params(params)
-    except ParamsError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    _run(["cyclegan"], p.cyclegan.a, params, root)
+    _run(["cyclegan"], load_params(params).cyclegan.a, params, root)
 
 
 @app.command("report")
@@ -141,13 +127,9 @@ def chain(
 @app.command("check")
 def check(params: Path = PARAMS) -> None:
     """Validate the params file and print the datasets it defines."""
-    from facegan.config import ParamsError, load_params
+    from facegan.config import load_params
 
-    try:
-        p = load_params(params)
-    except ParamsError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    p = load_params(params)
     typer.echo(f"{params}: valid; datasets: {', '.join(p.datasets)}; model: {p.train.model}")
 
 
@@ -164,20 +146,17 @@ def sample(
     import numpy as np
 
     from facegan.io import image_grid, write_image
-    from facegan.sample import LabelError, sample_checkpoint
+    from facegan.sample import sample_checkpoint
 
     if (checkpoint is None) == (model_uri is None):
         raise typer.BadParameter("give exactly one of --checkpoint and --model-uri")
-    try:
-        if model_uri:
-            from facegan import track
-            from facegan.config import TrackingConfig
+    if model_uri:
+        from facegan import track
+        from facegan.config import TrackingConfig
 
-            checkpoint = track.download_checkpoint(model_uri, TrackingConfig())
-        images = sample_checkpoint(checkpoint, n, seed, labels)
-    except (LabelError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        checkpoint = track.download_checkpoint(model_uri, TrackingConfig())
+    assert checkpoint is not None
+    images = sample_checkpoint(checkpoint, n, seed, labels)
     for i, im in enumerate(images):
         write_image(out / f"seed{seed}_{i:04d}.png", im)
     write_image(out / "grid.png", image_grid(images, ncols=int(np.ceil(np.sqrt(len(images))))))
@@ -194,18 +173,14 @@ def fid(
     weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (default: torch hub cache)"),
 ) -> None:
     """Frechet distance and KID between two folders of images (any sizes and formats)."""
-    from facegan.config import EvaluateConfig
+    from facegan.config import EvaluateConfig, parse_section
     from facegan.evaluate.compare import compare_folders
-    from facegan.evaluate.extractors import ExtractorUnavailable
     from facegan.logs import setup_logging
 
     setup_logging()
-    try:
-        cfg = EvaluateConfig(mode=mode, batch_size=batch_size, inception_weights=weights)
-        r = compare_folders(folder_a, folder_b, cfg, extractor)
-    except (ExtractorUnavailable, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    cfg = parse_section(EvaluateConfig, {"mode": mode, "batch_size": batch_size, "inception_weights": weights},
+                        "facegan fid options")
+    r = compare_folders(folder_a, folder_b, cfg, extractor)
     typer.echo(f"FD ({r['extractor']}, {r['mode']}): {r['fd']:.6f}   KID: {r['kid']:.6f} +- {r['kid_std']:.6f}   "
                f"({r['n_a']} vs {r['n_b']} images)")
 
@@ -242,11 +217,7 @@ def reproduce(
     from facegan.reproduce import reproduce as _reproduce
 
     setup_logging()
-    try:
-        result = _reproduce(run_id, root, out)
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    result = _reproduce(run_id, root, out)
     worst = 0.0
     for k, (old, new) in result.items():
         worst = max(worst, abs(old - new))
@@ -265,8 +236,8 @@ app.add_typer(track_app, name="track")
 def track_sync(buffers: list[Path] = typer.Argument(None, help="buffer files (default: all in .facegan/tracking)")) -> None:
     """Send records kept locally while the tracking server was unreachable."""
     from facegan import track
-    from facegan.chain import BUFFERS
     from facegan.config import TrackingConfig
+    from facegan.layout import BUFFERS
 
     files = buffers or sorted(BUFFERS.glob("*.jsonl"))
     sent = 0
@@ -283,13 +254,6 @@ dataset_app = typer.Typer(help="Custom datasets: add a folder or zip of faces in
 app.add_typer(dataset_app, name="dataset")
 
 
-def _fail(e: Exception) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
-    raise typer.Exit(2)
-
-
 @dataset_app.command("add")
 def dataset_add(
     name: str = typer.Argument(..., help="new dataset name (letters, digits, - and _)"),
@@ -303,14 +267,10 @@ def dataset_add(
 ) -> None:
     """Import images (content-hash dedupe, safe zip), track them with DVC, write their params block."""
     from facegan import datasets
-    from facegan.data.sources import UnsafeArchive
     from facegan.logs import setup_logging
 
     setup_logging()
-    try:
-        out = datasets.add(name, src, kind, references, labels, cascade, params, root)
-    except (ValueError, FileNotFoundError, FileExistsError, UnsafeArchive, RuntimeError) as e:
-        _fail(e)
+    out = datasets.add(name, src, kind, references, labels, cascade, params, root)
     typer.echo(f"dataset {name}: {out['import']}")
     for f, reason in list(out["skipped"].items())[:20]:
         typer.echo(f"  skipped {f}: {reason}")
@@ -330,12 +290,9 @@ def dataset_list(params: Path = PARAMS, root: Path = ROOT) -> None:
     from rich.table import Table
 
     from facegan import datasets
-    from facegan.config import ParamsError, load_params
+    from facegan.config import load_params
 
-    try:
-        names = list(load_params(params).datasets)
-    except ParamsError as e:
-        _fail(e)
+    names = list(load_params(params).datasets)
     table = Table("dataset", "source", "raw images", "packed", "rejected", "size on disk")
     for name in names:
         d = datasets.describe(name, params, root)
@@ -352,12 +309,8 @@ def dataset_show(name: str, params: Path = PARAMS, root: Path = ROOT) -> None:
     from rich.table import Table
 
     from facegan import datasets
-    from facegan.config import ParamsError
 
-    try:
-        d = datasets.describe(name, params, root)
-    except ParamsError as e:
-        _fail(e)
+    d = datasets.describe(name, params, root)
     con = Console()
     con.print(f"[bold]{name}[/]: source {d['source']}, {d['raw_images']} raw images, {d['size']} on disk")
     con.print("backends: " + ", ".join(f"{k} {v}" for k, v in d["backends"].items()))
@@ -374,21 +327,18 @@ def dataset_remove(name: str, yes: bool = typer.Option(False, "--yes", "-y", hel
                    params: Path = PARAMS, root: Path = ROOT) -> None:
     """Remove a dataset's params block, DVC tracking and data folders (other datasets are not touched)."""
     from facegan import datasets
-    from facegan.config import ParamsError, load_params
+    from facegan.config import load_params
 
-    try:
-        load_params(params).dataset(name)
-    except ParamsError as e:
-        _fail(e)
+    load_params(params).dataset(name)
     if not yes and not typer.confirm(f"remove dataset {name!r}: its params block, DVC entry and data/*/{name}?"):
         raise typer.Exit(1)
-    try:
-        removed = datasets.remove(name, params, root)
-    except (ParamsError, RuntimeError) as e:
-        _fail(e)
+    removed = datasets.remove(name, params, root)
     for r in removed:
         typer.echo(f"removed {r}")
 
 
 def main() -> None:
-    app()
+    from facegan.errors import user_errors
+
+    with user_errors():
+        app()

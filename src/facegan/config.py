@@ -7,10 +7,21 @@ the bad value and what is allowed (see `ParamsError`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from facegan.errors import CheckpointError, FaceganError
+from facegan.models import MODELS, model_spec
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 class Section(BaseModel):
@@ -175,26 +186,44 @@ STYLEGAN2_PRESETS: dict[str, dict[str, Any]] = {
 
 
 class StyleGAN2Config(Section):
-    """Architecture and regularisation of model `stylegan2`; `preset` fills the width keys not given."""
+    """Architecture of model `stylegan2`; `preset` fills the width keys not given. Its regularisers are
+    `train.r1` and `train.path_length` (usable by every GAN)."""
 
     preset: Literal["tiny", "cpu", "paper"] = "cpu"
     channel_base: int = Field(2048, ge=16)
     channel_max: int = Field(64, ge=1, le=2048)
     mapping_layers: int = Field(4, ge=1, le=16)
     lr_mapping: float = Field(0.01, gt=0, le=1, description="learning-rate multiplier of the mapping network")
-    r1_gamma: float = Field(10.0, ge=0, description="R1 penalty weight (0 = off)")
-    r1_every: int = Field(16, ge=1, description="lazy regularisation: R1 every N steps")
-    pl_weight: float = Field(0.0, ge=0, description="path-length regularisation weight (paper: 2; 0 = off)")
-    pl_every: int = Field(4, ge=1)
     style_mixing: float = Field(0.9, ge=0, le=1, description="probability of style mixing per step")
+
+    MOVED: ClassVar[dict[str, str]] = {"r1_gamma": "r1.gamma", "r1_every": "r1.every",
+                                       "pl_weight": "path_length.weight", "pl_every": "path_length.every"}
 
     @model_validator(mode="before")
     @classmethod
     def _preset(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            moved = [f"stylegan2.{k} is now {cls.MOVED[k]}" for k in data if k in cls.MOVED]
+            if moved:
+                raise ValueError("; ".join(moved) + " (regularisers of every GAN, beside `stylegan2` in the same section)")
             preset = STYLEGAN2_PRESETS.get(data.get("preset", "cpu"), {})
             data = {**preset, **data}
         return data
+
+
+class R1Config(Section):
+    """R1 (Mescheder et al. 2018): gamma/2 * |grad D(real)|^2, lazily every N steps (StyleGAN2's default)."""
+
+    gamma: float | None = Field(None, ge=0, description="R1 weight gamma; 0 = off; null = the model's default "
+                                                       "(stylegan2: 10, the others: off)")
+    every: int = Field(16, ge=1, description="lazy regularisation: a separate D update every N steps")
+
+
+class PathLengthConfig(Section):
+    """Path-length regularisation (Karras et al. 2020): on w for style-based G, on z otherwise."""
+
+    weight: float = Field(0.0, ge=0, description="weight (paper: 2; 0 = off)")
+    every: int = Field(4, ge=1, description="lazy regularisation: a separate G update every N steps")
 
 
 def _unique_policies(v: list[str]) -> list[str]:
@@ -213,12 +242,45 @@ class VAEConfig(Section):
     kl_warmup: int = Field(0, ge=0, description="steps over which the KL weight ramps up linearly from 0")
 
 
-class TrainConfig(Section):
-    model: Literal["dcgan", "wgan-gp", "acgan", "stylegan2", "vae"] = "dcgan"
+class RunSettings(Section):
+    """Runtime settings shared by every trainer (`train`, `cyclegan`): where and how fast to run, seeds and
+    cadence. `RESUME_NEUTRAL` lists the ones a checkpoint may be resumed under with another value."""
+
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
+    deterministic: bool | Literal["auto"] = Field(
+        "auto", description="true: deterministic kernels (bitwise resume on CPU); false: cudnn.benchmark + TF32 "
+                            "on CUDA; auto: true on CPU, false on CUDA")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA (fp16 with grad scaling)")
+    channels_last: bool = Field(False, description="NHWC memory format for the conv nets")
+    compile: bool = Field(False, description="torch.compile the nets")
+    loader_threads: int = Field(2, ge=1, le=64, description="threads decoding the packed ZIP")
+    checkpoint_every: int = Field(100, ge=1)
+    sample_every: int = Field(100, ge=1)
+
+    RESUME_NEUTRAL: ClassVar[frozenset[str]] = frozenset(
+        {"device", "threads", "loader_threads", "checkpoint_every", "sample_every"})
+
+    def check_resumable(self, saved: dict[str, Any], section: str) -> None:
+        """Refuse a checkpoint whose config differs from this one in a way that changes the maths (keys in
+        RESUME_NEUTRAL may differ); the message names each differing key."""
+        now, then = flatten(self), flatten(saved)
+        differences = [f"{section}.{k}: {then.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
+                       for k in sorted(set(now) | set(then))
+                       if now.get(k) != then.get(k) and k.split(".")[0] not in self.RESUME_NEUTRAL]
+        if differences:
+            raise CheckpointError(f"the checkpoint was written with a different {section} config "
+                                  f"({'; '.join(differences)}): remove it or restore the config")
+
+
+class TrainConfig(RunSettings):
+    model: str = Field("dcgan", description="a name from facegan.models.MODELS")
     loss: Literal["minimax", "nonsaturating", "hinge", "lsgan", "wgan", "wgan-gp", "wgan-div"] = "nonsaturating"
     g_arch: Literal["deconv", "upsample"] = Field("deconv", description="transposed convs, or nearest upsample + conv")
     d_norm: Literal["auto", "batch", "instance", "layer", "none"] = Field(
-        "auto", description="auto: batch norm, or layer norm for model wgan-gp and gradient-penalty losses")
+        "auto", description="auto: the model's default (batch norm; layer norm for wgan-gp) or layer norm for "
+                            "gradient-penalty losses")
     d_variant: Literal["plain", "sn", "projection"] = Field(
         "plain", description="sn: spectral norm on every D layer; projection: SN + label projection (acgan)")
     label_input: Literal["concat", "noconcat"] = Field(
@@ -244,35 +306,47 @@ class TrainConfig(Section):
     ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of G's weights (0 = off), e.g. 0.999")
     diffaugment: DiffAugmentPolicies = Field([], description="DiffAugment policies applied to every image D sees")
     ada: AdaConfig = AdaConfig()
+    r1: R1Config = R1Config()
+    path_length: PathLengthConfig = PathLengthConfig()
     stylegan2: StyleGAN2Config = StyleGAN2Config()
     vae: VAEConfig = VAEConfig()
     freeze_d: int = Field(0, ge=0, description="FreezeD: the first K discriminator blocks are not trained")
     init_from: Path | None = Field(
         None, description="transfer learning: start from this checkpoint (facegan or rosinality stylegan2 .pt)")
     mirror: bool = Field(True, description="random horizontal flips of real images")
-    checkpoint_every: int = Field(100, ge=1)
-    sample_every: int = Field(100, ge=1)
     fid_every: int = Field(0, ge=0, description="Frechet distance on fixed noise every N steps (0 = off)")
     fid_samples: int = Field(256, ge=2, description="generated images per in-training Frechet distance")
     fid_extractor: Extractor = Field("dlib", description="extractor of the in-training Frechet distance")
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA (fp16 with grad scaling)")
-    channels_last: bool = Field(False, description="NHWC memory format for the conv nets")
-    compile: bool = Field(False, description="torch.compile G and D")
     nproc: int = Field(1, ge=1, le=64, description="processes (GPUs) for DDP via torchrun; batch_size is global")
-    loader_threads: int = Field(2, ge=1, le=64, description="threads decoding the packed ZIP")
+
+    # more steps continue the same run (no schedule depends on the total); the in-training FID only observes
+    RESUME_NEUTRAL: ClassVar[frozenset[str]] = RunSettings.RESUME_NEUTRAL | {
+        "steps", "fid_every", "fid_samples", "fid_extractor"}
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        model_spec(v)  # unknown -> the valid names
+        return v
+
+    @property
+    def spec(self):  # -> facegan.models.ModelSpec
+        return MODELS[self.model]
 
     @property
     def conditional(self) -> bool:
-        return self.model == "acgan"
+        return self.spec.conditional
+
+    @property
+    def r1_gamma(self) -> float:
+        """R1's gamma: r1.gamma, or the model's default when it is null."""
+        return self.spec.r1_gamma if self.r1.gamma is None else self.r1.gamma
 
     @property
     def resolved_d_norm(self) -> str:
         if self.d_norm != "auto":
             return self.d_norm
-        return "layer" if self.model == "wgan-gp" or self.loss in GP_LOSSES else "batch"
+        return "layer" if self.loss in GP_LOSSES else self.spec.d_norm
 
     @model_validator(mode="after")
     def _compatible(self) -> TrainConfig:
@@ -285,12 +359,14 @@ class TrainConfig(Section):
             raise ValueError("choose one augmentation: diffaugment or ada.enabled, not both")
         if self.freeze_d and self.init_from is None:
             raise ValueError("freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint")
-        if self.model == "vae":
+        if not self.spec.adversarial:
             gan_only = {"diffaugment": bool(self.diffaugment), "ada.enabled": self.ada.enabled,
                         "freeze_d": bool(self.freeze_d), "init_from": self.init_from is not None,
-                        "n_critic": self.n_critic != 1, "d_variant": self.d_variant != "plain"}
+                        "n_critic": self.n_critic != 1, "d_variant": self.d_variant != "plain",
+                        "r1.gamma": bool(self.r1_gamma), "path_length.weight": bool(self.path_length.weight)}
             if any(gan_only.values()):
-                raise ValueError(f"model 'vae' has no discriminator: unset {', '.join(k for k, v in gan_only.items() if v)}")
+                raise ValueError(f"model {self.model!r} has no discriminator: unset "
+                                 f"{', '.join(k for k, v in gan_only.items() if v)}")
         return self
 
 
@@ -355,14 +431,7 @@ class TransferConfig(Section):
             raise ValueError("\n".join(lines)) from None
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-class CycleGANConfig(Section):
+class CycleGANConfig(RunSettings):
     """Unpaired translation between two packed datasets `a` and `b` (facegan.cyclegan)."""
 
     enabled: bool = False
@@ -386,16 +455,10 @@ class CycleGANConfig(Section):
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     mirror: bool = True
-    checkpoint_every: int = Field(100, ge=1)
-    sample_every: int = Field(100, ge=1)
     num_samples: int = Field(500, ge=2, description="images translated per direction for its Frechet distance")
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
-    amp: Literal["off", "bf16", "fp16"] = "off"
-    channels_last: bool = False
-    compile: bool = False
-    loader_threads: int = Field(2, ge=1, le=64)
+
+    # the scoring after training does not change the model (steps does: the learning rate decays to the last)
+    RESUME_NEUTRAL: ClassVar[frozenset[str]] = RunSettings.RESUME_NEUTRAL | {"num_samples", "enabled"}
 
     @model_validator(mode="after")
     def _consistent(self) -> CycleGANConfig:
@@ -458,7 +521,10 @@ class Params(Section):
 # ---- loading and error messages -------------------------------------------------------------
 
 
-class ParamsError(ValueError):
+S = TypeVar("S", bound=BaseModel)
+
+
+class ParamsError(FaceganError, ValueError):
     """A params file that cannot be used; the message says which key, which value, what is allowed."""
 
 
@@ -479,6 +545,15 @@ def parse_params(raw: Any, source: str = "params") -> Params:
         raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     try:
         return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [_describe(err) for err in e.errors()]
+        raise ParamsError(f"{source}: {len(lines)} invalid value(s):\n" + "\n".join(lines)) from None
+
+
+def parse_section(section: type[S], raw: dict[str, Any], source: str) -> S:
+    """One section (e.g. command-line options given to a config type) validated with ParamsError's messages."""
+    try:
+        return section.model_validate(raw)
     except ValidationError as e:
         lines = [_describe(err) for err in e.errors()]
         raise ParamsError(f"{source}: {len(lines)} invalid value(s):\n" + "\n".join(lines)) from None

@@ -19,10 +19,11 @@ from typing import Any
 
 import yaml
 
-from facegan.chain import PER_IMAGE, Layout
 from facegan.config import DatasetConfig, ParamsError, load_params
-from facegan.manifest import SUMMARY, read_summary
 from facegan.data.sources import ImportReport, import_images
+from facegan.errors import StageError
+from facegan.layout import PER_IMAGE, Layout
+from facegan.manifest import SUMMARY, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _dvc(root: Path, *args: str) -> None:
         return
     r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
     if r.returncode:
-        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        raise StageError(f"dvc {' '.join(args)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
 
 
 def check_labels(csv_path: Path, images: list[str]) -> list[str]:
@@ -114,7 +115,7 @@ def add(name: str, src: Path, kind: str = "photos", references: Path | None = No
         raise ParamsError(f"dataset {name!r} already exists in {params_file} (remove it first: facegan dataset remove {name})")
     raw = root / "data" / "raw" / name
     if raw.exists():
-        raise FileExistsError(f"{raw} already exists; remove it or choose another name")
+        raise ParamsError(f"{raw} already exists; remove it or choose another name")
     original = params_file.read_text(encoding="utf-8")
     try:
         report: ImportReport = import_images(src, raw / "images")
@@ -127,7 +128,7 @@ def add(name: str, src: Path, kind: str = "photos", references: Path | None = No
             out["label_problems"] = check_labels(raw / "labels.csv", report.imported)
         if kind == "anime":
             if cascade is None or not cascade.is_file():
-                raise FileNotFoundError("kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml "
+                raise ParamsError("kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml "
                                         "(github.com/nagadomi/lbpcascade_animeface)")
             shutil.copyfile(cascade, raw / "lbpcascade_animeface.xml")
         params_file.write_text(insert_block(original, dataset_block(name, kind, labels is not None,

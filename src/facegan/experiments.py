@@ -7,12 +7,14 @@ import io
 import subprocess
 from pathlib import Path
 
+from facegan.errors import StageError
+
 
 def dvc_experiments(root: Path = Path(".")) -> list[dict[str, str]]:
     """Rows of `dvc exp show --csv` (workspace, baseline and every experiment)."""
     r = subprocess.run(["dvc", "exp", "show", "--csv", "--all-commits"], cwd=root, capture_output=True, text=True)
     if r.returncode != 0:
-        raise RuntimeError(f"dvc exp show failed: {r.stderr.strip()}")
+        raise StageError(f"dvc exp show failed: {r.stderr.strip()}")
     return list(csv.DictReader(io.StringIO(r.stdout)))
 
 

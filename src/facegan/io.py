@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from facegan.errors import FaceganError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 MAX_PIXELS = 100_000_000  # larger images are rejected with a reason, never decoded
 
 
-class ImageError(Exception):
+class ImageError(FaceganError):
     """An input image that cannot be used; str(e) is the reason recorded in the manifest."""
 
 

@@ -1,33 +1,38 @@
-"""GAN losses by name: adversarial terms for D and G, plus an optional regulariser on D.
+"""GAN losses by name, and the regularisers any GAN can use.
 
+Adversarial losses (`LOSSES`, chosen by `train.loss`):
 - minimax (Goodfellow 2014), nonsaturating (its practical G loss), hinge (Lim & Ye 2017),
 - lsgan: least squares (Mao et al. 2017; CycleGAN's default),
 - wgan: Wasserstein with weight clipping (Arjovsky 2017),
 - wgan-gp: + gradient penalty on interpolates (Gulrajani 2017),
 - wgan-div: + k * |grad D|^p on real and fake samples (Wu et al. 2018).
+
+Regularisers: R1 on real images (Mescheder et al. 2018) and the path-length penalty (Karras et al. 2020),
+each with its own weight and interval (`train.r1`, `train.path_length`; see facegan.train.objective).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from facegan.config import TrainConfig
 from facegan.registry import pick
 
-# penalty(d, real, fake, labels, gen, cfg) -> scalar; d(x, labels) returns (adv_logits, aux)
-Penalty = Callable[..., torch.Tensor]
+# d(x, labels) -> (adversarial logits, auxiliary logits or None)
+Critic = Callable[..., tuple[torch.Tensor, object]]
 
 
 @dataclass(frozen=True)
 class GanLoss:
     d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     g: Callable[[torch.Tensor], torch.Tensor]
-    penalty: Penalty | None = None
-    clip: bool = False  # clamp D's weights to [-cfg.clip, cfg.clip] after each D step
+    # penalty(d, real, fake, labels, gen, **settings) -> weighted scalar, settings read from train.<field>
+    penalty: Callable[..., torch.Tensor] | None = None
+    penalty_settings: Mapping[str, str] = field(default_factory=dict)  # penalty keyword -> train config field
+    clip: bool = False  # clamp D's weights to [-train.clip, train.clip] after each D step
 
 
 def _d_logistic(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -38,22 +43,43 @@ def _d_wasserstein(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return fake.mean() - real.mean()
 
 
-def _grad_norm(d, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+def _grad_norm(d: Critic, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     x = x.detach().requires_grad_(True)
     out, _ = d(x, labels)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     return grad.flatten(1).norm(2, dim=1)
 
 
-def gradient_penalty(d, real, fake, labels, gen: torch.Generator, cfg: TrainConfig) -> torch.Tensor:
+def gradient_penalty(d: Critic, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
+                     gen: torch.Generator, *, weight: float) -> torch.Tensor:
+    """weight * (|grad D| - 1)^2 at random interpolates of real and fake images (WGAN-GP)."""
     eps = torch.rand(len(real), 1, 1, 1, generator=gen).to(real.device)
     mixed = eps * real.detach() + (1 - eps) * fake.detach()
-    return cfg.gp_weight * ((_grad_norm(d, mixed, labels) - 1) ** 2).mean()
+    return weight * ((_grad_norm(d, mixed, labels) - 1) ** 2).mean()
 
 
-def divergence_penalty(d, real, fake, labels, gen: torch.Generator, cfg: TrainConfig) -> torch.Tensor:
+def divergence_penalty(d: Critic, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
+                       gen: torch.Generator, *, k: float, p: float) -> torch.Tensor:
+    """k * |grad D|^p on real and fake images (WGAN-div)."""
     both = torch.cat([_grad_norm(d, real, labels), _grad_norm(d, fake, labels)])
-    return cfg.div_k * (both ** cfg.div_p).mean()
+    return k * (both**p).mean()
+
+
+def r1_penalty(d: Critic, real: torch.Tensor, labels: torch.Tensor | None,
+               augment: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Squared gradient norm of D at (augmented) real images, averaged over the batch (unweighted)."""
+    x = real.detach().requires_grad_(True)
+    out, _ = d(augment(x), labels)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    # + 0 * out: every D parameter is in the graph (DDP expects a gradient for each, even if zero)
+    return grad.pow(2).flatten(1).sum(1).mean() + 0 * out.sum()
+
+
+def path_lengths(fake: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """|J^T y| per sample: the gradient of <fake, noise> w.r.t. the latent (N, D) or per-layer w (N, L, D)."""
+    (grad,) = torch.autograd.grad((fake * noise).sum(), latent, create_graph=True)
+    sq = grad.pow(2).sum(-1)
+    return (sq.mean(1) if sq.dim() > 1 else sq).sqrt()
 
 
 LOSSES: dict[str, GanLoss] = {
@@ -62,8 +88,8 @@ LOSSES: dict[str, GanLoss] = {
     "hinge": GanLoss(lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(), lambda fake: -fake.mean()),
     "lsgan": GanLoss(lambda real, fake: (real - 1).pow(2).mean() + fake.pow(2).mean(), lambda fake: (fake - 1).pow(2).mean()),
     "wgan": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), clip=True),
-    "wgan-gp": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), penalty=gradient_penalty),
-    "wgan-div": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), penalty=divergence_penalty),
+    "wgan-gp": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), gradient_penalty, {"weight": "gp_weight"}),
+    "wgan-div": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), divergence_penalty, {"k": "div_k", "p": "div_p"}),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from facegan.errors import StageInputMissing
 from facegan.io import write_text
 
 MANIFEST = "manifest.jsonl"
@@ -50,7 +51,7 @@ def write_manifest(folder: Path, rows: Manifest) -> Path:
 def read_manifest(folder: Path) -> Manifest:
     path = folder / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"no manifest at {path}: run the previous stage first")
+        raise StageInputMissing(f"no manifest at {path}: run the previous stage first")
     return [Row.model_validate_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 

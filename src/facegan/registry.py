@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
+from facegan.errors import UnknownName
+
 T = TypeVar("T")
 
 
 def pick(registry: Mapping[str, T], name: str, what: str) -> T:
-    """registry[name], or ValueError listing the valid names of `what`."""
+    """registry[name], or UnknownName (a ValueError) listing the valid names of `what`."""
     try:
         return registry[name]
     except KeyError:
-        raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(sorted(registry))}") from None
+        raise UnknownName(f"unknown {what} {name!r}; choose one of: {', '.join(sorted(registry))}") from None

@@ -22,7 +22,7 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     ev = json.loads((evaluation / "metrics.json").read_text(encoding="utf-8"))
     with (model / "losses.csv").open(newline="") as f:
         losses = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    from facegan.chain import PER_IMAGE
+    from facegan.layout import PER_IMAGE
     from facegan.manifest import read_summary
 
     counts = {stage: read_summary(interim / stage) for stage in PER_IMAGE}
@@ -96,8 +96,7 @@ def run_report(params: Params, dataset: str, interim: Path, processed: Path, mod
         plot_curves(model, tmp / "curves.png")
     if params.tracking.enabled and tracker is not None:
         from facegan import track
-
-        from facegan.chain import BUFFERS
+        from facegan.layout import BUFFERS
 
         # the exact params of this run, for `facegan reproduce` (kept beside the buffers until sent)
         snapshot = BUFFERS / dataset / "params.yaml"

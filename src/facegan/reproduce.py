@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from facegan.chain import Layout
 from facegan.config import TrackingConfig, parse_params
 from facegan.data.pack import ZIP_NAME
 from facegan.io import sha256_file
+from facegan.layout import Layout
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facegan.errors import FaceganError
 from facegan.io import image_grid, write_image
-from facegan.train.loop import seeded_subset, to_float, to_uint8
+from facegan.train.images import seeded_subset, to_float, to_uint8
 
 N_FIXED = 64
 GRID_COLS = 8
 
 
-class LabelError(ValueError):
+class LabelError(FaceganError, ValueError):
     """A --labels spec naming an unknown attribute or value; the message lists the valid ones."""
 
 
@@ -86,7 +87,7 @@ def write_training_samples(trainer, path: Path, final: bool = False, label_names
     if not final:
         return
     write_interpolation_gif(g, cfg.z_dim, (cfg.seed, cfg.seed + 1), path.parent / "interpolation.gif", y)
-    if cfg.model == "stylegan2":
+    if cfg.spec.style:
         from facegan.sample_style import write_style_figures
 
         write_style_figures(g, path.parent, cfg.seed)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from facegan.io import image_grid, write_image
-from facegan.train.loop import to_uint8
+from facegan.train.images import to_uint8
 
 PSIS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)
 

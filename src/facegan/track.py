@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from facegan.config import Params, TrackingConfig, flatten
+from facegan.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -306,11 +307,17 @@ def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
     """The checkpoint.pt inside a registered generator, e.g. models:/facegan-cartoon@best."""
     import mlflow
 
+    from mlflow.exceptions import MlflowException
+
     mlflow.set_tracking_uri(tracking_uri(tracking))
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except (MlflowException, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrackingError(f"cannot fetch {model_uri} from the tracking store {tracking_uri(tracking)}: {first}") from None
     found = sorted(local.rglob("checkpoint.pt"))
     if not found:
-        raise FileNotFoundError(f"{model_uri} holds no checkpoint.pt (is it a facegan generator?)")
+        raise TrackingError(f"{model_uri} holds no checkpoint.pt (is it a facegan generator?)")
     return found[0]
 
 

@@ -11,9 +11,11 @@ import json
 import logging
 from pathlib import Path
 
-from facegan.chain import Layout, run_stage
+from facegan.chain import run_stage
 from facegan.config import Params, ParamsError, load_params
+from facegan.errors import StageInputMissing
 from facegan.io import atomic_dir, write_text
+from facegan.layout import BUFFERS, Layout
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def finetune(run: str, params: Params | Path | str = "params.yaml", root: Path |
         raise ParamsError(f"{PRETRAIN!r} is the source run; fine-tune runs: {', '.join(p.transfer.runs)}")
     rp, dataset = run_params(p, run, root)
     if not pretrained_checkpoint(p, root).is_file():
-        raise FileNotFoundError(f"no pretrained model at {pretrained_checkpoint(p, root)}: run "
+        raise StageInputMissing(f"no pretrained model at {pretrained_checkpoint(p, root)}: run "
                                 "`facegan transfer pretrain` (or `dvc repro pretrain`) first")
     return run_stage("train", dataset, rp, root, run) + run_stage("evaluate", dataset, rp, root, run)
 
@@ -105,7 +107,6 @@ def table(params: Params | Path | str = "params.yaml", root: Path | str = ".") -
 def _track(p: Params, root: Path, result: dict) -> None:
     """The table as one MLflow run: metrics `<run>.<column>` and the markdown/JSON files."""
     from facegan import track
-    from facegan.chain import BUFFERS
 
     if not p.tracking.enabled:
         return

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facegan.chain import Layout
 from facegan.config import Params, ParamsError
+from facegan.errors import StageInputMissing
 from facegan.io import write_text
+from facegan.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def evaluate(trainer, p: Params, root: Path) -> dict:
     """Per direction and extractor: fd/kid of the translations and of the untranslated sources vs the target."""
     from facegan.evaluate.extractors import ExtractorUnavailable
     from facegan.evaluate.run import Scorer
-    from facegan.train.loop import seeded_subset, to_uint8
+    from facegan.train.images import seeded_subset, to_uint8
 
     c = p.cyclegan
     names = {"a": c.a, "b": c.b}
@@ -65,19 +66,21 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     gets every step's losses (the stage's tracker). Called through `facegan.chain.run_stage("cyclegan", a)`."""
     from facegan.train.cyclegan import CycleTrainer
     from facegan.train.dist import setup
-    from facegan.train.loop import Loop, load_training_data, resolve_device
+    from facegan.train.images import load_training_data
+    from facegan.train.loop import Loop
+    from facegan.train.stepper import apply_determinism, resolve_device
 
     require_enabled(p)
     c = p.cyclegan
     for name in (c.a, c.b):
         if not (Layout(root, name).packed / "dataset.zip").is_file():
-            raise FileNotFoundError(f"dataset {name!r} is not packed yet ({Layout(root, name).packed}): "
+            raise StageInputMissing(f"dataset {name!r} is not packed yet ({Layout(root, name).packed}): "
                                     f"run `dvc repro refstats@{name}` first")
     if c.threads:
         torch.set_num_threads(c.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     dist, device_name = setup(c.device)
     device = resolve_device(device_name)
+    apply_determinism(c.deterministic, device)
     (a, _, _), (b, _, _) = (load_training_data(Layout(root, n).packed, c.loader_threads) for n in (c.a, c.b))
     trainer = CycleTrainer(c, a, b, device, dist)
     log.info("cyclegan %s <-> %s: %d / %d images at %dpx, %d steps, device %s", c.a, c.b, len(a), len(b),

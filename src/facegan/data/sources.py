@@ -14,13 +14,14 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import IMAGE_SUFFIXES
 
 MAX_FILES = 200_000
 MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
 
 
-class UnsafeArchive(ValueError):
+class UnsafeArchive(FaceganError, ValueError):
     """A zip that could write outside its folder or expand without bound; nothing was written."""
 
 
@@ -119,7 +120,7 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                     continue
                 _store(p.read_bytes(), rel, tmp, seen, report)
         else:
-            raise FileNotFoundError(f"{src}: not a folder or a .zip file")
+            raise StageInputMissing(f"{src}: not a folder or a .zip file")
         if not report.imported:
             raise ValueError(f"{src}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         tmp.rename(dst)

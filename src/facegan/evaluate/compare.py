@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from facegan.config import EvaluateConfig
+from facegan.errors import StageInputMissing
 from facegan.evaluate.extractors import make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid
 from facegan.io import list_images
@@ -19,7 +20,7 @@ def compare_folders(a: Path, b: Path, cfg: EvaluateConfig, extractor: str = "inc
     for folder in (a, b):
         paths[folder] = list_images(folder)
         if len(paths[folder]) < 2:
-            raise ValueError(f"{folder}: needs at least 2 images, found {len(paths[folder])}")
+            raise StageInputMissing(f"{folder}: needs at least 2 images, found {len(paths[folder])}")
     ex = make_extractor(extractor, cfg)
     fa, fb = (ex.folder(paths[f], desc=f"features of {f.name}") for f in (a, b))
     sa = feature_stats(fa, extractor=extractor, mode=cfg.mode)

@@ -21,10 +21,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from facegan.config import EvaluateConfig
+from facegan.errors import FaceganError
 from facegan.registry import pick
 
 
-class ExtractorUnavailable(RuntimeError):
+class ExtractorUnavailable(FaceganError, RuntimeError):
     """An extractor that cannot run here (missing weights or classifier); the message says why."""
 
 

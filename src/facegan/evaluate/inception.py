@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facegan.errors import ModelFileMissing
 from facegan.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_we
 WEIGHTS_SHA256_PREFIX = "6726825d"  # torch.hub convention: the name carries the sha256's first hex digits
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ModelFileMissing):
     """The Inception weight file is neither cached nor downloadable; the message says what to do."""
 
 

@@ -50,7 +50,7 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: P
             status["extractors"][name] = {"status": "ok", "n": stats.n, "dims": int(stats.mu.shape[0])}
         write_text(tmp / STATUS, json.dumps(status, indent=1))
     if not any(v["status"] == "ok" for v in status["extractors"].values()):
-        raise RuntimeError(f"no feature extractor is available ({', '.join(cfg.extractors)}); nothing to evaluate")
+        raise ExtractorUnavailable(f"no feature extractor is available ({', '.join(cfg.extractors)}); nothing to evaluate")
     return status
 
 

@@ -1,4 +1,5 @@
-"""Model registry: train.model -> builder of (generator, discriminator).
+"""Model registry: `train.model` -> one `ModelSpec` (how to build the nets, which trainer steps them, what
+the model is). Adding a model touches this table only (plus the file of its nets):
 
 - `dcgan`: DCGAN generator and discriminator (batch norm; `d_variant: sn` adds spectral norm).
 - `wgan-gp`: the same generator with a critic without batch norm (layer norm by default), for the
@@ -6,16 +7,38 @@
 - `acgan`: both conditioned on the dataset's attribute labels (`label_input`, `aux_head`, `d_variant`).
 - `stylegan2`: mapping + modulated-conv synthesis G, residual D (`train.stylegan2`), pure PyTorch.
 - `vae`: (decoder, encoder) of a variational autoencoder; the decoder takes G's place (`train.vae`).
+
+This module stays free of torch at import time: `facegan.config` reads the table to validate params.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from torch import nn
-
-from facegan.config import TrainConfig
 from facegan.registry import pick
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from facegan.config import TrainConfig
+
+Builder = Callable[["TrainConfig", int, Sequence[int]], "tuple[nn.Module, nn.Module]"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the rest of the project needs to know about a model."""
+
+    build: Builder  # (cfg, resolution, label_dims) -> (G, D); for the VAE (decoder, encoder)
+    trainer: Literal["gan", "vae"]  # the trainer that steps it (facegan.train.loop.TRAINERS)
+    conditional: bool = False  # G and D take the dataset's attribute labels
+    adversarial: bool = True  # D is a discriminator (GAN-only settings apply: augmentation, FreezeD, ...)
+    style: bool = False  # w-space generator: style mixing, truncation, path length on w, style figures
+    d_norm: str = "batch"  # what `d_norm: auto` means for this model
+    r1_gamma: float = 0.0  # R1's weight when train.r1.gamma is null (0 = off)
+    doc: str = ""
 
 
 def _conv_pair(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tuple[nn.Module, nn.Module]:
@@ -62,15 +85,21 @@ def _vae(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tuple[
     return decoder, encoder
 
 
-MODELS: dict[str, Callable[[TrainConfig, int, Sequence[int]], tuple[nn.Module, nn.Module]]] = {
-    "dcgan": _unconditional,
-    "wgan-gp": _unconditional,
-    "acgan": _acgan,
-    "stylegan2": _stylegan2,
-    "vae": _vae,
+MODELS: dict[str, ModelSpec] = {
+    "dcgan": ModelSpec(_unconditional, "gan", doc="DCGAN generator and discriminator"),
+    "wgan-gp": ModelSpec(_unconditional, "gan", d_norm="layer", doc="DCGAN generator, critic without batch norm"),
+    "acgan": ModelSpec(_acgan, "gan", conditional=True, doc="DCGAN nets conditioned on attribute labels"),
+    "stylegan2": ModelSpec(_stylegan2, "gan", style=True, r1_gamma=10.0,
+                           doc="StyleGAN2 (mapping + modulated convs, residual D)"),
+    "vae": ModelSpec(_vae, "vae", adversarial=False, doc="variational autoencoder (D's layout encodes, G's decodes)"),
 }
 
 
+def model_spec(name: str) -> ModelSpec:
+    return pick(MODELS, name, "model")
+
+
 def build_models(cfg: TrainConfig, resolution: int, label_dims: Sequence[int] = ()) -> tuple[nn.Module, nn.Module]:
-    """(G, D) for cfg.model (for `vae`: decoder, encoder) at `resolution`; `label_dims` = values per attribute (conditional models)."""
-    return pick(MODELS, cfg.model, "model")(cfg, resolution, label_dims)
+    """(G, D) for cfg.model (for `vae`: decoder, encoder) at `resolution`; `label_dims` = values per attribute
+    (conditional models)."""
+    return model_spec(cfg.model).build(cfg, resolution, label_dims)

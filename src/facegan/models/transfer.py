@@ -25,17 +25,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from facegan.errors import FaceganError, StageInputMissing
+
 log = logging.getLogger(__name__)
 
 
-class PretrainedMismatch(ValueError):
+class PretrainedMismatch(FaceganError, ValueError):
     """Pretrained weights that do not fit the configured model; the message lists what differs."""
 
 
 def read_pretrained(path: Path) -> dict:
     """{"G", "D", "G_ema", "source", "ada_p", "step"} from a facegan checkpoint or a rosinality .pt."""
     if not path.is_file():
-        raise FileNotFoundError(f"train.init_from: no such file: {path}")
+        raise StageInputMissing(f"train.init_from: no such file: {path}")
     with torch.serialization.safe_globals([argparse.Namespace]):
         state = torch.load(path, map_location="cpu", weights_only=True)
     if "format" in state:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facegan.errors import StageInputMissing
+
 
 @dataclass(frozen=True)
 class Face:
@@ -30,7 +32,7 @@ class Face:
 def load_annotations(path: Path) -> dict[str, list[Face]]:
     """Faces per image key; a clear error when the file is missing or malformed."""
     if not path.is_file():
-        raise FileNotFoundError(f"annotations file not found: {path} (the 'annotations' backend needs one)")
+        raise StageInputMissing(f"annotations file not found: {path} (the 'annotations' backend needs one)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {

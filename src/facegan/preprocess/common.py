@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from facegan.errors import FaceganError, StageError
 from facegan.io import ImageError, atomic_dir, write_text
 from facegan.manifest import SUMMARY, Manifest, Row, read_manifest, summary, write_manifest
 from facegan.parallel import map_items
@@ -18,16 +19,14 @@ log = logging.getLogger(__name__)
 RowFn = Callable[[Row, Path, Path], Row]
 
 
-class StageError(RuntimeError):
-    """An unexpected failure inside a stage; the message names the stage and the image."""
-
-
 def guarded(stage: str, fn: Callable, row: Row, **kwargs):
     """Run fn on one image: unusable images become rejected rows, bugs name the stage and image."""
     try:
         return fn(row, **kwargs)
     except ImageError as e:
         return row.reject(stage, str(e))
+    except FaceganError:  # e.g. a missing model file: its own message says what to do
+        raise
     except Exception as e:  # noqa: BLE001 - re-raised with context
         raise StageError(f"stage {stage!r} failed on {row.source!r}: {type(e).__name__}: {e}") from e
 

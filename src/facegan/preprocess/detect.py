@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facegan.config import DetectConfig
+from facegan.errors import StageInputMissing
 from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, list_images, read_image, write_image
 from facegan.manifest import Manifest, Row
 from facegan.parallel import map_items
@@ -124,10 +125,10 @@ def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int = 1) -> Man
     """Detect faces in raw/images/*; one manifest row per face found, or per rejected file."""
     images = raw / "images"
     if not images.is_dir():
-        raise FileNotFoundError(f"no images folder at {images}")
+        raise StageInputMissing(f"no images folder at {images}")
     files = [p for p in sorted(images.rglob("*")) if p.is_file() and not p.name.startswith(".")]
     if not list_images(images):
-        raise FileNotFoundError(f"no images in {images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise StageInputMissing(f"no images in {images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     detector = pick(DETECTORS, cfg.backend, "detect backend")(cfg, raw)
     rows = [Row(source=str(p.relative_to(images)), stage=STAGE) for p in files]
     with atomic_dir(dst) as tmp:

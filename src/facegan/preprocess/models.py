@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from facegan.errors import ModelFileMissing
 from facegan.preprocess.annotations import Face
 
 
-class ModelMissing(FileNotFoundError):
+class ModelMissing(ModelFileMissing):
     """A model file that is not installed; the message says which file, where it was looked for, how to get it."""
 
 

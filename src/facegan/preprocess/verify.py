@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from facegan.config import VerifyConfig
+from facegan.errors import StageInputMissing
 from facegan.io import ImageError, list_images, read_image
 from facegan.manifest import Manifest, Row
 from facegan.preprocess import geometry
@@ -47,7 +48,7 @@ def reference_encodings(folder: Path, max_side: int = 1600) -> np.ndarray:
 
     files = list_images(folder) if folder.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"verify.references: no reference photos in {folder}")
+        raise StageInputMissing(f"verify.references: no reference photos in {folder}")
     detector, encoder = DlibDetector("hog", 1, max_side), DlibEncoder()
     out = []
     for f in files:

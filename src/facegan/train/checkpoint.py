@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from facegan.config import TrainConfig
+from facegan.config import StyleGAN2Config, TrainConfig
+from facegan.errors import CheckpointError, StageInputMissing
 
 FORMAT = 2  # 2: Trainer layout (G/D with stem/body, G_ema, label dims)
 
@@ -24,12 +27,29 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, this facegan reads format {FORMAT}; "
-                         "retrain (dvc repro) to get a compatible checkpoint")
+        raise StageInputMissing(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                              "remove it and retrain") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: checkpoint format {found!r}, this facegan reads format {FORMAT}; "
+                              "retrain (dvc repro) to get a compatible checkpoint")
     return state
+
+
+def train_config(raw: dict[str, Any]) -> TrainConfig:
+    """A checkpoint's train config; configs written before the regularisers left `stylegan2` are moved over."""
+    raw = dict(raw)
+    sg = dict(raw.get("stylegan2") or {})
+    moved = {k: sg.pop(k) for k in list(sg) if k in StyleGAN2Config.MOVED}
+    if moved:
+        raw["stylegan2"] = sg
+        raw.setdefault("r1", {"gamma": moved.get("r1_gamma"), "every": moved.get("r1_every", 16)})
+        raw.setdefault("path_length", {"weight": moved.get("pl_weight", 0.0), "every": moved.get("pl_every", 4)})
+    return TrainConfig.model_validate(raw)
 
 
 def load_generator(path: Path, ema: bool = True) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
@@ -37,7 +57,9 @@ def load_generator(path: Path, ema: bool = True) -> tuple[nn.Module, TrainConfig
     from facegan.models import build_models
 
     state = load_checkpoint(path)
-    cfg = TrainConfig.model_validate(state["config"])
+    if "G" not in state or "resolution" not in state:
+        raise CheckpointError(f"{path}: not a generator checkpoint of `facegan train` (keys: {', '.join(sorted(state))})")
+    cfg = train_config(state["config"])
     g, _ = build_models(cfg, state["resolution"], state.get("label_dims") or [])
     g.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
     return g.eval(), cfg, state

@@ -24,9 +24,8 @@ from facegan.losses import get_loss
 from facegan.models.cyclegan import PatchDiscriminator, ResnetGenerator
 from facegan.models.dcgan import init_weights
 from facegan.train.dist import Dist
-from facegan.train.loop import Stepper, seeded_subset, step_generator, to_float, to_uint8
-
-FIELDS = ["step", "loss_g", "loss_d", "adversarial", "cycle", "identity", "ssim", "d_a", "d_b", "lr"]
+from facegan.train.images import seeded_subset, to_float, to_uint8
+from facegan.train.stepper import Stepper
 
 
 class ImagePool:
@@ -70,12 +69,9 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class CycleTrainer(Stepper):
     """Two ResNet generators (A->B, B->A), two PatchGAN discriminators, their optimisers and one `step()`."""
 
-    fields = FIELDS
-
     def __init__(self, cfg: CycleGANConfig, images_a: torch.Tensor, images_b: torch.Tensor, device: torch.device,
                  dist: Dist = Dist()):
-        super().__init__(device, dist, batch_size=cfg.batch_size, seed=cfg.seed, mirror=cfg.mirror, amp=cfg.amp,
-                         channels_last=cfg.channels_last, compile=cfg.compile)
+        super().__init__(cfg, device, dist, batch_size=cfg.batch_size, mirror=cfg.mirror)
         if images_a.shape[1:] != images_b.shape[1:]:
             raise ValueError(f"datasets a and b differ in image shape: {tuple(images_a.shape[1:])} vs {tuple(images_b.shape[1:])}")
         self.cfg, self.images_a, self.images_b = cfg, images_a, images_b
@@ -88,8 +84,8 @@ class CycleTrainer(Stepper):
         for net in nets.values():
             net.apply(init_weights)
         self.nets = {k: v.to(device).train() for k, v in nets.items()}
-        self._channels_last(*self.nets.values())
-        self.run = {k: self._wrap(v) for k, v in self.nets.items()}
+        self.channels_last(*self.nets.values())
+        self.run = {k: self.wrap(v) for k, v in self.nets.items()}
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(itertools.chain(self.nets["G_ab"].parameters(), self.nets["G_ba"].parameters()),
                                       lr=cfg.lr, betas=betas)
@@ -108,16 +104,15 @@ class CycleTrainer(Stepper):
 
     def step(self) -> dict[str, float]:
         cfg, run, step = self.cfg, self.run, self.step_done
-        gen = step_generator(cfg.seed, step)
-        aug = gen if not self.dist.active else step_generator(cfg.seed + 104_729 * (self.dist.rank + 1), step)
-        a, _ = self._batch(self.images_a, step, gen, cfg.seed)
-        b, _ = self._batch(self.images_b, step, gen, cfg.seed + 1)
+        gen, aug = self.generators(step)
+        a, _ = self.batch(self.images_a, step, gen, cfg.seed)
+        b, _ = self.batch(self.images_b, step, gen, cfg.seed + 1)
         lr = self.lr_at(step)
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
         zero = torch.zeros((), device=self.device)
-        with self._autocast():
+        with self.autocast():
             fake_b, fake_a = run["G_ab"](a), run["G_ba"](b)
             rec_a, rec_b = run["G_ba"](fake_b), run["G_ab"](fake_a)
             adversarial = (self.loss.g(run["D_b"](self._d_view(fake_b, aug)).float())
@@ -128,15 +123,16 @@ class CycleTrainer(Stepper):
         structure = (2 - ssim(rec_a, a) - ssim(rec_b, b)) if cfg.ssim_weight else zero
         loss_g = (adversarial + cfg.cycle_weight * cycle + cfg.cycle_weight * cfg.identity_weight * identity
                   + cfg.ssim_weight * structure)
-        self._update(loss_g, self.opt_g)
+        self.update(loss_g, self.opt_g)
 
         old_a, old_b = self.pools["a"].query(fake_a, gen), self.pools["b"].query(fake_b, gen)
-        with self._autocast():
+        with self.autocast():
             d_a = self.loss.d(run["D_a"](self._d_view(a, aug)).float(), run["D_a"](self._d_view(old_a.detach(), aug)).float())
             d_b = self.loss.d(run["D_b"](self._d_view(b, aug)).float(), run["D_b"](self._d_view(old_b.detach(), aug)).float())
         loss_d = 0.5 * (d_a + d_b)
-        self._update(loss_d, self.opt_d)
-        return self._record(FIELDS[1:-1], [loss_g, loss_d, adversarial, cycle, identity, structure, d_a, d_b], lr=lr)
+        self.update(loss_d, self.opt_d)
+        return self.record({"loss_g": loss_g, "loss_d": loss_d, "adversarial": adversarial, "cycle": cycle,
+                            "identity": identity, "ssim": structure, "d_a": d_a, "d_b": d_b}, lr=lr)
 
     @torch.no_grad()
     def translate(self, images: torch.Tensor, direction: str, batch: int = 32) -> torch.Tensor:
@@ -166,18 +162,17 @@ class CycleTrainer(Stepper):
                 write_image(path.parent / f"translated_{name}.png", image_grid(to_uint8(rows), ncols=n))
 
     def state_dict(self) -> dict:
-        return {**self._state(), **{k: v.state_dict() for k, v in self.nets.items()},
+        return {**self.state(), **{k: v.state_dict() for k, v in self.nets.items()},
                 "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
                 "pool_a": self.pools["a"].state_dict(), "pool_b": self.pools["b"].state_dict(),
                 "config": self.cfg.model_dump(mode="json"), "resolution": self.resolution}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != self.cfg.model_dump(mode="json"):
-            raise ValueError("the checkpoint was written with a different cyclegan config; remove it or restore the config")
+        self.cfg.check_resumable(state["config"], "cyclegan")
         for k, net in self.nets.items():
             net.load_state_dict(state[k])
         self.opt_g.load_state_dict(state["opt_G"])
         self.opt_d.load_state_dict(state["opt_D"])
         self.pools["a"].load_state_dict(state["pool_a"])
         self.pools["b"].load_state_dict(state["pool_b"])
-        self._load_state(state)
+        self.load_state(state)

@@ -1,0 +1,75 @@
+"""The project's error types and the one place that turns them into a message for people.
+
+Every problem a user can fix (a bad params value, a missing model file or stage input, a checkpoint of
+other params, an unavailable extractor or device, an unreachable tracking server) raises a subclass of
+`FaceganError` whose message names the culprit and the fix. `user_errors()` wraps every `facegan` command
+and every `python stages/*.py` entry point: such an error becomes one line on stderr and exit code 2, never
+a traceback. Anything else is a bug and keeps its traceback.
+
+This module imports nothing from the project, so every module can use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+EXIT_USER_ERROR = 2
+
+
+class FaceganError(Exception):
+    """A problem the user can fix; the message says which file/key/value and what to do."""
+
+
+class UnknownName(FaceganError, ValueError):
+    """A name that is not in its registry (model, loss, backend, extractor, ...); the message lists the valid ones."""
+
+
+class StageInputMissing(FaceganError, FileNotFoundError):
+    """A stage's input (an earlier stage's output, a folder, a checkpoint) is not there yet."""
+
+
+class ModelFileMissing(FaceganError, FileNotFoundError):
+    """A model file (weights, cascade, predictor) that is not installed: which file, where looked, how to get it."""
+
+
+class ModelFileInvalid(FaceganError, ValueError):
+    """A model file that exists but cannot be loaded (truncated, wrong kind)."""
+
+
+class CheckpointError(FaceganError, ValueError):
+    """A checkpoint that cannot be read, or was written by other code or other params."""
+
+
+class DeviceUnavailable(FaceganError, RuntimeError):
+    """The configured device (e.g. cuda) is not available on this machine."""
+
+
+class StageError(FaceganError, RuntimeError):
+    """A stage that could not complete for a reason outside the code (a failed subprocess, a dvc call)."""
+
+
+class TrackingError(FaceganError, RuntimeError):
+    """The MLflow tracking store cannot serve a request that needs it (e.g. a model URI to download)."""
+
+
+def message(e: BaseException) -> str:
+    """The error as one line: the message, or the type when there is none."""
+    text = str(e).strip() or type(e).__name__
+    return text
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Project errors -> `error: <message>` on stderr and exit code 2 (no traceback; FACEGAN_DEBUG=1 keeps it)."""
+    try:
+        yield
+    except FaceganError as e:
+        if os.environ.get("FACEGAN_DEBUG"):
+            raise
+        logging.getLogger("facegan").debug("user error", exc_info=True)
+        print(f"error: {message(e)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None

@@ -1,0 +1,114 @@
+"""The GAN trainer: one `step()` that reads top to bottom — D updates (+ R1), then G's update (+ path length).
+
+The maths of each update is in `GANObjective` (named terms); this file schedules the updates, draws the
+step's randomness (seeded by (seed, step), so a resumed run continues exactly) and holds what training
+changes besides weights: transfer from a pretrained model, FreezeD, ADA's p, the path-length mean.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from facegan.models.transfer import apply_pretrained
+from facegan.train.freeze import freeze_discriminator
+from facegan.train.objective import GANObjective
+from facegan.train.trainer import ModelTrainer
+
+log = logging.getLogger(__name__)
+
+
+class GANTrainer(ModelTrainer):
+    """Every adversarial model of the registry (dcgan, wgan-gp, acgan, stylegan2)."""
+
+    def _prepare(self) -> None:
+        cfg = self.cfg
+        self.pretrained = (apply_pretrained(cfg.init_from, self.g, self.d, self.ema.model if self.ema else None, cfg.model)
+                           if cfg.init_from else None)
+        self.frozen = freeze_discriminator(self.d, cfg.freeze_d)
+        if self.frozen:
+            log.info("FreezeD: %d discriminator parameters frozen (first %d blocks)", len(self.frozen), cfg.freeze_d)
+        self.objective = GANObjective(cfg, bool(self.label_dims), self.dist, self.device, self.autocast)
+        self.ada = self.objective.ada
+        if self.ada and self.pretrained and self.pretrained.get("ada_p") is not None:
+            self.ada.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run
+
+    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """Lazy regularisers rescale the optimiser of the network they act on (R1: D, path length: G)."""
+        r1, pl = self.objective.r1, self.objective.path_length
+        return (self._optimizer(self.g, self.cfg.lr_g, pl.every if pl else 0),
+                self._optimizer(self.d, self.cfg.lr_d, r1.every if r1 else 0))
+
+    def latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latents (and labels) of a global batch of n, cut to this process's rows."""
+        z = self.dist.shard(torch.randn(n, self.cfg.z_dim, generator=gen)).to(self.device)
+        y = None
+        if self.labels is not None:  # fake labels follow the real joint label distribution
+            y = self.labels[self.dist.shard(torch.randint(len(self.labels), (n,), generator=gen))].to(self.device)
+        return z, y
+
+    def generate(self, z: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator, **kw: Any) -> Any:
+        """G's images; a style-based G also gets per-layer noise and style mixing from the step's generator."""
+        if self.cfg.spec.style:
+            n = len(z) * self.dist.world
+            kw |= self.g.mixing_kwargs(n, self.cfg.stylegan2.style_mixing, gen, self.device, self.dist.shard)
+            return self.g_run(z, y, **kw)
+        return self.g_run(z, y) if self.label_dims else self.g_run(z)
+
+    def step(self) -> dict[str, float]:
+        """n_critic D updates (+ lazy R1), then one G update (+ lazy path length), reusing the last D update's fakes."""
+        cfg, obj, step = self.cfg, self.objective, self.step_done
+        gen, aug = self.generators(step)
+
+        for k in range(cfg.n_critic):  # D
+            index = step * cfg.n_critic + k
+            real, y_real = self.real(index, gen)
+            z, y_fake = self.latents(cfg.batch_size, gen)
+            with torch.set_grad_enabled(k == cfg.n_critic - 1), self.autocast():
+                fake = self.generate(z, y_fake, gen)  # the last one keeps its graph for G's update
+            d_terms = obj.d_terms(self.d_run, real, fake.detach(), y_real, y_fake, gen, aug, index)
+            self.update(d_terms.total(), self.opt_d)
+            obj.after_d_update(self.d)
+        logged = dict(d_terms.values)
+
+        if obj.r1:  # R1 on D, lazily
+            if obj.r1.due(step):
+                r1 = obj.r1_terms(self.d_run, real, y_real, aug)
+                self.update(r1.total(), self.opt_d)
+                logged |= r1.values
+            else:
+                logged |= obj.idle("r1")
+
+        with self.through(self.d, self.d_run):  # G, through a D that takes no gradients
+            g_terms = obj.g_terms(self.d_run, fake, y_fake, aug)
+            self.update(g_terms.total(), self.opt_g)
+        logged |= g_terms.values
+
+        if obj.path_length:  # path length on G, lazily
+            if obj.path_length.due(step):
+                pl = obj.path_length_terms(*self._fake_and_latent(gen), gen)
+                self.update(pl.total(), self.opt_g)
+                logged |= pl.values
+            else:
+                logged |= obj.idle("path_length")
+
+        self.after_step()
+        return self.record(logged, **({"ada_p": self.ada.p} if self.ada else {}))
+
+    def _fake_and_latent(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Half a batch of fakes and the latent they are differentiated against (w, or z for other G)."""
+        world = self.dist.world
+        z, y = self.latents(max(world, self.cfg.batch_size // 2 // world * world), gen)
+        if self.cfg.spec.style:
+            return self.generate(z, y, gen, return_w=True)
+        z.requires_grad_(True)
+        return self.generate(z, y, gen), z
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), **self.objective.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.objective.load_state_dict(state)

@@ -1,0 +1,164 @@
+"""The GAN objective: what D and G minimise, as named terms.
+
+`GANObjective` owns the adversarial loss, its gradient penalty (wgan-gp / wgan-div), the auxiliary
+classification loss (ACGAN), the R1 and path-length regularisers and the augmentation D sees (DiffAugment or
+ADA, whose p it steers). Each method returns `Terms`: named tensors that the trainer logs by name (losses.csv
+columns, MLflow metric names) and whose weighted sum it optimises. Backward passes are not here: the trainer
+hands `Terms.total()` to the stepper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from torch import nn
+
+from facegan.augment.ada import AdaptiveAugment
+from facegan.augment.diffaugment import diff_augment
+from facegan.config import TrainConfig
+from facegan.losses import get_loss, path_lengths, r1_penalty
+from facegan.models.acgan import aux_loss
+from facegan.train.dist import Dist
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class Terms:
+    """Named scalars of one update. `weights` lists the ones that add up to the optimised loss (in order);
+    the others (e.g. mean D outputs) are only logged."""
+
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, value: torch.Tensor, weight: float | None = 1.0) -> None:
+        self.values[name] = value
+        if weight is not None:
+            self.weights[name] = weight
+
+    def total(self) -> torch.Tensor:
+        parts = [self.values[k] if w == 1 else w * self.values[k] for k, w in self.weights.items()]
+        out = parts[0]
+        for part in parts[1:]:
+            out = out + part
+        return out
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A regulariser applied as its own update every `every` steps, scaled by `every` to make up for the
+    skipped ones (lazy regularisation, Karras et al. 2020)."""
+
+    weight: float
+    every: int
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+
+def build_augment(cfg: TrainConfig) -> Augment | None:
+    """ADA (stateful, adaptive p), DiffAugment, or nothing."""
+    if cfg.ada.enabled:
+        return AdaptiveAugment(cfg.ada, cfg.batch_size)
+    if cfg.diffaugment:
+        return lambda x, gen: diff_augment(x, cfg.diffaugment, gen)
+    return None
+
+
+class GANObjective:
+    """D's and G's loss terms for `cfg` (see the module docstring). `autocast` is the stepper's mixed-precision
+    context; the gradient penalty and the regularisers run outside it, in float32."""
+
+    def __init__(self, cfg: TrainConfig, conditional: bool, dist: Dist, device: torch.device,
+                 autocast: Callable[[], AbstractContextManager]):
+        self.cfg, self.conditional, self.dist, self.device, self.autocast = cfg, conditional, dist, device, autocast
+        self.loss = get_loss(cfg.loss)
+        self.penalty = (partial(self.loss.penalty, **{k: getattr(cfg, f) for k, f in self.loss.penalty_settings.items()})
+                        if self.loss.penalty else None)
+        self.augment_fn = build_augment(cfg)
+        self.ada = self.augment_fn if isinstance(self.augment_fn, AdaptiveAugment) else None  # the stateful one
+        if self.ada:
+            self.ada.reduce = dist.all_sum
+        self.r1 = Lazy(cfg.r1_gamma / 2, cfg.r1.every) if cfg.r1_gamma else None
+        self.path_length = Lazy(cfg.path_length.weight, cfg.path_length.every) if cfg.path_length.weight else None
+        self.pl_mean = torch.zeros((), device=device)
+
+    def augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return self.augment_fn(x, gen) if self.augment_fn else x
+
+    def d_terms(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, y_real: torch.Tensor | None,
+                y_fake: torch.Tensor | None, gen: torch.Generator, aug: torch.Generator, index: int) -> Terms:
+        """loss_d (+ penalty, + aux_d) on a real and a (detached) fake batch; d_real / d_fake: mean D outputs.
+        Batch `index` feeds ADA's estimate of D's overfitting."""
+        t = Terms()
+        with self.autocast():
+            adv_real, aux_real = d(self.augment(real, aug), y_real)
+            adv_fake, aux_fake = d(self.augment(fake, aug), y_fake)
+            t.add("loss_d", self.loss.d(adv_real.float(), adv_fake.float()))
+            if self.conditional:
+                aux = (aux_loss(aux_real, y_real, self.cfg.aux_head) + aux_loss(aux_fake, y_fake, self.cfg.aux_head)) / 2
+        if self.ada:
+            self.ada.observe(adv_real, index)
+        if self.penalty:
+            t.add("penalty", self.penalty(d, real, fake, y_real, gen))
+        if self.conditional:
+            t.add("aux_d", aux, self.cfg.aux_weight)
+        t.add("d_real", adv_real.float().mean(), None)
+        t.add("d_fake", adv_fake.float().mean(), None)
+        return t
+
+    @torch.no_grad()
+    def after_d_update(self, d: nn.Module) -> None:
+        """WGAN's weight clipping."""
+        if self.loss.clip:
+            for p in d.parameters():
+                p.clamp_(-self.cfg.clip, self.cfg.clip)
+
+    def r1_terms(self, d: nn.Module, real: torch.Tensor, y_real: torch.Tensor | None, aug: torch.Generator) -> Terms:
+        """r1: |grad D(augmented real)|^2, weighted gamma/2 * every."""
+        assert self.r1 is not None
+        t = Terms()
+        t.add("r1", r1_penalty(d, real, y_real, lambda x: self.augment(x, aug)), self.r1.weight * self.r1.every)
+        return t
+
+    def g_terms(self, d: nn.Module, fake: torch.Tensor, y_fake: torch.Tensor | None, aug: torch.Generator) -> Terms:
+        """loss_g (+ aux_g): G's adversarial loss on the fake batch (with its graph), and its label loss."""
+        t = Terms()
+        with self.autocast():
+            adv, aux = d(self.augment(fake, aug), y_fake)
+            t.add("loss_g", self.loss.g(adv.float()))
+            if self.conditional:
+                t.add("aux_g", aux_loss(aux, y_fake, self.cfg.aux_head), self.cfg.aux_weight)
+        return t
+
+    def path_length_terms(self, fake: torch.Tensor, latent: torch.Tensor, gen: torch.Generator) -> Terms:
+        """path_length: deviation of |J^T y| (y: scaled image-space noise) from its running mean, weighted
+        weight * every. `latent` is what G was differentiated against (w for style-based G, else z)."""
+        assert self.path_length is not None
+        world = self.dist.world
+        noise = self.dist.shard(torch.randn(len(fake) * world, *fake.shape[1:], generator=gen)).to(fake)
+        noise = noise / math.sqrt(fake.shape[2] * fake.shape[3])
+        lengths = path_lengths(fake, latent, noise)
+        self.pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), 0.01)
+        t = Terms()
+        # + 0 * fake: as in r1_penalty
+        t.add("path_length", (lengths - self.pl_mean).pow(2).mean() + 0 * fake.sum(),
+              self.path_length.weight * self.path_length.every)
+        return t
+
+    def idle(self, *names: str) -> dict[str, torch.Tensor]:
+        """Zeros logged for regularisers on the steps they skip (losses.csv keeps one column each)."""
+        return {n: torch.zeros((), device=self.device) for n in names}
+
+    def state_dict(self) -> dict:
+        return {"augment": self.ada.state_dict() if self.ada else None, "pl_mean": self.pl_mean.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.ada:
+            self.ada.load_state_dict(state["augment"])
+        self.pl_mean = state["pl_mean"].to(self.device)

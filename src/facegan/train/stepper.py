@@ -1,0 +1,183 @@
+"""The plumbing every trainer shares: device and determinism, DDP and torch.compile wrapping, mixed
+precision with grad scaling, seeded per-step randomness and batches, the step counter and the loss history.
+
+Backward passes happen in one place, `Stepper.update`, so AMP grad scaling and optimiser stepping are
+written once; trainers and the GAN objective only build loss tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from facegan.config import RunSettings
+from facegan.errors import DeviceUnavailable
+from facegan.train.dist import Dist
+from facegan.train.images import batch_indices
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceUnavailable(f"device is {name!r} but no CUDA device is available (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+def deterministic(setting: bool | str, device: torch.device) -> bool:
+    """`deterministic: auto` means exact on CPU, fast (cudnn autotuning, TF32) on CUDA."""
+    return device.type != "cuda" if setting == "auto" else bool(setting)
+
+
+def apply_determinism(setting: bool | str, device: torch.device) -> bool:
+    """Deterministic kernels (bitwise resume on CPU), or cudnn.benchmark + TF32 for speed; returns which."""
+    exact = deterministic(setting, device)
+    torch.use_deterministic_algorithms(exact, warn_only=True)
+    torch.backends.cudnn.benchmark = not exact
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not exact
+    return exact
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of one step's randomness (batches, flips, noise, labels): a function of (seed, step)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+class Stepper:
+    """Device, DDP/compile wrapping, AMP + grad scaler, seeded batches, step counter and loss history.
+
+    Trainers subclass it and implement `step()`, `state_dict()`, `load_state_dict()` and `write_samples()`.
+    """
+
+    def __init__(self, run: RunSettings, device: torch.device, dist: Dist, *, batch_size: int, mirror: bool):
+        if batch_size % dist.world:
+            raise ValueError(f"the batch size {batch_size} (the global batch) is not divisible by the "
+                             f"{dist.world} processes")
+        self.device, self.dist = device, dist
+        self.batch_size, self.seed, self.mirror, self.compile = batch_size, run.seed, mirror, run.compile
+        self.memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
+        self.amp_dtype = AMP_DTYPES[run.amp] if device.type == "cuda" else None
+        if run.amp != "off" and self.amp_dtype is None:
+            log.warning("amp=%s applies to CUDA only: training in float32 on %s", run.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.step_done = 0
+        self.history: list[dict[str, float]] = []
+
+    # ---- randomness and data ------------------------------------------------------------------
+
+    def generators(self, step: int) -> tuple[torch.Generator, torch.Generator]:
+        """(the step's generator, the augmentation generator): augmentations differ per process (their images
+        differ); a single process draws both from one stream."""
+        gen = step_generator(self.seed, step)
+        if not self.dist.active:
+            return gen, gen
+        return gen, step_generator(self.seed + 104_729 * (self.dist.rank + 1), step)
+
+    def batch(self, images: torch.Tensor, index: int, gen: torch.Generator, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this process's rows of batch `index` of `images` as floats in [-1, 1], their indices)."""
+        idx = self.dist.shard(batch_indices(len(images), self.batch_size, index, seed))
+        x = images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
+        x = x.contiguous(memory_format=self.memory_format)
+        if self.mirror:
+            flip = self.dist.shard(torch.rand(self.batch_size, generator=gen) < 0.5).to(self.device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x, idx
+
+    # ---- networks -------------------------------------------------------------------------------
+
+    def channels_last(self, *modules: nn.Module) -> None:
+        if self.memory_format is torch.channels_last:
+            for p in (p for m in modules for p in m.parameters()):
+                if p.dim() == 4:  # conv weights (StyleGAN2's modulated weights are 5-D and stay as they are)
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+
+    def wrap(self, module: nn.Module, broadcast_buffers: bool = True) -> nn.Module:
+        """What forward passes go through: DDP across processes, then torch.compile, as configured.
+
+        G's buffers (StyleGAN2's w_avg, BN statistics) are averaged over ranks after each step instead of
+        broadcast from rank 0: the running average then equals the single-process one over the global batch.
+        """
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=broadcast_buffers)
+        if not self.compile:
+            return module
+        import torch._inductor.config as inductor
+
+        inductor.layout_optimization = False  # its NHWC re-layout broke conv backward (torch 2.11, H100)
+        return torch.compile(module)  # type: ignore[return-value]  # a callable module wrapper
+
+    @contextmanager
+    def through(self, module: nn.Module, wrapped: nn.Module | None = None) -> Iterator[None]:
+        """While another network trains through `module` (G's step through D): its parameters take no
+        gradients (those already frozen, e.g. FreezeD's, stay frozen) and its DDP wrapper does not sync."""
+        held = [p for p in module.parameters() if p.requires_grad]
+        with ExitStack() as stack:
+            ddp = getattr(wrapped, "_orig_mod", wrapped)  # under torch.compile, the DDP module inside
+            if hasattr(ddp, "no_sync"):
+                stack.enter_context(ddp.no_sync())
+            for p in held:
+                p.requires_grad_(False)
+            try:
+                yield
+            finally:
+                for p in held:
+                    p.requires_grad_(True)
+
+    # ---- the update -------------------------------------------------------------------------------
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def update(self, loss: torch.Tensor, *opts: torch.optim.Optimizer) -> None:
+        """The one backward pass: zero the optimisers' gradients, backward (through the fp16 gradient scaler
+        when it is on), step each optimiser."""
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        for opt in opts:
+            self.scaler.step(opt)
+        self.scaler.update()
+
+    # ---- bookkeeping ------------------------------------------------------------------------------
+
+    def record(self, values: dict[str, torch.Tensor], **extra: float) -> dict[str, float]:
+        """Count the step and append its named values (one device sync) to the history; a non-finite one
+        raises FloatingPointError (the loop checkpoints first)."""
+        vals = torch.stack([v.detach().float() for v in values.values()]).cpu()
+        self.step_done += 1
+        row = {"step": self.step_done, **dict(zip(values, vals.tolist())), **extra}
+        self.history.append(row)
+        if not torch.isfinite(vals).all():
+            raise FloatingPointError(f"non-finite loss at step {self.step_done}: {row}")
+        return row
+
+    @property
+    def fields(self) -> list[str]:
+        """Columns of losses.csv: every name recorded, in first-seen order."""
+        return list(dict.fromkeys(k for row in self.history for k in row))
+
+    @property
+    def kimg(self) -> float:
+        return self.step_done * self.batch_size / 1000
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step_done, "kimg": self.kimg, "scaler": self.scaler.state_dict(),
+                "rng_torch": torch.get_rng_state(), "losses": self.history}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_torch"])
+        self.step_done, self.history = int(state["step"]), list(state["losses"])

@@ -1,0 +1,102 @@
+"""The trainer of a registered model: its G (the sampler, z -> image) and second net D (discriminator or
+encoder) built from `facegan.models`, on one packed dataset, with optimisers, EMA and the checkpoint state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facegan.config import TrainConfig
+from facegan.errors import CheckpointError
+from facegan.models import build_models
+from facegan.train.dist import Dist
+from facegan.train.ema import EMA
+from facegan.train.stepper import Stepper
+
+
+class ModelTrainer(Stepper):
+    """G and D of `cfg.model` trained on `images`; subclasses implement `step()`."""
+
+    def __init__(self, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None,
+                 label_dims: list[int], device: torch.device, dist: Dist = Dist(),
+                 label_names: list[str] | None = None, label_values: dict[str, list[str]] | None = None):
+        super().__init__(cfg, device, dist, batch_size=cfg.batch_size, mirror=cfg.mirror)
+        self.cfg = cfg
+        self.images = images  # (N, 3, R, R) uint8, on CPU (or pinned)
+        self.labels = labels if cfg.conditional else None
+        self.label_dims = label_dims if cfg.conditional else []
+        self.label_names, self.label_values = label_names or [], label_values or {}
+        self.resolution = images.shape[-1]
+        torch.manual_seed(cfg.seed)
+        g, d = build_models(cfg, self.resolution, self.label_dims)
+        self.g, self.d = g.to(device).train(), d.to(device).train()
+        self.ema = EMA(self.g, cfg.ema) if cfg.ema > 0 else None
+        self._prepare()
+        self.channels_last(self.g, self.d)
+        self.g_run, self.d_run = self.wrap(self.g, broadcast_buffers=False), self.wrap(self.d)
+        self.opt_g, self.opt_d = self._optimizers()
+
+    def _prepare(self) -> None:
+        """Changes to the fresh networks before they are wrapped and optimised (transfer, FreezeD)."""
+
+    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        return self._optimizer(self.g, self.cfg.lr_g), self._optimizer(self.d, self.cfg.lr_d)
+
+    def _optimizer(self, module: nn.Module, lr: float, lazy_every: int = 0) -> torch.optim.Optimizer:
+        """Adam/RMSprop over the trainable parameters; lazy regularisation rescales lr and betas (StyleGAN2)."""
+        params = [p for p in module.parameters() if p.requires_grad]
+        c = lazy_every / (lazy_every + 1) if lazy_every else 1.0
+        if self.cfg.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr * c)
+        return torch.optim.Adam(params, lr=lr * c, betas=(self.cfg.beta1**c, self.cfg.beta2**c))
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator to sample from: the EMA copy when enabled."""
+        return self.ema.model if self.ema else self.g
+
+    def real(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Batch `index` of real images (and their labels for conditional models)."""
+        x, idx = self.batch(self.images, index, gen, self.cfg.seed)
+        y = self.labels[idx].to(self.device) if self.labels is not None else None
+        return x, y
+
+    def after_step(self) -> None:
+        """G's buffers averaged over processes, then its EMA updated."""
+        if self.dist.active:
+            with torch.no_grad():
+                for buf in self.g.buffers():
+                    if buf.is_floating_point():
+                        buf.copy_(self.dist.mean(buf))
+        if self.ema:
+            self.ema.update(self.g)
+
+    def write_samples(self, path: Path, final: bool = False) -> None:
+        from facegan.sample import write_training_samples
+
+        write_training_samples(self, path, final, self.label_names, self.label_values)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **self.state(), "G": self.g.state_dict(), "D": self.d.state_dict(),
+            "G_ema": self.ema.model.state_dict() if self.ema else None,
+            "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
+            "config": self.cfg.model_dump(mode="json"), "resolution": self.resolution, "label_dims": self.label_dims,
+            "label_names": self.label_names, "label_values": self.label_values,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cfg.check_resumable(state["config"], "train")
+        if state["step"] > self.cfg.steps:
+            raise CheckpointError(f"the checkpoint is at step {state['step']}, past train.steps {self.cfg.steps}: "
+                                  "raise train.steps or remove the checkpoint")
+        self.g.load_state_dict(state["G"])
+        self.d.load_state_dict(state["D"])
+        if self.ema:
+            self.ema.model.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_G"])
+        self.opt_d.load_state_dict(state["opt_D"])
+        self.load_state(state)

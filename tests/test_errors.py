@@ -1,0 +1,123 @@
+"""Every known user error through the real entry points (`facegan ...`, `python stages/*.py`): one message
+naming the culprit on stderr, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, free_port, tiny_params
+from facegan.io import write_image
+from facegan.train.loop import run_train
+
+CLI = [sys.executable, "-c", "from facegan.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, layout) -> Path:
+    """A root with the tiny packed cartoon set, a trained dcgan checkpoint, stages/ and a tiny params.yaml."""
+    root = tmp_path_factory.mktemp("errors")
+    shutil.copytree(layout.packed, root / "data" / "processed" / "cartoon")
+    shutil.copytree(ROOT / "stages", root / "stages")
+    p = tiny_params(steps=1, fid_every=0)
+    (root / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
+    run_train(p.train, root / "data" / "processed" / "cartoon", root / "ckpt")
+    (root / "corrupt.pt").write_bytes(b"not a checkpoint at all")
+    torch.save({"weights": torch.zeros(2)}, root / "foreign.pt")
+    for i in range(2):
+        write_image(root / "faces" / f"{i}.png", np.full((32, 32, 3), 60 * i, np.uint8))
+    return root
+
+
+def params_with(root: Path, name: str, **sections) -> str:
+    """A copy of the project's params.yaml with dotted overrides, e.g. train={"device": "cuda"}."""
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    for section, over in sections.items():
+        raw[section].update(over)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def _models_dir_params(root: Path) -> str:
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["datasets"]["cartoon"]["upscale"].update(backend="opencv", models_dir=str(root / "no-models"))
+    path = root / "upscale.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def _checkpoint_of_other_params(root: Path) -> None:
+    """data/models/cartoon/checkpoint.pt trained with lr_g 0.001 (params.yaml has 0.0002)."""
+    dst = root / "data" / "models" / "cartoon"
+    if not (dst / "checkpoint.pt").is_file():
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / "ckpt" / "checkpoint.pt", dst / "checkpoint.pt")
+        state = torch.load(dst / "checkpoint.pt", weights_only=True)
+        state["config"]["lr_g"] = 0.001
+        torch.save(state, dst / "checkpoint.pt")
+
+
+# (id, argv after the entry point (root-relative paths), expected text in stderr)
+CASES = [
+    ("params-unknown-key", lambda r: CLI + ["check", "-p", params_with(r, "bad_key", train={"lr_gee": 1})],
+     "train.lr_gee: unknown key"),
+    ("params-bad-value", lambda r: CLI + ["check", "-p", params_with(r, "bad_value", train={"batch_size": 0})],
+     "train.batch_size: got 0"),
+    ("params-file-missing", lambda r: CLI + ["check", "-p", str(r / "nope.yaml")], "params file not found"),
+    ("params-moved-key", lambda r: CLI + ["check", "-p", params_with(r, "moved", train={"stylegan2": {"r1_gamma": 1}})],
+     "stylegan2.r1_gamma is now r1.gamma"),
+    ("stage-unknown-dataset", lambda r: [sys.executable, "stages/detect.py", "nope"], "unknown dataset 'nope'"),
+    ("stage-input-missing", lambda r: [sys.executable, "stages/pack.py", "cartoon"], "no manifest at"),
+    ("model-file-missing", lambda r: [sys.executable, "stages/upscale.py", "cartoon", _models_dir_params(r)],
+     "FSRCNN_x2.pb not found in"),
+    ("device-unavailable", lambda r: [sys.executable, "stages/train.py", "cartoon",
+                                      params_with(r, "cuda", train={"device": "cuda"})], "no CUDA device"),
+    ("checkpoint-of-other-params", lambda r: (_checkpoint_of_other_params(r), [sys.executable, "stages/train.py", "cartoon"])[1],
+     "train.lr_g: 0.001 -> 0.0002"),
+    ("checkpoint-unreadable", lambda r: CLI + ["sample", "-c", str(r / "corrupt.pt"), "-o", str(r / "s")],
+     "corrupt.pt: not a readable checkpoint"),
+    ("checkpoint-foreign", lambda r: CLI + ["sample", "-c", str(r / "foreign.pt"), "-o", str(r / "s")],
+     "foreign.pt: checkpoint format None"),
+    ("labels-on-unconditional", lambda r: CLI + ["sample", "-c", str(r / "ckpt" / "checkpoint.pt"), "-l", "hair=red"],
+     "this model is unconditional"),
+    ("pretrained-mismatch", lambda r: [sys.executable, "stages/train.py", "cartoon", params_with(
+        r, "mismatch", train={"model": "stylegan2", "init_from": str(r / "ckpt" / "checkpoint.pt")})],
+     "holds a 'dcgan' model, train.model is 'stylegan2'"),
+    ("pretrained-missing", lambda r: [sys.executable, "stages/train.py", "cartoon", params_with(
+        r, "nopre", train={"init_from": str(r / "missing.pt")})], "train.init_from: no such file"),
+    ("extractor-unavailable", lambda r: CLI + ["fid", str(r / "faces"), str(r / "faces"), "--extractor", "inception"],
+     "Inception weights"),
+    ("extractor-unknown", lambda r: CLI + ["fid", str(r / "faces"), str(r / "faces"), "--extractor", "vgg"],
+     "unknown feature extractor 'vgg'"),
+    ("fid-too-few-images", lambda r: CLI + ["fid", str(r / "stages"), str(r / "faces")], "needs at least 2 images, found 0"),
+    ("tracking-server-down", lambda r: CLI + ["sample", "--model-uri", "models:/facegan-cartoon@best"],
+     "cannot fetch models:/facegan-cartoon@best"),
+    ("transfer-without-pretrain", lambda r: CLI + ["transfer", "finetune", "baseline", "-p", str(ROOT / "params.yaml"),
+                                                   "--root", str(r / "empty")], "no pretrained model"),
+    ("cyclegan-not-packed", lambda r: [sys.executable, "stages/cyclegan.py", str(ROOT / "params.yaml")], "not packed yet"),
+    ("dataset-source-missing", lambda r: CLI + ["dataset", "add", "mine", str(r / "nowhere"), "-p",
+                                                params_with(r, "ds", train={}), "--root", str(r)],
+     "not a folder or a .zip file"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_user_errors_are_one_clear_line_and_exit_2(project, case):
+    _, argv, expected = case
+    env = {**os.environ, "TORCH_HOME": str(project / "no-torch-cache"), "CUDA_VISIBLE_DEVICES": "",
+           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "FACEGAN_DEBUG": ""}
+    r = subprocess.run(argv(project), cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+    assert expected in r.stderr, r.stderr[-3000:]
+    assert r.stderr.count("error: ") == 1, r.stderr[-3000:]

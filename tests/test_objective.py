@@ -1,0 +1,144 @@
+"""The GAN objective's named terms, regularisers usable by any GAN, D held still during G's update, the model
+registry and which config changes a checkpoint may be resumed under."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_params
+from facegan.config import ParamsError, TrainConfig
+from facegan.errors import CheckpointError
+from facegan.models import MODELS
+from facegan.train.gan import GANTrainer
+from facegan.train.loop import TRAINERS, make_trainer, run_train
+
+CPU = torch.device("cpu")
+
+
+def images(n: int = 12, res: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def dcgan(**over) -> TrainConfig:
+    return TrainConfig.model_validate({"z_dim": 8, "g_channels": 4, "d_channels": 4, "batch_size": 4, **over})
+
+
+def test_terms_are_named_and_their_weighted_sum_is_the_loss():
+    t = GANTrainer(dcgan(model="acgan", loss="wgan-gp", d_norm="layer", aux_weight=0.5), images(), torch.zeros(12, 2).long(),
+                   [2, 3], CPU)
+    gen, aug = t.generators(0)
+    real, y = t.real(0, gen)
+    z, yf = t.latents(4, gen)
+    fake = t.generate(z, yf, gen).detach()
+    d = t.objective.d_terms(t.d_run, real, fake, y, yf, gen, aug, 0)
+    assert list(d.values) == ["loss_d", "penalty", "aux_d", "d_real", "d_fake"]
+    assert d.weights == {"loss_d": 1.0, "penalty": 1.0, "aux_d": 0.5}  # d_real / d_fake are only logged
+    v = d.values
+    assert torch.allclose(d.total(), v["loss_d"] + v["penalty"] + 0.5 * v["aux_d"])
+
+
+@pytest.mark.parametrize(("model", "extra", "columns"), [
+    ("dcgan", {}, ["step", "loss_d", "d_real", "d_fake", "loss_g"]),
+    ("wgan-gp", {"loss": "wgan-gp"}, ["step", "loss_d", "penalty", "d_real", "d_fake", "loss_g"]),
+    ("dcgan", {"r1": {"gamma": 1.0, "every": 2}, "ada": {"enabled": True}},
+     ["step", "loss_d", "d_real", "d_fake", "r1", "loss_g", "ada_p"]),
+])
+def test_loss_columns_come_from_the_term_names(model, extra, columns):
+    t = GANTrainer(dcgan(model=model, **extra), images(), None, [], CPU)
+    for _ in range(2):
+        t.step()
+    assert t.fields == columns
+
+
+def test_r1_works_on_dcgan_lazily_and_changes_d():
+    rows = {}
+    ds = {}
+    for gamma in (0.0, 5.0):
+        t = GANTrainer(dcgan(r1={"gamma": gamma, "every": 2}), images(), None, [], CPU)
+        rows[gamma] = [t.step() for _ in range(3)]
+        ds[gamma] = torch.cat([p.detach().flatten() for p in t.d.parameters()])
+    assert "r1" not in rows[0.0][0]
+    r1 = [r["r1"] for r in rows[5.0]]
+    assert r1[0] > 0 and r1[1] == 0 and r1[2] > 0  # steps 0 and 2 of every=2
+    assert rows[0.0][0]["loss_d"] == rows[5.0][0]["loss_d"]  # same start, same first D loss
+    assert not torch.equal(ds[0.0], ds[5.0])  # the R1 updates moved D
+
+
+def test_path_length_works_on_a_generator_without_w():
+    t = GANTrainer(dcgan(path_length={"weight": 1.0, "every": 1}), images(), None, [], CPU)
+    rows = [t.step() for _ in range(2)]
+    assert all(r["path_length"] > 0 for r in rows) and float(t.objective.pl_mean) > 0
+
+
+def test_g_step_leaves_d_gradients_alone():
+    """Every update of G (adversarial and path length) runs through D without touching D's .grad."""
+    t = GANTrainer(dcgan(model="acgan", path_length={"weight": 1.0, "every": 1}), images(), torch.zeros(12, 2).long(),
+                   [2, 3], CPU)
+    seen = []
+    update = t.update
+
+    def watched(loss, *opts):
+        before = [None if p.grad is None else p.grad.clone() for p in t.d.parameters()]
+        update(loss, *opts)
+        if t.opt_g in opts:
+            after = [p.grad for p in t.d.parameters()]
+            seen.append(all((a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+                            for a, b in zip(before, after)))
+
+    t.update = watched
+    t.step()
+    t.step()
+    assert seen == [True, True, True, True]  # 2 steps x (G update + path-length update)
+    assert all(p.requires_grad for p in t.d.parameters()), "D's parameters were not handed back"
+
+
+def test_freezed_blocks_stay_frozen_through_g_steps(tmp_path, layout):
+    cfg = tiny_params(steps=1, model="stylegan2", z_dim=16, batch_size=4, stylegan2={"preset": "tiny"}).train
+    run_train(cfg, layout.packed, tmp_path)
+    ft = cfg.model_copy(update={"init_from": tmp_path / "checkpoint.pt", "freeze_d": 1})
+    t = GANTrainer(ft, images(8, 32), None, [], CPU)
+    frozen = {n: p.detach().clone() for n, p in t.d.named_parameters() if n in t.frozen}
+    assert frozen
+    t.step()
+    t.step()
+    for n, p in t.d.named_parameters():
+        assert p.requires_grad == (n not in frozen), n
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+
+
+def test_every_registered_model_has_a_trainer_and_builds():
+    for name, spec in MODELS.items():
+        assert spec.trainer in TRAINERS, name
+        labels = torch.zeros(8, 2).long() if spec.conditional else None
+        t = make_trainer(dcgan(model=name, **({"stylegan2": {"preset": "tiny"}} if spec.style else {})), images(8),
+                         labels, [2, 3] if spec.conditional else [], CPU)
+        assert t.step()["step"] == 1
+    with pytest.raises(ParamsError, match="unknown model 'gan9000'; choose one of: acgan, dcgan"):
+        tiny_params(model="gan9000")
+
+
+def test_model_defaults_follow_the_model_not_a_dump():
+    """R1's gamma left null is the model's default, also after switching model in a dumped config."""
+    raw = dcgan().model_dump(mode="json")
+    assert TrainConfig.model_validate({**raw, "model": "stylegan2"}).r1_gamma == 10.0
+    assert dcgan().r1_gamma == 0.0 and dcgan(r1={"gamma": 0.5}).r1_gamma == 0.5
+    with pytest.raises(ValueError, match="model 'vae' has no discriminator: unset r1.gamma"):
+        dcgan(model="vae", r1={"gamma": 1.0})
+
+
+def test_resume_accepts_runtime_changes_and_names_the_maths_changes(layout, tmp_path):
+    cfg = tiny_params(steps=2).train
+    run_train(cfg, layout.packed, tmp_path / "a")
+    longer = cfg.model_copy(update={"steps": 4, "checkpoint_every": 1, "sample_every": 3, "fid_every": 2,
+                                    "device": "cpu", "loader_threads": 1})
+    resumed = run_train(longer, layout.packed, tmp_path / "a")  # fid_every without a scorer: no FID, a warning
+    straight = run_train(cfg.model_copy(update={"steps": 4}), layout.packed, tmp_path / "b")
+    assert resumed.losses == straight.losses
+    changed = cfg.model_copy(update={"steps": 4, "lr_g": 1e-3, "z_dim": 8})
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt: .*different train config \(train.lr_g: 0.0002 -> 0.001; "
+                                              r"train.z_dim: 100 -> 8\)"):
+        run_train(changed, layout.packed, tmp_path / "a")
+    with pytest.raises(CheckpointError, match="at step 4, past train.steps 3"):
+        run_train(cfg.model_copy(update={"steps": 3}), layout.packed, tmp_path / "a")
