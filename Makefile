@@ -16,7 +16,7 @@ SWEEP_VARIANTS ?= plain,sn,projection
 SWEEP_ARGS     ?=
 CRON           ?= 0 2 * * *
 
-.PHONY: run test test-slow test-all sweep serve install clean-venv
+.PHONY: run test test-slow test-all sweep serve install clean-venv deps
 
 run: install
 	dvc repro
@@ -40,6 +40,10 @@ test-all: install $(REF)/.installed
 	$(BIN)/python -m pytest -m ''
 
 install: $(VENV)/.installed
+
+# rewrite the code deps of every dvc.yaml stage from what its script imports (tests/test_dvc_deps.py checks them)
+deps: install
+	$(BIN)/python tests/depgraph.py --write
 
 # torch==2.13.0 first: its CPU wheel is on local disk; the project's torch range then installs nothing more.
 $(VENV)/.installed: pyproject.toml

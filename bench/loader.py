@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from facegan.config import TrainConfig
-from facegan.data.pack import ZIP_NAME, load_packed
+from facegan.data.packed import ZIP_NAME, load_packed
 from facegan.train.gan import GANTrainer as Trainer
 from facegan.train.images import load_training_data
 from facegan.train.stepper import step_generator

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_dvc_project, sh as _sh
+from conftest import make_dvc_project
+from conftest import sh as _sh
 
 
 @pytest.fixture(scope="module")

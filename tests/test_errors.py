@@ -16,7 +16,7 @@ import yaml
 
 from conftest import ROOT, free_port, tiny_params
 from facegan.io import write_image
-from facegan.train.loop import run_train
+from facegan.train.run import run_train
 
 CLI = [sys.executable, "-c", "from facegan.cli import main; main()"]
 

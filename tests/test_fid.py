@@ -98,7 +98,7 @@ def test_stand_in_file_has_the_pytorch_fid_parameter_names():
 
 
 def test_dlib_extractor_embeds_faces(layout):
-    from facegan.data.pack import ZIP_NAME, load_packed
+    from facegan.data.packed import ZIP_NAME, load_packed
 
     images, _, _ = load_packed(layout.packed / ZIP_NAME, limit=4)
     ex = make_extractor("dlib", EvaluateConfig(batch_size=2))

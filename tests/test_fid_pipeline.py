@@ -15,7 +15,7 @@ from facegan.evaluate.classifier import run_classifier
 from facegan.evaluate.extractors import ExtractorUnavailable, clean_resize, make_extractor
 from facegan.evaluate.run import Scorer, run_refstats
 from facegan.train.checkpoint import load_checkpoint
-from facegan.train.loop import run_train
+from facegan.train.run import run_train
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_scorer_names_missing_extractor(prepared):
 
 
 def test_scorer_of_real_images_is_near_zero_and_of_noise_is_large(prepared, layout):
-    from facegan.data.pack import ZIP_NAME, load_packed
+    from facegan.data.packed import ZIP_NAME, load_packed
 
     cfg, root, _ = prepared
     real, _, _ = load_packed(layout.packed / ZIP_NAME)

@@ -2,57 +2,7 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
-from conftest import ROOT
-
-SRC = ROOT / "src"
-
-
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
-def imports(path: Path, modules: set[str]) -> set[str]:
-    """facegan modules imported anywhere in the file (functions too), except under `if TYPE_CHECKING:`.
-    `from pkg import name` counts as an import of pkg.name when that is a module, else of pkg."""
-    me = _module_name(path)
-    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-    found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.split(".")[0] == "facegan")
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            if base.split(".")[0] == "facegan":
-                for a in node.names:
-                    found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")))
-    return {m for m in found if m in modules and m != me}
-
-
-def import_graph() -> dict[str, set[str]]:
-    files = sorted((SRC / "facegan").rglob("*.py"))
-    modules = {_module_name(f) for f in files}
-    return {_module_name(f): imports(f, modules) for f in files}
+from depgraph import import_graph
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -11,7 +11,7 @@ from facegan.config import ParamsError, TrainConfig
 from facegan.errors import CheckpointError
 from facegan.models import MODELS
 from facegan.train.gan import GANTrainer
-from facegan.train.loop import TRAINERS, make_trainer, run_train
+from facegan.train.run import TRAINERS, make_trainer, run_train
 
 CPU = torch.device("cpu")
 

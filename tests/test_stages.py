@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from facegan.config import DetectConfig
-from facegan.data.pack import ZIP_NAME, load_packed, run_pack
+from facegan.data.pack import run_pack
+from facegan.data.packed import ZIP_NAME, load_packed
 from facegan.io import read_image
 from facegan.manifest import read_manifest
 from facegan.preprocess import geometry

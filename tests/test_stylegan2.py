@@ -12,8 +12,8 @@ import torch
 from facegan.augment.ada import AdaptiveAugment, ada_augment
 from facegan.config import AdaConfig, ParamsError, TrainConfig, TransferConfig
 from facegan.models import build_models
-from facegan.models.stylegan2 import Generator, make_kernel, upfirdn2d
-from facegan.models.transfer import PretrainedMismatch, apply_pretrained
+from facegan.models.stylegan2 import make_kernel, upfirdn2d
+from facegan.models.transfer import PretrainedMismatch
 from facegan.train.checkpoint import save_checkpoint
 from facegan.train.gan import GANTrainer as Trainer
 

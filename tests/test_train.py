@@ -12,7 +12,7 @@ from facegan.models import build_models
 from facegan.train import stepper
 from facegan.train.checkpoint import load_checkpoint, load_generator
 from facegan.train.images import batch_indices
-from facegan.train.loop import run_train
+from facegan.train.run import run_train
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))

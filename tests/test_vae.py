@@ -17,7 +17,9 @@ from facegan.config import ParamsError, TrainConfig, parse_params
 from facegan.models import build_models
 from facegan.models.vae import kl_divergence
 from facegan.sample import sample_checkpoint
-from facegan.train.loop import CHECKPOINT, Loop, make_trainer
+from facegan.train.checkpoint import CHECKPOINT
+from facegan.train.loop import Loop
+from facegan.train.run import make_trainer
 from facegan.train.vae import VAETrainer
 
 CPU = torch.device("cpu")

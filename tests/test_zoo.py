@@ -16,7 +16,7 @@ from facegan.losses import LOSSES
 from facegan.models import build_models
 from facegan.sample import LabelError, parse_labels, sample_checkpoint
 from facegan.train.gan import GANTrainer as Trainer
-from facegan.train.loop import run_train
+from facegan.train.run import run_train
 
 DIMS = [3, 2, 4]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from facegan.config import Params, ParamsError, flatten, load_params
 from facegan.errors import StageError, UnknownName
-from facegan.layout import BUFFERS, PER_IMAGE, Layout
+from facegan.layout import BUFFERS, Layout
 from facegan.track import Tracker
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _refstats(p: Params, at: Layout, t: Tracker) -> dict:
 
 def _train(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.evaluate.run import Scorer
-    from facegan.train.loop import run_train
+    from facegan.train.run import run_train
 
     scorer = Scorer(p.train.fid_extractor, p.evaluate, at.stats, at.classifier) if p.train.fid_every else None
     result = run_train(p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics)
@@ -119,7 +119,7 @@ def _train(p: Params, at: Layout, t: Tracker) -> dict:
 
 def _evaluate(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.evaluate.run import run_evaluate
-    from facegan.train.loop import CHECKPOINT
+    from facegan.train.checkpoint import CHECKPOINT
 
     return run_evaluate(p.evaluate, at.model / CHECKPOINT, at.packed, at.stats, at.evaluation, at.classifier)
 
@@ -181,7 +181,7 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
         raise ParamsError(f"stage cyclegan runs for cyclegan.a ({p.cyclegan.a!r}), not {dataset!r}")
     root = Path(root)
     if name == "train" and p.train.nproc > 1:
-        from facegan.train.dist import in_torchrun
+        from facegan.launch import in_torchrun
 
         if not in_torchrun():
             return _train_distributed(p, dataset, root, variant)
@@ -207,7 +207,7 @@ def _train_distributed(p: Params, dataset: str, root: Path, variant: str | None)
     """Re-run the train stage as train.nproc processes under torchrun (DDP); rank 0 tracks and writes."""
     import yaml
 
-    from facegan.train.dist import relaunch
+    from facegan.launch import relaunch
 
     t0 = time.perf_counter()
     spec = root / ".facegan" / f"ddp-{dataset}-{variant or 'main'}.yaml"

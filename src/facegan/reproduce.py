@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from facegan.config import TrackingConfig, parse_params
-from facegan.data.pack import ZIP_NAME
+from facegan.data.packed import ZIP_NAME
 from facegan.io import sha256_file
 from facegan.layout import Layout
 
@@ -22,7 +22,8 @@ def reproduce(run_id: str, root: Path = Path("."), out: Path | None = None,
 
     from facegan import track
     from facegan.evaluate.run import Scorer, run_evaluate
-    from facegan.train.loop import CHECKPOINT, run_train
+    from facegan.train.checkpoint import CHECKPOINT
+    from facegan.train.run import run_train
 
     c = track.client(tracking)
     run = c.get_run(run_id)

@@ -306,7 +306,6 @@ def register_if_best(cfg: TrackingConfig, run_id: str, dataset: str, checkpoint:
 def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
     """The checkpoint.pt inside a registered generator, e.g. models:/facegan-cartoon@best."""
     import mlflow
-
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri(tracking))

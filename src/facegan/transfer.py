@@ -30,7 +30,7 @@ def _enabled(p: Params) -> None:
 
 
 def pretrained_checkpoint(p: Params, root: Path) -> Path:
-    from facegan.train.loop import CHECKPOINT
+    from facegan.train.checkpoint import CHECKPOINT
 
     return Layout(root, p.transfer.source, PRETRAIN).model / CHECKPOINT
 
@@ -74,8 +74,7 @@ def _describe(p: Params, run: str, root: Path) -> dict:
 def table(params: Params | Path | str = "params.yaml", root: Path | str = ".") -> dict:
     """data/transfer/fid_table.{json,md}: one row per fine-tune run (+ the main model trained from scratch
     on the target, when it was evaluated), lower FID is better."""
-    from facegan.train.checkpoint import load_checkpoint
-    from facegan.train.loop import CHECKPOINT
+    from facegan.train.checkpoint import CHECKPOINT, load_checkpoint
 
     p = params if isinstance(params, Params) else load_params(params)
     _enabled(p)

@@ -15,21 +15,20 @@ import io
 import json
 import logging
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from facegan.config import PackConfig
+from facegan.data.packed import ZIP_NAME
 from facegan.io import atomic_dir, read_image
-from facegan.manifest import Manifest, Row, read_manifest
+from facegan.manifest import Manifest, read_manifest
 from facegan.preprocess.common import finish
 
 log = logging.getLogger(__name__)
 
 STAGE = "pack"
-ZIP_NAME = "dataset.zip"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -52,6 +51,14 @@ def read_labels(path: Path) -> tuple[dict[str, dict[str, str]], list[str], list[
                 continue
             rows[rec[0].strip()] = {n: v.strip() for n, v in zip(names, rec[1:])}
     return rows, names, problems
+
+
+def _natural(v: str) -> tuple:
+    """Numbers in numeric order, then strings alphabetically."""
+    try:
+        return (0, float(v), "")
+    except ValueError:
+        return (1, 0.0, v)
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -100,48 +107,3 @@ def run_pack(cfg: PackConfig, raw: Path, src: Path, dst: Path) -> Manifest:
     log.info("packed %d images at %dx%d with %d label attribute(s) into %s", len(entries), cfg.resolution,
              cfg.resolution, len(names), dst / ZIP_NAME)
     return out
-
-
-def _natural(v: str) -> tuple:
-    """Numbers in numeric order, then strings alphabetically."""
-    try:
-        return (0, float(v), "")
-    except ValueError:
-        return (1, 0.0, v)
-
-
-def load_packed(zip_path: Path, limit: int | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """All images of a packed ZIP as an NxHxWx3 uint8 array, labels as NxA int64 (or None), and metadata.
-
-    PNGs are decoded by `threads` threads (Pillow releases the GIL while decoding) straight into one
-    preallocated array, so the training loop then indexes memory with no per-image Python work.
-    """
-    with zipfile.ZipFile(zip_path) as zf:
-        meta = json.loads(zf.read("dataset.json"))
-        names = sorted(n for n in zf.namelist() if n.endswith(".png"))[:limit]
-        blobs = [zf.read(n) for n in names]
-    if not blobs:
-        raise ValueError(f"{zip_path}: no images")
-    first = np.asarray(Image.open(io.BytesIO(blobs[0])).convert("RGB"))
-    images = np.empty((len(blobs), *first.shape), np.uint8)
-
-    def decode(i: int) -> None:
-        images[i] = np.asarray(Image.open(io.BytesIO(blobs[i])).convert("RGB"))
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        list(pool.map(decode, range(len(blobs))))
-    return images, _labels(meta, names), meta
-
-
-def load_labels(zip_path: Path) -> np.ndarray | None:
-    """The NxA label rows of a packed ZIP (or None), from dataset.json alone: no image is decoded."""
-    with zipfile.ZipFile(zip_path) as zf:
-        meta = json.loads(zf.read("dataset.json"))
-    return _labels(meta, sorted(k for k, _ in meta["labels"] or []))
-
-
-def _labels(meta: dict, names: list[str]) -> np.ndarray | None:
-    if not meta.get("labels"):
-        return None
-    by_name = dict((k, v) for k, v in meta["labels"])
-    return np.asarray([by_name[n] for n in names], dtype=np.int64)

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from facegan.config import ClassifierConfig
-from facegan.data.pack import ZIP_NAME, load_packed
+from facegan.data.packed import ZIP_NAME, load_packed
 from facegan.io import atomic_dir, write_text
 
 log = logging.getLogger(__name__)

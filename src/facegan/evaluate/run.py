@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from facegan.config import EvaluateConfig
-from facegan.data.pack import ZIP_NAME, load_labels, load_packed
+from facegan.data.packed import ZIP_NAME, load_labels, load_packed
+from facegan.errors import StageInputMissing
 from facegan.evaluate.classifier import accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
 from facegan.io import atomic_dir, sha256_file, write_text
-from facegan.train.checkpoint import load_generator
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,13 @@ def generate(checkpoint: Path, n: int, seed: int, packed: Path | None = None) ->
     """n images (NxHxWx3 uint8) from a checkpoint, noise fixed by `seed`; conditional models get
     label rows drawn from the packed dataset. Returns (images, labels or None)."""
     from facegan.sample import latents, render
+    from facegan.train.checkpoint import load_generator
 
     g, cfg, state = load_generator(checkpoint)
     pool = None
     if state.get("label_dims"):
         if packed is None:
-            raise ValueError("a conditional checkpoint needs the packed dataset to draw labels from")
+            raise StageInputMissing("a conditional checkpoint needs the packed dataset to draw labels from")
         pool = label_pool(packed)
     z, y = latents(cfg.z_dim, n, seed, pool)
     return render(g, z, y), (y.numpy() if y is not None else None)

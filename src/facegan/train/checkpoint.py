@@ -15,6 +15,7 @@ from facegan.config import StyleGAN2Config, TrainConfig
 from facegan.errors import CheckpointError, StageInputMissing
 
 FORMAT = 2  # 2: Trainer layout (G/D with stem/body, G_ema, label dims)
+CHECKPOINT = "checkpoint.pt"  # the file name of a run's checkpoint in its folder
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

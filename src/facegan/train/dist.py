@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as td
+
+from facegan.launch import in_torchrun
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +60,6 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if td.get_backend() == "nccl" else torch.device("cpu")
 
 
-def in_torchrun() -> bool:
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
 def setup(device_name: str) -> tuple[Dist, str]:
     """Join the process group when started by torchrun; returns (Dist, device name for this rank)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -85,11 +80,3 @@ def teardown() -> None:
         td.barrier()
         td.destroy_process_group()
 
-
-def relaunch(nproc: int, argv: list[str]) -> int:
-    """Run `python argv...` under `torchrun --standalone --nproc-per-node nproc`; returns its exit code."""
-    torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"])
-    cmd += ["--standalone", f"--nproc-per-node={nproc}", *argv]
-    log.info("launching %d training processes: %s", nproc, " ".join(cmd))
-    return subprocess.call(cmd)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facegan.data.pack import ZIP_NAME, load_packed
+from facegan.data.packed import ZIP_NAME, load_packed
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,92 @@
+"""`run_train`: train `train.model` on a packed dataset — the trainer of its spec, stepped by `Loop`, with the
+in-training Frechet distance (fid.csv, best.pt) when reference statistics are given."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facegan.config import TrainConfig
+from facegan.io import write_text
+from facegan.train.dist import setup
+from facegan.train.gan import GANTrainer
+from facegan.train.images import load_training_data
+from facegan.train.loop import Loop, TrainResult, to_csv
+from facegan.train.stepper import apply_determinism, resolve_device
+from facegan.train.trainer import ModelTrainer
+from facegan.train.vae import VAETrainer
+
+log = logging.getLogger(__name__)
+
+BEST = "best.pt"
+FID_FIELDS = ["step", "fd", "kid"]
+TRAINERS: dict[str, type[ModelTrainer]] = {"gan": GANTrainer, "vae": VAETrainer}  # ModelSpec.trainer -> class
+
+
+def make_trainer(cfg: TrainConfig, *args: Any, **kwargs: Any) -> ModelTrainer:
+    """The trainer of cfg.model's spec (`GANTrainer` for the GANs, `VAETrainer` for the VAE)."""
+    return TRAINERS[cfg.spec.trainer](cfg, *args, **kwargs)
+
+
+class FIDWatch:
+    """In-training Frechet distance: every `fid_every` steps (and at the last), `fid_samples` images at fixed
+    noise are scored; fid.csv keeps the curve and best.pt the checkpoint with the lowest distance."""
+
+    def __init__(self, cfg: TrainConfig, loop: Loop, scorer: Callable[..., dict], history: list[dict[str, float]],
+                 on_step: Callable[[dict, int], None] | None):
+        from facegan.sample import latents
+
+        self.cfg, self.loop, self.scorer, self.history, self.on_step = cfg, loop, scorer, history, on_step
+        self.z, self.y = latents(cfg.z_dim, cfg.fid_samples, cfg.seed + 7_777, loop.trainer.labels)
+
+    def __call__(self, done: int) -> None:
+        from facegan.sample import render
+
+        if done % self.cfg.fid_every and done != self.cfg.steps:
+            return
+        score = self.scorer(render(self.loop.trainer.sampler, self.z, self.y), desc=f"FID @ step {done}")
+        self.history.append({"step": done, "fd": score["fd"], "kid": score["kid"]})
+        if self.on_step:
+            self.on_step({"fid_train": score["fd"], "kid_train": score["kid"]}, done)
+        best = min(r["fd"] for r in self.history)
+        log.info("step %d: Frechet distance %.4f (best %.4f)", done, score["fd"], best)
+        if score["fd"] <= best:
+            self.loop.checkpoint(self.loop.dst / BEST)
+        write_text(self.loop.dst / "fid.csv", to_csv(self.history, FID_FIELDS))
+
+
+def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
+              scorer: Callable[[np.ndarray], dict] | None = None,
+              on_step: Callable[[dict, int], None] | None = None) -> TrainResult:
+    """Train cfg.model on packed/dataset.zip; write checkpoint, sample grids and loss log to dst.
+
+    With cfg.fid_every and a `scorer` (see facegan.evaluate.run.Scorer), the Frechet distance of
+    cfg.fid_samples images at fixed noise is measured every cfg.fid_every steps (fid.csv) and the
+    checkpoint with the lowest one is kept as best.pt. `on_step(values, step)` receives the losses
+    of every step and the in-training FID (e.g. a tracker's log_metrics).
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dist, device_name = setup(cfg.device)
+    device = resolve_device(device_name)
+    apply_determinism(cfg.deterministic, device)
+    images, labels, meta = load_training_data(packed, cfg.loader_threads, pin=device.type == "cuda")
+    names = meta.get("label_names") or []
+    values = meta.get("label_values") or {}
+    trainer = make_trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist, names, values)
+    log.info("training %s (%s) on %d images at %dx%d, %d steps, device %s", cfg.model,
+             f"{cfg.loss} loss" if cfg.spec.adversarial else "its own loss",
+             len(images), trainer.resolution, trainer.resolution, cfg.steps, device)
+    loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every)
+    state = loop.resume() if resume else None
+    fid_history: list[dict[str, float]] = list(state.get("fid", [])) if state else []
+    loop.extra["fid"] = fid_history
+    if cfg.fid_every and not scorer:
+        log.warning("train.fid_every is set but no reference statistics were given: no FID during training")
+    watch = FIDWatch(cfg, loop, scorer, fid_history, on_step) if cfg.fid_every and scorer else None
+    return loop.run(on_step, watch)
