@@ -333,7 +333,7 @@ def _parse_model_uri(uri: str) -> tuple[str, str, str]:
 
 def _store_error(e: Exception, tracking: TrackingConfig) -> ModelNotFound | None:
     """A ModelNotFound for a store that did not answer; None when `e` says the thing is not there."""
-    if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+    if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
         return None
     first = str(getattr(e, "message", e)).splitlines()[0][:160]
     return ModelNotFound(f"the tracking store {tracking_uri(tracking)} did not answer ({first}); start it or set "
