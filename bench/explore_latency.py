@@ -14,6 +14,7 @@ Prints the median of interleaved rounds per case (after 2 warm-up moves) and its
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -86,59 +87,54 @@ def main() -> None:
     paths = checkpoints(tmp)
     models = {k: load_model(v) for k, v in paths.items()}
     table = cases(models)
-    render: dict[str, list[float]] = {c: [] for c in table}
-    for i in range(args.rounds + 2):  # interleaved; the first 2 are warm-up
-        for name, (_, call, _, _) in table.items():
-            t0 = time.perf_counter()
-            call(i)
-            if i >= 2:
-                render[name].append((time.perf_counter() - t0) * 1000)
-
-    browser: dict[str, list[float]] = {c: [] for c in table}
     use_browser = not args.no_browser and CHROMIUM.is_file()
-    if use_browser:
-        browser = measure_browser(paths, table, args.rounds)
+    with pages(paths) if use_browser else contextlib.nullcontext() as page_of:
+        render: dict[str, list[float]] = {c: [] for c in table}
+        browser: dict[str, list[float]] = {c: [] for c in table}
+        for i in range(args.rounds + 2):  # cases and both measures interleaved; the first 2 rounds warm up
+            for name, (kind, call, selector, value) in table.items():
+                t0 = time.perf_counter()
+                call(i)
+                ms = (time.perf_counter() - t0) * 1000
+                b = page_of[kind].evaluate(MOVE_JS, [selector, value(i)]) if use_browser else float("nan")
+                if i >= 2:
+                    render[name].append(ms)
+                    browser[name].append(b)
 
     print(f"facegan explore, slider-move latency: torch {torch.__version__}, {args.threads} threads, "
           f"median of {args.rounds} interleaved moves (goal < {GOAL_MS:.0f} ms)")
     print(f"{'case':40s} {'render ms':>10s} {'browser ms':>11s} {'browser / goal':>15s}")
     for name in table:
-        r = statistics.median(render[name])
-        b = statistics.median(browser[name]) if browser[name] else float("nan")
+        r, b = statistics.median(render[name]), statistics.median(browser[name])
         print(f"{name:40s} {r:10.1f} {b:11.1f} {b / GOAL_MS:15.2f}")
     if not use_browser:
         print(f"(browser round trip not measured: {'--no-browser' if args.no_browser else f'{CHROMIUM} missing'})")
 
 
-def measure_browser(paths: dict[str, Path], table: dict, rounds: int) -> dict[str, list[float]]:
-    """Both models served by the explorer in this process; one Chromium page per model, moves interleaved."""
+@contextlib.contextmanager
+def pages(paths: dict[str, Path]):
+    """kind -> a headless Chromium page on the explorer serving that checkpoint (servers in this process)."""
     from playwright.sync_api import sync_playwright
 
     from facegan.explore import serve
 
     servers = {kind: serve(str(path), port=None) for kind, path in paths.items()}
-    out: dict[str, list[float]] = {c: [] for c in table}
     try:
         with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
             ctx = p.chromium.launch_persistent_context(
                 profile, executable_path=str(CHROMIUM), headless=True,
                 args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                       "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            pages = {}
+            out = {}
             for kind, (_, url) in servers.items():
-                pages[kind] = ctx.new_page()
-                pages[kind].goto(url)
-                pages[kind].wait_for_selector("#main-image img", timeout=120_000)
-            for i in range(rounds + 2):
-                for name, (kind, _, selector, value) in table.items():
-                    ms = pages[kind].evaluate(MOVE_JS, [selector, value(i)])
-                    if i >= 2:
-                        out[name].append(ms)
+                out[kind] = ctx.new_page()
+                out[kind].goto(url)
+                out[kind].wait_for_selector("#main-image img", timeout=120_000)
+            yield out
             ctx.close()
     finally:
         for demo, _ in servers.values():
             demo.close()
-    return out
 
 
 if __name__ == "__main__":

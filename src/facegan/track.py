@@ -374,7 +374,8 @@ def run_checkpoint(run_id: str, tracking: TrackingConfig) -> dict[str, Any]:
     versions = sorted(c.search_model_versions(f"run_id = '{pid}'"), key=lambda v: int(v.version))
     if not versions:
         raise ModelNotFound(f"run {run_id} has no registered generator (only runs that became @best are registered); "
-                            "give its checkpoint with --checkpoint data/models/<dataset>/checkpoint.pt")
+                            "give its checkpoint file instead (data/models/<dataset>/checkpoint.pt, "
+                            "data/cyclegan/model/checkpoint.pt)")
     mv = versions[-1]
     return registry_checkpoint(f"models:/{mv.name}/{mv.version}", tracking)
 

@@ -150,7 +150,7 @@ class Page:
             return strip, f"{mode_v} path from seed {a} to seed {b}"
 
         live = dict(fn=render, inputs=controls, outputs=[main, self.status], show_progress="hidden",
-                    trigger_mode="always_last")
+                    trigger_mode="always_last", queue=False)
         for c in controls:
             c.change(**live)
         demo.load(**live)
