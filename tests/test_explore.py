@@ -391,5 +391,6 @@ def test_browser_uploads_good_corrupt_and_non_image_files(trained, tmp_path, kin
         _shown(page, shown)
         page.wait_for_function("() => !document.querySelector('#status').innerText.includes('error')")
         _no_error(page)
+        page.screenshot(path=str(tmp_path / f"explore_{kind}.png"), full_page=True)
     log = (tmp_path / "server.log").read_text()
     assert "upload 'notes.txt' is not a usable image" in log and "upload 'cut.png' is not a usable image" in log

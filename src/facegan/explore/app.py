@@ -116,14 +116,14 @@ class Page:
             with gr.Row():
                 n = gr.Slider(1, 64, 16, step=1, label="N", elem_id="grid-n")
                 grid_btn = gr.Button("render grid", elem_id="grid-button")
-            grid_out = gr.Image(label="grid", elem_id="grid-image", **IMAGE)
+            grid_out = gr.Image(label="grid", elem_id="grid-image", height=480, **IMAGE)
         with gr.Accordion("Interpolation between two seeds", open=False):
             with gr.Row():
                 seed_b = gr.Number(1, precision=0, label="to seed", elem_id="seed-b", minimum=0)
                 steps = gr.Slider(2, 16, 8, step=1, label="steps")
                 mode = gr.Radio(["slerp", "linear"], value="slerp", label="path")
                 interp_btn = gr.Button("interpolate", elem_id="interp-button")
-            interp_out = gr.Image(label="interpolation", elem_id="interp-image", **IMAGE)
+            interp_out = gr.Image(label="interpolation", elem_id="interp-image", height=160, **IMAGE)
 
         controls = [seed, psi, *attrs, *steer]
 
@@ -206,15 +206,15 @@ class Page:
         gr.Markdown("Upload a face: its reconstruction (decoder of the mean code) and decoded neighbours of its code "
                     "(mean + radius × posterior σ × noise).")
         with gr.Row():
-            upload = gr.File(label="face image", type="filepath", elem_id="vae-upload")
+            upload = gr.File(label="face image", type="filepath", elem_id="vae-upload", height=160)
             with gr.Column():
                 radius = gr.Slider(0, 5, 1, step=0.1, label="neighbour radius (posterior σ)")
                 n = gr.Slider(1, 16, 8, step=1, label="neighbours")
                 nseed = gr.Number(0, precision=0, label="neighbour seed", minimum=0)
         with gr.Row():
-            face = gr.Image(label="input (as the model sees it)", elem_id="vae-input", **IMAGE)
-            recon = gr.Image(label="reconstruction", elem_id="vae-recon", **IMAGE)
-        neigh = gr.Image(label="latent neighbours", elem_id="vae-neighbours", **IMAGE)
+            face = gr.Image(label="input (as the model sees it)", elem_id="vae-input", height=256, **IMAGE)
+            recon = gr.Image(label="reconstruction", elem_id="vae-recon", height=256, **IMAGE)
+        neigh = gr.Image(label="latent neighbours", elem_id="vae-neighbours", height=160, **IMAGE)
 
         @guarded(3)
         def encode(path, r, k, s):
@@ -231,13 +231,14 @@ class Page:
         m = self.model
         gr.Markdown(f"Upload a face: read as **{m.a}** it is translated to **{m.b}** (and back), read as **{m.b}** to "
                     f"**{m.a}** (and back).")
-        upload = gr.File(label="face image", type="filepath", elem_id="cycle-upload")
-        face = gr.Image(label="input (as the model sees it)", elem_id="cycle-input", **IMAGE)
         with gr.Row():
-            ab = gr.Image(label=f"{m.a} → {m.b}", elem_id="cycle-ab", **IMAGE)
-            aba = gr.Image(label=f"{m.a} → {m.b} → {m.a}", **IMAGE)
-            ba = gr.Image(label=f"{m.b} → {m.a}", elem_id="cycle-ba", **IMAGE)
-            bab = gr.Image(label=f"{m.b} → {m.a} → {m.b}", **IMAGE)
+            upload = gr.File(label="face image", type="filepath", elem_id="cycle-upload", height=160)
+            face = gr.Image(label="input (as the model sees it)", elem_id="cycle-input", height=200, **IMAGE)
+        with gr.Row():
+            ab = gr.Image(label=f"{m.a} → {m.b}", elem_id="cycle-ab", height=200, **IMAGE)
+            aba = gr.Image(label=f"{m.a} → {m.b} → {m.a}", height=200, **IMAGE)
+            ba = gr.Image(label=f"{m.b} → {m.a}", elem_id="cycle-ba", height=200, **IMAGE)
+            bab = gr.Image(label=f"{m.b} → {m.a} → {m.b}", height=200, **IMAGE)
 
         @guarded(5)
         def translate(path):
@@ -261,9 +262,9 @@ class Page:
             psi = gr.Slider(0.0, 1.2, 1.0, step=0.05, label="truncation ψ")
             go = gr.Button("compare", elem_id="compare-button")
         with gr.Row():
-            grid_a = gr.Image(label="A", elem_id="compare-a", **IMAGE)
-            grid_b = gr.Image(label="B", elem_id="compare-b", **IMAGE)
-        table = gr.Dataframe(headers=["model", *COLUMNS], label="FID rows from the tracking store", elem_id="fid-rows")
+            grid_a = gr.Image(label="A", elem_id="compare-a", height=400, **IMAGE)
+            grid_b = gr.Image(label="B", elem_id="compare-b", height=400, **IMAGE)
+        table = gr.Dataframe(headers=["source", *COLUMNS], label="FID rows from the tracking store", elem_id="fid-rows")
 
         @guarded(3)
         def compare(a_ref, b_ref, seed_v, n_v, psi_v):
@@ -274,7 +275,8 @@ class Page:
                     raise ExploreError(f"model {label} ({src.label}) is a cyclegan translator: compare takes generators")
             grids = [mdl.grid(s, k, float(psi_v) if mdl.truncation else 1.0) for mdl, _ in sides]
             rows = self.models.rows([src for _, src in sides])
-            data = [[src.label, *[row.get(c, "") if row.get(c) is not None else "" for c in COLUMNS]]
+            data = [[src.label, *([row.get(c) if row.get(c) is not None else "" for c in COLUMNS] if row
+                                  else ["not tracked", *[""] * (len(COLUMNS) - 1)])]
                     for (_, src), row in zip(sides, rows)]
             return (*grids, data), f"{sides[0][1].label} vs {sides[1][1].label}, seeds {s}..{s + k - 1}"
 
