@@ -60,6 +60,16 @@ def _train(kind: str, dst: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine idle-spinning OpenMP threads made them
+    up to 40x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """kind -> checkpoint of a tiny model trained on demand (once per module)."""
@@ -251,7 +261,7 @@ def explore_server(checkpoint: Path, log: Path):
     port = free_port()
     env = {**os.environ, "FACEGAN_LOG_LEVEL": "INFO", "COLUMNS": "200", "GRADIO_TEMP_DIR": str(log.parent / "gradio")}
     proc = subprocess.Popen([sys.executable, "-c", "from facegan.cli import main; main()", "explore", "-c",
-                             str(checkpoint), "--port", str(port), "--threads", "2"],
+                             str(checkpoint), "--port", str(port), "--threads", "1"],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
