@@ -15,8 +15,13 @@ SWEEP_LOSSES   ?= nonsaturating,hinge,wgan-gp
 SWEEP_VARIANTS ?= plain,sn,projection
 SWEEP_ARGS     ?=
 CRON           ?= 0 2 * * *
+# `make explore`: the latent explorer over the registry's best model of the first dataset (EXPLORE_ARGS: other model, port)
+EXPLORE_ARGS   ?=
+# Debian's chromium: the browser the explorer's test drives through Playwright (never a downloaded browser build)
+CHROMIUM       ?= /usr/bin/chromium
+SUDO           := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-slow test-all sweep serve install clean-venv deps
+.PHONY: run test test-slow test-all sweep serve explore install clean-venv deps
 
 run: install
 	dvc repro
@@ -30,13 +35,16 @@ sweep: install
 serve: install
 	$(BIN)/python pipelines/serve.py --params params.yaml --root . --cron "$(CRON)"
 
-test: install $(REF)/.installed
+explore: install
+	$(BIN)/facegan explore $(EXPLORE_ARGS)
+
+test: install $(REF)/.installed $(CHROMIUM)
 	$(BIN)/python -m pytest --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
-test-slow: install $(REF)/.installed
+test-slow: install $(REF)/.installed $(CHROMIUM)
 	$(BIN)/python -m pytest -m slow; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no slow tests collected"; rc=0; fi; exit $$rc
 
-test-all: install $(REF)/.installed
+test-all: install $(REF)/.installed $(CHROMIUM)
 	$(BIN)/python -m pytest -m ''
 
 install: $(VENV)/.installed
@@ -58,6 +66,11 @@ $(REF)/.installed:
 	$(PYTHON) -m venv $(REF)
 	$(REF)/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" "pytorch-fid==0.3.0"
 	touch $@
+
+# skipped when the file exists
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 clean-venv:
 	rm -rf $(VENV) $(REF)

@@ -132,6 +132,67 @@ def test_reproduce_gives_the_same_fid(server, pipeline):
     assert "reproduced: every metric within 1e-06" in r.stdout and "fd_dlib" in r.stdout
 
 
+def test_explore_opens_registered_models_and_runs(server, pipeline):
+    from facegan import track
+    from facegan.latent import ExploreError, Models, resolve
+
+    c = _client(server)
+    exp = c.get_experiment_by_name("facegan").experiment_id
+    parent = c.search_runs([exp], "tags.`facegan.kind` = 'pipeline'")[0]
+    stage = c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")[0]
+    src = resolve("models:/facegan-cartoon@best")
+    assert src.registered == ("facegan-cartoon", "1") and src.run_id == parent.info.run_id
+    assert src.checkpoint.name == "checkpoint.pt" and src.label == "facegan-cartoon v1"
+    assert resolve(parent.info.run_id).registered == resolve(stage.info.run_id).registered == src.registered
+
+    models = Models()
+    model, src = models.get("models:/facegan-cartoon/1")
+    assert model.kind == "dcgan" and models.get(parent.info.run_id)[0] is model  # loaded once per process
+    (row,) = models.rows([src])
+    assert row["fd_dlib"] == parent.data.metrics["fd_dlib"] and row["model"] == "dcgan"
+    names = models.names(src)
+    assert isinstance(names, track.RegistryNames)
+    assert names.save("sefa", 3, " big  smile ") == {"sefa": {3: "big smile"}}
+    assert c.get_model_version("facegan-cartoon", "1").tags["direction.sefa.3"] == "big smile"
+    assert names.save("sefa", 3, "") == {}
+
+    for ref, msg in {"models:/facegan-nope@best": r"no registered model 'facegan-nope' in http://127.0.0.1:\d+ "
+                                                  r"\(registered: facegan-cartoon\)",
+                     "models:/facegan-cartoon@worst": "model facegan-cartoon has no alias 'worst'",
+                     "0" * 32: f"no MLflow run {'0' * 32} in http"}.items():
+        with pytest.raises(ExploreError, match=msg):
+            resolve(ref)
+
+
+@pytest.mark.slow  # starts the app (~15 s); test_explore.py serves a checkpoint in the default run
+def test_explore_command_serves_the_best_model_of_the_default_dataset(server, pipeline, tmp_path):
+    """`make explore`: `facegan explore` without a model opens models:/facegan-<first dataset>@best."""
+    import json
+    import urllib.request
+
+    from conftest import free_port
+
+    root, _ = pipeline
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
+    port = free_port()
+    log = tmp_path / "explore.log"
+    proc = subprocess.Popen([sys.executable, "-c", "from facegan.cli import main; main()", "explore", "--port", str(port)],
+                            cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": server.uri, "COLUMNS": "200"},
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/", proc, log)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10) as r:
+            assert json.load(r)["title"] == "facegan explore: facegan-cartoon v1"
+        assert f"serving models:/facegan-cartoon@best at http://127.0.0.1:{port}/" in log.read_text()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "explore", "--model-uri",
+                        "models:/facegan-sketch@best"], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "MLFLOW_TRACKING_URI": server.uri, "COLUMNS": "300"})
+    assert r.returncode == 2 and "no registered model 'facegan-sketch'" in r.stderr
+
+
 @pytest.mark.slow
 def test_vae_joins_the_fid_comparison_table(server, pipeline):
     root, params = pipeline

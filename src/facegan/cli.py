@@ -163,6 +163,42 @@ def sample(
     typer.echo(f"wrote {len(images)} images and grid.png to {out}")
 
 
+@app.command("explore")
+def explore(
+    model_uri: str | None = typer.Option(None, "--model-uri", help="a registered generator, e.g. models:/facegan-cartoon@best "
+                                         "(default: the best model of the first dataset in params.yaml)"),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", dir_okay=False,
+                                           help="checkpoint.pt of `facegan train` or data/cyclegan/model/checkpoint.pt"),
+    run: str | None = typer.Option(None, "--run", help="MLflow run id of a pipeline whose generator is registered"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)"),
+    port: int = typer.Option(7860, min=0, max=65535, help="port (0: any free one)"),
+    threads: int = typer.Option(0, min=0, help="torch CPU threads (0: torch's default)"),
+    params: Path = PARAMS,
+) -> None:
+    """Latent explorer in the browser: sample, steer and compare trained generators (gradio)."""
+    from facegan.config import ParamsError, load_params
+    from facegan.latent import ExploreError
+    from facegan.logs import setup_logging
+
+    setup_logging()
+    given = [r for r in (model_uri, str(checkpoint) if checkpoint else None, run) if r]
+    if len(given) > 1:
+        raise typer.BadParameter("give at most one of --model-uri, --checkpoint and --run")
+    try:
+        p = load_params(params) if params.is_file() or not given else None
+        ref = given[0] if given else f"models:/facegan-{next(iter(p.datasets))}@best"
+        from facegan.explore import serve
+
+        demo, url = serve(ref, host, port or None, threads, p.tracking if p else None)
+    except (ExploreError, ParamsError, OSError) as e:
+        _fail(e)
+    typer.echo(f"facegan explore: serving {ref} at {url}  (Ctrl+C stops)")
+    try:
+        demo.block_thread()
+    finally:
+        demo.close()
+
+
 @app.command("fid")
 def fid(
     folder_a: Path = typer.Argument(..., exists=True, file_okay=False, help="reference images"),

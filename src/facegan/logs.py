@@ -18,5 +18,5 @@ def setup_logging(level: str | None = None) -> None:
         handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
         force=True,
     )
-    for noisy in ("PIL", "matplotlib", "urllib3", "alembic", "git"):
+    for noisy in ("PIL", "matplotlib", "urllib3", "alembic", "git", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

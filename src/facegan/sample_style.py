@@ -1,4 +1,5 @@
-"""StyleGAN2 figures: style-mixing grid, truncation sweep and SeFa latent directions (Shen & Zhou 2021).
+"""StyleGAN2 latent tools and figures: style mixing by layer group, truncation, latent directions from
+closed-form factorization (SeFa, Shen & Zhou 2021) and from PCA of sampled w (GANSpace, Harkonen et al. 2020).
 
 All images come from the generator in eval mode (fixed noise), so a figure is repeatable.
 """
@@ -69,13 +70,55 @@ def sefa_directions(g, k: int = 5) -> torch.Tensor:
     return vecs[:, -k:].flip(1).T  # (k, style_dim), largest eigenvalue first
 
 
+SPREAD_SEEDS = range(10_000, 11_000)  # the fixed w samples that measure a direction's spread
+
+
+@torch.no_grad()
+def direction_spread(g, dirs: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of w projected on each direction, over 1000 fixed samples: one slider unit."""
+    return (g.style(_z(g, SPREAD_SEEDS)) @ dirs.to(g.w_avg.device).T).std(0)
+
+
+@torch.no_grad()
+def ganspace_directions(g, k: int = 5, n: int = 2000, seed: int = 20_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """GANSpace: the top-k principal axes of w over n sampled z (k, style_dim), with the standard deviation
+    of w along each; the axes with the most variance of the learned w distribution."""
+    w = g.style(_z(g, range(seed, seed + n))).float()
+    _, s, vt = torch.linalg.svd(w - w.mean(0), full_matrices=False)
+    return vt[:k], s[:k] / (n - 1) ** 0.5
+
+
+def latent_directions(g, method: str, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(directions (k, style_dim), spread (k,)) of `method`: 'sefa' or 'ganspace'."""
+    from facegan.registry import pick
+
+    return pick(DIRECTIONS, method, "direction method")(g, k)
+
+
+def _sefa_with_spread(g, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    dirs = sefa_directions(g, k).to(g.w_avg.device)
+    return dirs, direction_spread(g, dirs)
+
+
+DIRECTIONS = {"sefa": _sefa_with_spread, "ganspace": ganspace_directions}
+
+
+def layer_groups(g) -> dict[str, list[int]]:
+    """Style indices of the coarse, middle and fine layers: the resolutions 4..R split into thirds (the first
+    thirds get the extra level), e.g. 64 px: coarse 4-8, middle 16-32, fine 64. Index i drives resolution
+    min(4 * 2**ceil(i / 2), R) (a ToRGB shares its index with the next level's first conv)."""
+    levels = [4 * 2**i for i in range(g.n_latent // 2)]
+    level_of = [min(4 * 2 ** (-(-i // 2)), g.resolution) for i in range(g.n_latent)]
+    return {name: [i for i, r in enumerate(level_of) if r in part]
+            for name, part in zip(("coarse", "middle", "fine"), map(set, np.array_split(levels, 3)))}
+
+
 @torch.no_grad()
 def sefa_grid(g, seed: int = 0, k: int = 5, steps: int = 7, sigmas: float = 3.0) -> np.ndarray:
     """One row per direction: the seed's image moved from -sigmas to +sigmas standard deviations
     (of w projected on the direction, over 1000 samples)."""
     g.eval()
-    dirs = sefa_directions(g, k).to(g.w_avg.device)
-    spread = (g.style(_z(g, range(10_000, 11_000))) @ dirs.T).std(0)
+    dirs, spread = _sefa_with_spread(g, k)
     base = _ws(g, [seed])[0]
     offsets = torch.linspace(-sigmas, sigmas, steps, device=base.device)
     w = torch.stack([base + (o * spread[i]) * dirs[i] for i in range(k) for o in offsets])

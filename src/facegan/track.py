@@ -320,6 +320,119 @@ def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
     return found[0]
 
 
+class ModelNotFound(ValueError):
+    """A model URI, run or version the tracking store does not hold; the message says what exists."""
+
+
+def _parse_model_uri(uri: str) -> tuple[str, str, str]:
+    """models:/NAME@ALIAS -> (NAME, 'alias', ALIAS); models:/NAME/VERSION -> (NAME, 'version', VERSION)."""
+    body = uri.removeprefix("models:/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return name, "alias", alias
+    name, _, version = body.partition("/")
+    if not name or not version.isdigit():
+        raise ModelNotFound(f"model URI {uri!r}: write models:/NAME@ALIAS (e.g. models:/facegan-cartoon@best) "
+                            "or models:/NAME/VERSION")
+    return name, "version", version
+
+
+def _store_error(e: Exception, tracking: TrackingConfig) -> ModelNotFound | None:
+    """A ModelNotFound for a store that did not answer; None when `e` says the thing is not there."""
+    if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+        return None
+    first = str(getattr(e, "message", e)).splitlines()[0][:160]
+    return ModelNotFound(f"the tracking store {tracking_uri(tracking)} did not answer ({first}); start it or set "
+                         "MLFLOW_TRACKING_URI")
+
+
+def registry_checkpoint(uri: str, tracking: TrackingConfig) -> dict[str, Any]:
+    """The checkpoint of a registered generator (downloaded), with its name, version and run id."""
+    from mlflow.exceptions import MlflowException
+
+    name, how, which = _parse_model_uri(uri)
+    c = client(tracking)
+    try:
+        mv = c.get_model_version_by_alias(name, which) if how == "alias" else c.get_model_version(name, which)
+    except MlflowException as e:
+        if (err := _store_error(e, tracking)) is not None:
+            raise err from None
+        known = sorted(m.name for m in c.search_registered_models(max_results=50))
+        if name in known:
+            raise ModelNotFound(f"{uri}: model {name} has no {how} {which!r} in {tracking_uri(tracking)}") from None
+        raise ModelNotFound(f"{uri}: no registered model {name!r} in {tracking_uri(tracking)} "
+                            f"(registered: {', '.join(known) or 'none; `make run` registers facegan-<dataset>'})") from None
+    path = download_checkpoint(f"models:/{name}/{mv.version}", tracking)
+    return {"checkpoint": path, "name": name, "version": str(mv.version), "run_id": mv.run_id}
+
+
+def run_checkpoint(run_id: str, tracking: TrackingConfig) -> dict[str, Any]:
+    """The registered generator of a pipeline run (or of the pipeline a stage run belongs to)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking)
+    try:
+        run = c.get_run(run_id)
+    except MlflowException as e:
+        raise _store_error(e, tracking) or ModelNotFound(f"no MLflow run {run_id} in {tracking_uri(tracking)}") from None
+    parent = run.data.tags.get("mlflow.parentRunId")
+    pid = parent if run.data.tags.get(KIND) != "pipeline" and parent else run_id
+    versions = sorted(c.search_model_versions(f"run_id = '{pid}'"), key=lambda v: int(v.version))
+    if not versions:
+        raise ModelNotFound(f"run {run_id} has no registered generator (only runs that became @best are registered); "
+                            "give its checkpoint file instead (data/models/<dataset>/checkpoint.pt, "
+                            "data/cyclegan/model/checkpoint.pt)")
+    mv = versions[-1]
+    return registry_checkpoint(f"models:/{mv.name}/{mv.version}", tracking)
+
+
+def run_rows(run_ids: list[str | None], tracking: TrackingConfig) -> list[dict[str, Any]]:
+    """The FID comparison row (facegan.runs_table) of each pipeline run; {} where the id is None."""
+    from mlflow.exceptions import MlflowException
+
+    from facegan.runs_table import rows_of
+
+    c = client(tracking)
+    out = []
+    for rid in run_ids:
+        if rid is None:
+            out.append({})
+            continue
+        try:
+            out.extend(rows_of([c.get_run(rid)]))
+        except MlflowException as e:
+            raise _store_error(e, tracking) or ModelNotFound(f"no MLflow run {rid} in {tracking_uri(tracking)}") from None
+    return out
+
+
+class RegistryNames:
+    """Names of latent directions kept as tags `direction.<method>.<index>` of a registered model version, so
+    everyone who opens that version sees the same named sliders."""
+
+    PREFIX = "direction."
+
+    def __init__(self, name: str, version: str, tracking: TrackingConfig | None = None):
+        self.name, self.version, self.tracking = name, version, tracking or TrackingConfig()
+
+    def load(self) -> dict[str, dict[int, str]]:
+        tags = client(self.tracking).get_model_version(self.name, self.version).tags
+        out: dict[str, dict[int, str]] = {}
+        for k, v in tags.items():
+            method, _, index = k.removeprefix(self.PREFIX).partition(".")
+            if k.startswith(self.PREFIX) and index.isdigit() and v:
+                out.setdefault(method, {})[int(index)] = v
+        return out
+
+    def save(self, method: str, index: int, name: str) -> dict[str, dict[int, str]]:
+        c, key = client(self.tracking), f"{self.PREFIX}{method}.{int(index)}"
+        name = " ".join(name.split())[:60]
+        if name:
+            c.set_model_version_tag(self.name, self.version, key, name)
+        elif key in c.get_model_version(self.name, self.version).tags:
+            c.delete_model_version_tag(self.name, self.version, key)
+        return self.load()
+
+
 # ---- queries ---------------------------------------------------------------------------------------
 
 

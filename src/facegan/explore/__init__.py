@@ -1,0 +1,33 @@
+"""`facegan explore`: a local web app (gradio) over a trained model; the page is `facegan.explore.app`,
+the work `facegan.latent`. The model is loaded once, before the server starts."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("facegan.explore")
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the server
+
+
+def serve(ref: str, host: str = "127.0.0.1", port: int = 7860, threads: int = 0, tracking=None):
+    """Load `ref` (see facegan.latent.resolve), build the page and start serving it in the background; returns
+    (blocks, url): `blocks.block_thread()` waits, `blocks.close()` stops. Raises facegan.latent.ExploreError
+    before anything is served when the model is unusable."""
+    import torch
+
+    from facegan.latent import Models
+
+    if threads:
+        torch.set_num_threads(threads)
+    models = Models(tracking)
+    model, source = models.get(ref)
+    from facegan.explore.app import CSS, THEME, build
+
+    demo = build(model, source, models)
+    demo.queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
+                            theme=THEME, css=CSS, ssr_mode=False, show_error=False, footer_links=[])
+    log.info("serving %s (%s) at %s", source.label, model.describe(), url)
+    return demo, url

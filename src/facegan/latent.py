@@ -1,0 +1,521 @@
+"""Latent-space tools over every model kind facegan trains: what `facegan explore` shows, usable from scripts.
+
+`load_model(checkpoint)` reads a `facegan.train` checkpoint (dcgan, wgan-gp, acgan, stylegan2, vae) or the
+CycleGAN's and returns the matching wrapper from `KINDS`, in eval mode on the CPU:
+- `Sampler` (every generator): images by seed (one z per seed, so image i of a grid from seed s is the image of
+  seed s + i), batch grids, interpolation strips (linear or slerp); `ConditionalSampler` (acgan) takes
+  attribute values, a missing one is drawn from the seed;
+- `StyleSampler` (stylegan2): truncation psi, SeFa / GANSpace directions in w, style mixing by layer group;
+- `VAESampler`: encode an uploaded face, its reconstruction and decoded neighbours of its code;
+- `Translator` (cyclegan): an uploaded face translated both ways (and back).
+Every user-facing failure is an `ExploreError` whose message is one line naming the input and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facegan.io import ImageError, image_grid, read_image, write_text
+
+log = logging.getLogger(__name__)
+
+RANDOM = "random"  # an attribute value left to the seed
+MAX_BATCH = 64
+
+
+class ExploreError(ValueError):
+    """A model, control value or upload the explorer cannot use; str(e) is the one-line message shown."""
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    from facegan.train.loop import to_uint8
+
+    return to_uint8(x)
+
+
+def seed_z(z_dim: int, seeds: Sequence[int]) -> torch.Tensor:
+    """(N, z_dim): one normal vector per seed (torch.Generator seeded with it)."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between rows of a and b at fractions t (N,); linear where they are parallel."""
+    cos = ((a / a.norm(dim=-1, keepdim=True)) * (b / b.norm(dim=-1, keepdim=True))).sum(-1).clamp(-1, 1)
+    omega = torch.arccos(cos)[..., None]
+    t = t[:, None]
+    so = torch.sin(omega)
+    lin = (1 - t) * a + t * b
+    return torch.where(so.abs() < 1e-6, lin, (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-12))
+
+
+def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
+    """(steps, ...) latents from a to b, `mode` 'linear' or 'slerp' (rows flattened for slerp)."""
+    t = torch.linspace(0, 1, steps)
+    if mode == "linear":
+        return torch.lerp(a[None], b[None], t.view(-1, *[1] * a.dim()))
+    if mode == "slerp":
+        flat = slerp(a.reshape(1, -1).expand(steps, -1), b.reshape(1, -1).expand(steps, -1), t)
+        return flat.view(steps, *a.shape)
+    raise ExploreError(f"unknown interpolation {mode!r}; choose linear or slerp")
+
+
+def strip(images: np.ndarray) -> np.ndarray:
+    """Images side by side in one row."""
+    return image_grid(images, ncols=len(images))
+
+
+def grid(images: np.ndarray) -> np.ndarray:
+    """A near-square grid."""
+    return image_grid(images, ncols=int(np.ceil(np.sqrt(len(images)))))
+
+
+def _count(n: int, what: str, hi: int = MAX_BATCH) -> int:
+    n = int(n)
+    if not 1 <= n <= hi:
+        raise ExploreError(f"{what} must be between 1 and {hi}, got {n}")
+    return n
+
+
+# ---- uploads ------------------------------------------------------------------------------------------------
+
+
+def read_upload(path: str | Path | None) -> np.ndarray:
+    """An uploaded file as HxWx3 uint8 (any common format, EXIF-rotated); ExploreError for no file or a
+    file that is not a readable image."""
+    if path is None or str(path) == "":
+        raise ExploreError("upload a face image first (PNG, JPEG, WebP, ...)")
+    p = Path(path)
+    try:
+        return read_image(p)
+    except ImageError as e:
+        reason = str(e).replace(f"'{p}'", "").replace(str(p), p.name).strip()  # the server's temp path means nothing
+        raise ExploreError(f"upload {p.name!r} is not a usable image ({reason}); upload a PNG, JPEG or WebP face") from None
+    except OSError as e:
+        raise ExploreError(f"upload {p.name!r} could not be read ({e.strerror or e})") from None
+
+
+def fit(image: np.ndarray, resolution: int) -> np.ndarray:
+    """Centre square crop, resized to the model's resolution (Lanczos)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    im = Image.fromarray(np.ascontiguousarray(image[top : top + s, left : left + s]))
+    return np.asarray(im.resize((resolution, resolution), Image.Resampling.LANCZOS))
+
+
+def _model_input(image: np.ndarray) -> torch.Tensor:
+    from facegan.train.loop import to_float
+
+    return to_float(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None])
+
+
+# ---- the model kinds ------------------------------------------------------------------------------------------
+
+
+class Sampler:
+    """A generator z -> image (dcgan, wgan-gp; the base of the other sampling kinds)."""
+
+    truncation = False  # has a psi slider
+    conditional = False
+    styles = False  # latent directions and style mixing
+    encodes = False  # takes uploads (VAE)
+
+    def __init__(self, g: torch.nn.Module, cfg, state: dict, path: Path):
+        self.g, self.cfg, self.path = g.eval().requires_grad_(False), cfg, path
+        self.kind: str = cfg.model
+        self.resolution: int = int(state["resolution"])
+        self.z_dim: int = cfg.z_dim
+        self.steps: int = int(state.get("step", 0))
+        self.label_names: list[str] = list(state.get("label_names") or [])
+        self.label_values: dict[str, list[str]] = dict(state.get("label_values") or {})
+
+    def describe(self) -> str:
+        return f"{self.kind}, {self.resolution}x{self.resolution}, z {self.z_dim}, {self.steps} steps"
+
+    def labels(self, seeds: Sequence[int], fixed: dict[str, str] | None) -> torch.Tensor | None:
+        if fixed and any(v not in (None, "", RANDOM) for v in fixed.values()):
+            raise ExploreError(f"this {self.kind} model is unconditional: it takes no attribute values")
+        return None
+
+    def _check_psi(self, psi: float) -> float:
+        if psi != 1.0 and not self.truncation:
+            raise ExploreError(f"a {self.kind} model has no truncation: psi must be 1")
+        return float(psi)
+
+    @torch.no_grad()
+    def _render(self, z: torch.Tensor, y: torch.Tensor | None, psi: float) -> np.ndarray:
+        return _to_uint8(self.g(z, y) if y is not None else self.g(z))
+
+    def images(self, seeds: Sequence[int], psi: float = 1.0, labels: dict[str, str] | None = None) -> np.ndarray:
+        """(N, H, W, 3) uint8: the image of each seed."""
+        psi = self._check_psi(psi)
+        return self._render(seed_z(self.z_dim, seeds), self.labels(seeds, labels), psi)
+
+    def image(self, seed: int, psi: float = 1.0, labels: dict[str, str] | None = None, **controls: Any) -> np.ndarray:
+        """The image of one seed; `controls` are the kind's extra sliders (StyleGAN2)."""
+        if any(v for v in controls.values()):
+            raise ExploreError(f"latent directions and style mixing need a StyleGAN2 model, this one is {self.kind}")
+        return self.images([seed], psi, labels)[0]
+
+    def grid(self, seed: int, n: int, psi: float = 1.0, labels: dict[str, str] | None = None) -> np.ndarray:
+        """Seeds seed .. seed + n - 1 in a near-square grid."""
+        n = _count(n, "the number of samples")
+        return grid(self.images(range(seed, seed + n), psi, labels))
+
+    def interpolation(self, seed_a: int, seed_b: int, steps: int = 8, mode: str = "slerp", psi: float = 1.0,
+                      labels: dict[str, str] | None = None) -> np.ndarray:
+        """A strip walking from seed_a's latent to seed_b's (labels, where any, those of seed_a)."""
+        steps = _count(steps, "the interpolation steps", 32)
+        if steps < 2:
+            raise ExploreError("an interpolation needs at least 2 steps")
+        psi = self._check_psi(psi)
+        za, zb = seed_z(self.z_dim, [seed_a, seed_b])
+        y = self.labels([seed_a], labels)
+        return strip(self._render(interpolate(za, zb, steps, mode), y.expand(steps, -1) if y is not None else None, psi))
+
+
+class ConditionalSampler(Sampler):
+    """acgan: attribute values (by name) drive the labels; attributes left 'random' come from the seed."""
+
+    conditional = True
+
+    def labels(self, seeds: Sequence[int], fixed: dict[str, str] | None) -> torch.Tensor:
+        fixed = {k: v for k, v in (fixed or {}).items() if v not in (None, "", RANDOM)}
+        for name, value in fixed.items():
+            if name not in self.label_values:
+                raise ExploreError(f"unknown attribute {name!r}; attributes: {', '.join(self.label_names)}")
+            if value not in self.label_values[name]:
+                raise ExploreError(f"unknown value {value!r} for {name}; valid: {', '.join(self.label_values[name])}")
+        rows = []
+        for s in seeds:  # the seed's own draw, independent of the z of the same seed
+            gen = torch.Generator().manual_seed(int(s) + 1_000_003)
+            row = [int(torch.randint(len(self.label_values[n]), (), generator=gen)) for n in self.label_names]
+            rows.append([self.label_values[n].index(fixed[n]) if n in fixed else v for n, v in zip(self.label_names, row)])
+        return torch.tensor(rows, dtype=torch.long)
+
+
+class StyleSampler(Sampler):
+    """stylegan2: truncation, latent directions (SeFa, GANSpace) and style mixing by layer group, all in w."""
+
+    truncation = True
+    styles = True
+
+    def __init__(self, g, cfg, state, path):
+        super().__init__(g, cfg, state, path)
+        from facegan.sample_style import layer_groups
+
+        self.groups = layer_groups(self.g)
+        self.n_directions = min(10, self.z_dim)  # sliders per method
+        self._directions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def directions(self, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(directions (k, w_dim), one-sigma spread (k,)) of 'sefa' or 'ganspace', computed once per model."""
+        if method not in self._directions:
+            from facegan.sample_style import latent_directions
+
+            try:
+                self._directions[method] = latent_directions(self.g, method, self.n_directions)
+            except ValueError as e:
+                raise ExploreError(str(e)) from None
+        return self._directions[method]
+
+    @torch.no_grad()
+    def _render(self, z, y, psi):
+        return _to_uint8(self.g.synthesis(self.g.latents(z, psi)))
+
+    @torch.no_grad()
+    def styled(self, seed: int, psi: float = 1.0, direction: tuple[str, int, float] | None = None,
+               mix: tuple[int, Sequence[str]] | None = None) -> torch.Tensor:
+        """Per-layer w (1, n_latent, w_dim) of `seed`: with `mix` = (seed2, groups) the layers of those groups
+        take seed2's styles; with `direction` = (method, index, amount) w moves `amount` sigmas along it."""
+        w = self.g.latents(seed_z(self.z_dim, [seed]), psi)
+        if mix and mix[1]:
+            unknown = sorted(set(mix[1]) - set(self.groups))
+            if unknown:
+                raise ExploreError(f"unknown layer group {unknown[0]!r}; choose from {', '.join(self.groups)}")
+            idx = [i for g in mix[1] for i in self.groups[g]]
+            w[:, idx] = self.g.latents(seed_z(self.z_dim, [mix[0]]), psi)[:, idx]
+        if direction and direction[2]:
+            method, index, amount = direction
+            dirs, spread = self.directions(method)
+            if not 0 <= int(index) < len(dirs):
+                raise ExploreError(f"direction index {index} out of range 0..{len(dirs) - 1}")
+            w = w + float(amount) * spread[int(index)] * dirs[int(index)]
+        return w
+
+    def image(self, seed: int, psi: float = 1.0, labels=None, direction=None, mix=None) -> np.ndarray:
+        self.labels([seed], labels)
+        return self.render_w(self.styled(seed, psi, direction, mix))[0]
+
+    @torch.no_grad()
+    def render_w(self, w: torch.Tensor) -> np.ndarray:
+        return _to_uint8(self.g.synthesis(w))
+
+    def direction_strip(self, seed: int, method: str, index: int, psi: float = 1.0, steps: int = 7,
+                        sigmas: float = 3.0) -> np.ndarray:
+        """The seed's image moved from -sigmas to +sigmas along one direction."""
+        return strip(np.concatenate([self.render_w(self.styled(seed, psi, (method, index, float(a))))
+                                     for a in np.linspace(-sigmas, sigmas, steps)]))
+
+
+class VAESampler(Sampler):
+    """vae: the decoder samples like a GAN; the encoder maps an uploaded face to its code."""
+
+    encodes = True
+
+    def __init__(self, g, cfg, state, path):
+        super().__init__(g, cfg, state, path)
+        from facegan.models import build_models
+
+        _, enc = build_models(cfg, self.resolution, [])
+        enc.load_state_dict(state["D"])
+        self.encoder = enc.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """(mu (z_dim,), posterior std (z_dim,), the face as the model sees it)."""
+        face = fit(image, self.resolution)
+        mu, logvar = self.encoder(_model_input(face))
+        return mu[0], (0.5 * logvar[0]).exp(), face
+
+    @torch.no_grad()
+    def reconstruct(self, image: np.ndarray, n: int = 8, radius: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
+        """input (resized), reconstruction (decoder of the mean code) and n neighbours: decoded codes
+        mu + radius * sigma * eps, eps ~ N(0, I) fixed by `seed` (radius 1 = samples of q(z | x))."""
+        n = _count(n, "the number of neighbours")
+        mu, std, face = self.encode(image)
+        eps = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(int(seed)))
+        codes = torch.cat([mu[None], mu + float(radius) * std * eps])
+        out = _to_uint8(self.g(codes))
+        return {"input": face, "reconstruction": out[0], "neighbours": strip(out[1:])}
+
+
+class Translator:
+    """cyclegan: the two ResNet generators; an image of either domain translated to the other (and back)."""
+
+    kind = "cyclegan"
+    truncation = conditional = styles = encodes = False
+
+    def __init__(self, state: dict, path: Path):
+        from facegan.config import CycleGANConfig
+        from facegan.models.cyclegan import ResnetGenerator
+
+        self.cfg, self.path = CycleGANConfig.model_validate(state["config"]), path
+        self.resolution, self.steps = int(state["resolution"]), int(state.get("step", 0))
+        self.nets = {}
+        for key in ("G_ab", "G_ba"):
+            net = ResnetGenerator(self.cfg.g_channels, self.cfg.res_blocks)
+            net.load_state_dict(state[key])
+            self.nets[key[2:]] = net.eval().requires_grad_(False)
+        self.a, self.b = self.cfg.a, self.cfg.b
+
+    def describe(self) -> str:
+        return f"cyclegan {self.a} <-> {self.b}, {self.resolution}x{self.resolution}, {self.steps} steps"
+
+    @torch.no_grad()
+    def translate(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """input (resized); the face read as `a` translated to `b` and back, and read as `b` translated to `a`
+        and back."""
+        face = fit(image, self.resolution)
+        x = _model_input(face)
+        ab, ba = self.nets["ab"](x), self.nets["ba"](x)
+        back_a, back_b = self.nets["ba"](ab), self.nets["ab"](ba)
+        ims = _to_uint8(torch.cat([ab, back_a, ba, back_b]))
+        return {"input": face, "a_to_b": ims[0], "a_to_b_to_a": ims[1], "b_to_a": ims[2], "b_to_a_to_b": ims[3]}
+
+
+Model = Sampler | Translator
+
+
+def _generator(cls: type[Sampler]) -> Callable[[dict, Path], Sampler]:
+    def build(state: dict, path: Path) -> Sampler:
+        from facegan.config import TrainConfig
+        from facegan.models import build_models
+
+        cfg = TrainConfig.model_validate(state["config"])
+        g, _ = build_models(cfg, state["resolution"], state.get("label_dims") or [])
+        g.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
+        return cls(g, cfg, state, path)
+
+    return build
+
+
+KINDS: dict[str, Callable[[dict, Path], Model]] = {
+    "dcgan": _generator(Sampler),
+    "wgan-gp": _generator(Sampler),
+    "acgan": _generator(ConditionalSampler),
+    "stylegan2": _generator(StyleSampler),
+    "vae": _generator(VAESampler),
+    "cyclegan": Translator,
+}
+
+
+def kind_of(state: dict) -> str:
+    """The model kind a facegan checkpoint holds ('' when it is none the explorer knows)."""
+    if "G_ab" in state and "G_ba" in state:
+        return "cyclegan"
+    cfg = state.get("config")
+    return str(cfg.get("model", "")) if isinstance(cfg, dict) and "G" in state else ""
+
+
+def load_model(path: Path) -> Model:
+    """The explorer wrapper of a checkpoint; ExploreError naming the file when it is missing, unreadable, of an
+    older format, or not a facegan generator checkpoint."""
+    from facegan.train.checkpoint import FORMAT
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExploreError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load's errors for foreign or broken files vary (pickle, zip, ...)
+        log.debug("torch.load(%s): %s", path, e)
+        raise ExploreError(f"{path} is not a readable checkpoint (torch.load raised {type(e).__name__}); give a "
+                           "checkpoint.pt written by `facegan train` or the cyclegan stage") from None
+    kind = kind_of(state) if isinstance(state, dict) else ""
+    if kind not in KINDS:
+        held = ", ".join(sorted(str(k) for k in state)[:6]) if isinstance(state, dict) else type(state).__name__
+        raise ExploreError(f"{path} holds no generator the explorer knows (it holds: {held}); give a checkpoint.pt "
+                           f"written by `facegan train` ({', '.join(k for k in KINDS if k != 'cyclegan')}) or the cyclegan stage")
+    if state.get("format") != FORMAT:
+        raise ExploreError(f"{path}: checkpoint format {state.get('format')!r}, this facegan reads format {FORMAT}; "
+                           "retrain (dvc repro) to get a compatible checkpoint")
+    try:
+        model = KINDS[kind](state, path)
+    except (KeyError, RuntimeError, ValueError) as e:  # config or weights that do not fit the architecture
+        raise ExploreError(f"{path}: a {kind} checkpoint whose weights do not load ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200]})") from None
+    log.info("loaded %s from %s", model.describe(), path)
+    return model
+
+
+# ---- names of latent directions ---------------------------------------------------------------------------------
+
+
+class DirectionNames:
+    """User names of latent directions, kept beside the checkpoint as <stem>.directions.json
+    ({method: {index: name}}), so named sliders persist across sessions."""
+
+    def __init__(self, checkpoint: Path):
+        self.path = Path(checkpoint).with_name(Path(checkpoint).stem + ".directions.json")
+
+    def load(self) -> dict[str, dict[int, str]]:
+        if not self.path.is_file():
+            return {}
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            return {m: {int(i): str(n) for i, n in names.items()} for m, names in raw.items()}
+        except (ValueError, AttributeError) as e:
+            log.warning("ignoring unreadable direction names in %s: %s", self.path, e)
+            return {}
+
+    def save(self, method: str, index: int, name: str) -> dict[str, dict[int, str]]:
+        """Set (or, with an empty name, clear) one name; returns all names."""
+        names = self.load()
+        name = " ".join(name.split())[:60]
+        if name:
+            names.setdefault(method, {})[int(index)] = name
+        else:
+            names.get(method, {}).pop(int(index), None)
+        payload = {m: {str(i): n for i, n in sorted(v.items())} for m, v in names.items() if v}
+        try:
+            write_text(self.path, json.dumps(payload, indent=1))
+        except OSError as e:
+            raise ExploreError(f"cannot save direction names to {self.path}: {e.strerror or e}") from None
+        return names
+
+
+# ---- where models come from: a checkpoint path, a registered model, an MLflow run ---------------------------------
+
+
+@dataclass
+class Source:
+    """A model reference resolved to a local checkpoint, with its MLflow run and registry version when known."""
+
+    ref: str
+    checkpoint: Path
+    run_id: str | None = None
+    registered: tuple[str, str] | None = None  # (registered model name, version)
+
+    @property
+    def label(self) -> str:
+        if self.registered:
+            return f"{self.registered[0]} v{self.registered[1]}"
+        return str(self.checkpoint)
+
+
+def resolve(ref: str, tracking=None) -> Source:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION`, an MLflow run id (of a pipeline, or one of its stages) or a
+    checkpoint path -> Source. ExploreError when it names nothing usable."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise ExploreError("give a model: models:/NAME@ALIAS, an MLflow run id or a checkpoint path")
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return Source(ref, path)
+    tracked = ref.startswith("models:/") or (len(ref) == 32 and all(c in "0123456789abcdef" for c in ref))
+    if not tracked:
+        raise ExploreError(f"unknown model {ref!r}: no such file, and not a models:/NAME@ALIAS URI or an MLflow run id")
+    from facegan import track
+    from facegan.config import TrackingConfig
+
+    try:
+        found = (track.registry_checkpoint(ref, tracking or TrackingConfig()) if ref.startswith("models:/")
+                 else track.run_checkpoint(ref, tracking or TrackingConfig()))
+    except track.ModelNotFound as e:
+        raise ExploreError(str(e)) from None
+    return Source(ref, found["checkpoint"], found["run_id"], (found["name"], found["version"]))
+
+
+class Models:
+    """Models by reference, each loaded once per process (the app's compare tab reuses them)."""
+
+    def __init__(self, tracking=None):
+        self.tracking = tracking
+        self._by_key: dict[tuple, tuple[Model, Source]] = {}
+
+    @staticmethod
+    def _key(src: Source) -> tuple:
+        if src.registered:
+            return (*src.registered, src.run_id)
+        return (str(src.checkpoint.resolve()), src.checkpoint.stat().st_mtime_ns)
+
+    def get(self, ref: str) -> tuple[Model, Source]:
+        src = resolve(ref, self.tracking)
+        key = self._key(src)
+        if key not in self._by_key:
+            self._by_key[key] = (load_model(src.checkpoint), src)
+        return self._by_key[key]
+
+    def add(self, model: Model, src: Source) -> None:
+        self._by_key[self._key(src)] = (model, src)
+
+    def names(self, src: Source):
+        """Where the direction names of this model live: tags of its registry version, else a file beside it."""
+        if src.registered:
+            from facegan import track
+
+            return track.RegistryNames(*src.registered, self.tracking)
+        return DirectionNames(src.checkpoint)
+
+    def rows(self, sources: Sequence[Source]) -> list[dict]:
+        """The FID comparison rows (facegan.runs_table) of the sources' pipeline runs ({} for untracked ones)."""
+        ids = [s.run_id for s in sources]
+        if not any(ids):
+            return [{} for _ in sources]
+        from facegan import track
+
+        try:
+            return track.run_rows(ids, self.tracking)
+        except track.ModelNotFound as e:
+            raise ExploreError(str(e)) from None

@@ -1,0 +1,406 @@
+"""`facegan explore` and facegan.latent: every model kind (tiny models trained here for 2 steps), bad input,
+and the page itself driven in headless Chromium (Debian's package) with Playwright."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import free_port, wait_healthy
+from facegan.config import CycleGANConfig, TrainConfig
+from facegan.latent import (KINDS, ConditionalSampler, DirectionNames, ExploreError, StyleSampler, Translator,
+                            VAESampler, load_model, read_upload, resolve, seed_z)
+from facegan.train.checkpoint import save_checkpoint
+
+CPU = torch.device("cpu")
+CHROMIUM = Path("/usr/bin/chromium")
+LABELS = {"hair": ["black", "blond", "red"], "glasses": ["no", "yes"]}
+TINY = {"z_dim": 16, "g_channels": 8, "d_channels": 8, "batch_size": 4}
+TRAIN = {"dcgan": {}, "wgan-gp": {"loss": "wgan-gp"}, "acgan": {}, "vae": {},
+         "stylegan2": {"stylegan2": {"preset": "tiny", "r1_gamma": 0.0}, "lr_g": 0.002, "beta1": 0.0}}
+
+
+def _images(n: int = 8, res: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _train(kind: str, dst: Path) -> Path:
+    """Two training steps of a tiny model of `kind` on random 32 px images; its checkpoint."""
+    path = dst / kind / "checkpoint.pt"
+    if kind == "cyclegan":
+        from facegan.train.cyclegan import CycleTrainer
+
+        cfg = CycleGANConfig(enabled=True, g_channels=4, res_blocks=1, d_channels=4, steps=2, decay_start=1,
+                             batch_size=2, pool_size=2)
+        t = CycleTrainer(cfg, _images(), _images(seed=1), CPU)
+    else:
+        from facegan.train.loop import make_trainer
+
+        cfg = TrainConfig.model_validate({**TINY, "model": kind, **TRAIN[kind]})
+        names = list(LABELS) if kind == "acgan" else []
+        labels = torch.stack([torch.arange(8) % 3, torch.arange(8) % 2], 1) if names else None
+        t = make_trainer(cfg, _images(), labels, [len(LABELS[n]) for n in names], CPU, label_names=names,
+                         label_values=LABELS if names else {})
+    for _ in range(2):
+        t.step()
+    save_checkpoint(path, t.state_dict())
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine idle-spinning OpenMP threads made them
+    up to 40x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """kind -> checkpoint of a tiny model trained on demand (once per module)."""
+    root, cache = tmp_path_factory.mktemp("explore_models"), {}
+
+    def get(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = _train(kind, root)
+        return cache[kind]
+
+    return get
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _differs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to one level of rounding (a batch may take another conv algorithm than a single image)."""
+    return a.shape == b.shape and int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) <= 1
+
+
+# ---- the library ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "wgan-gp", "acgan", "stylegan2", "vae"])
+def test_every_generator_kind_samples_grids_and_interpolates(trained, kind):
+    m = load_model(trained(kind))
+    assert m.kind == kind and m.resolution == 32 and type(m) is {"acgan": ConditionalSampler, "stylegan2": StyleSampler,
+                                                                   "vae": VAESampler}.get(kind, type(m))
+    a = m.image(5)
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, m.image(5)) and not np.array_equal(a, m.image(6))  # repeatable, seed-driven
+    g = m.grid(3, 5)  # 3 x 2 tiles of 32 px with 2 px padding
+    assert g.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
+    for i in range(5):  # tile i is the image of seed 3 + i
+        r, c = divmod(i, 3)
+        assert _same(g[2 + 34 * r : 34 + 34 * r, 2 + 34 * c : 34 + 34 * c], m.image(3 + i))
+    for mode in ("linear", "slerp"):
+        strip = m.interpolation(3, 9, 4, mode)
+        assert strip.shape == (36, 4 * 34 + 2, 3)
+        assert _same(strip[2:34, 2:34], m.image(3)) and _same(strip[2:34, -34:-2], m.image(9))
+    with pytest.raises(ExploreError, match="unknown interpolation 'cubic'; choose linear or slerp"):
+        m.interpolation(3, 9, 4, "cubic")
+    with pytest.raises(ExploreError, match="between 1 and 64, got 65"):
+        m.grid(0, 65)
+
+
+def test_unconditional_models_refuse_truncation_and_attribute_values(trained):
+    m = load_model(trained("dcgan"))
+    with pytest.raises(ExploreError, match="a dcgan model has no truncation: psi must be 1"):
+        m.image(0, 0.5)
+    with pytest.raises(ExploreError, match="unconditional: it takes no attribute values"):
+        m.image(0, labels={"hair": "red"})
+    with pytest.raises(ExploreError, match="latent directions and style mixing need a StyleGAN2 model"):
+        m.image(0, direction=("sefa", 0, 1.0))
+
+
+def test_acgan_attribute_values_drive_the_labels(trained):
+    m = load_model(trained("acgan"))
+    assert m.label_names == ["hair", "glasses"] and m.label_values == LABELS
+    y = m.labels([0, 1, 2, 3], {"hair": "red", "glasses": "random"})
+    assert y[:, 0].tolist() == [2, 2, 2, 2]
+    assert torch.equal(y[:, 1], m.labels([0, 1, 2, 3], {})[:, 1])  # the rest comes from each seed
+    assert not np.array_equal(m.image(4, labels={"hair": "black"}), m.image(4, labels={"hair": "red"}))
+    with pytest.raises(ExploreError, match="unknown value 'green' for hair; valid: black, blond, red"):
+        m.image(0, labels={"hair": "green"})
+    with pytest.raises(ExploreError, match="unknown attribute 'hat'; attributes: hair, glasses"):
+        m.image(0, labels={"hat": "yes"})
+
+
+def test_stylegan2_truncation_directions_and_style_mixing(trained):
+    m = load_model(trained("stylegan2"))
+    assert np.array_equal(m.image(1, 0.0), m.image(2, 0.0))  # psi 0: every seed is the average face
+    assert not np.array_equal(m.image(1, 1.0), m.image(1, 0.5))
+    assert m.groups == {"coarse": [0, 1, 2], "middle": [3, 4], "fine": [5, 6, 7]}  # 32 px: levels 4-8, 16, 32
+    for method in ("sefa", "ganspace"):
+        dirs, spread = m.directions(method)
+        assert dirs.shape == (m.n_directions, m.z_dim) and torch.allclose(dirs @ dirs.T, torch.eye(m.n_directions), atol=1e-4)
+        assert (spread > 0).all()
+        assert np.array_equal(m.image(1, 0.8, direction=(method, 2, 0.0)), m.image(1, 0.8))
+        assert _differs(m.image(1, 0.8, direction=(method, 2, 3.0)), m.image(1, 0.8)) > 1
+    _, spread = m.directions("ganspace")
+    assert torch.all(spread[:-1] >= spread[1:])  # principal axes by falling variance
+    assert np.array_equal(m.image(1, mix=(7, ["coarse", "middle", "fine"])), m.image(7))
+    assert np.array_equal(m.image(1, mix=(7, [])), m.image(1))
+    mixed = m.image(1, mix=(7, ["fine"]))
+    assert not np.array_equal(mixed, m.image(1)) and not np.array_equal(mixed, m.image(7))
+    assert m.direction_strip(1, "sefa", 0, steps=3).shape == (36, 3 * 34 + 2, 3)
+    with pytest.raises(ExploreError, match="unknown direction method 'ica'; choose one of: ganspace, sefa"):
+        m.image(1, direction=("ica", 0, 1.0))
+    with pytest.raises(ExploreError, match="direction index 10 out of range 0..9"):
+        m.image(1, direction=("sefa", 10, 1.0))
+    with pytest.raises(ExploreError, match="unknown layer group 'top'; choose from coarse, middle, fine"):
+        m.image(1, mix=(7, ["top"]))
+
+
+def test_vae_reconstructs_an_upload_and_decodes_its_neighbours(trained, tmp_path):
+    m = load_model(trained("vae"))
+    photo = np.random.default_rng(0).integers(0, 256, (90, 60, 3), dtype=np.uint8)  # not square, not 32 px
+    (tmp_path / "face.png").write_bytes(_png(photo))
+    out = m.reconstruct(read_upload(tmp_path / "face.png"), n=4, radius=0.0)
+    assert out["input"].shape == out["reconstruction"].shape == (32, 32, 3)
+    assert out["neighbours"].shape == (36, 4 * 34 + 2, 3)
+    assert np.array_equal(out["neighbours"][2:34, 2:34], out["reconstruction"])  # radius 0: the mean code itself
+    far = m.reconstruct(photo, n=4, radius=3.0)["neighbours"]
+    assert not np.array_equal(far[2:34, 2:34], far[2:34, 36:68])
+
+
+def test_cyclegan_translates_an_upload_both_ways(trained):
+    m = load_model(trained("cyclegan"))
+    assert isinstance(m, Translator) and (m.a, m.b) == ("cartoon", "sketch")
+    photo = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    out = m.translate(photo)
+    assert {k: v.shape for k, v in out.items()} == {k: (32, 32, 3) for k in
+                                                     ("input", "a_to_b", "a_to_b_to_a", "b_to_a", "b_to_a_to_b")}
+    assert not np.array_equal(out["a_to_b"], out["b_to_a"])
+
+
+def test_bad_checkpoints_and_uploads_are_one_clear_line(trained, tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 20)
+    torch.save({"state": {}, "label_dims": [3]}, tmp_path / "classifier.pt")  # an attribute classifier's layout
+    state = torch.load(trained("dcgan"), weights_only=True)
+    torch.save({**state, "format": 1}, tmp_path / "old.pt")
+    cases = {tmp_path / "missing.pt": "checkpoint not found: .*missing.pt",
+             tmp_path / "junk.pt": r"junk.pt is not a readable checkpoint \(torch.load raised UnpicklingError\); give",
+             tmp_path / "classifier.pt": r"classifier.pt holds no generator the explorer knows \(it holds: label_dims, state\)",
+             tmp_path / "old.pt": "checkpoint format 1, this facegan reads format 2; retrain"}
+    for path, msg in cases.items():
+        with pytest.raises(ExploreError, match=msg) as e:
+            load_model(path)
+        assert "\n" not in str(e.value)
+    (tmp_path / "notes.txt").write_text("not a face")
+    (tmp_path / "cut.png").write_bytes(_png(np.zeros((64, 64, 3), np.uint8))[:60])
+    with pytest.raises(ExploreError, match=r"upload 'notes.txt' is not a usable image \(unreadable image: "
+                                           r"UnidentifiedImageError: cannot identify image file\); upload a PNG"):
+        read_upload(tmp_path / "notes.txt")
+    with pytest.raises(ExploreError, match="upload 'cut.png' is not a usable image"):
+        read_upload(tmp_path / "cut.png")
+    with pytest.raises(ExploreError, match="upload a face image first"):
+        read_upload(None)
+    with pytest.raises(ExploreError, match="unknown model 'nope': no such file, and not a models:/NAME@ALIAS URI"):
+        resolve("nope")
+    with pytest.raises(ExploreError, match="model URI 'models:/bad': write models:/NAME@ALIAS"):
+        resolve("models:/bad")
+
+
+def test_direction_names_persist_beside_the_checkpoint(trained):
+    path = trained("stylegan2")
+    names = DirectionNames(path)
+    assert names.path == path.with_name("checkpoint.directions.json")
+    names.save("sefa", 2, "  head   tilt ")
+    names.save("ganspace", 0, "hair")
+    assert DirectionNames(path).load() == {"sefa": {2: "head tilt"}, "ganspace": {0: "hair"}}
+    names.save("ganspace", 0, "")
+    assert DirectionNames(path).load() == {"sefa": {2: "head tilt"}}
+    names.save("sefa", 2, "")
+
+
+def test_kinds_registry_covers_every_trainable_model():
+    from facegan.models import MODELS
+
+    assert set(KINDS) == set(MODELS) | {"cyclegan"}
+
+
+def test_cli_refuses_unusable_models_before_serving(trained, tmp_path):
+    from facegan.cli import app
+
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    runner = CliRunner()
+    r = runner.invoke(app, ["explore", "-c", str(tmp_path / "junk.pt"), "--port", str(free_port())])
+    assert r.exit_code == 2 and "junk.pt is not a readable checkpoint (torch.load raised" in " ".join(r.output.split())
+    r = runner.invoke(app, ["explore", "-c", str(trained("dcgan")), "--run", "0" * 32])
+    assert r.exit_code == 2 and "give at most one of --model-uri, --checkpoint and --run" in " ".join(r.output.split())
+
+
+# ---- the page in a real browser ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def explore_server(checkpoint: Path, log: Path):
+    """`facegan explore -c CHECKPOINT` on a free 127.0.0.1 port, in its own process group; yields the URL."""
+    port = free_port()
+    env = {**os.environ, "FACEGAN_LOG_LEVEL": "INFO", "COLUMNS": "200", "GRADIO_TEMP_DIR": str(log.parent / "gradio")}
+    proc = subprocess.Popen([sys.executable, "-c", "from facegan.cli import main; main()", "explore", "-c",
+                             str(checkpoint), "--port", str(port), "--threads", "1"],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_healthy(url, proc, log, timeout=120)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def chromium():
+    """A page of headless Debian Chromium (fresh profile, nothing reached beyond 127.0.0.1)."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` (`make test` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        ctx = p.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, viewport={"width": 1280, "height": 1000},
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = ctx.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            yield page
+        finally:
+            ctx.close()
+
+
+def _shown(page, elem: str) -> tuple[str, np.ndarray]:
+    """(src, pixels as displayed) of the image in component `elem`, once loaded."""
+    img = page.locator(f"#{elem} img")
+    img.wait_for()
+    page.wait_for_function(f"() => {{ const i = document.querySelector('#{elem} img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    return img.get_attribute("src"), np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("RGB"))
+
+
+def _changed(page, elem: str, old_src: str) -> np.ndarray:
+    page.wait_for_function(f"(old) => {{ const i = document.querySelector('#{elem} img'); "
+                           "return i && i.src !== old && i.complete && i.naturalWidth > 0; }", arg=old_src)
+    return _shown(page, elem)
+
+
+def _status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def _no_error(page) -> None:
+    assert "error" not in _status(page).lower(), _status(page)
+    assert page.locator(".toast-body").count() == 0  # gradio's own error pop-ups
+
+
+def _drag(page, elem: str, fraction: float) -> None:
+    """Click the range track of slider `elem` at `fraction` of its width, as a person would."""
+    box = page.locator(f"#{elem} input[type=range]").bounding_box()
+    page.mouse.click(box["x"] + fraction * box["width"], box["y"] + box["height"] / 2)
+
+
+def test_browser_slider_seed_names_and_bad_models(trained, tmp_path):
+    ckpt = trained("stylegan2")
+    (tmp_path / "notes.txt").write_text("no model here")
+    with explore_server(ckpt, tmp_path / "server.log") as url, chromium() as page:
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(url)
+        src0, shown0 = _shown(page, "main-image")
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('seed 0')")
+        _no_error(page)
+
+        _drag(page, "amount", 0.9)  # a SeFa direction, about +4 sigma
+        src1, shown1 = _changed(page, "main-image", src0)
+        assert _differs(shown0, shown1) > 1
+        page.locator("#seed input").fill("7")
+        page.locator("#seed input").press("Enter")
+        src2, shown2 = _changed(page, "main-image", src1)
+        assert _differs(shown1, shown2) > 1
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('seed 7')")
+        _no_error(page)
+
+        page.locator("#name textarea, #name input").first.fill("tilt")
+        page.locator("#save-name").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes(\"named 'tilt'\")")
+        assert DirectionNames(ckpt).load() == {"sefa": {0: "tilt"}}
+        assert page.locator("#direction input").input_value() == "0: tilt"
+        page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)  # the test's artifact
+
+        page.get_by_role("tab", name="Compare").click()
+        bad = {"models:/facegan-nope": "model URI 'models:/facegan-nope': write models:/NAME@ALIAS",
+               str(tmp_path / "nothing.pt"): "unknown model",
+               str(trained("cyclegan")): "is a cyclegan translator: compare takes generators",
+               str(tmp_path / "notes.txt"): "is not a readable checkpoint"}
+        for ref, msg in bad.items():
+            page.locator("#model-b textarea, #model-b input").first.fill(ref)
+            page.locator("#compare-button").click()
+            page.wait_for_function("(m) => document.querySelector('#status').innerText.includes(m)", arg=msg)
+            assert _status(page).startswith("error:")
+        page.locator("#model-b textarea, #model-b input").first.fill(str(trained("dcgan")))
+        page.locator("#compare-button").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes(' vs ')")
+        assert _shown(page, "compare-b")[1].size > 0
+        _no_error(page)
+
+        page.get_by_role("tab", name="Sample").click()  # the app still serves after every bad input
+        _drag(page, "psi", 0.2)
+        _, shown3 = _changed(page, "main-image", src2)
+        assert _differs(shown2, shown3) > 1
+        _no_error(page)
+        assert [r for r in requests if not r.startswith((url, "data:", "blob:"))] == []  # nothing from outside
+    log = (tmp_path / "server.log").read_text()
+    for msg in bad.values():
+        assert msg.split(":")[0] in log
+    assert "Traceback" not in log
+    assert (tmp_path / "explore.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow  # a second server and browser (~15 s each); the default run checks uploads in the library test
+@pytest.mark.parametrize("kind", ["vae", "cyclegan"])
+def test_browser_uploads_good_corrupt_and_non_image_files(trained, tmp_path, kind):
+    face = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    (tmp_path / "face.png").write_bytes(_png(face))
+    (tmp_path / "cut.png").write_bytes(_png(face)[:100])
+    (tmp_path / "notes.txt").write_text("not a face")
+    upload, shown = ("vae-upload", "vae-recon") if kind == "vae" else ("cycle-upload", "cycle-ab")
+    with explore_server(trained(kind), tmp_path / "server.log") as url, chromium() as page:
+        page.goto(url)
+        if kind == "vae":
+            page.get_by_role("tab", name="Encode").click()
+        for name, msg in (("notes.txt", "upload 'notes.txt' is not a usable image"),
+                          ("cut.png", "upload 'cut.png' is not a usable image")):
+            page.locator(f"#{upload} input[type=file]").set_input_files(str(tmp_path / name))
+            page.wait_for_function("(m) => document.querySelector('#status').innerText.includes(m)", arg=msg)
+            page.locator(f"#{upload} button[aria-label='Clear']").first.click()
+        page.locator(f"#{upload} input[type=file]").set_input_files(str(tmp_path / "face.png"))
+        _shown(page, shown)
+        page.wait_for_function("() => !document.querySelector('#status').innerText.includes('error')")
+        _no_error(page)
+        page.screenshot(path=str(tmp_path / f"explore_{kind}.png"), full_page=True)
+    log = (tmp_path / "server.log").read_text()
+    assert "upload 'notes.txt' is not a usable image" in log and "upload 'cut.png' is not a usable image" in log
