@@ -47,7 +47,7 @@ def checkpoints(dst: Path) -> dict[str, Path]:
     """64 px checkpoints of the default DCGAN and the default (cpu preset) StyleGAN2."""
     from facegan.config import load_params
     from facegan.train.checkpoint import save_checkpoint
-    from facegan.train.loop import make_trainer
+    from facegan.train.run import make_trainer
 
     p = load_params(ROOT / "params.yaml")
     images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)

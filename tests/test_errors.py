@@ -86,7 +86,7 @@ CASES = [
     ("checkpoint-unreadable", lambda r: CLI + ["sample", "-c", str(r / "corrupt.pt"), "-o", str(r / "s")],
      "corrupt.pt: not a readable checkpoint"),
     ("checkpoint-foreign", lambda r: CLI + ["sample", "-c", str(r / "foreign.pt"), "-o", str(r / "s")],
-     "foreign.pt: checkpoint format None"),
+     "foreign.pt: not a facegan checkpoint (it holds: weights)"),
     ("labels-on-unconditional", lambda r: CLI + ["sample", "-c", str(r / "ckpt" / "checkpoint.pt"), "-l", "hair=red"],
      "this model is unconditional"),
     ("pretrained-mismatch", lambda r: [sys.executable, "stages/train.py", "cartoon", params_with(

@@ -176,22 +176,17 @@ def explore(
     params: Path = PARAMS,
 ) -> None:
     """Latent explorer in the browser: sample, steer and compare trained generators (gradio)."""
-    from facegan.config import ParamsError, load_params
-    from facegan.latent import ExploreError
+    from facegan.config import load_params
+    from facegan.explore import serve
     from facegan.logs import setup_logging
 
     setup_logging()
     given = [r for r in (model_uri, str(checkpoint) if checkpoint else None, run) if r]
     if len(given) > 1:
         raise typer.BadParameter("give at most one of --model-uri, --checkpoint and --run")
-    try:
-        p = load_params(params) if params.is_file() or not given else None
-        ref = given[0] if given else f"models:/facegan-{next(iter(p.datasets))}@best"
-        from facegan.explore import serve
-
-        demo, url = serve(ref, host, port or None, threads, p.tracking if p else None)
-    except (ExploreError, ParamsError, OSError) as e:
-        _fail(e)
+    p = load_params(params) if params.is_file() or not given else None
+    ref = given[0] if given else f"models:/facegan-{next(iter(p.datasets))}@best"
+    demo, url = serve(ref, host, port or None, threads, p.tracking if p else None)
     typer.echo(f"facegan explore: serving {ref} at {url}  (Ctrl+C stops)")
     try:
         demo.block_thread()
@@ -373,8 +368,8 @@ def dataset_remove(name: str, yes: bool = typer.Option(False, "--yes", "-y", hel
         typer.echo(f"removed {r}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from facegan.errors import user_errors
 
     with user_errors():
-        app()
+        app(args=argv)

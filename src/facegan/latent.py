@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from facegan.errors import FaceganError
 from facegan.io import ImageError, image_grid, read_image, write_text
+from facegan.sample import slerp
+from facegan.train.images import to_float, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +34,13 @@ RANDOM = "random"  # an attribute value left to the seed
 MAX_BATCH = 64
 
 
-class ExploreError(ValueError):
+class ExploreError(FaceganError, ValueError):
     """A model, control value or upload the explorer cannot use; str(e) is the one-line message shown."""
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    from facegan.train.loop import to_uint8
-
-    return to_uint8(x)
 
 
 def seed_z(z_dim: int, seeds: Sequence[int]) -> torch.Tensor:
     """(N, z_dim): one normal vector per seed (torch.Generator seeded with it)."""
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between rows of a and b at fractions t (N,); linear where they are parallel."""
-    cos = ((a / a.norm(dim=-1, keepdim=True)) * (b / b.norm(dim=-1, keepdim=True))).sum(-1).clamp(-1, 1)
-    omega = torch.arccos(cos)[..., None]
-    t = t[:, None]
-    so = torch.sin(omega)
-    lin = (1 - t) * a + t * b
-    return torch.where(so.abs() < 1e-6, lin, (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-12))
 
 
 def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
@@ -114,8 +101,6 @@ def fit(image: np.ndarray, resolution: int) -> np.ndarray:
 
 
 def _model_input(image: np.ndarray) -> torch.Tensor:
-    from facegan.train.loop import to_float
-
     return to_float(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None])
 
 
@@ -154,7 +139,7 @@ class Sampler:
 
     @torch.no_grad()
     def _render(self, z: torch.Tensor, y: torch.Tensor | None, psi: float) -> np.ndarray:
-        return _to_uint8(self.g(z, y) if y is not None else self.g(z))
+        return to_uint8(self.g(z, y) if y is not None else self.g(z))
 
     def images(self, seeds: Sequence[int], psi: float = 1.0, labels: dict[str, str] | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8: the image of each seed."""
@@ -231,7 +216,7 @@ class StyleSampler(Sampler):
 
     @torch.no_grad()
     def _render(self, z, y, psi):
-        return _to_uint8(self.g.synthesis(self.g.latents(z, psi)))
+        return to_uint8(self.g.synthesis(self.g.latents(z, psi)))
 
     @torch.no_grad()
     def styled(self, seed: int, psi: float = 1.0, direction: tuple[str, int, float] | None = None,
@@ -259,7 +244,7 @@ class StyleSampler(Sampler):
 
     @torch.no_grad()
     def render_w(self, w: torch.Tensor) -> np.ndarray:
-        return _to_uint8(self.g.synthesis(w))
+        return to_uint8(self.g.synthesis(w))
 
     def direction_strip(self, seed: int, method: str, index: int, psi: float = 1.0, steps: int = 7,
                         sigmas: float = 3.0) -> np.ndarray:
@@ -296,7 +281,7 @@ class VAESampler(Sampler):
         mu, std, face = self.encode(image)
         eps = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(int(seed)))
         codes = torch.cat([mu[None], mu + float(radius) * std * eps])
-        out = _to_uint8(self.g(codes))
+        out = to_uint8(self.g(codes))
         return {"input": face, "reconstruction": out[0], "neighbours": strip(out[1:])}
 
 
@@ -330,71 +315,37 @@ class Translator:
         x = _model_input(face)
         ab, ba = self.nets["ab"](x), self.nets["ba"](x)
         back_a, back_b = self.nets["ba"](ab), self.nets["ab"](ba)
-        ims = _to_uint8(torch.cat([ab, back_a, ba, back_b]))
+        ims = to_uint8(torch.cat([ab, back_a, ba, back_b]))
         return {"input": face, "a_to_b": ims[0], "a_to_b_to_a": ims[1], "b_to_a": ims[2], "b_to_a_to_b": ims[3]}
 
 
 Model = Sampler | Translator
 
 
-def _generator(cls: type[Sampler]) -> Callable[[dict, Path], Sampler]:
-    def build(state: dict, path: Path) -> Sampler:
-        from facegan.config import TrainConfig
-        from facegan.models import build_models
-
-        cfg = TrainConfig.model_validate(state["config"])
-        g, _ = build_models(cfg, state["resolution"], state.get("label_dims") or [])
-        g.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
-        return cls(g, cfg, state, path)
-
-    return build
-
-
-KINDS: dict[str, Callable[[dict, Path], Model]] = {
-    "dcgan": _generator(Sampler),
-    "wgan-gp": _generator(Sampler),
-    "acgan": _generator(ConditionalSampler),
-    "stylegan2": _generator(StyleSampler),
-    "vae": _generator(VAESampler),
-    "cyclegan": Translator,
-}
-
-
-def kind_of(state: dict) -> str:
-    """The model kind a facegan checkpoint holds ('' when it is none the explorer knows)."""
-    if "G_ab" in state and "G_ba" in state:
-        return "cyclegan"
-    cfg = state.get("config")
-    return str(cfg.get("model", "")) if isinstance(cfg, dict) and "G" in state else ""
+def sampler_class(spec) -> type[Sampler]:
+    """The explorer view of a registered model (facegan.models.ModelSpec): by what the model is, not its name."""
+    if spec.style:
+        return StyleSampler
+    if spec.conditional:
+        return ConditionalSampler
+    return Sampler if spec.adversarial else VAESampler
 
 
 def load_model(path: Path) -> Model:
-    """The explorer wrapper of a checkpoint; ExploreError naming the file when it is missing, unreadable, of an
-    older format, or not a facegan generator checkpoint."""
-    from facegan.train.checkpoint import FORMAT
+    """The explorer wrapper of a checkpoint of `facegan train` (any registered model) or of the cyclegan stage;
+    a missing, unreadable, old-format or foreign file is a FaceganError naming it."""
+    from facegan.train.checkpoint import generator_of, load_checkpoint
 
     path = Path(path)
-    if not path.is_file():
-        raise ExploreError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load's errors for foreign or broken files vary (pickle, zip, ...)
-        log.debug("torch.load(%s): %s", path, e)
-        raise ExploreError(f"{path} is not a readable checkpoint (torch.load raised {type(e).__name__}); give a "
-                           "checkpoint.pt written by `facegan train` or the cyclegan stage") from None
-    kind = kind_of(state) if isinstance(state, dict) else ""
-    if kind not in KINDS:
-        held = ", ".join(sorted(str(k) for k in state)[:6]) if isinstance(state, dict) else type(state).__name__
-        raise ExploreError(f"{path} holds no generator the explorer knows (it holds: {held}); give a checkpoint.pt "
-                           f"written by `facegan train` ({', '.join(k for k in KINDS if k != 'cyclegan')}) or the cyclegan stage")
-    if state.get("format") != FORMAT:
-        raise ExploreError(f"{path}: checkpoint format {state.get('format')!r}, this facegan reads format {FORMAT}; "
-                           "retrain (dvc repro) to get a compatible checkpoint")
-    try:
-        model = KINDS[kind](state, path)
-    except (KeyError, RuntimeError, ValueError) as e:  # config or weights that do not fit the architecture
-        raise ExploreError(f"{path}: a {kind} checkpoint whose weights do not load ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:200]})") from None
+    state = load_checkpoint(path)
+    if "G_ab" in state and "G_ba" in state:
+        model: Model = Translator(state, path)
+    elif "G" in state and isinstance(state.get("config"), dict):
+        g, cfg = generator_of(state, path)
+        model = sampler_class(cfg.spec)(g, cfg, state, path)
+    else:
+        raise ExploreError(f"{path} holds no generator the explorer knows (it holds: {', '.join(sorted(state)[:6])}); "
+                           "give a checkpoint.pt written by `facegan train` or the cyclegan stage")
     log.info("loaded %s from %s", model.describe(), path)
     return model
 

@@ -42,20 +42,22 @@ def render(g: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None = None, b
     return np.concatenate(out)
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation between two latent vectors (the Gaussian shell is a sphere)."""
-    cos = torch.dot(a / a.norm(), b / b.norm()).clamp(-1, 1)
-    omega = torch.arccos(cos)
-    if omega.abs() < 1e-6:
-        return (1 - t) * a + t * b
-    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between rows of a and b (N, D) at fractions t (N,) (the Gaussian shell is a
+    sphere); linear where two rows are parallel."""
+    cos = ((a / a.norm(dim=-1, keepdim=True)) * (b / b.norm(dim=-1, keepdim=True))).sum(-1).clamp(-1, 1)
+    omega = torch.arccos(cos)[..., None]
+    t = t[:, None]
+    so = torch.sin(omega)
+    lin = (1 - t) * a + t * b
+    return torch.where(so.abs() < 1e-6, lin, (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-12))
 
 
 def write_interpolation_gif(g: torch.nn.Module, z_dim: int, seeds: tuple[int, int], path: Path,
                             y: torch.Tensor | None = None, frames: int = 24, scale: int = 2) -> None:
     """A ping-pong GIF walking from the noise of seeds[0] to that of seeds[1]."""
     za, zb = (torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds)
-    z = torch.stack([slerp(za, zb, t) for t in np.linspace(0, 1, frames)])
+    z = slerp(za.expand(frames, -1), zb.expand(frames, -1), torch.linspace(0, 1, frames))
     ys = y[:1].expand(frames, -1) if y is not None else None
     ims = [Image.fromarray(im).resize((im.shape[1] * scale, im.shape[0] * scale), Image.Resampling.NEAREST)
            for im in render(g, z, ys)]

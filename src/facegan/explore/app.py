@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
+from facegan.errors import FaceganError
 from facegan.latent import RANDOM, ExploreError, Model, Models, Source
 from facegan.runs_table import COLUMNS
 
@@ -44,7 +45,7 @@ def guarded(n_outputs: int) -> Callable:
             t0 = time.perf_counter()
             try:
                 out, note = fn(*args)
-            except ExploreError as e:
+            except FaceganError as e:  # a model, value or upload the user can change: shown, logged, no traceback
                 log.warning("explore: %s", e)
                 return *[gr.skip()] * n_outputs, _error(str(e))
             except Exception as e:  # noqa: BLE001 - a bug must not take the page down; the log has the traceback

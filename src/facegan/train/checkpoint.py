@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +29,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise StageInputMissing(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - a foreign or broken file fails in many ways (pickle, zip, struct, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "
                               "remove it and retrain") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+    if not isinstance(state, dict) or "format" not in state:
+        held = ", ".join(sorted(map(str, state))[:6]) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not a facegan checkpoint (it holds: {held}); give a checkpoint.pt written by "
+                              "`facegan train` or a facegan stage")
+    if state["format"] != FORMAT:
+        found = state["format"]
         raise CheckpointError(f"{path}: checkpoint format {found!r}, this facegan reads format {FORMAT}; "
                               "retrain (dvc repro) to get a compatible checkpoint")
     return state
@@ -55,12 +57,22 @@ def train_config(raw: dict[str, Any]) -> TrainConfig:
 
 def load_generator(path: Path, ema: bool = True) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """The generator of a checkpoint (its EMA copy when present), in eval mode, with config and state."""
+    state = load_checkpoint(path)
+    g, cfg = generator_of(state, path, ema)
+    return g, cfg, state
+
+
+def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[nn.Module, TrainConfig]:
+    """The generator held by a loaded `facegan train` checkpoint, in eval mode, and its config."""
     from facegan.models import build_models
 
-    state = load_checkpoint(path)
     if "G" not in state or "resolution" not in state:
-        raise CheckpointError(f"{path}: not a generator checkpoint of `facegan train` (keys: {', '.join(sorted(state))})")
+        raise CheckpointError(f"{path}: not a generator checkpoint of `facegan train` (keys: {', '.join(sorted(state)[:8])})")
     cfg = train_config(state["config"])
     g, _ = build_models(cfg, state["resolution"], state.get("label_dims") or [])
-    g.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
-    return g.eval(), cfg, state
+    try:
+        g.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
+    except RuntimeError as e:  # weights that do not fit the architecture its config describes
+        raise CheckpointError(f"{path}: a {cfg.model} checkpoint whose weights do not load "
+                              f"({str(e).splitlines()[0][:200]})") from None
+    return g.eval(), cfg
