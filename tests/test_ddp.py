@@ -86,7 +86,7 @@ def test_train_stage_with_nproc_2_runs_under_torchrun_only_rank0_writes_and_resu
     for _ in range(2):
         first.step()
     resumed_dir = Layout(root, "cartoon", "ddp-resumed").model
-    save_checkpoint(resumed_dir / "checkpoint.pt", {**first.state_dict(), "fid": []})
+    save_checkpoint(Layout(root, "cartoon", "ddp-resumed").checkpoints / "checkpoint.pt", {**first.state_dict(), "fid": []})
     run_stage("train", "cartoon", p, root, variant="ddp-resumed")
     resumed = load_checkpoint(resumed_dir / "checkpoint.pt")
     assert resumed["step"] == 4 and [r["step"] for r in resumed["losses"]] == [1, 2, 3, 4]

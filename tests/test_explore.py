@@ -289,7 +289,8 @@ def explore_server(checkpoint: Path, log: Path):
 @contextlib.contextmanager
 def chromium():
     """A page of headless Debian Chromium (fresh profile, nothing reached beyond 127.0.0.1)."""
-    if not CHROMIUM.is_file():
+    if not CHROMIUM.is_file():  # `make test` installs it and sets FACEGAN_TEST_STRICT: there missing is a failure
+        assert not os.environ.get("FACEGAN_TEST_STRICT"), f"{CHROMIUM} not found although `make test` installs it"
         pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` (`make test` installs it)")
     from playwright.sync_api import sync_playwright
 

@@ -3,6 +3,8 @@ registry and which config changes a checkpoint may be resumed under."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -142,3 +144,30 @@ def test_resume_accepts_runtime_changes_and_names_the_maths_changes(layout, tmp_
         run_train(changed, layout.packed, tmp_path / "a")
     with pytest.raises(CheckpointError, match="at step 4, past train.steps 3"):
         run_train(cfg.model_copy(update={"steps": 3}), layout.packed, tmp_path / "a")
+
+
+def test_a_stage_resumes_its_own_checkpoint_and_restarts_over_a_stale_one(layout, tmp_path, caplog):
+    """Training writes to a work folder outside the output; the stage (stale="restart") resumes a checkpoint made
+    by the same params, code and data, and starts fresh over one made by other params or other data."""
+    caplog.set_level(logging.INFO, logger="facegan")
+    cfg = tiny_params(steps=4, checkpoint_every=2, fid_every=0).train
+    straight = run_train(cfg, layout.packed, tmp_path / "straight")
+    work, out = tmp_path / "work", tmp_path / "out"
+    run_train(cfg.model_copy(update={"steps": 2}), layout.packed, out, work=work, stale="restart")
+    assert (work / "checkpoint.pt").is_file() and (out / "checkpoint.pt").is_file()
+    resumed = run_train(cfg, layout.packed, out, work=work, stale="restart")  # 2 more steps, same params
+    assert resumed.losses == straight.losses and "resumed from" in caplog.text
+    caplog.clear()
+    other = cfg.model_copy(update={"lr_d": 1e-3})
+    fresh = run_train(other, layout.packed, out, work=work, stale="restart")
+    assert "different train config (train.lr_d: 0.0002 -> 0.001)" in caplog.text and "starting fresh" in caplog.text
+    assert fresh.losses == run_train(other, layout.packed, tmp_path / "other").losses
+    state = torch.load(work / "checkpoint.pt", weights_only=True)
+    state["provenance"]["data"] = "0" * 64  # as if the packed dataset had changed since
+    torch.save(state, work / "checkpoint.pt")
+    caplog.clear()
+    run_train(other, layout.packed, out, work=work, stale="restart")
+    assert "was made from other data" in caplog.text and "starting fresh" in caplog.text
+    with pytest.raises(CheckpointError, match="was made from other data"):
+        torch.save(state, work / "checkpoint.pt")
+        run_train(other, layout.packed, out, work=work)  # outside stages: refused, not replaced

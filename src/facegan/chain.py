@@ -111,7 +111,8 @@ def _train(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.train.run import run_train
 
     scorer = Scorer(p.train.fid_extractor, p.evaluate, at.stats, at.classifier) if p.train.fid_every else None
-    result = run_train(p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics)
+    result = run_train(p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics, work=at.checkpoints,
+                       stale="restart")
     for name in ("samples.png", "interpolation.gif", "losses.csv", "fid.csv"):
         t.log_artifact(at.model / name)
     return {"seconds_per_step": result.seconds / max(1, result.steps)}

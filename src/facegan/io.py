@@ -91,8 +91,12 @@ def write_text(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(dst: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `dst`; on success it replaces `dst`, on error it is removed."""
+    """Yield a temporary folder beside `dst`; on success it replaces `dst`, on error it is removed. Temporary
+    folders a killed run left beside `dst` are removed first: `dst` itself is only ever absent or complete."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f".{dst.name}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
         yield tmp

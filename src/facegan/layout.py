@@ -40,6 +40,12 @@ class Layout:
         return self._run("models")
 
     @property
+    def checkpoints(self) -> Path:
+        """Where training writes while it runs (checkpoints, grids): outside the DVC output, which DVC deletes
+        before rerunning a stage, so a killed run resumes; not tracked by DVC or git (.gitignore)."""
+        return self._d("checkpoints", self.dataset, self.variant or "main")
+
+    @property
     def classifier(self) -> Path:
         return self._d("classifiers", self.dataset)
 

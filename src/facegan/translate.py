@@ -24,6 +24,7 @@ from facegan.layout import Layout
 log = logging.getLogger(__name__)
 
 OUT = Path("data") / "cyclegan"
+WORK = Path("data") / "checkpoints" / "cyclegan"  # while training (see facegan.train.loop.Loop), not tracked
 DIRECTIONS = {"a_to_b": ("ab", "a", "b"), "b_to_a": ("ba", "b", "a")}
 
 
@@ -67,7 +68,9 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     from facegan.train.cyclegan import CycleTrainer
     from facegan.train.dist import setup
     from facegan.train.images import load_training_data
-    from facegan.train.loop import Loop
+    from facegan.data.packed import ZIP_NAME
+    from facegan.io import sha256_file
+    from facegan.train.loop import Loop, code_fingerprint
     from facegan.train.stepper import apply_determinism, resolve_device
 
     require_enabled(p)
@@ -86,9 +89,11 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     log.info("cyclegan %s <-> %s: %d / %d images at %dpx, %d steps, device %s", c.a, c.b, len(a), len(b),
              trainer.resolution, c.steps, device)
     out = root / OUT
-    loop = Loop(trainer, out / "model", c.steps, c.checkpoint_every, c.sample_every, desc="cyclegan")
+    loop = Loop(trainer, out / "model", c.steps, c.checkpoint_every, c.sample_every, desc="cyclegan", work=root / WORK)
+    loop.extra["provenance"] = {"code": code_fingerprint(),
+                                "data": " ".join(sha256_file(Layout(root, n).packed / ZIP_NAME) for n in (c.a, c.b))}
     if resume:
-        loop.resume()
+        loop.resume(stale="restart")
     result = loop.run(on_step=on_step)
     metrics = evaluate(trainer, p, root) | {"seconds_per_step": round(result.seconds / max(1, result.steps), 4)}
     write_text(out / "metrics.json", json.dumps(metrics, indent=1))

@@ -29,6 +29,9 @@ class ExtractorUnavailable(FaceganError, RuntimeError):
     """An extractor that cannot run here (missing weights or classifier); the message says why."""
 
 
+DECODE_THREADS = 4  # PIL releases the GIL while decoding
+
+
 @dataclass
 class Extractor:
     name: str
@@ -36,11 +39,11 @@ class Extractor:
     fn: Callable[[np.ndarray], np.ndarray]  # one batch
     batch_size: int
 
-    def folder(self, paths: list[Path], desc: str = "") -> np.ndarray:
-        """Features of image files of any size/mode: decoded on threads, batched by size."""
+    def folder(self, paths: list[Path], desc: str = "", threads: int = DECODE_THREADS) -> np.ndarray:
+        """Features of image files of any size/mode: decoded on `threads` threads, batched by size."""
         from facegan.io import read_image
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
             images = list(pool.map(read_image, paths))
         by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
         for im in images:

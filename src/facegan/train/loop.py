@@ -8,8 +8,10 @@ so a run resumed from any checkpoint continues exactly as the uninterrupted run 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from facegan.errors import CheckpointError
-from facegan.io import write_text
+from facegan.io import atomic_dir, write_text
 from facegan.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from facegan.train.dist import teardown
 
@@ -41,31 +43,64 @@ def to_csv(rows: list[dict], fields: list[str]) -> str:
     return buf.getvalue()
 
 
-class Loop:
-    """Resume from dst/checkpoint.pt, step with a progress bar, sample grids every `sample_every` steps,
-    checkpoints every `checkpoint_every` steps (and on a non-finite loss), losses.csv at the end. `extra` is
-    saved with every checkpoint (e.g. the in-training FID history)."""
+def code_fingerprint() -> str:
+    """sha256 over facegan's source files: a checkpoint made by other code is not resumed by a stage."""
+    import facegan
 
-    def __init__(self, trainer, dst: Path, steps: int, checkpoint_every: int, sample_every: int, desc: str = "train"):
+    h = hashlib.sha256()
+    root = Path(facegan.__file__).parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+class Loop:
+    """Resume from work/checkpoint.pt, step with a progress bar, sample grids every `sample_every` steps,
+    checkpoints every `checkpoint_every` steps (and on a non-finite loss), losses.csv at the end.
+
+    Everything is written to `work` while training (default: `dst`); at the end `work` is copied to `dst` in
+    one atomic step. A stage points `work` outside its DVC output, which DVC deletes before rerunning it, so a
+    killed run resumes instead of starting over. `extra` is saved with every checkpoint (e.g. the in-training
+    FID history, the provenance: the code and data the checkpoint was made from)."""
+
+    def __init__(self, trainer, dst: Path, steps: int, checkpoint_every: int, sample_every: int, desc: str = "train",
+                 work: Path | None = None):
         self.trainer, self.dst, self.steps, self.desc = trainer, dst, steps, desc
+        self.work = work or dst
         self.checkpoint_every, self.sample_every = checkpoint_every, sample_every
         self.extra: dict = {}
 
     def checkpoint(self, path: Path | None = None) -> None:
-        save_checkpoint(path or self.dst / CHECKPOINT, {**self.trainer.state_dict(), **self.extra})
+        save_checkpoint(path or self.work / CHECKPOINT, {**self.trainer.state_dict(), **self.extra})
 
-    def resume(self) -> dict | None:
-        """Load dst/checkpoint.pt into the trainer when it exists; returns its state."""
-        path = self.dst / CHECKPOINT
+    def resume(self, stale: str = "raise") -> dict | None:
+        """Load work/checkpoint.pt into the trainer when it exists; returns its state. A checkpoint of other
+        params, code or data raises CheckpointError (`stale="raise"`) or is removed with a warning and training
+        starts fresh (`stale="restart"`, what stages do)."""
+        path = self.work / CHECKPOINT
         if not path.is_file():
             return None
-        state = load_checkpoint(path)
         try:
+            state = load_checkpoint(path)
+            self._check_provenance(state.get("provenance"))
             self.trainer.load_state_dict(state)
         except CheckpointError as e:
-            raise CheckpointError(f"{path}: {e}") from None
+            message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+            if stale != "restart":
+                raise CheckpointError(message) from None
+            log.warning("%s; starting fresh", message)
+            shutil.rmtree(self.work, ignore_errors=True)  # under DDP every rank gets here
+            return None
         log.info("resumed from %s at step %d", path, self.trainer.step_done)
         return state
+
+    def _check_provenance(self, made_from: dict | None) -> None:
+        now = self.extra.get("provenance")
+        if made_from is None or now is None:
+            return  # written by hand or by an older facegan: nothing to compare
+        changed = [k for k in sorted(now) if made_from.get(k) != now[k]]
+        if changed:
+            raise CheckpointError(f"the checkpoint was made from other {' and '.join(changed)} (it is not this run's)")
 
     def run(self, on_step: Callable[[dict, int], None] | None = None,
             after_step: Callable[[int], None] | None = None) -> TrainResult:
@@ -91,7 +126,7 @@ class Loop:
                 if on_step:
                     on_step(row, done)
                 if done % self.sample_every == 0 or done == self.steps:
-                    t.write_samples(self.dst / "progress" / f"step{done:07d}.png")
+                    t.write_samples(self.work / "progress" / f"step{done:07d}.png")
                 if after_step:
                     after_step(done)
                 if done % self.checkpoint_every == 0 or done == self.steps:
@@ -99,8 +134,11 @@ class Loop:
             bar.close()
             seconds = time.perf_counter() - t0
             if main:
-                t.write_samples(self.dst / "samples.png", final=True)
-                write_text(self.dst / "losses.csv", to_csv(t.history, t.fields))
+                t.write_samples(self.work / "samples.png", final=True)
+                write_text(self.work / "losses.csv", to_csv(t.history, t.fields))
+                if self.work != self.dst:
+                    with atomic_dir(self.dst) as tmp:
+                        shutil.copytree(self.work, tmp, dirs_exist_ok=True)
             log.info("trained %d steps in %.1f s (%.3f s/step)", self.steps - start, seconds,
                      seconds / max(1, self.steps - start))
         finally:

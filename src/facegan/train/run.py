@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from facegan.config import TrainConfig
-from facegan.io import write_text
+from facegan.data.packed import ZIP_NAME
+from facegan.io import sha256_file, write_text
 from facegan.train.dist import setup
 from facegan.train.gan import GANTrainer
 from facegan.train.images import load_training_data
-from facegan.train.loop import Loop, TrainResult, to_csv
+from facegan.train.loop import Loop, TrainResult, code_fingerprint, to_csv
 from facegan.train.stepper import apply_determinism, resolve_device
 from facegan.train.trainer import ModelTrainer
 from facegan.train.vae import VAETrainer
@@ -56,14 +57,18 @@ class FIDWatch:
         best = min(r["fd"] for r in self.history)
         log.info("step %d: Frechet distance %.4f (best %.4f)", done, score["fd"], best)
         if score["fd"] <= best:
-            self.loop.checkpoint(self.loop.dst / BEST)
-        write_text(self.loop.dst / "fid.csv", to_csv(self.history, FID_FIELDS))
+            self.loop.checkpoint(self.loop.work / BEST)
+        write_text(self.loop.work / "fid.csv", to_csv(self.history, FID_FIELDS))
 
 
 def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
               scorer: Callable[[np.ndarray], dict] | None = None,
-              on_step: Callable[[dict, int], None] | None = None) -> TrainResult:
+              on_step: Callable[[dict, int], None] | None = None,
+              work: Path | None = None, stale: str = "raise") -> TrainResult:
     """Train cfg.model on packed/dataset.zip; write checkpoint, sample grids and loss log to dst.
+
+    With `work`, training writes there and copies to dst at the end (see Loop); a checkpoint found there that
+    other params, code or data made raises (`stale="raise"`) or is replaced by a fresh start (`"restart"`).
 
     With cfg.fid_every and a `scorer` (see facegan.evaluate.run.Scorer), the Frechet distance of
     cfg.fid_samples images at fixed noise is measured every cfg.fid_every steps (fid.csv) and the
@@ -82,8 +87,9 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
     log.info("training %s (%s) on %d images at %dx%d, %d steps, device %s", cfg.model,
              f"{cfg.loss} loss" if cfg.spec.adversarial else "its own loss",
              len(images), trainer.resolution, trainer.resolution, cfg.steps, device)
-    loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every)
-    state = loop.resume() if resume else None
+    loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every, work=work)
+    loop.extra["provenance"] = {"code": code_fingerprint(), "data": sha256_file(packed / ZIP_NAME)}
+    state = loop.resume(stale) if resume else None
     fid_history: list[dict[str, float]] = list(state.get("fid", [])) if state else []
     loop.extra["fid"] = fid_history
     if cfg.fid_every and not scorer:
