@@ -23,7 +23,7 @@ from facegan.train.dist import setup, teardown
 from facegan.train.gan import GANTrainer as Trainer
 from facegan.train.images import load_training_data
 cfg = TrainConfig.model_validate_json(Path(sys.argv[1]).read_text())
-images, _, _ = load_training_data(Path(sys.argv[2]))
+images, _, _ = load_training_data(Path(sys.argv[2]), memory_budget_gb=cfg.memory_budget_gb, cache=Path(sys.argv[3]) / "cache")
 dist, device = setup("cpu")
 t = Trainer(cfg, images, None, [], torch.device(device), dist)
 for _ in range(3):
@@ -42,8 +42,10 @@ def _close(a: dict, b: dict, rtol: float = 1e-4, atol: float = 1e-5) -> list[str
     return [k for k in a if not torch.allclose(a[k].float(), b[k].float(), rtol=rtol, atol=atol)]
 
 
-def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path, layout):
-    cfg = tiny_params(**STYLE).train
+@pytest.mark.parametrize("budget", [8.0, pytest.param(1e-9, marks=pytest.mark.slow)], ids=["in-memory", "streamed"])
+def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path, layout, budget):
+    """Also with the set memory-mapped from disk (a budget too small for it): same rows, same order."""
+    cfg = tiny_params(**STYLE, memory_budget_gb=budget).train
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     (tmp_path / "worker.py").write_text(WORKER)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",

@@ -256,11 +256,14 @@ class RunSettings(Section):
     channels_last: bool = Field(False, description="NHWC memory format for the conv nets")
     compile: bool = Field(False, description="torch.compile the nets")
     loader_threads: int = Field(2, ge=1, le=64, description="threads decoding the packed ZIP")
+    memory_budget_gb: float = Field(
+        8.0, gt=0, description="a decoded training set larger than this is memory-mapped from a file decoded once "
+                               "(in FACEGAN_CACHE, default ~/.cache/facegan) instead of held in memory")
     checkpoint_every: int = Field(100, ge=1)
     sample_every: int = Field(100, ge=1)
 
     RESUME_NEUTRAL: ClassVar[frozenset[str]] = frozenset(
-        {"device", "threads", "loader_threads", "checkpoint_every", "sample_every"})
+        {"device", "threads", "loader_threads", "memory_budget_gb", "checkpoint_every", "sample_every"})
 
     def check_resumable(self, saved: dict[str, Any], section: str) -> None:
         """Refuse a checkpoint whose config differs from this one in a way that changes the maths (keys in

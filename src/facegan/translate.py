@@ -84,7 +84,8 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     dist, device_name = setup(c.device)
     device = resolve_device(device_name)
     apply_determinism(c.deterministic, device)
-    (a, _, _), (b, _, _) = (load_training_data(Layout(root, n).packed, c.loader_threads) for n in (c.a, c.b))
+    (a, _, _), (b, _, _) = (load_training_data(Layout(root, n).packed, c.loader_threads, memory_budget_gb=c.memory_budget_gb / 2)
+                            for n in (c.a, c.b))
     trainer = CycleTrainer(c, a, b, device, dist)
     log.info("cyclegan %s <-> %s: %d / %d images at %dpx, %d steps, device %s", c.a, c.b, len(a), len(b),
              trainer.resolution, c.steps, device)

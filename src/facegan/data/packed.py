@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,38 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facegan.errors import StageInputMissing
+
 ZIP_NAME = "dataset.zip"
+
+
+def _image_names(zf: zipfile.ZipFile, limit: int | None = None) -> list[str]:
+    return sorted(n for n in zf.namelist() if n.endswith(".png"))[:limit]
+
+
+def packed_shape(zip_path: Path) -> tuple[int, int, int]:
+    """(images, height, width) of a packed ZIP, from its index and first image only."""
+    with zipfile.ZipFile(zip_path) as zf:
+        names = _image_names(zf)
+        if not names:
+            raise StageInputMissing(f"{zip_path}: no images")
+        w, h = Image.open(io.BytesIO(zf.read(names[0]))).size
+    return len(names), h, w
+
+
+def decode_into(zip_path: Path, names: list[str], out: np.ndarray, threads: int = 1, channels_first: bool = False) -> None:
+    """Decode the named PNGs into out[i] (HxWx3, or 3xHxW with channels_first), `threads` at a time; each thread
+    reads its share of the ZIP itself, so the compressed set is never held in memory at once."""
+    chunks = np.array_split(np.arange(len(names)), max(1, threads))
+
+    def decode(idx: np.ndarray) -> None:
+        with zipfile.ZipFile(zip_path) as zf:
+            for i in idx:
+                im = np.asarray(Image.open(io.BytesIO(zf.read(names[i]))).convert("RGB"))
+                out[i] = im.transpose(2, 0, 1) if channels_first else im
+
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        list(pool.map(decode, chunks))
 
 
 def load_packed(zip_path: Path, limit: int | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray | None, dict]:
@@ -21,27 +53,47 @@ def load_packed(zip_path: Path, limit: int | None = None, threads: int = 1) -> t
     PNGs are decoded by `threads` threads (Pillow releases the GIL while decoding) straight into one
     preallocated array, so the training loop then indexes memory with no per-image Python work.
     """
+    meta = packed_meta(zip_path)
     with zipfile.ZipFile(zip_path) as zf:
-        meta = json.loads(zf.read("dataset.json"))
-        names = sorted(n for n in zf.namelist() if n.endswith(".png"))[:limit]
-        blobs = [zf.read(n) for n in names]
-    if not blobs:
-        raise ValueError(f"{zip_path}: no images")
-    first = np.asarray(Image.open(io.BytesIO(blobs[0])).convert("RGB"))
-    images = np.empty((len(blobs), *first.shape), np.uint8)
-
-    def decode(i: int) -> None:
-        images[i] = np.asarray(Image.open(io.BytesIO(blobs[i])).convert("RGB"))
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        list(pool.map(decode, range(len(blobs))))
+        names = _image_names(zf, limit)
+    if not names:
+        raise StageInputMissing(f"{zip_path}: no images")
+    _, h, w = packed_shape(zip_path)
+    images = np.empty((len(names), h, w, 3), np.uint8)
+    decode_into(zip_path, names, images, threads)
     return images, _labels(meta, names), meta
+
+
+def decoded_memmap(zip_path: Path, cache: Path, threads: int = 1) -> np.ndarray:
+    """The packed images decoded once into an Nx3xHxW uint8 .npy file under `cache` (named by the ZIP's sha256,
+    so another set never reads a stale one), opened memory-mapped: rows are read from disk when indexed, so
+    a set larger than memory trains in the same seeded batch order as the in-memory path."""
+    from facegan.io import sha256_file
+
+    path = cache / f"{sha256_file(zip_path)[:32]}.npy"
+    if not path.is_file():
+        with zipfile.ZipFile(zip_path) as zf:
+            names = _image_names(zf)
+        n, h, w = packed_shape(zip_path)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".{path.stem}.{os.getpid()}.npy"  # each process its own: concurrent ranks never collide
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
+        decode_into(zip_path, names, out, threads, channels_first=True)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="c")  # copy-on-write: torch may wrap it, nothing is ever written back
+
+
+def packed_meta(zip_path: Path) -> dict:
+    """dataset.json of a packed ZIP (labels, label names and values)."""
+    with zipfile.ZipFile(zip_path) as zf:
+        return json.loads(zf.read("dataset.json"))
 
 
 def load_labels(zip_path: Path) -> np.ndarray | None:
     """The NxA label rows of a packed ZIP (or None), from dataset.json alone: no image is decoded."""
-    with zipfile.ZipFile(zip_path) as zf:
-        meta = json.loads(zf.read("dataset.json"))
+    meta = packed_meta(zip_path)
     return _labels(meta, sorted(k for k, _ in meta["labels"] or []))
 
 

@@ -6,12 +6,16 @@ sampler state: a resumed run sees exactly the batches the uninterrupted run woul
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facegan.data.packed import ZIP_NAME, load_packed
+from facegan.data.packed import ZIP_NAME, decoded_memmap, load_labels, load_packed, packed_meta, packed_shape
+
+log = logging.getLogger(__name__)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -42,8 +46,28 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def load_training_data(packed: Path, threads: int = 1, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """The whole packed set as one (N, 3, R, R) uint8 tensor (pinned for fast, asynchronous GPU copies)."""
-    images, labels, meta = load_packed(packed / ZIP_NAME, threads=threads)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    return (x.pin_memory() if pin else x), (torch.from_numpy(labels) if labels is not None else None), meta
+def default_cache() -> Path:
+    """Where sets too large for memory are decoded once (FACEGAN_CACHE, else ~/.cache/facegan/decoded)."""
+    return Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan")).expanduser() / "decoded"
+
+
+def load_training_data(packed: Path, threads: int = 1, pin: bool = False, memory_budget_gb: float = float("inf"),
+                       cache: Path | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """The packed set as one (N, 3, R, R) uint8 tensor: decoded into memory when it fits `memory_budget_gb`
+    (pinned for fast, asynchronous GPU copies), else memory-mapped from a file decoded once into `cache`.
+    Both paths index the same rows in the same seeded order, so training is the same bit for bit."""
+    zip_path = packed / ZIP_NAME
+    n, h, w = packed_shape(zip_path)
+    size_gb = n * 3 * h * w / 1e9
+    labels = load_labels(zip_path)
+    meta = packed_meta(zip_path)
+    if size_gb <= memory_budget_gb:
+        images, _, _ = load_packed(zip_path, threads=threads)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        x = x.pin_memory() if pin else x
+    else:
+        folder = cache or default_cache()
+        log.info("the decoded set (%.1f GB) is over the memory budget (%.1f GB): streaming it from %s",
+                 size_gb, memory_budget_gb, folder)
+        x = torch.from_numpy(decoded_memmap(zip_path, folder, threads))
+    return x, (torch.from_numpy(labels) if labels is not None else None), meta

@@ -80,7 +80,8 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
     dist, device_name = setup(cfg.device)
     device = resolve_device(device_name)
     apply_determinism(cfg.deterministic, device)
-    images, labels, meta = load_training_data(packed, cfg.loader_threads, pin=device.type == "cuda")
+    images, labels, meta = load_training_data(packed, cfg.loader_threads, pin=device.type == "cuda",
+                                              memory_budget_gb=cfg.memory_budget_gb)
     names = meta.get("label_names") or []
     values = meta.get("label_values") or {}
     trainer = make_trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist, names, values)
