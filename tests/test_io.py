@@ -93,3 +93,12 @@ def test_image_grid_layout():
     g = image_grid(ims, ncols=3, pad=1)
     assert g.shape == (2 * 5 + 1, 3 * 6 + 1, 3)
     assert g[1, 1, 0] == 0 and g[6, 1, 0] == 30 and g[6, 7, 0] == 40
+
+
+def test_host_free_cuts_absolute_paths_but_not_urls():
+    from facegan.io import host_free
+
+    text = ("not found. Looked in /home/u/.cache/torch/hub/checkpoints/w.pth (hub cache) and could not download "
+            "https://github.com/a/b/w.pth; copy it to /home/u/.cache/torch/hub/checkpoints/, or 'x/y' or /z")
+    assert host_free(text) == ("not found. Looked in .../checkpoints/w.pth (hub cache) and could not download "
+                               "https://github.com/a/b/w.pth; copy it to .../hub/checkpoints/, or 'x/y' or /z")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import os
 import shutil
 import tempfile
@@ -70,6 +71,19 @@ def write_image(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     Image.fromarray(np.ascontiguousarray(array)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
     os.replace(tmp, path)
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[^\s'\"(),/]+/)+([^\s'\"(),/]*)")
+
+
+def host_free(text: str) -> str:
+    """`text` with absolute paths cut to their last two parts (`.../checkpoints/x.pth`): what outputs record must
+    not depend on the machine or folder a run happened in (the log keeps the full paths)."""
+    def cut(m: re.Match) -> str:
+        parts = m.group(0).rstrip("/").split("/")
+        return ".../" + "/".join(parts[-2:]) + ("/" if m.group(0).endswith("/") else "")
+
+    return _ABSOLUTE.sub(cut, text)
 
 
 def sha256_file(path: Path) -> str:

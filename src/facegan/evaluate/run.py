@@ -19,7 +19,7 @@ from facegan.errors import StageInputMissing
 from facegan.evaluate.classifier import accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
-from facegan.io import atomic_dir, sha256_file, write_text
+from facegan.io import atomic_dir, host_free, sha256_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ STATUS = "stats.json"
 
 def _unavailable(name: str, err: Exception) -> dict:
     log.warning("EXTRACTOR %r UNAVAILABLE - its Frechet distance is skipped, the run goes on without it. %s", name, err)
-    return {"status": "unavailable", "reason": str(err)}
+    return {"status": "unavailable", "reason": host_free(str(err))}
 
 
 def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: Path | None = None) -> dict:

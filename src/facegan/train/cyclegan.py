@@ -25,7 +25,7 @@ from facegan.models.cyclegan import PatchDiscriminator, ResnetGenerator
 from facegan.models.dcgan import init_weights
 from facegan.train.dist import Dist
 from facegan.train.images import seeded_subset, to_float, to_uint8
-from facegan.train.stepper import Stepper
+from facegan.train.stepper import Stepper, load_optimizer
 
 
 class ImagePool:
@@ -171,8 +171,8 @@ class CycleTrainer(Stepper):
         self.cfg.check_resumable(state["config"], "cyclegan")
         for k, net in self.nets.items():
             net.load_state_dict(state[k])
-        self.opt_g.load_state_dict(state["opt_G"])
-        self.opt_d.load_state_dict(state["opt_D"])
+        load_optimizer(self.opt_g, state["opt_G"])
+        load_optimizer(self.opt_d, state["opt_D"])
         self.pools["a"].load_state_dict(state["pool_a"])
         self.pools["b"].load_state_dict(state["pool_b"])
         self.load_state(state)

@@ -18,7 +18,7 @@ from facegan.train.dist import setup
 from facegan.train.gan import GANTrainer
 from facegan.train.images import load_training_data
 from facegan.train.loop import Loop, TrainResult, code_fingerprint, to_csv
-from facegan.train.stepper import apply_determinism, resolve_device
+from facegan.train.stepper import apply_determinism, interned, resolve_device
 from facegan.train.trainer import ModelTrainer
 from facegan.train.vae import VAETrainer
 
@@ -91,7 +91,7 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
     loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every, work=work)
     loop.extra["provenance"] = {"code": code_fingerprint(), "data": sha256_file(packed / ZIP_NAME)}
     state = loop.resume(stale) if resume else None
-    fid_history: list[dict[str, float]] = list(state.get("fid", [])) if state else []
+    fid_history: list[dict[str, float]] = interned(state.get("fid", [])) if state else []
     loop.extra["fid"] = fid_history
     if cfg.fid_every and not scorer:
         log.warning("train.fid_every is set but no reference statistics were given: no FID during training")

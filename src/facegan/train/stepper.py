@@ -8,6 +8,7 @@ written once; trainers and the GAN objective only build loss tensors.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -45,6 +46,19 @@ def apply_determinism(setting: bool | str, device: torch.device) -> bool:
     torch.backends.cudnn.benchmark = not exact
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not exact
     return exact
+
+
+def interned(rows: list[dict]) -> list[dict]:
+    """Rows loaded from a checkpoint with their keys interned, like the ones the code writes: the next checkpoint
+    then pickles to the same bytes as an uninterrupted run's (pickle shares one copy of identical key objects)."""
+    return [{sys.intern(k): v for k, v in row.items()} for row in rows]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict, with the per-parameter state keys interned (see `interned`)."""
+    opt.load_state_dict(state)
+    for p, st in list(opt.state.items()):
+        opt.state[p] = {sys.intern(k): v for k, v in st.items()}
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -180,4 +194,5 @@ class Stepper:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_torch"])
-        self.step_done, self.history = int(state["step"]), list(state["losses"])
+        self.step_done = int(state["step"])
+        self.history = interned(state["losses"])

@@ -14,7 +14,7 @@ from facegan.errors import CheckpointError
 from facegan.models import build_models
 from facegan.train.dist import Dist
 from facegan.train.ema import EMA
-from facegan.train.stepper import Stepper
+from facegan.train.stepper import Stepper, load_optimizer
 
 
 class ModelTrainer(Stepper):
@@ -97,6 +97,6 @@ class ModelTrainer(Stepper):
         self.d.load_state_dict(state["D"])
         if self.ema:
             self.ema.model.load_state_dict(state["G_ema"])
-        self.opt_g.load_state_dict(state["opt_G"])
-        self.opt_d.load_state_dict(state["opt_D"])
+        load_optimizer(self.opt_g, state["opt_G"])
+        load_optimizer(self.opt_d, state["opt_D"])
         self.load_state(state)
