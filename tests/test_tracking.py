@@ -203,6 +203,18 @@ def test_server_down_mid_run_loses_nothing(tmp_path, monkeypatch, caplog):
         assert [m.value for m in c.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4, 5, 6, 7]
         assert c.get_run(run.info.run_id).info.status == "FINISHED"
         assert not (tmp_path / "buf.jsonl").exists()
+
+        # a stage killed (its process gone) before it could end its run: sync ends it as KILLED, never RUNNING
+        t = track.Tracker.open(cfg, tmp_path, "killed", track.run_spec(cfg, {"stage": "train"}))
+        t.log_metrics({"loss": 1.0}, 1)
+        assert t.run_id and not t.pending
+        t.log_metrics({"loss": 2.0}, 2)  # kept: the next flush was due in 10 s
+        with pytest.raises(ValueError, match="still running"):  # a live stage's buffer is left alone
+            track.sync(cfg, t.buffer)
+        track._unlock(t._lock)  # what the kernel does when the process dies
+        assert track.sync(cfg, t.buffer) == 2  # the metric + the end marker
+        assert c.get_run(t.run_id).info.status == "KILLED"
+        assert [m.value for m in c.get_metric_history(t.run_id, "loss")] == [1, 2]
     finally:
         s.stop()
 

@@ -351,12 +351,16 @@ def _unlock(f) -> None:
 
 def sync(cfg: TrackingConfig, buffer: Path) -> int:
     """Send a buffer left by an outage (creating its run, and its parent, when they were never created);
-    returns the number of records sent. A buffer of a stage still running is refused."""
+    returns the number of records sent. A buffer of a stage still running is refused; one whose process died
+    before ending its run ends it as KILLED."""
     probe = _try_lock(buffer)
     if probe is None:
         raise ValueError(f"{buffer}: in use by a stage that is still running; sync it when that stage is done")
     _unlock(probe)
+    last_write = int(buffer.stat().st_mtime * 1000)
     t = Tracker.load(cfg, buffer)
+    if not any(o["op"] == "end" for o in t.pending):  # its process died before it could end the run
+        t._record({"op": "end", "status": "KILLED", "ts": last_write})
     n = len(t.pending)
     try:
         t.deliver()
