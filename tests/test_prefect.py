@@ -156,7 +156,7 @@ def _flows():
     return flows
 
 
-def test_cache_key_covers_outputs_rewritten_under_other_params(tmp_path):
+def test_cache_key_covers_outputs_rewritten_under_other_params(tmp_path, monkeypatch):
     """The key of a stage changes when its outputs were rewritten under other params since (what `dvc repro`
     does between two Prefect runs), and comes back once the stage wrote them again under its own."""
     from conftest import tiny_params
@@ -177,7 +177,10 @@ def test_cache_key_covers_outputs_rewritten_under_other_params(tmp_path):
     before = key(a)
     run_stage("generate", "cartoon", a, tmp_path)  # Prefect's first run (the task body is run_stage)
     assert key(a) == before, "a second run must hit the cache"
-    run_stage("generate", "cartoon", b, tmp_path)  # `dvc repro` with other params
+    monkeypatch.chdir(tmp_path)
+    run_stage("generate", "cartoon", a, ".")  # `dvc repro` with the same params (relative paths)
+    assert key(a) == before, "outputs DVC wrote under the same params are reused"
+    run_stage("generate", "cartoon", b, ".")  # `dvc repro` with other params
     assert key(a) != before, "outputs written under other params must not be reused"
     run_stage("generate", "cartoon", a, tmp_path)
     assert key(a) == before

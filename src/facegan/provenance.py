@@ -20,11 +20,12 @@ RECORDS = Path(".facegan") / "outputs"  # under the project root, beside the tra
 
 
 def fingerprint(paths: list[Path]) -> str:
-    """Names, sizes and modification times of everything under `paths` (cheap, catches any rewrite)."""
+    """Names, sizes and modification times of everything under `paths` (cheap, catches any rewrite). The same
+    for `data/x` and `/abs/data/x`: DVC stages run with relative paths, Prefect tasks with absolute ones."""
     h = hashlib.sha256()
-    for root in paths:
+    for i, root in enumerate(paths):
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] if root.exists() else []
-        h.update(str(root).encode())
+        h.update(f"#{i}".encode())
         for f in files:
             st = f.stat()
             h.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
