@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT, tiny_params
+
 from facegan.chain import run_stage
 
 PREPROCESS = ("generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack")

@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file", dir_okay=False)
+ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file_okay=False)
 # commands that only talk to MLflow: the store is params.yaml's tracking.tracking_uri (MLFLOW_TRACKING_URI wins)
 TRACKING_PARAMS = typer.Option(None, "--params", "-p", dir_okay=False,
                                help="params file whose `tracking` section names the MLflow store "
@@ -33,7 +34,6 @@ def _tracking(params: Path | None):
     except ParamsError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file_okay=False)
 
 
 def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
