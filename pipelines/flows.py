@@ -8,9 +8,11 @@
     cyclegan()                     CycleGAN between cyclegan.a and cyclegan.b, FID per direction
 
 Flow parameters are validated by the same pydantic models as params.yaml (`train` overrides are a
-`TrainConfig`). Every stage is a task whose cache key covers its inputs on disk, the params and the
-code, so a re-run skips finished work; I/O-bound stages retry with back-off. The library's logs go
-to the Prefect run logs (PREFECT_LOGGING_EXTRA_LOGGERS=facegan) and a progress artifact follows the chain.
+`TrainConfig`; dotted overrides are merged by facegan.config). Every stage is a task whose cache key covers
+its inputs on disk, the params, the code and its outputs (reused only while they are what the stage wrote
+under these params: facegan.provenance), so a re-run skips finished work and never reuses outputs that
+`dvc repro` rewrote; I/O-bound stages retry with back-off. The library's logs go to the Prefect run logs
+(PREFECT_LOGGING_EXTRA_LOGGERS=facegan) and a progress artifact follows the chain.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 import facegan  # noqa: E402
 from facegan.chain import Layout, run_stage  # noqa: E402
-from facegan.config import Params, TrainConfig, load_params, parse_params  # noqa: E402
+from facegan.config import Params, TrainConfig, load_params  # noqa: E402
+from facegan.provenance import fingerprint, outputs_state  # noqa: E402
 
 logging.getLogger("facegan").setLevel(os.environ.get("FACEGAN_LOG_LEVEL", "INFO"))  # Prefect forwards these records
 
@@ -38,18 +41,6 @@ PREPROCESS = ["generate", "detect", "verify", "align", "matte", "upscale", "qual
 TRAIN = ["classifier", "refstats", "train"]
 EVALUATE = ["evaluate", "report"]
 IO_BOUND = {"generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"}
-
-
-def _fingerprint(paths: list[Path]) -> str:
-    """Names, sizes and modification times of everything under `paths` (cheap, catches any rewrite)."""
-    h = hashlib.sha256()
-    for root in paths:
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] if root.exists() else []
-        h.update(str(root).encode())
-        for f in files:
-            st = f.stat()
-            h.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()
 
 
 def _code_version() -> str:
@@ -61,11 +52,14 @@ def _code_version() -> str:
 
 
 def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Inputs on disk + params + code (a stage whose outputs were deleted is refreshed, see _run_stages)."""
-    at = Layout(Path(parameters["root"]), parameters["dataset"], parameters.get("variant"))
-    inputs, _ = at.io(parameters["stage"])
+    """Inputs on disk + params + code + the state of the outputs: "own" while they are what this stage wrote
+    under these params, else their current fingerprint, so outputs rewritten since (`dvc repro` under other
+    params, a checkout) are never reused. A stage whose outputs were deleted is refreshed (see _run_stages)."""
+    root = Path(parameters["root"])
+    at = Layout(root, parameters["dataset"], parameters.get("variant"))
+    inputs, outputs = at.io(parameters["stage"])
     parts = [parameters["stage"], parameters["dataset"], str(parameters.get("variant")), parameters["params_json"],
-             _code_version(), _fingerprint(inputs)]
+             _code_version(), fingerprint(inputs), outputs_state(root, outputs, parameters["params_json"])]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -95,19 +89,10 @@ def _run_stages(stages: list[str], dataset: str, params: Params, root: str, vari
 
 def load(params_file: str, overrides: dict[str, Any] | None = None, train: TrainConfig | None = None,
          model: str | None = None) -> Params:
-    """params.yaml with optional overrides, validated as one whole (clear errors on bad values)."""
-    raw = load_params(params_file).model_dump(mode="json")
-    for key, value in (overrides or {}).items():
-        node = raw
-        *path, last = key.split(".")
-        for k in path:
-            node = node.setdefault(k, {})
-        node[last] = value
-    if train is not None:
-        raw["train"] = train.model_dump(mode="json")
-    if model is not None:
-        raw["train"]["model"] = model
-    return parse_params(raw, source=f"{params_file} + flow parameters")
+    """params.yaml with dotted overrides, a whole train section and/or a model, validated as one whole."""
+    extra = {**({"train": train.model_dump(mode="json")} if train is not None else {}),
+             **({"train.model": model} if model is not None else {})}
+    return load_params(params_file, {**(overrides or {}), **extra})
 
 
 @flow(name="facegan-preprocess")

@@ -78,14 +78,19 @@ def sh(cmd: list[str], cwd: Path, env: dict) -> str:
     return r.stdout + r.stderr
 
 
+CLONED = ("dvc.yaml", "dvc.lock", "stages", "src", "data", ".dvcignore", ".gitignore")  # what a stage run touches
+
+
 def make_dvc_project(root: Path, tracking: bool = True) -> tuple[Path, dict]:
-    """A git + DVC copy of the project in `root` with params shrunk to ~1 minute of work."""
-    for name in ("dvc.yaml", "stages", "src", ".dvcignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, root / name)
+    """A git + DVC copy of the project in `root`, as a fresh clone has it (the committed dvc.lock and
+    data/*/.gitignore files included), with params shrunk to ~1 minute of work."""
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *CLONED],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, tracked):
+        if not (ROOT / name).is_file():
+            continue  # deleted in the working tree, not yet committed
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, root / name)
     p = shrink(yaml.safe_load((ROOT / "params.yaml").read_text()), 48, 16)
     p["train"].update(steps=6, batch_size=16, checkpoint_every=3, sample_every=3, g_channels=8, d_channels=8,
                       fid_every=3, fid_samples=16)
@@ -97,6 +102,8 @@ def make_dvc_project(root: Path, tracking: bool = True) -> tuple[Path, dict]:
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     sh(["git", "init", "-q"], root, env)
+    (root / ".git" / "info").mkdir(parents=True, exist_ok=True)
+    (root / ".git" / "info" / "exclude").write_text("/torch/\n")  # the test's TORCH_HOME
     sh(["dvc", "init", "-q"], root, env)
     sh(["dvc", "config", "core.analytics", "false"], root, env)
     sh(["git", "add", "-A"], root, env)

@@ -124,3 +124,36 @@ def test_stage_with_bad_params_stops_before_any_work(tmp_path):
     assert r.returncode != 0
     assert "train.loss: got 'wasserstein-ish'" in r.stderr and "'nonsaturating'" in r.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_dotted_overrides_are_merged_and_validated_as_one_whole():
+    from facegan.config import apply_overrides, load_params
+
+    raw = {"train": {"steps": 4, "ada": {"enabled": False}}}
+    out = apply_overrides(raw, {"train.ada.enabled": True, "cyclegan.steps": 9, "workers": 3})
+    assert out == {"train": {"steps": 4, "ada": {"enabled": True}}, "cyclegan": {"steps": 9}, "workers": 3}
+    assert raw["train"]["ada"]["enabled"] is False  # the input is not modified
+    with pytest.raises(ParamsError, match=r"override 'train.steps.x': train.steps is a value \(4\), not a section"):
+        apply_overrides(raw, {"train.steps.x": 1})
+    with pytest.raises(ParamsError, match="empty key part"):
+        apply_overrides(raw, {"train..steps": 1})
+    p = load_params(ROOT / "params.yaml", {"datasets.sketch.pack.resolution": 32, "datasets.cartoon.pack.resolution": 32,
+                                           "train.loss": "hinge"})
+    assert p.datasets["sketch"].pack.resolution == 32 and p.train.loss == "hinge"
+    with pytest.raises(ParamsError, match=r"params.yaml \+ overrides: 1 invalid value\(s\):\n  - train.stepz: unknown key"):
+        load_params(ROOT / "params.yaml", {"train.stepz": 3})
+
+
+def test_commands_that_only_track_read_the_tracking_section(tmp_path, monkeypatch):
+    from facegan.config import TrackingConfig, load_tracking
+
+    monkeypatch.chdir(tmp_path)
+    assert load_tracking() == TrackingConfig()  # no params.yaml here: the defaults
+    (tmp_path / "params.yaml").write_text("tracking: {tracking_uri: 'http://127.0.0.1:5000', experiment: x}\n"
+                                          "train: {steps: -1}\n")  # only `tracking` is read
+    assert load_tracking().tracking_uri == "http://127.0.0.1:5000" and load_tracking().experiment == "x"
+    (tmp_path / "bad.yaml").write_text("tracking: {tracking_url: x}\n")
+    with pytest.raises(ParamsError, match="tracking.tracking_url: unknown key"):
+        load_tracking(tmp_path / "bad.yaml")
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_tracking(tmp_path / "missing.yaml")

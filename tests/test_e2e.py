@@ -12,6 +12,34 @@ import yaml
 from conftest import make_dvc_project
 from conftest import sh as _sh
 
+CHAIN = ["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "classifier", "refstats", "train",
+         "evaluate", "report"]
+RUNS = (
+    "import mlflow, json; c = mlflow.tracking.MlflowClient();"
+    "e = c.get_experiment_by_name('facegan');"
+    "rs = c.search_runs([e.experiment_id], '', max_results=5000);"
+    "print(json.dumps([{'id': r.info.run_id, 'status': r.info.status, 'kind': r.data.tags.get('facegan.kind'),"
+    "'stage': r.data.tags.get('stage'), 'dataset': r.data.tags.get('dataset'), 'variant': r.data.tags.get('variant'),"
+    "'parent': r.data.tags.get('mlflow.parentRunId')} for r in rs]))"
+)
+
+
+def _runs(root: Path, env: dict) -> list[dict]:
+    return json.loads(_sh([sys.executable, "-c", RUNS], root, env).strip().splitlines()[-1])
+
+
+def _assert_one_parent_per_execution(runs: list[dict], chain: dict[str, list[str]]) -> None:
+    """Per dataset, one FINISHED parent holding that dataset's `chain` stage runs; the transfer story (when
+    it ran) one FINISHED parent of its own; no run left RUNNING."""
+    assert not [r for r in runs if r["status"] != "FINISHED"], "runs not FINISHED"
+    for dataset, stages in chain.items():
+        parents = [r for r in runs if r["kind"] == "pipeline" and r["dataset"] == dataset]
+        assert len(parents) == 1, (dataset, parents)
+        kids = sorted(r["stage"] for r in runs if r["parent"] == parents[0]["id"])
+        assert kids == sorted(stages), (dataset, kids)
+        assert not [r for r in runs if r["kind"] == "stage" and r["dataset"] == dataset and not r["variant"]
+                    and r["stage"] in CHAIN and r["parent"] != parents[0]["id"]], f"{dataset}: stage runs outside the parent"
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
@@ -43,6 +71,18 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     assert (root / "data/models/cartoon/fid.csv").read_text().splitlines()[1:] and (root / "data/models/cartoon/best.pt").is_file()
     assert "fd_dlib" in _sh(["dvc", "metrics", "show", "--json"], root, env)
 
+    # a clean clone stays clean but for dvc.lock (committed with the full-size data's hashes): every output is
+    # git-ignored by the committed .gitignore files
+    assert _sh(["git", "status", "--porcelain"], root, env).splitlines() == [" M dvc.lock"]
+    # one execution = one FINISHED parent per dataset holding every stage run of that dataset (the dirty flag
+    # flipped when dvc.lock was rewritten, splitting it in two), one for the transfer story, nothing RUNNING
+    runs = _runs(root, env)
+    _assert_one_parent_per_execution(runs, {"cartoon": CHAIN, "sketch": CHAIN})
+    [story] = [r for r in runs if r["kind"] == "transfer"]
+    assert sorted(f"{r['stage']}@{r['dataset']}/{r['variant']}" for r in runs if r["parent"] == story["id"]) == [
+        "evaluate@sketch/baseline", "evaluate@sketch/freezed_ada", "train@cartoon/pretrain", "train@sketch/baseline",
+        "train@sketch/freezed_ada", "transfer-table@sketch/None"]
+
     # nothing changed: nothing runs
     again = _sh(["dvc", "repro"], root, env)
     assert "Running stage" not in again
@@ -57,6 +97,9 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     assert ran == ["evaluate@cartoon", "evaluate@sketch", "report@cartoon", "report@sketch", "train@cartoon",
                    "train@sketch", "transfer-table"]
     assert json.loads((root / "data/reports/cartoon/metrics.json").read_text())["training"]["steps"] == 7
+    again = [r for r in _runs(root, env) if r["id"] not in {old["id"] for old in runs}]  # this execution's runs
+    _assert_one_parent_per_execution(again, {"cartoon": ["train", "evaluate", "report"],
+                                             "sketch": ["train", "evaluate", "report"]})
 
 
 def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
@@ -92,9 +135,10 @@ def test_two_dataset_stages_are_runs_of_their_own(project):
     )
     got = json.loads(_sh([sys.executable, "-c", code], root, env).strip().splitlines()[-1])
     assert set(got) == {"cyclegan", "transfer-table"}
-    assert all(r["parent"] is None and r["status"] == "FINISHED" for r in got.values())
+    assert all(r["status"] == "FINISHED" for r in got.values())
+    assert got["cyclegan"]["parent"] is None  # the transfer table is the last run of the transfer story's parent
     assert got["cyclegan"]["params"]["cyclegan.b"] == "sketch" and got["cyclegan"]["metrics"]["a_to_b.fd_dlib"] > 0
-    assert got["transfer-table"]["params"]["transfer.target"] == "sketch"
+    assert got["transfer-table"]["parent"] is not None and got["transfer-table"]["metrics"]["baseline.fd_dlib"] > 0
 
 
 @pytest.mark.slow

@@ -55,15 +55,13 @@ def _models_dir_params(root: Path) -> str:
     return str(path)
 
 
-def _checkpoint_of_other_params(root: Path) -> None:
-    """data/models/cartoon/checkpoint.pt trained with lr_g 0.001 (params.yaml has 0.0002)."""
-    dst = root / "data" / "models" / "cartoon"
-    if not (dst / "checkpoint.pt").is_file():
-        dst.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / "ckpt" / "checkpoint.pt", dst / "checkpoint.pt")
-        state = torch.load(dst / "checkpoint.pt", weights_only=True)
-        state["config"]["lr_g"] = 0.001
-        torch.save(state, dst / "checkpoint.pt")
+def _weights_of_another_width(root: Path) -> Path:
+    """A checkpoint whose config says g_channels 16 while its weights are 8 wide."""
+    path = root / "wide.pt"
+    state = torch.load(root / "ckpt" / "checkpoint.pt", weights_only=True)
+    state["config"]["g_channels"] = 16
+    torch.save(state, path)
+    return path
 
 
 # (id, argv after the entry point (root-relative paths), expected text in stderr)
@@ -81,8 +79,8 @@ CASES = [
      "FSRCNN_x2.pb not found in"),
     ("device-unavailable", lambda r: [sys.executable, "stages/train.py", "cartoon",
                                       params_with(r, "cuda", train={"device": "cuda"})], "no CUDA device"),
-    ("checkpoint-of-other-params", lambda r: (_checkpoint_of_other_params(r), [sys.executable, "stages/train.py", "cartoon"])[1],
-     "train.lr_g: 0.001 -> 0.0002"),
+    ("checkpoint-weights-mismatch", lambda r: CLI + ["sample", "-c", str(_weights_of_another_width(r)), "-o", str(r / "s")],
+     "wide.pt: a dcgan checkpoint whose weights do not load"),
     ("checkpoint-unreadable", lambda r: CLI + ["sample", "-c", str(r / "corrupt.pt"), "-o", str(r / "s")],
      "corrupt.pt: not a readable checkpoint"),
     ("checkpoint-foreign", lambda r: CLI + ["sample", "-c", str(r / "foreign.pt"), "-o", str(r / "s")],

@@ -147,3 +147,68 @@ def test_flow_parameters_are_validated_by_the_config_models(tmp_path):
     with pytest.raises(ParamsError, match="train.steps: got 0"):
         load(str(ROOT / "params.yaml"), {"train.steps": 0})
     assert load(str(ROOT / "params.yaml"), {"train.loss": "hinge"}, model="acgan").train.model == "acgan"
+
+
+def _flows():
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    import flows
+
+    return flows
+
+
+def test_cache_key_covers_outputs_rewritten_under_other_params(tmp_path, monkeypatch):
+    """The key of a stage changes when its outputs were rewritten under other params since (what `dvc repro`
+    does between two Prefect runs), and comes back once the stage wrote them again under its own."""
+    from conftest import tiny_params
+    from facegan.chain import run_stage
+    from facegan.config import parse_params
+
+    flows = _flows()
+    a = tiny_params()
+    raw = a.model_dump(mode="json")
+    raw["datasets"]["cartoon"]["source"]["seed"] = 7
+    b = parse_params(raw)
+
+    def key(p):
+        return flows.stage_cache_key(None, {"stage": "generate", "dataset": "cartoon", "params_json": p.model_dump_json(),
+                                            "root": str(tmp_path), "variant": None})
+
+    before = key(a)
+    run_stage("generate", "cartoon", a, tmp_path)  # Prefect's first run (the task body is run_stage)
+    assert key(a) == before, "a second run must hit the cache"
+    monkeypatch.chdir(tmp_path)
+    run_stage("generate", "cartoon", a, ".")  # `dvc repro` with the same params (relative paths)
+    assert key(a) == before, "outputs DVC wrote under the same params are reused"
+    run_stage("generate", "cartoon", b, ".")  # `dvc repro` with other params
+    assert key(a) != before, "outputs written under other params must not be reused"
+    run_stage("generate", "cartoon", a, tmp_path)
+    assert key(a) == before
+    (tmp_path / "data/raw/cartoon/labels.csv").write_text("file,hair\n")  # a hand edit
+    assert key(a) != before
+
+
+@pytest.mark.slow  # ~1-2 min: a DVC chain to pack, three Prefect preprocess runs
+def test_dvc_repro_with_other_params_between_two_prefect_runs(prefect_env, tmp_path_factory):
+    """Prefect A, `dvc repro` of pack under B (only pack reruns: its inputs are unchanged), Prefect A again:
+    pack must run again (today it was served from the cache, leaving B's dataset.zip under params A)."""
+    root, env = make_dvc_project(tmp_path_factory.mktemp("prefect_dvc"), tracking=False)
+    env = {**env, **{k: v for k, v in prefect_env.items() if k.startswith("PREFECT_")}}
+    flow = ("import sys; sys.path.insert(0, {pipelines!r}); from flows import preprocess; "
+            "preprocess('cartoon', {params!r}, {root!r})").format(pipelines=str(ROOT / "pipelines"),
+                                                                 params=str(root / "params.yaml"), root=str(root))
+    packed = root / "data/processed/cartoon/dataset.zip"
+    sh(["dvc", "repro", "pack@cartoon"], root, env)  # dvc.lock and outputs under A
+    sh([PY, "-c", flow], root, env)
+    a_bytes, raw_mtime = packed.read_bytes(), (root / "data/raw/cartoon/labels.csv").stat().st_mtime_ns
+    p = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text(p.replace("resolution: 32", "resolution: 16"))  # every set: transfer pairs them
+    ran = sh(["dvc", "repro", "pack@cartoon"], root, env)
+    assert [ln for ln in ran.splitlines() if ln.startswith("Running stage")] == ["Running stage 'pack@cartoon':"]
+    assert packed.read_bytes() != a_bytes
+    (root / "params.yaml").write_text(p)
+    sh([PY, "-c", flow], root, env)
+    assert packed.read_bytes() == a_bytes, "Prefect reused the dataset.zip `dvc repro` wrote under other params"
+    assert (root / "data/raw/cartoon/labels.csv").stat().st_mtime_ns == raw_mtime, "generate was cached"
+    mtime = packed.stat().st_mtime_ns
+    sh([PY, "-c", flow], root, env)
+    assert packed.stat().st_mtime_ns == mtime, "pack is cached again once it wrote its own outputs"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import free_port, tiny_params, wait_healthy
 from facegan.chain import STAGES, run_stage
@@ -34,7 +35,11 @@ class Server:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a busy machine: the graceful shutdown can exceed 30 s
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=30)
         self.proc = None
 
 
@@ -70,8 +75,8 @@ def _client(server):
     return MlflowClient(server.uri)
 
 
-def test_pipeline_is_one_parent_with_a_nested_run_per_stage(server, pipeline):
-    c = _client(server)
+def _assert_one_tracked_pipeline(c) -> list:
+    """One FINISHED parent holding a FINISHED nested run per stage, with all params, metrics and files."""
     exp = c.get_experiment_by_name("facegan")
     parents = c.search_runs([exp.experiment_id], "tags.`facegan.kind` = 'pipeline'")
     assert len(parents) == 1
@@ -92,25 +97,41 @@ def test_pipeline_is_one_parent_with_a_nested_run_per_stage(server, pipeline):
     assert [m.step for m in c.get_metric_history(train.info.run_id, "fid_train")] == [2, 4]
     assert {"samples.png", "losses.csv", "fid.csv"} <= {a.path for a in c.list_artifacts(train.info.run_id)}
     detect = next(r for r in children if r.data.tags["stage"] == "detect")
-    assert detect.data.metrics["ok"] == 12
+    assert detect.data.metrics["ok"] == 12 and detect.data.metrics["stage_seconds"] > 0
+    assert "contact_sheet.png" in {a.path for a in c.list_artifacts(detect.info.run_id)}
+    assert c.get_model_version_by_alias("facegan-cartoon", "best").version == "1"
+    return [parent, *children]
+
+
+def test_pipeline_is_one_parent_with_a_nested_run_per_stage(server, pipeline):
+    _assert_one_tracked_pipeline(_client(server))
+
+
+def _params_naming(root: Path, uri: str) -> dict:
+    """root/params.yaml (the project's) whose tracking.tracking_uri is `uri`; an environment without
+    MLFLOW_TRACKING_URI, so commands must find the store through params.yaml."""
+    root.mkdir(parents=True, exist_ok=True)
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["tracking"]["tracking_uri"] = uri
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
 
 def test_best_generator_is_registered_and_samples_by_uri(server, pipeline, tmp_path):
     c = _client(server)
     mv = c.get_model_version_by_alias("facegan-cartoon", "best")
     assert mv.version == "1"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
+    env = _params_naming(tmp_path, server.uri)  # tracking.tracking_uri of ./params.yaml, not the environment
     r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "sample", "--model-uri",
                         "models:/facegan-cartoon@best", "-n", "2", "-o", str(tmp_path / "s")],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["grid.png", "seed0_0000.png", "seed0_0001.png"]
 
 
 def test_report_command_writes_the_comparison_table(server, pipeline):
     root, _ = pipeline
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
-    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", root / "params.yaml")
+    env = _params_naming(root, server.uri)
     r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "report", "--out", "tables"],
                        capture_output=True, text=True, env=env, cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -125,9 +146,9 @@ def test_reproduce_gives_the_same_fid(server, pipeline):
     root, _ = pipeline
     c = _client(server)
     parent = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'pipeline'")[0]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "reproduce", parent.info.run_id],
-                       capture_output=True, text=True, env=env, cwd=root)
+    env = _params_naming(root / "elsewhere", server.uri)  # -p: a params file outside the working directory
+    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "reproduce", parent.info.run_id,
+                        "-p", str(root / "elsewhere" / "params.yaml")], capture_output=True, text=True, env=env, cwd=root)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "reproduced: every metric within 1e-06" in r.stdout and "fd_dlib" in r.stdout
 
@@ -224,7 +245,7 @@ def test_server_down_mid_run_loses_nothing(tmp_path, monkeypatch, caplog):
         cfg = TrackingConfig(experiment="outage")
         c = _client(s)
         run = c.create_run(track.experiment_id(cfg))
-        t = track.Tracker(cfg, tmp_path / "buf.jsonl", run.info.run_id)
+        t = track.Tracker(cfg, tmp_path / "buf.jsonl", track.run_spec(cfg, {}, run_id=run.info.run_id))
         for step in range(1, 4):
             t.log_metrics({"loss": float(step)}, step)
         assert t.flush() and not t.pending
@@ -243,5 +264,125 @@ def test_server_down_mid_run_loses_nothing(tmp_path, monkeypatch, caplog):
         assert [m.value for m in c.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4, 5, 6, 7]
         assert c.get_run(run.info.run_id).info.status == "FINISHED"
         assert not (tmp_path / "buf.jsonl").exists()
+
+        # a stage killed (its process gone) before it could end its run: sync ends it as KILLED, never RUNNING
+        t = track.Tracker.open(cfg, tmp_path, "killed", track.run_spec(cfg, {"stage": "train"}))
+        t.log_metrics({"loss": 1.0}, 1)
+        assert t.run_id and not t.pending
+        t.log_metrics({"loss": 2.0}, 2)  # kept: the next flush was due in 10 s
+        with pytest.raises(ValueError, match="still running"):  # a live stage's buffer is left alone
+            track.sync(cfg, t.buffer)
+        track._unlock(t._lock)  # what the kernel does when the process dies
+        assert track.sync(cfg, t.buffer) == 2  # the metric + the end marker
+        assert c.get_run(t.run_id).info.status == "KILLED"
+        assert [m.value for m in c.get_metric_history(t.run_id, "loss")] == [1, 2]
     finally:
         s.stop()
+
+
+def _cli(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd)
+
+
+def _offline_params(uri: str):
+    from facegan.config import parse_params
+
+    raw = tiny_params(steps=4, fid_every=2, fid_samples=8).model_dump(mode="json")
+    raw["tracking"].update(enabled=True, tracking_uri=uri)
+    return parse_params(raw)
+
+
+@pytest.mark.slow  # the whole tiny chain once more (~1 min on 2 cores) + a server start
+def test_server_down_from_the_start_then_sync_creates_every_run(tmp_path, monkeypatch):
+    """The whole chain while MLflow is down (no run can even be created), then the server comes up and
+    `facegan track sync` creates the parent and every stage run, linked, with all params, metrics and files."""
+    import time
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store is params' tracking_uri
+    s = Server(tmp_path / "mlflow")
+    (tmp_path / "mlflow").mkdir()
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    params = _offline_params(s.uri)
+    for stage in STAGES:
+        run_stage(stage, "cartoon", params, root)
+    buffers = sorted((root / ".facegan/tracking").glob("*.jsonl"))
+    assert len(buffers) == len(STAGES) + 1  # one per stage run + the parent's final records
+    for out in ("data/models/cartoon/samples.png", "data/reports/cartoon/samples.png"):
+        (root / out).unlink()  # as a later run would rewrite them: what was logged is kept beside the buffers
+    s.start()
+    try:
+        env = _params_naming(root, s.uri)
+        synced_at = time.time() * 1000
+        r = _cli(["track", "sync"], root, env)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        assert f"from {len(buffers)} of {len(buffers)} file(s)" in r.stdout
+        assert not list((root / ".facegan/tracking").glob("*.jsonl"))
+        runs = _assert_one_tracked_pipeline(_client(s))
+        assert all(run.info.start_time < synced_at for run in runs), "runs keep the time they really started"
+        assert _cli(["track", "sync"], root, env).stdout.strip().endswith("sent 0 record(s) from 0 of 0 file(s)")
+    finally:
+        s.stop()
+
+
+def test_two_outages_of_one_stage_keep_both_runs(tmp_path, monkeypatch):
+    """MLflow down from the start: generate, then detect twice (two buffers: the second never overwrites the
+    first). The server comes up: a third detect joins the same parent at once, and `track sync` creates the
+    parent's other runs, linked, with their params, metrics and files."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store is params' tracking_uri
+    s = Server(tmp_path / "mlflow")
+    (tmp_path / "mlflow").mkdir()
+    root = tmp_path / "project"
+    root.mkdir()
+    params = _offline_params(s.uri)
+    for stage in ("generate", "detect", "detect"):
+        run_stage(stage, "cartoon", params, root)
+    buffers = sorted((root / ".facegan/tracking").glob("*.jsonl"))
+    assert len(buffers) == 3 and len([b for b in buffers if b.name.startswith("detect@cartoon-")]) == 2
+    s.start()
+    try:
+        run_stage("detect", "cartoon", params, root)  # online again: created at once, under the same parent
+        assert sorted((root / ".facegan/tracking").glob("*.jsonl")) == buffers
+        r = _cli(["track", "sync", "--root", str(root)], tmp_path, _params_naming(tmp_path, s.uri))
+        assert r.returncode == 0 and "from 3 of 3 file(s)" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+        assert not list((root / ".facegan/tracking").glob("*.jsonl"))
+        c = _client(s)
+        exp = c.get_experiment_by_name("facegan").experiment_id
+        parents = c.search_runs([exp], "tags.`facegan.kind` = 'pipeline'")
+        assert len(parents) == 1 and parents[0].data.params["train.steps"] == "4"
+        assert parents[0].data.params["datasets.cartoon.source.n"] == "12" and parents[0].data.tags["dataset"] == "cartoon"
+        runs = c.search_runs([exp], "tags.`facegan.kind` = 'stage'", order_by=["attributes.start_time ASC"])
+        assert [r.data.tags["stage"] for r in runs] == ["generate", "detect", "detect", "detect"]
+        assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
+        assert all(r.info.status == "FINISHED" and r.data.metrics["stage_seconds"] > 0 for r in runs)
+        assert runs[0].data.metrics["images"] == 12 and all(r.data.metrics["ok"] == 12 for r in runs[1:])
+        for r in runs[1:]:
+            assert {"summary.json", "contact_sheet.png"} <= {a.path for a in c.list_artifacts(r.info.run_id)}
+    finally:
+        s.stop()
+
+
+def test_the_parent_key_ignores_what_the_pipeline_itself_writes_into_git(tmp_path):
+    """dvc.lock and the .gitignore files DVC extends change in the middle of `dvc repro`: the pipeline key (and
+    the git_dirty tag) must not, or one execution splits into two parents, the first left RUNNING."""
+    from facegan import track
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for name, text in (("dvc.lock", "schema: '2.0'\n"), ("data/models/.gitignore", "/cartoon\n"), ("src/code.py", "x = 1\n")):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(["git", *cmd], cwd=tmp_path, env=env, check=True)
+    params = tiny_params()
+    clean = track.pipeline_key("cartoon", params, tmp_path)
+    assert track.git_state(tmp_path)["git_dirty"] == "False"
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # a stage finished
+    (tmp_path / "data/models/.gitignore").write_text("/cartoon\n/sketch\n")
+    assert track.pipeline_key("cartoon", params, tmp_path) == clean
+    assert track.git_state(tmp_path)["git_dirty"] == "False"
+    (tmp_path / "src/code.py").write_text("x = 2\n")  # the code changed: another execution
+    assert track.pipeline_key("cartoon", params, tmp_path) != clean
+    assert track.git_state(tmp_path)["git_dirty"] == "True"

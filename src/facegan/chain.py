@@ -15,7 +15,7 @@ from pathlib import Path
 
 from facegan.config import Params, ParamsError, flatten, load_params
 from facegan.errors import StageError, UnknownName
-from facegan.layout import BUFFERS, Layout
+from facegan.layout import Layout
 from facegan.track import Tracker
 
 log = logging.getLogger(__name__)
@@ -167,11 +167,11 @@ PAIR_STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], s
 }
 
 
-
 def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yaml", root: Path | str = ".",
               variant: str | None = None) -> float:
-    """Run one stage for one dataset (tracked as a nested MLflow run); returns the seconds it took."""
-    from facegan import track
+    """Run one stage for one dataset (tracked as a nested MLflow run); returns the seconds it took.
+    Afterwards the params that wrote its outputs are recorded (facegan.provenance, for caches)."""
+    from facegan import provenance, track
 
     stages = STAGES | PAIR_STAGES
     if name not in stages:
@@ -187,13 +187,19 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
         if not in_torchrun():
             return _train_distributed(p, dataset, root, variant)
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
-    section = name if name in PAIR_STAGES else None  # their own run, with their params section
-    t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root / BUFFERS / f"{name}@{dataset}.jsonl", section)
+    # the run's parent: stages over two datasets have none (a run of their own, with their params section);
+    # the transfer story's runs (pretrain, fine-tunes) share one; every other stage is in its dataset's chain
+    parent = "none" if name in PAIR_STAGES else "transfer" if p.transfer.includes(dataset, variant) else "dataset"
+    t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root, parent, name if parent == "none" else None,
+                                      variant)
                   if p.tracking.enabled and rank0 else track.NullTracker())
     t0 = time.perf_counter()
     log.info("stage %s: dataset %s", name, dataset)
+    at = Layout(root, dataset, variant)
     try:
-        metrics = stages[name][0](p, Layout(root, dataset, variant), t) or {}
+        metrics = stages[name][0](p, at, t) or {}
+        if rank0:
+            provenance.record(root, at.io(name)[1], p.model_dump_json())
     except BaseException:
         t.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
         raise

@@ -21,6 +21,16 @@ app = typer.Typer(
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file", dir_okay=False)
 ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file_okay=False)
+# commands that only talk to MLflow: the store is params.yaml's tracking.tracking_uri (MLFLOW_TRACKING_URI wins)
+TRACKING_PARAMS = typer.Option(None, "--params", "-p", dir_okay=False,
+                               help="params file whose `tracking` section names the MLflow store "
+                                    "(default: ./params.yaml when present; MLFLOW_TRACKING_URI overrides it)")
+
+
+def _tracking(params: Path | None):
+    from facegan.config import load_tracking
+
+    return load_tracking(params)
 
 
 def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
@@ -141,6 +151,7 @@ def sample(
     seed: int = typer.Option(0, "--seed", "-s", help="noise seed"),
     labels: str = typer.Option("", "--labels", "-l", help="conditional models: e.g. hair=blond,glasses=1"),
     out: Path = typer.Option(Path("samples"), "--out", "-o", file_okay=False, help="output folder"),
+    params: Path | None = TRACKING_PARAMS,
 ) -> None:
     """Write generated images (and a grid) from a checkpoint."""
     import numpy as np
@@ -152,9 +163,8 @@ def sample(
         raise typer.BadParameter("give exactly one of --checkpoint and --model-uri")
     if model_uri:
         from facegan import track
-        from facegan.config import TrackingConfig
 
-        checkpoint = track.download_checkpoint(model_uri, TrackingConfig())
+        checkpoint = track.download_checkpoint(model_uri, _tracking(params))
     assert checkpoint is not None
     images = sample_checkpoint(checkpoint, n, seed, labels)
     for i, im in enumerate(images):
@@ -242,13 +252,14 @@ def reproduce(
     root: Path = ROOT,
     out: Path | None = typer.Option(None, help="output folder (default reproduce/<run id>)"),
     tolerance: float = typer.Option(1e-6, help="largest accepted |recorded - reproduced| per metric"),
+    params: Path | None = TRACKING_PARAMS,
 ) -> None:
     """Re-run training + evaluation with the params recorded in RUN_ID and compare the FIDs."""
     from facegan.logs import setup_logging
     from facegan.reproduce import reproduce as _reproduce
 
     setup_logging()
-    result = _reproduce(run_id, root, out)
+    result = _reproduce(run_id, root, out, _tracking(params))
     worst = 0.0
     for k, (old, new) in result.items():
         worst = max(worst, abs(old - new))
@@ -264,20 +275,27 @@ app.add_typer(track_app, name="track")
 
 
 @track_app.command("sync")
-def track_sync(buffers: list[Path] = typer.Argument(None, help="buffer files (default: all in .facegan/tracking)")) -> None:
-    """Send records kept locally while the tracking server was unreachable."""
+def track_sync(buffers: list[Path] = typer.Argument(None, help="buffer files (default: all in <root>/.facegan/tracking)"),
+               params: Path | None = TRACKING_PARAMS, root: Path = ROOT) -> None:
+    """Send records kept locally while the tracking server was unreachable (runs and parents it could not
+    create are created now, with their original start times and parent links)."""
     from facegan import track
-    from facegan.config import TrackingConfig
-    from facegan.layout import BUFFERS
 
-    files = buffers or sorted(BUFFERS.glob("*.jsonl"))
-    sent = 0
+    cfg = _tracking(params)
+    files = buffers or sorted((root / track.BUFFERS).glob("*.jsonl"))
+    sent, failed = 0, 0
     for f in files:
         try:
-            sent += track.sync(TrackingConfig(), f)
+            sent += track.sync(cfg, f)
         except ValueError as e:
             typer.echo(f"skipped {f}: {e}", err=True)
-    typer.echo(f"sent {sent} record(s) from {len(files)} file(s)")
+        except Exception as e:  # noqa: BLE001 - the store is still unreachable: the file stays for the next sync
+            failed += 1
+            typer.echo(f"not sent {f} (kept): MLflow at {track.tracking_uri(cfg)}: {type(e).__name__}: {str(e)[:200]}",
+                       err=True)
+    typer.echo(f"sent {sent} record(s) from {len(files) - failed} of {len(files)} file(s)")
+    if failed:
+        raise typer.Exit(1)
 
 
 dataset_app = typer.Typer(help="Custom datasets: add a folder or zip of faces in one command, list, show, remove.",

@@ -405,6 +405,9 @@ class TrackingConfig(Section):
     tracking_uri: str = Field("sqlite:///mlflow.db", description="MLFLOW_TRACKING_URI overrides this")
 
 
+TRANSFER_PRETRAIN = "pretrain"  # the source run of the transfer story (data/runs/<source>/pretrain)
+
+
 class TransferConfig(Section):
     """Pretrain StyleGAN2 on `source`, fine-tune on the small `target` set once per entry of `runs`."""
 
@@ -421,6 +424,11 @@ class TransferConfig(Section):
         for name in self.runs:
             self.run_config(name, Path("pretrained.pt"))  # every run's config is checked up front
         return self
+
+    def includes(self, dataset: str, variant: str | None) -> bool:
+        """Whether a stage of `dataset` run as `variant` (chain.Layout) is one of this story's runs."""
+        return self.enabled and ((variant == TRANSFER_PRETRAIN and dataset == self.source)
+                                 or (variant in self.runs and dataset == self.target))
 
     def run_config(self, name: str, init_from: Path) -> TrainConfig:
         """`finetune` + the run's overrides, starting from the pretrained checkpoint."""
@@ -531,16 +539,63 @@ class ParamsError(FaceganError, ValueError):
     """A params file that cannot be used; the message says which key, which value, what is allowed."""
 
 
-def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ParamsError with one readable message on any problem."""
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ParamsError(f"params file not found: {path.resolve()}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
-    return parse_params(raw, source=str(path))
+
+
+def load_params(path: Path | str = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate params.yaml (with dotted `overrides`, see `apply_overrides`); raise ParamsError
+    with one readable message on any problem."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if not overrides:
+        return parse_params(raw, source=str(path))
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    return parse_params(apply_overrides(raw, overrides), source=f"{path} + overrides")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the params mapping `raw` with dotted keys set: {"train.steps": 800, "datasets.cartoon.pack":
+    {...}}. Missing sections are created (validation then names unknown keys); a key under a plain value is
+    an error naming it."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        if not last or not all(path):
+            raise ParamsError(f"override {key!r}: empty key part; use dotted names like 'train.steps'")
+        node = out
+        for i, k in enumerate(path):
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"override {key!r}: {'.'.join(path[: i + 1])} is a value ({node!r}), not a section")
+        node[last] = value
+    return out
+
+
+def load_tracking(path: Path | str | None = None) -> TrackingConfig:
+    """The `tracking` section of a params file, for commands that only talk to MLflow (sample --model-uri,
+    track sync, reproduce): `path`, else ./params.yaml when present, else the defaults. Only that section is
+    read and validated. MLFLOW_TRACKING_URI still overrides its tracking_uri (see facegan.track)."""
+    if path is None:
+        if not Path("params.yaml").is_file():
+            return TrackingConfig()
+        path = "params.yaml"
+    path = Path(path)
+    raw = _read_yaml(path)
+    section = raw.get("tracking") if isinstance(raw, dict) else None
+    try:
+        return TrackingConfig.model_validate(section or {})
+    except ValidationError as e:
+        lines = [_describe({**err, "loc": ("tracking", *err["loc"])}) for err in e.errors()]
+        raise ParamsError(f"{path}: {len(lines)} invalid value(s):\n" + "\n".join(lines)) from None
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator

@@ -7,12 +7,26 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 from facegan.errors import StageInputMissing
 from facegan.io import write_text
 
 MANIFEST = "manifest.jsonl"
+# Floats are written to a millionth (of a pixel, for coordinates): the digits below differ between machines
+# (BLAS/LAPACK kernels, SIMD widths), and same params must give the same bytes on any machine.
+DECIMALS = 6
+
+
+def stable(value):
+    """`value` with every float rounded to DECIMALS (lists and dicts walked), for machine-independent files."""
+    if isinstance(value, float):
+        return round(value, DECIMALS) + 0.0  # + 0.0: -0.0 -> 0.0
+    if isinstance(value, list):
+        return [stable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: stable(v) for k, v in value.items()}
+    return value
 
 
 class Row(BaseModel):
@@ -34,6 +48,10 @@ class Row(BaseModel):
     transform: list[list[float]] | None = None
     backends: dict[str, str] = {}
     extra: dict[str, float | int | str | None] = {}
+
+    @field_serializer("box", "landmarks", "transform", "extra")
+    def _stable(self, value):
+        return stable(value)
 
     def reject(self, stage: str, reason: str) -> Row:
         return self.model_copy(update={"status": "rejected", "reason": reason, "stage": stage, "file": None})

@@ -94,15 +94,14 @@ def run_report(params: Params, dataset: str, interim: Path, processed: Path, mod
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
         shutil.copyfile(model / "samples.png", tmp / "samples.png")
         plot_curves(model, tmp / "curves.png")
-    if params.tracking.enabled and tracker is not None:
+    if params.tracking.enabled and tracker is not None and tracker.folder is not None:
         from facegan import track
-        from facegan.layout import BUFFERS
 
-        # the exact params of this run, for `facegan reproduce` (kept beside the buffers until sent)
-        snapshot = BUFFERS / dataset / "params.yaml"
+        # the exact params of this run, for `facegan reproduce` (copied beside the buffer when it cannot be sent)
+        snapshot = tracker.folder / dataset / "params.yaml"
         write_text(snapshot, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
         tags = {"steps": str(metrics["training"]["steps"]), **dataset_hashes(processed, processed.parent.parent / "stats" / dataset)}
-        track.finish_pipeline(params.tracking, tracker.parent, dataset, metrics,
+        track.finish_pipeline(params.tracking, tracker.parent_spec, dataset, metrics,
                               [dst / "samples.png", dst / "metrics.json", dst / "curves.png", snapshot],
-                              BUFFERS / f"pipeline@{dataset}.jsonl", model / "checkpoint.pt", tags)
+                              tracker.folder, model / "checkpoint.pt", tags)
     return metrics

@@ -1,23 +1,32 @@
 """MLflow tracking: the only module that imports mlflow (import it inside commands only).
 
 - One pipeline execution = one parent run; each stage = a nested run (`stage_tracker`).
-  The parent is FACEGAN_MLFLOW_PARENT when set (Prefect flows set it), else the RUNNING parent of
-  the same dataset + commit + params (stages run as separate processes under `dvc repro`), else new.
-  The `report` stage finishes it.
-- Every call goes through a local JSONL buffer first (`Tracker`): when the tracking server is down
-  a warning is shown, training goes on, and whatever could not be sent stays on disk until
-  `facegan track sync` replays it.
-- Store: `sqlite:///mlflow.db` by default; MLFLOW_TRACKING_URI overrides it.
+  The parent is FACEGAN_MLFLOW_PARENT when set, else the open parent of this dataset + commit + params,
+  recorded in `.facegan/tracking/parents/<key>.json` (stages run as separate processes under `dvc repro`),
+  else a new one. The `report` stage finishes it and closes that record. The transfer story (pretrain,
+  fine-tunes, table) is one execution too, with a parent of kind "transfer" that `transfer-table` finishes.
+- Every run is described locally first (a *spec*: experiment, tags, params, parent, start time, a uid
+  tag) and every call goes through a JSONL buffer of its own (`Tracker`, one file per run, never
+  reused). When the tracking server is down a warning is shown, the work goes on, and whatever could
+  not be sent (the run's creation included, files copied beside the buffer) stays on disk until it is
+  retried or `facegan track sync` replays it; runs are found again by their uid, so a replay never
+  creates one twice and parent/child links survive any outage.
+- Store: `tracking.tracking_uri` in params.yaml (`sqlite:///mlflow.db` by default); MLFLOW_TRACKING_URI
+  overrides it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +35,15 @@ from facegan.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
+BUFFERS = Path(".facegan") / "tracking"  # under the project root: buffers, parents/, kept files
 PARENT_ENV = "FACEGAN_MLFLOW_PARENT"
 KIND = "facegan.kind"  # tag: "pipeline" (parent) or "stage"
 KEY = "facegan.pipeline_key"
+UID = "facegan.run_uid"  # tag: the run's local id, to find it again when records are replayed
 MAX_PARAMS_PER_CALL = 100
 MAX_METRICS_PER_CALL = 1000
+# files a pipeline writes into the git checkout itself: their changes do not make the code dirty
+PIPELINE_WRITES = (":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore")
 
 # fail fast on a dead server: our buffer retries instead of MLflow's minutes-long backoff
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -49,14 +62,17 @@ def client(cfg: TrackingConfig):
 
 
 def git_state(root: Path = Path(".")) -> dict[str, str]:
-    """Commit and dirty flag of the working tree (empty values outside a git checkout)."""
+    """Commit and dirty flag of the working tree (empty values outside a git checkout). Files the pipeline
+    itself rewrites (dvc.lock, the .gitignore files DVC extends) do not count as dirty: the flag would
+    otherwise flip in the middle of a `dvc repro`."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
     commit = git("rev-parse", "HEAD")
-    return {"git_commit": commit, "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))) if commit else ""}
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *PIPELINE_WRITES)) if commit else ""
+    return {"git_commit": commit, "git_dirty": str(dirty)}
 
 
 def package_versions() -> dict[str, str]:
@@ -71,16 +87,63 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _experiment(c, name: str) -> str:
+    exp = c.get_experiment_by_name(name)
+    return exp.experiment_id if exp else c.create_experiment(name)
+
+
 def experiment_id(cfg: TrackingConfig) -> str:
-    c = client(cfg)
-    exp = c.get_experiment_by_name(cfg.experiment)
-    return exp.experiment_id if exp else c.create_experiment(cfg.experiment)
+    return _experiment(client(cfg), cfg.experiment)
+
+
+def metric_key(name: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . / and spaces: 'rejected: no face' -> 'rejected.no_face'."""
+    return "".join(c if c.isalnum() or c in "_-./" else "_" for c in name.replace(": ", ".")).strip("_")
+
+
+# ---- runs described locally, created when the store can be reached -------------------------------
+
+
+def run_spec(cfg: TrackingConfig, tags: dict[str, str], params: dict[str, Any] | None = None,
+             parent: dict | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """Everything needed to create a run later: experiment, tags, params, parent spec, start time, uid."""
+    return {"run_id": run_id, "uid": uuid.uuid4().hex, "experiment": cfg.experiment, "tags": dict(tags),
+            "params": {k: "null" if v is None else str(v) for k, v in (params or {}).items()}, "parent": parent,
+            "start_ms": int(time.time() * 1000)}
+
+
+def ensure_run(c, spec: dict[str, Any]) -> str:
+    """The run of `spec` (its parent first), created when needed; found again by its uid tag, so creating
+    it twice is impossible. Sets spec["run_id"]."""
+    if not spec.get("run_id"):
+        exp = _experiment(c, spec["experiment"])
+        found = c.search_runs([exp], f"tags.`{UID}` = '{spec['uid']}'", max_results=1)
+        if found:
+            spec["run_id"] = found[0].info.run_id
+        else:
+            tags = {**spec["tags"], UID: spec["uid"]}
+            if spec.get("parent"):
+                tags["mlflow.parentRunId"] = ensure_run(c, spec["parent"])
+            spec["run_id"] = c.create_run(exp, start_time=spec.get("start_ms"), tags=tags).info.run_id
+    if spec.get("params"):
+        send_params(c, spec["run_id"], spec["params"])
+    return spec["run_id"]
+
+
+def send_params(c, run_id: str, params: dict[str, str]) -> None:
+    """Params not yet on the run (MLflow refuses to log one twice), in batches."""
+    existing = c.get_run(run_id).data.params
+    from mlflow.entities import Param
+
+    fresh = [Param(k, v) for k, v in params.items() if k not in existing]
+    for i in range(0, len(fresh), MAX_PARAMS_PER_CALL):
+        c.log_batch(run_id, params=fresh[i : i + MAX_PARAMS_PER_CALL])
 
 
 class NullTracker:
     """Tracking switched off (tracking.enabled: false): every call is a no-op."""
 
-    run_id = parent = None
+    run_id = parent = parent_spec = folder = None
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None: ...
     def set_tags(self, tags: dict) -> None: ...
@@ -90,24 +153,64 @@ class NullTracker:
     def end(self, status: str = "FINISHED") -> None: ...
 
 
-def metric_key(name: str) -> str:
-    """MLflow metric names allow letters, digits, _ - . / and spaces: 'rejected: no face' -> 'rejected.no_face'."""
-    return "".join(c if c.isalnum() or c in "_-./" else "_" for c in name.replace(": ", ".")).strip("_")
-
-
 class Tracker:
-    """One MLflow run written through a local buffer; an unreachable server never stops the work."""
+    """One MLflow run written through a buffer file of its own; an unreachable server never stops the work.
 
-    def __init__(self, cfg: TrackingConfig, buffer: Path, run_id: str | None = None, parent: str | None = None):
-        self.cfg, self.buffer, self.run_id, self.parent = cfg, buffer, run_id, parent
-        self.pending: list[dict[str, Any]] = []
+    The buffer's first line is the run's spec (with the run id once created), then one line per
+    record not yet sent. While the run is live its buffer is locked, so `facegan track sync` leaves it alone."""
+
+    def __init__(self, cfg: TrackingConfig, buffer: Path, spec: dict[str, Any], pending: list[dict] | None = None):
+        self.cfg, self.buffer, self.spec = cfg, buffer, spec
+        self.pending: list[dict[str, Any]] = list(pending or [])
         self.warned = False
         self.last_try = 0.0
         buffer.parent.mkdir(parents=True, exist_ok=True)
-        self.header = json.dumps({"op": "run", "run_id": run_id, "parent": parent}) + "\n"
-        buffer.write_text(self.header, encoding="utf-8")  # `facegan track sync` needs the run id
+        self._lock = _try_lock(buffer)
+        self._rewrite()
+
+    @classmethod
+    def open(cls, cfg: TrackingConfig, folder: Path, name: str, spec: dict[str, Any]) -> Tracker:
+        """A new run's tracker with a fresh buffer file in `folder`: `<name>-<time>-<uid>.jsonl`."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        return cls(cfg, folder / f"{name}-{stamp}-{uuid.uuid4().hex[:8]}.jsonl", spec)
+
+    @classmethod
+    def load(cls, cfg: TrackingConfig, buffer: Path) -> Tracker:
+        """The tracker of a buffer left on disk (by an outage), to send it."""
+        lines = [json.loads(line) for line in buffer.read_text(encoding="utf-8").splitlines() if line.strip()]
+        header = lines[0] if lines and lines[0].get("op") == "run" else None
+        if header is None or not (header.get("run_id") or header.get("uid")):
+            raise ValueError(f"{buffer}: not a facegan tracking buffer (its first line must describe the run)")
+        spec = {k: v for k, v in header.items() if k != "op"}
+        return cls(cfg, buffer, spec, [o for o in lines[1:] if o.get("op") != "run"])
+
+    @property
+    def run_id(self) -> str | None:
+        return self.spec.get("run_id")
+
+    @property
+    def parent_spec(self) -> dict | None:
+        return self.spec.get("parent")
+
+    @property
+    def parent(self) -> str | None:
+        return (self.spec.get("parent") or {}).get("run_id")
+
+    @property
+    def folder(self) -> Path:
+        return self.buffer.parent
+
+    @property
+    def files(self) -> Path:
+        """Where files logged as artifacts are copied when they cannot be sent (a later run may overwrite them)."""
+        return self.buffer.with_name(self.buffer.stem + ".files")
 
     # -- recording (always local first) --------------------------------------------------------
+    def _rewrite(self) -> None:
+        from facegan.io import write_text
+
+        write_text(self.buffer, "".join(json.dumps(o) + "\n" for o in [{"op": "run", **self.spec}, *self.pending]))
+
     def _record(self, op: dict[str, Any]) -> None:
         self.pending.append(op)
         with self.buffer.open("a", encoding="utf-8") as f:
@@ -129,81 +232,154 @@ class Tracker:
         if path.is_file():
             self._record({"op": "artifact", "path": str(path.resolve()), "artifact_path": artifact_path})
 
+    def register(self, dataset: str, checkpoint: Path, metric: str, value: float) -> None:
+        """Register this run's generator as `facegan-<dataset>` (alias `best` when it is the best) once sent."""
+        if checkpoint.is_file():
+            self._record({"op": "register", "path": str(checkpoint.resolve()), "dataset": dataset, "metric": metric,
+                          "value": float(value)})
+
     # -- sending -------------------------------------------------------------------------------
     def flush(self) -> bool:
-        """Send what is pending; on failure keep it (and warn once). True when nothing is left."""
+        """Create the run if needed and send what is pending; on failure keep it (and warn once).
+        True when nothing is left."""
         self.last_try = time.time()
-        if not self.pending:
+        if not self.pending and self.run_id:
             return True
-        if self.run_id is None:
-            return False
         try:
-            send(client(self.cfg), self.run_id, self.pending)
+            self.deliver()
         except Exception as e:  # noqa: BLE001 - any failure of the store means: keep the data
+            self._keep_files()
             if not self.warned:
-                log.warning("MLflow at %s is unreachable (%s: %s): training goes on, %d record(s) are kept in %s "
-                            "and retried; `facegan track sync %s` sends them later",
-                            tracking_uri(self.cfg), type(e).__name__, str(e)[:200], len(self.pending), self.buffer, self.buffer)
+                log.warning("MLflow at %s is unreachable (%s: %s): the work goes on, %d record(s) are kept in %s "
+                            "and retried; `facegan track sync` sends them later",
+                            tracking_uri(self.cfg), type(e).__name__, str(e)[:200], len(self.pending), self.buffer)
                 self.warned = True
             return False
-        self.pending.clear()
-        self.buffer.write_text(self.header, encoding="utf-8")
         if self.warned:
-            log.info("MLflow reachable again: buffered records sent")
+            log.info("MLflow reachable again: buffered records of run %s sent", self.run_id)
             self.warned = False
         return True
 
+    def deliver(self) -> None:
+        """Create the run (and its parent) if needed, then send every pending record; raises when the store fails."""
+        c = client(self.cfg)
+        if not self.run_id:
+            ensure_run(c, self.spec)
+            self._rewrite()  # the run id is on disk before anything else is sent
+        self._send(c)
+
+    def _send(self, c) -> None:
+        """Replay the pending records into the run; each group leaves `pending` once it is stored."""
+        from mlflow.entities import Metric, RunTag
+
+        ops = self.pending
+        params = {o["key"]: o["value"] for o in ops if o["op"] == "param"}
+        if params:
+            send_params(c, self.run_id, params)
+        tags = [RunTag(o["key"], o["value"]) for o in ops if o["op"] == "tag"]
+        if tags:
+            c.log_batch(self.run_id, tags=tags)
+        metrics = [Metric(o["key"], o["value"], o["ts"], o["step"]) for o in ops if o["op"] == "metric"]
+        for i in range(0, len(metrics), MAX_METRICS_PER_CALL):
+            c.log_batch(self.run_id, metrics=metrics[i : i + MAX_METRICS_PER_CALL])
+        self._drop(lambda o: o["op"] in ("param", "tag", "metric"))
+        for o in [o for o in ops if o["op"] == "artifact"]:
+            if Path(o["path"]).is_file():
+                c.log_artifact(self.run_id, o["path"], o.get("artifact_path"))
+            self._drop(lambda p, o=o: p is o)
+        for o in [o for o in ops if o["op"] == "register"]:
+            try:
+                register_if_best(self.cfg, self.run_id, o["dataset"], Path(o["path"]), o["metric"], o["value"])
+            except Exception as e:  # noqa: BLE001 - the registry is a convenience, not the record
+                log.warning("could not register the generator in the MLflow model registry: %s", e)
+            self._drop(lambda p, o=o: p is o)
+        for o in [o for o in ops if o["op"] == "end"]:
+            c.set_terminated(self.run_id, o["status"], o.get("ts"))
+        self._drop(lambda o: True)
+
+    def _drop(self, sent) -> None:
+        self.pending = [o for o in self.pending if not sent(o)]
+        self._rewrite()
+
+    def _keep_files(self) -> None:
+        """Copy the files still to send beside the buffer: the originals may be rewritten before the sync."""
+        changed = False
+        for i, o in enumerate(self.pending):
+            src = Path(o.get("path", ""))
+            if o["op"] in ("artifact", "register") and src.is_file() and self.files not in src.parents:
+                kept = self.files / str(i) / src.name
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, kept)
+                o["path"] = str(kept.resolve())
+                changed = True
+        if changed:
+            self._rewrite()
+
     def end(self, status: str = "FINISHED") -> None:
-        """Final flush and close the run; what cannot be sent stays in the buffer file (with the run id)."""
-        self._record({"op": "end", "status": status})
+        """Final flush and close the run; what cannot be sent stays in the buffer file (with the run's spec)."""
+        self._record({"op": "end", "status": status, "ts": int(time.time() * 1000)})
         if not self.flush():
-            log.warning("MLflow run %s: %d record(s) not sent; they are in %s (`facegan track sync %s`)",
-                        self.run_id, len(self.pending), self.buffer, self.buffer)
-        elif self.buffer.exists():
-            self.buffer.unlink()
+            log.warning("MLflow run %s: %d record(s) not sent; they are in %s (`facegan track sync`)",
+                        self.run_id or f"(not created yet, uid {self.spec['uid'][:8]})", len(self.pending), self.buffer)
+        else:
+            self.discard()
+        _unlock(self._lock)
+        self._lock = None
+
+    def discard(self) -> None:
+        """Remove the buffer and its kept files (everything was sent)."""
+        self.buffer.unlink(missing_ok=True)
+        shutil.rmtree(self.files, ignore_errors=True)
 
 
-def send(c, run_id: str, ops: list[dict[str, Any]]) -> None:
-    """Replay buffered operations into run `run_id` (params, tags and metrics batched)."""
-    from mlflow.entities import Metric, Param, RunTag
+def _try_lock(path: Path):
+    """An exclusive lock on `path`.lock, or None when another live tracker holds it."""
+    f = path.with_name(path.name + ".lock").open("a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
 
-    params = {o["key"]: o["value"] for o in ops if o["op"] == "param"}
-    tags = [RunTag(o["key"], o["value"]) for o in ops if o["op"] == "tag"]
-    metrics = [Metric(o["key"], o["value"], o["ts"], o["step"]) for o in ops if o["op"] == "metric"]
-    existing = c.get_run(run_id).data.params if params else {}
-    fresh = [Param(k, v) for k, v in params.items() if k not in existing]
-    for i in range(0, len(fresh), MAX_PARAMS_PER_CALL):
-        c.log_batch(run_id, params=fresh[i : i + MAX_PARAMS_PER_CALL])
-    if tags:
-        c.log_batch(run_id, tags=tags)
-    for i in range(0, len(metrics), MAX_METRICS_PER_CALL):
-        c.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_CALL])
-    for o in ops:
-        if o["op"] == "artifact" and Path(o["path"]).is_file():
-            c.log_artifact(run_id, o["path"], o.get("artifact_path"))
-    for o in ops:
-        if o["op"] == "end":
-            c.set_terminated(run_id, o["status"])
+
+def _unlock(f) -> None:
+    if f is not None:
+        with contextlib.suppress(OSError):
+            Path(f.name).unlink()
+        f.close()
 
 
 def sync(cfg: TrackingConfig, buffer: Path) -> int:
-    """Send a buffer file left by an outage; returns the number of records sent."""
-    lines = [json.loads(line) for line in buffer.read_text(encoding="utf-8").splitlines() if line.strip()]
-    header = next((o for o in lines if o["op"] == "run"), None)
-    if header is None or not header.get("run_id"):
-        raise ValueError(f"{buffer}: no run id recorded (the run could never be created); nothing to sync into")
-    ops = [o for o in lines if o["op"] != "run"]
-    send(client(cfg), header["run_id"], ops)
-    buffer.unlink()
-    return len(ops)
+    """Send a buffer left by an outage (creating its run, and its parent, when they were never created);
+    returns the number of records sent. A buffer of a stage still running is refused; one whose process died
+    before ending its run ends it as KILLED."""
+    probe = _try_lock(buffer)
+    if probe is None:
+        raise ValueError(f"{buffer}: in use by a stage that is still running; sync it when that stage is done")
+    _unlock(probe)
+    last_write = int(buffer.stat().st_mtime * 1000)
+    t = Tracker.load(cfg, buffer)
+    if not any(o["op"] == "end" for o in t.pending):  # its process died before it could end the run
+        t._record({"op": "end", "status": "KILLED", "ts": last_write})
+    n = len(t.pending)
+    try:
+        t.deliver()
+    finally:
+        _unlock(t._lock)
+    t.discard()
+    return n
 
 
 # ---- pipeline parent and stage runs ------------------------------------------------------------
 
 
-def pipeline_key(dataset: str, params: Params) -> str:
-    g = git_state()
-    payload = json.dumps([dataset, g["git_commit"], g["git_dirty"], params.model_dump(mode="json")], sort_keys=True)
+def pipeline_key(dataset: str, params: Params, root: Path = Path("."), exclude: frozenset[str] = frozenset()) -> str:
+    """Dataset + git commit + dirty flag (pipeline writes excluded) + params (but where they are tracked, and
+    `exclude`d sections): what the stages of one execution share."""
+    g = git_state(root)
+    shared = params.model_dump(mode="json", exclude={"tracking", *exclude})
+    payload = json.dumps([dataset, g["git_commit"], g["git_dirty"], shared], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -213,45 +389,88 @@ def run_params(params: Params, dataset: str) -> dict[str, Any]:
             **flatten(params.evaluate, "evaluate."), "workers": params.workers}
 
 
-def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params) -> str:
-    """The parent run of this pipeline execution (see module docstring), created when needed."""
+def _parents(folder: Path) -> Path:
+    return folder / "parents"
+
+
+def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params, root: Path) -> dict[str, Any]:
+    """The spec of this pipeline execution's parent run (see module docstring), created when needed."""
     if os.environ.get(PARENT_ENV):
-        return os.environ[PARENT_ENV]
-    c, exp = client(cfg), experiment_id(cfg)
-    key = pipeline_key(dataset, params)
-    found = c.search_runs([exp], f"tags.`{KEY}` = '{key}' and attributes.status = 'RUNNING'",
-                          order_by=["attributes.start_time DESC"], max_results=1)
-    if found:
-        return found[0].info.run_id
-    tags = {KIND: "pipeline", KEY: key, "dataset": dataset, "model": params.train.model, "loss": params.train.loss,
-            "d_variant": params.train.d_variant, "augment": ",".join(params.train.diffaugment) or "none",
-            "mlflow.runName": f"{dataset}-{params.train.model}-{params.train.loss}", **git_state(), **package_versions()}
-    run = c.create_run(exp, tags=tags)
-    send(c, run.info.run_id, [{"op": "param", "key": k, "value": "null" if v is None else str(v)}
-                              for k, v in {**run_params(params, dataset), "seed": params.train.seed}.items()])
-    return run.info.run_id
+        return run_spec(cfg, {}, run_id=os.environ[PARENT_ENV])
+    key = pipeline_key(dataset, params, root)
+
+    def new() -> dict[str, Any]:
+        tags = {KIND: "pipeline", KEY: key, "dataset": dataset, "model": params.train.model, "loss": params.train.loss,
+                "d_variant": params.train.d_variant, "augment": ",".join(params.train.diffaugment) or "none",
+                "mlflow.runName": f"{dataset}-{params.train.model}-{params.train.loss}", **git_state(root),
+                **package_versions()}
+        return run_spec(cfg, tags, {**run_params(params, dataset), "seed": params.train.seed})
+
+    return _open_parent(cfg, root, key, new)
 
 
-def stage_tracker(cfg: TrackingConfig, stage: str, dataset: str, params: Params, buffer: Path,
-                  section: str | None = None) -> Tracker:
-    """A nested run for one stage under the pipeline parent; works offline (everything buffered).
+def transfer_parent(cfg: TrackingConfig, params: Params, root: Path) -> dict[str, Any]:
+    """The parent of the transfer story: pretrain, fine-tunes and table share it (their `train` sections differ,
+    so it is keyed on everything else)."""
+    t = params.transfer
+    key = pipeline_key(f"transfer:{t.source}->{t.target}", params, root, frozenset({"train"}))
 
-    Stages over two datasets (cyclegan, transfer-table) name their params `section` instead: they get a run
-    of their own with that section's params, since no single dataset's pipeline run owns them."""
-    try:
-        c = client(cfg)
-        parent = pipeline_parent(cfg, dataset, params) if section is None else None
-        tags = {"mlflow.runName": f"{stage}@{dataset}", KIND: "stage", "stage": stage, "dataset": dataset}
-        run = c.create_run(experiment_id(cfg), tags=tags | ({"mlflow.parentRunId": parent} if parent else git_state()))
-        if section is not None:
-            own = {**flatten(getattr(params, section), f"{section}."), **flatten(params.evaluate, "evaluate.")}
-            send(c, run.info.run_id, [{"op": "param", "key": k, "value": "null" if v is None else str(v)}
-                                      for k, v in own.items()])
-        return Tracker(cfg, buffer, run.info.run_id, parent)
-    except Exception as e:  # noqa: BLE001
-        log.warning("MLflow at %s unreachable (%s); stage %s runs untracked, its records stay in %s",
-                    tracking_uri(cfg), type(e).__name__, stage, buffer)
-        return Tracker(cfg, buffer, None)
+    def new() -> dict[str, Any]:
+        tags = {KIND: "transfer", KEY: key, "source": t.source, "target": t.target,
+                "mlflow.runName": f"transfer-{t.source}-to-{t.target}", **git_state(root), **package_versions()}
+        return run_spec(cfg, tags, {**flatten(t, "transfer."), **flatten(params.evaluate, "evaluate.")})
+
+    return _open_parent(cfg, root, key, new)
+
+
+def _open_parent(cfg: TrackingConfig, root: Path, key: str, new) -> dict[str, Any]:
+    """The open parent `key`: read from, or written to, <root>/.facegan/tracking/parents/<key>.json, and
+    created in MLflow as soon as the store answers."""
+    path = _parents(root / BUFFERS) / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # stages running at once agree on one parent
+        spec = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else new()
+        if not spec.get("run_id"):
+            with contextlib.suppress(Exception):  # offline: created later, from any of its stages' buffers
+                ensure_run(client(cfg), spec)
+        from facegan.io import write_text
+
+        write_text(path, json.dumps(spec, indent=1))
+    return spec
+
+
+def close_parent(folder: Path, parent: dict[str, Any]) -> None:
+    """The execution is over (report done): the next stage run starts a new parent."""
+    key = parent.get("tags", {}).get(KEY)
+    if key:
+        (_parents(folder) / f"{key}.json").unlink(missing_ok=True)
+
+
+PARENTS = {"dataset": lambda cfg, dataset, params, root: pipeline_parent(cfg, dataset, params, root),
+           "transfer": lambda cfg, dataset, params, root: transfer_parent(cfg, params, root),
+           "none": lambda cfg, dataset, params, root: None}
+
+
+def stage_tracker(cfg: TrackingConfig, stage: str, dataset: str, params: Params, root: Path, parent: str = "dataset",
+                  section: str | None = None, variant: str | None = None) -> Tracker:
+    """A nested run for one stage under its parent (PARENTS: the dataset's pipeline, the transfer story, or
+    none); works offline (buffered in <root>/.facegan/tracking).
+
+    A stage over two datasets (cyclegan) has no parent and names its params `section`: it gets a run of its
+    own with that section's params, since no single dataset's pipeline run owns them."""
+    parent_spec = PARENTS[parent](cfg, dataset, params, root)
+    name = f"{stage}@{dataset}" + (f"/{variant}" if variant else "")
+    tags = {"mlflow.runName": name, KIND: "stage", "stage": stage, "dataset": dataset, **({"variant": variant} if variant else {})}
+    own = None
+    if section is not None:
+        own = {**flatten(getattr(params, section), f"{section}."), **flatten(params.evaluate, "evaluate.")}
+    if parent_spec is None:
+        tags |= git_state(root)
+    t = Tracker.open(cfg, root / BUFFERS, f"{stage}@{dataset}" + (f"-{variant}" if variant else ""),
+                     run_spec(cfg, tags, own, parent_spec))
+    t.flush()  # creates the run now when MLflow answers; else it warns and the run is created later
+    return t
 
 
 # ---- model registry ------------------------------------------------------------------------------
@@ -452,20 +671,21 @@ def pipeline_runs(cfg: TrackingConfig, dataset: str | None = None, model: str | 
     return list(c.search_runs(ids, " and ".join(flt), order_by=["attributes.start_time DESC"], max_results=1000))
 
 
-def finish_pipeline(cfg: TrackingConfig, parent: str | None, dataset: str, metrics: dict[str, Any],
-                    artifacts: list[Path], buffer: Path, checkpoint: Path | None, tags: dict[str, str]) -> None:
-    """The report stage's part: final metrics and files on the parent run, registry, parent finished."""
+def finish_pipeline(cfg: TrackingConfig, parent: dict[str, Any] | None, dataset: str, metrics: dict[str, Any],
+                    artifacts: list[Path], folder: Path, checkpoint: Path | None, tags: dict[str, str]) -> None:
+    """The last stage's part (report; transfer-table with dataset "transfer"): final metrics and files on the
+    parent run, registry, parent finished (all kept in `folder` when MLflow is unreachable), and the
+    execution's parent record closed."""
     if parent is None:
-        log.warning("no MLflow parent run (tracking unreachable): pipeline summary kept in %s", buffer)
-    t = Tracker(cfg, buffer, parent)
+        log.warning("no MLflow parent run for %s: nothing to finish", dataset)
+        return
+    t = Tracker.open(cfg, folder, f"pipeline@{dataset}", parent)
     t.log_metrics({metric_key(k): v for k, v in flatten(metrics).items()})
     t.set_tags(tags)
     for path in artifacts:
         t.log_artifact(path)
-    t.end("FINISHED")
     primary = next((k for k in ("fd_inception", "fd_dlib", "fd_attributes") if metrics.get(k) is not None), None)
-    if parent and checkpoint and primary and not t.pending:
-        try:
-            register_if_best(cfg, parent, dataset, checkpoint, primary, float(metrics[primary]))
-        except Exception as e:  # noqa: BLE001 - the registry is a convenience, not the record
-            log.warning("could not register the generator in the MLflow model registry: %s", e)
+    if checkpoint and primary:
+        t.register(dataset, checkpoint, primary, float(metrics[primary]))
+    t.end("FINISHED")
+    close_parent(folder, parent)

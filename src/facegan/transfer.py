@@ -12,14 +12,14 @@ import logging
 from pathlib import Path
 
 from facegan.chain import run_stage
-from facegan.config import Params, ParamsError, load_params
+from facegan.config import TRANSFER_PRETRAIN, Params, ParamsError, load_params
 from facegan.errors import StageInputMissing
 from facegan.io import atomic_dir, write_text
-from facegan.layout import BUFFERS, Layout
+from facegan.layout import Layout
 
 log = logging.getLogger(__name__)
 
-PRETRAIN = "pretrain"
+PRETRAIN = TRANSFER_PRETRAIN
 TABLE_DIR = Path("data") / "transfer"
 COLUMNS = ("fd_inception", "kid_inception", "fd_dlib", "kid_dlib")
 
@@ -104,18 +104,21 @@ def table(params: Params | Path | str = "params.yaml", root: Path | str = ".") -
 
 
 def _track(p: Params, root: Path, result: dict) -> None:
-    """The table as one MLflow run: metrics `<run>.<column>` and the markdown/JSON files."""
+    """The table as the last run of the transfer story (metrics `<run>.<column>`, the markdown/JSON files),
+    copied onto the story's parent run, which it finishes."""
     from facegan import track
 
     if not p.tracking.enabled:
         return
-    t = track.stage_tracker(p.tracking, "transfer-table", p.transfer.target, p, root / BUFFERS / "transfer-table.jsonl",
-                            "transfer")
-    t.log_metrics({track.metric_key(f"{run}.{c}"): v for run, row in result["runs"].items()
-                   for c, v in row.items() if c in COLUMNS and v is not None})
-    for name in ("fid_table.md", "fid_table.json"):
-        t.log_artifact(root / TABLE_DIR / name)
+    t = track.stage_tracker(p.tracking, "transfer-table", p.transfer.target, p, root, parent="transfer")
+    metrics = {track.metric_key(f"{run}.{c}"): v for run, row in result["runs"].items()
+               for c, v in row.items() if c in COLUMNS and v is not None}
+    files = [root / TABLE_DIR / name for name in ("fid_table.md", "fid_table.json")]
+    t.log_metrics(metrics)
+    for path in files:
+        t.log_artifact(path)
     t.end()
+    track.finish_pipeline(p.tracking, t.parent_spec, "transfer", metrics, files, t.folder, None, {})
 
 
 def markdown(result: dict) -> str:

@@ -65,11 +65,11 @@ def evaluate(trainer, p: Params, root: Path) -> dict:
 def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     """Train (or resume) the CycleGAN, write grids and metrics.json; returns the metrics. `on_step(losses, step)`
     gets every step's losses (the stage's tracker). Called through `facegan.chain.run_stage("cyclegan", a)`."""
+    from facegan.data.packed import ZIP_NAME
+    from facegan.io import sha256_file
     from facegan.train.cyclegan import CycleTrainer
     from facegan.train.dist import setup
     from facegan.train.images import load_training_data
-    from facegan.data.packed import ZIP_NAME
-    from facegan.io import sha256_file
     from facegan.train.loop import Loop, code_fingerprint
     from facegan.train.stepper import apply_determinism, resolve_device
 

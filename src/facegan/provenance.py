@@ -1,0 +1,61 @@
+"""Which params wrote a stage's outputs: a record left by `run_stage` after every stage it runs, so a cache
+(the Prefect tasks' keys) never reuses outputs that something else rewrote since (`dvc repro` under other
+params, `dvc checkout`, a hand edit).
+
+The record holds a hash of the params and the fingerprint (names, sizes, modification times) of the outputs
+right after the stage wrote them. `outputs_state` is "own" when the outputs are exactly what this stage wrote
+under the given params (or absent: nothing to reuse), else the outputs' current fingerprint and the params
+that wrote them, so any rewrite changes a cache key that includes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from facegan.io import write_text
+
+RECORDS = Path(".facegan") / "outputs"  # under the project root, beside the tracking buffers
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """Names, sizes and modification times of everything under `paths` (cheap, catches any rewrite). The same
+    for `data/x` and `/abs/data/x`: DVC stages run with relative paths, Prefect tasks with absolute ones."""
+    h = hashlib.sha256()
+    for i, root in enumerate(paths):
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] if root.exists() else []
+        h.update(f"#{i}".encode())
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def params_hash(params_json: str) -> str:
+    return hashlib.sha256(params_json.encode()).hexdigest()
+
+
+def _record_path(root: Path, outputs: list[Path]) -> Path:
+    """One record per set of output paths (a stage of a dataset, or of one model variant)."""
+    key = hashlib.sha256("|".join(str(p.resolve()) for p in outputs).encode()).hexdigest()[:24]
+    return root / RECORDS / f"{key}.json"
+
+
+def record(root: Path, outputs: list[Path], params_json: str) -> None:
+    """After a stage wrote `outputs` under these params."""
+    write_text(_record_path(root, outputs), json.dumps({"params": params_hash(params_json), "outputs": fingerprint(outputs),
+                                                        "paths": [str(p) for p in outputs]}))
+
+
+def outputs_state(root: Path, outputs: list[Path], params_json: str) -> str:
+    """"own" when `outputs` are absent or untouched since a stage wrote them under these params; otherwise
+    a string that changes with their content (fingerprint) and with the params recorded for them."""
+    if not any(p.exists() for p in outputs):
+        return "own"
+    current = fingerprint(outputs)
+    path = _record_path(root, outputs)
+    rec = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if rec.get("outputs") == current and rec.get("params") == params_hash(params_json):
+        return "own"
+    return f"written by {rec.get('params', 'unknown params')}: {current}"
