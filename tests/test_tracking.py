@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -182,5 +183,67 @@ def test_server_down_mid_run_loses_nothing(tmp_path, monkeypatch, caplog):
         assert [m.value for m in c.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4, 5, 6, 7]
         assert c.get_run(run.info.run_id).info.status == "FINISHED"
         assert not (tmp_path / "buf.jsonl").exists()
+    finally:
+        s.stop()
+
+
+CHAIN = """
+import sys
+from pathlib import Path
+from facegan.chain import run_stage
+from facegan.config import Params
+params = Params.model_validate_json(Path(sys.argv[1]).read_text())
+for stage in sys.argv[2].split(","):
+    run_stage(stage, "cartoon", params, ".")
+"""
+
+
+@pytest.mark.parametrize("stages", [
+    ["generate", "detect", "verify", "align"],
+    pytest.param(["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "train"],
+                 marks=pytest.mark.slow, id="to-train"),  # ~1 min idle, 4 when the cores are shared
+], ids=lambda v: "to-" + v[-1])
+def test_two_concurrent_pipelines_share_a_server_with_sqlite_store_and_artifact_folder(tmp_path, stages):
+    """Team scale: one `mlflow server` (sqlite backend store, --artifacts-destination a folder), two pipelines of
+    the same commit and params run at once from two project folders: two parents, each with exactly its own
+    stages and records, every artifact in the server's folder, nothing left unsent."""
+    s = Server(tmp_path)
+    s.start()
+    try:
+        raw = tiny_params(steps=4, fid_every=0).model_dump(mode="json")
+        raw["tracking"].update(enabled=True, experiment="team")
+        (tmp_path / "params.json").write_text(json.dumps(raw))
+        roots = [tmp_path / "alice", tmp_path / "bob"]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": s.uri}
+        procs = []
+        for root in roots:
+            root.mkdir()
+            procs.append(subprocess.Popen([sys.executable, "-c", CHAIN, str(tmp_path / "params.json"), ",".join(stages)],
+                                          cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        for proc in procs:
+            out, _ = proc.communicate(timeout=600)
+            assert proc.returncode == 0, out[-3000:]
+            assert "unreachable" not in out and "not sent" not in out, out[-3000:]
+
+        c = _client(s)
+        exp = c.get_experiment_by_name("team")
+        assert exp.artifact_location.startswith("mlflow-artifacts:")  # served by the server, not a local path
+        parents = c.search_runs([exp.experiment_id], "tags.`facegan.kind` = 'pipeline'")
+        assert sorted(p.data.tags["facegan.root"] for p in parents) == [str(r.resolve()) for r in roots]
+        for parent in parents:
+            children = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+            assert sorted(r.data.tags["stage"] for r in children) == sorted(stages), parent.data.tags["facegan.root"]
+            assert all(r.info.status == "FINISHED" for r in children)
+            by_stage = {r.data.tags["stage"]: r for r in children}
+            assert by_stage["detect"].data.metrics["ok"] == 12
+            if "train" in by_stage:
+                assert [m.step for m in c.get_metric_history(by_stage["train"].info.run_id, "loss_d")] == [1, 2, 3, 4]
+            assert {"summary.json", "contact_sheet.png"} <= {a.path for a in c.list_artifacts(by_stage["detect"].info.run_id)}
+        stored = list((tmp_path / "artifacts").rglob("contact_sheet.png"))
+        sheets = [x for x in stages if x in STAGES and x not in ("generate", "pack", "train")]
+        assert len(stored) == 2 * len(sheets), stored  # both pipelines' per-image stages, in the server's folder
+        for root in roots:
+            assert not (root / "mlruns").exists() and not (root / "mlartifacts").exists()
+            assert list((root / ".facegan" / "tracking").glob("*.jsonl")) == []  # every record was sent
     finally:
         s.stop()

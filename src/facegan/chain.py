@@ -266,7 +266,8 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
             return _train_distributed(p, dataset, root, variant)
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     section = name if name in PAIR_STAGES else None  # their own run, with their params section
-    t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root / BUFFERS / f"{name}@{dataset}.jsonl", section)
+    t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root / BUFFERS / f"{name}@{dataset}.jsonl", section,
+                                             root)
                   if p.tracking.enabled and rank0 else track.NullTracker())
     t0 = time.perf_counter()
     log.info("stage %s: dataset %s", name, dataset)

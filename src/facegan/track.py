@@ -2,7 +2,8 @@
 
 - One pipeline execution = one parent run; each stage = a nested run (`stage_tracker`).
   The parent is FACEGAN_MLFLOW_PARENT when set (Prefect flows set it), else the RUNNING parent of
-  the same dataset + commit + params (stages run as separate processes under `dvc repro`), else new.
+  the same dataset + commit + params + machine + project folder (stages run as separate processes under
+  `dvc repro`; two clones or two people sharing one server are two executions), else new.
   The `report` stage finishes it.
 - Every call goes through a local JSONL buffer first (`Tracker`): when the tracking server is down
   a warning is shown, training goes on, and whatever could not be sent stays on disk until
@@ -16,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -73,7 +75,15 @@ def package_versions() -> dict[str, str]:
 def experiment_id(cfg: TrackingConfig) -> str:
     c = client(cfg)
     exp = c.get_experiment_by_name(cfg.experiment)
-    return exp.experiment_id if exp else c.create_experiment(cfg.experiment)
+    if exp:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(cfg.experiment)
+    except Exception:  # noqa: BLE001 - another process sharing the server created it meanwhile
+        exp = c.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 class NullTracker:
@@ -200,9 +210,16 @@ def sync(cfg: TrackingConfig, buffer: Path) -> int:
 # ---- pipeline parent and stage runs ------------------------------------------------------------
 
 
-def pipeline_key(dataset: str, params: Params) -> str:
+def where(root: Path | None = None) -> dict[str, str]:
+    """The machine and project folder a pipeline runs in: two people (or two clones) running the same commit
+    with the same params against one shared server are two pipeline executions, not one."""
+    return {"facegan.host": socket.gethostname(), "facegan.root": str((root or Path(".")).resolve())}
+
+
+def pipeline_key(dataset: str, params: Params, root: Path | None = None) -> str:
     g = git_state()
-    payload = json.dumps([dataset, g["git_commit"], g["git_dirty"], params.model_dump(mode="json")], sort_keys=True)
+    payload = json.dumps([dataset, g["git_commit"], g["git_dirty"], params.model_dump(mode="json"), where(root)],
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -212,19 +229,20 @@ def run_params(params: Params, dataset: str) -> dict[str, Any]:
             **flatten(params.evaluate, "evaluate."), "workers": params.workers}
 
 
-def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params) -> str:
+def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params, root: Path | None = None) -> str:
     """The parent run of this pipeline execution (see module docstring), created when needed."""
     if os.environ.get(PARENT_ENV):
         return os.environ[PARENT_ENV]
     c, exp = client(cfg), experiment_id(cfg)
-    key = pipeline_key(dataset, params)
+    key = pipeline_key(dataset, params, root)
     found = c.search_runs([exp], f"tags.`{KEY}` = '{key}' and attributes.status = 'RUNNING'",
                           order_by=["attributes.start_time DESC"], max_results=1)
     if found:
         return found[0].info.run_id
     tags = {KIND: "pipeline", KEY: key, "dataset": dataset, "model": params.train.model, "loss": params.train.loss,
             "d_variant": params.train.d_variant, "augment": ",".join(params.train.diffaugment) or "none",
-            "mlflow.runName": f"{dataset}-{params.train.model}-{params.train.loss}", **git_state(), **package_versions()}
+            "mlflow.runName": f"{dataset}-{params.train.model}-{params.train.loss}", **git_state(), **package_versions(),
+            **where(root)}
     run = c.create_run(exp, tags=tags)
     send(c, run.info.run_id, [{"op": "param", "key": k, "value": "null" if v is None else str(v)}
                               for k, v in {**run_params(params, dataset), "seed": params.train.seed}.items()])
@@ -232,14 +250,14 @@ def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params) -> str:
 
 
 def stage_tracker(cfg: TrackingConfig, stage: str, dataset: str, params: Params, buffer: Path,
-                  section: str | None = None) -> Tracker:
+                  section: str | None = None, root: Path | None = None) -> Tracker:
     """A nested run for one stage under the pipeline parent; works offline (everything buffered).
 
     Stages over two datasets (cyclegan, transfer-table) name their params `section` instead: they get a run
     of their own with that section's params, since no single dataset's pipeline run owns them."""
     try:
         c = client(cfg)
-        parent = pipeline_parent(cfg, dataset, params) if section is None else None
+        parent = pipeline_parent(cfg, dataset, params, root) if section is None else None
         tags = {"mlflow.runName": f"{stage}@{dataset}", KIND: "stage", "stage": stage, "dataset": dataset}
         run = c.create_run(experiment_id(cfg), tags=tags | ({"mlflow.parentRunId": parent} if parent else git_state()))
         if section is not None:
@@ -248,8 +266,8 @@ def stage_tracker(cfg: TrackingConfig, stage: str, dataset: str, params: Params,
                                       for k, v in own.items()])
         return Tracker(cfg, buffer, run.info.run_id, parent)
     except Exception as e:  # noqa: BLE001
-        log.warning("MLflow at %s unreachable (%s); stage %s runs untracked, its records stay in %s",
-                    tracking_uri(cfg), type(e).__name__, stage, buffer)
+        log.warning("MLflow at %s unreachable (%s: %s); stage %s runs untracked, its records stay in %s",
+                    tracking_uri(cfg), type(e).__name__, str(e)[:200], stage, buffer)
         return Tracker(cfg, buffer, None)
 
 
