@@ -72,24 +72,22 @@ def _dedupe_all_pairs(rows, max_bits):
     return out
 
 
-def _rows(hashes: list[np.ndarray], sources: list[str], folder) -> list[Row]:
+def _rows(hashes: list[np.ndarray], sources: list[str]) -> list[Row]:
     from facegan.preprocess.quality import _hex
 
     rows = []
     for i, (h, src) in enumerate(zip(hashes, sources)):
-        (folder / f"{i}.png").write_bytes(b"")
         rows.append(Row(source=src, file=f"{i}.png", stage="quality", extra={"phash": _hex(h)}))
     return rows
 
 
-def _same_decisions(hashes, sources, tmp_path, max_bits=16):
-    from facegan.preprocess.quality import _dedupe
+def _same_decisions(hashes, sources, max_bits=16):
+    from facegan.preprocess.quality import dedupe
 
-    rows = _rows(hashes, sources, tmp_path)
-    new = _dedupe(rows, max_bits, tmp_path)
+    rows = _rows(hashes, sources)
+    new = dedupe(rows, max_bits)
     old = _dedupe_all_pairs(rows, max_bits)
     assert [(r.status, r.reason) for r in new] == [(r.status, r.reason) for r in old]
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(r.file for r in new if r.status == "ok")
     return new
 
 
@@ -111,7 +109,7 @@ def test_hamming_index_finds_exactly_the_strings_within_the_radius():
             assert ids.tolist() == np.flatnonzero(full <= radius).tolist() and dist.tolist() == full[full <= radius].tolist()
 
 
-def test_dedupe_decisions_match_the_all_pairs_search_with_planted_copies(tmp_path):
+def test_dedupe_decisions_match_the_all_pairs_search_with_planted_copies():
     rng = np.random.default_rng(1)
     photos = rng.random((400, 256)) < 0.5
     hashes, sources = [], []
@@ -122,7 +120,7 @@ def test_dedupe_decisions_match_the_all_pairs_search_with_planted_copies(tmp_pat
         h[rng.choice(256, flips, replace=False)] ^= True
         hashes.append(h)
         sources.append(f"p{j}.png" if i >= 400 and rng.random() < 0.2 else f"s{i}.png")  # a few faces of one photo
-    out = _same_decisions(hashes, sources, tmp_path)
+    out = _same_decisions(hashes, sources)
     assert 50 < sum(r.status == "rejected" for r in out) < 200  # the comparison covered both outcomes
 
 
@@ -137,14 +135,12 @@ def _default_set_hashes(name: str, limit: int | None):
     return [phash(render(src, i).image) for i in range(n)], [f"{i:06d}.png" for i in range(n)]
 
 
-def test_dedupe_decisions_match_on_the_default_sets_first_images(tmp_path):
+def test_dedupe_decisions_match_on_the_default_sets_first_images():
     for name in ("cartoon", "sketch"):
-        (tmp_path / name).mkdir()
-        _same_decisions(*_default_set_hashes(name, 40), tmp_path / name)
+        _same_decisions(*_default_set_hashes(name, 40))
 
 
 @pytest.mark.slow  # 2-5 min: renders the 2000 + 300 photos of params.yaml's two generated sets
-def test_dedupe_decisions_match_on_the_whole_default_sets(tmp_path):
+def test_dedupe_decisions_match_on_the_whole_default_sets():
     for name in ("cartoon", "sketch"):
-        (tmp_path / name).mkdir()
-        _same_decisions(*_default_set_hashes(name, None), tmp_path / name)
+        _same_decisions(*_default_set_hashes(name, None))

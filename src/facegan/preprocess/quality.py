@@ -65,7 +65,7 @@ def _measure(row: Row, *, cfg: QualityConfig, raw_images: Path, src: Path, dst: 
     return row.model_copy(update={"stage": STAGE, "backends": {**row.backends, STAGE: "laplacian+phash"}})
 
 
-def _dedupe(rows: Manifest, max_bits: int, dst: Path) -> Manifest:
+def dedupe(rows: Manifest, max_bits: int) -> Manifest:
     """Reject faces whose photo is a near-copy of an earlier kept face's photo (faces of one photo are not).
 
     Kept hashes go into a multi-index Hamming index, so each face is compared only with the few kept
@@ -87,7 +87,6 @@ def _dedupe(rows: Manifest, max_bits: int, dst: Path) -> Manifest:
         if other.any():
             ids, dist = ids[other], dist[other]
             j = int(np.argmin(dist))  # the first minimum: ids ascend in the order faces were kept
-            (dst / r.file).unlink()
             out.append(r.reject(STAGE, f"near-duplicate of {kept[ids[j]]} ({int(dist[j])} of {h.size} bits)"))
             continue
         index.add(h)
@@ -102,6 +101,10 @@ def run_quality(cfg: QualityConfig, raw: Path, src: Path, dst: Path, workers: in
     with atomic_dir(dst) as tmp:
         fn = functools.partial(guarded, STAGE, _measure, cfg=cfg, raw_images=raw / "images", src=src, dst=tmp)
         done = iter(map_items(fn, todo, workers, desc=STAGE))
-        out = _dedupe([next(done) if r.status == "ok" else r for r in rows], cfg.max_hash_distance, tmp)
+        measured = [next(done) if r.status == "ok" else r for r in rows]
+        out = dedupe(measured, cfg.max_hash_distance)
+        for before, after in zip(measured, out):
+            if before.status != after.status:  # a near-duplicate: its copied file goes
+                (tmp / before.file).unlink()
         finish(STAGE, tmp, out)
     return out
