@@ -65,9 +65,9 @@ class HammingIndex:
         return np.add.reduceat(bits * self.weights, self.starts).tolist()
 
     def _code(self, bits: np.ndarray) -> np.ndarray:
-        padded = np.zeros(self.words * 64, bool)
-        padded[: self.nbits] = bits
-        return np.packbits(padded).view(np.uint64)
+        if self.nbits % 64:
+            bits = np.concatenate([bits, np.zeros(self.words * 64 - self.nbits, bool)])
+        return np.packbits(bits).view(np.uint64)
 
     def add(self, bits: np.ndarray) -> int:
         """Store one string; returns its id (0, 1, 2, ... in insertion order)."""
@@ -92,7 +92,7 @@ class HammingIndex:
                     found += hit
         if not found:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        ids = np.unique(np.asarray(found, np.int64))
+        ids = np.array(sorted(set(found)), np.int64)
         dist = _popcount(self.codes[ids] ^ self._code(bits))
         keep = dist <= self.radius
         return ids[keep], dist[keep]
