@@ -16,6 +16,7 @@ to the Prefect run logs (PREFECT_LOGGING_EXTRA_LOGGERS=facegan) and a progress a
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -37,6 +38,7 @@ logging.getLogger("facegan").setLevel(os.environ.get("FACEGAN_LOG_LEVEL", "INFO"
 PREPROCESS = ["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"]
 TRAIN = ["classifier", "refstats", "train"]
 EVALUATE = ["evaluate", "report"]
+NOT_IN_OUTPUTS = {"workers", "orchestration"}  # where per-image work runs: outputs are byte-identical either way
 IO_BOUND = {"generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"}
 
 
@@ -64,7 +66,8 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     """Inputs on disk + params + code (a stage whose outputs were deleted is refreshed, see _run_stages)."""
     at = Layout(Path(parameters["root"]), parameters["dataset"], parameters.get("variant"))
     inputs, _ = at.io(parameters["stage"])
-    parts = [parameters["stage"], parameters["dataset"], str(parameters.get("variant")), parameters["params_json"],
+    params = {k: v for k, v in json.loads(parameters["params_json"]).items() if k not in NOT_IN_OUTPUTS}
+    parts = [parameters["stage"], parameters["dataset"], str(parameters.get("variant")), json.dumps(params, sort_keys=True),
              _code_version(), _fingerprint(inputs)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 

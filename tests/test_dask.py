@@ -24,6 +24,7 @@ from facegan.preprocess.align import run_align
 from facegan.preprocess.detect import AnnotationDetector, run_detect
 
 TESTS = Path(__file__).resolve().parent
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # Prefect's temporary server, busy cores
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -167,3 +168,48 @@ def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(cl
     assert tree(tmp_path / "detect") == {k: v for k, v in tree(layout.interim("detect")).items() if k != "contact_sheet.png"}
     client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker
     assert victim not in client.run(os.getpid).values()
+
+
+def test_no_scheduler_at_the_address_is_one_clear_error():
+    from facegan.config import OrchestrationConfig, ParamsError
+    from facegan.parallel import map_items
+
+    port = free_port()
+    pool = _pool(parse_params({**_project_params(), "orchestration": {"runner": "dask", "dask": {"address": f"tcp://127.0.0.1:{port}"}}}))
+    with pytest.raises(ParamsError, match=rf"orchestration.dask.address tcp://127.0.0.1:{port}: no Dask scheduler answers"):
+        map_items(abs, [1, 2], pool, "nothing")
+    assert OrchestrationConfig().runner == "local"
+
+
+def _project_params() -> dict:
+    from facegan.config import load_params
+
+    return load_params(ROOT / "params.yaml").model_dump(mode="json")
+
+
+def test_the_default_runner_imports_no_dask_or_prefect():
+    """Item 8: the local path stays as light as before (prefect-dask, dask, distributed only when chosen)."""
+    code = ("import sys; from facegan.chain import run_stage; from facegan.parallel import make_pool; "
+            "from facegan.config import OrchestrationConfig; import facegan.preprocess.detect, facegan.preprocess.quality; "
+            "make_pool(OrchestrationConfig(), 2); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'prefect', 'prefect_dask')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]
+
+
+@pytest.mark.slow  # ~1-2 min: seven stages, each a subflow of chunk tasks
+def test_prefect_preprocess_flow_runs_its_per_image_stages_as_subflows_on_the_cluster(cluster, layout, tiny_params_obj,
+                                                                                        tmp_path):
+    """pipelines/flows.py with the dask runner: each stage task opens a subflow of chunk tasks on the cluster."""
+    import yaml
+
+    address, _ = cluster
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    from flows import preprocess
+
+    raw = tiny_params_obj.model_dump(mode="json")
+    raw["orchestration"] = {"runner": "dask", "chunk_size": 4, "dask": {"address": address}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    preprocess(dataset="cartoon", params_file=str(tmp_path / "params.yaml"), root=str(tmp_path))
+    assert (tmp_path / "data/processed/cartoon/dataset.zip").read_bytes() == (layout.packed / "dataset.zip").read_bytes()
+    assert tree(tmp_path / "data/interim/cartoon/quality") == tree(layout.interim("quality"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -24,12 +25,12 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # here and in the
 
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.context import FlowRunContext  # noqa: E402
+from prefect.context import FlowRunContext, TaskRunContext  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 from prefect_dask import DaskTaskRunner  # noqa: E402
 
-from facegan.config import OrchestrationConfig  # noqa: E402
+from facegan.config import OrchestrationConfig, ParamsError  # noqa: E402
 from facegan.parallel import auto_chunk, progress  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,24 @@ def run_chunk(fn: Callable[[T], R], items: list[T], desc: str, start: int, stop:
     return [fn(x) for x in items]
 
 
+def check_scheduler(address: str, timeout: float = 10) -> None:
+    """Fail in one line, before any flow starts, when nothing listens at `address` (tcp://host:port)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 8786), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ParamsError(f"orchestration.dask.address {address}: no Dask scheduler answers ({e}); start one "
+                          f"(`dask scheduler`, then `dask worker {address}` on each machine) or set address: null "
+                          "for a LocalCluster of dask.local_workers processes") from None
+
+
 def task_runner(cfg: OrchestrationConfig) -> DaskTaskRunner:
     """The scheduler at dask.address, or a LocalCluster of dask.local_workers processes for one flow run."""
     if cfg.dask.address:
+        check_scheduler(cfg.dask.address)
         return DaskTaskRunner(address=cfg.dask.address)
     return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask.local_workers, "processes": True,
                                           "threads_per_worker": cfg.dask.threads_per_worker,
@@ -87,9 +103,16 @@ class DaskPool:
         def per_image() -> list[Any]:
             size = auto_chunk(len(items), _workers(), self.cfg.chunk_size)
             futures = {}
-            for start in range(0, len(items), size):
-                chunk = list(items[start : start + size])
-                futures[start] = run_chunk.submit(fn, chunk, desc, start, start + len(chunk))
+            # Each task carries the caller's Prefect context to its worker. Inside a task of another flow
+            # (pipelines/flows.py: stage task -> this subflow) that context names the outer task, whose module
+            # the workers cannot import; the chunks need none of it.
+            outer = TaskRunContext.__var__.set(None)
+            try:
+                for start in range(0, len(items), size):
+                    chunk = list(items[start : start + size])
+                    futures[start] = run_chunk.submit(fn, chunk, desc, start, start + len(chunk))
+            finally:
+                TaskRunContext.__var__.reset(outer)
             done: dict[int, list] = {}
             starts = {id(f): start for start, f in futures.items()}
             bar = progress(len(items), desc)
