@@ -194,8 +194,8 @@ def bench_rows(args: argparse.Namespace, root: Path) -> None:
         print(f"{name:26s}" + "".join(f"{t:11.2f}s" for t in ts) + f"{exponent(args.rows, ts):10.2f}")
     if old:
         print(f"{'dedupe, all pairs (old)':26s}" + "".join(f"{f'{n}: {t:.2f}s':>14s}" for n, t in zip(args.old_rows, old))
-              + f"   exponent {exponent(args.old_rows, old):.2f}; projected at 200000 rows: "
-              f"{old[-1] * (200_000 / args.old_rows[-1]) ** exponent(args.old_rows, old) / 3600:.1f} h")
+              + f"   exponent {exponent(args.old_rows, old):.2f}; at 200000 rows, as N^2: "
+              f"{old[-1] * (200_000 / args.old_rows[-1]) ** 2 / 3600:.1f} h")
     same = dedupe(synthetic_rows(args.old_rows[0] if args.old_rows else 2000), 16)
     ref = _dedupe_all_pairs(synthetic_rows(args.old_rows[0] if args.old_rows else 2000), 16)
     print("same decisions as the all-pairs search:", [(r.status, r.reason) for r in same] == [(r.status, r.reason) for r in ref],
