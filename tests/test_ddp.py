@@ -81,6 +81,7 @@ def _two_nodes(args: list[str], env: dict | None = None, cwd: list[Path] | None 
     return out
 
 
+@pytest.mark.slow  # ~40 s idle, 2 min on shared cores; the single-node DDP test above stays in the default run
 def test_two_nodes_by_c10d_rendezvous_stay_identical_and_match_one_process(tmp_path, layout):
     """Multi-node: `torchrun --nnodes 2 --node-rank 0|1 --rdzv-backend c10d --rdzv-endpoint HOST:PORT` on each node."""
     cfg = tiny_params(**STYLE).train

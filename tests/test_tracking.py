@@ -198,12 +198,8 @@ for stage in sys.argv[2].split(","):
 """
 
 
-@pytest.mark.parametrize("stages", [
-    ["generate", "detect", "verify", "align"],
-    pytest.param(["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "train"],
-                 marks=pytest.mark.slow, id="to-train"),  # ~1 min idle, 4 when the cores are shared
-], ids=lambda v: "to-" + v[-1])
-def test_two_concurrent_pipelines_share_a_server_with_sqlite_store_and_artifact_folder(tmp_path, stages):
+@pytest.mark.slow  # ~1 min on idle cores (two whole preprocessing chains + training at once), 2-4 when shared
+def test_two_concurrent_pipelines_share_a_server_with_sqlite_store_and_artifact_folder(tmp_path):
     """Team scale: one `mlflow server` (sqlite backend store, --artifacts-destination a folder), two pipelines of
     the same commit and params run at once from two project folders: two parents, each with exactly its own
     stages and records, every artifact in the server's folder, nothing left unsent."""
@@ -213,6 +209,7 @@ def test_two_concurrent_pipelines_share_a_server_with_sqlite_store_and_artifact_
         raw = tiny_params(steps=4, fid_every=0).model_dump(mode="json")
         raw["tracking"].update(enabled=True, experiment="team")
         (tmp_path / "params.json").write_text(json.dumps(raw))
+        stages = ["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "train"]
         roots = [tmp_path / "alice", tmp_path / "bob"]
         env = {**os.environ, "MLFLOW_TRACKING_URI": s.uri}
         procs = []
@@ -236,12 +233,10 @@ def test_two_concurrent_pipelines_share_a_server_with_sqlite_store_and_artifact_
             assert all(r.info.status == "FINISHED" for r in children)
             by_stage = {r.data.tags["stage"]: r for r in children}
             assert by_stage["detect"].data.metrics["ok"] == 12
-            if "train" in by_stage:
-                assert [m.step for m in c.get_metric_history(by_stage["train"].info.run_id, "loss_d")] == [1, 2, 3, 4]
+            assert [m.step for m in c.get_metric_history(by_stage["train"].info.run_id, "loss_d")] == [1, 2, 3, 4]
             assert {"summary.json", "contact_sheet.png"} <= {a.path for a in c.list_artifacts(by_stage["detect"].info.run_id)}
         stored = list((tmp_path / "artifacts").rglob("contact_sheet.png"))
-        sheets = [x for x in stages if x in STAGES and x not in ("generate", "pack", "train")]
-        assert len(stored) == 2 * len(sheets), stored  # both pipelines' per-image stages, in the server's folder
+        assert len(stored) == 2 * 6, stored  # the 6 per-image stages of both pipelines, in the server's folder
         for root in roots:
             assert not (root / "mlruns").exists() and not (root / "mlartifacts").exists()
             assert list((root / ".facegan" / "tracking").glob("*.jsonl")) == []  # every record was sent
