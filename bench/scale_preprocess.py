@@ -176,11 +176,11 @@ def bench_rows(args: argparse.Namespace, root: Path) -> None:
             cv2.imwrite(str(folder / "images" / r.file), tile)
         write_manifest(folder / "images", rows)
         cases = {
-            "dedupe (Hamming index)": lambda: dedupe(rows, 16),
-            "manifest write + read": lambda: (write_manifest(folder, rows), read_manifest(folder)),
-            "pack (16 px images)": lambda: run_pack(PackConfig(resolution=16, labels=None), folder, folder / "images",
-                                                    folder / "packed"),
-            "contact sheet": lambda: contact_sheet("quality", folder / "images", folder / "images"),
+            "dedupe (Hamming index)": lambda rows=rows: dedupe(rows, 16),
+            "manifest write + read": lambda rows=rows, f=folder: (write_manifest(f, rows), read_manifest(f)),
+            "pack (16 px images)": lambda f=folder: run_pack(PackConfig(resolution=16, labels=None), f, f / "images",
+                                                             f / "packed"),
+            "contact sheet": lambda f=folder: contact_sheet("quality", f / "images", f / "images"),
         }
         for name, t in median_times(cases, args.rounds, time.process_time).items():
             results.setdefault(name, []).append(t)
@@ -188,7 +188,7 @@ def bench_rows(args: argparse.Namespace, root: Path) -> None:
     old = []
     for n in args.old_rows:
         rows = synthetic_rows(n)
-        old.append(median_times({"old": lambda: _dedupe_all_pairs(rows, 16)}, 1, time.process_time)["old"])
+        old.append(median_times({"old": lambda rows=rows: _dedupe_all_pairs(rows, 16)}, 1, time.process_time)["old"])
     print(f"{'step':26s}" + "".join(f"{f'{n} rows':>12s}" for n in args.rows) + f"{'exponent':>10s}")
     for name, ts in results.items():
         print(f"{name:26s}" + "".join(f"{t:11.2f}s" for t in ts) + f"{exponent(args.rows, ts):10.2f}")

@@ -155,7 +155,7 @@ def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(cl
     while time.time() < deadline and len(list(tmp_path.glob(".detect.*/*.png"))) < 2:
         time.sleep(0.05)  # the first crops are written: both workers are busy with their chunks
     address_of = {pid: addr for addr, pid in pids.items()}
-    victim = sorted(pids.values())[0]
+    victim = min(pids.values())
     assert client.processing()[address_of[victim]], "the worker to kill has a chunk in hand"
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=300)
