@@ -18,6 +18,7 @@ under these params: facegan.provenance), so a re-run skips finished work and nev
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -31,8 +32,9 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 import facegan  # noqa: E402
-from facegan.chain import Layout, run_stage  # noqa: E402
+from facegan.chain import run_stage  # noqa: E402
 from facegan.config import Params, TrainConfig, load_params  # noqa: E402
+from facegan.layout import Layout  # noqa: E402
 from facegan.provenance import fingerprint, outputs_state  # noqa: E402
 
 logging.getLogger("facegan").setLevel(os.environ.get("FACEGAN_LOG_LEVEL", "INFO"))  # Prefect forwards these records
@@ -40,6 +42,7 @@ logging.getLogger("facegan").setLevel(os.environ.get("FACEGAN_LOG_LEVEL", "INFO"
 PREPROCESS = ["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"]
 TRAIN = ["classifier", "refstats", "train"]
 EVALUATE = ["evaluate", "report"]
+NOT_IN_OUTPUTS = {"workers", "orchestration"}  # where per-image work runs: outputs are byte-identical either way
 IO_BOUND = {"generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"}
 
 
@@ -52,13 +55,15 @@ def _code_version() -> str:
 
 
 def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Inputs on disk + params + code + the state of the outputs: "own" while they are what this stage wrote
-    under these params, else their current fingerprint, so outputs rewritten since (`dvc repro` under other
-    params, a checkout) are never reused. A stage whose outputs were deleted is refreshed (see _run_stages)."""
+    """Inputs on disk + params (but where per-image work runs: NOT_IN_OUTPUTS) + code + the state of the outputs:
+    "own" while they are what this stage wrote under these params, else their current fingerprint, so outputs
+    rewritten since (`dvc repro` under other params, a checkout) are never reused. A stage whose outputs were
+    deleted is refreshed (see _run_stages)."""
     root = Path(parameters["root"])
     at = Layout(root, parameters["dataset"], parameters.get("variant"))
     inputs, outputs = at.io(parameters["stage"])
-    parts = [parameters["stage"], parameters["dataset"], str(parameters.get("variant")), parameters["params_json"],
+    params = {k: v for k, v in json.loads(parameters["params_json"]).items() if k not in NOT_IN_OUTPUTS}
+    parts = [parameters["stage"], parameters["dataset"], str(parameters.get("variant")), json.dumps(params, sort_keys=True),
              _code_version(), fingerprint(inputs), outputs_state(root, outputs, parameters["params_json"])]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 

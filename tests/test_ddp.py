@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import tiny_params
+from conftest import free_port, tiny_params
 from facegan.chain import run_stage
 from facegan.train.checkpoint import load_checkpoint
 from facegan.train.dist import Dist
@@ -66,6 +67,74 @@ def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path, layout, b
     assert _close(single.g.state_dict(), r0["G"]) == [] and _close(single.d.state_dict(), r0["D"]) == []
     moved = [k for k in start if not torch.equal(start[k], single.g.state_dict()[k])]
     assert len(moved) > 10  # the comparison is between trained weights, not two copies of the init
+
+
+def _two_nodes(args: list[str], env: dict | None = None, cwd: list[Path] | None = None) -> list[subprocess.CompletedProcess]:
+    """Two torchrun launches, one process each, joined by c10d rendezvous on 127.0.0.1 as nodes 0 and 1
+    (what two machines run, with the endpoint at node 0's address); node 0 hosts the rendezvous store."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
+                               "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
+                               "--rdzv-id", "facegan-test", "--rdzv-conf", f"is_host={int(rank == 0)}", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              cwd=cwd[rank] if cwd else None) for rank in (0, 1)]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+@pytest.mark.slow  # ~40 s idle, 2 min on shared cores; the single-node DDP test above stays in the default run
+def test_two_nodes_by_c10d_rendezvous_stay_identical_and_match_one_process(tmp_path, layout):
+    """Multi-node: `torchrun --nnodes 2 --node-rank 0|1 --rdzv-backend c10d --rdzv-endpoint HOST:PORT` on each node."""
+    cfg = tiny_params(**STYLE).train
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    (tmp_path / "worker.py").write_text(WORKER)
+    for node in (0, 1):
+        (tmp_path / f"node{node}").mkdir()
+    runs = _two_nodes([str(tmp_path / "worker.py"), str(tmp_path / "cfg.json"), str(layout.packed), "."],
+                      cwd=[tmp_path / "node0", tmp_path / "node1"])
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    r0, r1 = torch.load(tmp_path / "node0" / "rank0.pt", weights_only=True), torch.load(tmp_path / "node1" / "rank1.pt",
+                                                                                          weights_only=True)
+    assert r0["world"] == r1["world"] == 2
+    for key in ("G", "D"):
+        assert [k for k in r0[key] if not torch.equal(r0[key][k], r1[key][k])] == [], f"nodes differ in {key}"
+    images, _, _ = load_training_data(layout.packed)
+    single = Trainer(cfg, images, None, [], torch.device("cpu"), Dist())
+    for _ in range(3):
+        single.step()
+    assert _close(single.g.state_dict(), r0["G"]) == [] and _close(single.d.state_dict(), r0["D"]) == []
+
+
+@pytest.mark.slow
+def test_train_stage_on_two_nodes_writes_only_on_node_0(tmp_path, layout):
+    """The stage itself on two "nodes", each with its own copy of the packed set (as on two machines):
+    node 0 (rank 0) writes the checkpoint, samples and loss log; node 1 writes nothing."""
+    import shutil
+
+    import yaml
+
+    from facegan.chain import Layout
+
+    p = tiny_params(**{**STYLE, "steps": 3, "checkpoint_every": 3, "fid_every": 0})
+    spec = tmp_path / "params.yaml"
+    spec.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
+    roots = [tmp_path / "node0", tmp_path / "node1"]
+    for root in roots:
+        shutil.copytree(layout.packed, Layout(root, "cartoon").packed)
+    runs = _two_nodes(["-m", "facegan.chain", "train", "cartoon", str(spec), "."], cwd=roots)
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    out0, out1 = (Layout(root, "cartoon").model for root in roots)
+    ckpt = load_checkpoint(out0 / "checkpoint.pt")
+    assert ckpt["step"] == 3 and (out0 / "samples.png").is_file() and (out0 / "losses.csv").is_file()
+    assert not out1.exists() or not any(out1.iterdir()), sorted(out1.iterdir())
+    images, _, _ = load_training_data(layout.packed)
+    single = Trainer(p.train, images, None, [], torch.device("cpu"), Dist())
+    for _ in range(3):
+        single.step()
+    assert _close(single.g.state_dict(), ckpt["G"]) == [] and _close(single.d.state_dict(), ckpt["D"]) == []
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from facegan.config import CartoonSource, QualityConfig
@@ -43,3 +44,102 @@ def test_sharpness_and_hash_behave():
     h1, h2 = phash(im), phash(np.asarray(Image.fromarray(im).resize((200, 200))))
     others = [phash(render(CartoonSource(seed=5), i).image) for i in range(2, 8)]
     assert h1.size == 256 and (h1 != h2).sum() <= 8 and min((h1 != o).sum() for o in others) > 40
+
+
+# ---- near-duplicate search: the Hamming index against the all-pairs search it replaced ----------------------
+
+
+def _dedupe_all_pairs(rows, max_bits):
+    """The previous search (every face against every kept face), kept here as the reference."""
+    from facegan.preprocess.quality import _bits
+
+    kept, hashes, out = [], [], []
+    for r in rows:
+        if r.status != "ok" or r.stage != "quality" or max_bits < 0:
+            out.append(r)
+            continue
+        h = _bits(str(r.extra["phash"]))
+        if hashes:
+            dist = (np.stack(hashes) != h).sum(1)
+            dist[[src == r.source for src in kept]] = h.size + 1
+            j = int(np.argmin(dist))
+            if dist[j] <= max_bits:
+                out.append(r.reject("quality", f"near-duplicate of {kept[j]} ({int(dist[j])} of {h.size} bits)"))
+                continue
+        hashes.append(h)
+        kept.append(r.source)
+        out.append(r)
+    return out
+
+
+def _rows(hashes: list[np.ndarray], sources: list[str]) -> list[Row]:
+    from facegan.preprocess.quality import _hex
+
+    rows = []
+    for i, (h, src) in enumerate(zip(hashes, sources)):
+        rows.append(Row(source=src, file=f"{i}.png", stage="quality", extra={"phash": _hex(h)}))
+    return rows
+
+
+def _same_decisions(hashes, sources, max_bits=16):
+    from facegan.preprocess.quality import dedupe
+
+    rows = _rows(hashes, sources)
+    new = dedupe(rows, max_bits)
+    old = _dedupe_all_pairs(rows, max_bits)
+    assert [(r.status, r.reason) for r in new] == [(r.status, r.reason) for r in old]
+    return new
+
+
+def test_hamming_index_finds_exactly_the_strings_within_the_radius():
+    from facegan.preprocess.hamming import HammingIndex
+
+    rng = np.random.default_rng(0)
+    for nbits, radius in [(256, 16), (256, 0), (256, 40), (64, 5), (20, 19)]:
+        base = rng.random((300, nbits)) < 0.5
+        near = base[rng.integers(0, 300, 200)] ^ (rng.random((200, nbits)) < radius / nbits * 1.2)
+        stored = np.concatenate([base, near])
+        index = HammingIndex(nbits, radius)
+        for s in stored:
+            index.add(s)
+        queries = np.concatenate([near[:50] ^ (rng.random((50, nbits)) < 0.02), rng.random((20, nbits)) < 0.5])
+        for q in queries:
+            ids, dist = index.within(q)
+            full = (stored != q).sum(1)
+            assert ids.tolist() == np.flatnonzero(full <= radius).tolist() and dist.tolist() == full[full <= radius].tolist()
+
+
+def test_dedupe_decisions_match_the_all_pairs_search_with_planted_copies():
+    rng = np.random.default_rng(1)
+    photos = rng.random((400, 256)) < 0.5
+    hashes, sources = [], []
+    for i in range(600):
+        j = int(rng.integers(0, 400)) if i >= 400 else i
+        flips = int(rng.integers(0, 30)) if i >= 400 else 0  # copies: some within 16 bits, some just beyond
+        h = photos[j].copy()
+        h[rng.choice(256, flips, replace=False)] ^= True
+        hashes.append(h)
+        sources.append(f"p{j}.png" if i >= 400 and rng.random() < 0.2 else f"s{i}.png")  # a few faces of one photo
+    out = _same_decisions(hashes, sources)
+    assert 50 < sum(r.status == "rejected" for r in out) < 200  # the comparison covered both outcomes
+
+
+def _default_set_hashes(name: str, limit: int | None):
+    from conftest import ROOT
+    from facegan.config import load_params
+    from facegan.preprocess.quality import phash
+
+    src = load_params(ROOT / "params.yaml").dataset(name).source
+    n = src.n if limit is None else min(limit, src.n)
+    return [phash(render(src, i).image) for i in range(n)], [f"{i:06d}.png" for i in range(n)]
+
+
+def test_dedupe_decisions_match_on_the_default_sets_first_images():
+    for name in ("cartoon", "sketch"):
+        _same_decisions(*_default_set_hashes(name, 40))
+
+
+@pytest.mark.slow  # 2-5 min: renders the 2000 + 300 photos of params.yaml's two generated sets
+def test_dedupe_decisions_match_on_the_whole_default_sets():
+    for name in ("cartoon", "sketch"):
+        _same_decisions(*_default_set_hashes(name, None))

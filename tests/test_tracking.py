@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -386,3 +387,60 @@ def test_the_parent_key_ignores_what_the_pipeline_itself_writes_into_git(tmp_pat
     (tmp_path / "src/code.py").write_text("x = 2\n")  # the code changed: another execution
     assert track.pipeline_key("cartoon", params, tmp_path) != clean
     assert track.git_state(tmp_path)["git_dirty"] == "True"
+
+
+CHAIN = """
+import sys
+from pathlib import Path
+from facegan.chain import run_stage
+from facegan.config import Params
+params = Params.model_validate_json(Path(sys.argv[1]).read_text())
+for stage in sys.argv[2].split(","):
+    run_stage(stage, "cartoon", params, ".")
+"""
+
+
+@pytest.mark.slow  # ~1 min on idle cores (two whole preprocessing chains + training at once), 2-4 when shared
+def test_two_concurrent_pipelines_share_a_server_with_sqlite_store_and_artifact_folder(tmp_path):
+    """Team scale: one `mlflow server` (sqlite backend store, --artifacts-destination a folder), two pipelines of
+    the same commit and params run at once from two project folders: two parents, each with exactly its own
+    stages and records, every artifact in the server's folder, nothing left unsent."""
+    s = Server(tmp_path)
+    s.start()
+    try:
+        raw = tiny_params(steps=4, fid_every=0).model_dump(mode="json")
+        raw["tracking"].update(enabled=True, experiment="team")
+        (tmp_path / "params.json").write_text(json.dumps(raw))
+        stages = ["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "train"]
+        roots = [tmp_path / "alice", tmp_path / "bob"]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": s.uri}
+        procs = []
+        for root in roots:
+            root.mkdir()
+            procs.append(subprocess.Popen([sys.executable, "-c", CHAIN, str(tmp_path / "params.json"), ",".join(stages)],
+                                          cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        for proc in procs:
+            out, _ = proc.communicate(timeout=600)
+            assert proc.returncode == 0, out[-3000:]
+            assert "unreachable" not in out and "not sent" not in out, out[-3000:]
+
+        c = _client(s)
+        exp = c.get_experiment_by_name("team")
+        assert exp.artifact_location.startswith("mlflow-artifacts:")  # served by the server, not a local path
+        parents = c.search_runs([exp.experiment_id], "tags.`facegan.kind` = 'pipeline'")
+        assert sorted(p.data.tags["facegan.root"] for p in parents) == [str(r.resolve()) for r in roots]
+        for parent in parents:
+            children = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+            assert sorted(r.data.tags["stage"] for r in children) == sorted(stages), parent.data.tags["facegan.root"]
+            assert all(r.info.status == "FINISHED" for r in children)
+            by_stage = {r.data.tags["stage"]: r for r in children}
+            assert by_stage["detect"].data.metrics["ok"] == 12
+            assert [m.step for m in c.get_metric_history(by_stage["train"].info.run_id, "loss_d")] == [1, 2, 3, 4]
+            assert {"summary.json", "contact_sheet.png"} <= {a.path for a in c.list_artifacts(by_stage["detect"].info.run_id)}
+        stored = list((tmp_path / "artifacts").rglob("contact_sheet.png"))
+        assert len(stored) == 2 * 6, stored  # the 6 per-image stages of both pipelines, in the server's folder
+        for root in roots:
+            assert not (root / "mlruns").exists() and not (root / "mlartifacts").exists()
+            assert list((root / ".facegan" / "tracking").glob("*.jsonl")) == []  # every record was sent
+    finally:
+        s.stop()

@@ -21,6 +21,13 @@ from facegan.track import Tracker
 log = logging.getLogger(__name__)
 
 
+def _pool(p: Params):
+    """Where per-image stages spread their images: `workers` local processes, or the Dask runner."""
+    from facegan.runners import make_pool
+
+    return make_pool(p.orchestration, p.workers)
+
+
 def _report_stage(stage: str, at: Layout, t: Tracker) -> dict:
     """Counts per reason (summary.json) + a contact sheet of accepted and rejected samples, both to MLflow."""
     from facegan.manifest import SUMMARY, read_summary
@@ -39,48 +46,48 @@ def _generate(p: Params, at: Layout, t: Tracker) -> dict:
     source = p.dataset(at.dataset).source
     if source.kind != "cartoon":
         raise ParamsError(f"dataset {at.dataset!r} has source.kind {source.kind!r}: only 'cartoon' datasets are generated")
-    return {"images": generate(source, at.raw, p.workers)}
+    return {"images": generate(source, at.raw, _pool(p))}
 
 
 def _detect(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.detect import run_detect
 
-    run_detect(p.dataset(at.dataset).detect, at.raw, at.interim("detect"), p.workers)
+    run_detect(p.dataset(at.dataset).detect, at.raw, at.interim("detect"), _pool(p))
     return _report_stage("detect", at, t)
 
 
 def _verify(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.verify import run_verify
 
-    run_verify(p.dataset(at.dataset).verify, at.raw, at.interim("detect"), at.interim("verify"), p.workers)
+    run_verify(p.dataset(at.dataset).verify, at.raw, at.interim("detect"), at.interim("verify"), _pool(p))
     return _report_stage("verify", at, t)
 
 
 def _align(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.align import run_align
 
-    run_align(p.dataset(at.dataset).align, at.raw, at.interim("verify"), at.interim("align"), p.workers)
+    run_align(p.dataset(at.dataset).align, at.raw, at.interim("verify"), at.interim("align"), _pool(p))
     return _report_stage("align", at, t)
 
 
 def _matte(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.matte import run_matte
 
-    run_matte(p.dataset(at.dataset).matte, at.interim("align"), at.interim("matte"), p.workers)
+    run_matte(p.dataset(at.dataset).matte, at.interim("align"), at.interim("matte"), _pool(p))
     return _report_stage("matte", at, t)
 
 
 def _upscale(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.upscale import run_upscale
 
-    run_upscale(p.dataset(at.dataset).upscale, at.interim("matte"), at.interim("upscale"), p.workers)
+    run_upscale(p.dataset(at.dataset).upscale, at.interim("matte"), at.interim("upscale"), _pool(p))
     return _report_stage("upscale", at, t)
 
 
 def _quality(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.preprocess.quality import run_quality
 
-    run_quality(p.dataset(at.dataset).quality, at.raw, at.interim("upscale"), at.interim("quality"), p.workers)
+    run_quality(p.dataset(at.dataset).quality, at.raw, at.interim("upscale"), at.interim("quality"), _pool(p))
     return _report_stage("quality", at, t)
 
 
@@ -180,7 +187,7 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
     p.dataset(dataset)  # unknown dataset -> ParamsError before any work
     if name == "cyclegan" and dataset != p.cyclegan.a:
         raise ParamsError(f"stage cyclegan runs for cyclegan.a ({p.cyclegan.a!r}), not {dataset!r}")
-    root = Path(root)
+    root = Path(root).resolve()  # absolute: Dask workers may run in another working directory
     if name == "train" and p.train.nproc > 1:
         from facegan.launch import in_torchrun
 

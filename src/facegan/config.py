@@ -478,8 +478,29 @@ class CycleGANConfig(RunSettings):
         return self
 
 
+class DaskConfig(Section):
+    """Where `orchestration.runner: dask` runs: an existing scheduler, or a LocalCluster started for each stage."""
+
+    address: str | None = Field(None, description="scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; its "
+                                "workers must import facegan and see the data folder at the same absolute path")
+    local_workers: int = Field(2, ge=1, le=256, description="without address: worker processes of a LocalCluster")
+    threads_per_worker: int = Field(1, ge=1, le=64, description="LocalCluster threads per worker (dlib and OpenCV "
+                                    "hold the GIL in places: processes scale better)")
+
+
+class OrchestrationConfig(Section):
+    """How per-image stages (generate, detect, verify, align, matte, upscale, quality) spread their images."""
+
+    runner: Literal["local", "dask"] = Field("local", description="local: `workers` processes on this machine; "
+                                             "dask: chunked Prefect tasks on a Dask cluster (prefect-dask)")
+    chunk_size: int = Field(0, ge=0, le=100_000, description="images per task; 0 = about 8 tasks per worker, at most "
+                            "32 images each (see docs/scaling.md for when the per-task overhead dominates)")
+    dask: DaskConfig = DaskConfig()
+
+
 class Params(Section):
     workers: int = Field(2, ge=1, le=256, description="processes for per-image stages")
+    orchestration: OrchestrationConfig = OrchestrationConfig()
     datasets: dict[str, DatasetConfig] = Field(min_length=1)
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()

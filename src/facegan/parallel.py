@@ -1,6 +1,7 @@
-"""Per-image work over a process pool, in input order, with a progress bar.
+"""Per-image work over a pool of processes (or any `Pool`, e.g. the Dask runner's: facegan.runners picks one),
+in input order, with a progress bar.
 
-Workers come from a fork server, not from forking the caller: a process that has already run a
+Local workers come from a fork server, not from forking the caller: a process that has already run a
 multi-threaded library (dlib's CNN detector, OpenMP/BLAS) can hold locks that a plain fork copies
 locked into the child, which then waits forever (seen: `cnn` detection at 1 worker, then 2 workers in
 one process hung at 0% CPU). The fork server imports the per-image stages' modules once (no model
@@ -12,39 +13,67 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    pass
 
 PRELOAD = ["numpy", "cv2", "PIL.Image", "dlib", "facegan.preprocess.detect", "facegan.preprocess.verify",
            "facegan.preprocess.align", "facegan.preprocess.matte", "facegan.preprocess.upscale",
            "facegan.preprocess.quality", "facegan.data.cartoon"]
+MAX_AUTO_CHUNK = 32
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def map_items(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str) -> list[R]:
-    """`[fn(x) for x in items]`, on `workers` processes when > 1; results keep the input order.
+class Pool(Protocol):
+    """Somewhere other than this process's local pool that maps a function over items, keeping their order."""
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str) -> list[R]: ...
+
+
+def auto_chunk(n: int, workers: int, chunk_size: int = 0) -> int:
+    """Images per task: `chunk_size` when set, else about 8 tasks per worker, at most MAX_AUTO_CHUNK images each."""
+    return chunk_size or max(1, min(MAX_AUTO_CHUNK, n // (max(1, workers) * 8)))
+
+
+def progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5)
+
+
+def map_items(fn: Callable[[T], R], items: Sequence[T], workers: int | Pool, desc: str) -> list[R]:
+    """`[fn(x) for x in items]` on `workers` local processes (an int) or on a Pool; results keep the input order.
 
     `fn` must be picklable (a module-level function or a functools.partial of one).
     """
-    bar = tqdm(total=len(items), desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5)
-    try:
-        if workers <= 1 or len(items) < 2:
-            out = []
-            for x in items:
-                out.append(fn(x))
-                bar.update()
-            return out
-        chunk = max(1, min(32, len(items) // (workers * 8)))
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (once per process)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            out = []
-            for r in pool.map(fn, items, chunksize=chunk):
-                out.append(r)
-                bar.update()
-            return out
-    finally:
-        bar.close()
+    return (LocalPool(workers) if isinstance(workers, int) else workers).map(fn, items, desc)
+
+
+class LocalPool:
+    """`workers` processes of this machine (in this process when 1)."""
+
+    def __init__(self, workers: int, chunk_size: int = 0):
+        self.workers, self.chunk_size = workers, chunk_size
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str) -> list[R]:
+        bar = progress(len(items), desc)
+        try:
+            if self.workers <= 1 or len(items) < 2:
+                out = []
+                for x in items:
+                    out.append(fn(x))
+                    bar.update()
+                return out
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (once per process)
+            with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+                out = []
+                for r in pool.map(fn, items, chunksize=auto_chunk(len(items), self.workers, self.chunk_size)):
+                    out.append(r)
+                    bar.update()
+                return out
+        finally:
+            bar.close()

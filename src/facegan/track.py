@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -89,7 +90,20 @@ def package_versions() -> dict[str, str]:
 
 def _experiment(c, name: str) -> str:
     exp = c.get_experiment_by_name(name)
-    return exp.experiment_id if exp else c.create_experiment(name)
+    if exp:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name)
+    except Exception:  # noqa: BLE001 - another process sharing the server created it meanwhile
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def where(root: Path) -> dict[str, str]:
+    """Tags naming the machine and project folder of an execution (teams sharing one server)."""
+    return {"facegan.host": socket.gethostname(), "facegan.root": str(root.resolve())}
 
 
 def experiment_id(cfg: TrackingConfig) -> str:
@@ -403,7 +417,7 @@ def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params, root: Pat
         tags = {KIND: "pipeline", KEY: key, "dataset": dataset, "model": params.train.model, "loss": params.train.loss,
                 "d_variant": params.train.d_variant, "augment": ",".join(params.train.diffaugment) or "none",
                 "mlflow.runName": f"{dataset}-{params.train.model}-{params.train.loss}", **git_state(root),
-                **package_versions()}
+                **package_versions(), **where(root)}
         return run_spec(cfg, tags, {**run_params(params, dataset), "seed": params.train.seed})
 
     return _open_parent(cfg, root, key, new)
@@ -417,7 +431,8 @@ def transfer_parent(cfg: TrackingConfig, params: Params, root: Path) -> dict[str
 
     def new() -> dict[str, Any]:
         tags = {KIND: "transfer", KEY: key, "source": t.source, "target": t.target,
-                "mlflow.runName": f"transfer-{t.source}-to-{t.target}", **git_state(root), **package_versions()}
+                "mlflow.runName": f"transfer-{t.source}-to-{t.target}", **git_state(root), **package_versions(),
+                **where(root)}
         return run_spec(cfg, tags, {**flatten(t, "transfer."), **flatten(params.evaluate, "evaluate.")})
 
     return _open_parent(cfg, root, key, new)

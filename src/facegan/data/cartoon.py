@@ -28,7 +28,7 @@ import numpy as np
 
 from facegan.config import CartoonSource
 from facegan.io import atomic_dir, write_image, write_text
-from facegan.parallel import map_items
+from facegan.parallel import Pool, map_items
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def _write_one(cfg: CartoonSource, root: Path, index: int) -> tuple[str, dict, d
     return name, {"box": sample.box, "landmarks": sample.landmarks}, sample.labels
 
 
-def generate(cfg: CartoonSource, dst: Path, workers: int = 1) -> int:
+def generate(cfg: CartoonSource, dst: Path, workers: int | Pool = 1) -> int:
     """Write the whole dataset to `dst` (replaced atomically); returns the image count."""
     with atomic_dir(dst) as tmp:
         rows = map_items(functools.partial(_write_one, cfg, tmp), range(cfg.n), workers, desc="generate cartoon")

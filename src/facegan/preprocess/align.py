@@ -19,6 +19,7 @@ import numpy as np
 from facegan.config import AlignConfig
 from facegan.io import ImageError, read_image, write_image
 from facegan.manifest import Manifest, Row
+from facegan.parallel import Pool
 from facegan.preprocess import geometry
 from facegan.preprocess.annotations import Face, iou, load_annotations
 from facegan.preprocess.common import run_per_image
@@ -134,7 +135,7 @@ def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path,
     })
 
 
-def run_align(cfg: AlignConfig, raw: Path, src: Path, dst: Path, workers: int = 1) -> Manifest:
+def run_align(cfg: AlignConfig, raw: Path, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:
     """Align every accepted crop of `src` (detect output) into `dst`."""
     landmarker = pick(LANDMARKERS, cfg.backend, "align backend")(cfg, raw)
     return run_per_image(STAGE, functools.partial(_align_one, cfg=cfg, landmarker=landmarker), src, dst, workers)

@@ -11,7 +11,7 @@ from pathlib import Path
 from facegan.errors import FaceganError, StageError
 from facegan.io import ImageError, atomic_dir, write_text
 from facegan.manifest import SUMMARY, Manifest, Row, read_manifest, summary, write_manifest
-from facegan.parallel import map_items
+from facegan.parallel import Pool, map_items
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def guarded(stage: str, fn: Callable, row: Row, **kwargs):
         raise StageError(f"stage {stage!r} failed on {row.source!r}: {type(e).__name__}: {e}") from e
 
 
-def run_per_image(stage: str, fn: RowFn, src: Path, dst: Path, workers: int) -> Manifest:
+def run_per_image(stage: str, fn: RowFn, src: Path, dst: Path, workers: int | Pool) -> Manifest:
     """Apply `fn` to each accepted row of src's manifest; rejected rows are carried along unchanged."""
     rows = read_manifest(src)
     todo = [r for r in rows if r.status == "ok"]

@@ -17,7 +17,7 @@ from facegan.config import DetectConfig
 from facegan.errors import StageInputMissing
 from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, list_images, read_image, write_image
 from facegan.manifest import Manifest, Row
-from facegan.parallel import map_items
+from facegan.parallel import Pool, map_items
 from facegan.preprocess import geometry
 from facegan.preprocess.annotations import Face, load_annotations
 from facegan.preprocess.common import finish, guarded
@@ -121,7 +121,7 @@ def _detect_guarded(row: Row, **kw) -> list[Row]:
     return result if isinstance(result, list) else [result]
 
 
-def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int = 1) -> Manifest:
+def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int | Pool = 1) -> Manifest:
     """Detect faces in raw/images/*; one manifest row per face found, or per rejected file."""
     images = raw / "images"
     if not images.is_dir():

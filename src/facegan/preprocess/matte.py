@@ -17,6 +17,7 @@ import numpy as np
 from facegan.config import MatteConfig
 from facegan.io import read_image, write_image
 from facegan.manifest import Manifest, Row
+from facegan.parallel import Pool
 from facegan.preprocess import geometry
 from facegan.preprocess.common import run_per_image
 from facegan.registry import pick
@@ -100,6 +101,6 @@ def _matte_one(row: Row, *, cfg: MatteConfig, matter: Matter, src: Path, dst: Pa
     })
 
 
-def run_matte(cfg: MatteConfig, src: Path, dst: Path, workers: int = 1) -> Manifest:
+def run_matte(cfg: MatteConfig, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:
     matter = pick(MATTERS, cfg.backend, "matte backend")(cfg)
     return run_per_image(STAGE, functools.partial(_matte_one, cfg=cfg, matter=matter), src, dst, workers)

@@ -8,13 +8,19 @@ pickle cheaply into worker processes (each process builds its own model once).
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from facegan.errors import ModelFileMissing
 from facegan.preprocess.annotations import Face
+
+log = logging.getLogger(__name__)
 
 
 class ModelMissing(ModelFileMissing):
@@ -36,17 +42,37 @@ def dlib_model(name: str) -> Path:
     return path
 
 
+# models built in this process, shared by every copy of a backend: a worker unpickles the stage's backend
+# once per chunk of images, and must not read a 100 MB model file again each time
+_MODELS: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+LOADS: Counter[str] = Counter()  # model loads in this process, per backend class (logs and tests)
+
+
 class Lazy:
-    """Base for backends holding a heavy model: built on first call in each process, never pickled."""
+    """Base for backends holding a heavy model: built on first use in each process, never pickled, and
+    shared by every equal copy in the process (same class and same settings: see `cache_key`)."""
 
     _model = None
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_model"}
 
+    def cache_key(self) -> tuple:
+        """What the loaded model depends on: the class and its plain settings (strings, numbers, paths)."""
+        plain = (str, int, float, bool, type(None), Path)
+        return (type(self).__module__, type(self).__qualname__,
+                *sorted((k, str(v)) for k, v in self.__getstate__().items() if isinstance(v, plain)))
+
     def model(self):
         if self._model is None:
-            self._model = self.load()
+            key = self.cache_key()
+            with _LOCK:  # a Dask worker may run chunks on several threads
+                if key not in _MODELS:
+                    _MODELS[key] = self.load()
+                    LOADS[type(self).__name__] += 1
+                    log.debug("loaded %s in process %d", key, os.getpid())
+            self._model = _MODELS[key]
         return self._model
 
     def load(self):  # pragma: no cover - overridden

@@ -17,8 +17,9 @@ import numpy as np
 from facegan.config import QualityConfig
 from facegan.io import atomic_dir, read_image
 from facegan.manifest import Manifest, Row, read_manifest
-from facegan.parallel import map_items
+from facegan.parallel import Pool, map_items
 from facegan.preprocess.common import finish, guarded
+from facegan.preprocess.hamming import HammingIndex
 
 STAGE = "quality"
 SHARPNESS_SIDE = 128  # sharpness is measured at one scale, so the threshold means the same for every size
@@ -64,36 +65,46 @@ def _measure(row: Row, *, cfg: QualityConfig, raw_images: Path, src: Path, dst: 
     return row.model_copy(update={"stage": STAGE, "backends": {**row.backends, STAGE: "laplacian+phash"}})
 
 
-def _dedupe(rows: Manifest, max_bits: int, dst: Path) -> Manifest:
-    """Reject faces whose photo is a near-copy of an earlier kept face's photo (faces of one photo are not)."""
-    kept: list[str] = []
-    hashes: list[np.ndarray] = []
+def dedupe(rows: Manifest, max_bits: int) -> Manifest:
+    """Reject faces whose photo is a near-copy of an earlier kept face's photo (faces of one photo are not).
+
+    Kept hashes go into a multi-index Hamming index, so each face is compared only with the few kept
+    photos that could be within `max_bits` (about linear in the number of faces, not quadratic). Of those,
+    the closest is named, the earliest kept on a tie: the same decisions as comparing with every kept face."""
+    if max_bits < 0:
+        return list(rows)
+    index: HammingIndex | None = None
+    kept: list[str] = []  # source photo of each id in the index
     out = []
     for r in rows:
-        if r.status != "ok" or r.stage != STAGE or max_bits < 0:
+        if r.status != "ok" or r.stage != STAGE:
             out.append(r)
             continue
         h = _bits(str(r.extra["phash"]))
-        if hashes:
-            dist = (np.stack(hashes) != h).sum(1)
-            dist[[src == r.source for src in kept]] = h.size + 1
-            j = int(np.argmin(dist))
-            if dist[j] <= max_bits:
-                (dst / r.file).unlink()
-                out.append(r.reject(STAGE, f"near-duplicate of {kept[j]} ({int(dist[j])} of {h.size} bits)"))
-                continue
-        hashes.append(h)
+        index = index or HammingIndex(h.size, max_bits)
+        ids, dist = index.within(h)
+        other = np.array([kept[i] != r.source for i in ids.tolist()], bool)
+        if other.any():
+            ids, dist = ids[other], dist[other]
+            j = int(np.argmin(dist))  # the first minimum: ids ascend in the order faces were kept
+            out.append(r.reject(STAGE, f"near-duplicate of {kept[ids[j]]} ({int(dist[j])} of {h.size} bits)"))
+            continue
+        index.add(h)
         kept.append(r.source)
         out.append(r)
     return out
 
 
-def run_quality(cfg: QualityConfig, raw: Path, src: Path, dst: Path, workers: int = 1) -> Manifest:
+def run_quality(cfg: QualityConfig, raw: Path, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:
     rows = read_manifest(src)
     todo = [r for r in rows if r.status == "ok"]
     with atomic_dir(dst) as tmp:
         fn = functools.partial(guarded, STAGE, _measure, cfg=cfg, raw_images=raw / "images", src=src, dst=tmp)
         done = iter(map_items(fn, todo, workers, desc=STAGE))
-        out = _dedupe([next(done) if r.status == "ok" else r for r in rows], cfg.max_hash_distance, tmp)
+        measured = [next(done) if r.status == "ok" else r for r in rows]
+        out = dedupe(measured, cfg.max_hash_distance)
+        for before, after in zip(measured, out):
+            if before.status != after.status:  # a near-duplicate: its copied file goes
+                (tmp / before.file).unlink()
         finish(STAGE, tmp, out)
     return out

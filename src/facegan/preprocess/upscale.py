@@ -16,6 +16,7 @@ from PIL import Image
 from facegan.config import UpscaleConfig
 from facegan.io import read_image, write_image
 from facegan.manifest import Manifest, Row
+from facegan.parallel import Pool
 from facegan.preprocess import geometry
 from facegan.preprocess.common import run_per_image
 from facegan.registry import pick
@@ -59,6 +60,6 @@ def _upscale_one(row: Row, *, cfg: UpscaleConfig, upscaler: Upscaler, src: Path,
     })
 
 
-def run_upscale(cfg: UpscaleConfig, src: Path, dst: Path, workers: int = 1) -> Manifest:
+def run_upscale(cfg: UpscaleConfig, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:
     upscaler = pick(UPSCALERS, cfg.backend, "upscale backend")(cfg)
     return run_per_image(STAGE, functools.partial(_upscale_one, cfg=cfg, upscaler=upscaler), src, dst, workers)

@@ -19,6 +19,7 @@ from facegan.config import VerifyConfig
 from facegan.errors import StageInputMissing
 from facegan.io import ImageError, list_images, read_image
 from facegan.manifest import Manifest, Row
+from facegan.parallel import Pool
 from facegan.preprocess import geometry
 from facegan.preprocess.common import run_per_image
 from facegan.registry import pick
@@ -93,7 +94,7 @@ def _verify_one(row: Row, *, cfg: VerifyConfig, verifier: Verifier | None, src: 
     return row.model_copy(update={"stage": STAGE, "extra": extra, "backends": {**row.backends, STAGE: cfg.backend}})
 
 
-def run_verify(cfg: VerifyConfig, raw: Path, src: Path, dst: Path, workers: int = 1) -> Manifest:
+def run_verify(cfg: VerifyConfig, raw: Path, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:
     """Check every accepted crop of `src` (detect output) against the reference identity."""
     verifier = pick(VERIFIERS, cfg.backend, "verify backend")(cfg, raw)
     return run_per_image(STAGE, functools.partial(_verify_one, cfg=cfg, verifier=verifier), src, dst, workers)

@@ -1,0 +1,212 @@
+"""`orchestration.runner: dask`: per-image stages as chunked Prefect tasks on real Dask clusters on 127.0.0.1
+(a LocalCluster started for the run, and a separately started `dask scheduler` + `dask worker`); outputs
+byte-identical to the local run, models loaded once per worker, a killed worker's chunks redone elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port
+from facegan.chain import Layout, run_stage
+from facegan.config import AlignConfig, DetectConfig, parse_params
+from facegan.manifest import read_manifest
+from facegan.preprocess import detect
+from facegan.preprocess.align import run_align
+from facegan.preprocess.detect import AnnotationDetector, run_detect
+
+TESTS = Path(__file__).resolve().parent
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # Prefect's temporary server, busy cores
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server_stopped_at_the_end():
+    """The runner starts Prefect's temporary API server in this process; stop it while pytest still shows logs."""
+    yield
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()
+
+
+def dask_params(base, **orchestration):
+    raw = base.model_dump(mode="json")
+    raw["orchestration"] = {"runner": "dask", **orchestration}
+    return parse_params(raw)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_local_cluster_of_two_processes_gives_the_local_runs_bytes(layout, tiny_params_obj, tmp_path):
+    """detect (its own map), matte (the shared per-image path) and quality (map + dedupe) on a LocalCluster of 2
+    worker processes started for each stage, 3 images a task, over a copy of the local run's data."""
+    shutil.copytree(layout.root / "data", tmp_path / "data")
+    at = Layout(tmp_path, layout.dataset)
+    p = dask_params(tiny_params_obj, chunk_size=3, dask={"local_workers": 2})
+    for stage in ("detect", "matte", "quality"):
+        shutil.rmtree(at.interim(stage))
+        run_stage(stage, "cartoon", p, tmp_path)
+        local, remote = tree(layout.interim(stage)), tree(at.interim(stage))
+        assert sorted(remote) == sorted(local), stage
+        differ = [name for name in local if local[name] != remote[name]]
+        assert differ == [], f"{stage}: {differ[:5]} differ from the local run"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """`dask scheduler` and `dask worker` (2 worker processes, 1 thread each) started as separate commands."""
+    log_dir = tmp_path_factory.mktemp("dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+           "DASK_LOGGING__DISTRIBUTED": "warning"}
+    procs = []
+    try:
+        procs.append(subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                       "--no-dashboard"], env=env, stdout=(log_dir / "scheduler.log").open("w"),
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                       "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(log_dir)],
+                                      env=env, stdout=(log_dir / "worker.log").open("w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+        from distributed import Client
+
+        client = Client(address, timeout=120)
+        client.wait_for_workers(2, timeout=120)
+        yield address, client
+        client.close()
+    finally:
+        for proc in procs[::-1]:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
+
+
+def test_separate_scheduler_and_workers_load_the_model_once_per_worker(cluster, layout, tiny_params_obj, tmp_path):
+    """dlib's 68-point model (95 MB) is read once per worker process however many chunks each one runs."""
+    address, client = cluster
+    p = dask_params(tiny_params_obj, chunk_size=1, dask={"address": address})
+    cfg = AlignConfig(backend="dlib68", size=64)
+    src = layout.interim("verify")
+    local = run_align(cfg, layout.raw, src, tmp_path / "local", workers=1)
+    before = client.run(_loads)
+    remote = run_align(cfg, layout.raw, src, tmp_path / "remote", workers=_pool(p))
+    assert remote == local and tree(tmp_path / "remote") == tree(tmp_path / "local")
+    loads = {w: n.get("DlibShapes", 0) - before[w].get("DlibShapes", 0) for w, n in client.run(_loads).items()}
+    chunks = sum(r.status == "ok" for r in read_manifest(src))
+    assert chunks > len(loads) == 2 and set(loads.values()) <= {0, 1} and sum(loads.values()) >= 1, loads
+
+
+def _loads() -> dict[str, int]:
+    from facegan.preprocess.models import LOADS
+
+    return dict(LOADS)
+
+
+def _pool(p):
+    from facegan.runners import make_pool
+
+    return make_pool(p.orchestration, p.workers)
+
+
+class SlowAnnotations(AnnotationDetector):
+    """The annotations detector at a photo's pace, so a worker can be killed in the middle of the stage."""
+
+    def __call__(self, image, key):
+        time.sleep(0.4)
+        return super().__call__(image, key)
+
+
+def _slow(cfg: DetectConfig, raw: Path) -> AnnotationDetector:
+    from facegan.preprocess.annotations import load_annotations
+
+    return SlowAnnotations(load_annotations(raw / cfg.annotations))
+
+
+def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(cluster, layout, tiny_params_obj,
+                                                                           tmp_path, monkeypatch):
+    address, client = cluster
+    cfg = tiny_params_obj.dataset("cartoon").detect
+    monkeypatch.setitem(detect.DETECTORS, "annotations", _slow)
+    p = dask_params(tiny_params_obj, chunk_size=2, dask={"address": address})
+    pids = client.run(os.getpid)
+    result: dict = {}
+
+    def work() -> None:
+        try:
+            result["rows"] = run_detect(cfg, layout.raw, tmp_path / "detect", workers=_pool(p))
+        except BaseException as e:  # noqa: BLE001 - shown by the assertion below
+            result["error"] = e
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.glob(".detect.*/*.png"))) < 2:
+        time.sleep(0.05)  # the first crops are written: both workers are busy with their chunks
+    address_of = {pid: addr for addr, pid in pids.items()}
+    victim = min(pids.values())
+    assert client.processing()[address_of[victim]], "the worker to kill has a chunk in hand"
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert "error" not in result, result.get("error")
+    assert [(r.source, r.file, r.status) for r in result["rows"]] == [(r.source, r.file, r.status)
+                                                                      for r in read_manifest(layout.interim("detect"))]
+    assert tree(tmp_path / "detect") == {k: v for k, v in tree(layout.interim("detect")).items() if k != "contact_sheet.png"}
+    client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker
+    assert victim not in client.run(os.getpid).values()
+
+
+def test_no_scheduler_at_the_address_is_one_clear_error():
+    from facegan.config import OrchestrationConfig, ParamsError
+    from facegan.parallel import map_items
+
+    port = free_port()
+    pool = _pool(parse_params({**_project_params(), "orchestration": {"runner": "dask", "dask": {"address": f"tcp://127.0.0.1:{port}"}}}))
+    with pytest.raises(ParamsError, match=rf"orchestration.dask.address tcp://127.0.0.1:{port}: no Dask scheduler answers"):
+        map_items(abs, [1, 2], pool, "nothing")
+    assert OrchestrationConfig().runner == "local"
+
+
+def _project_params() -> dict:
+    from facegan.config import load_params
+
+    return load_params(ROOT / "params.yaml").model_dump(mode="json")
+
+
+def test_the_default_runner_imports_no_dask_or_prefect():
+    """Item 8: the local path stays as light as before (prefect-dask, dask, distributed only when chosen)."""
+    code = ("import sys; from facegan.chain import run_stage; from facegan.runners import make_pool; "
+            "from facegan.config import OrchestrationConfig; import facegan.preprocess.detect, facegan.preprocess.quality; "
+            "make_pool(OrchestrationConfig(), 2); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'prefect', 'prefect_dask')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]
+
+
+@pytest.mark.slow  # ~1-2 min: seven stages, each a subflow of chunk tasks
+def test_prefect_preprocess_flow_runs_its_per_image_stages_as_subflows_on_the_cluster(cluster, layout, tiny_params_obj,
+                                                                                        tmp_path):
+    """pipelines/flows.py with the dask runner: each stage task opens a subflow of chunk tasks on the cluster."""
+    import yaml
+
+    address, _ = cluster
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    from flows import preprocess
+
+    raw = tiny_params_obj.model_dump(mode="json")
+    raw["orchestration"] = {"runner": "dask", "chunk_size": 4, "dask": {"address": address}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    preprocess(dataset="cartoon", params_file=str(tmp_path / "params.yaml"), root=str(tmp_path))
+    assert (tmp_path / "data/processed/cartoon/dataset.zip").read_bytes() == (layout.packed / "dataset.zip").read_bytes()
+    assert tree(tmp_path / "data/interim/cartoon/quality") == tree(layout.interim("quality"))
