@@ -302,7 +302,7 @@ def stage_main(name: str) -> None:
         sys.exit(f"usage: python stages/{name}.py DATASET [PARAMS_FILE]")
     try:
         run_stage(name, args[0], args[1] if len(args) == 2 else "params.yaml")
-    except ParamsError as e:
+    except (ParamsError, FileNotFoundError) as e:  # bad params; missing inputs or model files (named in e)
         sys.exit(f"error: {e}")
 
 

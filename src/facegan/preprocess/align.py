@@ -21,7 +21,7 @@ from facegan.io import ImageError, read_image, write_image
 from facegan.manifest import Manifest, Row
 from facegan.preprocess import geometry
 from facegan.preprocess.annotations import Face, iou, load_annotations
-from facegan.preprocess.common import run_per_image
+from facegan.preprocess.common import resolve, run_per_image
 from facegan.registry import pick
 
 STAGE = "align"
@@ -67,11 +67,22 @@ def _dlib68(cfg: AlignConfig, raw: Path) -> Landmarker:
 
 
 def _fan(cfg: AlignConfig, raw: Path) -> Landmarker:
-    from facegan.preprocess.models import FanLandmarks
+    from facegan.preprocess.pretrained import FanLandmarks
 
     fan = FanLandmarks()
     fan.check()
+    fan.model()  # a missing or unreadable weights file stops the stage before any image
     return ModelLandmarker(fan)
+
+
+def _yunet5(cfg: AlignConfig, raw: Path) -> Landmarker:
+    from facegan.preprocess.pretrained import YuNet, YuNetLandmarks
+
+    # the face is known to be in the crop: a low threshold, no downscaling
+    yunet = YuNet(cfg.model and str(resolve(cfg.model, raw)), min_score=0.3, max_side=4096)
+    yunet.check()
+    yunet.model()
+    return ModelLandmarker(YuNetLandmarks(yunet))
 
 
 # where eyes, nose tip and mouth corners sit inside a detected face box, as fractions of its width/height
@@ -86,7 +97,7 @@ def box_landmarks(crop: np.ndarray, row: Row) -> np.ndarray:
 
 
 LANDMARKERS: dict[str, Callable[[AlignConfig, Path], Landmarker]] = {
-    "annotations": _annotations, "dlib68": _dlib68, "fan": _fan, "box": lambda cfg, raw: box_landmarks}
+    "annotations": _annotations, "dlib68": _dlib68, "fan": _fan, "yunet5": _yunet5, "box": lambda cfg, raw: box_landmarks}
 
 
 def to_five(landmarks: np.ndarray) -> np.ndarray:

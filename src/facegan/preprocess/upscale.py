@@ -29,10 +29,11 @@ def lanczos(image: np.ndarray, side: int) -> np.ndarray:
 
 
 def _opencv(cfg: UpscaleConfig) -> Upscaler:
-    from facegan.preprocess.models import OpenCVSuperRes
+    from facegan.preprocess.pretrained import OpenCVSuperRes
 
     sr = OpenCVSuperRes(cfg.model, cfg.scale, Path(cfg.models_dir).expanduser())
     sr.check()
+    sr.model()  # an unreadable model file stops the stage before any image
     return sr
 
 
