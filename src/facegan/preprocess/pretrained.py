@@ -108,16 +108,21 @@ class BlazeFace(Lazy):
         with loading(weights, f"BlazeFace {self.variant} model (.pth state dict, anchors {anchors.name} beside it)"):
             det = BlazeFaceDetector("cpu", back_model=self.variant == "back", path_to_detector=str(weights),
                                     path_to_anchor=str(anchors), min_score_thresh=self.min_score)
-            det.detect_from_image(np.zeros((64, 64, 3), np.uint8))
+            det.detect_from_image(np.zeros((256, 256, 3) if self.variant == "back" else (128, 128, 3), np.uint8))
         return det
 
     def __call__(self, image: np.ndarray, key: str = "") -> list[Face]:
+        import cv2
+
         h, w = image.shape[:2]
         square = np.zeros((max(h, w), max(h, w), 3), np.uint8)
         square[:h, :w] = image
-        found = self.model().detect_from_image(square)
-        return [Face((max(0.0, float(x0)), max(0.0, float(y0)), min(float(w), float(x1)), min(float(h), float(y1))),
-                     None, float(score)) for x0, y0, x1, y1, score in np.asarray(found, np.float64).reshape(-1, 5)]
+        side = 256 if self.variant == "back" else 128  # its input side, exactly (its own resize can miss by 1 px)
+        small = cv2.resize(square, (side, side), interpolation=cv2.INTER_AREA if len(square) > side else cv2.INTER_LINEAR)
+        s = len(square) / side
+        found = np.asarray(self.model().detect_from_image(small), np.float64).reshape(-1, 5)
+        return [Face((max(0.0, x0 * s), max(0.0, y0 * s), min(float(w), x1 * s), min(float(h), y1 * s)), None, float(score))
+                for x0, y0, x1, y1, score in found]
 
 
 class YuNet(Lazy):
