@@ -24,6 +24,17 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _one_thread_each() -> None:
+    """Pool workers share the cores: one thread each for OpenCV, torch and onnxruntime (OMP_NUM_THREADS is read
+    when those are first imported in the worker) instead of each worker starting one thread per core."""
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def map_items(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str) -> list[R]:
     """`[fn(x) for x in items]`, on `workers` processes when > 1; results keep the input order.
 
@@ -40,7 +51,7 @@ def map_items(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str)
         chunk = max(1, min(32, len(items) // (workers * 8)))
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (once per process)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread_each) as pool:
             out = []
             for r in pool.map(fn, items, chunksize=chunk):
                 out.append(r)
