@@ -1,10 +1,11 @@
 """Super-resolution of real faces: OpenCV dnn_superres models vs bicubic and Lanczos, PSNR / SSIM and images/s.
 
-    python bench/superres.py [--photos DIR] [--factors 2 4] [--rounds 3] [--models-dir ~/.cache/facegan/superres]
+    python bench/superres.py [--photos DIR] [--side 192] [--factors 2 4] [--rounds 3] [--models-dir DIR]
 
 Faces: every face dlib's HOG detector finds in the real photos of ../shared/assets/faces (plus
-scikit-image's astronaut), cropped square at native resolution (faces of at least --min-face px), trimmed
-to a multiple of 8. Each crop is downscaled by the factor with PIL's antialiased bicubic (the degradation the
+scikit-image's astronaut), cropped square (1.4 x the box) from faces of at least --min-face px and
+resampled (INTER_AREA) to --side px: the sizes the `upscale` stage meets (a face below the 128 px target
+is brought up to it). Each crop is downscaled by the factor with PIL's antialiased bicubic (the degradation the
 models were trained on) and brought back to its side by each method, exactly as the `upscale` stage calls it
 (`UPSCALERS`: `lanczos`, or `opencv` with a model applied until the side is reached, then INTER_AREA to the
 side). PSNR and SSIM on the luminance (BT.601 Y, 0-255, skimage.metrics), averaged over faces. Speed:
@@ -26,14 +27,15 @@ from PIL import Image
 from facegan.config import UpscaleConfig
 from facegan.io import list_images, read_image
 from facegan.preprocess.models import DlibDetector
+from facegan.preprocess.pretrained import superres_dir
 from facegan.preprocess.upscale import UPSCALERS
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "faces"
 MODELS = {"FSRCNN": (2, 3, 4), "FSRCNN-small": (2, 3, 4), "ESPCN": (2, 3, 4), "LapSRN": (2, 4, 8)}
 
 
-def face_crops(photos: Path, min_face: int, limit: int) -> list[np.ndarray]:
-    """Square crops (box side x 1.4) of every face found, native pixels, sides trimmed to a multiple of 8."""
+def face_crops(photos: Path, min_face: int, side: int, limit: int) -> list[np.ndarray]:
+    """Square crops (box side x 1.4) of every face found of at least min_face px, resampled to side x side."""
     from skimage import data
 
     images = [read_image(p) for p in list_images(photos)] if photos.is_dir() else []
@@ -43,11 +45,12 @@ def face_crops(photos: Path, min_face: int, limit: int) -> list[np.ndarray]:
     for im in images:
         for face in det(im):
             x0, y0, x1, y1 = face.box
-            side = int(1.4 * max(x1 - x0, y1 - y0)) // 8 * 8
+            size = int(1.4 * max(x1 - x0, y1 - y0))
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            left, top = int(cx - side / 2), int(cy - side / 2)
-            if side >= min_face and left >= 0 and top >= 0 and left + side <= im.shape[1] and top + side <= im.shape[0]:
-                crops.append(np.ascontiguousarray(im[top : top + side, left : left + side]))
+            left, top = int(cx - size / 2), int(cy - size / 2)
+            if size >= min_face and left >= 0 and top >= 0 and left + size <= im.shape[1] and top + size <= im.shape[0]:
+                crop = im[top : top + size, left : left + size]
+                crops.append(cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA))
     return crops[:limit]
 
 
@@ -60,17 +63,17 @@ def main() -> None:
     ap.add_argument("--photos", type=Path, default=PHOTOS)
     ap.add_argument("--factors", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--min-face", type=int, default=96, help="smallest face crop used (px)")
+    ap.add_argument("--min-face", type=int, default=128, help="smallest face crop used (px, before resampling)")
+    ap.add_argument("--side", type=int, default=192, help="face crop side (px): the high-resolution reference")
     ap.add_argument("--limit", type=int, default=60, help="at most this many faces")
-    ap.add_argument("--models-dir", default="~/.cache/facegan/superres")
+    ap.add_argument("--models-dir", default=None, help="default: $FACEGAN_MODELS/superres (~/.cache/facegan/superres)")
     args = ap.parse_args()
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    crops = face_crops(args.photos, args.min_face, args.limit)
-    sides = [c.shape[0] for c in crops]
-    print(f"{len(crops)} faces from {args.photos} + skimage astronaut, crops {min(sides)}-{max(sides)} px "
-          f"(median {int(statistics.median(sides))}); OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads")
-    models_dir = Path(args.models_dir).expanduser()
+    crops = face_crops(args.photos, args.min_face, args.side, args.limit)
+    print(f"{len(crops)} faces from {args.photos} + skimage astronaut, {args.side} px crops; "
+          f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads")
+    models_dir = superres_dir(args.models_dir)
     for factor in args.factors:
         low = [np.asarray(Image.fromarray(c).resize((c.shape[1] // factor, c.shape[0] // factor),
                                                     Image.Resampling.BICUBIC)) for c in crops]

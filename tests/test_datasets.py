@@ -147,16 +147,20 @@ def test_photos_kind_picks_the_best_backends_whose_files_are_here_and_says_why(t
         "detect": "hog", "align": "dlib68", "matte": "grabcut", "upscale": "lanczos"}
     assert any(n.startswith("detect: hog (not yunet: YuNet model") and str(tmp_path / "empty") in n for n in notes)
     assert any(n.startswith("matte: grabcut (not rembg: rembg model u2net.onnx not found") for n in notes)
+    assert any(n.startswith("upscale: lanczos (not opencv: super-resolution model FSRCNN_x2.pb not found") for n in notes)
 
     (tmp_path / "models" / "detectors").mkdir(parents=True)
     (tmp_path / "models" / "detectors" / "face_detection_yunet_2023mar.onnx").write_bytes(b"onnx")
+    (tmp_path / "models" / "superres").mkdir()
+    (tmp_path / "models" / "superres" / "FSRCNN_x2.pb").write_bytes(b"pb")
     (tmp_path / "u2net").mkdir()
     (tmp_path / "u2net" / "u2net.onnx").write_bytes(b"onnx")
     monkeypatch.setenv("FACEGAN_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
     chosen, notes = pick_backends("photos")
     assert chosen["detect"] == {"backend": "yunet", "min_size": 40} and chosen["matte"] == {"backend": "rembg"}
-    assert "detect: yunet" in notes and "matte: rembg" in notes
+    assert chosen["upscale"] == {"backend": "opencv", "model": "FSRCNN", "scale": 2}  # the winner in docs/benchmarks.md
+    assert "detect: yunet" in notes and "matte: rembg" in notes and "upscale: opencv" in notes
     cfg = yaml.safe_load("datasets:\n" + dataset_block("x", "photos", False, False, chosen))["datasets"]["x"]
     assert cfg["detect"]["backend"] == "yunet" and cfg["align"]["backend"] == "dlib68" and cfg["matte"]["backend"] == "rembg"
 

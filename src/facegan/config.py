@@ -123,7 +123,8 @@ class UpscaleConfig(Section):
     model: Literal["FSRCNN", "FSRCNN-small", "ESPCN", "EDSR", "LapSRN"] = Field(
         "FSRCNN", description="opencv dnn_superres model")
     scale: Literal[2, 3, 4, 8] = Field(2, description="the model's factor (file <model>_x<scale>.pb)")
-    models_dir: str = Field("~/.cache/facegan/superres", description="folder holding the .pb files")
+    models_dir: str | None = Field(None, description="folder holding the .pb files (null: $FACEGAN_MODELS/superres, "
+                                   "default ~/.cache/facegan/superres)")
 
 
 class QualityConfig(Section):

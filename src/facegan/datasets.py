@@ -35,7 +35,7 @@ KINDS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "photos": {"detect": [{"backend": "yunet", "min_size": 40}, {"backend": "hog", "min_size": 40}],
                "align": [{"backend": "dlib68"}, {"backend": "yunet5"}],
                "matte": [{"backend": "rembg"}, {"backend": "grabcut"}],
-               "upscale": [{"backend": "lanczos"}]},
+               "upscale": [{"backend": "opencv", "model": "FSRCNN", "scale": 2}, {"backend": "lanczos"}]},
     "drawings": {"detect": [{"backend": "haar", "min_size": 32}], "align": [{"backend": "dlib68"}],
                  "matte": [{"backend": "none"}]},
     "anime": {"detect": [{"backend": "anime", "cascade": "lbpcascade_animeface.xml", "min_size": 32}],
@@ -56,9 +56,9 @@ def _rembg(cfg) -> None:
 
 
 def _superres(cfg) -> None:
-    from facegan.preprocess.pretrained import OpenCVSuperRes
+    from facegan.preprocess.pretrained import OpenCVSuperRes, superres_dir
 
-    OpenCVSuperRes(cfg.model, cfg.scale, Path(cfg.models_dir).expanduser()).check()
+    OpenCVSuperRes(cfg.model, cfg.scale, superres_dir(cfg.models_dir)).check()
 
 
 # (stage, backend) -> a check raising ModelFileError when its package or model files are not here (the others

@@ -25,6 +25,11 @@ def models_home() -> Path:
     return Path(os.environ.get("FACEGAN_MODELS") or "~/.cache/facegan").expanduser()
 
 
+def superres_dir(models_dir: str | None) -> Path:
+    """upscale.models_dir, or $FACEGAN_MODELS/superres."""
+    return Path(models_dir).expanduser() if models_dir else models_home() / "superres"
+
+
 def torch_checkpoints() -> Path:
     """torch hub's checkpoints folder ($TORCH_HOME/hub/checkpoints), where face-alignment keeps its weights."""
     import torch
