@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -145,9 +146,10 @@ def main() -> None:
     ap.add_argument("--aligners", nargs="+", default=list(ALIGNERS), choices=list(ALIGNERS))
     ap.add_argument("--speed-images", type=int, default=12, help="real photos timed (0: skip the timing)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--sheets", type=Path, default=Path("bench_out/detect_sheets"))
+    ap.add_argument("--sheets", default="bench_out/detect_sheets", help="folder for the contact sheets ('': none)")
     ap.add_argument("--assets", type=Path, default=ASSETS)
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are measured, also when piped
     logging.basicConfig(level=logging.WARNING)
     import cv2
     import torch
@@ -230,15 +232,16 @@ def main() -> None:
 
         if args.sheets:
             raw = speed_set(root / "sheets", args.assets / "faces", None)
-            args.sheets.mkdir(parents=True, exist_ok=True)
+            sheets = Path(args.sheets)
+            sheets.mkdir(parents=True, exist_ok=True)
             for det in args.detectors:
                 out = root / "sheet_out" / det
                 try:
                     run_detect(DetectConfig(multi_face="all", **DETECTORS[det]), raw, out, workers=2)
                 except (ModelFileError, RuntimeError):
                     continue
-                sheet(det, raw, out, args.sheets)
-            print(f"\ncontact sheets: {args.sheets}/detect_<detector>.png")
+                sheet(det, raw, out, sheets)
+            print(f"\ncontact sheets: {sheets}/detect_<detector>.png")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,25 @@ def test_dlib68_landmarks_land_on_the_face(astronaut, tmp_path):
     assert left_eye[0] < nose[0] < right_eye[0] and nose[1] < (mouth_l[1] + mouth_r[1]) / 2
 
 
+def test_dlib68_finds_dlibs_own_box_again_inside_another_detectors_box(astronaut, tmp_path):
+    from facegan.manifest import Row
+    from facegan.preprocess.models import DlibShapes
+
+    face = DETECTORS["hog"](DetectConfig(backend="hog"), tmp_path)(astronaut, "a")[0]
+    x0, y0, x1, y1 = face.box
+    w, h = x1 - x0, y1 - y0
+    tall = [x0 - 0.1 * w, y0 - 0.4 * h, x1 + 0.1 * w, y1 + 0.05 * h]  # like YuNet's or BlazeFace's: with the forehead
+    truth = to_five(DlibShapes(68)(astronaut, face.box))
+    iod = np.linalg.norm(truth[0] - truth[1])
+    landmarker = LANDMARKERS["dlib68"](AlignConfig(backend="dlib68"), tmp_path)
+
+    def error(detector: str) -> float:
+        row = Row(source="a", box=tall, transform=[[1, 0, 0], [0, 1, 0]], backends={"detect": detector})
+        return float(np.linalg.norm(to_five(landmarker(astronaut, row)) - truth, axis=1).mean() / iod)
+
+    assert error("yunet") < 0.01 < error("hog")  # a dlib box is trusted as it is: inside this one, worse
+
+
 def test_anime_cascade_loads_and_bad_cascade_is_a_clear_error(tmp_path, astronaut):
     with pytest.raises(ModelMissing, match="cascade file not found"):
         DETECTORS["anime"](DetectConfig(backend="anime", cascade=str(tmp_path / "none.xml")), tmp_path)
