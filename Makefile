@@ -56,12 +56,15 @@ deps: install
 	$(BIN)/python tests/depgraph.py --write
 
 # torch==2.13.0 first: its CPU wheel is on local disk; the project's torch range then installs nothing more.
-$(VENV)/.installed: pyproject.toml
+# Last, no-deps.txt without the dependencies it declares (a second, GUI OpenCV): pyproject.toml lists the real ones.
+$(VENV)/.installed: pyproject.toml no-deps.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "facegan needs Python 3.11, got " + sys.version'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev,dask]"
+	$(BIN)/python -m pip install --quiet --no-deps -r no-deps.txt
+	$(BIN)/python -c "import rembg"  # pymatting compiles and caches its numba kernels on first import (minutes)
 	touch $@
 
 $(REF)/.installed:

@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import ROOT, make_dvc_project, sh
 from facegan.config import load_params
 from facegan.data.sources import UnsafeArchive, import_images
-from facegan.datasets import add, dataset_block, remove
+from facegan.datasets import add, dataset_block, pick_backends, remove
 
 FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "examples"
 
@@ -139,6 +139,32 @@ def test_blocks_for_every_kind_are_valid_params(kind):
     assert (cfg["verify"]["backend"] == "dlib") == (kind == "photos")
 
 
+def test_photos_kind_picks_the_best_backends_whose_files_are_here_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEGAN_MODELS", str(tmp_path / "empty"))
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "empty"))
+    chosen, notes = pick_backends("photos")
+    assert {s: v["backend"] for s, v in chosen.items()} == {
+        "detect": "hog", "align": "dlib68", "matte": "grabcut", "upscale": "lanczos"}
+    assert any(n.startswith("detect: hog (not yunet: YuNet model") and str(tmp_path / "empty") in n for n in notes)
+    assert any(n.startswith("matte: grabcut (not rembg: rembg model u2net.onnx not found") for n in notes)
+    assert any(n.startswith("upscale: lanczos (not opencv: super-resolution model FSRCNN_x2.pb not found") for n in notes)
+
+    (tmp_path / "models" / "detectors").mkdir(parents=True)
+    (tmp_path / "models" / "detectors" / "face_detection_yunet_2023mar.onnx").write_bytes(b"onnx")
+    (tmp_path / "models" / "superres").mkdir()
+    (tmp_path / "models" / "superres" / "FSRCNN_x2.pb").write_bytes(b"pb")
+    (tmp_path / "u2net").mkdir()
+    (tmp_path / "u2net" / "u2net.onnx").write_bytes(b"onnx")
+    monkeypatch.setenv("FACEGAN_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
+    chosen, notes = pick_backends("photos")
+    assert chosen["detect"] == {"backend": "yunet", "min_size": 40} and chosen["matte"] == {"backend": "rembg"}
+    assert chosen["upscale"] == {"backend": "opencv", "model": "FSRCNN", "scale": 2}  # the winner in docs/benchmarks.md
+    assert "detect: yunet" in notes and "matte: rembg" in notes and "upscale: opencv" in notes
+    cfg = yaml.safe_load("datasets:\n" + dataset_block("x", "photos", False, False, chosen))["datasets"]["x"]
+    assert cfg["detect"]["backend"] == "yunet" and cfg["align"]["backend"] == "dlib68" and cfg["matte"]["backend"] == "rembg"
+
+
 @pytest.mark.slow
 def test_readme_walkthrough_runs_as_written(tmp_path):
     """The README's 'Add your own dataset' commands, run line by line in a DVC copy of the project."""
@@ -155,6 +181,7 @@ def test_readme_walkthrough_runs_as_written(tmp_path):
     added, shown = outputs[0], outputs[2]
     assert "images imported" in added and "skipped notes.txt: not an image file" in added and "duplicate" in added
     assert "detect" in shown and "verify" in shown and "pack" in shown
+    assert "backend detect: " in added and "backends used: detect " in shown and "align dlib68" in shown
     if FACES.is_dir():
         assert "another person" in shown  # biden.jpg is not the reference person
     assert "me" in outputs[3] and "removed data/raw/me.dvc" in outputs[4]

@@ -67,6 +67,9 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     assert metrics["extractors_ran"] == ["dlib"] and metrics["fd_dlib"] > 0
     assert metrics["fd_inception"] is None and "pt_inception-2015-12-05-6726825d.pth" in metrics["extractors_unavailable"]["inception"]
     assert metrics["training"]["steps"] == 6 and metrics["data"]["packed"] == 48
+    pre = metrics["preprocessing"]  # the default chain's backends read the ground truth: no fake 1.0 scores
+    assert pre["detect"]["backend"] == "annotations" and pre["detect"]["recall"] == "n/a (ground truth used)"
+    assert pre["align"]["landmark_error_iod_pct"] == "n/a (ground truth used)" and pre["matte"]["backend"] == "grabcut"
     assert (root / "data/reports/cartoon/samples.png").stat().st_size > 1000
     assert (root / "data/models/cartoon/fid.csv").read_text().splitlines()[1:] and (root / "data/models/cartoon/best.pt").is_file()
     assert "fd_dlib" in _sh(["dvc", "metrics", "show", "--json"], root, env)

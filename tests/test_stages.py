@@ -34,13 +34,37 @@ def test_every_stage_keeps_one_row_per_input(layout):
         assert sheet.shape[1] == 8 * 98 + 2 and sheet.shape[0] == -(-n // 8) * 98 + 2  # n thumbnails, 8 a row
 
 
-def test_preprocessing_is_scored_against_the_generated_ground_truth(layout):
-    from facegan.preprocess.score import score
+def test_preprocessing_scores_name_their_backend_and_never_score_the_ground_truth_itself(layout, tmp_path):
+    from facegan.manifest import write_manifest
+    from facegan.preprocess.score import GROUND_TRUTH_USED, score
 
-    s = score(layout.raw, layout.root / "data" / "interim" / "cartoon")
-    assert s["detect"]["recall"] == 1.0 and s["detect"]["precision"] == 1.0  # annotations backend: exact
-    assert s["align"]["landmark_error_iod_pct"] < 0.5
-    assert 0.6 < s["matte"]["matte_iou"] <= 1.0 and s["matte"]["n"] == s["detect"]["faces_true"]
+    interim = layout.root / "data" / "interim" / "cartoon"
+    s = score(layout.raw, interim)
+    # the default chain detects and aligns with `annotations`: the ground truth itself, so no score
+    assert s["detect"] == {"backend": "annotations", "recall": GROUND_TRUTH_USED, "precision": GROUND_TRUTH_USED,
+                           "faces_true": s["detect"]["faces_found"], "faces_found": s["detect"]["faces_found"]}
+    assert s["align"]["backend"] == "annotations" and s["align"]["landmark_error_iod_pct"] == GROUND_TRUTH_USED
+    assert s["matte"]["backend"] == "grabcut" and 0.6 < s["matte"]["matte_iou"] <= 1.0
+    assert s["matte"]["seeded_by"] == {"box": "annotations", "landmarks": "annotations"}
+
+    # the same rows from a model backend are scored: half the boxes shifted off their face, landmarks moved
+    fake = tmp_path / "interim"
+    for stage in ("detect", "align", "matte"):
+        (fake / stage).mkdir(parents=True)
+        rows = read_manifest(interim / stage)
+        for i, r in enumerate(rows):
+            r.backends = {k: "hog" if k == "detect" else "dlib68" if k == "align" else v for k, v in r.backends.items()}
+            if stage == "detect" and i % 2:
+                w = r.box[2] - r.box[0]
+                r.box = [r.box[0] + w, r.box[1], r.box[2] + w, r.box[3]]
+            if stage == "align":
+                r.landmarks = (np.asarray(r.landmarks) + 1.0).tolist()
+        write_manifest(fake / stage, rows)
+    (fake / "matte" / "masks").symlink_to(interim / "matte" / "masks")
+    s = score(layout.raw, fake)
+    n = s["detect"]["faces_true"]
+    assert s["detect"]["backend"] == "hog" and s["detect"]["recall"] == round((n + 1) // 2 / n, 4)
+    assert s["align"]["backend"] == "dlib68" and 0 < s["align"]["landmark_error_iod_pct"] < 10
 
 
 def test_detect_crops_are_square_and_centred_on_the_box(layout, tiny_params_obj):

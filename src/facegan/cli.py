@@ -327,6 +327,8 @@ def dataset_add(
         typer.echo(f"  duplicate {f} (same bytes as {kept})")
     if "references" in out:
         typer.echo(f"references: {out['references']}")
+    for note in out["backends"]:
+        typer.echo(f"  backend {note}")
     for problem in out.get("label_problems", []):
         typer.echo(f"  labels: {problem}")
     typer.echo(f"next: dvc repro report@{name}   (or: facegan chain {name})")
@@ -362,7 +364,11 @@ def dataset_show(name: str, params: Path = PARAMS, root: Path = ROOT) -> None:
     d = datasets.describe(name, params, root)
     con = Console()
     con.print(f"[bold]{name}[/]: source {d['source']}, {d['raw_images']} raw images, {d['size']} on disk")
-    con.print("backends: " + ", ".join(f"{k} {v}" for k, v in d["backends"].items()))
+    con.print("backends (params): " + ", ".join(f"{k} {v}" for k, v in d["backends"].items()))
+    if d["backends_used"]:
+        con.print("backends used: " + ", ".join(
+            f"{stage} " + " + ".join(f"{b} ({n})" for b, n in counts.items()) for stage, counts in d["backends_used"].items()
+            if counts))
     con.print("labels: " + (", ".join(d["label_columns"]) or "none"))
     table = Table("stage", "ok", "rejected", "reasons")
     for stage, counts in d["stages"].items():

@@ -61,13 +61,22 @@ class FolderSource(Section):
     kind: Literal["folder"]
 
 
+# detections scoring lower are dropped, per backend, when detect.min_score is null (dlib's scores; 0-1 confidences)
+DEFAULT_MIN_SCORE = {"hog": 0.2, "cnn": 0.2, "yunet": 0.6, "blazeface": 0.5}
+
+
 class DetectConfig(Section):
-    backend: Literal["annotations", "hog", "cnn", "haar", "anime"] = "annotations"
+    backend: Literal["annotations", "hog", "cnn", "haar", "anime", "blazeface", "yunet"] = "annotations"
     annotations: str = Field("annotations.json", description="boxes file inside the raw folder")
     cascade: str | None = Field(None, description="anime/haar: cascade XML path (anime: lbpcascade_animeface.xml)")
+    model: str | None = Field(None, description="blazeface: the .pth (anchors .npy beside it); yunet: the .onnx; "
+                              "null: the standard cache (torch hub checkpoints/; ~/.cache/facegan/detectors/)")
+    blazeface: Literal["front", "back"] = Field("back", description="BlazeFace model: front (128 px, close faces) "
+                                                "or back (256 px, faces further away)")
     upsample: int = Field(1, ge=0, le=4, description="hog/cnn: times the image is upsampled to find small faces")
     max_side: int = Field(1600, ge=64, description="images are downscaled to this side for detection only")
-    min_score: float = Field(0.2, description="hog/cnn: detections scoring lower are dropped (dlib's scores)")
+    min_score: float | None = Field(None, description="detections scoring lower are dropped (hog/cnn: dlib's scores; "
+                                    "yunet/blazeface: confidence 0-1); null: 0.2 hog/cnn, 0.6 yunet, 0.5 blazeface")
     margin: float = Field(0.6, ge=0, le=3, description="context kept around the box, per side, x box size")
     square: bool = Field(True, description="square crops (side = the box's longer side); else the box's aspect")
     min_size: int = Field(16, ge=1, description="smaller faces are rejected (pixels)")
@@ -79,6 +88,11 @@ class DetectConfig(Section):
             raise ValueError("backend 'anime' needs detect.cascade: the path of lbpcascade_animeface.xml")
         return self
 
+    @property
+    def score_threshold(self) -> float:
+        """min_score, or the backend's default (annotations and cascades have no scores: all kept)."""
+        return self.min_score if self.min_score is not None else DEFAULT_MIN_SCORE.get(self.backend, 0.0)
+
 
 class VerifyConfig(Section):
     """Keep only faces of one identity: dlib encodings compared with a folder of reference faces."""
@@ -89,8 +103,9 @@ class VerifyConfig(Section):
 
 
 class AlignConfig(Section):
-    backend: Literal["annotations", "dlib68", "fan", "box"] = "annotations"
+    backend: Literal["annotations", "dlib68", "fan", "yunet5", "box"] = "annotations"
     annotations: str = "annotations.json"
+    model: str | None = Field(None, description="yunet5: the YuNet .onnx (null: ~/.cache/facegan/detectors/)")
     size: int = Field(128, ge=16, le=2048, description="aligned output side (pixels)")
     template: Literal["five", "ffhq"] = Field(
         "five", description="five: 5 points onto a template (eye_distance, eye_y); ffhq: FFHQ's eyes+mouth crop")
@@ -116,9 +131,11 @@ class MatteConfig(Section):
 class UpscaleConfig(Section):
     backend: Literal["lanczos", "opencv"] = "lanczos"
     size: int = Field(128, ge=16, le=2048, description="images below this side are upscaled to it")
-    model: Literal["FSRCNN", "ESPCN", "EDSR", "LapSRN"] = Field("FSRCNN", description="opencv dnn_superres model")
+    model: Literal["FSRCNN", "FSRCNN-small", "ESPCN", "EDSR", "LapSRN"] = Field(
+        "FSRCNN", description="opencv dnn_superres model")
     scale: Literal[2, 3, 4, 8] = Field(2, description="the model's factor (file <model>_x<scale>.pb)")
-    models_dir: str = Field("~/.cache/facegan/superres", description="folder holding the .pb files")
+    models_dir: str | None = Field(None, description="folder holding the .pb files (null: $FACEGAN_MODELS/superres, "
+                                   "default ~/.cache/facegan/superres)")
 
 
 class QualityConfig(Section):

@@ -21,7 +21,7 @@ import yaml
 
 from facegan.config import DatasetConfig, ParamsError, load_params
 from facegan.data.sources import ImportReport, import_images
-from facegan.errors import StageError
+from facegan.errors import ModelFileMissing, StageError
 from facegan.layout import PER_IMAGE, Layout
 from facegan.manifest import SUMMARY, read_summary
 
@@ -29,20 +29,72 @@ log = logging.getLogger(__name__)
 
 DATA_KINDS = ("raw", "interim", "processed", "classifiers", "stats", "models", "eval", "reports", "runs")
 
-# backends per kind of image; everything else takes the DatasetConfig defaults
-KINDS: dict[str, dict[str, Any]] = {
-    "photos": {"detect": {"backend": "hog", "min_size": 40}, "align": {"backend": "dlib68"},
-               "matte": {"backend": "grabcut"}},
-    "drawings": {"detect": {"backend": "haar", "min_size": 32}, "align": {"backend": "dlib68"},
-                 "matte": {"backend": "none"}},
-    "anime": {"detect": {"backend": "anime", "cascade": "lbpcascade_animeface.xml", "min_size": 32},
-              "align": {"backend": "box"}, "matte": {"backend": "none"}},
+# Backends per kind of image, per stage: candidates in order of preference (measured on real photos with ground
+# truth: docs/benchmarks.md); the first one whose package and model files are on this machine is written into
+# params.yaml. Stages not named take the DatasetConfig defaults.
+KINDS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "photos": {"detect": [{"backend": "yunet", "min_size": 40}, {"backend": "hog", "min_size": 40}],
+               "align": [{"backend": "dlib68"}, {"backend": "yunet5"}],
+               "matte": [{"backend": "rembg"}, {"backend": "grabcut"}],
+               "upscale": [{"backend": "opencv", "model": "FSRCNN", "scale": 2}, {"backend": "lanczos"}]},
+    "drawings": {"detect": [{"backend": "haar", "min_size": 32}], "align": [{"backend": "dlib68"}],
+                 "matte": [{"backend": "none"}]},
+    "anime": {"detect": [{"backend": "anime", "cascade": "lbpcascade_animeface.xml", "min_size": 32}],
+              "align": [{"backend": "box"}], "matte": [{"backend": "none"}]},
 }
 
 
-def dataset_block(name: str, kind: str, has_labels: bool, has_references: bool) -> str:
-    """The params.yaml lines of a new dataset: every section written out, in flow style."""
-    raw: dict[str, Any] = {"source": {"kind": "folder"}, **{k: dict(v) for k, v in KINDS[kind].items()}}
+def _yunet(cfg) -> None:
+    from facegan.preprocess.pretrained import YuNet
+
+    YuNet(cfg.model, 0.6, 1600).check()
+
+
+def _rembg(cfg) -> None:
+    from facegan.preprocess.pretrained import RembgMatter
+
+    RembgMatter(cfg.model).check()
+
+
+def _superres(cfg) -> None:
+    from facegan.preprocess.pretrained import OpenCVSuperRes, superres_dir
+
+    OpenCVSuperRes(cfg.model, cfg.scale, superres_dir(cfg.models_dir)).check()
+
+
+# (stage, backend) -> a check raising ModelFileError when its package or model files are not here (the others
+# need only what `make install` installs)
+NEEDS_FILES = {("detect", "yunet"): _yunet, ("align", "yunet5"): _yunet, ("matte", "rembg"): _rembg,
+               ("upscale", "opencv"): _superres}
+
+
+def pick_backends(kind: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The kind's backends available here (the first candidate per stage that can run), and a line per stage
+    saying what was chosen and, where a better candidate was passed over, why."""
+    from facegan.preprocess.models import ModelFileError
+
+    chosen, notes = {}, []
+    for stage, candidates in KINDS[kind].items():
+        skipped = []
+        for values in candidates:
+            check = NEEDS_FILES.get((stage, values["backend"]))
+            try:
+                if check is not None:
+                    check(getattr(DatasetConfig.model_validate({"source": {"kind": "folder"}, stage: values}), stage))
+            except ModelFileError as e:
+                skipped.append(f"not {values['backend']}: {e}")
+                continue
+            chosen[stage] = values
+            notes.append(f"{stage}: {values['backend']}" + (f" ({'; '.join(skipped)})" if skipped else ""))
+            break
+    return chosen, notes
+
+
+def dataset_block(name: str, kind: str, has_labels: bool, has_references: bool,
+                  backends: dict[str, dict[str, Any]] | None = None) -> str:
+    """The params.yaml lines of a new dataset: every section written out, in flow style (backends: pick_backends)."""
+    backends = pick_backends(kind)[0] if backends is None else backends
+    raw: dict[str, Any] = {"source": {"kind": "folder"}, **{k: dict(v) for k, v in backends.items()}}
     raw["pack"] = {"labels": "labels.csv" if has_labels else None}
     if has_references:
         raw["verify"] = {"backend": "dlib", "references": "references"}
@@ -128,11 +180,12 @@ def add(name: str, src: Path, kind: str = "photos", references: Path | None = No
             out["label_problems"] = check_labels(raw / "labels.csv", report.imported)
         if kind == "anime":
             if cascade is None or not cascade.is_file():
-                raise ParamsError("kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml "
+                raise ModelFileMissing("kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml "
                                         "(github.com/nagadomi/lbpcascade_animeface)")
             shutil.copyfile(cascade, raw / "lbpcascade_animeface.xml")
+        backends, out["backends"] = pick_backends(kind)
         params_file.write_text(insert_block(original, dataset_block(name, kind, labels is not None,
-                                                                    references is not None)), encoding="utf-8")
+                                                                    references is not None, backends)), encoding="utf-8")
         load_params(params_file)  # the edited file must load, or nothing is kept
         _dvc(root, "add", str(Path("data") / "raw" / name))
     except BaseException:
@@ -170,7 +223,21 @@ def describe(name: str, params_file: Path = Path("params.yaml"), root: Path = Pa
     return {"name": name, "source": cfg.source.kind, "raw_images": sum(1 for f in images.rglob("*") if f.is_file())
             if images.is_dir() else 0, "stages": stages, "label_columns": label_columns,
             "backends": {s: getattr(cfg, s).backend for s in ("detect", "verify", "align", "matte", "upscale")},
-            "size": _human(sum(_size(data / k / name) for k in DATA_KINDS))}
+            "backends_used": backends_used(at), "size": _human(sum(_size(data / k / name) for k in DATA_KINDS))}
+
+
+def backends_used(at: Layout) -> dict[str, dict[str, int]]:
+    """What each stage's manifest records it ran: stage -> {backend: faces} (upscale: `none` for faces already big)."""
+    from collections import Counter
+
+    from facegan.manifest import read_manifest
+
+    used = {}
+    for stage in ("detect", "verify", "align", "matte", "upscale"):
+        if (at.interim(stage) / "manifest.jsonl").is_file():
+            rows = read_manifest(at.interim(stage))
+            used[stage] = dict(Counter(r.backends[stage] for r in rows if r.status == "ok" and stage in r.backends))
+    return used
 
 
 def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path(".")) -> list[str]:

@@ -22,7 +22,7 @@ from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool
 from facegan.preprocess import geometry
 from facegan.preprocess.annotations import Face, iou, load_annotations
-from facegan.preprocess.common import run_per_image
+from facegan.preprocess.common import resolve, run_per_image
 from facegan.registry import pick
 
 STAGE = "align"
@@ -59,20 +59,51 @@ class ModelLandmarker:
         return None if pts is None else geometry.apply(geometry.invert(row.transform), pts)
 
 
+class DlibBoxLandmarker(ModelLandmarker):
+    """dlib's 68-point predictor was trained inside dlib's own HOG boxes. Inside another detector's box (YuNet's
+    and BlazeFace's include the forehead) its error more than doubles (docs/benchmarks.md), so for those rows the
+    box is found again by dlib's HOG in the crop; the detected box stays when HOG finds no face overlapping it."""
+
+    DLIB_BOXES = ("hog", "cnn", "annotations")
+
+    def __init__(self, model, hog):
+        super().__init__(model)
+        self.hog = hog
+
+    def __call__(self, crop: np.ndarray, row: Row) -> np.ndarray | None:
+        box = tuple(geometry.box_of(row.transform, row.box))
+        if row.backends.get("detect", "hog") not in self.DLIB_BOXES:
+            best = max(self.hog(crop), key=lambda f: iou(f.box, box), default=None)
+            box = best.box if best is not None and iou(best.box, box) >= 0.3 else box
+        pts = self.model(crop, box)
+        return None if pts is None else geometry.apply(geometry.invert(row.transform), pts)
+
+
 def _dlib68(cfg: AlignConfig, raw: Path) -> Landmarker:
-    from facegan.preprocess.models import DlibShapes
+    from facegan.preprocess.models import DlibDetector, DlibShapes
 
     shapes = DlibShapes(68)
     shapes.model()  # a missing model file stops the stage before any image
-    return ModelLandmarker(shapes)
+    return DlibBoxLandmarker(shapes, DlibDetector("hog", upsample=1, max_side=4096))
 
 
 def _fan(cfg: AlignConfig, raw: Path) -> Landmarker:
-    from facegan.preprocess.models import FanLandmarks
+    from facegan.preprocess.pretrained import FanLandmarks
 
     fan = FanLandmarks()
     fan.check()
+    fan.model()  # a missing or unreadable weights file stops the stage before any image
     return ModelLandmarker(fan)
+
+
+def _yunet5(cfg: AlignConfig, raw: Path) -> Landmarker:
+    from facegan.preprocess.pretrained import YuNet, YuNetLandmarks
+
+    # the face is known to be in the crop: a low threshold, no downscaling
+    yunet = YuNet(cfg.model and str(resolve(cfg.model, raw)), min_score=0.3, max_side=4096)
+    yunet.check()
+    yunet.model()
+    return ModelLandmarker(YuNetLandmarks(yunet))
 
 
 # where eyes, nose tip and mouth corners sit inside a detected face box, as fractions of its width/height
@@ -87,7 +118,7 @@ def box_landmarks(crop: np.ndarray, row: Row) -> np.ndarray:
 
 
 LANDMARKERS: dict[str, Callable[[AlignConfig, Path], Landmarker]] = {
-    "annotations": _annotations, "dlib68": _dlib68, "fan": _fan, "box": lambda cfg, raw: box_landmarks}
+    "annotations": _annotations, "dlib68": _dlib68, "fan": _fan, "yunet5": _yunet5, "box": lambda cfg, raw: box_landmarks}
 
 
 def to_five(landmarks: np.ndarray) -> np.ndarray:

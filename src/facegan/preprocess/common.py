@@ -31,6 +31,12 @@ def guarded(stage: str, fn: Callable, row: Row, **kwargs):
         raise StageError(f"stage {stage!r} failed on {row.source!r}: {type(e).__name__}: {e}") from e
 
 
+def resolve(path: str, raw: Path) -> Path:
+    """A path from params: absolute or existing as given (~ expanded), else relative to the dataset's raw folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or p.exists() else raw / p
+
+
 def run_per_image(stage: str, fn: RowFn, src: Path, dst: Path, workers: int | Pool) -> Manifest:
     """Apply `fn` to each accepted row of src's manifest; rejected rows are carried along unchanged."""
     rows = read_manifest(src)

@@ -20,7 +20,7 @@ from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool, map_items
 from facegan.preprocess import geometry
 from facegan.preprocess.annotations import Face, load_annotations
-from facegan.preprocess.common import finish, guarded
+from facegan.preprocess.common import finish, guarded, resolve
 from facegan.registry import pick
 
 log = logging.getLogger(__name__)
@@ -49,18 +49,32 @@ def _dlib(kind: str) -> Callable[[DetectConfig, Path], Detector]:
     return lambda cfg, raw: DlibDetector(kind, cfg.upsample, cfg.max_side)
 
 
-def _cascade(cfg: DetectConfig, raw: Path) -> Detector:
-    from facegan.preprocess.models import CascadeDetector
-
-    path = None if cfg.cascade is None else str(_resolve(cfg.cascade, raw))
-    detector = CascadeDetector(path, cfg.min_size, cfg.max_side, equalize=cfg.backend == "anime")
-    detector.model()  # a missing or unreadable cascade stops the stage before any image
+def _ready(detector):
+    """Check and load a model-file backend here, so a missing or unreadable file stops the stage before any image."""
+    detector.check()
+    detector.model()
     return detector
 
 
-def _resolve(path: str, raw: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or p.exists() else raw / p
+def _blazeface(cfg: DetectConfig, raw: Path) -> Detector:
+    from facegan.preprocess.pretrained import BlazeFace
+
+    return _ready(BlazeFace(cfg.blazeface, cfg.model and str(resolve(cfg.model, raw)), cfg.score_threshold))
+
+
+def _yunet(cfg: DetectConfig, raw: Path) -> Detector:
+    from facegan.preprocess.pretrained import YuNet
+
+    return _ready(YuNet(cfg.model and str(resolve(cfg.model, raw)), cfg.score_threshold, cfg.max_side))
+
+
+def _cascade(cfg: DetectConfig, raw: Path) -> Detector:
+    from facegan.preprocess.models import CascadeDetector
+
+    path = None if cfg.cascade is None else str(resolve(cfg.cascade, raw))
+    detector = CascadeDetector(path, cfg.min_size, cfg.max_side, equalize=cfg.backend == "anime")
+    detector.model()  # a missing or unreadable cascade stops the stage before any image
+    return detector
 
 
 DETECTORS: dict[str, Callable[[DetectConfig, Path], Detector]] = {
@@ -69,6 +83,8 @@ DETECTORS: dict[str, Callable[[DetectConfig, Path], Detector]] = {
     "cnn": _dlib("cnn"),
     "haar": _cascade,
     "anime": _cascade,
+    "blazeface": _blazeface,
+    "yunet": _yunet,
 }
 
 
@@ -93,7 +109,7 @@ def crop_transform(box: tuple[float, ...], margin: float, square: bool = True) -
 
 def _detect_one(row: Row, *, cfg: DetectConfig, detector: Detector, images: Path, dst: Path) -> list[Row]:
     image = read_image(images / row.source)
-    faces = [f for f in detector(image, row.source) if f.score >= cfg.min_score]
+    faces = [f for f in detector(image, row.source) if f.score >= cfg.score_threshold]
     if not faces:
         raise ImageError("no face found")
     big = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= cfg.min_size]

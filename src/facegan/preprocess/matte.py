@@ -71,10 +71,11 @@ def _none(image: np.ndarray, row: Row) -> np.ndarray:
 
 
 def _rembg(cfg: MatteConfig) -> Matter:
-    from facegan.preprocess.models import RembgMatter
+    from facegan.preprocess.pretrained import RembgMatter
 
     matter = RembgMatter(cfg.model)
     matter.check()
+    matter.model()  # an unreadable model file stops the stage before any image
     return matter
 
 

@@ -1,5 +1,6 @@
 """Face models for the preprocessing backends: dlib (HOG, CNN, 68/5-point predictors, 128-D encoder)
-and OpenCV cascades, located offline and loaded lazily once per worker process.
+and OpenCV cascades, located offline and loaded lazily once per worker process (models with downloaded
+weights: facegan.preprocess.pretrained).
 
 dlib's model files ship in the `face_recognition_models` wheel; OpenCV's frontal-face cascade ships
 in `cv2.data`. Heavy imports happen on first use, so `facegan --help` stays fast and backend objects
@@ -17,14 +18,22 @@ from pathlib import Path
 
 import numpy as np
 
-from facegan.errors import ModelFileMissing
+from facegan.errors import FaceganError, ModelFileInvalid, ModelFileMissing
 from facegan.preprocess.annotations import Face
 
 log = logging.getLogger(__name__)
 
 
-class ModelMissing(ModelFileMissing):
+class ModelFileError(FaceganError):
+    """A model file that cannot be used: one line naming it and what to do (the CLI and stages print it, exit 2)."""
+
+
+class ModelMissing(ModelFileError, ModelFileMissing):
     """A model file that is not installed; the message says which file, where it was looked for, how to get it."""
+
+
+class ModelUnreadable(ModelFileError, ModelFileInvalid):
+    """A model file that is there but truncated or of another kind (see pretrained.loading)."""
 
 
 def dlib_model(name: str) -> Path:
@@ -79,7 +88,7 @@ class Lazy:
         raise NotImplementedError
 
 
-def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     """Detect on a copy no larger than max_side (huge photos gain nothing but seconds); returns the scale."""
     import cv2
 
@@ -104,7 +113,7 @@ class DlibDetector(Lazy):
         return dlib.cnn_face_detection_model_v1(str(dlib_model("mmod_human_face_detector.dat")))
 
     def __call__(self, image: np.ndarray, key: str = "") -> list[Face]:
-        small, s = _downscale(image, self.max_side)
+        small, s = downscale(image, self.max_side)
         det = self.model()
         if self.kind == "hog":
             rects, scores, _ = det.run(small, self.upsample, 0.0)
@@ -130,13 +139,13 @@ class CascadeDetector(Lazy):
                                "lbpcascade_animeface.xml from github.com/nagadomi/lbpcascade_animeface)")
         cascade = cv2.CascadeClassifier(path)
         if cascade.empty():
-            raise ModelMissing(f"{path}: OpenCV could not load this cascade")
+            raise ModelUnreadable(f"{path}: OpenCV could not load this cascade (truncated, or not a cascade XML)")
         return cascade
 
     def __call__(self, image: np.ndarray, key: str = "") -> list[Face]:
         import cv2
 
-        small, s = _downscale(image, self.max_side)
+        small, s = downscale(image, self.max_side)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         if self.equalize:
             gray = cv2.equalizeHist(gray)
@@ -182,104 +191,3 @@ class DlibEncoder(Lazy):
     def __call__(self, image: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
         image = np.ascontiguousarray(image)
         return np.asarray(self.model().compute_face_descriptor(image, self.shapes.shape(image, box), self.jitter))
-
-
-FAN_FILE = "2DFAN4-cd938726ad.zip"  # face-alignment's 2D-FAN weights, in the torch hub checkpoints folder
-
-
-class FanLandmarks(Lazy):
-    """face-alignment's 2D-FAN (68 iBUG points), given the detected box; weights from the torch hub cache."""
-
-    def check(self) -> None:
-        """Fail early with what is missing: the package, or (offline) the weights file."""
-        import os
-
-        try:
-            import face_alignment  # noqa: F401
-        except ImportError as e:
-            raise ModelMissing("align backend 'fan' needs the face-alignment package: pip install face-alignment") from e
-        import torch
-
-        path = Path(torch.hub.get_dir()) / "checkpoints" / FAN_FILE
-        if not path.is_file() and os.environ.get("FACEGAN_OFFLINE"):
-            raise ModelMissing(f"{FAN_FILE} not found in {path.parent} and FACEGAN_OFFLINE is set; download it "
-                               f"from https://www.adrianbulat.com/downloads/python-fan/{FAN_FILE} into that folder")
-
-    def load(self):
-        import face_alignment
-
-        return face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device="cpu", face_detector="sfd")
-
-    def __call__(self, image: np.ndarray, box: tuple[float, ...]) -> np.ndarray | None:
-        found = self.model().get_landmarks_from_image(image, detected_faces=[list(box) + [1.0]])
-        return None if not found else np.asarray(found[0], np.float64)
-
-
-class RembgMatter(Lazy):
-    """rembg's salient-object models (U^2-Net by default); one ONNX session per worker process, reused.
-    Model files are looked up in U2NET_HOME (default ~/.u2net), as rembg does."""
-
-    def __init__(self, model: str):
-        self.model_name = model
-
-    def check(self) -> None:
-        import os
-
-        try:
-            import rembg  # noqa: F401
-        except ImportError as e:
-            raise ModelMissing("matte backend 'rembg' needs the rembg package: pip install rembg onnxruntime") from e
-        home = Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")).expanduser()
-        path = home / f"{self.model_name}.onnx"
-        if not path.is_file() and os.environ.get("FACEGAN_OFFLINE"):
-            raise ModelMissing(f"{path.name} not found in {home} (U2NET_HOME) and FACEGAN_OFFLINE is set; "
-                               "rembg downloads it on first use when online")
-
-    def load(self):
-        from rembg import new_session
-
-        return new_session(self.model_name)
-
-    def __call__(self, image: np.ndarray, row=None) -> np.ndarray:
-        from PIL import Image
-        from rembg import remove
-
-        mask = remove(Image.fromarray(image), session=self.model(), only_mask=True)
-        return np.asarray(mask, np.float32) / 255.0
-
-
-class OpenCVSuperRes(Lazy):
-    """OpenCV dnn_superres with a pretrained FSRCNN / ESPCN / EDSR / LapSRN .pb model from a folder."""
-
-    def __init__(self, model: str, scale: int, folder: Path):
-        self.name, self.scale, self.folder = model, scale, folder
-
-    @property
-    def path(self) -> Path:
-        return self.folder / f"{self.name}_x{self.scale}.pb"
-
-    def check(self) -> None:
-        import cv2
-
-        if not hasattr(cv2, "dnn_superres"):
-            raise ModelMissing("upscale backend 'opencv' needs opencv-contrib-python-headless (cv2.dnn_superres)")
-        if not self.path.is_file():
-            raise ModelMissing(f"super-resolution model {self.path.name} not found in {self.folder} (upscale.models_dir); "
-                               "the .pb files are published with OpenCV's dnn_superres models (e.g. github.com/Saafke/"
-                               "FSRCNN_Tensorflow, github.com/fannymonori/TF-ESPCN)")
-
-    def load(self):
-        import cv2
-
-        sr = cv2.dnn_superres.DnnSuperResImpl_create()
-        sr.readModel(str(self.path))
-        sr.setModel(self.name.lower(), self.scale)
-        return sr
-
-    def __call__(self, image: np.ndarray, side: int) -> np.ndarray:
-        import cv2
-
-        out = image
-        while min(out.shape[:2]) < side:  # apply the model until large enough, then resample to the side
-            out = self.model().upsample(np.ascontiguousarray(out[..., ::-1]))[..., ::-1]
-        return cv2.resize(np.ascontiguousarray(out), (side, side), interpolation=cv2.INTER_AREA)

@@ -1,5 +1,10 @@
-"""Preprocessing scored against ground truth (the generated `cartoon` sets carry boxes, landmarks, masks):
-detection recall/precision at IoU 0.5, landmark error in % of the inter-ocular distance, matte IoU."""
+"""Preprocessing scored against ground truth (the generated sets carry boxes, landmarks, masks; some real photos
+too, see bench/preprocess_accuracy.py): detection recall/precision at IoU 0.5, landmark error in % of the
+inter-ocular distance, matte IoU.
+
+Each score names the backend that produced it. A backend that read the ground truth itself (`annotations`)
+would score itself against its own input: such a score is reported as `n/a (ground truth used)`, never as 1.0.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from facegan.io import ImageError, read_image
-from facegan.manifest import read_manifest
+from facegan.manifest import Manifest, read_manifest
 from facegan.preprocess import geometry
 from facegan.preprocess.align import to_five
 from facegan.preprocess.annotations import Face, iou, load_annotations
+
+GROUND_TRUTH_USED = "n/a (ground truth used)"
+READS_GROUND_TRUTH = {"annotations"}  # backends whose output is the annotations file the scores compare against
 
 
 def _match(truth: list[Face], box: list[float]) -> Face | None:
@@ -19,8 +27,9 @@ def _match(truth: list[Face], box: list[float]) -> Face | None:
     return best if best is not None and iou(best.box, box) >= 0.5 else None
 
 
-def detection(truth: dict[str, list[Face]], detect: Path) -> dict:
-    rows = [r for r in read_manifest(detect) if r.status == "ok"]
+def detection(truth: dict[str, list[Face]], rows: Manifest) -> dict:
+    """Recall and precision at IoU 0.5 of the accepted detect rows (each true face matched at most once)."""
+    rows = [r for r in rows if r.status == "ok"]
     n_true = sum(len(v) for v in truth.values())
     used: set[tuple[str, int]] = set()
     tp = 0
@@ -34,9 +43,10 @@ def detection(truth: dict[str, list[Face]], detect: Path) -> dict:
             "faces_true": n_true, "faces_found": len(rows)}
 
 
-def landmarks(truth: dict[str, list[Face]], align: Path) -> dict:
+def landmark_errors(truth: dict[str, list[Face]], rows: Manifest) -> list[float]:
+    """Per aligned face matched to a true face with landmarks: mean 5-point error / inter-ocular distance."""
     errors = []
-    for r in read_manifest(align):
+    for r in rows:
         if r.status != "ok" or not r.landmarks:
             continue
         m = _match(truth.get(r.source, []), r.box)
@@ -44,7 +54,12 @@ def landmarks(truth: dict[str, list[Face]], align: Path) -> dict:
             continue
         gt = to_five(m.landmarks)
         iod = float(np.linalg.norm(gt[0] - gt[1]))
-        errors.append(float(np.linalg.norm(np.asarray(r.landmarks) - gt, axis=1).mean()) / iod)
+        errors.append(float(np.linalg.norm(to_five(np.asarray(r.landmarks)) - gt, axis=1).mean()) / iod)
+    return errors
+
+
+def landmarks(truth: dict[str, list[Face]], rows: Manifest) -> dict:
+    errors = landmark_errors(truth, rows)
     return {"landmark_error_iod_pct": round(100 * float(np.mean(errors)), 3) if errors else None, "n": len(errors)}
 
 
@@ -65,10 +80,26 @@ def matte(raw: Path, matte_dir: Path) -> dict:
     return {"matte_iou": round(float(np.mean(ious)), 4) if ious else None, "n": len(ious)}
 
 
+def backend_of(stage: str, rows: Manifest) -> str:
+    """The backend(s) that produced a stage's accepted rows, as its manifest records them."""
+    return "+".join(sorted({r.backends[stage] for r in rows if r.status == "ok" and stage in r.backends})) or "none"
+
+
+def _named(stage: str, rows: Manifest, scores: dict, keys: tuple[str, ...]) -> dict:
+    backend = backend_of(stage, rows)
+    if set(backend.split("+")) & READS_GROUND_TRUTH:
+        scores = {**scores, **dict.fromkeys(keys, GROUND_TRUTH_USED)}
+    return {"backend": backend, **scores}
+
+
 def score(raw: Path, interim: Path, annotations: str = "annotations.json") -> dict | None:
-    """All three scores, or None when the raw folder has no ground-truth annotations."""
+    """The three scores, each with its backend, or None when the raw folder has no ground-truth annotations."""
     if not (raw / annotations).is_file():
         return None
     truth = load_annotations(raw / annotations)
-    return {"detect": detection(truth, interim / "detect"), "align": landmarks(truth, interim / "align"),
-            "matte": matte(raw, interim / "matte")}
+    detected, aligned = read_manifest(interim / "detect"), read_manifest(interim / "align")
+    matted = read_manifest(interim / "matte")
+    return {"detect": _named("detect", detected, detection(truth, detected), ("recall", "precision")),
+            "align": _named("align", aligned, landmarks(truth, aligned), ("landmark_error_iod_pct",)),
+            "matte": {**_named("matte", matted, matte(raw, interim / "matte"), ("matte_iou",)),
+                      "seeded_by": {"box": backend_of("detect", detected), "landmarks": backend_of("align", aligned)}}}

@@ -30,10 +30,11 @@ def lanczos(image: np.ndarray, side: int) -> np.ndarray:
 
 
 def _opencv(cfg: UpscaleConfig) -> Upscaler:
-    from facegan.preprocess.models import OpenCVSuperRes
+    from facegan.preprocess.pretrained import OpenCVSuperRes, superres_dir
 
-    sr = OpenCVSuperRes(cfg.model, cfg.scale, Path(cfg.models_dir).expanduser())
+    sr = OpenCVSuperRes(cfg.model, cfg.scale, superres_dir(cfg.models_dir))
     sr.check()
+    sr.model()  # an unreadable model file stops the stage before any image
     return sr
 
 
