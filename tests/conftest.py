@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -109,6 +110,27 @@ def make_dvc_project(root: Path, tracking: bool = True) -> tuple[Path, dict]:
     sh(["git", "add", "-A"], root, env)
     sh(["git", "commit", "-qm", "init"], root, env)
     return root, env
+
+
+@contextlib.contextmanager
+def killed_at(monkeypatch, step: int):
+    """Training in the block dies (KeyboardInterrupt) when it draws the randomness of step `step`, as if the
+    process were killed there; afterwards steps draw as usual again."""
+    from facegan.train import stepper
+
+    real = stepper.step_generator
+
+    def generator(seed: int, s: int):
+        if s == step:
+            raise KeyboardInterrupt("killed")
+        return real(seed, s)
+
+    monkeypatch.setattr(stepper, "step_generator", generator)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(stepper, "step_generator", real)
 
 
 def free_port() -> int:

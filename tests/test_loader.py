@@ -6,13 +6,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pytest
 import torch
 
-from conftest import tiny_params
+from conftest import killed_at, tiny_params
 from facegan.data.packed import ZIP_NAME, decoded_memmap, load_packed
 from facegan.io import sha256_file
-from facegan.train import stepper
 from facegan.train.images import load_training_data
 from facegan.train.run import run_train
 
@@ -41,17 +39,8 @@ def test_training_streamed_is_bitwise_the_in_memory_run_and_resumes(layout, tmp_
     cfg = tiny_params(steps=4, checkpoint_every=2, fid_every=0).train
     memory = run_train(cfg, layout.packed, tmp_path / "memory")
     tiny = cfg.model_copy(update={"memory_budget_gb": 1e-9})
-    real = stepper.step_generator
-
-    def crash_at_3(seed, step):
-        if step == 3:
-            raise KeyboardInterrupt("killed")
-        return real(seed, step)
-
-    monkeypatch.setattr(stepper, "step_generator", crash_at_3)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at(monkeypatch, 3):
         run_train(tiny, layout.packed, tmp_path / "streamed")
-    monkeypatch.setattr(stepper, "step_generator", real)
     streamed = run_train(tiny, layout.packed, tmp_path / "streamed")
     assert streamed.losses == memory.losses
     assert list((tmp_path / "cache" / "decoded").glob("*.npy"))
