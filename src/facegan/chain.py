@@ -199,7 +199,7 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
     parent = "none" if name in PAIR_STAGES else "transfer" if p.transfer.includes(dataset, variant) else "dataset"
     t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root, parent, name if parent == "none" else None,
                                       variant)
-                  if p.tracking.enabled and rank0 else track.NullTracker())
+                  if p.tracking.enabled and rank0 else track.NullTracker())  # type: ignore[assignment]  # same interface
     t0 = time.perf_counter()
     log.info("stage %s: dataset %s", name, dataset)
     at = Layout(root, dataset, variant)

@@ -195,8 +195,8 @@ def explore(
     if len(given) > 1:
         raise typer.BadParameter("give at most one of --model-uri, --checkpoint and --run")
     p = load_params(params) if params.is_file() or not given else None
-    ref = given[0] if given else f"models:/facegan-{next(iter(p.datasets))}@best"
-    demo, url = serve(ref, host, port or None, threads, p.tracking if p else None)
+    ref = given[0] if given or p is None else f"models:/facegan-{next(iter(p.datasets))}@best"
+    demo, url = serve(ref, host, port or None, threads, p.tracking if p else None)  # 0: any free port
     typer.echo(f"facegan explore: serving {ref} at {url}  (Ctrl+C stops)")
     try:
         demo.block_thread()

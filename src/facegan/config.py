@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from facegan.errors import CheckpointError, FaceganError
 from facegan.models import MODELS, model_spec
@@ -655,7 +656,7 @@ def parse_section(section: type[S], raw: dict[str, Any], source: str) -> S:
         raise ParamsError(f"{source}: {len(lines)} invalid value(s):\n" + "\n".join(lines)) from None
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     loc = list(err["loc"])
     shown = [str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "source" and p in _SOURCE_TAGS)]
     key = ".".join(shown) or "(top level)"
@@ -666,7 +667,7 @@ def _describe(err: dict[str, Any]) -> str:
     return f"  - {key}: got {err.get('input')!r}; {err['msg']}"
 
 
-_SOURCE_TAGS = {"cartoon": CartoonSource, "folder": FolderSource}
+_SOURCE_TAGS: dict[str, type[BaseModel]] = {"cartoon": CartoonSource, "folder": FolderSource}
 
 
 def _allowed_keys(loc: list[Any]) -> list[str]:

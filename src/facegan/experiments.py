@@ -35,7 +35,7 @@ def pivot(rows: list[dict[str, str]], row_param: str, col_param: str, metric: st
         if row.get("State") and row["State"] != "Success":
             continue  # queued/running experiments echo the workspace's metrics; failed ones have none
         r, c, v = column(row, row_param), column(row, col_param), column(row, metric)
-        if r and c and v not in (None, ""):
+        if r and c and v:
             cells[(r, c)] = v
     rkeys = sorted({k[0] for k in cells})
     ckeys = sorted({k[1] for k in cells})
@@ -50,7 +50,7 @@ def to_markdown(rkeys: list[str], ckeys: list[str], cells: dict, row_param: str,
 
 
 def _fmt(v: str | None) -> str:
-    if v in (None, ""):
+    if not v:
         return "-"
     try:
         return f"{float(v):.4f}"

@@ -40,8 +40,7 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             if im.width * im.height > max_pixels:
                 raise ImageError(f"too large: {im.width}x{im.height} > {max_pixels} pixels")
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb8(im)
+            return _to_rgb8(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:

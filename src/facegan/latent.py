@@ -116,7 +116,9 @@ class Sampler:
     encodes = False  # takes uploads (VAE)
 
     def __init__(self, g: torch.nn.Module, cfg, state: dict, path: Path):
-        self.g, self.cfg, self.path = g.eval().requires_grad_(False), cfg, path
+        # Any: the generators of the registered models differ in their forward signature and extra methods
+        self.g: Any = g.eval().requires_grad_(False)
+        self.cfg, self.path = cfg, path
         self.kind: str = cfg.model
         self.resolution: int = int(state["resolution"])
         self.z_dim: int = cfg.z_dim
@@ -146,9 +148,10 @@ class Sampler:
         psi = self._check_psi(psi)
         return self._render(seed_z(self.z_dim, seeds), self.labels(seeds, labels), psi)
 
-    def image(self, seed: int, psi: float = 1.0, labels: dict[str, str] | None = None, **controls: Any) -> np.ndarray:
-        """The image of one seed; `controls` are the kind's extra sliders (StyleGAN2)."""
-        if any(v for v in controls.values()):
+    def image(self, seed: int, psi: float = 1.0, labels: dict[str, str] | None = None,
+              direction: tuple[str, int, float] | None = None, mix: tuple[int, Sequence[str]] | None = None) -> np.ndarray:
+        """The image of one seed; `direction` and `mix` are StyleGAN2's extra sliders."""
+        if direction or mix:
             raise ExploreError(f"latent directions and style mixing need a StyleGAN2 model, this one is {self.kind}")
         return self.images([seed], psi, labels)[0]
 
@@ -238,7 +241,8 @@ class StyleSampler(Sampler):
             w = w + float(amount) * spread[int(index)] * dirs[int(index)]
         return w
 
-    def image(self, seed: int, psi: float = 1.0, labels=None, direction=None, mix=None) -> np.ndarray:
+    def image(self, seed: int, psi: float = 1.0, labels: dict[str, str] | None = None,
+              direction: tuple[str, int, float] | None = None, mix: tuple[int, Sequence[str]] | None = None) -> np.ndarray:
         self.labels([seed], labels)
         return self.render_w(self.styled(seed, psi, direction, mix))[0]
 

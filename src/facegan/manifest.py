@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, field_serializer
 
@@ -53,11 +53,31 @@ class Row(BaseModel):
     def _stable(self, value):
         return stable(value)
 
+    # an accepted row always has its file, box and transform; asking a rejected one is a bug
+    @property
+    def out_file(self) -> str:
+        return _present(self.file, "file", self)
+
+    @property
+    def face_box(self) -> list[float]:
+        return _present(self.box, "box", self)
+
+    @property
+    def affine(self) -> list[list[float]]:
+        return _present(self.transform, "transform", self)
+
     def reject(self, stage: str, reason: str) -> Row:
         return self.model_copy(update={"status": "rejected", "reason": reason, "stage": stage, "file": None})
 
 
 Manifest = list[Row]
+V = TypeVar("V")
+
+
+def _present(value: V | None, name: str, row: Row) -> V:
+    if value is None:
+        raise ValueError(f"{row.source}: row ({row.status} at {row.stage or 'start'}) has no {name}")
+    return value
 
 
 def write_manifest(folder: Path, rows: Manifest) -> Path:

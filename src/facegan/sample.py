@@ -93,7 +93,7 @@ def write_training_samples(trainer, path: Path, final: bool = False, label_names
         from facegan.sample_style import write_style_figures
 
         write_style_figures(g, path.parent, cfg.seed)
-    if y is not None and label_names:
+    if y is not None and label_names and label_values:
         for a, name in enumerate(label_names):
             grid = attribute_grid(g, z[:GRID_COLS], y[:1], a, len(label_values[name]))
             write_image(path.parent / f"samples_by_{name}.png", grid)

@@ -190,7 +190,7 @@ def draw_head(rng: np.random.Generator) -> Head:
         paint(m > 0, frame)
 
     landmarks = np.vstack([eyes, [[cx, ny]], mouth]).astype(np.float64)
-    outline = cv2.ellipse2Poly((round(cx), round(cy)), (round(a), round(b)), 0, 0, 360, 5).astype(np.float64)
+    outline = np.asarray(cv2.ellipse2Poly((round(cx), round(cy)), (round(a), round(b)), 0, 0, 360, 5), np.float64)
     return Head(rgb, alpha, landmarks, outline, labels)
 
 
@@ -198,7 +198,7 @@ def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A cluttered backdrop: gradient, random shapes (some skin-coloured), blur and noise."""
     c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
     t = np.linspace(0, 1, size)[:, None, None]
-    bg = (c0 * (1 - t) + c1 * t).astype(np.uint8).repeat(size, axis=1)
+    bg: np.ndarray = (c0 * (1 - t) + c1 * t).astype(np.uint8).repeat(size, axis=1)
     if rng.random() < 0.5:
         bg = np.ascontiguousarray(bg.transpose(1, 0, 2))
     skins = list(FACE_COLORS.values())
@@ -222,7 +222,8 @@ def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
     if sigma > 0.3:
         bg = cv2.GaussianBlur(bg, (0, 0), sigma)
     noise = rng.normal(0, rng.uniform(0, 6), bg.shape)
-    return np.clip(bg + noise, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(bg + noise, 0, 255).astype(np.uint8)
+    return out
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def run_pack(cfg: PackConfig, raw: Path, src: Path, dst: Path) -> Manifest:
                 continue
             idx = len(entries)
             arcname = f"{idx // 1000:05d}/img{idx:08d}.png"
-            zf.writestr(zipfile.ZipInfo(arcname, _EPOCH), _png(_resize(read_image(src / row.file), cfg.resolution)))
+            zf.writestr(zipfile.ZipInfo(arcname, _EPOCH), _png(_resize(read_image(src / row.out_file), cfg.resolution)))
             entries.append([arcname, [values[n].index(labels[row.source][n]) for n in names]] if names else [arcname, None])
             out.append(row.model_copy(update={"file": arcname, "stage": STAGE}))
         meta = {"labels": entries if names else None, "label_names": names, "label_values": values,

@@ -11,7 +11,7 @@ log = logging.getLogger("facegan.explore")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the server
 
 
-def serve(ref: str, host: str = "127.0.0.1", port: int = 7860, threads: int = 0, tracking=None):
+def serve(ref: str, host: str = "127.0.0.1", port: int | None = 7860, threads: int = 0, tracking=None):
     """Load `ref` (see facegan.latent.resolve), build the page and start serving it in the background; returns
     (blocks, url): `blocks.block_thread()` waits, `blocks.close()` stops. Raises facegan.latent.ExploreError
     before anything is served when the model is unusable."""

@@ -40,8 +40,9 @@ class AnnotationLandmarker:
         candidates = [f for f in self.faces.get(row.source, []) if f.landmarks is not None]
         if not candidates or row.box is None:
             return None
-        best = max(candidates, key=lambda f: iou(f.box, row.box))
-        return best.landmarks if iou(best.box, row.box) > 0.3 else None
+        box = row.box
+        best = max(candidates, key=lambda f: iou(f.box, box))
+        return best.landmarks if iou(best.box, box) > 0.3 else None
 
 
 def _annotations(cfg: AlignConfig, raw: Path) -> Landmarker:
@@ -51,12 +52,12 @@ def _annotations(cfg: AlignConfig, raw: Path) -> Landmarker:
 class ModelLandmarker:
     """A landmark model run on the crop inside the detected box; points mapped back to raw pixels."""
 
-    def __init__(self, model: Callable[[np.ndarray, tuple[float, ...]], np.ndarray]):
+    def __init__(self, model: Callable[[np.ndarray, tuple[float, ...]], np.ndarray | None]):
         self.model = model
 
     def __call__(self, crop: np.ndarray, row: Row) -> np.ndarray | None:
-        pts = self.model(crop, tuple(geometry.box_of(row.transform, row.box)))
-        return None if pts is None else geometry.apply(geometry.invert(row.transform), pts)
+        pts = self.model(crop, tuple(geometry.box_of(row.affine, row.face_box)))
+        return None if pts is None else geometry.apply(geometry.invert(row.affine), pts)
 
 
 class DlibBoxLandmarker(ModelLandmarker):
@@ -71,12 +72,12 @@ class DlibBoxLandmarker(ModelLandmarker):
         self.hog = hog
 
     def __call__(self, crop: np.ndarray, row: Row) -> np.ndarray | None:
-        box = tuple(geometry.box_of(row.transform, row.box))
+        box = tuple(geometry.box_of(row.affine, row.face_box))
         if row.backends.get("detect", "hog") not in self.DLIB_BOXES:
             best = max(self.hog(crop), key=lambda f: iou(f.box, box), default=None)
             box = best.box if best is not None and iou(best.box, box) >= 0.3 else box
         pts = self.model(crop, box)
-        return None if pts is None else geometry.apply(geometry.invert(row.transform), pts)
+        return None if pts is None else geometry.apply(geometry.invert(row.affine), pts)
 
 
 def _dlib68(cfg: AlignConfig, raw: Path) -> Landmarker:
@@ -113,7 +114,7 @@ BOX_POINTS = np.array([[0.3, 0.42], [0.7, 0.42], [0.5, 0.6], [0.36, 0.78], [0.64
 def box_landmarks(crop: np.ndarray, row: Row) -> np.ndarray:
     """`box`: no landmark model (anime, drawings): 5 points placed by proportion in the detected box, so
     alignment only centres and scales the face."""
-    x0, y0, x1, y1 = row.box
+    x0, y0, x1, y1 = row.face_box
     return np.array([x0, y0]) + BOX_POINTS * np.array([x1 - x0, y1 - y0])
 
 
@@ -139,12 +140,12 @@ def _fit(cfg: AlignConfig, pts: np.ndarray, side: int) -> np.ndarray:
 
 
 def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path, dst: Path) -> Row:
-    crop = read_image(src / row.file)
+    crop = read_image(src / row.out_file)
     found = landmarker(crop, row)
     if found is None:
         raise ImageError("no landmarks found")
     raw_pts = to_five(found)
-    crop_pts = geometry.apply(row.transform, raw_pts)
+    crop_pts = geometry.apply(row.affine, raw_pts)
     # fit at full size, then shrink the output if that would upsample the crop
     m = _fit(cfg, crop_pts, cfg.size)
     scale = geometry.scale_of(m)
@@ -154,12 +155,12 @@ def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path,
     if side != cfg.size:
         m = _fit(cfg, crop_pts, side)
     aligned = geometry.warp(crop, m, (side, side))
-    write_image(dst / row.file, aligned)
+    write_image(dst / row.out_file, aligned)
     # how far the 5 points land from the 5-point template (for `ffhq` too: a comparable number)
     residual = np.linalg.norm(geometry.apply(m, crop_pts) - geometry.template5(side, cfg.eye_distance, cfg.eye_y), axis=1)
     return row.model_copy(update={
         "stage": STAGE, "landmarks": raw_pts.round(3).tolist(),
-        "transform": geometry.compose(m, row.transform).tolist(),
+        "transform": geometry.compose(m, row.affine).tolist(),
         "backends": {**row.backends, STAGE: cfg.backend},
         "extra": {**row.extra, "align_scale": round(scale, 4), "align_side": side,
                   "align_residual": round(float(residual.mean()) / side, 5)},

@@ -29,6 +29,11 @@ class Face:
         return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
+def _box(values: list) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
+
 def load_annotations(path: Path) -> dict[str, list[Face]]:
     """Faces per image key; a clear error when the file is missing or malformed."""
     if not path.is_file():
@@ -37,7 +42,7 @@ def load_annotations(path: Path) -> dict[str, list[Face]]:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {
             key: [
-                Face(tuple(float(v) for v in f["box"]), np.asarray(f["landmarks"], float) if f.get("landmarks") else None)
+                Face(_box(f["box"]), np.asarray(f["landmarks"], float) if f.get("landmarks") else None)
                 for f in faces
             ]
             for key, faces in data["images"].items()

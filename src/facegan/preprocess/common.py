@@ -87,7 +87,7 @@ def contact_sheet(stage: str, folder: Path, raw_images: Path, n_ok: int = 40, n_
         out[y : y + im.shape[0], x : x + im.shape[1]] = im
         return out
 
-    tiles = [tile(folder / r.file) for r in spread(ok, n_ok)]
+    tiles = [tile(folder / r.out_file) for r in spread(ok, n_ok)]
     for r in spread(rejected, n_rejected):
         t = tile(raw_images / r.source)
         cv2.rectangle(t, (0, 0), (thumb - 1, thumb - 1), (220, 30, 30), 3)

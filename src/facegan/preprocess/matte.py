@@ -28,7 +28,7 @@ Matter = Callable[[np.ndarray, Row], np.ndarray]
 
 def head_rect(row: Row, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """The region that may hold the head: the face box widened for hair (above) and neck (below)."""
-    x0, y0, x1, y1 = geometry.box_of(row.transform, row.box)
+    x0, y0, x1, y1 = geometry.box_of(row.affine, row.face_box)
     w, h = x1 - x0, y1 - y0
     H, W = shape[:2]
     return (max(2, int(x0 - 0.35 * w)), max(2, int(y0 - 0.6 * h)), min(W - 3, int(x1 + 0.35 * w)), min(H - 3, int(y1 + 0.5 * h)))
@@ -45,11 +45,13 @@ class GrabCutMatter:
         x0, y0, x1, y1 = head_rect(row, image.shape)
         mask[y0:y1, x0:x1] = cv2.GC_PR_FGD
         if row.landmarks:
-            hull = cv2.convexHull(geometry.apply(row.transform, row.landmarks).astype(np.int32))
+            hull = cv2.convexHull(geometry.apply(row.affine, row.landmarks).astype(np.int32))
             cv2.fillConvexPoly(mask, hull, cv2.GC_FGD)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(0)  # GrabCut's k-means init is random: keep the stage deterministic
-        cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
+        # rect is unused with GC_INIT_WITH_MASK: None is what OpenCV expects (its stubs say Sequence[int])
+        cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, self.iterations,  # type: ignore[call-overload]
+                    cv2.GC_INIT_WITH_MASK)
         fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
         return largest_component(fg).astype(np.float32)
 
@@ -87,15 +89,15 @@ MATTERS: dict[str, Callable[[MatteConfig], Matter]] = {
 
 
 def _matte_one(row: Row, *, cfg: MatteConfig, matter: Matter, src: Path, dst: Path) -> Row:
-    image = read_image(src / row.file)
+    image = read_image(src / row.out_file)
     alpha = matter(image, row)
     soft = cv2.GaussianBlur(alpha, (0, 0), 0.7)[..., None] if cfg.backend != "none" else alpha[..., None]
     out = image * soft + np.array(cfg.fill, np.float32) * (1 - soft)
-    write_image(dst / row.file, np.clip(out + 0.5, 0, 255).astype(np.uint8))
-    write_image(dst / "masks" / row.file, (alpha >= 0.5).astype(np.uint8) * 255)
+    write_image(dst / row.out_file, np.clip(out + 0.5, 0, 255).astype(np.uint8))
+    write_image(dst / "masks" / row.out_file, (alpha >= 0.5).astype(np.uint8) * 255)
     if cfg.rgba:
         a = np.clip(soft[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8)
-        write_image(dst / "rgba" / Path(row.file).with_suffix(".png").name, np.dstack([image, a]))
+        write_image(dst / "rgba" / Path(row.out_file).with_suffix(".png").name, np.dstack([image, a]))
     return row.model_copy(update={
         "stage": STAGE, "backends": {**row.backends, STAGE: cfg.backend},
         "extra": {**row.extra, "matte_coverage": round(float(alpha.mean()), 4)},

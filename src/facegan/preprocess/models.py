@@ -133,7 +133,7 @@ class CascadeDetector(Lazy):
     def load(self):
         import cv2
 
-        path = self.path or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+        path = self.path or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]  # cv2.data has no stubs
         if not Path(path).is_file():
             raise ModelMissing(f"cascade file not found: {path} (set detect.cascade; the anime cascade is "
                                "lbpcascade_animeface.xml from github.com/nagadomi/lbpcascade_animeface)")

@@ -206,20 +206,21 @@ class FanLandmarks(Lazy):
 
     path: Path | None = None
 
-    def check(self) -> None:
+    def check(self) -> Path:
         _package("face_alignment", "align backend 'fan'")
-        url, self.path = fan_file()  # resolved in the stage's process (workers may not share its TORCH_HOME)
-        require(self.path, "face-alignment's 2D-FAN weights", f"download {url} into that folder (TORCH_HOME moves it)")
+        url, path = fan_file()  # resolved in the stage's process (workers may not share its TORCH_HOME)
+        require(path, "face-alignment's 2D-FAN weights", f"download {url} into that folder (TORCH_HOME moves it)")
+        self.path = path
+        return path
 
     def load(self):
         import face_alignment
 
-        if self.path is None:
-            self.check()
+        path = self.path if self.path is not None else self.check()
         # boxes come from our detect stage: face-alignment's `folder` detector is its no-detector mode (no weights);
         # it reads $TORCH_HOME/hub/checkpoints/<file>: the file check() found
-        with loading(self.path, "2D-FAN state dict for face-alignment"), \
-                _environ("TORCH_HOME", str(self.path.parent.parent.parent)):
+        with loading(path, "2D-FAN state dict for face-alignment"), \
+                _environ("TORCH_HOME", str(path.parent.parent.parent)):
             fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device="cpu", face_detector="folder",
                                               compile=False)
         return fa
@@ -247,7 +248,7 @@ class RembgMatter(Lazy):
 
     path: Path | None = None
 
-    def check(self) -> None:
+    def check(self) -> Path:
         _package("rembg", "matte backend 'rembg'")
         cls = self.session_class()
         found = cls.resolve_existing(f"{self.model_name}.onnx")  # here, in the stage's process (U2NET_HOME)
@@ -256,15 +257,15 @@ class RembgMatter(Lazy):
                                f"{cls.model_dir()}; copy it there (rembg's GitHub releases publish it) or choose "
                                "matte.backend grabcut")
         self.path = Path(found)
+        return self.path
 
     def load(self):
         from PIL import Image
         from rembg import new_session, remove
 
-        if self.path is None:
-            self.check()
+        path = self.path if self.path is not None else self.check()
         probe = Image.fromarray(np.tile(np.arange(32, dtype=np.uint8)[:, None, None] * 8, (1, 32, 3)))
-        with loading(self.path, f"rembg {self.model_name} model (ONNX)"), _environ("U2NET_HOME", str(self.path.parent)):
+        with loading(path, f"rembg {self.model_name} model (ONNX)"), _environ("U2NET_HOME", str(path.parent)):
             session = new_session(self.model_name)  # finds <U2NET_HOME>/<model>.onnx: the file check() found
             remove(probe, session=session, only_mask=True)
         return session
@@ -303,7 +304,7 @@ class OpenCVSuperRes(Lazy):
     def load(self):
         import cv2
 
-        sr = cv2.dnn_superres.DnnSuperResImpl_create()
+        sr = cv2.dnn_superres.DnnSuperResImpl_create()  # type: ignore[attr-defined]  # contrib module, no stubs
         with loading(self.path, f"OpenCV dnn_superres {self.name} x{self.scale} model (.pb)"):
             sr.readModel(str(self.path))
             sr.setModel(SUPERRES_ALGORITHMS[self.name], self.scale)

@@ -51,17 +51,18 @@ def _bits(text: str) -> np.ndarray:
 
 
 def _measure(row: Row, *, cfg: QualityConfig, raw_images: Path, src: Path, dst: Path) -> Row:
-    image = read_image(src / row.file)
+    image = read_image(src / row.out_file)
     face_side = min(row.box[2] - row.box[0], row.box[3] - row.box[1]) if row.box else float("inf")
     # the hash is of the whole original photo: aligned, matted faces all look alike at 8x8 frequencies
-    extra = {**row.extra, "sharpness": round(sharpness(image), 2), "phash": _hex(phash(read_image(raw_images / row.source)))}
+    sharp = round(sharpness(image), 2)
+    extra = {**row.extra, "sharpness": sharp, "phash": _hex(phash(read_image(raw_images / row.source)))}
     row = row.model_copy(update={"extra": extra})
     if face_side < cfg.min_face:
         return row.reject(STAGE, f"face too small in the photo ({face_side:.0f} px < {cfg.min_face} px)")
-    if extra["sharpness"] < cfg.min_sharpness:
-        return row.reject(STAGE, f"blurred (sharpness {extra['sharpness']:.1f} < {cfg.min_sharpness})")
-    (dst / row.file).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src / row.file, dst / row.file)
+    if sharp < cfg.min_sharpness:
+        return row.reject(STAGE, f"blurred (sharpness {sharp:.1f} < {cfg.min_sharpness})")
+    (dst / row.out_file).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / row.out_file, dst / row.out_file)
     return row.model_copy(update={"stage": STAGE, "backends": {**row.backends, STAGE: "laplacian+phash"}})
 
 
@@ -105,6 +106,6 @@ def run_quality(cfg: QualityConfig, raw: Path, src: Path, dst: Path, workers: in
         out = dedupe(measured, cfg.max_hash_distance)
         for before, after in zip(measured, out):
             if before.status != after.status:  # a near-duplicate: its copied file goes
-                (tmp / before.file).unlink()
+                (tmp / before.out_file).unlink()
         finish(STAGE, tmp, out)
     return out

@@ -35,7 +35,7 @@ def detection(truth: dict[str, list[Face]], rows: Manifest) -> dict:
     tp = 0
     for r in rows:
         faces = truth.get(r.source, [])
-        m = _match(faces, r.box)
+        m = _match(faces, r.face_box)
         if m is not None and (r.source, faces.index(m)) not in used:
             used.add((r.source, faces.index(m)))
             tp += 1
@@ -49,7 +49,7 @@ def landmark_errors(truth: dict[str, list[Face]], rows: Manifest) -> list[float]
     for r in rows:
         if r.status != "ok" or not r.landmarks:
             continue
-        m = _match(truth.get(r.source, []), r.box)
+        m = _match(truth.get(r.source, []), r.face_box)
         if m is None or m.landmarks is None:
             continue
         gt = to_five(m.landmarks)

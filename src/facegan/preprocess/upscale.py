@@ -42,19 +42,19 @@ UPSCALERS: dict[str, Callable[[UpscaleConfig], Upscaler]] = {"lanczos": lambda c
 
 
 def _upscale_one(row: Row, *, cfg: UpscaleConfig, upscaler: Upscaler, src: Path, dst: Path) -> Row:
-    image = read_image(src / row.file)
+    image = read_image(src / row.out_file)
     h, w = image.shape[:2]
     factor = 1.0
     if min(h, w) < cfg.size:
         factor = cfg.size / min(h, w)
         image = upscaler(image, cfg.size)
-        write_image(dst / row.file, image)
+        write_image(dst / row.out_file, image)
         m = np.array([[cfg.size / w, 0, 0], [0, cfg.size / h, 0]])
-        transform = geometry.compose(m, row.transform).tolist()
+        transform = geometry.compose(m, row.affine).tolist()
     else:
-        (dst / row.file).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / row.file, dst / row.file)
-        transform = row.transform
+        (dst / row.out_file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / row.out_file, dst / row.out_file)
+        transform = row.affine
     return row.model_copy(update={
         "stage": STAGE, "transform": transform, "backends": {**row.backends, STAGE: cfg.backend if factor > 1 else "none"},
         "extra": {**row.extra, "upscale_factor": round(factor, 4)},

@@ -83,14 +83,14 @@ VERIFIERS: dict[str, Callable[[VerifyConfig, Path], Verifier | None]] = {"none":
 def _verify_one(row: Row, *, cfg: VerifyConfig, verifier: Verifier | None, src: Path, dst: Path) -> Row:
     extra = dict(row.extra)
     if verifier is not None:
-        crop = read_image(src / row.file)
-        distance = verifier(crop, geometry.box_of(row.transform, row.box))
+        crop = read_image(src / row.out_file)
+        distance = verifier(crop, tuple(geometry.box_of(row.affine, row.face_box)))
         extra["verify_distance"] = round(distance, 4)
         if distance > cfg.tolerance:
             return row.model_copy(update={"extra": extra}).reject(
                 STAGE, f"another person (distance {distance:.2f} > tolerance {cfg.tolerance})")
-    (dst / row.file).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src / row.file, dst / row.file)
+    (dst / row.out_file).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / row.out_file, dst / row.out_file)
     return row.model_copy(update={"stage": STAGE, "extra": extra, "backends": {**row.backends, STAGE: cfg.backend}})
 
 
