@@ -13,11 +13,23 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gradio as gr
 
 from facegan.errors import FaceganError
-from facegan.latent import RANDOM, ExploreError, Model, Models, Source
+from facegan.latent import (
+    RANDOM,
+    DirectionNames,
+    ExploreError,
+    Model,
+    Models,
+    Sampler,
+    Source,
+    StyleSampler,
+    Translator,
+    VAESampler,
+)
 from facegan.runs_table import COLUMNS
 
 log = logging.getLogger("facegan.explore")
@@ -27,7 +39,7 @@ CSS = """.pixelated img { image-rendering: pixelated; width: 100%; height: 100%;
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],  # local fonts: no font downloads
                           font_mono=["ui-monospace", "monospace"])
 METHODS = {"SeFa (closed-form factorization)": "sefa", "GANSpace (PCA of w)": "ganspace"}
-IMAGE = dict(type="numpy", format="png", interactive=False, buttons=["download", "fullscreen"],
+IMAGE: dict[str, Any] = dict(type="numpy", format="png", interactive=False, buttons=["download", "fullscreen"],
              elem_classes=["pixelated"])
 
 
@@ -71,12 +83,20 @@ def _direction_choices(names: dict[int, str], k: int) -> list[tuple[str, int]]:
     return [(f"{i}: {names[i]}" if i in names else str(i), i) for i in range(k)]
 
 
+M = TypeVar("M")
+
+
 class Page:
     """Builds the Blocks for one model; `models` resolves and caches the compare tab's models."""
 
     def __init__(self, model: Model, source: Source, models: Models):
         self.model, self.source, self.models = model, source, models
-        self.names = models.names(source) if model.styles else None
+        self.names: DirectionNames | None = models.names(source) if model.styles else None
+
+    def _as(self, kind: type[M]) -> M:
+        """The model as the kind a tab is built for (build() only adds the tabs the model has)."""
+        assert isinstance(self.model, kind), f"{type(self.model).__name__} is not a {kind.__name__}"
+        return self.model
 
     def build(self) -> gr.Blocks:
         m = self.model
@@ -100,7 +120,7 @@ class Page:
 
     # -- Sample ------------------------------------------------------------------------------------------------
     def _sample_tab(self, demo: gr.Blocks) -> None:
-        m = self.model
+        m = self._as(Sampler)
         with gr.Row():
             with gr.Column(scale=2):
                 with gr.Row():
@@ -131,7 +151,7 @@ class Page:
         @guarded(1)
         def render(seed_v, psi_v, *rest):
             labels = dict(zip(m.label_names, rest[: len(attrs)]))
-            extra = {}
+            extra: dict[str, Any] = {}
             if m.styles:
                 method, index, amount, mix_seed, groups = rest[len(attrs) :]
                 extra = {"direction": (METHODS.get(method, method), int(index or 0), float(amount)),
@@ -160,7 +180,8 @@ class Page:
         interp_btn.click(render_interp, [seed, seed_b, steps, mode, psi, *attrs], [interp_out, self.status])
 
     def _style_controls(self) -> list:
-        m, k = self.model, self.model.n_directions
+        m = self._as(StyleSampler)
+        k = m.n_directions
         with gr.Accordion("Latent directions", open=True):
             method = gr.Radio(list(METHODS), value=next(iter(METHODS)), label="method", elem_id="method")
             index = gr.Dropdown(_direction_choices(self._names("sefa"), k), value=0, label="direction",
@@ -184,6 +205,7 @@ class Page:
         @guarded(2)
         def save_name(method_v, index_v, text):
             i = int(index_v or 0)
+            assert self.names is not None  # style models have direction names
             names = self.names.save(METHODS[method_v], i, text or "")
             log.info("direction %s %d named %r (%s)", METHODS[method_v], i, text, self.source.label)
             return (gr.update(choices=_direction_choices(names.get(METHODS[method_v], {}), k), value=i),
@@ -196,14 +218,14 @@ class Page:
 
     def _names(self, method: str) -> dict[int, str]:
         try:
-            return self.names.load().get(method, {})
+            return self.names.load().get(method, {}) if self.names else {}
         except Exception as e:  # noqa: BLE001 - names are a convenience: never stop the page for them
             log.warning("explore: direction names unavailable: %s", e)
             return {}
 
     # -- Encode (VAE) --------------------------------------------------------------------------------------------
     def _encode_tab(self) -> None:
-        m = self.model
+        m = self._as(VAESampler)
         gr.Markdown("Upload a face: its reconstruction (decoder of the mean code) and decoded neighbours of its code "
                     "(mean + radius × posterior σ × noise).")
         with gr.Row():
@@ -229,7 +251,7 @@ class Page:
 
     # -- Translate (CycleGAN) -------------------------------------------------------------------------------------
     def _translate_tab(self) -> None:
-        m = self.model
+        m = self._as(Translator)
         gr.Markdown(f"Upload a face: read as **{m.a}** it is translated to **{m.b}** (and back), read as **{m.b}** to "
                     f"**{m.a}** (and back).")
         with gr.Row():
@@ -271,10 +293,12 @@ class Page:
         def compare(a_ref, b_ref, seed_v, n_v, psi_v):
             s, k = _seed(seed_v), int(n_v)
             sides = [self.models.get(r) for r in (a_ref, b_ref)]
+            samplers = []
             for (mdl, src), label in zip(sides, "AB"):
-                if mdl.kind == "cyclegan":
+                if not isinstance(mdl, Sampler):
                     raise ExploreError(f"model {label} ({src.label}) is a cyclegan translator: compare takes generators")
-            grids = [mdl.grid(s, k, float(psi_v) if mdl.truncation else 1.0) for mdl, _ in sides]
+                samplers.append(mdl)
+            grids = [mdl.grid(s, k, float(psi_v) if mdl.truncation else 1.0) for mdl in samplers]
             rows = self.models.rows([src for _, src in sides])
             data = [[src.label, *([row.get(c) if row.get(c) is not None else "" for c in COLUMNS] if row
                                   else ["not tracked", *[""] * (len(COLUMNS) - 1)])]
