@@ -84,7 +84,9 @@ def api_url() -> str:
 
 def _workers() -> int:
     """Workers of the cluster this flow run's task runner is connected to (Prefect runs a copy of the runner)."""
-    runner = FlowRunContext.get().task_runner
+    context = FlowRunContext.get()
+    assert context is not None, "called outside the per-image flow"
+    runner: Any = context.task_runner  # a DaskTaskRunner (Prefect's type says TaskRunner)
     return max(1, len(runner.client.scheduler_info(n_workers=-1)["workers"]))
 
 
@@ -99,14 +101,15 @@ class DaskPool:
             return []
         runner = task_runner(self.cfg)
 
-        @flow(name=f"facegan-{desc}", task_runner=runner, log_prints=False, persist_result=False)
+        # prefect-dask's runner is typed against an older TaskRunner generic: the ignore is that stub mismatch only
+        @flow(name=f"facegan-{desc}", task_runner=runner, log_prints=False, persist_result=False)  # type: ignore[arg-type]
         def per_image() -> list[Any]:
             size = auto_chunk(len(items), _workers(), self.cfg.chunk_size)
             futures = {}
             # Each task carries the caller's Prefect context to its worker. Inside a task of another flow
             # (pipelines/flows.py: stage task -> this subflow) that context names the outer task, whose module
             # the workers cannot import; the chunks need none of it.
-            outer = TaskRunContext.__var__.set(None)
+            outer = TaskRunContext.__var__.set(None)  # type: ignore[arg-type]  # "no task" is what the var holds outside tasks
             try:
                 for start in range(0, len(items), size):
                     chunk = list(items[start : start + size])

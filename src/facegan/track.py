@@ -286,24 +286,26 @@ class Tracker:
         """Replay the pending records into the run; each group leaves `pending` once it is stored."""
         from mlflow.entities import Metric, RunTag
 
+        run_id = self.run_id
+        assert run_id is not None, "records are sent once the run exists"
         ops = self.pending
         params = {o["key"]: o["value"] for o in ops if o["op"] == "param"}
         if params:
-            send_params(c, self.run_id, params)
+            send_params(c, run_id, params)
         tags = [RunTag(o["key"], o["value"]) for o in ops if o["op"] == "tag"]
         if tags:
-            c.log_batch(self.run_id, tags=tags)
+            c.log_batch(run_id, tags=tags)
         metrics = [Metric(o["key"], o["value"], o["ts"], o["step"]) for o in ops if o["op"] == "metric"]
         for i in range(0, len(metrics), MAX_METRICS_PER_CALL):
-            c.log_batch(self.run_id, metrics=metrics[i : i + MAX_METRICS_PER_CALL])
+            c.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_CALL])
         self._drop(lambda o: o["op"] in ("param", "tag", "metric"))
         for o in [o for o in ops if o["op"] == "artifact"]:
             if Path(o["path"]).is_file():
-                c.log_artifact(self.run_id, o["path"], o.get("artifact_path"))
+                c.log_artifact(run_id, o["path"], o.get("artifact_path"))
             self._drop(lambda p, o=o: p is o)
         for o in [o for o in ops if o["op"] == "register"]:
             try:
-                register_if_best(self.cfg, self.run_id, o["dataset"], Path(o["path"]), o["metric"], o["value"])
+                register_if_best(self.cfg, run_id, o["dataset"], Path(o["path"]), o["metric"], o["value"])
             except Exception as e:  # noqa: BLE001 - the registry is a convenience, not the record
                 log.warning("could not register the generator in the MLflow model registry: %s", e)
             self._drop(lambda p, o=o: p is o)
@@ -494,7 +496,7 @@ def stage_tracker(cfg: TrackingConfig, stage: str, dataset: str, params: Params,
 def _generator_model_class():
     import mlflow.pyfunc
 
-    class GeneratorModel(mlflow.pyfunc.PythonModel):
+    class GeneratorModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mlflow's lazy submodule
         """pyfunc wrapper: input rows with `seed`, `n` and optional `labels` -> uint8 image arrays."""
 
         def predict(self, context, model_input, params=None):
@@ -627,7 +629,7 @@ def run_rows(run_ids: list[str | None], tracking: TrackingConfig) -> list[dict[s
     from facegan.runs_table import rows_of
 
     c = client(tracking)
-    out = []
+    out: list[dict[str, Any]] = []
     for rid in run_ids:
         if rid is None:
             out.append({})
