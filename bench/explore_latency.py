@@ -64,11 +64,17 @@ def cases(models: dict) -> dict[str, tuple]:
     dc, sg = models["dcgan"], models["stylegan2"]
     return {
         "stylegan2 64px, SeFa amount slider": (
-            "stylegan2", lambda i: sg.image(0, 1.0, direction=("sefa", 0, -4 + (i % 9))), "#amount input[type=range]",
-            lambda i: -4 + (i % 9)),
+            "stylegan2",
+            lambda i: sg.image(0, 1.0, direction=("sefa", 0, -4 + (i % 9))),
+            "#amount input[type=range]",
+            lambda i: -4 + (i % 9),
+        ),
         "stylegan2 64px, psi slider": (
-            "stylegan2", lambda i: sg.image(0, 0.3 + 0.05 * (i % 13)), "#psi input[type=range]",
-            lambda i: round(0.3 + 0.05 * (i % 13), 2)),
+            "stylegan2",
+            lambda i: sg.image(0, 0.3 + 0.05 * (i % 13)),
+            "#psi input[type=range]",
+            lambda i: round(0.3 + 0.05 * (i % 13), 2),
+        ),
         "dcgan 64px, new seed": ("dcgan", lambda i: dc.image(100 + i), "#seed input", lambda i: 100 + i),
     }
 
@@ -101,8 +107,10 @@ def main() -> None:
                     render[name].append(ms)
                     browser[name].append(b)
 
-    print(f"facegan explore, slider-move latency: torch {torch.__version__}, {args.threads} threads, "
-          f"median of {args.rounds} interleaved moves (goal < {GOAL_MS:.0f} ms)")
+    print(
+        f"facegan explore, slider-move latency: torch {torch.__version__}, {args.threads} threads, "
+        f"median of {args.rounds} interleaved moves (goal < {GOAL_MS:.0f} ms)"
+    )
     print(f"{'case':40s} {'render ms':>10s} {'browser ms':>11s} {'browser / goal':>15s}")
     for name in table:
         r, b = statistics.median(render[name]), statistics.median(browser[name])
@@ -122,9 +130,20 @@ def pages(paths: dict[str, Path]):
     try:
         with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
             ctx = p.chromium.launch_persistent_context(
-                profile, executable_path=str(CHROMIUM), headless=True,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+                profile,
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             out = {}
             for kind, (_, url) in servers.items():
                 out[kind] = ctx.new_page()

@@ -36,7 +36,8 @@ if side == 'facegan':
     from facegan.evaluate import inception
     from facegan.evaluate.extractors import make_extractor
     if standin:  # the stand-in file's hash is not the published one
-        inception.WEIGHTS_SHA256_PREFIX = inception.sha256_file(inception.hub_checkpoint_dir() / inception.WEIGHTS_NAME)[:8]
+        weights = inception.hub_checkpoint_dir() / inception.WEIGHTS_NAME
+        inception.WEIGHTS_SHA256_PREFIX = inception.sha256_file(weights)[:8]
     ex = make_extractor('inception', EvaluateConfig(batch_size=batch))
     run = lambda fs: ex.folder(fs, threads=decoders)
 else:
@@ -52,9 +53,22 @@ print(len(files) / (time.perf_counter() - t), torch.__version__, torch.get_num_t
 
 
 def _round(python: Path, side: str, imgs: Path, args, decoders: int, standin: bool, env: dict) -> tuple[float, str]:
-    r = subprocess.run([str(python), "-c", WORKER, side, str(imgs), str(args.batch), str(args.threads), str(decoders),
-                        str(int(standin))],
-                       env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(python),
+            "-c",
+            WORKER,
+            side,
+            str(imgs),
+            str(args.batch),
+            str(args.threads),
+            str(decoders),
+            str(int(standin)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode:
         sys.exit(f"{side} failed:\n{r.stderr[-3000:]}")
     speed, version, threads, n = r.stdout.strip().splitlines()[-1].split()
@@ -70,8 +84,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads, both sides")
     ap.add_argument("--decoders", type=int, default=2, help="decoders of the parallel budget, both sides")
-    ap.add_argument("--python", type=Path, default=ROOT / ".venv-ref" / "bin" / "python",
-                    help="the interpreter both sides run in (needs torch, torchvision, pytorch-fid)")
+    ap.add_argument(
+        "--python",
+        type=Path,
+        default=ROOT / ".venv-ref" / "bin" / "python",
+        help="the interpreter both sides run in (needs torch, torchvision, pytorch-fid)",
+    )
     args = ap.parse_args()
     if not args.python.is_file():
         sys.exit(f"no reference environment at {args.python}: `make test` builds it (.venv-ref)")
@@ -87,7 +105,12 @@ def main() -> None:
         cfg = CartoonSource(n=args.n, size=args.size, seed=1)
         for i in range(args.n):
             write_image(tmp / "imgs" / f"{i:05d}.png", render(cfg, i).image)
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(args.threads)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT / "src"),
+            "CUDA_VISIBLE_DEVICES": "",
+            "OMP_NUM_THREADS": str(args.threads),
+        }
         if (inception.hub_checkpoint_dir() / inception.WEIGHTS_NAME).is_file():
             which = "real weights"
         else:
@@ -99,17 +122,23 @@ def main() -> None:
             speeds: dict[str, list[float]] = {"facegan": [], "pytorch-fid": []}
             for _ in range(args.rounds):
                 for side in speeds:
-                    speed, version = _round(args.python, side, tmp / "imgs", args, decoders, which != "real weights", env)
+                    speed, version = _round(
+                        args.python, side, tmp / "imgs", args, decoders, which != "real weights", env
+                    )
                     speeds[side].append(speed)
             results[budget] = {k: statistics.median(v) for k, v in speeds.items()}
 
-    print(f"{args.n} images {args.size}x{args.size} -> Inception 299, batch {args.batch}, {which}; both sides: "
-          f"torch {version} ({args.python}), {args.threads} torch threads, CPU; median of {args.rounds} "
-          "interleaved rounds, one process per round")
+    print(
+        f"{args.n} images {args.size}x{args.size} -> Inception 299, batch {args.batch}, {which}; both sides: "
+        f"torch {version} ({args.python}), {args.threads} torch threads, CPU; median of {args.rounds} "
+        "interleaved rounds, one process per round"
+    )
     for budget, r in results.items():
         how = "main-thread decoding" if budget == "serial" else f"{args.decoders} decoders (threads / worker processes)"
-        print(f"{budget:8s} ({how}): facegan {r['facegan']:7.1f} img/s, pytorch-fid {r['pytorch-fid']:7.1f} img/s, "
-              f"ratio {r['facegan'] / r['pytorch-fid']:.2f}   (goal >= 1.5)")
+        print(
+            f"{budget:8s} ({how}): facegan {r['facegan']:7.1f} img/s, pytorch-fid {r['pytorch-fid']:7.1f} img/s, "
+            f"ratio {r['facegan'] / r['pytorch-fid']:.2f}   (goal >= 1.5)"
+        )
 
 
 if __name__ == "__main__":

@@ -65,11 +65,16 @@ def main() -> None:
             print(f"decode ZIP into memory, {threads} thread(s): {args.images / sec:9.1f} img/s")
         t0 = time.perf_counter()
         decoded_memmap(packed / ZIP_NAME, Path(tmp) / "cache", max(args.threads))
-        print(f"decode ZIP into the streaming file (once per set), {max(args.threads)} thread(s): "
-              f"{args.images / (time.perf_counter() - t0):9.1f} img/s")
-        paths = {"in memory": load_training_data(packed, max(args.threads), pin=device.type == "cuda")[0],
-                 "streamed (memory-mapped)": load_training_data(packed, max(args.threads), memory_budget_gb=1e-9,
-                                                                cache=Path(tmp) / "cache")[0]}
+        print(
+            f"decode ZIP into the streaming file (once per set), {max(args.threads)} thread(s): "
+            f"{args.images / (time.perf_counter() - t0):9.1f} img/s"
+        )
+        paths = {
+            "in memory": load_training_data(packed, max(args.threads), pin=device.type == "cuda")[0],
+            "streamed (memory-mapped)": load_training_data(
+                packed, max(args.threads), memory_budget_gb=1e-9, cache=Path(tmp) / "cache"
+            )[0],
+        }
         cfg = TrainConfig(model="dcgan", g_channels=64, d_channels=64, batch_size=64, device=args.device)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         serve = {}

@@ -72,17 +72,24 @@ def main() -> None:
         run_align(AlignConfig(backend="dlib68"), raw, root / "verify_ref", root / "align_ref", 2)
         cases = {
             "detect hog": lambda w: run_detect(DetectConfig(backend="hog"), raw, root / "o", w),
-            "detect cnn (upsample 0)": lambda w: run_detect(DetectConfig(backend="cnn", upsample=0), raw, root / "o", w),
+            "detect cnn (upsample 0)": lambda w: run_detect(
+                DetectConfig(backend="cnn", upsample=0), raw, root / "o", w
+            ),
             "detect haar": lambda w: run_detect(DetectConfig(backend="haar"), raw, root / "o", w),
-            "verify dlib": lambda w: run_verify(VerifyConfig(backend="dlib", references=str(raw / "refs"), tolerance=2.0),
-                                                raw, root / "detect_ref", root / "o", w),
+            "verify dlib": lambda w: run_verify(
+                VerifyConfig(backend="dlib", references=str(raw / "refs"), tolerance=2.0),
+                raw,
+                root / "detect_ref",
+                root / "o",
+                w,
+            ),
             "align dlib68": lambda w: run_align(AlignConfig(backend="dlib68"), raw, root / "verify_ref", root / "o", w),
             "matte grabcut": lambda w: run_matte(MatteConfig(backend="grabcut"), root / "align_ref", root / "o", w),
         }
         print(f"{n} images from {args.photos if args.photos.is_dir() else 'skimage.data.astronaut'}")
         print(f"{'backend':26s}" + "".join(f"{f'{w} worker(s)':>14s}" for w in args.workers) + "   speed-up")
         for name, fn in cases.items():
-            rates = [n / timed(lambda: fn(w)) for w in args.workers]
+            rates = [n / timed(lambda fn=fn, w=w: fn(w)) for w in args.workers]
             print(f"{name:26s}" + "".join(f"{r:10.1f} img/s" for r in rates) + f"   {rates[-1] / rates[0]:.2f}x")
 
 

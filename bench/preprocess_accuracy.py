@@ -48,8 +48,11 @@ from facegan.preprocess.score import detection, landmark_errors
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 DETECTORS = {  # name -> detect params
-    "hog": {"backend": "hog"}, "cnn": {"backend": "cnn", "upsample": 0}, "haar": {"backend": "haar"},
-    "yunet": {"backend": "yunet"}, "blazeface-front": {"backend": "blazeface", "blazeface": "front"},
+    "hog": {"backend": "hog"},
+    "cnn": {"backend": "cnn", "upsample": 0},
+    "haar": {"backend": "haar"},
+    "yunet": {"backend": "yunet"},
+    "blazeface-front": {"backend": "blazeface", "blazeface": "front"},
     "blazeface-back": {"backend": "blazeface", "blazeface": "back"},
 }
 ALIGNERS = ("dlib68", "yunet5", "fan")
@@ -75,10 +78,16 @@ def real_with_truth(root: Path, gt_dir: Path) -> tuple[Path, set[str]]:
         key = entry["image"]
         faces = []
         for f in entry["faces"]:
-            pts = np.asarray(f["landmarks"], float) - (1 if key.startswith(ONE_BASED) else 0) if f["landmarks"] else None
+            pts = (
+                np.asarray(f["landmarks"], float) - (1 if key.startswith(ONE_BASED) else 0) if f["landmarks"] else None
+            )
             box = f["bbox_xyxy"] or [*pts.min(0), *pts.max(0)]
-            faces.append({"box": [float(v) for v in box],
-                          "landmarks": pts.tolist() if pts is not None and f["scheme"] == "ibug68" else None})
+            faces.append(
+                {
+                    "box": [float(v) for v in box],
+                    "landmarks": pts.tolist() if pts is not None and f["scheme"] == "ibug68" else None,
+                }
+            )
         images[key] = faces
         if entry["complete_detection_gt"]:
             complete.add(key)
@@ -94,8 +103,13 @@ def score_detector(raw: Path, complete: set[str], out: Path) -> dict:
     all_faces = detection(truth, rows)
     big = {k: [f for f in v if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= 40] for k, v in truth.items()}
     precision = detection({k: v for k, v in truth.items() if k in complete}, [r for r in rows if r.source in complete])
-    return {"recall": all_faces["recall"], "recall40": detection(big, rows)["recall"],
-            "precision": precision["precision"], "faces": all_faces["faces_true"], "found": all_faces["faces_found"]}
+    return {
+        "recall": all_faces["recall"],
+        "recall40": detection(big, rows)["recall"],
+        "precision": precision["precision"],
+        "faces": all_faces["faces_true"],
+        "found": all_faces["faces_found"],
+    }
 
 
 def sheet(backend: str, raw: Path, out: Path, dst: Path) -> None:
@@ -115,10 +129,19 @@ def sheet(backend: str, raw: Path, out: Path, dst: Path) -> None:
         for r in found:
             x0, y0, x1, y1 = (int(round(v * s)) for v in r.box)
             cv2.rectangle(tile, (x0, y0), (x1, y1), (0, 230, 0), 2)
-            cv2.putText(tile, f"{r.extra['score']:.2f}", (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                        (0, 230, 0), 1, cv2.LINE_AA)
-        cv2.putText(tile, f"{key[-28:]}: {len(found)}", (3, 314), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (200, 0, 0), 1,
-                    cv2.LINE_AA)
+            cv2.putText(
+                tile,
+                f"{r.extra['score']:.2f}",
+                (x0, max(10, y0 - 3)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.35,
+                (0, 230, 0),
+                1,
+                cv2.LINE_AA,
+            )
+        cv2.putText(
+            tile, f"{key[-28:]}: {len(found)}", (3, 314), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (200, 0, 0), 1, cv2.LINE_AA
+        )
         tiles.append(tile)
     write_image(dst / f"detect_{backend}.png", image_grid(np.stack(tiles), ncols=6))
 
@@ -154,8 +177,10 @@ def main() -> None:
     import cv2
     import torch
 
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), OpenCV {cv2.__version__} "
-          f"({cv2.getNumThreads()} threads), {os.cpu_count()} CPUs")
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), OpenCV {cv2.__version__} "
+        f"({cv2.getNumThreads()} threads), {os.cpu_count()} CPUs"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         sets: dict[str, tuple[Path, set[str]]] = {}
@@ -170,7 +195,10 @@ def main() -> None:
                 sets[name] = (raw, keys)
 
         print("\n## Detection (IoU 0.5)\n")
-        print("| set | detector | recall | recall (faces >= 40 px) | precision | faces | found |\n|---|---|---|---|---|---|---|")
+        print(
+            "| set | detector | recall | recall (faces >= 40 px) | precision | faces | found |\n"
+            "|---|---|---|---|---|---|---|"
+        )
         for set_name, (raw, complete) in sets.items():
             for det in args.detectors:
                 out = root / "det" / set_name / det
@@ -183,8 +211,10 @@ def main() -> None:
                     print(f"| {set_name} | {det} | 0 | 0 | - | | 0 ({str(e)[:40]}) |")
                     continue
                 s = score_detector(raw, complete, out)
-                print(f"| {set_name} | {det} | {s['recall']:.3f} | {s['recall40']:.3f} | {s['precision']:.3f} | "
-                      f"{s['faces']} | {s['found']} |")
+                print(
+                    f"| {set_name} | {det} | {s['recall']:.3f} | {s['recall40']:.3f} | {s['precision']:.3f} | "
+                    f"{s['faces']} | {s['found']} |"
+                )
 
         print("\n## Landmarks (mean 5-point error, % of the eye-centre distance)\n")
         print("| set | aligner | on boxes of | mean | median | faces |\n|---|---|---|---|---|---|")
@@ -206,8 +236,10 @@ def main() -> None:
                         continue
                     errors = 100 * np.asarray(landmark_errors(truth, rows))
                     if len(errors):
-                        print(f"| {set_name} | {aligner} | {boxes} | {errors.mean():.2f} | {np.median(errors):.2f} | "
-                              f"{len(errors)} |")
+                        print(
+                            f"| {set_name} | {aligner} | {boxes} | {errors.mean():.2f} | {np.median(errors):.2f} | "
+                            f"{len(errors)} |"
+                        )
 
         if args.speed_images:
             raw = speed_set(root, args.assets / "faces", args.speed_images)
@@ -218,12 +250,16 @@ def main() -> None:
                     for workers in (1, 2):
                         t0 = time.perf_counter()
                         try:
-                            run_detect(DetectConfig(multi_face="all", **DETECTORS[det]), raw, root / "speed_out", workers)
+                            run_detect(
+                                DetectConfig(multi_face="all", **DETECTORS[det]), raw, root / "speed_out", workers
+                            )
                         except (ModelFileError, RuntimeError):
                             continue
                         times.setdefault((det, workers), []).append(time.perf_counter() - t0)
-            print(f"\n## Speed: whole detect stage on {n} real photos (240p-1080p, detection at <= 1600 px), "
-                  f"median of {args.rounds} rounds\n")
+            print(
+                f"\n## Speed: whole detect stage on {n} real photos (240p-1080p, detection at <= 1600 px), "
+                f"median of {args.rounds} rounds\n"
+            )
             print("| detector | 1 worker (ms/img) | 2 workers (ms/img) | speed-up |\n|---|---|---|---|")
             for det in args.detectors:
                 if (det, 1) in times:

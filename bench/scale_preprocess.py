@@ -43,8 +43,9 @@ from facegan.runners import make_pool
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "faces" / "face_recognition" / "examples"
 
 
-def median_times(cases: dict[str, Callable[[], object]], rounds: int,
-                 clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+def median_times(
+    cases: dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
     """Seconds per case: the median of `rounds` rounds, cases interleaved within each round."""
     times: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(rounds):
@@ -96,17 +97,26 @@ def bench_images(args: argparse.Namespace, root: Path) -> None:
         def run() -> None:
             run_detect(detect_cfg, raw, root / "detect", pool)
             run_align(align_cfg, raw, root / "detect", root / "align", pool)
+
         return run
 
-    dask = {w: make_pool(OrchestrationConfig(runner="dask", chunk_size=args.chunk_size, dask={"local_workers": w}), 1)
-            for w in (1, 2)}
-    cases = {"local, 1 process": stage(LocalPool(1, args.chunk_size)), "local, 2 processes": stage(LocalPool(2, args.chunk_size)),
-             "dask, 1 worker": stage(dask[1]), "dask, 2 workers": stage(dask[2])}
+    dask = {
+        w: make_pool(OrchestrationConfig(runner="dask", chunk_size=args.chunk_size, dask={"local_workers": w}), 1)
+        for w in (1, 2)
+    }
+    cases = {
+        "local, 1 process": stage(LocalPool(1, args.chunk_size)),
+        "local, 2 processes": stage(LocalPool(2, args.chunk_size)),
+        "dask, 1 worker": stage(dask[1]),
+        "dask, 2 workers": stage(dask[2]),
+    }
     warm = time.perf_counter()
     map_items(operator.pos, [1], dask[1], "warm-up")  # Prefect's temporary API server: started once per process
     print(f"\n## hog detect + dlib68 align: {args.images} images ({what})")
-    print(f"chunk_size {args.chunk_size or 'auto'}; Prefect API server start {time.perf_counter() - warm:.1f} s (once, "
-          f"not in the figures); each Dask figure includes starting its LocalCluster, twice (one per stage)")
+    print(
+        f"chunk_size {args.chunk_size or 'auto'}; Prefect API server start {time.perf_counter() - warm:.1f} s (once, "
+        f"not in the figures); each Dask figure includes starting its LocalCluster, twice (one per stage)"
+    )
     seconds = median_times(cases, args.rounds)
     base = {"local": seconds["local, 1 process"], "dask": seconds["dask, 1 worker"]}
     print(f"{'runner':22s}{'seconds':>10s}{'img/s':>10s}{'speed-up':>10s}{'of ideal':>10s}")
@@ -115,21 +125,30 @@ def bench_images(args: argparse.Namespace, root: Path) -> None:
         speed = base[name.split(",")[0]] / t
         print(f"{name:22s}{t:10.1f}{args.images / t:10.2f}{speed:9.2f}x{speed / w:9.0%}")
     ok = sum(r.status == "ok" for r in read_manifest(root / "align"))
-    print(f"per-image cost (1 local process, detect + align): {seconds['local, 1 process'] / args.images:.3f} s "
-          f"({ok} of {args.images} photos gave an aligned face)")
+    print(
+        f"per-image cost (1 local process, detect + align): {seconds['local, 1 process'] / args.images:.3f} s "
+        f"({ok} of {args.images} photos gave an aligned face)"
+    )
 
 
 def bench_overhead(args: argparse.Namespace) -> None:
     n = args.overhead_items
-    pools = {f"chunk 1 ({n} tasks)": make_pool(OrchestrationConfig(runner="dask", chunk_size=1, dask={"local_workers": 2}), 1),
-             "one chunk (1 task)": make_pool(OrchestrationConfig(runner="dask", chunk_size=n, dask={"local_workers": 2}), 1)}
-    seconds = median_times({k: (lambda p=p: map_items(operator.pos, list(range(n)), p, "noop")) for k, p in pools.items()},
-                           args.rounds)
+    pools = {
+        f"chunk 1 ({n} tasks)": make_pool(
+            OrchestrationConfig(runner="dask", chunk_size=1, dask={"local_workers": 2}), 1
+        ),
+        "one chunk (1 task)": make_pool(OrchestrationConfig(runner="dask", chunk_size=n, dask={"local_workers": 2}), 1),
+    }
+    seconds = median_times(
+        {k: (lambda p=p: map_items(operator.pos, list(range(n)), p, "noop")) for k, p in pools.items()}, args.rounds
+    )
     t_many, t_one = seconds[f"chunk 1 ({n} tasks)"], seconds["one chunk (1 task)"]
     print(f"\n## Dask runner overhead (2 workers, LocalCluster, a no-op over {n} items)")
     print(f"fixed per stage (cluster start + flow run + 1 task): {t_one:.2f} s")
-    print(f"per task, 2 workers busy: {(t_many - t_one) / (n - 1) * 1000:.0f} ms of wall time "
-          f"(~{(t_many - t_one) / (n - 1) * 2000:.0f} ms of one worker's time)")
+    print(
+        f"per task, 2 workers busy: {(t_many - t_one) / (n - 1) * 1000:.0f} ms of wall time "
+        f"(~{(t_many - t_one) / (n - 1) * 2000:.0f} ms of one worker's time)"
+    )
 
 
 # ---- 3. per-dataset steps -----------------------------------------------------------------------------------
@@ -150,9 +169,19 @@ def synthetic_rows(n: int, seed: int = 0, dup_fraction: float = 0.05) -> list[Ro
     box = [10.0, 12.0, 110.0, 120.0]
     marks = [[40.0, 50.0], [80.0, 50.0], [60.0, 70.0], [45.0, 95.0], [75.0, 95.0]]
     t = [[1.0, 0.0, -10.0], [0.0, 1.0, -12.0]]
-    return [Row(source=f"{i:06d}.jpg", file=f"{i:06d}_jpg.png", stage="quality", box=box, landmarks=marks, transform=t,
-                backends={"detect": "hog", "align": "dlib68"},
-                extra={"phash": _hex(bits[i]), "sharpness": 123.4, "faces_found": 1}) for i in range(n)]
+    return [
+        Row(
+            source=f"{i:06d}.jpg",
+            file=f"{i:06d}_jpg.png",
+            stage="quality",
+            box=box,
+            landmarks=marks,
+            transform=t,
+            backends={"detect": "hog", "align": "dlib68"},
+            extra={"phash": _hex(bits[i]), "sharpness": 123.4, "faces_found": 1},
+        )
+        for i in range(n)
+    ]
 
 
 def bench_rows(args: argparse.Namespace, root: Path) -> None:
@@ -165,8 +194,10 @@ def bench_rows(args: argparse.Namespace, root: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_quality import _dedupe_all_pairs  # the search dedupe replaced, kept in the tests as its reference
 
-    print(f"\n## Per-dataset steps over synthetic rows (5% near-copies): CPU seconds of this process (steadier than "
-          f"wall time on shared cores), medians of {args.rounds} round(s)")
+    print(
+        f"\n## Per-dataset steps over synthetic rows (5% near-copies): CPU seconds of this process (steadier than "
+        f"wall time on shared cores), medians of {args.rounds} round(s)"
+    )
     results: dict[str, list[float]] = {}
     tile = np.full((16, 16, 3), 200, np.uint8)
     for n in args.rows:
@@ -179,8 +210,9 @@ def bench_rows(args: argparse.Namespace, root: Path) -> None:
         cases = {
             "dedupe (Hamming index)": lambda rows=rows: dedupe(rows, 16),
             "manifest write + read": lambda rows=rows, f=folder: (write_manifest(f, rows), read_manifest(f)),
-            "pack (16 px images)": lambda f=folder: run_pack(PackConfig(resolution=16, labels=None), f, f / "images",
-                                                             f / "packed"),
+            "pack (16 px images)": lambda f=folder: run_pack(
+                PackConfig(resolution=16, labels=None), f, f / "images", f / "packed"
+            ),
             "contact sheet": lambda f=folder: contact_sheet("quality", f / "images", f / "images"),
         }
         for name, t in median_times(cases, args.rounds, time.process_time).items():
@@ -194,13 +226,19 @@ def bench_rows(args: argparse.Namespace, root: Path) -> None:
     for name, ts in results.items():
         print(f"{name:26s}" + "".join(f"{t:11.2f}s" for t in ts) + f"{exponent(args.rows, ts):10.2f}")
     if old:
-        print(f"{'dedupe, all pairs (old)':26s}" + "".join(f"{f'{n}: {t:.2f}s':>14s}" for n, t in zip(args.old_rows, old))
-              + f"   exponent {exponent(args.old_rows, old):.2f}; at 200000 rows, as N^2: "
-              f"{old[-1] * (200_000 / args.old_rows[-1]) ** 2 / 3600:.1f} h")
+        print(
+            f"{'dedupe, all pairs (old)':26s}"
+            + "".join(f"{f'{n}: {t:.2f}s':>14s}" for n, t in zip(args.old_rows, old, strict=True))
+            + f"   exponent {exponent(args.old_rows, old):.2f}; at 200000 rows, as N^2: "
+            f"{old[-1] * (200_000 / args.old_rows[-1]) ** 2 / 3600:.1f} h"
+        )
     same = dedupe(synthetic_rows(args.old_rows[0] if args.old_rows else 2000), 16)
     ref = _dedupe_all_pairs(synthetic_rows(args.old_rows[0] if args.old_rows else 2000), 16)
-    print("same decisions as the all-pairs search:", [(r.status, r.reason) for r in same] == [(r.status, r.reason) for r in ref],
-          f"({sum(r.status == 'rejected' for r in same)} near-copies rejected)")
+    print(
+        "same decisions as the all-pairs search:",
+        [(r.status, r.reason) for r in same] == [(r.status, r.reason) for r in ref],
+        f"({sum(r.status == 'rejected' for r in same)} near-copies rejected)",
+    )
 
 
 def main() -> None:
@@ -219,17 +257,21 @@ def main() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     import torch
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible "
-          f"(affinity {len(os.sched_getaffinity(0))}), load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible "
+        f"(affinity {len(os.sched_getaffinity(0))}), load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_images:
             bench_images(args, Path(tmp) / "img")
             bench_overhead(args)
         if not args.skip_rows:
             bench_rows(args, Path(tmp) / "rows")
-    print(f"\nfinished; load average now {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-          f"(other processes on the machine share the cores: compare ratios, re-run on an idle machine for absolutes)")
+    print(
+        f"\nfinished; load average now {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"(other processes on the machine share the cores: compare ratios, re-run on an idle machine for absolutes)"
+    )
 
 
 if __name__ == "__main__":

@@ -71,12 +71,18 @@ def main() -> None:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     crops = face_crops(args.photos, args.min_face, args.side, args.limit)
-    print(f"{len(crops)} faces from {args.photos} + skimage astronaut, {args.side} px crops; "
-          f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads")
+    print(
+        f"{len(crops)} faces from {args.photos} + skimage astronaut, {args.side} px crops; "
+        f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads"
+    )
     models_dir = superres_dir(args.models_dir)
     for factor in args.factors:
-        low = [np.asarray(Image.fromarray(c).resize((c.shape[1] // factor, c.shape[0] // factor),
-                                                    Image.Resampling.BICUBIC)) for c in crops]
+        low = [
+            np.asarray(
+                Image.fromarray(c).resize((c.shape[1] // factor, c.shape[0] // factor), Image.Resampling.BICUBIC)
+            )
+            for c in crops
+        ]
         methods = {
             "bicubic": lambda im, side: np.asarray(Image.fromarray(im).resize((side, side), Image.Resampling.BICUBIC)),
             "lanczos": UPSCALERS["lanczos"](UpscaleConfig()),
@@ -92,13 +98,14 @@ def main() -> None:
         for rnd in range(args.rounds):
             for name, up in methods.items():  # interleaved: every method once per round
                 t0 = time.perf_counter()
-                outs = [up(lr, hr.shape[0]) for lr, hr in zip(low, crops)]
+                outs = [up(lr, hr.shape[0]) for lr, hr in zip(low, crops, strict=True)]
                 times[name].append(time.perf_counter() - t0)
                 if rnd == 0:
-                    ys = [(luminance(o), luminance(hr)) for o, hr in zip(outs, crops)]
+                    ys = [(luminance(o), luminance(hr)) for o, hr in zip(outs, crops, strict=True)]
                     quality[name] = (
                         float(np.mean([peak_signal_noise_ratio(t, o, data_range=255) for o, t in ys])),
-                        float(np.mean([structural_similarity(t, o, data_range=255) for o, t in ys])))
+                        float(np.mean([structural_similarity(t, o, data_range=255) for o, t in ys])),
+                    )
         best = max((n for n in methods if n not in ("bicubic", "lanczos")), key=lambda n: quality[n][0], default=None)
         print(f"\nx{factor} (downscaled by {factor}, upscaled back; PSNR/SSIM on Y, mean over {len(crops)} faces)")
         print("| method | PSNR (dB) | SSIM | images/s |\n|---|---|---|---|")
@@ -108,8 +115,10 @@ def main() -> None:
             print(f"| {name}{' (best)' if name == best else ''} | {psnr:.2f} | {ssim:.4f} | {rate:.1f} |")
         lanczos = quality["lanczos"][0]
         if best:
-            print(f"best model {best}: {quality[best][0] - lanczos:+.2f} dB over Lanczos, "
-                  f"{quality[best][0] - quality['bicubic'][0]:+.2f} dB over bicubic")
+            print(
+                f"best model {best}: {quality[best][0] - lanczos:+.2f} dB over Lanczos, "
+                f"{quality[best][0] - quality['bicubic'][0]:+.2f} dB over bicubic"
+            )
 
 
 if __name__ == "__main__":

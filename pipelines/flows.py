@@ -27,15 +27,15 @@ from typing import Any
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "facegan")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_progress_artifact, update_progress_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 
-import facegan  # noqa: E402
-from facegan.chain import run_stage  # noqa: E402
-from facegan.config import Params, TrainConfig, load_params  # noqa: E402
-from facegan.layout import Layout  # noqa: E402
-from facegan.provenance import fingerprint, outputs_state  # noqa: E402
+import facegan
+from facegan.chain import run_stage
+from facegan.config import Params, TrainConfig, load_params
+from facegan.layout import Layout
+from facegan.provenance import fingerprint, outputs_state
 
 logging.getLogger("facegan").setLevel(os.environ.get("FACEGAN_LOG_LEVEL", "INFO"))  # Prefect forwards these records
 
@@ -63,8 +63,15 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     at = Layout(root, parameters["dataset"], parameters.get("variant"))
     inputs, outputs = at.io(parameters["stage"])
     params = {k: v for k, v in json.loads(parameters["params_json"]).items() if k not in NOT_IN_OUTPUTS}
-    parts = [parameters["stage"], parameters["dataset"], str(parameters.get("variant")), json.dumps(params, sort_keys=True),
-             _code_version(), fingerprint(inputs), outputs_state(root, outputs, parameters["params_json"])]
+    parts = [
+        parameters["stage"],
+        parameters["dataset"],
+        str(parameters.get("variant")),
+        json.dumps(params, sort_keys=True),
+        _code_version(),
+        fingerprint(inputs),
+        outputs_state(root, outputs, parameters["params_json"]),
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -75,8 +82,14 @@ def stage_task(stage: str, dataset: str, params_json: str, root: str, variant: s
     return run_stage(stage, dataset, params, root, variant)
 
 
-def _run_stages(stages: list[str], dataset: str, params: Params, root: str, variant: str | None = None,
-                progress: tuple[Any, int, int] | None = None) -> None:
+def _run_stages(
+    stages: list[str],
+    dataset: str,
+    params: Params,
+    root: str,
+    variant: str | None = None,
+    progress: tuple[Any, int, int] | None = None,
+) -> None:
     logger = get_run_logger()
     params_json = params.model_dump_json()
     for i, stage in enumerate(stages):
@@ -92,38 +105,62 @@ def _run_stages(stages: list[str], dataset: str, params: Params, root: str, vari
             update_progress_artifact(artifact, 100.0 * (done + i + 1) / total)
 
 
-def load(params_file: str, overrides: dict[str, Any] | None = None, train: TrainConfig | None = None,
-         model: str | None = None) -> Params:
+def load(
+    params_file: str,
+    overrides: dict[str, Any] | None = None,
+    train: TrainConfig | None = None,
+    model: str | None = None,
+) -> Params:
     """params.yaml with dotted overrides, a whole train section and/or a model, validated as one whole."""
-    extra = {**({"train": train.model_dump(mode="json")} if train is not None else {}),
-             **({"train.model": model} if model is not None else {})}
+    extra = {
+        **({"train": train.model_dump(mode="json")} if train is not None else {}),
+        **({"train.model": model} if model is not None else {}),
+    }
     return load_params(params_file, {**(overrides or {}), **extra})
 
 
 @flow(name="facegan-preprocess")
-def preprocess(dataset: str = "cartoon", params_file: str = "params.yaml", root: str = ".",
-               overrides: dict[str, Any] | None = None) -> None:
+def preprocess(
+    dataset: str = "cartoon", params_file: str = "params.yaml", root: str = ".", overrides: dict[str, Any] | None = None
+) -> None:
     """Raw images -> packed training ZIP for one dataset."""
     _run_stages(PREPROCESS, dataset, load(params_file, overrides), root)
 
 
 @flow(name="facegan-train")
-def train(dataset: str = "cartoon", model: str | None = None, params_file: str = "params.yaml", root: str = ".",
-          overrides: dict[str, Any] | None = None, train_config: TrainConfig | None = None) -> None:
+def train(
+    dataset: str = "cartoon",
+    model: str | None = None,
+    params_file: str = "params.yaml",
+    root: str = ".",
+    overrides: dict[str, Any] | None = None,
+    train_config: TrainConfig | None = None,
+) -> None:
     """Classifier, reference statistics and training of one model (default: params.yaml's)."""
     _run_stages(TRAIN, dataset, load(params_file, overrides, train_config, model), root, model)
 
 
 @flow(name="facegan-evaluate")
-def evaluate(dataset: str = "cartoon", model: str | None = None, params_file: str = "params.yaml", root: str = ".",
-             overrides: dict[str, Any] | None = None, train_config: TrainConfig | None = None) -> None:
+def evaluate(
+    dataset: str = "cartoon",
+    model: str | None = None,
+    params_file: str = "params.yaml",
+    root: str = ".",
+    overrides: dict[str, Any] | None = None,
+    train_config: TrainConfig | None = None,
+) -> None:
     """FID/KID of a trained model and its report (MLflow run, registry)."""
     _run_stages(EVALUATE, dataset, load(params_file, overrides, train_config, model), root, model)
 
 
 @flow(name="facegan-full")
-def full(dataset: str = "cartoon", models: list[str] | None = None, params_file: str = "params.yaml", root: str = ".",
-         overrides: dict[str, Any] | None = None) -> None:
+def full(
+    dataset: str = "cartoon",
+    models: list[str] | None = None,
+    params_file: str = "params.yaml",
+    root: str = ".",
+    overrides: dict[str, Any] | None = None,
+) -> None:
     """The whole chain; with several `models`, one train/evaluate branch each (data/runs/<dataset>/<model>)."""
     base = load(params_file, overrides)
     variants: list[str | None] = list(models) if models and len(models) > 1 else [models[0] if models else None]

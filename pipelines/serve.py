@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flows import cyclegan, evaluate, full, train, transfer  # noqa: E402
-from prefect import serve  # noqa: E402
+from flows import cyclegan, evaluate, full, train, transfer
+from prefect import serve
 
-from facegan.config import load_params  # noqa: E402
+from facegan.config import load_params
 
 
 def deployments(params_file: Path, root: Path, cron: str) -> list:
@@ -27,8 +27,15 @@ def deployments(params_file: Path, root: Path, cron: str) -> list:
     common = {"params_file": str(params_file.resolve()), "root": str(root.resolve())}
     out = []
     for ds in params.datasets:
-        out.append(full.to_deployment(name=f"nightly-{ds}", cron=cron, parameters={"dataset": ds, **common},
-                                      description=f"the whole chain for {ds}, on a schedule", tags=["facegan", ds]))
+        out.append(
+            full.to_deployment(
+                name=f"nightly-{ds}",
+                cron=cron,
+                parameters={"dataset": ds, **common},
+                description=f"the whole chain for {ds}, on a schedule",
+                tags=["facegan", ds],
+            )
+        )
         out.append(train.to_deployment(name=ds, parameters={"dataset": ds, **common}, tags=["facegan", ds]))
         out.append(evaluate.to_deployment(name=ds, parameters={"dataset": ds, **common}, tags=["facegan", ds]))
     if params.transfer.enabled:

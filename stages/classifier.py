@@ -1,4 +1,7 @@
-"""DVC stage `classifier`: Attribute classifier trained on the real packed images (labelled sets).  Usage: python stages/classifier.py DATASET [PARAMS_FILE]"""
+"""DVC stage `classifier`: Attribute classifier trained on the real packed images (labelled sets).
+
+Usage: python stages/classifier.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

@@ -1,4 +1,7 @@
-"""DVC stage `cyclegan`: CycleGAN between cyclegan.a and cyclegan.b (facegan.translate).  Usage: python stages/cyclegan.py [PARAMS_FILE]"""
+"""DVC stage `cyclegan`: CycleGAN between cyclegan.a and cyclegan.b (facegan.translate).
+
+Usage: python stages/cyclegan.py [PARAMS_FILE]
+"""
 
 import sys
 

@@ -1,4 +1,7 @@
-"""DVC stage `detect`: Find faces and cut square crops with context.  Usage: python stages/detect.py DATASET [PARAMS_FILE]"""
+"""DVC stage `detect`: Find faces and cut square crops with context.
+
+Usage: python stages/detect.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

@@ -1,4 +1,7 @@
-"""DVC stage `evaluate`: Frechet distances of generated vs real images.  Usage: python stages/evaluate.py DATASET [PARAMS_FILE]"""
+"""DVC stage `evaluate`: Frechet distances of generated vs real images.
+
+Usage: python stages/evaluate.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

@@ -1,4 +1,7 @@
-"""DVC stage `generate`: Draw the embedded cartoon dataset into data/raw/<dataset>.  Usage: python stages/generate.py DATASET [PARAMS_FILE]"""
+"""DVC stage `generate`: Draw the embedded cartoon dataset into data/raw/<dataset>.
+
+Usage: python stages/generate.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

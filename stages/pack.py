@@ -1,4 +1,7 @@
-"""DVC stage `pack`: Write the training ZIP (stylegan2-ada format) with labels.  Usage: python stages/pack.py DATASET [PARAMS_FILE]"""
+"""DVC stage `pack`: Write the training ZIP (stylegan2-ada format) with labels.
+
+Usage: python stages/pack.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

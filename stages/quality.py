@@ -1,4 +1,7 @@
-"""DVC stage `quality`: Reject blurred, too-small and near-duplicate faces.  Usage: python stages/quality.py DATASET [PARAMS_FILE]"""
+"""DVC stage `quality`: Reject blurred, too-small and near-duplicate faces.
+
+Usage: python stages/quality.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

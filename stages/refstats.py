@@ -1,4 +1,7 @@
-"""DVC stage `refstats`: Feature statistics of the real packed images.  Usage: python stages/refstats.py DATASET [PARAMS_FILE]"""
+"""DVC stage `refstats`: Feature statistics of the real packed images.
+
+Usage: python stages/refstats.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

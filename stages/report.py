@@ -1,4 +1,7 @@
-"""DVC stage `report`: metrics.json + sample grid; log the run to MLflow.  Usage: python stages/report.py DATASET [PARAMS_FILE]"""
+"""DVC stage `report`: metrics.json + sample grid; log the run to MLflow.
+
+Usage: python stages/report.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

@@ -1,4 +1,7 @@
-"""DVC stage `train`: Train the generator; checkpoints, sample grids, loss log.  Usage: python stages/train.py DATASET [PARAMS_FILE]"""
+"""DVC stage `train`: Train the generator; checkpoints, sample grids, loss log.
+
+Usage: python stages/train.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

@@ -1,4 +1,7 @@
-"""DVC stage `upscale`: Bring small faces up to the target size.  Usage: python stages/upscale.py DATASET [PARAMS_FILE]"""
+"""DVC stage `upscale`: Bring small faces up to the target size.
+
+Usage: python stages/upscale.py DATASET [PARAMS_FILE]
+"""
 
 from facegan.chain import stage_main
 

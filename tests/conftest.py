@@ -32,14 +32,32 @@ def shrink(raw: dict, n: int, n_target: int) -> dict:
         ds["align"]["size"] = ds["upscale"]["size"] = 64
         ds["pack"]["resolution"] = 32
         ds["quality"]["min_face"] = 16  # faces are 28-58 px in 128 px images
-    tiny = {"steps": 2, "batch_size": 8, "z_dim": 16, "checkpoint_every": 1, "sample_every": 2, "fid_every": 0,
-            "stylegan2": {"preset": "tiny"}, "r1": {"every": 2}}
+    tiny = {
+        "steps": 2,
+        "batch_size": 8,
+        "z_dim": 16,
+        "checkpoint_every": 1,
+        "sample_every": 2,
+        "fid_every": 0,
+        "stylegan2": {"preset": "tiny"},
+        "r1": {"every": 2},
+    }
     t = raw["transfer"]
     t["pretrain"].update(tiny)
     t["finetune"].update(tiny)
     t["runs"] = {"baseline": {}, "freezed_ada": {"freeze_d": 1, "ada": {"enabled": True}}}
-    raw["cyclegan"].update(g_channels=4, res_blocks=1, d_channels=4, steps=2, decay_start=1, batch_size=2, pool_size=2,
-                           num_samples=8, checkpoint_every=1, sample_every=2)
+    raw["cyclegan"].update(
+        g_channels=4,
+        res_blocks=1,
+        d_channels=4,
+        steps=2,
+        decay_start=1,
+        batch_size=2,
+        pool_size=2,
+        num_samples=8,
+        checkpoint_every=1,
+        sample_every=2,
+    )
     return raw
 
 
@@ -47,8 +65,17 @@ def tiny_params(n: int = 12, **train) -> Params:
     """The project's params.yaml shrunk to seconds: few small images, a few training steps."""
     raw = shrink(load_params(ROOT / "params.yaml").model_dump(mode="json"), n, 8)
     raw["workers"] = 1
-    raw["train"].update({"steps": 4, "batch_size": 8, "checkpoint_every": 2, "sample_every": 2,
-                         "g_channels": 8, "d_channels": 8, **train})
+    raw["train"].update(
+        {
+            "steps": 4,
+            "batch_size": 8,
+            "checkpoint_every": 2,
+            "sample_every": 2,
+            "g_channels": 8,
+            "d_channels": 8,
+            **train,
+        }
+    )
     raw["evaluate"].update(num_samples=16, max_real=n, batch_size=8, extractors=["dlib"])
     raw["tracking"]["enabled"] = False  # tests that track start their own MLflow server
     return parse_params(raw)
@@ -85,23 +112,44 @@ CLONED = ("dvc.yaml", "dvc.lock", "stages", "src", "data", ".dvcignore", ".gitig
 def make_dvc_project(root: Path, tracking: bool = True) -> tuple[Path, dict]:
     """A git + DVC copy of the project in `root`, as a fresh clone has it (the committed dvc.lock and
     data/*/.gitignore files included), with params shrunk to ~1 minute of work."""
-    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *CLONED],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *CLONED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, tracked):
         if not (ROOT / name).is_file():
             continue  # deleted in the working tree, not yet committed
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, root / name)
     p = shrink(yaml.safe_load((ROOT / "params.yaml").read_text()), 48, 16)
-    p["train"].update(steps=6, batch_size=16, checkpoint_every=3, sample_every=3, g_channels=8, d_channels=8,
-                      fid_every=3, fid_samples=16)
+    p["train"].update(
+        steps=6,
+        batch_size=16,
+        checkpoint_every=3,
+        sample_every=3,
+        g_channels=8,
+        d_channels=8,
+        fid_every=3,
+        fid_samples=16,
+    )
     p["evaluate"].update(num_samples=24, max_real=48)
     p["tracking"]["enabled"] = tracking
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     bin_dir = str(Path(sys.executable).parent)  # stage commands run `python` and `dvc` from this venv
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "TORCH_HOME": str(root / "torch"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "TORCH_HOME": str(root / "torch"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     sh(["git", "init", "-q"], root, env)
     (root / ".git" / "info").mkdir(parents=True, exist_ok=True)
     (root / ".git" / "info" / "exclude").write_text("/torch/\n")  # the test's TORCH_HOME

@@ -26,13 +26,18 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-EXEMPT = {"facegan.track": "MLflow tracking", "facegan.logs": "log set-up", "facegan.errors": "error types and messages"}
+EXEMPT = {
+    "facegan.track": "MLflow tracking",
+    "facegan.logs": "log set-up",
+    "facegan.errors": "error types and messages",
+}
 CHAIN = "facegan.chain"
 # (module, top-level name) -> the top-level names it really reaches, replacing what its source names
 REFS_OVERRIDE: dict[tuple[str, str], set[str] | str] = {
     ("facegan.models", "MODELS"): set(),  # a table of specs: reading it builds nothing
     ("facegan.models", "build_models"): "*builders",  # builds through the table: every builder function
-    (CHAIN, "STAGES"): set(), (CHAIN, "PAIR_STAGES"): set(),  # glue functions come by stage name
+    (CHAIN, "STAGES"): set(),
+    (CHAIN, "PAIR_STAGES"): set(),  # glue functions come by stage name
 }
 ALL = None  # "the whole module"
 
@@ -53,12 +58,18 @@ def all_modules(src: Path = SRC) -> frozenset[str]:
 
 def _is_type_checking(node: ast.If) -> bool:
     t = node.test
-    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
 
 
 def _is_main_block(node: ast.stmt) -> bool:
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and isinstance(node.test.left, ast.Name)
-            and node.test.left.id == "__name__")
+    return (
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
+    )
 
 
 Import = tuple[str, frozenset[str] | None]  # (module, names imported from it, or ALL)
@@ -94,9 +105,14 @@ def _collect(nodes: list[ast.AST], me: str, package: str, modules: frozenset[str
                     part.imports.add((sub, ALL) if sub in modules else (base, frozenset({a.name})))
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             part.refs.add(node.id)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
-              and (node.func.id if isinstance(node.func, ast.Name) else node.func.attr) in ("stage_main", "run_stage")
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name | ast.Attribute)
+            and (node.func.id if isinstance(node.func, ast.Name) else node.func.attr) in ("stage_main", "run_stage")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             part.stages.add(node.args[0].value)
         for child in ast.iter_child_nodes(node):
             visit(child)
@@ -128,7 +144,8 @@ def parse(name: str, entry: bool = False, src: Path = SRC) -> Module:
             defs[node.name] = [node]
             always_nodes += node.decorator_list
         elif isinstance(node, ast.Assign | ast.AnnAssign) and all(
-                isinstance(t, ast.Name) for t in (node.targets if isinstance(node, ast.Assign) else [node.target])):
+            isinstance(t, ast.Name) for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        ):
             for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
                 defs[t.id] = [node.value] if node.value is not None else []
         elif _is_main_block(node) and not entry:
@@ -138,7 +155,7 @@ def parse(name: str, entry: bool = False, src: Path = SRC) -> Module:
     parts = {k: _collect(v, me, package, modules) for k, v in defs.items()}
     for (mod, key), refs in REFS_OVERRIDE.items():
         if mod == name and key in parts:
-            parts[key].refs = ({d for d in parts if d.startswith("_")} if refs == "*builders" else set(refs))
+            parts[key].refs = {d for d in parts if d.startswith("_")} if refs == "*builders" else set(refs)
     return Module(_collect(always_nodes, me, package, modules), parts)
 
 
@@ -148,7 +165,7 @@ def chain_stage_functions(src: Path = SRC) -> dict[str, str]:
     out = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Dict):
-            for k, v in zip(node.value.keys, node.value.values):
+            for k, v in zip(node.value.keys, node.value.values, strict=True):
                 if isinstance(k, ast.Constant) and isinstance(v, ast.Tuple) and isinstance(v.elts[0], ast.Name):
                     out[k.value] = v.elts[0].id
     return out
@@ -238,7 +255,9 @@ def required_deps(script: Path, root: Path = ROOT, src: Path = SRC) -> list[str]
     out = {script.relative_to(root)}
     for folder in sorted({f.parent for f in files}):
         every = {p.relative_to(root) for p in (root / folder).glob("*.py")}
-        out |= {folder} if every <= files and folder != Path("src/facegan") else {f for f in files if f.parent == folder}
+        out |= (
+            {folder} if every <= files and folder != Path("src/facegan") else {f for f in files if f.parent == folder}
+        )
     return sorted(map(str, out), key=lambda d: (not d.startswith("stages/"), d))  # the script first
 
 

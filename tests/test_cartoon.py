@@ -68,8 +68,11 @@ def test_generate_writes_images_masks_annotations_labels_and_is_worker_independe
     generate(CFG, tmp_path / "b", workers=2)
 
     def digest(root):
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
 
     da, db = digest(tmp_path / "a"), digest(tmp_path / "b")
     assert da == db

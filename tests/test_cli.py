@@ -12,15 +12,20 @@ from facegan.chain import STAGES
 
 
 def test_help_lists_every_stage():
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "--help"],
-                       capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    r = subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", "--help"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", "PATH": ""},
+    )
     assert r.returncode == 0, r.stderr
     for name in STAGES:
         assert name in r.stdout
 
 
 def test_importing_cli_does_not_import_heavy_libraries():
-    code = "import sys, facegan.cli; print(','.join(m for m in ('torch','cv2','mlflow','dvc','dlib','scipy') if m in sys.modules))"
+    heavy = "('torch', 'cv2', 'mlflow', 'dvc', 'dlib', 'scipy')"
+    code = f"import sys, facegan.cli; print(','.join(m for m in {heavy} if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == ""
 
@@ -30,18 +35,29 @@ def test_check_command_reports_errors(tmp_path):
     raw["datasets"]["cartoon"]["align"]["size"] = 4
     bad = tmp_path / "p.yaml"
     bad.write_text(yaml.safe_dump(raw))
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "check", "-p", str(bad)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", "check", "-p", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert "datasets.cartoon.align.size: got 4" in r.stderr
-    ok = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "check", "-p", str(ROOT / "params.yaml")],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", "check", "-p", str(ROOT / "params.yaml")],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and "datasets: cartoon" in ok.stdout
 
 
 def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", *args],
-                          capture_output=True, text=True, cwd=cwd, env={"COLUMNS": "200", "PATH": ""})
+    return subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"COLUMNS": "200", "PATH": ""},
+    )
 
 
 def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):

@@ -119,8 +119,9 @@ def test_stage_with_bad_params_stops_before_any_work(tmp_path):
     raw = _raw()
     raw["train"]["loss"] = "wasserstein-ish"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    r = subprocess.run([sys.executable, str(ROOT / "stages" / "generate.py"), "cartoon"], cwd=tmp_path,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "generate.py"), "cartoon"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert r.returncode != 0
     assert "train.loss: got 'wasserstein-ish'" in r.stderr and "'nonsaturating'" in r.stderr
     assert not (tmp_path / "data").exists()
@@ -137,10 +138,14 @@ def test_dotted_overrides_are_merged_and_validated_as_one_whole():
         apply_overrides(raw, {"train.steps.x": 1})
     with pytest.raises(ParamsError, match="empty key part"):
         apply_overrides(raw, {"train..steps": 1})
-    p = load_params(ROOT / "params.yaml", {"datasets.sketch.pack.resolution": 32, "datasets.cartoon.pack.resolution": 32,
-                                           "train.loss": "hinge"})
+    p = load_params(
+        ROOT / "params.yaml",
+        {"datasets.sketch.pack.resolution": 32, "datasets.cartoon.pack.resolution": 32, "train.loss": "hinge"},
+    )
     assert p.datasets["sketch"].pack.resolution == 32 and p.train.loss == "hinge"
-    with pytest.raises(ParamsError, match=r"params.yaml \+ overrides: 1 invalid value\(s\):\n  - train.stepz: unknown key"):
+    with pytest.raises(
+        ParamsError, match=r"params.yaml \+ overrides: 1 invalid value\(s\):\n  - train.stepz: unknown key"
+    ):
         load_params(ROOT / "params.yaml", {"train.stepz": 3})
 
 
@@ -149,8 +154,9 @@ def test_commands_that_only_track_read_the_tracking_section(tmp_path, monkeypatc
 
     monkeypatch.chdir(tmp_path)
     assert load_tracking() == TrackingConfig()  # no params.yaml here: the defaults
-    (tmp_path / "params.yaml").write_text("tracking: {tracking_uri: 'http://127.0.0.1:5000', experiment: x}\n"
-                                          "train: {steps: -1}\n")  # only `tracking` is read
+    (tmp_path / "params.yaml").write_text(
+        "tracking: {tracking_uri: 'http://127.0.0.1:5000', experiment: x}\ntrain: {steps: -1}\n"
+    )  # only `tracking` is read
     assert load_tracking().tracking_uri == "http://127.0.0.1:5000" and load_tracking().experiment == "x"
     (tmp_path / "bad.yaml").write_text("tracking: {tracking_url: x}\n")
     with pytest.raises(ParamsError, match="tracking.tracking_url: unknown key"):

@@ -24,7 +24,9 @@ from facegan.preprocess.align import run_align
 from facegan.preprocess.detect import AnnotationDetector, run_detect
 
 TESTS = Path(__file__).resolve().parent
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # Prefect's temporary server, busy cores
+os.environ.setdefault(
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"
+)  # Prefect's temporary server, busy cores
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,17 +71,44 @@ def cluster(tmp_path_factory):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "DASK_LOGGING__DISTRIBUTED": "warning"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "DASK_LOGGING__DISTRIBUTED": "warning",
+    }
     procs = []
     try:
-        procs.append(subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                       "--no-dashboard"], env=env, stdout=(log_dir / "scheduler.log").open("w"),
-                                      stderr=subprocess.STDOUT, start_new_session=True))
-        procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
-                                       "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(log_dir)],
-                                      env=env, stdout=(log_dir / "worker.log").open("w"), stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                env=env,
+                stdout=(log_dir / "scheduler.log").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(bin_dir / "dask"),
+                    "worker",
+                    address,
+                    "--nworkers",
+                    "2",
+                    "--nthreads",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--local-directory",
+                    str(log_dir),
+                ],
+                env=env,
+                stdout=(log_dir / "worker.log").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         from distributed import Client
 
         client = Client(address, timeout=120)
@@ -134,8 +163,9 @@ def _slow(cfg: DetectConfig, raw: Path) -> AnnotationDetector:
     return SlowAnnotations(load_annotations(raw / cfg.annotations))
 
 
-def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(cluster, layout, tiny_params_obj,
-                                                                           tmp_path, monkeypatch):
+def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(
+    cluster, layout, tiny_params_obj, tmp_path, monkeypatch
+):
     address, client = cluster
     cfg = tiny_params_obj.dataset("cartoon").detect
     monkeypatch.setitem(detect.DETECTORS, "annotations", _slow)
@@ -160,9 +190,12 @@ def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(cl
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=300)
     assert "error" not in result, result.get("error")
-    assert [(r.source, r.file, r.status) for r in result["rows"]] == [(r.source, r.file, r.status)
-                                                                      for r in read_manifest(layout.interim("detect"))]
-    assert tree(tmp_path / "detect") == {k: v for k, v in tree(layout.interim("detect")).items() if k != "contact_sheet.png"}
+    assert [(r.source, r.file, r.status) for r in result["rows"]] == [
+        (r.source, r.file, r.status) for r in read_manifest(layout.interim("detect"))
+    ]
+    assert tree(tmp_path / "detect") == {
+        k: v for k, v in tree(layout.interim("detect")).items() if k != "contact_sheet.png"
+    }
     client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker
     assert victim not in client.run(os.getpid).values()
 
@@ -172,8 +205,14 @@ def test_no_scheduler_at_the_address_is_one_clear_error():
     from facegan.parallel import map_items
 
     port = free_port()
-    pool = _pool(parse_params({**_project_params(), "orchestration": {"runner": "dask", "dask": {"address": f"tcp://127.0.0.1:{port}"}}}))
-    with pytest.raises(ParamsError, match=rf"orchestration.dask.address tcp://127.0.0.1:{port}: no Dask scheduler answers"):
+    pool = _pool(
+        parse_params(
+            {**_project_params(), "orchestration": {"runner": "dask", "dask": {"address": f"tcp://127.0.0.1:{port}"}}}
+        )
+    )
+    with pytest.raises(
+        ParamsError, match=rf"orchestration.dask.address tcp://127.0.0.1:{port}: no Dask scheduler answers"
+    ):
         map_items(abs, [1, 2], pool, "nothing")
     assert OrchestrationConfig().runner == "local"
 
@@ -186,17 +225,20 @@ def _project_params() -> dict:
 
 def test_the_default_runner_imports_no_dask_or_prefect():
     """Item 8: the local path stays as light as before (prefect-dask, dask, distributed only when chosen)."""
-    code = ("import sys; from facegan.chain import run_stage; from facegan.runners import make_pool; "
-            "from facegan.config import OrchestrationConfig; import facegan.preprocess.detect, facegan.preprocess.quality; "
-            "make_pool(OrchestrationConfig(), 2); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'prefect', 'prefect_dask')))")
+    code = (
+        "import sys; from facegan.chain import run_stage; from facegan.runners import make_pool; "
+        "from facegan.config import OrchestrationConfig; import facegan.preprocess.detect, facegan.preprocess.quality; "
+        "make_pool(OrchestrationConfig(), 2); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'prefect', 'prefect_dask')))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]
 
 
 @pytest.mark.slow  # ~1-2 min: seven stages, each a subflow of chunk tasks
-def test_prefect_preprocess_flow_runs_its_per_image_stages_as_subflows_on_the_cluster(cluster, layout, tiny_params_obj,
-                                                                                        tmp_path):
+def test_prefect_preprocess_flow_runs_its_per_image_stages_as_subflows_on_the_cluster(
+    cluster, layout, tiny_params_obj, tmp_path
+):
     """pipelines/flows.py with the dask runner: each stage task opens a subflow of chunk tasks on the cluster."""
     import yaml
 
@@ -208,5 +250,7 @@ def test_prefect_preprocess_flow_runs_its_per_image_stages_as_subflows_on_the_cl
     raw["orchestration"] = {"runner": "dask", "chunk_size": 4, "dask": {"address": address}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     preprocess(dataset="cartoon", params_file=str(tmp_path / "params.yaml"), root=str(tmp_path))
-    assert (tmp_path / "data/processed/cartoon/dataset.zip").read_bytes() == (layout.packed / "dataset.zip").read_bytes()
+    assert (tmp_path / "data/processed/cartoon/dataset.zip").read_bytes() == (
+        layout.packed / "dataset.zip"
+    ).read_bytes()
     assert tree(tmp_path / "data/interim/cartoon/quality") == tree(layout.interim("quality"))

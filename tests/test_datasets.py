@@ -58,11 +58,14 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"../evil.png": b"x"}, "leaving the archive"),
-    ({"/abs/evil.png": b"x"}, "absolute path"),
-    ({"ok.png": b"x"}, "symbolic link"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"../evil.png": b"x"}, "leaving the archive"),
+        ({"/abs/evil.png": b"x"}, "absolute path"),
+        ({"ok.png": b"x"}, "symbolic link"),
+    ],
+)
 def test_unsafe_zips_are_refused_and_write_nothing(tmp_path, bad, match):
     z = _zip(tmp_path / "a.zip", bad, symlink="link.png" if match == "symbolic link" else None)
     with pytest.raises(UnsafeArchive, match=match):
@@ -144,10 +147,16 @@ def test_photos_kind_picks_the_best_backends_whose_files_are_here_and_says_why(t
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "empty"))
     chosen, notes = pick_backends("photos")
     assert {s: v["backend"] for s, v in chosen.items()} == {
-        "detect": "hog", "align": "dlib68", "matte": "grabcut", "upscale": "lanczos"}
+        "detect": "hog",
+        "align": "dlib68",
+        "matte": "grabcut",
+        "upscale": "lanczos",
+    }
     assert any(n.startswith("detect: hog (not yunet: YuNet model") and str(tmp_path / "empty") in n for n in notes)
     assert any(n.startswith("matte: grabcut (not rembg: rembg model u2net.onnx not found") for n in notes)
-    assert any(n.startswith("upscale: lanczos (not opencv: super-resolution model FSRCNN_x2.pb not found") for n in notes)
+    assert any(
+        n.startswith("upscale: lanczos (not opencv: super-resolution model FSRCNN_x2.pb not found") for n in notes
+    )
 
     (tmp_path / "models" / "detectors").mkdir(parents=True)
     (tmp_path / "models" / "detectors" / "face_detection_yunet_2023mar.onnx").write_bytes(b"onnx")
@@ -162,7 +171,11 @@ def test_photos_kind_picks_the_best_backends_whose_files_are_here_and_says_why(t
     assert chosen["upscale"] == {"backend": "opencv", "model": "FSRCNN", "scale": 2}  # the winner in docs/benchmarks.md
     assert "detect: yunet" in notes and "matte: rembg" in notes and "upscale: opencv" in notes
     cfg = yaml.safe_load("datasets:\n" + dataset_block("x", "photos", False, False, chosen))["datasets"]["x"]
-    assert cfg["detect"]["backend"] == "yunet" and cfg["align"]["backend"] == "dlib68" and cfg["matte"]["backend"] == "rembg"
+    assert (
+        cfg["detect"]["backend"] == "yunet"
+        and cfg["align"]["backend"] == "dlib68"
+        and cfg["matte"]["backend"] == "rembg"
+    )
 
 
 @pytest.mark.slow

@@ -24,7 +24,9 @@ from facegan.train.dist import setup, teardown
 from facegan.train.gan import GANTrainer as Trainer
 from facegan.train.images import load_training_data
 cfg = TrainConfig.model_validate_json(Path(sys.argv[1]).read_text())
-images, _, _ = load_training_data(Path(sys.argv[2]), memory_budget_gb=cfg.memory_budget_gb, cache=Path(sys.argv[3]) / "cache")
+images, _, _ = load_training_data(
+    Path(sys.argv[2]), memory_budget_gb=cfg.memory_budget_gb, cache=Path(sys.argv[3]) / "cache"
+)
 dist, device = setup("cpu")
 t = Trainer(cfg, images, None, [], torch.device(device), dist)
 for _ in range(3):
@@ -34,9 +36,20 @@ torch.save({"G": t.g.state_dict(), "D": t.d.state_dict(), "p": t.ada.p if t.ada 
 teardown()
 """
 
-STYLE = {"model": "stylegan2", "z_dim": 16, "batch_size": 8, "lr_g": 0.002, "lr_d": 0.002, "beta1": 0.0,
-         "beta2": 0.99, "stylegan2": {"preset": "tiny"}, "r1": {"every": 2}, "path_length": {"weight": 2.0, "every": 2},
-         "device": "cpu", "mirror": True}
+STYLE = {
+    "model": "stylegan2",
+    "z_dim": 16,
+    "batch_size": 8,
+    "lr_g": 0.002,
+    "lr_d": 0.002,
+    "beta1": 0.0,
+    "beta2": 0.99,
+    "stylegan2": {"preset": "tiny"},
+    "r1": {"every": 2},
+    "path_length": {"weight": 2.0, "every": 2},
+    "device": "cpu",
+    "mirror": True,
+}
 
 
 def _close(a: dict, b: dict, rtol: float = 1e-4, atol: float = 1e-5) -> list[str]:
@@ -49,9 +62,22 @@ def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path, layout, b
     cfg = tiny_params(**STYLE, memory_budget_gb=budget).train
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     (tmp_path / "worker.py").write_text(WORKER)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        str(tmp_path / "worker.py"), str(tmp_path / "cfg.json"), str(layout.packed), str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(tmp_path / "worker.py"),
+            str(tmp_path / "cfg.json"),
+            str(layout.packed),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in (0, 1))
     assert r0["world"] == r1["world"] == 2
@@ -69,15 +95,42 @@ def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path, layout, b
     assert len(moved) > 10  # the comparison is between trained weights, not two copies of the init
 
 
-def _two_nodes(args: list[str], env: dict | None = None, cwd: list[Path] | None = None) -> list[subprocess.CompletedProcess]:
+def _two_nodes(
+    args: list[str], env: dict | None = None, cwd: list[Path] | None = None
+) -> list[subprocess.CompletedProcess]:
     """Two torchrun launches, one process each, joined by c10d rendezvous on 127.0.0.1 as nodes 0 and 1
     (what two machines run, with the endpoint at node 0's address); node 0 hosts the rendezvous store."""
     endpoint = f"127.0.0.1:{free_port()}"
-    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
-                               "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
-                               "--rdzv-id", "facegan-test", "--rdzv-conf", f"is_host={int(rank == 0)}", *args],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                              cwd=cwd[rank] if cwd else None) for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--nproc-per-node",
+                "1",
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                endpoint,
+                "--rdzv-id",
+                "facegan-test",
+                "--rdzv-conf",
+                f"is_host={int(rank == 0)}",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=cwd[rank] if cwd else None,
+        )
+        for rank in (0, 1)
+    ]
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=600)
@@ -93,11 +146,15 @@ def test_two_nodes_by_c10d_rendezvous_stay_identical_and_match_one_process(tmp_p
     (tmp_path / "worker.py").write_text(WORKER)
     for node in (0, 1):
         (tmp_path / f"node{node}").mkdir()
-    runs = _two_nodes([str(tmp_path / "worker.py"), str(tmp_path / "cfg.json"), str(layout.packed), "."],
-                      cwd=[tmp_path / "node0", tmp_path / "node1"])
+    runs = _two_nodes(
+        [str(tmp_path / "worker.py"), str(tmp_path / "cfg.json"), str(layout.packed), "."],
+        cwd=[tmp_path / "node0", tmp_path / "node1"],
+    )
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
-    r0, r1 = torch.load(tmp_path / "node0" / "rank0.pt", weights_only=True), torch.load(tmp_path / "node1" / "rank1.pt",
-                                                                                          weights_only=True)
+    r0, r1 = (
+        torch.load(tmp_path / "node0" / "rank0.pt", weights_only=True),
+        torch.load(tmp_path / "node1" / "rank1.pt", weights_only=True),
+    )
     assert r0["world"] == r1["world"] == 2
     for key in ("G", "D"):
         assert [k for k in r0[key] if not torch.equal(r0[key][k], r1[key][k])] == [], f"nodes differ in {key}"
@@ -157,7 +214,9 @@ def test_train_stage_with_nproc_2_runs_under_torchrun_only_rank0_writes_and_resu
     for _ in range(2):
         first.step()
     resumed_dir = Layout(root, "cartoon", "ddp-resumed").model
-    save_checkpoint(Layout(root, "cartoon", "ddp-resumed").checkpoints / "checkpoint.pt", {**first.state_dict(), "fid": []})
+    save_checkpoint(
+        Layout(root, "cartoon", "ddp-resumed").checkpoints / "checkpoint.pt", {**first.state_dict(), "fid": []}
+    )
     run_stage("train", "cartoon", p, root, variant="ddp-resumed")
     resumed = load_checkpoint(resumed_dir / "checkpoint.pt")
     assert resumed["step"] == 4 and [r["step"] for r in resumed["losses"]] == [1, 2, 3, 4]

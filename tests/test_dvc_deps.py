@@ -16,14 +16,32 @@ def test_every_stage_depends_on_every_module_it_runs():
 
 def test_stages_reach_what_they_run_and_not_the_rest():
     detect = depgraph.stage_modules(ROOT / "stages" / "detect.py")
-    assert {"facegan.io", "facegan.manifest", "facegan.parallel", "facegan.preprocess.common",
-            "facegan.preprocess.detect", "facegan.preprocess.models", "facegan.chain", "facegan.config"} <= detect
+    assert {
+        "facegan.io",
+        "facegan.manifest",
+        "facegan.parallel",
+        "facegan.preprocess.common",
+        "facegan.preprocess.detect",
+        "facegan.preprocess.models",
+        "facegan.chain",
+        "facegan.config",
+    } <= detect
     assert not {m for m in detect if m.startswith(("facegan.train", "facegan.evaluate", "facegan.data.pack"))}
     assert "facegan.models.dcgan" not in detect  # config reads the model table, not the nets
     train = depgraph.stage_modules(ROOT / "stages" / "train.py")
-    assert {"facegan.data.packed", "facegan.train.gan", "facegan.train.objective", "facegan.losses",
-            "facegan.models.stylegan2", "facegan.sample", "facegan.sample_style", "facegan.augment.ada",
-            "facegan.evaluate.run", "facegan.config", "facegan.chain"} <= train
+    assert {
+        "facegan.data.packed",
+        "facegan.train.gan",
+        "facegan.train.objective",
+        "facegan.losses",
+        "facegan.models.stylegan2",
+        "facegan.sample",
+        "facegan.sample_style",
+        "facegan.augment.ada",
+        "facegan.evaluate.run",
+        "facegan.config",
+        "facegan.chain",
+    } <= train
     assert "facegan.preprocess.detect" not in train and "facegan.train.cyclegan" not in train
     table = depgraph.stage_modules(ROOT / "stages" / "transfer_table.py")
     assert "facegan.transfer" in table and "facegan.train.gan" not in table  # the table trains nothing
@@ -40,5 +58,9 @@ def test_a_missing_dep_is_reported(tmp_path):
     (tmp_path / "dvc.yaml").write_text(text)
     stages = depgraph.dvc_stages(tmp_path)
     missing = depgraph.uncovered(stages["generate"]) + depgraph.uncovered(stages["detect"])
-    assert {"src/facegan/io.py", "src/facegan/parallel.py", "src/facegan/manifest.py",
-            "src/facegan/preprocess/common.py"} <= set(missing)
+    assert {
+        "src/facegan/io.py",
+        "src/facegan/parallel.py",
+        "src/facegan/manifest.py",
+        "src/facegan/preprocess/common.py",
+    } <= set(missing)

@@ -12,8 +12,21 @@ import yaml
 from conftest import make_dvc_project
 from conftest import sh as _sh
 
-CHAIN = ["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "classifier", "refstats", "train",
-         "evaluate", "report"]
+CHAIN = [
+    "generate",
+    "detect",
+    "verify",
+    "align",
+    "matte",
+    "upscale",
+    "quality",
+    "pack",
+    "classifier",
+    "refstats",
+    "train",
+    "evaluate",
+    "report",
+]
 RUNS = (
     "import mlflow, json; c = mlflow.tracking.MlflowClient();"
     "e = c.get_experiment_by_name('facegan');"
@@ -37,8 +50,15 @@ def _assert_one_parent_per_execution(runs: list[dict], chain: dict[str, list[str
         assert len(parents) == 1, (dataset, parents)
         kids = sorted(r["stage"] for r in runs if r["parent"] == parents[0]["id"])
         assert kids == sorted(stages), (dataset, kids)
-        assert not [r for r in runs if r["kind"] == "stage" and r["dataset"] == dataset and not r["variant"]
-                    and r["stage"] in CHAIN and r["parent"] != parents[0]["id"]], f"{dataset}: stage runs outside the parent"
+        assert not [
+            r
+            for r in runs
+            if r["kind"] == "stage"
+            and r["dataset"] == dataset
+            and not r["variant"]
+            and r["stage"] in CHAIN
+            and r["parent"] != parents[0]["id"]
+        ], f"{dataset}: stage runs outside the parent"
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +70,25 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
 def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(project):
     root, env = project
     out = _sh(["dvc", "repro"], root, env)
-    for stage in ("generate@cartoon", "generate@sketch", "detect@cartoon", "align@cartoon", "matte@cartoon", "upscale@cartoon",
-                  "pack@cartoon", "train@cartoon", "refstats@cartoon", "evaluate@cartoon", "report@cartoon",
-                  "pack@sketch", "pretrain", "finetune@baseline", "finetune@freezed_ada", "transfer-table", "cyclegan"):
+    for stage in (
+        "generate@cartoon",
+        "generate@sketch",
+        "detect@cartoon",
+        "align@cartoon",
+        "matte@cartoon",
+        "upscale@cartoon",
+        "pack@cartoon",
+        "train@cartoon",
+        "refstats@cartoon",
+        "evaluate@cartoon",
+        "report@cartoon",
+        "pack@sketch",
+        "pretrain",
+        "finetune@baseline",
+        "finetune@freezed_ada",
+        "transfer-table",
+        "cyclegan",
+    ):
         assert f"Running stage '{stage}'" in out
     table = json.loads((root / "data/transfer/fid_table.json").read_text())
     assert set(table["runs"]) == {"baseline", "freezed_ada", "scratch (dcgan)"}
@@ -65,13 +101,18 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
 
     metrics = json.loads((root / "data/reports/cartoon/metrics.json").read_text())
     assert metrics["extractors_ran"] == ["dlib"] and metrics["fd_dlib"] > 0
-    assert metrics["fd_inception"] is None and "pt_inception-2015-12-05-6726825d.pth" in metrics["extractors_unavailable"]["inception"]
+    assert (
+        metrics["fd_inception"] is None
+        and "pt_inception-2015-12-05-6726825d.pth" in metrics["extractors_unavailable"]["inception"]
+    )
     assert metrics["training"]["steps"] == 6 and metrics["data"]["packed"] == 48
     pre = metrics["preprocessing"]  # the default chain's backends read the ground truth: no fake 1.0 scores
     assert pre["detect"]["backend"] == "annotations" and pre["detect"]["recall"] == "n/a (ground truth used)"
     assert pre["align"]["landmark_error_iod_pct"] == "n/a (ground truth used)" and pre["matte"]["backend"] == "grabcut"
     assert (root / "data/reports/cartoon/samples.png").stat().st_size > 1000
-    assert (root / "data/models/cartoon/fid.csv").read_text().splitlines()[1:] and (root / "data/models/cartoon/best.pt").is_file()
+    assert (root / "data/models/cartoon/fid.csv").read_text().splitlines()[1:] and (
+        root / "data/models/cartoon/best.pt"
+    ).is_file()
     assert "fd_dlib" in _sh(["dvc", "metrics", "show", "--json"], root, env)
 
     # a clean clone stays clean but for dvc.lock (committed with the full-size data's hashes): every output is
@@ -83,8 +124,13 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     _assert_one_parent_per_execution(runs, {"cartoon": CHAIN, "sketch": CHAIN})
     [story] = [r for r in runs if r["kind"] == "transfer"]
     assert sorted(f"{r['stage']}@{r['dataset']}/{r['variant']}" for r in runs if r["parent"] == story["id"]) == [
-        "evaluate@sketch/baseline", "evaluate@sketch/freezed_ada", "train@cartoon/pretrain", "train@sketch/baseline",
-        "train@sketch/freezed_ada", "transfer-table@sketch/None"]
+        "evaluate@sketch/baseline",
+        "evaluate@sketch/freezed_ada",
+        "train@cartoon/pretrain",
+        "train@sketch/baseline",
+        "train@sketch/freezed_ada",
+        "transfer-table@sketch/None",
+    ]
 
     # nothing changed: nothing runs
     again = _sh(["dvc", "repro"], root, env)
@@ -97,12 +143,20 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     rerun = _sh(["dvc", "repro"], root, env)
     ran = sorted(line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage"))
-    assert ran == ["evaluate@cartoon", "evaluate@sketch", "report@cartoon", "report@sketch", "train@cartoon",
-                   "train@sketch", "transfer-table"]
+    assert ran == [
+        "evaluate@cartoon",
+        "evaluate@sketch",
+        "report@cartoon",
+        "report@sketch",
+        "train@cartoon",
+        "train@sketch",
+        "transfer-table",
+    ]
     assert json.loads((root / "data/reports/cartoon/metrics.json").read_text())["training"]["steps"] == 7
     again = [r for r in _runs(root, env) if r["id"] not in {old["id"] for old in runs}]  # this execution's runs
-    _assert_one_parent_per_execution(again, {"cartoon": ["train", "evaluate", "report"],
-                                             "sketch": ["train", "evaluate", "report"]})
+    _assert_one_parent_per_execution(
+        again, {"cartoon": ["train", "evaluate", "report"], "sketch": ["train", "evaluate", "report"]}
+    )
 
 
 def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
@@ -110,11 +164,13 @@ def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
     code = (
         "import mlflow, json; c = mlflow.tracking.MlflowClient();"
         "e = c.get_experiment_by_name('facegan');"
-        "ps = c.search_runs([e.experiment_id], \"tags.`facegan.kind` = 'pipeline'\", order_by=['attributes.start_time DESC']);"
+        "ps = c.search_runs([e.experiment_id], \"tags.`facegan.kind` = 'pipeline'\", "
+        "order_by=['attributes.start_time DESC']);"
         "r = ps[-1]; kids = c.search_runs([e.experiment_id], f\"tags.mlflow.parentRunId = '{r.info.run_id}'\");"
         "train = [k for k in kids if k.data.tags['stage'] == 'train'][0];"
         "print(json.dumps({'n': len(ps), 'status': r.info.status, 'params': r.data.params, 'metrics': r.data.metrics,"
-        "'artifacts': [a.path for a in c.list_artifacts(r.info.run_id)], 'stages': sorted(k.data.tags['stage'] for k in kids),"
+        "'artifacts': [a.path for a in c.list_artifacts(r.info.run_id)], "
+        "'stages': sorted(k.data.tags['stage'] for k in kids),"
         "'loss_points': len(c.get_metric_history(train.info.run_id, 'loss_d'))}))"
     )
     got = json.loads(_sh([sys.executable, "-c", code], root, env).strip().splitlines()[-1])
@@ -122,8 +178,23 @@ def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
     assert got["params"]["train.steps"] == "6" and got["params"]["datasets.cartoon.source.n"] == "48"
     assert got["metrics"]["fd_dlib"] > 0
     assert {"samples.png", "metrics.json", "curves.png", "params.yaml"} <= set(got["artifacts"])
-    assert got["stages"] == sorted(["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "classifier", "refstats",
-                                    "train", "evaluate", "report"])
+    assert got["stages"] == sorted(
+        [
+            "generate",
+            "detect",
+            "verify",
+            "align",
+            "matte",
+            "upscale",
+            "quality",
+            "pack",
+            "classifier",
+            "refstats",
+            "train",
+            "evaluate",
+            "report",
+        ]
+    )
     assert got["loss_points"] == 6
 
 
@@ -133,8 +204,10 @@ def test_two_dataset_stages_are_runs_of_their_own(project):
         "import mlflow, json; c = mlflow.tracking.MlflowClient();"
         "e = c.get_experiment_by_name('facegan');"
         "rs = c.search_runs([e.experiment_id], \"tags.`facegan.kind` = 'stage'\", max_results=1000);"
-        "print(json.dumps({r.data.tags['stage']: {'parent': r.data.tags.get('mlflow.parentRunId'), 'status': r.info.status,"
-        "'params': r.data.params, 'metrics': r.data.metrics} for r in rs if r.data.tags['stage'] in ('cyclegan', 'transfer-table')}))"
+        "print(json.dumps({r.data.tags['stage']: {'parent': r.data.tags.get('mlflow.parentRunId'), "
+        "'status': r.info.status,"
+        "'params': r.data.params, 'metrics': r.data.metrics} for r in rs "
+        "if r.data.tags['stage'] in ('cyclegan', 'transfer-table')}))"
     )
     got = json.loads(_sh([sys.executable, "-c", code], root, env).strip().splitlines()[-1])
     assert set(got) == {"cyclegan", "transfer-table"}
@@ -151,11 +224,41 @@ def test_dvc_exp_sweep_gives_one_metric_table(project):
     _sh(["dvc", "repro"], root, env)  # no-op when the first test ran
     _sh(["git", "add", "-A"], root, env)
     _sh(["git", "commit", "-qm", "baseline", "--allow-empty"], root, env)
-    _sh(["dvc", "exp", "run", "--queue", "-S", "train.model=acgan", "-S", "train.loss=nonsaturating,hinge",
-         "-S", "train.d_variant=plain,projection"], root, env)
+    _sh(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            "train.model=acgan",
+            "-S",
+            "train.loss=nonsaturating,hinge",
+            "-S",
+            "train.d_variant=plain,projection",
+        ],
+        root,
+        env,
+    )
     _sh(["dvc", "exp", "run", "--run-all", "--jobs", "1"], root, env)
-    out = _sh([sys.executable, "-c", "from facegan.cli import main; main()", "exp-table", "--rows", "train.loss",
-               "--cols", "train.d_variant", "--metric", "fd_dlib", "--out", "sweep.md"], root, env)
+    out = _sh(
+        [
+            sys.executable,
+            "-c",
+            "from facegan.cli import main; main()",
+            "exp-table",
+            "--rows",
+            "train.loss",
+            "--cols",
+            "train.d_variant",
+            "--metric",
+            "fd_dlib",
+            "--out",
+            "sweep.md",
+        ],
+        root,
+        env,
+    )
     lines = [ln for ln in (root / "sweep.md").read_text().splitlines() if ln.startswith("| ")]
     assert lines[0] == "| fd_dlib (train.loss \\ train.d_variant) | plain | projection |"
     assert [ln.split(" | ")[0] for ln in lines[1:]] == ["| hinge", "| nonsaturating"]

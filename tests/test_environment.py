@@ -27,8 +27,13 @@ def _no_deps() -> list[Requirement]:
 
 
 def test_exactly_one_distribution_provides_cv2():
-    providers = sorted({_name(d) for d in md.distributions()
-                        if any(f.parts[0] == "cv2" for f in (d.files or [])) or _name(d) in OPENCV_NAMES})
+    providers = sorted(
+        {
+            _name(d)
+            for d in md.distributions()
+            if any(f.parts[0] == "cv2" for f in (d.files or [])) or _name(d) in OPENCV_NAMES
+        }
+    )
     assert providers == [OPENCV], f"cv2 is provided by {providers}: uninstall all but {OPENCV} and reinstall it"
 
 
@@ -52,7 +57,9 @@ def test_cv2_needs_no_gui_libraries():
     needed = subprocess.run(["ldd", *map(str, libs)], capture_output=True, text=True, check=True).stdout
     gui = sorted({m for m in re.findall(r"\b(libGL\S*|libX11\S*|libQt\S*|libgtk\S*)", needed)})
     assert not gui, f"cv2 links GUI libraries {gui}: a non-headless OpenCV is installed"
-    env_check = subprocess.run([sys.executable, "-c", "import cv2; print(cv2.__version__)"], capture_output=True, text=True)
+    env_check = subprocess.run(
+        [sys.executable, "-c", "import cv2; print(cv2.__version__)"], capture_output=True, text=True
+    )
     assert env_check.returncode == 0, env_check.stderr
 
 

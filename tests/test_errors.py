@@ -66,54 +66,127 @@ def _weights_of_another_width(root: Path) -> Path:
 
 # (id, argv after the entry point (root-relative paths), expected text in stderr)
 CASES = [
-    ("params-unknown-key", lambda r: CLI + ["check", "-p", params_with(r, "bad_key", train={"lr_gee": 1})],
-     "train.lr_gee: unknown key"),
-    ("params-bad-value", lambda r: CLI + ["check", "-p", params_with(r, "bad_value", train={"batch_size": 0})],
-     "train.batch_size: got 0"),
+    (
+        "params-unknown-key",
+        lambda r: CLI + ["check", "-p", params_with(r, "bad_key", train={"lr_gee": 1})],
+        "train.lr_gee: unknown key",
+    ),
+    (
+        "params-bad-value",
+        lambda r: CLI + ["check", "-p", params_with(r, "bad_value", train={"batch_size": 0})],
+        "train.batch_size: got 0",
+    ),
     ("params-file-missing", lambda r: CLI + ["check", "-p", str(r / "nope.yaml")], "params file not found"),
-    ("params-moved-key", lambda r: CLI + ["check", "-p", params_with(r, "moved", train={"stylegan2": {"r1_gamma": 1}})],
-     "stylegan2.r1_gamma is now r1.gamma"),
+    (
+        "params-moved-key",
+        lambda r: CLI + ["check", "-p", params_with(r, "moved", train={"stylegan2": {"r1_gamma": 1}})],
+        "stylegan2.r1_gamma is now r1.gamma",
+    ),
     ("stage-unknown-dataset", lambda r: [sys.executable, "stages/detect.py", "nope"], "unknown dataset 'nope'"),
     ("stage-input-missing", lambda r: [sys.executable, "stages/pack.py", "cartoon"], "no manifest at"),
-    ("model-file-missing", lambda r: [sys.executable, "stages/upscale.py", "cartoon", _models_dir_params(r)],
-     "FSRCNN_x2.pb not found in"),
-    ("device-unavailable", lambda r: [sys.executable, "stages/train.py", "cartoon",
-                                      params_with(r, "cuda", train={"device": "cuda"})], "no CUDA device"),
-    ("checkpoint-weights-mismatch", lambda r: CLI + ["sample", "-c", str(_weights_of_another_width(r)), "-o", str(r / "s")],
-     "wide.pt: a dcgan checkpoint whose weights do not load"),
-    ("checkpoint-unreadable", lambda r: CLI + ["sample", "-c", str(r / "corrupt.pt"), "-o", str(r / "s")],
-     "corrupt.pt: not a readable checkpoint"),
-    ("checkpoint-foreign", lambda r: CLI + ["sample", "-c", str(r / "foreign.pt"), "-o", str(r / "s")],
-     "foreign.pt: not a facegan checkpoint (it holds: weights)"),
-    ("labels-on-unconditional", lambda r: CLI + ["sample", "-c", str(r / "ckpt" / "checkpoint.pt"), "-l", "hair=red"],
-     "this model is unconditional"),
-    ("pretrained-mismatch", lambda r: [sys.executable, "stages/train.py", "cartoon", params_with(
-        r, "mismatch", train={"model": "stylegan2", "init_from": str(r / "ckpt" / "checkpoint.pt")})],
-     "holds a 'dcgan' model, train.model is 'stylegan2'"),
-    ("pretrained-missing", lambda r: [sys.executable, "stages/train.py", "cartoon", params_with(
-        r, "nopre", train={"init_from": str(r / "missing.pt")})], "train.init_from: no such file"),
-    ("extractor-unavailable", lambda r: CLI + ["fid", str(r / "faces"), str(r / "faces"), "--extractor", "inception"],
-     "Inception weights"),
-    ("extractor-unknown", lambda r: CLI + ["fid", str(r / "faces"), str(r / "faces"), "--extractor", "vgg"],
-     "unknown feature extractor 'vgg'"),
-    ("fid-too-few-images", lambda r: CLI + ["fid", str(r / "stages"), str(r / "faces")], "needs at least 2 images, found 0"),
-    ("tracking-server-down", lambda r: CLI + ["sample", "--model-uri", "models:/facegan-cartoon@best"],
-     "cannot fetch models:/facegan-cartoon@best"),
-    ("transfer-without-pretrain", lambda r: CLI + ["transfer", "finetune", "baseline", "-p", str(ROOT / "params.yaml"),
-                                                   "--root", str(r / "empty")], "no pretrained model"),
-    ("cyclegan-not-packed", lambda r: [sys.executable, "stages/cyclegan.py", str(ROOT / "params.yaml")], "not packed yet"),
-    ("dataset-source-missing", lambda r: CLI + ["dataset", "add", "mine", str(r / "nowhere"), "-p",
-                                                params_with(r, "ds", train={}), "--root", str(r)],
-     "not a folder or a .zip file"),
+    (
+        "model-file-missing",
+        lambda r: [sys.executable, "stages/upscale.py", "cartoon", _models_dir_params(r)],
+        "FSRCNN_x2.pb not found in",
+    ),
+    (
+        "device-unavailable",
+        lambda r: [sys.executable, "stages/train.py", "cartoon", params_with(r, "cuda", train={"device": "cuda"})],
+        "no CUDA device",
+    ),
+    (
+        "checkpoint-weights-mismatch",
+        lambda r: CLI + ["sample", "-c", str(_weights_of_another_width(r)), "-o", str(r / "s")],
+        "wide.pt: a dcgan checkpoint whose weights do not load",
+    ),
+    (
+        "checkpoint-unreadable",
+        lambda r: CLI + ["sample", "-c", str(r / "corrupt.pt"), "-o", str(r / "s")],
+        "corrupt.pt: not a readable checkpoint",
+    ),
+    (
+        "checkpoint-foreign",
+        lambda r: CLI + ["sample", "-c", str(r / "foreign.pt"), "-o", str(r / "s")],
+        "foreign.pt: not a facegan checkpoint (it holds: weights)",
+    ),
+    (
+        "labels-on-unconditional",
+        lambda r: CLI + ["sample", "-c", str(r / "ckpt" / "checkpoint.pt"), "-l", "hair=red"],
+        "this model is unconditional",
+    ),
+    (
+        "pretrained-mismatch",
+        lambda r: [
+            sys.executable,
+            "stages/train.py",
+            "cartoon",
+            params_with(r, "mismatch", train={"model": "stylegan2", "init_from": str(r / "ckpt" / "checkpoint.pt")}),
+        ],
+        "holds a 'dcgan' model, train.model is 'stylegan2'",
+    ),
+    (
+        "pretrained-missing",
+        lambda r: [
+            sys.executable,
+            "stages/train.py",
+            "cartoon",
+            params_with(r, "nopre", train={"init_from": str(r / "missing.pt")}),
+        ],
+        "train.init_from: no such file",
+    ),
+    (
+        "extractor-unavailable",
+        lambda r: CLI + ["fid", str(r / "faces"), str(r / "faces"), "--extractor", "inception"],
+        "Inception weights",
+    ),
+    (
+        "extractor-unknown",
+        lambda r: CLI + ["fid", str(r / "faces"), str(r / "faces"), "--extractor", "vgg"],
+        "unknown feature extractor 'vgg'",
+    ),
+    (
+        "fid-too-few-images",
+        lambda r: CLI + ["fid", str(r / "stages"), str(r / "faces")],
+        "needs at least 2 images, found 0",
+    ),
+    (
+        "tracking-server-down",
+        lambda r: CLI + ["sample", "--model-uri", "models:/facegan-cartoon@best"],
+        "cannot fetch models:/facegan-cartoon@best",
+    ),
+    (
+        "transfer-without-pretrain",
+        lambda r: (
+            CLI + ["transfer", "finetune", "baseline", "-p", str(ROOT / "params.yaml"), "--root", str(r / "empty")]
+        ),
+        "no pretrained model",
+    ),
+    (
+        "cyclegan-not-packed",
+        lambda r: [sys.executable, "stages/cyclegan.py", str(ROOT / "params.yaml")],
+        "not packed yet",
+    ),
+    (
+        "dataset-source-missing",
+        lambda r: (
+            CLI + ["dataset", "add", "mine", str(r / "nowhere"), "-p", params_with(r, "ds", train={}), "--root", str(r)]
+        ),
+        "not a folder or a .zip file",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_user_errors_are_one_clear_line_and_exit_2(project, case):
     _, argv, expected = case
-    env = {**os.environ, "TORCH_HOME": str(project / "no-torch-cache"), "CUDA_VISIBLE_DEVICES": "",
-           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-           "FACEGAN_DEBUG": ""}
+    env = {
+        **os.environ,
+        "TORCH_HOME": str(project / "no-torch-cache"),
+        "CUDA_VISIBLE_DEVICES": "",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "FACEGAN_DEBUG": "",
+    }
     r = subprocess.run(argv(project), cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     assert r.returncode == 2, (r.returncode, r.stderr[-3000:])

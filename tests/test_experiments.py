@@ -7,14 +7,37 @@ from facegan.experiments import column, pivot, to_markdown
 ROWS = [
     {"Experiment": "", "typ": "baseline", "train.loss": "hinge", "train.d_variant": "plain", "fd_dlib": "9"},
     {"Experiment": "a", "typ": "branch_commit", "train.loss": "hinge", "train.d_variant": "sn", "fd_dlib": "0.25"},
-    {"Experiment": "b", "typ": "branch_commit", "train.loss": "nonsaturating", "train.d_variant": "sn", "fd_dlib": "0.5"},
-    {"Experiment": "c", "typ": "branch_base", "params.yaml:train.loss": "hinge", "train.d_variant": "plain",
-     "m.json:fd_dlib": "0.125"},
+    {
+        "Experiment": "b",
+        "typ": "branch_commit",
+        "train.loss": "nonsaturating",
+        "train.d_variant": "sn",
+        "fd_dlib": "0.5",
+    },
+    {
+        "Experiment": "c",
+        "typ": "branch_base",
+        "params.yaml:train.loss": "hinge",
+        "train.d_variant": "plain",
+        "m.json:fd_dlib": "0.125",
+    },
     {"Experiment": "d", "typ": "branch_commit", "train.loss": "wgan-gp", "train.d_variant": "plain", "fd_dlib": ""},
-    {"Experiment": "e", "typ": "branch_commit", "State": "Running", "train.loss": "hinge", "train.d_variant": "projection",
-     "fd_dlib": "9"},
-    {"Experiment": "f", "typ": "branch_commit", "State": "Success", "train.loss": "wgan-gp", "train.d_variant": "sn",
-     "fd_dlib": "0.75"},
+    {
+        "Experiment": "e",
+        "typ": "branch_commit",
+        "State": "Running",
+        "train.loss": "hinge",
+        "train.d_variant": "projection",
+        "fd_dlib": "9",
+    },
+    {
+        "Experiment": "f",
+        "typ": "branch_commit",
+        "State": "Success",
+        "train.loss": "wgan-gp",
+        "train.d_variant": "sn",
+        "fd_dlib": "0.75",
+    },
 ]
 
 
@@ -26,7 +49,11 @@ def test_column_accepts_file_prefixed_names():
 def test_pivot_skips_baseline_and_missing_metrics():
     r, c, cells = pivot(ROWS, "train.loss", "train.d_variant", "fd_dlib")
     assert r == ["hinge", "nonsaturating", "wgan-gp"] and c == ["plain", "sn"]
-    assert cells == {("hinge", "sn"): "0.25", ("nonsaturating", "sn"): "0.5", ("hinge", "plain"): "0.125",
-                     ("wgan-gp", "sn"): "0.75"}  # the running experiment is left out
+    assert cells == {
+        ("hinge", "sn"): "0.25",
+        ("nonsaturating", "sn"): "0.5",
+        ("hinge", "plain"): "0.125",
+        ("wgan-gp", "sn"): "0.75",
+    }  # the running experiment is left out
     md = to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib").splitlines()
     assert md[2] == "| hinge | 0.1250 | 0.2500 |" and md[3] == "| nonsaturating | - | 0.5000 |"

@@ -39,8 +39,13 @@ CPU = torch.device("cpu")
 CHROMIUM = Path("/usr/bin/chromium")
 LABELS = {"hair": ["black", "blond", "red"], "glasses": ["no", "yes"]}
 TINY = {"z_dim": 16, "g_channels": 8, "d_channels": 8, "batch_size": 4}
-TRAIN = {"dcgan": {}, "wgan-gp": {"loss": "wgan-gp"}, "acgan": {}, "vae": {},
-         "stylegan2": {"stylegan2": {"preset": "tiny"}, "r1": {"gamma": 0.0}, "lr_g": 0.002, "beta1": 0.0}}
+TRAIN = {
+    "dcgan": {},
+    "wgan-gp": {"loss": "wgan-gp"},
+    "acgan": {},
+    "vae": {},
+    "stylegan2": {"stylegan2": {"preset": "tiny"}, "r1": {"gamma": 0.0}, "lr_g": 0.002, "beta1": 0.0},
+}
 
 
 def _images(n: int = 8, res: int = 32, seed: int = 0) -> torch.Tensor:
@@ -53,8 +58,9 @@ def _train(kind: str, dst: Path) -> Path:
     if kind == "cyclegan":
         from facegan.train.cyclegan import CycleTrainer
 
-        cfg = CycleGANConfig(enabled=True, g_channels=4, res_blocks=1, d_channels=4, steps=2, decay_start=1,
-                             batch_size=2, pool_size=2)
+        cfg = CycleGANConfig(
+            enabled=True, g_channels=4, res_blocks=1, d_channels=4, steps=2, decay_start=1, batch_size=2, pool_size=2
+        )
         t = CycleTrainer(cfg, _images(), _images(seed=1), CPU)
     else:
         from facegan.train.run import make_trainer
@@ -62,8 +68,15 @@ def _train(kind: str, dst: Path) -> Path:
         cfg = TrainConfig.model_validate({**TINY, "model": kind, **TRAIN[kind]})
         names = list(LABELS) if kind == "acgan" else []
         labels = torch.stack([torch.arange(8) % 3, torch.arange(8) % 2], 1) if names else None
-        t = make_trainer(cfg, _images(), labels, [len(LABELS[n]) for n in names], CPU, label_names=names,
-                         label_values=LABELS if names else {})
+        t = make_trainer(
+            cfg,
+            _images(),
+            labels,
+            [len(LABELS[n]) for n in names],
+            CPU,
+            label_names=names,
+            label_values=LABELS if names else {},
+        )
     for _ in range(2):
         t.step()
     save_checkpoint(path, t.state_dict())
@@ -114,8 +127,11 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 @pytest.mark.parametrize("kind", ["dcgan", "wgan-gp", "acgan", "stylegan2", "vae"])
 def test_every_generator_kind_samples_grids_and_interpolates(trained, kind):
     m = load_model(trained(kind))
-    assert m.kind == kind and m.resolution == 32 and type(m) is {"acgan": ConditionalSampler, "stylegan2": StyleSampler,
-                                                                   "vae": VAESampler}.get(kind, type(m))
+    assert (
+        m.kind == kind
+        and m.resolution == 32
+        and type(m) is {"acgan": ConditionalSampler, "stylegan2": StyleSampler, "vae": VAESampler}.get(kind, type(m))
+    )
     a = m.image(5)
     assert a.shape == (32, 32, 3) and a.dtype == np.uint8
     assert np.array_equal(a, m.image(5)) and not np.array_equal(a, m.image(6))  # repeatable, seed-driven
@@ -164,7 +180,9 @@ def test_stylegan2_truncation_directions_and_style_mixing(trained):
     assert m.groups == {"coarse": [0, 1, 2], "middle": [3, 4], "fine": [5, 6, 7]}  # 32 px: levels 4-8, 16, 32
     for method in ("sefa", "ganspace"):
         dirs, spread = m.directions(method)
-        assert dirs.shape == (m.n_directions, m.z_dim) and torch.allclose(dirs @ dirs.T, torch.eye(m.n_directions), atol=1e-4)
+        assert dirs.shape == (m.n_directions, m.z_dim) and torch.allclose(
+            dirs @ dirs.T, torch.eye(m.n_directions), atol=1e-4
+        )
         assert (spread > 0).all()
         assert np.array_equal(m.image(1, 0.8, direction=(method, 2, 0.0)), m.image(1, 0.8))
         assert _differs(m.image(1, 0.8, direction=(method, 2, 3.0)), m.image(1, 0.8)) > 1
@@ -200,8 +218,9 @@ def test_cyclegan_translates_an_upload_both_ways(trained):
     assert isinstance(m, Translator) and (m.a, m.b) == ("cartoon", "sketch")
     photo = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     out = m.translate(photo)
-    assert {k: v.shape for k, v in out.items()} == {k: (32, 32, 3) for k in
-                                                     ("input", "a_to_b", "a_to_b_to_a", "b_to_a", "b_to_a_to_b")}
+    assert {k: v.shape for k, v in out.items()} == {
+        k: (32, 32, 3) for k in ("input", "a_to_b", "a_to_b_to_a", "b_to_a", "b_to_a_to_b")
+    }
     assert not np.array_equal(out["a_to_b"], out["b_to_a"])
 
 
@@ -210,18 +229,23 @@ def test_bad_checkpoints_and_uploads_are_one_clear_line(trained, tmp_path):
     torch.save({"state": {}, "label_dims": [3]}, tmp_path / "classifier.pt")  # an attribute classifier's layout
     state = torch.load(trained("dcgan"), weights_only=True)
     torch.save({**state, "format": 1}, tmp_path / "old.pt")
-    cases = {tmp_path / "missing.pt": "checkpoint not found: .*missing.pt",
-             tmp_path / "junk.pt": r"junk.pt: not a readable checkpoint \(UnpicklingError",
-             tmp_path / "classifier.pt": r"classifier.pt: not a facegan checkpoint \(it holds: label_dims, state\)",
-             tmp_path / "old.pt": "checkpoint format 1, this facegan reads format 2; retrain"}
+    cases = {
+        tmp_path / "missing.pt": "checkpoint not found: .*missing.pt",
+        tmp_path / "junk.pt": r"junk.pt: not a readable checkpoint \(UnpicklingError",
+        tmp_path / "classifier.pt": r"classifier.pt: not a facegan checkpoint \(it holds: label_dims, state\)",
+        tmp_path / "old.pt": "checkpoint format 1, this facegan reads format 2; retrain",
+    }
     for path, msg in cases.items():
         with pytest.raises(FaceganError, match=msg) as e:
             load_model(path)
         assert "\n" not in str(e.value)
     (tmp_path / "notes.txt").write_text("not a face")
     (tmp_path / "cut.png").write_bytes(_png(np.zeros((64, 64, 3), np.uint8))[:60])
-    with pytest.raises(ExploreError, match=r"upload 'notes.txt' is not a usable image \(unreadable image: "
-                                           r"UnidentifiedImageError: cannot identify image file\); upload a PNG"):
+    with pytest.raises(
+        ExploreError,
+        match=r"upload 'notes.txt' is not a usable image \(unreadable image: "
+        r"UnidentifiedImageError: cannot identify image file\); upload a PNG",
+    ):
         read_upload(tmp_path / "notes.txt")
     with pytest.raises(ExploreError, match="upload 'cut.png' is not a usable image"):
         read_upload(tmp_path / "cut.png")
@@ -262,7 +286,9 @@ def test_cli_refuses_unusable_models_before_serving(trained, tmp_path, capsys):
     assert e.value.code == 2 and "junk.pt: not a readable checkpoint (" in " ".join(capsys.readouterr().err.split())
     with pytest.raises(SystemExit) as e:
         main(["explore", "-c", str(trained("dcgan")), "--run", "0" * 32])
-    assert e.value.code == 2 and "give at most one of --model-uri, --checkpoint and --run" in " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and "give at most one of --model-uri, --checkpoint and --run" in " ".join(
+        capsys.readouterr().err.split()
+    )
 
 
 # ---- the page in a real browser ---------------------------------------------------------------------------------
@@ -273,9 +299,24 @@ def explore_server(checkpoint: Path, log: Path):
     """`facegan explore -c CHECKPOINT` on a free 127.0.0.1 port, in its own process group; yields the URL."""
     port = free_port()
     env = {**os.environ, "FACEGAN_LOG_LEVEL": "INFO", "COLUMNS": "200", "GRADIO_TEMP_DIR": str(log.parent / "gradio")}
-    proc = subprocess.Popen([sys.executable, "-c", "from facegan.cli import main; main()", "explore", "-c",
-                             str(checkpoint), "--port", str(port), "--threads", "1"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from facegan.cli import main; main()",
+            "explore",
+            "-c",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_healthy(url, proc, log, timeout=120)
@@ -296,9 +337,21 @@ def chromium():
 
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         ctx = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, viewport={"width": 1280, "height": 1000},
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            viewport={"width": 1280, "height": 1000},
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         page = ctx.new_page()
         page.set_default_timeout(60_000)
         try:
@@ -311,14 +364,18 @@ def _shown(page, elem: str) -> tuple[str, np.ndarray]:
     """(src, pixels as displayed) of the image in component `elem`, once loaded."""
     img = page.locator(f"#{elem} img")
     img.wait_for()
-    page.wait_for_function(f"() => {{ const i = document.querySelector('#{elem} img'); "
-                           "return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        f"() => {{ const i = document.querySelector('#{elem} img'); return i && i.complete && i.naturalWidth > 0; }}"
+    )
     return img.get_attribute("src"), np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("RGB"))
 
 
 def _changed(page, elem: str, old_src: str) -> np.ndarray:
-    page.wait_for_function(f"(old) => {{ const i = document.querySelector('#{elem} img'); "
-                           "return i && i.src !== old && i.complete && i.naturalWidth > 0; }", arg=old_src)
+    page.wait_for_function(
+        f"(old) => {{ const i = document.querySelector('#{elem} img'); "
+        "return i && i.src !== old && i.complete && i.naturalWidth > 0; }",
+        arg=old_src,
+    )
     return _shown(page, elem)
 
 
@@ -366,10 +423,12 @@ def test_browser_slider_seed_names_and_bad_models(trained, tmp_path):
         page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)  # the test's artifact
 
         page.get_by_role("tab", name="Compare").click()
-        bad = {"models:/facegan-nope": "model URI 'models:/facegan-nope': write models:/NAME@ALIAS",
-               str(tmp_path / "nothing.pt"): "unknown model",
-               str(trained("cyclegan")): "is a cyclegan translator: compare takes generators",
-               str(tmp_path / "notes.txt"): "not a readable checkpoint"}
+        bad = {
+            "models:/facegan-nope": "model URI 'models:/facegan-nope': write models:/NAME@ALIAS",
+            str(tmp_path / "nothing.pt"): "unknown model",
+            str(trained("cyclegan")): "is a cyclegan translator: compare takes generators",
+            str(tmp_path / "notes.txt"): "not a readable checkpoint",
+        }
         for ref, msg in bad.items():
             page.locator("#model-b textarea, #model-b input").first.fill(ref)
             page.locator("#compare-button").click()
@@ -406,8 +465,10 @@ def test_browser_uploads_good_corrupt_and_non_image_files(trained, tmp_path, kin
         page.goto(url)
         if kind == "vae":
             page.get_by_role("tab", name="Encode").click()
-        for name, msg in (("notes.txt", "upload 'notes.txt' is not a usable image"),
-                          ("cut.png", "upload 'cut.png' is not a usable image")):
+        for name, msg in (
+            ("notes.txt", "upload 'notes.txt' is not a usable image"),
+            ("cut.png", "upload 'cut.png' is not a usable image"),
+        ):
             page.locator(f"#{upload} input[type=file]").set_input_files(str(tmp_path / name))
             page.wait_for_function("(m) => document.querySelector('#status').innerText.includes(m)", arg=msg)
             page.locator(f"#{upload} button[aria-label='Clear']").first.click()

@@ -46,8 +46,11 @@ def test_kid_matches_direct_unbiased_mmd():
     x, y = rng.normal(size=(50, 4)), rng.normal(0.5, 1, size=(50, 4))
     k = lambda a, b: (a @ b.T / 4 + 1) ** 3  # noqa: E731
     m = 50
-    direct = ((k(x, x).sum() - np.trace(k(x, x))) / (m * (m - 1)) + (k(y, y).sum() - np.trace(k(y, y))) / (m * (m - 1))
-              - 2 * k(x, y).mean())
+    direct = (
+        (k(x, x).sum() - np.trace(k(x, x))) / (m * (m - 1))
+        + (k(y, y).sum() - np.trace(k(y, y))) / (m * (m - 1))
+        - 2 * k(x, y).mean()
+    )
     got, std = kid(x, y, subsets=3, subset_size=50)
     assert got == pytest.approx(direct, abs=1e-6) and std < 1e-12
 
@@ -56,7 +59,9 @@ def test_stats_file_round_trip(tmp_path):
     s = feature_stats(np.random.default_rng(2).normal(size=(20, 5)), extractor="dlib", mode="legacy")
     save_stats(tmp_path / "s.npz", s)
     t = load_stats(tmp_path / "s.npz")
-    assert np.allclose(t.mu, s.mu) and np.allclose(t.sigma, s.sigma) and t.meta == {"extractor": "dlib", "mode": "legacy"}
+    assert (
+        np.allclose(t.mu, s.mu) and np.allclose(t.sigma, s.sigma) and t.meta == {"extractor": "dlib", "mode": "legacy"}
+    )
 
 
 def test_missing_inception_weights_message_names_file_and_place(tmp_path, monkeypatch):
@@ -90,10 +95,18 @@ def test_stand_in_inception_file_loads_strictly_and_is_hash_checked(tmp_path, mo
 
 def test_stand_in_file_has_the_pytorch_fid_parameter_names():
     keys = set(inception.FIDInceptionV3().state_dict())
-    for k in ("Conv2d_1a_3x3.conv.weight", "Conv2d_1a_3x3.bn.running_var", "Mixed_5b.branch5x5_2.conv.weight",
-              "Mixed_6e.branch7x7dbl_5.bn.bias", "Mixed_7c.branch3x3dbl_3b.conv.weight", "fc.weight", "fc.bias"):
+    for k in (
+        "Conv2d_1a_3x3.conv.weight",
+        "Conv2d_1a_3x3.bn.running_var",
+        "Mixed_5b.branch5x5_2.conv.weight",
+        "Mixed_6e.branch7x7dbl_5.bn.bias",
+        "Mixed_7c.branch3x3dbl_3b.conv.weight",
+        "fc.weight",
+        "fc.bias",
+    ):
         assert k in keys
-    # torchvision's Inception-v3: 27,161,264 parameters, minus its aux head (3,326,696), plus the FID fc's 8 extra classes
+    # torchvision's Inception-v3: 27,161,264 parameters, minus its aux head (3,326,696),
+    # plus the FID fc's 8 extra classes
     assert sum(p.numel() for p in inception.FIDInceptionV3().parameters()) == 27_161_264 - 3_326_696 + 8 * 2048 + 8
 
 

@@ -102,8 +102,11 @@ def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(prepared,
     from facegan.train import stepper
 
     real = stepper.step_generator
-    monkeypatch.setattr(stepper, "step_generator",
-                        lambda seed, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else real(seed, step))
+    monkeypatch.setattr(
+        stepper,
+        "step_generator",
+        lambda seed, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else real(seed, step),
+    )
     resumed = tiny_params(steps=4, fid_every=1, fid_samples=8, checkpoint_every=1).train
     with pytest.raises(KeyboardInterrupt):
         run_train(resumed, layout.packed, tmp_path / "b", scorer=scorer)
@@ -135,14 +138,30 @@ def test_fid_between_folders_of_mixed_sizes_and_modes(tmp_path):
         im = Image.fromarray(render(cfg, i).image)
         im.save(a / f"{i}.png")
         other = Image.fromarray(render(cfg, i + 6).image)
-        [other.resize((64, 64)), other.convert("CMYK"), other.convert("L"), other, other.resize((80, 80)), other][i].save(
-            b / (f"{i}.jpg" if i == 1 else f"{i}.png"))
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "fid", str(a), str(b),
-                        "--extractor", "dlib"], capture_output=True, text=True)
+        [other.resize((64, 64)), other.convert("CMYK"), other.convert("L"), other, other.resize((80, 80)), other][
+            i
+        ].save(b / (f"{i}.jpg" if i == 1 else f"{i}.png"))
+    r = subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", "fid", str(a), str(b), "--extractor", "dlib"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "FD (dlib, legacy):" in r.stdout and "(6 vs 6 images)" in r.stdout
     (tmp_path / "c").mkdir()
     Image.fromarray(render(cfg, 0).image).save(tmp_path / "c" / "only.png")
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "fid", str(a), str(tmp_path / "c"),
-                        "--extractor", "dlib"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from facegan.cli import main; main()",
+            "fid",
+            str(a),
+            str(tmp_path / "c"),
+            "--extractor",
+            "dlib",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "needs at least 2 images, found 1" in r.stderr

@@ -18,8 +18,15 @@ import yaml
 from conftest import make_dvc_project, sh
 
 TARGET = "evaluate@cartoon"
-COMPARED = ["data/raw/cartoon", "data/interim/cartoon", "data/processed/cartoon", "data/classifiers/cartoon",
-            "data/stats/cartoon", "data/models/cartoon", "data/eval/cartoon"]
+COMPARED = [
+    "data/raw/cartoon",
+    "data/interim/cartoon",
+    "data/processed/cartoon",
+    "data/classifiers/cartoon",
+    "data/stats/cartoon",
+    "data/models/cartoon",
+    "data/eval/cartoon",
+]
 
 
 def _project(root: Path) -> tuple[Path, dict]:
@@ -35,8 +42,9 @@ def _kill_when(root: Path, env: dict, ready: Callable[[], bool], timeout: float 
     """Start `dvc repro TARGET`, SIGKILL its whole process group as soon as `ready()`; returns its output."""
     log = root / f"repro-{time.monotonic_ns()}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(["dvc", "repro", TARGET], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["dvc", "repro", TARGET], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while not ready():
             assert proc.poll() is None, "the run ended before it could be killed:\n" + log.read_text()[-3000:]
@@ -55,8 +63,9 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(root)): f.read_bytes() for d in COMPARED for f in sorted((root / d).rglob("*"))
-            if f.is_file()}
+    return {
+        str(f.relative_to(root)): f.read_bytes() for d in COMPARED for f in sorted((root / d).rglob("*")) if f.is_file()
+    }
 
 
 @pytest.mark.slow

@@ -51,10 +51,13 @@ def test_exif_rotation_applied(tmp_path):
     assert im.shape == (60, 40, 3)
 
 
-@pytest.mark.parametrize(("content", "reason"), [
-    (b"", "unreadable image"),
-    (b"this is not an image at all", "unreadable image"),
-])
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "unreadable image"),
+        (b"this is not an image at all", "unreadable image"),
+    ],
+)
 def test_garbage_files_give_a_reason(tmp_path, content, reason):
     p = tmp_path / "x.png"
     p.write_bytes(content)
@@ -98,7 +101,11 @@ def test_image_grid_layout():
 def test_host_free_cuts_absolute_paths_but_not_urls():
     from facegan.io import host_free
 
-    text = ("not found. Looked in /home/u/.cache/torch/hub/checkpoints/w.pth (hub cache) and could not download "
-            "https://github.com/a/b/w.pth; copy it to /home/u/.cache/torch/hub/checkpoints/, or 'x/y' or /z")
-    assert host_free(text) == ("not found. Looked in .../checkpoints/w.pth (hub cache) and could not download "
-                               "https://github.com/a/b/w.pth; copy it to .../hub/checkpoints/, or 'x/y' or /z")
+    text = (
+        "not found. Looked in /home/u/.cache/torch/hub/checkpoints/w.pth (hub cache) and could not download "
+        "https://github.com/a/b/w.pth; copy it to /home/u/.cache/torch/hub/checkpoints/, or 'x/y' or /z"
+    )
+    assert host_free(text) == (
+        "not found. Looked in .../checkpoints/w.pth (hub cache) and could not download "
+        "https://github.com/a/b/w.pth; copy it to .../hub/checkpoints/, or 'x/y' or /z"
+    )

@@ -27,8 +27,13 @@ def dcgan(**over) -> TrainConfig:
 
 
 def test_terms_are_named_and_their_weighted_sum_is_the_loss():
-    t = GANTrainer(dcgan(model="acgan", loss="wgan-gp", d_norm="layer", aux_weight=0.5), images(), torch.zeros(12, 2).long(),
-                   [2, 3], CPU)
+    t = GANTrainer(
+        dcgan(model="acgan", loss="wgan-gp", d_norm="layer", aux_weight=0.5),
+        images(),
+        torch.zeros(12, 2).long(),
+        [2, 3],
+        CPU,
+    )
     gen, aug = t.generators(0)
     real, y = t.real(0, gen)
     z, yf = t.latents(4, gen)
@@ -40,12 +45,18 @@ def test_terms_are_named_and_their_weighted_sum_is_the_loss():
     assert torch.allclose(d.total(), v["loss_d"] + v["penalty"] + 0.5 * v["aux_d"])
 
 
-@pytest.mark.parametrize(("model", "extra", "columns"), [
-    ("dcgan", {}, ["step", "loss_d", "d_real", "d_fake", "loss_g"]),
-    ("wgan-gp", {"loss": "wgan-gp"}, ["step", "loss_d", "penalty", "d_real", "d_fake", "loss_g"]),
-    ("dcgan", {"r1": {"gamma": 1.0, "every": 2}, "ada": {"enabled": True}},
-     ["step", "loss_d", "d_real", "d_fake", "r1", "loss_g", "ada_p"]),
-])
+@pytest.mark.parametrize(
+    ("model", "extra", "columns"),
+    [
+        ("dcgan", {}, ["step", "loss_d", "d_real", "d_fake", "loss_g"]),
+        ("wgan-gp", {"loss": "wgan-gp"}, ["step", "loss_d", "penalty", "d_real", "d_fake", "loss_g"]),
+        (
+            "dcgan",
+            {"r1": {"gamma": 1.0, "every": 2}, "ada": {"enabled": True}},
+            ["step", "loss_d", "d_real", "d_fake", "r1", "loss_g", "ada_p"],
+        ),
+    ],
+)
 def test_loss_columns_come_from_the_term_names(model, extra, columns):
     t = GANTrainer(dcgan(model=model, **extra), images(), None, [], CPU)
     for _ in range(2):
@@ -75,8 +86,9 @@ def test_path_length_works_on_a_generator_without_w():
 
 def test_g_step_leaves_d_gradients_alone():
     """Every update of G (adversarial and path length) runs through D without touching D's .grad."""
-    t = GANTrainer(dcgan(model="acgan", path_length={"weight": 1.0, "every": 1}), images(), torch.zeros(12, 2).long(),
-                   [2, 3], CPU)
+    t = GANTrainer(
+        dcgan(model="acgan", path_length={"weight": 1.0, "every": 1}), images(), torch.zeros(12, 2).long(), [2, 3], CPU
+    )
     seen = []
     update = t.update
 
@@ -85,8 +97,12 @@ def test_g_step_leaves_d_gradients_alone():
         update(loss, *opts)
         if t.opt_g in opts:
             after = [p.grad for p in t.d.parameters()]
-            seen.append(all((a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
-                            for a, b in zip(before, after)))
+            seen.append(
+                all(
+                    (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+                    for a, b in zip(before, after, strict=True)
+                )
+            )
 
     t.update = watched
     t.step()
@@ -114,8 +130,13 @@ def test_every_registered_model_has_a_trainer_and_builds():
     for name, spec in MODELS.items():
         assert spec.trainer in TRAINERS, name
         labels = torch.zeros(8, 2).long() if spec.conditional else None
-        t = make_trainer(dcgan(model=name, **({"stylegan2": {"preset": "tiny"}} if spec.style else {})), images(8),
-                         labels, [2, 3] if spec.conditional else [], CPU)
+        t = make_trainer(
+            dcgan(model=name, **({"stylegan2": {"preset": "tiny"}} if spec.style else {})),
+            images(8),
+            labels,
+            [2, 3] if spec.conditional else [],
+            CPU,
+        )
         assert t.step()["step"] == 1
     with pytest.raises(ParamsError, match="unknown model 'gan9000'; choose one of: acgan, dcgan"):
         tiny_params(model="gan9000")
@@ -133,14 +154,25 @@ def test_model_defaults_follow_the_model_not_a_dump():
 def test_resume_accepts_runtime_changes_and_names_the_maths_changes(layout, tmp_path):
     cfg = tiny_params(steps=2).train
     run_train(cfg, layout.packed, tmp_path / "a")
-    longer = cfg.model_copy(update={"steps": 4, "checkpoint_every": 1, "sample_every": 3, "fid_every": 2,
-                                    "device": "cpu", "loader_threads": 1})
+    longer = cfg.model_copy(
+        update={
+            "steps": 4,
+            "checkpoint_every": 1,
+            "sample_every": 3,
+            "fid_every": 2,
+            "device": "cpu",
+            "loader_threads": 1,
+        }
+    )
     resumed = run_train(longer, layout.packed, tmp_path / "a")  # fid_every without a scorer: no FID, a warning
     straight = run_train(cfg.model_copy(update={"steps": 4}), layout.packed, tmp_path / "b")
     assert resumed.losses == straight.losses
     changed = cfg.model_copy(update={"steps": 4, "lr_g": 1e-3, "z_dim": 8})
-    with pytest.raises(CheckpointError, match=r"checkpoint.pt: .*different train config \(train.lr_g: 0.0002 -> 0.001; "
-                                              r"train.z_dim: 100 -> 8\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint.pt: .*different train config \(train.lr_g: 0.0002 -> 0.001; "
+        r"train.z_dim: 100 -> 8\)",
+    ):
         run_train(changed, layout.packed, tmp_path / "a")
     with pytest.raises(CheckpointError, match="at step 4, past train.steps 3"):
         run_train(cfg.model_copy(update={"steps": 3}), layout.packed, tmp_path / "a")
@@ -184,6 +216,9 @@ def test_a_resumed_run_writes_the_uninterrupted_bytes(layout, tmp_path, monkeypa
     files = {p.relative_to(tmp_path / "a" / "out") for p in (tmp_path / "a" / "out").rglob("*") if p.is_file()}
     assert files == {p.relative_to(tmp_path / "b" / "out") for p in (tmp_path / "b" / "out").rglob("*") if p.is_file()}
     assert {"checkpoint.pt", "losses.csv", "samples.png"} <= {str(f) for f in files}
-    differ = [str(f) for f in sorted(files)
-              if (tmp_path / "a" / "out" / f).read_bytes() != (tmp_path / "b" / "out" / f).read_bytes()]
+    differ = [
+        str(f)
+        for f in sorted(files)
+        if (tmp_path / "a" / "out" / f).read_bytes() != (tmp_path / "b" / "out" / f).read_bytes()
+    ]
     assert differ == []

@@ -22,12 +22,23 @@ def prefect_env(tmp_path_factory):
     """A Prefect server with its own home (sqlite) on a free port; stopped at the end."""
     home = tmp_path_factory.mktemp("prefect_home")
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_ENABLED": "false",
-           "PREFECT_LOGGING_EXTRA_LOGGERS": "facegan", "PATH": str(Path(PY).parent) + os.pathsep + os.environ["PATH"]}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "facegan",
+        "PATH": str(Path(PY).parent) + os.pathsep + os.environ["PATH"],
+    }
     log = (home / "server.log").open("w")
-    server = subprocess.Popen([str(Path(PY).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                               str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [str(Path(PY).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     wait_healthy(f"http://127.0.0.1:{port}/api/health", server, home / "server.log", timeout=120)
     yield env
     os.killpg(server.pid, 15)
@@ -42,9 +53,23 @@ def served(prefect_env, tmp_path_factory):
     (root / "params.yaml").write_text((dvc_root / "params.yaml").read_text())
     env = {**prefect_env, "TORCH_HOME": dvc_env["TORCH_HOME"]}
     log = (root / "serve.log").open("w")
-    proc = subprocess.Popen([PY, str(ROOT / "pipelines" / "serve.py"), "--params", str(root / "params.yaml"),
-                             "--root", str(root), "--cron", "0 3 * * *"], env=env, cwd=root, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            PY,
+            str(ROOT / "pipelines" / "serve.py"),
+            "--params",
+            str(root / "params.yaml"),
+            "--root",
+            str(root),
+            "--cron",
+            "0 3 * * *",
+        ],
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     yield root, env, dvc_root, dvc_env
     os.killpg(proc.pid, 15)
     proc.wait(timeout=60)
@@ -87,7 +112,8 @@ async def main():
                                      sort=LogSort.TIMESTAMP_ASC, limit=200, offset=len(logs))
             logs += page
         scheds = [s.schedule.cron for s in dep.schedules]
-        print(json.dumps({"state": run.state.type.value if run.state else "no state", "schedules": scheds, "params": dep.parameters,
+        state = run.state.type.value if run.state else "no state"
+        print(json.dumps({"state": state, "schedules": scheds, "params": dep.parameters,
                           "tasks": sorted((t.name, t.state.name if t.state else "no state") for t in tasks),
                           "logs": [l.message for l in logs]}))
 asyncio.run(main())
@@ -106,8 +132,24 @@ def test_scheduled_deployment_runs_the_chain_then_caches(served, first_run):
     assert first["state"] == "COMPLETED"
     assert first["schedules"] == ["0 3 * * *"] and first["params"]["dataset"] == "cartoon"
     names = [n for n, _ in first["tasks"]]
-    assert sorted(names) == sorted(f"{s}@cartoon" for s in ("generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack",
-                                                              "classifier", "refstats", "train", "evaluate", "report"))
+    assert sorted(names) == sorted(
+        f"{s}@cartoon"
+        for s in (
+            "generate",
+            "detect",
+            "verify",
+            "align",
+            "matte",
+            "upscale",
+            "quality",
+            "pack",
+            "classifier",
+            "refstats",
+            "train",
+            "evaluate",
+            "report",
+        )
+    )
     assert {s for _, s in first["tasks"]} == {"Completed"}
     assert any("detect: 48 ok, 0 rejected" in m for m in first["logs"]), "library logs reach the Prefect run logs"
     metrics = json.loads((root / "data/reports/cartoon/metrics.json").read_text())
@@ -122,16 +164,22 @@ def test_prefect_and_dvc_repro_give_identical_outputs(served, first_run):
     root, _, dvc_root, dvc_env = served
     assert first_run["state"] == "COMPLETED"
     sh(["dvc", "repro", "report@cartoon"], dvc_root, dvc_env)  # the cartoon chain the flow ran
-    for rel in ("data/processed/cartoon/dataset.zip", "data/reports/cartoon/metrics.json", "data/eval/cartoon/metrics.json",
-                "data/stats/cartoon/stats.json"):
+    for rel in (
+        "data/processed/cartoon/dataset.zip",
+        "data/reports/cartoon/metrics.json",
+        "data/eval/cartoon/metrics.json",
+        "data/stats/cartoon/stats.json",
+    ):
         assert (root / rel).read_bytes() == (dvc_root / rel).read_bytes(), f"{rel} differs between Prefect and DVC"
 
 
 @pytest.mark.slow  # ~2 min: the sketch chain, pretrain, two fine-tunes and the CycleGAN under Prefect
 def test_transfer_and_cyclegan_deployments_run_their_chains(served):
     root, env, _, _ = served
-    for name, stages in (("facegan-transfer/default", ["train@cartoon", "train@sketch", "evaluate@sketch", "transfer-table"]),
-                         ("facegan-cyclegan/default", ["pack@sketch", "refstats@sketch", "cyclegan@cartoon"])):
+    for name, stages in (
+        ("facegan-transfer/default", ["train@cartoon", "train@sketch", "evaluate@sketch", "transfer-table"]),
+        ("facegan-cyclegan/default", ["pack@sketch", "refstats@sketch", "cyclegan@cartoon"]),
+    ):
         got = _api(env, RUN.replace("facegan-full/nightly-cartoon", name))
         assert got["state"] == "COMPLETED", (name, got["tasks"])
         names = {n for n, _ in got["tasks"]}
@@ -175,8 +223,16 @@ def test_cache_key_covers_outputs_rewritten_under_other_params(tmp_path, monkeyp
     b = parse_params(raw)
 
     def key(p):
-        return flows.stage_cache_key(None, {"stage": "generate", "dataset": "cartoon", "params_json": p.model_dump_json(),
-                                            "root": str(tmp_path), "variant": None})
+        return flows.stage_cache_key(
+            None,
+            {
+                "stage": "generate",
+                "dataset": "cartoon",
+                "params_json": p.model_dump_json(),
+                "root": str(tmp_path),
+                "variant": None,
+            },
+        )
 
     before = key(a)
     run_stage("generate", "cartoon", a, tmp_path)  # Prefect's first run (the task body is run_stage)
@@ -198,9 +254,10 @@ def test_dvc_repro_with_other_params_between_two_prefect_runs(prefect_env, tmp_p
     pack must run again (today it was served from the cache, leaving B's dataset.zip under params A)."""
     root, env = make_dvc_project(tmp_path_factory.mktemp("prefect_dvc"), tracking=False)
     env = {**env, **{k: v for k, v in prefect_env.items() if k.startswith("PREFECT_")}}
-    flow = ("import sys; sys.path.insert(0, {pipelines!r}); from flows import preprocess; "
-            "preprocess('cartoon', {params!r}, {root!r})").format(pipelines=str(ROOT / "pipelines"),
-                                                                 params=str(root / "params.yaml"), root=str(root))
+    flow = (
+        "import sys; sys.path.insert(0, {pipelines!r}); from flows import preprocess; "
+        "preprocess('cartoon', {params!r}, {root!r})"
+    ).format(pipelines=str(ROOT / "pipelines"), params=str(root / "params.yaml"), root=str(root))
     packed = root / "data/processed/cartoon/dataset.zip"
     sh(["dvc", "repro", "pack@cartoon"], root, env)  # dvc.lock and outputs under A
     sh([PY, "-c", flow], root, env)

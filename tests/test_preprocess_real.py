@@ -111,7 +111,7 @@ def _bad_inputs(folder: Path, face: np.ndarray) -> dict[str, str]:
     img.convert("CMYK").save(folder / "cmyk.jpg")
     img.convert("L").save(folder / "gray.png")
     img.convert("RGBA").save(folder / "rgba.png")
-    Image.fromarray((np.asarray(img.convert("L"), np.uint16) * 257)).save(folder / "sixteen.png")
+    Image.fromarray(np.asarray(img.convert("L"), np.uint16) * 257).save(folder / "sixteen.png")
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     data = (folder / "cmyk.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
@@ -119,9 +119,19 @@ def _bad_inputs(folder: Path, face: np.ndarray) -> dict[str, str]:
     Image.new("RGB", (320, 240), (90, 140, 200)).save(folder / "no_face.png")
     Image.new("RGB", (8200, 6400), (200, 200, 190)).save(folder / "huge.png")  # 52 megapixels, flat
     Image.fromarray(_tile_grid(np.asarray(img.resize((120, 140))), 4, 5)).save(folder / "twenty.png")
-    return {"rotated.jpg": "ok", "cmyk.jpg": "ok", "gray.png": "ok", "rgba.png": "ok", "sixteen.png": "ok",
-            "corrupt.jpg": "unreadable", "truncated.jpg": "unreadable", "notes.txt": "unreadable",
-            "no_face.png": "no face", "huge.png": "no face", "twenty.png": "ok"}
+    return {
+        "rotated.jpg": "ok",
+        "cmyk.jpg": "ok",
+        "gray.png": "ok",
+        "rgba.png": "ok",
+        "sixteen.png": "ok",
+        "corrupt.jpg": "unreadable",
+        "truncated.jpg": "unreadable",
+        "notes.txt": "unreadable",
+        "no_face.png": "no face",
+        "huge.png": "no face",
+        "twenty.png": "ok",
+    }
 
 
 def _tile_grid(tile: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -164,19 +174,27 @@ def test_real_photos_detect_verify_align_matte_upscale(tmp_path):
     detected = read_manifest(tmp_path / "detect")
     assert sum(r.source == "two_people.jpg" for r in detected) == 2
 
-    rows = run_verify(VerifyConfig(backend="dlib", references="references", tolerance=0.6), raw,
-                      tmp_path / "detect", tmp_path / "verify", workers=2)
+    rows = run_verify(
+        VerifyConfig(backend="dlib", references="references", tolerance=0.6),
+        raw,
+        tmp_path / "detect",
+        tmp_path / "verify",
+        workers=2,
+    )
     kept = {r.source for r in rows if r.status == "ok"}
     assert {"obama.jpg", "obama2.jpg", "obama-480p.jpg"} <= kept and "biden.jpg" not in kept
     biden = next(r for r in rows if r.source == "biden.jpg")
     assert "another person" in biden.reason and biden.extra["verify_distance"] > 0.6
     assert all(r.extra["verify_distance"] < 0.6 for r in rows if r.status == "ok")
 
-    aligned = run_align(AlignConfig(backend="dlib68", size=128), raw, tmp_path / "verify", tmp_path / "align", workers=2)
+    aligned = run_align(
+        AlignConfig(backend="dlib68", size=128), raw, tmp_path / "verify", tmp_path / "align", workers=2
+    )
     ok = [r for r in aligned if r.status == "ok"]
     assert ok and all(len(r.landmarks) == 5 and r.extra["align_residual"] < 0.05 for r in ok)
-    ffhq = run_align(AlignConfig(backend="dlib68", size=128, template="ffhq"), raw, tmp_path / "verify",
-                     tmp_path / "align_ffhq")
+    ffhq = run_align(
+        AlignConfig(backend="dlib68", size=128, template="ffhq"), raw, tmp_path / "verify", tmp_path / "align_ffhq"
+    )
     assert [r.status for r in ffhq] == [r.status for r in aligned]
     run_matte(MatteConfig(backend="grabcut"), tmp_path / "align", tmp_path / "matte")
     out = run_upscale(UpscaleConfig(backend="lanczos", size=128), tmp_path / "matte", tmp_path / "upscale")

@@ -28,8 +28,9 @@ FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "exam
 YUNET = sorted((models_home() / "detectors").glob("face_detection_yunet*.onnx"))
 BLAZEFACE = torch_checkpoints() / "blazefaceback.pth"
 SUPERRES = models_home() / "superres"
-needs_yunet = pytest.mark.skipif(not YUNET, reason=f"no YuNet model in {models_home() / 'detectors'} "
-                                 "(run ../shared/scripts/seed-caches.sh)")
+needs_yunet = pytest.mark.skipif(
+    not YUNET, reason=f"no YuNet model in {models_home() / 'detectors'} (run ../shared/scripts/seed-caches.sh)"
+)
 needs_blazeface = pytest.mark.skipif(not BLAZEFACE.is_file(), reason=f"no BlazeFace weights at {BLAZEFACE}")
 needs_superres = pytest.mark.skipif(not (SUPERRES / "FSRCNN_x2.pb").is_file(), reason=f"no .pb models in {SUPERRES}")
 needs_photos = pytest.mark.skipif(not FACES.is_dir(), reason=f"real photos not present at {FACES}")
@@ -91,7 +92,7 @@ def test_yunet_stage_and_yunet5_alignment_on_real_photos_without_dlib(tmp_path):
     assert [r.status for r in aligned] == ["ok"] * 4
     assert all(r.backends["align"] == "yunet5" and r.extra["align_residual"] < 0.05 for r in aligned)
     # the landmarks found on the crop agree with the ones the detector found on the whole photo
-    for d, a in zip(rows, aligned):
+    for d, a in zip(rows, aligned, strict=True):
         iod = np.linalg.norm(np.subtract(d.landmarks[0], d.landmarks[1]))
         assert np.linalg.norm(np.subtract(a.landmarks, d.landmarks), axis=1).mean() < 0.1 * iod
 
@@ -117,8 +118,13 @@ def test_upscale_stage_with_opencv_writes_the_target_side(astronaut, tmp_path):
     small = np.asarray(Image.fromarray(astronaut[30:230, 130:330]).resize((50, 50)))
     Image.fromarray(small).save(src / "a.png")
     Image.fromarray(astronaut[:200, :200]).save(src / "big.png")
-    write_manifest(src, [Row(source="a.png", file="a.png", transform=[[1, 0, 0], [0, 1, 0]]),
-                         Row(source="big.png", file="big.png", transform=[[1, 0, 0], [0, 1, 0]])])
+    write_manifest(
+        src,
+        [
+            Row(source="a.png", file="a.png", transform=[[1, 0, 0], [0, 1, 0]]),
+            Row(source="big.png", file="big.png", transform=[[1, 0, 0], [0, 1, 0]]),
+        ],
+    )
     rows = run_upscale(UpscaleConfig(backend="opencv", size=128, models_dir=str(SUPERRES)), src, tmp_path / "up")
     assert [r.backends["upscale"] for r in rows] == ["opencv", "none"]
     assert read_image(tmp_path / "up" / "a.png").shape == (128, 128, 3)
@@ -164,8 +170,18 @@ def test_fan_align_stage_gives_every_image_a_row_with_standin_weights(fan_standi
     raw = _raw(tmp_path, {"a.png": astronaut})
     (tmp_path / "verify").mkdir()
     Image.fromarray(astronaut).save(tmp_path / "verify" / "a.png")
-    write_manifest(tmp_path / "verify", [Row(source="a.png", file="a.png", box=[170.0, 70.0, 250.0, 160.0],
-                                             transform=[[1, 0, 0], [0, 1, 0]], backends={"detect": "hog"})])
+    write_manifest(
+        tmp_path / "verify",
+        [
+            Row(
+                source="a.png",
+                file="a.png",
+                box=[170.0, 70.0, 250.0, 160.0],
+                transform=[[1, 0, 0], [0, 1, 0]],
+                backends={"detect": "hog"},
+            )
+        ],
+    )
     out = run_align(AlignConfig(backend="fan", size=64), raw, tmp_path / "verify", tmp_path / "align")
     assert len(read_manifest(tmp_path / "align")) == 1 and out[0].source == "a.png"
     assert out[0].backends["align"] == "fan"  # random weights: any points (or none), but its row, from fan
@@ -179,11 +195,18 @@ def _u2net_standin(path: Path, output_shift: float = 0.0) -> Path:
 
     w = numpy_helper.from_array(np.full((1, 3, 1, 1), 0.5, np.float32), "w")
     b = numpy_helper.from_array(np.array([output_shift], np.float32), "b")
-    nodes = [helper.make_node("Conv", ["input.1", "w", "b"], ["logits"]), helper.make_node("Sigmoid", ["logits"], ["d0"])]
+    nodes = [
+        helper.make_node("Conv", ["input.1", "w", "b"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["d0"]),
+    ]
     nodes += [helper.make_node("Identity", ["d0"], [f"d{i}"]) for i in range(1, 7)]
     graph = helper.make_graph(
-        nodes, "u2net_standin", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 320, 320])],
-        [helper.make_tensor_value_info(f"d{i}", TensorProto.FLOAT, [1, 1, 320, 320]) for i in range(7)], [w, b])
+        nodes,
+        "u2net_standin",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info(f"d{i}", TensorProto.FLOAT, [1, 1, 320, 320]) for i in range(7)],
+        [w, b],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -202,8 +225,15 @@ def test_rembg_runs_through_its_session_api_with_a_standin_u2net(astronaut, tmp_
     rows = []
     for i in range(3):
         Image.fromarray(np.ascontiguousarray(astronaut[i * 20 : i * 20 + 256, 100:356])).save(src / f"{i}.png")
-        rows.append(Row(source=f"{i}.png", file=f"{i}.png", box=[80.0, 40.0, 180.0, 160.0],
-                        transform=[[1, 0, 0], [0, 1, 0]], backends={"detect": "hog", "align": "dlib68"}))
+        rows.append(
+            Row(
+                source=f"{i}.png",
+                file=f"{i}.png",
+                box=[80.0, 40.0, 180.0, 160.0],
+                transform=[[1, 0, 0], [0, 1, 0]],
+                backends={"detect": "hog", "align": "dlib68"},
+            )
+        )
     write_manifest(src, rows)
     out = run_matte(MatteConfig(backend="rembg"), src, tmp_path / "matte", workers=2)
     assert [r.status for r in out] == ["ok"] * 3 and all(r.backends["matte"] == "rembg" for r in out)
@@ -220,19 +250,38 @@ def test_missing_files_name_the_file_the_folder_and_how_to_get_it(tmp_path, monk
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
     cases = [
-        (lambda: DETECTORS["yunet"](DetectConfig(backend="yunet"), tmp_path),
-         rf"YuNet model face_detection_yunet_2023mar\.onnx not found in {tmp_path / 'models' / 'detectors'}.*opencv_zoo"),
-        (lambda: DETECTORS["blazeface"](DetectConfig(backend="blazeface"), tmp_path),
-         rf"blazefaceback\.pth not found in {tmp_path / 'torch' / 'hub' / 'checkpoints'}.*hollance/BlazeFace-PyTorch"),
-        (lambda: DETECTORS["blazeface"](DetectConfig(backend="blazeface", blazeface="front", model="w/blazeface.pth"),
-                                        tmp_path), rf"blazeface\.pth not found in {tmp_path / 'w'}"),
+        (
+            lambda: DETECTORS["yunet"](DetectConfig(backend="yunet"), tmp_path),
+            rf"YuNet model face_detection_yunet_2023mar\.onnx not found in "
+            rf"{tmp_path / 'models' / 'detectors'}.*opencv_zoo",
+        ),
+        (
+            lambda: DETECTORS["blazeface"](DetectConfig(backend="blazeface"), tmp_path),
+            rf"blazefaceback\.pth not found in {tmp_path / 'torch' / 'hub' / 'checkpoints'}"
+            r".*hollance/BlazeFace-PyTorch",
+        ),
+        (
+            lambda: DETECTORS["blazeface"](
+                DetectConfig(backend="blazeface", blazeface="front", model="w/blazeface.pth"), tmp_path
+            ),
+            rf"blazeface\.pth not found in {tmp_path / 'w'}",
+        ),
         (lambda: LANDMARKERS["yunet5"](AlignConfig(backend="yunet5"), tmp_path), r"YuNet model .* not found"),
-        (lambda: LANDMARKERS["fan"](AlignConfig(backend="fan"), tmp_path),
-         rf"2DFAN4-\w+\.pth\.tar not found in {tmp_path / 'torch' / 'hub' / 'checkpoints'}; download https://"),
+        (
+            lambda: LANDMARKERS["fan"](AlignConfig(backend="fan"), tmp_path),
+            rf"2DFAN4-\w+\.pth\.tar not found in {tmp_path / 'torch' / 'hub' / 'checkpoints'}; download https://",
+        ),
         (lambda: MATTERS["rembg"](MatteConfig(backend="rembg")), rf"u2net\.onnx not found in {tmp_path / 'u2net'}"),
-        (lambda: MATTERS["rembg"](MatteConfig(backend="rembg", model="nosuch")), r"rembg has no model 'nosuch'.*u2netp"),
-        (lambda: UPSCALERS["opencv"](UpscaleConfig(backend="opencv", model="ESPCN", scale=3, models_dir=str(tmp_path))),
-         rf"ESPCN_x3\.pb not found in {tmp_path}"),
+        (
+            lambda: MATTERS["rembg"](MatteConfig(backend="rembg", model="nosuch")),
+            r"rembg has no model 'nosuch'.*u2netp",
+        ),
+        (
+            lambda: UPSCALERS["opencv"](
+                UpscaleConfig(backend="opencv", model="ESPCN", scale=3, models_dir=str(tmp_path))
+            ),
+            rf"ESPCN_x3\.pb not found in {tmp_path}",
+        ),
     ]
     for build, match in cases:
         with pytest.raises(ModelMissing, match=match):

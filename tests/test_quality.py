@@ -22,8 +22,14 @@ def test_quality_rejects_blur_small_faces_and_duplicate_photos_but_keeps_faces_o
         write_image(raw / "images" / name, im)
     face = render(CartoonSource(seed=3), 0).image[40:200, 40:200]
     rows = []
-    for name, box in [("p0.png", [0, 0, 100, 100]), ("p1.png", [0, 0, 100, 100]), ("p1.png", [120, 0, 220, 100]),
-                      ("p2.png", [0, 0, 100, 100]), ("p3.png", [0, 0, 20, 20]), ("copy.png", [0, 0, 100, 100])]:
+    for name, box in [
+        ("p0.png", [0, 0, 100, 100]),
+        ("p1.png", [0, 0, 100, 100]),
+        ("p1.png", [120, 0, 220, 100]),
+        ("p2.png", [0, 0, 100, 100]),
+        ("p3.png", [0, 0, 20, 20]),
+        ("copy.png", [0, 0, 100, 100]),
+    ]:
         file = f"{name[:-4]}_{len(rows)}.png"
         im = cv2.GaussianBlur(face, (0, 0), 6) if name == "p2.png" else face
         write_image(src / file, im)
@@ -76,7 +82,7 @@ def _rows(hashes: list[np.ndarray], sources: list[str]) -> list[Row]:
     from facegan.preprocess.quality import _hex
 
     rows = []
-    for i, (h, src) in enumerate(zip(hashes, sources)):
+    for i, (h, src) in enumerate(zip(hashes, sources, strict=True)):
         rows.append(Row(source=src, file=f"{i}.png", stage="quality", extra={"phash": _hex(h)}))
     return rows
 
@@ -106,7 +112,10 @@ def test_hamming_index_finds_exactly_the_strings_within_the_radius():
         for q in queries:
             ids, dist = index.within(q)
             full = (stored != q).sum(1)
-            assert ids.tolist() == np.flatnonzero(full <= radius).tolist() and dist.tolist() == full[full <= radius].tolist()
+            assert (
+                ids.tolist() == np.flatnonzero(full <= radius).tolist()
+                and dist.tolist() == full[full <= radius].tolist()
+            )
 
 
 def test_dedupe_decisions_match_the_all_pairs_search_with_planted_copies():

@@ -27,12 +27,15 @@ from facegan.io import list_images, write_image
 
 REF_PYTHON = Path(os.environ.get("FACEGAN_REF_PYTHON", ROOT / ".venv-ref" / "bin" / "python"))
 # `make test` builds the reference environment and sets FACEGAN_TEST_STRICT: there a missing one is a failure
-pytestmark = pytest.mark.skipif(not REF_PYTHON.is_file() and not os.environ.get("FACEGAN_TEST_STRICT"),
-                                reason=f"pytorch-fid reference environment missing ({REF_PYTHON}); `make test` builds it")
+pytestmark = pytest.mark.skipif(
+    not REF_PYTHON.is_file() and not os.environ.get("FACEGAN_TEST_STRICT"),
+    reason=f"pytorch-fid reference environment missing ({REF_PYTHON}); `make test` builds it",
+)
 
 
 def test_the_reference_environment_is_there():
     assert REF_PYTHON.is_file(), f"pytorch-fid reference environment missing ({REF_PYTHON}): `make test` builds it"
+
 
 DUMP = """
 import sys, numpy as np, pathlib
@@ -87,7 +90,9 @@ def test_features_equal_pytorch_fid(folders, torch_home, ours, tmp_path):
 
 def test_fid_equals_pytorch_fid(folders, torch_home, ours):
     a, b = folders
-    out = _ref(["-m", "pytorch_fid", str(a), str(b), "--device", "cpu", "--batch-size", "20", "--num-workers", "0"], torch_home)
+    out = _ref(
+        ["-m", "pytorch_fid", str(a), str(b), "--device", "cpu", "--batch-size", "20", "--num-workers", "0"], torch_home
+    )
     ref_fid = float(re.search(r"FID:\s+([-0-9.eE+]+)", out).group(1))
     mine = compare_folders(a, b, ours)["fd"]
     assert ref_fid > 0

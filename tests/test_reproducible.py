@@ -14,8 +14,11 @@ from facegan.chain import run_stage
 PREPROCESS = ("generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack")
 # another machine, as far as one machine can pretend: other BLAS/LAPACK kernels (OpenBLAS), no AVX2/FMA
 # loops in numpy, no SSE4/AVX paths in OpenCV. Today's CPUs differ in exactly these.
-OTHER_MACHINE = {"OPENBLAS_CORETYPE": "Nehalem", "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4",
-                 "OPENCV_CPU_DISABLE": "AVX512_SKX,AVX2,FP16,AVX,SSE4_2,SSE4_1"}
+OTHER_MACHINE = {
+    "OPENBLAS_CORETYPE": "Nehalem",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4",
+    "OPENCV_CPU_DISABLE": "AVX512_SKX,AVX2,FP16,AVX,SSE4_2,SSE4_1",
+}
 CHAIN = """
 import sys
 from pathlib import Path
@@ -36,8 +39,9 @@ def test_preprocessing_gives_the_same_bytes_in_another_folder_on_another_machine
     for stage in PREPROCESS:
         run_stage(stage, "cartoon", tiny_params(), here)
     code = CHAIN.format(tests=str(ROOT / "tests"), stages=PREPROCESS)
-    r = subprocess.run([sys.executable, "-c", code, str(there)], capture_output=True, text=True,
-                       env={**os.environ, **OTHER_MACHINE})
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(there)], capture_output=True, text=True, env={**os.environ, **OTHER_MACHINE}
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _files(here), _files(there)
     assert len(a) > 100 and sorted(a) == sorted(b)
@@ -48,8 +52,10 @@ def test_preprocessing_gives_the_same_bytes_in_another_folder_on_another_machine
 def _ignored(path: str) -> bool:
     """Whether the committed .gitignore files ignore `path` (a folder output: `path/`), as `dvc repro` needs
     so that it does not add lines to them."""
+
     def check(p: str) -> bool:
         return subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=ROOT).returncode == 0
+
     return check(path) or (not Path(path).suffix and check(path + "/"))
 
 

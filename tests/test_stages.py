@@ -41,8 +41,13 @@ def test_preprocessing_scores_name_their_backend_and_never_score_the_ground_trut
     interim = layout.root / "data" / "interim" / "cartoon"
     s = score(layout.raw, interim)
     # the default chain detects and aligns with `annotations`: the ground truth itself, so no score
-    assert s["detect"] == {"backend": "annotations", "recall": GROUND_TRUTH_USED, "precision": GROUND_TRUTH_USED,
-                           "faces_true": s["detect"]["faces_found"], "faces_found": s["detect"]["faces_found"]}
+    assert s["detect"] == {
+        "backend": "annotations",
+        "recall": GROUND_TRUTH_USED,
+        "precision": GROUND_TRUTH_USED,
+        "faces_true": s["detect"]["faces_found"],
+        "faces_found": s["detect"]["faces_found"],
+    }
     assert s["align"]["backend"] == "annotations" and s["align"]["landmark_error_iod_pct"] == GROUND_TRUTH_USED
     assert s["matte"]["backend"] == "grabcut" and 0.6 < s["matte"]["matte_iou"] <= 1.0
     assert s["matte"]["seeded_by"] == {"box": "annotations", "landmarks": "annotations"}
@@ -126,8 +131,8 @@ def test_pack_is_stylegan2_ada_format_with_labels(layout, tiny_params_obj):
     # labels follow their source image
     rows = [r for r in read_manifest(layout.packed) if r.status == "ok"]
     csv_rows = dict(line.split(",", 1) for line in (layout.raw / "labels.csv").read_text().splitlines()[1:])
-    for r, lab in zip(rows, labels):
-        values = [meta["label_values"][n][i] for n, i in zip(meta["label_names"], lab)]
+    for r, lab in zip(rows, labels, strict=True):
+        values = [meta["label_values"][n][i] for n, i in zip(meta["label_names"], lab, strict=True)]
         assert ",".join(values) == csv_rows[r.source]
 
 

@@ -27,10 +27,24 @@ class Server:
     def start(self) -> None:
         mlflow_bin = Path(sys.executable).parent / "mlflow"
         self.proc = subprocess.Popen(
-            [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-             "--artifacts-destination", str(self.root / "artifacts")],
-            stdout=(self.root / "server.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(mlflow_bin),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+            ],
+            stdout=(self.root / "server.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_healthy(f"{self.uri}/health", self.proc, self.root / "server.log", timeout=90)
 
     def stop(self) -> None:
@@ -123,9 +137,24 @@ def test_best_generator_is_registered_and_samples_by_uri(server, pipeline, tmp_p
     mv = c.get_model_version_by_alias("facegan-cartoon", "best")
     assert mv.version == "1"
     env = _params_naming(tmp_path, server.uri)  # tracking.tracking_uri of ./params.yaml, not the environment
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "sample", "--model-uri",
-                        "models:/facegan-cartoon@best", "-n", "2", "-o", str(tmp_path / "s")],
-                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from facegan.cli import main; main()",
+            "sample",
+            "--model-uri",
+            "models:/facegan-cartoon@best",
+            "-n",
+            "2",
+            "-o",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["grid.png", "seed0_0000.png", "seed0_0001.png"]
 
@@ -133,8 +162,13 @@ def test_best_generator_is_registered_and_samples_by_uri(server, pipeline, tmp_p
 def test_report_command_writes_the_comparison_table(server, pipeline):
     root, _ = pipeline
     env = _params_naming(root, server.uri)
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "report", "--out", "tables"],
-                       capture_output=True, text=True, env=env, cwd=root)
+    r = subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", "report", "--out", "tables"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     md = (root / "tables" / "fid_table.md").read_text().splitlines()
     assert md[0].startswith("| run | dataset | model | loss | d_variant | augment | freeze_d | fd_inception | fd_dlib")
@@ -148,8 +182,21 @@ def test_reproduce_gives_the_same_fid(server, pipeline):
     c = _client(server)
     parent = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'pipeline'")[0]
     env = _params_naming(root / "elsewhere", server.uri)  # -p: a params file outside the working directory
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "reproduce", parent.info.run_id,
-                        "-p", str(root / "elsewhere" / "params.yaml")], capture_output=True, text=True, env=env, cwd=root)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from facegan.cli import main; main()",
+            "reproduce",
+            parent.info.run_id,
+            "-p",
+            str(root / "elsewhere" / "params.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "reproduced: every metric within 1e-06" in r.stdout and "fd_dlib" in r.stdout
 
@@ -178,10 +225,12 @@ def test_explore_opens_registered_models_and_runs(server, pipeline):
     assert c.get_model_version("facegan-cartoon", "1").tags["direction.sefa.3"] == "big smile"
     assert names.save("sefa", 3, "") == {}
 
-    for ref, msg in {"models:/facegan-nope@best": r"no registered model 'facegan-nope' in http://127.0.0.1:\d+ "
-                                                  r"\(registered: facegan-cartoon\)",
-                     "models:/facegan-cartoon@worst": "model facegan-cartoon has no alias 'worst'",
-                     "0" * 32: f"no MLflow run {'0' * 32} in http"}.items():
+    for ref, msg in {
+        "models:/facegan-nope@best": r"no registered model 'facegan-nope' in http://127.0.0.1:\d+ "
+        r"\(registered: facegan-cartoon\)",
+        "models:/facegan-cartoon@worst": "model facegan-cartoon has no alias 'worst'",
+        "0" * 32: f"no MLflow run {'0' * 32} in http",
+    }.items():
         with pytest.raises(ExploreError, match=msg):
             resolve(ref)
 
@@ -198,9 +247,14 @@ def test_explore_command_serves_the_best_model_of_the_default_dataset(server, pi
     shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
     port = free_port()
     log = tmp_path / "explore.log"
-    proc = subprocess.Popen([sys.executable, "-c", "from facegan.cli import main; main()", "explore", "--port", str(port)],
-                            cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": server.uri, "COLUMNS": "200"},
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from facegan.cli import main; main()", "explore", "--port", str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": server.uri, "COLUMNS": "200"},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}/", proc, log)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10) as r:
@@ -209,9 +263,20 @@ def test_explore_command_serves_the_best_model_of_the_default_dataset(server, pi
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "explore", "--model-uri",
-                        "models:/facegan-sketch@best"], capture_output=True, text=True, cwd=tmp_path,
-                       env={**os.environ, "MLFLOW_TRACKING_URI": server.uri, "COLUMNS": "300"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from facegan.cli import main; main()",
+            "explore",
+            "--model-uri",
+            "models:/facegan-sketch@best",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": server.uri, "COLUMNS": "300"},
+    )
     assert r.returncode == 2 and "no registered model 'facegan-sketch'" in r.stderr
 
 
@@ -227,8 +292,13 @@ def test_vae_joins_the_fid_comparison_table(server, pipeline):
         run_stage(stage, "cartoon", vae, root, "vae")
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
     shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", root / "params.yaml")  # `report` reads tracking
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "report", "--out", "tables_vae"],
-                       capture_output=True, text=True, env=env, cwd=root)
+    r = subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", "report", "--out", "tables_vae"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = (root / "tables_vae" / "fid_table.csv").read_text().splitlines()
     header = rows[0].split(",")
@@ -258,9 +328,19 @@ def test_server_down_mid_run_loses_nothing(tmp_path, monkeypatch, caplog):
         assert len(t.pending) == 5  # 4 metrics + the end marker, kept on disk
         assert (tmp_path / "buf.jsonl").read_text().count('"op": "metric"') == 4
         s.start()
-        r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "track", "sync",
-                            str(tmp_path / "buf.jsonl")], capture_output=True, text=True,
-                           env={**os.environ, "MLFLOW_TRACKING_URI": s.uri})
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from facegan.cli import main; main()",
+                "track",
+                "sync",
+                str(tmp_path / "buf.jsonl"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MLFLOW_TRACKING_URI": s.uri},
+        )
         assert r.returncode == 0 and "sent 5 record(s)" in r.stdout, r.stderr[-2000:]
         assert [m.value for m in c.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4, 5, 6, 7]
         assert c.get_run(run.info.run_id).info.status == "FINISHED"
@@ -282,8 +362,13 @@ def test_server_down_mid_run_loses_nothing(tmp_path, monkeypatch, caplog):
 
 
 def _cli(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def _offline_params(uri: str):
@@ -353,7 +438,9 @@ def test_two_outages_of_one_stage_keep_both_runs(tmp_path, monkeypatch):
         exp = c.get_experiment_by_name("facegan").experiment_id
         parents = c.search_runs([exp], "tags.`facegan.kind` = 'pipeline'")
         assert len(parents) == 1 and parents[0].data.params["train.steps"] == "4"
-        assert parents[0].data.params["datasets.cartoon.source.n"] == "12" and parents[0].data.tags["dataset"] == "cartoon"
+        assert (
+            parents[0].data.params["datasets.cartoon.source.n"] == "12" and parents[0].data.tags["dataset"] == "cartoon"
+        )
         runs = c.search_runs([exp], "tags.`facegan.kind` = 'stage'", order_by=["attributes.start_time ASC"])
         assert [r.data.tags["stage"] for r in runs] == ["generate", "detect", "detect", "detect"]
         assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
@@ -370,9 +457,18 @@ def test_the_parent_key_ignores_what_the_pipeline_itself_writes_into_git(tmp_pat
     the git_dirty tag) must not, or one execution splits into two parents, the first left RUNNING."""
     from facegan import track
 
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    for name, text in (("dvc.lock", "schema: '2.0'\n"), ("data/models/.gitignore", "/cartoon\n"), ("src/code.py", "x = 1\n")):
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for name, text in (
+        ("dvc.lock", "schema: '2.0'\n"),
+        ("data/models/.gitignore", "/cartoon\n"),
+        ("src/code.py", "x = 1\n"),
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
@@ -417,8 +513,16 @@ def test_two_concurrent_pipelines_share_a_server_with_sqlite_store_and_artifact_
         procs = []
         for root in roots:
             root.mkdir()
-            procs.append(subprocess.Popen([sys.executable, "-c", CHAIN, str(tmp_path / "params.json"), ",".join(stages)],
-                                          cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", CHAIN, str(tmp_path / "params.json"), ",".join(stages)],
+                    cwd=root,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
         for proc in procs:
             out, _ = proc.communicate(timeout=600)
             assert proc.returncode == 0, out[-3000:]
@@ -436,7 +540,9 @@ def test_two_concurrent_pipelines_share_a_server_with_sqlite_store_and_artifact_
             by_stage = {r.data.tags["stage"]: r for r in children}
             assert by_stage["detect"].data.metrics["ok"] == 12
             assert [m.step for m in c.get_metric_history(by_stage["train"].info.run_id, "loss_d")] == [1, 2, 3, 4]
-            assert {"summary.json", "contact_sheet.png"} <= {a.path for a in c.list_artifacts(by_stage["detect"].info.run_id)}
+            assert {"summary.json", "contact_sheet.png"} <= {
+                a.path for a in c.list_artifacts(by_stage["detect"].info.run_id)
+            }
         stored = list((tmp_path / "artifacts").rglob("contact_sheet.png"))
         assert len(stored) == 2 * 6, stored  # the 6 per-image stages of both pipelines, in the server's folder
         for root in roots:

@@ -36,7 +36,11 @@ def test_generator_shapes(tiny_params_obj):
 
 
 def test_unknown_loss_lists_valid():
-    with pytest.raises(ValueError, match="unknown loss 'relativistic'; choose one of: hinge, lsgan, minimax, nonsaturating, wgan, wgan-div, wgan-gp"):
+    with pytest.raises(
+        ValueError,
+        match="unknown loss 'relativistic'; choose one of: "
+        "hinge, lsgan, minimax, nonsaturating, wgan, wgan-div, wgan-gp",
+    ):
         get_loss("relativistic")
 
 
@@ -58,7 +62,10 @@ def test_resume_is_bitwise_exact(layout, tmp_path, monkeypatch):
     monkeypatch.setattr(stepper, "step_generator", real_gen)
     run_train(cfg, layout.packed, tmp_path / "resumed")
 
-    a, b = load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    a, b = (
+        load_checkpoint(tmp_path / "straight" / "checkpoint.pt"),
+        load_checkpoint(tmp_path / "resumed" / "checkpoint.pt"),
+    )
     for net in ("G", "D"):
         for k in a[net]:
             assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after resume"

@@ -47,7 +47,9 @@ def test_kl_divergence_matches_the_closed_form():
     assert kl_divergence(torch.zeros(4, 8), torch.zeros(4, 8)).item() == 0
     # per dim: 0.5 * (mu^2 + e^lv - 1 - lv); mu = 1, lv = 0 -> 0.5; mu = 0, lv = log 2 -> 0.5 * (1 - log 2)
     assert kl_divergence(torch.ones(2, 8), torch.zeros(2, 8)).item() == pytest.approx(4.0)
-    assert kl_divergence(torch.zeros(1, 1), torch.full((1, 1), np.log(2))).item() == pytest.approx(0.5 * (1 - np.log(2)))
+    assert kl_divergence(torch.zeros(1, 1), torch.full((1, 1), np.log(2))).item() == pytest.approx(
+        0.5 * (1 - np.log(2))
+    )
 
 
 def test_kl_weight_ramps_up_over_the_warmup():
@@ -78,7 +80,7 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
     loop.resume()
     loop.run()
     for a, b in ((straight.g, resumed.g), (straight.d, resumed.d)):
-        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.equal(x, y), name
 
 
@@ -97,11 +99,16 @@ def test_vae_is_trained_sampled_and_scored_by_the_gan_stages(layout, tmp_path):
     assert (at.model / "reconstructions.png").is_file()
 
 
-@pytest.mark.parametrize("change, msg", [({"diffaugment": ["color"]}, "unset diffaugment"),
-                                         ({"ada": {"enabled": True}}, "unset ada.enabled"),
-                                         ({"n_critic": 2}, "unset n_critic"),
-                                         ({"d_variant": "sn"}, "unset d_variant"),
-                                         ({"vae": {"kl_weight": -1}}, "train.vae.kl_weight")])
+@pytest.mark.parametrize(
+    "change, msg",
+    [
+        ({"diffaugment": ["color"]}, "unset diffaugment"),
+        ({"ada": {"enabled": True}}, "unset ada.enabled"),
+        ({"n_critic": 2}, "unset n_critic"),
+        ({"d_variant": "sn"}, "unset d_variant"),
+        ({"vae": {"kl_weight": -1}}, "train.vae.kl_weight"),
+    ],
+)
 def test_settings_without_meaning_for_a_vae_are_refused(change, msg):
     raw = tiny_params().model_dump(mode="json")
     raw["train"] = {**raw["train"], "model": "vae", **change}

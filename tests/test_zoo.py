@@ -128,7 +128,7 @@ def test_ema_tracks_generator():
     t.step()
     after = list(t.ema.model.parameters())
     g_params = list(t.g.parameters())
-    for b, a, g in zip(before, after, g_params):
+    for b, a, g in zip(before, after, g_params, strict=True):
         assert torch.allclose(a, 0.5 * b + 0.5 * g, atol=1e-6)
 
 
@@ -147,23 +147,64 @@ def test_acgan_run_writes_attribute_grids_gif_and_samples_by_label(layout, tmp_p
     ims = sample_checkpoint(tmp_path / "checkpoint.pt", 4, seed=3, labels="hair=blond,glasses=1")
     assert ims.shape == (4, 32, 32, 3) and ims.dtype == np.uint8
     assert np.array_equal(ims, sample_checkpoint(tmp_path / "checkpoint.pt", 4, seed=3, labels="hair=blond,glasses=1"))
-    assert not np.array_equal(ims, sample_checkpoint(tmp_path / "checkpoint.pt", 4, seed=3, labels="hair=black,glasses=1"))
-    with pytest.raises(LabelError, match="unknown value 'green' for hair_color; valid: black, blond, blue, brown, gray, pink, red"):
+    assert not np.array_equal(
+        ims, sample_checkpoint(tmp_path / "checkpoint.pt", 4, seed=3, labels="hair=black,glasses=1")
+    )
+    with pytest.raises(
+        LabelError, match="unknown value 'green' for hair_color; valid: black, blond, blue, brown, gray, pink, red"
+    ):
         sample_checkpoint(tmp_path / "checkpoint.pt", 1, 0, "hair_color=green")
-    with pytest.raises(LabelError, match=r"unknown value 'green' for 'hair' \(hair_color: black, .*; hairstyle: bob, bun"):
+    with pytest.raises(
+        LabelError, match=r"unknown value 'green' for 'hair' \(hair_color: black, .*; hairstyle: bob, bun"
+    ):
         sample_checkpoint(tmp_path / "checkpoint.pt", 1, 0, "hair=green")
     with pytest.raises(LabelError, match="unknown label 'hat'; attributes: hair_color, eye_color"):
         sample_checkpoint(tmp_path / "checkpoint.pt", 1, 0, "hat=1")
 
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "sample", "-c",
-                        str(tmp_path / "checkpoint.pt"), "-n", "3", "--labels", "glasses=2", "-o", str(tmp_path / "s")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from facegan.cli import main; main()",
+            "sample",
+            "-c",
+            str(tmp_path / "checkpoint.pt"),
+            "-n",
+            "3",
+            "--labels",
+            "glasses=2",
+            "-o",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "unknown value '2' for glasses; valid: 0, 1" in r.stderr
-    r = subprocess.run([sys.executable, "-c", "from facegan.cli import main; main()", "sample", "-c",
-                        str(tmp_path / "checkpoint.pt"), "-n", "3", "--labels", "eye=blue", "-o", str(tmp_path / "s")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from facegan.cli import main; main()",
+            "sample",
+            "-c",
+            str(tmp_path / "checkpoint.pt"),
+            "-n",
+            "3",
+            "--labels",
+            "eye=blue",
+            "-o",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["grid.png", "seed0_0000.png", "seed0_0001.png", "seed0_0002.png"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "grid.png",
+        "seed0_0000.png",
+        "seed0_0001.png",
+        "seed0_0002.png",
+    ]
 
 
 def test_parse_labels_rules():
@@ -190,7 +231,11 @@ def test_acgan_resume_is_bitwise_exact(layout, tmp_path, monkeypatch):
     cfg = tiny_params(steps=4, model="acgan", loss="hinge", ema=0.9, diffaugment=["color", "cutout"], n_critic=2).train
     run_train(cfg, layout.packed, tmp_path / "a")
     real = stepper.step_generator
-    monkeypatch.setattr(stepper, "step_generator", lambda seed, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else real(seed, step))
+    monkeypatch.setattr(
+        stepper,
+        "step_generator",
+        lambda seed, step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else real(seed, step),
+    )
     with pytest.raises(KeyboardInterrupt):
         run_train(cfg, layout.packed, tmp_path / "b")
     monkeypatch.setattr(stepper, "step_generator", real)

@@ -45,7 +45,9 @@ def _generate(p: Params, at: Layout, t: Tracker) -> dict:
 
     source = p.dataset(at.dataset).source
     if source.kind != "cartoon":
-        raise ParamsError(f"dataset {at.dataset!r} has source.kind {source.kind!r}: only 'cartoon' datasets are generated")
+        raise ParamsError(
+            f"dataset {at.dataset!r} has source.kind {source.kind!r}: only 'cartoon' datasets are generated"
+        )
     return {"images": generate(source, at.raw, _pool(p))}
 
 
@@ -118,8 +120,9 @@ def _train(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.train.run import run_train
 
     scorer = Scorer(p.train.fid_extractor, p.evaluate, at.stats, at.classifier) if p.train.fid_every else None
-    result = run_train(p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics, work=at.checkpoints,
-                       stale="restart")
+    result = run_train(
+        p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics, work=at.checkpoints, stale="restart"
+    )
     for name in ("samples.png", "interpolation.gif", "losses.csv", "fid.csv"):
         t.log_artifact(at.model / name)
     return {"seconds_per_step": result.seconds / max(1, result.steps)}
@@ -135,8 +138,16 @@ def _evaluate(p: Params, at: Layout, t: Tracker) -> dict:
 def _report(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.report import run_report
 
-    return run_report(p, at.dataset, at.root / "data" / "interim" / at.dataset, at.packed, at.model, at.evaluation,
-                      at.report, tracker=t)
+    return run_report(
+        p,
+        at.dataset,
+        at.root / "data" / "interim" / at.dataset,
+        at.packed,
+        at.model,
+        at.evaluation,
+        at.report,
+        tracker=t,
+    )
 
 
 def _cyclegan(p: Params, at: Layout, t: Tracker) -> dict:
@@ -145,14 +156,21 @@ def _cyclegan(p: Params, at: Layout, t: Tracker) -> dict:
     metrics = translate.run(p, at.root, on_step=t.log_metrics)
     t.set_tags({"a": p.cyclegan.a, "b": p.cyclegan.b, "model": "cyclegan"})
     model = at.root / translate.OUT / "model"
-    for path in (model / "samples.png", model / "translated_a_to_b.png", model / "translated_b_to_a.png",
-                 model / "losses.csv", at.root / translate.OUT / "metrics.json"):
+    for path in (
+        model / "samples.png",
+        model / "translated_a_to_b.png",
+        model / "translated_b_to_a.png",
+        model / "losses.csv",
+        at.root / translate.OUT / "metrics.json",
+    ):
         t.log_artifact(path)
-    return {d: metrics[d] for d in translate.DIRECTIONS if d in metrics} | {"seconds_per_step": metrics["seconds_per_step"]}
+    return {d: metrics[d] for d in translate.DIRECTIONS if d in metrics} | {
+        "seconds_per_step": metrics["seconds_per_step"]
+    }
 
 
-# In dependency order: raw -> detect -> verify -> align -> matte -> upscale -> quality -> pack -> (classifier, refstats) -> train
-# -> evaluate -> report
+# In dependency order: raw -> detect -> verify -> align -> matte -> upscale -> quality -> pack
+# -> (classifier, refstats) -> train -> evaluate -> report
 STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] = {
     "generate": (_generate, "Draw the embedded cartoon dataset into data/raw/<dataset>."),
     "detect": (_detect, "Find faces and cut square crops with context."),
@@ -170,12 +188,20 @@ STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] 
 }
 # stages over two datasets, run for the first one named in their params section
 PAIR_STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] = {
-    "cyclegan": (_cyclegan, "CycleGAN between cyclegan.a and cyclegan.b: translated grids both ways, FID per direction."),
+    "cyclegan": (
+        _cyclegan,
+        "CycleGAN between cyclegan.a and cyclegan.b: translated grids both ways, FID per direction.",
+    ),
 }
 
 
-def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yaml", root: Path | str = ".",
-              variant: str | None = None) -> float:
+def run_stage(
+    name: str,
+    dataset: str,
+    params: Params | Path | str = "params.yaml",
+    root: Path | str = ".",
+    variant: str | None = None,
+) -> float:
     """Run one stage for one dataset (tracked as a nested MLflow run); returns the seconds it took.
     Afterwards the params that wrote its outputs are recorded (facegan.provenance, for caches)."""
     from facegan import provenance, track
@@ -197,9 +223,11 @@ def run_stage(name: str, dataset: str, params: Params | Path | str = "params.yam
     # the run's parent: stages over two datasets have none (a run of their own, with their params section);
     # the transfer story's runs (pretrain, fine-tunes) share one; every other stage is in its dataset's chain
     parent = "none" if name in PAIR_STAGES else "transfer" if p.transfer.includes(dataset, variant) else "dataset"
-    t: Tracker = (track.stage_tracker(p.tracking, name, dataset, p, root, parent, name if parent == "none" else None,
-                                      variant)
-                  if p.tracking.enabled and rank0 else track.NullTracker())  # type: ignore[assignment]  # same interface
+    t: Tracker
+    if p.tracking.enabled and rank0:
+        t = track.stage_tracker(p.tracking, name, dataset, p, root, parent, name if parent == "none" else None, variant)
+    else:
+        t = track.NullTracker()  # type: ignore[assignment]  # Tracker's interface, recording nothing
     t0 = time.perf_counter()
     log.info("stage %s: dataset %s", name, dataset)
     at = Layout(root, dataset, variant)

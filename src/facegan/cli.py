@@ -22,9 +22,14 @@ app = typer.Typer(
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file", dir_okay=False)
 ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file_okay=False)
 # commands that only talk to MLflow: the store is params.yaml's tracking.tracking_uri (MLFLOW_TRACKING_URI wins)
-TRACKING_PARAMS = typer.Option(None, "--params", "-p", dir_okay=False,
-                               help="params file whose `tracking` section names the MLflow store "
-                                    "(default: ./params.yaml when present; MLFLOW_TRACKING_URI overrides it)")
+TRACKING_PARAMS = typer.Option(
+    None,
+    "--params",
+    "-p",
+    dir_okay=False,
+    help="params file whose `tracking` section names the MLflow store "
+    "(default: ./params.yaml when present; MLFLOW_TRACKING_URI overrides it)",
+)
 
 
 def _tracking(params: Path | None):
@@ -45,7 +50,11 @@ def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
 
 
 def _add_stage_command(name: str, doc: str) -> None:
-    def command(dataset: str = typer.Argument(..., help="dataset name from params.yaml"), params: Path = PARAMS, root: Path = ROOT) -> None:
+    def command(
+        dataset: str = typer.Argument(..., help="dataset name from params.yaml"),
+        params: Path = PARAMS,
+        root: Path = ROOT,
+    ) -> None:
         _run([name], dataset, params, root)
 
     command.__doc__ = doc
@@ -60,8 +69,9 @@ for _name, (_fn, _doc) in STAGES.items():
 @app.command("transfer")
 def transfer(
     step: str = typer.Argument(..., help="pretrain | finetune | table | all"),
-    run: str | None = typer.Argument(None, help="fine-tune run name from transfer.runs (finetune only; "
-                                                "default: every run)"),
+    run: str | None = typer.Argument(
+        None, help="fine-tune run name from transfer.runs (finetune only; default: every run)"
+    ),
     params: Path = PARAMS,
     root: Path = ROOT,
 ) -> None:
@@ -113,7 +123,9 @@ def report(
     p = load_params(params)
     rows = rows_of(track.pipeline_runs(p.tracking, dataset, model, experiment or None))
     if not rows:
-        typer.echo("no finished pipeline runs found in MLflow" + (f" for dataset {dataset}" if dataset else ""), err=True)
+        typer.echo(
+            "no finished pipeline runs found in MLflow" + (f" for dataset {dataset}" if dataset else ""), err=True
+        )
         raise typer.Exit(1)
     print_table(rows)
     files = write_table(rows, out)
@@ -145,8 +157,12 @@ def check(params: Path = PARAMS) -> None:
 
 @app.command("sample")
 def sample(
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", exists=True, dir_okay=False, help="checkpoint.pt"),
-    model_uri: str | None = typer.Option(None, "--model-uri", help="a registered generator, e.g. models:/facegan-cartoon@best"),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", "-c", exists=True, dir_okay=False, help="checkpoint.pt"
+    ),
+    model_uri: str | None = typer.Option(
+        None, "--model-uri", help="a registered generator, e.g. models:/facegan-cartoon@best"
+    ),
     n: int = typer.Option(16, "-n", min=1, help="number of images"),
     seed: int = typer.Option(0, "--seed", "-s", help="noise seed"),
     labels: str = typer.Option("", "--labels", "-l", help="conditional models: e.g. hair=blond,glasses=1"),
@@ -175,10 +191,19 @@ def sample(
 
 @app.command("explore")
 def explore(
-    model_uri: str | None = typer.Option(None, "--model-uri", help="a registered generator, e.g. models:/facegan-cartoon@best "
-                                         "(default: the best model of the first dataset in params.yaml)"),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", dir_okay=False,
-                                           help="checkpoint.pt of `facegan train` or data/cyclegan/model/checkpoint.pt"),
+    model_uri: str | None = typer.Option(
+        None,
+        "--model-uri",
+        help="a registered generator, e.g. models:/facegan-cartoon@best "
+        "(default: the best model of the first dataset in params.yaml)",
+    ),
+    checkpoint: Path | None = typer.Option(
+        None,
+        "--checkpoint",
+        "-c",
+        dir_okay=False,
+        help="checkpoint.pt of `facegan train` or data/cyclegan/model/checkpoint.pt",
+    ),
     run: str | None = typer.Option(None, "--run", help="MLflow run id of a pipeline whose generator is registered"),
     host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)"),
     port: int = typer.Option(7860, min=0, max=65535, help="port (0: any free one)"),
@@ -219,11 +244,14 @@ def fid(
     from facegan.logs import setup_logging
 
     setup_logging()
-    cfg = parse_section(EvaluateConfig, {"mode": mode, "batch_size": batch_size, "inception_weights": weights},
-                        "facegan fid options")
+    cfg = parse_section(
+        EvaluateConfig, {"mode": mode, "batch_size": batch_size, "inception_weights": weights}, "facegan fid options"
+    )
     r = compare_folders(folder_a, folder_b, cfg, extractor)
-    typer.echo(f"FD ({r['extractor']}, {r['mode']}): {r['fd']:.6f}   KID: {r['kid']:.6f} +- {r['kid_std']:.6f}   "
-               f"({r['n_a']} vs {r['n_b']} images)")
+    typer.echo(
+        f"FD ({r['extractor']}, {r['mode']}): {r['fd']:.6f}   KID: {r['kid']:.6f} +- {r['kid_std']:.6f}   "
+        f"({r['n_a']} vs {r['n_b']} images)"
+    )
 
 
 @app.command("exp-table")
@@ -275,8 +303,11 @@ app.add_typer(track_app, name="track")
 
 
 @track_app.command("sync")
-def track_sync(buffers: list[Path] = typer.Argument(None, help="buffer files (default: all in <root>/.facegan/tracking)"),
-               params: Path | None = TRACKING_PARAMS, root: Path = ROOT) -> None:
+def track_sync(
+    buffers: list[Path] = typer.Argument(None, help="buffer files (default: all in <root>/.facegan/tracking)"),
+    params: Path | None = TRACKING_PARAMS,
+    root: Path = ROOT,
+) -> None:
     """Send records kept locally while the tracking server was unreachable (runs and parents it could not
     create are created now, with their original start times and parent links)."""
     from facegan import track
@@ -291,15 +322,18 @@ def track_sync(buffers: list[Path] = typer.Argument(None, help="buffer files (de
             typer.echo(f"skipped {f}: {e}", err=True)
         except Exception as e:  # noqa: BLE001 - the store is still unreachable: the file stays for the next sync
             failed += 1
-            typer.echo(f"not sent {f} (kept): MLflow at {track.tracking_uri(cfg)}: {type(e).__name__}: {str(e)[:200]}",
-                       err=True)
+            typer.echo(
+                f"not sent {f} (kept): MLflow at {track.tracking_uri(cfg)}: {type(e).__name__}: {str(e)[:200]}",
+                err=True,
+            )
     typer.echo(f"sent {sent} record(s) from {len(files) - failed} of {len(files)} file(s)")
     if failed:
         raise typer.Exit(1)
 
 
-dataset_app = typer.Typer(help="Custom datasets: add a folder or zip of faces in one command, list, show, remove.",
-                          no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Custom datasets: add a folder or zip of faces in one command, list, show, remove.", no_args_is_help=True
+)
 app.add_typer(dataset_app, name="dataset")
 
 
@@ -348,8 +382,9 @@ def dataset_list(params: Path = PARAMS, root: Path = ROOT) -> None:
     for name in names:
         d = datasets.describe(name, params, root)
         pack = d["stages"].get("pack", {})
-        table.add_row(name, d["source"], str(d["raw_images"]), str(pack.get("ok", "-")), str(pack.get("rejected", "-")),
-                      d["size"])
+        table.add_row(
+            name, d["source"], str(d["raw_images"]), str(pack.get("ok", "-")), str(pack.get("rejected", "-")), d["size"]
+        )
     Console().print(table)
 
 
@@ -366,20 +401,31 @@ def dataset_show(name: str, params: Path = PARAMS, root: Path = ROOT) -> None:
     con.print(f"[bold]{name}[/]: source {d['source']}, {d['raw_images']} raw images, {d['size']} on disk")
     con.print("backends (params): " + ", ".join(f"{k} {v}" for k, v in d["backends"].items()))
     if d["backends_used"]:
-        con.print("backends used: " + ", ".join(
-            f"{stage} " + " + ".join(f"{b} ({n})" for b, n in counts.items()) for stage, counts in d["backends_used"].items()
-            if counts))
+        con.print(
+            "backends used: "
+            + ", ".join(
+                f"{stage} " + " + ".join(f"{b} ({n})" for b, n in counts.items())
+                for stage, counts in d["backends_used"].items()
+                if counts
+            )
+        )
     con.print("labels: " + (", ".join(d["label_columns"]) or "none"))
     table = Table("stage", "ok", "rejected", "reasons")
     for stage, counts in d["stages"].items():
-        reasons = "; ".join(f"{k.split(':', 1)[1].strip()}: {v}" for k, v in counts.items() if k.startswith("rejected:"))
+        reasons = "; ".join(
+            f"{k.split(':', 1)[1].strip()}: {v}" for k, v in counts.items() if k.startswith("rejected:")
+        )
         table.add_row(stage, str(counts.get("ok", 0)), str(counts.get("rejected", 0)), reasons or "-")
     con.print(table if d["stages"] else "not processed yet: dvc repro report@" + name)
 
 
 @dataset_app.command("remove")
-def dataset_remove(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
-                   params: Path = PARAMS, root: Path = ROOT) -> None:
+def dataset_remove(
+    name: str,
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+    params: Path = PARAMS,
+    root: Path = ROOT,
+) -> None:
     """Remove a dataset's params block, DVC tracking and data folders (other datasets are not touched)."""
     from facegan import datasets
     from facegan.config import load_params

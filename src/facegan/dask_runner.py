@@ -23,15 +23,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # busy machines start it slowly
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # here and in the workers: no per-connection chatter
 
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.context import FlowRunContext, TaskRunContext  # noqa: E402
-from prefect.futures import as_completed  # noqa: E402
-from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
-from prefect_dask import DaskTaskRunner  # noqa: E402
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.futures import as_completed
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_dask import DaskTaskRunner
 
-from facegan.config import OrchestrationConfig, ParamsError  # noqa: E402
-from facegan.parallel import auto_chunk, progress  # noqa: E402
+from facegan.config import OrchestrationConfig, ParamsError
+from facegan.parallel import auto_chunk, progress
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,11 @@ def check_scheduler(address: str, timeout: float = 10) -> None:
         with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 8786), timeout=timeout):
             pass
     except OSError as e:
-        raise ParamsError(f"orchestration.dask.address {address}: no Dask scheduler answers ({e}); start one "
-                          f"(`dask scheduler`, then `dask worker {address}` on each machine) or set address: null "
-                          "for a LocalCluster of dask.local_workers processes") from None
+        raise ParamsError(
+            f"orchestration.dask.address {address}: no Dask scheduler answers ({e}); start one "
+            f"(`dask scheduler`, then `dask worker {address}` on each machine) or set address: null "
+            "for a LocalCluster of dask.local_workers processes"
+        ) from None
 
 
 def task_runner(cfg: OrchestrationConfig) -> DaskTaskRunner:
@@ -64,9 +66,14 @@ def task_runner(cfg: OrchestrationConfig) -> DaskTaskRunner:
     if cfg.dask.address:
         check_scheduler(cfg.dask.address)
         return DaskTaskRunner(address=cfg.dask.address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask.local_workers, "processes": True,
-                                          "threads_per_worker": cfg.dask.threads_per_worker,
-                                          "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": cfg.dask.local_workers,
+            "processes": True,
+            "threads_per_worker": cfg.dask.threads_per_worker,
+            "dashboard_address": None,
+        }
+    )
 
 
 def api_url() -> str:
@@ -127,7 +134,11 @@ class DaskPool:
                 bar.close()
             return [r for start in sorted(done) for r in done[start]]
 
-        log.info("%s: %d images as Prefect tasks on %s", desc, len(items),
-                 self.cfg.dask.address or f"a LocalCluster of {self.cfg.dask.local_workers} worker processes")
+        log.info(
+            "%s: %d images as Prefect tasks on %s",
+            desc,
+            len(items),
+            self.cfg.dask.address or f"a LocalCluster of {self.cfg.dask.local_workers} worker processes",
+        )
         with temporary_settings(updates={PREFECT_API_URL: api_url()}):  # sent to the workers with each task
             return per_image()

@@ -33,14 +33,22 @@ DATA_KINDS = ("raw", "interim", "processed", "classifiers", "stats", "models", "
 # truth: docs/benchmarks.md); the first one whose package and model files are on this machine is written into
 # params.yaml. Stages not named take the DatasetConfig defaults.
 KINDS: dict[str, dict[str, list[dict[str, Any]]]] = {
-    "photos": {"detect": [{"backend": "yunet", "min_size": 40}, {"backend": "hog", "min_size": 40}],
-               "align": [{"backend": "dlib68"}, {"backend": "yunet5"}],
-               "matte": [{"backend": "rembg"}, {"backend": "grabcut"}],
-               "upscale": [{"backend": "opencv", "model": "FSRCNN", "scale": 2}, {"backend": "lanczos"}]},
-    "drawings": {"detect": [{"backend": "haar", "min_size": 32}], "align": [{"backend": "dlib68"}],
-                 "matte": [{"backend": "none"}]},
-    "anime": {"detect": [{"backend": "anime", "cascade": "lbpcascade_animeface.xml", "min_size": 32}],
-              "align": [{"backend": "box"}], "matte": [{"backend": "none"}]},
+    "photos": {
+        "detect": [{"backend": "yunet", "min_size": 40}, {"backend": "hog", "min_size": 40}],
+        "align": [{"backend": "dlib68"}, {"backend": "yunet5"}],
+        "matte": [{"backend": "rembg"}, {"backend": "grabcut"}],
+        "upscale": [{"backend": "opencv", "model": "FSRCNN", "scale": 2}, {"backend": "lanczos"}],
+    },
+    "drawings": {
+        "detect": [{"backend": "haar", "min_size": 32}],
+        "align": [{"backend": "dlib68"}],
+        "matte": [{"backend": "none"}],
+    },
+    "anime": {
+        "detect": [{"backend": "anime", "cascade": "lbpcascade_animeface.xml", "min_size": 32}],
+        "align": [{"backend": "box"}],
+        "matte": [{"backend": "none"}],
+    },
 }
 
 
@@ -64,8 +72,12 @@ def _superres(cfg) -> None:
 
 # (stage, backend) -> a check raising ModelFileError when its package or model files are not here (the others
 # need only what `make install` installs)
-NEEDS_FILES = {("detect", "yunet"): _yunet, ("align", "yunet5"): _yunet, ("matte", "rembg"): _rembg,
-               ("upscale", "opencv"): _superres}
+NEEDS_FILES = {
+    ("detect", "yunet"): _yunet,
+    ("align", "yunet5"): _yunet,
+    ("matte", "rembg"): _rembg,
+    ("upscale", "opencv"): _superres,
+}
 
 
 def pick_backends(kind: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -90,8 +102,9 @@ def pick_backends(kind: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
     return chosen, notes
 
 
-def dataset_block(name: str, kind: str, has_labels: bool, has_references: bool,
-                  backends: dict[str, dict[str, Any]] | None = None) -> str:
+def dataset_block(
+    name: str, kind: str, has_labels: bool, has_references: bool, backends: dict[str, dict[str, Any]] | None = None
+) -> str:
     """The params.yaml lines of a new dataset: every section written out, in flow style (backends: pick_backends)."""
     backends = pick_backends(kind)[0] if backends is None else backends
     raw: dict[str, Any] = {"source": {"kind": "folder"}, **{k: dict(v) for k, v in backends.items()}}
@@ -109,7 +122,7 @@ def dataset_block(name: str, kind: str, has_labels: bool, has_references: bool,
 def _datasets_span(text: str) -> tuple[int, int]:
     """(first line index after `datasets:`, index of the next top-level key) in params.yaml lines."""
     lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if re.match(r"^datasets:\s*(#.*)?$", l)), None)
+    start = next((i for i, line in enumerate(lines) if re.match(r"^datasets:\s*(#.*)?$", line)), None)
     if start is None:
         raise ParamsError("params.yaml has no top-level 'datasets:' mapping")
     end = next((i for i in range(start + 1, len(lines)) if re.match(r"^[^\s#]", lines[i])), len(lines))
@@ -152,27 +165,44 @@ def check_labels(csv_path: Path, images: list[str]) -> list[str]:
     problems += [f"row for {f!r}: no such image" for f in rows if f not in known]
     missing = [f for f in images if f not in rows]
     if missing:
-        problems.append(f"{len(missing)} image(s) without a label row (they will be rejected at pack), "
-                        f"e.g. {', '.join(missing[:3])}")
+        problems.append(
+            f"{len(missing)} image(s) without a label row (they will be rejected at pack), "
+            f"e.g. {', '.join(missing[:3])}"
+        )
     return problems
 
 
-def add(name: str, src: Path, kind: str = "photos", references: Path | None = None, labels: Path | None = None,
-        cascade: Path | None = None, params_file: Path = Path("params.yaml"), root: Path = Path(".")) -> dict:
+def add(
+    name: str,
+    src: Path,
+    kind: str = "photos",
+    references: Path | None = None,
+    labels: Path | None = None,
+    cascade: Path | None = None,
+    params_file: Path = Path("params.yaml"),
+    root: Path = Path("."),
+) -> dict:
     """Import, track and configure a new dataset; returns a report (counts, label problems)."""
     if kind not in KINDS:
         raise ParamsError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     p = load_params(params_file)
     if name in p.datasets:
-        raise ParamsError(f"dataset {name!r} already exists in {params_file} (remove it first: facegan dataset remove {name})")
+        raise ParamsError(
+            f"dataset {name!r} already exists in {params_file} (remove it first: facegan dataset remove {name})"
+        )
     raw = root / "data" / "raw" / name
     if raw.exists():
         raise ParamsError(f"{raw} already exists; remove it or choose another name")
     original = params_file.read_text(encoding="utf-8")
     try:
         report: ImportReport = import_images(src, raw / "images")
-        out: dict[str, Any] = {"name": name, "kind": kind, "import": report.summary(),
-                               "skipped": report.skipped, "duplicates": report.duplicates}
+        out: dict[str, Any] = {
+            "name": name,
+            "kind": kind,
+            "import": report.summary(),
+            "skipped": report.skipped,
+            "duplicates": report.duplicates,
+        }
         if references is not None:
             out["references"] = import_images(references, raw / "references").summary()
         if labels is not None:
@@ -180,12 +210,16 @@ def add(name: str, src: Path, kind: str = "photos", references: Path | None = No
             out["label_problems"] = check_labels(raw / "labels.csv", report.imported)
         if kind == "anime":
             if cascade is None or not cascade.is_file():
-                raise ModelFileMissing("kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml "
-                                        "(github.com/nagadomi/lbpcascade_animeface)")
+                raise ModelFileMissing(
+                    "kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml "
+                    "(github.com/nagadomi/lbpcascade_animeface)"
+                )
             shutil.copyfile(cascade, raw / "lbpcascade_animeface.xml")
         backends, out["backends"] = pick_backends(kind)
-        params_file.write_text(insert_block(original, dataset_block(name, kind, labels is not None,
-                                                                    references is not None, backends)), encoding="utf-8")
+        params_file.write_text(
+            insert_block(original, dataset_block(name, kind, labels is not None, references is not None, backends)),
+            encoding="utf-8",
+        )
         load_params(params_file)  # the edited file must load, or nothing is kept
         _dvc(root, "add", str(Path("data") / "raw" / name))
     except BaseException:
@@ -221,10 +255,16 @@ def describe(name: str, params_file: Path = Path("params.yaml"), root: Path = Pa
     label_columns = []
     if cfg.pack.labels and label_file.is_file():
         label_columns = label_file.read_text(encoding="utf-8").splitlines()[0].split(",")[1:]
-    return {"name": name, "source": cfg.source.kind, "raw_images": sum(1 for f in images.rglob("*") if f.is_file())
-            if images.is_dir() else 0, "stages": stages, "label_columns": label_columns,
-            "backends": {s: getattr(cfg, s).backend for s in ("detect", "verify", "align", "matte", "upscale")},
-            "backends_used": backends_used(at), "size": _human(sum(_size(data / k / name) for k in DATA_KINDS))}
+    return {
+        "name": name,
+        "source": cfg.source.kind,
+        "raw_images": sum(1 for f in images.rglob("*") if f.is_file()) if images.is_dir() else 0,
+        "stages": stages,
+        "label_columns": label_columns,
+        "backends": {s: getattr(cfg, s).backend for s in ("detect", "verify", "align", "matte", "upscale")},
+        "backends_used": backends_used(at),
+        "size": _human(sum(_size(data / k / name) for k in DATA_KINDS)),
+    }
 
 
 def backends_used(at: Layout) -> dict[str, dict[str, int]]:

@@ -78,6 +78,7 @@ _ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[^\s'\"(),/]+/)+([^\s'\"(),/]*)")
 def host_free(text: str) -> str:
     """`text` with absolute paths cut to their last two parts (`.../checkpoints/x.pth`): what outputs record must
     not depend on the machine or folder a run happened in (the log keeps the full paths)."""
+
     def cut(m: re.Match) -> str:
         parts = m.group(0).rstrip("/").split("/")
         return ".../" + "/".join(parts[-2:]) + ("/" if m.group(0).endswith("/") else "")

@@ -84,7 +84,9 @@ def read_upload(path: str | Path | None) -> np.ndarray:
         return read_image(p)
     except ImageError as e:
         reason = str(e).replace(f"'{p}'", "").replace(str(p), p.name).strip()  # the server's temp path means nothing
-        raise ExploreError(f"upload {p.name!r} is not a usable image ({reason}); upload a PNG, JPEG or WebP face") from None
+        raise ExploreError(
+            f"upload {p.name!r} is not a usable image ({reason}); upload a PNG, JPEG or WebP face"
+        ) from None
     except OSError as e:
         raise ExploreError(f"upload {p.name!r} could not be read ({e.strerror or e})") from None
 
@@ -148,8 +150,14 @@ class Sampler:
         psi = self._check_psi(psi)
         return self._render(seed_z(self.z_dim, seeds), self.labels(seeds, labels), psi)
 
-    def image(self, seed: int, psi: float = 1.0, labels: dict[str, str] | None = None,
-              direction: tuple[str, int, float] | None = None, mix: tuple[int, Sequence[str]] | None = None) -> np.ndarray:
+    def image(
+        self,
+        seed: int,
+        psi: float = 1.0,
+        labels: dict[str, str] | None = None,
+        direction: tuple[str, int, float] | None = None,
+        mix: tuple[int, Sequence[str]] | None = None,
+    ) -> np.ndarray:
         """The image of one seed; `direction` and `mix` are StyleGAN2's extra sliders."""
         if direction or mix:
             raise ExploreError(f"latent directions and style mixing need a StyleGAN2 model, this one is {self.kind}")
@@ -160,8 +168,15 @@ class Sampler:
         n = _count(n, "the number of samples")
         return grid(self.images(range(seed, seed + n), psi, labels))
 
-    def interpolation(self, seed_a: int, seed_b: int, steps: int = 8, mode: str = "slerp", psi: float = 1.0,
-                      labels: dict[str, str] | None = None) -> np.ndarray:
+    def interpolation(
+        self,
+        seed_a: int,
+        seed_b: int,
+        steps: int = 8,
+        mode: str = "slerp",
+        psi: float = 1.0,
+        labels: dict[str, str] | None = None,
+    ) -> np.ndarray:
         """A strip walking from seed_a's latent to seed_b's (labels, where any, those of seed_a)."""
         steps = _count(steps, "the interpolation steps", 32)
         if steps < 2:
@@ -169,7 +184,9 @@ class Sampler:
         psi = self._check_psi(psi)
         za, zb = seed_z(self.z_dim, [seed_a, seed_b])
         y = self.labels([seed_a], labels)
-        return strip(self._render(interpolate(za, zb, steps, mode), y.expand(steps, -1) if y is not None else None, psi))
+        return strip(
+            self._render(interpolate(za, zb, steps, mode), y.expand(steps, -1) if y is not None else None, psi)
+        )
 
 
 class ConditionalSampler(Sampler):
@@ -188,7 +205,12 @@ class ConditionalSampler(Sampler):
         for s in seeds:  # the seed's own draw, independent of the z of the same seed
             gen = torch.Generator().manual_seed(int(s) + 1_000_003)
             row = [int(torch.randint(len(self.label_values[n]), (), generator=gen)) for n in self.label_names]
-            rows.append([self.label_values[n].index(fixed[n]) if n in fixed else v for n, v in zip(self.label_names, row)])
+            rows.append(
+                [
+                    self.label_values[n].index(fixed[n]) if n in fixed else v
+                    for n, v in zip(self.label_names, row, strict=True)
+                ]
+            )
         return torch.tensor(rows, dtype=torch.long)
 
 
@@ -222,8 +244,13 @@ class StyleSampler(Sampler):
         return to_uint8(self.g.synthesis(self.g.latents(z, psi)))
 
     @torch.no_grad()
-    def styled(self, seed: int, psi: float = 1.0, direction: tuple[str, int, float] | None = None,
-               mix: tuple[int, Sequence[str]] | None = None) -> torch.Tensor:
+    def styled(
+        self,
+        seed: int,
+        psi: float = 1.0,
+        direction: tuple[str, int, float] | None = None,
+        mix: tuple[int, Sequence[str]] | None = None,
+    ) -> torch.Tensor:
         """Per-layer w (1, n_latent, w_dim) of `seed`: with `mix` = (seed2, groups) the layers of those groups
         take seed2's styles; with `direction` = (method, index, amount) w moves `amount` sigmas along it."""
         w = self.g.latents(seed_z(self.z_dim, [seed]), psi)
@@ -241,8 +268,14 @@ class StyleSampler(Sampler):
             w = w + float(amount) * spread[int(index)] * dirs[int(index)]
         return w
 
-    def image(self, seed: int, psi: float = 1.0, labels: dict[str, str] | None = None,
-              direction: tuple[str, int, float] | None = None, mix: tuple[int, Sequence[str]] | None = None) -> np.ndarray:
+    def image(
+        self,
+        seed: int,
+        psi: float = 1.0,
+        labels: dict[str, str] | None = None,
+        direction: tuple[str, int, float] | None = None,
+        mix: tuple[int, Sequence[str]] | None = None,
+    ) -> np.ndarray:
         self.labels([seed], labels)
         return self.render_w(self.styled(seed, psi, direction, mix))[0]
 
@@ -250,11 +283,18 @@ class StyleSampler(Sampler):
     def render_w(self, w: torch.Tensor) -> np.ndarray:
         return to_uint8(self.g.synthesis(w))
 
-    def direction_strip(self, seed: int, method: str, index: int, psi: float = 1.0, steps: int = 7,
-                        sigmas: float = 3.0) -> np.ndarray:
+    def direction_strip(
+        self, seed: int, method: str, index: int, psi: float = 1.0, steps: int = 7, sigmas: float = 3.0
+    ) -> np.ndarray:
         """The seed's image moved from -sigmas to +sigmas along one direction."""
-        return strip(np.concatenate([self.render_w(self.styled(seed, psi, (method, index, float(a))))
-                                     for a in np.linspace(-sigmas, sigmas, steps)]))
+        return strip(
+            np.concatenate(
+                [
+                    self.render_w(self.styled(seed, psi, (method, index, float(a))))
+                    for a in np.linspace(-sigmas, sigmas, steps)
+                ]
+            )
+        )
 
 
 class VAESampler(Sampler):
@@ -348,8 +388,10 @@ def load_model(path: Path) -> Model:
         g, cfg = generator_of(state, path)
         model = sampler_class(cfg.spec)(g, cfg, state, path)
     else:
-        raise ExploreError(f"{path} holds no generator the explorer knows (it holds: {', '.join(sorted(state)[:6])}); "
-                           "give a checkpoint.pt written by `facegan train` or the cyclegan stage")
+        raise ExploreError(
+            f"{path} holds no generator the explorer knows (it holds: {', '.join(sorted(state)[:6])}); "
+            "give a checkpoint.pt written by `facegan train` or the cyclegan stage"
+        )
     log.info("loaded %s from %s", model.describe(), path)
     return model
 
@@ -425,8 +467,11 @@ def resolve(ref: str, tracking=None) -> Source:
     from facegan.config import TrackingConfig
 
     try:
-        found = (track.registry_checkpoint(ref, tracking or TrackingConfig()) if ref.startswith("models:/")
-                 else track.run_checkpoint(ref, tracking or TrackingConfig()))
+        found = (
+            track.registry_checkpoint(ref, tracking or TrackingConfig())
+            if ref.startswith("models:/")
+            else track.run_checkpoint(ref, tracking or TrackingConfig())
+        )
     except track.ModelNotFound as e:
         raise ExploreError(str(e)) from None
     return Source(ref, found["checkpoint"], found["run_id"], (found["name"], found["version"]))

@@ -18,7 +18,7 @@ def in_torchrun() -> bool:
 def relaunch(nproc: int, argv: list[str]) -> int:
     """Run `python argv...` under `torchrun --standalone --nproc-per-node nproc`; returns its exit code."""
     torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"])
+    cmd = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
     cmd += ["--standalone", f"--nproc-per-node={nproc}", *argv]
     log.info("launching %d training processes: %s", nproc, " ".join(cmd))
     return subprocess.call(cmd)

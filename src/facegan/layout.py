@@ -81,4 +81,3 @@ class Layout:
 
 # the per-image preprocessing stages, in order: each writes data/interim/<dataset>/<stage>/ with a summary
 PER_IMAGE = ("detect", "verify", "align", "matte", "upscale", "quality")
-

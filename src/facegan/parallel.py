@@ -20,9 +20,19 @@ from tqdm.auto import tqdm
 if TYPE_CHECKING:
     pass
 
-PRELOAD = ["numpy", "cv2", "PIL.Image", "dlib", "facegan.preprocess.detect", "facegan.preprocess.verify",
-           "facegan.preprocess.align", "facegan.preprocess.matte", "facegan.preprocess.upscale",
-           "facegan.preprocess.quality", "facegan.data.cartoon"]
+PRELOAD = [
+    "numpy",
+    "cv2",
+    "PIL.Image",
+    "dlib",
+    "facegan.preprocess.detect",
+    "facegan.preprocess.verify",
+    "facegan.preprocess.align",
+    "facegan.preprocess.matte",
+    "facegan.preprocess.upscale",
+    "facegan.preprocess.quality",
+    "facegan.data.cartoon",
+]
 MAX_AUTO_CHUNK = 32
 
 T = TypeVar("T")

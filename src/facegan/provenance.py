@@ -44,12 +44,16 @@ def _record_path(root: Path, outputs: list[Path]) -> Path:
 
 def record(root: Path, outputs: list[Path], params_json: str) -> None:
     """After a stage wrote `outputs` under these params."""
-    write_text(_record_path(root, outputs), json.dumps({"params": params_hash(params_json), "outputs": fingerprint(outputs),
-                                                        "paths": [str(p) for p in outputs]}))
+    write_text(
+        _record_path(root, outputs),
+        json.dumps(
+            {"params": params_hash(params_json), "outputs": fingerprint(outputs), "paths": [str(p) for p in outputs]}
+        ),
+    )
 
 
 def outputs_state(root: Path, outputs: list[Path], params_json: str) -> str:
-    """"own" when `outputs` are absent or untouched since a stage wrote them under these params; otherwise
+    """ "own" when `outputs` are absent or untouched since a stage wrote them under these params; otherwise
     a string that changes with their content (fingerprint) and with the params recorded for them."""
     if not any(p.exists() for p in outputs):
         return "own"

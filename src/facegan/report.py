@@ -34,9 +34,16 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
         "mode": ev.get("mode", "legacy"),
         "extractors_ran": sorted(k for k, v in ev["extractors"].items() if v["status"] == "ok"),
         "extractors_unavailable": {k: v["reason"] for k, v in ev["extractors"].items() if v["status"] != "ok"},
-        "training": {"steps": int(losses[-1]["step"]), **{f"final_{k}": v for k, v in losses[-1].items() if k != "step"}},
-        "data": {"faces_detected": counts["detect"]["ok"], "rejected_detect": counts["detect"]["rejected"],
-                 "packed": packed["ok"], "rejected_total": packed["rejected"]},
+        "training": {
+            "steps": int(losses[-1]["step"]),
+            **{f"final_{k}": v for k, v in losses[-1].items() if k != "step"},
+        },
+        "data": {
+            "faces_detected": counts["detect"]["ok"],
+            "rejected_detect": counts["detect"]["rejected"],
+            "packed": packed["ok"],
+            "rejected_total": packed["rejected"],
+        },
     }
     return metrics
 
@@ -80,8 +87,9 @@ def dataset_hashes(processed: Path, stats: Path) -> dict[str, str]:
     return out
 
 
-def run_report(params: Params, dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path, dst: Path,
-               tracker=None) -> dict:
+def run_report(
+    params: Params, dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path, dst: Path, tracker=None
+) -> dict:
     """Write dst/metrics.json, samples.png, curves.png; then finish the pipeline's MLflow run."""
     from facegan.preprocess.score import score
 
@@ -100,8 +108,18 @@ def run_report(params: Params, dataset: str, interim: Path, processed: Path, mod
         # the exact params of this run, for `facegan reproduce` (copied beside the buffer when it cannot be sent)
         snapshot = tracker.folder / dataset / "params.yaml"
         write_text(snapshot, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
-        tags = {"steps": str(metrics["training"]["steps"]), **dataset_hashes(processed, processed.parent.parent / "stats" / dataset)}
-        track.finish_pipeline(params.tracking, tracker.parent_spec, dataset, metrics,
-                              [dst / "samples.png", dst / "metrics.json", dst / "curves.png", snapshot],
-                              tracker.folder, model / "checkpoint.pt", tags)
+        tags = {
+            "steps": str(metrics["training"]["steps"]),
+            **dataset_hashes(processed, processed.parent.parent / "stats" / dataset),
+        }
+        track.finish_pipeline(
+            params.tracking,
+            tracker.parent_spec,
+            dataset,
+            metrics,
+            [dst / "samples.png", dst / "metrics.json", dst / "curves.png", snapshot],
+            tracker.folder,
+            model / "checkpoint.pt",
+            tags,
+        )
     return metrics

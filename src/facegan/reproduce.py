@@ -15,8 +15,9 @@ from facegan.layout import Layout
 log = logging.getLogger(__name__)
 
 
-def reproduce(run_id: str, root: Path = Path("."), out: Path | None = None,
-              tracking: TrackingConfig = TrackingConfig()) -> dict[str, tuple[float, float]]:
+def reproduce(
+    run_id: str, root: Path = Path("."), out: Path | None = None, tracking: TrackingConfig = TrackingConfig()
+) -> dict[str, tuple[float, float]]:
     """Re-run train + evaluate of run `run_id` into `out`; returns {metric: (recorded, reproduced)}."""
     import mlflow
 
@@ -33,20 +34,31 @@ def reproduce(run_id: str, root: Path = Path("."), out: Path | None = None,
             raise ValueError(f"run {run_id} is not a facegan pipeline run")
         run = c.get_run(parent)
     dataset = run.data.tags["dataset"]
-    local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="params.yaml",
-                                                     tracking_uri=track.tracking_uri(tracking)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="params.yaml", tracking_uri=track.tracking_uri(tracking)
+        )
+    )
     params = parse_params(yaml.safe_load(local.read_text()), source=f"params of run {run.info.run_id}")
     at = Layout(root, dataset)
     recorded_hash = run.data.tags.get("dataset_sha256")
     current = sha256_file(at.packed / ZIP_NAME) if (at.packed / ZIP_NAME).is_file() else None
     if recorded_hash and current != recorded_hash:
-        raise ValueError(f"the packed dataset differs from the run's (run {recorded_hash[:12]}, workspace "
-                         f"{(current or 'missing')[:12]}): check out the run's commit ({run.data.tags.get('git_commit', '?')[:10]}) "
-                         "and `dvc repro` the data stages first")
+        raise ValueError(
+            f"the packed dataset differs from the run's (run {recorded_hash[:12]}, workspace "
+            f"{(current or 'missing')[:12]}): check out the run's commit ({run.data.tags.get('git_commit', '?')[:10]}) "
+            "and `dvc repro` the data stages first"
+        )
     out = out or root / "reproduce" / run.info.run_id
-    scorer = (Scorer(params.train.fid_extractor, params.evaluate, at.stats, at.classifier)
-              if params.train.fid_every else None)
+    scorer = (
+        Scorer(params.train.fid_extractor, params.evaluate, at.stats, at.classifier) if params.train.fid_every else None
+    )
     run_train(params.train, at.packed, out / "model", resume=False, scorer=scorer)
-    metrics = run_evaluate(params.evaluate, out / "model" / CHECKPOINT, at.packed, at.stats, out / "eval", at.classifier)
-    return {k: (run.data.metrics[k], float(metrics[k])) for k in sorted(run.data.metrics)
-            if k.startswith(("fd_", "kid_")) and metrics.get(k) is not None}
+    metrics = run_evaluate(
+        params.evaluate, out / "model" / CHECKPOINT, at.packed, at.stats, out / "eval", at.classifier
+    )
+    return {
+        k: (run.data.metrics[k], float(metrics[k]))
+        for k in sorted(run.data.metrics)
+        if k.startswith(("fd_", "kid_")) and metrics.get(k) is not None
+    }

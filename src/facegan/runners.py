@@ -15,8 +15,10 @@ def _dask(cfg: OrchestrationConfig, workers: int) -> Pool:
     try:
         from facegan.dask_runner import DaskPool  # prefect-dask, dask and distributed: only when chosen
     except ImportError as e:
-        raise ParamsError(f"orchestration.runner: dask needs prefect-dask ({e}): pip install 'facegan[dask]' "
-                          "(make install includes it)") from None
+        raise ParamsError(
+            f"orchestration.runner: dask needs prefect-dask ({e}): pip install 'facegan[dask]' "
+            "(make install includes it)"
+        ) from None
     return DaskPool(cfg)
 
 

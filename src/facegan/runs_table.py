@@ -6,8 +6,22 @@ import csv
 import io
 from pathlib import Path
 
-COLUMNS = ["run", "dataset", "model", "loss", "d_variant", "augment", "freeze_d", "fd_inception", "fd_dlib",
-           "kid_inception", "kid_dlib", "attr_acc_mean", "steps", "wall_s"]
+COLUMNS = [
+    "run",
+    "dataset",
+    "model",
+    "loss",
+    "d_variant",
+    "augment",
+    "freeze_d",
+    "fd_inception",
+    "fd_dlib",
+    "kid_inception",
+    "kid_dlib",
+    "attr_acc_mean",
+    "steps",
+    "wall_s",
+]
 
 
 def rows_of(runs: list) -> list[dict[str, object]]:
@@ -16,14 +30,20 @@ def rows_of(runs: list) -> list[dict[str, object]]:
     for r in runs:
         tags, m, p = r.data.tags, r.data.metrics, r.data.params
         wall = (r.info.end_time - r.info.start_time) / 1000 if r.info.end_time and r.info.start_time else None
-        out.append({
-            "run": r.info.run_id[:8], "dataset": tags.get("dataset", ""), "model": tags.get("model", ""),
-            "loss": tags.get("loss", ""), "d_variant": tags.get("d_variant", ""), "augment": tags.get("augment", ""),
-            "freeze_d": p.get("train.freeze_d", "-"),
-            **{k: m.get(k) for k in ("fd_inception", "fd_dlib", "kid_inception", "kid_dlib", "attr_acc_mean")},
-            "steps": int(m["training.steps"]) if "training.steps" in m else tags.get("steps", ""),
-            "wall_s": round(wall, 1) if wall is not None else None,
-        })
+        out.append(
+            {
+                "run": r.info.run_id[:8],
+                "dataset": tags.get("dataset", ""),
+                "model": tags.get("model", ""),
+                "loss": tags.get("loss", ""),
+                "d_variant": tags.get("d_variant", ""),
+                "augment": tags.get("augment", ""),
+                "freeze_d": p.get("train.freeze_d", "-"),
+                **{k: m.get(k) for k in ("fd_inception", "fd_dlib", "kid_inception", "kid_dlib", "attr_acc_mean")},
+                "steps": int(m["training.steps"]) if "training.steps" in m else tags.get("steps", ""),
+                "wall_s": round(wall, 1) if wall is not None else None,
+            }
+        )
     return out
 
 

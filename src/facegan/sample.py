@@ -50,17 +50,28 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     t = t[:, None]
     so = torch.sin(omega)
     lin = (1 - t) * a + t * b
-    return torch.where(so.abs() < 1e-6, lin, (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-12))
+    return torch.where(
+        so.abs() < 1e-6, lin, (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-12)
+    )
 
 
-def write_interpolation_gif(g: torch.nn.Module, z_dim: int, seeds: tuple[int, int], path: Path,
-                            y: torch.Tensor | None = None, frames: int = 24, scale: int = 2) -> None:
+def write_interpolation_gif(
+    g: torch.nn.Module,
+    z_dim: int,
+    seeds: tuple[int, int],
+    path: Path,
+    y: torch.Tensor | None = None,
+    frames: int = 24,
+    scale: int = 2,
+) -> None:
     """A ping-pong GIF walking from the noise of seeds[0] to that of seeds[1]."""
     za, zb = (torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds)
     z = slerp(za.expand(frames, -1), zb.expand(frames, -1), torch.linspace(0, 1, frames))
     ys = y[:1].expand(frames, -1) if y is not None else None
-    ims = [Image.fromarray(im).resize((im.shape[1] * scale, im.shape[0] * scale), Image.Resampling.NEAREST)
-           for im in render(g, z, ys)]
+    ims = [
+        Image.fromarray(im).resize((im.shape[1] * scale, im.shape[0] * scale), Image.Resampling.NEAREST)
+        for im in render(g, z, ys)
+    ]
     seq = ims + ims[-2:0:-1]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -78,8 +89,13 @@ def attribute_grid(g: torch.nn.Module, z: torch.Tensor, base: torch.Tensor, attr
     return image_grid(np.concatenate(rows), ncols=len(z))
 
 
-def write_training_samples(trainer, path: Path, final: bool = False, label_names: list[str] | None = None,
-                           label_values: dict[str, list[str]] | None = None) -> None:
+def write_training_samples(
+    trainer,
+    path: Path,
+    final: bool = False,
+    label_names: list[str] | None = None,
+    label_values: dict[str, list[str]] | None = None,
+) -> None:
     """Grid at fixed noise; when final, also per-attribute grids (conditional), an interpolation GIF and,
     for StyleGAN2, the style-mixing / truncation / SeFa figures."""
     cfg = trainer.cfg

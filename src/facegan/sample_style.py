@@ -109,8 +109,10 @@ def layer_groups(g) -> dict[str, list[int]]:
     min(4 * 2**ceil(i / 2), R) (a ToRGB shares its index with the next level's first conv)."""
     levels = [4 * 2**i for i in range(g.n_latent // 2)]
     level_of = [min(4 * 2 ** (-(-i // 2)), g.resolution) for i in range(g.n_latent)]
-    return {name: [i for i, r in enumerate(level_of) if r in part]
-            for name, part in zip(("coarse", "middle", "fine"), map(set, np.array_split(levels, 3)))}
+    return {
+        name: [i for i, r in enumerate(level_of) if r in part]
+        for name, part in zip(("coarse", "middle", "fine"), map(set, np.array_split(levels, 3)), strict=True)
+    }
 
 
 @torch.no_grad()

@@ -66,25 +66,28 @@ def git_state(root: Path = Path(".")) -> dict[str, str]:
     """Commit and dirty flag of the working tree (empty values outside a git checkout). Files the pipeline
     itself rewrites (dvc.lock, the .gitignore files DVC extends) do not count as dirty: the flag would
     otherwise flip in the middle of a `dvc repro`."""
+
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
+
     commit = git("rev-parse", "HEAD")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *PIPELINE_WRITES)) if commit else ""
     return {"git_commit": commit, "git_dirty": str(dirty)}
 
 
 def package_versions() -> dict[str, str]:
+    from contextlib import suppress
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
     for name in ("facegan", "torch", "numpy", "dvc", "mlflow", "dlib-bin", "opencv-contrib-python-headless"):
-        try:
+        with suppress(PackageNotFoundError):
             out[f"version.{name}"] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -94,7 +97,7 @@ def _experiment(c, name: str) -> str:
         return exp.experiment_id
     try:
         return c.create_experiment(name)
-    except Exception:  # noqa: BLE001 - another process sharing the server created it meanwhile
+    except Exception:
         exp = c.get_experiment_by_name(name)
         if exp is None:
             raise
@@ -118,12 +121,23 @@ def metric_key(name: str) -> str:
 # ---- runs described locally, created when the store can be reached -------------------------------
 
 
-def run_spec(cfg: TrackingConfig, tags: dict[str, str], params: dict[str, Any] | None = None,
-             parent: dict | None = None, run_id: str | None = None) -> dict[str, Any]:
+def run_spec(
+    cfg: TrackingConfig,
+    tags: dict[str, str],
+    params: dict[str, Any] | None = None,
+    parent: dict | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
     """Everything needed to create a run later: experiment, tags, params, parent spec, start time, uid."""
-    return {"run_id": run_id, "uid": uuid.uuid4().hex, "experiment": cfg.experiment, "tags": dict(tags),
-            "params": {k: "null" if v is None else str(v) for k, v in (params or {}).items()}, "parent": parent,
-            "start_ms": int(time.time() * 1000)}
+    return {
+        "run_id": run_id,
+        "uid": uuid.uuid4().hex,
+        "experiment": cfg.experiment,
+        "tags": dict(tags),
+        "params": {k: "null" if v is None else str(v) for k, v in (params or {}).items()},
+        "parent": parent,
+        "start_ms": int(time.time() * 1000),
+    }
 
 
 def ensure_run(c, spec: dict[str, Any]) -> str:
@@ -164,6 +178,7 @@ class NullTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def flush(self) -> bool:
         return True
+
     def end(self, status: str = "FINISHED") -> None: ...
 
 
@@ -249,8 +264,15 @@ class Tracker:
     def register(self, dataset: str, checkpoint: Path, metric: str, value: float) -> None:
         """Register this run's generator as `facegan-<dataset>` (alias `best` when it is the best) once sent."""
         if checkpoint.is_file():
-            self._record({"op": "register", "path": str(checkpoint.resolve()), "dataset": dataset, "metric": metric,
-                          "value": float(value)})
+            self._record(
+                {
+                    "op": "register",
+                    "path": str(checkpoint.resolve()),
+                    "dataset": dataset,
+                    "metric": metric,
+                    "value": float(value),
+                }
+            )
 
     # -- sending -------------------------------------------------------------------------------
     def flush(self) -> bool:
@@ -264,9 +286,15 @@ class Tracker:
         except Exception as e:  # noqa: BLE001 - any failure of the store means: keep the data
             self._keep_files()
             if not self.warned:
-                log.warning("MLflow at %s is unreachable (%s: %s): the work goes on, %d record(s) are kept in %s "
-                            "and retried; `facegan track sync` sends them later",
-                            tracking_uri(self.cfg), type(e).__name__, str(e)[:200], len(self.pending), self.buffer)
+                log.warning(
+                    "MLflow at %s is unreachable (%s: %s): the work goes on, %d record(s) are kept in %s "
+                    "and retried; `facegan track sync` sends them later",
+                    tracking_uri(self.cfg),
+                    type(e).__name__,
+                    str(e)[:200],
+                    len(self.pending),
+                    self.buffer,
+                )
                 self.warned = True
             return False
         if self.warned:
@@ -335,8 +363,12 @@ class Tracker:
         """Final flush and close the run; what cannot be sent stays in the buffer file (with the run's spec)."""
         self._record({"op": "end", "status": status, "ts": int(time.time() * 1000)})
         if not self.flush():
-            log.warning("MLflow run %s: %d record(s) not sent; they are in %s (`facegan track sync`)",
-                        self.run_id or f"(not created yet, uid {self.spec['uid'][:8]})", len(self.pending), self.buffer)
+            log.warning(
+                "MLflow run %s: %d record(s) not sent; they are in %s (`facegan track sync`)",
+                self.run_id or f"(not created yet, uid {self.spec['uid'][:8]})",
+                len(self.pending),
+                self.buffer,
+            )
         else:
             self.discard()
         _unlock(self._lock)
@@ -401,8 +433,12 @@ def pipeline_key(dataset: str, params: Params, root: Path = Path("."), exclude: 
 
 def run_params(params: Params, dataset: str) -> dict[str, Any]:
     """The params of one dataset's pipeline, flattened (dataset section, train, evaluate, workers)."""
-    return {**flatten(params.dataset(dataset), f"datasets.{dataset}."), **flatten(params.train, "train."),
-            **flatten(params.evaluate, "evaluate."), "workers": params.workers}
+    return {
+        **flatten(params.dataset(dataset), f"datasets.{dataset}."),
+        **flatten(params.train, "train."),
+        **flatten(params.evaluate, "evaluate."),
+        "workers": params.workers,
+    }
 
 
 def _parents(folder: Path) -> Path:
@@ -416,10 +452,19 @@ def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params, root: Pat
     key = pipeline_key(dataset, params, root)
 
     def new() -> dict[str, Any]:
-        tags = {KIND: "pipeline", KEY: key, "dataset": dataset, "model": params.train.model, "loss": params.train.loss,
-                "d_variant": params.train.d_variant, "augment": ",".join(params.train.diffaugment) or "none",
-                "mlflow.runName": f"{dataset}-{params.train.model}-{params.train.loss}", **git_state(root),
-                **package_versions(), **where(root)}
+        tags = {
+            KIND: "pipeline",
+            KEY: key,
+            "dataset": dataset,
+            "model": params.train.model,
+            "loss": params.train.loss,
+            "d_variant": params.train.d_variant,
+            "augment": ",".join(params.train.diffaugment) or "none",
+            "mlflow.runName": f"{dataset}-{params.train.model}-{params.train.loss}",
+            **git_state(root),
+            **package_versions(),
+            **where(root),
+        }
         return run_spec(cfg, tags, {**run_params(params, dataset), "seed": params.train.seed})
 
     return _open_parent(cfg, root, key, new)
@@ -432,9 +477,16 @@ def transfer_parent(cfg: TrackingConfig, params: Params, root: Path) -> dict[str
     key = pipeline_key(f"transfer:{t.source}->{t.target}", params, root, frozenset({"train"}))
 
     def new() -> dict[str, Any]:
-        tags = {KIND: "transfer", KEY: key, "source": t.source, "target": t.target,
-                "mlflow.runName": f"transfer-{t.source}-to-{t.target}", **git_state(root), **package_versions(),
-                **where(root)}
+        tags = {
+            KIND: "transfer",
+            KEY: key,
+            "source": t.source,
+            "target": t.target,
+            "mlflow.runName": f"transfer-{t.source}-to-{t.target}",
+            **git_state(root),
+            **package_versions(),
+            **where(root),
+        }
         return run_spec(cfg, tags, {**flatten(t, "transfer."), **flatten(params.evaluate, "evaluate.")})
 
     return _open_parent(cfg, root, key, new)
@@ -464,13 +516,23 @@ def close_parent(folder: Path, parent: dict[str, Any]) -> None:
         (_parents(folder) / f"{key}.json").unlink(missing_ok=True)
 
 
-PARENTS = {"dataset": lambda cfg, dataset, params, root: pipeline_parent(cfg, dataset, params, root),
-           "transfer": lambda cfg, dataset, params, root: transfer_parent(cfg, params, root),
-           "none": lambda cfg, dataset, params, root: None}
+PARENTS = {
+    "dataset": lambda cfg, dataset, params, root: pipeline_parent(cfg, dataset, params, root),
+    "transfer": lambda cfg, dataset, params, root: transfer_parent(cfg, params, root),
+    "none": lambda cfg, dataset, params, root: None,
+}
 
 
-def stage_tracker(cfg: TrackingConfig, stage: str, dataset: str, params: Params, root: Path, parent: str = "dataset",
-                  section: str | None = None, variant: str | None = None) -> Tracker:
+def stage_tracker(
+    cfg: TrackingConfig,
+    stage: str,
+    dataset: str,
+    params: Params,
+    root: Path,
+    parent: str = "dataset",
+    section: str | None = None,
+    variant: str | None = None,
+) -> Tracker:
     """A nested run for one stage under its parent (PARENTS: the dataset's pipeline, the transfer story, or
     none); works offline (buffered in <root>/.facegan/tracking).
 
@@ -478,14 +540,24 @@ def stage_tracker(cfg: TrackingConfig, stage: str, dataset: str, params: Params,
     own with that section's params, since no single dataset's pipeline run owns them."""
     parent_spec = PARENTS[parent](cfg, dataset, params, root)
     name = f"{stage}@{dataset}" + (f"/{variant}" if variant else "")
-    tags = {"mlflow.runName": name, KIND: "stage", "stage": stage, "dataset": dataset, **({"variant": variant} if variant else {})}
+    tags = {
+        "mlflow.runName": name,
+        KIND: "stage",
+        "stage": stage,
+        "dataset": dataset,
+        **({"variant": variant} if variant else {}),
+    }
     own = None
     if section is not None:
         own = {**flatten(getattr(params, section), f"{section}."), **flatten(params.evaluate, "evaluate.")}
     if parent_spec is None:
         tags |= git_state(root)
-    t = Tracker.open(cfg, root / BUFFERS, f"{stage}@{dataset}" + (f"-{variant}" if variant else ""),
-                     run_spec(cfg, tags, own, parent_spec))
+    t = Tracker.open(
+        cfg,
+        root / BUFFERS,
+        f"{stage}@{dataset}" + (f"-{variant}" if variant else ""),
+        run_spec(cfg, tags, own, parent_spec),
+    )
     t.flush()  # creates the run now when MLflow answers; else it warns and the run is created later
     return t
 
@@ -504,13 +576,17 @@ def _generator_model_class():
 
             ckpt = Path(context.artifacts["checkpoint"])
             rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-            return [sample_checkpoint(ckpt, int(r.get("n", 1)), int(r.get("seed", 0)), str(r.get("labels", "") or ""))
-                    for r in rows]
+            return [
+                sample_checkpoint(ckpt, int(r.get("n", 1)), int(r.get("seed", 0)), str(r.get("labels", "") or ""))
+                for r in rows
+            ]
 
     return GeneratorModel
 
 
-def register_if_best(cfg: TrackingConfig, run_id: str, dataset: str, checkpoint: Path, metric: str, value: float) -> bool:
+def register_if_best(
+    cfg: TrackingConfig, run_id: str, dataset: str, checkpoint: Path, metric: str, value: float
+) -> bool:
     """Register the run's generator as `facegan-<dataset>` and move alias `best` to it when its
     `metric` (lower is better) beats the current best's."""
     import mlflow
@@ -530,8 +606,12 @@ def register_if_best(cfg: TrackingConfig, run_id: str, dataset: str, checkpoint:
     with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
         warnings.filterwarnings("ignore", message=".*Passing a Python object as `python_model`.*")
-        info = mlflow.pyfunc.log_model(name="generator", python_model=_generator_model_class()(),
-                                       artifacts={"checkpoint": str(checkpoint)}, pip_requirements=["facegan"])
+        info = mlflow.pyfunc.log_model(
+            name="generator",
+            python_model=_generator_model_class()(),
+            artifacts={"checkpoint": str(checkpoint)},
+            pip_requirements=["facegan"],
+        )
     mv = mlflow.register_model(info.model_uri, name)
     c.set_registered_model_alias(name, "best", mv.version)
     c.set_model_version_tag(name, mv.version, metric, str(value))
@@ -549,7 +629,9 @@ def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     except (MlflowException, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrackingError(f"cannot fetch {model_uri} from the tracking store {tracking_uri(tracking)}: {first}") from None
+        raise TrackingError(
+            f"cannot fetch {model_uri} from the tracking store {tracking_uri(tracking)}: {first}"
+        ) from None
     found = sorted(local.rglob("checkpoint.pt"))
     if not found:
         raise TrackingError(f"{model_uri} holds no checkpoint.pt (is it a facegan generator?)")
@@ -568,8 +650,9 @@ def _parse_model_uri(uri: str) -> tuple[str, str, str]:
         return name, "alias", alias
     name, _, version = body.partition("/")
     if not name or not version.isdigit():
-        raise ModelNotFound(f"model URI {uri!r}: write models:/NAME@ALIAS (e.g. models:/facegan-cartoon@best) "
-                            "or models:/NAME/VERSION")
+        raise ModelNotFound(
+            f"model URI {uri!r}: write models:/NAME@ALIAS (e.g. models:/facegan-cartoon@best) or models:/NAME/VERSION"
+        )
     return name, "version", version
 
 
@@ -578,8 +661,9 @@ def _store_error(e: Exception, tracking: TrackingConfig) -> ModelNotFound | None
     if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
         return None
     first = str(getattr(e, "message", e)).splitlines()[0][:160]
-    return ModelNotFound(f"the tracking store {tracking_uri(tracking)} did not answer ({first}); start it or set "
-                         "MLFLOW_TRACKING_URI")
+    return ModelNotFound(
+        f"the tracking store {tracking_uri(tracking)} did not answer ({first}); start it or set MLFLOW_TRACKING_URI"
+    )
 
 
 def registry_checkpoint(uri: str, tracking: TrackingConfig) -> dict[str, Any]:
@@ -596,8 +680,10 @@ def registry_checkpoint(uri: str, tracking: TrackingConfig) -> dict[str, Any]:
         known = sorted(m.name for m in c.search_registered_models(max_results=50))
         if name in known:
             raise ModelNotFound(f"{uri}: model {name} has no {how} {which!r} in {tracking_uri(tracking)}") from None
-        raise ModelNotFound(f"{uri}: no registered model {name!r} in {tracking_uri(tracking)} "
-                            f"(registered: {', '.join(known) or 'none; `make run` registers facegan-<dataset>'})") from None
+        raise ModelNotFound(
+            f"{uri}: no registered model {name!r} in {tracking_uri(tracking)} "
+            f"(registered: {', '.join(known) or 'none; `make run` registers facegan-<dataset>'})"
+        ) from None
     path = download_checkpoint(f"models:/{name}/{mv.version}", tracking)
     return {"checkpoint": path, "name": name, "version": str(mv.version), "run_id": mv.run_id}
 
@@ -610,14 +696,18 @@ def run_checkpoint(run_id: str, tracking: TrackingConfig) -> dict[str, Any]:
     try:
         run = c.get_run(run_id)
     except MlflowException as e:
-        raise _store_error(e, tracking) or ModelNotFound(f"no MLflow run {run_id} in {tracking_uri(tracking)}") from None
+        raise _store_error(e, tracking) or ModelNotFound(
+            f"no MLflow run {run_id} in {tracking_uri(tracking)}"
+        ) from None
     parent = run.data.tags.get("mlflow.parentRunId")
     pid = parent if run.data.tags.get(KIND) != "pipeline" and parent else run_id
     versions = sorted(c.search_model_versions(f"run_id = '{pid}'"), key=lambda v: int(v.version))
     if not versions:
-        raise ModelNotFound(f"run {run_id} has no registered generator (only runs that became @best are registered); "
-                            "give its checkpoint file instead (data/models/<dataset>/checkpoint.pt, "
-                            "data/cyclegan/model/checkpoint.pt)")
+        raise ModelNotFound(
+            f"run {run_id} has no registered generator (only runs that became @best are registered); "
+            "give its checkpoint file instead (data/models/<dataset>/checkpoint.pt, "
+            "data/cyclegan/model/checkpoint.pt)"
+        )
     mv = versions[-1]
     return registry_checkpoint(f"models:/{mv.name}/{mv.version}", tracking)
 
@@ -637,7 +727,9 @@ def run_rows(run_ids: list[str | None], tracking: TrackingConfig) -> list[dict[s
         try:
             out.extend(rows_of([c.get_run(rid)]))
         except MlflowException as e:
-            raise _store_error(e, tracking) or ModelNotFound(f"no MLflow run {rid} in {tracking_uri(tracking)}") from None
+            raise _store_error(e, tracking) or ModelNotFound(
+                f"no MLflow run {rid} in {tracking_uri(tracking)}"
+            ) from None
     return out
 
 
@@ -672,8 +764,9 @@ class RegistryNames:
 # ---- queries ---------------------------------------------------------------------------------------
 
 
-def pipeline_runs(cfg: TrackingConfig, dataset: str | None = None, model: str | None = None,
-                  experiments: list[str] | None = None) -> list:
+def pipeline_runs(
+    cfg: TrackingConfig, dataset: str | None = None, model: str | None = None, experiments: list[str] | None = None
+) -> list:
     """Finished pipeline (parent) runs, newest first, filtered by dataset/model tags."""
     c = client(cfg)
     names = experiments or [cfg.experiment]
@@ -688,8 +781,16 @@ def pipeline_runs(cfg: TrackingConfig, dataset: str | None = None, model: str | 
     return list(c.search_runs(ids, " and ".join(flt), order_by=["attributes.start_time DESC"], max_results=1000))
 
 
-def finish_pipeline(cfg: TrackingConfig, parent: dict[str, Any] | None, dataset: str, metrics: dict[str, Any],
-                    artifacts: list[Path], folder: Path, checkpoint: Path | None, tags: dict[str, str]) -> None:
+def finish_pipeline(
+    cfg: TrackingConfig,
+    parent: dict[str, Any] | None,
+    dataset: str,
+    metrics: dict[str, Any],
+    artifacts: list[Path],
+    folder: Path,
+    checkpoint: Path | None,
+    tags: dict[str, str],
+) -> None:
     """The last stage's part (report; transfer-table with dataset "transfer"): final metrics and files on the
     parent run, registry, parent finished (all kept in `folder` when MLflow is unreachable), and the
     execution's parent record closed."""

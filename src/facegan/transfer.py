@@ -59,16 +59,21 @@ def finetune(run: str, params: Params | Path | str = "params.yaml", root: Path |
         raise ParamsError(f"{PRETRAIN!r} is the source run; fine-tune runs: {', '.join(p.transfer.runs)}")
     rp, dataset = run_params(p, run, root)
     if not pretrained_checkpoint(p, root).is_file():
-        raise StageInputMissing(f"no pretrained model at {pretrained_checkpoint(p, root)}: run "
-                                "`facegan transfer pretrain` (or `dvc repro pretrain`) first")
+        raise StageInputMissing(
+            f"no pretrained model at {pretrained_checkpoint(p, root)}: run "
+            "`facegan transfer pretrain` (or `dvc repro pretrain`) first"
+        )
     return run_stage("train", dataset, rp, root, run) + run_stage("evaluate", dataset, rp, root, run)
 
 
 def _describe(p: Params, run: str, root: Path) -> dict:
     cfg = run_params(p, run, root)[0].train
-    return {"freeze_d": cfg.freeze_d,
-            "augment": "ada" if cfg.ada.enabled else ("diffaugment" if cfg.diffaugment else "none"),
-            "steps": cfg.steps, "kimg": round(cfg.steps * cfg.batch_size / 1000, 2)}
+    return {
+        "freeze_d": cfg.freeze_d,
+        "augment": "ada" if cfg.ada.enabled else ("diffaugment" if cfg.diffaugment else "none"),
+        "steps": cfg.steps,
+        "kimg": round(cfg.steps * cfg.batch_size / 1000, 2),
+    }
 
 
 def table(params: Params | Path | str = "params.yaml", root: Path | str = ".") -> dict:
@@ -86,14 +91,22 @@ def table(params: Params | Path | str = "params.yaml", root: Path | str = ".") -
         ev = json.loads((at.evaluation / "metrics.json").read_text(encoding="utf-8"))
         state = load_checkpoint(at.model / CHECKPOINT)
         aug = state.get("augment") or {}
-        rows[run] = {**_describe(p, run, root), **{c: ev.get(c) for c in COLUMNS},
-                     "final_ada_p": round(aug["p"], 4) if "p" in aug else None}
+        rows[run] = {
+            **_describe(p, run, root),
+            **{c: ev.get(c) for c in COLUMNS},
+            "final_ada_p": round(aug["p"], 4) if "p" in aug else None,
+        }
     scratch = Layout(root, t.target).evaluation / "metrics.json"
     if scratch.is_file():
         ev = json.loads(scratch.read_text(encoding="utf-8"))
-        rows[f"scratch ({p.train.model})"] = {"freeze_d": 0, "augment": "-", "steps": p.train.steps,
-                                              "kimg": round(p.train.steps * p.train.batch_size / 1000, 2),
-                                              **{c: ev.get(c) for c in COLUMNS}, "final_ada_p": None}
+        rows[f"scratch ({p.train.model})"] = {
+            "freeze_d": 0,
+            "augment": "-",
+            "steps": p.train.steps,
+            "kimg": round(p.train.steps * p.train.batch_size / 1000, 2),
+            **{c: ev.get(c) for c in COLUMNS},
+            "final_ada_p": None,
+        }
     result = {"source": t.source, "target": t.target, "runs": rows}
     with atomic_dir(root / TABLE_DIR) as tmp:
         write_text(tmp / "fid_table.json", json.dumps(result, indent=1))
@@ -111,8 +124,12 @@ def _track(p: Params, root: Path, result: dict) -> None:
     if not p.tracking.enabled:
         return
     t = track.stage_tracker(p.tracking, "transfer-table", p.transfer.target, p, root, parent="transfer")
-    metrics = {track.metric_key(f"{run}.{c}"): v for run, row in result["runs"].items()
-               for c, v in row.items() if c in COLUMNS and v is not None}
+    metrics = {
+        track.metric_key(f"{run}.{c}"): v
+        for run, row in result["runs"].items()
+        for c, v in row.items()
+        if c in COLUMNS and v is not None
+    }
     files = [root / TABLE_DIR / name for name in ("fid_table.md", "fid_table.json")]
     t.log_metrics(metrics)
     for path in files:
@@ -124,7 +141,11 @@ def _track(p: Params, root: Path, result: dict) -> None:
 def markdown(result: dict) -> str:
     cols = ["freeze_d", "augment", "kimg", *COLUMNS, "final_ada_p"]
     fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = [f"Fine-tuning {result['source']} -> {result['target']} (Frechet distances: lower is better)", "",
-             "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines = [
+        f"Fine-tuning {result['source']} -> {result['target']} (Frechet distances: lower is better)",
+        "",
+        "| run | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
     lines += [f"| {run} | " + " | ".join(fmt(row.get(c)) for c in cols) + " |" for run, row in result["runs"].items()]
     return "\n".join(lines) + "\n"

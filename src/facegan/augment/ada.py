@@ -93,9 +93,11 @@ def color_matrix(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
     axis = v[:3]
     cross = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64)
     rot = eye.repeat(n, 1, 1)
-    rot[:, :3, :3] = (torch.cos(theta)[:, None, None] * torch.eye(3, dtype=torch.float64)
-                      + torch.sin(theta)[:, None, None] * cross
-                      + (1 - torch.cos(theta))[:, None, None] * torch.outer(axis, axis))
+    rot[:, :3, :3] = (
+        torch.cos(theta)[:, None, None] * torch.eye(3, dtype=torch.float64)
+        + torch.sin(theta)[:, None, None] * cross
+        + (1 - torch.cos(theta))[:, None, None] * torch.outer(axis, axis)
+    )
     c = rot @ c
     s = _gate(torch.exp2(_randn(n, gen) * 1.0), 1, p, gen)
     return (vv + (eye - vv) * s[:, None, None]) @ c

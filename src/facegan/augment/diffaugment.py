@@ -31,8 +31,12 @@ def translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) -> 
     sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
     ty = torch.randint(-sy, sy + 1, (n, 1, 1), generator=gen).to(x.device)
     tx = torch.randint(-sx, sx + 1, (n, 1, 1), generator=gen).to(x.device)
-    b, gy, gx = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(h, device=x.device),
-                               torch.arange(w, device=x.device), indexing="ij")
+    b, gy, gx = torch.meshgrid(
+        torch.arange(n, device=x.device),
+        torch.arange(h, device=x.device),
+        torch.arange(w, device=x.device),
+        indexing="ij",
+    )
     gy = torch.clamp(gy + ty + 1, 0, h + 1)
     gx = torch.clamp(gx + tx + 1, 0, w + 1)
     padded = F.pad(x, [1, 1, 1, 1])
@@ -44,8 +48,12 @@ def cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.T
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     oy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), generator=gen).to(x.device)
     ox = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), generator=gen).to(x.device)
-    b, gy, gx = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(ch, device=x.device),
-                               torch.arange(cw, device=x.device), indexing="ij")
+    b, gy, gx = torch.meshgrid(
+        torch.arange(n, device=x.device),
+        torch.arange(ch, device=x.device),
+        torch.arange(cw, device=x.device),
+        indexing="ij",
+    )
     gy = torch.clamp(gy + oy - ch // 2, 0, h - 1)
     gx = torch.clamp(gx + ox - cw // 2, 0, w - 1)
     mask = torch.ones(n, h, w, dtype=x.dtype, device=x.device)

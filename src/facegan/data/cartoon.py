@@ -33,13 +33,21 @@ from facegan.parallel import Pool, map_items
 log = logging.getLogger(__name__)
 
 HAIR_COLORS = {
-    "black": (32, 26, 24), "brown": (105, 64, 36), "blond": (232, 198, 108), "red": (178, 62, 30),
-    "gray": (162, 162, 168), "blue": (52, 92, 204), "pink": (232, 118, 172),
+    "black": (32, 26, 24),
+    "brown": (105, 64, 36),
+    "blond": (232, 198, 108),
+    "red": (178, 62, 30),
+    "gray": (162, 162, 168),
+    "blue": (52, 92, 204),
+    "pink": (232, 118, 172),
 }
 EYE_COLORS = {"brown": (112, 70, 38), "blue": (58, 122, 214), "green": (56, 152, 78), "gray": (118, 130, 142)}
 FACE_COLORS = {
-    "pale": (255, 226, 206), "light": (240, 198, 162), "tan": (204, 152, 108),
-    "brown": (150, 98, 64), "dark": (92, 60, 40),
+    "pale": (255, 226, 206),
+    "light": (240, 198, 162),
+    "tan": (204, 152, 108),
+    "brown": (150, 98, 64),
+    "dark": (92, 60, 40),
 }
 HAIRSTYLES = ("short", "long", "bob", "spiky", "bun")
 FACE_SHAPES = {"round": 1.05, "oval": 1.22, "long": 1.38}  # height / width of the face ellipse
@@ -138,7 +146,11 @@ def draw_head(rng: np.random.Generator) -> Head:
     if style in ("long", "bob"):
         fringe = _ellipse(shape, (cx, cy - 0.12 * b), (1.12 * a, 1.0 * b)) & (yy < hairline)
         part = rng.uniform(-0.4, 0.4) * a  # side parting: hair falls along the face edge
-        fringe |= _ellipse(shape, (cx, cy), (1.12 * a, 1.02 * b)) & ~_ellipse(shape, (cx + part * 0.1, cy + 0.1 * b), (0.9 * a, 1.0 * b)) & (yy < cy + 0.3 * b)
+        fringe |= (
+            _ellipse(shape, (cx, cy), (1.12 * a, 1.02 * b))
+            & ~_ellipse(shape, (cx + part * 0.1, cy + 0.1 * b), (0.9 * a, 1.0 * b))
+            & (yy < cy + 0.3 * b)
+        )
     else:
         fringe = cap & (yy < hairline)
     paint(fringe, hair)
@@ -149,7 +161,7 @@ def draw_head(rng: np.random.Generator) -> Head:
     eyes = np.array([[cx - d, ey], [cx + d, ey]])
     brow = _shade(hair, 0.7)
     lift = rng.uniform(-0.05, 0.08) * a
-    for side, (ex, _) in zip((-1, 1), eyes):
+    for side, (ex, _) in zip((-1, 1), eyes, strict=True):
         paint(_ellipse(shape, (ex, ey), (0.17 * a, 0.115 * a)), (250, 250, 250))
         paint(_ellipse(shape, (ex, ey), (0.085 * a, 0.085 * a)), iris)
         paint(_ellipse(shape, (ex, ey), (0.04 * a, 0.04 * a)), (15, 15, 15))
@@ -186,7 +198,9 @@ def draw_head(rng: np.random.Generator) -> Head:
                 cv2.rectangle(m, (round(ex - r), round(ey - 0.8 * r)), (round(ex + r), round(ey + 0.8 * r)), 255, t)
         cv2.line(m, (round(eyes[0, 0] + r), round(ey)), (round(eyes[1, 0] - r), round(ey)), 255, t)
         for side in (-1, 1):
-            cv2.line(m, (round(cx + side * (d + r)), round(ey)), (round(cx + side * 0.99 * a), round(ey - 0.05 * b)), 255, t)
+            cv2.line(
+                m, (round(cx + side * (d + r)), round(ey)), (round(cx + side * 0.99 * a), round(ey - 0.05 * b)), 255, t
+            )
         paint(m > 0, frame)
 
     landmarks = np.vstack([eyes, [[cx, ny]], mouth]).astype(np.float64)
@@ -203,18 +217,34 @@ def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
         bg = np.ascontiguousarray(bg.transpose(1, 0, 2))
     skins = list(FACE_COLORS.values())
     for _ in range(int(rng.integers(10, 26))):
-        color = tuple(int(v) for v in (skins[rng.integers(len(skins))] if rng.random() < 0.15 else rng.integers(0, 256, 3)))
+        color = tuple(
+            int(v) for v in (skins[rng.integers(len(skins))] if rng.random() < 0.15 else rng.integers(0, 256, 3))
+        )
         kind = rng.integers(4)
         p = rng.integers(-size // 4, size + size // 4, 2)
         r = int(rng.integers(size // 30, size // 4))
         if kind == 0:
             q = p + rng.integers(-size // 3, size // 3, 2)
-            cv2.rectangle(bg, tuple(int(v) for v in p), tuple(int(v) for v in q), color, -1 if rng.random() < 0.7 else 3)
+            cv2.rectangle(
+                bg, tuple(int(v) for v in p), tuple(int(v) for v in q), color, -1 if rng.random() < 0.7 else 3
+            )
         elif kind == 1:
-            cv2.ellipse(bg, tuple(int(v) for v in p), (r, int(rng.integers(size // 30, size // 4))), float(rng.uniform(0, 180)), 0, 360, color, -1, cv2.LINE_AA)
+            cv2.ellipse(
+                bg,
+                tuple(int(v) for v in p),
+                (r, int(rng.integers(size // 30, size // 4))),
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                color,
+                -1,
+                cv2.LINE_AA,
+            )
         elif kind == 2:
             q = p + rng.integers(-size // 2, size // 2, 2)
-            cv2.line(bg, tuple(int(v) for v in p), tuple(int(v) for v in q), color, int(rng.integers(1, 6)), cv2.LINE_AA)
+            cv2.line(
+                bg, tuple(int(v) for v in p), tuple(int(v) for v in q), color, int(rng.integers(1, 6)), cv2.LINE_AA
+            )
         else:
             pts = (p + rng.integers(-r, r + 1, (int(rng.integers(3, 7)), 2))).astype(np.int32)
             cv2.fillPoly(bg, [pts], color, cv2.LINE_AA)
@@ -269,7 +299,9 @@ def render(cfg: CartoonSource, index: int) -> Sample:
     lo, hi = half + 2, size - half - 2
     target = rng.uniform(lo, np.maximum(lo, hi))
     rot[:, 2] += target - centre
-    warped = cv2.warpAffine(small, rot, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpAffine(
+        small, rot, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
     bg = draw_background(rng, size)
     alpha = warped[..., 3:4].astype(np.float32) / 255.0

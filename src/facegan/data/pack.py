@@ -49,7 +49,7 @@ def read_labels(path: Path) -> tuple[dict[str, dict[str, str]], list[str], list[
             if any(not v.strip() for v in rec):
                 problems.append(f"line {i}: empty value")
                 continue
-            rows[rec[0].strip()] = {n: v.strip() for n, v in zip(names, rec[1:])}
+            rows[rec[0].strip()] = {n: v.strip() for n, v in zip(names, rec[1:], strict=True)}
     return rows, names, problems
 
 
@@ -97,13 +97,25 @@ def run_pack(cfg: PackConfig, raw: Path, src: Path, dst: Path) -> Manifest:
             idx = len(entries)
             arcname = f"{idx // 1000:05d}/img{idx:08d}.png"
             zf.writestr(zipfile.ZipInfo(arcname, _EPOCH), _png(_resize(read_image(src / row.out_file), cfg.resolution)))
-            entries.append([arcname, [values[n].index(labels[row.source][n]) for n in names]] if names else [arcname, None])
+            entries.append(
+                [arcname, [values[n].index(labels[row.source][n]) for n in names]] if names else [arcname, None]
+            )
             out.append(row.model_copy(update={"file": arcname, "stage": STAGE}))
-        meta = {"labels": entries if names else None, "label_names": names, "label_values": values,
-                "resolution": cfg.resolution}
+        meta = {
+            "labels": entries if names else None,
+            "label_names": names,
+            "label_values": values,
+            "resolution": cfg.resolution,
+        }
         zf.writestr(zipfile.ZipInfo("dataset.json", _EPOCH), json.dumps(meta, indent=0))
         zf.close()
         finish(STAGE, tmp, out)
-    log.info("packed %d images at %dx%d with %d label attribute(s) into %s", len(entries), cfg.resolution,
-             cfg.resolution, len(names), dst / ZIP_NAME)
+    log.info(
+        "packed %d images at %dx%d with %d label attribute(s) into %s",
+        len(entries),
+        cfg.resolution,
+        cfg.resolution,
+        len(names),
+        dst / ZIP_NAME,
+    )
     return out

@@ -32,7 +32,9 @@ def packed_shape(zip_path: Path) -> tuple[int, int, int]:
     return len(names), h, w
 
 
-def decode_into(zip_path: Path, names: list[str], out: np.ndarray, threads: int = 1, channels_first: bool = False) -> None:
+def decode_into(
+    zip_path: Path, names: list[str], out: np.ndarray, threads: int = 1, channels_first: bool = False
+) -> None:
     """Decode the named PNGs into out[i] (HxWx3, or 3xHxW with channels_first), `threads` at a time; each thread
     reads its share of the ZIP itself, so the compressed set is never held in memory at once."""
     chunks = np.array_split(np.arange(len(names)), max(1, threads))
@@ -47,7 +49,9 @@ def decode_into(zip_path: Path, names: list[str], out: np.ndarray, threads: int 
         list(pool.map(decode, chunks))
 
 
-def load_packed(zip_path: Path, limit: int | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray | None, dict]:
+def load_packed(
+    zip_path: Path, limit: int | None = None, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """All images of a packed ZIP as an NxHxWx3 uint8 array, labels as NxA int64 (or None), and metadata.
 
     PNGs are decoded by `threads` threads (Pillow releases the GIL while decoding) straight into one

@@ -32,8 +32,10 @@ class ImportReport:
     skipped: dict[str, str] = field(default_factory=dict)  # file -> reason
 
     def summary(self) -> str:
-        return (f"{len(self.imported)} images imported, {len(self.duplicates)} duplicates skipped, "
-                f"{len(self.skipped)} other files skipped")
+        return (
+            f"{len(self.imported)} images imported, {len(self.duplicates)} duplicates skipped, "
+            f"{len(self.skipped)} other files skipped"
+        )
 
 
 def _is_image_name(name: str) -> bool:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ class AttributeNet(nn.Module):
         super().__init__()
         chans = [3, width, width * 2, width * 4, width * 8]
         layers: list[nn.Module] = []
-        for cin, cout in zip(chans, chans[1:]):
+        for cin, cout in pairwise(chans):
             layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.heads = nn.ModuleList(nn.Linear(chans[-1], k) for k in label_dims)
@@ -50,8 +52,10 @@ def to_input(images: np.ndarray) -> torch.Tensor:
 def predict(net: AttributeNet, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """(N, A) predicted value index per attribute."""
     net.eval()
-    out = [torch.stack([lg.argmax(1) for lg in net(to_input(images[i : i + batch]))], 1)
-           for i in range(0, len(images), batch)]
+    out = [
+        torch.stack([lg.argmax(1) for lg in net(to_input(images[i : i + batch]))], 1)
+        for i in range(0, len(images), batch)
+    ]
     return torch.cat(out).numpy()
 
 
@@ -59,8 +63,9 @@ def accuracy(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str
     return {n: round(float((pred[:, a] == labels[:, a]).mean()), 4) for a, n in enumerate(names)}
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, label_dims: list[int], cfg: ClassifierConfig,
-                     seed: int = 0) -> tuple[AttributeNet, np.ndarray]:
+def train_classifier(
+    images: np.ndarray, labels: np.ndarray, label_dims: list[int], cfg: ClassifierConfig, seed: int = 0
+) -> tuple[AttributeNet, np.ndarray]:
     """Train on `images`; returns the net and the indices held out for validation."""
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(images), generator=gen).numpy()
@@ -72,12 +77,12 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, label_dims: list[in
     x_all, y_all = to_input(images), torch.from_numpy(labels)
     steps = cfg.epochs * max(1, len(tr) // cfg.batch_size)
     net.train()
-    for step in tqdm(range(steps), desc="attribute classifier", unit="step", dynamic_ncols=True, mininterval=1.0):
+    for _ in tqdm(range(steps), desc="attribute classifier", unit="step", dynamic_ncols=True, mininterval=1.0):
         idx = torch.from_numpy(tr)[torch.randint(len(tr), (cfg.batch_size,), generator=gen)]
         x = x_all[idx]
         flip = torch.rand(len(x), generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        loss = sum(F.cross_entropy(lg, y_all[idx, a]) for a, lg in enumerate(net(x)))
+        loss = sum((F.cross_entropy(lg, y_all[idx, a]) for a, lg in enumerate(net(x))), torch.zeros(()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -89,14 +94,22 @@ def run_classifier(cfg: ClassifierConfig, packed: Path, dst: Path, seed: int = 0
     images, labels, meta = load_packed(packed / ZIP_NAME)
     with atomic_dir(dst) as tmp:
         if labels is None:
-            report = {"status": "no labels"}
+            report: dict[str, Any] = {"status": "no labels"}
         else:
             names = meta["label_names"]
             dims = [len(meta["label_values"][n]) for n in names]
             net, val = train_classifier(images, labels, dims, cfg, seed)
             val_acc = accuracy(predict(net, images[val]), labels[val], names)
-            torch.save({"state": net.state_dict(), "label_dims": dims, "label_names": names,
-                        "label_values": meta["label_values"], "val_accuracy": val_acc}, tmp / MODEL)
+            torch.save(
+                {
+                    "state": net.state_dict(),
+                    "label_dims": dims,
+                    "label_names": names,
+                    "label_values": meta["label_values"],
+                    "val_accuracy": val_acc,
+                },
+                tmp / MODEL,
+            )
             report = {"status": "ok", "val_accuracy": val_acc, "n_train": len(images) - len(val), "n_val": len(val)}
             log.info("attribute classifier: held-out accuracy %s", val_acc)
         write_text(tmp / "metrics.json", json.dumps(report, indent=1))

@@ -26,5 +26,12 @@ def compare_folders(a: Path, b: Path, cfg: EvaluateConfig, extractor: str = "inc
     sa = feature_stats(fa, extractor=extractor, mode=cfg.mode)
     sb = feature_stats(fb, extractor=extractor, mode=cfg.mode)
     kid_mean, kid_std = kid(fa, fb, seed=cfg.seed)
-    return {"fd": frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma), "kid": kid_mean, "kid_std": kid_std,
-            "n_a": len(fa), "n_b": len(fb), "extractor": extractor, "mode": cfg.mode}
+    return {
+        "fd": frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma),
+        "kid": kid_mean,
+        "kid_std": kid_std,
+        "n_a": len(fa),
+        "n_b": len(fb),
+        "extractor": extractor,
+        "mode": cfg.mode,
+    }

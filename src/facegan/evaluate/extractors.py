@@ -52,17 +52,27 @@ class Extractor:
 
     def __call__(self, images: np.ndarray, desc: str = "") -> np.ndarray:
         out = []
-        for i in tqdm(range(0, len(images), self.batch_size), desc=desc or f"features ({self.name})", unit="batch",
-                      dynamic_ncols=True, mininterval=1.0):
+        for i in tqdm(
+            range(0, len(images), self.batch_size),
+            desc=desc or f"features ({self.name})",
+            unit="batch",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        ):
             out.append(np.asarray(self.fn(images[i : i + self.batch_size]), dtype=np.float64))
         return np.concatenate(out) if out else np.zeros((0, self.dims))
 
 
 def clean_resize(batch: np.ndarray, size: int = 299, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
     """clean-fid's resize: each channel as a float image, PIL bicubic, clipped to 0..255 -> (N, 3, size, size)."""
+
     def one(im: np.ndarray) -> np.ndarray:
-        chans = [np.asarray(Image.fromarray(im[..., c].astype(np.float32), mode="F").resize((size, size), Image.Resampling.BICUBIC))
-                 for c in range(3)]
+        chans = [
+            np.asarray(
+                Image.fromarray(im[..., c].astype(np.float32), mode="F").resize((size, size), Image.Resampling.BICUBIC)
+            )
+            for c in range(3)
+        ]
         return np.clip(np.stack(chans), 0, 255)
 
     return np.stack(list(pool.map(one, batch)) if pool else [one(im) for im in batch])
@@ -74,7 +84,8 @@ def _inception(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
     from facegan.evaluate.inception import WeightsUnavailable, find_weights, load_inception
 
     try:
-        net = load_inception(find_weights(cfg.inception_weights)).to(memory_format=torch.channels_last)
+        net = load_inception(find_weights(cfg.inception_weights))
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stub omits it
     except WeightsUnavailable as e:
         raise ExtractorUnavailable(str(e)) from None
     pool = ThreadPoolExecutor(max_workers=4) if cfg.mode == "clean" else None
@@ -97,15 +108,18 @@ def _attributes(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
 
     loaded = load_classifier(classifier_dir) if classifier_dir else None
     if loaded is None:
-        raise ExtractorUnavailable(f"no attribute classifier in {classifier_dir} (the dataset has no labels, "
-                                   "or the classifier stage has not run)")
+        raise ExtractorUnavailable(
+            f"no attribute classifier in {classifier_dir} (the dataset has no labels, "
+            "or the classifier stage has not run)"
+        )
     net, _ = loaded
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
         return net.features(to_input(batch)).numpy()
 
-    return Extractor("attributes", net.heads[0].in_features, run, cfg.batch_size)
+    width: int = net.heads[0].in_features  # type: ignore[assignment]  # a Linear of the ModuleList
+    return Extractor("attributes", width, run, cfg.batch_size)
 
 
 # The face region of an image aligned with the default template (eyes 0.2 apart at height 0.45),
@@ -128,7 +142,7 @@ def _dlib(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
 
     def run(batch: np.ndarray) -> np.ndarray:
         h, w = batch.shape[1:3]
-        x0, y0, x1, y1 = (round(f * s) for f, s in zip(DLIB_CROP, (w, h, w, h)))
+        x0, y0, x1, y1 = (round(f * s) for f, s in zip(DLIB_CROP, (w, h, w, h), strict=True))
         chips = [
             np.ascontiguousarray(cv2.resize(im[y0:y1, x0:x1], (DLIB_CHIP, DLIB_CHIP), interpolation=cv2.INTER_CUBIC))
             for im in batch
@@ -139,7 +153,9 @@ def _dlib(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
 
 
 EXTRACTORS: dict[str, Callable[[EvaluateConfig, Path | None], Extractor]] = {
-    "inception": _inception, "dlib": _dlib, "attributes": _attributes,
+    "inception": _inception,
+    "dlib": _dlib,
+    "attributes": _attributes,
 }
 
 

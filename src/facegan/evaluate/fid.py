@@ -34,16 +34,25 @@ def feature_stats(features: np.ndarray, warn_small: bool = True, **meta) -> Feat
     if features.ndim != 2 or len(features) < 2:
         raise ValueError(f"need at least 2 feature vectors, got shape {features.shape}")
     if warn_small and len(features) < MIN_STABLE:
-        log.warning("statistics from only %d images (%s); FID is biased upward below ~%d", len(features),
-                    meta.get("extractor", "?"), MIN_STABLE)
+        log.warning(
+            "statistics from only %d images (%s); FID is biased upward below ~%d",
+            len(features),
+            meta.get("extractor", "?"),
+            MIN_STABLE,
+        )
     return FeatureStats(features.mean(axis=0), np.cov(features, rowvar=False), features, meta)
 
 
 def save_stats(path: Path, stats: FeatureStats) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, mu=stats.mu, sigma=stats.sigma, features=stats.features.astype(np.float32),
-             meta=np.array(json.dumps(stats.meta, sort_keys=True)))
+    np.savez(
+        tmp,
+        mu=stats.mu,
+        sigma=stats.sigma,
+        features=stats.features.astype(np.float32),
+        meta=np.array(json.dumps(stats.meta, sort_keys=True)),
+    )
     tmp.replace(path)
 
 
@@ -52,13 +61,17 @@ def load_stats(path: Path) -> FeatureStats:
         return FeatureStats(z["mu"], z["sigma"], z["features"].astype(np.float64), json.loads(str(z["meta"])))
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), computed as pytorch-fid does."""
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"statistics of different shapes: {mu1.shape} vs {mu2.shape}")
-    if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all() and np.isfinite(mu1).all() and np.isfinite(mu2).all()):
+    if not (
+        np.isfinite(sigma1).all() and np.isfinite(sigma2).all() and np.isfinite(mu1).all() and np.isfinite(mu2).all()
+    ):
         raise ValueError("non-finite mean or covariance: the features contain NaN/inf (diverged generator?)")
     diff = mu1 - mu2
     covmean = linalg.sqrtm(sigma1.dot(sigma2))
@@ -73,7 +86,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kid(
+    real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """Unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets: (mean, std)."""
     d = real.shape[1]
     m = min(len(real), len(fake), subset_size)

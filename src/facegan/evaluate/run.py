@@ -44,13 +44,16 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: P
             except ExtractorUnavailable as e:
                 status["extractors"][name] = _unavailable(name, e)
                 continue
-            stats = feature_stats(extractor(images, desc=f"real features ({name})"),
-                                  extractor=name, mode=cfg.mode, dataset_sha256=digest)
+            stats = feature_stats(
+                extractor(images, desc=f"real features ({name})"), extractor=name, mode=cfg.mode, dataset_sha256=digest
+            )
             save_stats(tmp / f"{name}.npz", stats)
             status["extractors"][name] = {"status": "ok", "n": stats.n, "dims": int(stats.mu.shape[0])}
         write_text(tmp / STATUS, json.dumps(status, indent=1))
     if not any(v["status"] == "ok" for v in status["extractors"].values()):
-        raise ExtractorUnavailable(f"no feature extractor is available ({', '.join(cfg.extractors)}); nothing to evaluate")
+        raise ExtractorUnavailable(
+            f"no feature extractor is available ({', '.join(cfg.extractors)}); nothing to evaluate"
+        )
     return status
 
 
@@ -61,21 +64,29 @@ class Scorer:
         status = json.loads((stats_dir / STATUS).read_text(encoding="utf-8"))
         ref = status["extractors"].get(name)
         if ref is None:
-            raise ValueError(f"extractor {name!r} has no reference statistics in {stats_dir}: add it to "
-                             "evaluate.extractors and re-run refstats")
+            raise ValueError(
+                f"extractor {name!r} has no reference statistics in {stats_dir}: add it to "
+                "evaluate.extractors and re-run refstats"
+            )
         if ref["status"] != "ok":
             raise ExtractorUnavailable(ref["reason"])
         self.name, self.cfg = name, cfg
         self.real = load_stats(stats_dir / f"{name}.npz")
         if self.real.meta.get("mode") != cfg.mode:
-            raise ValueError(f"reference statistics in {stats_dir} were computed in mode {self.real.meta.get('mode')!r}, "
-                             f"not {cfg.mode!r}: statistics of different modes are not comparable (re-run refstats)")
+            raise ValueError(
+                f"reference statistics in {stats_dir} were computed in mode {self.real.meta.get('mode')!r}, "
+                f"not {cfg.mode!r}: statistics of different modes are not comparable (re-run refstats)"
+            )
         self.extractor = make_extractor(name, cfg, classifier_dir)
         self.calls = 0
 
     def __call__(self, images: np.ndarray, desc: str = "") -> dict:
-        stats = feature_stats(self.extractor(images, desc=desc or f"generated features ({self.name})"),
-                              warn_small=self.calls == 0, extractor=self.name, mode=self.cfg.mode)
+        stats = feature_stats(
+            self.extractor(images, desc=desc or f"generated features ({self.name})"),
+            warn_small=self.calls == 0,
+            extractor=self.name,
+            mode=self.cfg.mode,
+        )
         self.calls += 1
         fd = frechet_distance(self.real.mu, self.real.sigma, stats.mu, stats.sigma)
         kid_mean, kid_std = kid(self.real.features, stats.features, seed=self.cfg.seed)
@@ -104,20 +115,23 @@ def generate(checkpoint: Path, n: int, seed: int, packed: Path | None = None) ->
     return render(g, z, y), (y.numpy() if y is not None else None)
 
 
-def run_evaluate(cfg: EvaluateConfig, checkpoint: Path, packed: Path, stats_dir: Path, dst: Path,
-                 classifier_dir: Path | None = None) -> dict:
+def run_evaluate(
+    cfg: EvaluateConfig, checkpoint: Path, packed: Path, stats_dir: Path, dst: Path, classifier_dir: Path | None = None
+) -> dict:
     """Frechet distance (and KID) of generated images to the real statistics, for every available
     extractor; for conditional models also the attribute accuracy of the generated images."""
     fake, fake_labels = generate(checkpoint, cfg.num_samples, cfg.seed, packed)
     metrics: dict = {"num_samples": cfg.num_samples, "mode": cfg.mode, "extractors": {}}
     loaded = load_classifier(classifier_dir) if classifier_dir and fake_labels is not None else None
-    if loaded:
+    if loaded and fake_labels is not None:
         net, info = loaded
         acc = accuracy(predict(net, fake), fake_labels, info["label_names"])
         metrics["attr_acc"] = acc
         metrics["attr_acc_mean"] = round(float(np.mean(list(acc.values()))), 4)
         metrics["attr_acc_real"] = info["val_accuracy"]
-        log.info("attribute accuracy of generated images: %s (classifier on held-out real: %s)", acc, info["val_accuracy"])
+        log.info(
+            "attribute accuracy of generated images: %s (classifier on held-out real: %s)", acc, info["val_accuracy"]
+        )
     for name in cfg.extractors:
         try:
             score = Scorer(name, cfg, stats_dir, classifier_dir)(fake)
@@ -127,9 +141,21 @@ def run_evaluate(cfg: EvaluateConfig, checkpoint: Path, packed: Path, stats_dir:
             continue
         metrics[f"fd_{name}"] = round(score["fd"], 6)
         metrics[f"kid_{name}"] = round(score["kid"], 8)
-        metrics["extractors"][name] = {"status": "ok", "n_real": score["n_real"], "n_fake": score["n_fake"],
-                                       "mode": cfg.mode, "kid_std": round(score["kid_std"], 8)}
-        log.info("Frechet distance (%s, %s): %.4f   KID: %.6f +- %.6f", name, cfg.mode, score["fd"], score["kid"], score["kid_std"])
+        metrics["extractors"][name] = {
+            "status": "ok",
+            "n_real": score["n_real"],
+            "n_fake": score["n_fake"],
+            "mode": cfg.mode,
+            "kid_std": round(score["kid_std"], 8),
+        }
+        log.info(
+            "Frechet distance (%s, %s): %.4f   KID: %.6f +- %.6f",
+            name,
+            cfg.mode,
+            score["fd"],
+            score["kid"],
+            score["kid_std"],
+        )
     with atomic_dir(dst) as tmp:
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

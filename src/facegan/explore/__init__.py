@@ -28,9 +28,20 @@ def serve(ref: str, host: str = "127.0.0.1", port: int | None = 7860, threads: i
     demo = build(model, source, models)
     demo.queue(default_concurrency_limit=1)
     try:
-        _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                                theme=THEME, css=CSS, ssr_mode=False, show_error=False, footer_links=[])
+        _, url, _ = demo.launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            theme=THEME,
+            css=CSS,
+            ssr_mode=False,
+            show_error=False,
+            footer_links=[],
+        )
     except OSError as e:  # the port is taken, the address is not this machine's
-        raise ExploreError(f"cannot serve on {host}:{port}: {e} (choose another --port, or 0 for any free one)") from None
+        raise ExploreError(
+            f"cannot serve on {host}:{port}: {e} (choose another --port, or 0 for any free one)"
+        ) from None
     log.info("serving %s (%s) at %s", source.label, model.describe(), url)
     return demo, url

@@ -36,11 +36,14 @@ log = logging.getLogger("facegan.explore")
 
 CSS = """.pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 #status { min-height: 1.5em; }"""
-THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],  # local fonts: no font downloads
-                          font_mono=["ui-monospace", "monospace"])
+THEME = gr.themes.Default(
+    font=["ui-sans-serif", "system-ui", "sans-serif"],  # local fonts: no font downloads
+    font_mono=["ui-monospace", "monospace"],
+)
 METHODS = {"SeFa (closed-form factorization)": "sefa", "GANSpace (PCA of w)": "ganspace"}
-IMAGE: dict[str, Any] = dict(type="numpy", format="png", interactive=False, buttons=["download", "fullscreen"],
-             elem_classes=["pixelated"])
+IMAGE: dict[str, Any] = dict(
+    type="numpy", format="png", interactive=False, buttons=["download", "fullscreen"], elem_classes=["pixelated"]
+)
 
 
 def _error(msg: str) -> str:
@@ -60,9 +63,11 @@ def guarded(n_outputs: int) -> Callable:
             except FaceganError as e:  # a model, value or upload the user can change: shown, logged, no traceback
                 log.warning("explore: %s", e)
                 return *[gr.skip()] * n_outputs, _error(str(e))
-            except Exception as e:  # noqa: BLE001 - a bug must not take the page down; the log has the traceback
+            except Exception as e:
                 log.exception("explore: %s failed", fn.__name__)
-                return *[gr.skip()] * n_outputs, _error(f"unexpected {type(e).__name__}: {e} (details in the server log)")
+                return *[gr.skip()] * n_outputs, _error(
+                    f"unexpected {type(e).__name__}: {e} (details in the server log)"
+                )
             out = out if isinstance(out, tuple) else (out,)
             return *out, f"{note} ({(time.perf_counter() - t0) * 1000:.0f} ms)"
 
@@ -126,10 +131,19 @@ class Page:
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="seed", elem_id="seed", minimum=0)
                     rand = gr.Button("random seed", elem_id="random-seed")
-                psi = gr.Slider(0.0, 1.2, 1.0, step=0.05, label="truncation ψ (1 = none, 0 = the average face)",
-                                visible=m.truncation, elem_id="psi")
-                attrs = [gr.Dropdown([RANDOM, *m.label_values[n]], value=RANDOM, label=n, elem_id=f"attr-{n}")
-                         for n in m.label_names]
+                psi = gr.Slider(
+                    0.0,
+                    1.2,
+                    1.0,
+                    step=0.05,
+                    label="truncation ψ (1 = none, 0 = the average face)",
+                    visible=m.truncation,
+                    elem_id="psi",
+                )
+                attrs = [
+                    gr.Dropdown([RANDOM, *m.label_values[n]], value=RANDOM, label=n, elem_id=f"attr-{n}")
+                    for n in m.label_names
+                ]
                 steer = self._style_controls() if m.styles else []
             with gr.Column(scale=3):
                 main = gr.Image(label="sample", elem_id="main-image", height=320, **IMAGE)
@@ -150,28 +164,40 @@ class Page:
 
         @guarded(1)
         def render(seed_v, psi_v, *rest):
-            labels = dict(zip(m.label_names, rest[: len(attrs)]))
+            labels = dict(zip(m.label_names, rest[: len(attrs)], strict=True))
             extra: dict[str, Any] = {}
             if m.styles:
                 method, index, amount, mix_seed, groups = rest[len(attrs) :]
-                extra = {"direction": (METHODS.get(method, method), int(index or 0), float(amount)),
-                         "mix": (_seed(mix_seed), list(groups or []))}
+                extra = {
+                    "direction": (METHODS.get(method, method), int(index or 0), float(amount)),
+                    "mix": (_seed(mix_seed), list(groups or [])),
+                }
             s = _seed(seed_v)
             return m.image(s, float(psi_v), labels, **extra), f"seed {s}"
 
         @guarded(1)
         def render_grid(seed_v, psi_v, n_v, *labels):
             s = _seed(seed_v)
-            return m.grid(s, int(n_v), float(psi_v), dict(zip(m.label_names, labels))), f"grid of seeds {s}..{s + int(n_v) - 1}"
+            return m.grid(
+                s, int(n_v), float(psi_v), dict(zip(m.label_names, labels, strict=True))
+            ), f"grid of seeds {s}..{s + int(n_v) - 1}"
 
         @guarded(1)
         def render_interp(seed_v, seed_b_v, steps_v, mode_v, psi_v, *labels):
             a, b = _seed(seed_v), _seed(seed_b_v)
-            strip = m.interpolation(a, b, int(steps_v), mode_v, float(psi_v), dict(zip(m.label_names, labels)))
+            strip = m.interpolation(
+                a, b, int(steps_v), mode_v, float(psi_v), dict(zip(m.label_names, labels, strict=True))
+            )
             return strip, f"{mode_v} path from seed {a} to seed {b}"
 
-        live = dict(fn=render, inputs=controls, outputs=[main, self.status], show_progress="hidden",
-                    trigger_mode="always_last", queue=False)
+        live = dict(
+            fn=render,
+            inputs=controls,
+            outputs=[main, self.status],
+            show_progress="hidden",
+            trigger_mode="always_last",
+            queue=False,
+        )
         for c in controls:
             c.change(**live)
         demo.load(**live)
@@ -184,19 +210,22 @@ class Page:
         k = m.n_directions
         with gr.Accordion("Latent directions", open=True):
             method = gr.Radio(list(METHODS), value=next(iter(METHODS)), label="method", elem_id="method")
-            index = gr.Dropdown(_direction_choices(self._names("sefa"), k), value=0, label="direction",
-                                elem_id="direction")
+            index = gr.Dropdown(
+                _direction_choices(self._names("sefa"), k), value=0, label="direction", elem_id="direction"
+            )
             amount = gr.Slider(-5, 5, 0, step=0.1, label="amount (standard deviations of w along it)", elem_id="amount")
             with gr.Row():
                 name = gr.Textbox(label="name this direction", placeholder="e.g. hair, smile, tilt", elem_id="name")
                 save = gr.Button("save name", elem_id="save-name")
-        with gr.Accordion("Style mixing", open=True):
-            with gr.Row():
-                mix_seed = gr.Number(1, precision=0, label="style seed", elem_id="mix-seed", minimum=0)
-                groups = gr.CheckboxGroup(list(m.groups), value=[], label="take these layers from the style seed",
-                                          elem_id="mix-groups",
-                                          info=", ".join(f"{g}: styles {v[0]}-{v[-1]}" if v else f"{g}: none"
-                                                         for g, v in m.groups.items()))
+        with gr.Accordion("Style mixing", open=True), gr.Row():
+            mix_seed = gr.Number(1, precision=0, label="style seed", elem_id="mix-seed", minimum=0)
+            groups = gr.CheckboxGroup(
+                list(m.groups),
+                value=[],
+                label="take these layers from the style seed",
+                elem_id="mix-groups",
+                info=", ".join(f"{g}: styles {v[0]}-{v[-1]}" if v else f"{g}: none" for g, v in m.groups.items()),
+            )
 
         def refresh(method_v, index_v):
             names = self._names(METHODS[method_v])
@@ -208,8 +237,10 @@ class Page:
             assert self.names is not None  # style models have direction names
             names = self.names.save(METHODS[method_v], i, text or "")
             log.info("direction %s %d named %r (%s)", METHODS[method_v], i, text, self.source.label)
-            return (gr.update(choices=_direction_choices(names.get(METHODS[method_v], {}), k), value=i),
-                    text or ""), f"direction {i} of {method_v.split()[0]} named {text!r}" if text else f"name of direction {i} cleared"
+            return (
+                gr.update(choices=_direction_choices(names.get(METHODS[method_v], {}), k), value=i),
+                text or "",
+            ), f"direction {i} of {method_v.split()[0]} named {text!r}" if text else f"name of direction {i} cleared"
 
         method.change(refresh, [method, index], [index, name])
         index.input(lambda mv, iv: self._names(METHODS[mv]).get(int(iv or 0), ""), [method, index], name)
@@ -226,8 +257,10 @@ class Page:
     # -- Encode (VAE) --------------------------------------------------------------------------------------------
     def _encode_tab(self) -> None:
         m = self._as(VAESampler)
-        gr.Markdown("Upload a face: its reconstruction (decoder of the mean code) and decoded neighbours of its code "
-                    "(mean + radius × posterior σ × noise).")
+        gr.Markdown(
+            "Upload a face: its reconstruction (decoder of the mean code) and decoded neighbours of its code "
+            "(mean + radius × posterior σ × noise)."
+        )
         with gr.Row():
             upload = gr.File(label="face image", type="filepath", elem_id="vae-upload", height=160)
             with gr.Column():
@@ -252,8 +285,10 @@ class Page:
     # -- Translate (CycleGAN) -------------------------------------------------------------------------------------
     def _translate_tab(self) -> None:
         m = self._as(Translator)
-        gr.Markdown(f"Upload a face: read as **{m.a}** it is translated to **{m.b}** (and back), read as **{m.b}** to "
-                    f"**{m.a}** (and back).")
+        gr.Markdown(
+            f"Upload a face: read as **{m.a}** it is translated to **{m.b}** (and back), read as **{m.b}** to "
+            f"**{m.a}** (and back)."
+        )
         with gr.Row():
             upload = gr.File(label="face image", type="filepath", elem_id="cycle-upload", height=160)
             face = gr.Image(label="input (as the model sees it)", elem_id="cycle-input", height=200, **IMAGE)
@@ -274,8 +309,10 @@ class Page:
 
     # -- Compare --------------------------------------------------------------------------------------------------
     def _compare_tab(self) -> None:
-        gr.Markdown("Two models at the same seeds (ψ applies to models with truncation). A model is "
-                    "`models:/NAME@ALIAS`, an MLflow run id or a checkpoint path.")
+        gr.Markdown(
+            "Two models at the same seeds (ψ applies to models with truncation). A model is "
+            "`models:/NAME@ALIAS`, an MLflow run id or a checkpoint path."
+        )
         with gr.Row():
             ref_a = gr.Textbox(self.source.ref, label="model A", elem_id="model-a")
             ref_b = gr.Textbox("", label="model B", elem_id="model-b")
@@ -294,15 +331,25 @@ class Page:
             s, k = _seed(seed_v), int(n_v)
             sides = [self.models.get(r) for r in (a_ref, b_ref)]
             samplers = []
-            for (mdl, src), label in zip(sides, "AB"):
+            for (mdl, src), label in zip(sides, "AB", strict=True):
                 if not isinstance(mdl, Sampler):
-                    raise ExploreError(f"model {label} ({src.label}) is a cyclegan translator: compare takes generators")
+                    raise ExploreError(
+                        f"model {label} ({src.label}) is a cyclegan translator: compare takes generators"
+                    )
                 samplers.append(mdl)
             grids = [mdl.grid(s, k, float(psi_v) if mdl.truncation else 1.0) for mdl in samplers]
             rows = self.models.rows([src for _, src in sides])
-            data = [[src.label, *([row.get(c) if row.get(c) is not None else "" for c in COLUMNS] if row
-                                  else ["not tracked", *[""] * (len(COLUMNS) - 1)])]
-                    for (_, src), row in zip(sides, rows)]
+            data = [
+                [
+                    src.label,
+                    *(
+                        [row.get(c) if row.get(c) is not None else "" for c in COLUMNS]
+                        if row
+                        else ["not tracked", *[""] * (len(COLUMNS) - 1)]
+                    ),
+                ]
+                for (_, src), row in zip(sides, rows, strict=True)
+            ]
             return (*grids, data), f"{sides[0][1].label} vs {sides[1][1].label}, seeds {s}..{s + k - 1}"
 
         go.click(compare, [ref_a, ref_b, seed, n, psi], [grid_a, grid_b, table, self.status])

@@ -15,15 +15,23 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Module]:
     pad = [nn.ReflectionPad2d(kernel // 2)] if stride == 1 else []
-    return [*pad, nn.Conv2d(cin, cout, kernel, stride, 0 if stride == 1 else 1, bias=False),
-            nn.InstanceNorm2d(cout, affine=True), nn.ReLU(True)]
+    return [
+        *pad,
+        nn.Conv2d(cin, cout, kernel, stride, 0 if stride == 1 else 1, bias=False),
+        nn.InstanceNorm2d(cout, affine=True),
+        nn.ReLU(True),
+    ]
 
 
 class ResidualBlock(nn.Module):
     def __init__(self, c: int):
         super().__init__()
-        self.body = nn.Sequential(*_conv_block(c, c, 3), nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=False),
-                                  nn.InstanceNorm2d(c, affine=True))
+        self.body = nn.Sequential(
+            *_conv_block(c, c, 3),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(c, c, 3, bias=False),
+            nn.InstanceNorm2d(c, affine=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -35,11 +43,18 @@ class ResnetGenerator(nn.Module):
     def __init__(self, channels: int = 64, res_blocks: int = 9):
         super().__init__()
         c = channels
-        layers: list[nn.Module] = [*_conv_block(3, c, 7), *_conv_block(c, 2 * c, 3, 2), *_conv_block(2 * c, 4 * c, 3, 2)]
+        layers: list[nn.Module] = [
+            *_conv_block(3, c, 7),
+            *_conv_block(c, 2 * c, 3, 2),
+            *_conv_block(2 * c, 4 * c, 3, 2),
+        ]
         layers += [ResidualBlock(4 * c) for _ in range(res_blocks)]
         for cin, cout in ((4 * c, 2 * c), (2 * c, c)):
-            layers += [nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1, bias=False),
-                       nn.InstanceNorm2d(cout, affine=True), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1, bias=False),
+                nn.InstanceNorm2d(cout, affine=True),
+                nn.ReLU(True),
+            ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, 3, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
@@ -60,12 +75,14 @@ class PatchDiscriminator(nn.Module):
         for i in range(1, layers + 1):
             cout = channels * 2 ** min(i, 3)
             stride = 2 if i < layers else 1
-            mods += [sn(nn.Conv2d(c, cout, 4, stride, 1, bias=False)), nn.InstanceNorm2d(cout, affine=True),
-                     nn.LeakyReLU(0.2, True)]
+            mods += [
+                sn(nn.Conv2d(c, cout, 4, stride, 1, bias=False)),
+                nn.InstanceNorm2d(cout, affine=True),
+                nn.LeakyReLU(0.2, True),
+            ]
             c = cout
         mods.append(sn(nn.Conv2d(c, 1, 4, 1, 1)))
         self.net = nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -46,16 +47,24 @@ def _up(cin: int, cout: int, arch: str) -> nn.Module:
 class Generator(nn.Module):
     """(z (N, z_dim), labels (N, A) int or None) -> images (N, 3, R, R) in [-1, 1]."""
 
-    def __init__(self, resolution: int = 64, z_dim: int = 100, channels: int = 64, arch: str = "deconv",
-                 label_dims: Sequence[int] = (), label_input: str = "concat"):
+    def __init__(
+        self,
+        resolution: int = 64,
+        z_dim: int = 100,
+        channels: int = 64,
+        arch: str = "deconv",
+        label_dims: Sequence[int] = (),
+        label_input: str = "concat",
+    ):
         super().__init__()
         n = levels(resolution)
         self.z_dim, self.label_dims = z_dim, tuple(label_dims)
         n_lab = sum(self.label_dims)
         self.hidden_labels = n_lab > 0 and label_input == "concat"
         width = [channels * 2 ** min(n - 1 - i, 3) for i in range(n)]  # e.g. 256, 128, 64, 32
-        self.stem = nn.Sequential(nn.ConvTranspose2d(z_dim + n_lab, width[0], 4, 1, 0, bias=False),
-                                  nn.BatchNorm2d(width[0]), nn.ReLU(True))
+        self.stem = nn.Sequential(
+            nn.ConvTranspose2d(z_dim + n_lab, width[0], 4, 1, 0, bias=False), nn.BatchNorm2d(width[0]), nn.ReLU(True)
+        )
         layers: list[nn.Module] = []
         cin = width[0] + (n_lab if self.hidden_labels else 0)
         for cout in width[1:]:
@@ -80,7 +89,7 @@ def conv_features(resolution: int, channels: int, norm: str, sn=lambda m: m) -> 
     """Strided 4x4 convs from `resolution` down to 4x4 (4 layers at 64 px): (layers, flattened size)."""
     width = [channels * 2 ** min(i, 3) for i in range(levels(resolution))]  # e.g. 32, 64, 128, 256
     layers: list[nn.Module] = [sn(nn.Conv2d(3, width[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
-    for cin, cout in zip(width, width[1:]):
+    for cin, cout in pairwise(width):
         layers += [sn(nn.Conv2d(cin, cout, 4, 2, 1, bias=norm == "none")), _norm(norm, cout), nn.LeakyReLU(0.2, True)]
     return nn.Sequential(*layers), width[-1] * 16
 
@@ -88,8 +97,16 @@ def conv_features(resolution: int, channels: int, norm: str, sn=lambda m: m) -> 
 class Discriminator(nn.Module):
     """images (N, 3, R, R) [, labels] -> (adversarial logits (N,), aux logits per attribute or None)."""
 
-    def __init__(self, resolution: int = 64, channels: int = 64, norm: str = "batch", spectral: bool = False,
-                 label_dims: Sequence[int] = (), aux_head: str = "softmax", projection: bool = False):
+    def __init__(
+        self,
+        resolution: int = 64,
+        channels: int = 64,
+        norm: str = "batch",
+        spectral: bool = False,
+        label_dims: Sequence[int] = (),
+        aux_head: str = "softmax",
+        projection: bool = False,
+    ):
         super().__init__()
         self.label_dims, self.aux_head, self.projection = tuple(label_dims), aux_head, projection
         sn = spectral_norm if spectral or projection else (lambda m: m)
@@ -110,9 +127,11 @@ class Discriminator(nn.Module):
         """conv [+ norm] + activation groups from the input side (what FreezeD freezes)."""
         mods = list(self.features)
         starts = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)] + [len(mods)]
-        return [nn.Sequential(*mods[a:b]) for a, b in zip(starts, starts[1:])]
+        return [nn.Sequential(*mods[a:b]) for a, b in pairwise(starts)]
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         h = self.features(x).flatten(1)
         adv = self.adv(h).flatten()
         if not self.label_dims:
@@ -121,15 +140,22 @@ class Discriminator(nn.Module):
             if labels is None:
                 raise ValueError("the projection discriminator needs labels")
             adv = adv + sum((emb(labels[:, a]) * h).sum(1) for a, emb in enumerate(self.embed))
-        aux = [head(h) for head in self.aux] if self.aux_head == "softmax" else split_multihot(self.aux[0](h), self.label_dims)
+        aux = (
+            [head(h) for head in self.aux]
+            if self.aux_head == "softmax"
+            else split_multihot(self.aux[0](h), self.label_dims)
+        )
         return adv, aux
 
 
 def init_weights(module: nn.Module) -> None:
     """The DCGAN paper's init: N(0, 0.02) convs, N(1, 0.02) norm scales."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        w = module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
-        nn.init.normal_(w, 0.0, 0.02)
+        if hasattr(module, "parametrizations"):  # spectral norm keeps the raw weight as .original
+            w = module.parametrizations.weight.original  # type: ignore[union-attr]  # a ParametrizationList
+        else:
+            w = module.weight
+        nn.init.normal_(w, 0.0, 0.02)  # type: ignore[arg-type]  # a Parameter either way
     elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and module.weight is not None:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

@@ -21,11 +21,15 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from facegan.errors import FaceganError, StageInputMissing
+
+if TYPE_CHECKING:
+    from facegan.models.stylegan2 import Generator
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +45,34 @@ def read_pretrained(path: Path) -> dict:
     with torch.serialization.safe_globals([argparse.Namespace]):
         state = torch.load(path, map_location="cpu", weights_only=True)
     if "format" in state:
-        return {"G": state["G"], "D": state["D"], "G_ema": state.get("G_ema"), "source": "facegan",
-                "ada_p": (state.get("augment") or {}).get("p"), "step": state.get("step", 0),
-                "model": state.get("config", {}).get("model")}
+        return {
+            "G": state["G"],
+            "D": state["D"],
+            "G_ema": state.get("G_ema"),
+            "source": "facegan",
+            "ada_p": (state.get("augment") or {}).get("p"),
+            "step": state.get("step", 0),
+            "model": state.get("config", {}).get("model"),
+        }
     if {"g", "d"} <= set(state):
         g_ema = state.get("g_ema")
         if "latent_avg" in state:
             for sd in (state["g"], g_ema):
                 if sd is not None:
                     sd["w_avg"] = state["latent_avg"].reshape(-1).float()
-        return {"G": state["g"], "D": state["d"], "G_ema": g_ema, "source": "rosinality", "ada_p": None,
-                "step": 0, "model": "stylegan2"}
-    raise PretrainedMismatch(f"{path}: neither a facegan checkpoint (key 'format') nor a rosinality "
-                             f"stylegan2 checkpoint (keys 'g', 'd'); found keys: {', '.join(map(str, state))[:200]}")
+        return {
+            "G": state["g"],
+            "D": state["d"],
+            "G_ema": g_ema,
+            "source": "rosinality",
+            "ada_p": None,
+            "step": 0,
+            "model": "stylegan2",
+        }
+    raise PretrainedMismatch(
+        f"{path}: neither a facegan checkpoint (key 'format') nor a rosinality "
+        f"stylegan2 checkpoint (keys 'g', 'd'); found keys: {', '.join(map(str, state))[:200]}"
+    )
 
 
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], what: str, hint: str) -> list[str]:
@@ -62,20 +81,28 @@ def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], what: str,
     fillable = {"w_avg"}
     missing = [k for k in own if k not in weights and k not in fillable]
     unexpected = [k for k in weights if k not in own]
-    wrong = [f"{k}: file {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in own.items() if k in weights and weights[k].shape != v.shape]
+    wrong = [
+        f"{k}: file {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
-        parts = [f"{len(wrong)} shape mismatch(es), e.g. {'; '.join(wrong[:3])}" if wrong else "",
-                 f"missing {len(missing)}, e.g. {', '.join(missing[:3])}" if missing else "",
-                 f"unexpected {len(unexpected)}, e.g. {', '.join(unexpected[:3])}" if unexpected else ""]
-        raise PretrainedMismatch(f"{what} does not fit the configured model: {'; '.join(p for p in parts if p)}. {hint}")
+        parts = [
+            f"{len(wrong)} shape mismatch(es), e.g. {'; '.join(wrong[:3])}" if wrong else "",
+            f"missing {len(missing)}, e.g. {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {len(unexpected)}, e.g. {', '.join(unexpected[:3])}" if unexpected else "",
+        ]
+        raise PretrainedMismatch(
+            f"{what} does not fit the configured model: {'; '.join(p for p in parts if p)}. {hint}"
+        )
     module.load_state_dict({**own, **weights})
     return [k for k in own if k not in weights]
 
 
 @torch.no_grad()
-def fill_w_avg(g: nn.Module, n: int = 4096, seed: int = 0) -> None:
+def fill_w_avg(module: nn.Module, n: int = 4096, seed: int = 0) -> None:
     """w_avg = mean of the mapping network's output over n random z (rosinality's mean_latent)."""
+    g = cast("Generator", module)  # a style-based G (it has w_avg)
     z = torch.randn(n, g.style_dim, generator=torch.Generator().manual_seed(seed)).to(g.w_avg.device)
     g.w_avg.copy_(g.style(z).mean(0))
 
@@ -85,8 +112,10 @@ def apply_pretrained(path: Path, g: nn.Module, d: nn.Module, g_ema: nn.Module | 
     pre = read_pretrained(path)
     if pre["model"] not in (None, model):
         raise PretrainedMismatch(f"{path} holds a {pre['model']!r} model, train.model is {model!r}")
-    hint = (f"Check train.model, z_dim, the stylegan2 widths (preset / channel_base / channel_max / mapping_layers) "
-            f"and pack.resolution against the file ({pre['source']} checkpoint {path}).")
+    hint = (
+        f"Check train.model, z_dim, the stylegan2 widths (preset / channel_base / channel_max / mapping_layers) "
+        f"and pack.resolution against the file ({pre['source']} checkpoint {path})."
+    )
     for module, key in ((g, "G"), (d, "D")):
         if load_weights(module, pre[key], f"{path} [{key}]", hint) and hasattr(module, "w_avg"):
             fill_w_avg(module)

@@ -119,7 +119,12 @@ def box_landmarks(crop: np.ndarray, row: Row) -> np.ndarray:
 
 
 LANDMARKERS: dict[str, Callable[[AlignConfig, Path], Landmarker]] = {
-    "annotations": _annotations, "dlib68": _dlib68, "fan": _fan, "yunet5": _yunet5, "box": lambda cfg, raw: box_landmarks}
+    "annotations": _annotations,
+    "dlib68": _dlib68,
+    "fan": _fan,
+    "yunet5": _yunet5,
+    "box": lambda cfg, raw: box_landmarks,
+}
 
 
 def to_five(landmarks: np.ndarray) -> np.ndarray:
@@ -157,14 +162,23 @@ def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path,
     aligned = geometry.warp(crop, m, (side, side))
     write_image(dst / row.out_file, aligned)
     # how far the 5 points land from the 5-point template (for `ffhq` too: a comparable number)
-    residual = np.linalg.norm(geometry.apply(m, crop_pts) - geometry.template5(side, cfg.eye_distance, cfg.eye_y), axis=1)
-    return row.model_copy(update={
-        "stage": STAGE, "landmarks": raw_pts.round(3).tolist(),
-        "transform": geometry.compose(m, row.affine).tolist(),
-        "backends": {**row.backends, STAGE: cfg.backend},
-        "extra": {**row.extra, "align_scale": round(scale, 4), "align_side": side,
-                  "align_residual": round(float(residual.mean()) / side, 5)},
-    })
+    residual = np.linalg.norm(
+        geometry.apply(m, crop_pts) - geometry.template5(side, cfg.eye_distance, cfg.eye_y), axis=1
+    )
+    return row.model_copy(
+        update={
+            "stage": STAGE,
+            "landmarks": raw_pts.round(3).tolist(),
+            "transform": geometry.compose(m, row.affine).tolist(),
+            "backends": {**row.backends, STAGE: cfg.backend},
+            "extra": {
+                **row.extra,
+                "align_scale": round(scale, 4),
+                "align_side": side,
+                "align_residual": round(float(residual.mean()) / side, 5),
+            },
+        }
+    )
 
 
 def run_align(cfg: AlignConfig, raw: Path, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:

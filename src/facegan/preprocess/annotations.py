@@ -42,8 +42,7 @@ def load_annotations(path: Path) -> dict[str, list[Face]]:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {
             key: [
-                Face(_box(f["box"]), np.asarray(f["landmarks"], float) if f.get("landmarks") else None)
-                for f in faces
+                Face(_box(f["box"]), np.asarray(f["landmarks"], float) if f.get("landmarks") else None) for f in faces
             ]
             for key, faces in data["images"].items()
         }

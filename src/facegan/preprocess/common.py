@@ -27,7 +27,7 @@ def guarded(stage: str, fn: Callable, row: Row, **kwargs):
         return row.reject(stage, str(e))
     except FaceganError:  # e.g. a missing model file: its own message says what to do
         raise
-    except Exception as e:  # noqa: BLE001 - re-raised with context
+    except Exception as e:
         raise StageError(f"stage {stage!r} failed on {row.source!r}: {type(e).__name__}: {e}") from e
 
 
@@ -53,14 +53,20 @@ def finish(stage: str, folder: Path, rows: Manifest) -> None:
     write_manifest(folder, rows)
     counts = summary(rows)
     write_text(folder / SUMMARY, json.dumps(counts, indent=1))
-    log.info("%s: %d ok, %d rejected%s", stage, counts["ok"], counts["rejected"],
-             "".join(f"\n  {k}: {v}" for k, v in counts.items() if k.startswith("rejected:")))
+    log.info(
+        "%s: %d ok, %d rejected%s",
+        stage,
+        counts["ok"],
+        counts["rejected"],
+        "".join(f"\n  {k}: {v}" for k, v in counts.items() if k.startswith("rejected:")),
+    )
     if counts["ok"] == 0:
         raise StageError(f"stage {stage!r} accepted no image out of {len(rows)}; see {folder}/manifest.jsonl")
 
 
-def contact_sheet(stage: str, folder: Path, raw_images: Path, n_ok: int = 40, n_rejected: int = 16,
-                  thumb: int = 96) -> Path:
+def contact_sheet(
+    stage: str, folder: Path, raw_images: Path, n_ok: int = 40, n_rejected: int = 16, thumb: int = 96
+) -> Path:
     """folder/contact_sheet.png: accepted outputs (first rows), then inputs rejected at this stage framed in
     red with their reason; rows are spread over the manifest so the sheet samples the whole set."""
     import cv2
@@ -81,7 +87,9 @@ def contact_sheet(stage: str, folder: Path, raw_images: Path, n_ok: int = 40, n_
         except ImageError:
             return np.full((thumb, thumb, 3), 128, np.uint8)
         s = thumb / max(im.shape[:2])
-        im = cv2.resize(im, (max(1, round(im.shape[1] * s)), max(1, round(im.shape[0] * s))), interpolation=cv2.INTER_AREA)
+        im = cv2.resize(
+            im, (max(1, round(im.shape[1] * s)), max(1, round(im.shape[0] * s))), interpolation=cv2.INTER_AREA
+        )
         out = np.full((thumb, thumb, 3), 255, np.uint8)
         y, x = (thumb - im.shape[0]) // 2, (thumb - im.shape[1]) // 2
         out[y : y + im.shape[0], x : x + im.shape[1]] = im
@@ -92,7 +100,9 @@ def contact_sheet(stage: str, folder: Path, raw_images: Path, n_ok: int = 40, n_
         t = tile(raw_images / r.source)
         cv2.rectangle(t, (0, 0), (thumb - 1, thumb - 1), (220, 30, 30), 3)
         cv2.rectangle(t, (0, thumb - 16), (thumb - 1, thumb - 1), (220, 30, 30), -1)
-        cv2.putText(t, (r.reason or "")[:16], (3, thumb - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            t, (r.reason or "")[:16], (3, thumb - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA
+        )
         tiles.append(t)
     path = folder / "contact_sheet.png"
     if tiles:

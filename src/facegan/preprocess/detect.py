@@ -123,12 +123,24 @@ def _detect_one(row: Row, *, cfg: DetectConfig, detector: Detector, images: Path
         crop = geometry.warp(image, m, size, border=geometry.cv2.BORDER_REPLICATE)
         name = output_name(row.source, None if len(chosen) == 1 else k)
         write_image(dst / name, crop)
-        out.append(row.model_copy(update={
-            "file": name, "stage": STAGE, "box": list(face.box),
-            "landmarks": None if face.landmarks is None else face.landmarks.tolist(),
-            "transform": m.tolist(), "backends": {STAGE: cfg.backend},
-            "extra": {"faces_found": len(faces), "score": face.score, "image_w": image.shape[1], "image_h": image.shape[0]},
-        }))
+        out.append(
+            row.model_copy(
+                update={
+                    "file": name,
+                    "stage": STAGE,
+                    "box": list(face.box),
+                    "landmarks": None if face.landmarks is None else face.landmarks.tolist(),
+                    "transform": m.tolist(),
+                    "backends": {STAGE: cfg.backend},
+                    "extra": {
+                        "faces_found": len(faces),
+                        "score": face.score,
+                        "image_w": image.shape[1],
+                        "image_h": image.shape[0],
+                    },
+                }
+            )
+        )
     return out
 
 

@@ -7,7 +7,9 @@ import numpy as np
 
 # 5-point face template (eye centres, nose tip, mouth corners) from the widely used 112x112
 # ArcFace layout, normalised so that the eye centres are 1 apart and their midpoint is the origin.
-_ARCFACE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]])
+_ARCFACE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+)
 _EYE_MID = _ARCFACE[:2].mean(axis=0)
 TEMPLATE5 = (_ARCFACE - _EYE_MID) / np.linalg.norm(_ARCFACE[1] - _ARCFACE[0])
 

@@ -52,8 +52,11 @@ class HammingIndex:
     @staticmethod
     def _masks(width: int, flips: int) -> list[int]:
         """XOR masks of every pattern of at most `flips` flipped bits in a chunk of `width` bits."""
-        return [sum(1 << b for b in bits) for k in range(min(flips, width) + 1)
-                for bits in itertools.combinations(range(width), k)]
+        return [
+            sum(1 << b for b in bits)
+            for k in range(min(flips, width) + 1)
+            for bits in itertools.combinations(range(width), k)
+        ]
 
     def _check(self, bits: np.ndarray) -> np.ndarray:
         bits = np.asarray(bits, bool).ravel()
@@ -76,7 +79,7 @@ class HammingIndex:
         if i == len(self.codes):  # amortised growth, like a list
             self.codes = np.concatenate([self.codes, np.zeros((max(16, i), self.words), np.uint64)])
         self.codes[i] = self._code(bits)
-        for table, key in zip(self.tables, self._keys(bits)):
+        for table, key in zip(self.tables, self._keys(bits), strict=True):
             table[key].append(i)
         self.n += 1
         return i
@@ -85,7 +88,7 @@ class HammingIndex:
         """(ids ascending, distances) of every stored string at most `radius` bits from `bits`."""
         bits = self._check(bits)
         found: list[int] = []
-        for table, masks, key in zip(self.tables, self.masks, self._keys(bits)):
+        for table, masks, key in zip(self.tables, self.masks, self._keys(bits), strict=True):
             for mask in masks:
                 hit = table.get(key ^ mask)
                 if hit:

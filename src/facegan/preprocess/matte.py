@@ -31,7 +31,12 @@ def head_rect(row: Row, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     x0, y0, x1, y1 = geometry.box_of(row.affine, row.face_box)
     w, h = x1 - x0, y1 - y0
     H, W = shape[:2]
-    return (max(2, int(x0 - 0.35 * w)), max(2, int(y0 - 0.6 * h)), min(W - 3, int(x1 + 0.35 * w)), min(H - 3, int(y1 + 0.5 * h)))
+    return (
+        max(2, int(x0 - 0.35 * w)),
+        max(2, int(y0 - 0.6 * h)),
+        min(W - 3, int(x1 + 0.35 * w)),
+        min(H - 3, int(y1 + 0.5 * h)),
+    )
 
 
 class GrabCutMatter:
@@ -50,8 +55,15 @@ class GrabCutMatter:
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(0)  # GrabCut's k-means init is random: keep the stage deterministic
         # rect is unused with GC_INIT_WITH_MASK: None is what OpenCV expects (its stubs say Sequence[int])
-        cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, self.iterations,  # type: ignore[call-overload]
-                    cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(
+            cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+            mask,
+            None,
+            bgd,
+            fgd,
+            self.iterations,  # type: ignore[call-overload]
+            cv2.GC_INIT_WITH_MASK,
+        )
         fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
         return largest_component(fg).astype(np.float32)
 
@@ -98,10 +110,13 @@ def _matte_one(row: Row, *, cfg: MatteConfig, matter: Matter, src: Path, dst: Pa
     if cfg.rgba:
         a = np.clip(soft[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8)
         write_image(dst / "rgba" / Path(row.out_file).with_suffix(".png").name, np.dstack([image, a]))
-    return row.model_copy(update={
-        "stage": STAGE, "backends": {**row.backends, STAGE: cfg.backend},
-        "extra": {**row.extra, "matte_coverage": round(float(alpha.mean()), 4)},
-    })
+    return row.model_copy(
+        update={
+            "stage": STAGE,
+            "backends": {**row.backends, STAGE: cfg.backend},
+            "extra": {**row.extra, "matte_coverage": round(float(alpha.mean()), 4)},
+        }
+    )
 
 
 def run_matte(cfg: MatteConfig, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:

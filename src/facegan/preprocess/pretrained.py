@@ -21,7 +21,7 @@ from facegan.preprocess.models import Lazy, ModelFileError, ModelMissing, ModelU
 
 
 def models_home() -> Path:
-    """facegan's own model cache: $FACEGAN_MODELS, default ~/.cache/facegan (../shared/scripts/seed-caches.sh fills it)."""
+    """facegan's own model cache: $FACEGAN_MODELS, default ~/.cache/facegan (seed-caches.sh of ../shared fills it)."""
     return Path(os.environ.get("FACEGAN_MODELS") or "~/.cache/facegan").expanduser()
 
 
@@ -62,8 +62,10 @@ def loading(path: Path, kind: str) -> Iterator[None]:
         raise
     except Exception as e:  # noqa: BLE001 - OpenCV, onnxruntime, torch and pickle each raise their own types
         detail = (str(e).strip().splitlines() or [""])[0][:160]
-        raise ModelUnreadable(f"{path}: not a usable {kind} ({type(e).__name__}{': ' + detail if detail else ''}); "
-                              "the file is truncated or of another kind: replace it") from None
+        raise ModelUnreadable(
+            f"{path}: not a usable {kind} ({type(e).__name__}{': ' + detail if detail else ''}); "
+            "the file is truncated or of another kind: replace it"
+        ) from None
 
 
 @contextmanager
@@ -101,8 +103,10 @@ class BlazeFace(Lazy):
 
     def check(self) -> None:
         _package("face_alignment.detection.blazeface", "detect backend 'blazeface'")
-        how = ("copy blazeface(back).pth and anchors(back).npy from github.com/hollance/BlazeFace-PyTorch there "
-               "(face-alignment's names; TORCH_HOME moves the folder) or set detect.model to the .pth")
+        how = (
+            "copy blazeface(back).pth and anchors(back).npy from github.com/hollance/BlazeFace-PyTorch there "
+            "(face-alignment's names; TORCH_HOME moves the folder) or set detect.model to the .pth"
+        )
         for path in self.files():
             require(path, f"BlazeFace ({self.variant}) file", how)
 
@@ -111,8 +115,13 @@ class BlazeFace(Lazy):
 
         weights, anchors = self.files()
         with loading(weights, f"BlazeFace {self.variant} model (.pth state dict, anchors {anchors.name} beside it)"):
-            det = BlazeFaceDetector("cpu", back_model=self.variant == "back", path_to_detector=str(weights),
-                                    path_to_anchor=str(anchors), min_score_thresh=self.min_score)
+            det = BlazeFaceDetector(
+                "cpu",
+                back_model=self.variant == "back",
+                path_to_detector=str(weights),
+                path_to_anchor=str(anchors),
+                min_score_thresh=self.min_score,
+            )
             det.detect_from_image(np.zeros((256, 256, 3) if self.variant == "back" else (128, 128, 3), np.uint8))
         return det
 
@@ -123,11 +132,15 @@ class BlazeFace(Lazy):
         square = np.zeros((max(h, w), max(h, w), 3), np.uint8)
         square[:h, :w] = image
         side = 256 if self.variant == "back" else 128  # its input side, exactly (its own resize can miss by 1 px)
-        small = cv2.resize(square, (side, side), interpolation=cv2.INTER_AREA if len(square) > side else cv2.INTER_LINEAR)
+        small = cv2.resize(
+            square, (side, side), interpolation=cv2.INTER_AREA if len(square) > side else cv2.INTER_LINEAR
+        )
         s = len(square) / side
         found = np.asarray(self.model().detect_from_image(small), np.float64).reshape(-1, 5)
-        return [Face((max(0.0, x0 * s), max(0.0, y0 * s), min(float(w), x1 * s), min(float(h), y1 * s)), None, float(score))
-                for x0, y0, x1, y1, score in found]
+        return [
+            Face((max(0.0, x0 * s), max(0.0, y0 * s), min(float(w), x1 * s), min(float(h), y1 * s)), None, float(score))
+            for x0, y0, x1, y1, score in found
+        ]
 
 
 class YuNet(Lazy):
@@ -150,9 +163,15 @@ class YuNet(Lazy):
         import cv2
 
         if not hasattr(cv2, "FaceDetectorYN"):
-            raise ModelMissing(f"detect backend 'yunet' needs cv2.FaceDetectorYN (OpenCV >= 4.5.4), not in {cv2.__version__}")
-        require(self.path, "YuNet model", "get face_detection_yunet_2023mar.onnx from github.com/opencv/opencv_zoo "
-                "(models/face_detection_yunet) into that folder ($FACEGAN_MODELS/detectors) or set detect.model")
+            raise ModelMissing(
+                f"detect backend 'yunet' needs cv2.FaceDetectorYN (OpenCV >= 4.5.4), not in {cv2.__version__}"
+            )
+        require(
+            self.path,
+            "YuNet model",
+            "get face_detection_yunet_2023mar.onnx from github.com/opencv/opencv_zoo "
+            "(models/face_detection_yunet) into that folder ($FACEGAN_MODELS/detectors) or set detect.model",
+        )
 
     def load(self):
         import cv2
@@ -219,10 +238,13 @@ class FanLandmarks(Lazy):
         path = self.path if self.path is not None else self.check()
         # boxes come from our detect stage: face-alignment's `folder` detector is its no-detector mode (no weights);
         # it reads $TORCH_HOME/hub/checkpoints/<file>: the file check() found
-        with loading(path, "2D-FAN state dict for face-alignment"), \
-                _environ("TORCH_HOME", str(path.parent.parent.parent)):
-            fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device="cpu", face_detector="folder",
-                                              compile=False)
+        with (
+            loading(path, "2D-FAN state dict for face-alignment"),
+            _environ("TORCH_HOME", str(path.parent.parent.parent)),
+        ):
+            fa = face_alignment.FaceAlignment(
+                face_alignment.LandmarksType.TWO_D, device="cpu", face_detector="folder", compile=False
+            )
         return fa
 
     def __call__(self, image: np.ndarray, box: tuple[float, ...]) -> np.ndarray | None:
@@ -242,8 +264,9 @@ class RembgMatter(Lazy):
 
         by_name = {c.name(): c for c in sessions_class}
         if self.model_name not in by_name:
-            raise ModelMissing(f"rembg has no model {self.model_name!r} (matte.model); choose one of: "
-                               f"{', '.join(sorted(by_name))}")
+            raise ModelMissing(
+                f"rembg has no model {self.model_name!r} (matte.model); choose one of: {', '.join(sorted(by_name))}"
+            )
         return by_name[self.model_name]
 
     path: Path | None = None
@@ -253,9 +276,11 @@ class RembgMatter(Lazy):
         cls = self.session_class()
         found = cls.resolve_existing(f"{self.model_name}.onnx")  # here, in the stage's process (U2NET_HOME)
         if found is None:
-            raise ModelMissing(f"rembg model {self.model_name}.onnx not found in {cls.legacy_home()} (U2NET_HOME) nor in "
-                               f"{cls.model_dir()}; copy it there (rembg's GitHub releases publish it) or choose "
-                               "matte.backend grabcut")
+            raise ModelMissing(
+                f"rembg model {self.model_name}.onnx not found in {cls.legacy_home()} (U2NET_HOME) nor in "
+                f"{cls.model_dir()}; copy it there (rembg's GitHub releases publish it) or choose "
+                "matte.backend grabcut"
+            )
         self.path = Path(found)
         return self.path
 
@@ -278,7 +303,13 @@ class RembgMatter(Lazy):
         return np.asarray(mask, np.float32) / 255.0
 
 
-SUPERRES_ALGORITHMS = {"FSRCNN": "fsrcnn", "FSRCNN-small": "fsrcnn", "ESPCN": "espcn", "EDSR": "edsr", "LapSRN": "lapsrn"}
+SUPERRES_ALGORITHMS = {
+    "FSRCNN": "fsrcnn",
+    "FSRCNN-small": "fsrcnn",
+    "ESPCN": "espcn",
+    "EDSR": "edsr",
+    "LapSRN": "lapsrn",
+}
 
 
 class OpenCVSuperRes(Lazy):
@@ -297,9 +328,13 @@ class OpenCVSuperRes(Lazy):
 
         if not hasattr(cv2, "dnn_superres"):
             raise ModelMissing("upscale backend 'opencv' needs opencv-contrib-python-headless (cv2.dnn_superres)")
-        require(self.path, "super-resolution model", "the .pb files are published with OpenCV's dnn_superres models "
-                "(github.com/Saafke/FSRCNN_Tensorflow, github.com/fannymonori/TF-ESPCN, TF-LapSRN); set "
-                "upscale.models_dir to their folder")
+        require(
+            self.path,
+            "super-resolution model",
+            "the .pb files are published with OpenCV's dnn_superres models "
+            "(github.com/Saafke/FSRCNN_Tensorflow, github.com/fannymonori/TF-ESPCN, TF-LapSRN); set "
+            "upscale.models_dir to their folder",
+        )
 
     def load(self):
         import cv2

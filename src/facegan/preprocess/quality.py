@@ -26,8 +26,9 @@ SHARPNESS_SIDE = 128  # sharpness is measured at one scale, so the threshold mea
 
 
 def sharpness(image: np.ndarray) -> float:
-    gray = cv2.cvtColor(cv2.resize(image, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA),
-                        cv2.COLOR_RGB2GRAY)
+    gray = cv2.cvtColor(
+        cv2.resize(image, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY
+    )
     return float(cv2.Laplacian(gray, cv2.CV_64F).var())
 
 
@@ -104,7 +105,7 @@ def run_quality(cfg: QualityConfig, raw: Path, src: Path, dst: Path, workers: in
         done = iter(map_items(fn, todo, workers, desc=STAGE))
         measured = [next(done) if r.status == "ok" else r for r in rows]
         out = dedupe(measured, cfg.max_hash_distance)
-        for before, after in zip(measured, out):
+        for before, after in zip(measured, out, strict=True):
             if before.status != after.status:  # a near-duplicate: its copied file goes
                 (tmp / before.out_file).unlink()
         finish(STAGE, tmp, out)

@@ -39,8 +39,12 @@ def detection(truth: dict[str, list[Face]], rows: Manifest) -> dict:
         if m is not None and (r.source, faces.index(m)) not in used:
             used.add((r.source, faces.index(m)))
             tp += 1
-    return {"recall": round(tp / max(1, n_true), 4), "precision": round(tp / max(1, len(rows)), 4),
-            "faces_true": n_true, "faces_found": len(rows)}
+    return {
+        "recall": round(tp / max(1, n_true), 4),
+        "precision": round(tp / max(1, len(rows)), 4),
+        "faces_true": n_true,
+        "faces_found": len(rows),
+    }
 
 
 def landmark_errors(truth: dict[str, list[Face]], rows: Manifest) -> list[float]:
@@ -71,7 +75,10 @@ def matte(raw: Path, matte_dir: Path) -> dict:
             continue
         try:
             pred = read_image(pred_path)[..., 0] >= 128
-            gt = geometry.warp(read_image(gt_path), np.asarray(r.transform), (pred.shape[1], pred.shape[0]))[..., 0] >= 128
+            gt = (
+                geometry.warp(read_image(gt_path), np.asarray(r.transform), (pred.shape[1], pred.shape[0]))[..., 0]
+                >= 128
+            )
         except ImageError:
             continue
         union = np.logical_or(pred, gt).sum()
@@ -99,7 +106,11 @@ def score(raw: Path, interim: Path, annotations: str = "annotations.json") -> di
     truth = load_annotations(raw / annotations)
     detected, aligned = read_manifest(interim / "detect"), read_manifest(interim / "align")
     matted = read_manifest(interim / "matte")
-    return {"detect": _named("detect", detected, detection(truth, detected), ("recall", "precision")),
-            "align": _named("align", aligned, landmarks(truth, aligned), ("landmark_error_iod_pct",)),
-            "matte": {**_named("matte", matted, matte(raw, interim / "matte"), ("matte_iou",)),
-                      "seeded_by": {"box": backend_of("detect", detected), "landmarks": backend_of("align", aligned)}}}
+    return {
+        "detect": _named("detect", detected, detection(truth, detected), ("recall", "precision")),
+        "align": _named("align", aligned, landmarks(truth, aligned), ("landmark_error_iod_pct",)),
+        "matte": {
+            **_named("matte", matted, matte(raw, interim / "matte"), ("matte_iou",)),
+            "seeded_by": {"box": backend_of("detect", detected), "landmarks": backend_of("align", aligned)},
+        },
+    }

@@ -55,10 +55,14 @@ def _upscale_one(row: Row, *, cfg: UpscaleConfig, upscaler: Upscaler, src: Path,
         (dst / row.out_file).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / row.out_file, dst / row.out_file)
         transform = row.affine
-    return row.model_copy(update={
-        "stage": STAGE, "transform": transform, "backends": {**row.backends, STAGE: cfg.backend if factor > 1 else "none"},
-        "extra": {**row.extra, "upscale_factor": round(factor, 4)},
-    })
+    return row.model_copy(
+        update={
+            "stage": STAGE,
+            "transform": transform,
+            "backends": {**row.backends, STAGE: cfg.backend if factor > 1 else "none"},
+            "extra": {**row.extra, "upscale_factor": round(factor, 4)},
+        }
+    )
 
 
 def run_upscale(cfg: UpscaleConfig, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:

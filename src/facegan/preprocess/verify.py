@@ -88,7 +88,8 @@ def _verify_one(row: Row, *, cfg: VerifyConfig, verifier: Verifier | None, src: 
         extra["verify_distance"] = round(distance, 4)
         if distance > cfg.tolerance:
             return row.model_copy(update={"extra": extra}).reject(
-                STAGE, f"another person (distance {distance:.2f} > tolerance {cfg.tolerance})")
+                STAGE, f"another person (distance {distance:.2f} > tolerance {cfg.tolerance})"
+            )
     (dst / row.out_file).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src / row.out_file, dst / row.out_file)
     return row.model_copy(update={"stage": STAGE, "extra": extra, "backends": {**row.backends, STAGE: cfg.backend}})

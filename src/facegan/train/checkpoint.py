@@ -30,16 +30,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a foreign or broken file fails in many ways (pickle, zip, struct, ...)
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                              "remove it and retrain") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); remove it and retrain"
+        ) from None
     if not isinstance(state, dict) or "format" not in state:
         held = ", ".join(sorted(map(str, state))[:6]) if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: not a facegan checkpoint (it holds: {held}); give a checkpoint.pt written by "
-                              "`facegan train` or a facegan stage")
+        raise CheckpointError(
+            f"{path}: not a facegan checkpoint (it holds: {held}); give a checkpoint.pt written by "
+            "`facegan train` or a facegan stage"
+        )
     if state["format"] != FORMAT:
         found = state["format"]
-        raise CheckpointError(f"{path}: checkpoint format {found!r}, this facegan reads format {FORMAT}; "
-                              "retrain (dvc repro) to get a compatible checkpoint")
+        raise CheckpointError(
+            f"{path}: checkpoint format {found!r}, this facegan reads format {FORMAT}; "
+            "retrain (dvc repro) to get a compatible checkpoint"
+        )
     return state
 
 
@@ -67,12 +72,15 @@ def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[n
     from facegan.models import build_models
 
     if "G" not in state or "resolution" not in state:
-        raise CheckpointError(f"{path}: not a generator checkpoint of `facegan train` (keys: {', '.join(sorted(state)[:8])})")
+        raise CheckpointError(
+            f"{path}: not a generator checkpoint of `facegan train` (keys: {', '.join(sorted(state)[:8])})"
+        )
     cfg = train_config(state["config"])
     g, _ = build_models(cfg, state["resolution"], state.get("label_dims") or [])
     try:
         g.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
     except RuntimeError as e:  # weights that do not fit the architecture its config describes
-        raise CheckpointError(f"{path}: a {cfg.model} checkpoint whose weights do not load "
-                              f"({str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: a {cfg.model} checkpoint whose weights do not load ({str(e).splitlines()[0][:200]})"
+        ) from None
     return g.eval(), cfg

@@ -79,4 +79,3 @@ def teardown() -> None:
     if td.is_initialized():
         td.barrier()
         td.destroy_process_group()
-

@@ -16,7 +16,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """p_ema <- decay * p_ema + (1 - decay) * p; buffers (BN statistics) are copied."""
-        for pe, p in zip(self.model.parameters(), model.parameters()):
+        for pe, p in zip(self.model.parameters(), model.parameters(), strict=True):
             pe.lerp_(p, 1.0 - self.decay)
-        for be, b in zip(self.model.buffers(), model.buffers()):
+        for be, b in zip(self.model.buffers(), model.buffers(), strict=True):
             be.copy_(b)

@@ -8,7 +8,7 @@ changes besides weights: transfer from a pretrained model, FreezeD, ADA's p, the
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -16,6 +16,9 @@ from facegan.models.transfer import apply_pretrained
 from facegan.train.freeze import freeze_discriminator
 from facegan.train.objective import GANObjective
 from facegan.train.trainer import ModelTrainer
+
+if TYPE_CHECKING:
+    from facegan.models.stylegan2 import Generator as StyleGenerator
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,11 @@ class GANTrainer(ModelTrainer):
 
     def _prepare(self) -> None:
         cfg = self.cfg
-        self.pretrained = (apply_pretrained(cfg.init_from, self.g, self.d, self.ema.model if self.ema else None, cfg.model)
-                           if cfg.init_from else None)
+        self.pretrained = (
+            apply_pretrained(cfg.init_from, self.g, self.d, self.ema.model if self.ema else None, cfg.model)
+            if cfg.init_from
+            else None
+        )
         self.frozen = freeze_discriminator(self.d, cfg.freeze_d)
         if self.frozen:
             log.info("FreezeD: %d discriminator parameters frozen (first %d blocks)", len(self.frozen), cfg.freeze_d)
@@ -38,8 +44,10 @@ class GANTrainer(ModelTrainer):
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """Lazy regularisers rescale the optimiser of the network they act on (R1: D, path length: G)."""
         r1, pl = self.objective.r1, self.objective.path_length
-        return (self._optimizer(self.g, self.cfg.lr_g, pl.every if pl else 0),
-                self._optimizer(self.d, self.cfg.lr_d, r1.every if r1 else 0))
+        return (
+            self._optimizer(self.g, self.cfg.lr_g, pl.every if pl else 0),
+            self._optimizer(self.d, self.cfg.lr_d, r1.every if r1 else 0),
+        )
 
     def latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Latents (and labels) of a global batch of n, cut to this process's rows."""
@@ -53,7 +61,9 @@ class GANTrainer(ModelTrainer):
         """G's images; a style-based G also gets per-layer noise and style mixing from the step's generator."""
         if self.cfg.spec.style:
             n = len(z) * self.dist.world
-            kw |= self.g.mixing_kwargs(n, self.cfg.stylegan2.style_mixing, gen, self.device, self.dist.shard)
+            kw |= cast("StyleGenerator", self.g).mixing_kwargs(
+                n, self.cfg.stylegan2.style_mixing, gen, self.device, self.dist.shard
+            )
             return self.g_run(z, y, **kw)
         return self.g_run(z, y) if self.label_dims else self.g_run(z)
 

@@ -51,8 +51,9 @@ def default_cache() -> Path:
     return Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan")).expanduser() / "decoded"
 
 
-def load_training_data(packed: Path, threads: int = 1, pin: bool = False, memory_budget_gb: float = float("inf"),
-                       cache: Path | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+def load_training_data(
+    packed: Path, threads: int = 1, pin: bool = False, memory_budget_gb: float = float("inf"), cache: Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """The packed set as one (N, 3, R, R) uint8 tensor: decoded into memory when it fits `memory_budget_gb`
     (pinned for fast, asynchronous GPU copies), else memory-mapped from a file decoded once into `cache`.
     Both paths index the same rows in the same seeded order, so training is the same bit for bit."""
@@ -67,7 +68,11 @@ def load_training_data(packed: Path, threads: int = 1, pin: bool = False, memory
         x = x.pin_memory() if pin else x
     else:
         folder = cache or default_cache()
-        log.info("the decoded set (%.1f GB) is over the memory budget (%.1f GB): streaming it from %s",
-                 size_gb, memory_budget_gb, folder)
+        log.info(
+            "the decoded set (%.1f GB) is over the memory budget (%.1f GB): streaming it from %s",
+            size_gb,
+            memory_budget_gb,
+            folder,
+        )
         x = torch.from_numpy(decoded_memmap(zip_path, folder, threads))
     return x, (torch.from_numpy(labels) if labels is not None else None), meta

@@ -74,12 +74,21 @@ class GANObjective:
     """D's and G's loss terms for `cfg` (see the module docstring). `autocast` is the stepper's mixed-precision
     context; the gradient penalty and the regularisers run outside it, in float32."""
 
-    def __init__(self, cfg: TrainConfig, conditional: bool, dist: Dist, device: torch.device,
-                 autocast: Callable[[], AbstractContextManager]):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        conditional: bool,
+        dist: Dist,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager],
+    ):
         self.cfg, self.conditional, self.dist, self.device, self.autocast = cfg, conditional, dist, device, autocast
         self.loss = get_loss(cfg.loss)
-        self.penalty = (partial(self.loss.penalty, **{k: getattr(cfg, f) for k, f in self.loss.penalty_settings.items()})
-                        if self.loss.penalty else None)
+        self.penalty = (
+            partial(self.loss.penalty, **{k: getattr(cfg, f) for k, f in self.loss.penalty_settings.items()})
+            if self.loss.penalty
+            else None
+        )
         self.augment_fn = build_augment(cfg)
         self.ada = self.augment_fn if isinstance(self.augment_fn, AdaptiveAugment) else None  # the stateful one
         if self.ada:
@@ -91,8 +100,17 @@ class GANObjective:
     def augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return self.augment_fn(x, gen) if self.augment_fn else x
 
-    def d_terms(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, y_real: torch.Tensor | None,
-                y_fake: torch.Tensor | None, gen: torch.Generator, aug: torch.Generator, index: int) -> Terms:
+    def d_terms(
+        self,
+        d: nn.Module,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        y_real: torch.Tensor | None,
+        y_fake: torch.Tensor | None,
+        gen: torch.Generator,
+        aug: torch.Generator,
+        index: int,
+    ) -> Terms:
         """loss_d (+ penalty, + aux_d) on a real and a (detached) fake batch; d_real / d_fake: mean D outputs.
         Batch `index` feeds ADA's estimate of D's overfitting."""
         t = Terms()
@@ -101,7 +119,10 @@ class GANObjective:
             adv_fake, aux_fake = d(self.augment(fake, aug), y_fake)
             t.add("loss_d", self.loss.d(adv_real.float(), adv_fake.float()))
             if self.conditional:
-                aux = (aux_loss(aux_real, y_real, self.cfg.aux_head) + aux_loss(aux_fake, y_fake, self.cfg.aux_head)) / 2
+                assert y_real is not None and y_fake is not None, "a conditional model trains on labels"
+                aux = (
+                    aux_loss(aux_real, y_real, self.cfg.aux_head) + aux_loss(aux_fake, y_fake, self.cfg.aux_head)
+                ) / 2
         if self.ada:
             self.ada.observe(adv_real, index)
         if self.penalty:
@@ -133,6 +154,7 @@ class GANObjective:
             adv, aux = d(self.augment(fake, aug), y_fake)
             t.add("loss_g", self.loss.g(adv.float()))
             if self.conditional:
+                assert y_fake is not None, "a conditional model trains on labels"
                 t.add("aux_g", aux_loss(aux, y_fake, self.cfg.aux_head), self.cfg.aux_weight)
         return t
 
@@ -147,8 +169,11 @@ class GANObjective:
         self.pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), 0.01)
         t = Terms()
         # + 0 * fake: as in r1_penalty
-        t.add("path_length", (lengths - self.pl_mean).pow(2).mean() + 0 * fake.sum(),
-              self.path_length.weight * self.path_length.every)
+        t.add(
+            "path_length",
+            (lengths - self.pl_mean).pow(2).mean() + 0 * fake.sum(),
+            self.path_length.weight * self.path_length.every,
+        )
         return t
 
     def idle(self, *names: str) -> dict[str, torch.Tensor]:
