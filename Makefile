@@ -19,9 +19,10 @@ CRON           ?= 0 2 * * *
 EXPLORE_ARGS   ?=
 # Debian's chromium: the browser the explorer's test drives through Playwright (never a downloaded browser build)
 CHROMIUM       ?= /usr/bin/chromium
+PY_DIRS        := src tests bench stages pipelines
 SUDO           := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-slow test-all sweep serve explore install clean-venv deps
+.PHONY: run test test-slow test-all lint sweep serve explore install dev clean-venv deps
 
 run: install
 	dvc repro
@@ -40,16 +41,25 @@ explore: install
 
 # FACEGAN_TEST_STRICT: what these targets install (the FID reference environment, chromium) must be there:
 # a test that needs it fails instead of skipping
-test: install $(REF)/.installed $(CHROMIUM)
+test: lint $(REF)/.installed $(CHROMIUM)
 	FACEGAN_TEST_STRICT=1 $(BIN)/python -m pytest --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
-test-slow: install $(REF)/.installed $(CHROMIUM)
+test-slow: dev $(REF)/.installed $(CHROMIUM)
 	FACEGAN_TEST_STRICT=1 $(BIN)/python -m pytest -m slow; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no slow tests collected"; rc=0; fi; exit $$rc
 
-test-all: install $(REF)/.installed $(CHROMIUM)
+test-all: lint $(REF)/.installed $(CHROMIUM)
 	FACEGAN_TEST_STRICT=1 $(BIN)/python -m pytest -m ''
 
+# the checks of .pre-commit-config.yaml: ruff lint + format check on every Python file, mypy on src/facegan
+lint: dev
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
+	$(BIN)/mypy
+
 install: $(VENV)/.installed
+# what only the tests need: pytest, playwright, ruff, mypy, onnx, and the Dask runner's prefect-dask (the default
+# pipeline runs without them, so `make run` does not install them)
+dev: $(VENV)/.dev
 
 # rewrite the code deps of every dvc.yaml stage from what its script imports (tests/test_dvc_deps.py checks them)
 deps: install
@@ -62,9 +72,13 @@ $(VENV)/.installed: pyproject.toml no-deps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev,dask]"
+	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m pip install --quiet --no-deps -r no-deps.txt
 	$(BIN)/python -c "import rembg"  # pymatting compiles and caches its numba kernels on first import (minutes)
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask]"
 	touch $@
 
 $(REF)/.installed:

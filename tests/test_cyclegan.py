@@ -24,8 +24,19 @@ def _images(n: int, res: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 def _cfg(**kw) -> CycleGANConfig:
-    base = dict(enabled=True, g_channels=4, res_blocks=1, d_channels=4, steps=4, decay_start=2, batch_size=2,
-                pool_size=3, checkpoint_every=2, sample_every=2, num_samples=8)
+    base = dict(
+        enabled=True,
+        g_channels=4,
+        res_blocks=1,
+        d_channels=4,
+        steps=4,
+        decay_start=2,
+        batch_size=2,
+        pool_size=3,
+        checkpoint_every=2,
+        sample_every=2,
+        num_samples=8,
+    )
     return CycleGANConfig(**{**base, **kw})
 
 
@@ -63,7 +74,7 @@ def test_image_pool_fills_then_swaps_and_round_trips():
     assert 0 < old <= 3 and len(pool.images) == 3  # some come from the history, the pool never grows
     clone = ImagePool(3)
     clone.load_state_dict(pool.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(clone.images, pool.images))
+    assert all(torch.equal(a, b) for a, b in zip(clone.images, pool.images, strict=True))
     x = torch.rand(2, 3, 2, 2)
     assert ImagePool(0).query(x, gen) is x
 
@@ -79,14 +90,51 @@ def test_ssim_is_one_for_equal_images_and_lower_for_noise():
     assert ssim(x, x + 0.5 * torch.randn_like(x)).item() < 0.6
 
 
-@pytest.mark.parametrize("extra", [{}, {"ssim_weight": 1.0, "diffaugment": ["color", "translation"], "spectral_norm": True,
-                                        "loss": "hinge", "identity_weight": 0.0}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {
+            "ssim_weight": 1.0,
+            "diffaugment": ["color", "translation"],
+            "spectral_norm": True,
+            "loss": "hinge",
+            "identity_weight": 0.0,
+        },
+    ],
+)
 def test_step_logs_every_loss_term(extra):
     t = CycleTrainer(_cfg(**extra), _images(4), _images(4, seed=1), CPU)
     row = t.step()
     assert set(t.fields) <= set(row) and row["step"] == 1
     assert row["cycle"] > 0 and row["adversarial"] > 0
     assert (row["ssim"] > 0) == bool(extra) and (row["identity"] > 0) == (not extra)
+
+
+def test_g_update_leaves_both_discriminators_gradients_alone():
+    """G's update runs through D_a and D_b without touching their .grad (requires_grad off, no DDP sync)."""
+    t = CycleTrainer(_cfg(), _images(4), _images(4, seed=1), CPU)
+    ds = [t.nets["D_a"], t.nets["D_b"]]
+    seen = []
+    update = t.update
+
+    def watched(loss, *opts):
+        before = [None if p.grad is None else p.grad.clone() for d in ds for p in d.parameters()]
+        update(loss, *opts)
+        if t.opt_g in opts:
+            after = [p.grad for d in ds for p in d.parameters()]
+            seen.append(
+                all(
+                    (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+                    for a, b in zip(before, after, strict=True)
+                )
+            )
+
+    t.update = watched
+    t.step()
+    t.step()
+    assert seen == [True, True]
+    assert all(p.requires_grad for d in ds for p in d.parameters()), "the Ds' parameters were not handed back"
 
 
 def _smooth(n: int, seed: int) -> torch.Tensor:
@@ -96,7 +144,9 @@ def _smooth(n: int, seed: int) -> torch.Tensor:
 
 
 def test_cycle_loss_falls_while_training():
-    t = CycleTrainer(_cfg(steps=40, decay_start=40, batch_size=4, lr=2e-3, g_channels=8), _smooth(8, 0), _smooth(8, 1), CPU)
+    t = CycleTrainer(
+        _cfg(steps=40, decay_start=40, batch_size=4, lr=2e-3, g_channels=8), _smooth(8, 0), _smooth(8, 1), CPU
+    )
     cycles = [t.step()["cycle"] for _ in range(40)]
     assert np.mean(cycles[-5:]) < 0.75 * np.mean(cycles[:5])  # measured: 0.76 -> 0.51
 
@@ -113,7 +163,9 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
     assert resumed.step_done == 2
     loop.run()
     for k in ("G_ab", "G_ba", "D_a", "D_b"):
-        for (name, x), y in zip(straight.nets[k].state_dict().items(), resumed.nets[k].state_dict().values()):
+        for (name, x), y in zip(
+            straight.nets[k].state_dict().items(), resumed.nets[k].state_dict().values(), strict=True
+        ):
             assert torch.equal(x, y), f"{k}.{name}"
     assert [r["loss_g"] for r in straight.history] == [r["loss_g"] for r in resumed.history]
 
@@ -129,7 +181,9 @@ def test_stage_trains_translates_both_ways_and_scores_each_direction(pair_root):
     assert m["a"] == "cartoon" and m["b"] == "sketch"
     assert m["num_samples"] == {"a_to_b": 8, "b_to_a": 8}
     model = out / "model"
-    assert (model / "checkpoint.pt").is_file() and (model / "losses.csv").read_text().splitlines()[0].startswith("step,loss_g")
+    assert (model / "checkpoint.pt").is_file() and (model / "losses.csv").read_text().splitlines()[0].startswith(
+        "step,loss_g"
+    )
     grid = np.asarray(Image.open(model / "translated_a_to_b.png"))
     assert grid.shape[0] == 3 * 32 + 4 * 2  # real, translated, translated back: 3 rows of 32 px with 2 px padding
     assert np.asarray(Image.open(model / "samples.png")).shape[0] == 6 * 32 + 7 * 2
@@ -137,7 +191,9 @@ def test_stage_trains_translates_both_ways_and_scores_each_direction(pair_root):
 
 def test_stage_errors_name_the_problem(tmp_path):
     p = tiny_params()
-    off = parse_params({**p.model_dump(mode="json"), "cyclegan": {**p.cyclegan.model_dump(mode="json"), "enabled": False}})
+    off = parse_params(
+        {**p.model_dump(mode="json"), "cyclegan": {**p.cyclegan.model_dump(mode="json"), "enabled": False}}
+    )
     with pytest.raises(ParamsError, match="cyclegan.enabled is false"):
         run_stage("cyclegan", "cartoon", off, tmp_path)
     with pytest.raises(ParamsError, match="runs for cyclegan.a"):
@@ -145,8 +201,11 @@ def test_stage_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="not packed yet"):
         run_stage("cyclegan", "cartoon", p, tmp_path)
     raw = p.model_dump(mode="json")
-    for change, msg in (({"b": "cartoon"}, "two different datasets"), ({"b": "nope"}, "'nope' is not a dataset"),
-                        ({"decay_start": 10_000}, "after the last step")):
+    for change, msg in (
+        ({"b": "cartoon"}, "two different datasets"),
+        ({"b": "nope"}, "'nope' is not a dataset"),
+        ({"decay_start": 10_000}, "after the last step"),
+    ):
         with pytest.raises(ParamsError, match=msg):
             parse_params({**raw, "cyclegan": {**raw["cyclegan"], **change}})
     assert Layout(tmp_path, "cartoon").packed.parent.exists() is False  # nothing written by the failures

@@ -69,28 +69,40 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class CycleTrainer(Stepper):
     """Two ResNet generators (A->B, B->A), two PatchGAN discriminators, their optimisers and one `step()`."""
 
-    def __init__(self, cfg: CycleGANConfig, images_a: torch.Tensor, images_b: torch.Tensor, device: torch.device,
-                 dist: Dist = Dist()):
+    def __init__(
+        self,
+        cfg: CycleGANConfig,
+        images_a: torch.Tensor,
+        images_b: torch.Tensor,
+        device: torch.device,
+        dist: Dist = Dist(),
+    ):
         super().__init__(cfg, device, dist, batch_size=cfg.batch_size, mirror=cfg.mirror)
         if images_a.shape[1:] != images_b.shape[1:]:
-            raise ValueError(f"datasets a and b differ in image shape: {tuple(images_a.shape[1:])} vs {tuple(images_b.shape[1:])}")
+            raise ValueError(
+                f"datasets a and b differ in image shape: {tuple(images_a.shape[1:])} vs {tuple(images_b.shape[1:])}"
+            )
         self.cfg, self.images_a, self.images_b = cfg, images_a, images_b
         self.resolution = images_a.shape[-1]
         torch.manual_seed(cfg.seed)
         nets: dict[str, nn.Module] = {
-            "G_ab": ResnetGenerator(cfg.g_channels, cfg.res_blocks), "G_ba": ResnetGenerator(cfg.g_channels, cfg.res_blocks),
+            "G_ab": ResnetGenerator(cfg.g_channels, cfg.res_blocks),
+            "G_ba": ResnetGenerator(cfg.g_channels, cfg.res_blocks),
             "D_a": PatchDiscriminator(cfg.d_channels, cfg.d_layers, cfg.spectral_norm),
-            "D_b": PatchDiscriminator(cfg.d_channels, cfg.d_layers, cfg.spectral_norm)}
+            "D_b": PatchDiscriminator(cfg.d_channels, cfg.d_layers, cfg.spectral_norm),
+        }
         for net in nets.values():
             net.apply(init_weights)
         self.nets = {k: v.to(device).train() for k, v in nets.items()}
         self.channels_last(*self.nets.values())
         self.run = {k: self.wrap(v) for k, v in self.nets.items()}
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(itertools.chain(self.nets["G_ab"].parameters(), self.nets["G_ba"].parameters()),
-                                      lr=cfg.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(itertools.chain(self.nets["D_a"].parameters(), self.nets["D_b"].parameters()),
-                                      lr=cfg.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(
+            itertools.chain(self.nets["G_ab"].parameters(), self.nets["G_ba"].parameters()), lr=cfg.lr, betas=betas
+        )
+        self.opt_d = torch.optim.Adam(
+            itertools.chain(self.nets["D_a"].parameters(), self.nets["D_b"].parameters()), lr=cfg.lr, betas=betas
+        )
         self.loss = get_loss(cfg.loss)
         self.pools = {"a": ImagePool(cfg.pool_size), "b": ImagePool(cfg.pool_size)}
 
@@ -112,27 +124,52 @@ class CycleTrainer(Stepper):
             for group in opt.param_groups:
                 group["lr"] = lr
         zero = torch.zeros((), device=self.device)
-        with self.autocast():
-            fake_b, fake_a = run["G_ab"](a), run["G_ba"](b)
-            rec_a, rec_b = run["G_ba"](fake_b), run["G_ab"](fake_a)
-            adversarial = (self.loss.g(run["D_b"](self._d_view(fake_b, aug)).float())
-                           + self.loss.g(run["D_a"](self._d_view(fake_a, aug)).float()))
-            cycle = F.l1_loss(rec_a.float(), a) + F.l1_loss(rec_b.float(), b)
-            identity = (F.l1_loss(run["G_ab"](b).float(), b) + F.l1_loss(run["G_ba"](a).float(), a)
-                        if cfg.identity_weight else zero)
-        structure = (2 - ssim(rec_a, a) - ssim(rec_b, b)) if cfg.ssim_weight else zero
-        loss_g = (adversarial + cfg.cycle_weight * cycle + cfg.cycle_weight * cfg.identity_weight * identity
-                  + cfg.ssim_weight * structure)
-        self.update(loss_g, self.opt_g)
+        # G through both Ds, which take no gradients meanwhile (nor sync under DDP)
+        with self.through(self.nets["D_a"], run["D_a"]), self.through(self.nets["D_b"], run["D_b"]):
+            with self.autocast():
+                fake_b, fake_a = run["G_ab"](a), run["G_ba"](b)
+                rec_a, rec_b = run["G_ba"](fake_b), run["G_ab"](fake_a)
+                adversarial = self.loss.g(run["D_b"](self._d_view(fake_b, aug)).float()) + self.loss.g(
+                    run["D_a"](self._d_view(fake_a, aug)).float()
+                )
+                cycle = F.l1_loss(rec_a.float(), a) + F.l1_loss(rec_b.float(), b)
+                identity = (
+                    F.l1_loss(run["G_ab"](b).float(), b) + F.l1_loss(run["G_ba"](a).float(), a)
+                    if cfg.identity_weight
+                    else zero
+                )
+            structure = (2 - ssim(rec_a, a) - ssim(rec_b, b)) if cfg.ssim_weight else zero
+            loss_g = (
+                adversarial
+                + cfg.cycle_weight * cycle
+                + cfg.cycle_weight * cfg.identity_weight * identity
+                + cfg.ssim_weight * structure
+            )
+            self.update(loss_g, self.opt_g)
 
         old_a, old_b = self.pools["a"].query(fake_a, gen), self.pools["b"].query(fake_b, gen)
         with self.autocast():
-            d_a = self.loss.d(run["D_a"](self._d_view(a, aug)).float(), run["D_a"](self._d_view(old_a.detach(), aug)).float())
-            d_b = self.loss.d(run["D_b"](self._d_view(b, aug)).float(), run["D_b"](self._d_view(old_b.detach(), aug)).float())
+            d_a = self.loss.d(
+                run["D_a"](self._d_view(a, aug)).float(), run["D_a"](self._d_view(old_a.detach(), aug)).float()
+            )
+            d_b = self.loss.d(
+                run["D_b"](self._d_view(b, aug)).float(), run["D_b"](self._d_view(old_b.detach(), aug)).float()
+            )
         loss_d = 0.5 * (d_a + d_b)
         self.update(loss_d, self.opt_d)
-        return self.record({"loss_g": loss_g, "loss_d": loss_d, "adversarial": adversarial, "cycle": cycle,
-                            "identity": identity, "ssim": structure, "d_a": d_a, "d_b": d_b}, lr=lr)
+        return self.record(
+            {
+                "loss_g": loss_g,
+                "loss_d": loss_d,
+                "adversarial": adversarial,
+                "cycle": cycle,
+                "identity": identity,
+                "ssim": structure,
+                "d_a": d_a,
+                "d_b": d_b,
+            },
+            lr=lr,
+        )
 
     @torch.no_grad()
     def translate(self, images: torch.Tensor, direction: str, batch: int = 32) -> torch.Tensor:
@@ -162,10 +199,16 @@ class CycleTrainer(Stepper):
                 write_image(path.parent / f"translated_{name}.png", image_grid(to_uint8(rows), ncols=n))
 
     def state_dict(self) -> dict:
-        return {**self.state(), **{k: v.state_dict() for k, v in self.nets.items()},
-                "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
-                "pool_a": self.pools["a"].state_dict(), "pool_b": self.pools["b"].state_dict(),
-                "config": self.cfg.model_dump(mode="json"), "resolution": self.resolution}
+        return {
+            **self.state(),
+            **{k: v.state_dict() for k, v in self.nets.items()},
+            "opt_G": self.opt_g.state_dict(),
+            "opt_D": self.opt_d.state_dict(),
+            "pool_a": self.pools["a"].state_dict(),
+            "pool_b": self.pools["b"].state_dict(),
+            "config": self.cfg.model_dump(mode="json"),
+            "resolution": self.resolution,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.cfg.check_resumable(state["config"], "cyclegan")
