@@ -1,10 +1,11 @@
 """Step time of facegan's training loop vs a textbook DCGAN loop of the same architecture.
 
-    python bench/train_step.py [--channels 32] [--batch 64] [--steps 15] [--device cpu|cuda]
+    python bench/train_step.py [--channels 32] [--batch 64] [--steps 15] [--rounds 7] [--threads 0] [--device cpu|cuda]
 
-Both train DCGAN 64x64 with the non-saturating loss and Adam, batch 64, on the same in-memory
-uint8 images, in the same process, in alternating rounds. Prints the median step times and
-their ratio (goal: ours / reference <= 1.05).
+Both train DCGAN 64x64 with the non-saturating loss and Adam, batch 64, on the same in-memory uint8 images,
+in the same process, under the settings `run_train` applies (`facegan.train.stepper.runtime`: threads,
+determinism, allocator), in interleaved rounds. Prints the median step times and their ratio (goal: ours /
+reference <= 1.05); on CUDA also facegan with `compile: reduce-overhead` (CUDA graphs).
 """
 
 from __future__ import annotations
@@ -19,22 +20,39 @@ from torch import nn
 
 from facegan.config import TrainConfig
 from facegan.train.gan import GANTrainer as Trainer
+from facegan.train.stepper import runtime
 
 
 def reference_models(z_dim: int, ch: int) -> tuple[nn.Module, nn.Module]:
     """The PyTorch-examples DCGAN, written out plainly (64x64)."""
     g = nn.Sequential(
-        nn.ConvTranspose2d(z_dim, ch * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ch * 8), nn.ReLU(True),
-        nn.ConvTranspose2d(ch * 8, ch * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 4), nn.ReLU(True),
-        nn.ConvTranspose2d(ch * 4, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.ReLU(True),
-        nn.ConvTranspose2d(ch * 2, ch, 4, 2, 1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True),
-        nn.ConvTranspose2d(ch, 3, 4, 2, 1, bias=False), nn.Tanh(),
+        nn.ConvTranspose2d(z_dim, ch * 8, 4, 1, 0, bias=False),
+        nn.BatchNorm2d(ch * 8),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(ch * 8, ch * 4, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ch * 4),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(ch * 4, ch * 2, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ch * 2),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(ch * 2, ch, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ch),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(ch, 3, 4, 2, 1, bias=False),
+        nn.Tanh(),
     )
     d = nn.Sequential(
-        nn.Conv2d(3, ch, 4, 2, 1), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(ch * 2, ch * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 4), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(ch * 4, ch * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 8), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(3, ch, 4, 2, 1),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ch * 2),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ch * 2, ch * 4, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ch * 4),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ch * 4, ch * 8, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ch * 8),
+        nn.LeakyReLU(0.2, True),
         nn.Conv2d(ch * 8, 1, 4, 1, 0, bias=False),
     )
     return g, d
@@ -61,47 +79,68 @@ class Reference:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        float(loss_d), float(loss_g)  # the reference also reads its losses once per step
+        float(loss_d.detach()), float(loss_g.detach())  # the reference also reads its losses once per step
 
 
-def timed(step, n: int, device: torch.device) -> list[float]:
-    out = []
+def timed(step, n: int, device: torch.device, begin=lambda: None) -> float:
+    """Seconds per step over n steps."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
     for _ in range(n):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
+        begin()
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - t)
-    return out
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / n
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--channels", type=int, default=TrainConfig().g_channels)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=15, help="timed steps per round (3 rounds each)")
+    ap.add_argument("--steps", type=int, default=15, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[0], help="torch CPU thread counts to time (0 = default)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    device = torch.device(args.device)
     images = torch.randint(0, 256, (2000, 3, 64, 64), dtype=torch.uint8)
-
-    cfg = TrainConfig(g_channels=args.channels, d_channels=args.channels, batch_size=args.batch, mirror=False,
-                      device=device.type)
-    ours = Trainer(cfg, images, None, [], device)
+    sides = {}
+    modes = [False, "reduce-overhead"] if args.device.startswith("cuda") else [False]
+    for mode in modes:
+        cfg = TrainConfig(g_channels=args.channels, d_channels=args.channels, batch_size=args.batch, mirror=False,
+                          device=args.device, compile=mode)  # fmt: skip
+        dist, device = runtime(cfg)  # the determinism and allocator run_train sets (both sides run under them)
+        t = Trainer(cfg, images, None, [], device, dist)
+        sides["facegan GANTrainer.step" + (f" (compile {mode})" if mode else "")] = (t.step, t.begin_step)
     ref = Reference(images, cfg.z_dim, args.channels, args.batch, device)
-    timed(ours.step, 3, device), timed(ref.step, 3, device)  # warm-up
-    t_ours, t_ref = [], []
-    for _ in range(3):
-        t_ours += timed(ours.step, args.steps, device)
-        t_ref += timed(ref.step, args.steps, device)
-    mo, mr = statistics.median(t_ours), statistics.median(t_ref)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; DCGAN 64x64, channels {args.channels}, batch {args.batch}")
-    print(f"facegan Trainer.step  median {mo * 1000:8.1f} ms")
-    print(f"reference loop        median {mr * 1000:8.1f} ms")
-    print(f"ratio ours/reference  {mo / mr:.3f}   (goal <= 1.05)")
+    sides["reference loop"] = (ref.step, lambda: None)
+    default_threads = torch.get_num_threads()
+    threads = [n or default_threads for n in args.threads]
+    for step, begin in sides.values():  # warm-up (and compilation)
+        timed(step, 5, device, begin)
+    secs: dict[tuple[int, str], list[float]] = {(n, k): [] for n in threads for k in sides}
+    for _ in range(args.rounds):
+        for n in threads:
+            torch.set_num_threads(n)
+            for k, (step, begin) in sides.items():
+                secs[n, k].append(timed(step, args.steps, device, begin))
+    med = {k: statistics.median(v) for k, v in secs.items()}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}; torch {torch.__version__}; deterministic {torch.are_deterministic_algorithms_enabled()}, "
+          f"cudnn.benchmark {torch.backends.cudnn.benchmark}; DCGAN 64x64, channels {args.channels}, "
+          f"batch {args.batch}; median of {args.rounds} interleaved rounds of {args.steps} steps")  # fmt: skip
+    for (n, k), v in med.items():
+        print(f"{n} thread(s)  {k:44s} {v * 1000:8.2f} ms/step  {args.batch / v:9.1f} img/s")
+    for n in threads:
+        ref_s = med[n, "reference loop"]
+        for k in sides:
+            if k != "reference loop":
+                goal = "   (goal <= 1.05)" if "compile" not in k else ""
+                print(f"{n} thread(s)  ratio {k} / reference: {med[n, k] / ref_s:.3f}{goal}")
+    if len(threads) > 1:
+        k = next(iter(sides))
+        print(f"{k}: {threads[-1]} threads vs {threads[0]}: {med[threads[0], k] / med[threads[-1], k]:.2f}x img/s")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,18 @@ from facegan.models.transfer import PretrainedMismatch
 from facegan.train.checkpoint import save_checkpoint
 from facegan.train.gan import GANTrainer as Trainer
 
-TINY = {"model": "stylegan2", "z_dim": 16, "batch_size": 4, "lr_g": 0.002, "lr_d": 0.002, "beta1": 0.0,
-        "beta2": 0.99, "stylegan2": {"preset": "tiny"}, "r1": {"every": 2}, "path_length": {"weight": 2.0, "every": 2}}
+TINY = {
+    "model": "stylegan2",
+    "z_dim": 16,
+    "batch_size": 4,
+    "lr_g": 0.002,
+    "lr_d": 0.002,
+    "beta1": 0.0,
+    "beta2": 0.99,
+    "stylegan2": {"preset": "tiny"},
+    "r1": {"every": 2},
+    "path_length": {"weight": 2.0, "every": 2},
+}
 
 
 def cfg(**over) -> TrainConfig:
@@ -129,8 +139,7 @@ def test_ada_p_rises_when_d_overfits_falls_when_it_does_not_and_fixed_p_stays():
 
 def test_ada_p_rises_during_training_on_a_few_images():
     """A D that memorises 4 images: the sign of D(real) goes positive and p goes up from 0."""
-    c = cfg(ada={"enabled": True, "speed_kimg": 0.05, "interval": 1}, r1={"gamma": 0.0},
-            lr_d=0.01)
+    c = cfg(ada={"enabled": True, "speed_kimg": 0.05, "interval": 1}, r1={"gamma": 0.0}, lr_d=0.01)
     t = Trainer(c, images(4), None, [], torch.device("cpu"))
     ps = [t.step()["ada_p"] for _ in range(12)]
     assert max(ps) > 0.1, ps
@@ -153,7 +162,7 @@ def test_resume_is_exact_with_ada_lazy_r1_path_length_mixing_and_ema(tmp_path):
     for _ in range(2):
         resumed.step()
     for a, b in ((straight.g, resumed.g), (straight.d, resumed.d), (straight.ema.model, resumed.ema.model)):
-        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.equal(pa, pb), name
     assert straight.ada.p == resumed.ada.p
     assert torch.equal(straight.objective.pl_mean, resumed.objective.pl_mean)
@@ -187,24 +196,60 @@ def test_freeze_d_leaves_frozen_blocks_unchanged_and_trains_the_rest(tmp_path):
 
 # rosinality/stylegan2-pytorch Generator(size=32, style_dim=16, n_mlp=2): its state_dict keys
 ROSINALITY_G_32 = (
-    ["style.1.weight", "style.1.bias", "style.2.weight", "style.2.bias", "input.input",
-     "conv1.conv.weight", "conv1.conv.modulation.weight", "conv1.conv.modulation.bias", "conv1.noise.weight",
-     "conv1.activate.bias", "to_rgb1.bias", "to_rgb1.conv.weight", "to_rgb1.conv.modulation.weight",
-     "to_rgb1.conv.modulation.bias"]
-    + [f"convs.{i}.{k}" for i in range(6) for k in
-       (["conv.weight", "conv.modulation.weight", "conv.modulation.bias", "noise.weight", "activate.bias"]
-        + (["conv.blur.kernel"] if i % 2 == 0 else []))]
-    + [f"to_rgbs.{i}.{k}" for i in range(3) for k in
-       ("bias", "upsample.kernel", "conv.weight", "conv.modulation.weight", "conv.modulation.bias")]
+    [
+        "style.1.weight",
+        "style.1.bias",
+        "style.2.weight",
+        "style.2.bias",
+        "input.input",
+        "conv1.conv.weight",
+        "conv1.conv.modulation.weight",
+        "conv1.conv.modulation.bias",
+        "conv1.noise.weight",
+        "conv1.activate.bias",
+        "to_rgb1.bias",
+        "to_rgb1.conv.weight",
+        "to_rgb1.conv.modulation.weight",
+        "to_rgb1.conv.modulation.bias",
+    ]
+    + [
+        f"convs.{i}.{k}"
+        for i in range(6)
+        for k in (
+            ["conv.weight", "conv.modulation.weight", "conv.modulation.bias", "noise.weight", "activate.bias"]
+            + (["conv.blur.kernel"] if i % 2 == 0 else [])
+        )
+    ]
+    + [
+        f"to_rgbs.{i}.{k}"
+        for i in range(3)
+        for k in ("bias", "upsample.kernel", "conv.weight", "conv.modulation.weight", "conv.modulation.bias")
+    ]
     + [f"noises.noise_{i}" for i in range(7)]
 )
 ROSINALITY_D_32 = (
     ["convs.0.0.weight", "convs.0.1.bias"]
-    + [f"convs.{i}.{k}" for i in (1, 2, 3) for k in
-       ("conv1.0.weight", "conv1.1.bias", "conv2.0.kernel", "conv2.1.weight", "conv2.2.bias", "skip.0.kernel",
-        "skip.1.weight")]
-    + ["final_conv.0.weight", "final_conv.1.bias", "final_linear.0.weight", "final_linear.0.bias",
-       "final_linear.1.weight", "final_linear.1.bias"]
+    + [
+        f"convs.{i}.{k}"
+        for i in (1, 2, 3)
+        for k in (
+            "conv1.0.weight",
+            "conv1.1.bias",
+            "conv2.0.kernel",
+            "conv2.1.weight",
+            "conv2.2.bias",
+            "skip.0.kernel",
+            "skip.1.weight",
+        )
+    ]
+    + [
+        "final_conv.0.weight",
+        "final_conv.1.bias",
+        "final_linear.0.weight",
+        "final_linear.0.bias",
+        "final_linear.1.weight",
+        "final_linear.1.bias",
+    ]
 )
 
 
@@ -219,8 +264,18 @@ def test_rosinality_checkpoint_loads_with_latent_avg_and_gives_the_same_images(t
     src_g, src_d = build_models(cfg(), 32)
     ros = {k: v for k, v in src_g.state_dict().items() if k != "w_avg"}
     path = tmp_path / "550000.pt"
-    torch.save({"g": ros, "d": src_d.state_dict(), "g_ema": ros, "g_optim": {}, "d_optim": {},
-                "args": argparse.Namespace(size=32, channel_multiplier=2), "latent_avg": torch.full((16,), 0.25)}, path)
+    torch.save(
+        {
+            "g": ros,
+            "d": src_d.state_dict(),
+            "g_ema": ros,
+            "g_optim": {},
+            "d_optim": {},
+            "args": argparse.Namespace(size=32, channel_multiplier=2),
+            "latent_avg": torch.full((16,), 0.25),
+        },
+        path,
+    )
     t = trainer(cfg(init_from=str(path), ema=0.9))
     assert t.pretrained["source"] == "rosinality"
     assert torch.equal(t.g.w_avg, torch.full((16,), 0.25)) and torch.equal(t.ema.model.w_avg, torch.full((16,), 0.25))
@@ -251,8 +306,10 @@ def test_mismatched_pretrained_weights_give_a_clear_error(tmp_path):
 
 
 def test_transfer_runs_merge_overrides_and_report_bad_ones():
-    t = TransferConfig(finetune=TrainConfig(model="stylegan2", steps=9),
-                       runs={"base": {}, "fa": {"freeze_d": 2, "ada": {"enabled": True}}})
+    t = TransferConfig(
+        finetune=TrainConfig(model="stylegan2", steps=9),
+        runs={"base": {}, "fa": {"freeze_d": 2, "ada": {"enabled": True}}},
+    )
     fa = t.run_config("fa", Path("p.pt"))
     assert fa.freeze_d == 2 and fa.ada.enabled and fa.ada.target == 0.6 and fa.steps == 9
     assert fa.init_from == Path("p.pt")
@@ -276,3 +333,27 @@ def test_style_figures(tmp_path):
     dirs = sefa_directions(g, 5)
     assert dirs.shape == (5, 16) and torch.allclose(dirs @ dirs.T, torch.eye(5), atol=1e-4)
     assert np.asarray(Image.open(tmp_path / "truncation.png")).std() > 0
+
+
+def test_amp_blocks_put_only_the_highest_resolutions_in_the_amp_dtype_and_conv_clamp_bounds_activations():
+    """Per-block precision (stylegan2-ada's num_fp16_res), checked with CPU autocast (bfloat16)."""
+    seen: dict = {}
+    c = cfg(stylegan2={"preset": "tiny", "amp_blocks": 1, "conv_clamp": 0.5})
+    g, d = build_models(c, 32)
+    for name, mods in (("g", g.convs), ("d", d.convs)):
+        for i, m in enumerate(mods):
+            m.register_forward_hook(lambda mod, inp, out, key=(name, i): seen.__setitem__(key, out))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = d(g(torch.randn(4, 16)))
+    f32, bf16 = torch.float32, torch.bfloat16
+    assert [seen["g", i].dtype for i in range(6)] == [f32] * 4 + [bf16] * 2  # 8, 8, 16, 16 px | 32, 32 px
+    assert [seen["d", i].dtype for i in range(4)] == [bf16, bf16, f32, f32]  # fromRGB, 32 -> 16 | 16 -> 8, 8 -> 4
+    assert logits.dtype == f32 and torch.isfinite(logits).all()
+    assert all(seen["g", i].abs().max() <= 0.5 for i in range(6))
+    seen.clear()
+    g_all, _ = build_models(cfg(), 32)
+    for i, m in enumerate(g_all.convs):
+        m.register_forward_hook(lambda mod, inp, out, i=i: seen.__setitem__(i, out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g_all(torch.randn(4, 16))
+    assert set(seen.values()) == {bf16}  # amp_blocks 0: every layer follows autocast

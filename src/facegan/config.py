@@ -70,14 +70,21 @@ class DetectConfig(Section):
     backend: Literal["annotations", "hog", "cnn", "haar", "anime", "blazeface", "yunet"] = "annotations"
     annotations: str = Field("annotations.json", description="boxes file inside the raw folder")
     cascade: str | None = Field(None, description="anime/haar: cascade XML path (anime: lbpcascade_animeface.xml)")
-    model: str | None = Field(None, description="blazeface: the .pth (anchors .npy beside it); yunet: the .onnx; "
-                              "null: the standard cache (torch hub checkpoints/; ~/.cache/facegan/detectors/)")
-    blazeface: Literal["front", "back"] = Field("back", description="BlazeFace model: front (128 px, close faces) "
-                                                "or back (256 px, faces further away)")
+    model: str | None = Field(
+        None,
+        description="blazeface: the .pth (anchors .npy beside it); yunet: the .onnx; "
+        "null: the standard cache (torch hub checkpoints/; ~/.cache/facegan/detectors/)",
+    )
+    blazeface: Literal["front", "back"] = Field(
+        "back", description="BlazeFace model: front (128 px, close faces) or back (256 px, faces further away)"
+    )
     upsample: int = Field(1, ge=0, le=4, description="hog/cnn: times the image is upsampled to find small faces")
     max_side: int = Field(1600, ge=64, description="images are downscaled to this side for detection only")
-    min_score: float | None = Field(None, description="detections scoring lower are dropped (hog/cnn: dlib's scores; "
-                                    "yunet/blazeface: confidence 0-1); null: 0.2 hog/cnn, 0.6 yunet, 0.5 blazeface")
+    min_score: float | None = Field(
+        None,
+        description="detections scoring lower are dropped (hog/cnn: dlib's scores; "
+        "yunet/blazeface: confidence 0-1); null: 0.2 hog/cnn, 0.6 yunet, 0.5 blazeface",
+    )
     margin: float = Field(0.6, ge=0, le=3, description="context kept around the box, per side, x box size")
     square: bool = Field(True, description="square crops (side = the box's longer side); else the box's aspect")
     min_size: int = Field(16, ge=1, description="smaller faces are rejected (pixels)")
@@ -99,7 +106,9 @@ class VerifyConfig(Section):
     """Keep only faces of one identity: dlib encodings compared with a folder of reference faces."""
 
     backend: Literal["none", "dlib"] = "none"
-    references: str | None = Field(None, description="folder of reference photos (relative to the raw folder or absolute)")
+    references: str | None = Field(
+        None, description="folder of reference photos (relative to the raw folder or absolute)"
+    )
     tolerance: float = Field(0.6, gt=0, le=2, description="max distance to the closest reference encoding")
 
 
@@ -109,7 +118,8 @@ class AlignConfig(Section):
     model: str | None = Field(None, description="yunet5: the YuNet .onnx (null: ~/.cache/facegan/detectors/)")
     size: int = Field(128, ge=16, le=2048, description="aligned output side (pixels)")
     template: Literal["five", "ffhq"] = Field(
-        "five", description="five: 5 points onto a template (eye_distance, eye_y); ffhq: FFHQ's eyes+mouth crop")
+        "five", description="five: 5 points onto a template (eye_distance, eye_y); ffhq: FFHQ's eyes+mouth crop"
+    )
     eye_distance: float = Field(0.2, gt=0.05, lt=0.8, description="eye distance / output side")
     eye_y: float = Field(0.45, gt=0.1, lt=0.9, description="eye line height / output side")
 
@@ -133,16 +143,23 @@ class UpscaleConfig(Section):
     backend: Literal["lanczos", "opencv"] = "lanczos"
     size: int = Field(128, ge=16, le=2048, description="images below this side are upscaled to it")
     model: Literal["FSRCNN", "FSRCNN-small", "ESPCN", "EDSR", "LapSRN"] = Field(
-        "FSRCNN", description="opencv dnn_superres model")
+        "FSRCNN", description="opencv dnn_superres model"
+    )
     scale: Literal[2, 3, 4, 8] = Field(2, description="the model's factor (file <model>_x<scale>.pb)")
-    models_dir: str | None = Field(None, description="folder holding the .pb files (null: $FACEGAN_MODELS/superres, "
-                                   "default ~/.cache/facegan/superres)")
+    models_dir: str | None = Field(
+        None,
+        description="folder holding the .pb files (null: $FACEGAN_MODELS/superres, default ~/.cache/facegan/superres)",
+    )
 
 
 class QualityConfig(Section):
-    min_sharpness: float = Field(10.0, ge=0, description="variance of the Laplacian at 128 px; blurrier faces are rejected")
+    min_sharpness: float = Field(
+        10.0, ge=0, description="variance of the Laplacian at 128 px; blurrier faces are rejected"
+    )
     min_face: int = Field(32, ge=0, description="faces whose detected box was smaller in the photo are rejected (px)")
-    max_hash_distance: int = Field(16, ge=-1, le=256, description="near-duplicates: photo-hash bits apart, of 256 (-1 = off)")
+    max_hash_distance: int = Field(
+        16, ge=-1, le=256, description="near-duplicates: photo-hash bits apart, of 256 (-1 = off)"
+    )
 
 
 class PackConfig(Section):
@@ -197,8 +214,8 @@ class AdaConfig(Section):
 
 STYLEGAN2_PRESETS: dict[str, dict[str, Any]] = {
     # channel_base / resolution, capped at channel_max, is the width at each resolution
-    "tiny": {"channel_base": 512, "channel_max": 32, "mapping_layers": 2},    # unit tests
-    "cpu": {"channel_base": 2048, "channel_max": 64, "mapping_layers": 4},    # the CPU default pipeline
+    "tiny": {"channel_base": 512, "channel_max": 32, "mapping_layers": 2},  # unit tests
+    "cpu": {"channel_base": 2048, "channel_max": 64, "mapping_layers": 4},  # the CPU default pipeline
     "paper": {"channel_base": 32768, "channel_max": 512, "mapping_layers": 8},  # config-f (z_dim 512)
 }
 
@@ -213,9 +230,22 @@ class StyleGAN2Config(Section):
     mapping_layers: int = Field(4, ge=1, le=16)
     lr_mapping: float = Field(0.01, gt=0, le=1, description="learning-rate multiplier of the mapping network")
     style_mixing: float = Field(0.9, ge=0, le=1, description="probability of style mixing per step")
+    amp_blocks: int = Field(
+        0, ge=0, le=9, description="with train.amp: only G's and D's blocks of the N highest resolutions run in the "
+        "amp dtype, the mapping network, the low-resolution blocks and D's epilogue in float32 (stylegan2-ada: 4); "
+        "0 = every layer follows train.amp")  # fmt: skip
+    conv_clamp: float | None = Field(
+        None,
+        gt=0,
+        description="clamp every conv activation to +-conv_clamp (stylegan2-ada: 256, with fp16); null = off",
+    )
 
-    MOVED: ClassVar[dict[str, str]] = {"r1_gamma": "r1.gamma", "r1_every": "r1.every",
-                                       "pl_weight": "path_length.weight", "pl_every": "path_length.every"}
+    MOVED: ClassVar[dict[str, str]] = {
+        "r1_gamma": "r1.gamma",
+        "r1_every": "r1.every",
+        "pl_weight": "path_length.weight",
+        "pl_every": "path_length.every",
+    }
 
     @model_validator(mode="before")
     @classmethod
@@ -223,7 +253,9 @@ class StyleGAN2Config(Section):
         if isinstance(data, dict):
             moved = [f"stylegan2.{k} is now {cls.MOVED[k]}" for k in data if k in cls.MOVED]
             if moved:
-                raise ValueError("; ".join(moved) + " (regularisers of every GAN, beside `stylegan2` in the same section)")
+                raise ValueError(
+                    "; ".join(moved) + " (regularisers of every GAN, beside `stylegan2` in the same section)"
+                )
             preset = STYLEGAN2_PRESETS.get(data.get("preset", "cpu"), {})
             data = {**preset, **data}
         return data
@@ -232,8 +264,9 @@ class StyleGAN2Config(Section):
 class R1Config(Section):
     """R1 (Mescheder et al. 2018): gamma/2 * |grad D(real)|^2, lazily every N steps (StyleGAN2's default)."""
 
-    gamma: float | None = Field(None, ge=0, description="R1 weight gamma; 0 = off; null = the model's default "
-                                                       "(stylegan2: 10, the others: off)")
+    gamma: float | None = Field(
+        None, ge=0, description="R1 weight gamma; 0 = off; null = the model's default (stylegan2: 10, the others: off)"
+    )
     every: int = Field(16, ge=1, description="lazy regularisation: a separate D update every N steps")
 
 
@@ -268,31 +301,45 @@ class RunSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
     deterministic: bool | Literal["auto"] = Field(
-        "auto", description="true: deterministic kernels (bitwise resume on CPU); false: cudnn.benchmark + TF32 "
-                            "on CUDA; auto: true on CPU, false on CUDA")
+        "auto",
+        description="true: deterministic kernels (bitwise resume on CPU); false: cudnn.benchmark + TF32 "
+        "on CUDA; auto: true on CPU, false on CUDA",
+    )
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA (fp16 with grad scaling)")
     channels_last: bool = Field(False, description="NHWC memory format for the conv nets")
-    compile: bool = Field(False, description="torch.compile the nets")
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        False,
+        description="torch.compile the nets (true = mode 'default'); 'reduce-overhead' also replays CUDA graphs, "
+        "for small nets whose steps are launch-bound on a GPU",
+    )
     loader_threads: int = Field(2, ge=1, le=64, description="threads decoding the packed ZIP")
     memory_budget_gb: float = Field(
-        8.0, gt=0, description="a decoded training set larger than this is memory-mapped from a file decoded once "
-                               "(in FACEGAN_CACHE, default ~/.cache/facegan) instead of held in memory")
+        8.0,
+        gt=0,
+        description="a decoded training set larger than this is memory-mapped from a file decoded once "
+        "(in FACEGAN_CACHE, default ~/.cache/facegan) instead of held in memory",
+    )
     checkpoint_every: int = Field(100, ge=1)
     sample_every: int = Field(100, ge=1)
 
     RESUME_NEUTRAL: ClassVar[frozenset[str]] = frozenset(
-        {"device", "threads", "loader_threads", "memory_budget_gb", "checkpoint_every", "sample_every"})
+        {"device", "threads", "loader_threads", "memory_budget_gb", "checkpoint_every", "sample_every"}
+    )
 
     def check_resumable(self, saved: dict[str, Any], section: str) -> None:
         """Refuse a checkpoint whose config differs from this one in a way that changes the maths (keys in
         RESUME_NEUTRAL may differ); the message names each differing key."""
         now, then = flatten(self), flatten(saved)
-        differences = [f"{section}.{k}: {then.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
-                       for k in sorted(set(now) | set(then))
-                       if now.get(k) != then.get(k) and k.split(".")[0] not in self.RESUME_NEUTRAL]
+        differences = [
+            f"{section}.{k}: {then.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
+            for k in sorted(set(now) | set(then))
+            if now.get(k) != then.get(k) and k.split(".")[0] not in self.RESUME_NEUTRAL
+        ]
         if differences:
-            raise CheckpointError(f"the checkpoint was written with a different {section} config "
-                                  f"({'; '.join(differences)}): remove it or restore the config")
+            raise CheckpointError(
+                f"the checkpoint was written with a different {section} config "
+                f"({'; '.join(differences)}): remove it or restore the config"
+            )
 
 
 class TrainConfig(RunSettings):
@@ -300,14 +347,19 @@ class TrainConfig(RunSettings):
     loss: Literal["minimax", "nonsaturating", "hinge", "lsgan", "wgan", "wgan-gp", "wgan-div"] = "nonsaturating"
     g_arch: Literal["deconv", "upsample"] = Field("deconv", description="transposed convs, or nearest upsample + conv")
     d_norm: Literal["auto", "batch", "instance", "layer", "none"] = Field(
-        "auto", description="auto: the model's default (batch norm; layer norm for wgan-gp) or layer norm for "
-                            "gradient-penalty losses")
+        "auto",
+        description="auto: the model's default (batch norm; layer norm for wgan-gp) or layer norm for "
+        "gradient-penalty losses",
+    )
     d_variant: Literal["plain", "sn", "projection"] = Field(
-        "plain", description="sn: spectral norm on every D layer; projection: SN + label projection (acgan)")
+        "plain", description="sn: spectral norm on every D layer; projection: SN + label projection (acgan)"
+    )
     label_input: Literal["concat", "noconcat"] = Field(
-        "concat", description="acgan G: labels at the input and again at the first hidden layer, or input only")
+        "concat", description="acgan G: labels at the input and again at the first hidden layer, or input only"
+    )
     aux_head: Literal["softmax", "multihot"] = Field(
-        "softmax", description="acgan D: one softmax head per attribute, or one multi-hot sigmoid head")
+        "softmax", description="acgan D: one softmax head per attribute, or one multi-hot sigmoid head"
+    )
     aux_weight: float = Field(1.0, ge=0, description="weight of the auxiliary classification loss")
     z_dim: int = Field(100, ge=1, le=4096)
     g_channels: int = Field(32, ge=4, le=1024, description="width of G's last hidden layer (ngf)")
@@ -333,7 +385,8 @@ class TrainConfig(RunSettings):
     vae: VAEConfig = VAEConfig()
     freeze_d: int = Field(0, ge=0, description="FreezeD: the first K discriminator blocks are not trained")
     init_from: Path | None = Field(
-        None, description="transfer learning: start from this checkpoint (facegan or rosinality stylegan2 .pt)")
+        None, description="transfer learning: start from this checkpoint (facegan or rosinality stylegan2 .pt)"
+    )
     mirror: bool = Field(True, description="random horizontal flips of real images")
     fid_every: int = Field(0, ge=0, description="Frechet distance on fixed noise every N steps (0 = off)")
     fid_samples: int = Field(256, ge=2, description="generated images per in-training Frechet distance")
@@ -342,7 +395,11 @@ class TrainConfig(RunSettings):
 
     # more steps continue the same run (no schedule depends on the total); the in-training FID only observes
     RESUME_NEUTRAL: ClassVar[frozenset[str]] = RunSettings.RESUME_NEUTRAL | {
-        "steps", "fid_every", "fid_samples", "fid_extractor"}
+        "steps",
+        "fid_every",
+        "fid_samples",
+        "fid_extractor",
+    }
 
     @field_validator("model")
     @classmethod
@@ -372,8 +429,10 @@ class TrainConfig(RunSettings):
     @model_validator(mode="after")
     def _compatible(self) -> TrainConfig:
         if self.loss in GP_LOSSES and self.resolved_d_norm == "batch":
-            raise ValueError(f"loss {self.loss} penalises per-sample gradients: d_norm 'batch' is not allowed "
-                             "(use layer, instance or none)")
+            raise ValueError(
+                f"loss {self.loss} penalises per-sample gradients: d_norm 'batch' is not allowed "
+                "(use layer, instance or none)"
+            )
         if self.d_variant == "projection" and not self.conditional:
             raise ValueError("d_variant 'projection' needs labels: use it with model 'acgan'")
         if self.diffaugment and self.ada.enabled:
@@ -381,13 +440,20 @@ class TrainConfig(RunSettings):
         if self.freeze_d and self.init_from is None:
             raise ValueError("freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint")
         if not self.spec.adversarial:
-            gan_only = {"diffaugment": bool(self.diffaugment), "ada.enabled": self.ada.enabled,
-                        "freeze_d": bool(self.freeze_d), "init_from": self.init_from is not None,
-                        "n_critic": self.n_critic != 1, "d_variant": self.d_variant != "plain",
-                        "r1.gamma": bool(self.r1_gamma), "path_length.weight": bool(self.path_length.weight)}
+            gan_only = {
+                "diffaugment": bool(self.diffaugment),
+                "ada.enabled": self.ada.enabled,
+                "freeze_d": bool(self.freeze_d),
+                "init_from": self.init_from is not None,
+                "n_critic": self.n_critic != 1,
+                "d_variant": self.d_variant != "plain",
+                "r1.gamma": bool(self.r1_gamma),
+                "path_length.weight": bool(self.path_length.weight),
+            }
             if any(gan_only.values()):
-                raise ValueError(f"model {self.model!r} has no discriminator: unset "
-                                 f"{', '.join(k for k, v in gan_only.items() if v)}")
+                raise ValueError(
+                    f"model {self.model!r} has no discriminator: unset {', '.join(k for k, v in gan_only.items() if v)}"
+                )
         return self
 
 
@@ -401,7 +467,8 @@ class ClassifierConfig(Section):
 class EvaluateConfig(Section):
     extractors: list[Extractor] = Field(["inception", "dlib"], min_length=1)
     mode: Literal["legacy", "clean"] = Field(
-        "legacy", description="legacy: pytorch-fid's bilinear resize; clean: PIL bicubic resize (clean-fid style)")
+        "legacy", description="legacy: pytorch-fid's bilinear resize; clean: PIL bicubic resize (clean-fid style)"
+    )
     num_samples: int = Field(10_000, ge=2, description="generated images for the final Frechet distance / KID")
     max_real: int = Field(1000, ge=2, description="real images used for the reference statistics")
     batch_size: int = Field(50, ge=1, le=1024)
@@ -435,7 +502,8 @@ class TransferConfig(Section):
     pretrain: TrainConfig = TrainConfig(model="stylegan2")
     finetune: TrainConfig = TrainConfig(model="stylegan2")
     runs: dict[str, dict[str, Any]] = Field(
-        {"baseline": {}}, min_length=1, description="run name -> overrides of `finetune` (e.g. freeze_d, ada)")
+        {"baseline": {}}, min_length=1, description="run name -> overrides of `finetune` (e.g. freeze_d, ada)"
+    )
 
     @model_validator(mode="after")
     def _runs_valid(self) -> TransferConfig:
@@ -445,8 +513,10 @@ class TransferConfig(Section):
 
     def includes(self, dataset: str, variant: str | None) -> bool:
         """Whether a stage of `dataset` run as `variant` (chain.Layout) is one of this story's runs."""
-        return self.enabled and ((variant == TRANSFER_PRETRAIN and dataset == self.source)
-                                 or (variant in self.runs and dataset == self.target))
+        return self.enabled and (
+            (variant == TRANSFER_PRETRAIN and dataset == self.source)
+            or (variant in self.runs and dataset == self.target)
+        )
 
     def run_config(self, name: str, init_from: Path) -> TrainConfig:
         """`finetune` + the run's overrides, starting from the pretrained checkpoint."""
@@ -476,7 +546,9 @@ class CycleGANConfig(RunSettings):
     identity_weight: float = Field(0.5, ge=0, description="identity loss, as a fraction of cycle_weight")
     ssim_weight: float = Field(0.0, ge=0, description="weight of the SSIM loss on the cycle reconstructions")
     pool_size: int = Field(50, ge=0, le=10_000, description="history of generated images shown to D (0 = off)")
-    diffaugment: DiffAugmentPolicies = Field([], description="DiffAugment policies applied to every image the discriminators see")
+    diffaugment: DiffAugmentPolicies = Field(
+        [], description="DiffAugment policies applied to every image the discriminators see"
+    )
     steps: int = Field(1000, ge=1)
     decay_start: int = Field(500, ge=0, description="the learning rate decays linearly to 0 from this step")
     batch_size: int = Field(1, ge=1, le=1024)
@@ -499,20 +571,35 @@ class CycleGANConfig(RunSettings):
 class DaskConfig(Section):
     """Where `orchestration.runner: dask` runs: an existing scheduler, or a LocalCluster started for each stage."""
 
-    address: str | None = Field(None, description="scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; its "
-                                "workers must import facegan and see the data folder at the same absolute path")
+    address: str | None = Field(
+        None,
+        description="scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; its "
+        "workers must import facegan and see the data folder at the same absolute path",
+    )
     local_workers: int = Field(2, ge=1, le=256, description="without address: worker processes of a LocalCluster")
-    threads_per_worker: int = Field(1, ge=1, le=64, description="LocalCluster threads per worker (dlib and OpenCV "
-                                    "hold the GIL in places: processes scale better)")
+    threads_per_worker: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="LocalCluster threads per worker (dlib and OpenCV hold the GIL in places: processes scale better)",
+    )
 
 
 class OrchestrationConfig(Section):
     """How per-image stages (generate, detect, verify, align, matte, upscale, quality) spread their images."""
 
-    runner: Literal["local", "dask"] = Field("local", description="local: `workers` processes on this machine; "
-                                             "dask: chunked Prefect tasks on a Dask cluster (prefect-dask)")
-    chunk_size: int = Field(0, ge=0, le=100_000, description="images per task; 0 = about 8 tasks per worker, at most "
-                            "32 images each (see docs/scaling.md for when the per-task overhead dominates)")
+    runner: Literal["local", "dask"] = Field(
+        "local",
+        description="local: `workers` processes on this machine; "
+        "dask: chunked Prefect tasks on a Dask cluster (prefect-dask)",
+    )
+    chunk_size: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="images per task; 0 = about 8 tasks per worker, at most "
+        "32 images each (see docs/scaling.md for when the per-task overhead dominates)",
+    )
     dask: DaskConfig = DaskConfig()
 
 
@@ -537,15 +624,19 @@ class Params(Section):
     @model_validator(mode="after")
     def _fid_during_training(self) -> Params:
         if self.train.fid_every and self.train.fid_extractor not in self.evaluate.extractors:
-            raise ValueError(f"train.fid_extractor {self.train.fid_extractor!r} must be one of evaluate.extractors "
-                             f"({', '.join(self.evaluate.extractors)}): its reference statistics come from refstats")
+            raise ValueError(
+                f"train.fid_extractor {self.train.fid_extractor!r} must be one of evaluate.extractors "
+                f"({', '.join(self.evaluate.extractors)}): its reference statistics come from refstats"
+            )
         return self
 
     def _check_pair(self, section: str, roles: dict[str, str]) -> None:
         """Two datasets used together (transfer, cyclegan): both defined, different, packed at one resolution."""
         for role, name in roles.items():
             if name not in self.datasets:
-                raise ValueError(f"{section}.{role} {name!r} is not a dataset; params.yaml defines: {', '.join(self.datasets)}")
+                raise ValueError(
+                    f"{section}.{role} {name!r} is not a dataset; params.yaml defines: {', '.join(self.datasets)}"
+                )
         first, second = roles.values()
         if first == second:
             raise ValueError(f"{section}: {' and '.join(roles)} must be two different datasets")

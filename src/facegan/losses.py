@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from facegan.ops.conv import no_weight_grads
 from facegan.registry import pick
 
 # d(x, labels) -> (adversarial logits, auxiliary logits or None)
@@ -46,38 +47,57 @@ def _d_wasserstein(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 def _grad_norm(d: Critic, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     x = x.detach().requires_grad_(True)
     out, _ = d(x, labels)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    with no_weight_grads():  # d/d input only: the weights get theirs from the penalty's backward
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     return grad.flatten(1).norm(2, dim=1)
 
 
-def gradient_penalty(d: Critic, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
-                     gen: torch.Generator, *, weight: float) -> torch.Tensor:
+def gradient_penalty(
+    d: Critic,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    labels: torch.Tensor | None,
+    gen: torch.Generator,
+    *,
+    weight: float,
+) -> torch.Tensor:
     """weight * (|grad D| - 1)^2 at random interpolates of real and fake images (WGAN-GP)."""
     eps = torch.rand(len(real), 1, 1, 1, generator=gen).to(real.device)
     mixed = eps * real.detach() + (1 - eps) * fake.detach()
     return weight * ((_grad_norm(d, mixed, labels) - 1) ** 2).mean()
 
 
-def divergence_penalty(d: Critic, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
-                       gen: torch.Generator, *, k: float, p: float) -> torch.Tensor:
+def divergence_penalty(
+    d: Critic,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    labels: torch.Tensor | None,
+    gen: torch.Generator,
+    *,
+    k: float,
+    p: float,
+) -> torch.Tensor:
     """k * |grad D|^p on real and fake images (WGAN-div)."""
     both = torch.cat([_grad_norm(d, real, labels), _grad_norm(d, fake, labels)])
     return k * (both**p).mean()
 
 
-def r1_penalty(d: Critic, real: torch.Tensor, labels: torch.Tensor | None,
-               augment: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def r1_penalty(
+    d: Critic, real: torch.Tensor, labels: torch.Tensor | None, augment: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """Squared gradient norm of D at (augmented) real images, averaged over the batch (unweighted)."""
     x = real.detach().requires_grad_(True)
     out, _ = d(augment(x), labels)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    with no_weight_grads():  # d/d input only: the weights get theirs from the penalty's backward
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     # + 0 * out: every D parameter is in the graph (DDP expects a gradient for each, even if zero)
     return grad.pow(2).flatten(1).sum(1).mean() + 0 * out.sum()
 
 
 def path_lengths(fake: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """|J^T y| per sample: the gradient of <fake, noise> w.r.t. the latent (N, D) or per-layer w (N, L, D)."""
-    (grad,) = torch.autograd.grad((fake * noise).sum(), latent, create_graph=True)
+    with no_weight_grads():  # d/d input only: the weights get theirs from the penalty's backward
+        (grad,) = torch.autograd.grad((fake * noise).sum(), latent, create_graph=True)
     sq = grad.pow(2).sum(-1)
     return (sq.mean(1) if sq.dim() > 1 else sq).sqrt()
 
@@ -86,7 +106,9 @@ LOSSES: dict[str, GanLoss] = {
     "minimax": GanLoss(_d_logistic, lambda fake: -F.softplus(fake).mean()),
     "nonsaturating": GanLoss(_d_logistic, lambda fake: F.softplus(-fake).mean()),
     "hinge": GanLoss(lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(), lambda fake: -fake.mean()),
-    "lsgan": GanLoss(lambda real, fake: (real - 1).pow(2).mean() + fake.pow(2).mean(), lambda fake: (fake - 1).pow(2).mean()),
+    "lsgan": GanLoss(
+        lambda real, fake: (real - 1).pow(2).mean() + fake.pow(2).mean(), lambda fake: (fake - 1).pow(2).mean()
+    ),
     "wgan": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), clip=True),
     "wgan-gp": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), gradient_penalty, {"weight": "gp_weight"}),
     "wgan-div": GanLoss(_d_wasserstein, lambda fake: -fake.mean(), divergence_penalty, {"k": "div_k", "p": "div_p"}),

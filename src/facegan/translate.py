@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from facegan.config import Params, ParamsError
 from facegan.errors import StageInputMissing
@@ -55,9 +54,15 @@ def evaluate(trainer, p: Params, root: Path) -> dict:
                 log.warning("extractor %s unavailable, %s not scored with it: %s", name, direction, e)
                 continue
             score = scorer(moved, desc=f"{direction} ({name})")
-            base = scorer(np.ascontiguousarray(source.permute(0, 2, 3, 1).numpy()), desc=f"{names[src]} untranslated ({name})")
-            metrics[direction] = {**metrics.get(direction, {}), f"fd_{name}": round(score["fd"], 6),
-                                  f"kid_{name}": round(score["kid"], 8), f"fd_{name}_untranslated": round(base["fd"], 6)}
+            base = scorer(
+                np.ascontiguousarray(source.permute(0, 2, 3, 1).numpy()), desc=f"{names[src]} untranslated ({name})"
+            )
+            metrics[direction] = {
+                **metrics.get(direction, {}),
+                f"fd_{name}": round(score["fd"], 6),
+                f"kid_{name}": round(score["kid"], 8),
+                f"fd_{name}_untranslated": round(base["fd"], 6),
+            }
             log.info("%s %s: Frechet distance %.4f (untranslated %.4f)", direction, name, score["fd"], base["fd"])
     return metrics
 
@@ -68,31 +73,40 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     from facegan.data.packed import ZIP_NAME
     from facegan.io import sha256_file
     from facegan.train.cyclegan import CycleTrainer
-    from facegan.train.dist import setup
     from facegan.train.images import load_training_data
     from facegan.train.loop import Loop, code_fingerprint
-    from facegan.train.stepper import apply_determinism, resolve_device
+    from facegan.train.stepper import runtime
 
     require_enabled(p)
     c = p.cyclegan
     for name in (c.a, c.b):
         if not (Layout(root, name).packed / "dataset.zip").is_file():
-            raise StageInputMissing(f"dataset {name!r} is not packed yet ({Layout(root, name).packed}): "
-                                    f"run `dvc repro refstats@{name}` first")
-    if c.threads:
-        torch.set_num_threads(c.threads)
-    dist, device_name = setup(c.device)
-    device = resolve_device(device_name)
-    apply_determinism(c.deterministic, device)
-    (a, _, _), (b, _, _) = (load_training_data(Layout(root, n).packed, c.loader_threads, memory_budget_gb=c.memory_budget_gb / 2)
-                            for n in (c.a, c.b))
+            raise StageInputMissing(
+                f"dataset {name!r} is not packed yet ({Layout(root, name).packed}): "
+                f"run `dvc repro refstats@{name}` first"
+            )
+    dist, device = runtime(c)
+    (a, _, _), (b, _, _) = (
+        load_training_data(Layout(root, n).packed, c.loader_threads, memory_budget_gb=c.memory_budget_gb / 2)
+        for n in (c.a, c.b)
+    )
     trainer = CycleTrainer(c, a, b, device, dist)
-    log.info("cyclegan %s <-> %s: %d / %d images at %dpx, %d steps, device %s", c.a, c.b, len(a), len(b),
-             trainer.resolution, c.steps, device)
+    log.info(
+        "cyclegan %s <-> %s: %d / %d images at %dpx, %d steps, device %s",
+        c.a,
+        c.b,
+        len(a),
+        len(b),
+        trainer.resolution,
+        c.steps,
+        device,
+    )
     out = root / OUT
     loop = Loop(trainer, out / "model", c.steps, c.checkpoint_every, c.sample_every, desc="cyclegan", work=root / WORK)
-    loop.extra["provenance"] = {"code": code_fingerprint(),
-                                "data": " ".join(sha256_file(Layout(root, n).packed / ZIP_NAME) for n in (c.a, c.b))}
+    loop.extra["provenance"] = {
+        "code": code_fingerprint(),
+        "data": " ".join(sha256_file(Layout(root, n).packed / ZIP_NAME) for n in (c.a, c.b)),
+    }
     if resume:
         loop.resume(stale="restart")
     result = loop.run(on_step=on_step)

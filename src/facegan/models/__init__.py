@@ -45,8 +45,15 @@ def _conv_pair(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> 
     from facegan.models import dcgan
 
     g = dcgan.Generator(resolution, cfg.z_dim, cfg.g_channels, cfg.g_arch, label_dims, cfg.label_input)
-    d = dcgan.Discriminator(resolution, cfg.d_channels, cfg.resolved_d_norm, cfg.d_variant == "sn",
-                            label_dims, cfg.aux_head, cfg.d_variant == "projection")
+    d = dcgan.Discriminator(
+        resolution,
+        cfg.d_channels,
+        cfg.resolved_d_norm,
+        cfg.d_variant == "sn",
+        label_dims,
+        cfg.aux_head,
+        cfg.d_variant == "projection",
+    )
     g.apply(dcgan.init_weights)
     d.apply(dcgan.init_weights)
     return g, d
@@ -68,8 +75,13 @@ def _stylegan2(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> 
     if label_dims:
         raise ValueError("model 'stylegan2' is unconditional here: use model 'acgan' for attribute labels")
     sg = cfg.stylegan2
-    g = stylegan2.Generator(resolution, cfg.z_dim, sg.mapping_layers, sg.channel_base, sg.channel_max, sg.lr_mapping)
-    d = stylegan2.Discriminator(resolution, sg.channel_base, sg.channel_max)
+    g = stylegan2.Generator(
+        resolution, cfg.z_dim, sg.mapping_layers, sg.channel_base, sg.channel_max, sg.lr_mapping,
+        amp_blocks=sg.amp_blocks, conv_clamp=sg.conv_clamp,
+    )  # fmt: skip
+    d = stylegan2.Discriminator(
+        resolution, sg.channel_base, sg.channel_max, amp_blocks=sg.amp_blocks, conv_clamp=sg.conv_clamp
+    )
     return g, d
 
 
@@ -89,8 +101,9 @@ MODELS: dict[str, ModelSpec] = {
     "dcgan": ModelSpec(_unconditional, "gan", doc="DCGAN generator and discriminator"),
     "wgan-gp": ModelSpec(_unconditional, "gan", d_norm="layer", doc="DCGAN generator, critic without batch norm"),
     "acgan": ModelSpec(_acgan, "gan", conditional=True, doc="DCGAN nets conditioned on attribute labels"),
-    "stylegan2": ModelSpec(_stylegan2, "gan", style=True, r1_gamma=10.0,
-                           doc="StyleGAN2 (mapping + modulated convs, residual D)"),
+    "stylegan2": ModelSpec(
+        _stylegan2, "gan", style=True, r1_gamma=10.0, doc="StyleGAN2 (mapping + modulated convs, residual D)"
+    ),
     "vae": ModelSpec(_vae, "vae", adversarial=False, doc="variational autoencoder (D's layout encodes, G's decodes)"),
 }
 

@@ -10,10 +10,16 @@ minibatch-stddev feature. Widths follow stylegan2-ada: min(channel_base / resolu
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from facegan.ops.bias_act import bias_lrelu
+from facegan.ops.conv import conv2d, conv_transpose2d
+from facegan.ops.modconv import demodulation
+from facegan.ops.resample import upfirdn2d
 
 BLUR = (1, 3, 3, 1)
 SQRT2 = math.sqrt(2)
@@ -30,27 +36,28 @@ def channels(resolution: int, base: int, cap: int) -> int:
     return max(1, min(base // resolution, cap))
 
 
+def amp_from(resolution: int, blocks: int) -> int:
+    """The lowest resolution that runs in the mixed-precision dtype when only the `blocks` highest-resolution
+    blocks do (stylegan2-ada's num_fp16_res; never below 8 px); 0: every block follows the autocast context."""
+    return max(2 ** (log2_resolution(resolution) + 1 - blocks), 8) if blocks else 0
+
+
+def precision(x: torch.Tensor, resolution: int, lowest: int) -> AbstractContextManager:
+    """Autocast off (float32) for a block below `lowest` px when per-block precision is on, else unchanged."""
+    if lowest and resolution < lowest:
+        return torch.autocast(x.device.type, enabled=False)
+    return nullcontext()
+
+
 def make_kernel(taps: tuple[int, ...] = BLUR) -> torch.Tensor:
     k = torch.tensor(taps, dtype=torch.float32)
     k = k[None, :] * k[:, None]
     return k / k.sum()
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """Upsample by zero insertion, pad, FIR filter, downsample: the StyleGAN resampling primitive."""
-    n, c, h, w = x.shape
-    if up > 1:
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
-        x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-    weight = kernel.flip(0, 1)[None, None].to(x.dtype).expand(c, 1, *kernel.shape)
-    x = F.conv2d(x, weight, groups=c)
-    return x[:, :, ::down, ::down] if down > 1 else x
-
-
 class Blur(nn.Module):
+    kernel: torch.Tensor
+
     def __init__(self, pad: tuple[int, int], scale: int = 1):
         super().__init__()
         self.register_buffer("kernel", make_kernel() * scale**2)
@@ -61,6 +68,8 @@ class Blur(nn.Module):
 
 
 class Upsample(nn.Module):
+    kernel: torch.Tensor
+
     def __init__(self, factor: int = 2):
         super().__init__()
         self.register_buffer("kernel", make_kernel() * factor**2)
@@ -72,18 +81,16 @@ class Upsample(nn.Module):
         return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
 
 
-def fused_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    return F.leaky_relu(x + bias.view(shape).to(x.dtype), 0.2) * SQRT2
-
-
 class FusedLeakyReLU(nn.Module):
-    def __init__(self, channels: int):
+    """Bias + leaky ReLU x sqrt(2), clamped to +-clamp when given (stylegan2-ada's conv_clamp, for fp16)."""
+
+    def __init__(self, channels: int, clamp: float | None = None):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_lrelu(x, self.bias)
+        return bias_lrelu(x, self.bias, clamp=self.clamp)
 
 
 class EqualLinear(nn.Module):
@@ -97,7 +104,7 @@ class EqualLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activate:
-            return fused_lrelu(F.linear(x, self.weight * self.scale), self.bias * self.lr_mul)
+            return bias_lrelu(F.linear(x, self.weight * self.scale), self.bias * self.lr_mul)
         return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
 
 
@@ -109,7 +116,7 @@ class EqualConv2d(nn.Module):
         self.scale, self.stride, self.padding = 1 / math.sqrt(cin * k * k), stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding)
+        return conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding)
 
 
 class PixelNorm(nn.Module):
@@ -142,12 +149,11 @@ class ModulatedConv2d(nn.Module):
         weight = (self.scale * self.weight[0]).to(x.dtype)  # (cout, cin, k, k)
         x = x * s.to(x.dtype).view(n, self.cin, 1, 1)
         if self.upsample:
-            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+            out = self.blur(conv_transpose2d(x, weight.transpose(0, 1), stride=2))
         else:
-            out = F.conv2d(x, weight, padding=self.k // 2)
+            out = conv2d(x, weight, padding=self.k // 2)
         if self.demodulate:
-            w = self.scale * self.weight[0]
-            d = torch.rsqrt((w[None] * s.view(n, 1, self.cin, 1, 1)).pow(2).sum([2, 3, 4]) + 1e-8)
+            d = demodulation(self.scale * self.weight[0], s)
             out = out * d.to(out.dtype).view(n, self.cout, 1, 1)
         return out
 
@@ -161,9 +167,9 @@ class ModulatedConv2d(nn.Module):
         weight = weight.to(x.dtype)
         if self.upsample:
             weight = weight.transpose(1, 2).reshape(n * self.cin, self.cout, self.k, self.k)
-            out = F.conv_transpose2d(x, weight, stride=2, groups=n)
+            out = conv_transpose2d(x, weight, stride=2, groups=n)
             return self.blur(out.view(n, self.cout, *out.shape[-2:]))
-        out = F.conv2d(x, weight.reshape(n * self.cout, self.cin, self.k, self.k), padding=self.k // 2, groups=n)
+        out = conv2d(x, weight.reshape(n * self.cout, self.cin, self.k, self.k), padding=self.k // 2, groups=n)
         return out.view(n, self.cout, h, w)
 
 
@@ -177,27 +183,30 @@ class NoiseInjection(nn.Module):
 
 
 class StyledConv(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int, style_dim: int, upsample: bool = False):
+    def __init__(self, cin: int, cout: int, k: int, style_dim: int, upsample: bool = False, clamp: float | None = None):
         super().__init__()
         self.conv = ModulatedConv2d(cin, cout, k, style_dim, upsample=upsample)
         self.noise = NoiseInjection()
-        self.activate = FusedLeakyReLU(cout)
+        self.activate = FusedLeakyReLU(cout, clamp)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.activate(self.noise(self.conv(x, style), noise))
 
 
 class ToRGB(nn.Module):
-    def __init__(self, cin: int, style_dim: int, upsample: bool = True):
+    def __init__(self, cin: int, style_dim: int, upsample: bool = True, clamp: float | None = None):
         super().__init__()
         if upsample:
             self.upsample = Upsample()
         self.conv = ModulatedConv2d(cin, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, style) + self.bias.to(x.dtype)
-        return out if skip is None else out + self.upsample(skip)
+        if self.clamp is not None:
+            out = out.clamp(-self.clamp, self.clamp)
+        return out if skip is None else out + self.upsample(skip).to(out.dtype)
 
 
 class ConstantInput(nn.Module):
@@ -229,26 +238,42 @@ class Generator(nn.Module):
     - psi < 1 pulls w towards the tracked average `w_avg` (truncation trick);
     - mix_z/mix_index: style mixing, layers >= mix_index take their style from mix_z;
     - `noise`: per-layer noise; if None, training mode draws fresh noise, eval mode uses the fixed buffers.
+    Under autocast with `amp_blocks` N > 0, only the blocks of the N highest resolutions run in the autocast dtype
+    (the mapping network and the low-resolution blocks in float32); `conv_clamp` clamps every activation.
     """
 
-    def __init__(self, resolution: int, style_dim: int = 512, n_mlp: int = 8, channel_base: int = 32768,
-                 channel_max: int = 512, lr_mlp: float = 0.01, w_avg_beta: float = 0.995):
+    w_avg: torch.Tensor
+
+    def __init__(
+        self,
+        resolution: int,
+        style_dim: int = 512,
+        n_mlp: int = 8,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        lr_mlp: float = 0.01,
+        w_avg_beta: float = 0.995,
+        amp_blocks: int = 0,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         self.resolution, self.style_dim, self.w_avg_beta = resolution, style_dim, w_avg_beta
+        self.amp_from = amp_from(resolution, amp_blocks)
         log_size = log2_resolution(resolution)
         ch = {2**i: channels(2**i, channel_base, channel_max) for i in range(2, log_size + 1)}
-        self.style = nn.Sequential(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activate=True)
-                                                  for _ in range(n_mlp)])
+        self.style = nn.Sequential(
+            PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activate=True) for _ in range(n_mlp)]
+        )
         self.input = ConstantInput(ch[4])
-        self.conv1 = StyledConv(ch[4], ch[4], 3, style_dim)
-        self.to_rgb1 = ToRGB(ch[4], style_dim, upsample=False)
+        self.conv1 = StyledConv(ch[4], ch[4], 3, style_dim, clamp=conv_clamp)
+        self.to_rgb1 = ToRGB(ch[4], style_dim, upsample=False, clamp=conv_clamp)
         self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
         cin = ch[4]
         for i in range(3, log_size + 1):
             cout = ch[2**i]
-            self.convs.append(StyledConv(cin, cout, 3, style_dim, upsample=True))
-            self.convs.append(StyledConv(cout, cout, 3, style_dim))
-            self.to_rgbs.append(ToRGB(cout, style_dim))
+            self.convs.append(StyledConv(cin, cout, 3, style_dim, upsample=True, clamp=conv_clamp))
+            self.convs.append(StyledConv(cout, cout, 3, style_dim, clamp=conv_clamp))
+            self.to_rgbs.append(ToRGB(cout, style_dim, clamp=conv_clamp))
             cin = cout
         self.num_layers = (log_size - 2) * 2 + 1
         self.noises = NoiseBuffers([2 ** (2 + (i + 1) // 2) for i in range(self.num_layers)])
@@ -256,7 +281,8 @@ class Generator(nn.Module):
         self.register_buffer("w_avg", torch.zeros(style_dim))
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        w = self.style(z)
+        with precision(z, 0, self.amp_from):  # float32 when blocks choose their precision
+            w = self.style(z.float() if self.amp_from else z)
         if self.training and torch.is_grad_enabled() and self.w_avg_beta < 1:
             with torch.no_grad():
                 self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
@@ -273,8 +299,9 @@ class Generator(nn.Module):
             return [self.noises.get(i) for i in range(self.num_layers)]
         return [torch.randn(s, device=like.device) for s in self.noise_shapes(n)]
 
-    def latents(self, z: torch.Tensor, psi: float = 1.0, mix_z: torch.Tensor | None = None,
-                mix_index: int | None = None) -> torch.Tensor:
+    def latents(
+        self, z: torch.Tensor, psi: float = 1.0, mix_z: torch.Tensor | None = None, mix_index: int | None = None
+    ) -> torch.Tensor:
         """Per-layer styles (N, n_latent, style_dim)."""
         w = self.truncate(self.mapping(z), psi)[:, None].repeat(1, self.n_latent, 1)
         if mix_z is not None and mix_index is not None:
@@ -284,25 +311,36 @@ class Generator(nn.Module):
 
     def synthesis(self, w: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         noise = noise if noise is not None else self._noise(len(w), w)
-        x = self.conv1(self.input(len(w)), w[:, 0], noise[0])
-        skip = self.to_rgb1(x, w[:, 1])
-        i = 1
-        for conv_up, conv, n1, n2, to_rgb in zip(self.convs[::2], self.convs[1::2], noise[1::2], noise[2::2],
-                                                 self.to_rgbs):
-            x = conv(conv_up(x, w[:, i], n1), w[:, i + 1], n2)
-            skip = to_rgb(x, w[:, i + 2], skip)
+        with precision(w, 4, self.amp_from):
+            x = self.conv1(self.input(len(w)), w[:, 0], noise[0])
+            skip = self.to_rgb1(x, w[:, 1])
+        i, res = 1, 4
+        for conv_up, conv, n1, n2, to_rgb in zip(
+            self.convs[::2], self.convs[1::2], noise[1::2], noise[2::2], self.to_rgbs, strict=True
+        ):
+            res *= 2
+            with precision(w, res, self.amp_from):
+                x = conv(conv_up(x, w[:, i], n1), w[:, i + 1], n2)
+                skip = to_rgb(x, w[:, i + 2], skip)
             i += 2
         return skip
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, psi: float = 1.0,
-                mix_z: torch.Tensor | None = None, mix_index: int | None = None,
-                noise: list[torch.Tensor] | None = None, return_w: bool = False):
+    def forward(
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        psi: float = 1.0,
+        mix_z: torch.Tensor | None = None,
+        mix_index: int | None = None,
+        noise: list[torch.Tensor] | None = None,
+        return_w: bool = False,
+    ):
         w = self.latents(z, psi, mix_z, mix_index)
         img = self.synthesis(w, noise)
         return (img, w) if return_w else img
 
-    def mixing_kwargs(self, n: int, prob: float, gen: torch.Generator, device: torch.device,
-                      shard=lambda t: t) -> dict:
+    def mixing_kwargs(self, n: int, prob: float, gen: torch.Generator, device: torch.device, shard=lambda t: t) -> dict:
         """Training-time inputs drawn from the step's generator for the global batch of n, then cut to this
         process's rows by `shard`: per-layer noise and, with probability `prob`, a second z for style mixing."""
         kw: dict = {"noise": [shard(torch.randn(s, generator=gen)).to(device) for s in self.noise_shapes(n)]}
@@ -315,7 +353,16 @@ class Generator(nn.Module):
 class ConvLayer(nn.Sequential):
     """[blur] -> equalised conv -> [bias + leaky ReLU]: rosinality's ConvLayer, same indices."""
 
-    def __init__(self, cin: int, cout: int, k: int, downsample: bool = False, bias: bool = True, activate: bool = True):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        k: int,
+        downsample: bool = False,
+        bias: bool = True,
+        activate: bool = True,
+        clamp: float | None = None,
+    ):
         layers: list[nn.Module] = []
         stride, padding = 1, k // 2
         if downsample:
@@ -324,15 +371,15 @@ class ConvLayer(nn.Sequential):
             stride, padding = 2, 0
         layers.append(EqualConv2d(cin, cout, k, stride, padding, bias=bias and not activate))
         if activate:
-            layers.append(FusedLeakyReLU(cout))
+            layers.append(FusedLeakyReLU(cout, clamp))
         super().__init__(*layers)
 
 
 class ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, clamp: float | None = None):
         super().__init__()
-        self.conv1 = ConvLayer(cin, cin, 3)
-        self.conv2 = ConvLayer(cin, cout, 3, downsample=True)
+        self.conv1 = ConvLayer(cin, cin, 3, clamp=clamp)
+        self.conv2 = ConvLayer(cin, cout, 3, downsample=True, clamp=clamp)
         self.skip = ConvLayer(cin, cout, 1, downsample=True, bias=False, activate=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -343,21 +390,32 @@ class Discriminator(nn.Module):
     """Residual D: fromRGB, one ResBlock per resolution down to 4x4, minibatch stddev, two dense layers.
 
     `blocks` (fromRGB first, then the ResBlocks from the highest resolution) is what FreezeD freezes.
+    `amp_blocks` and `conv_clamp` as in the Generator (the epilogue after the blocks stays float32).
     """
 
-    def __init__(self, resolution: int, channel_base: int = 32768, channel_max: int = 512,
-                 stddev_group: int = 4):
+    def __init__(
+        self,
+        resolution: int,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        stddev_group: int = 4,
+        amp_blocks: int = 0,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         log_size = log2_resolution(resolution)
+        self.amp_from = amp_from(resolution, amp_blocks)
         ch = {2**i: channels(2**i, channel_base, channel_max) for i in range(2, log_size + 1)}
-        layers: list[nn.Module] = [ConvLayer(3, ch[resolution], 1)]
+        layers: list[nn.Module] = [ConvLayer(3, ch[resolution], 1, clamp=conv_clamp)]
+        self.block_resolutions = [resolution]
         cin = ch[resolution]
         for i in range(log_size, 2, -1):
-            layers.append(ResBlock(cin, ch[2 ** (i - 1)]))
+            layers.append(ResBlock(cin, ch[2 ** (i - 1)], conv_clamp))
+            self.block_resolutions.append(2**i)
             cin = ch[2 ** (i - 1)]
         self.convs = nn.Sequential(*layers)
         self.stddev_group = stddev_group
-        self.final_conv = ConvLayer(cin + 1, ch[4], 3)
+        self.final_conv = ConvLayer(cin + 1, ch[4], 3, clamp=conv_clamp)
         self.final_linear = nn.Sequential(EqualLinear(ch[4] * 16, ch[4], activate=True), EqualLinear(ch[4], 1))
 
     @property
@@ -365,7 +423,17 @@ class Discriminator(nn.Module):
         return list(self.convs)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
-        out = self.convs(x)
+        if self.amp_from:
+            out = x
+            for block, res in zip(self.convs, self.block_resolutions, strict=True):
+                with precision(x, res, self.amp_from):
+                    out = block(out if res >= self.amp_from else out.float())
+            with precision(x, 0, self.amp_from):
+                return self._epilogue(out.float())
+        return self._epilogue(self.convs(x))
+
+    def _epilogue(self, out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Minibatch standard deviation, the last conv and the two dense layers."""
         n, c, h, w = out.shape
         group = min(n, self.stddev_group)
         while n % group:  # the largest group size <= stddev_group that divides the batch

@@ -63,8 +63,16 @@ class Loop:
     killed run resumes instead of starting over. `extra` is saved with every checkpoint (e.g. the in-training
     FID history, the provenance: the code and data the checkpoint was made from)."""
 
-    def __init__(self, trainer, dst: Path, steps: int, checkpoint_every: int, sample_every: int, desc: str = "train",
-                 work: Path | None = None):
+    def __init__(
+        self,
+        trainer,
+        dst: Path,
+        steps: int,
+        checkpoint_every: int,
+        sample_every: int,
+        desc: str = "train",
+        work: Path | None = None,
+    ):
         self.trainer, self.dst, self.steps, self.desc = trainer, dst, steps, desc
         self.work = work or dst
         self.checkpoint_every, self.sample_every = checkpoint_every, sample_every
@@ -102,18 +110,27 @@ class Loop:
         if changed:
             raise CheckpointError(f"the checkpoint was made from other {' and '.join(changed)} (it is not this run's)")
 
-    def run(self, on_step: Callable[[dict, int], None] | None = None,
-            after_step: Callable[[int], None] | None = None) -> TrainResult:
+    def run(
+        self, on_step: Callable[[dict, int], None] | None = None, after_step: Callable[[int], None] | None = None
+    ) -> TrainResult:
         """Train to `steps`; `on_step(losses, step)` gets every step's losses (e.g. a tracker's log_metrics),
         `after_step(step)` runs after each step on the main process, before a due checkpoint."""
         t, main = self.trainer, self.trainer.dist.main  # under DDP only rank 0 writes files and reports
         start = t.step_done
         t0 = time.perf_counter()
-        bar = tqdm(range(start, self.steps), initial=start, total=self.steps, desc=self.desc, unit="step",
-                   dynamic_ncols=True, disable=not main)
+        bar = tqdm(
+            range(start, self.steps),
+            initial=start,
+            total=self.steps,
+            desc=self.desc,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not main,
+        )
         try:
             for _ in bar:
                 try:
+                    t.begin_step()
                     row = t.step()
                 except FloatingPointError:
                     if main:
@@ -139,8 +156,12 @@ class Loop:
                 if self.work != self.dst:
                     with atomic_dir(self.dst) as tmp:
                         shutil.copytree(self.work, tmp, dirs_exist_ok=True)
-            log.info("trained %d steps in %.1f s (%.3f s/step)", self.steps - start, seconds,
-                     seconds / max(1, self.steps - start))
+            log.info(
+                "trained %d steps in %.1f s (%.3f s/step)",
+                self.steps - start,
+                seconds,
+                seconds / max(1, self.steps - start),
+            )
         finally:
             teardown()
         return TrainResult(self.dst / CHECKPOINT, self.steps, seconds, t.history)

@@ -9,16 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from facegan.config import TrainConfig
 from facegan.data.packed import ZIP_NAME
 from facegan.io import sha256_file, write_text
-from facegan.train.dist import setup
 from facegan.train.gan import GANTrainer
 from facegan.train.images import load_training_data
 from facegan.train.loop import Loop, TrainResult, code_fingerprint, to_csv
-from facegan.train.stepper import apply_determinism, interned, resolve_device
+from facegan.train.stepper import interned, runtime
 from facegan.train.trainer import ModelTrainer
 from facegan.train.vae import VAETrainer
 
@@ -38,8 +36,14 @@ class FIDWatch:
     """In-training Frechet distance: every `fid_every` steps (and at the last), `fid_samples` images at fixed
     noise are scored; fid.csv keeps the curve and best.pt the checkpoint with the lowest distance."""
 
-    def __init__(self, cfg: TrainConfig, loop: Loop, scorer: Callable[..., dict], history: list[dict[str, float]],
-                 on_step: Callable[[dict, int], None] | None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        loop: Loop,
+        scorer: Callable[..., dict],
+        history: list[dict[str, float]],
+        on_step: Callable[[dict, int], None] | None,
+    ):
         from facegan.sample import latents
 
         self.cfg, self.loop, self.scorer, self.history, self.on_step = cfg, loop, scorer, history, on_step
@@ -61,10 +65,16 @@ class FIDWatch:
         write_text(self.loop.work / "fid.csv", to_csv(self.history, FID_FIELDS))
 
 
-def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
-              scorer: Callable[[np.ndarray], dict] | None = None,
-              on_step: Callable[[dict, int], None] | None = None,
-              work: Path | None = None, stale: str = "raise") -> TrainResult:
+def run_train(
+    cfg: TrainConfig,
+    packed: Path,
+    dst: Path,
+    resume: bool = True,
+    scorer: Callable[[np.ndarray], dict] | None = None,
+    on_step: Callable[[dict, int], None] | None = None,
+    work: Path | None = None,
+    stale: str = "raise",
+) -> TrainResult:
     """Train cfg.model on packed/dataset.zip; write checkpoint, sample grids and loss log to dst.
 
     With `work`, training writes there and copies to dst at the end (see Loop); a checkpoint found there that
@@ -75,19 +85,23 @@ def run_train(cfg: TrainConfig, packed: Path, dst: Path, resume: bool = True,
     checkpoint with the lowest one is kept as best.pt. `on_step(values, step)` receives the losses
     of every step and the in-training FID (e.g. a tracker's log_metrics).
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    dist, device_name = setup(cfg.device)
-    device = resolve_device(device_name)
-    apply_determinism(cfg.deterministic, device)
-    images, labels, meta = load_training_data(packed, cfg.loader_threads, pin=device.type == "cuda",
-                                              memory_budget_gb=cfg.memory_budget_gb)
+    dist, device = runtime(cfg)
+    images, labels, meta = load_training_data(
+        packed, cfg.loader_threads, pin=device.type == "cuda", memory_budget_gb=cfg.memory_budget_gb
+    )
     names = meta.get("label_names") or []
     values = meta.get("label_values") or {}
     trainer = make_trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist, names, values)
-    log.info("training %s (%s) on %d images at %dx%d, %d steps, device %s", cfg.model,
-             f"{cfg.loss} loss" if cfg.spec.adversarial else "its own loss",
-             len(images), trainer.resolution, trainer.resolution, cfg.steps, device)
+    log.info(
+        "training %s (%s) on %d images at %dx%d, %d steps, device %s",
+        cfg.model,
+        f"{cfg.loss} loss" if cfg.spec.adversarial else "its own loss",
+        len(images),
+        trainer.resolution,
+        trainer.resolution,
+        cfg.steps,
+        device,
+    )
     loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every, work=work)
     loop.extra["provenance"] = {"code": code_fingerprint(), "data": sha256_file(packed / ZIP_NAME)}
     state = loop.resume(stale) if resume else None

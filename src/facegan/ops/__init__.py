@@ -1,0 +1,33 @@
+"""Training-speed building blocks of the style-based nets, in pure PyTorch (no C++/CUDA extensions).
+
+- `conv`: conv2d / conv_transpose2d whose backward is itself written with conv calls, so the double backward
+  that R1 and path length need is two ordinary convolutions instead of PyTorch's generic double backward;
+- `bias_act`: bias + leaky ReLU x gain (+ clamp) as one autograd node that keeps only its output;
+- `resample`: FIR up/down-sampling with one strided (transposed) depthwise convolution each.
+
+Each op falls back to the plain PyTorch composition when `fast_ops(False)` is active: the benchmarks time
+that reference path in the same process, and tests compare the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_FAST = [True]
+
+
+def fast() -> bool:
+    """Whether the custom ops are in use (else the plain PyTorch composition)."""
+    return _FAST[0]
+
+
+@contextmanager
+def fast_ops(enabled: bool) -> Iterator[None]:
+    """Use the custom ops (True) or the plain PyTorch reference path (False) inside the block."""
+    before = _FAST[0]
+    _FAST[0] = enabled
+    try:
+        yield
+    finally:
+        _FAST[0] = before

@@ -1,0 +1,83 @@
+"""Bias + leaky ReLU x gain (+ clamp) as one autograd node.
+
+Written plainly it is three nodes that keep three activations; here one node keeps only its output, whose
+sign says where the slope is 1 or `alpha` (gain > 0). Its gradient is a node of its own that is linear in
+the incoming gradient with a piecewise-constant slope, so differentiating it again (R1, path length) is one
+more multiplication.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from facegan import ops
+from facegan.ops.conv import weight_grads_wanted
+
+ALPHA = 0.2
+GAIN = math.sqrt(2)
+
+
+def _shape(x: torch.Tensor) -> tuple[int, ...]:
+    return (1, -1) + (1,) * (x.ndim - 2)
+
+
+def _slope_times(g: torch.Tensor, y: torch.Tensor, alpha: float, gain: float, clamp: float | None) -> torch.Tensor:
+    """g * d y / d (x + b): gain where y > 0, alpha * gain elsewhere, 0 where the output was clamped."""
+    out = torch.ops.aten.leaky_relu_backward(g, y, alpha, True).mul_(gain)
+    if clamp is not None:
+        out = out.masked_fill_(y.abs() >= clamp, 0)
+    return out
+
+
+class _BiasAct(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, b: torch.Tensor, alpha: float, gain: float, clamp: float | None
+    ) -> torch.Tensor:
+        y = F.leaky_relu_(x + b.view(_shape(x)).to(x.dtype), alpha).mul_(gain)
+        if clamp is not None:
+            y = y.clamp_(-clamp, clamp)
+        ctx.args, ctx.bias_dtype = (alpha, gain, clamp), b.dtype
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (y,) = ctx.saved_tensors
+        gx = _BiasActGrad.apply(gy, y, *ctx.args)
+        gb = None
+        if ctx.needs_input_grad[1] and weight_grads_wanted():
+            gb = gx.sum([0, *range(2, gx.ndim)]).to(ctx.bias_dtype)  # float32 master bias under fp16 activations
+        return (gx if ctx.needs_input_grad[0] else None), gb, None, None, None
+
+
+class _BiasActGrad(torch.autograd.Function):
+    """gx = gy * slope(y): linear in gy, and the slope is constant almost everywhere in y."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, gy: torch.Tensor, y: torch.Tensor, alpha: float, gain: float, clamp: float | None
+    ) -> torch.Tensor:
+        ctx.args = (alpha, gain, clamp)
+        ctx.save_for_backward(y)
+        return _slope_times(gy, y, alpha, gain, clamp)
+
+    @staticmethod
+    def backward(ctx: Any, ggx: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (y,) = ctx.saved_tensors
+        return _BiasActGrad.apply(ggx, y, *ctx.args), None, None, None, None
+
+
+def bias_lrelu(
+    x: torch.Tensor, b: torch.Tensor, alpha: float = ALPHA, gain: float = GAIN, clamp: float | None = None
+) -> torch.Tensor:
+    """leaky_relu(x + b, alpha) * gain, clamped to [-clamp, clamp] when given; b broadcast over dim 1."""
+    tracked = torch.is_grad_enabled() and (x.requires_grad or b.requires_grad)
+    if ops.fast() and tracked:
+        return _BiasAct.apply(x, b, alpha, gain, clamp)
+    y = F.leaky_relu(x + b.view(_shape(x)).to(x.dtype), alpha) * gain
+    return y.clamp(-clamp, clamp) if clamp is not None else y

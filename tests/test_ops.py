@@ -1,0 +1,134 @@
+"""facegan.ops: the custom convolution, bias + activation and resampling ops against plain PyTorch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import gradcheck, gradgradcheck
+
+from facegan import ops
+from facegan.ops.bias_act import bias_lrelu
+from facegan.ops.conv import conv2d, conv_transpose2d, no_weight_grads
+from facegan.ops.resample import upfirdn2d, upfirdn2d_reference
+
+D64 = torch.float64
+
+
+def _t(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=D64).requires_grad_(True)
+
+
+CONVS = [  # (stride, padding, groups, cin, cout, k)
+    (1, 1, 1, 4, 6, 3),
+    (2, 1, 1, 4, 6, 3),
+    (2, 0, 2, 4, 6, 3),
+    (1, 0, 4, 4, 4, 4),  # depthwise, even kernel (the FIR filters)
+    (2, 2, 1, 3, 5, 1),
+]
+
+
+@pytest.mark.parametrize(("stride", "padding", "groups", "cin", "cout", "k"), CONVS)
+def test_conv2d_gradcheck_and_gradgradcheck_against_the_definition(stride, padding, groups, cin, cout, k):
+    x, w, b = _t(2, cin, 7, 6), _t(cout, cin // groups, k, k, seed=1), _t(cout, seed=2)
+    ours = lambda x, w, b: conv2d(x, w, b, stride, padding, groups)  # noqa: E731
+    assert torch.allclose(ours(x, w, b), F.conv2d(x, w, b, stride, padding, 1, groups))
+    assert gradcheck(ours, (x, w, b))
+    assert gradgradcheck(ours, (x, w, b))
+    # first and second derivatives equal plain PyTorch's
+    gy = _t(*ours(x, w, b).shape, seed=3)
+    for fn in (ours, lambda x, w, b: F.conv2d(x, w, b, stride, padding, 1, groups)):
+        grads = torch.autograd.grad((fn(x, w, b) * gy).sum(), (x, w, b), create_graph=True)
+        second = torch.autograd.grad(sum(g.pow(2).sum() for g in grads), (x, w, b), allow_unused=True)
+        if fn is ours:
+            mine = (grads, second)
+        else:
+            for a, r in zip([*mine[0], *mine[1]], [*grads, *second], strict=True):
+                assert (a is None and r is None) or torch.allclose(a, r, atol=1e-10)
+
+
+@pytest.mark.parametrize(("stride", "padding", "groups", "cin", "cout", "k"), CONVS)
+def test_conv_transpose2d_gradcheck_and_gradgradcheck(stride, padding, groups, cin, cout, k):
+    x, w = _t(2, cin, 5, 4), _t(cin, cout // groups, k, k, seed=1)
+    extra = 1 if stride == 2 else 0
+    ours = lambda x, w: conv_transpose2d(x, w, None, stride, padding, extra, groups)  # noqa: E731
+    assert torch.allclose(ours(x, w), F.conv_transpose2d(x, w, None, stride, padding, extra, groups))
+    assert gradcheck(ours, (x, w))
+    assert gradgradcheck(ours, (x, w))
+
+
+def test_plain_path_is_pytorch_itself():
+    x, w = _t(1, 2, 5, 5), _t(3, 2, 3, 3)
+    with ops.fast_ops(False):
+        y = conv2d(x, w, padding=1)
+    assert y.grad_fn.name() == "ConvolutionBackward0"
+    assert conv2d(x, w, padding=1).grad_fn.name() == "_ConvBackward"
+    assert ops.fast()
+
+
+def test_no_weight_grads_skips_only_the_weight_gradients():
+    x, w = _t(2, 3, 6, 6), _t(4, 3, 3, 3)
+    (gx_all,) = torch.autograd.grad(conv2d(x, w, padding=1).pow(2).sum(), x, create_graph=True)
+    with no_weight_grads():
+        (gx,) = torch.autograd.grad(conv2d(x, w, padding=1).pow(2).sum(), x, create_graph=True)
+    assert torch.allclose(gx, gx_all)
+    # the penalty's gradient w.r.t. the weight is still complete
+    (gw_skip,) = torch.autograd.grad(gx.pow(2).sum(), w)
+    (gw_all,) = torch.autograd.grad(gx_all.pow(2).sum(), w)
+    assert torch.allclose(gw_skip, gw_all, atol=1e-10)
+
+
+@pytest.mark.parametrize("clamp", [None, 0.5])
+def test_bias_lrelu_matches_the_composition_and_passes_gradgradcheck(clamp):
+    x, b = _t(3, 4, 5, 5), _t(4, seed=1)
+    with ops.fast_ops(False):
+        ref = bias_lrelu(x, b, clamp=clamp)
+    y = bias_lrelu(x, b, clamp=clamp)
+    assert torch.equal(y, ref)
+    assert y.grad_fn.name() == "_BiasActBackward"
+    assert gradcheck(lambda x, b: bias_lrelu(x, b, clamp=clamp), (x, b))
+    assert gradgradcheck(lambda x, b: bias_lrelu(x, b, clamp=clamp), (x, b))
+    x2, b2 = _t(6, 8), _t(8, seed=1)  # dense layers: (N, C)
+    assert gradgradcheck(lambda x, b: bias_lrelu(x, b), (x2, b2))
+
+
+@pytest.mark.parametrize(("up", "down", "pad"), [(1, 1, (1, 2)), (1, 1, (2, 2)), (2, 1, (2, 1)), (1, 2, (1, 1)),
+                                                 (1, 2, (2, 1)), (2, 1, (0, 0)), (2, 1, (5, 4))])  # fmt: skip
+def test_upfirdn2d_equals_the_reference_composition(up, down, pad):
+    kernel = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=D64)
+    kernel = kernel[:, None] * kernel[None] / 64 * up**2
+    x = _t(2, 3, 8, 6)
+    ref = upfirdn2d_reference(x, kernel, up, down, pad)
+    out = upfirdn2d(x, kernel, up, down, pad)
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-12)
+    assert gradgradcheck(lambda x: upfirdn2d(x, kernel, up, down, pad), (x,))
+
+
+def _train(fast: bool, steps: int = 10) -> tuple[list[dict], dict]:
+    from facegan.config import TrainConfig
+    from facegan.train.gan import GANTrainer
+
+    cfg = TrainConfig.model_validate({
+        "model": "stylegan2", "z_dim": 16, "batch_size": 4, "lr_g": 0.002, "lr_d": 0.002, "beta1": 0.0, "beta2": 0.99,
+        "ema": 0.9, "stylegan2": {"preset": "tiny", "style_mixing": 0.9}, "r1": {"gamma": 10.0, "every": 2},
+        "path_length": {"weight": 2.0, "every": 3}})  # fmt: skip
+    imgs = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with ops.fast_ops(fast):
+        t = GANTrainer(cfg, imgs, None, [], torch.device("cpu"))
+        rows = [t.step() for _ in range(steps)]
+    return rows, {**t.g.state_dict(), **{f"D.{k}": v for k, v in t.d.state_dict().items()}}
+
+
+def test_training_with_the_custom_ops_equals_training_without_them():
+    """StyleGAN2, 10 steps with R1 (every 2) and path length (every 3): losses and weights agree to 1e-5."""
+    fast_rows, fast_w = _train(True)
+    plain_rows, plain_w = _train(False)
+    assert {"r1", "path_length"} <= set(fast_rows[0])
+    assert sum(r["r1"] > 0 for r in fast_rows) == 5 and sum(r["path_length"] > 0 for r in fast_rows) == 4
+    for a, b in zip(fast_rows, plain_rows, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(b[k])), (a["step"], k, a[k], b[k])
+    for k, v in plain_w.items():
+        assert torch.allclose(fast_w[k], v, rtol=1e-5, atol=1e-5), k
