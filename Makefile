@@ -26,7 +26,8 @@ SUDO           := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 run: install
 	dvc repro
-	dvc metrics show
+	-$(BIN)/facegan timings --log --quiet
+	$(BIN)/facegan summary
 
 sweep: install
 	dvc exp run --queue -S train.model=acgan -S train.loss=$(SWEEP_LOSSES) -S train.d_variant=$(SWEEP_VARIANTS) $(SWEEP_ARGS)

@@ -180,26 +180,24 @@ READY = PREPROCESS + ["classifier", "refstats"]  # a dataset packed, with its re
 
 @task(task_run_name="transfer-table", cache_policy=NO_CACHE)  # reads the runs' results: always refreshed
 def transfer_table_task(params_json: str, root: str) -> dict:
-    from facegan import transfer as tr
+    from facegan import transfer_table
 
-    return tr.table(Params.model_validate_json(params_json), root)
+    return transfer_table.table(Params.model_validate_json(params_json), root)
 
 
 @flow(name="facegan-transfer")
 def transfer(params_file: str = "params.yaml", root: str = ".", overrides: dict[str, Any] | None = None) -> dict:
-    """Transfer learning: both datasets prepared, StyleGAN2 pretrained on transfer.source, fine-tuned on
-    transfer.target once per transfer run (train + evaluate), then the FID table (data/transfer/)."""
+    """The transfer study: both datasets prepared, the source model trained (and evaluated) on transfer.source,
+    then one fine-tune (train + evaluate) on transfer.target per row and seed, then the table (data/transfer/)."""
     from facegan import transfer as tr
 
     p = load(params_file, overrides)
     tr.run_params(p, tr.PRETRAIN, Path(root))  # transfer.enabled false -> a clear error before any work
     for ds in (p.transfer.source, p.transfer.target):
         _run_stages(READY, ds, p, root)
-    params, ds = tr.run_params(p, tr.PRETRAIN, Path(root))
-    _run_stages(["train"], ds, params, root, tr.PRETRAIN)
-    for run in p.transfer.runs:
-        params, ds = tr.run_params(p, run, Path(root))
-        _run_stages(["train", "evaluate"], ds, params, root, run)
+    for row, seed in [(tr.PRETRAIN, None), *tr.runs(p)]:
+        params, ds, variant = tr.run_params(p, row, Path(root), seed)
+        _run_stages(["train", "evaluate"], ds, params, root, variant)
     return transfer_table_task(p.model_dump_json(), root)
 
 

@@ -1,5 +1,8 @@
-"""DVC stage `finetune@RUN`: fine-tune the pretrained StyleGAN2 on transfer.target with one of transfer.runs,
-then evaluate it (facegan.transfer).  Usage: python stages/finetune.py RUN"""
+"""DVC stage `finetune@ROW-SEED`: one run of the transfer study on transfer.target, row ROW of transfer.runs
+with train.seed SEED, then its evaluation (facegan.transfer).
+
+Usage: python stages/finetune.py ROW SEED
+"""
 
 import sys
 
@@ -9,7 +12,7 @@ from facegan.transfer import finetune
 
 if __name__ == "__main__":
     setup_logging()
-    if len(sys.argv) != 2:
-        sys.exit("usage: python stages/finetune.py RUN")
+    if len(sys.argv) != 3 or not sys.argv[2].isdigit():
+        sys.exit("usage: python stages/finetune.py ROW SEED")
     with user_errors():
-        finetune(sys.argv[1])
+        finetune(sys.argv[1], int(sys.argv[2]))

@@ -1,4 +1,8 @@
-"""DVC stage `pretrain`: StyleGAN2 on transfer.source (facegan.transfer).  Usage: python stages/pretrain.py"""
+"""DVC stage `pretrain`: the transfer study's source model on transfer.source, and its own evaluation there
+(facegan.transfer).
+
+Usage: python stages/pretrain.py
+"""
 
 from facegan.errors import user_errors
 from facegan.logs import setup_logging

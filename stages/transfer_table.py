@@ -1,9 +1,11 @@
-"""DVC stage `transfer-table`: one FID table over the fine-tune runs (facegan.transfer).
-Usage: python stages/transfer_table.py"""
+"""DVC stage `transfer-table`: the transfer study's table, curves and plots (facegan.transfer_table).
+
+Usage: python stages/transfer_table.py
+"""
 
 from facegan.errors import user_errors
 from facegan.logs import setup_logging
-from facegan.transfer import table
+from facegan.transfer_table import table
 
 if __name__ == "__main__":
     setup_logging()

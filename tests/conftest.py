@@ -45,7 +45,11 @@ def shrink(raw: dict, n: int, n_target: int) -> dict:
     t = raw["transfer"]
     t["pretrain"].update(tiny)
     t["finetune"].update(tiny)
-    t["runs"] = {"baseline": {}, "freezed_ada": {"freeze_d": 1, "ada": {"enabled": True}}}
+    t["runs"] = {
+        "baseline": {},
+        "freezed_ada": {"freeze_d": 1, "ada": {"enabled": True}},
+        "scratch": {"pretrained": False},
+    }
     raw["cyclegan"].update(
         g_channels=4,
         res_blocks=1,

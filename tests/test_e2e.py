@@ -84,17 +84,22 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
         "report@cartoon",
         "pack@sketch",
         "pretrain",
-        "finetune@baseline",
-        "finetune@freezed_ada",
+        "finetune@baseline-0",
+        "finetune@freezed_ada-0",
+        "finetune@scratch-0",
         "transfer-table",
         "cyclegan",
     ):
         assert f"Running stage '{stage}'" in out
     table = json.loads((root / "data/transfer/fid_table.json").read_text())
-    assert set(table["runs"]) == {"baseline", "freezed_ada", "scratch (dcgan)"}
-    assert all(r["fd_dlib"] > 0 for r in table["runs"].values())
-    assert table["runs"]["freezed_ada"]["freeze_d"] == 1 and table["runs"]["freezed_ada"]["augment"] == "ada"
-    assert (root / "data/runs/sketch/baseline/models/style_mixing.png").is_file()
+    assert set(table["rows"]) == {"baseline", "freezed_ada", "scratch"}
+    assert all(r["final"]["dlib"]["mean"] > 0 and r["seeds"] == [0] for r in table["rows"].values())
+    assert table["rows"]["freezed_ada"]["freeze_d"] == 1 and table["rows"]["freezed_ada"]["augment"] == "ada"
+    assert not table["rows"]["scratch"]["pretrained"] and table["source_model"]["dlib"] > 0
+    assert table["noise_floor"]["dlib"] > 0
+    assert (root / "data/runs/sketch/baseline-s0/models/style_mixing.png").is_file()
+    for name in ("fid_table.md", "curves.csv", "fid_vs_kimg.png", "overfitting.png"):
+        assert (root / "data/transfer" / name).stat().st_size > 0, name
     cyc = json.loads((root / "data/cyclegan/metrics.json").read_text())
     assert cyc["a_to_b"]["fd_dlib"] > 0 and cyc["b_to_a"]["fd_dlib"] > 0
     assert (root / "data/cyclegan/model/translated_b_to_a.png").is_file()
@@ -124,11 +129,17 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     _assert_one_parent_per_execution(runs, {"cartoon": CHAIN, "sketch": CHAIN})
     [story] = [r for r in runs if r["kind"] == "transfer"]
     assert sorted(f"{r['stage']}@{r['dataset']}/{r['variant']}" for r in runs if r["parent"] == story["id"]) == [
-        "evaluate@sketch/baseline",
-        "evaluate@sketch/freezed_ada",
+        "evaluate@cartoon/pretrain",
+        "evaluate@sketch/baseline-s0",
+        "evaluate@sketch/freezed_ada-s0",
+        "evaluate@sketch/scratch-s0",
         "train@cartoon/pretrain",
-        "train@sketch/baseline",
-        "train@sketch/freezed_ada",
+        "train@sketch/baseline-s0",
+        "train@sketch/freezed_ada-s0",
+        "train@sketch/scratch-s0",
+        "transfer-row@sketch/baseline",
+        "transfer-row@sketch/freezed_ada",
+        "transfer-row@sketch/scratch",
         "transfer-table@sketch/None",
     ]
 
@@ -150,7 +161,6 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
         "report@sketch",
         "train@cartoon",
         "train@sketch",
-        "transfer-table",
     ]
     assert json.loads((root / "data/reports/cartoon/metrics.json").read_text())["training"]["steps"] == 7
     again = [r for r in _runs(root, env) if r["id"] not in {old["id"] for old in runs}]  # this execution's runs

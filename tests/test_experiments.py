@@ -50,10 +50,25 @@ def test_pivot_skips_baseline_and_missing_metrics():
     r, c, cells = pivot(ROWS, "train.loss", "train.d_variant", "fd_dlib")
     assert r == ["hinge", "nonsaturating", "wgan-gp"] and c == ["plain", "sn"]
     assert cells == {
-        ("hinge", "sn"): "0.25",
-        ("nonsaturating", "sn"): "0.5",
-        ("hinge", "plain"): "0.125",
-        ("wgan-gp", "sn"): "0.75",
+        ("hinge", "sn"): [0.25],
+        ("nonsaturating", "sn"): [0.5],
+        ("hinge", "plain"): [0.125],
+        ("wgan-gp", "sn"): [0.75],
     }  # the running experiment is left out
     md = to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib").splitlines()
     assert md[2] == "| hinge | 0.1250 | 0.2500 |" and md[3] == "| nonsaturating | - | 0.5000 |"
+    assert md[-1] == "Best (lowest mean): hinge / plain. Every other cell's range is clear of it."
+
+
+def test_seeds_of_one_cell_give_mean_spread_and_overlap():
+    seeds = [
+        {"Experiment": f"s{i}", "State": "Success", "train.loss": loss, "train.d_variant": "sn", "fd_dlib": v}
+        for i, (loss, v) in enumerate([("hinge", "0.2"), ("hinge", "0.4"), ("lsgan", "0.35"), ("lsgan", "0.9")])
+    ]
+    r, c, cells = pivot(seeds, "train.loss", "train.d_variant", "fd_dlib")
+    assert cells == {("hinge", "sn"): [0.2, 0.4], ("lsgan", "sn"): [0.35, 0.9]}
+    md = to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib").splitlines()
+    assert md[2] == "| hinge | 0.3000 ± 0.1414 (n=2) |"
+    assert md[-1] == "Best (lowest mean): hinge / sn. Within its spread (value ranges overlap): lsgan / sn."
+    best_acc = to_markdown(r, c, cells, "train.loss", "train.d_variant", "acc", lower=False).splitlines()[-1]
+    assert best_acc.startswith("Best (highest mean): lsgan / sn.")

@@ -39,7 +39,7 @@ def test_terms_are_named_and_their_weighted_sum_is_the_loss():
     z, yf = t.latents(4, gen)
     fake = t.generate(z, yf, gen).detach()
     d = t.objective.d_terms(t.d_run, real, fake, y, yf, gen, aug, 0)
-    assert list(d.values) == ["loss_d", "penalty", "aux_d", "d_real", "d_fake"]
+    assert list(d.values) == ["loss_d", "penalty", "aux_d", "d_real", "d_fake", "d_real_sign"]
     assert d.weights == {"loss_d": 1.0, "penalty": 1.0, "aux_d": 0.5}  # d_real / d_fake are only logged
     v = d.values
     assert torch.allclose(d.total(), v["loss_d"] + v["penalty"] + 0.5 * v["aux_d"])
@@ -48,12 +48,12 @@ def test_terms_are_named_and_their_weighted_sum_is_the_loss():
 @pytest.mark.parametrize(
     ("model", "extra", "columns"),
     [
-        ("dcgan", {}, ["step", "loss_d", "d_real", "d_fake", "loss_g"]),
-        ("wgan-gp", {"loss": "wgan-gp"}, ["step", "loss_d", "penalty", "d_real", "d_fake", "loss_g"]),
+        ("dcgan", {}, ["step", "loss_d", "d_real", "d_fake", "d_real_sign", "loss_g"]),
+        ("wgan-gp", {"loss": "wgan-gp"}, ["step", "loss_d", "penalty", "d_real", "d_fake", "d_real_sign", "loss_g"]),
         (
             "dcgan",
             {"r1": {"gamma": 1.0, "every": 2}, "ada": {"enabled": True}},
-            ["step", "loss_d", "d_real", "d_fake", "r1", "loss_g", "ada_p"],
+            ["step", "loss_d", "d_real", "d_fake", "d_real_sign", "r1", "loss_g", "ada_p"],
         ),
     ],
 )

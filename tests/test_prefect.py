@@ -185,7 +185,8 @@ def test_transfer_and_cyclegan_deployments_run_their_chains(served):
         names = {n for n, _ in got["tasks"]}
         assert set(stages) <= names, (name, names)
     table = json.loads((root / "data/transfer/fid_table.json").read_text())
-    assert {"baseline", "freezed_ada"} <= set(table["runs"]) and all(r["fd_dlib"] > 0 for r in table["runs"].values())
+    assert {"baseline", "freezed_ada"} <= set(table["rows"])
+    assert all(r["final"]["dlib"]["mean"] > 0 for r in table["rows"].values())
     assert (root / "data/runs/cartoon/pretrain/models/checkpoint.pt").is_file()
     metrics = json.loads((root / "data/cyclegan/metrics.json").read_text())
     assert metrics["a_to_b"]["fd_dlib"] > 0 and metrics["b_to_a"]["fd_dlib"] > 0

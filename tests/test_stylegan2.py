@@ -310,13 +310,17 @@ def test_transfer_runs_merge_overrides_and_report_bad_ones():
         finetune=TrainConfig(model="stylegan2", steps=9),
         runs={"base": {}, "fa": {"freeze_d": 2, "ada": {"enabled": True}}},
     )
-    fa = t.run_config("fa", Path("p.pt"))
-    assert fa.freeze_d == 2 and fa.ada.enabled and fa.ada.target == 0.6 and fa.steps == 9
+    fa = t.run_config("fa", 3, Path("p.pt"))
+    assert fa.freeze_d == 2 and fa.ada.enabled and fa.ada.target == 0.6 and fa.steps == 9 and fa.seed == 3
     assert fa.init_from == Path("p.pt")
     with pytest.raises(ValueError, match=r"transfer\.runs\.bad\.ada\.targt: unknown key"):
         TransferConfig(runs={"bad": {"ada": {"targt": 0.5}}})
-    with pytest.raises(ParamsError, match="unknown transfer run 'x'"):
-        t.run_config("x", Path("p.pt"))
+    with pytest.raises(ParamsError, match="unknown transfer row 'x'"):
+        t.run_config("x", 0, Path("p.pt"))
+    with pytest.raises(ValueError, match="repeats a seed"):
+        TransferConfig(seeds=[1, 1])
+    scratch = TransferConfig(runs={"s": {"pretrained": False}}, target_images=40).run_config("s", 0, Path("p.pt"))
+    assert scratch.init_from is None and scratch.max_images == 40
 
 
 def test_style_figures(tmp_path):

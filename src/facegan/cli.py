@@ -69,16 +69,16 @@ for _name, (_fn, _doc) in STAGES.items():
 @app.command("transfer")
 def transfer(
     step: str = typer.Argument(..., help="pretrain | finetune | table | all"),
-    run: str | None = typer.Argument(
-        None, help="fine-tune run name from transfer.runs (finetune only; default: every run)"
-    ),
+    run: str | None = typer.Argument(None, help="a row of transfer.runs (finetune only; default: every row)"),
+    seed: int | None = typer.Option(None, help="one seed of transfer.seeds (finetune only; default: every seed)"),
     params: Path = PARAMS,
     root: Path = ROOT,
 ) -> None:
-    """Transfer learning: pretrain StyleGAN2 on transfer.source, fine-tune on transfer.target, FID table."""
+    """The transfer study: pretrain on transfer.source, fine-tune on transfer.target per row and seed, the table."""
     from rich.console import Console
 
     from facegan import transfer as tr
+    from facegan import transfer_table
     from facegan.config import ParamsError, load_params
     from facegan.logs import setup_logging
 
@@ -91,9 +91,10 @@ def transfer(
         tr.pretrain(p, root)
     if step in ("finetune", "all"):
         for name in [run] if run else list(p.transfer.runs):
-            tr.finetune(name, p, root)
+            for s in [seed] if seed is not None else p.transfer.seeds:
+                tr.finetune(name, s, p, root)
     if step in ("table", "all"):
-        Console().print(tr.markdown(tr.table(p, root)))
+        Console().print(transfer_table.markdown(transfer_table.table(p, root)))
 
 
 @app.command("cyclegan")
@@ -111,25 +112,61 @@ def report(
     root: Path = ROOT,
     model: str | None = typer.Option(None, help="only runs of this model"),
     experiment: list[str] = typer.Option([], help="MLflow experiment(s) (default: tracking.experiment)"),
-    out: Path = typer.Option(Path("reports"), help="folder for fid_table.md / .csv / .png"),
+    out: Path = typer.Option(Path("reports"), help="folder for fid_table.md / .csv / .png (every column)"),
+    wide: bool = typer.Option(False, "--wide", help="print every column (default: what fits the terminal)"),
 ) -> None:
-    """The report stage of DATASET (when given), then the FID comparison table across MLflow runs."""
+    """The report stage of DATASET (when given), then the FID comparison table across MLflow runs: pipelines,
+    the newest transfer story's runs and the newest CycleGAN's directions, grouped by dataset, best first."""
     from facegan import track
     from facegan.config import load_params
-    from facegan.runs_table import print_table, rows_of, write_table
+    from facegan.runs_table import cyclegan_rows, ordered, print_table, rows_of, transfer_rows, write_table
 
     if dataset:
         _run(["report"], dataset, params, root)
     p = load_params(params)
-    rows = rows_of(track.pipeline_runs(p.tracking, dataset, model, experiment or None))
+    exps = experiment or None
+    rows = rows_of(track.pipeline_runs(p.tracking, dataset, model, exps))
+    if story := track.latest_transfer(p.tracking, exps):
+        rows += transfer_rows(*story)
+    if cyc := track.latest_cyclegan(p.tracking, exps):
+        rows += cyclegan_rows(cyc)
+    rows = ordered([r for r in rows if (not dataset or r["dataset"] == dataset) and (not model or r["model"] == model)])
     if not rows:
-        typer.echo(
-            "no finished pipeline runs found in MLflow" + (f" for dataset {dataset}" if dataset else ""), err=True
-        )
+        typer.echo("no finished runs found in MLflow" + (f" for dataset {dataset}" if dataset else ""), err=True)
         raise typer.Exit(1)
-    print_table(rows)
+    print_table(rows, wide)
     files = write_table(rows, out)
     typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+@app.command("timings")
+def timings(
+    log: bool = typer.Option(False, "--log", help="also log timings.md + metrics time.<stage> on each parent run"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but what was logged"),
+    top: int = typer.Option(0, min=0, help="show the N longest stages and the rest as one line (0: all)"),
+    experiment: list[str] = typer.Option([], help="MLflow experiment(s) (default: tracking.experiment)"),
+    params: Path | None = TRACKING_PARAMS,
+) -> None:
+    """Wall time of each stage of the latest execution (from its MLflow stage runs), longest first, with its
+    share of the total."""
+    from facegan import timings as tm
+
+    cfg = _tracking(params)
+    found = tm.collect(cfg, experiment or None)
+    if not quiet:
+        typer.echo(tm.render(found, top))
+    if log:
+        n = tm.log(cfg, found)
+        typer.echo(f"logged {tm.ARTIFACT} and time.<stage> metrics on {n} MLflow run(s)")
+
+
+@app.command("summary")
+def summary(params: Path = PARAMS, root: Path = ROOT) -> None:
+    """What the pipeline made and where: samples, tables, UIs, FD per dataset, transfer table, stage times."""
+    from facegan.config import load_params
+    from facegan.summary import summary as _summary
+
+    typer.echo(_summary(load_params(params), root), nl=False)
 
 
 @app.command("chain")
@@ -268,7 +305,7 @@ def exp_table(
     if not cells:
         typer.echo(f"no experiments have {rows}, {cols} and {metric}; run a sweep first (see README)", err=True)
         raise typer.Exit(1)
-    table = to_markdown(rkeys, ckeys, cells, rows, cols, metric)
+    table = to_markdown(rkeys, ckeys, cells, rows, cols, metric, lower=not metric.startswith("attr_acc"))
     typer.echo(table)
     if out:
         out.write_text(table, encoding="utf-8")

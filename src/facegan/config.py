@@ -388,6 +388,10 @@ class TrainConfig(RunSettings):
         None, description="transfer learning: start from this checkpoint (facegan or rosinality stylegan2 .pt)"
     )
     mirror: bool = Field(True, description="random horizontal flips of real images")
+    max_images: int | None = Field(
+        None, ge=1, description="train on a seeded subset of this many packed images (small-data studies); null = all"
+    )
+    subset_seed: int = Field(0, ge=0, description="seed of the max_images subset (fixed across runs compared)")
     fid_every: int = Field(0, ge=0, description="Frechet distance on fixed noise every N steps (0 = off)")
     fid_samples: int = Field(256, ge=2, description="generated images per in-training Frechet distance")
     fid_extractor: Extractor = Field("dlib", description="extractor of the in-training Frechet distance")
@@ -472,6 +476,7 @@ class EvaluateConfig(Section):
     num_samples: int = Field(10_000, ge=2, description="generated images for the final Frechet distance / KID")
     max_real: int = Field(1000, ge=2, description="real images used for the reference statistics")
     batch_size: int = Field(50, ge=1, le=1024)
+    workers: int = Field(2, ge=1, le=64, description="processes computing dlib embeddings (one core each)")
     inception_weights: Path | None = Field(None, description="explicit path to pt_inception-...pth")
     seed: int = Field(12345, ge=0)
     classifier: ClassifierConfig = ClassifierConfig()
@@ -494,7 +499,10 @@ TRANSFER_PRETRAIN = "pretrain"  # the source run of the transfer story (data/run
 
 
 class TransferConfig(Section):
-    """Pretrain StyleGAN2 on `source`, fine-tune on the small `target` set once per entry of `runs`."""
+    """The transfer study: pretrain on `source`, then fine-tune on (a subset of) the small `target` set once per
+    row of `runs` and seed of `seeds`; a row with `pretrained: false` is the same training from random weights
+    (the from-scratch control, same kimg budget). Rows are compared by the mean and spread of their Frechet
+    distances (facegan.transfer)."""
 
     enabled: bool = True
     source: str = "cartoon"
@@ -502,29 +510,53 @@ class TransferConfig(Section):
     pretrain: TrainConfig = TrainConfig(model="stylegan2")
     finetune: TrainConfig = TrainConfig(model="stylegan2")
     runs: dict[str, dict[str, Any]] = Field(
-        {"baseline": {}}, min_length=1, description="run name -> overrides of `finetune` (e.g. freeze_d, ada)"
+        {"baseline": {}},
+        min_length=1,
+        description="row name -> overrides of `finetune` (e.g. freeze_d, ada, diffaugment; pretrained: false)",
+    )
+    seeds: list[int] = Field([0], min_length=1, description="train.seed of each run of a row")
+    target_images: int | None = Field(
+        None, ge=2, description="fine-tune on a seeded subset of this many target images (train.max_images); null = all"
+    )
+    num_samples: int | None = Field(
+        None, ge=2, description="generated images of each run's final Frechet distance; null = evaluate.num_samples"
     )
 
     @model_validator(mode="after")
     def _runs_valid(self) -> TransferConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"transfer.seeds repeats a seed: {self.seeds}")
         for name in self.runs:
-            self.run_config(name, Path("pretrained.pt"))  # every run's config is checked up front
+            self.run_config(name, self.seeds[0], Path("pretrained.pt"))  # every run's config is checked up front
         return self
 
-    def includes(self, dataset: str, variant: str | None) -> bool:
-        """Whether a stage of `dataset` run as `variant` (chain.Layout) is one of this story's runs."""
-        return self.enabled and (
-            (variant == TRANSFER_PRETRAIN and dataset == self.source)
-            or (variant in self.runs and dataset == self.target)
-        )
+    def variant(self, row: str, seed: int) -> str:
+        """Where one run of a row lives: data/runs/<target>/<row>-s<seed> (a chain.Layout variant)."""
+        return f"{row}-s{seed}"
 
-    def run_config(self, name: str, init_from: Path) -> TrainConfig:
-        """`finetune` + the run's overrides, starting from the pretrained checkpoint."""
+    def includes(self, dataset: str, variant: str | None) -> bool:
+        """Whether a stage of `dataset` run as `variant` (chain.Layout) is one of this study's runs."""
+        if not self.enabled or variant is None:
+            return False
+        if variant == TRANSFER_PRETRAIN:
+            return dataset == self.source
+        return dataset == self.target and variant in {self.variant(r, s) for r in self.runs for s in self.seeds}
+
+    def pretrained(self, name: str) -> bool:
+        """Whether row `name` starts from the pretrained model (else from random weights)."""
+        return bool(self.runs[name].get("pretrained", True))
+
+    def run_config(self, name: str, seed: int, init_from: Path) -> TrainConfig:
+        """`finetune` + the row's overrides with `seed`, starting from the pretrained checkpoint (rows with
+        `pretrained: false`: from random weights), on the `target_images` subset."""
         if name not in self.runs:
-            raise ParamsError(f"unknown transfer run {name!r}; runs: {', '.join(self.runs)}")
-        raw = _merge(self.finetune.model_dump(mode="json"), self.runs[name])
+            raise ParamsError(f"unknown transfer row {name!r}; rows: {', '.join(self.runs)}")
+        overrides = {k: v for k, v in self.runs[name].items() if k != "pretrained"}
+        raw = _merge(self.finetune.model_dump(mode="json"), overrides)
+        raw |= {"seed": seed, "max_images": self.target_images}
+        raw["init_from"] = str(init_from) if self.pretrained(name) else None
         try:
-            return TrainConfig.model_validate({**raw, "init_from": str(init_from)})
+            return TrainConfig.model_validate(raw)
         except ValidationError as e:
             lines = [_describe({**err, "loc": ("transfer", "runs", name, *err["loc"])}) for err in e.errors()]
             raise ValueError("\n".join(lines)) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -26,9 +27,12 @@ def column(row: dict[str, str], name: str) -> str | None:
     return hits[0] if hits else None
 
 
-def pivot(rows: list[dict[str, str]], row_param: str, col_param: str, metric: str) -> tuple[list[str], list[str], dict]:
-    """(row keys, col keys, {(r, c): metric}) over experiment rows; later rows win on duplicates."""
-    cells: dict[tuple[str, str], str] = {}
+def pivot(
+    rows: list[dict[str, str]], row_param: str, col_param: str, metric: str
+) -> tuple[list[str], list[str], dict[tuple[str, str], list[float]]]:
+    """(row keys, col keys, {(r, c): the metric of every finished experiment in that cell}) over experiment
+    rows: several seeds of one cell give several values."""
+    cells: dict[tuple[str, str], list[float]] = {}
     for row in rows:
         if row.get("typ") == "baseline" or not row.get("Experiment"):
             continue
@@ -36,23 +40,47 @@ def pivot(rows: list[dict[str, str]], row_param: str, col_param: str, metric: st
             continue  # queued/running experiments echo the workspace's metrics; failed ones have none
         r, c, v = column(row, row_param), column(row, col_param), column(row, metric)
         if r and c and v:
-            cells[(r, c)] = v
+            try:
+                cells.setdefault((r, c), []).append(float(v))
+            except ValueError:
+                continue
     rkeys = sorted({k[0] for k in cells})
     ckeys = sorted({k[1] for k in cells})
     return rkeys, ckeys, cells
 
 
-def to_markdown(rkeys: list[str], ckeys: list[str], cells: dict, row_param: str, col_param: str, metric: str) -> str:
+def spread(values: list[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation; 0 for one value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def to_markdown(
+    rkeys: list[str], ckeys: list[str], cells: dict, row_param: str, col_param: str, metric: str, lower: bool = True
+) -> str:
+    """The pivot as Markdown, mean +- std (n) per cell, then the best cell and the cells whose range of values
+    overlaps the best's (differences that do not exceed the seed-to-seed spread)."""
     head = f"| {metric} ({row_param} \\ {col_param}) | " + " | ".join(ckeys) + " |"
     sep = "|---" * (len(ckeys) + 1) + "|"
     body = ["| " + r + " | " + " | ".join(_fmt(cells.get((r, c))) for c in ckeys) + " |" for r in rkeys]
-    return "\n".join([head, sep, *body]) + "\n"
+    lines = [head, sep, *body]
+    if cells:
+        best = (min if lower else max)(cells, key=lambda k: spread(cells[k])[0])
+        lo, hi = min(cells[best]), max(cells[best])
+        tied = [k for k in cells if k != best and min(cells[k]) <= hi and max(cells[k]) >= lo]
+        lines += [
+            "",
+            f"Best ({'lowest' if lower else 'highest'} mean): {best[0]} / {best[1]}. "
+            + (
+                "Within its spread (value ranges overlap): " + ", ".join(f"{r} / {c}" for r, c in sorted(tied)) + "."
+                if tied
+                else "Every other cell's range is clear of it."
+            ),
+        ]
+    return "\n".join(lines) + "\n"
 
 
-def _fmt(v: str | None) -> str:
-    if not v:
+def _fmt(values: list[float] | None) -> str:
+    if not values:
         return "-"
-    try:
-        return f"{float(v):.4f}"
-    except ValueError:
-        return v
+    mean, std = spread(values)
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f} (n={len(values)})"

@@ -39,7 +39,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _one_thread_each() -> None:
+def one_thread_each() -> None:
     """Pool workers share the cores: one thread each for OpenCV, torch and onnxruntime (OMP_NUM_THREADS is read
     when those are first imported in the worker) instead of each worker starting one thread per core."""
     import os
@@ -90,7 +90,7 @@ class LocalPool:
                 return out
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (once per process)
-            with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_one_thread_each) as pool:
+            with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=one_thread_each) as pool:
                 out = []
                 for r in pool.map(fn, items, chunksize=auto_chunk(len(items), self.workers, self.chunk_size)):
                     out.append(r)

@@ -1,11 +1,16 @@
-"""The FID comparison table across MLflow runs: rows = pipeline runs, columns = settings and scores."""
+"""The FID comparison table across MLflow runs: rows = runs (pipelines, transfer runs, CycleGAN directions),
+columns = settings and scores; written in full to md/csv, printed for people to fit the terminal."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+# the columns of a pipeline run's row (the explorer's compare table shows these)
 COLUMNS = [
     "run",
     "dataset",
@@ -22,14 +27,24 @@ COLUMNS = [
     "steps",
     "wall_s",
 ]
+# every column: the files and `facegan report --wide` (kind: pipeline | transfer | cyclegan)
+ALL_COLUMNS = [*COLUMNS, "kind", "variant"]
+METRICS = ("fd_inception", "fd_dlib", "kid_inception", "kid_dlib", "attr_acc_mean")
+SEED_SUFFIX = re.compile(r"-s\d+$")  # transfer variants <row>-s<seed>
 
 
-def rows_of(runs: list) -> list[dict[str, object]]:
-    """One row per MLflow run (objects with .info, .data.tags/.metrics/.params)."""
+def wall_seconds(run: Any) -> float | None:
+    """end_time - start_time of an MLflow run, in seconds (None while it has no end)."""
+    start, end = run.info.start_time, run.info.end_time
+    return (end - start) / 1000 if start and end else None
+
+
+def rows_of(runs: list) -> list[dict[str, Any]]:
+    """One row per pipeline (parent) MLflow run (objects with .info, .data.tags/.metrics/.params)."""
     out = []
     for r in runs:
         tags, m, p = r.data.tags, r.data.metrics, r.data.params
-        wall = (r.info.end_time - r.info.start_time) / 1000 if r.info.end_time and r.info.start_time else None
+        wall = wall_seconds(r)
         out.append(
             {
                 "run": r.info.run_id[:8],
@@ -39,12 +54,121 @@ def rows_of(runs: list) -> list[dict[str, object]]:
                 "d_variant": tags.get("d_variant", ""),
                 "augment": tags.get("augment", ""),
                 "freeze_d": p.get("train.freeze_d", "-"),
-                **{k: m.get(k) for k in ("fd_inception", "fd_dlib", "kid_inception", "kid_dlib", "attr_acc_mean")},
+                **{k: m.get(k) for k in METRICS},
                 "steps": int(m["training.steps"]) if "training.steps" in m else tags.get("steps", ""),
                 "wall_s": round(wall, 1) if wall is not None else None,
+                "kind": "pipeline",
+                "variant": "",
             }
         )
     return out
+
+
+def _augment(ada: str | None, diffaugment: str | None) -> str:
+    """'ada', the DiffAugment policies ('color,translation') or 'none', from params logged as strings."""
+    if ada == "True":
+        return "ada"
+    policies = re.findall(r"[A-Za-z_]+", diffaugment or "")
+    return ",".join(policies) or "none"
+
+
+def _steps(value: object) -> int | str:
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value or "")
+    return int(text) if text.isdigit() else text
+
+
+def transfer_rows(parent: Any, children: list) -> list[dict[str, Any]]:
+    """One row per run of the transfer story (variant `pretrain`, fine-tunes `<row>[-s<seed>]`): scores from its
+    evaluate run (else what transfer-table put on the parent), settings from the row's summary run (`train.*`
+    params, kind "row") or the parent's `transfer.*` params."""
+    p, pm = parent.data.params, parent.data.metrics
+    by_variant: dict[str, list] = {}
+    summaries: dict[str, dict] = {}  # row name -> params of its summary run (the resolved train config)
+    for r in children:
+        v = r.data.tags.get("variant")
+        if r.data.tags.get("facegan.kind", "stage") != "stage":
+            summaries[v or ""] = r.data.params
+        elif v:
+            by_variant.setdefault(v, []).append(r)
+    out = []
+    for variant, runs in by_variant.items():
+        pre = variant == "pretrain"
+        row_name = SEED_SUFFIX.sub("", variant) if "transfer.seeds" in p else variant
+
+        def cfg(key: str, pre: bool = pre, row_name: str = row_name) -> str | None:
+            if not pre and f"train.{key}" in summaries.get(row_name, {}):
+                return summaries[row_name][f"train.{key}"]
+            base = p.get(f"transfer.{'pretrain' if pre else 'finetune'}.{key}")
+            return base if pre else p.get(f"transfer.runs.{row_name}.{key}", base)
+
+        stage = {r.data.tags.get("stage"): r for r in runs}
+        ev, train = stage.get("evaluate"), stage.get("train")
+        m = ev.data.metrics if ev else {}
+        walls = [wall_seconds(r) for r in runs]
+        wall = sum(w for w in walls if w is not None) if any(w is not None for w in walls) else None
+        out.append(
+            {
+                "run": (ev or train or runs[0]).info.run_id[:8],
+                "dataset": runs[0].data.tags.get("dataset") or parent.data.tags.get("source" if pre else "target", ""),
+                "model": cfg("model") or "stylegan2",
+                "loss": cfg("loss") or "",
+                "d_variant": cfg("d_variant") or "",
+                "augment": _augment(cfg("ada.enabled"), cfg("diffaugment")),
+                "freeze_d": cfg("freeze_d") or "-",
+                **{k: m.get(k, pm.get(f"{variant}.{k}")) for k in METRICS},
+                "steps": _steps(cfg("steps")),
+                "wall_s": round(wall, 1) if wall is not None else None,
+                "kind": "transfer",
+                "variant": variant,
+            }
+        )
+    return out
+
+
+def cyclegan_rows(run: Any) -> list[dict[str, Any]]:
+    """One row per direction of the CycleGAN run (metrics `a_to_b.fd_dlib`, ...), under its target dataset."""
+    tags, m, p = run.data.tags, run.data.metrics, run.data.params
+    a, b = tags.get("a") or p.get("cyclegan.a", "a"), tags.get("b") or p.get("cyclegan.b", "b")
+    wall = wall_seconds(run)
+    out = []
+    for direction, (src, dst) in (("a_to_b", (a, b)), ("b_to_a", (b, a))):
+        out.append(
+            {
+                "run": run.info.run_id[:8],
+                "dataset": dst,
+                "model": "cyclegan",
+                "loss": p.get("cyclegan.loss", ""),
+                "d_variant": "sn" if p.get("cyclegan.spectral_norm") == "True" else "plain",
+                "augment": _augment(None, p.get("cyclegan.diffaugment")),
+                "freeze_d": "-",
+                **{k: m.get(f"{direction}.{k}") for k in METRICS},
+                "steps": _steps(p.get("cyclegan.steps", "")),
+                "wall_s": round(wall, 1) if wall is not None else None,
+                "kind": "cyclegan",
+                "variant": f"{src}->{dst}",
+            }
+        )
+    return out
+
+
+def primary_metric(rows: list[dict]) -> str:
+    return "fd_inception" if any(r.get("fd_inception") is not None for r in rows) else "fd_dlib"
+
+
+def ordered(rows: list[dict]) -> list[dict]:
+    """Grouped by dataset (by name), best first within each: the primary metric, then fd_dlib; unscored last."""
+    metric = primary_metric(rows)
+
+    def key(r: dict) -> tuple:
+        a, b = r.get(metric), r.get("fd_dlib")
+        return (r.get("dataset", ""), a is None, a or 0.0, b is None, b or 0.0)
+
+    return sorted(rows, key=key)
+
+
+# ---- files: every column, full precision ----------------------------------------------------------
 
 
 def _fmt(v: object) -> str:
@@ -54,16 +178,16 @@ def _fmt(v: object) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines = ["| " + " | ".join(ALL_COLUMNS) + " |", "|" + "---|" * len(ALL_COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in ALL_COLUMNS) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, ALL_COLUMNS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
-    w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    w.writerows({k: ("" if r.get(k) is None else r[k]) for k in ALL_COLUMNS} for r in rows)
     return buf.getvalue()
 
 
@@ -74,30 +198,18 @@ def bar_chart(rows: list[dict], path: Path, metric: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    have = sorted((r for r in rows if r[metric] is not None), key=lambda r: r[metric])
+    have = sorted((r for r in rows if r.get(metric) is not None), key=lambda r: r[metric])
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(have) + 1.2))
-    labels = [f"{r['dataset']} {r['model']} {r['loss']} {r['d_variant']} {r['augment']} ({r['run']})" for r in have]
+    labels = [
+        f"{r['dataset']} {r['model']} {r.get('variant') or ''} {r['loss']} {r['d_variant']} {r['augment']} "
+        f"({r['run']})".replace("  ", " ")
+        for r in have
+    ]
     ax.barh(labels[::-1], [r[metric] for r in have][::-1], color="#4a7ab8")
     ax.set_xlabel(f"{metric} (lower is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def primary_metric(rows: list[dict]) -> str:
-    return "fd_inception" if any(r["fd_inception"] is not None for r in rows) else "fd_dlib"
-
-
-def print_table(rows: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="FID comparison (lower is better)")
-    for c in COLUMNS:
-        t.add_column(c, justify="right" if c.startswith(("fd_", "kid_", "attr", "steps", "wall")) else "left")
-    for r in rows:
-        t.add_row(*(_fmt(r[c]) for c in COLUMNS))
-    Console().print(t)
 
 
 def write_table(rows: list[dict], out: Path) -> list[Path]:
@@ -107,3 +219,136 @@ def write_table(rows: list[dict], out: Path) -> list[Path]:
     (out / "fid_table.csv").write_text(to_csv(rows), encoding="utf-8")
     bar_chart(rows, out / "fid_table.png", primary_metric(rows))
     return [out / "fid_table.md", out / "fid_table.csv", out / "fid_table.png"]
+
+
+# ---- the terminal: numbers for people, only what fits ---------------------------------------------
+
+
+def human_seconds(s: float | None) -> str:
+    """41s, 12m 01s, 1h 02m (3.2s under ten seconds)."""
+    if s is None:
+        return "-"
+    if s < 10:
+        return f"{s:.1f}s"
+    n = round(s)
+    if n < 3600:
+        return f"{n // 60}m {n % 60:02d}s" if n >= 60 else f"{n}s"
+    return f"{n // 3600}h {n % 3600 // 60:02d}m"
+
+
+def _sig(v: object) -> str:
+    """FD/KID with 4 significant digits (no exponent above 1e4)."""
+    if not isinstance(v, (int, float)):
+        return _fmt(v)
+    return f"{v:.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+
+
+def _pct(v: object) -> str:
+    return f"{v:.1%}" if isinstance(v, (int, float)) else _fmt(v)
+
+
+def _plain(v: object) -> str:
+    return "-" if v is None or v == "" else str(v)
+
+
+# terminal order: (key, header, formatter, right-aligned)
+VIEW: list[tuple[str, str, Callable[[Any], str], bool]] = [
+    ("dataset", "dataset", _plain, False),
+    ("model", "model", _plain, False),
+    ("variant", "variant", _plain, False),
+    ("loss", "loss", _plain, False),
+    ("d_variant", "D", _plain, False),
+    ("augment", "augment", _plain, False),
+    ("freeze_d", "freeze_d", _plain, True),
+    ("fd_inception", "FD incep", _sig, True),
+    ("fd_dlib", "FD dlib", _sig, True),
+    ("kid_inception", "KID incep", _sig, True),
+    ("kid_dlib", "KID dlib", _sig, True),
+    ("attr_acc_mean", "attr acc", _pct, True),
+    ("steps", "steps", _plain, True),
+    ("wall_s", "time", human_seconds, True),
+    ("run", "run", _plain, False),
+    ("kind", "kind", _plain, False),
+]
+LABELS = {k: label for k, label, _, _ in VIEW}
+# hidden first when the table is too wide (constant columns before varying ones); never hidden: dataset, model,
+# the primary metric
+DROP_ORDER = [
+    "run",
+    "freeze_d",
+    "d_variant",
+    "loss",
+    "augment",
+    "kid_inception",
+    "attr_acc_mean",
+    "steps",
+    "kid_dlib",
+    "fd_dlib",
+    "fd_inception",
+    "wall_s",
+    "variant",
+]
+
+
+def _cell(key: str, v: object) -> str:
+    return next(f for k, _, f, _ in VIEW if k == key)(v)
+
+
+def _table(rows: list[dict], keys: list[str], title: str):
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    for key in keys:
+        right = next(r for k, _, _, r in VIEW if k == key)
+        t.add_column(LABELS[key], justify="right" if right else "left", overflow="fold")
+    for i, r in enumerate(rows):
+        first = i == 0 or rows[i - 1].get("dataset") != r.get("dataset")
+        last = i < len(rows) - 1 and rows[i + 1].get("dataset") != r.get("dataset")
+        cells = [Text(_cell(k, r.get(k)) if k != "dataset" or first else "") for k in keys]
+        t.add_row(*cells, end_section=last)  # a blank line between datasets
+    return t
+
+
+def render(rows: list[dict], width: int = 80, wide: bool = False):
+    """(rich Table, notes) of `rows` (ordered): every column when `wide`; else columns empty in every row are
+    dropped and then the least useful ones until the table fits `width` (the notes say which, and the value of
+    those that are the same in every row)."""
+    from rich.console import Console
+
+    metric = primary_metric(rows)
+    title = f"FID comparison: {LABELS[metric]}, lower is better"
+    keys = [k for k, *_ in VIEW]
+    if wide:
+        return _table(rows, keys, title), []
+    # kind is said by model + variant; columns empty in every row say nothing
+    keys = [k for k in keys if k != "kind" and any(_plain(r.get(k)) != "-" for r in rows)]
+    constant = {k for k in keys if len({_cell(k, r.get(k)) for r in rows}) == 1}
+    candidates = [k for k in DROP_ORDER if k in constant] + [k for k in DROP_ORDER if k not in constant]
+    candidates = [k for k in candidates if k in keys and k != metric and (k != "variant" or k in constant)]
+    probe = Console(width=10_000, file=io.StringIO())
+    dropped: list[str] = []
+    while probe.measure(_table(rows, keys, title)).maximum > width and candidates:
+        k = candidates.pop(0)
+        keys.remove(k)
+        dropped.append(k)
+    same = [f"{LABELS[k]} {_cell(k, rows[0].get(k))}" for k in dropped if k in constant]
+    hidden = [LABELS[k] for k in dropped if k not in constant]
+    notes = [f"every row: {', '.join(same)}"] if same else []
+    if hidden:
+        notes.append(f"hidden to fit {width} columns: {', '.join(hidden)} (--wide shows every column)")
+    return _table(rows, keys, title), notes
+
+
+def print_table(rows: list[dict], wide: bool = False, console: Any = None) -> None:
+    """The table on the terminal (`console`: a rich Console, default stdout): fits its width unless `wide`."""
+    from rich.console import Console
+
+    con = console or Console()
+    table, notes = render(rows, con.width, wide)
+    if wide and console is None:  # every value whole: the terminal wraps lines instead of rich cutting cells
+        con = Console(width=max(con.width, Console(width=10_000, file=io.StringIO()).measure(table).maximum))
+    con.print(table)
+    for note in notes:
+        con.print(note, highlight=False, markup=False)

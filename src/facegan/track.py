@@ -807,3 +807,92 @@ def finish_pipeline(
         t.register(dataset, checkpoint, primary, float(metrics[primary]))
     t.end("FINISHED")
     close_parent(folder, parent)
+
+
+# ---- read-only queries over the latest execution (report, timings): they never create a store -------------
+
+
+def _reader(cfg: TrackingConfig):
+    """A client over an existing store: a sqlite file that is not there is an error, not a new empty store."""
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        if not path.is_file():
+            raise TrackingError(f"no MLflow store at {path} (nothing tracked yet: run `dvc repro` first)")
+    return client(cfg)
+
+
+@contextlib.contextmanager
+def _answering(cfg: TrackingConfig):
+    """Any failure of the store -> one-line TrackingError naming it."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the store raised (HTTP, SQL, MLflow): one line for people
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise TrackingError(f"the tracking store {tracking_uri(cfg)} did not answer: {first}") from None
+
+
+def _newest(c, ids: list[str], flt: str, n: int = 1000) -> list:
+    return list(c.search_runs(ids, flt, order_by=["attributes.start_time DESC"], max_results=n))
+
+
+def _experiment_ids(c, cfg: TrackingConfig, experiments: list[str] | None) -> list[str]:
+    return [e.experiment_id for e in (c.get_experiment_by_name(n) for n in experiments or [cfg.experiment]) if e]
+
+
+def child_runs(c, ids: list[str], parent_id: str) -> list:
+    """The stage runs nested under `parent_id`, newest first."""
+    return _newest(c, ids, f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def latest_transfer(cfg: TrackingConfig, experiments: list[str] | None = None) -> tuple[Any, list] | None:
+    """The newest FINISHED transfer parent and its stage runs (pretrain, fine-tunes, table), or None."""
+    with _answering(cfg):
+        c = _reader(cfg)
+        ids = _experiment_ids(c, cfg, experiments)
+        found = _newest(c, ids, f"tags.`{KIND}` = 'transfer' and attributes.status = 'FINISHED'", 1) if ids else []
+        return (found[0], child_runs(c, ids, found[0].info.run_id)) if found else None
+
+
+def latest_cyclegan(cfg: TrackingConfig, experiments: list[str] | None = None) -> Any | None:
+    """The newest FINISHED CycleGAN run (a run of its own, no parent), or None."""
+    with _answering(cfg):
+        c = _reader(cfg)
+        ids = _experiment_ids(c, cfg, experiments)
+        flt = f"tags.`{KIND}` = 'stage' and tags.stage = 'cyclegan' and attributes.status = 'FINISHED'"
+        found = _newest(c, ids, flt, 1) if ids else []
+        return found[0] if found else None
+
+
+def latest_execution(cfg: TrackingConfig, experiments: list[str] | None = None) -> list[tuple[Any, list]]:
+    """(run, its stage runs) of the latest execution: each dataset's newest FINISHED pipeline parent, the newest
+    transfer parent, and the newest CycleGAN run (its own only stage)."""
+    with _answering(cfg):
+        c = _reader(cfg)
+        ids = _experiment_ids(c, cfg, experiments)
+        if not ids:
+            return []
+        newest: dict[str, Any] = {}
+        for r in _newest(c, ids, f"tags.`{KIND}` = 'pipeline' and attributes.status = 'FINISHED'"):
+            newest.setdefault(r.data.tags.get("dataset", ""), r)
+        out = [(r, child_runs(c, ids, r.info.run_id)) for _, r in sorted(newest.items())]
+    if story := latest_transfer(cfg, experiments):
+        out.append(story)
+    if cyc := latest_cyclegan(cfg, experiments):
+        out.append((cyc, [cyc]))
+    return out
+
+
+def log_table(cfg: TrackingConfig, run_id: str, name: str, text: str, metrics: dict[str, float]) -> None:
+    """Add a table (artifact `name`) and its metrics to a run, finished or not (MLflow allows both)."""
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    with _answering(cfg):
+        c = _reader(cfg)
+        c.log_text(run_id, text, name)
+        batch = [Metric(metric_key(k), float(v), ts, 0) for k, v in metrics.items()]
+        for i in range(0, len(batch), MAX_METRICS_PER_CALL):
+            c.log_batch(run_id, metrics=batch[i : i + MAX_METRICS_PER_CALL])

@@ -128,26 +128,61 @@ DLIB_CROP = (0.17, 0.2, 0.83, 0.86)
 DLIB_CHIP = 150
 
 
+_ENCODER: list = []  # this process's dlib face encoder, loaded on first use
+
+
+def _encoder():
+    if not _ENCODER:
+        import warnings
+
+        import dlib
+
+        with warnings.catch_warnings():  # the models package still imports the deprecated pkg_resources
+            warnings.simplefilter("ignore", UserWarning)
+            import face_recognition_models
+
+        _ENCODER.append(dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location()))
+    return _ENCODER[0]
+
+
+def dlib_descriptors(chips: np.ndarray) -> np.ndarray:
+    """128-D embeddings of (N, 150, 150, 3) face chips (in whichever process runs it: the model loads once per
+    process). Each chip's embedding is independent of the others in its batch."""
+    return np.asarray(_encoder().compute_face_descriptor(list(chips))).reshape(len(chips), 128)
+
+
+PARALLEL_FROM = 16  # chips per batch from which the worker processes share it
+
+
 def _dlib(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
-    import warnings
-
+    """dlib's encoder holds the GIL and uses one core: batches are split over `cfg.workers` processes (a fork
+    server's, started on the first large batch and kept while the extractor lives)."""
     import cv2
-    import dlib
 
-    with warnings.catch_warnings():  # the models package still imports the deprecated pkg_resources
-        warnings.simplefilter("ignore", UserWarning)
-        import face_recognition_models
+    _encoder()  # fails here, before any work, when dlib or its models are missing
+    pool: list = []
 
-    encoder = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    def encode(chips: np.ndarray) -> np.ndarray:
+        if cfg.workers < 2 or len(chips) < PARALLEL_FROM:
+            return dlib_descriptors(chips)
+        if not pool:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            from facegan.parallel import PRELOAD, one_thread_each
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)
+            pool.append(ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=one_thread_each))
+        return np.concatenate(list(pool[0].map(dlib_descriptors, np.array_split(chips, cfg.workers))))
 
     def run(batch: np.ndarray) -> np.ndarray:
         h, w = batch.shape[1:3]
         x0, y0, x1, y1 = (round(f * s) for f, s in zip(DLIB_CROP, (w, h, w, h), strict=True))
-        chips = [
-            np.ascontiguousarray(cv2.resize(im[y0:y1, x0:x1], (DLIB_CHIP, DLIB_CHIP), interpolation=cv2.INTER_CUBIC))
-            for im in batch
-        ]
-        return np.asarray(encoder.compute_face_descriptor(chips))
+        chips = np.stack(
+            [cv2.resize(im[y0:y1, x0:x1], (DLIB_CHIP, DLIB_CHIP), interpolation=cv2.INTER_CUBIC) for im in batch]
+        )
+        return encode(chips)
 
     return Extractor("dlib", 128, run, min(cfg.batch_size, 32))
 

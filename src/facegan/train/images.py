@@ -33,6 +33,15 @@ def seeded_subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
 
 
+def subset(
+    images: torch.Tensor, labels: torch.Tensor | None, n: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n images (and their labels) picked by a permutation fixed by `seed`, kept in packed order: the small
+    training set of a small-data study, the same for every run that shares the seed."""
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return images[idx], (labels[idx] if labels is not None else None)
+
+
 def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
     """Indices of the step's batch: epochs are seeded permutations, so no sampler state is needed."""
     out: list[torch.Tensor] = []

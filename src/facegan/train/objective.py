@@ -131,6 +131,8 @@ class GANObjective:
             t.add("aux_d", aux, self.cfg.aux_weight)
         t.add("d_real", adv_real.float().mean(), None)
         t.add("d_fake", adv_fake.float().mean(), None)
+        # mean sign of D on the reals (ADA's r_t): towards 1 as D overfits its training set
+        t.add("d_real_sign", adv_real.float().sign().mean(), None)
         return t
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ from facegan.config import TrainConfig
 from facegan.data.packed import ZIP_NAME
 from facegan.io import sha256_file, write_text
 from facegan.train.gan import GANTrainer
-from facegan.train.images import load_training_data
+from facegan.train.images import load_training_data, subset
 from facegan.train.loop import Loop, TrainResult, code_fingerprint, to_csv
 from facegan.train.stepper import interned, runtime
 from facegan.train.trainer import ModelTrainer
@@ -89,6 +89,8 @@ def run_train(
     images, labels, meta = load_training_data(
         packed, cfg.loader_threads, pin=device.type == "cuda", memory_budget_gb=cfg.memory_budget_gb
     )
+    if cfg.max_images is not None and cfg.max_images < len(images):
+        images, labels = subset(images, labels, cfg.max_images, cfg.subset_seed)
     names = meta.get("label_names") or []
     values = meta.get("label_values") or {}
     trainer = make_trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist, names, values)

@@ -1,0 +1,330 @@
+"""The transfer study's summary (stage `transfer-table`): what every run of facegan.transfer wrote, as one table.
+
+Per row: the final Frechet distance of each extractor (evaluate stage) as mean +- std over the seeds, the seed
+range and whether it clears the baseline's (the ranges do not overlap), the distance at fixed kimg from the
+in-training curve, and where D's overfitting (r_t, the mean sign of D on the reals) and ADA's p ended. Beside
+it: the source model's own distance and the noise floor (two disjoint halves of the real target set).
+Written to data/transfer/ (table, curves, plots) and MLflow (one child run per row under the study's parent).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facegan.config import Params, load_params
+from facegan.io import atomic_dir, write_text
+from facegan.layout import Layout
+from facegan.transfer import PRETRAIN, run_params, runs
+
+log = logging.getLogger(__name__)
+
+TABLE_DIR = Path("data") / "transfer"
+EXTRACTORS = ("inception", "dlib", "attributes")
+WINDOWS = 25  # points of the smoothed r_t / ADA p curves
+
+
+def _read_csv(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def _windows(rows: list[dict[str, float]], key: str, batch: int) -> list[tuple[float, float]]:
+    """(kimg at the window's end, mean of `key`) over WINDOWS equal windows of the logged steps."""
+    have = [(r["step"], r[key]) for r in rows if key in r]
+    if not have:
+        return []
+    size = max(1, math.ceil(len(have) / WINDOWS))
+    return [
+        (have[min(i + size, len(have)) - 1][0] * batch / 1000, statistics.fmean(v for _, v in have[i : i + size]))
+        for i in range(0, len(have), size)
+    ]
+
+
+def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
+    """What one run left: final distances (evaluate), the in-training curve, r_t and ADA p over kimg."""
+    rp, dataset, variant = run_params(p, row, root, seed)
+    at, batch = Layout(root, dataset, variant), rp.train.batch_size
+    metrics = at.evaluation / "metrics.json"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics}: run {variant} of the transfer study has not been evaluated")
+    ev = json.loads(metrics.read_text(encoding="utf-8"))
+    losses = _read_csv(at.model / "losses.csv")
+    return {
+        "final": {k: ev.get(f"fd_{k}") for k in EXTRACTORS if ev.get(f"fd_{k}") is not None},
+        "fd_curve": [(r["step"] * batch / 1000, r["fd"]) for r in _read_csv(at.model / "fid.csv")],
+        "rt": _windows(losses, "d_real_sign", batch),
+        "ada_p": _windows(losses, "ada_p", batch),
+        "kimg": rp.train.steps * batch / 1000,
+    }
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def _versus(row: dict[str, float], base: dict[str, float]) -> tuple[float, bool]:
+    """(mean difference to the baseline, whether it is beyond the spread: the seed ranges do not overlap)."""
+    return row["mean"] - base["mean"], row["max"] < base["min"] or row["min"] > base["max"]
+
+
+def _describe(p: Params, row: str, root: Path) -> dict[str, Any]:
+    cfg = run_params(p, row, root)[0].train
+    augment = "ada" if cfg.ada.enabled else ("diffaugment" if cfg.diffaugment else "none")
+    return {"pretrained": p.transfer.pretrained(row), "freeze_d": cfg.freeze_d, "augment": augment}
+
+
+def noise_floor(p: Params, root: Path, seed: int = 0) -> dict[str, float]:
+    """Frechet distance between two disjoint random halves of the target's real features (refstats), per
+    extractor: distances between models closer than this are not resolved by the metric."""
+    from facegan.evaluate.fid import feature_stats, frechet_distance, load_stats
+
+    out = {}
+    for name in EXTRACTORS:
+        path = Layout(root, p.transfer.target).stats / f"{name}.npz"
+        if not path.is_file():
+            continue
+        feats = load_stats(path).features
+        perm = np.random.default_rng(seed).permutation(len(feats))
+        a, b = (feature_stats(feats[half], warn_small=False) for half in np.array_split(perm, 2))
+        out[name] = round(frechet_distance(a.mu, a.sigma, b.mu, b.sigma), 6)
+    return out
+
+
+def summarize(p: Params, root: Path) -> dict[str, Any]:
+    """The study's result: per row the spread of its runs' distances and curves (see the module docstring)."""
+    t = p.transfer
+    records: dict[str, dict[int, dict]] = {}
+    for row, seed in runs(p):
+        records.setdefault(row, {})[seed] = run_record(p, row, seed, root)
+    rows: dict[str, dict[str, Any]] = {}
+    for row, by_seed in records.items():
+        recs = list(by_seed.values())
+        final = {k: _spread([r["final"][k] for r in recs]) for k in recs[0]["final"]}
+        points = sorted({k for r in recs for k, _ in r["fd_curve"]})
+        at_kimg = {
+            f"{k:g}": _spread([fd for r in recs for kk, fd in r["fd_curve"] if kk == k])
+            for k in points
+            if all(any(kk == k for kk, _ in r["fd_curve"]) for r in recs)
+        }
+        ends = {
+            key: _spread([r[key][-1][1] for r in recs]) if all(r[key] for r in recs) else None
+            for key in ("rt", "ada_p")
+        }
+        rows[row] = {
+            **_describe(p, row, root),
+            "kimg": recs[0]["kimg"],
+            "seeds": list(by_seed),
+            "final": final,
+            "at_kimg": at_kimg,
+            "rt_end": ends["rt"],
+            "ada_p_end": ends["ada_p"],
+            "curves": {s: {k: r[k] for k in ("fd_curve", "rt", "ada_p")} for s, r in by_seed.items()},
+        }
+    base = rows.get("baseline") or next(iter(rows.values()))
+    for r in rows.values():  # the difference to the baseline, and whether the seed ranges do not overlap
+        r["vs_baseline"] = {k: _versus(v, base["final"][k]) for k, v in r["final"].items() if k in base["final"]}
+    src = Layout(root, t.source, PRETRAIN).evaluation / "metrics.json"
+    source = json.loads(src.read_text(encoding="utf-8")) if src.is_file() else {}
+    return {
+        "source": t.source,
+        "target": t.target,
+        "target_images": t.target_images,
+        "seeds": t.seeds,
+        "source_model": {k: source.get(f"fd_{k}") for k in EXTRACTORS if source.get(f"fd_{k}") is not None},
+        "noise_floor": noise_floor(p, root),
+        "rows": rows,
+    }
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}g}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table a reader needs: rows by final distance of the first extractor, with spread and context."""
+    rows = result["rows"]
+    names = [k for k in EXTRACTORS if any(k in r["final"] for r in rows.values())]
+    first = names[0] if names else None
+    order = sorted(rows, key=lambda r: rows[r]["final"][first]["mean"] if first in rows[r]["final"] else math.inf)
+    kimgs = sorted({k for r in rows.values() for k in r["at_kimg"]}, key=float)
+    n = len(result["seeds"])
+    lines = [
+        f"Transfer {result['source']} -> {result['target']}"
+        + (f" ({result['target_images']} target images)" if result["target_images"] else "")
+        + f", {n} seed{'s' * (n > 1)} per row; Frechet distances, lower is better.",
+        "",
+        "Source model: " + (", ".join(f"fd_{k} {_fmt(v)}" for k, v in result["source_model"].items()) or "n/a")
+        + ". Noise floor (two halves of the real target set): "
+        + (", ".join(f"fd_{k} {_fmt(v)}" for k, v in result["noise_floor"].items()) or "n/a") + ".",
+        "",
+    ]  # fmt: skip
+    head = ["row", "from", "freeze_d", "augment", "kimg"]
+    for k in names:
+        head += [f"fd_{k} (mean ± std)", "range", "vs baseline"]
+    head += [f"fd_{first} @ {k} kimg" for k in kimgs] + ["r_t end", "ADA p end"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in order:
+        r = rows[name]
+        cells = [
+            name,
+            "pretrained" if r["pretrained"] else "scratch",
+            str(r["freeze_d"]),
+            r["augment"],
+            _fmt(r["kimg"]),
+        ]
+        for k in names:
+            f = r["final"].get(k)
+            if f is None:
+                cells += ["-", "-", "-"]
+                continue
+            diff, clear = r["vs_baseline"].get(k, (None, False))
+            cells += [
+                f"{_fmt(f['mean'])} ± {_fmt(f['std'], 2)}",
+                f"{_fmt(f['min'])}–{_fmt(f['max'])}",
+                "-" if name == "baseline" or diff is None else f"{diff:+.3g}" + (" (beyond spread)" if clear else ""),
+            ]
+        cells += [_fmt(r["at_kimg"][k]["mean"]) if k in r["at_kimg"] else "-" for k in kimgs]
+        cells += [_fmt(r[e]["mean"], 3) if r[e] else "-" for e in ("rt_end", "ada_p_end")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curves_csv(result: dict[str, Any]) -> str:
+    """Long format: row, seed, curve (fd / r_t / ada_p), kimg, value."""
+    out = ["row,seed,curve,kimg,value"]
+    for name, r in result["rows"].items():
+        for seed, c in r["curves"].items():
+            for curve, key in (("fd", "fd_curve"), ("r_t", "rt"), ("ada_p", "ada_p")):
+                out += [f"{name},{seed},{curve},{k:g},{v:.6g}" for k, v in c[key]]
+    return "\n".join(out) + "\n"
+
+
+def _band(ax, rows: dict[str, dict], key: str) -> bool:
+    """One line per row (mean over seeds) with the seeds' min-max shaded; False when no row has the curve."""
+    drawn = False
+    for name, r in rows.items():
+        series = [c[key] for c in r["curves"].values() if c[key]]
+        if not series:
+            continue
+        xs = sorted({k for s in series for k, _ in s})
+        vals = [[dict(s).get(x) for s in series] for x in xs]
+        keep = [(x, [v for v in vs if v is not None]) for x, vs in zip(xs, vals, strict=True)]
+        keep = [(x, vs) for x, vs in keep if vs]
+        x = [k for k, _ in keep]
+        (line,) = ax.plot(x, [statistics.fmean(v) for _, v in keep], marker="o" if len(x) < 4 else None, label=name)
+        ax.fill_between(x, [min(v) for _, v in keep], [max(v) for _, v in keep], color=line.get_color(), alpha=0.2)
+        drawn = True
+    return drawn
+
+
+def plots(result: dict[str, Any], out: Path) -> list[Path]:
+    """fid_vs_kimg.png (in-training distance, or the final one when there is no curve) and overfitting.png
+    (r_t and ADA's p over kimg): one line per row, the seeds' spread shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if not _band(ax, rows, "fd_curve"):  # no in-training curve: the final distances at the run's kimg
+        first = next((k for k in EXTRACTORS if any(k in r["final"] for r in rows.values())), None)
+        for name, r in rows.items():
+            if first in r["final"]:
+                f = r["final"][first]
+                ax.errorbar([r["kimg"]], [f["mean"]], yerr=[[f["mean"] - f["min"]], [f["max"] - f["mean"]]], fmt="o",
+                            capsize=4, label=name)  # fmt: skip
+    for k, v in result["noise_floor"].items():
+        ax.axhline(v, color="gray", linestyle="--", linewidth=1, label=f"noise floor (fd_{k})")
+    ax.set(xlabel="kimg", ylabel="Frechet distance (lower is better)", title="Transfer study: distance to the target")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "fid_vs_kimg.png", dpi=100)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    _band(axes[0], rows, "rt")
+    axes[0].set(xlabel="kimg", ylabel="r_t = E[sign D(real)]", title="D's overfitting (1 = every real called real)")
+    _band(axes[1], rows, "ada_p")
+    axes[1].set(xlabel="kimg", ylabel="p", title="ADA augmentation probability")
+    for a in axes:
+        if a.lines:
+            a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "overfitting.png", dpi=100)
+    plt.close(fig)
+    return [out / "fid_vs_kimg.png", out / "overfitting.png"]
+
+
+def table(params: Params | Path | str = "params.yaml", root: Path | str = ".") -> dict[str, Any]:
+    """data/transfer/: fid_table.json (DVC metrics), fid_table.md, curves.csv, fid_vs_kimg.png, overfitting.png."""
+    p = params if isinstance(params, Params) else load_params(params)
+    root = Path(root)
+    result = summarize(p, root)
+    with atomic_dir(root / TABLE_DIR) as tmp:
+        write_text(tmp / "fid_table.json", json.dumps({k: v for k, v in result.items()}, indent=1))
+        write_text(tmp / "fid_table.md", markdown(result))
+        write_text(tmp / "curves.csv", curves_csv(result))
+        plots(result, tmp)
+    log.info("transfer study:\n%s", markdown(result))
+    _track(p, root, result)
+    return result
+
+
+def _track(p: Params, root: Path, result: dict[str, Any]) -> None:
+    """The table as the study's last stage run, one child run per row (its config and spread: the MLflow UI
+    compares rows), all under the study's parent, which it finishes."""
+    from facegan import track
+    from facegan.config import flatten
+
+    if not p.tracking.enabled:
+        return
+    t = track.stage_tracker(p.tracking, "transfer-table", p.transfer.target, p, root, parent="transfer")
+    metrics: dict[str, float] = {}
+    for name, r in result["rows"].items():
+        row_metrics = {f"fd_{k}_{s}": v[s] for k, v in r["final"].items() for s in ("mean", "std", "min", "max")}
+        row_metrics |= {f"fd_{k}": v["mean"] for k, v in r["final"].items()}
+        row_metrics |= {f"at_kimg_{k}.fd_mean": v["mean"] for k, v in r["at_kimg"].items()}
+        for end in ("rt_end", "ada_p_end"):
+            if r[end]:
+                row_metrics[f"{end}_mean"] = r[end]["mean"]
+        cfg = run_params(p, name, root)[0].train
+        child = track.Tracker.open(
+            p.tracking,
+            t.folder,
+            f"row-{name}",
+            track.run_spec(
+                p.tracking,
+                {"mlflow.runName": f"row {name}", track.KIND: "row", "stage": "transfer-row", "variant": name,
+                 "dataset": p.transfer.target},
+                {**flatten(cfg, "train."), "seeds": ",".join(map(str, r["seeds"])), "pretrained": r["pretrained"]},
+                t.parent_spec,
+            ),
+        )  # fmt: skip
+        child.log_metrics({track.metric_key(k): v for k, v in row_metrics.items()})
+        child.end()
+        metrics |= {track.metric_key(f"{name}.{k}"): v for k, v in row_metrics.items()}
+    metrics |= {track.metric_key(f"noise_floor.fd_{k}"): v for k, v in result["noise_floor"].items()}
+    metrics |= {track.metric_key(f"source_model.fd_{k}"): v for k, v in result["source_model"].items()}
+    names = ("fid_table.md", "fid_table.json", "curves.csv", "fid_vs_kimg.png", "overfitting.png")
+    files = [root / TABLE_DIR / n for n in names]
+    t.log_metrics(metrics)
+    for path in files:
+        t.log_artifact(path)
+    t.end()
+    track.finish_pipeline(p.tracking, t.parent_spec, "transfer", metrics, files, t.folder, None, {})

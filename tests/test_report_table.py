@@ -1,0 +1,197 @@
+"""`facegan report`'s table: rows of every kind of run, fitted to 80 columns without cutting a cell; --wide and
+the files keep every column."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import pytest
+from rich.console import Console
+
+from facegan.runs_table import (
+    ALL_COLUMNS,
+    cyclegan_rows,
+    human_seconds,
+    ordered,
+    print_table,
+    rows_of,
+    to_csv,
+    to_markdown,
+    transfer_rows,
+)
+
+T0 = 1_700_000_000_000
+
+
+def run(run_id: str, seconds: float, tags: dict, metrics: dict | None = None, params: dict | None = None):
+    """An object shaped like an mlflow Run (info + data), `seconds` long."""
+    info = SimpleNamespace(run_id=run_id, start_time=T0, end_time=T0 + int(seconds * 1000), status="FINISHED")
+    return SimpleNamespace(info=info, data=SimpleNamespace(tags=tags, metrics=metrics or {}, params=params or {}))
+
+
+def pipeline(run_id: str, dataset: str, fd: float, kid: float, seconds: float, model: str = "dcgan"):
+    tags = {"dataset": dataset, "model": model, "loss": "nonsaturating", "d_variant": "plain", "augment": "none"}
+    return run(
+        run_id, seconds, tags, {"fd_dlib": fd, "kid_dlib": kid, "training.steps": 400.0}, {"train.freeze_d": "0"}
+    )
+
+
+def every_kind() -> list[dict]:
+    """Two pipeline runs per dataset, the transfer story (pretrain + two fine-tunes), the CycleGAN."""
+    rows = rows_of(
+        [
+            pipeline("aaaa0000ffff", "cartoon", 41.2345, 0.0123456, 721.1),
+            pipeline("bbbb1111ffff", "cartoon", 38.91, 0.0101, 655.0),
+            pipeline("cccc2222ffff", "sketch", 77.7777, 0.05, 301.2),
+        ]
+    )
+    parent = run(
+        "dddd3333ffff",
+        1500,
+        {"facegan.kind": "transfer", "source": "cartoon", "target": "sketch"},
+        {"baseline.fd_dlib": 60.5},
+        {
+            "transfer.pretrain.model": "stylegan2",
+            "transfer.pretrain.steps": "400",
+            "transfer.finetune.model": "stylegan2",
+            "transfer.finetune.loss": "nonsaturating",
+            "transfer.finetune.steps": "150",
+            "transfer.finetune.freeze_d": "0",
+            "transfer.finetune.ada.enabled": "False",
+            "transfer.finetune.diffaugment": "[]",
+            "transfer.runs.freezed_ada.freeze_d": "2",
+            "transfer.runs.freezed_ada.ada.enabled": "True",
+        },
+    )
+    kids = [
+        run("e0000000ffff", 900, {"stage": "train", "variant": "pretrain", "dataset": "cartoon"}),
+        run("e1111111ffff", 200, {"stage": "train", "variant": "baseline", "dataset": "sketch"}),
+        run("e2222222ffff", 25, {"stage": "evaluate", "variant": "baseline", "dataset": "sketch"}, {"fd_dlib": 60.5}),
+        run("e3333333ffff", 210, {"stage": "train", "variant": "freezed_ada", "dataset": "sketch"}),
+        run(
+            "e4444444ffff",
+            24,
+            {"stage": "evaluate", "variant": "freezed_ada", "dataset": "sketch"},
+            {"fd_dlib": 55.25, "kid_dlib": 0.031},
+        ),
+        run("e5555555ffff", 3, {"stage": "transfer-table", "dataset": "sketch"}),
+    ]
+    rows += transfer_rows(parent, kids)
+    cyc = run(
+        "ffff4444ffff",
+        480,
+        {"stage": "cyclegan", "a": "cartoon", "b": "sketch", "model": "cyclegan"},
+        {"a_to_b.fd_dlib": 90.123, "a_to_b.kid_dlib": 0.07, "b_to_a.fd_dlib": 45.6, "b_to_a.kid_dlib": 0.02},
+        {"cyclegan.loss": "lsgan", "cyclegan.steps": "400", "cyclegan.diffaugment": "[]"},
+    )
+    return ordered(rows + cyclegan_rows(cyc))
+
+
+def render(rows: list[dict], width: int = 80, wide: bool = False) -> str:
+    con = Console(width=width, record=True, file=io.StringIO())
+    print_table(rows, wide=wide, console=con)
+    return con.export_text()
+
+
+def test_rows_of_every_kind():
+    rows = every_kind()
+    kinds = {(r["kind"], r["variant"]) for r in rows}
+    assert kinds == {
+        ("pipeline", ""),
+        ("transfer", "pretrain"),
+        ("transfer", "baseline"),
+        ("transfer", "freezed_ada"),
+        ("cyclegan", "cartoon->sketch"),
+        ("cyclegan", "sketch->cartoon"),
+    }
+    by = {r["variant"]: r for r in rows if r["kind"] != "pipeline"}
+    assert by["freezed_ada"]["augment"] == "ada" and by["freezed_ada"]["freeze_d"] == "2"
+    assert by["baseline"]["augment"] == "none" and by["baseline"]["steps"] == 150
+    assert by["baseline"]["wall_s"] == 225.0 and by["baseline"]["run"] == "e2222222"  # train + evaluate
+    assert by["pretrain"]["dataset"] == "cartoon" and by["pretrain"]["fd_dlib"] is None
+    assert by["cartoon->sketch"]["dataset"] == "sketch" and by["cartoon->sketch"]["fd_dlib"] == 90.123
+    # grouped by dataset, best first, unscored last
+    assert [(r["dataset"], r["fd_dlib"]) for r in rows] == [
+        ("cartoon", 38.91),
+        ("cartoon", 41.2345),
+        ("cartoon", 45.6),
+        ("cartoon", None),
+        ("sketch", 55.25),
+        ("sketch", 60.5),
+        ("sketch", 77.7777),
+        ("sketch", 90.123),
+    ]
+
+
+def test_table_fits_80_columns_without_cutting_a_cell():
+    rows = every_kind()
+    text = render(rows)
+    lines = text.splitlines()
+    assert "…" not in text and max(len(line) for line in lines) <= 80
+    # empty in every row: gone
+    for header in ("FD incep", "KID incep", "attr acc"):
+        assert header not in text
+    # numbers for people: 4 significant digits, minutes and seconds, integer steps
+    for value in ("38.91", "41.23", "77.78", "90.12", "55.25", "0.01235", "12m 01s", "10m 55s", "3m 45s", "400"):
+        assert value in text, value
+    assert "721.1" not in text and "0.0123456" not in text
+    for variant in ("pretrain", "baseline", "freezed_ada", "cartoon->sketch", "sketch->cartoon"):
+        assert variant in text
+    for model in ("dcgan", "stylegan2", "cyclegan"):
+        assert model in text
+    # each dataset named once, as its section's first row
+    assert sum(line.lstrip().startswith("cartoon ") for line in lines) == 1
+    assert sum(line.lstrip().startswith("sketch ") for line in lines) == 1
+    assert "--wide" in text  # says what was hidden to fit
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_no_cell_is_cut_at_any_width(width):
+    text = render(every_kind(), width)
+    assert "…" not in text and all(len(line) <= width for line in text.splitlines())
+    assert "90.12" in text and "freezed_ada" in text
+
+
+def test_wide_keeps_every_column():
+    text = render(every_kind(), width=250, wide=True)
+    for header in ("FD incep", "FD dlib", "KID incep", "KID dlib", "attr acc", "freeze_d", "loss", "run", "kind"):
+        assert header in text
+    assert "aaaa0000" in text and "nonsaturating" in text and "lsgan" in text
+
+
+def test_files_keep_every_column_and_full_precision():
+    rows = every_kind()
+    md = to_markdown(rows).splitlines()
+    assert md[0] == "| " + " | ".join(ALL_COLUMNS) + " |"
+    assert md[0].startswith("| run | dataset | model | loss | d_variant | augment | freeze_d | fd_inception | fd_dlib")
+    assert len(md) == 2 + len(rows) and "| 721.1000 |" in "\n".join(md)
+    csv = to_csv(rows).splitlines()
+    assert csv[0] == ",".join(ALL_COLUMNS) and len(csv) == 1 + len(rows)
+
+
+def test_transfer_study_with_seeds_reads_the_row_summaries():
+    """Runs `<row>-s<seed>` get their settings from the row's summary run (kind "row"), which is no row itself."""
+    parent = run("p", 10, {"facegan.kind": "transfer", "target": "sketch"}, {}, {"transfer.seeds": "[0, 1]"})
+    kids = [
+        run(
+            f"t{seed}",
+            100,
+            {"facegan.kind": "stage", "stage": stage, "variant": f"ada-s{seed}", "dataset": "sketch"},
+            {"fd_dlib": 50.0 + seed} if stage == "evaluate" else {},
+        )  # fmt: skip
+        for seed in (0, 1)
+        for stage in ("train", "evaluate")
+    ]
+    params = {"train.model": "stylegan2", "train.ada.enabled": "True", "train.freeze_d": "2", "train.steps": "150"}
+    kids.append(run("r", 0.1, {"facegan.kind": "row", "stage": "transfer-row", "variant": "ada"}, {}, params))
+    rows = transfer_rows(parent, kids)
+    assert [(r["variant"], r["fd_dlib"], r["augment"], r["freeze_d"], r["steps"]) for r in rows] == [
+        ("ada-s0", 50.0, "ada", "2", 150),
+        ("ada-s1", 51.0, "ada", "2", 150),
+    ]
+    assert all(r["wall_s"] == 200.0 for r in rows)
+
+
+def test_human_seconds():
+    assert [human_seconds(s) for s in (None, 3.21, 41, 721.1, 3725)] == ["-", "3.2s", "41s", "12m 01s", "1h 02m"]

@@ -1,0 +1,93 @@
+"""The transfer study on tiny data: rows x seeds, the table's spread, noise floor and curves, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import tiny_params
+from facegan import transfer, transfer_table
+from facegan.chain import run_stage
+from facegan.config import ParamsError, parse_params
+from facegan.errors import StageInputMissing
+from facegan.layout import Layout
+
+READY = ("generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack", "refstats")
+
+
+def study_params():
+    raw = tiny_params(n=12).model_dump(mode="json")
+    t = raw["transfer"]
+    t["seeds"] = [0, 1]
+    t["target_images"] = 6
+    t["finetune"].update(steps=2, fid_every=1, fid_samples=8)
+    t["runs"] = {"baseline": {}, "ada": {"ada": {"enabled": True}}, "scratch": {"pretrained": False}}
+    return parse_params(raw)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    p = study_params()
+    root = tmp_path_factory.mktemp("study")
+    for ds in ("cartoon", "sketch"):
+        for stage in READY:
+            run_stage(stage, ds, p, root)
+    ready = tmp_path_factory.mktemp("ready")
+    shutil.copytree(root / "data", ready / "data")  # prepared sets, before any training
+    transfer.pretrain(p, root)
+    for row, seed in transfer.runs(p):
+        transfer.finetune(row, seed, p, root)
+    return p, root, ready, transfer_table.table(p, root)
+
+
+def test_every_row_and_seed_runs_and_the_table_gives_their_spread(study):
+    p, root, _, result = study
+    rows = result["rows"]
+    assert list(rows) == ["baseline", "ada", "scratch"]
+    for r in rows.values():
+        assert r["seeds"] == [0, 1] and r["kimg"] == pytest.approx(2 * 8 / 1000)
+        f = r["final"]["dlib"]
+        assert f["n"] == 2 and f["min"] <= f["mean"] <= f["max"] and f["std"] >= 0
+        assert len(r["curves"][0]["fd_curve"]) == 2 and len(r["curves"][1]["rt"]) == 2  # FD at steps 1, 2
+        assert all(-1 <= v <= 1 for _, v in r["curves"][0]["rt"])
+        assert set(r["at_kimg"]) == {"0.008", "0.016"}
+    assert rows["ada"]["ada_p_end"] is not None and rows["baseline"]["ada_p_end"] is None
+    assert not rows["scratch"]["pretrained"] and rows["baseline"]["pretrained"]
+    assert rows["baseline"]["vs_baseline"]["dlib"] == (0.0, False)
+    assert result["noise_floor"]["dlib"] > 0 and result["source_model"]["dlib"] > 0
+    # the fine-tunes trained on the 6-image subset, the same for every run
+    logs = [Layout(root, "sketch", f"{row}-s{s}").model / "checkpoint.pt" for row, s in transfer.runs(p)]
+    assert all(path.is_file() for path in logs)
+    md = (root / "data/transfer/fid_table.md").read_text()
+    assert "Noise floor" in md and "| scratch | scratch |" in md and "fd_dlib (mean ± std)" in md
+    curves = (root / "data/transfer/curves.csv").read_text().splitlines()
+    assert curves[0] == "row,seed,curve,kimg,value" and any(",ada_p," in line for line in curves)
+    for name in ("fid_vs_kimg.png", "overfitting.png"):
+        assert (root / "data/transfer" / name).stat().st_size > 5000
+    saved = json.loads((root / "data/transfer/fid_table.json").read_text())
+    assert saved["rows"]["ada"]["final"]["dlib"]["mean"] == pytest.approx(rows["ada"]["final"]["dlib"]["mean"])
+
+
+def test_a_rerun_of_one_row_with_its_seed_gives_the_same_distance(study, tmp_path):
+    """CPU training is bitwise reproducible and sampling is fixed: the same row and seed, trained again in
+    another folder, gives the same Frechet distance (and the same in-training curve)."""
+    p, root, ready, _ = study
+    shutil.copytree(ready / "data", tmp_path / "data")
+    shutil.copytree(root / "data/runs/cartoon/pretrain", tmp_path / "data/runs/cartoon/pretrain")
+    transfer.finetune("ada", 1, p, tmp_path)
+    for name in ("eval/metrics.json", "models/fid.csv", "models/losses.csv"):
+        a = (Layout(root, "sketch", "ada-s1").evaluation.parent / name).read_bytes()
+        b = (Layout(tmp_path, "sketch", "ada-s1").evaluation.parent / name).read_bytes()
+        assert a == b, name
+
+
+def test_study_errors_name_the_row_the_seed_and_the_missing_model(study, tmp_path):
+    p = study[0]
+    with pytest.raises(ParamsError, match="unknown transfer row 'nope'; rows: baseline, ada, scratch"):
+        transfer.finetune("nope", 0, p, tmp_path)
+    with pytest.raises(ParamsError, match=r"seed 7 is not in transfer.seeds \[0, 1\]"):
+        transfer.finetune("ada", 7, p, tmp_path)
+    with pytest.raises(StageInputMissing, match="no pretrained model"):
+        transfer.finetune("ada", 0, p, tmp_path)
