@@ -10,10 +10,15 @@ export DVC_NO_ANALYTICS := 1
 # absolute, so that experiments run in DVC's temporary copies log to the same store
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-# the ACGAN ablation: loss x discriminator variant, one FID table (override on the command line)
+# the ACGAN ablation: loss x discriminator variant x seed on the cartoon set, at the budget of params.ablation.yaml
+# (docs/ablation.md); FID and attribute-accuracy tables with mean +- std per cell (override on the command line)
 SWEEP_LOSSES   ?= nonsaturating,hinge,wgan-gp
 SWEEP_VARIANTS ?= plain,sn,projection
+SWEEP_SEEDS    ?= 0,1
+SWEEP_BUDGET   ?= params.ablation.yaml
 SWEEP_ARGS     ?=
+# the transfer study at the budget of docs/transfer.md: one DVC experiment (`dvc exp show`, MLflow)
+STUDY          ?= params.transfer-study.yaml
 CRON           ?= 0 2 * * *
 # `make explore`: the latent explorer over the registry's best model of the first dataset (EXPLORE_ARGS: other model, port)
 EXPLORE_ARGS   ?=
@@ -22,7 +27,7 @@ CHROMIUM       ?= /usr/bin/chromium
 PY_DIRS        := src tests bench stages pipelines
 SUDO           := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-slow test-all lint sweep serve explore install dev clean-venv deps
+.PHONY: run test test-slow test-all lint sweep transfer-study serve explore install dev clean-venv deps
 
 run: install
 	dvc repro
@@ -30,9 +35,17 @@ run: install
 	$(BIN)/facegan summary
 
 sweep: install
-	dvc exp run --queue -S train.model=acgan -S train.loss=$(SWEEP_LOSSES) -S train.d_variant=$(SWEEP_VARIANTS) $(SWEEP_ARGS)
+	eval dvc exp run --queue -S train.model=acgan -S train.loss=$(SWEEP_LOSSES) -S train.d_variant=$(SWEEP_VARIANTS) \
+		-S train.seed=$(SWEEP_SEEDS) "$$($(BIN)/facegan exp-args $(SWEEP_BUDGET))" $(SWEEP_ARGS) report@cartoon
 	dvc exp run --run-all --jobs 1
-	facegan exp-table --rows train.loss --cols train.d_variant --metric fd_dlib --out sweep.md
+	$(BIN)/facegan exp-table --rows train.loss --cols train.d_variant --metric fd_dlib --out sweep.md
+	$(BIN)/facegan exp-table --rows train.loss --cols train.d_variant --metric attr_acc_mean --out sweep_acc.md
+
+# in the workspace: data/transfer/ gets the study's table and plots; params.yaml holds its values afterwards
+# (`git checkout params.yaml && dvc checkout` returns to the default pipeline)
+transfer-study: install
+	eval dvc exp run -n transfer-study "$$($(BIN)/facegan exp-args $(STUDY))" transfer-table
+	cat data/transfer/fid_table.md
 
 serve: install
 	$(BIN)/python pipelines/serve.py --params params.yaml --root . --cron "$(CRON)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from facegan.experiments import column, pivot, to_markdown
 
 ROWS = [
@@ -72,3 +74,24 @@ def test_seeds_of_one_cell_give_mean_spread_and_overlap():
     assert md[-1] == "Best (lowest mean): hinge / sn. Within its spread (value ranges overlap): lsgan / sn."
     best_acc = to_markdown(r, c, cells, "train.loss", "train.d_variant", "acc", lower=False).splitlines()[-1]
     assert best_acc.startswith("Best (highest mean): lsgan / sn.")
+
+
+def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
+    import shlex
+
+    import pytest
+
+    from facegan.config import ParamsError
+    from facegan.experiments import set_args
+
+    root = Path(__file__).resolve().parents[1]
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("train:\n  steps: 7\n  diffaugment: [color, cutout]\ntransfer:\n  seeds: [0, 1]\n")
+    args = set_args(overlay, root / "params.yaml")
+    assert args == ["-S", "train.steps=7", "-S", "train.diffaugment=[color,cutout]", "-S", "transfer.seeds=[0,1]"]
+    assert shlex.split(" ".join(shlex.quote(a) for a in args)) == args  # what `eval` in the Makefile sees
+    for name in ("params.transfer-study.yaml", "params.ablation.yaml"):  # the shipped budgets are valid
+        assert set_args(root / name, root / "params.yaml")
+    overlay.write_text("train:\n  stepz: 7\n")
+    with pytest.raises(ParamsError, match="train.stepz: unknown key"):
+        set_args(overlay, root / "params.yaml")

@@ -311,6 +311,20 @@ def exp_table(
         out.write_text(table, encoding="utf-8")
 
 
+@app.command("exp-args")
+def exp_args(
+    overlay: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML overlay of params.yaml"),
+    params: Path = PARAMS,
+) -> None:
+    """Print `-S key=value` arguments of `dvc exp run` for every value in OVERLAY (checked against params.yaml
+    first), e.g. `dvc exp run $(facegan exp-args params.transfer-study.yaml)`."""
+    import shlex
+
+    from facegan.experiments import set_args
+
+    typer.echo(" ".join(shlex.quote(a) for a in set_args(overlay, params)))
+
+
 @app.command("reproduce")
 def reproduce(
     run_id: str = typer.Argument(..., help="MLflow run id of a pipeline (or one of its stage runs)"),

@@ -84,3 +84,33 @@ def _fmt(values: list[float] | None) -> str:
         return "-"
     mean, std = spread(values)
     return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f} (n={len(values)})"
+
+
+def _literal(v: object) -> str:
+    """A value in the override grammar `dvc exp run -S` reads (Hydra's): lists in brackets, plain words bare,
+    other strings quoted (a bare comma would make a sweep)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ",".join(_literal(x) for x in v) + "]"
+    s = str(v)
+    return s if s.replace("_", "").replace("-", "").replace(".", "").isalnum() else "'" + s.replace("'", "\\'") + "'"
+
+
+def set_args(overlay_path: Path, params_path: Path = Path("params.yaml")) -> list[str]:
+    """`-S key=value` arguments for `dvc exp run` from a YAML overlay of params.yaml (every leaf), after checking
+    that params.yaml with the overlay applied is valid (a typo fails here, not hours into the experiment)."""
+    import yaml
+
+    from facegan.config import ParamsError, flatten, load_params
+
+    overlay = yaml.safe_load(overlay_path.read_text(encoding="utf-8"))
+    if not isinstance(overlay, dict):
+        raise ParamsError(f"{overlay_path}: expected a mapping of params.yaml sections")
+    leaves = flatten(overlay)
+    load_params(params_path, leaves)
+    return [arg for k, v in leaves.items() for arg in ("-S", f"{k}={_literal(v)}")]
