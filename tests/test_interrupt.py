@@ -1,6 +1,7 @@
 """Interrupted work leaves nothing half-written, and long training is not lost: `dvc repro` killed with SIGKILL in
-a preprocessing stage and again in the middle of `train`, rerun the way users do, ends with outputs byte-identical
-to an uninterrupted run, and the rerun of `train` resumes from its last checkpoint instead of starting over."""
+a preprocessing stage, in `pack`, in the middle of `train` and in `evaluate`, rerun the way users do each time,
+ends with outputs byte-identical to an uninterrupted run, and the rerun of `train` resumes from its last
+checkpoint instead of starting over."""
 
 from __future__ import annotations
 
@@ -78,14 +79,21 @@ def test_sigkill_then_dvc_repro_gives_the_uninterrupted_bytes_and_resumes_traini
     _kill_when(b, env_b, lambda: any(detect.parent.glob(".detect.*")))  # inside detect, before its output exists
     assert not detect.exists(), "a killed stage left its output under the final name"
 
+    packed = b / "data" / "processed" / "cartoon"
+    _kill_when(b, env_b, lambda: any(packed.parent.glob(".cartoon.*")))  # inside pack, while its ZIP is written
+    assert not packed.exists(), "a killed pack left its output under the final name"
+    assert any(detect.parent.glob(".detect.*")) is False  # the rerun of detect cleared the killed run's temporaries
+
     work = b / "data" / "checkpoints" / "cartoon" / "main"
     _kill_when(b, env_b, lambda: _checkpoint_step(work / "checkpoint.pt") >= 3)  # in the middle of train
     killed_at = _checkpoint_step(work / "checkpoint.pt")
     assert 3 <= killed_at < 12 and not (b / "data" / "models" / "cartoon").exists()
-    assert any(detect.parent.glob(".detect.*")) is False  # the rerun of detect cleared the killed run's temporaries
 
-    out = " ".join(sh(["dvc", "repro", TARGET], b, env_b).split())  # log lines may wrap
+    evaluation = b / "data" / "eval" / "cartoon"  # the rerun resumes train, then is killed inside evaluate
+    out = " ".join(_kill_when(b, env_b, lambda: any(evaluation.parent.glob(".cartoon.*"))).split())
     assert f"trained {12 - killed_at} steps" in out, "train started over instead of resuming:\n" + out[-3000:]
+    assert not evaluation.exists(), "a killed evaluate left its output under the final name"
+    sh(["dvc", "repro", TARGET], b, env_b)
 
     fa, fb = _files(a), _files(b)
     assert sorted(fa) == sorted(fb)

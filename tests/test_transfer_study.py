@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import tiny_params
+from conftest import killed_at, tiny_params
 from facegan import transfer, transfer_table
 from facegan.chain import run_stage
 from facegan.config import ParamsError, parse_params
@@ -91,3 +91,19 @@ def test_study_errors_name_the_row_the_seed_and_the_missing_model(study, tmp_pat
         transfer.finetune("ada", 7, p, tmp_path)
     with pytest.raises(StageInputMissing, match="no pretrained model"):
         transfer.finetune("ada", 0, p, tmp_path)
+
+
+def test_a_killed_fine_tune_resumes_and_gives_the_uninterrupted_bytes(study, tmp_path, monkeypatch):
+    """The study's runs go through the same checkpointed loop as `train`: killed at step 1, rerun, resumed."""
+    p, root, ready, _ = study
+    shutil.copytree(ready / "data", tmp_path / "data")
+    shutil.copytree(root / "data/runs/cartoon/pretrain", tmp_path / "data/runs/cartoon/pretrain")
+    with killed_at(monkeypatch, 1):
+        transfer.finetune("baseline", 1, p, tmp_path)
+    work = Layout(tmp_path, "sketch", "baseline-s1").checkpoints / "checkpoint.pt"
+    assert work.is_file() and not Layout(tmp_path, "sketch", "baseline-s1").model.exists()
+    transfer.finetune("baseline", 1, p, tmp_path)
+    for name in ("eval/metrics.json", "models/fid.csv", "models/losses.csv"):
+        a = (Layout(root, "sketch", "baseline-s1").evaluation.parent / name).read_bytes()
+        b = (Layout(tmp_path, "sketch", "baseline-s1").evaluation.parent / name).read_bytes()
+        assert a == b, name

@@ -26,6 +26,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -193,6 +194,8 @@ class Tracker:
         self.pending: list[dict[str, Any]] = list(pending or [])
         self.warned = False
         self.last_try = 0.0
+        self._mutex = threading.RLock()  # the records are appended by the stage while a background flush sends
+        self._background: threading.Thread | None = None
         buffer.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _try_lock(buffer)
         self._rewrite()
@@ -219,7 +222,13 @@ class Tracker:
 
     @property
     def parent_spec(self) -> dict | None:
+        self.wait()  # the background creation may be creating the parent: readers get it afterwards
         return self.spec.get("parent")
+
+    def wait(self) -> None:
+        """Until the background creation of the run (flush_in_background) is over."""
+        if self._background is not None and threading.current_thread() is not self._background:
+            self._background.join()
 
     @property
     def parent(self) -> str | None:
@@ -241,9 +250,10 @@ class Tracker:
         write_text(self.buffer, "".join(json.dumps(o) + "\n" for o in [{"op": "run", **self.spec}, *self.pending]))
 
     def _record(self, op: dict[str, Any]) -> None:
-        self.pending.append(op)
-        with self.buffer.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(op) + "\n")
+        with self._mutex:
+            self.pending.append(op)
+            with self.buffer.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(op) + "\n")
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         ts = int(time.time() * 1000)
@@ -275,9 +285,26 @@ class Tracker:
             )
 
     # -- sending -------------------------------------------------------------------------------
+    def flush_in_background(self) -> None:
+        """Create the run from a thread: importing mlflow and opening the store (~3 s a process) then overlaps the
+        stage's work instead of preceding it. `end()` waits for it."""
+
+        def create() -> None:
+            with contextlib.suppress(Exception):  # a failure shows in flush(), which keeps the records
+                client(self.cfg)  # imports mlflow and opens the store (cached per URI) outside the lock
+            self.flush()
+
+        self.last_try = time.time()  # log_metrics does not flush meanwhile
+        self._background = threading.Thread(target=create, name=f"mlflow {self.buffer.stem}", daemon=True)
+        self._background.start()
+
     def flush(self) -> bool:
         """Create the run if needed and send what is pending; on failure keep it (and warn once).
         True when nothing is left."""
+        with self._mutex:
+            return self._flush()
+
+    def _flush(self) -> bool:
         self.last_try = time.time()
         if not self.pending and self.run_id:
             return True
@@ -361,6 +388,8 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         """Final flush and close the run; what cannot be sent stays in the buffer file (with the run's spec)."""
+        self.wait()
+        self._background = None
         self._record({"op": "end", "status": status, "ts": int(time.time() * 1000)})
         if not self.flush():
             log.warning(
@@ -471,10 +500,10 @@ def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params, root: Pat
 
 
 def transfer_parent(cfg: TrackingConfig, params: Params, root: Path) -> dict[str, Any]:
-    """The parent of the transfer story: pretrain, fine-tunes and table share it (their `train` sections differ,
-    so it is keyed on everything else)."""
+    """The parent of the transfer study: pretrain, fine-tunes and table share it. Their `train` sections differ and
+    their `evaluate` takes transfer.num_samples, so it is keyed on everything else (the transfer section included)."""
     t = params.transfer
-    key = pipeline_key(f"transfer:{t.source}->{t.target}", params, root, frozenset({"train"}))
+    key = pipeline_key(f"transfer:{t.source}->{t.target}", params, root, frozenset({"train", "evaluate"}))
 
     def new() -> dict[str, Any]:
         tags = {
@@ -558,7 +587,7 @@ def stage_tracker(
         f"{stage}@{dataset}" + (f"-{variant}" if variant else ""),
         run_spec(cfg, tags, own, parent_spec),
     )
-    t.flush()  # creates the run now when MLflow answers; else it warns and the run is created later
+    t.flush_in_background()  # the run exists within seconds when MLflow answers; else a warning, created later
     return t
 
 

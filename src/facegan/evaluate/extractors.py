@@ -169,10 +169,10 @@ def _dlib(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            from facegan.parallel import PRELOAD, one_thread_each
+            from facegan.parallel import one_thread_each
 
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(PRELOAD)
+            ctx.set_forkserver_preload(["numpy", "dlib", "facegan.evaluate.extractors"])  # what the workers run
             pool.append(ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=one_thread_each))
         return np.concatenate(list(pool[0].map(dlib_descriptors, np.array_split(chips, cfg.workers))))
 
