@@ -78,10 +78,13 @@ def test_seeds_of_one_cell_give_mean_spread_and_overlap():
 
 def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
     import shlex
+    import shutil
 
     import pytest
+    import yaml
+    from dvc.utils.hydra import apply_overrides
 
-    from facegan.config import ParamsError
+    from facegan.config import ParamsError, flatten, load_params
     from facegan.experiments import set_args
 
     root = Path(__file__).resolve().parents[1]
@@ -90,8 +93,16 @@ def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
     args = set_args(overlay, root / "params.yaml")
     assert args == ["-S", "train.steps=7", "-S", "train.diffaugment=[color,cutout]", "-S", "transfer.seeds=[0,1]"]
     assert shlex.split(" ".join(shlex.quote(a) for a in args)) == args  # what `eval` in the Makefile sees
-    for name in ("params.transfer-study.yaml", "params.ablation.yaml"):  # the shipped budgets are valid
-        assert set_args(root / name, root / "params.yaml")
+    for name in ("params.transfer-study.yaml", "params.ablation.yaml"):  # the shipped budgets are valid ...
+        args = set_args(root / name, root / "params.yaml")
+        shutil.copy(root / "params.yaml", tmp_path / "params.yaml")  # ... and DVC applies every one of them
+        apply_overrides(str(tmp_path / "params.yaml"), [a for a in args if a != "-S"])
+        assert flatten(load_params(tmp_path / "params.yaml")) == flatten(
+            load_params(root / "params.yaml", flatten(yaml.safe_load((root / name).read_text())))
+        )
+    # a default params.yaml does not spell out is added (`+key`): `key=...` stops `dvc exp run` ("not in struct")
+    overlay.write_text("transfer:\n  finetune:\n    fid_samples: 64\n")
+    assert set_args(overlay, root / "params.yaml") == ["-S", "+transfer.finetune.fid_samples=64"]
     overlay.write_text("train:\n  stepz: 7\n")
     with pytest.raises(ParamsError, match="train.stepz: unknown key"):
         set_args(overlay, root / "params.yaml")

@@ -113,4 +113,7 @@ def set_args(overlay_path: Path, params_path: Path = Path("params.yaml")) -> lis
         raise ParamsError(f"{overlay_path}: expected a mapping of params.yaml sections")
     leaves = flatten(overlay)
     load_params(params_path, leaves)
-    return [arg for k, v in leaves.items() for arg in ("-S", f"{k}={_literal(v)}")]
+    present = flatten(yaml.safe_load(params_path.read_text(encoding="utf-8")) or {})
+    # a key params.yaml does not spell out (a default of its section) is added, `+key=value` in DVC's (Hydra's)
+    # override syntax: a plain `key=value` for it stops `dvc exp run` with "Key ... is not in struct"
+    return [arg for k, v in leaves.items() for arg in ("-S", f"{'' if k in present else '+'}{k}={_literal(v)}")]
