@@ -64,11 +64,18 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+# zlib level of the PNGs the stages write: the pixels are the same at any level; 1 encodes 256x256 faces ~2.5x faster
+# than Pillow's default (6) for ~13 % larger files (the per-image stages write 2000 images each)
+PNG_LEVEL = 1
+
+
 def write_image(path: Path, array: np.ndarray) -> None:
     """Write an HxWx3 (or HxWx4, HxW) uint8 array atomically; format from the suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
+    fmt = Image.registered_extensions()[path.suffix.lower()]
+    options = {"compress_level": PNG_LEVEL} if fmt == "PNG" else {}
+    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format=fmt, **options)
     os.replace(tmp, path)
 
 
