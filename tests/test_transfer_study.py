@@ -107,3 +107,22 @@ def test_a_killed_fine_tune_resumes_and_gives_the_uninterrupted_bytes(study, tmp
         a = (Layout(root, "sketch", "baseline-s1").evaluation.parent / name).read_bytes()
         b = (Layout(tmp_path, "sketch", "baseline-s1").evaluation.parent / name).read_bytes()
         assert a == b, name
+
+
+def test_one_seed_has_no_spread_to_be_beyond():
+    """With one seed per row (the default pipeline's tiny study) a difference is never called beyond the spread
+    and the table shows no fake "± 0"."""
+    one, two = transfer_table._spread([0.25]), transfer_table._spread([0.30, 0.31])
+    assert transfer_table._versus(one, transfer_table._spread([0.20])) == pytest.approx((0.05, False))
+    assert transfer_table._versus(two, transfer_table._spread([0.20, 0.21]))[1] is True
+    assert transfer_table._versus(two, transfer_table._spread([0.29, 0.305]))[1] is False
+    row = {"pretrained": True, "freeze_d": 0, "augment": "none", "kimg": 0.3, "at_kimg": {}, "rt_end": None,
+           "ada_p_end": None}  # fmt: skip
+    result = {
+        "target": "sketch", "source": "cartoon", "seeds": [0], "target_images": None,
+        "source_model": {}, "noise_floor": {},
+        "rows": {"baseline": {**row, "final": {"dlib": one}, "vs_baseline": {}},
+                 "ada": {**row, "augment": "ada", "final": {"dlib": one}, "vs_baseline": {"dlib": (0.0, False)}}},
+    }  # fmt: skip
+    md = transfer_table.markdown(result)
+    assert "| 0.25 (1 seed) | - |" in md and "±" not in md.split("| row |")[1] and "beyond" not in md

@@ -94,12 +94,12 @@ def _transfer_rows(data: Any) -> tuple[str, list[tuple[str, float | None, str, s
         finals = [r.get("final") or {} for r in rows.values()]
         ext = next((k for k in ("inception", "dlib", "attributes") if any(k in f for f in finals)), None)
         out = []
+        n = len(data.get("seeds") or [])
         for name, r in rows.items():
             f = (r.get("final") or {}).get(ext) or {}
             mean = f.get("mean")
-            shown = f"{_num(mean)} ± {_num(f.get('std'))}" if mean is not None else "-"
+            shown = "-" if mean is None else f"{_num(mean)} ± {_num(f.get('std'))}" if n > 1 else _num(mean)
             out.append((name, mean, shown, _settings(r)))
-        n = len(data.get("seeds") or [])
         return f"fd_{ext}" + (f", mean ± std over {n} seeds" if n > 1 else ""), out
     if isinstance(runs, dict) and runs and all(isinstance(r, dict) for r in runs.values()):
         metric = _primary(list(runs.values()))

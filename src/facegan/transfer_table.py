@@ -79,8 +79,10 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 
 def _versus(row: dict[str, float], base: dict[str, float]) -> tuple[float, bool]:
-    """(mean difference to the baseline, whether it is beyond the spread: the seed ranges do not overlap)."""
-    return row["mean"] - base["mean"], row["max"] < base["min"] or row["min"] > base["max"]
+    """(mean difference to the baseline, whether it is beyond the spread: the seed ranges do not overlap; with one
+    seed on either side there is no spread to be beyond)."""
+    apart = row["max"] < base["min"] or row["min"] > base["max"]
+    return row["mean"] - base["mean"], apart and min(row["n"], base["n"]) > 1
 
 
 def _describe(p: Params, row: str, root: Path) -> dict[str, Any]:
@@ -176,7 +178,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]  # fmt: skip
     head = ["row", "from", "freeze_d", "augment", "kimg"]
     for k in names:
-        head += [f"fd_{k} (mean ± std)", "range", "vs baseline"]
+        head += [f"fd_{k} (mean ± std)" if n > 1 else f"fd_{k}", "range", "vs baseline"]
     head += [f"fd_{first} @ {k} kimg" for k in kimgs] + ["r_t end", "ADA p end"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in order:
@@ -195,8 +197,8 @@ def markdown(result: dict[str, Any]) -> str:
                 continue
             diff, clear = r["vs_baseline"].get(k, (None, False))
             cells += [
-                f"{_fmt(f['mean'])} ± {_fmt(f['std'], 2)}",
-                f"{_fmt(f['min'])}–{_fmt(f['max'])}",
+                f"{_fmt(f['mean'])} ± {_fmt(f['std'], 2)}" if f["n"] > 1 else f"{_fmt(f['mean'])} (1 seed)",
+                f"{_fmt(f['min'])}–{_fmt(f['max'])}" if f["n"] > 1 else "-",
                 "-" if name == "baseline" or diff is None else f"{diff:+.3g}" + (" (beyond spread)" if clear else ""),
             ]
         cells += [_fmt(r["at_kimg"][k]["mean"]) if k in r["at_kimg"] else "-" for k in kimgs]
