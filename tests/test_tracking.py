@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import free_port, tiny_params, wait_healthy
+from conftest import free_port, tiny_params, wait_for_text, wait_healthy
 from facegan.chain import STAGES, run_stage
 from facegan.config import TrackingConfig
 
@@ -259,7 +259,8 @@ def test_explore_command_serves_the_best_model_of_the_default_dataset(server, pi
         wait_healthy(f"http://127.0.0.1:{port}/", proc, log)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10) as r:
             assert json.load(r)["title"] == "facegan explore: facegan-cartoon v1"
-        assert f"serving models:/facegan-cartoon@best at http://127.0.0.1:{port}/" in log.read_text()
+        # the server answers before `launch` returns and the command prints what it serves
+        wait_for_text(log, f"serving models:/facegan-cartoon@best at http://127.0.0.1:{port}/", proc)
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
