@@ -270,7 +270,7 @@ def main() -> None:
             bench_rows(args, Path(tmp) / "rows")
     print(
         f"\nfinished; load average now {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-        f"(other processes on the machine share the cores: compare ratios, re-run on an idle machine for absolutes)"
+        f"(this bench's own workers count in it; the figure at the start says what else was running)"
     )
 
 
