@@ -209,12 +209,11 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 1
         time.sleep(0.5)
 
 
-def wait_for_text(log: Path, text: str, proc: subprocess.Popen, timeout: float = 60) -> str:
+def wait_for_text(log: Path, text: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     """Poll the log file until it contains `text` (a server can answer before its process prints that it
-    serves); returns the log. Fails with the log's tail on timeout or when the process ends first."""
+    serves). Fails with the log's tail on timeout or when the process ends first."""
     deadline = time.time() + timeout
     while text not in (got := log.read_text()):
         if time.time() > deadline or proc.poll() is not None:
             raise AssertionError(f"{text!r} not in the log after {timeout:.0f} s:\n" + got[-3000:])
         time.sleep(0.25)
-    return got
