@@ -100,6 +100,9 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     assert (root / "data/runs/sketch/baseline-s0/models/style_mixing.png").is_file()
     for name in ("fid_table.md", "curves.csv", "fid_vs_kimg.png", "overfitting.png"):
         assert (root / "data/transfer" / name).stat().st_size > 0, name
+    # the README's loss-curve command (dvc.yaml has no top-level plots: see the next test)
+    _sh(["dvc", "plots", "show", "data/models/cartoon/losses.csv", "-x", "step", "-y", "loss_d"], root, env)
+    assert "loss_d" in (root / "dvc_plots" / "index.html").read_text()  # dvc_plots/ is git-ignored
     cyc = json.loads((root / "data/cyclegan/metrics.json").read_text())
     assert cyc["a_to_b"]["fd_dlib"] > 0 and cyc["b_to_a"]["fd_dlib"] > 0
     assert (root / "data/cyclegan/model/translated_b_to_a.png").is_file()
@@ -225,6 +228,21 @@ def test_two_dataset_stages_are_runs_of_their_own(project):
     assert got["cyclegan"]["parent"] is None  # the transfer table is the last run of the transfer story's parent
     assert got["cyclegan"]["params"]["cyclegan.b"] == "sketch" and got["cyclegan"]["metrics"]["a_to_b.fd_dlib"] > 0
     assert got["transfer-table"]["parent"] is not None and got["transfer-table"]["metrics"]["baseline.fd_dlib"] > 0
+
+
+def test_an_experiment_runs_and_is_saved_on_a_fresh_checkout(tmp_path):
+    """`dvc exp run` of part of the pipeline (as `make transfer-study` is) on a checkout whose committed
+    dvc.lock names outputs that were never built there: with a top-level plot inside such a directory output,
+    DVC failed after the run ("failed to load directory ('data', 'models', 'cartoon')") and saved nothing."""
+    root, env = make_dvc_project(tmp_path / "fresh", tracking=False)
+    assert not (root / ".dvc" / "cache").exists()
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert any(o["path"] == "data/models/cartoon" for o in lock["train@cartoon"]["outs"])
+    out = _sh(["dvc", "exp", "run", "-n", "fresh", "generate@sketch"], root, env)
+    assert "Ran experiment(s): fresh" in out
+    shown = json.loads(_sh(["dvc", "exp", "show", "--json"], root, env))
+    names = [e.get("name") for rev in shown for e in (rev.get("experiments") or []) for e in e["revs"]]
+    assert "fresh" in names, shown
 
 
 @pytest.mark.slow
