@@ -241,7 +241,7 @@ def test_an_experiment_runs_and_is_saved_on_a_fresh_checkout(tmp_path):
     out = _sh(["dvc", "exp", "run", "-n", "fresh", "generate@sketch"], root, env)
     assert "Ran experiment(s): fresh" in out
     shown = json.loads(_sh(["dvc", "exp", "show", "--json"], root, env))
-    names = [e.get("name") for rev in shown for e in (rev.get("experiments") or []) for e in e["revs"]]
+    names = [r.get("name") for rev in shown for exp in (rev.get("experiments") or []) for r in exp["revs"]]
     assert "fresh" in names, shown
 
 
