@@ -95,7 +95,7 @@ class CycleTrainer(Stepper):
             net.apply(init_weights)
         self.nets = {k: v.to(device).train() for k, v in nets.items()}
         self.channels_last(*self.nets.values())
-        self.run = {k: self.wrap(v) for k, v in self.nets.items()}
+        self.run = {k: self.wrap(v)[0] for k, v in self.nets.items()}
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(
             itertools.chain(self.nets["G_ab"].parameters(), self.nets["G_ba"].parameters()), lr=cfg.lr, betas=betas

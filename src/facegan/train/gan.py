@@ -57,15 +57,17 @@ class GANTrainer(ModelTrainer):
             y = self.labels[self.dist.shard(torch.randint(len(self.labels), (n,), generator=gen))].to(self.device)
         return z, y
 
-    def generate(self, z: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator, **kw: Any) -> Any:
-        """G's images; a style-based G also gets per-layer noise and style mixing from the step's generator."""
+    def generate(self, z: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator, g: Any = None, **kw: Any) -> Any:
+        """G's images (through `g`, default `g_run`); a style-based G also gets per-layer noise and style mixing
+        from the step's generator."""
+        g = self.g_run if g is None else g
         if self.cfg.spec.style:
             n = len(z) * self.dist.world
             kw |= cast("StyleGenerator", self.g).mixing_kwargs(
                 n, self.cfg.stylegan2.style_mixing, gen, self.device, self.dist.shard
             )
-            return self.g_run(z, y, **kw)
-        return self.g_run(z, y) if self.label_dims else self.g_run(z)
+            return g(z, y, **kw)
+        return g(z, y) if self.label_dims else g(z)
 
     def step(self) -> dict[str, float]:
         """n_critic D updates (+ lazy R1), then one G update (+ lazy path length), reusing the last D update's fakes."""
@@ -78,14 +80,14 @@ class GANTrainer(ModelTrainer):
             z, y_fake = self.latents(cfg.batch_size, gen)
             with torch.set_grad_enabled(k == cfg.n_critic - 1), self.autocast():
                 fake = self.generate(z, y_fake, gen)  # the last one keeps its graph for G's update
-            d_terms = obj.d_terms(self.d_run, real, fake.detach(), y_real, y_fake, gen, aug, index)
+            d_terms = obj.d_terms(self.d_run, real, fake.detach(), y_real, y_fake, gen, aug, index, self.d_reg)
             self.update(d_terms.total(), self.opt_d)
             obj.after_d_update(self.d)
         logged = dict(d_terms.values)
 
         if obj.r1:  # R1 on D, lazily
             if obj.r1.due(step):
-                r1 = obj.r1_terms(self.d_run, real, y_real, aug)
+                r1 = obj.r1_terms(self.d_reg, real, y_real, aug)
                 self.update(r1.total(), self.opt_d)
                 logged |= r1.values
             else:
@@ -108,13 +110,14 @@ class GANTrainer(ModelTrainer):
         return self.record(logged, **({"ada_p": self.ada.p} if self.ada else {}))
 
     def _fake_and_latent(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Half a batch of fakes and the latent they are differentiated against (w, or z for other G)."""
+        """Half a batch of fakes (through the eager G: path length differentiates twice) and the latent they are
+        differentiated against (w, or z for other G)."""
         world = self.dist.world
         z, y = self.latents(max(world, self.cfg.batch_size // 2 // world * world), gen)
         if self.cfg.spec.style:
-            return self.generate(z, y, gen, return_w=True)
+            return self.generate(z, y, gen, self.g_reg, return_w=True)
         z.requires_grad_(True)
-        return self.generate(z, y, gen), z
+        return self.generate(z, y, gen, self.g_reg), z
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), **self.objective.state_dict()}

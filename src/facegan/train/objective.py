@@ -110,9 +110,11 @@ class GANObjective:
         gen: torch.Generator,
         aug: torch.Generator,
         index: int,
+        d_penalty: nn.Module | None = None,
     ) -> Terms:
         """loss_d (+ penalty, + aux_d) on a real and a (detached) fake batch; d_real / d_fake: mean D outputs.
-        Batch `index` feeds ADA's estimate of D's overfitting."""
+        Batch `index` feeds ADA's estimate of D's overfitting. The penalty, differentiated twice, goes through
+        `d_penalty` (the eager D when `d` is compiled; default `d`)."""
         t = Terms()
         with self.autocast():
             adv_real, aux_real = d(self.augment(real, aug), y_real)
@@ -126,7 +128,7 @@ class GANObjective:
         if self.ada:
             self.ada.observe(adv_real, index)
         if self.penalty:
-            t.add("penalty", self.penalty(d, real, fake, y_real, gen))
+            t.add("penalty", self.penalty(d_penalty or d, real, fake, y_real, gen))
         if self.conditional:
             t.add("aux_d", aux, self.cfg.aux_weight)
         t.add("d_real", adv_real.float().mean(), None)

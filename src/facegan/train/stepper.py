@@ -146,8 +146,11 @@ class Stepper:
                 if p.dim() == 4:  # conv weights (StyleGAN2's modulated weights are 5-D and stay as they are)
                     p.data = p.data.contiguous(memory_format=torch.channels_last)
 
-    def wrap(self, module: nn.Module, broadcast_buffers: bool = True) -> nn.Module:
-        """What forward passes go through: DDP across processes, then torch.compile, as configured.
+    def wrap(self, module: nn.Module, broadcast_buffers: bool = True) -> tuple[nn.Module, nn.Module]:
+        """(what first-order passes go through, what passes differentiated twice go through): DDP across
+        processes for both, then torch.compile for the first, as configured. torch.compile's graphs have no double
+        backward, so R1, path length and gradient penalties run their passes through the eager (DDP) module; it
+        shares the parameters.
 
         G's buffers (StyleGAN2's w_avg, BN statistics) are averaged over ranks after each step instead of
         broadcast from rank 0: the running average then equals the single-process one over the global batch.
@@ -158,12 +161,12 @@ class Stepper:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=broadcast_buffers)
         if not self.compile:
-            return module
+            return module, module
         import torch._inductor.config as inductor
 
         inductor.layout_optimization = False  # its NHWC re-layout broke conv backward (torch 2.11, H100)
         mode = None if self.compile is True else self.compile
-        return torch.compile(module, mode=mode)  # type: ignore[return-value]  # a callable module wrapper
+        return torch.compile(module, mode=mode), module  # type: ignore[return-value]  # a callable module wrapper
 
     def begin_step(self) -> None:
         """Before each step: with CUDA-graph replay ('reduce-overhead'), the previous step's graph outputs may be

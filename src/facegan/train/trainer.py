@@ -44,7 +44,9 @@ class ModelTrainer(Stepper):
         self.ema = EMA(self.g, cfg.ema) if cfg.ema > 0 else None
         self._prepare()
         self.channels_last(self.g, self.d)
-        self.g_run, self.d_run = self.wrap(self.g, broadcast_buffers=False), self.wrap(self.d)
+        # *_run: first-order passes (compiled when train.compile is set); *_reg: passes differentiated twice
+        self.g_run, self.g_reg = self.wrap(self.g, broadcast_buffers=False)
+        self.d_run, self.d_reg = self.wrap(self.d)
         self.opt_g, self.opt_d = self._optimizers()
 
     def _prepare(self) -> None:
