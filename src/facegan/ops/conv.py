@@ -134,6 +134,10 @@ class _WeightGrad(torch.autograd.Function):
 def _run(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, geo: Geometry) -> torch.Tensor:
     tracked = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad))
     if ops.fast() and tracked:
+        device = x.device.type
+        if torch.is_autocast_enabled(device):  # cast as autocast would, before the node saves its inputs
+            dtype = torch.get_autocast_dtype(device)
+            x, w, b = x.to(dtype), w.to(dtype), b.to(dtype) if b is not None else None
         return _Conv.apply(x, w, b, geo)
     return geo.plain(x, w, b)
 
