@@ -4,12 +4,14 @@ as `run_train` sets it up), timed in interleaved rounds; medians, with the setti
     python bench/stylegan2_speed.py [--rounds 7] [--steps 16] [--threads 2] [--no-forms] [--json out.json]
 
 CPU (always): the `cpu` preset at 64x64, batch 16, R1 every 16 and path length every 4 on, style mixing 0.9,
-EMA. This implementation (facegan.ops: convolutions with a convolutional backward, one-node bias + activation,
-one-kernel resampling, the demodulation as a matrix product; channels_last) against the reference path
+EMA. This implementation (facegan.ops: convolutions with a convolutional backward, one-node bias + activation
+and layer epilogue, one-kernel resampling, the demodulation as a matrix product, toRGB as a batched matmul; D's
+gains folded into its convolutions and reals + fakes in one D pass; channels_last) against the reference path
 (`facegan.ops.fast_ops(False)`: the plain PyTorch composition the project used before, NCHW), in the same
-process with the same threads and determinism; the ratio of their median step times (goal <= 0.7). Then each
-layer's modulated convolution in both forms, input scaling (what training uses) and per-sample weights in one
-grouped convolution, forward + backward and with a double backward (R1-like), so the faster form is measured.
+process with the same threads and determinism. Each round is one lazy-regularisation cycle per side, the two
+sides alternating step by step; the ratio of their median step times (goal <= 0.7). Then each modulated
+convolution of G in its forms (input scaling, per-sample weights in one grouped convolution, for 1x1 layers a
+batched matmul), forward + backward and with a double backward (R1-like), so the form training uses is measured.
 
 CUDA (when present): stylegan2-ada's `--cfg auto` at 256x256 (channel_base 16384, channel_max 512, batch 16,
 minibatch-stddev group 4, 2 mapping layers, R1 gamma 0.8192 every 16, path length 2 every 4, style mixing 0.9,
@@ -24,6 +26,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,7 +34,7 @@ import torch
 from facegan import ops
 from facegan.config import TrainConfig
 from facegan.models.stylegan2 import ModulatedConv2d
-from facegan.ops.conv import no_weight_grads
+from facegan.ops.conv import conv2d, no_weight_grads
 from facegan.train.gan import GANTrainer
 from facegan.train.stepper import runtime
 
@@ -75,21 +78,30 @@ def sync(device: torch.device) -> None:
 
 
 def interleaved(sides: dict[str, tuple[GANTrainer, bool]], rounds: int, steps: int) -> dict[str, list[float]]:
-    """Seconds per step of each side, one round of `steps` steps per side in turn (steps: whole lazy cycles)."""
+    """Seconds per step of each side in each round of `steps` steps (whole lazy-regularisation cycles). Within a
+    round the sides alternate step by step (ABBA order), each side's step i next to the other's step i, so a slow
+    spell of a shared machine falls on both; a round's ratio is then stable to ~1% where whole-round turns
+    varied by 10%."""
     out: dict[str, list[float]] = {k: [] for k in sides}
-    for t, fast in sides.values():  # warm-up: one lazy cycle each
+
+    def timed(t: GANTrainer, fast: bool) -> float:
         with ops.fast_ops(fast):
-            for _ in range(steps):
-                t.step()
+            sync(t.device)
+            t0 = time.perf_counter()
+            t.step()
+            sync(t.device)
+            return time.perf_counter() - t0
+
+    for t, fast in sides.values():  # warm-up: one lazy cycle each
+        for _ in range(steps):
+            timed(t, fast)
     for _ in range(rounds):
-        for name, (t, fast) in sides.items():
-            with ops.fast_ops(fast):
-                sync(t.device)
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    t.step()
-                sync(t.device)
-                out[name].append((time.perf_counter() - t0) / steps)
+        total = dict.fromkeys(sides, 0.0)
+        for i in range(steps):
+            for name in list(sides) if i % 2 == 0 else list(sides)[::-1]:
+                total[name] += timed(*sides[name])
+        for name in sides:
+            out[name].append(total[name] / steps)
     return out
 
 
@@ -105,60 +117,75 @@ def cpu_step(args: argparse.Namespace) -> dict[str, Any]:
     ours = trainer(cpu_config(args.threads, channels_last=True), 64)
     times = interleaved({"reference": (reference, False), "facegan": (ours, True)}, args.rounds, args.steps)
     med = {k: statistics.median(v) for k, v in times.items()}
+    per_round = [f / r for f, r in zip(times["facegan"], times["reference"], strict=True)]
     print("\n## CPU: `cpu` preset 64x64, batch 16, R1/16 + path length/4, mixing 0.9, EMA")
     print(settings(ours.cfg, ours.device))
-    print(f"median of {args.rounds} interleaved rounds of {args.steps} steps")
+    print(f"median of {args.rounds} rounds of {args.steps} steps, the two sides alternating step by step")
     print("reference (plain PyTorch ops, NCHW): " + f"{1000 * med['reference']:.1f} ms/step")
     print("facegan (facegan.ops, channels_last): " + f"{1000 * med['facegan']:.1f} ms/step")
-    print(f"ratio facegan / reference: {med['facegan'] / med['reference']:.3f}  (goal <= 0.7)")
+    print(f"ratio facegan / reference: {med['facegan'] / med['reference']:.3f}  (goal <= 0.7); per round: median "
+          f"{statistics.median(per_round):.3f}, range {min(per_round):.3f}-{max(per_round):.3f}")  # fmt: skip
     print("rounds (ms): " + "; ".join(f"{k} {[round(1000 * x) for x in v]}" for k, v in times.items()))
-    return {"median_s": med, "rounds_s": times, "ratio": med["facegan"] / med["reference"]}
+    return {"median_s": med, "rounds_s": times, "ratio": med["facegan"] / med["reference"], "per_round": per_round}
 
 
-def first(m: ModulatedConv2d, x: torch.Tensor, s: torch.Tensor, form: str) -> None:
-    y = getattr(m, form)(x, m.modulation(s))
+Form = Callable[[ModulatedConv2d, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _scaled_input_conv(m: ModulatedConv2d, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """A 1x1 layer in the input-scaling form: scale x by the styles, one shared-weight convolution."""
+    return conv2d(x * s.view(*s.shape, 1, 1), m.scale * m.weight[0])
+
+
+FORMS_3X3: dict[str, Form] = {"input scaling": ModulatedConv2d._scaled, "grouped": ModulatedConv2d._fused}
+FORMS_1X1: dict[str, Form] = {"input scaling": _scaled_input_conv, "batched matmul": ModulatedConv2d._scaled,
+                              "grouped": ModulatedConv2d._fused}  # fmt: skip
+TRAINING_FORM = {"3x3": "input scaling", "1x1": "batched matmul"}  # what ModulatedConv2d.undemodulated runs
+
+
+def first(m: ModulatedConv2d, x: torch.Tensor, s: torch.Tensor, form: Form) -> None:
+    y = form(m, x, m.modulation(s))
     y.backward(torch.ones_like(y))
 
 
-def second(m: ModulatedConv2d, x: torch.Tensor, s: torch.Tensor, form: str) -> None:
+def second(m: ModulatedConv2d, x: torch.Tensor, s: torch.Tensor, form: Form) -> None:
     """R1-like: the gradient w.r.t. the input, then the backward of its squared norm."""
-    y = getattr(m, form)(x, m.modulation(s))
+    y = form(m, x, m.modulation(s))
     with no_weight_grads():
         (g,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
     g.pow(2).sum().backward()
 
 
 def modconv_forms(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Each G layer of the `cpu` preset at 64 px: both forms of the modulated conv, interleaved medians."""
+    """Each modulated conv of the `cpu` preset's G at 64 px (toRGB included), channels_last as in training: each
+    form forward + backward, and with a double backward, medians of interleaved rounds."""
     torch.set_num_threads(args.threads)
-    layers = [(8, 64, 64, False), (16, 64, 64, True), (16, 64, 64, False), (32, 64, 64, True), (32, 64, 64, False),
-              (64, 64, 32, True), (64, 32, 32, False)]  # fmt: skip
-    print("\n## Modulated conv forms (batch 16, ms, median of interleaved rounds): first order | with double backward")
-    print("| layer | scaled f+b | grouped f+b | scaled 2nd | grouped 2nd | faster |\n|---|---|---|---|---|---|")
+    layers = [(8, 64, 64, 3, False), (16, 64, 64, 3, True), (16, 64, 64, 3, False), (32, 64, 64, 3, True),
+              (32, 64, 64, 3, False), (64, 64, 32, 3, True), (64, 32, 32, 3, False), (32, 64, 3, 1, False),
+              (64, 32, 3, 1, False)]  # fmt: skip
+    print("\n## Modulated conv forms (batch 16, channels_last, ms, median of interleaved rounds)")
+    print("| layer | form | forward + backward | with double backward |\n|---|---|---|---|")
     out = []
-    for res, cin, cout, up in layers:
-        m = ModulatedConv2d(cin, cout, 3, 128, upsample=up).train()
-        x = torch.randn(16, cin, res // 2 if up else res, res // 2 if up else res, requires_grad=True)
+    for res, cin, cout, k, up in layers:
+        m = ModulatedConv2d(cin, cout, k, 128, demodulate=k == 3, upsample=up).train()
+        side = res // 2 if up else res
+        x = torch.randn(16, cin, side, side).contiguous(memory_format=torch.channels_last).requires_grad_(True)
         s = torch.randn(16, 128)
-
+        forms = FORMS_3X3 if k == 3 else FORMS_1X1
         t: dict[tuple[str, str], list[float]] = {}
-        for _ in range(2):
+        for r in range(args.rounds + 2):  # two warm-up rounds
             for fn in (first, second):
-                for form in ("_scaled", "_fused"):
-                    fn(m, x, s, form)
-        for _ in range(args.rounds):
-            for fn in (first, second):
-                for form in ("_scaled", "_fused"):
+                for name, form in forms.items():
                     t0 = time.perf_counter()
                     fn(m, x, s, form)
-                    t.setdefault((fn.__name__, form), []).append(1000 * (time.perf_counter() - t0))
-        med = {k: statistics.median(v) for k, v in t.items()}
-        faster = "scaled" if med["first", "_scaled"] + med["second", "_scaled"] / 4 <= (
-            med["first", "_fused"] + med["second", "_fused"] / 4) else "grouped"  # fmt: skip
-        name = f"{res} px {'up ' if up else ''}{cin}->{cout}"
-        print(f"| {name} | {med['first', '_scaled']:.1f} | {med['first', '_fused']:.1f} | "
-              f"{med['second', '_scaled']:.1f} | {med['second', '_fused']:.1f} | {faster} |")  # fmt: skip
-        out.append({"layer": name, **{f"{a}{b}": v for (a, b), v in med.items()}, "faster": faster})
+                    if r >= 2:
+                        t.setdefault((fn.__name__, name), []).append(1000 * (time.perf_counter() - t0))
+        layer = f"{res} px {'up ' if up else ''}{cin}->{cout}{' (toRGB)' if k == 1 else ''}"
+        for name in forms:
+            a, b = statistics.median(t["first", name]), statistics.median(t["second", name])
+            used = " (training)" if name == TRAINING_FORM[f"{k}x{k}"] else ""
+            print(f"| {layer} | {name}{used} | {a:.1f} | {b:.1f} |")
+            out.append({"layer": layer, "form": name, "training": bool(used), "first_ms": a, "second_ms": b})
     return out
 
 

@@ -354,7 +354,7 @@ def test_amp_blocks_put_only_the_highest_resolutions_in_the_amp_dtype_and_conv_c
     assert [seen["d", i].dtype for i in range(4)] == [bf16, bf16, f32, f32]  # fromRGB, 32 -> 16 | 16 -> 8, 8 -> 4
     assert logits.dtype == f32 and torch.isfinite(logits).all()
     assert all(seen["g", i].abs().max() <= 0.5 for i in range(6))
-    logits.sum().backward()  # through the custom ops in both precisions: float32 gradients for every parameter
+    logits.sum().backward()  # through the fused ops in both precisions: float32 gradients for every parameter
     grads = [p.grad for p in (*g.parameters(), *d.parameters())]
     assert all(gr is not None and gr.dtype == f32 and torch.isfinite(gr).all() for gr in grads)
     seen.clear()

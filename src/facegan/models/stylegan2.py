@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, nullcontext
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facegan import ops
 from facegan.ops.bias_act import bias_lrelu
 from facegan.ops.conv import conv2d, conv_transpose2d
-from facegan.ops.modconv import demodulation
+from facegan.ops.modconv import demod_noise_bias_lrelu, demodulation, modulated_1x1
 from facegan.ops.resample import upfirdn2d
 
 BLUR = (1, 3, 3, 1)
 SQRT2 = math.sqrt(2)
+SQRT_HALF = math.sqrt(0.5)
 
 
 def log2_resolution(resolution: int) -> int:
@@ -145,17 +148,22 @@ class ModulatedConv2d(nn.Module):
         """Training form: scale the input by the style, one shared-weight conv for the batch, scale the output
         by the demodulation coefficients. Same result as `_fused`, but its double backward (R1, path length)
         is that of an ordinary conv instead of a batch-grouped one, which is several times faster on GPUs."""
-        n = len(x)
+        out, d = self.undemodulated(x, s)
+        return out if d is None else out * d.to(out.dtype).view(len(x), self.cout, 1, 1)
+
+    def undemodulated(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training form up to its last multiplication: (the conv of the style-scaled input, the (N, out)
+        demodulation coefficients or None), so that a layer can fold them into what follows."""
         weight = (self.scale * self.weight[0]).to(x.dtype)  # (cout, cin, k, k)
-        x = x * s.to(x.dtype).view(n, self.cin, 1, 1)
+        if self.k == 1 and not self.upsample:
+            out = modulated_1x1(x, weight, s)
+            return out, demodulation(self.scale * self.weight[0], s) if self.demodulate else None
+        x = x * s.to(x.dtype).view(len(x), self.cin, 1, 1)
         if self.upsample:
             out = self.blur(conv_transpose2d(x, weight.transpose(0, 1), stride=2))
         else:
             out = conv2d(x, weight, padding=self.k // 2)
-        if self.demodulate:
-            d = demodulation(self.scale * self.weight[0], s)
-            out = out * d.to(out.dtype).view(n, self.cout, 1, 1)
-        return out
+        return out, demodulation(self.scale * self.weight[0], s) if self.demodulate else None
 
     def _fused(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """Sampling form: per-sample modulated weights, one grouped conv (rosinality's formulation)."""
@@ -190,7 +198,11 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(cout, clamp)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+        if not self.conv.training:
+            return self.activate(self.noise(self.conv(x, style), noise))
+        out, d = self.conv.undemodulated(x, self.conv.modulation(style))
+        assert d is not None, "a styled conv demodulates"
+        return demod_noise_bias_lrelu(out, d, noise, self.noise.weight, self.activate.bias, self.activate.clamp)
 
 
 class ToRGB(nn.Module):
@@ -285,7 +297,7 @@ class Generator(nn.Module):
             w = self.style(z.float() if self.amp_from else z)
         if self.training and torch.is_grad_enabled() and self.w_avg_beta < 1:
             with torch.no_grad():
-                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
+                self.w_avg.copy_(w.detach().to(self.w_avg.dtype).mean(0).lerp(self.w_avg, self.w_avg_beta))
         return w
 
     def truncate(self, w: torch.Tensor, psi: float) -> torch.Tensor:
@@ -373,6 +385,30 @@ class ConvLayer(nn.Sequential):
         if activate:
             layers.append(FusedLeakyReLU(cout, clamp))
         super().__init__(*layers)
+        self.downsample, self.activate = downsample, activate
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """The layers, the output times `gain`. With the custom ops on, `gain` and the activation's sqrt(2)
+        are folded into the conv's weight and bias (lrelu(a z) = a lrelu(z) for a > 0): one convolution with
+        its bias, then one activation pass; a strided 1x1 conv's blur is computed only at the pixels it reads
+        (one strided filter, a quarter of the work)."""
+        if not ops.fast():
+            out = super().forward(x)
+            return out if gain == 1 else out * gain
+        blur = cast(Blur, self[0]) if self.downsample else None
+        conv = cast(EqualConv2d, self[1 if self.downsample else 0])
+        act = cast(FusedLeakyReLU, self[-1]) if self.activate else None
+        stride = conv.stride
+        if blur is not None and stride > 1 and conv.weight.shape[-1] == 1:  # 1x1: filter only where it samples
+            x, stride = upfirdn2d(x, blur.kernel, down=stride, pad=blur.pad), 1
+        elif blur is not None:
+            x = blur(x)
+        if act is None:
+            bias = conv.bias * gain if conv.bias is not None else None
+            return conv2d(x, conv.weight * (conv.scale * gain), bias, stride, conv.padding)
+        g = gain * SQRT2
+        y = conv2d(x, conv.weight * (conv.scale * g), act.bias * g, stride, conv.padding)
+        return bias_lrelu(y, None, gain=1.0, clamp=act.clamp * gain if act.clamp is not None else None)
 
 
 class ResBlock(nn.Module):
@@ -383,7 +419,10 @@ class ResBlock(nn.Module):
         self.skip = ConvLayer(cin, cout, 1, downsample=True, bias=False, activate=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.conv2(self.conv1(x)) + self.skip(x)) / SQRT2
+        if not ops.fast():
+            return (self.conv2(self.conv1(x)) + self.skip(x)) / SQRT2
+        # 1/sqrt(2) folded into both branches' weights; the skip's fresh output takes the sum in place
+        return self.skip(x, SQRT_HALF).add_(self.conv2(self.conv1(x), SQRT_HALF))
 
 
 class Discriminator(nn.Module):
@@ -392,6 +431,8 @@ class Discriminator(nn.Module):
     `blocks` (fromRGB first, then the ResBlocks from the highest resolution) is what FreezeD freezes.
     `amp_blocks` and `conv_clamp` as in the Generator (the epilogue after the blocks stays float32).
     """
+
+    joint_batches = True  # forward(x, parts=k): k batches in one pass, each sample's logit as in its own batch
 
     def __init__(
         self,
@@ -422,21 +463,23 @@ class Discriminator(nn.Module):
     def blocks(self) -> list[nn.Module]:
         return list(self.convs)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, parts: int = 1) -> tuple[torch.Tensor, None]:
+        """D's logits for x; x may be `parts` batches of equal size in one (reals and fakes): each sample's
+        logit is then what its own batch alone gives (minibatch-stddev groups stay inside it)."""
         if self.amp_from:
             out = x
             for block, res in zip(self.convs, self.block_resolutions, strict=True):
                 with precision(x, res, self.amp_from):
                     out = block(out if res >= self.amp_from else out.float())
             with precision(x, 0, self.amp_from):
-                return self._epilogue(out.float())
-        return self._epilogue(self.convs(x))
+                return self._epilogue(out.float(), parts)
+        return self._epilogue(self.convs(x), parts)
 
-    def _epilogue(self, out: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def _epilogue(self, out: torch.Tensor, parts: int = 1) -> tuple[torch.Tensor, None]:
         """Minibatch standard deviation, the last conv and the two dense layers."""
         n, c, h, w = out.shape
-        group = min(n, self.stddev_group)
-        while n % group:  # the largest group size <= stddev_group that divides the batch
+        group = min(n // parts, self.stddev_group)
+        while (n // parts) % group:  # the largest group size <= stddev_group that divides each part
             group -= 1
         # groups of consecutive samples (rosinality strides them): N DDP processes sharing one global
         # batch then form exactly the groups a single process would

@@ -3,10 +3,14 @@
 - `conv`: conv2d / conv_transpose2d whose backward is itself written with conv calls, so the double backward
   that R1 and path length need is two ordinary convolutions instead of PyTorch's generic double backward;
 - `bias_act`: bias + leaky ReLU x gain (+ clamp) as one autograd node that keeps only its output;
+- `modconv`: the demodulation as a matrix product, a styled layer's epilogue (demodulate, noise, bias,
+  activation) as one node, and 1x1 modulated convolutions (toRGB) as one batched matmul;
 - `resample`: FIR up/down-sampling with one strided (transposed) depthwise convolution each.
 
-Each op falls back to the plain PyTorch composition when `fast_ops(False)` is active: the benchmarks time
-that reference path in the same process, and tests compare the two.
+Each op falls back to the plain PyTorch composition when `fast_ops(False)` is active, and so do the choices
+the StyleGAN2 nets and trainer make with it (D's gains folded into its convolutions, the skip's blur at the
+sampled pixels, reals and fakes in one D pass): the benchmarks time that reference path in the same process,
+and tests compare the two.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Written plainly it is three nodes that keep three activations; here one node keeps only its output, whose
 sign says where the slope is 1 or `alpha` (gain > 0). Its gradient is a node of its own that is linear in
 the incoming gradient with a piecewise-constant slope, so differentiating it again (R1, path length) is one
-more multiplication.
+more multiplication. Without a bias and with gain 1 (a caller that folded both into its convolution, since
+lrelu(a z) = a lrelu(z) for a > 0) the node is one pass forward and one backward.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def _shape(x: torch.Tensor) -> tuple[int, ...]:
 
 def _slope_times(g: torch.Tensor, y: torch.Tensor, alpha: float, gain: float, clamp: float | None) -> torch.Tensor:
     """g * d y / d (x + b): gain where y > 0, alpha * gain elsewhere, 0 where the output was clamped."""
-    out = torch.ops.aten.leaky_relu_backward(g, y, alpha, True).mul_(gain)
+    out = torch.ops.aten.leaky_relu_backward(g, y, alpha, True)
+    if gain != 1:
+        out = out.mul_(gain)
     if clamp is not None:
         out = out.masked_fill_(y.abs() >= clamp, 0)
     return out
@@ -36,12 +39,14 @@ def _slope_times(g: torch.Tensor, y: torch.Tensor, alpha: float, gain: float, cl
 class _BiasAct(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, b: torch.Tensor, alpha: float, gain: float, clamp: float | None
+        ctx: Any, x: torch.Tensor, b: torch.Tensor | None, alpha: float, gain: float, clamp: float | None
     ) -> torch.Tensor:
-        y = F.leaky_relu_(x + b.view(_shape(x)).to(x.dtype), alpha).mul_(gain)
+        y = F.leaky_relu(x, alpha) if b is None else F.leaky_relu_(x + b.view(_shape(x)).to(x.dtype), alpha)
+        if gain != 1:
+            y = y.mul_(gain)
         if clamp is not None:
             y = y.clamp_(-clamp, clamp)
-        ctx.args, ctx.bias_dtype = (alpha, gain, clamp), b.dtype
+        ctx.args, ctx.bias_dtype = (alpha, gain, clamp), None if b is None else b.dtype
         ctx.save_for_backward(y)
         return y
 
@@ -72,12 +77,20 @@ class _BiasActGrad(torch.autograd.Function):
         return _BiasActGrad.apply(ggx, y, *ctx.args), None, None, None, None
 
 
-def bias_lrelu(
-    x: torch.Tensor, b: torch.Tensor, alpha: float = ALPHA, gain: float = GAIN, clamp: float | None = None
+def lrelu_backward(
+    gy: torch.Tensor, y: torch.Tensor, alpha: float = ALPHA, gain: float = GAIN, clamp: float | None = None
 ) -> torch.Tensor:
-    """leaky_relu(x + b, alpha) * gain, clamped to [-clamp, clamp] when given; b broadcast over dim 1."""
-    tracked = torch.is_grad_enabled() and (x.requires_grad or b.requires_grad)
+    """The gradient through an activation from its output y: gy * (gain, alpha * gain or 0 where clamped), as a
+    node that can be differentiated again (the slope is constant almost everywhere in y)."""
+    return _BiasActGrad.apply(gy, y, alpha, gain, clamp)
+
+
+def bias_lrelu(
+    x: torch.Tensor, b: torch.Tensor | None, alpha: float = ALPHA, gain: float = GAIN, clamp: float | None = None
+) -> torch.Tensor:
+    """leaky_relu(x + b, alpha) * gain, clamped to [-clamp, clamp] when given; b broadcast over dim 1 (or none)."""
+    tracked = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
     if ops.fast() and tracked:
         return _BiasAct.apply(x, b, alpha, gain, clamp)
-    y = F.leaky_relu(x + b.view(_shape(x)).to(x.dtype), alpha) * gain
+    y = F.leaky_relu(x if b is None else x + b.view(_shape(x)).to(x.dtype), alpha) * gain
     return y.clamp(-clamp, clamp) if clamp is not None else y

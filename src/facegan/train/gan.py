@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
+from facegan import ops
 from facegan.models.transfer import apply_pretrained
 from facegan.train.freeze import freeze_discriminator
 from facegan.train.objective import GANObjective
@@ -36,7 +37,8 @@ class GANTrainer(ModelTrainer):
         self.frozen = freeze_discriminator(self.d, cfg.freeze_d)
         if self.frozen:
             log.info("FreezeD: %d discriminator parameters frozen (first %d blocks)", len(self.frozen), cfg.freeze_d)
-        self.objective = GANObjective(cfg, bool(self.label_dims), self.dist, self.device, self.autocast)
+        joint = bool(getattr(self.d, "joint_batches", False)) and ops.fast()
+        self.objective = GANObjective(cfg, bool(self.label_dims), self.dist, self.device, self.autocast, joint)
         self.ada = self.objective.ada
         if self.ada and self.pretrained and self.pretrained.get("ada_p") is not None:
             self.ada.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run

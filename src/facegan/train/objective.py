@@ -72,7 +72,9 @@ def build_augment(cfg: TrainConfig) -> Augment | None:
 
 class GANObjective:
     """D's and G's loss terms for `cfg` (see the module docstring). `autocast` is the stepper's mixed-precision
-    context; the gradient penalty and the regularisers run outside it, in float32."""
+    context; the gradient penalty and the regularisers run outside it, in float32. `joint_d`: D's logit of a
+    sample depends on nothing else in the batch but its minibatch-stddev group (StyleGAN2's D, `joint_batches`),
+    so reals and fakes can share one pass (unconditional models)."""
 
     def __init__(
         self,
@@ -81,8 +83,10 @@ class GANObjective:
         dist: Dist,
         device: torch.device,
         autocast: Callable[[], AbstractContextManager],
+        joint_d: bool = False,
     ):
         self.cfg, self.conditional, self.dist, self.device, self.autocast = cfg, conditional, dist, device, autocast
+        self.joint_d = joint_d and not conditional
         self.loss = get_loss(cfg.loss)
         self.penalty = (
             partial(self.loss.penalty, **{k: getattr(cfg, f) for k, f in self.loss.penalty_settings.items()})
@@ -113,12 +117,17 @@ class GANObjective:
         d_penalty: nn.Module | None = None,
     ) -> Terms:
         """loss_d (+ penalty, + aux_d) on a real and a (detached) fake batch; d_real / d_fake: mean D outputs.
-        Batch `index` feeds ADA's estimate of D's overfitting. The penalty, differentiated twice, goes through
-        `d_penalty` (the eager D when `d` is compiled; default `d`)."""
+        With `joint_d` both batches go through D in one pass (`d(x, None, parts=2)`: per-sample logits as two
+        passes give them). Batch `index` feeds ADA's estimate of D's overfitting. The penalty, differentiated
+        twice, goes through `d_penalty` (the eager D when `d` is compiled; default `d`)."""
         t = Terms()
         with self.autocast():
-            adv_real, aux_real = d(self.augment(real, aug), y_real)
-            adv_fake, aux_fake = d(self.augment(fake, aug), y_fake)
+            if self.joint_d and len(real) == len(fake):  # one pass of D over both batches (the same logits)
+                adv, _ = d(torch.cat([self.augment(real, aug), self.augment(fake, aug)]), None, parts=2)
+                adv_real, adv_fake = adv.chunk(2)
+            else:
+                adv_real, aux_real = d(self.augment(real, aug), y_real)
+                adv_fake, aux_fake = d(self.augment(fake, aug), y_fake)
             t.add("loss_d", self.loss.d(adv_real.float(), adv_fake.float()))
             if self.conditional:
                 assert y_real is not None and y_fake is not None, "a conditional model trains on labels"
