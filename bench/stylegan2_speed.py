@@ -96,6 +96,16 @@ def interleaved(sides: dict[str, tuple[GANTrainer, bool]], rounds: int, steps: i
         for _ in range(steps):
             timed(t, fast)
     for _ in range(rounds):
+        if len(sides) == 1:  # one side (CUDA): the round as one block, steps queued back to back as in training
+            ((name, (t, fast)),) = sides.items()
+            with ops.fast_ops(fast):
+                sync(t.device)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    t.step()
+                sync(t.device)
+            out[name].append((time.perf_counter() - t0) / steps)
+            continue
         total = dict.fromkeys(sides, 0.0)
         for i in range(steps):
             for name in list(sides) if i % 2 == 0 else list(sides)[::-1]:
