@@ -26,6 +26,7 @@ CONVS = [  # (stride, padding, groups, cin, cout, k)
     (2, 0, 2, 4, 6, 3),
     (1, 0, 4, 4, 4, 4),  # depthwise, even kernel (the FIR filters)
     (2, 2, 1, 3, 5, 1),
+    (1, 1, 2, 2, 4, 3),  # grouped, one input channel per group, two outputs: not depthwise
 ]
 
 

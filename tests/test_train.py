@@ -96,9 +96,9 @@ def test_load_generator_round_trip(layout, tmp_path):
 def global_torch_settings():
     """Restores what `stepper.runtime` sets process-wide."""
     saved = (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
-    threads = torch.get_num_threads()
+    warn_only, threads = torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads()
     yield
-    torch.use_deterministic_algorithms(saved[0])
+    torch.use_deterministic_algorithms(saved[0], warn_only=warn_only)
     torch.utils.deterministic.fill_uninitialized_memory = saved[1]
     torch.set_num_threads(threads)
 

@@ -478,6 +478,8 @@ class Discriminator(nn.Module):
     def _epilogue(self, out: torch.Tensor, parts: int = 1) -> tuple[torch.Tensor, None]:
         """Minibatch standard deviation, the last conv and the two dense layers."""
         n, c, h, w = out.shape
+        if n % parts:
+            raise ValueError(f"a batch of {n} does not split into {parts} equal parts")
         group = min(n // parts, self.stddev_group)
         while (n // parts) % group:  # the largest group size <= stddev_group that divides each part
             group -= 1

@@ -72,7 +72,7 @@ class Geometry:
         depthwise stride-1 conv (the FIR filters) that is a conv with the flipped kernel: oneDNN's depthwise
         conv is up to twice as fast as its transposed one (bench/stylegan2_speed.py's machine)."""
         k = w.shape[-2:]
-        depthwise = w.shape[1] == 1 and self.groups > 1 and not self.transpose
+        depthwise = w.shape[1] == 1 and w.shape[0] == self.groups > 1 and not self.transpose
         if depthwise and self.stride == (1, 1) and all(p <= n - 1 for p, n in zip(self.padding, k, strict=True)):
             pad = (k[0] - 1 - self.padding[0], k[1] - 1 - self.padding[1])
             return w.flip(2, 3), Geometry(False, (1, 1), pad, (0, 0), self.groups)

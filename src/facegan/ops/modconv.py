@@ -25,10 +25,13 @@ from facegan.ops.conv import weight_grads_wanted
 
 
 def demodulation(w: torch.Tensor, s: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(N, out) coefficients for weight w (out, in, kh, kw) modulated by styles s (N, in)."""
+    """(N, out) coefficients for weight w (out, in, kh, kw) modulated by styles s (N, in); in float32 (or w's wider
+    dtype) under autocast too, as the reference's sum of squares is (autocast would run the product in half)."""
     if not ops.fast():
         return torch.rsqrt((w[None] * s[:, None, :, None, None]).pow(2).sum([2, 3, 4]) + eps)
-    return torch.rsqrt(s.pow(2) @ w.pow(2).sum([2, 3]).t() + eps)
+    dtype = torch.promote_types(torch.promote_types(w.dtype, s.dtype), torch.float32)
+    with torch.autocast(s.device.type, enabled=False):
+        return torch.rsqrt(s.to(dtype).pow(2) @ w.to(dtype).pow(2).sum([2, 3]).t() + eps)
 
 
 def modulated_1x1(x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
