@@ -52,6 +52,22 @@ def test_every_model_and_loss_runs_two_steps(model, loss):
         assert max(p.abs().max().item() for p in t.d.parameters()) <= 0.01 + 1e-7, "weights clipped"
 
 
+@pytest.mark.parametrize(("model", "loss"), [("dcgan", "wgan-div"), ("wgan-gp", "wgan-gp"), ("acgan", "wgan-div")])
+def test_gradient_penalties_train_under_mixed_precision(model, loss):
+    """The penalties run outside autocast in float32 while the fakes come from G in the amp dtype (CPU bfloat16
+    autocast standing in for CUDA's): WGAN-div's penalty put them through D as they came and failed ('Input type
+    (c10::BFloat16) and bias type (float) should be the same')."""
+    extra = {"d_norm": "layer"} if model == "dcgan" else {}
+    images, labels = _data()
+    t = Trainer(_cfg(model=model, loss=loss, n_critic=2, **extra), images, labels, DIMS, torch.device("cpu"))
+    t.autocast = t.objective.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    seen = []
+    t.g.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    rows = [t.step(), t.step()]
+    assert torch.bfloat16 in seen  # G ran in the amp dtype
+    assert all(np.isfinite(list(r.values())).all() for r in rows) and rows[-1]["penalty"] > 0
+
+
 @pytest.mark.parametrize("res", [64, 128])
 @pytest.mark.parametrize("arch", ["deconv", "upsample"])
 @pytest.mark.parametrize("variant", ["plain", "sn", "projection"])

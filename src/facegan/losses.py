@@ -45,7 +45,8 @@ def _d_wasserstein(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 
 
 def _grad_norm(d: Critic, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    x = x.detach().requires_grad_(True)
+    # float32: the penalty runs outside autocast, and under mixed precision the fakes come in its dtype
+    x = x.detach().float().requires_grad_(True)
     out, _ = d(x, labels)
     with no_weight_grads():  # d/d input only: the weights get theirs from the penalty's backward
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
