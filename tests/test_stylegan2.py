@@ -108,6 +108,21 @@ def test_ada_is_identity_at_p0_changes_images_at_p1_is_seeded_and_differentiable
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_ada_augments_in_float32_under_autocast():
+    """Under mixed precision ADA still samples and recolours in float32 (as stylegan2-ada does): the same pixels
+    as without autocast, for float32 reals and for fakes in the amp dtype alike. A bfloat16 sampling grid rounded
+    coordinates beyond 128 px to whole pixels."""
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    want = ada_augment(x, 1.0, torch.Generator().manual_seed(3))
+    half = x.bfloat16()
+    want_half = ada_augment(half.float(), 1.0, torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ada_augment(x, 1.0, torch.Generator().manual_seed(3))
+        got_half = ada_augment(half, 1.0, torch.Generator().manual_seed(3))
+    assert got.dtype == got_half.dtype == torch.float32
+    assert torch.equal(got, want) and torch.equal(got_half, want_half)
+
+
 def test_ada_sampler_matches_grid_sample_and_r1_flows_through_augmented_reals():
     import torch.nn.functional as F
 
@@ -135,6 +150,27 @@ def test_ada_p_rises_when_d_overfits_falls_when_it_does_not_and_fixed_p_stays():
     for step in range(40):
         fixed.observe(torch.ones(10), step)
     assert fixed.p == 0.3
+
+
+def test_ada_checkpoint_between_adjustments_keeps_the_pending_signs():
+    """observe() sums D's signs on D's device between adjustments (no device sync per step); a checkpoint taken
+    mid-interval holds that sum, and a run resumed from it moves p exactly as the uninterrupted run."""
+    c = AdaConfig(enabled=True, speed_kimg=1.0, interval=4)
+    up, down = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0]), torch.tensor([1.0, -1.0, 0.0, -0.5, -2.0])
+    logits = [up if s % 12 < 8 else down for s in range(20)]  # r_t 1, 1, -0.4, 1, 1: p up, up, down, up, up
+    straight = AdaptiveAugment(c, batch_size=5)
+    first = AdaptiveAugment(c, batch_size=5)
+    for s in range(20):
+        straight.observe(logits[s], s)
+    for s in range(6):
+        first.observe(logits[s], s)
+    state = first.state_dict()
+    assert state["count"] == 10 and state["sign_sum"] == sum(float(torch.sign(logits[s]).sum()) for s in (4, 5))
+    resumed = AdaptiveAugment(c, batch_size=5)
+    resumed.load_state_dict(state)
+    for s in range(6, 20):
+        resumed.observe(logits[s], s)
+    assert (resumed.p, resumed.rt) == (straight.p, straight.rt) and straight.p == pytest.approx(0.06)
 
 
 def test_ada_p_rises_during_training_on_a_few_images():

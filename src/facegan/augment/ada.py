@@ -133,9 +133,17 @@ def bilinear_reflect(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 def ada_augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    """Augment a batch (N, 3, H, W) in [-1, 1]; differentiable in x. p = 0 returns x unchanged."""
+    """Augment a batch (N, 3, H, W) in [-1, 1]; differentiable in x. p = 0 returns x unchanged. Computed in
+    float32 (returned in float32), under autocast too: a half-precision sampling grid rounds pixel coordinates
+    (bfloat16 keeps 8 bits: beyond 128 px bilinear becomes nearest) and would augment the fakes, which come in the
+    amp dtype, differently from the float32 reals."""
     if p <= 0:
         return x
+    with torch.autocast(x.device.type, enabled=False):
+        return _augment(x.float(), p, gen)
+
+
+def _augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
     m = geometric_matrix(n, h, p, gen)
     col = color_matrix(n, p, gen).to(device=x.device, dtype=x.dtype)
@@ -153,6 +161,7 @@ class AdaptiveAugment:
         self.cfg, self.batch_size = cfg, batch_size
         self.p = cfg.fixed_p if cfg.fixed_p is not None else cfg.initial_p
         self.sign_sum, self.count, self.rt = 0.0, 0, 0.0
+        self.pending: torch.Tensor | None = None  # sum(sign) since the last read, on D's device (no sync per step)
         self.reduce = lambda values: values  # summed over processes under DDP, so every rank keeps the same p
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -160,10 +169,12 @@ class AdaptiveAugment:
 
     def observe(self, real_logits: torch.Tensor, step: int) -> None:
         """Accumulate sign(D(real)); every `interval` steps move p towards the target r_t."""
-        self.sign_sum += float(torch.sign(real_logits.detach().float()).sum())
+        signs = torch.sign(real_logits.detach().float()).sum()  # integers: exact in float32 up to 2^24
+        self.pending = signs if self.pending is None else self.pending + signs
         self.count += real_logits.numel()
         if (step + 1) % self.cfg.interval or not self.count:
             return
+        self._flush()
         total, count = self.reduce([self.sign_sum, float(self.count)])
         self.rt = total / count
         self.sign_sum, self.count = 0.0, 0
@@ -172,9 +183,17 @@ class AdaptiveAugment:
             direction = (self.rt > self.cfg.target) - (self.rt < self.cfg.target)
             self.p = min(max(self.p + direction * delta, 0.0), 1.0)
 
+    def _flush(self) -> None:
+        """Move the device-side sum into sign_sum: one device sync, every `interval` steps or at a checkpoint."""
+        if self.pending is not None:
+            self.sign_sum += float(self.pending)
+            self.pending = None
+
     def state_dict(self) -> dict:
+        self._flush()
         return {"p": self.p, "sign_sum": self.sign_sum, "count": self.count, "rt": self.rt}
 
     def load_state_dict(self, state: dict) -> None:
         self.p, self.sign_sum = float(state["p"]), float(state["sign_sum"])
         self.count, self.rt = int(state["count"]), float(state["rt"])
+        self.pending = None
