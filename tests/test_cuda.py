@@ -7,6 +7,7 @@ import torch
 
 from facegan.config import TrainConfig
 from facegan.train.gan import GANTrainer as Trainer
+from facegan.train.stepper import apply_determinism
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -27,8 +28,19 @@ MODELS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _global_settings():
+    """Each test sets determinism and TF32 as its run would (apply_determinism); restored after it."""
+    modes = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    yield
+    torch.use_deterministic_algorithms(modes[0], warn_only=modes[1])
+    torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
 def _trainer(**over) -> Trainer:
     cfg = TrainConfig.model_validate({"batch_size": 8, "device": "cuda", "ema": 0.9, **over})
+    apply_determinism(cfg.deterministic, torch.device("cuda"))  # as run_train does
     images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8).pin_memory()
     return Trainer(cfg, images, None, [], torch.device("cuda"))
 
@@ -60,9 +72,9 @@ def test_fp32_cuda_matches_cpu_for_one_step():
     cfg = {**MODELS["stylegan2"], "ada": {"enabled": False}, "batch_size": 8, "ema": 0.0}
     images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     rows = []
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     for dev in ("cpu", "cuda"):
-        c = TrainConfig.model_validate({**cfg, "device": dev})
+        c = TrainConfig.model_validate({**cfg, "device": dev, "deterministic": True})
+        apply_determinism(c.deterministic, torch.device(dev))  # exact kernels, no TF32
         rows.append(Trainer(c, images, None, [], torch.device(dev)).step())
     for k in ("loss_d", "loss_g", "d_real", "d_fake"):
         assert rows[0][k] == pytest.approx(rows[1][k], rel=1e-3, abs=1e-4), k
@@ -80,7 +92,6 @@ def test_stylegan2_fp16_blocks_train_hundreds_of_steps_with_finite_losses():
 
 def test_cuda_graph_replay_gives_the_eager_losses():
     """compile: reduce-overhead (CUDA graphs) on DCGAN: the first steps' losses equal the eager ones."""
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     rows = {}
     for mode in (False, "reduce-overhead"):
         t = _trainer(**MODELS["dcgan"], compile=mode, ema=0.0, deterministic=True)

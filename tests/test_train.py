@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -112,3 +114,20 @@ def test_runtime_sets_determinism_without_filling_new_tensors(global_torch_setti
     assert not dist.active and device == torch.device("cpu") and torch.get_num_threads() == 1
     assert torch.are_deterministic_algorithms_enabled() is exact
     assert torch.utils.deterministic.fill_uninitialized_memory is False
+
+
+@pytest.mark.parametrize(("setting", "exact"), [(True, True), ("auto", False), (False, False)])
+def test_cuda_determinism_settings(global_torch_settings, monkeypatch, setting, exact):
+    """On CUDA, exact means deterministic kernels, no TF32, no cudnn autotuning, and cuBLAS's fixed workspace
+    (without CUBLAS_WORKSPACE_CONFIG its matmuls are not deterministic); fast means the opposite. The flags are
+    settable without a GPU."""
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        assert stepper.apply_determinism(setting, torch.device("cuda")) is exact
+        assert torch.are_deterministic_algorithms_enabled() is exact
+        assert torch.backends.cudnn.benchmark is (not exact)
+        assert torch.backends.cuda.matmul.allow_tf32 is torch.backends.cudnn.allow_tf32 is (not exact)
+        assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == (":4096:8" if exact else None)
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -310,7 +310,7 @@ class RunSettings(Section):
     compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
         False,
         description="torch.compile the nets (true = mode 'default'); 'reduce-overhead' also replays CUDA graphs, "
-        "for small nets whose steps are launch-bound on a GPU",
+        "for small nets whose steps are launch-bound on a GPU; 'max-autotune' tunes kernels and replays CUDA graphs",
     )
     loader_threads: int = Field(2, ge=1, le=64, description="threads decoding the packed ZIP")
     memory_budget_gb: float = Field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,6 +26,7 @@ from facegan.train.images import batch_indices
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that replay CUDA graphs
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,6 +45,8 @@ def deterministic(setting: bool | str, device: torch.device) -> bool:
 def apply_determinism(setting: bool | str, device: torch.device) -> bool:
     """Deterministic kernels (bitwise resume on CPU), or cudnn.benchmark + TF32 for speed; returns which."""
     exact = deterministic(setting, device)
+    if exact and device.type == "cuda":  # cuBLAS is deterministic only with a fixed workspace (read at first use)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(exact, warn_only=True)
     # deterministic mode also fills every new tensor with NaN (a debugging aid against reading uninitialised
     # memory): ~2% of a CPU StyleGAN2 step. Results do not depend on it (no kernel here reads its output first).
@@ -134,12 +138,21 @@ class Stepper:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(this process's rows of batch `index` of `images` as floats in [-1, 1], their indices)."""
         idx = self.dist.shard(batch_indices(len(images), self.batch_size, index, seed))
-        x = images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
+        x = self._gather(images, idx).to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
         x = x.contiguous(memory_format=self.memory_format)
         if self.mirror:
             flip = self.dist.shard(torch.rand(self.batch_size, generator=gen) < 0.5).to(self.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x, idx
+
+    def _gather(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """images[idx]; for a pinned set going to a GPU, into pinned memory (indexing a pinned tensor gives
+        pageable memory, whose copy to the GPU is synchronous). PyTorch's pinned-memory cache does not reuse
+        the buffer before the copy reading it has finished."""
+        if self.device.type != "cuda" or not images.is_pinned():
+            return images[idx]
+        out = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
+        return torch.index_select(images, 0, idx, out=out)
 
     # ---- networks -------------------------------------------------------------------------------
 
@@ -172,9 +185,9 @@ class Stepper:
         return torch.compile(module, mode=mode), module  # type: ignore[return-value]  # a callable module wrapper
 
     def begin_step(self) -> None:
-        """Before each step: with CUDA-graph replay ('reduce-overhead'), the previous step's graph outputs may be
-        overwritten from here on."""
-        if self.compile == "reduce-overhead" and self.device.type == "cuda":
+        """Before each step: with CUDA-graph replay ('reduce-overhead', 'max-autotune'), the previous step's graph
+        outputs may be overwritten from here on."""
+        if self.compile in CUDA_GRAPH_MODES and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
 
     @contextmanager
