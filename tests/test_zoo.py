@@ -131,6 +131,16 @@ def test_diffaugment_is_reproducible_and_changes_images():
     assert moved.shape == x.shape
 
 
+def test_diffaugment_augments_in_float32():
+    """Fakes in the amp dtype are augmented as their float32 values would be (colour factors not rounded to it)."""
+    x = (torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1).bfloat16()
+    policies = ["color", "translation", "cutout"]
+    want = diff_augment(x.float(), policies, torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = diff_augment(x, policies, torch.Generator().manual_seed(2))
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
 def test_diffaugment_keeps_gradients():
     x = torch.rand(2, 3, 16, 16, requires_grad=True)
     diff_augment(x, ["color", "translation", "cutout"], torch.Generator().manual_seed(0)).sum().backward()

@@ -65,7 +65,11 @@ POLICIES = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def diff_augment(x: torch.Tensor, policies: Sequence[str], gen: torch.Generator) -> torch.Tensor:
-    """Apply the policies in the canonical order color -> translation -> cutout."""
+    """Apply the policies in the canonical order color -> translation -> cutout, in float32 (returned in float32):
+    under mixed precision the fakes come in the amp dtype, and colour factors rounded to it would augment them
+    differently from the float32 reals."""
+    if any(name in policies for name in POLICIES):
+        x = x.float()
     for name in ("color", "translation", "cutout"):
         if name in policies:
             x = POLICIES[name](x, gen)

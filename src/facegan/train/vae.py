@@ -20,7 +20,7 @@ class VAETrainer(ModelTrainer):
     def encode(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z, mu, logvar): z sampled with the reparameterisation trick, noise from `gen`."""
         mu, logvar = self.d_run(x)
-        eps = self.dist.shard(torch.randn(len(x) * self.dist.world, mu.shape[1], generator=gen)).to(mu)
+        eps = self.dist.shard(torch.randn(len(x) * self.dist.world, mu.shape[1], generator=gen)).to(mu.device)
         return reparameterize(mu, logvar, eps), mu, logvar
 
     def step(self) -> dict[str, float]:
