@@ -30,7 +30,8 @@ from facegan.train.stepper import Stepper, load_optimizer
 
 class ImagePool:
     """The last `size` generated images; D sees a random half of each batch from this history
-    (Shrivastava et al. 2017), which damps oscillation. Seeded draws, state kept in checkpoints."""
+    (Shrivastava et al. 2017), which damps oscillation. Seeded draws, state kept in checkpoints. The history stays
+    on the images' device (a few MB; a copy to the host per image would sync a GPU every step)."""
 
     def __init__(self, size: int):
         self.size = size
@@ -42,18 +43,18 @@ class ImagePool:
         out = []
         for img in x.detach():
             if len(self.images) < self.size:
-                self.images.append(img.cpu())
+                self.images.append(img.clone())
                 out.append(img)
             elif torch.rand((), generator=gen) < 0.5:
                 j = int(torch.randint(self.size, (), generator=gen))
                 out.append(self.images[j].to(img))
-                self.images[j] = img.cpu()
+                self.images[j] = img.clone()
             else:
                 out.append(img)
         return torch.stack(out)
 
     def state_dict(self) -> torch.Tensor | None:
-        return torch.stack(self.images) if self.images else None
+        return torch.stack(self.images).cpu() if self.images else None
 
     def load_state_dict(self, state: torch.Tensor | None) -> None:
         self.images = list(state) if state is not None else []
