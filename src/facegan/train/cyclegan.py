@@ -54,7 +54,7 @@ class ImagePool:
         return torch.stack(out)
 
     def state_dict(self) -> torch.Tensor | None:
-        return torch.stack(self.images).cpu() if self.images else None
+        return torch.stack([im.cpu() for im in self.images]) if self.images else None  # resumed: some on the CPU
 
     def load_state_dict(self, state: torch.Tensor | None) -> None:
         self.images = list(state) if state is not None else []
