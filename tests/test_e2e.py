@@ -67,6 +67,7 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     return make_dvc_project(tmp_path_factory.mktemp("e2e"))
 
 
+@pytest.mark.slow  # with the shared fixture: minutes (CI runs it in `make test-slow`)
 def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(project):
     root, env = project
     out = _sh(["dvc", "repro"], root, env)
@@ -172,6 +173,7 @@ def test_repro_runs_the_chain_then_is_up_to_date_then_reruns_only_downstream(pro
     )
 
 
+@pytest.mark.slow  # with the shared fixture: minutes (CI runs it in `make test-slow`)
 def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
     root, env = project
     code = (
@@ -211,6 +213,7 @@ def test_dvc_repro_is_tracked_as_parent_and_stage_runs(project):
     assert got["loss_points"] == 6
 
 
+@pytest.mark.slow  # with the shared fixture: minutes (CI runs it in `make test-slow`)
 def test_two_dataset_stages_are_runs_of_their_own(project):
     root, env = project
     code = (

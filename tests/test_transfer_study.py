@@ -42,6 +42,7 @@ def study(tmp_path_factory):
     return p, root, ready, transfer_table.table(p, root)
 
 
+@pytest.mark.slow  # with the shared fixture: minutes (CI runs it in `make test-slow`)
 def test_every_row_and_seed_runs_and_the_table_gives_their_spread(study):
     p, root, _, result = study
     rows = result["rows"]
@@ -70,6 +71,7 @@ def test_every_row_and_seed_runs_and_the_table_gives_their_spread(study):
     assert saved["rows"]["ada"]["final"]["dlib"]["mean"] == pytest.approx(rows["ada"]["final"]["dlib"]["mean"])
 
 
+@pytest.mark.slow  # with the shared fixture: minutes (CI runs it in `make test-slow`)
 def test_a_rerun_of_one_row_with_its_seed_gives_the_same_distance(study, tmp_path):
     """CPU training is bitwise reproducible and sampling is fixed: the same row and seed, trained again in
     another folder, gives the same Frechet distance (and the same in-training curve)."""
@@ -83,6 +85,7 @@ def test_a_rerun_of_one_row_with_its_seed_gives_the_same_distance(study, tmp_pat
         assert a == b, name
 
 
+@pytest.mark.slow  # with the shared fixture: minutes (CI runs it in `make test-slow`)
 def test_study_errors_name_the_row_the_seed_and_the_missing_model(study, tmp_path):
     p = study[0]
     with pytest.raises(ParamsError, match="unknown transfer row 'nope'; rows: baseline, ada, scratch"):
@@ -93,6 +96,7 @@ def test_study_errors_name_the_row_the_seed_and_the_missing_model(study, tmp_pat
         transfer.finetune("ada", 0, p, tmp_path)
 
 
+@pytest.mark.slow  # with the shared fixture: minutes (CI runs it in `make test-slow`)
 def test_a_killed_fine_tune_resumes_and_gives_the_uninterrupted_bytes(study, tmp_path, monkeypatch):
     """The study's runs go through the same checkpointed loop as `train`: killed at step 1, rerun, resumed."""
     p, root, ready, _ = study
