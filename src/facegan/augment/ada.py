@@ -160,8 +160,9 @@ class AdaptiveAugment:
     def __init__(self, cfg: AdaConfig, batch_size: int):
         self.cfg, self.batch_size = cfg, batch_size
         self.p = cfg.fixed_p if cfg.fixed_p is not None else cfg.initial_p
-        self.sign_sum, self.count, self.rt = 0.0, 0, 0.0
-        self.pending: torch.Tensor | None = None  # sum(sign) since the last read, on D's device (no sync per step)
+        # sign_sum: a tensor on D's device between adjustments (no device sync per step), a float in checkpoints
+        self.sign_sum: float | torch.Tensor = 0.0
+        self.count, self.rt = 0, 0.0
         self.reduce = lambda values: values  # summed over processes under DDP, so every rank keeps the same p
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -169,13 +170,12 @@ class AdaptiveAugment:
 
     def observe(self, real_logits: torch.Tensor, step: int) -> None:
         """Accumulate sign(D(real)); every `interval` steps move p towards the target r_t."""
-        signs = torch.sign(real_logits.detach().float()).sum()  # integers: exact in float32 up to 2^24
-        self.pending = signs if self.pending is None else self.pending + signs
+        # integers: exact in float32 up to 2^24
+        self.sign_sum = self.sign_sum + torch.sign(real_logits.detach().float()).sum()
         self.count += real_logits.numel()
         if (step + 1) % self.cfg.interval or not self.count:
             return
-        self._flush()
-        total, count = self.reduce([self.sign_sum, float(self.count)])
+        total, count = self.reduce([float(self.sign_sum), float(self.count)])  # the one device sync
         self.rt = total / count
         self.sign_sum, self.count = 0.0, 0
         if self.cfg.fixed_p is None:
@@ -183,17 +183,9 @@ class AdaptiveAugment:
             direction = (self.rt > self.cfg.target) - (self.rt < self.cfg.target)
             self.p = min(max(self.p + direction * delta, 0.0), 1.0)
 
-    def _flush(self) -> None:
-        """Move the device-side sum into sign_sum: one device sync, every `interval` steps or at a checkpoint."""
-        if self.pending is not None:
-            self.sign_sum += float(self.pending)
-            self.pending = None
-
     def state_dict(self) -> dict:
-        self._flush()
-        return {"p": self.p, "sign_sum": self.sign_sum, "count": self.count, "rt": self.rt}
+        return {"p": self.p, "sign_sum": float(self.sign_sum), "count": self.count, "rt": self.rt}
 
     def load_state_dict(self, state: dict) -> None:
         self.p, self.sign_sum = float(state["p"]), float(state["sign_sum"])
         self.count, self.rt = int(state["count"]), float(state["rt"])
-        self.pending = None
