@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from facegan.chain import Layout, run_stage
@@ -22,6 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("FACEGAN_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture
+def global_torch_settings():
+    """Restores what `stepper.runtime` / `apply_determinism` set process-wide: deterministic mode, its NaN fill,
+    cudnn autotuning, TF32, threads."""
+    modes = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    fill, threads = torch.utils.deterministic.fill_uninitialized_memory, torch.get_num_threads()
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    yield
+    torch.use_deterministic_algorithms(modes[0], warn_only=modes[1])
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+    torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+    torch.set_num_threads(threads)
 
 
 def shrink(raw: dict, n: int, n_target: int) -> dict:

@@ -9,7 +9,10 @@ from facegan.config import TrainConfig
 from facegan.train.gan import GANTrainer as Trainer
 from facegan.train.stepper import apply_determinism
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+    pytest.mark.usefixtures("global_torch_settings"),  # each test sets determinism and TF32 as its run would
+]
 
 MODELS = {
     "dcgan": {"model": "dcgan", "g_channels": 16, "d_channels": 16},
@@ -26,16 +29,6 @@ MODELS = {
         "ada": {"enabled": True, "fixed_p": 0.5},
     },
 }
-
-
-@pytest.fixture(autouse=True)
-def _global_settings():
-    """Each test sets determinism and TF32 as its run would (apply_determinism); restored after it."""
-    modes = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    flags = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    yield
-    torch.use_deterministic_algorithms(modes[0], warn_only=modes[1])
-    torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 def _trainer(**over) -> Trainer:

@@ -94,17 +94,6 @@ def test_load_generator_round_trip(layout, tmp_path):
     assert g(torch.zeros(1, cfg.z_dim)).shape == (1, 3, 32, 32)
 
 
-@pytest.fixture
-def global_torch_settings():
-    """Restores what `stepper.runtime` sets process-wide."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
-    warn_only, threads = torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads()
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=warn_only)
-    torch.utils.deterministic.fill_uninitialized_memory = saved[1]
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("exact", [True, False])
 def test_runtime_sets_determinism_without_filling_new_tensors(global_torch_settings, exact):
     """Deterministic kernels without their NaN fill of every new tensor (a debugging aid costing ~2% of a CPU
@@ -121,13 +110,9 @@ def test_cuda_determinism_settings(global_torch_settings, monkeypatch, setting, 
     """On CUDA, exact means deterministic kernels, no TF32, no cudnn autotuning, and cuBLAS's fixed workspace
     (without CUBLAS_WORKSPACE_CONFIG its matmuls are not deterministic); fast means the opposite. The flags are
     settable without a GPU."""
-    saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    try:
-        assert stepper.apply_determinism(setting, torch.device("cuda")) is exact
-        assert torch.are_deterministic_algorithms_enabled() is exact
-        assert torch.backends.cudnn.benchmark is (not exact)
-        assert torch.backends.cuda.matmul.allow_tf32 is torch.backends.cudnn.allow_tf32 is (not exact)
-        assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == (":4096:8" if exact else None)
-    finally:
-        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert stepper.apply_determinism(setting, torch.device("cuda")) is exact
+    assert torch.are_deterministic_algorithms_enabled() is exact
+    assert torch.backends.cudnn.benchmark is (not exact)
+    assert torch.backends.cuda.matmul.allow_tf32 is torch.backends.cudnn.allow_tf32 is (not exact)
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == (":4096:8" if exact else None)
