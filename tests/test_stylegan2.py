@@ -402,21 +402,31 @@ def test_amp_blocks_put_only_the_highest_resolutions_in_the_amp_dtype_and_conv_c
     assert set(seen.values()) == {bf16}  # amp_blocks 0: every layer follows autocast
 
 
-def test_mixed_precision_training_step_runs_on_cpu_with_bf16_autocast():
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
+def test_mixed_precision_training_step_runs_on_cpu_autocast(amp):
     """The AMP code path of the trainer (autocast around G and D, per-block precision, conv_clamp, the joint D
-    pass, R1 and path length in float32 outside it), with CPU bfloat16 autocast standing in for CUDA fp16: 12 steps
-    with finite losses, both regularisers applied, every weight still finite and float32."""
+    pass, R1 and path length in float32 outside it), with CPU autocast standing in for CUDA's; float16 also goes
+    through the gradient scaler (CUDA's fp16 setting, on the CPU): 12 steps with finite losses, both regularisers
+    applied, every weight still finite, float32 and trained."""
     c = cfg(
         stylegan2={"preset": "tiny", "amp_blocks": 2, "conv_clamp": 256.0, "style_mixing": 0.9},
         r1={"gamma": 10.0, "every": 2}, channels_last=True,
     )  # fmt: skip
     t = trainer(c)
-    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    t.autocast = t.objective.autocast = autocast
+    t.autocast = t.objective.autocast = lambda: torch.autocast("cpu", dtype=amp)
+    updates = []
+    if amp == torch.float16:
+        t.scaler = torch.amp.GradScaler("cpu")
+        update = t.scaler.update
+        t.scaler.update = lambda *a: (updates.append(t.scaler.get_scale()), update(*a))[1]
+    before = [p.detach().clone() for p in t.g.parameters()]
     seen = []
     t.g.convs[-1].register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
     rows = [t.step() for _ in range(12)]
-    assert torch.bfloat16 in seen  # the highest-resolution block ran in the amp dtype
+    assert amp in seen  # the highest-resolution block ran in the amp dtype
     assert all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in rows)
     assert sum(r["r1"] > 0 for r in rows) == 6 and sum(r["path_length"] > 0 for r in rows) == 6
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in (*t.g.parameters(), *t.d.parameters()))
+    assert sum(not torch.equal(a, b) for a, b in zip(before, t.g.parameters(), strict=True)) > len(before) // 2
+    if amp == torch.float16:  # every backward went through the scaler; overflows back it off, it does not collapse
+        assert len(updates) >= 12 * 2 and 1 < t.scaler.get_scale() <= 65536
