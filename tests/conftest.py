@@ -39,6 +39,24 @@ def global_torch_settings():
     torch.set_num_threads(threads)
 
 
+def cpu_amp(trainer, dtype: torch.dtype) -> list[float]:
+    """Puts `trainer` on its mixed-precision path on the CPU, as `amp: bf16 | fp16` sets it up on CUDA: its
+    autocast (around G and D, and the GAN objective's) in `dtype`, and for float16 the gradient scaler. Returns
+    the scales seen at each scaler update (one per backward pass; empty for bfloat16)."""
+    trainer.amp_dtype = dtype  # `Stepper.autocast` reads it at each use
+    scales: list[float] = []
+    if dtype == torch.float16:
+        scaler = trainer.scaler = torch.amp.GradScaler("cpu")
+        update = scaler.update
+
+        def counted(*args):
+            scales.append(scaler.get_scale())
+            update(*args)
+
+        scaler.update = counted
+    return scales
+
+
 def shrink(raw: dict, n: int, n_target: int) -> dict:
     """Every dataset to a few 128 px images packed at 32 px; the transfer runs to a tiny StyleGAN2, the CycleGAN
     to a tiny one."""

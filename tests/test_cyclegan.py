@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_params
+from conftest import cpu_amp, tiny_params
 from facegan.chain import Layout, run_stage
 from facegan.config import CycleGANConfig, ParamsError, parse_params
 from facegan.models.cyclegan import PatchDiscriminator, ResnetGenerator
@@ -135,6 +135,34 @@ def test_g_update_leaves_both_discriminators_gradients_alone():
     t.step()
     assert seen == [True, True]
     assert all(p.requires_grad for d in ds for p in d.parameters()), "the Ds' parameters were not handed back"
+
+
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
+def test_trains_under_mixed_precision(amp):
+    """CycleGAN's mixed-precision path (CPU autocast standing in for CUDA's; float16 through the gradient scaler),
+    with SSIM, DiffAugment and the image pool: the nets run in the amp dtype, the losses are finite, the weights
+    stay float32 and train."""
+    c = _cfg(
+        steps=20,
+        decay_start=20,
+        ssim_weight=1.0,
+        diffaugment=["color", "translation"],
+        spectral_norm=True,
+        loss="hinge",
+    )
+    t = CycleTrainer(c, _images(4), _images(4, seed=1), CPU)
+    scales = cpu_amp(t, amp)
+    seen = set()
+    for net in t.nets.values():
+        net.register_forward_hook(lambda mod, inp, out: seen.add(out.dtype))
+    before = {k: [p.detach().clone() for p in net.parameters()] for k, net in t.nets.items()}
+    rows = [t.step() for _ in range(8)]  # fp16: the scaler skips the first updates while it backs off from 2**16
+    assert seen == {amp}
+    assert all(np.isfinite(list(r.values())).all() for r in rows) and rows[-1]["ssim"] > 0
+    for k, net in t.nets.items():
+        assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in net.parameters()), k
+        assert any(not torch.equal(a, b) for a, b in zip(before[k], net.parameters(), strict=True)), k
+    assert len(scales) == (16 if amp == torch.float16 else 0)  # G's and D's update per step
 
 
 def _smooth(n: int, seed: int) -> torch.Tensor:

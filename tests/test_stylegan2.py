@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import cpu_amp
 from facegan.augment.ada import AdaptiveAugment, ada_augment
 from facegan.config import AdaConfig, ParamsError, TrainConfig, TransferConfig
 from facegan.models import build_models
@@ -413,12 +414,7 @@ def test_mixed_precision_training_step_runs_on_cpu_autocast(amp):
         r1={"gamma": 10.0, "every": 2}, channels_last=True,
     )  # fmt: skip
     t = trainer(c)
-    t.autocast = t.objective.autocast = lambda: torch.autocast("cpu", dtype=amp)
-    updates = []
-    if amp == torch.float16:
-        t.scaler = torch.amp.GradScaler("cpu")
-        update = t.scaler.update
-        t.scaler.update = lambda *a: (updates.append(t.scaler.get_scale()), update(*a))[1]
+    scales = cpu_amp(t, amp)
     before = [p.detach().clone() for p in t.g.parameters()]
     seen = []
     t.g.convs[-1].register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
@@ -429,4 +425,4 @@ def test_mixed_precision_training_step_runs_on_cpu_autocast(amp):
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in (*t.g.parameters(), *t.d.parameters()))
     assert sum(not torch.equal(a, b) for a, b in zip(before, t.g.parameters(), strict=True)) > len(before) // 2
     if amp == torch.float16:  # every backward went through the scaler; overflows back it off, it does not collapse
-        assert len(updates) >= 12 * 2 and 1 < t.scaler.get_scale() <= 65536
+        assert len(scales) >= 12 * 2 and 1 < t.scaler.get_scale() <= 65536

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import tiny_params
+from conftest import cpu_amp, tiny_params
 from facegan.chain import Layout, run_stage
 from facegan.config import ParamsError, TrainConfig, parse_params
 from facegan.models import build_models
@@ -55,6 +55,26 @@ def test_kl_divergence_matches_the_closed_form():
 def test_kl_weight_ramps_up_over_the_warmup():
     t = VAETrainer(_cfg(vae={"kl_weight": 2.0, "kl_warmup": 4}), _smooth(8), None, [], CPU)
     assert [t.kl_weight(s) for s in range(5)] == [0.5, 1.0, 1.5, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
+def test_trains_under_mixed_precision(amp):
+    """The encoder and decoder run in the amp dtype (CPU autocast standing in for CUDA's; float16 through the
+    gradient scaler), the loss and its noise in float32: finite losses, float32 weights that train."""
+    t = VAETrainer(_cfg(), _smooth(8), None, [], CPU)
+    scales = cpu_amp(t, amp)
+    seen = set()
+    for net in (t.g, t.d):
+        net.register_forward_hook(
+            lambda mod, inp, out: seen.update(o.dtype for o in (out if isinstance(out, tuple) else [out]))
+        )
+    before = [p.detach().clone() for p in t.g.parameters()]
+    rows = [t.step() for _ in range(10)]  # fp16: the scaler skips the first updates while it backs off from 2**16
+    assert seen == {amp}
+    assert all(np.isfinite(list(r.values())).all() for r in rows)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in (*t.g.parameters(), *t.d.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.g.parameters(), strict=True))
+    assert len(scales) == (10 if amp == torch.float16 else 0)
 
 
 def test_reconstruction_error_falls_and_figures_are_written(tmp_path):

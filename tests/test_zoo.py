@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_params
+from conftest import cpu_amp, tiny_params
 from facegan.augment.diffaugment import diff_augment
 from facegan.config import ParamsError, TrainConfig
 from facegan.losses import LOSSES
@@ -52,20 +52,22 @@ def test_every_model_and_loss_runs_two_steps(model, loss):
         assert max(p.abs().max().item() for p in t.d.parameters()) <= 0.01 + 1e-7, "weights clipped"
 
 
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(("model", "loss"), [("dcgan", "wgan-div"), ("wgan-gp", "wgan-gp"), ("acgan", "wgan-div")])
-def test_gradient_penalties_train_under_mixed_precision(model, loss):
-    """The penalties run outside autocast in float32 while the fakes come from G in the amp dtype (CPU bfloat16
-    autocast standing in for CUDA's): WGAN-div's penalty put them through D as they came and failed ('Input type
-    (c10::BFloat16) and bias type (float) should be the same')."""
+def test_gradient_penalties_train_under_mixed_precision(model, loss, amp):
+    """The penalties run outside autocast in float32 while the fakes come from G in the amp dtype (CPU autocast
+    standing in for CUDA's; float16 through the gradient scaler): WGAN-div's penalty put them through D as they
+    came and failed ('Input type (c10::BFloat16) and bias type (float) should be the same')."""
     extra = {"d_norm": "layer"} if model == "dcgan" else {}
     images, labels = _data()
     t = Trainer(_cfg(model=model, loss=loss, n_critic=2, **extra), images, labels, DIMS, torch.device("cpu"))
-    t.autocast = t.objective.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    scales = cpu_amp(t, amp)
     seen = []
     t.g.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
     rows = [t.step(), t.step()]
-    assert torch.bfloat16 in seen  # G ran in the amp dtype
+    assert amp in seen  # G ran in the amp dtype
     assert all(np.isfinite(list(r.values())).all() for r in rows) and rows[-1]["penalty"] > 0
+    assert len(scales) == (6 if amp == torch.float16 else 0)  # 2 x (2 D updates + 1 G update) through the scaler
 
 
 @pytest.mark.parametrize("res", [64, 128])
