@@ -1,7 +1,7 @@
 """StyleGAN2 training speed: the real training step (`GANTrainer.step`, set up by `facegan.train.stepper.runtime`
 as `run_train` sets it up), timed in interleaved rounds; medians, with the settings.
 
-    python bench/stylegan2_speed.py [--rounds 7] [--steps 16] [--threads 2] [--no-forms] [--json out.json]
+    python bench/stylegan2_speed.py [--rounds 7] [--steps 16] [--threads 2] [--no-forms] [--cuda-only] [--json out.json]
 
 CPU (always): the `cpu` preset at 64x64, batch 16, R1 every 16 and path length every 4 on, style mixing 0.9,
 EMA. This implementation (facegan.ops: convolutions with a convolutional backward, one-node bias + activation
@@ -225,11 +225,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="steps per round: whole lazy-regularisation cycles")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-forms", action="store_true", help="skip the per-layer modulated conv forms")
+    ap.add_argument("--cuda-only", action="store_true", help="only the CUDA figures (a lent GPU's minutes are few)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
-    results: dict[str, Any] = {"cpu": cpu_step(args)}
-    if not args.no_forms:
-        results["forms"] = modconv_forms(args)
+    if args.cuda_only and not torch.cuda.is_available():
+        ap.error("--cuda-only: no CUDA device on this machine")
+    results: dict[str, Any] = {}
+    if not args.cuda_only:
+        results["cpu"] = cpu_step(args)
+        if not args.no_forms:
+            results["forms"] = modconv_forms(args)
     if torch.cuda.is_available():
         results["cuda"] = gpu(args)
     else:

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The GPU checks of issue #20 as one command for a lent GPU machine, whose minutes are few (this workplace lends
+# 15 minutes of device time a session, start-up included; one command may run 10). Most important first, each
+# under its own time limit inside a total budget, so a slow step cannot starve the rest:
+#   1. bench/stylegan2_speed.py --cuda-only: s/kimg + peak memory, auto 256 and config-f, fp32 and fp16 blocks
+#   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs the textbook loop
+#   3. tests/test_cuda.py: fp16 StyleGAN2 300 steps, CUDA-graph replay vs eager, fp32 CUDA vs CPU, AMP x models
+#   4. bench/gpu.py: DCGAN img/s, fp32 and fp16, eager and reduce-overhead
+#
+#   bash bench/gpu_session.sh wheels   # here, once: the Python packages facegan needs that the device image lacks
+#                                      # (pydantic and its four dependencies, the versions of .venv) into .whl/
+#                                      # (git-ignored; the device tool takes it with carry: [".whl"])
+#   bash bench/gpu_session.sh run      # on the GPU machine: logs and JSON into $OUT (else bench_out/gpu)
+#
+# The device image (python3 3.12 with torch, numpy, Pillow, PyYAML, pytest, tqdm; see the device tool's KINDS.md)
+# runs facegan from src/ without installing it; on any CUDA machine with facegan's dependencies `run` works as it
+# is (PYTHON picks the interpreter). GPU_SESSION_BUDGET (seconds, default 500) bounds the whole run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+wheels() {
+    local py=.venv/bin/python pins=()
+    [ -x "$py" ] || py=python3
+    # the versions the test suite ran with here
+    mapfile -t pins < <("$py" - <<'EOF'
+import importlib.metadata as md
+for name in ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions"):
+    print(f"{name}=={md.version(name)}")
+EOF
+    ) || { echo "gpu_session: cannot read the pinned versions from $py (run make dev first)" >&2; return 1; }
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl "${pins[@]}"
+}
+
+run() {
+    local out=${OUT:-bench_out/gpu} py=${PYTHON:-python3} budget=${GPU_SESSION_BUDGET:-500}
+    mkdir -p "$out"
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl || { echo "gpu_session: installing .whl/ failed" >&2; return 1; }
+        export PYTHONPATH=/tmp/site
+    fi
+    export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    "$py" - <<'EOF' 2>&1 | tee "$out/machine.txt"
+import torch, pydantic
+if not torch.cuda.is_available():
+    raise SystemExit("gpu_session: no CUDA device here (this script is for a lent GPU machine)")
+p = torch.cuda.get_device_properties(0)
+print(f"{p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs; torch {torch.__version__}, "
+      f"CUDA {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}; pydantic {pydantic.VERSION}")
+EOF
+    [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
+    local end=$((SECONDS + budget)) rc=0
+    step() {  # step NAME LIMIT COMMAND...: at most LIMIT seconds, and never past the budget
+        local name=$1 limit=$2 left=$((end - SECONDS))
+        shift 2
+        ((left < limit)) && limit=$left
+        if ((limit < 20)); then
+            echo "== $name: skipped (budget spent)" | tee -a "$out/summary.txt"
+            return
+        fi
+        echo "== $name (limit ${limit}s): $*"
+        local t0=$SECONDS
+        timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
+        local code=${PIPESTATUS[0]}
+        ((code == 0)) || rc=1
+        echo "== $name: exit $code after $((SECONDS - t0))s" | tee -a "$out/summary.txt"
+    }
+    step stylegan2 200 "$py" bench/stylegan2_speed.py --cuda-only --rounds 3 --json "$out/stylegan2.json"
+    step train_step 110 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
+    step test_cuda 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+    step dcgan 90 "$py" bench/gpu.py --amp off fp16 --rounds 3 --json "$out/dcgan.json"
+    return $rc
+}
+
+case "${1:-}" in
+wheels) wheels ;;
+run) run ;;
+*)
+    echo "usage: bash bench/gpu_session.sh wheels|run" >&2
+    exit 2
+    ;;
+esac
