@@ -9,12 +9,13 @@
 #
 #   bash bench/gpu_session.sh wheels   # here, once: the Python packages facegan needs that the device image lacks
 #                                      # (pydantic and its four dependencies, the versions of .venv) into .whl/
-#                                      # (git-ignored; the device tool takes it with carry: [".whl"])
+#                                      # (git-ignored; the device tool takes it with carry: [".whl"],
+#                                      # command "bash bench/gpu_session.sh run", timeout_s 600)
 #   bash bench/gpu_session.sh run      # on the GPU machine: logs and JSON into $OUT (else bench_out/gpu)
 #
 # The device image (python3 3.12 with torch, numpy, Pillow, PyYAML, pytest, tqdm; see the device tool's KINDS.md)
 # runs facegan from src/ without installing it; on any CUDA machine with facegan's dependencies `run` works as it
-# is (PYTHON picks the interpreter). GPU_SESSION_BUDGET (seconds, default 500) bounds the whole run.
+# is (PYTHON picks the interpreter). GPU_SESSION_BUDGET (seconds, default 540) bounds the whole run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +35,7 @@ EOF
 }
 
 run() {
-    local out=${OUT:-bench_out/gpu} py=${PYTHON:-python3} budget=${GPU_SESSION_BUDGET:-500}
+    local out=${OUT:-bench_out/gpu} py=${PYTHON:-python3} budget=${GPU_SESSION_BUDGET:-540}
     mkdir -p "$out"
     if compgen -G ".whl/*.whl" >/dev/null; then
         "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -67,10 +68,10 @@ EOF
         ((code == 0)) || rc=1
         echo "== $name: exit $code after $((SECONDS - t0))s" | tee -a "$out/summary.txt"
     }
-    step stylegan2 200 "$py" bench/stylegan2_speed.py --cuda-only --rounds 3 --json "$out/stylegan2.json"
-    step train_step 110 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
+    step stylegan2 260 "$py" bench/stylegan2_speed.py --cuda-only --rounds 2 --json "$out/stylegan2.json"
+    step train_step 100 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
     step test_cuda 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
-    step dcgan 90 "$py" bench/gpu.py --amp off fp16 --rounds 3 --json "$out/dcgan.json"
+    step dcgan 80 "$py" bench/gpu.py --amp off fp16 --rounds 3 --json "$out/dcgan.json"
     return $rc
 }
 
