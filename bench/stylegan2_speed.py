@@ -3,7 +3,7 @@ as `run_train` sets it up), timed in interleaved rounds; medians, with the setti
 
     python bench/stylegan2_speed.py [--rounds 7] [--steps 16] [--threads 2] [--no-forms] [--cuda-only] [--json out.json]
 
-CPU (always): the `cpu` preset at 64x64, batch 16, R1 every 16 and path length every 4 on, style mixing 0.9,
+CPU (unless --cuda-only): the `cpu` preset at 64x64, batch 16, R1 every 16 and path length every 4 on, style mixing 0.9,
 EMA. This implementation (facegan.ops: convolutions with a convolutional backward, one-node bias + activation
 and layer epilogue, one-kernel resampling, the demodulation as a matrix product, toRGB as a batched matmul; D's
 gains folded into its convolutions and reals + fakes in one D pass; channels_last) against the reference path
@@ -199,7 +199,9 @@ def modconv_forms(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
-def gpu(args: argparse.Namespace) -> dict[str, Any]:
+def gpu(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """s/kimg and peak memory of each CUDA config; `save` gets the results so far after each (a run cut short
+    keeps the configs it finished)."""
     print(f"\n## CUDA: {torch.cuda.get_device_name()}; anchor: {ANCHOR}")
     results: dict[str, Any] = {}
     for amp in ("off", "fp16"):
@@ -213,6 +215,7 @@ def gpu(args: argparse.Namespace) -> dict[str, Any]:
             label = f"{name}, {'fp32' if amp == 'off' else 'fp16 in 4 blocks + clamp 256'}"
             print(f"{label:58s} {kimg:7.2f} s/kimg  ({cfg.batch_size / sec:6.1f} img/s, peak {peak:.1f} GiB)")
             results[label] = {"s_per_kimg": kimg, "peak_gib": peak, "settings": settings(cfg, t.device)}
+            save(results)
             del t
             torch.cuda.empty_cache()
     print(f"settings: {settings(cfg, torch.device('cuda'))}")
@@ -235,13 +238,17 @@ def main() -> None:
         results["cpu"] = cpu_step(args)
         if not args.no_forms:
             results["forms"] = modconv_forms(args)
+
+    def save(cuda: dict[str, Any] | None = None) -> None:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({**results, **({"cuda": cuda} if cuda else {})}, f, indent=1, default=str)
+
     if torch.cuda.is_available():
-        results["cuda"] = gpu(args)
+        results["cuda"] = gpu(args, save)
     else:
         print("\nno CUDA device: the GPU figures (auto 256 and config-f, fp32 and mixed precision) are not measured")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
+    save()
 
 
 if __name__ == "__main__":

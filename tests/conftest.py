@@ -40,18 +40,20 @@ def global_torch_settings():
 
 
 def cpu_amp(trainer, dtype: torch.dtype) -> list[float]:
-    """Puts `trainer` on its mixed-precision path on the CPU, as `amp: bf16 | fp16` sets it up on CUDA: its
-    autocast (around G and D, and the GAN objective's) in `dtype`, and for float16 the gradient scaler. Returns
-    the scales seen at each scaler update (one per backward pass; empty for bfloat16)."""
+    """Puts `trainer` in the state `amp: bf16 | fp16` gives it on CUDA, on the CPU: its autocast (around G and D,
+    and the GAN objective's) in `dtype`, and for float16 the gradient scaler. CPU autocast's op rules are not
+    CUDA's (on the CPU, fp16 autocast keeps e.g. layer/group norm, exp and sums in fp16; reflect padding
+    returns float32), so this tests the trainers' amp plumbing, not CUDA's numerics. Returns the scales seen at
+    each scaler update (one per backward pass; none when the scaler is off, as for bfloat16)."""
     trainer.amp_dtype = dtype  # `Stepper.autocast` reads it at each use
     scales: list[float] = []
     if dtype == torch.float16:
         scaler = trainer.scaler = torch.amp.GradScaler("cpu")
         update = scaler.update
 
-        def counted(*args):
+        def counted(*args, **kwargs):
             scales.append(scaler.get_scale())
-            update(*args)
+            update(*args, **kwargs)
 
         scaler.update = counted
     return scales

@@ -139,9 +139,9 @@ def test_g_update_leaves_both_discriminators_gradients_alone():
 
 @pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
 def test_trains_under_mixed_precision(amp):
-    """CycleGAN's mixed-precision path (CPU autocast standing in for CUDA's; float16 through the gradient scaler),
-    with SSIM, DiffAugment and the image pool: the nets run in the amp dtype, the losses are finite, the weights
-    stay float32 and train."""
+    """CycleGAN's mixed-precision path on CPU autocast (the trainer's amp state, not CUDA's op rules; see
+    `cpu_amp`), float16 through the gradient scaler, with SSIM, DiffAugment and the image pool: the nets run in
+    the amp dtype, the losses are finite, the weights stay float32 and train."""
     c = _cfg(
         steps=20,
         decay_start=20,
@@ -162,6 +162,7 @@ def test_trains_under_mixed_precision(amp):
     for k, net in t.nets.items():
         assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in net.parameters()), k
         assert any(not torch.equal(a, b) for a, b in zip(before[k], net.parameters(), strict=True)), k
+    assert t.scaler.is_enabled() == (amp == torch.float16)
     assert len(scales) == (16 if amp == torch.float16 else 0)  # G's and D's update per step
 
 

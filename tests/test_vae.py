@@ -59,8 +59,9 @@ def test_kl_weight_ramps_up_over_the_warmup():
 
 @pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
 def test_trains_under_mixed_precision(amp):
-    """The encoder and decoder run in the amp dtype (CPU autocast standing in for CUDA's; float16 through the
-    gradient scaler), the loss and its noise in float32: finite losses, float32 weights that train."""
+    """The encoder and decoder run in the amp dtype on CPU autocast (the trainer's amp state, not CUDA's op
+    rules; see `cpu_amp`), float16 through the gradient scaler; the loss and its noise in float32: finite losses,
+    float32 weights that train."""
     t = VAETrainer(_cfg(), _smooth(8), None, [], CPU)
     scales = cpu_amp(t, amp)
     seen = set()
@@ -74,6 +75,7 @@ def test_trains_under_mixed_precision(amp):
     assert all(np.isfinite(list(r.values())).all() for r in rows)
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in (*t.g.parameters(), *t.d.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(before, t.g.parameters(), strict=True))
+    assert t.scaler.is_enabled() == (amp == torch.float16)
     assert len(scales) == (10 if amp == torch.float16 else 0)
 
 

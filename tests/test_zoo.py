@@ -56,18 +56,23 @@ def test_every_model_and_loss_runs_two_steps(model, loss):
 @pytest.mark.parametrize(("model", "loss"), [("dcgan", "wgan-div"), ("wgan-gp", "wgan-gp"), ("acgan", "wgan-div")])
 def test_gradient_penalties_train_under_mixed_precision(model, loss, amp):
     """The penalties run outside autocast in float32 while the fakes come from G in the amp dtype (CPU autocast
-    standing in for CUDA's; float16 through the gradient scaler): WGAN-div's penalty put them through D as they
-    came and failed ('Input type (c10::BFloat16) and bias type (float) should be the same')."""
+    in place of CUDA's, see `cpu_amp`; float16 through the gradient scaler): WGAN-div's penalty put them through D
+    as they came and failed ('Input type (c10::BFloat16) and bias type (float) should be the same')."""
     extra = {"d_norm": "layer"} if model == "dcgan" else {}
     images, labels = _data()
     t = Trainer(_cfg(model=model, loss=loss, n_critic=2, **extra), images, labels, DIMS, torch.device("cpu"))
     scales = cpu_amp(t, amp)
     seen = []
     t.g.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
-    rows = [t.step(), t.step()]
+    before = [p.detach().clone() for p in (*t.g.parameters(), *t.d.parameters())]
+    rows = [t.step() for _ in range(4)]  # fp16: the scaler may skip the first updates while it backs off from 2**16
     assert amp in seen  # G ran in the amp dtype
     assert all(np.isfinite(list(r.values())).all() for r in rows) and rows[-1]["penalty"] > 0
-    assert len(scales) == (6 if amp == torch.float16 else 0)  # 2 x (2 D updates + 1 G update) through the scaler
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in (*t.g.parameters(), *t.d.parameters()))
+    after = [*t.g.parameters(), *t.d.parameters()]
+    assert sum(not torch.equal(a, b) for a, b in zip(before, after, strict=True)) > len(before) // 2  # both trained
+    assert t.scaler.is_enabled() == (amp == torch.float16)
+    assert len(scales) == (12 if amp == torch.float16 else 0)  # 4 x (2 D updates + 1 G update) through the scaler
 
 
 @pytest.mark.parametrize("res", [64, 128])
