@@ -199,11 +199,10 @@ def modconv_forms(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
-def gpu(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """s/kimg and peak memory of each CUDA config; `save` gets the results so far after each (a run cut short
+def gpu(args: argparse.Namespace, results: dict[str, Any], save: Callable[[], None]) -> None:
+    """s/kimg and peak memory of each CUDA config into `results`, calling `save` after each (a run cut short
     keeps the configs it finished)."""
     print(f"\n## CUDA: {torch.cuda.get_device_name()}; anchor: {ANCHOR}")
-    results: dict[str, Any] = {}
     for amp in ("off", "fp16"):
         for name, cfg in gpu_configs(amp).items():
             t = trainer(cfg, 256)
@@ -215,11 +214,10 @@ def gpu(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) -> dic
             label = f"{name}, {'fp32' if amp == 'off' else 'fp16 in 4 blocks + clamp 256'}"
             print(f"{label:58s} {kimg:7.2f} s/kimg  ({cfg.batch_size / sec:6.1f} img/s, peak {peak:.1f} GiB)")
             results[label] = {"s_per_kimg": kimg, "peak_gib": peak, "settings": settings(cfg, t.device)}
-            save(results)
+            save()
             del t
             torch.cuda.empty_cache()
     print(f"settings: {settings(cfg, torch.device('cuda'))}")
-    return results
 
 
 def main() -> None:
@@ -239,13 +237,14 @@ def main() -> None:
         if not args.no_forms:
             results["forms"] = modconv_forms(args)
 
-    def save(cuda: dict[str, Any] | None = None) -> None:
+    def save() -> None:
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({**results, **({"cuda": cuda} if cuda else {})}, f, indent=1, default=str)
+                json.dump(results, f, indent=1, default=str)
 
     if torch.cuda.is_available():
-        results["cuda"] = gpu(args, save)
+        results["cuda"] = {}
+        gpu(args, results["cuda"], save)
     else:
         print("\nno CUDA device: the GPU figures (auto 256 and config-f, fp32 and mixed precision) are not measured")
     save()
