@@ -80,6 +80,7 @@ def shrink(raw: dict, n: int, n_target: int) -> dict:
     t = raw["transfer"]
     t["pretrain"].update(tiny)
     t["finetune"].update(tiny)
+    t["num_samples"] = 24  # each run's final distance: 256 samples are ~20 s of dlib features a run on 2 cores
     t["runs"] = {
         "baseline": {},
         "freezed_ada": {"freeze_d": 1, "ada": {"enabled": True}},
