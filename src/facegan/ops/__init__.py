@@ -18,12 +18,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
+
 _FAST = [True]
 
 
 def fast() -> bool:
     """Whether the custom ops are in use (else the plain PyTorch composition)."""
     return _FAST[0]
+
+
+def inplace() -> bool:
+    """Whether the ops' autograd nodes may write their outputs in place (eager: saves activation-sized copies).
+    Under torch.compile they write out of place: inductor fuses either way, and torch 2.11 routes the gradient of
+    an autograd.Function whose output was written in place to the wrong slot, so every gradient behind it comes
+    out zero (pytorch/pytorch#180642; not in 2.13)."""
+    return not torch.compiler.is_compiling()
 
 
 @contextmanager

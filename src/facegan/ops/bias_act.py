@@ -29,10 +29,11 @@ def _shape(x: torch.Tensor) -> tuple[int, ...]:
 def _slope_times(g: torch.Tensor, y: torch.Tensor, alpha: float, gain: float, clamp: float | None) -> torch.Tensor:
     """g * d y / d (x + b): gain where y > 0, alpha * gain elsewhere, 0 where the output was clamped."""
     out = torch.ops.aten.leaky_relu_backward(g, y, alpha, True)
+    inplace = ops.inplace()
     if gain != 1:
-        out = out.mul_(gain)
+        out = out.mul_(gain) if inplace else out * gain
     if clamp is not None:
-        out = out.masked_fill_(y.abs() >= clamp, 0)
+        out = out.masked_fill_(y.abs() >= clamp, 0) if inplace else out.masked_fill(y.abs() >= clamp, 0)
     return out
 
 
@@ -41,11 +42,14 @@ class _BiasAct(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, b: torch.Tensor | None, alpha: float, gain: float, clamp: float | None
     ) -> torch.Tensor:
-        y = F.leaky_relu(x, alpha) if b is None else F.leaky_relu_(x + b.view(_shape(x)).to(x.dtype), alpha)
+        inplace = ops.inplace()
+        if b is not None:
+            x = x + b.view(_shape(x)).to(x.dtype)
+        y = F.leaky_relu(x, alpha, inplace=inplace and b is not None)
         if gain != 1:
-            y = y.mul_(gain)
+            y = y.mul_(gain) if inplace else y * gain
         if clamp is not None:
-            y = y.clamp_(-clamp, clamp)
+            y = y.clamp_(-clamp, clamp) if inplace else y.clamp(-clamp, clamp)
         ctx.args, ctx.bias_dtype = (alpha, gain, clamp), None if b is None else b.dtype
         ctx.save_for_backward(y)
         return y

@@ -64,9 +64,11 @@ class _DemodAct(torch.autograd.Function):
         n, c = out.shape[:2]
         scaled_noise = noise.to(out.dtype) * (gain * noise_weight).to(out.dtype)  # (N, 1, H, W): small
         pre = torch.addcmul(scaled_noise, out, (gain * d).to(out.dtype).view(n, c, 1, 1))
-        y = F.leaky_relu_(pre.add_((gain * b).to(out.dtype).view(1, c, 1, 1)), ALPHA)
+        bias = (gain * b).to(out.dtype).view(1, c, 1, 1)
+        inplace = ops.inplace()  # not under torch.compile
+        y = F.leaky_relu(pre.add_(bias) if inplace else pre + bias, ALPHA, inplace=inplace)
         if clamp is not None:
-            y = y.clamp_(-clamp, clamp)
+            y = y.clamp_(-clamp, clamp) if inplace else y.clamp(-clamp, clamp)
         ctx.gain, ctx.clamp, ctx.dtypes = gain, clamp, (d.dtype, noise_weight.dtype, b.dtype)
         ctx.save_for_backward(out, d, noise, noise_weight, y)
         return y
