@@ -27,7 +27,7 @@ CHROMIUM       ?= /usr/bin/chromium
 PY_DIRS        := src tests bench stages pipelines
 SUDO           := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-slow test-all lint caches sweep transfer-study serve explore install dev clean-venv deps
+.PHONY: run test test-slow test-all test-torch lint caches sweep transfer-study serve explore install dev clean-venv deps
 
 run: install
 	dvc repro
@@ -63,6 +63,17 @@ test-slow: dev caches $(REF)/.installed $(CHROMIUM)
 
 test-all: lint caches $(REF)/.installed $(CHROMIUM)
 	FACEGAN_TEST_STRICT=1 $(BIN)/python -m pytest -m ''
+
+# the default tests under another PyTorch, in a venv of its own with the same pins otherwise (~5 GB: PyPI's CUDA
+# wheels, used on the CPU): TORCH=2.11.0 is the lent GPU machines' version, 2.5.1 the floor of pyproject.toml
+TORCH ?= 2.11.0
+TORCH_VENV := $(abspath .venv-torch$(TORCH))
+test-torch: caches $(CHROMIUM)
+	[ -x $(TORCH_VENV)/bin/python ] || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	$(TORCH_VENV)/bin/python -m pip install --quiet "torch==$(TORCH)" -e ".[dev,dask]"
+	$(TORCH_VENV)/bin/python -m pip install --quiet --no-deps -r no-deps.txt
+	PATH=$(TORCH_VENV)/bin:$$PATH $(TORCH_VENV)/bin/python -m pytest --durations=15
 
 # the model files ../shared holds (BlazeFace, YuNet, the OpenCV super-resolution models) into the standard caches;
 # with them present the real-weight tests run (and fail, not skip, when a file is missing)
