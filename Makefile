@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # pytorch-fid (needs torchvision, i.e. a 5 GB torch build): only for the FID exactness tests
 REF    ?= .venv-ref
+# the torch `make install` puts in $(VENV) (`make test-torch` pins another in a venv of its own)
+TORCH_PIN ?= 2.13.0
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
@@ -64,15 +66,13 @@ test-slow: dev caches $(REF)/.installed $(CHROMIUM)
 test-all: lint caches $(REF)/.installed $(CHROMIUM)
 	FACEGAN_TEST_STRICT=1 $(BIN)/python -m pytest -m ''
 
-# the default tests under another PyTorch, in a venv of its own with the same pins otherwise (~5 GB: PyPI's CUDA
-# wheels, used on the CPU): TORCH=2.11.0 is the lent GPU machines' version, 2.5.1 the floor of pyproject.toml
+# the default tests under another PyTorch: `make dev` into a venv of its own with that torch pinned, the same pins
+# otherwise (~5 GB: PyPI's CUDA wheels, used on the CPU). TORCH=2.11.0 is the lent GPU machines' version, 2.5.1 the
+# floor of pyproject.toml
 TORCH ?= 2.11.0
 TORCH_VENV := $(abspath .venv-torch$(TORCH))
 test-torch: caches $(CHROMIUM)
-	[ -x $(TORCH_VENV)/bin/python ] || $(PYTHON) -m venv $(TORCH_VENV)
-	$(TORCH_VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
-	$(TORCH_VENV)/bin/python -m pip install --quiet "torch==$(TORCH)" -e ".[dev,dask]"
-	$(TORCH_VENV)/bin/python -m pip install --quiet --no-deps -r no-deps.txt
+	$(MAKE) dev VENV=$(TORCH_VENV) TORCH_PIN=$(TORCH)
 	PATH=$(TORCH_VENV)/bin:$$PATH $(TORCH_VENV)/bin/python -m pytest --durations=15
 
 # the model files ../shared holds (BlazeFace, YuNet, the OpenCV super-resolution models) into the standard caches;
@@ -95,13 +95,14 @@ dev: $(VENV)/.dev
 deps: install
 	$(BIN)/python tests/depgraph.py --write
 
-# torch==2.13.0 first: its CPU wheel is on local disk; the project's torch range then installs nothing more.
+# torch==$(TORCH_PIN) first (2.13.0: its CPU wheel is on local disk); the project's torch range then installs nothing
+# more.
 # Last, no-deps.txt without the dependencies it declares (a second, GUI OpenCV): pyproject.toml lists the real ones.
 $(VENV)/.installed: pyproject.toml no-deps.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "facegan needs Python 3.11, got " + sys.version'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_PIN)"
 	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m pip install --quiet --no-deps -r no-deps.txt
 	$(BIN)/python -c "import rembg"  # pymatting compiles and caches its numba kernels on first import (minutes)
