@@ -37,19 +37,25 @@ def _slope_times(g: torch.Tensor, y: torch.Tensor, alpha: float, gain: float, cl
     return out
 
 
+def activate(z: torch.Tensor, alpha: float, gain: float, clamp: float | None, owned: bool = False) -> torch.Tensor:
+    """leaky_relu(z, alpha) * gain, clamped to [-clamp, clamp] when given: the forward of the activation nodes.
+    In place where ops.inplace() allows it (z itself only when `owned`, a buffer of the node's own)."""
+    inplace = ops.inplace()
+    y = F.leaky_relu(z, alpha, inplace=inplace and owned)
+    if gain != 1:
+        y = y.mul_(gain) if inplace else y * gain
+    if clamp is not None:
+        y = y.clamp_(-clamp, clamp) if inplace else y.clamp(-clamp, clamp)
+    return y
+
+
 class _BiasAct(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, b: torch.Tensor | None, alpha: float, gain: float, clamp: float | None
     ) -> torch.Tensor:
-        inplace = ops.inplace()
-        if b is not None:
-            x = x + b.view(_shape(x)).to(x.dtype)
-        y = F.leaky_relu(x, alpha, inplace=inplace and b is not None)
-        if gain != 1:
-            y = y.mul_(gain) if inplace else y * gain
-        if clamp is not None:
-            y = y.clamp_(-clamp, clamp) if inplace else y.clamp(-clamp, clamp)
+        z = x if b is None else x + b.view(_shape(x)).to(x.dtype)
+        y = activate(z, alpha, gain, clamp, owned=z is not x)
         ctx.args, ctx.bias_dtype = (alpha, gain, clamp), None if b is None else b.dtype
         ctx.save_for_backward(y)
         return y

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from facegan import ops
-from facegan.ops.bias_act import ALPHA, GAIN, bias_lrelu, lrelu_backward
+from facegan.ops.bias_act import ALPHA, GAIN, activate, bias_lrelu, lrelu_backward
 from facegan.ops.conv import weight_grads_wanted
 
 
@@ -65,10 +65,7 @@ class _DemodAct(torch.autograd.Function):
         scaled_noise = noise.to(out.dtype) * (gain * noise_weight).to(out.dtype)  # (N, 1, H, W): small
         pre = torch.addcmul(scaled_noise, out, (gain * d).to(out.dtype).view(n, c, 1, 1))
         bias = (gain * b).to(out.dtype).view(1, c, 1, 1)
-        inplace = ops.inplace()  # not under torch.compile
-        y = F.leaky_relu(pre.add_(bias) if inplace else pre + bias, ALPHA, inplace=inplace)
-        if clamp is not None:
-            y = y.clamp_(-clamp, clamp) if inplace else y.clamp(-clamp, clamp)
+        y = activate(pre.add_(bias) if ops.inplace() else pre + bias, ALPHA, 1.0, clamp, owned=True)
         ctx.gain, ctx.clamp, ctx.dtypes = gain, clamp, (d.dtype, noise_weight.dtype, b.dtype)
         ctx.save_for_backward(out, d, noise, noise_weight, y)
         return y
