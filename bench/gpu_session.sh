@@ -3,6 +3,7 @@
 # time a session, start-up included, 10 a command). Most important first, each under its own time limit (the
 # limits add up to the total budget), so a slow step cannot take the time of the ones after it:
 #   1. bench/stylegan2_speed.py --cuda-only: s/kimg + peak memory, auto 256 and config-f, fp32 and fp16 blocks
+#      (each config's figures saved as it ends), then the modulated-conv forms over the auto G's layers
 #   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs the textbook loop
 #   3. tests/test_cuda.py: fp16 StyleGAN2 300 steps, CUDA-graph replay vs eager, fp32 CUDA vs CPU, AMP x models
 #   4. bench/gpu.py: DCGAN img/s, fp32 and fp16, eager and reduce-overhead

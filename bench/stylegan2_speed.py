@@ -17,7 +17,9 @@ CUDA (when present): stylegan2-ada's `--cfg auto` at 256x256 (channel_base 16384
 minibatch-stddev group 4, 2 mapping layers, R1 gamma 0.8192 every 16, path length 2 every 4, style mixing 0.9,
 G EMA of 5 kimg) and config-f (`preset: paper`, batch 32, R1 gamma 10), each in float32 and in mixed precision
 (fp16 in the 4 highest-resolution blocks, conv_clamp 256): s/kimg and peak memory, beside the anchor
-(stylegan2-ada-pytorch, 256x256 on one V100: 21.6-24.2 s/kimg; goal on one H100: <= 10 s/kimg).
+(stylegan2-ada-pytorch, 256x256 on one V100: 21.6-24.2 s/kimg; goal on one H100: <= 10 s/kimg). Then, unless
+--no-forms, the modulated convolutions of the auto config's G from 32 px up in their forms, as on the CPU, in float32
+under the flags training set on CUDA (cudnn.benchmark, TF32): whether the form training uses is the faster one there.
 """
 
 from __future__ import annotations
@@ -166,35 +168,47 @@ def second(m: ModulatedConv2d, x: torch.Tensor, s: torch.Tensor, form: Form) -> 
     g.pow(2).sum().backward()
 
 
-def modconv_forms(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Each modulated conv of the `cpu` preset's G at 64 px (toRGB included), channels_last as in training: each
-    form forward + backward, and with a double backward, medians of interleaved rounds."""
-    torch.set_num_threads(args.threads)
-    layers = [(8, 64, 64, 3, False), (16, 64, 64, 3, True), (16, 64, 64, 3, False), (32, 64, 64, 3, True),
-              (32, 64, 64, 3, False), (64, 64, 32, 3, True), (64, 32, 32, 3, False), (32, 64, 3, 1, False),
-              (64, 32, 3, 1, False)]  # fmt: skip
-    print("\n## Modulated conv forms (batch 16, channels_last, ms, median of interleaved rounds)")
+# (resolution, in, out, kernel, upsample) of each modulated conv of a G, toRGB included
+Layer = tuple[int, int, int, int, bool]
+CPU_LAYERS: list[Layer] = [(8, 64, 64, 3, False), (16, 64, 64, 3, True), (16, 64, 64, 3, False), (32, 64, 64, 3, True),
+                           (32, 64, 64, 3, False), (64, 64, 32, 3, True), (64, 32, 32, 3, False), (32, 64, 3, 1, False),
+                           (64, 32, 3, 1, False)]  # fmt: skip  # the `cpu` preset at 64 px
+# stylegan2-ada's `auto` G at 256 px (channels min(16384 / res, 512)) from 32 px up, where the time is
+AUTO256_LAYERS: list[Layer] = [(32, 512, 512, 3, True), (32, 512, 512, 3, False), (64, 512, 256, 3, True),
+                               (64, 256, 256, 3, False), (128, 256, 128, 3, True), (128, 128, 128, 3, False),
+                               (256, 128, 64, 3, True), (256, 64, 64, 3, False), (128, 128, 3, 1, False),
+                               (256, 64, 3, 1, False)]  # fmt: skip
+
+
+def modconv_forms(layers: list[Layer], style_dim: int, device: torch.device, rounds: int,
+                  batch: int = 16) -> list[dict[str, Any]]:  # fmt: skip
+    """Each modulated conv of `layers`, channels_last as in training: each form forward + backward, and with a
+    double backward, medians of interleaved rounds (on CUDA, each call timed to its end)."""
+    print(f"\n## Modulated conv forms on {device} (batch {batch}, channels_last, ms, median of interleaved rounds)")
     print("| layer | form | forward + backward | with double backward |\n|---|---|---|---|")
     out = []
     for res, cin, cout, k, up in layers:
-        m = ModulatedConv2d(cin, cout, k, 128, demodulate=k == 3, upsample=up).train()
+        m = ModulatedConv2d(cin, cout, k, style_dim, demodulate=k == 3, upsample=up).train().to(device)
         side = res // 2 if up else res
-        x = torch.randn(16, cin, side, side).contiguous(memory_format=torch.channels_last).requires_grad_(True)
-        s = torch.randn(16, 128)
+        x = torch.randn(batch, cin, side, side, device=device).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        s = torch.randn(batch, style_dim, device=device)
         forms = FORMS_3X3 if k == 3 else FORMS_1X1
         t: dict[tuple[str, str], list[float]] = {}
-        for r in range(args.rounds + 2):  # two warm-up rounds
+        for r in range(rounds + 2):  # two warm-up rounds
             for fn in (first, second):
                 for name, form in forms.items():
+                    sync(device)
                     t0 = time.perf_counter()
                     fn(m, x, s, form)
+                    sync(device)
                     if r >= 2:
                         t.setdefault((fn.__name__, name), []).append(1000 * (time.perf_counter() - t0))
         layer = f"{res} px {'up ' if up else ''}{cin}->{cout}{' (toRGB)' if k == 1 else ''}"
         for name in forms:
             a, b = statistics.median(t["first", name]), statistics.median(t["second", name])
             used = " (training)" if name == TRAINING_FORM[f"{k}x{k}"] else ""
-            print(f"| {layer} | {name}{used} | {a:.1f} | {b:.1f} |")
+            print(f"| {layer} | {name}{used} | {a:.2f} | {b:.2f} |")
             out.append({"layer": layer, "form": name, "training": bool(used), "first_ms": a, "second_ms": b})
     return out
 
@@ -235,7 +249,8 @@ def main() -> None:
     if not args.cuda_only:
         results["cpu"] = cpu_step(args)
         if not args.no_forms:
-            results["forms"] = modconv_forms(args)
+            torch.set_num_threads(args.threads)
+            results["forms"] = modconv_forms(CPU_LAYERS, 128, torch.device("cpu"), args.rounds)
 
     def save() -> None:
         if args.json:
@@ -245,6 +260,8 @@ def main() -> None:
     if torch.cuda.is_available():
         results["cuda"] = {}
         gpu(args, results["cuda"], save)
+        if not args.no_forms:  # after the s/kimg figures, under the flags training set (cudnn.benchmark, TF32)
+            results["cuda_forms"] = modconv_forms(AUTO256_LAYERS, 512, torch.device("cuda"), args.rounds)
     else:
         print("\nno CUDA device: the GPU figures (auto 256 and config-f, fp32 and mixed precision) are not measured")
     save()

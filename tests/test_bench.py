@@ -25,3 +25,27 @@ def test_stylegan2_speed_bench_runs_and_reports_the_ratio_and_the_forms(tmp_path
     assert {f["layer"] for f in forms} >= {"64 px 32->32", "64 px 32->3 (toRGB)"}
     assert sum(f["training"] for f in forms) == 9  # one training form per layer
     assert all(f["first_ms"] > 0 and f["second_ms"] > 0 for f in forms)
+
+
+def test_the_form_comparison_runs_on_a_device_over_the_auto_256_generator_layers():
+    """The CUDA session compares the forms over stylegan2-ada's auto G at 256 px: its layer list has that G's
+    channels, and the comparison runs on the device it is given (here the CPU, at batch 1)."""
+    import runpy
+
+    import torch
+
+    bench = runpy.run_path(str(ROOT / "bench/stylegan2_speed.py"))
+    layers = bench["AUTO256_LAYERS"]
+    for res, cin, cout, k, up in layers:
+        assert cout == (3 if k == 1 else min(16384 // res, 512))
+        assert cin == min(16384 // (res // 2 if up else res), 512)
+    assert {res for res, *_ in layers} == {32, 64, 128, 256}
+    out = bench["modconv_forms"]([layers[-1], layers[0]], 512, torch.device("cpu"), rounds=1, batch=1)
+    assert [(f["layer"], f["form"], f["training"]) for f in out] == [
+        ("256 px 64->3 (toRGB)", "input scaling", False),
+        ("256 px 64->3 (toRGB)", "batched matmul", True),
+        ("256 px 64->3 (toRGB)", "grouped", False),
+        ("32 px up 512->512", "input scaling", True),
+        ("32 px up 512->512", "grouped", False),
+    ]
+    assert all(f["first_ms"] > 0 and f["second_ms"] > f["first_ms"] / 10 for f in out)
