@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import free_port, wait_healthy
+from conftest import STRICT, free_port, wait_healthy
 from facegan.config import CycleGANConfig, TrainConfig
 from facegan.errors import FaceganError
 from facegan.latent import (
@@ -331,7 +331,7 @@ def explore_server(checkpoint: Path, log: Path):
 def chromium():
     """A page of headless Debian Chromium (fresh profile, nothing reached beyond 127.0.0.1)."""
     if not CHROMIUM.is_file():  # `make test` installs it and sets FACEGAN_TEST_STRICT: there missing is a failure
-        assert not os.environ.get("FACEGAN_TEST_STRICT"), f"{CHROMIUM} not found although `make test` installs it"
+        assert not STRICT, f"{CHROMIUM} not found although `make test` installs it"
         pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` (`make test` installs it)")
     from playwright.sync_api import sync_playwright
 

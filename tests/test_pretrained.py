@@ -6,7 +6,6 @@ wrong-kind model files each give one clear error naming the file."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ROOT
+from conftest import STRICT as MAKE_TEST
 from facegan.config import AlignConfig, DetectConfig, MatteConfig, UpscaleConfig
 from facegan.io import read_image
 from facegan.manifest import read_manifest
@@ -24,13 +25,12 @@ from facegan.preprocess.models import DlibShapes, ModelMissing, ModelUnreadable
 from facegan.preprocess.pretrained import models_home, torch_checkpoints
 from facegan.preprocess.upscale import UPSCALERS, run_upscale
 
-ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "examples"
 YUNET = sorted((models_home() / "detectors").glob("face_detection_yunet*.onnx"))
 BLAZEFACE = torch_checkpoints() / "blazefaceback.pth"
 SUPERRES = models_home() / "superres"
 # `make test` seeds the model caches from ../shared (FACEGAN_TEST_STRICT): there a missing file is a failure, not a skip
-STRICT = bool(os.environ.get("FACEGAN_TEST_STRICT")) and (ROOT.parent / "shared" / "assets").is_dir()
+STRICT = MAKE_TEST and (ROOT.parent / "shared" / "assets").is_dir()
 needs_yunet = pytest.mark.skipif(
     not YUNET and not STRICT,
     reason=f"no YuNet model in {models_home() / 'detectors'} (run ../shared/scripts/seed-caches.sh)",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, STRICT
 from facegan.config import CartoonSource, EvaluateConfig
 from facegan.data.cartoon import render
 from facegan.evaluate import inception
@@ -28,7 +28,7 @@ from facegan.io import list_images, write_image
 REF_PYTHON = Path(os.environ.get("FACEGAN_REF_PYTHON", ROOT / ".venv-ref" / "bin" / "python"))
 # `make test` builds the reference environment and sets FACEGAN_TEST_STRICT: there a missing one is a failure
 pytestmark = pytest.mark.skipif(
-    not REF_PYTHON.is_file() and not os.environ.get("FACEGAN_TEST_STRICT"),
+    not REF_PYTHON.is_file() and not STRICT,
     reason=f"pytorch-fid reference environment missing ({REF_PYTHON}); `make test` builds it",
 )
 
