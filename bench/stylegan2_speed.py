@@ -25,6 +25,7 @@ under the flags training set on CUDA (cudnn.benchmark, TF32): whether the form t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -35,11 +36,12 @@ import torch
 
 from facegan import ops
 from facegan.config import TrainConfig
-from facegan.models.stylegan2 import ModulatedConv2d
+from facegan.models.stylegan2 import ModulatedConv2d, channels
 from facegan.ops.conv import conv2d, no_weight_grads
 from facegan.train.gan import GANTrainer
 from facegan.train.stepper import runtime
 
+AUTO_WIDTHS = {"channel_base": 16384, "channel_max": 512}  # stylegan2-ada's --cfg auto at 256 px
 ANCHOR = "stylegan2-ada-pytorch --cfg auto, 256x256, one V100: 21.6-24.2 s/kimg (goal on one H100: <= 10)"
 
 
@@ -58,7 +60,7 @@ def gpu_configs(amp: str) -> dict[str, TrainConfig]:
               "channels_last": True, "deterministic": "auto", "path_length": {"weight": 2.0, "every": 4}}  # fmt: skip
     auto = TrainConfig.model_validate({
         **common, "batch_size": 16, "lr_g": 0.0025, "lr_d": 0.0025, "ema": 0.5 ** (16 / 5000),
-        "stylegan2": {"channel_base": 16384, "channel_max": 512, "mapping_layers": 2, "style_mixing": 0.9, **mixed},
+        "stylegan2": {**AUTO_WIDTHS, "mapping_layers": 2, "style_mixing": 0.9, **mixed},
         "r1": {"gamma": 0.0002 * 256**2 / 16, "every": 16},
     })  # fmt: skip
     paper = TrainConfig.model_validate({
@@ -173,11 +175,14 @@ Layer = tuple[int, int, int, int, bool]
 CPU_LAYERS: list[Layer] = [(8, 64, 64, 3, False), (16, 64, 64, 3, True), (16, 64, 64, 3, False), (32, 64, 64, 3, True),
                            (32, 64, 64, 3, False), (64, 64, 32, 3, True), (64, 32, 32, 3, False), (32, 64, 3, 1, False),
                            (64, 32, 3, 1, False)]  # fmt: skip  # the `cpu` preset at 64 px
-# stylegan2-ada's `auto` G at 256 px (channels min(16384 / res, 512)) from 32 px up, where the time is
-AUTO256_LAYERS: list[Layer] = [(32, 512, 512, 3, True), (32, 512, 512, 3, False), (64, 512, 256, 3, True),
-                               (64, 256, 256, 3, False), (128, 256, 128, 3, True), (128, 128, 128, 3, False),
-                               (256, 128, 64, 3, True), (256, 64, 64, 3, False), (128, 128, 3, 1, False),
-                               (256, 64, 3, 1, False)]  # fmt: skip
+
+
+def auto256_layers() -> list[Layer]:
+    """stylegan2-ada's `auto` G at 256 px from 32 px up, where the time is: each resolution's upsampling conv and
+    conv, then the toRGBs of the two highest, with the widths the model gives them."""
+    ch = {r: channels(r, AUTO_WIDTHS["channel_base"], AUTO_WIDTHS["channel_max"]) for r in (16, 32, 64, 128, 256)}
+    convs = [[(r, ch[r // 2], ch[r], 3, True), (r, ch[r], ch[r], 3, False)] for r in (32, 64, 128, 256)]
+    return [*itertools.chain(*convs), *((r, ch[r], 3, 1, False) for r in (128, 256))]
 
 
 def modconv_forms(layers: list[Layer], style_dim: int, device: torch.device, rounds: int,
@@ -261,7 +266,7 @@ def main() -> None:
         results["cuda"] = {}
         gpu(args, results["cuda"], save)
         if not args.no_forms:  # after the s/kimg figures, under the flags training set (cudnn.benchmark, TF32)
-            results["cuda_forms"] = modconv_forms(AUTO256_LAYERS, 512, torch.device("cuda"), args.rounds)
+            results["cuda_forms"] = modconv_forms(auto256_layers(), 512, torch.device("cuda"), args.rounds)
     else:
         print("\nno CUDA device: the GPU figures (auto 256 and config-f, fp32 and mixed precision) are not measured")
     save()

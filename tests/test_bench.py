@@ -4,11 +4,15 @@ between the runs on lent GPUs."""
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from facegan.models.stylegan2 import Generator, ModulatedConv2d
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,12 +34,11 @@ def test_stylegan2_speed_bench_runs_and_reports_the_ratio_and_the_forms(tmp_path
 def test_the_form_comparison_runs_on_a_device_over_the_auto_256_generator_layers():
     """The CUDA session compares the forms over stylegan2-ada's auto G at 256 px: its layer list has that G's
     channels, and the comparison runs on the device it is given (here the CPU, at batch 1)."""
-    import runpy
-
-    import torch
-
     bench = runpy.run_path(str(ROOT / "bench/stylegan2_speed.py"))
-    layers = bench["AUTO256_LAYERS"]
+    layers = bench["auto256_layers"]()
+    g = Generator(256, 512, 2, **bench["AUTO_WIDTHS"])  # the model the bench's auto config trains
+    built = {(m.cin, m.cout, m.k, m.upsample) for m in g.modules() if isinstance(m, ModulatedConv2d)}
+    assert {(cin, cout, k, up) for _, cin, cout, k, up in layers} <= built
     for res, cin, cout, k, up in layers:
         assert cout == (3 if k == 1 else min(16384 // res, 512))
         assert cin == min(16384 // (res // 2 if up else res), 512)
