@@ -52,3 +52,26 @@ def test_the_form_comparison_runs_on_a_device_over_the_auto_256_generator_layers
         ("32 px up 512->512", "grouped", False),
     ]
     assert all(f["first_ms"] > 0 and f["second_ms"] > f["first_ms"] / 10 for f in out)
+
+
+@pytest.mark.parametrize("amp", ["off", "fp16"])
+def test_the_cuda_configs_are_the_anchors_settings_and_build_their_models(amp):
+    """The s/kimg figures are only comparable with stylegan2-ada's if the bench trains its `auto` settings at 256
+    px (and config-f at batch 32): checked here, on the CPU, so a lent GPU's minutes are not spent finding out."""
+    from facegan.models import build_models
+
+    configs = runpy.run_path(str(ROOT / "bench/stylegan2_speed.py"))["gpu_configs"](amp)
+    auto, paper = configs["auto 256, batch 16"], configs["config-f 256, batch 32"]
+    for cfg in (auto, paper):
+        assert (cfg.device, cfg.amp, cfg.deterministic, cfg.channels_last) == ("cuda", amp, "auto", True)
+        assert (cfg.path_length.weight, cfg.path_length.every, cfg.r1.every) == (2.0, 4, 16)
+        assert cfg.stylegan2.style_mixing == 0.9 and cfg.z_dim == 512
+        assert (cfg.stylegan2.amp_blocks, cfg.stylegan2.conv_clamp) == ((4, 256.0) if amp == "fp16" else (0, None))
+    assert (auto.batch_size, auto.stylegan2.mapping_layers) == (16, 2)
+    assert auto.r1.gamma == pytest.approx(0.8192) and auto.ema == pytest.approx(0.5 ** (16 / 5000))
+    assert (paper.batch_size, paper.r1.gamma, paper.stylegan2.mapping_layers) == (32, 10.0, 8)
+    g, d = build_models(auto, 256)
+    widths = {m.cout for m in g.modules() if isinstance(m, ModulatedConv2d) and m.k == 3}
+    assert widths == {min(16384 // r, 512) for r in (4, 8, 16, 32, 64, 128, 256)}
+    assert d.stddev_group == 4
+    assert g.amp_from == d.amp_from == (32 if amp == "fp16" else 0)  # fp16 in 256, 128, 64 and 32 px
