@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from facegan.config import ParamsError, flatten, load_params, parse_params
+from facegan.config import ParamsError, apply_overrides, flatten, load_params, parse_params
 
 
 def _raw() -> dict:
@@ -163,3 +164,16 @@ def test_commands_that_only_track_read_the_tracking_section(tmp_path, monkeypatc
         load_tracking(tmp_path / "bad.yaml")
     with pytest.raises(ParamsError, match="params file not found"):
         load_tracking(tmp_path / "missing.yaml")
+
+
+def test_the_readme_params_snippets_are_valid_in_the_project_params():
+    """Every YAML block of the README, set over params.yaml as dotted overrides, validates (documented keys
+    cannot rot when a setting is renamed)."""
+    blocks = re.findall(r"```ya?ml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks, "the README shows its params as ```yaml blocks"
+    for block in blocks:
+        over = flatten(yaml.safe_load(block))
+        assert over, block
+        parse_params(apply_overrides(_raw(), over), source=f"README block {block[:40]!r}")
+    speed = flatten(yaml.safe_load(next(b for b in blocks if "amp_blocks" in b)))
+    assert (speed["train.stylegan2.amp_blocks"], speed["train.amp"]) == (4, "fp16")
