@@ -71,9 +71,9 @@ EOF
         ((code == 0)) || rc=1
         echo "== $name: exit $code after $((SECONDS - t0))s" | tee -a "$out/summary.txt"
     }
-    step stylegan2 240 "$py" bench/stylegan2_speed.py --cuda-only --rounds 2 --json "$out/stylegan2.json"
+    step stylegan2 210 "$py" bench/stylegan2_speed.py --cuda-only --rounds 2 --json "$out/stylegan2.json"
     step train_step 100 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
-    step test_cuda 130 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+    step test_cuda 160 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
     step dcgan 70 "$py" bench/gpu.py --amp off fp16 --rounds 3 --json "$out/dcgan.json"
     return $rc
 }

@@ -81,11 +81,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(sides: dict[str, tuple[GANTrainer, bool]], rounds: int, steps: int) -> dict[str, list[float]]:
-    """Seconds per step of each side in each round of `steps` steps (whole lazy-regularisation cycles). Within a
-    round the sides alternate step by step (ABBA order), each side's step i next to the other's step i, so a slow
-    spell of a shared machine falls on both; a round's ratio is then stable to ~1% where whole-round turns
-    varied by 10%."""
+def interleaved(
+    sides: dict[str, tuple[GANTrainer, bool]], rounds: int, steps: int, warmup: int | None = None
+) -> dict[str, list[float]]:
+    """Seconds per step of each side in each round of `steps` steps (whole lazy-regularisation cycles), after
+    `warmup` steps per side (default: one cycle). Within a round the sides alternate step by step (ABBA order),
+    each side's step i next to the other's step i, so a slow spell of a shared machine falls on both; a round's
+    ratio is then stable to ~1% where whole-round turns varied by 10%."""
     out: dict[str, list[float]] = {k: [] for k in sides}
 
     def timed(t: GANTrainer, fast: bool) -> float:
@@ -96,8 +98,8 @@ def interleaved(sides: dict[str, tuple[GANTrainer, bool]], rounds: int, steps: i
             sync(t.device)
             return time.perf_counter() - t0
 
-    for t, fast in sides.values():  # warm-up: one lazy cycle each
-        for _ in range(steps):
+    for t, fast in sides.values():  # warm-up
+        for _ in range(steps if warmup is None else warmup):
             timed(t, fast)
     for _ in range(rounds):
         if len(sides) == 1:  # one side (CUDA): the round as one block, steps queued back to back as in training
@@ -220,13 +222,16 @@ def modconv_forms(layers: list[Layer], style_dim: int, device: torch.device, rou
 
 def gpu(args: argparse.Namespace, results: dict[str, Any], save: Callable[[], None]) -> None:
     """s/kimg and peak memory of each CUDA config into `results`, calling `save` after each (a run cut short
-    keeps the configs it finished)."""
+    keeps the configs it finished): the anchor's auto config first, in fp32 then fp16 blocks, then config-f.
+    Warm-up: 2 steps (step 0 runs R1 and path length, step 1 neither, so cudnn.benchmark has tuned every
+    shape; any 16 steps after them hold one R1 and four path-length steps, as a whole cycle does)."""
     print(f"\n## CUDA: {torch.cuda.get_device_name()}; anchor: {ANCHOR}")
-    for amp in ("off", "fp16"):
-        for name, cfg in gpu_configs(amp).items():
+    for name in gpu_configs("off"):
+        for amp in ("off", "fp16"):
+            cfg = gpu_configs(amp)[name]
             t = trainer(cfg, 256)
             torch.cuda.reset_peak_memory_stats()
-            times = interleaved({name: (t, True)}, args.rounds, args.steps)[name]
+            times = interleaved({name: (t, True)}, args.rounds, args.steps, warmup=2)[name]
             sec = statistics.median(times)
             kimg = sec / (cfg.batch_size / 1000)
             peak = torch.cuda.max_memory_allocated() / 2**30
