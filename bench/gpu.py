@@ -19,6 +19,7 @@ import time
 import torch
 
 from facegan.config import TrainConfig
+from facegan.errors import first_line
 from facegan.train.gan import GANTrainer
 from facegan.train.stepper import runtime
 
@@ -61,10 +62,11 @@ def main() -> None:
             except Exception as e:  # a compiler missing on the machine must not cost the other figures
                 if mode == "off":
                     raise
-                print(f"amp {amp}, compile {mode}: failed, left out: {type(e).__name__}: "
-                      f"{str(e).splitlines()[0][:300]}")  # fmt: skip
+                print(f"amp {amp}, compile {mode}: failed, left out: {first_line(e, 300, with_type=True)}")
                 continue
             sides[f"amp {amp}, compile {mode}"] = t
+    if not sides:
+        raise SystemExit("gpu.py: nothing to time (every --compile mode given failed to compile)")
     device = next(iter(sides.values())).device
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; cudnn.benchmark {torch.backends.cudnn.benchmark}, "

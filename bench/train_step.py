@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.config import TrainConfig
+from facegan.errors import first_line
 from facegan.train.gan import GANTrainer as Trainer
 from facegan.train.stepper import runtime
 
@@ -123,7 +124,7 @@ def main() -> None:
         except Exception as e:  # a compiler missing on the machine must not cost the eager figures
             if "compile" not in k:
                 raise
-            print(f"{k}: failed to compile, left out: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            print(f"{k}: failed to compile, left out: {first_line(e, 300, with_type=True)}")
             del sides[k]
     secs: dict[tuple[int, str], list[float]] = {(n, k): [] for n in threads for k in sides}
     for _ in range(args.rounds):

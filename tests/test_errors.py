@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from conftest import ROOT, free_port, tiny_params
+from facegan.errors import first_line
 from facegan.io import write_image
 from facegan.train.run import run_train
 
@@ -31,6 +32,7 @@ def project(tmp_path_factory, layout) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
     run_train(p.train, root / "data" / "processed" / "cartoon", root / "ckpt")
     (root / "corrupt.pt").write_bytes(b"not a checkpoint at all")
+    (root / "empty.pt").write_bytes(b"")
     torch.save({"weights": torch.zeros(2)}, root / "foreign.pt")
     for i in range(2):
         write_image(root / "faces" / f"{i}.png", np.full((32, 32, 3), 60 * i, np.uint8))
@@ -103,6 +105,11 @@ CASES = [
         "checkpoint-unreadable",
         lambda r: CLI + ["sample", "-c", str(r / "corrupt.pt"), "-o", str(r / "s")],
         "corrupt.pt: not a readable checkpoint",
+    ),
+    (
+        "checkpoint-empty",  # an exception with no message (EOFError): once an IndexError building the message
+        lambda r: CLI + ["sample", "-c", str(r / "empty.pt"), "-o", str(r / "s")],
+        "empty.pt: not a readable checkpoint (EOFError)",
     ),
     (
         "checkpoint-foreign",
@@ -192,3 +199,10 @@ def test_user_errors_are_one_clear_line_and_exit_2(project, case):
     assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
     assert expected in r.stderr, r.stderr[-3000:]
     assert r.stderr.count("error: ") == 1, r.stderr[-3000:]
+
+
+def test_first_line_reports_foreign_errors_in_one_line():
+    assert first_line(ValueError("bad value\n  at line 2"), with_type=True) == "ValueError: bad value"
+    assert first_line(EOFError()) == first_line(EOFError(), with_type=True) == "EOFError"
+    assert first_line(RuntimeError("  \n")) == "RuntimeError"
+    assert first_line(OSError("x" * 500), limit=10) == "x" * 10

@@ -62,6 +62,15 @@ def message(e: BaseException) -> str:
     return text
 
 
+def first_line(e: BaseException, limit: int = 200, with_type: bool = False) -> str:
+    """The first line of the error's message, cut to `limit` characters, for a one-line report of an error
+    raised by someone else's code; its type when the message is empty (`with_type`: 'Type: line' always)."""
+    lines = str(e).strip().splitlines()
+    if not lines:
+        return type(e).__name__
+    return f"{type(e).__name__}: {lines[0][:limit]}" if with_type else lines[0][:limit]
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Project errors -> `error: <message>` on stderr and exit code 2 (no traceback; FACEGAN_DEBUG=1 keeps it)."""

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from facegan.config import Params, TrackingConfig, flatten
-from facegan.errors import TrackingError
+from facegan.errors import TrackingError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -657,9 +657,8 @@ def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     except (MlflowException, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TrackingError(
-            f"cannot fetch {model_uri} from the tracking store {tracking_uri(tracking)}: {first}"
+            f"cannot fetch {model_uri} from the tracking store {tracking_uri(tracking)}: {first_line(e)}"
         ) from None
     found = sorted(local.rglob("checkpoint.pt"))
     if not found:
@@ -689,9 +688,9 @@ def _store_error(e: Exception, tracking: TrackingConfig) -> ModelNotFound | None
     """A ModelNotFound for a store that did not answer; None when `e` says the thing is not there."""
     if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
         return None
-    first = str(getattr(e, "message", e)).splitlines()[0][:160]
     return ModelNotFound(
-        f"the tracking store {tracking_uri(tracking)} did not answer ({first}); start it or set MLFLOW_TRACKING_URI"
+        f"the tracking store {tracking_uri(tracking)} did not answer ({first_line(e, 160)}); start it or set "
+        "MLFLOW_TRACKING_URI"
     )
 
 
@@ -859,8 +858,7 @@ def _answering(cfg: TrackingConfig):
     except TrackingError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the store raised (HTTP, SQL, MLflow): one line for people
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise TrackingError(f"the tracking store {tracking_uri(cfg)} did not answer: {first}") from None
+        raise TrackingError(f"the tracking store {tracking_uri(cfg)} did not answer: {first_line(e)}") from None
 
 
 def _newest(c, ids: list[str], flt: str, n: int = 1000) -> list:

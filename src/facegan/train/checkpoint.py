@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from facegan.config import StyleGAN2Config, TrainConfig
-from facegan.errors import CheckpointError, StageInputMissing
+from facegan.errors import CheckpointError, StageInputMissing, first_line
 
 FORMAT = 2  # 2: Trainer layout (G/D with stem/body, G_ema, label dims)
 CHECKPOINT = "checkpoint.pt"  # the file name of a run's checkpoint in its folder
@@ -31,7 +31,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a foreign or broken file fails in many ways (pickle, zip, struct, ...)
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); remove it and retrain"
+            f"{path}: not a readable checkpoint ({first_line(e, with_type=True)}); remove it and retrain"
         ) from None
     if not isinstance(state, dict) or "format" not in state:
         held = ", ".join(sorted(map(str, state))[:6]) if isinstance(state, dict) else type(state).__name__
@@ -80,7 +80,5 @@ def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[n
     try:
         g.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
     except RuntimeError as e:  # weights that do not fit the architecture its config describes
-        raise CheckpointError(
-            f"{path}: a {cfg.model} checkpoint whose weights do not load ({str(e).splitlines()[0][:200]})"
-        ) from None
+        raise CheckpointError(f"{path}: a {cfg.model} checkpoint whose weights do not load ({first_line(e)})") from None
     return g.eval(), cfg
