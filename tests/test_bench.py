@@ -57,7 +57,8 @@ def test_the_form_comparison_runs_on_a_device_over_the_auto_256_generator_layers
 @pytest.mark.parametrize("amp", ["off", "fp16"])
 def test_the_cuda_configs_are_the_anchors_settings_and_build_their_models(amp):
     """The s/kimg figures are only comparable with stylegan2-ada's if the bench trains its `auto` settings at 256
-    px (and config-f at batch 32): checked here, on the CPU, so a lent GPU's minutes are not spent finding out."""
+    px (and config-f at batch 32): checked here, on the CPU, with both configs' models built, so a lent GPU's
+    minutes are not spent finding out."""
     from facegan.models import build_models
 
     configs = runpy.run_path(str(ROOT / "bench/stylegan2_speed.py"))["gpu_configs"](amp)
@@ -70,8 +71,9 @@ def test_the_cuda_configs_are_the_anchors_settings_and_build_their_models(amp):
     assert (auto.batch_size, auto.stylegan2.mapping_layers) == (16, 2)
     assert auto.r1.gamma == pytest.approx(0.8192) and auto.ema == pytest.approx(0.5 ** (16 / 5000))
     assert (paper.batch_size, paper.r1.gamma, paper.stylegan2.mapping_layers) == (32, 10.0, 8)
-    g, d = build_models(auto, 256)
-    widths = {m.cout for m in g.modules() if isinstance(m, ModulatedConv2d) and m.k == 3}
-    assert widths == {min(16384 // r, 512) for r in (4, 8, 16, 32, 64, 128, 256)}
-    assert d.stddev_group == 4
-    assert g.amp_from == d.amp_from == (32 if amp == "fp16" else 0)  # fp16 in 256, 128, 64 and 32 px
+    for cfg, base in ((auto, 16384), (paper, 32768)):
+        g, d = build_models(cfg, 256)
+        widths = [m.cout for m in g.modules() if isinstance(m, ModulatedConv2d) and m.k == 3]  # 4 px, then 2 a res
+        assert widths == [min(base // r, 512) for r in (4, 8, 8, 16, 16, 32, 32, 64, 64, 128, 128, 256, 256)]
+        assert d.stddev_group == 4
+        assert g.amp_from == d.amp_from == (32 if amp == "fp16" else 0)  # fp16 in 256, 128, 64 and 32 px

@@ -176,4 +176,10 @@ def test_the_readme_params_snippets_are_valid_in_the_project_params():
         assert over, block
         parse_params(apply_overrides(_raw(), over), source=f"README block {block[:40]!r}")
     speed = flatten(yaml.safe_load(next(b for b in blocks if "amp_blocks" in b)))
-    assert (speed["train.stylegan2.amp_blocks"], speed["train.amp"]) == (4, "fp16")
+    train = parse_params(apply_overrides(_raw(), speed)).train  # the settings take effect: a stylegan2 run
+    assert (train.model, train.amp, train.stylegan2.amp_blocks, train.stylegan2.channel_max) == (
+        "stylegan2",
+        "fp16",
+        4,
+        512,
+    )
