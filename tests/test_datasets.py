@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import ROOT, make_dvc_project, sh
 from facegan.config import load_params
 from facegan.data.sources import UnsafeArchive, import_images
-from facegan.datasets import add, dataset_block, pick_backends, remove
+from facegan.datasets import add, dataset_block, describe, pick_backends, remove
 
 FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "examples"
 
@@ -110,6 +110,15 @@ def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_resto
     assert any("ghost.png" in p for p in out["label_problems"]) and any("line 5" in p for p in out["label_problems"])
     p = load_params(params)
     assert p.datasets["mine"].detect.backend == "haar" and p.datasets["mine"].pack.labels == "labels.csv"
+    assert describe("mine", params, root)["label_columns"] == ["glasses"]
+    imported = root / "data" / "raw" / "mine" / "labels.csv"
+    keep = imported.read_bytes()
+    imported.write_text('file,"hair, colour",glasses\n0.png,"red, short",1\n')  # a quoted comma in a column name
+    assert describe("mine", params, root)["label_columns"] == ["hair, colour", "glasses"]
+    imported.write_text("")  # shown as a problem, not a crash
+    d = describe("mine", params, root)
+    assert d["label_columns"] == [] and "needs a header row" in d["label_problem"]
+    imported.write_bytes(keep)
     assert params.read_text().startswith(before.split("datasets:")[0])  # header comments kept
     with pytest.raises(ValueError, match="already exists"):
         add("mine", photos, params_file=params, root=root)

@@ -460,7 +460,7 @@ def dataset_show(name: str, params: Path = PARAMS, root: Path = ROOT) -> None:
                 if counts
             )
         )
-    con.print("labels: " + (", ".join(d["label_columns"]) or "none"))
+    con.print("labels: " + (", ".join(d["label_columns"]) or d["label_problem"] or "none"), markup=False)
     table = Table("stage", "ok", "rejected", "reasons")
     for stage, counts in d["stages"].items():
         reasons = "; ".join(

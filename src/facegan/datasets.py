@@ -252,15 +252,22 @@ def describe(name: str, params_file: Path = Path("params.yaml"), root: Path = Pa
     folders = {**{stage: at.interim(stage) for stage in PER_IMAGE}, "pack": at.packed}
     stages = {stage: read_summary(folder) for stage, folder in folders.items() if (folder / SUMMARY).is_file()}
     label_file = at.raw / (cfg.pack.labels or "")
-    label_columns = []
+    label_columns: list[str] = []
+    label_problem = None
     if cfg.pack.labels and label_file.is_file():
-        label_columns = label_file.read_text(encoding="utf-8").splitlines()[0].split(",")[1:]
+        from facegan.data.pack import read_labels
+
+        try:
+            label_columns = read_labels(label_file)[1]
+        except ValueError as e:  # reported, not raised: `show` tells what is there (pack refuses it)
+            label_problem = str(e)
     return {
         "name": name,
         "source": cfg.source.kind,
         "raw_images": sum(1 for f in images.rglob("*") if f.is_file()) if images.is_dir() else 0,
         "stages": stages,
         "label_columns": label_columns,
+        "label_problem": label_problem,
         "backends": {s: getattr(cfg, s).backend for s in ("detect", "verify", "align", "matte", "upscale")},
         "backends_used": backends_used(at),
         "size": _human(sum(_size(data / k / name) for k in DATA_KINDS)),
