@@ -113,19 +113,20 @@ def main() -> None:
                           device=args.device, compile=mode)  # fmt: skip
         dist, device = runtime(cfg)  # the determinism and allocator run_train sets (both sides run under them)
         t = Trainer(cfg, images, None, [], device, dist)
-        sides["facegan GANTrainer.step" + (f" (compile {mode})" if mode else "")] = (t.step, t.begin_step)
+        name = "facegan GANTrainer.step" + (f" (compile {mode})" if mode else "")
+        try:
+            timed(t.step, 5, device, t.begin_step)  # warm-up (and compilation)
+        except Exception as e:  # a compiler missing on the machine must not cost the eager figures
+            if not mode:
+                raise
+            print(f"{name}: failed to compile, left out: {first_line(e, 300, with_type=True)}")
+            continue
+        sides[name] = (t.step, t.begin_step)
     ref = Reference(images, cfg.z_dim, args.channels, args.batch, device)
+    timed(ref.step, 5, device)  # warm-up
     sides["reference loop"] = (ref.step, lambda: None)
     default_threads = torch.get_num_threads()
     threads = [n or default_threads for n in args.threads]
-    for k, (step, begin) in list(sides.items()):  # warm-up (and compilation)
-        try:
-            timed(step, 5, device, begin)
-        except Exception as e:  # a compiler missing on the machine must not cost the eager figures
-            if "compile" not in k:
-                raise
-            print(f"{k}: failed to compile, left out: {first_line(e, 300, with_type=True)}")
-            del sides[k]
     secs: dict[tuple[int, str], list[float]] = {(n, k): [] for n in threads for k in sides}
     for _ in range(args.rounds):
         for n in threads:
