@@ -95,6 +95,40 @@ def test_several_errors_reported_together():
     assert "2 invalid value(s)" in msg and "train.steps" in msg and "evaluate.num_samples" in msg
 
 
+def test_yaml_flags_where_a_number_is_expected_are_refused():
+    raw = _raw()
+    raw["train"]["steps"] = True  # pydantic alone reads it as 1
+    raw["train"]["stylegan2"] = {"conv_clamp": True}  # as 1.0: every activation clamped to +-1
+    raw["train"]["lr_g"] = False
+    msg = _error(raw)
+    assert msg.startswith("params: 3 invalid value(s):")
+    assert "train.steps: got true (a flag, not a number); Input should be a valid integer" in msg
+    assert "train.lr_g: got false (a flag, not a number); Input should be a valid number" in msg
+    assert "train.stylegan2.conv_clamp: got true (a flag, not a number)" in msg
+    raw = _raw()
+    raw["train"].update(diffaugment=["color"], ada={"enabled": True})
+    msg = _error(raw)  # a section's own error names its keys, without a dump of the whole section
+    assert msg.endswith("  - train: Value error, choose one augmentation: diffaugment or ada.enabled, not both")
+
+
+def test_unquoted_off_is_amp_off_and_flag_settings_give_one_message():
+    raw = _raw()
+    raw["train"]["amp"] = yaml.safe_load("off")  # YAML 1.1: false
+    assert parse_params(raw).train.amp == "off"
+    raw["train"]["amp"] = True
+    assert "train.amp: got True; Value error, true names no precision: use 'bf16' or 'fp16'" in _error(raw)
+    raw = _raw()
+    raw["train"]["deterministic"] = "tru"
+    raw["train"]["compile"] = "max_autotune"
+    msg = _error(raw)
+    assert msg.startswith("params: 2 invalid value(s):")  # one per key, not one per branch of bool | Literal
+    assert "train.deterministic: got 'tru'; Value error, expected true, false or 'auto'" in msg
+    expect = "expected true, false, 'default', 'reduce-overhead' or 'max-autotune'"
+    assert f"train.compile: got 'max_autotune'; Value error, {expect}" in msg
+    raw["train"].update(deterministic=False, compile="reduce-overhead")
+    assert (parse_params(raw).train.deterministic, parse_params(raw).train.compile) == (False, "reduce-overhead")
+
+
 def test_unknown_dataset_lists_known(tiny_params_obj):
     with pytest.raises(ParamsError, match="unknown dataset 'dogs'; params.yaml defines: cartoon"):
         tiny_params_obj.dataset("dogs")

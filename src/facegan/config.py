@@ -7,10 +7,20 @@ the bad value and what is allowed (see `ParamsError`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from types import NoneType, UnionType
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from facegan.errors import CheckpointError, FaceganError
@@ -25,10 +35,60 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _numeric(annotation: Any) -> bool:
+    """A number (or a number or null) and not a flag: `int`, `float`, `float | None`."""
+    args = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
+    return bool(args) and args - {NoneType} <= {int, float}
+
+
 class Section(BaseModel):
-    """Base for every params section: unknown keys are errors, values are immutable."""
+    """Base for every params section: unknown keys are errors, values are immutable, and a YAML true/false
+    given for a number is an error (pydantic would read it as 1 or 0)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_flag_for_a_number(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            k: _Flag(v) if isinstance(v, bool) and k in fields and _numeric(fields[k].annotation) else v
+            for k, v in data.items()
+        }
+
+
+class _Flag:
+    """A YAML true/false given for a number: fails the number's own validation, shown as what was written."""
+
+    def __init__(self, value: bool):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"{str(self.value).lower()} (a flag, not a number)"
+
+
+def _flag_or(*words: str) -> BeforeValidator:
+    """A field that is true, false or one of `words`, with one error message for anything else (pydantic
+    would report the bool and the literal branch of the union separately)."""
+
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or v in words:
+            return v
+        *rest, last = ["true", "false", *map(repr, words)]
+        raise ValueError(f"expected {', '.join(rest)} or {last}")
+
+    return BeforeValidator(check)
+
+
+def _amp(v: Any) -> Any:
+    """YAML reads an unquoted `off` as false: that is amp 'off'; true names no precision."""
+    if v is False:
+        return "off"
+    if v is True:
+        raise ValueError("true names no precision: use 'bf16' or 'fp16' ('off' for float32)")
+    return v
 
 
 # ---- datasets -------------------------------------------------------------------------------
@@ -300,14 +360,19 @@ class RunSettings(Section):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
-    deterministic: bool | Literal["auto"] = Field(
+    deterministic: Annotated[bool | Literal["auto"], _flag_or("auto")] = Field(
         "auto",
         description="true: deterministic kernels (bitwise resume on CPU); false: cudnn.benchmark + TF32 "
         "on CUDA; auto: true on CPU, false on CUDA",
     )
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA (fp16 with grad scaling)")
+    amp: Annotated[Literal["off", "bf16", "fp16"], BeforeValidator(_amp)] = Field(
+        "off", description="mixed precision on CUDA (fp16 with grad scaling)"
+    )
     channels_last: bool = Field(False, description="NHWC memory format for the conv nets")
-    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
+    compile: Annotated[
+        bool | Literal["default", "reduce-overhead", "max-autotune"],
+        _flag_or("default", "reduce-overhead", "max-autotune"),
+    ] = Field(
         False,
         description="torch.compile the nets (true = mode 'default'); 'reduce-overhead' also replays CUDA graphs, "
         "for small nets whose steps are launch-bound on a GPU; 'max-autotune' tunes kernels and replays CUDA graphs",
@@ -787,6 +852,8 @@ def _describe(err: ErrorDetails) -> str:
         return f"  - {key}: unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1]))}"
     if err["type"] == "missing":
         return f"  - {key}: required key is missing"
+    if isinstance(err.get("input"), dict):  # about the section as a whole: its message names the keys
+        return f"  - {key}: {err['msg']}"
     return f"  - {key}: got {err.get('input')!r}; {err['msg']}"
 
 
