@@ -69,10 +69,16 @@ def test_plain_path_is_pytorch_itself():
 
 
 def test_no_weight_grads_skips_only_the_weight_gradients():
-    x, w = _t(2, 3, 6, 6), _t(4, 3, 3, 3)
-    (gx_all,) = torch.autograd.grad(conv2d(x, w, padding=1).pow(2).sum(), x, create_graph=True)
+    x, w, b = _t(2, 3, 6, 6), _t(4, 3, 3, 3), _t(4)
+    gx_all, gw_first, gb_first = torch.autograd.grad(
+        conv2d(x, w, b, padding=1).pow(2).sum(), (x, w, b), create_graph=True
+    )
+    assert gw_first is not None and gb_first is not None
     with no_weight_grads():
-        (gx,) = torch.autograd.grad(conv2d(x, w, padding=1).pow(2).sum(), x, create_graph=True)
+        gx, gw_none, gb_none = torch.autograd.grad(
+            conv2d(x, w, b, padding=1).pow(2).sum(), (x, w, b), create_graph=True, allow_unused=True
+        )
+    assert gw_none is None and gb_none is None  # skipped, not computed
     assert torch.allclose(gx, gx_all)
     # the penalty's gradient w.r.t. the weight is still complete
     (gw_skip,) = torch.autograd.grad(gx.pow(2).sum(), w)
@@ -96,9 +102,10 @@ def test_bias_lrelu_matches_the_composition_and_passes_gradgradcheck(clamp):
 
 @pytest.mark.parametrize(("up", "down", "pad"), [(1, 1, (1, 2)), (1, 1, (2, 2)), (2, 1, (2, 1)), (1, 2, (1, 1)),
                                                  (1, 2, (2, 1)), (2, 1, (0, 0)), (2, 1, (5, 4))])  # fmt: skip
-def test_upfirdn2d_equals_the_reference_composition(up, down, pad):
+@pytest.mark.parametrize("rect", [False, True])
+def test_upfirdn2d_equals_the_reference_composition(up, down, pad, rect):
     kernel = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=D64)
-    kernel = kernel[:, None] * kernel[None] / 64 * up**2
+    kernel = (kernel[:, None] * (kernel[None, 1:3] if rect else kernel[None])) / 64 * up**2  # 4x4, or 4x2
     x = _t(2, 3, 8, 6)
     ref = upfirdn2d_reference(x, kernel, up, down, pad)
     out = upfirdn2d(x, kernel, up, down, pad)

@@ -40,14 +40,18 @@ def upfirdn2d(
     (a true convolution: the kernel is flipped as in upfirdn), keep every `down`-th sample."""
     if not ops.fast() or (up > 1 and down > 1):
         return upfirdn2d_reference(x, kernel, up, down, pad)
-    c, k = x.shape[1], kernel.shape[0]
+    c = x.shape[1]
     if up > 1:
-        # convT[j] = sum_i x[i] kernel[j - up*i]: the reference's output m is convT[m + k - 1 - pad[0]]
+        # convT[j] = sum_i x[i] kernel[j - up*i]: the reference's output m is convT[m + k - 1 - pad[0]] on each
+        # axis, k that axis's kernel size; F.pad with negative amounts crops
         y = conv_transpose2d(x, _depthwise(kernel, c, x), stride=up, groups=c)
-        start = k - 1 - pad[0]
-        size = up * x.shape[2] + pad[0] + pad[1] - k + 1
-        end_h, end_w = start + size, start + up * x.shape[3] + pad[0] + pad[1] - k + 1
-        return F.pad(y, (-start, end_w - y.shape[3], -start, end_h - y.shape[2]))
+        crop: list[int] = []
+        for axis in (3, 2):  # F.pad's order: width first
+            k = kernel.shape[axis - 2]
+            start = k - 1 - pad[0]
+            end = start + up * x.shape[axis] + pad[0] + pad[1] - k + 1
+            crop += [-start, end - y.shape[axis]]
+        return F.pad(y, crop)
     weight = _depthwise(kernel.flip(0, 1), c, x)
     if pad[0] == pad[1]:
         return conv2d(x, weight, stride=down, padding=pad[0], groups=c)
