@@ -1,7 +1,8 @@
 """facegan.ops under torch.compile: the custom autograd nodes give eager's gradients when dynamo traces them.
 torch 2.11 routes the gradient of an autograd.Function whose output was written in place to the wrong slot, so
 everything behind the node silently got zero gradients (pytorch/pytorch#180642): the nodes write out of place
-while compiling (`ops.inplace`). On torch 2.13 the gradients agree either way; the first test checks the guard."""
+while compiling (`ops.inplace`). On torch 2.13 the gradients agree either way, so the guard is checked in what
+dynamo traces: no in-place call in any node's forward or backward graph."""
 
 from __future__ import annotations
 
@@ -40,6 +41,39 @@ NODES = {
         lambda: (_t(2, 3, 6, 6), _t(4, 3, 3, 3, seed=1), _t(4, seed=2)),
     ),
 }  # fmt: skip
+
+
+def _inplace_calls(gm: torch.fx.GraphModule) -> list[str]:
+    """In-place calls (`mul_`, `clamp_`, ..., `inplace=True`) in a traced graph and its subgraphs (the
+    autograd.Function's forward and backward bodies)."""
+    found = []
+    for mod in gm.modules():
+        for node in mod.graph.nodes if isinstance(mod, torch.fx.GraphModule) else ():
+            name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+            trailing = name.endswith("_") and not name.startswith("_")
+            if node.op in ("call_method", "call_function") and (trailing or node.kwargs.get("inplace")):
+                found.append(name)
+    return found
+
+
+def _traced_inplace_calls(name: str) -> list[str]:
+    fn, make = NODES[name]
+    found: list[str] = []
+
+    def backend(gm, example_inputs):
+        found.extend(_inplace_calls(gm))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(fn, backend=backend, fullgraph=True)(*make())
+    return found
+
+
+@pytest.mark.parametrize("name", [n for n in NODES if n != "conv + bias + lrelu"])
+def test_no_node_writes_in_place_while_compiled(name, monkeypatch):
+    assert _traced_inplace_calls(name) == []
+    monkeypatch.setattr(ops, "inplace", lambda: True)  # without the guard the same trace shows them
+    assert _traced_inplace_calls(name)
 
 
 @pytest.mark.parametrize("name", list(NODES))
