@@ -177,3 +177,17 @@ def conv_transpose2d(
 ) -> torch.Tensor:
     """F.conv_transpose2d (dilation 1) with a backward made of convolutions."""
     return _run(x, w, b, Geometry(True, _pair(stride), _pair(padding), _pair(output_padding), groups))
+
+
+class Conv2d(torch.nn.Conv2d):
+    """`nn.Conv2d` (zero padding, dilation 1) through `conv2d` above, for nets a gradient penalty
+    differentiates twice (the DCGAN family's D under R1, WGAN-GP, WGAN-div). The same parameters and
+    state-dict keys as nn.Conv2d; spectral norm and FreezeD treat it as one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.padding_mode != "zeros" or self.dilation != (1, 1) or isinstance(self.padding, str):
+            raise ValueError("facegan.ops.conv.Conv2d: zero padding given as numbers, dilation 1 only")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)  # type: ignore[arg-type]
