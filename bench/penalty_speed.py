@@ -2,12 +2,13 @@
 (a backward made of convolutions, so the penalty's double backward is ordinary convolutions) against the same
 step on PyTorch's nn.Conv2d (`facegan.ops.fast_ops(False)`: its generic convolution double backward).
 
-    python bench/penalty_speed.py [--rounds 7] [--steps 16] [--threads 2] [--batch 64]
+    python bench/penalty_speed.py [--rounds 7] [--steps 16] [--threads 2] [--batch 64] [--device cpu|cuda]
 
 64x64, the project's default widths (g_channels, d_channels 32), batch 64: WGAN-GP (penalty every D step,
 n_critic 1 so a step is one D and one G update), DCGAN with R1 every step (gamma 10, d_norm none) and with R1
-every 16 (the lazy default). Without a penalty D keeps nn.Conv2d (`TrainConfig.d_penalised`). Both sides in one process, the same threads and determinism
-(`stepper.runtime`), alternating step by step; medians of the rounds and their ratio.
+every 16 (the lazy default). Without a penalty D keeps nn.Conv2d (`TrainConfig.d_penalised`). Both sides in
+one process, the same threads and determinism (`stepper.runtime`), alternating step by step; medians of the
+rounds and their ratio.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="steps per round (16: whole lazy-R1 cycles)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: under training's CUDA flags")
     ap.add_argument(
         "--cases", nargs="+", choices=list(CASES), default=list(CASES), metavar="CASE", help=str(list(CASES))
     )
@@ -41,7 +43,9 @@ def main() -> None:
     print(f"median of {args.rounds} rounds of {args.steps} steps, the two sides alternating step by step")
     for name in args.cases:
         case = CASES[name]
-        cfg = TrainConfig.model_validate({**case, "batch_size": args.batch, "device": "cpu", "threads": args.threads})
+        cfg = TrainConfig.model_validate(
+            {**case, "batch_size": args.batch, "device": args.device, "threads": args.threads}
+        )
         with ops.fast_ops(False):
             plain = trainer(cfg, 64)
         ours = trainer(cfg, 64)
