@@ -1,4 +1,4 @@
-"""The StyleGAN2 speed bench runs as documented (tiny budget) and writes its figures: the script must not rot
+"""The speed benches run as documented (tiny budget) and write their figures: the scripts must not rot
 between the runs on lent GPUs."""
 
 from __future__ import annotations
@@ -77,3 +77,13 @@ def test_the_cuda_configs_are_the_anchors_settings_and_build_their_models(amp):
         assert widths == [min(base // r, 512) for r in (4, 8, 8, 16, 16, 32, 32, 64, 64, 128, 128, 256, 256)]
         assert d.stddev_group == 4
         assert g.amp_from == d.amp_from == (32 if amp == "fp16" else 0)  # fp16 in 256, 128, 64 and 32 px
+
+
+def test_penalty_bench_runs_every_case_and_prints_its_ratio():
+    cmd = [sys.executable, "bench/penalty_speed.py", "--rounds", "1", "--steps", "1", "--batch", "4"]
+    log = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    cases = [line[3:] for line in log.splitlines() if line.startswith("## ")]
+    assert cases == ["wgan-gp (GP every step)", "dcgan + R1 every step", "dcgan + R1 every 16"]
+    ratios = [float(line.split("; ratio ")[1].split()[0]) for line in log.splitlines() if "; ratio " in line]
+    assert len(ratios) == 3 and all(0 < r < 5 for r in ratios)
+    assert log.count("2 threads, deterministic True") == 3  # the settings printed beside each ratio
