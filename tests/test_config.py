@@ -106,6 +106,15 @@ def test_yaml_flags_where_a_number_is_expected_are_refused():
     assert "train.lr_g: got false (a flag, not a number); Input should be a valid number" in msg
     assert "train.stylegan2.conv_clamp: got true (a flag, not a number)" in msg
     raw = _raw()
+    raw["transfer"]["seeds"] = [0, True]  # pydantic alone: [0, 1]
+    raw["datasets"]["cartoon"]["matte"]["fill"] = [False, 255, 255]
+    msg = _error(raw)
+    assert "transfer.seeds.1: got true (a flag, not a number)" in msg
+    assert "datasets.cartoon.matte.fill.0: got false (a flag, not a number)" in msg
+    raw = _raw()
+    raw["train"]["steps"] = {"a": 1}  # a mapping given for a value is still shown
+    assert "train.steps: got {'a': 1}; Input should be a valid integer" in _error(raw)
+    raw = _raw()
     raw["train"].update(diffaugment=["color"], ada={"enabled": True})
     msg = _error(raw)  # a section's own error names its keys, without a dump of the whole section
     assert msg.endswith("  - train: Value error, choose one augmentation: diffaugment or ada.enabled, not both")

@@ -41,6 +41,18 @@ def _numeric(annotation: Any) -> bool:
     return bool(args) and args - {NoneType} <= {int, float}
 
 
+def _flags_marked(annotation: Any, v: Any) -> Any:
+    """`v` with each YAML true/false where `annotation` wants a number wrapped in `_Flag`: the value itself, or
+    the items of a list or tuple of numbers (`seeds: [true]`, `fill: [true, 255, 255]`)."""
+    if isinstance(v, bool):
+        return _Flag(v) if _numeric(annotation) else v
+    if isinstance(v, list | tuple) and get_origin(annotation) in (list, tuple):
+        items = [a for a in get_args(annotation) if a is not Ellipsis]
+        if items and all(_numeric(a) for a in items):
+            return [_Flag(x) if isinstance(x, bool) else x for x in v]
+    return v
+
+
 class Section(BaseModel):
     """Base for every params section: unknown keys are errors, values are immutable, and a YAML true/false
     given for a number is an error (pydantic would read it as 1 or 0)."""
@@ -53,10 +65,7 @@ class Section(BaseModel):
         if not isinstance(data, dict):
             return data
         fields = cls.model_fields
-        return {
-            k: _Flag(v) if isinstance(v, bool) and k in fields and _numeric(fields[k].annotation) else v
-            for k, v in data.items()
-        }
+        return {k: _flags_marked(fields[k].annotation, v) if k in fields else v for k, v in data.items()}
 
 
 class _Flag:
@@ -857,7 +866,7 @@ def _describe(err: ErrorDetails) -> str:
         return f"  - {key}: unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1]))}"
     if err["type"] == "missing":
         return f"  - {key}: required key is missing"
-    if isinstance(err.get("input"), dict):  # about the section as a whole: its message names the keys
+    if err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a section's own check: names its keys
         return f"  - {key}: {err['msg']}"
     return f"  - {key}: got {err.get('input')!r}; {err['msg']}"
 
