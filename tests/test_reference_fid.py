@@ -88,7 +88,8 @@ def test_features_equal_pytorch_fid(folders, torch_home, ours, tmp_path):
     np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
-def test_fid_equals_pytorch_fid(folders, torch_home, ours):
+@pytest.mark.slow  # ~1.8 min on 2 cores (60 images through Inception on each side); the features test above
+def test_fid_equals_pytorch_fid(folders, torch_home, ours):  # keeps the exactness of the features in `make test`
     a, b = folders
     out = _ref(
         ["-m", "pytorch_fid", str(a), str(b), "--device", "cpu", "--batch-size", "20", "--num-workers", "0"], torch_home
