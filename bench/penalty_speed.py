@@ -14,9 +14,8 @@ rounds and their ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 
-from stylegan2_speed import interleaved, settings, trainer
+from stylegan2_speed import compared, interleaved, settings, spread, trainer
 
 from facegan import ops
 from facegan.config import TrainConfig
@@ -50,13 +49,10 @@ def main() -> None:
             plain = trainer(cfg, 64)
         ours = trainer(cfg, 64)
         times = interleaved({"nn.Conv2d": (plain, False), "facegan.ops": (ours, True)}, args.rounds, args.steps)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        per_round = [f / r for f, r in zip(times["facegan.ops"], times["nn.Conv2d"], strict=True)]
+        med, ratio, per_round = compared(times, "facegan.ops", "nn.Conv2d")
         print(f"\n## {name}\n{settings(cfg, ours.device)}")
-        ratio = med["facegan.ops"] / med["nn.Conv2d"]
         print(f"nn.Conv2d {1000 * med['nn.Conv2d']:.1f} ms/step, facegan.ops {1000 * med['facegan.ops']:.1f} ms/step; "
-              f"ratio {ratio:.3f} (per round: median {statistics.median(per_round):.3f}, "
-              f"range {min(per_round):.3f}-{max(per_round):.3f})")  # fmt: skip
+              f"ratio {ratio:.3f} ({spread(per_round)})")  # fmt: skip
 
 
 if __name__ == "__main__":

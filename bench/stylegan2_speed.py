@@ -121,6 +121,16 @@ def interleaved(
     return out
 
 
+def compared(times: dict[str, list[float]], ours: str, ref: str) -> tuple[dict[str, float], float, list[float]]:
+    """Each side's median step time, the ratio ours / ref of the medians, and the per-round ratios."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return med, med[ours] / med[ref], [f / r for f, r in zip(times[ours], times[ref], strict=True)]
+
+
+def spread(per_round: list[float]) -> str:
+    return f"per round: median {statistics.median(per_round):.3f}, range {min(per_round):.3f}-{max(per_round):.3f}"
+
+
 def settings(cfg: TrainConfig, device: torch.device) -> str:
     return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, deterministic "
             f"{torch.are_deterministic_algorithms_enabled()}, cudnn.benchmark {torch.backends.cudnn.benchmark}, "
@@ -132,17 +142,15 @@ def cpu_step(args: argparse.Namespace) -> dict[str, Any]:
         reference = trainer(cpu_config(args.threads, channels_last=False), 64)
     ours = trainer(cpu_config(args.threads, channels_last=True), 64)
     times = interleaved({"reference": (reference, False), "facegan": (ours, True)}, args.rounds, args.steps)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    per_round = [f / r for f, r in zip(times["facegan"], times["reference"], strict=True)]
+    med, ratio, per_round = compared(times, "facegan", "reference")
     print("\n## CPU: `cpu` preset 64x64, batch 16, R1/16 + path length/4, mixing 0.9, EMA")
     print(settings(ours.cfg, ours.device))
     print(f"median of {args.rounds} rounds of {args.steps} steps, the two sides alternating step by step")
     print("reference (plain PyTorch ops, NCHW): " + f"{1000 * med['reference']:.1f} ms/step")
     print("facegan (facegan.ops, channels_last): " + f"{1000 * med['facegan']:.1f} ms/step")
-    print(f"ratio facegan / reference: {med['facegan'] / med['reference']:.3f}  (goal <= 0.7); per round: median "
-          f"{statistics.median(per_round):.3f}, range {min(per_round):.3f}-{max(per_round):.3f}")  # fmt: skip
+    print(f"ratio facegan / reference: {ratio:.3f}  (goal <= 0.7); {spread(per_round)}")
     print("rounds (ms): " + "; ".join(f"{k} {[round(1000 * x) for x in v]}" for k, v in times.items()))
-    return {"median_s": med, "rounds_s": times, "ratio": med["facegan"] / med["reference"], "per_round": per_round}
+    return {"median_s": med, "rounds_s": times, "ratio": ratio, "per_round": per_round}
 
 
 Form = Callable[[ModulatedConv2d, torch.Tensor, torch.Tensor], torch.Tensor]
