@@ -7,6 +7,8 @@
 #   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs the textbook loop
 #   3. tests/test_cuda.py: fp16 StyleGAN2 300 steps, CUDA-graph replay vs eager, fp32 CUDA vs CPU, AMP x models
 #   4. bench/gpu.py: DCGAN img/s, fp32 and fp16, eager and reduce-overhead
+#   5. only in what the steps above left of the budget: bench/penalty_speed.py --device cuda (the DCGAN family's
+#      D under R1 / WGAN-GP, facegan.ops.conv vs nn.Conv2d); skipped without failing the run when none is left
 #
 #   bash bench/gpu_session.sh wheels   # here, once: the Python packages facegan needs that the device image lacks
 #                                      # (pydantic and its four dependencies, the versions of .venv) into .whl/
@@ -17,7 +19,8 @@
 # `run` runs facegan from src/ without installing it: it needs a Python with torch (CUDA), numpy, Pillow, PyYAML,
 # pytest, tqdm and pydantic (the lent H200's image, Python 3.12, has all but pydantic); PYTHON picks the
 # interpreter. GPU_SESSION_BUDGET (seconds, default 540) bounds the whole run; a step cut short or skipped makes
-# it exit 1. Not yet run on a GPU: checked here on CPU against that image's package list (see docs/benchmarks.md).
+# it exit 1 (the optional fifth only when it runs and fails or is cut short). Not yet run on a GPU: checked here
+# on CPU against that image's package list (see docs/benchmarks.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,10 +74,19 @@ EOF
         ((code == 0)) || rc=1
         echo "== $name: exit $code after $((SECONDS - t0))s" | tee -a "$out/summary.txt"
     }
+    optional() {  # optional NAME LIMIT COMMAND...: only in what the budget has left; skipping it is no failure
+        local name=$1
+        if ((end - SECONDS < 20)); then
+            echo "== $name: not run (optional; the budget is spent)" | tee -a "$out/summary.txt"
+            return
+        fi
+        step "$@"
+    }
     step stylegan2 210 "$py" bench/stylegan2_speed.py --cuda-only --rounds 2 --json "$out/stylegan2.json"
     step train_step 100 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
     step test_cuda 160 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
     step dcgan 70 "$py" bench/gpu.py --amp off fp16 --rounds 3 --json "$out/dcgan.json"
+    optional penalty 90 "$py" bench/penalty_speed.py --device cuda --rounds 5 --steps 16
     return $rc
 }
 

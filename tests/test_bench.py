@@ -1,9 +1,10 @@
 """The speed benches run as documented (tiny budget) and write their figures: the scripts must not rot
-between the runs on lent GPUs."""
+between the runs on lent GPUs. bench/gpu_session.sh's order and budget run with a stand-in interpreter."""
 
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import subprocess
 import sys
@@ -87,3 +88,66 @@ def test_penalty_bench_runs_every_case_and_prints_its_ratio():
     ratios = [float(line.split("; ratio ")[1].split()[0]) for line in log.splitlines() if "; ratio " in line]
     assert len(ratios) == 3 and all(0 < r < 5 for r in ratios)
     assert log.count("2 threads, deterministic True") == 3  # the settings printed beside each ratio
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# stand-in interpreter: '-' is the machine check (FAKE_GPU=0: no CUDA); any other command is logged and takes
+# FAKE_<script name> seconds (default 0)
+case "$1" in
+-) cat >/dev/null; [ "${FAKE_GPU:-1}" = 1 ] || { echo "gpu_session: no CUDA device here" >&2; exit 1; }
+   echo "FakeGPU, torch 0" ;;
+*) name=$(basename "${1/-m/pytest}" .py); echo "$*" >>"$OUT/calls.txt"; v="FAKE_${name//-/_}"; sleep "${!v:-0}" ;;
+esac
+"""
+
+
+def gpu_session(tmp_path: Path, budget: int, **env: str) -> tuple[int, list[str], list[str]]:
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    run_env = {"PATH": "/usr/bin:/bin", "OUT": str(out), "PYTHON": str(fake), "GPU_SESSION_BUDGET": str(budget)}
+    proc = subprocess.run(["bash", "bench/gpu_session.sh", "run"], cwd=ROOT, env={**run_env, **env},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    calls = (out / "calls.txt").read_text().splitlines() if (out / "calls.txt").exists() else []
+    summary = (out / "summary.txt").read_text().splitlines() if (out / "summary.txt").exists() else []
+    return proc.returncode, calls, summary
+
+
+def test_gpu_session_runs_every_check_in_order_and_exits_0(tmp_path):
+    rc, calls, summary = gpu_session(tmp_path, 540)
+    assert rc == 0
+    assert [c.split()[0] if c.startswith("bench/") else c.split()[1] for c in calls] == [
+        "bench/stylegan2_speed.py", "bench/train_step.py", "pytest", "bench/gpu.py", "bench/penalty_speed.py"
+    ]  # fmt: skip
+    assert "--device cuda" in calls[1] and "tests/test_cuda.py" in calls[2] and "--device cuda" in calls[4]
+    assert [s.split(":")[0] for s in summary] == [
+        f"== {n}" for n in ("stylegan2", "train_step", "test_cuda", "dcgan", "penalty")
+    ]
+    assert all(re.fullmatch(r"== \w+: exit 0 after \d+s", s) for s in summary)
+
+
+def test_gpu_session_skips_what_the_budget_cannot_hold_and_says_so(tmp_path):
+    """21 s of budget: after a 2 s first step fewer than 20 s are left, so the required checks are skipped (exit
+    1) and the optional penalty bench is not run (no failure of its own)."""
+    rc, calls, summary = gpu_session(tmp_path, 21, FAKE_stylegan2_speed="2")
+    assert rc == 1
+    assert len(calls) == 1 and calls[0].startswith("bench/stylegan2_speed.py")
+    assert summary[1:] == [
+        "== train_step: skipped (budget spent)", "== test_cuda: skipped (budget spent)",
+        "== dcgan: skipped (budget spent)", "== penalty: not run (optional; the budget is spent)",
+    ]  # fmt: skip
+
+
+def test_gpu_session_leaves_out_the_optional_bench_when_little_is_left_and_still_passes(tmp_path):
+    rc, calls, summary = gpu_session(tmp_path, 25, FAKE_gpu="6")  # 19 s left after DCGAN's bench
+    assert rc == 0 and len(calls) == 4 and not any("penalty_speed" in c for c in calls)
+    assert (
+        summary[3].startswith("== dcgan: exit 0")
+        and summary[4] == "== penalty: not run (optional; the budget is spent)"
+    )
+
+
+def test_gpu_session_stops_at_once_without_a_cuda_device(tmp_path):
+    rc, calls, summary = gpu_session(tmp_path, 540, FAKE_GPU="0")
+    assert rc == 1 and calls == [] and summary == []
