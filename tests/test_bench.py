@@ -91,12 +91,14 @@ def test_penalty_bench_runs_every_case_and_prints_its_ratio():
 
 
 FAKE_PYTHON = """#!/usr/bin/env bash
-# stand-in interpreter: '-' is the machine check (FAKE_GPU=0: no CUDA); any other command is logged and takes
-# FAKE_<script name> seconds (default 0)
+# stand-in interpreter: '-' is the machine check (FAKE_GPU=0: no CUDA); '-m pip' (installing .whl/ when that is
+# here) does nothing; any other command is logged, takes FAKE_<script> seconds and exits with RC_<script> (0)
 case "$1" in
 -) cat >/dev/null; [ "${FAKE_GPU:-1}" = 1 ] || { echo "gpu_session: no CUDA device here" >&2; exit 1; }
    echo "FakeGPU, torch 0" ;;
-*) name=$(basename "${1/-m/pytest}" .py); echo "$*" >>"$OUT/calls.txt"; v="FAKE_${name//-/_}"; sleep "${!v:-0}" ;;
+*) [ "$1 ${2:-}" = "-m pip" ] && exit 0
+   name=$(basename "${1/-m/pytest}" .py); echo "$*" >>"$OUT/calls.txt"
+   v="FAKE_$name" r="RC_$name"; sleep "${!v:-0}"; exit "${!r:-0}" ;;
 esac
 """
 
@@ -128,9 +130,9 @@ def test_gpu_session_runs_every_check_in_order_and_exits_0(tmp_path):
 
 
 def test_gpu_session_skips_what_the_budget_cannot_hold_and_says_so(tmp_path):
-    """21 s of budget: after a 2 s first step fewer than 20 s are left, so the required checks are skipped (exit
+    """23 s of budget: after a 4 s first step fewer than 20 s are left, so the required checks are skipped (exit
     1) and the optional penalty bench is not run (no failure of its own)."""
-    rc, calls, summary = gpu_session(tmp_path, 21, FAKE_stylegan2_speed="2")
+    rc, calls, summary = gpu_session(tmp_path, 23, FAKE_stylegan2_speed="4")
     assert rc == 1
     assert len(calls) == 1 and calls[0].startswith("bench/stylegan2_speed.py")
     assert summary[1:] == [
@@ -146,6 +148,22 @@ def test_gpu_session_leaves_out_the_optional_bench_when_little_is_left_and_still
         summary[3].startswith("== dcgan: exit 0")
         and summary[4] == "== penalty: not run (optional; the budget is spent)"
     )
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "rc"),
+    [("penalty_speed", 124, 0), ("penalty_speed", 137, 0), ("penalty_speed", 1, 1), ("gpu", 124, 1), ("gpu", 1, 1)],
+)
+def test_gpu_session_fails_on_a_required_step_cut_or_failing_and_on_the_optional_one_failing(
+    tmp_path, script, code, rc
+):
+    """A step's exit code as `timeout` gives it (124, 137 after the kill) or as an error: the optional bench cut
+    at its limit keeps the run passing (what it printed is kept), anything else fails it."""
+    got, calls, summary = gpu_session(tmp_path, 540, **{f"RC_{script}": str(code)})
+    assert got == rc and len(calls) == 5
+    line = summary[4 if script == "penalty_speed" else 3]
+    assert line.startswith(f"== {'penalty' if script == 'penalty_speed' else 'dcgan'}: exit {code} after")
+    assert line.endswith("no failure)") == (rc == 0)
 
 
 def test_gpu_session_stops_at_once_without_a_cuda_device(tmp_path):
