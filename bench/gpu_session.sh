@@ -20,8 +20,8 @@
 # `run` runs facegan from src/ without installing it: it needs a Python with torch (CUDA), numpy, Pillow, PyYAML,
 # pytest, tqdm and pydantic (the lent H200's image, Python 3.12, has all but pydantic); PYTHON picks the
 # interpreter. GPU_SESSION_BUDGET (seconds, default 540) bounds the whole run; a step cut short or skipped makes
-# it exit 1 (the optional fifth only when it fails). Not yet run on a GPU: checked here
-# on CPU against that image's package list (see docs/benchmarks.md).
+# it exit 1 (the optional fifth only when it fails). Not yet run on a GPU: checked here on CPU against that
+# image's package list (see docs/benchmarks.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -150,20 +150,22 @@ def test_gpu_session_leaves_out_the_optional_bench_when_little_is_left_and_still
     )
 
 
+OPTIONAL = ("penalty_speed", "penalty", 4)  # (script, step name, its line in summary.txt)
+REQUIRED = ("gpu", "dcgan", 3)
+
+
 @pytest.mark.parametrize(
-    ("script", "code", "rc"),
-    [("penalty_speed", 124, 0), ("penalty_speed", 137, 0), ("penalty_speed", 1, 1), ("gpu", 124, 1), ("gpu", 1, 1)],
+    ("step", "code", "rc"),
+    [(OPTIONAL, 124, 0), (OPTIONAL, 137, 0), (OPTIONAL, 1, 1), (REQUIRED, 124, 1), (REQUIRED, 1, 1)],
 )
-def test_gpu_session_fails_on_a_required_step_cut_or_failing_and_on_the_optional_one_failing(
-    tmp_path, script, code, rc
-):
+def test_gpu_session_fails_on_a_required_step_cut_or_failing_and_on_the_optional_one_failing(tmp_path, step, code, rc):
     """A step's exit code as `timeout` gives it (124, 137 after the kill) or as an error: the optional bench cut
     at its limit keeps the run passing (what it printed is kept), anything else fails it."""
+    script, name, index = step
     got, calls, summary = gpu_session(tmp_path, 540, **{f"RC_{script}": str(code)})
     assert got == rc and len(calls) == 5
-    line = summary[4 if script == "penalty_speed" else 3]
-    assert line.startswith(f"== {'penalty' if script == 'penalty_speed' else 'dcgan'}: exit {code} after")
-    assert line.endswith("no failure)") == (rc == 0)
+    assert summary[index].startswith(f"== {name}: exit {code} after")
+    assert summary[index].endswith("no failure)") == (rc == 0)
 
 
 def test_gpu_session_stops_at_once_without_a_cuda_device(tmp_path):
