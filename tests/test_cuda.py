@@ -34,7 +34,8 @@ MODELS = {
 def _trainer(**over) -> Trainer:
     cfg = TrainConfig.model_validate({"batch_size": 8, "device": "cuda", "ema": 0.9, **over})
     apply_determinism(cfg.deterministic, torch.device("cuda"))  # as run_train does
-    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8).pin_memory()
+    gen = torch.Generator().manual_seed(0)  # the same images for every trainer: tests compare their losses
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=gen).pin_memory()
     return Trainer(cfg, images, None, [], torch.device("cuda"))
 
 
