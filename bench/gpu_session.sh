@@ -2,8 +2,8 @@
 # The GPU checks of issue #20 as one command for a GPU machine lent for a few minutes (here: 15 minutes of device
 # time a session, start-up included, 10 a command). Most important first, each under its own time limit (the
 # four required steps' limits add up to the total budget), so a slow step cannot take the time of the ones after it:
-#   1. bench/stylegan2_speed.py --cuda-only: s/kimg + peak memory, auto 256 and config-f, fp32 and fp16 blocks
-#      (each config's figures saved as it ends), then the modulated-conv forms over the auto G's layers
+#   1. bench/stylegan2_speed.py --cuda-only: s/kimg + peak memory of auto 256, fp32 and fp16 blocks, the
+#      modulated-conv forms over its G's layers, then config-f likewise (each figure saved as it ends)
 #   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs the textbook loop
 #   3. tests/test_cuda.py: fp16 StyleGAN2 300 steps, CUDA-graph replay vs eager, fp32 CUDA vs CPU, AMP x models
 #   4. bench/gpu.py: DCGAN img/s, fp32 and fp16, eager and reduce-overhead
@@ -20,8 +20,8 @@
 # `run` runs facegan from src/ without installing it: it needs a Python with torch (CUDA), numpy, Pillow, PyYAML,
 # pytest, tqdm and pydantic (the lent H200's image, Python 3.12, has all but pydantic); PYTHON picks the
 # interpreter. GPU_SESSION_BUDGET (seconds, default 540) bounds the whole run; a step cut short or skipped makes
-# it exit 1 (the optional fifth only when it fails). Not yet run on a GPU: checked here on CPU against that
-# image's package list (see docs/benchmarks.md).
+# it exit 1 (the optional fifth only when it fails). First run on a lent H200 on 2026-12-04 (docs/benchmarks.md):
+# the steps took 210 (cut), 37, 95, 38 and 19 s, so StyleGAN2's limit went up and the others' down.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +50,8 @@ run() {
         export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
     fi
     export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-    "$py" - <<'EOF' 2>&1 | tee "$out/machine.txt"
+    # the device tool brings back at most 8 files from $OUT: summary.txt (this line first), 5 logs, 2 JSON
+    "$py" - <<'EOF' 2>&1 | sed 's/^/machine: /' | tee "$out/summary.txt"
 import torch, pydantic
 if not torch.cuda.is_available():
     raise SystemExit("gpu_session: no CUDA device here (this script is for a lent GPU machine)")
@@ -87,10 +88,11 @@ EOF
         local optional=1  # being cut at its limit, is no failure (an error is)
         step "$@"
     }
-    step stylegan2 210 "$py" bench/stylegan2_speed.py --cuda-only --rounds 2 --json "$out/stylegan2.json"
-    step train_step 100 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
-    step test_cuda 160 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
-    step dcgan 70 "$py" bench/gpu.py --amp off fp16 --rounds 3 --json "$out/dcgan.json"
+    step stylegan2 300 "$py" bench/stylegan2_speed.py --cuda-only --rounds 2 --json "$out/stylegan2.json"
+    step train_step 60 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
+    # log_level: a failure's report without torch's DEBUG trace records (they filled the whole reply's tail)
+    step test_cuda 120 "$py" -m pytest -q -p no:cacheprovider -o log_level=WARNING tests/test_cuda.py
+    step dcgan 60 "$py" bench/gpu.py --amp off fp16 --rounds 3 --json "$out/dcgan.json"
     optional penalty 90 "$py" bench/penalty_speed.py --device cuda --rounds 5 --steps 16
     return $rc
 }

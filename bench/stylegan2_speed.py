@@ -228,27 +228,39 @@ def modconv_forms(layers: list[Layer], style_dim: int, device: torch.device, rou
     return out
 
 
-def gpu(args: argparse.Namespace, results: dict[str, Any], save: Callable[[], None]) -> None:
-    """s/kimg and peak memory of each CUDA config into `results`, calling `save` after each (a run cut short
-    keeps the configs it finished): the anchor's auto config first, in fp32 then fp16 blocks, then config-f.
-    Warm-up: 2 steps (step 0 runs R1 and path length, step 1 neither, so cudnn.benchmark has tuned every
-    shape; any 16 steps after them hold one R1 and four path-length steps, as a whole cycle does)."""
-    print(f"\n## CUDA: {torch.cuda.get_device_name()}; anchor: {ANCHOR}")
-    for name in gpu_configs("off"):
-        for amp in ("off", "fp16"):
-            cfg = gpu_configs(amp)[name]
-            t = trainer(cfg, 256)
-            torch.cuda.reset_peak_memory_stats()
-            times = interleaved({name: (t, True)}, args.rounds, args.steps, warmup=2)[name]
-            sec = statistics.median(times)
-            kimg = sec / (cfg.batch_size / 1000)
-            peak = torch.cuda.max_memory_allocated() / 2**30
-            label = f"{name}, {'fp32' if amp == 'off' else 'fp16 in 4 blocks + clamp 256'}"
-            print(f"{label:58s} {kimg:7.2f} s/kimg  ({cfg.batch_size / sec:6.1f} img/s, peak {peak:.1f} GiB)")
-            results[label] = {"s_per_kimg": kimg, "peak_gib": peak, "settings": settings(cfg, t.device)}
-            save()
-            del t
-            torch.cuda.empty_cache()
+def gpu(args: argparse.Namespace, results: dict[str, Any], save: Callable[[], None], name: str) -> None:
+    """s/kimg and peak memory of CUDA config `name` (of `gpu_configs`) in fp32 then fp16 blocks into `results`,
+    calling `save` after each (a run cut short keeps what it finished), with the seconds its set-up, warm-up and
+    timed rounds took (a lent GPU's minutes are few: the log says where they went). Warm-up: 2 steps (step 0 runs
+    R1 and path length, step 1 neither, so cudnn.benchmark has tuned every shape; any 16 steps after them hold one
+    R1 and four path-length steps, as a whole cycle does)."""
+    for amp in ("off", "fp16"):
+        cfg = gpu_configs(amp)[name]
+        t0 = time.perf_counter()
+        t = trainer(cfg, 256)
+        sync(t.device)
+        built = time.perf_counter() - t0
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        interleaved({name: (t, True)}, 0, args.steps, warmup=2)
+        warm = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        times = interleaved({name: (t, True)}, args.rounds, args.steps, warmup=0)[name]
+        timed = time.perf_counter() - t0
+        sec = statistics.median(times)
+        kimg = sec / (cfg.batch_size / 1000)
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        label = f"{name}, {'fp32' if amp == 'off' else 'fp16 in 4 blocks + clamp 256'}"
+        print(
+            f"{label:58s} {kimg:7.2f} s/kimg  ({cfg.batch_size / sec:6.1f} img/s, peak {peak:.1f} GiB; set-up "
+            f"{built:.0f} s, warm-up {warm:.0f} s, {args.rounds} x {args.steps} steps {timed:.0f} s)",
+            flush=True,
+        )
+        results[label] = {"s_per_kimg": kimg, "peak_gib": peak, "settings": settings(cfg, t.device),
+                          "seconds": {"set_up": built, "warm_up": warm, "timed": timed}}  # fmt: skip
+        save()
+        del t
+        torch.cuda.empty_cache()
     print(f"settings: {settings(cfg, torch.device('cuda'))}")
 
 
@@ -277,9 +289,13 @@ def main() -> None:
 
     if torch.cuda.is_available():
         results["cuda"] = {}
-        gpu(args, results["cuda"], save)
-        if not args.no_forms:  # after the s/kimg figures, under the flags training set (cudnn.benchmark, TF32)
+        print(f"\n## CUDA: {torch.cuda.get_device_name()}; anchor: {ANCHOR}")
+        auto, paper = list(gpu_configs("off"))  # the two configs' names
+        gpu(args, results["cuda"], save, auto)
+        if not args.no_forms:  # after the auto figures, under the flags training set (cudnn.benchmark, TF32)
             results["cuda_forms"] = modconv_forms(auto256_layers(), 512, torch.device("cuda"), args.rounds)
+            save()
+        gpu(args, results["cuda"], save, paper)
     else:
         print("\nno CUDA device: the GPU figures (auto 256 and config-f, fp32 and mixed precision) are not measured")
     save()

@@ -104,6 +104,8 @@ esac
 
 
 def gpu_session(tmp_path: Path, budget: int, **env: str) -> tuple[int, list[str], list[str]]:
+    """(exit code, the stand-in's calls, summary.txt's step lines); summary.txt's first line, the machine's, is
+    checked and left out."""
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
@@ -112,8 +114,10 @@ def gpu_session(tmp_path: Path, budget: int, **env: str) -> tuple[int, list[str]
     proc = subprocess.run(["bash", "bench/gpu_session.sh", "run"], cwd=ROOT, env={**run_env, **env},
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     calls = (out / "calls.txt").read_text().splitlines() if (out / "calls.txt").exists() else []
-    summary = (out / "summary.txt").read_text().splitlines() if (out / "summary.txt").exists() else []
-    return proc.returncode, calls, summary
+    summary = (out / "summary.txt").read_text().splitlines()
+    machine = "machine: FakeGPU, torch 0" if env.get("FAKE_GPU", "1") == "1" else "machine: gpu_session: no CUDA"
+    assert summary[0].startswith(machine)
+    return proc.returncode, calls, summary[1:]
 
 
 def test_gpu_session_runs_every_check_in_order_and_exits_0(tmp_path):
@@ -127,6 +131,14 @@ def test_gpu_session_runs_every_check_in_order_and_exits_0(tmp_path):
         f"== {n}" for n in ("stylegan2", "train_step", "test_cuda", "dcgan", "penalty")
     ]
     assert all(re.fullmatch(r"== \w+: exit 0 after \d+s", s) for s in summary)
+    # the device tool brings back at most 8 files from $OUT (a ninth, train_step.log, was lost on 2026-12-04)
+    written = {p.name for p in (tmp_path / "out").iterdir()} - {"calls.txt"}  # the stand-in's own log
+    saved = {Path(c.split("--json ")[1].split()[0]).name for c in calls if "--json " in c}  # the real benches'
+    assert written == {
+        "summary.txt",
+        *(f"{n}.log" for n in ("stylegan2", "train_step", "test_cuda", "dcgan", "penalty")),
+    }
+    assert saved == {"stylegan2.json", "dcgan.json"} and len(written | saved) <= 8
 
 
 def test_gpu_session_skips_what_the_budget_cannot_hold_and_says_so(tmp_path):
