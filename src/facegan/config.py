@@ -499,11 +499,6 @@ class TrainConfig(RunSettings):
         return self.spec.r1_gamma if self.r1.gamma is None else self.r1.gamma
 
     @property
-    def d_penalised(self) -> bool:
-        """Whether D is differentiated twice: R1 on, or a gradient-penalty loss."""
-        return self.r1_gamma > 0 or self.loss in GP_LOSSES
-
-    @property
     def resolved_d_norm(self) -> str:
         if self.d_norm != "auto":
             return self.d_norm

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from facegan.ops.conv import no_weight_grads
+from facegan.ops.conv import differentiated_twice, no_weight_grads
 from facegan.registry import pick
 
 # d(x, labels) -> (adversarial logits, auxiliary logits or None)
@@ -47,7 +47,8 @@ def _d_wasserstein(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 def _grad_norm(d: Critic, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     # float32: the penalty runs outside autocast, and under mixed precision the fakes come in its dtype
     x = x.detach().float().requires_grad_(True)
-    out, _ = d(x, labels)
+    with differentiated_twice():
+        out, _ = d(x, labels)
     with no_weight_grads():  # d/d input only: the weights get theirs from the penalty's backward
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     return grad.flatten(1).norm(2, dim=1)
@@ -88,7 +89,8 @@ def r1_penalty(
 ) -> torch.Tensor:
     """Squared gradient norm of D at (augmented) real images, averaged over the batch (unweighted)."""
     x = real.detach().requires_grad_(True)
-    out, _ = d(augment(x), labels)
+    with differentiated_twice():
+        out, _ = d(augment(x), labels)
     with no_weight_grads():  # d/d input only: the weights get theirs from the penalty's backward
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     # + 0 * out: every D parameter is in the graph (DDP expects a gradient for each, even if zero)

@@ -53,7 +53,6 @@ def _conv_pair(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> 
         label_dims,
         cfg.aux_head,
         cfg.d_variant == "projection",
-        penalised=cfg.d_penalised,
     )
     g.apply(dcgan.init_weights)
     d.apply(dcgan.init_weights)

@@ -86,24 +86,19 @@ class Generator(nn.Module):
         return self.body(x)
 
 
-def conv_features(
-    resolution: int, channels: int, norm: str, sn=lambda m: m, twice: bool = False
-) -> tuple[nn.Sequential, int]:
-    """Strided 4x4 convs from `resolution` down to 4x4 (4 layers at 64 px): (layers, flattened size). `twice`:
-    the net is differentiated twice (R1, WGAN-GP, WGAN-div), so its convs are facegan.ops' (a backward made of
-    convolutions: the penalty's double backward is ordinary convolutions, not PyTorch's generic conv double
-    backward); without a penalty nn.Conv2d's single native backward call is the cheaper one."""
-    conv = Conv2d if twice else nn.Conv2d
+def conv_features(resolution: int, channels: int, norm: str, sn=lambda m: m) -> tuple[nn.Sequential, int]:
+    """Strided 4x4 convs from `resolution` down to 4x4 (4 layers at 64 px): (layers, flattened size). The convs
+    are facegan.ops' `Conv2d`: nn.Conv2d, except in the passes a penalty differentiates twice (R1, WGAN-GP,
+    WGAN-div), whose double backward is then ordinary convolutions, not PyTorch's generic conv double backward."""
     width = [channels * 2 ** min(i, 3) for i in range(levels(resolution))]  # e.g. 32, 64, 128, 256
-    layers: list[nn.Module] = [sn(conv(3, width[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+    layers: list[nn.Module] = [sn(Conv2d(3, width[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
     for cin, cout in pairwise(width):
-        layers += [sn(conv(cin, cout, 4, 2, 1, bias=norm == "none")), _norm(norm, cout), nn.LeakyReLU(0.2, True)]
+        layers += [sn(Conv2d(cin, cout, 4, 2, 1, bias=norm == "none")), _norm(norm, cout), nn.LeakyReLU(0.2, True)]
     return nn.Sequential(*layers), width[-1] * 16
 
 
 class Discriminator(nn.Module):
-    """images (N, 3, R, R) [, labels] -> (adversarial logits (N,), aux logits per attribute or None).
-    `penalised`: a gradient penalty differentiates it twice (see `conv_features`)."""
+    """images (N, 3, R, R) [, labels] -> (adversarial logits (N,), aux logits per attribute or None)."""
 
     def __init__(
         self,
@@ -114,12 +109,11 @@ class Discriminator(nn.Module):
         label_dims: Sequence[int] = (),
         aux_head: str = "softmax",
         projection: bool = False,
-        penalised: bool = False,
     ):
         super().__init__()
         self.label_dims, self.aux_head, self.projection = tuple(label_dims), aux_head, projection
         sn = spectral_norm if spectral or projection else (lambda m: m)
-        self.features, feat = conv_features(resolution, channels, norm, sn, twice=penalised)
+        self.features, feat = conv_features(resolution, channels, norm, sn)
         self.adv = sn(nn.Linear(feat, 1, bias=False))  # == the classic 4x4 valid conv to one logit
         self.aux = nn.ModuleList()
         self.embed = nn.ModuleList()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from facegan import ops
 
 _NO_WEIGHT_GRADS = [0]
+_TWICE = [0]
 
 
 @contextmanager
@@ -36,6 +37,17 @@ def no_weight_grads() -> Iterator[None]:
 
 def weight_grads_wanted() -> bool:
     return _NO_WEIGHT_GRADS[0] == 0
+
+
+@contextmanager
+def differentiated_twice() -> Iterator[None]:
+    """Forward passes inside the block build a graph a penalty differentiates twice (R1, WGAN-GP, WGAN-div):
+    the `Conv2d` modules convolve through the node below there, and as plain nn.Conv2d everywhere else."""
+    _TWICE[0] += 1
+    try:
+        yield
+    finally:
+        _TWICE[0] -= 1
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -180,9 +192,13 @@ def conv_transpose2d(
 
 
 class Conv2d(torch.nn.Conv2d):
-    """`nn.Conv2d` (zero padding, dilation 1) through `conv2d` above, for nets a gradient penalty
-    differentiates twice (the DCGAN family's D under R1, WGAN-GP, WGAN-div). The same parameters and
-    state-dict keys as nn.Conv2d; spectral norm and FreezeD treat it as one."""
+    """`nn.Conv2d` (zero padding, dilation 1) that convolves through `conv2d` above in the passes a penalty
+    differentiates twice (`differentiated_twice()`: the DCGAN family's D under R1, WGAN-GP, WGAN-div), so their
+    double backward is ordinary convolutions. Every other pass is nn.Conv2d's own, one native backward call and no
+    Python node: those steps are launch-bound at the DCGAN family's sizes, where the node's Python cost showed (a
+    DCGAN D with the node in every pass: 1.13-1.25x the step time on an H200, 1.00-1.04x on a CPU;
+    docs/benchmarks.md). The same parameters and state-dict keys as nn.Conv2d; spectral norm and FreezeD treat it
+    as one."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -190,4 +206,6 @@ class Conv2d(torch.nn.Conv2d):
             raise ValueError("facegan.ops.conv.Conv2d: zero padding given as numbers, dilation 1 only")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _TWICE[0]:
+            return super().forward(x)
         return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)  # type: ignore[arg-type]
