@@ -2,8 +2,9 @@
 # The GPU checks of issue #20 as one command for a GPU machine lent for a few minutes (here: 15 minutes of device
 # time a session, start-up included, 10 a command). Most important first, each under its own time limit (the
 # four required steps' limits add up to the total budget), so a slow step cannot take the time of the ones after it:
-#   1. bench/stylegan2_speed.py --cuda-only: s/kimg + peak memory of auto 256, fp32 and fp16 blocks, the
-#      modulated-conv forms over its G's layers, then config-f likewise (each figure saved as it ends)
+#   1. bench/stylegan2_speed.py --cuda-only --profile: s/kimg + peak memory of auto 256, fp32 and fp16 blocks, its
+#      fp32 step against the reference path, the modulated-conv forms over its G's layers, config-f like auto,
+#      then a profile of the auto step (each figure saved as it ends)
 #   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs the textbook loop
 #   3. tests/test_cuda.py: fp16 StyleGAN2 300 steps, CUDA-graph replay vs eager, fp32 CUDA vs CPU, AMP x models
 #   4. bench/gpu.py: DCGAN img/s, fp32 and fp16, eager and reduce-overhead
@@ -21,7 +22,8 @@
 # pytest, tqdm and pydantic (the lent H200's image, Python 3.12, has all but pydantic); PYTHON picks the
 # interpreter. GPU_SESSION_BUDGET (seconds, default 540) bounds the whole run; a step cut short or skipped makes
 # it exit 1 (the optional fifth only when it fails). First run on a lent H200 on 2026-12-04 (docs/benchmarks.md):
-# the steps took 210 (cut), 37, 95, 38 and 19 s, so StyleGAN2's limit went up and the others' down.
+# the steps took 210 (cut), 37, 95, 38 and 19 s, so StyleGAN2's limit went up (it now also times the reference
+# path on CUDA and, last, profiles the auto config) and the others' down.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,11 +90,11 @@ EOF
         local optional=1  # being cut at its limit, is no failure (an error is)
         step "$@"
     }
-    step stylegan2 300 "$py" bench/stylegan2_speed.py --cuda-only --rounds 2 --json "$out/stylegan2.json"
-    step train_step 60 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
+    step stylegan2 330 "$py" bench/stylegan2_speed.py --cuda-only --profile --rounds 2 --json "$out/stylegan2.json"
+    step train_step 50 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
     # log_level: a failure's report without torch's DEBUG trace records (they filled the whole reply's tail)
-    step test_cuda 120 "$py" -m pytest -q -p no:cacheprovider -o log_level=WARNING tests/test_cuda.py
-    step dcgan 60 "$py" bench/gpu.py --amp off fp16 --rounds 3 --json "$out/dcgan.json"
+    step test_cuda 110 "$py" -m pytest -q -p no:cacheprovider -o log_level=WARNING tests/test_cuda.py
+    step dcgan 50 "$py" bench/gpu.py --amp off fp16 --rounds 3 --json "$out/dcgan.json"
     optional penalty 90 "$py" bench/penalty_speed.py --device cuda --rounds 5 --steps 16
     return $rc
 }

@@ -1,7 +1,8 @@
 """StyleGAN2 training speed: the real training step (`GANTrainer.step`, set up by `facegan.train.stepper.runtime`
 as `run_train` sets it up), timed in interleaved rounds; medians, with the settings.
 
-    python bench/stylegan2_speed.py [--rounds 7] [--steps 16] [--threads 2] [--no-forms] [--cuda-only] [--json out.json]
+    python bench/stylegan2_speed.py [--rounds 7] [--steps 16] [--threads 2] [--no-forms] [--cuda-only] [--profile]
+                                    [--json out.json]
 
 CPU (unless --cuda-only): the `cpu` preset at 64x64, batch 16, R1 every 16 and path length every 4 on, style mixing 0.9,
 EMA. This implementation (facegan.ops: convolutions with a convolutional backward, one-node bias + activation
@@ -17,9 +18,13 @@ CUDA (when present): stylegan2-ada's `--cfg auto` at 256x256 (channel_base 16384
 minibatch-stddev group 4, 2 mapping layers, R1 gamma 0.8192 every 16, path length 2 every 4, style mixing 0.9,
 G EMA of 5 kimg) and config-f (`preset: paper`, batch 32, R1 gamma 10), each in float32 and in mixed precision
 (fp16 in the 4 highest-resolution blocks, conv_clamp 256): s/kimg and peak memory, beside the anchor
-(stylegan2-ada-pytorch, 256x256 on one V100: 21.6-24.2 s/kimg; goal on one H100: <= 10 s/kimg). Then, unless
---no-forms, the modulated convolutions of the auto config's G from 32 px up in their forms, as on the CPU, in float32
-under the flags training set on CUDA (cudnn.benchmark, TF32): whether the form training uses is the faster one there.
+(stylegan2-ada-pytorch, 256x256 on one V100: 21.6-24.2 s/kimg; goal on one H100: <= 10 s/kimg). After the auto
+config: its float32 step against the reference path as on the CPU (both under training's CUDA flags, alternating
+step by step, each step timed to its end), then, unless --no-forms, the modulated convolutions of its G from 32 px
+up in their forms, as on the CPU, in float32 under the flags training set on CUDA (cudnn.benchmark, TF32): whether
+the form training uses is the faster one there. Then config-f. --profile: last, one lazy-regularisation cycle of
+the auto config under torch.profiler: GPU kernel time a step against the step's wall time, kernel launches a step
+and the kernels that take the time.
 """
 
 from __future__ import annotations
@@ -264,6 +269,43 @@ def gpu(args: argparse.Namespace, results: dict[str, Any], save: Callable[[], No
     print(f"settings: {settings(cfg, torch.device('cuda'))}")
 
 
+def cuda_reference(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """Config `name` in float32: facegan.ops against the reference path on CUDA, as `cpu_step` compares them."""
+    cfg = gpu_configs("off")[name]
+    with ops.fast_ops(False):
+        reference = trainer(cfg, 256)
+    ours = trainer(cfg, 256)
+    times = interleaved({"reference": (reference, False), "facegan": (ours, True)}, args.rounds, args.steps, warmup=2)
+    med, ratio, per_round = compared(times, "facegan", "reference")
+    print(f"\n{name}, fp32, facegan.ops vs the reference path (alternating step by step, each timed to its end): "
+          f"reference {1000 * med['reference']:.1f} ms/step, facegan {1000 * med['facegan']:.1f} ms/step; ratio "
+          f"{ratio:.3f} ({spread(per_round)})", flush=True)  # fmt: skip
+    del reference, ours
+    torch.cuda.empty_cache()
+    return {"median_s": med, "ratio": ratio, "per_round": per_round}
+
+
+def cuda_profile(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """One lazy-regularisation cycle of config `name` (fp32) under torch.profiler after a timed one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = gpu_configs("off")[name]
+    t = trainer(cfg, 256)
+    sec = statistics.median(interleaved({name: (t, True)}, 1, args.steps, warmup=2)[name])
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(args.steps):
+            t.step()
+        sync(t.device)
+    events = prof.key_averages()
+    kernel_ms = sum(e.self_device_time_total for e in events) / 1000 / args.steps
+    launches = sum(e.count for e in events if "LaunchKernel" in e.key) / args.steps
+    print(f"\n## Profile: {name}, fp32, {args.steps} steps\nGPU kernel time {kernel_ms:.1f} ms/step against "
+          f"{1000 * sec:.1f} ms/step of wall time unprofiled (GPU busy {kernel_ms / (1000 * sec):.0%}); "
+          f"{launches:.0f} kernel launches/step")  # fmt: skip
+    print(events.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=70))
+    return {"kernel_ms_per_step": kernel_ms, "wall_ms_per_step": 1000 * sec, "launches_per_step": launches}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
@@ -271,6 +313,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-forms", action="store_true", help="skip the per-layer modulated conv forms")
     ap.add_argument("--cuda-only", action="store_true", help="only the CUDA figures (a lent GPU's minutes are few)")
+    ap.add_argument("--profile", action="store_true", help="CUDA: last, a profile of the auto config's step")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if args.cuda_only and not torch.cuda.is_available():
@@ -292,10 +335,14 @@ def main() -> None:
         print(f"\n## CUDA: {torch.cuda.get_device_name()}; anchor: {ANCHOR}")
         auto, paper = list(gpu_configs("off"))  # the two configs' names
         gpu(args, results["cuda"], save, auto)
+        results["cuda_reference"] = cuda_reference(args, auto)
+        save()
         if not args.no_forms:  # after the auto figures, under the flags training set (cudnn.benchmark, TF32)
             results["cuda_forms"] = modconv_forms(auto256_layers(), 512, torch.device("cuda"), args.rounds)
             save()
         gpu(args, results["cuda"], save, paper)
+        if args.profile:
+            results["cuda_profile"] = cuda_profile(args, auto)
     else:
         print("\nno CUDA device: the GPU figures (auto 256 and config-f, fp32 and mixed precision) are not measured")
     save()
