@@ -1,13 +1,13 @@
-"""Gradient penalties on the DCGAN family's D: the training step with D's convolutions through facegan.ops.conv
-(a backward made of convolutions, so the penalty's double backward is ordinary convolutions) against the same
-step on PyTorch's nn.Conv2d (`facegan.ops.fast_ops(False)`: its generic convolution double backward).
+"""Gradient penalties on the DCGAN family's D: the training step with the penalty's pass through D convolving
+through facegan.ops.conv (a backward made of convolutions, so the penalty's double backward is ordinary
+convolutions; D's other passes are nn.Conv2d's either way) against the same step on PyTorch's nn.Conv2d
+throughout (`facegan.ops.fast_ops(False)`: its generic convolution double backward).
 
     python bench/penalty_speed.py [--rounds 7] [--steps 16] [--threads 2] [--batch 64] [--device cpu|cuda]
 
 64x64, the project's default widths (g_channels, d_channels 32), batch 64: WGAN-GP (penalty every D step,
 n_critic 1 so a step is one D and one G update), DCGAN with R1 every step (gamma 10, d_norm none) and with R1
-every 16 (the lazy default). Without a penalty D keeps nn.Conv2d (`TrainConfig.d_penalised`). Both sides in
-one process, the same threads and determinism (`stepper.runtime`), alternating step by step; medians of the
+every 16 (the lazy default). Both sides in one process, the same threads and determinism (`stepper.runtime`), alternating step by step; medians of the
 rounds and their ratio.
 """
 
