@@ -3,8 +3,8 @@
 # time a session, start-up included, 10 a command). Most important first, each under its own time limit (the
 # four required steps' limits add up to the total budget), so a slow step cannot take the time of the ones after it:
 #   1. bench/stylegan2_speed.py --cuda-only --profile: s/kimg + peak memory of auto 256, fp32 and fp16 blocks, its
-#      fp32 step against the reference path, the modulated-conv forms over its G's layers, config-f like auto,
-#      then a profile of the auto step (each figure saved as it ends)
+#      fp32 step against the reference path and under the profiler, the modulated-conv forms over its G's layers,
+#      then config-f like auto (each figure saved as it ends)
 #   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs the textbook loop
 #   3. tests/test_cuda.py: fp16 StyleGAN2 300 steps, CUDA-graph replay vs eager, fp32 CUDA vs CPU, AMP x models
 #   4. bench/gpu.py: DCGAN img/s, fp32 and fp16, eager and reduce-overhead
@@ -23,7 +23,7 @@
 # interpreter. GPU_SESSION_BUDGET (seconds, default 540) bounds the whole run; a step cut short or skipped makes
 # it exit 1 (the optional fifth only when it fails). First run on a lent H200 on 2026-12-04 (docs/benchmarks.md):
 # the steps took 210 (cut), 37, 95, 38 and 19 s, so StyleGAN2's limit went up (it now also times the reference
-# path on CUDA and, last, profiles the auto config) and the others' down.
+# path on CUDA and profiles the auto config) and the others' down.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -7,8 +7,8 @@ throughout (`facegan.ops.fast_ops(False)`: its generic convolution double backwa
 
 64x64, the project's default widths (g_channels, d_channels 32), batch 64: WGAN-GP (penalty every D step,
 n_critic 1 so a step is one D and one G update), DCGAN with R1 every step (gamma 10, d_norm none) and with R1
-every 16 (the lazy default). Both sides in one process, the same threads and determinism (`stepper.runtime`), alternating step by step; medians of the
-rounds and their ratio.
+every 16 (the lazy default). Both sides in one process, the same threads and determinism (`stepper.runtime`),
+alternating step by step; medians of the rounds and their ratio.
 """
 
 from __future__ import annotations

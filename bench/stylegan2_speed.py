@@ -22,9 +22,9 @@ G EMA of 5 kimg) and config-f (`preset: paper`, batch 32, R1 gamma 10), each in 
 config: its float32 step against the reference path as on the CPU (both under training's CUDA flags, alternating
 step by step, each step timed to its end), then, unless --no-forms, the modulated convolutions of its G from 32 px
 up in their forms, as on the CPU, in float32 under the flags training set on CUDA (cudnn.benchmark, TF32): whether
-the form training uses is the faster one there. Then config-f. --profile: last, one lazy-regularisation cycle of
-the auto config under torch.profiler: GPU kernel time a step against the step's wall time, kernel launches a step
-and the kernels that take the time.
+the form training uses is the faster one there. Then config-f. --profile: after the comparison, one
+lazy-regularisation cycle of the auto config under torch.profiler: GPU kernel time a step against the step's wall
+time, kernel launches a step and the kernels that take the time.
 """
 
 from __future__ import annotations
@@ -270,7 +270,8 @@ def gpu(args: argparse.Namespace, results: dict[str, Any], save: Callable[[], No
 
 
 def cuda_reference(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """Config `name` in float32: facegan.ops against the reference path on CUDA, as `cpu_step` compares them."""
+    """Config `name` in float32: facegan.ops against the reference path on CUDA, as `cpu_step` compares them; with
+    --profile, then facegan's step under torch.profiler (`cuda_profile`)."""
     cfg = gpu_configs("off")[name]
     with ops.fast_ops(False):
         reference = trainer(cfg, 256)
@@ -280,30 +281,38 @@ def cuda_reference(args: argparse.Namespace, name: str) -> dict[str, Any]:
     print(f"\n{name}, fp32, facegan.ops vs the reference path (alternating step by step, each timed to its end): "
           f"reference {1000 * med['reference']:.1f} ms/step, facegan {1000 * med['facegan']:.1f} ms/step; ratio "
           f"{ratio:.3f} ({spread(per_round)})", flush=True)  # fmt: skip
-    del reference, ours
+    out: dict[str, Any] = {"median_s": med, "ratio": ratio, "per_round": per_round}
+    del reference
     torch.cuda.empty_cache()
-    return {"median_s": med, "ratio": ratio, "per_round": per_round}
+    if args.profile:
+        out["profile"] = cuda_profile(ours, args.steps, name)
+    return out
 
 
-def cuda_profile(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """One lazy-regularisation cycle of config `name` (fp32) under torch.profiler after a timed one."""
+def cuda_profile(t: GANTrainer, steps: int, name: str) -> dict[str, Any]:
+    """One lazy-regularisation cycle of `t` timed (steps queued as in training), then one under torch.profiler:
+    the GPU's kernel time a step against that wall time, kernel launches a step, the kernels that take the time."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg = gpu_configs("off")[name]
-    t = trainer(cfg, 256)
-    sec = statistics.median(interleaved({name: (t, True)}, 1, args.steps, warmup=2)[name])
+    sec = statistics.median(interleaved({name: (t, True)}, 1, steps, warmup=0)[name])
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(args.steps):
+        for _ in range(steps):
             t.step()
         sync(t.device)
     events = prof.key_averages()
-    kernel_ms = sum(e.self_device_time_total for e in events) / 1000 / args.steps
-    launches = sum(e.count for e in events if "LaunchKernel" in e.key) / args.steps
-    print(f"\n## Profile: {name}, fp32, {args.steps} steps\nGPU kernel time {kernel_ms:.1f} ms/step against "
+    # the kernels' own rows (an operator's row also carries the time of the kernels it launched)
+    kernels = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CUDA),
+                     key=lambda e: e.self_device_time_total, reverse=True)  # fmt: skip
+    kernel_ms = sum(e.self_device_time_total for e in kernels) / 1000 / steps
+    launches = sum(e.count for e in events if "LaunchKernel" in e.key) / steps
+    print(f"\n## Profile: {name}, fp32, {steps} steps\nGPU kernel time {kernel_ms:.1f} ms/step against "
           f"{1000 * sec:.1f} ms/step of wall time unprofiled (GPU busy {kernel_ms / (1000 * sec):.0%}); "
-          f"{launches:.0f} kernel launches/step")  # fmt: skip
-    print(events.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=70))
-    return {"kernel_ms_per_step": kernel_ms, "wall_ms_per_step": 1000 * sec, "launches_per_step": launches}
+          f"{launches:.0f} kernel launches/step, {sum(e.count for e in kernels) / steps:.0f} kernels/step")  # fmt: skip
+    print("| kernel | ms/step | calls/step |\n|---|---|---|")
+    for e in kernels[:15]:
+        print(f"| {e.key[:90]} | {e.self_device_time_total / 1000 / steps:.2f} | {e.count / steps:.0f} |")
+    top = [(e.key, e.self_device_time_total / 1000 / steps, e.count / steps) for e in kernels[:30]]
+    return {"kernel_ms_per_step": kernel_ms, "wall_ms_per_step": 1000 * sec, "launches_per_step": launches, "top": top}
 
 
 def main() -> None:
@@ -313,7 +322,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-forms", action="store_true", help="skip the per-layer modulated conv forms")
     ap.add_argument("--cuda-only", action="store_true", help="only the CUDA figures (a lent GPU's minutes are few)")
-    ap.add_argument("--profile", action="store_true", help="CUDA: last, a profile of the auto config's step")
+    ap.add_argument("--profile", action="store_true", help="CUDA: a profile of the auto config's step")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if args.cuda_only and not torch.cuda.is_available():
@@ -341,8 +350,6 @@ def main() -> None:
             results["cuda_forms"] = modconv_forms(auto256_layers(), 512, torch.device("cuda"), args.rounds)
             save()
         gpu(args, results["cuda"], save, paper)
-        if args.profile:
-            results["cuda_profile"] = cuda_profile(args, auto)
     else:
         print("\nno CUDA device: the GPU figures (auto 256 and config-f, fp32 and mixed precision) are not measured")
     save()

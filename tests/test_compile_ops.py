@@ -40,12 +40,12 @@ NODES = {
         lambda x, w, b: bias_lrelu(conv2d(x, w, None, 1, 1), b),
         lambda: (_t(2, 3, 6, 6), _t(4, 3, 3, 3, seed=1), _t(4, seed=2)),
     ),
-    "conv, then an in-place lrelu (DCGAN's penalised D)": (
+    "conv, then an in-place lrelu (as DCGAN's D)": (
         lambda x, w, b: torch.nn.functional.leaky_relu(conv2d(x, w, b, 2, 1), 0.2, inplace=True),
         lambda: (_t(2, 3, 8, 8), _t(4, 3, 4, 4, seed=1), _t(4, seed=2)),
     ),
 }  # fmt: skip
-COMPOSED = ("conv + bias + lrelu", "conv, then an in-place lrelu (DCGAN's penalised D)")  # not one node of ours
+COMPOSED = ("conv + bias + lrelu", "conv, then an in-place lrelu (as DCGAN's D)")  # not one node of ours
 
 
 def _inplace_calls(gm: torch.fx.GraphModule) -> list[str]:
