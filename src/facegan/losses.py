@@ -44,13 +44,24 @@ def _d_wasserstein(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return fake.mean() - real.mean()
 
 
-def _grad_norm(d: Critic, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    # float32: the penalty runs outside autocast, and under mixed precision the fakes come in its dtype
-    x = x.detach().float().requires_grad_(True)
+def _input_grad(
+    d: Critic,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    augment: Callable[[torch.Tensor], torch.Tensor] = lambda v: v,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D's logits at augment(x), their sum's gradient w.r.t. x with its graph): the pass a penalty differentiates
+    twice. `x` requires grad."""
     with differentiated_twice():
-        out, _ = d(x, labels)
+        out, _ = d(augment(x), labels)
     with no_weight_grads():  # d/d input only: the weights get theirs from the penalty's backward
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return out, grad
+
+
+def _grad_norm(d: Critic, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    # float32: the penalty runs outside autocast, and under mixed precision the fakes come in its dtype
+    _, grad = _input_grad(d, x.detach().float().requires_grad_(True), labels)
     return grad.flatten(1).norm(2, dim=1)
 
 
@@ -88,11 +99,7 @@ def r1_penalty(
     d: Critic, real: torch.Tensor, labels: torch.Tensor | None, augment: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
     """Squared gradient norm of D at (augmented) real images, averaged over the batch (unweighted)."""
-    x = real.detach().requires_grad_(True)
-    with differentiated_twice():
-        out, _ = d(augment(x), labels)
-    with no_weight_grads():  # d/d input only: the weights get theirs from the penalty's backward
-        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    out, grad = _input_grad(d, real.detach().requires_grad_(True), labels, augment)
     # + 0 * out: every D parameter is in the graph (DDP expects a gradient for each, even if zero)
     return grad.pow(2).flatten(1).sum(1).mean() + 0 * out.sum()
 
