@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -163,6 +164,35 @@ def test_ema_tracks_generator():
     g_params = list(t.g.parameters())
     for b, a, g in zip(before, after, g_params, strict=True):
         assert torch.allclose(a, 0.5 * b + 0.5 * g, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "stylegan2"])
+def test_ema_multi_tensor_update_equals_the_per_tensor_one_and_keeps_g_layout(model):
+    """EMA.update runs as multi-tensor ops (a few CUDA kernels a step): the values of a per-tensor lerp_ / copy_,
+    BN's int64 counter included; under channels_last the EMA copy is laid out as G (the multi-tensor kernel's fast
+    route needs equal strides)."""
+    over = {"stylegan2": {"preset": "tiny"}} if model == "stylegan2" else {}
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig.model_validate({"model": model, "batch_size": 4, "ema": 0.9, "channels_last": True, **over})
+    t = Trainer(cfg, images, None, [], torch.device("cpu"))
+    for pe, p in zip(t.ema.model.parameters(), t.g.parameters(), strict=True):
+        assert pe.stride() == p.stride()
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in t.ema.model.parameters())  # NHWC, as G's
+    want = copy.deepcopy(t.ema.model)
+    before = [p.clone() for p in want.parameters()]
+    t.step()
+    with torch.no_grad():
+        for pe, p in zip(want.parameters(), t.g.parameters(), strict=True):
+            pe.lerp_(p, 1 - 0.9)
+        for be, b in zip(want.buffers(), t.g.buffers(), strict=True):
+            be.copy_(b)
+    got = t.ema.model.state_dict()
+    assert any(v.dtype == torch.int64 for v in got.values()) == (model == "dcgan")
+    for name, v in want.state_dict().items():
+        assert torch.equal(got[name], v), name
+    assert any(not torch.equal(b, p) for b, p in zip(before, t.ema.model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="different parameters or buffers"):
+        t.ema.update(torch.nn.Linear(2, 2))
 
 
 def test_acgan_run_writes_attribute_grids_gif_and_samples_by_label(layout, tmp_path):

@@ -15,8 +15,15 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """p_ema <- decay * p_ema + (1 - decay) * p; buffers (BN statistics) are copied."""
-        for pe, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            pe.lerp_(p, 1.0 - self.decay)
-        for be, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            be.copy_(b)
+        """p_ema <- decay * p_ema + (1 - decay) * p; buffers (BN statistics) are copied. As multi-tensor ops: on
+        CUDA a few kernels for the whole net each step instead of one per tensor (StyleGAN2's G at 256²: 98
+        parameters and 26 buffers); on CPU the same per-tensor lerp_ and copy_, so the same values."""
+        ema_params: list[torch.Tensor] = list(self.model.parameters())
+        params: list[torch.Tensor] = list(model.parameters())
+        ema_buffers, buffers = list(self.model.buffers()), list(model.buffers())
+        if len(ema_params) != len(params) or len(ema_buffers) != len(buffers):
+            raise ValueError("the EMA copy and the model have different parameters or buffers")
+        if params:
+            torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
+        if buffers:
+            torch._foreach_copy_(ema_buffers, buffers)

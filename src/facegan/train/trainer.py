@@ -43,7 +43,7 @@ class ModelTrainer(Stepper):
         self.g, self.d = g.to(device).train(), d.to(device).train()
         self.ema = EMA(self.g, cfg.ema) if cfg.ema > 0 else None
         self._prepare()
-        self.channels_last(self.g, self.d)
+        self.channels_last(self.g, self.d, *([self.ema.model] if self.ema else []))  # EMA as G: one multi-tensor lerp
         # *_run: first-order passes (compiled when train.compile is set); *_reg: passes differentiated twice
         self.g_run, self.g_reg = self.wrap(self.g, broadcast_buffers=False)
         self.d_run, self.d_reg = self.wrap(self.d)
