@@ -97,3 +97,21 @@ def test_cuda_graph_replay_gives_the_eager_losses():
     for a, b in zip(rows[False], rows["reduce-overhead"], strict=True):
         for k in ("loss_d", "loss_g"):
             assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-4), k
+
+
+def test_fast_runs_draw_stylegan2_noise_on_the_gpu_seeded_per_step():
+    """deterministic auto on CUDA: noise maps and path length's noise come from a generator on the GPU, seeded
+    from the step's host stream (no host RNG or blocking copy mid-step); two runs of a seed train alike."""
+    over = {**MODELS["stylegan2"], "ada": {"enabled": False}, "ema": 0.0}
+    runs = []
+    for _ in range(2):
+        t = _trainer(**over)
+        noise_gen = t.noise_generator(torch.Generator().manual_seed(0))
+        assert noise_gen.device.type == "cuda"
+        kw = t.g.mixing_kwargs(8, 0.0, torch.Generator(), t.device, noise_gen=noise_gen)
+        assert all(n.device.type == "cuda" for n in kw["noise"])
+        runs.append([t.step() for _ in range(3)])
+    for a, b in zip(*runs, strict=True):
+        for k in ("loss_d", "loss_g", "path_length"):
+            assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-4), k
+    assert any(r["path_length"] for r in runs[0])

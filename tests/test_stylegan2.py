@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -182,8 +183,9 @@ def test_ada_p_rises_during_training_on_a_few_images():
     assert max(ps) > 0.1, ps
 
 
-def test_resume_is_exact_with_ada_lazy_r1_path_length_mixing_and_ema(tmp_path):
-    c = cfg(ema=0.9, ada={"enabled": True, "speed_kimg": 0.05, "interval": 1})
+@pytest.mark.parametrize("exact", [True, False], ids=["deterministic", "fast: noise from the noise generator"])
+def test_resume_is_exact_with_ada_lazy_r1_path_length_mixing_and_ema(tmp_path, exact):
+    c = cfg(ema=0.9, ada={"enabled": True, "speed_kimg": 0.05, "interval": 1}, deterministic=exact)
     straight = trainer(c)
     for _ in range(4):
         straight.step()
@@ -203,6 +205,39 @@ def test_resume_is_exact_with_ada_lazy_r1_path_length_mixing_and_ema(tmp_path):
             assert torch.equal(pa, pb), name
     assert straight.ada.p == resumed.ada.p
     assert torch.equal(straight.objective.pl_mean, resumed.objective.pl_mean)
+
+
+def test_fast_runs_draw_noise_maps_from_a_seeded_device_generator_and_exact_runs_from_the_step_stream():
+    """deterministic true (auto on CPU): noise maps and path length's noise come from the step's host stream, layer
+    by layer, as before (a seed gives the same numbers on CPU and CUDA); false: one draw on the training device from
+    a generator seeded by the step's stream (no host RNG on CUDA), still a function of (seed, step)."""
+    exact, fast = trainer(cfg(deterministic=True)), trainer(cfg(deterministic=False))
+    gen = torch.Generator().manual_seed(5)
+    assert exact.noise_generator(gen) is gen and gen.initial_seed() == 5
+    g = exact.g
+    shapes = g.noise_shapes(4)
+    kw = g.mixing_kwargs(4, 0.0, torch.Generator().manual_seed(5), torch.device("cpu"))
+    stream = torch.Generator().manual_seed(5)
+    for got, s in zip(kw["noise"], shapes, strict=True):
+        assert torch.equal(got, torch.randn(s, generator=stream))  # the step stream's draws, in layer order
+
+    noise_gen = fast.noise_generator(torch.Generator().manual_seed(5))
+    assert noise_gen.device == fast.device and noise_gen is fast.noise_generator(torch.Generator().manual_seed(5))
+    seed = int(torch.randint(2**62, (), generator=torch.Generator().manual_seed(5)))
+    assert noise_gen.initial_seed() == seed  # seeded by one draw of the step's stream
+    kw = g.mixing_kwargs(4, 0.0, torch.Generator().manual_seed(5), torch.device("cpu"), noise_gen=noise_gen)
+    flat = torch.randn(sum(math.prod(s) for s in shapes), generator=torch.Generator().manual_seed(seed))
+    assert [tuple(t.shape) for t in kw["noise"]] == shapes
+    assert torch.equal(torch.cat([t.flatten() for t in kw["noise"]]), flat)
+    assert abs(flat.mean()) < 0.05 and abs(flat.std() - 1) < 0.05
+
+    # the same seed trains alike run to run in either mode; the two modes draw other noise
+    rows = {k: [t.step() for _ in range(2)] for k, t in (("exact", exact), ("fast", fast))}
+    again = trainer(cfg(deterministic=False))
+    assert [again.step() for _ in range(2)] == rows["fast"]
+    assert rows["fast"][0]["loss_d"] != rows["exact"][0]["loss_d"]
+    pl = {k: [r["path_length"] for r in v] for k, v in rows.items()}
+    assert pl["fast"] != pl["exact"] and all(any(v) for v in pl.values())  # path length ran, on other noise
 
 
 def _pretrained(tmp_path: Path, res: int = 32) -> Path:

@@ -371,8 +371,9 @@ class RunSettings(Section):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
     deterministic: Annotated[bool | Literal["auto"], _flag_or("auto")] = Field(
         "auto",
-        description="true: deterministic kernels (bitwise resume on CPU); false: cudnn.benchmark + TF32 "
-        "on CUDA; auto: true on CPU, false on CUDA",
+        description="true: deterministic kernels (bitwise resume on CPU), every random number from the host's "
+        "per-step stream (a seed draws the same on CPU and CUDA); false: cudnn.benchmark + TF32 on CUDA, noise "
+        "maps drawn on the device (per-step seeded); auto: true on CPU, false on CUDA",
     )
     amp: Annotated[Literal["off", "bf16", "fp16"], BeforeValidator(_amp)] = Field(
         "off", description="mixed precision on CUDA (fp16 with grad scaling)"

@@ -59,14 +59,22 @@ class GANTrainer(ModelTrainer):
             y = self.labels[self.dist.shard(torch.randint(len(self.labels), (n,), generator=gen))].to(self.device)
         return z, y
 
-    def generate(self, z: torch.Tensor, y: torch.Tensor | None, gen: torch.Generator, g: Any = None, **kw: Any) -> Any:
-        """G's images (through `g`, default `g_run`); a style-based G also gets per-layer noise and style mixing
-        from the step's generator."""
+    def generate(
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor | None,
+        gen: torch.Generator,
+        g: Any = None,
+        noise_gen: torch.Generator | None = None,
+        **kw: Any,
+    ) -> Any:
+        """G's images (through `g`, default `g_run`); a style-based G also gets style mixing from the step's
+        generator `gen` and per-layer noise from `noise_gen` (the step's `Stepper.noise_generator`; default `gen`)."""
         g = self.g_run if g is None else g
         if self.cfg.spec.style:
             n = len(z) * self.dist.world
             kw |= cast("StyleGenerator", self.g).mixing_kwargs(
-                n, self.cfg.stylegan2.style_mixing, gen, self.device, self.dist.shard
+                n, self.cfg.stylegan2.style_mixing, gen, self.device, self.dist.shard, noise_gen
             )
             return g(z, y, **kw)
         return g(z, y) if self.label_dims else g(z)
@@ -75,13 +83,14 @@ class GANTrainer(ModelTrainer):
         """n_critic D updates (+ lazy R1), then one G update (+ lazy path length), reusing the last D update's fakes."""
         cfg, obj, step = self.cfg, self.objective, self.step_done
         gen, aug = self.generators(step)
+        noise_gen = self.noise_generator(gen)
 
         for k in range(cfg.n_critic):  # D
             index = step * cfg.n_critic + k
             real, y_real = self.real(index, gen)
             z, y_fake = self.latents(cfg.batch_size, gen)
             with torch.set_grad_enabled(k == cfg.n_critic - 1), self.autocast():
-                fake = self.generate(z, y_fake, gen)  # the last one keeps its graph for G's update
+                fake = self.generate(z, y_fake, gen, noise_gen=noise_gen)  # the last keeps its graph for G's update
             d_terms = obj.d_terms(self.d_run, real, fake.detach(), y_real, y_fake, gen, aug, index, self.d_reg)
             self.update(d_terms.total(), self.opt_d)
             obj.after_d_update(self.d)
@@ -102,7 +111,7 @@ class GANTrainer(ModelTrainer):
 
         if obj.path_length:  # path length on G, lazily
             if obj.path_length.due(step):
-                pl = obj.path_length_terms(*self._fake_and_latent(gen), gen)
+                pl = obj.path_length_terms(*self._fake_and_latent(gen, noise_gen), noise_gen)
                 self.update(pl.total(), self.opt_g)
                 logged |= pl.values
             else:
@@ -111,15 +120,15 @@ class GANTrainer(ModelTrainer):
         self.after_step()
         return self.record(logged, **({"ada_p": self.ada.p} if self.ada else {}))
 
-    def _fake_and_latent(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fake_and_latent(self, gen: torch.Generator, noise_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Half a batch of fakes (through the eager G: path length differentiates twice) and the latent they are
         differentiated against (w, or z for other G)."""
         world = self.dist.world
         z, y = self.latents(max(world, self.cfg.batch_size // 2 // world * world), gen)
         if self.cfg.spec.style:
-            return self.generate(z, y, gen, self.g_reg, return_w=True)
+            return self.generate(z, y, gen, self.g_reg, noise_gen, return_w=True)
         z.requires_grad_(True)
-        return self.generate(z, y, gen, self.g_reg), z
+        return self.generate(z, y, gen, self.g_reg, noise_gen), z
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), **self.objective.state_dict()}

@@ -172,11 +172,13 @@ class GANObjective:
         return t
 
     def path_length_terms(self, fake: torch.Tensor, latent: torch.Tensor, gen: torch.Generator) -> Terms:
-        """path_length: deviation of |J^T y| (y: scaled image-space noise) from its running mean, weighted
-        weight * every. `latent` is what G was differentiated against (w for style-based G, else z)."""
+        """path_length: deviation of |J^T y| (y: scaled image-space noise, drawn from `gen` on its device) from
+        its running mean, weighted weight * every. `latent` is what G was differentiated against (w for
+        style-based G, else z)."""
         assert self.path_length is not None
         world = self.dist.world
-        noise = self.dist.shard(torch.randn(len(fake) * world, *fake.shape[1:], generator=gen)).to(fake)
+        noise = torch.randn(len(fake) * world, *fake.shape[1:], generator=gen, device=gen.device)
+        noise = self.dist.shard(noise).to(fake)
         noise = noise / math.sqrt(fake.shape[2] * fake.shape[3])
         lengths = path_lengths(fake, latent, noise)
         self.pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), 0.01)
