@@ -24,7 +24,8 @@ step by step, each step timed to its end), then, unless --no-forms, the modulate
 up in their forms, as on the CPU, in float32 under the flags training set on CUDA (cudnn.benchmark, TF32): whether
 the form training uses is the faster one there. Then config-f. --profile: after the comparison, one
 lazy-regularisation cycle of the auto config under torch.profiler: GPU kernel time a step against the step's wall
-time, kernel launches a step and the kernels that take the time.
+time, kernel launches and host syncs a step, the kernels that take the GPU's time and the operators that take the
+host's.
 """
 
 from __future__ import annotations
@@ -291,7 +292,8 @@ def cuda_reference(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
 def cuda_profile(t: GANTrainer, steps: int, name: str) -> dict[str, Any]:
     """One lazy-regularisation cycle of `t` timed (steps queued as in training), then one under torch.profiler:
-    the GPU's kernel time a step against that wall time, kernel launches a step, the kernels that take the time."""
+    the GPU's kernel time a step against that wall time, kernel launches a step, the kernels that take the time,
+    the host's syncs a step (and its time waiting in them) and the host operators that take its own time."""
     from torch.profiler import ProfilerActivity, profile
 
     sec = statistics.median(interleaved({name: (t, True)}, 1, steps, warmup=0)[name])
@@ -305,14 +307,25 @@ def cuda_profile(t: GANTrainer, steps: int, name: str) -> dict[str, Any]:
                      key=lambda e: e.self_device_time_total, reverse=True)  # fmt: skip
     kernel_ms = sum(e.self_device_time_total for e in kernels) / 1000 / steps
     launches = sum(e.count for e in events if "LaunchKernel" in e.key) / steps
+    syncs = [e for e in events if "Synchronize" in e.key]  # cudaStreamSynchronize: .item(), .cpu(), blocking copies
     print(f"\n## Profile: {name}, fp32, {steps} steps\nGPU kernel time {kernel_ms:.1f} ms/step against "
           f"{1000 * sec:.1f} ms/step of wall time unprofiled (GPU busy {kernel_ms / (1000 * sec):.0%}); "
-          f"{launches:.0f} kernel launches/step, {sum(e.count for e in kernels) / steps:.0f} kernels/step")  # fmt: skip
+          f"{launches:.0f} kernel launches/step, {sum(e.count for e in kernels) / steps:.0f} kernels/step; "
+          f"{sum(e.count for e in syncs) / steps:.1f} host syncs/step, the host waiting in them "
+          f"{sum(e.self_cpu_time_total for e in syncs) / 1000 / steps:.1f} ms/step")  # fmt: skip
     print("| kernel | ms/step | calls/step |\n|---|---|---|")
     for e in kernels[:15]:
         print(f"| {e.key[:90]} | {e.self_device_time_total / 1000 / steps:.2f} | {e.count / steps:.0f} |")
+    # the host's side: where its time goes between launches (a step the GPU waits on is bound by these)
+    host = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CPU and e not in syncs),
+                  key=lambda e: e.self_cpu_time_total, reverse=True)  # fmt: skip
+    print("| host operator (self time) | ms/step | calls/step |\n|---|---|---|")
+    for e in host[:10]:
+        print(f"| {e.key[:90]} | {e.self_cpu_time_total / 1000 / steps:.2f} | {e.count / steps:.0f} |")
     top = [(e.key, e.self_device_time_total / 1000 / steps, e.count / steps) for e in kernels[:30]]
-    return {"kernel_ms_per_step": kernel_ms, "wall_ms_per_step": 1000 * sec, "launches_per_step": launches, "top": top}
+    top_host = [(e.key, e.self_cpu_time_total / 1000 / steps, e.count / steps) for e in host[:30]]
+    return {"kernel_ms_per_step": kernel_ms, "wall_ms_per_step": 1000 * sec, "launches_per_step": launches,
+            "syncs_per_step": sum(e.count for e in syncs) / steps, "top": top, "top_host": top_host}  # fmt: skip
 
 
 def main() -> None:
