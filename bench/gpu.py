@@ -1,12 +1,14 @@
 """DCGAN 64x64 training throughput on one device: mixed precision and CUDA-graph replay.
 
-    python bench/gpu.py [--device cuda] [--rounds 5] [--steps 50] [--json out.json]
+    python bench/gpu.py [--device cuda] [--rounds 5] [--steps 50] [--profile] [--json out.json]
 
 The real training step (`GANTrainer.step`, set up by `facegan.train.stepper.runtime` as `run_train` sets it up:
 `deterministic: auto` is cudnn.benchmark + TF32 on CUDA), DCGAN with 64 channels, batch 64: images/s
 (generator updates x batch / s), median of interleaved rounds, for amp off / bf16 / fp16, eager and with
 `compile: reduce-overhead` (torch.compile + CUDA graphs: one replay per network call instead of ~100 kernel
-launches). Goal on one H100: >= 24,000 img/s (4x the eager 6,000). StyleGAN2 speed: bench/stylegan2_speed.py.
+launches). Goal on one H100: >= 24,000 img/s (4x the eager 6,000). --profile (CUDA): after the rounds, one round of
+each float32 side under torch.profiler (`profiling.profiled`): GPU busy against wall time, kernel launches and host
+syncs a step, the kernels and the host operators that take the time. StyleGAN2 speed: bench/stylegan2_speed.py.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import argparse
 import json
 import statistics
 import time
+from functools import partial
 
 import torch
+from profiling import profiled
 
 from facegan.config import TrainConfig
 from facegan.errors import first_line
@@ -49,8 +53,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50, help="steps per round")
     ap.add_argument("--amp", nargs="+", default=["off", "bf16", "fp16"])
     ap.add_argument("--compile", nargs="+", default=["off", "reduce-overhead"])
+    ap.add_argument("--profile", action="store_true", help="CUDA: profile one round of each float32 side")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    if args.profile and args.device != "cuda":
+        ap.error("--profile: the profile is of CUDA steps (--device cuda)")
     sides = {}
     for amp in args.amp:
         for mode in args.compile:
@@ -84,6 +91,16 @@ def main() -> None:
                           indent=1)  # fmt: skip
     for k, rate in results.items():
         print(f"{k:36s} {rate:10.1f} img/s")
+    if args.profile:
+        profiles = {}
+        for k, t in sides.items():
+            if k.startswith("amp off"):  # eager and reduce-overhead, float32
+                wall = statistics.median(secs[k]) / args.steps
+                profiles[k] = profiled(partial(steps, t, args.steps), args.steps, wall, f"DCGAN 64x64, {k}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": name, "torch": torch.__version__, "rounds": args.rounds, "img_per_s": results,
+                           "profile": profiles}, f, indent=1)  # fmt: skip
 
 
 if __name__ == "__main__":

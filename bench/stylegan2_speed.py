@@ -291,41 +291,17 @@ def cuda_reference(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
 
 def cuda_profile(t: GANTrainer, steps: int, name: str) -> dict[str, Any]:
-    """One lazy-regularisation cycle of `t` timed (steps queued as in training), then one under torch.profiler:
-    the GPU's kernel time a step against that wall time, kernel launches a step, the kernels that take the time,
-    the host's syncs a step (and its time waiting in them) and the host operators that take its own time."""
-    from torch.profiler import ProfilerActivity, profile
+    """One lazy-regularisation cycle of `t` timed (steps queued as in training), then one under torch.profiler,
+    summarised by `profiling.profiled`: GPU busy, launches and host syncs a step, the top kernels and host ops."""
+    from profiling import profiled  # a sibling script's module (runpy, as the tests load this file, adds no path)
 
-    sec = statistics.median(interleaved({name: (t, True)}, 1, steps, warmup=0)[name])
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    def cycle() -> None:
         for _ in range(steps):
             t.step()
         sync(t.device)
-    events = prof.key_averages()
-    # the kernels' own rows (an operator's row also carries the time of the kernels it launched)
-    kernels = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CUDA),
-                     key=lambda e: e.self_device_time_total, reverse=True)  # fmt: skip
-    kernel_ms = sum(e.self_device_time_total for e in kernels) / 1000 / steps
-    launches = sum(e.count for e in events if "LaunchKernel" in e.key) / steps
-    syncs = [e for e in events if "Synchronize" in e.key]  # cudaStreamSynchronize: .item(), .cpu(), blocking copies
-    print(f"\n## Profile: {name}, fp32, {steps} steps\nGPU kernel time {kernel_ms:.1f} ms/step against "
-          f"{1000 * sec:.1f} ms/step of wall time unprofiled (GPU busy {kernel_ms / (1000 * sec):.0%}); "
-          f"{launches:.0f} kernel launches/step, {sum(e.count for e in kernels) / steps:.0f} kernels/step; "
-          f"{sum(e.count for e in syncs) / steps:.1f} host syncs/step, the host waiting in them "
-          f"{sum(e.self_cpu_time_total for e in syncs) / 1000 / steps:.1f} ms/step")  # fmt: skip
-    print("| kernel | ms/step | calls/step |\n|---|---|---|")
-    for e in kernels[:15]:
-        print(f"| {e.key[:90]} | {e.self_device_time_total / 1000 / steps:.2f} | {e.count / steps:.0f} |")
-    # the host's side: where its time goes between launches (a step the GPU waits on is bound by these)
-    host = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CPU and e not in syncs),
-                  key=lambda e: e.self_cpu_time_total, reverse=True)  # fmt: skip
-    print("| host operator (self time) | ms/step | calls/step |\n|---|---|---|")
-    for e in host[:10]:
-        print(f"| {e.key[:90]} | {e.self_cpu_time_total / 1000 / steps:.2f} | {e.count / steps:.0f} |")
-    top = [(e.key, e.self_device_time_total / 1000 / steps, e.count / steps) for e in kernels[:30]]
-    top_host = [(e.key, e.self_cpu_time_total / 1000 / steps, e.count / steps) for e in host[:30]]
-    return {"kernel_ms_per_step": kernel_ms, "wall_ms_per_step": 1000 * sec, "launches_per_step": launches,
-            "syncs_per_step": sum(e.count for e in syncs) / steps, "top": top, "top_host": top_host}  # fmt: skip
+
+    sec = statistics.median(interleaved({name: (t, True)}, 1, steps, warmup=0)[name])
+    return profiled(cycle, steps, sec, f"{name}, fp32")
 
 
 def main() -> None:
