@@ -85,6 +85,12 @@ def test_batches_cover_each_epoch_once():
     seen = torch.cat([batch_indices(n, b, s, seed=1) for s in range(5)])  # 20 = two epochs
     assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:].tolist()) == list(range(10))
     assert torch.equal(batch_indices(n, b, 3, 1), batch_indices(n, b, 3, 1))
+    # each epoch's order is drawn once and kept: a batch is a new tensor, so writing into it changes no later batch
+    want = torch.randperm(n, generator=torch.Generator().manual_seed(1 * 7_919 + 1))
+    first = batch_indices(n, b, 3, 1)
+    assert torch.equal(first, want[2:6])
+    first.fill_(-1)
+    assert torch.equal(batch_indices(n, b, 3, 1), want[2:6])
 
 
 def test_load_generator_round_trip(layout, tmp_path):

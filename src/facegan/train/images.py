@@ -6,6 +6,7 @@ sampler state: a resumed run sees exactly the batches the uninterrupted run woul
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -42,13 +43,20 @@ def subset(
     return images[idx], (labels[idx] if labels is not None else None)
 
 
+@functools.lru_cache(maxsize=4)  # the current epoch and the next, for up to two sets (CycleGAN's A and B)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of `epoch`, drawn once: ~0.3 ms for 70,000 images, which every step paid, a tenth of a
+    CUDA-graphed DCGAN step. Read-only: callers take slices of it."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+
+
 def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
-    """Indices of the step's batch: epochs are seeded permutations, so no sampler state is needed."""
+    """Indices of the step's batch (a new tensor): epochs are seeded permutations, so no sampler state is needed."""
     out: list[torch.Tensor] = []
     pos, need = step * batch, batch
     while need:
         epoch, off = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+        perm = _epoch_permutation(n, seed, epoch)
         take = min(need, n - off)
         out.append(perm[off : off + take])
         pos, need = pos + take, need - take
