@@ -106,7 +106,7 @@ def test_fast_runs_draw_stylegan2_noise_on_the_gpu_seeded_per_step():
     runs = []
     for _ in range(2):
         t = _trainer(**over)
-        noise_gen = t.noise_generator(torch.Generator().manual_seed(0))
+        noise_gen = t.noise_generator(torch.Generator().manual_seed(0), 0)
         assert noise_gen.device.type == "cuda"
         kw = t.g.mixing_kwargs(8, 0.0, torch.Generator(), t.device, noise_gen=noise_gen)
         assert all(n.device.type == "cuda" for n in kw["noise"])

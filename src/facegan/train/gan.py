@@ -83,7 +83,7 @@ class GANTrainer(ModelTrainer):
         """n_critic D updates (+ lazy R1), then one G update (+ lazy path length), reusing the last D update's fakes."""
         cfg, obj, step = self.cfg, self.objective, self.step_done
         gen, aug = self.generators(step)
-        noise_gen = self.noise_generator(gen)
+        noise_gen = self.noise_generator(gen, step) if cfg.spec.style or obj.path_length else gen
 
         for k in range(cfg.n_critic):  # D
             index = step * cfg.n_critic + k
