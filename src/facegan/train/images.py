@@ -45,8 +45,8 @@ def subset(
 
 @functools.lru_cache(maxsize=4)  # the current epoch and the next, for up to two sets (CycleGAN's A and B)
 def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of `epoch`, drawn once: ~0.3 ms for 70,000 images, which every step paid, a tenth of a
-    CUDA-graphed DCGAN step. Read-only: callers take slices of it."""
+    """The order of `epoch`, drawn once: ~0.3 ms for 70,000 images, which every step paid (~7% of a CUDA-graphed
+    DCGAN step at 64², 4.1 ms on the H200). Read-only: callers take slices of it."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
 
 
