@@ -362,15 +362,12 @@ class Generator(nn.Module):
         noise_gen: torch.Generator | None = None,
     ) -> dict:
         """Training-time inputs for the global batch of n, cut to this process's rows by `shard`: per-layer noise
-        and, with probability `prob`, a second z for style mixing, drawn from the step's generator `gen`. The
-        noise comes from `noise_gen` when it is another generator: one draw on its device for every layer."""
-        shapes = self.noise_shapes(n)
-        if noise_gen is None or noise_gen is gen:  # layer by layer from the step's stream (on the host)
-            noise = [shard(torch.randn(s, generator=gen)).to(device) for s in shapes]
-        else:
-            sizes = [math.prod(s) for s in shapes]
-            flat = torch.randn(sum(sizes), generator=noise_gen, device=noise_gen.device)
-            noise = [shard(t.view(s)).to(device) for t, s in zip(flat.split(sizes), shapes, strict=True)]
+        and, with probability `prob`, a second z for style mixing, drawn from the step's generator `gen`; the noise
+        from `noise_gen` instead when given, on its device (one tensor a layer: none of G's inputs alias another)."""
+        noise_gen = gen if noise_gen is None else noise_gen
+        noise = [
+            shard(torch.randn(s, generator=noise_gen, device=noise_gen.device)).to(device) for s in self.noise_shapes(n)
+        ]
         kw: dict = {"noise": noise}
         if prob > 0 and torch.rand((), generator=gen).item() < prob:
             kw["mix_z"] = shard(torch.randn(n, self.style_dim, generator=gen)).to(device)
