@@ -79,29 +79,29 @@ def main() -> None:
           f"TF32 {torch.backends.cuda.matmul.allow_tf32}; DCGAN 64x64, 64 channels, batch 64; "
           f"median of {args.rounds} interleaved rounds of {args.steps} steps")  # fmt: skip
     secs: dict[str, list[float]] = {k: [] for k in sides}
-    results: dict[str, float] = {}
+    report: dict = {"device": name, "torch": torch.__version__}
+
+    def save() -> None:  # after each part: a run cut short keeps what it finished
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=1)
+
     for r in range(args.rounds):
         for k, t in sides.items():
             secs[k].append(steps(t, args.steps))
-        results = {k: args.steps * 64 / statistics.median(v) for k, v in secs.items()}
-        if args.json:  # after each round: a run cut short keeps the rounds it finished
-            with open(args.json, "w") as f:
-                json.dump({"device": name, "torch": torch.__version__, "rounds": r + 1, "img_per_s": results}, f,
-                          indent=1)  # fmt: skip
-    for k, rate in results.items():
+        report |= {"rounds": r + 1, "img_per_s": {k: args.steps * 64 / statistics.median(v) for k, v in secs.items()}}
+        save()
+    for k, rate in report["img_per_s"].items():
         print(f"{k:36s} {rate:10.1f} img/s")
     if args.profile:
         from profiling import profiled  # a sibling script's module, as stylegan2_speed.py takes it
 
-        profiles = {}
+        report["profile"] = {}
         for k, t in sides.items():
             if k.startswith("amp off"):  # eager and reduce-overhead, float32
                 wall = statistics.median(secs[k]) / args.steps
-                profiles[k] = profiled(partial(steps, t, args.steps), args.steps, wall, f"DCGAN 64x64, {k}")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"device": name, "torch": torch.__version__, "rounds": args.rounds, "img_per_s": results,
-                           "profile": profiles}, f, indent=1)  # fmt: skip
+                report["profile"][k] = profiled(partial(steps, t, args.steps), args.steps, wall, f"DCGAN 64x64, {k}")
+                save()
 
 
 if __name__ == "__main__":
