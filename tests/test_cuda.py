@@ -100,8 +100,8 @@ def test_cuda_graph_replay_gives_the_eager_losses():
 
 
 def test_fast_runs_draw_stylegan2_noise_on_the_gpu_seeded_per_step():
-    """deterministic auto on CUDA: noise maps and path length's noise come from a generator on the GPU, seeded
-    from the step's host stream (no host RNG or blocking copy mid-step); two runs of a seed train alike."""
+    """deterministic auto on CUDA: noise maps and path length's noise come from a generator on the GPU, reseeded
+    each step from a stream of its own (no host RNG or blocking copy for them); two runs of a seed train alike."""
     over = {**MODELS["stylegan2"], "ada": {"enabled": False}, "ema": 0.0}
     runs = []
     for _ in range(2):
