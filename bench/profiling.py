@@ -30,9 +30,9 @@ def profiled(run: Callable[[], object], steps: int, wall_s: float, title: str, r
     copy_ms = sum(e.self_device_time_total for e in copies) / 1000 / steps
     launches = sum(e.count for e in events if "LaunchKernel" in e.key) / steps
     graphs = sum(e.count for e in events if "cudaGraphLaunch" in e.key) / steps  # CUDA-graph replays
-    # cudaStreamSynchronize: .item(), .cpu(), blocking copies (the caller's torch.cuda.synchronize after the steps
-    # is cudaDeviceSynchronize, left out)
-    syncs = [e for e in events if "cudaStreamSynchronize" in e.key]
+    # cudaStreamSynchronize: .item(), .cpu(), blocking copies; cudaEventSynchronize: the loop reading a step's
+    # losses (`Stepper.settle`). The caller's final torch.cuda.synchronize (cudaDeviceSynchronize) is left out.
+    syncs = [e for e in events if "cudaStreamSynchronize" in e.key or "cudaEventSynchronize" in e.key]
     sync_count = sum(e.count for e in syncs) / steps
     sync_ms = sum(e.self_cpu_time_total for e in syncs) / 1000 / steps
     print(f"\n## Profile: {title}, {steps} steps\nGPU kernel time {kernel_ms:.2f} ms/step (+ copies and fills "

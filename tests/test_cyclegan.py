@@ -73,7 +73,7 @@ def test_image_pool_fills_then_swaps_and_round_trips():
     old = (out[:, 0, 0, 0] < 9).sum().item()
     assert 0 < old <= 3 and len(pool.images) == 3  # some come from the history, the pool never grows
     clone = ImagePool(3)
-    clone.load_state_dict(pool.state_dict())
+    clone.load_state_dict(pool.state_dict(), torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(clone.images, pool.images, strict=True))
     x = torch.rand(2, 3, 2, 2)
     assert ImagePool(0).query(x, gen) is x

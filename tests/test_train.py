@@ -122,3 +122,47 @@ def test_cuda_determinism_settings(global_torch_settings, monkeypatch, setting, 
     assert torch.backends.cudnn.benchmark is (not exact)
     assert torch.backends.cuda.matmul.allow_tf32 is torch.backends.cudnn.allow_tf32 is (not exact)
     assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == (":4096:8" if exact else None)
+
+
+def _dcgan_trainer():
+    from facegan.config import TrainConfig
+    from facegan.train.gan import GANTrainer
+
+    cfg = TrainConfig.model_validate({"z_dim": 8, "g_channels": 4, "d_channels": 4, "batch_size": 4})
+    images = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return GANTrainer(cfg, images, None, [], torch.device("cpu"))
+
+
+def test_the_loop_reads_each_steps_values_during_the_next():
+    """`advance` (what the loop runs) leaves a step's values unread until the next step has been queued; they are
+    the values `step` reads at once. A checkpoint's state holds every step's row, the unread left to the loop."""
+    eager = _dcgan_trainer()
+    rows = [eager.step(), eager.step(), eager.step()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and eager.history == rows
+    t = _dcgan_trainer()
+    assert t.advance() == []
+    assert t.advance() == rows[:1] and t.step_done == 2 and t.history == rows[:1]
+    assert t.state()["losses"] == rows[:2] and t.history == rows[:1]
+    assert t.advance(read_all=True) == rows[1:] and t.history == rows
+
+
+@pytest.mark.parametrize(("checkpoint_every", "checkpointed_at"), [(5, 4), (3, 3)])
+def test_a_non_finite_loss_stops_the_loop_with_a_checkpoint(tmp_path, monkeypatch, checkpoint_every, checkpointed_at):
+    """Step 3's loss is NaN: the loop raises FloatingPointError naming step 3 when it reads that step's values,
+    during step 4 (or at once, before a checkpoint due at step 3), and checkpoints first, the NaN row included."""
+    from facegan.train.loop import Loop
+
+    t = _dcgan_trainer()
+    record = t.record
+
+    def nan_at_step_3(values, **extra):
+        record({**values, "loss_d": torch.tensor(float("nan"))} if t.step_done == 2 else values, **extra)
+
+    monkeypatch.setattr(t, "record", nan_at_step_3)
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 3: "):
+        Loop(t, tmp_path, steps=6, checkpoint_every=checkpoint_every, sample_every=100).run()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == checkpointed_at
+    assert [r["step"] for r in state["losses"]] == list(range(1, checkpointed_at + 1))
+    losses_d = torch.tensor([r["loss_d"] for r in state["losses"]])
+    assert torch.isnan(losses_d[2]) and torch.isfinite(losses_d[:2]).all()

@@ -139,6 +139,24 @@ def test_diffaugment_is_reproducible_and_changes_images():
     assert moved.shape == x.shape
 
 
+@pytest.mark.parametrize(("h", "w", "ratio"), [(16, 16, 0.5), (7, 6, 0.5), (9, 17, 0.25), (5, 5, 1.0), (3, 3, 0.2)])
+def test_cutout_zeroes_the_square_its_draws_place(h, w, ratio):
+    """DiffAugment's cutout (a mask built by comparisons) zeroes exactly the pixels the reference's indexed writes
+    zero: the ch x cw square at the drawn centre, its indices clamped to the image."""
+    from facegan.augment.diffaugment import cutout
+
+    x = torch.rand(64, 3, h, w) + 0.5
+    got = cutout(x, torch.Generator().manual_seed(3), ratio)
+    gen = torch.Generator().manual_seed(3)  # the same draws, in cutout's order
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    oy = torch.randint(0, h + (1 - ch % 2), (64, 1, 1), generator=gen)
+    ox = torch.randint(0, w + (1 - cw % 2), (64, 1, 1), generator=gen)
+    b, gy, gx = torch.meshgrid(torch.arange(64), torch.arange(ch), torch.arange(cw), indexing="ij")
+    mask = torch.ones(64, h, w)
+    mask[b, (gy + oy - ch // 2).clamp(0, h - 1), (gx + ox - cw // 2).clamp(0, w - 1)] = 0
+    assert torch.equal(got, x * mask[:, None]) and (got == 0).any()
+
+
 def test_diffaugment_augments_in_float32():
     """Fakes in the amp dtype are augmented as their float32 values would be (colour factors not rounded to it)."""
     x = (torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1).bfloat16()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from facegan.device import to_device
 from facegan.ops.conv import differentiated_twice, no_weight_grads
 from facegan.registry import pick
 
@@ -75,7 +76,7 @@ def gradient_penalty(
     weight: float,
 ) -> torch.Tensor:
     """weight * (|grad D| - 1)^2 at random interpolates of real and fake images (WGAN-GP)."""
-    eps = torch.rand(len(real), 1, 1, 1, generator=gen).to(real.device)
+    eps = to_device(torch.rand(len(real), 1, 1, 1, generator=gen), real.device)
     mixed = eps * real.detach() + (1 - eps) * fake.detach()
     return weight * ((_grad_norm(d, mixed, labels) - 1) ** 2).mean()
 

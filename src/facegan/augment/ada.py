@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from facegan.config import AdaConfig
+from facegan.device import to_device
 
 LN2 = math.log(2)
 
@@ -146,8 +147,8 @@ def ada_augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor
 def _augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
     m = geometric_matrix(n, h, p, gen)
-    col = color_matrix(n, p, gen).to(device=x.device, dtype=x.dtype)
-    theta = m[:, :2, :].to(device=x.device, dtype=x.dtype)
+    col = to_device(color_matrix(n, p, gen).to(x.dtype), x.device)
+    theta = to_device(m[:, :2, :].to(x.dtype), x.device)
     grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
     x = bilinear_reflect(x, grid)
     x = torch.einsum("nij,njhw->nihw", col[:, :3, :3], x) + col[:, :3, 3, None, None]

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from facegan.device import to_device
+
 
 def _rand(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    return torch.rand(shape, generator=gen).to(device=like.device, dtype=like.dtype)
+    return to_device(torch.rand(shape, generator=gen).to(like.dtype), like.device)
 
 
 def color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -29,8 +31,8 @@ def color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
     n, _, h, w = x.shape
     sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ty = torch.randint(-sy, sy + 1, (n, 1, 1), generator=gen).to(x.device)
-    tx = torch.randint(-sx, sx + 1, (n, 1, 1), generator=gen).to(x.device)
+    ty = to_device(torch.randint(-sy, sy + 1, (n, 1, 1), generator=gen), x.device)
+    tx = to_device(torch.randint(-sx, sx + 1, (n, 1, 1), generator=gen), x.device)
     b, gy, gx = torch.meshgrid(
         torch.arange(n, device=x.device),
         torch.arange(h, device=x.device),
@@ -46,19 +48,14 @@ def translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) -> 
 def cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    oy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), generator=gen).to(x.device)
-    ox = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), generator=gen).to(x.device)
-    b, gy, gx = torch.meshgrid(
-        torch.arange(n, device=x.device),
-        torch.arange(ch, device=x.device),
-        torch.arange(cw, device=x.device),
-        indexing="ij",
-    )
-    gy = torch.clamp(gy + oy - ch // 2, 0, h - 1)
-    gx = torch.clamp(gx + ox - cw // 2, 0, w - 1)
-    mask = torch.ones(n, h, w, dtype=x.dtype, device=x.device)
-    mask[b, gy, gx] = 0
-    return x * mask[:, None]
+    oy = to_device(torch.randint(0, h + (1 - ch % 2), (n, 1, 1), generator=gen), x.device)
+    ox = to_device(torch.randint(0, w + (1 - cw % 2), (n, 1, 1), generator=gen), x.device)
+    # the ch x cw square centred at (oy, ox), clipped to the image (it always overlaps it), by comparisons: an
+    # indexed write of 0 copies the 0 to the GPU and waits for it (torch 2.11)
+    ys = torch.arange(h, device=x.device).view(1, h, 1) - (oy - ch // 2)
+    xs = torch.arange(w, device=x.device).view(1, 1, w) - (ox - cw // 2)
+    keep = (ys < 0) | (ys >= ch) | (xs < 0) | (xs >= cw)
+    return x * keep.to(x.dtype)[:, None]
 
 
 POLICIES = {"color": color, "translation": translation, "cutout": cutout}

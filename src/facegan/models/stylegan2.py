@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan import ops
+from facegan.device import to_device
 from facegan.ops.bias_act import bias_lrelu
 from facegan.ops.conv import conv2d, conv_transpose2d
 from facegan.ops.modconv import demod_noise_bias_lrelu, demodulation, modulated_1x1
@@ -366,11 +367,12 @@ class Generator(nn.Module):
         from `noise_gen` instead when given, on its device (one tensor a layer: none of G's inputs alias another)."""
         noise_gen = gen if noise_gen is None else noise_gen
         noise = [
-            shard(torch.randn(s, generator=noise_gen, device=noise_gen.device)).to(device) for s in self.noise_shapes(n)
+            to_device(shard(torch.randn(s, generator=noise_gen, device=noise_gen.device)), device)
+            for s in self.noise_shapes(n)
         ]
         kw: dict = {"noise": noise}
         if prob > 0 and torch.rand((), generator=gen).item() < prob:
-            kw["mix_z"] = shard(torch.randn(n, self.style_dim, generator=gen)).to(device)
+            kw["mix_z"] = to_device(shard(torch.randn(n, self.style_dim, generator=gen)), device)
             kw["mix_index"] = int(torch.randint(1, self.n_latent, (), generator=gen))
         return kw
 

@@ -1,4 +1,4 @@
-"""The GAN trainer: one `step()` that reads top to bottom — D updates (+ R1), then G's update (+ path length).
+"""The GAN trainer: one `_step()` that reads top to bottom — D updates (+ R1), then G's update (+ path length).
 
 The maths of each update is in `GANObjective` (named terms); this file schedules the updates, draws the
 step's randomness (seeded by (seed, step), so a resumed run continues exactly) and holds what training
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from facegan import ops
+from facegan.device import to_device
 from facegan.models.transfer import apply_pretrained
 from facegan.train.freeze import freeze_discriminator
 from facegan.train.objective import GANObjective
@@ -53,10 +54,11 @@ class GANTrainer(ModelTrainer):
 
     def latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Latents (and labels) of a global batch of n, cut to this process's rows."""
-        z = self.dist.shard(torch.randn(n, self.cfg.z_dim, generator=gen)).to(self.device)
+        z = to_device(self.dist.shard(torch.randn(n, self.cfg.z_dim, generator=gen)), self.device)
         y = None
         if self.labels is not None:  # fake labels follow the real joint label distribution
-            y = self.labels[self.dist.shard(torch.randint(len(self.labels), (n,), generator=gen))].to(self.device)
+            rows = self.dist.shard(torch.randint(len(self.labels), (n,), generator=gen))
+            y = to_device(self.labels[rows], self.device)
         return z, y
 
     def generate(
@@ -79,7 +81,7 @@ class GANTrainer(ModelTrainer):
             return g(z, y, **kw)
         return g(z, y) if self.label_dims else g(z)
 
-    def step(self) -> dict[str, float]:
+    def _step(self) -> None:
         """n_critic D updates (+ lazy R1), then one G update (+ lazy path length), reusing the last D update's fakes."""
         cfg, obj, step = self.cfg, self.objective, self.step_done
         gen, aug = self.generators(step)
@@ -118,7 +120,7 @@ class GANTrainer(ModelTrainer):
                 logged |= obj.idle("path_length")
 
         self.after_step()
-        return self.record(logged, **({"ada_p": self.ada.p} if self.ada else {}))
+        self.record(logged, **({"ada_p": self.ada.p} if self.ada else {}))
 
     def _fake_and_latent(self, gen: torch.Generator, noise_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Half a batch of fakes (through the eager G: path length differentiates twice) and the latent they are

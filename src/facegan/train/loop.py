@@ -113,8 +113,9 @@ class Loop:
     def run(
         self, on_step: Callable[[dict, int], None] | None = None, after_step: Callable[[int], None] | None = None
     ) -> TrainResult:
-        """Train to `steps`; `on_step(losses, step)` gets every step's losses (e.g. a tracker's log_metrics),
-        `after_step(step)` runs after each step on the main process, before a due checkpoint."""
+        """Train to `steps`; `on_step(losses, step)` gets every step's losses (e.g. a tracker's log_metrics), during
+        the next step (`Stepper.advance`); `after_step(step)` runs after each step on the main process, before a due
+        checkpoint."""
         t, main = self.trainer, self.trainer.dist.main  # under DDP only rank 0 writes files and reports
         start = t.step_done
         t0 = time.perf_counter()
@@ -129,24 +130,26 @@ class Loop:
         )
         try:
             for _ in bar:
+                done = t.step_done + 1
+                due = done % self.checkpoint_every == 0 or done == self.steps
                 try:
-                    t.begin_step()
-                    row = t.step()
+                    rows = t.advance(read_all=due)  # a step's values are read during the next (before a checkpoint)
                 except FloatingPointError:
                     if main:
                         self.checkpoint()
                     raise
-                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("loss")}, refresh=False)
-                done = t.step_done
+                if rows:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in rows[-1].items() if k.startswith("loss")}, refresh=False)
                 if not main:
                     continue
                 if on_step:
-                    on_step(row, done)
+                    for row in rows:
+                        on_step(row, int(row["step"]))
                 if done % self.sample_every == 0 or done == self.steps:
                     t.write_samples(self.work / "progress" / f"step{done:07d}.png")
                 if after_step:
                     after_step(done)
-                if done % self.checkpoint_every == 0 or done == self.steps:
+                if due:
                     self.checkpoint()
             bar.close()
             seconds = time.perf_counter() - t0

@@ -21,6 +21,7 @@ from torch import nn
 from facegan.augment.ada import AdaptiveAugment
 from facegan.augment.diffaugment import diff_augment
 from facegan.config import TrainConfig
+from facegan.device import to_device
 from facegan.losses import get_loss, path_lengths, r1_penalty
 from facegan.models.acgan import aux_loss
 from facegan.train.dist import Dist
@@ -178,7 +179,7 @@ class GANObjective:
         assert self.path_length is not None
         world = self.dist.world
         noise = torch.randn(len(fake) * world, *fake.shape[1:], generator=gen, device=gen.device)
-        noise = self.dist.shard(noise).to(fake)
+        noise = to_device(self.dist.shard(noise), fake.device).to(fake.dtype)
         noise = noise / math.sqrt(fake.shape[2] * fake.shape[3])
         lengths = path_lengths(fake, latent, noise)
         self.pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), 0.01)

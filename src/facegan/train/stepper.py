@@ -13,12 +13,14 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from facegan.config import RunSettings
+from facegan.device import to_device
 from facegan.errors import DeviceUnavailable
 from facegan.train.dist import Dist, setup
 from facegan.train.images import batch_indices
@@ -103,10 +105,21 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+@dataclass(frozen=True)
+class _Unread:
+    """A recorded step whose values `settle` has not read yet: on the host, or (CUDA) being copied there."""
+
+    step: int
+    names: tuple[str, ...]
+    values: torch.Tensor
+    extra: dict[str, float]
+    copied: torch.cuda.Event | None  # set when the copy to the host has run
+
+
 class Stepper:
     """Device, DDP/compile wrapping, AMP + grad scaler, seeded batches, step counter and loss history.
 
-    Trainers subclass it and implement `step()`, `state_dict()`, `load_state_dict()` and `write_samples()`.
+    Trainers subclass it and implement `_step()`, `state_dict()`, `load_state_dict()` and `write_samples()`.
     """
 
     def __init__(self, run: RunSettings, device: torch.device, dist: Dist, *, batch_size: int, mirror: bool):
@@ -124,6 +137,7 @@ class Stepper:
         self._noise_gen = None if deterministic(run.deterministic, device) else torch.Generator(device)
         self.step_done = 0
         self.history: list[dict[str, float]] = []
+        self._unread: list[_Unread] = []
 
     # ---- randomness and data ------------------------------------------------------------------
 
@@ -156,15 +170,15 @@ class Stepper:
         x = self._gather(images, idx).to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
         x = x.contiguous(memory_format=self.memory_format)
         if self.mirror:
-            flip = self.dist.shard(torch.rand(self.batch_size, generator=gen) < 0.5).to(self.device)
+            flip = to_device(self.dist.shard(torch.rand(self.batch_size, generator=gen) < 0.5), self.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x, idx
 
     def _gather(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """images[idx]; for a pinned set going to a GPU, into pinned memory (indexing a pinned tensor gives
-        pageable memory, whose copy to the GPU is synchronous). PyTorch's pinned-memory cache does not reuse
-        the buffer before the copy reading it has finished."""
-        if self.device.type != "cuda" or not images.is_pinned():
+        """images[idx]; going to a GPU, into pinned memory (indexing gives pageable memory, even from a pinned set
+        or a memory map, and a copy from it to the GPU waits for the GPU). PyTorch's pinned-memory cache does not
+        reuse the buffer before the copy reading it has finished."""
+        if self.device.type != "cuda":
             return images[idx]
         out = torch.empty((len(idx), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
         return torch.index_select(images, 0, idx, out=out)
@@ -199,11 +213,22 @@ class Stepper:
         mode = None if self.compile is True else self.compile
         return torch.compile(module, mode=mode), module  # type: ignore[return-value]  # a callable module wrapper
 
-    def begin_step(self) -> None:
-        """Before each step: with CUDA-graph replay ('reduce-overhead', 'max-autotune'), the previous step's graph
-        outputs may be overwritten from here on."""
+    def _step(self) -> None:
+        """One training step's work, ending with `record`: what each trainer implements."""
+        raise NotImplementedError
+
+    def advance(self, read_all: bool = False) -> list[dict[str, float]]:
+        """One training step as the loop runs it; returns the rows `settle` read: the steps' before it, or with
+        `read_all` every step's. Its own values are read during the next step, so on CUDA the host queues step n + 1
+        while the GPU still runs step n (a value read back waits for its step to finish)."""
         if self.compile in CUDA_GRAPH_MODES and self.device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten now
+        self._step()
+        return self.settle(keep=0 if read_all else 1)
+
+    def step(self) -> dict[str, float]:
+        """One training step and its row of values, read at once (on CUDA a wait for the step to finish)."""
+        return self.advance(read_all=True)[-1]
 
     @contextmanager
     def through(self, module: nn.Module, wrapped: nn.Module | None = None) -> Iterator[None]:
@@ -242,16 +267,38 @@ class Stepper:
 
     # ---- bookkeeping ------------------------------------------------------------------------------
 
-    def record(self, values: dict[str, torch.Tensor], **extra: float) -> dict[str, float]:
-        """Count the step and append its named values (one device sync) to the history; a non-finite one
-        raises FloatingPointError (the loop checkpoints first)."""
-        vals = torch.stack([v.detach().float() for v in values.values()]).cpu()
+    def record(self, values: dict[str, torch.Tensor], **extra: float) -> None:
+        """Count the step and keep its named values (and the numbers `extra`) for `settle` to read. On CUDA they go
+        to pinned host memory by a copy queued behind the step's work: nothing here waits for the GPU."""
+        vals = torch.stack([v.detach().float() for v in values.values()])
+        copied = None
+        if vals.device.type == "cuda":
+            host = torch.empty(vals.shape, dtype=vals.dtype, pin_memory=True)
+            host.copy_(vals, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(torch.cuda.current_stream(vals.device))
+            vals = host
         self.step_done += 1
-        row = {"step": self.step_done, **dict(zip(values, vals.tolist(), strict=True)), **extra}
-        self.history.append(row)
-        if not torch.isfinite(vals).all():
-            raise FloatingPointError(f"non-finite loss at step {self.step_done}: {row}")
-        return row
+        self._unread.append(_Unread(self.step_done, tuple(values), vals, extra, copied))
+
+    def settle(self, keep: int = 0) -> list[dict[str, float]]:
+        """Read the values of every unread step but the newest `keep` into the history (a wait for the GPU only
+        until those steps are done); returns their rows. A non-finite value raises FloatingPointError once the rows
+        are in the history (the loop checkpoints first)."""
+        ready = self._unread[: max(0, len(self._unread) - keep)]
+        rows = [self._row(u) for u in ready]
+        del self._unread[: len(ready)]
+        self.history += rows
+        bad = next((row for row, u in zip(rows, ready, strict=True) if not torch.isfinite(u.values).all()), None)
+        if bad is not None:
+            raise FloatingPointError(f"non-finite loss at step {bad['step']}: {bad}")
+        return rows
+
+    @staticmethod
+    def _row(u: _Unread) -> dict[str, float]:
+        if u.copied is not None:
+            u.copied.synchronize()
+        return {"step": u.step, **dict(zip(u.names, u.values.tolist(), strict=True)), **u.extra}
 
     @property
     def fields(self) -> list[str]:
@@ -268,7 +315,9 @@ class Stepper:
             "kimg": self.kimg,
             "scaler": self.scaler.state_dict(),
             "rng_torch": torch.get_rng_state(),
-            "losses": self.history,
+            # every step's row: the loop reads all before a checkpoint; one taken between (the best-FID one, the
+            # one after an error) holds the unread too, left for the loop to read, check and report
+            "losses": self.history + [self._row(u) for u in self._unread],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -277,3 +326,4 @@ class Stepper:
         torch.set_rng_state(state["rng_torch"])
         self.step_done = int(state["step"])
         self.history = interned(state["losses"])
+        self._unread = []

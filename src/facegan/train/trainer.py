@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from facegan.config import TrainConfig
+from facegan.device import to_device
 from facegan.errors import CheckpointError
 from facegan.models import build_models
 from facegan.train.dist import Dist
@@ -18,7 +19,7 @@ from facegan.train.stepper import Stepper, load_optimizer
 
 
 class ModelTrainer(Stepper):
-    """G and D of `cfg.model` trained on `images`; subclasses implement `step()`."""
+    """G and D of `cfg.model` trained on `images`; subclasses implement `_step()`."""
 
     def __init__(
         self,
@@ -73,7 +74,7 @@ class ModelTrainer(Stepper):
     def real(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Batch `index` of real images (and their labels for conditional models)."""
         x, idx = self.batch(self.images, index, gen, self.cfg.seed)
-        y = self.labels[idx].to(self.device) if self.labels is not None else None
+        y = to_device(self.labels[idx], self.device) if self.labels is not None else None
         return x, y
 
     def after_step(self) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from facegan.device import to_device
 from facegan.models.vae import kl_divergence, reparameterize
 from facegan.train.trainer import ModelTrainer
 
@@ -20,10 +21,10 @@ class VAETrainer(ModelTrainer):
     def encode(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z, mu, logvar): z sampled with the reparameterisation trick, noise from `gen`."""
         mu, logvar = self.d_run(x)
-        eps = self.dist.shard(torch.randn(len(x) * self.dist.world, mu.shape[1], generator=gen)).to(mu.device)
+        eps = to_device(self.dist.shard(torch.randn(len(x) * self.dist.world, mu.shape[1], generator=gen)), mu.device)
         return reparameterize(mu, logvar, eps), mu, logvar
 
-    def step(self) -> dict[str, float]:
+    def _step(self) -> None:
         step = self.step_done
         gen, _ = self.generators(step)
         real, _ = self.real(step, gen)
@@ -36,7 +37,7 @@ class VAETrainer(ModelTrainer):
         loss = sse + beta * kl
         self.update(loss, self.opt_g, self.opt_d)
         self.after_step()
-        return self.record({"loss": loss, "recon_mse": sse / real[0].numel(), "kl": kl}, kl_weight=beta)
+        self.record({"loss": loss, "recon_mse": sse / real[0].numel(), "kl": kl}, kl_weight=beta)
 
     def write_samples(self, path: Path, final: bool = False) -> None:
         super().write_samples(path, final)
