@@ -2,13 +2,15 @@
 
     python bench/gpu.py [--device cuda] [--rounds 5] [--steps 50] [--profile] [--json out.json]
 
-The real training step (`GANTrainer.step`, set up by `facegan.train.stepper.runtime` as `run_train` sets it up:
-`deterministic: auto` is cudnn.benchmark + TF32 on CUDA), DCGAN with 64 channels, batch 64: images/s
-(generator updates x batch / s), median of interleaved rounds, for amp off / bf16 / fp16, eager and with
-`compile: reduce-overhead` (torch.compile + CUDA graphs: one replay per network call instead of ~100 kernel
-launches). Goal on one H100: >= 24,000 img/s (4x the eager 6,000). --profile (CUDA): after the rounds, one round of
-each float32 side under torch.profiler (`profiling.profiled`): GPU busy against wall time, kernel launches and host
-syncs a step, the kernels and the host operators that take the time. StyleGAN2 speed: bench/stylegan2_speed.py.
+The real training step as the training loop runs it (`Stepper.advance`: a step's losses are read during the next;
+set up by `facegan.train.stepper.runtime` as `run_train` sets it up: `deterministic: auto` is cudnn.benchmark + TF32
+on CUDA), DCGAN with 64 channels, batch 64: images/s (generator updates x batch / s), median of interleaved rounds,
+for amp off / bf16 / fp16, eager and with `compile: reduce-overhead` (torch.compile + CUDA graphs: one replay per
+network call instead of ~100 kernel launches); the float32 sides also with each step's losses read at its end (the
+loop before 2026-12-04), in the same rounds. Goal on one H100: >= 24,000 img/s (4x the eager 6,000). --profile
+(CUDA): after the rounds, one round of each float32 side under torch.profiler (`profiling.profiled`): GPU busy
+against wall time, kernel launches and host syncs a step, the kernels and the host operators that take the time.
+StyleGAN2 speed: bench/stylegan2_speed.py.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ def trainer(cfg: TrainConfig) -> GANTrainer:
     return GANTrainer(cfg, images.pin_memory() if device.type == "cuda" else images, None, [], device, dist)
 
 
-def steps(t: GANTrainer, n: int) -> float:
+def steps(t: GANTrainer, n: int, read_each: bool = False) -> float:
+    """Seconds for n steps as the training loop runs them (`advance`: a step's losses read during the next), or with
+    `read_each` each step's losses read at its end (`step`, what the loop did before 2026-12-04)."""
     if t.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(n):
-        t.advance()  # as the training loop runs a step: its losses read during the next
+        t.advance(read_all=read_each)
     t.settle()
     if t.device.type == "cuda":
         torch.cuda.synchronize()
@@ -78,7 +82,9 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; cudnn.benchmark {torch.backends.cudnn.benchmark}, "
           f"TF32 {torch.backends.cuda.matmul.allow_tf32}; DCGAN 64x64, 64 channels, batch 64; "
           f"median of {args.rounds} interleaved rounds of {args.steps} steps")  # fmt: skip
-    secs: dict[str, list[float]] = {k: [] for k in sides}
+    # float32 sides also with each step's losses read at its end: what reading them a step later is worth
+    each = {f"{k}, losses read each step": t for k, t in sides.items() if k.startswith("amp off")}
+    secs: dict[str, list[float]] = {k: [] for k in (*sides, *each)}
     report: dict = {"device": name, "torch": torch.__version__}
 
     def save() -> None:  # after each part: a run cut short keeps what it finished
@@ -89,10 +95,12 @@ def main() -> None:
     for r in range(args.rounds):
         for k, t in sides.items():
             secs[k].append(steps(t, args.steps))
+            if f"{k}, losses read each step" in each:
+                secs[f"{k}, losses read each step"].append(steps(t, args.steps, read_each=True))
         report |= {"rounds": r + 1, "img_per_s": {k: args.steps * 64 / statistics.median(v) for k, v in secs.items()}}
         save()
     for k, rate in report["img_per_s"].items():
-        print(f"{k:36s} {rate:10.1f} img/s")
+        print(f"{k:60s} {rate:10.1f} img/s")
     if args.profile:
         from profiling import profiled  # a sibling script's module, as stylegan2_speed.py takes it
 

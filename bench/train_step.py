@@ -4,8 +4,10 @@
 
 Both train DCGAN 64x64 with the non-saturating loss and Adam, batch 64, on the same in-memory uint8 images,
 in the same process, under the settings `run_train` applies (`facegan.train.stepper.runtime`: threads,
-determinism, allocator), in interleaved rounds. Prints the median step times and their ratio (goal: ours /
-reference <= 1.05); on CUDA also facegan with `compile: reduce-overhead` (CUDA graphs).
+determinism, allocator), in interleaved rounds. facegan's steps run as its loop runs them (`Stepper.advance`: a
+step's losses are read during the next); the textbook loop reads its losses at the end of each step, as such loops
+do to print them. Prints the median step times and their ratio (goal: ours / reference <= 1.05); on CUDA also
+facegan with `compile: reduce-overhead` (CUDA graphs).
 """
 
 from __future__ import annotations
@@ -83,13 +85,12 @@ class Reference:
         float(loss_d.detach()), float(loss_g.detach())  # the reference also reads its losses once per step
 
 
-def timed(step, n: int, device: torch.device, begin=lambda: None) -> float:
+def timed(step, n: int, device: torch.device) -> float:
     """Seconds per step over n steps."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(n):
-        begin()
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -121,18 +122,18 @@ def main() -> None:
                 raise
             print(f"{name}: failed to compile, left out: {first_line(e, 300, with_type=True)}")
             continue
-        sides[name] = (t.advance, lambda: None)  # as the loop runs a step: its losses read during the next
+        sides[name] = t.advance
     ref = Reference(images, cfg.z_dim, args.channels, args.batch, device)
     timed(ref.step, 5, device)  # warm-up
-    sides["reference loop"] = (ref.step, lambda: None)
+    sides["reference loop"] = ref.step
     default_threads = torch.get_num_threads()
     threads = [n or default_threads for n in args.threads]
     secs: dict[tuple[int, str], list[float]] = {(n, k): [] for n in threads for k in sides}
     for _ in range(args.rounds):
         for n in threads:
             torch.set_num_threads(n)
-            for k, (step, begin) in sides.items():
-                secs[n, k].append(timed(step, args.steps, device, begin))
+            for k, step in sides.items():
+                secs[n, k].append(timed(step, args.steps, device))
     med = {k: statistics.median(v) for k, v in secs.items()}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}; torch {torch.__version__}; deterministic {torch.are_deterministic_algorithms_enabled()}, "
