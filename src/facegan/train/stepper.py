@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from facegan.config import RunSettings
-from facegan.device import to_device
+from facegan.device import to_device, to_host
 from facegan.errors import DeviceUnavailable
 from facegan.train.dist import Dist, setup
 from facegan.train.images import batch_indices
@@ -270,14 +270,7 @@ class Stepper:
     def record(self, values: dict[str, torch.Tensor], **extra: float) -> None:
         """Count the step and keep its named values (and the numbers `extra`) for `settle` to read. On CUDA they go
         to pinned host memory by a copy queued behind the step's work: nothing here waits for the GPU."""
-        vals = torch.stack([v.detach().float() for v in values.values()])
-        copied = None
-        if vals.device.type == "cuda":
-            host = torch.empty(vals.shape, dtype=vals.dtype, pin_memory=True)
-            host.copy_(vals, non_blocking=True)
-            copied = torch.cuda.Event()
-            copied.record(torch.cuda.current_stream(vals.device))
-            vals = host
+        vals, copied = to_host(torch.stack([v.detach().float() for v in values.values()]))
         self.step_done += 1
         self._unread.append(_Unread(self.step_done, tuple(values), vals, extra, copied))
 
