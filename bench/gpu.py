@@ -83,8 +83,8 @@ def main() -> None:
           f"TF32 {torch.backends.cuda.matmul.allow_tf32}; DCGAN 64x64, 64 channels, batch 64; "
           f"median of {args.rounds} interleaved rounds of {args.steps} steps")  # fmt: skip
     # float32 sides also with each step's losses read at its end: what reading them a step later is worth
-    each = {f"{k}, losses read each step": t for k, t in sides.items() if k.startswith("amp off")}
-    secs: dict[str, list[float]] = {k: [] for k in (*sides, *each)}
+    each = {k: f"{k}, losses read each step" for k in sides if k.startswith("amp off")}
+    secs: dict[str, list[float]] = {k: [] for k in (*sides, *each.values())}
     report: dict = {"device": name, "torch": torch.__version__}
 
     def save() -> None:  # after each part: a run cut short keeps what it finished
@@ -95,8 +95,8 @@ def main() -> None:
     for r in range(args.rounds):
         for k, t in sides.items():
             secs[k].append(steps(t, args.steps))
-            if f"{k}, losses read each step" in each:
-                secs[f"{k}, losses read each step"].append(steps(t, args.steps, read_each=True))
+            if k in each:
+                secs[each[k]].append(steps(t, args.steps, read_each=True))
         report |= {"rounds": r + 1, "img_per_s": {k: args.steps * 64 / statistics.median(v) for k, v in secs.items()}}
         save()
     for k, rate in report["img_per_s"].items():

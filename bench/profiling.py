@@ -2,8 +2,9 @@
 whether the GPU or the host bounds the step, and on what.
 
 GPU kernel time a step (and copies / fills apart) against the step's unprofiled wall time (GPU busy), kernel launches,
-CUDA-graph replays and host syncs a step (cudaStreamSynchronize: `.item()`, `.cpu()`, blocking host-to-device copies)
-with the host's time waiting in them, the kernels that take the GPU's time and the operators that take the host's.
+CUDA-graph replays and host syncs a step (cudaStreamSynchronize: `.item()`, `.cpu()`, blocking host-to-device copies;
+cudaEventSynchronize: the loop reading a step's losses) with the host's time waiting in them, the kernels that take
+the GPU's time and the operators that take the host's.
 """
 
 from __future__ import annotations

@@ -87,6 +87,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def queued(t: GANTrainer, steps: int) -> None:
+    """`steps` steps as the training loop runs them (a step's losses read during the next), then the last losses
+    read and the device waited for."""
+    for _ in range(steps):
+        t.advance()
+    t.settle()
+    sync(t.device)
+
+
 def interleaved(
     sides: dict[str, tuple[GANTrainer, bool]], rounds: int, steps: int, warmup: int | None = None
 ) -> dict[str, list[float]]:
@@ -113,10 +122,7 @@ def interleaved(
             with ops.fast_ops(fast):
                 sync(t.device)
                 t0 = time.perf_counter()
-                for _ in range(steps):
-                    t.advance()  # as the training loop runs a step: its losses read during the next
-                t.settle()
-                sync(t.device)
+                queued(t, steps)
             out[name].append((time.perf_counter() - t0) / steps)
             continue
         total = dict.fromkeys(sides, 0.0)
@@ -296,14 +302,8 @@ def cuda_profile(t: GANTrainer, steps: int, name: str) -> dict[str, Any]:
     summarised by `profiling.profiled`: GPU busy, launches and host syncs a step, the top kernels and host ops."""
     from profiling import profiled  # a sibling script's module (runpy, as the tests load this file, adds no path)
 
-    def cycle() -> None:
-        for _ in range(steps):
-            t.advance()
-        t.settle()
-        sync(t.device)
-
     sec = statistics.median(interleaved({name: (t, True)}, 1, steps, warmup=0)[name])
-    return profiled(cycle, steps, sec, f"{name}, fp32")
+    return profiled(lambda: queued(t, steps), steps, sec, f"{name}, fp32")
 
 
 def main() -> None:
