@@ -167,7 +167,7 @@ class Stepper:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(this process's rows of batch `index` of `images` as floats in [-1, 1], their indices)."""
         idx = self.dist.shard(batch_indices(len(images), self.batch_size, index, seed))
-        x = self._gather(images, idx).to(self.device, non_blocking=True).float().div_(127.5).sub_(1)
+        x = to_device(self._gather(images, idx), self.device).float().div_(127.5).sub_(1)
         x = x.contiguous(memory_format=self.memory_format)
         if self.mirror:
             flip = to_device(self.dist.shard(torch.rand(self.batch_size, generator=gen) < 0.5), self.device)
