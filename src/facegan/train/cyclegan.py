@@ -11,7 +11,6 @@ the pools are in the checkpoint, so a resumed run continues exactly as the unint
 from __future__ import annotations
 
 import itertools
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -98,10 +97,13 @@ class CycleTrainer(Stepper):
         self.nets = {k: v.to(device).train() for k, v in nets.items()}
         self.channels_last(*self.nets.values())
         self.run = {k: self.wrap(v)[0] for k, v in self.nets.items()}
-        # fused on CUDA, as the GANs' (one kernel, and fp16's inf check stays on the GPU)
-        adam = partial(torch.optim.Adam, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
-        self.opt_g = adam(itertools.chain(self.nets["G_ab"].parameters(), self.nets["G_ba"].parameters()))
-        self.opt_d = adam(itertools.chain(self.nets["D_a"].parameters(), self.nets["D_b"].parameters()))
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = self.adam(
+            itertools.chain(self.nets["G_ab"].parameters(), self.nets["G_ba"].parameters()), cfg.lr, betas
+        )
+        self.opt_d = self.adam(
+            itertools.chain(self.nets["D_a"].parameters(), self.nets["D_b"].parameters()), cfg.lr, betas
+        )
         self.loss = get_loss(cfg.loss)
         self.pools = {"a": ImagePool(cfg.pool_size), "b": ImagePool(cfg.pool_size)}
 

@@ -62,9 +62,7 @@ class ModelTrainer(Stepper):
         c = lazy_every / (lazy_every + 1) if lazy_every else 1.0
         if self.cfg.optimizer == "rmsprop":
             return torch.optim.RMSprop(params, lr=lr * c)
-        # fused on CUDA: one kernel for every parameter instead of several per tensor (small nets are launch-bound)
-        fused = self.device.type == "cuda"
-        return torch.optim.Adam(params, lr=lr * c, betas=(self.cfg.beta1**c, self.cfg.beta2**c), fused=fused)
+        return self.adam(params, lr * c, (self.cfg.beta1**c, self.cfg.beta2**c))
 
     @property
     def sampler(self) -> nn.Module:
