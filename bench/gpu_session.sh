@@ -7,7 +7,8 @@
 #      then config-f like auto (each figure saved as it ends)
 #   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs the textbook loop
 #   3. tests/test_cuda.py: fp16 StyleGAN2 300 steps, CUDA-graph replay vs eager, fp32 CUDA vs CPU, AMP x models
-#   4. bench/gpu.py --profile: DCGAN img/s, fp32 and fp16, eager and reduce-overhead; the fp32 steps profiled
+#   4. bench/gpu.py --profile: DCGAN img/s, fp32 and bf16, eager and reduce-overhead; the fp32 steps profiled
+#      (fp16 ran on the H200 of 2026-12-04: slower than fp32 both ways; bf16, no scaler, has never run compiled)
 #   5. optional, only in what the steps above left of the budget: bench/penalty_speed.py --device cuda (the DCGAN
 #      family's D under R1 / WGAN-GP, facegan.ops.conv vs nn.Conv2d); not run when under 20 s are left, and
 #      neither that nor a cut at its limit fails the run
@@ -96,7 +97,7 @@ EOF
     step train_step 45 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
     # log_level: a failure's report without torch's DEBUG trace records (they filled the whole reply's tail)
     step test_cuda 120 "$py" -m pytest -q -p no:cacheprovider -o log_level=WARNING tests/test_cuda.py
-    step dcgan 55 "$py" bench/gpu.py --amp off fp16 --rounds 3 --profile --json "$out/dcgan.json"
+    step dcgan 55 "$py" bench/gpu.py --amp off bf16 --rounds 3 --profile --json "$out/dcgan.json"
     optional penalty 90 "$py" bench/penalty_speed.py --device cuda --rounds 5 --steps 16
     return $rc
 }
