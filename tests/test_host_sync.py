@@ -194,10 +194,17 @@ def _reads(func: Any, args: tuple, kwargs: dict) -> bool:
     if func in (aten.repeat_interleave.Tensor, aten.repeat_interleave.self_Tensor):  # sized by its repeats
         return kwargs.get("output_size") is None
     if packet in INDEXING:  # a boolean mask is a nonzero, but for a scalar written through one (a masked_fill)
-        indices = [i for i in args[1] if i is not None]
-        masks = [i for i in indices if i.dtype in (torch.bool, torch.uint8)]
-        return bool(masks) and not (packet is not aten.index and len(indices) == 1 and args[2].dim() == 0)
+        masks = [i for i in args[1] if i is not None and i.dtype in (torch.bool, torch.uint8)]
+        return bool(masks) and not _masked_fill(func, args)
     return False
+
+
+def _masked_fill(func: Any, args: tuple) -> bool:
+    """Whether an indexing operator writes one scalar through one boolean mask: a masked fill (no host read)."""
+    if func.overloadpacket is aten.index:
+        return False
+    indices = [i for i in args[1] if i is not None]
+    return len(indices) == 1 and indices[0].dtype in (torch.bool, torch.uint8) and args[2].dim() == 0
 
 
 def _copies(w: HostWaits, func: Any, args: tuple, kwargs: dict) -> None:
@@ -211,10 +218,8 @@ def _copies(w: HostWaits, func: Any, args: tuple, kwargs: dict) -> None:
         indices = [i for i in args[1] if i is not None]
         if w.host(indices):
             w.copy("a host index")
-        if func.overloadpacket is not aten.index and w.host(args[2]):  # a written value, but for a masked_fill
-            masked_fill = len(indices) == 1 and indices[0].dtype in (torch.bool, torch.uint8) and args[2].dim() == 0
-            if not masked_fill:
-                w.copy("a host value")
+        if func.overloadpacket is not aten.index and w.host(args[2]) and not _masked_fill(func, args):
+            w.copy("a host value")  # a written value
 
 
 def device_state(obj: Any, depth: int = 3) -> list[torch.Tensor]:
