@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from facegan.config import TrainConfig
+from facegan.train.checkpoint import load_checkpoint, save_checkpoint
 from facegan.train.gan import GANTrainer as Trainer
 from facegan.train.stepper import apply_determinism
 
@@ -93,6 +94,54 @@ def test_cuda_graph_replay_gives_the_eager_losses():
     for a, b in zip(rows[False], rows["reduce-overhead"], strict=True):
         for k in ("loss_d", "loss_g"):
             assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-4), k
+
+
+def test_a_graphed_step_replays_the_eager_losses_and_weights():
+    """graph: true on DCGAN (2 D updates a step, EMA): 3 eager steps, the capture, then replays, against the eager
+    run: the same losses and weights, exact kernels on both sides."""
+    over = {**MODELS["dcgan"], "n_critic": 2, "deterministic": True, "channels_last": True}
+    eager, graphed = _trainer(**over), _trainer(**over, graph=True)
+    assert graphed.graphed and all(g["capturable"] for g in graphed.opt_g.param_groups + graphed.opt_d.param_groups)
+    rows = [(eager.step(), graphed.step()) for _ in range(8)]
+    assert graphed.graph is not None and graphed.graph.graph is not None  # captured at step 3, replayed since
+    for a, b in rows:
+        for k in ("loss_d", "loss_g", "d_real", "d_fake"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5), (a["step"], k)
+    for net in ("g", "d"):
+        mine, theirs = getattr(graphed, net).state_dict(), getattr(eager, net).state_dict()
+        for k, v in theirs.items():
+            torch.testing.assert_close(mine[k], v, rtol=1e-4, atol=1e-5, msg=f"{net}.{k}")
+    torch.testing.assert_close(graphed.sampler.state_dict(), eager.sampler.state_dict(), rtol=1e-4, atol=1e-5)
+
+
+def _acgan(graph: bool, device: str = "cuda") -> Trainer:
+    cfg = TrainConfig(model="acgan", g_channels=16, d_channels=16, batch_size=8, device=device, ema=0.9, amp="bf16",
+                      deterministic=True, graph=graph)  # fmt: skip
+    apply_determinism(cfg.deterministic, torch.device(device))
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 3, (32, 1), generator=torch.Generator().manual_seed(2))
+    return Trainer(cfg, images.pin_memory() if device == "cuda" else images, labels, [3], torch.device(device))
+
+
+def test_a_graphed_acgan_in_bf16_trains_as_the_eager_one_and_resumes_across_modes(tmp_path):
+    """graph with labels in bf16 against an eager twin (the labels reach the replayed step); its checkpoint, through
+    a file, resumes eagerly on CUDA and on the CPU, and an eager run's resumes graphed."""
+    eager, graphed = _acgan(False), _acgan(True)
+    rows = [(eager.step(), graphed.step()) for _ in range(6)]
+    assert graphed.graph is not None and graphed.graph.graph is not None
+    for a, b in rows:
+        for k in ("loss_d", "loss_g", "aux_d", "aux_g"):
+            assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-4), (a["step"], k)
+    save_checkpoint(tmp_path / "graphed.pt", graphed.state_dict())
+    save_checkpoint(tmp_path / "eager.pt", eager.state_dict())
+    for graph, device, saved in ((False, "cuda", "graphed"), (False, "cpu", "graphed"), (True, "cuda", "eager")):
+        t = _acgan(graph, device)
+        t.load_state_dict(load_checkpoint(tmp_path / f"{saved}.pt"))
+        groups = t.opt_g.param_groups + t.opt_d.param_groups
+        assert all(g["capturable"] is graph and bool(g["fused"]) is (device == "cuda") for g in groups)
+        resumed = [t.step() for _ in range(5)]  # graphed: 3 eager steps, the capture, a replay
+        assert resumed[0]["step"] == 7 and (t.graph is not None and t.graph.graph is not None) is graph, (graph, device)
+        assert all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in resumed), (graph, device)
 
 
 def test_fast_runs_draw_stylegan2_noise_on_the_gpu_seeded_per_step():

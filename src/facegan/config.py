@@ -471,6 +471,13 @@ class TrainConfig(RunSettings):
     fid_samples: int = Field(256, ge=2, description="generated images per in-training Frechet distance")
     fid_extractor: Extractor = Field("dlib", description="extractor of the in-training Frechet distance")
     nproc: int = Field(1, ge=1, le=64, description="processes (GPUs) for DDP via torchrun; batch_size is global")
+    graph: bool = Field(
+        False,
+        description="CUDA: capture a whole training step (D's and G's updates, Adam, EMA) as one CUDA graph after "
+        "3 eager steps and replay it each step: one launch instead of hundreds, for small nets whose steps are "
+        "launch-bound. For GANs whose step draws only its batches, latents and labels on the host (dcgan, acgan, "
+        "wgan-gp's nets with a loss without penalty); on CPU each step runs eagerly, with the same values",
+    )
 
     # more steps continue the same run (no schedule depends on the total); the in-training FID only observes
     RESUME_NEUTRAL: ClassVar[frozenset[str]] = RunSettings.RESUME_NEUTRAL | {
@@ -478,6 +485,7 @@ class TrainConfig(RunSettings):
         "fid_every",
         "fid_samples",
         "fid_extractor",
+        "graph",  # the same kernels, launched from a graph
     }
 
     @field_validator("model")
@@ -518,6 +526,8 @@ class TrainConfig(RunSettings):
             raise ValueError("choose one augmentation: diffaugment or ada.enabled, not both")
         if self.freeze_d and self.init_from is None:
             raise ValueError("freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint")
+        if self.graph:
+            self._check_graphable()
         if not self.spec.adversarial:
             gan_only = {
                 "diffaugment": bool(self.diffaugment),
@@ -534,6 +544,31 @@ class TrainConfig(RunSettings):
                     f"model {self.model!r} has no discriminator: unset {', '.join(k for k, v in gan_only.items() if v)}"
                 )
         return self
+
+    def _check_graphable(self) -> None:
+        """`graph` replays the kernels of one captured step: whatever else a step draws or decides on the host (noise,
+        mixing, augmentation, a penalty's interpolation, a lazy regulariser's schedule, the fp16 scaler's skips, DDP's
+        exchanges) would replay as it was at capture. One error names everything in the way."""
+        in_the_way = {
+            f"model {self.model!r} (graph takes dcgan, acgan and wgan-gp)": (
+                not self.spec.adversarial or self.spec.style
+            ),
+            f"loss {self.loss!r} (its penalty draws per step)": self.loss in GP_LOSSES,
+            "r1.gamma": bool(self.r1_gamma),
+            "path_length.weight": bool(self.path_length.weight),
+            "diffaugment": bool(self.diffaugment),
+            "ada.enabled": self.ada.enabled,
+            "amp 'fp16' (use bf16)": self.amp == "fp16",
+            f"compile {self.compile!r} (it replays graphs of its own; compile: default goes with graph)": (
+                self.compile in ("reduce-overhead", "max-autotune")
+            ),
+            "nproc > 1": self.nproc > 1,
+        }
+        if any(in_the_way.values()):
+            raise ValueError(
+                "graph: true captures a step that draws only its batches, latents and labels on the host; "
+                f"in the way: {', '.join(k for k, v in in_the_way.items() if v)}"
+            )
 
 
 class ClassifierConfig(Section):

@@ -16,6 +16,7 @@ from facegan import ops
 from facegan.device import to_device
 from facegan.models.transfer import apply_pretrained
 from facegan.train.freeze import freeze_discriminator
+from facegan.train.graph import Batch, Inputs, StepGraph
 from facegan.train.objective import GANObjective
 from facegan.train.trainer import ModelTrainer
 
@@ -43,6 +44,12 @@ class GANTrainer(ModelTrainer):
         self.ada = self.objective.ada
         if self.ada and self.pretrained and self.pretrained.get("ada_p") is not None:
             self.ada.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run
+        if cfg.graph and self.dist.active:  # started by torchrun with nproc 1: DDP's exchanges would replay as captured
+            raise ValueError(f"graph: true captures one process's step; this run has {self.dist.world} (torchrun)")
+        self.graph = StepGraph(self._draw, self._updates, self.device) if cfg.graph else None
+        self.graphed = cfg.graph and self.device.type == "cuda"  # the optimisers step on the device (capturable)
+        if cfg.graph and not self.graphed:
+            log.warning("graph applies to CUDA only: on %s each step runs eagerly (the same values)", self.device)
 
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """Lazy regularisers rescale the optimiser of the network they act on (R1: D, path length: G)."""
@@ -82,15 +89,30 @@ class GANTrainer(ModelTrainer):
         return g(z, y) if self.label_dims else g(z)
 
     def _step(self) -> None:
-        """n_critic D updates (+ lazy R1), then one G update (+ lazy path length), reusing the last D update's fakes."""
-        cfg, obj, step = self.cfg, self.objective, self.step_done
+        step = self.step_done
+        logged = self.graph(step) if self.graph else self._updates(step)
+        self.record(logged, **({"ada_p": self.ada.p} if self.ada else {}))
+
+    def _draw(self, step: int) -> Inputs:
+        """Step `step`'s inputs of each D update (real batch, its labels, latents, their labels), drawn as `_updates`
+        draws them when given none: for `train.graph`, whose configurations draw nothing else from the generator."""
+        gen, _ = self.generators(step)
+        return [self._batch(step * self.cfg.n_critic + k, gen) for k in range(self.cfg.n_critic)]
+
+    def _batch(self, index: int, gen: torch.Generator) -> Batch:
+        """D update `index`'s real batch (+ labels) and latents (+ labels), drawn in this order from `gen`."""
+        return Batch(*self.real(index, gen), *self.latents(self.cfg.batch_size, gen))
+
+    def _updates(self, step: int, inputs: Inputs | None = None) -> dict[str, torch.Tensor]:
+        """n_critic D updates (+ lazy R1), then one G update (+ lazy path length), reusing the last D update's fakes;
+        returns the values to log. Each D update's batch and latents are drawn here, or taken from `inputs`."""
+        cfg, obj = self.cfg, self.objective
         gen, aug = self.generators(step)
         noise_gen = self.noise_generator(gen, step) if cfg.spec.style or obj.path_length else gen
 
         for k in range(cfg.n_critic):  # D
             index = step * cfg.n_critic + k
-            real, y_real = self.real(index, gen)
-            z, y_fake = self.latents(cfg.batch_size, gen)
+            real, y_real, z, y_fake = self._batch(index, gen) if inputs is None else inputs[k]
             with torch.set_grad_enabled(k == cfg.n_critic - 1), self.autocast():
                 fake = self.generate(z, y_fake, gen, noise_gen=noise_gen)  # the last keeps its graph for G's update
             d_terms = obj.d_terms(self.d_run, real, fake.detach(), y_real, y_fake, gen, aug, index, self.d_reg)
@@ -120,7 +142,7 @@ class GANTrainer(ModelTrainer):
                 logged |= obj.idle("path_length")
 
         self.after_step()
-        self.record(logged, **({"ada_p": self.ada.p} if self.ada else {}))
+        return logged
 
     def _fake_and_latent(self, gen: torch.Generator, noise_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Half a batch of fakes (through the eager G: path length differentiates twice) and the latent they are

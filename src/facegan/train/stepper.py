@@ -93,9 +93,19 @@ def interned(rows: list[dict]) -> list[dict]:
     return [{sys.intern(k): v for k, v in row.items()} for row in rows]
 
 
+RUN_FLAGS = ("fused", "foreach", "capturable")  # how an optimiser steps on this run's device, not what it learnt
+
+
 def load_optimizer(opt: torch.optim.Optimizer, state: dict) -> None:
-    """opt.load_state_dict, with the per-parameter state keys interned (see `interned`)."""
-    opt.load_state_dict(state)
+    """opt.load_state_dict, with the per-parameter state keys interned (see `interned`) and the optimiser's own
+    `RUN_FLAGS` in place of the saved ones, before loading, so PyTorch puts each step count where this run steps
+    (a fused or capturable one on the parameters' device): a CPU run resumed on CUDA, a graphed CUDA run's capturable
+    Adam resumed on the CPU, an eager run resumed graphed."""
+    flags = [{k: group[k] for k in RUN_FLAGS if k in group} for group in opt.param_groups]
+    if len(state["param_groups"]) != len(flags):
+        raise ValueError("loaded state dict has a different number of parameter groups")  # load_state_dict's words
+    groups = [{**saved, **kept} for saved, kept in zip(state["param_groups"], flags, strict=True)]
+    opt.load_state_dict({**state, "param_groups": groups})
     for p, st in list(opt.state.items()):
         opt.state[p] = {sys.intern(k): v for k, v in st.items()}
 
@@ -135,6 +145,7 @@ class Stepper:
             log.warning("amp=%s applies to CUDA only: training in float32 on %s", run.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self._noise_gen = None if deterministic(run.deterministic, device) else torch.Generator(device)
+        self.graphed = False  # steps replayed from a CUDA graph (`train.graph`): set by a trainer before `adam`
         self.step_done = 0
         self.history: list[dict[str, float]] = []
         self._unread: list[_Unread] = []
@@ -232,8 +243,10 @@ class Stepper:
 
     def adam(self, params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
         """Adam, fused on CUDA: one kernel for every parameter instead of several per tensor (small nets are
-        launch-bound), and fp16's inf check stays on the GPU."""
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=self.device.type == "cuda")
+        launch-bound), and fp16's inf check stays on the GPU; capturable in a graphed run (the same arithmetic:
+        fused Adam keeps its step counts on the device either way)."""
+        cuda = self.device.type == "cuda"
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=cuda, capturable=self.graphed)
 
     @contextmanager
     def through(self, module: nn.Module, wrapped: nn.Module | None = None) -> Iterator[None]:
@@ -256,8 +269,13 @@ class Stepper:
     # ---- the update -------------------------------------------------------------------------------
 
     def autocast(self) -> torch.autocast:
+        """Mixed precision as configured; a graphed run does not cache the weights' casts (a cache made while capturing
+        would hold tensors of the graph's memory across the step; PyTorch's CUDA-graph notes ask for it off)."""
         return torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+            cache_enabled=not self.graphed,
         )
 
     def update(self, loss: torch.Tensor, *opts: torch.optim.Optimizer) -> None:

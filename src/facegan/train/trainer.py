@@ -61,7 +61,7 @@ class ModelTrainer(Stepper):
         params = [p for p in module.parameters() if p.requires_grad]
         c = lazy_every / (lazy_every + 1) if lazy_every else 1.0
         if self.cfg.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr * c)
+            return torch.optim.RMSprop(params, lr=lr * c, capturable=self.graphed)
         return self.adam(params, lr * c, (self.cfg.beta1**c, self.cfg.beta2**c))
 
     @property
