@@ -1,15 +1,19 @@
 """DCGAN 64x64 training throughput on one device: mixed precision and CUDA-graph replay.
 
-    python bench/gpu.py [--device cuda] [--rounds 5] [--steps 50] [--profile] [--json out.json]
+    python bench/gpu.py [--device cuda] [--rounds 5] [--steps 50] [--amp off bf16 fp16]
+                        [--modes off reduce-overhead graph graph+default] [--profile] [--json out.json]
 
 The real training step as the training loop runs it (`Stepper.advance`: a step's losses are read during the next;
 set up by `facegan.train.stepper.runtime` as `run_train` sets it up: `deterministic: auto` is cudnn.benchmark + TF32
 on CUDA), DCGAN with 64 channels, batch 64: images/s (generator updates x batch / s), median of interleaved rounds,
-for amp off / bf16 / fp16, eager and with `compile: reduce-overhead` (torch.compile + CUDA graphs: one replay per
-network call instead of ~100 kernel launches); the float32 sides also with each step's losses read at its end (the
-loop before 2026-12-04), in the same rounds. Goal on one H100: >= 24,000 img/s (4x the eager 6,000). --profile
-(CUDA): after the rounds, one round of each float32 side under torch.profiler (`profiling.profiled`): GPU busy
-against wall time, kernel launches and host syncs a step, the kernels and the host operators that take the time.
+for amp off / bf16 / fp16, each in the modes asked for: `off` (eager), `reduce-overhead` (`compile: reduce-overhead`:
+torch.compile + CUDA graphs, one replay per network call instead of ~100 kernel launches), `default` (`compile: true`),
+`graph` (`graph: true`: the whole step, both updates, Adam and EMA, one CUDA graph of the eager kernels) and
+`graph+default` (both: torch.compile's kernels in one graph a step). fp16 does not go with `graph` (its gradient
+scaler decides on the host): left out with the reason. The float32 sides also with each step's losses read at its
+end (the loop before 2026-12-04), in the same rounds. Goal on one H100: >= 24,000 img/s (4x the eager 6,000).
+--profile (CUDA): after the rounds, one round of each float32 side under torch.profiler (`profiling.profiled`): GPU
+busy against wall time, kernel launches and host syncs a step, the kernels and the host operators that take the time.
 StyleGAN2 speed: bench/stylegan2_speed.py.
 """
 
@@ -22,11 +26,20 @@ import time
 from functools import partial
 
 import torch
+from pydantic import ValidationError
 
 from facegan.config import TrainConfig
 from facegan.errors import first_line
 from facegan.train.gan import GANTrainer
 from facegan.train.stepper import runtime
+
+MODES = {  # --modes: (train.compile, train.graph, the side's name)
+    "off": (False, False, "compile off"),
+    "reduce-overhead": ("reduce-overhead", False, "compile reduce-overhead"),
+    "default": ("default", False, "compile default"),
+    "graph": (False, True, "graph"),
+    "graph+default": ("default", True, "graph + compile default"),
+}
 
 
 def trainer(cfg: TrainConfig) -> GANTrainer:
@@ -55,7 +68,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=50, help="steps per round")
     ap.add_argument("--amp", nargs="+", default=["off", "bf16", "fp16"])
-    ap.add_argument("--compile", nargs="+", default=["off", "reduce-overhead"])
+    ap.add_argument("--modes", nargs="+", choices=list(MODES), default=["off", "reduce-overhead", "graph"])
     ap.add_argument("--profile", action="store_true", help="CUDA: profile one round of each float32 side")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -63,20 +76,26 @@ def main() -> None:
         ap.error("--profile: the profile is of CUDA steps (--device cuda)")
     sides = {}
     for amp in args.amp:
-        for mode in args.compile:
-            cfg = TrainConfig(model="dcgan", g_channels=64, d_channels=64, batch_size=64, amp=amp, device=args.device,
-                              compile=False if mode == "off" else mode)  # fmt: skip
+        for mode in args.modes:
+            compile_, graph, label = MODES[mode]
+            name = f"amp {amp}, {label}"
+            try:
+                cfg = TrainConfig(model="dcgan", g_channels=64, d_channels=64, batch_size=64, amp=amp,
+                                  device=args.device, compile=compile_, graph=graph)  # fmt: skip
+            except ValidationError as e:  # fp16 with graph
+                print(f"{name}: left out: {e.errors()[0]['msg']}")
+                continue
             t = trainer(cfg)
             try:
                 steps(t, 10)  # warm-up (compilation, graph capture)
             except Exception as e:  # a compiler missing on the machine must not cost the other figures
                 if mode == "off":
                     raise
-                print(f"amp {amp}, compile {mode}: failed, left out: {first_line(e, 300, with_type=True)}")
+                print(f"{name}: failed, left out: {first_line(e, 300, with_type=True)}")
                 continue
-            sides[f"amp {amp}, compile {mode}"] = t
+            sides[name] = t
     if not sides:
-        raise SystemExit("gpu.py: nothing to time (every --compile mode given failed to compile)")
+        raise SystemExit("gpu.py: nothing to time (every --modes side given failed)")
     device = next(iter(sides.values())).device
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; cudnn.benchmark {torch.backends.cudnn.benchmark}, "
@@ -106,7 +125,7 @@ def main() -> None:
 
         report["profile"] = {}
         for k, t in sides.items():
-            if k.startswith("amp off"):  # eager and reduce-overhead, float32
+            if k.startswith("amp off"):  # every float32 side
                 wall = statistics.median(secs[k]) / args.steps
                 report["profile"][k] = profiled(partial(steps, t, args.steps), args.steps, wall, f"DCGAN 64x64, {k}")
                 save()

@@ -7,8 +7,9 @@
 #      then config-f like auto (each figure saved as it ends)
 #   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs the textbook loop
 #   3. tests/test_cuda.py: fp16 StyleGAN2 300 steps, CUDA-graph replay vs eager, fp32 CUDA vs CPU, AMP x models
-#   4. bench/gpu.py --profile: DCGAN img/s, fp32 and bf16, eager and reduce-overhead; the fp32 steps profiled
-#      (fp16 ran on the H200 of 2026-12-04: slower than fp32 both ways; bf16, no scaler, has never run compiled)
+#   4. bench/gpu.py --profile: DCGAN img/s, fp32 and bf16, eager, reduce-overhead, the whole step as one CUDA graph
+#      (`graph: true`) and that with torch.compile's kernels; the fp32 steps profiled (fp16 ran on the H200 of
+#      2026-12-04: slower than fp32 both ways; bf16, no scaler, has never run compiled; `graph` never ran at all)
 #   5. optional, only in what the steps above left of the budget: bench/penalty_speed.py --device cuda (the DCGAN
 #      family's D under R1 / WGAN-GP, facegan.ops.conv vs nn.Conv2d); not run when under 20 s are left, and
 #      neither that nor a cut at its limit fails the run
@@ -26,7 +27,9 @@
 # the steps took 210 (cut), 37, 95, 38 and 19 s, so StyleGAN2's limit went up (it now also times the reference
 # path on CUDA and profiles the auto config) and the others' down; DCGAN's went up 5 s for its profile (two
 # profiled rounds of 50 steps), train_step's down 5 s; test_cuda's up 10 s (95 s of 110 then, and one more test
-# now), StyleGAN2's down 10 s (its last part, config-f fp16, is the one a cut loses).
+# now), StyleGAN2's down 10 s (its last part, config-f fp16, is the one a cut loses). On 2026-12-05 DCGAN's went up
+# 30 s (four more sides: `graph` and `graph + compile default`, fp32 and bf16, two of them compiled) and test_cuda's
+# 10 s (two graph tests), StyleGAN2's down 40 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,11 +96,12 @@ EOF
         local optional=1  # being cut at its limit, is no failure (an error is)
         step "$@"
     }
-    step stylegan2 350 "$py" bench/stylegan2_speed.py --cuda-only --profile --rounds 2 --json "$out/stylegan2.json"
+    step stylegan2 310 "$py" bench/stylegan2_speed.py --cuda-only --profile --rounds 2 --json "$out/stylegan2.json"
     step train_step 45 "$py" bench/train_step.py --device cuda --channels 64 --batch 64 --rounds 5 --steps 20
     # log_level: a failure's report without torch's DEBUG trace records (they filled the whole reply's tail)
-    step test_cuda 120 "$py" -m pytest -q -p no:cacheprovider -o log_level=WARNING tests/test_cuda.py
-    step dcgan 55 "$py" bench/gpu.py --amp off bf16 --rounds 3 --profile --json "$out/dcgan.json"
+    step test_cuda 130 "$py" -m pytest -q -p no:cacheprovider -o log_level=WARNING tests/test_cuda.py
+    step dcgan 85 "$py" bench/gpu.py --amp off bf16 --modes off reduce-overhead graph graph+default --rounds 3 \
+        --profile --json "$out/dcgan.json"
     optional penalty 90 "$py" bench/penalty_speed.py --device cuda --rounds 5 --steps 16
     return $rc
 }
