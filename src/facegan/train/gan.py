@@ -1,4 +1,4 @@
-"""The GAN trainer: one `_step()` that reads top to bottom — D updates (+ R1), then G's update (+ path length).
+"""The GAN trainer: one `_updates()` that reads top to bottom — D updates (+ R1), then G's update (+ path length).
 
 The maths of each update is in `GANObjective` (named terms); this file schedules the updates, draws the
 step's randomness (seeded by (seed, step), so a resumed run continues exactly) and holds what training
@@ -89,6 +89,7 @@ class GANTrainer(ModelTrainer):
         return g(z, y) if self.label_dims else g(z)
 
     def _step(self) -> None:
+        """One step: the eager updates, or with `train.graph` the step's draws and (CUDA) a graph's replay of them."""
         step = self.step_done
         logged = self.graph(step) if self.graph else self._updates(step)
         self.record(logged, **({"ada_p": self.ada.p} if self.ada else {}))
