@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from facegan.chain import Layout, run_stage
-from facegan.config import Params, load_params, parse_params
+from facegan.config import Params, TrainConfig, load_params, parse_params
+from facegan.train.gan import GANTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 # set by `make test`, which installs the reference environment and chromium and seeds the model caches: there a
@@ -222,6 +223,26 @@ def killed_at(monkeypatch, step: int):
             yield
     finally:
         monkeypatch.setattr(stepper, "step_generator", real)
+
+
+GAN_LABEL_DIMS = [2, 3]  # tiny_gan's attributes (acgan)
+
+
+def tiny_images(n: int = 16, seed: int = 0) -> torch.Tensor:
+    """n seeded 32x32 uint8 images."""
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_gan(over: dict) -> GANTrainer:
+    """A CPU GANTrainer of widths 4 and batch 4 (EMA on) over `tiny_images()`, with `over` on top; acgan gets 16
+    seeded labels of `GAN_LABEL_DIMS`."""
+    cfg = TrainConfig.model_validate({"batch_size": 4, "g_channels": 4, "d_channels": 4, "ema": 0.9, **over})
+    labels = torch.stack(
+        [torch.randint(0, k, (16,), generator=torch.Generator().manual_seed(1)) for k in GAN_LABEL_DIMS], 1
+    )
+    acgan = over["model"] == "acgan"
+    dims = GAN_LABEL_DIMS if acgan else []
+    return GANTrainer(cfg, tiny_images(), labels if acgan else None, dims, torch.device("cpu"))
 
 
 def free_port() -> int:

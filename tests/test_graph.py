@@ -10,6 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from conftest import GAN_LABEL_DIMS, tiny_gan
 from facegan.config import TrainConfig
 from facegan.train.dist import Dist
 from facegan.train.gan import GANTrainer
@@ -17,7 +18,6 @@ from facegan.train.graph import StepGraph
 from facegan.train.stepper import load_optimizer
 
 CPU = torch.device("cpu")
-DIMS = [2, 3]
 GRAPHABLE = {
     "dcgan-2-critics": {"model": "dcgan", "n_critic": 2},
     "acgan": {"model": "acgan"},
@@ -25,20 +25,12 @@ GRAPHABLE = {
 }
 
 
-def _gan(over: dict) -> GANTrainer:
-    cfg = TrainConfig.model_validate({"batch_size": 4, "g_channels": 4, "d_channels": 4, "ema": 0.9, **over})
-    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    labels = torch.stack([torch.randint(0, k, (16,), generator=torch.Generator().manual_seed(1)) for k in DIMS], 1)
-    acgan = over["model"] == "acgan"
-    return GANTrainer(cfg, images, labels if acgan else None, DIMS if acgan else [], CPU)
-
-
 @pytest.mark.parametrize("over", list(GRAPHABLE.values()), ids=list(GRAPHABLE))
 def test_the_split_step_trains_exactly_as_the_eager_one(over, caplog):
     """Draws first, then updates: the same generator stream, so bitwise the same losses and weights."""
-    eager = _gan(over)
+    eager = tiny_gan(over)
     with caplog.at_level(logging.WARNING, logger="facegan.train.gan"):
-        split = _gan({**over, "graph": True})
+        split = tiny_gan({**over, "graph": True})
     assert "graph applies to CUDA only" in caplog.text
     assert isinstance(split.graph, StepGraph) and eager.graph is None
     assert not split.graphed  # nothing captured on the CPU; the optimisers are not capturable
@@ -66,7 +58,7 @@ def test_the_updates_given_their_inputs_depend_on_nothing_else(over, monkeypatch
     """What a replay relies on: given the inputs, the updates neither draw from the step's generators nor depend on
     the step's number, so the values captured at one step are right at every other. Two twins update from the same
     inputs at steps 0 and 7: the same values and weights, bitwise, and no generator was drawn from."""
-    twins = [_gan({**over, "graph": True}) for _ in range(2)]
+    twins = [tiny_gan({**over, "graph": True}) for _ in range(2)]
     inputs = twins[0]._draw(5)
     handed: list[tuple[torch.Generator, torch.Tensor]] = []
     for t in twins:
@@ -94,10 +86,10 @@ def test_graph_refuses_several_processes_started_by_torchrun():
 
 
 def test_the_split_step_draws_each_d_update_its_own_batch():
-    t = _gan({**GRAPHABLE["acgan"], "n_critic": 2, "graph": True})
+    t = tiny_gan({**GRAPHABLE["acgan"], "n_critic": 2, "graph": True})
     first, second = t._draw(0)
     assert first.real.shape == (4, 3, 32, 32) and first.z.shape == (4, t.cfg.z_dim)
-    assert first.y_real is not None and first.y_fake is not None and first.y_real.shape == (4, len(DIMS))
+    assert first.y_real is not None and first.y_fake is not None and first.y_real.shape == (4, len(GAN_LABEL_DIMS))
     assert not torch.equal(first.real, second.real) and not torch.equal(first.z, second.z)
     again = t._draw(0)  # a function of (seed, step)
     assert all(torch.equal(a, b) for a, b in zip(first.tensors(), again[0].tensors(), strict=True))

@@ -38,9 +38,9 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakTensorKeyDictionary
 
 import facegan.device
+from conftest import tiny_gan, tiny_images
 from facegan.config import CycleGANConfig, TrainConfig
 from facegan.train.cyclegan import CycleTrainer
-from facegan.train.gan import GANTrainer
 from facegan.train.stepper import Stepper
 from facegan.train.vae import VAETrainer
 
@@ -247,7 +247,6 @@ def device_state(obj: Any, depth: int = 3) -> list[torch.Tensor]:
 # ---- the trainers' steps ----------------------------------------------------------------------------------------
 
 CPU = torch.device("cpu")
-DIMS = [2, 3]
 GAN = {
     "dcgan-diffaugment": {"model": "dcgan", "diffaugment": ["color", "translation", "cutout"]},
     "wgan-gp": {"model": "wgan-gp", "loss": "wgan-gp", "n_critic": 2},
@@ -259,17 +258,6 @@ GAN = {
 }  # fmt: skip
 # as CUDA's default (`deterministic: auto`) runs it: noise maps drawn by a generator on the training device
 GAN["stylegan2-fast"] = {**GAN["stylegan2-r1-path-length"], "deterministic": False, "channels_last": True}
-
-
-def _images(n: int = 16, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-
-
-def _gan(over: dict) -> GANTrainer:
-    cfg = TrainConfig.model_validate({"batch_size": 4, "g_channels": 4, "d_channels": 4, "ema": 0.9, **over})
-    labels = torch.stack([torch.randint(0, k, (16,), generator=torch.Generator().manual_seed(1)) for k in DIMS], 1)
-    acgan = over["model"] == "acgan"
-    return GANTrainer(cfg, _images(), labels if acgan else None, DIMS if acgan else [], CPU)
 
 
 def _watched_steps(t: Any, monkeypatch: pytest.MonkeyPatch, steps: int) -> tuple[list[list[str]], list[dict]]:
@@ -294,7 +282,7 @@ def _watched_steps(t: Any, monkeypatch: pytest.MonkeyPatch, steps: int) -> tuple
 
 @pytest.mark.parametrize("over", list(GAN.values()), ids=list(GAN))
 def test_a_gan_step_would_not_wait_for_the_gpu(over, monkeypatch):
-    t = _gan(over)
+    t = tiny_gan(over)
     found, rows = _watched_steps(t, monkeypatch, 4)
     assert found == [[]] * 4
     assert [r["step"] for r in rows] == [3, 4, 5, 6]
@@ -302,12 +290,12 @@ def test_a_gan_step_would_not_wait_for_the_gpu(over, monkeypatch):
 
 def test_vae_and_cyclegan_steps_would_not_wait_for_the_gpu(monkeypatch):
     vae = VAETrainer(
-        TrainConfig(model="vae", z_dim=8, g_channels=4, d_channels=4, batch_size=4), _images(), None, [], CPU
+        TrainConfig(model="vae", z_dim=8, g_channels=4, d_channels=4, batch_size=4), tiny_images(), None, [], CPU
     )
     cycle = CycleTrainer(
         CycleGANConfig(enabled=True, g_channels=4, res_blocks=1, d_channels=4, batch_size=2, pool_size=3),
-        _images(8),
-        _images(8, seed=1),
+        tiny_images(8),
+        tiny_images(8, seed=1),
         CPU,
     )
     for t in (vae, cycle):
@@ -320,7 +308,7 @@ def test_cyclegans_ssim_term_copies_its_window_and_nothing_else(monkeypatch):
     """Left on purpose (the term is optional and off by default): kornia makes SSIM's Gaussian window on the device
     from host values at each call, a small blocking copy."""
     cfg = CycleGANConfig(enabled=True, g_channels=4, res_blocks=1, d_channels=4, batch_size=2, ssim_weight=1.0)
-    found, _ = _watched_steps(CycleTrainer(cfg, _images(8), _images(8, seed=1), CPU), monkeypatch, 2)
+    found, _ = _watched_steps(CycleTrainer(cfg, tiny_images(8), tiny_images(8, seed=1), CPU), monkeypatch, 2)
     assert all(f for f in found), found
     assert all(
         x.startswith("a blocking host-to-device copy (tensor) at ") and x.endswith("(ssim)") for f in found for x in f
@@ -329,7 +317,7 @@ def test_cyclegans_ssim_term_copies_its_window_and_nothing_else(monkeypatch):
 
 def test_ada_reads_d_back_once_every_interval_and_nowhere_else(monkeypatch):
     """ADA's one read by design: the sum of D's signs, at the steps where it moves p (every `interval`)."""
-    t = _gan({**GAN["stylegan2-r1-path-length"], "ada": {"enabled": True, "fixed_p": 0.5, "interval": 4}})
+    t = tiny_gan({**GAN["stylegan2-r1-path-length"], "ada": {"enabled": True, "fixed_p": 0.5, "interval": 4}})
     found, _ = _watched_steps(t, monkeypatch, 8)
     reads = [i + 3 for i, f in enumerate(found) if f]  # steps 3..10 (1-based); ADA reads after steps 4 and 8
     assert reads == [4, 8]
@@ -345,7 +333,7 @@ def test_the_watch_finds_a_read_and_a_blocking_copy(monkeypatch):
     """The check can fail: a loss read on the host, a `.to(device)` of a host tensor and a boolean mask, each named
     with its line;
     the same values drawn on the host and moved by `to_device`, or read after the step, are not findings."""
-    t = _gan(GAN["dcgan-diffaugment"])
+    t = tiny_gan(GAN["dcgan-diffaugment"])
     g_terms = t.objective.g_terms
 
     def _injected_terms(*args: Any, **kwargs: Any) -> Any:
