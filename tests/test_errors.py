@@ -162,6 +162,11 @@ CASES = [
         "cannot fetch models:/facegan-cartoon@best",
     ),
     (
+        "model-uri-malformed",
+        lambda r: CLI + ["sample", "--model-uri", "models:/facegan-cartoon"],
+        "model URI 'models:/facegan-cartoon': write models:/NAME@ALIAS",
+    ),
+    (
         "transfer-without-pretrain",
         lambda r: (
             CLI + ["transfer", "finetune", "baseline", "-p", str(ROOT / "params.yaml"), "--root", str(r / "empty")]

@@ -72,6 +72,7 @@ def pipeline(server, tmp_path_factory):
     root = tmp_path_factory.mktemp("tracked")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", server.uri)
+    mp.setenv("FACEGAN_CACHE", str(root / "cache"))  # where registered generators are fetched to
     mp.chdir(root)
     raw = tiny_params(steps=4, fid_every=2, fid_samples=8).model_dump(mode="json")
     raw["tracking"]["enabled"] = True
@@ -137,6 +138,8 @@ def test_best_generator_is_registered_and_samples_by_uri(server, pipeline, tmp_p
     mv = c.get_model_version_by_alias("facegan-cartoon", "best")
     assert mv.version == "1"
     env = _params_naming(tmp_path, server.uri)  # tracking.tracking_uri of ./params.yaml, not the environment
+    (tmp_path / "tmp").mkdir()
+    env["TMPDIR"] = str(tmp_path / "tmp")  # the fetched generator is not left behind in the temporary folder
     r = subprocess.run(
         [
             sys.executable,
@@ -157,6 +160,9 @@ def test_best_generator_is_registered_and_samples_by_uri(server, pipeline, tmp_p
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["grid.png", "seed0_0000.png", "seed0_0001.png"]
+    assert list((tmp_path / "tmp").iterdir()) == []
+    cached = Path(os.environ["FACEGAN_CACHE"]) / "registry" / "facegan-cartoon" / f"1-{mv.run_id}"
+    assert len(list(cached.rglob("checkpoint.pt"))) == 1
 
 
 def test_report_command_writes_the_comparison_table(server, pipeline):
@@ -233,6 +239,41 @@ def test_explore_opens_registered_models_and_runs(server, pipeline):
     }.items():
         with pytest.raises(ExploreError, match=msg):
             resolve(ref)
+
+
+def test_a_registered_generator_is_fetched_once_and_a_failed_fetch_leaves_nothing(server, pipeline, monkeypatch):
+    import mlflow
+
+    from facegan import track
+    from facegan.config import TrackingConfig
+    from facegan.errors import TrackingError
+
+    tracking = TrackingConfig(tracking_uri=server.uri)
+    mv = _client(server).get_model_version_by_alias("facegan-cartoon", "best")
+    registry = Path(os.environ["FACEGAN_CACHE"]) / "registry" / "facegan-cartoon"
+    first = track.download_checkpoint("models:/facegan-cartoon@best", tracking)
+    assert list((registry / f"1-{mv.run_id}").rglob("checkpoint.pt")) == [first] and first.stat().st_size > 0
+
+    def refused(**kwargs):
+        raise AssertionError(f"fetched again: {kwargs}")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", refused)
+    assert track.download_checkpoint("models:/facegan-cartoon/1", tracking) == first  # from the cache
+
+    shutil.rmtree(registry)
+
+    def cut_off(dst_path, **kwargs):  # the connection drops halfway through the files
+        (Path(dst_path) / "model").mkdir()
+        (Path(dst_path) / "model" / "checkpoint.pt").write_bytes(b"half a checkpoint")
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", cut_off)
+    with pytest.raises(TrackingError, match="cannot fetch models:/facegan-cartoon@best from the tracking store .*: "
+                       "connection reset by peer"):  # fmt: skip
+        track.download_checkpoint("models:/facegan-cartoon@best", tracking)
+    assert list(registry.iterdir()) == []  # no half-fetched model to be taken for a whole one next time
+    monkeypatch.undo()
+    assert track.download_checkpoint("models:/facegan-cartoon@best", tracking) == first
 
 
 @pytest.mark.slow  # starts the app (~15 s); test_explore.py serves a checkpoint in the default run

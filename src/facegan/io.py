@@ -93,6 +93,11 @@ def host_free(text: str) -> str:
     return _ABSOLUTE.sub(cut, text)
 
 
+def cache_root() -> Path:
+    """facegan's cache: FACEGAN_CACHE, else ~/.cache/facegan (decoded training sets, fetched registered models)."""
+    return Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan")).expanduser()
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -34,12 +35,12 @@ def reproduce(
             raise ValueError(f"run {run_id} is not a facegan pipeline run")
         run = c.get_run(parent)
     dataset = run.data.tags["dataset"]
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path="params.yaml", tracking_uri=track.tracking_uri(tracking)
+    with tempfile.TemporaryDirectory() as tmp:  # the run's params, read and not kept
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="params.yaml", dst_path=tmp, tracking_uri=track.tracking_uri(tracking)
         )
-    )
-    params = parse_params(yaml.safe_load(local.read_text()), source=f"params of run {run.info.run_id}")
+        text = Path(local).read_text()
+    params = parse_params(yaml.safe_load(text), source=f"params of run {run.info.run_id}")
     at = Layout(root, dataset)
     recorded_hash = run.data.tags.get("dataset_sha256")
     current = sha256_file(at.packed / ZIP_NAME) if (at.packed / ZIP_NAME).is_file() else None

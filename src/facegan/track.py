@@ -26,6 +26,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -649,21 +650,50 @@ def register_if_best(
 
 
 def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
-    """The checkpoint.pt inside a registered generator, e.g. models:/facegan-cartoon@best."""
+    """The checkpoint.pt inside a registered generator (models:/NAME@ALIAS or models:/NAME/VERSION), fetched once
+    into the cache (`registered_model_dir`) and read from there after: a registered version's files never change."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(tracking_uri(tracking))
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+        name, how, which = _parse_model_uri(model_uri)
+    except ModelNotFound as e:
+        raise TrackingError(str(e)) from None
+    c = client(tracking)
+    try:
+        mv = c.get_model_version_by_alias(name, which) if how == "alias" else c.get_model_version(name, which)
+        folder = registered_model_dir(name, str(mv.version), mv.run_id)
+        if not _checkpoint_in(folder):
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=f".{folder.name}.", dir=folder.parent) as tmp:
+                source = c.get_model_version_download_uri(name, mv.version)  # asked of this store's registry
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri(tracking)
+                )
+                with contextlib.suppress(OSError):  # another process put it there first: theirs is the same
+                    os.rename(tmp, folder)
     except (MlflowException, OSError) as e:
         raise TrackingError(
             f"cannot fetch {model_uri} from the tracking store {tracking_uri(tracking)}: {first_line(e)}"
         ) from None
-    found = sorted(local.rglob("checkpoint.pt"))
-    if not found:
+    found = _checkpoint_in(folder)
+    if found is None:
         raise TrackingError(f"{model_uri} holds no checkpoint.pt (is it a facegan generator?)")
-    return found[0]
+    return found
+
+
+def registered_model_dir(name: str, version: str, run_id: str) -> Path:
+    """Where version `version` of registered model `name` is kept once fetched: in facegan's cache
+    (FACEGAN_CACHE, else ~/.cache/facegan), under registry/NAME/VERSION-RUN_ID (the run id tells apart
+    the same name and version in two tracking stores)."""
+    from facegan.io import cache_root
+
+    return cache_root() / "registry" / name / f"{version}-{run_id}"
+
+
+def _checkpoint_in(folder: Path) -> Path | None:
+    found = sorted(folder.rglob("checkpoint.pt")) if folder.is_dir() else []
+    return found[0] if found else None
 
 
 class ModelNotFound(ValueError):

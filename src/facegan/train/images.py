@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from facegan.data.packed import ZIP_NAME, decoded_memmap, load_labels, load_packed, packed_meta, packed_shape
+from facegan.io import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
 
 def default_cache() -> Path:
     """Where sets too large for memory are decoded once (FACEGAN_CACHE, else ~/.cache/facegan/decoded)."""
-    return Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan")).expanduser() / "decoded"
+    return cache_root() / "decoded"
 
 
 def load_training_data(
