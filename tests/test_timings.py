@@ -122,7 +122,7 @@ def test_timings_of_the_latest_execution(at_store):
     assert len(short) == 1 + 3 + 1 + 1 and short[4].startswith("(9 more stages)")
 
 
-def test_timings_command_logs_onto_each_parent(at_store, capsys):
+def test_timings_command_logs_onto_each_parent(at_store, capsys, tmp_path):
     from mlflow.tracking import MlflowClient
 
     code, out, err = _cli(capsys, "timings", "--log")
@@ -139,7 +139,7 @@ def test_timings_command_logs_onto_each_parent(at_store, capsys):
     for rid in ids.values():
         assert "timings.md" in {a.path for a in c.list_artifacts(rid)}
         assert c.get_run(rid).info.status == "FINISHED"
-    md = Path(c.download_artifacts(ids["sketch"], "timings.md")).read_text()
+    md = Path(c.download_artifacts(ids["sketch"], "timings.md", str(tmp_path))).read_text()
     assert md.startswith("| stage | seconds | time | share |") and "| pretrain | 900.0 | 15m 00s |" in md
 
 
