@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -161,8 +162,8 @@ def test_best_generator_is_registered_and_samples_by_uri(server, pipeline, tmp_p
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["grid.png", "seed0_0000.png", "seed0_0001.png"]
     assert list((tmp_path / "tmp").iterdir()) == []
-    cached = Path(os.environ["FACEGAN_CACHE"]) / "registry" / "facegan-cartoon" / f"1-{mv.run_id}"
-    assert len(list(cached.rglob("checkpoint.pt"))) == 1
+    (cached,) = (Path(os.environ["FACEGAN_CACHE"]) / "registry" / "facegan-cartoon").iterdir()
+    assert cached.name.startswith("1-") and len(list(cached.rglob("checkpoint.pt"))) == 1
 
 
 def test_report_command_writes_the_comparison_table(server, pipeline):
@@ -251,8 +252,10 @@ def test_a_registered_generator_is_fetched_once_and_a_failed_fetch_leaves_nothin
     tracking = TrackingConfig(tracking_uri=server.uri)
     mv = _client(server).get_model_version_by_alias("facegan-cartoon", "best")
     registry = Path(os.environ["FACEGAN_CACHE"]) / "registry" / "facegan-cartoon"
+    folder = track.registered_model_dir(mv)
+    assert folder.parent == registry and folder.name.startswith("1-")
     first = track.download_checkpoint("models:/facegan-cartoon@best", tracking)
-    assert list((registry / f"1-{mv.run_id}").rglob("checkpoint.pt")) == [first] and first.stat().st_size > 0
+    assert list(folder.rglob("checkpoint.pt")) == [first] and first.stat().st_size > 0
 
     def refused(**kwargs):
         raise AssertionError(f"fetched again: {kwargs}")
@@ -261,6 +264,7 @@ def test_a_registered_generator_is_fetched_once_and_a_failed_fetch_leaves_nothin
     assert track.download_checkpoint("models:/facegan-cartoon/1", tracking) == first  # from the cache
 
     shutil.rmtree(registry)
+    real = monkeypatch.undo
 
     def cut_off(dst_path, **kwargs):  # the connection drops halfway through the files
         (Path(dst_path) / "model").mkdir()
@@ -272,8 +276,22 @@ def test_a_registered_generator_is_fetched_once_and_a_failed_fetch_leaves_nothin
                        "connection reset by peer"):  # fmt: skip
         track.download_checkpoint("models:/facegan-cartoon@best", tracking)
     assert list(registry.iterdir()) == []  # no half-fetched model to be taken for a whole one next time
-    monkeypatch.undo()
+    real()
+
+    folder.mkdir()  # a folder in its place without a checkpoint (not written by facegan) is replaced
+    (folder / "notes.txt").write_text("not a model")
+    stale = registry / f".{folder.name}.killed"  # a fetch a killed process left, two hours ago
+    stale.mkdir()
+    os.utime(stale, (time.time() - 7200,) * 2)
     assert track.download_checkpoint("models:/facegan-cartoon@best", tracking) == first
+    assert sorted(p.name for p in registry.iterdir()) == [folder.name]
+    assert not (folder / "notes.txt").exists() and first.stat().st_size > 0
+
+    (registry.parent.parent / "a-file").write_text("")
+    monkeypatch.setenv("FACEGAN_CACHE", str(registry.parent.parent / "a-file"))
+    with pytest.raises(TrackingError, match=r"cannot write the model cache .*a-file/registry/facegan-cartoon \(.*\): "
+                       "set FACEGAN_CACHE to a writable folder"):  # fmt: skip
+        track.download_checkpoint("models:/facegan-cartoon@best", tracking)
 
 
 @pytest.mark.slow  # starts the app (~15 s); test_explore.py serves a checkpoint in the default run
@@ -529,6 +547,7 @@ def test_the_parent_key_ignores_what_the_pipeline_itself_writes_into_git(tmp_pat
 
 CHAIN = """
 import sys
+import time
 from pathlib import Path
 from facegan.chain import run_stage
 from facegan.config import Params

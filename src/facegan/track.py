@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -651,7 +652,9 @@ def register_if_best(
 
 def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
     """The checkpoint.pt inside a registered generator (models:/NAME@ALIAS or models:/NAME/VERSION), fetched once
-    into the cache (`registered_model_dir`) and read from there after: a registered version's files never change."""
+    into the cache (`registered_model_dir`) and read from there after: a registered version's files never change.
+    A fetch is written to a temporary folder beside its place and moved there whole, so a cut-off one leaves
+    nothing to be taken for a model next time."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -659,36 +662,80 @@ def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
         name, how, which = _parse_model_uri(model_uri)
     except ModelNotFound as e:
         raise TrackingError(str(e)) from None
-    c = client(tracking)
+    store, c = tracking_uri(tracking), client(tracking)
+
+    def failed(e: Exception) -> TrackingError:
+        down = _store_error(e, tracking) if isinstance(e, MlflowException) else None
+        where = f": {down}" if down else f" from the tracking store {store}: {first_line(e)}"
+        return TrackingError(f"cannot fetch {model_uri}{where}")
+
     try:
         mv = c.get_model_version_by_alias(name, which) if how == "alias" else c.get_model_version(name, which)
-        folder = registered_model_dir(name, str(mv.version), mv.run_id)
-        if not _checkpoint_in(folder):
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix=f".{folder.name}.", dir=folder.parent) as tmp:
-                source = c.get_model_version_download_uri(name, mv.version)  # asked of this store's registry
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri(tracking)
-                )
-                with contextlib.suppress(OSError):  # another process put it there first: theirs is the same
-                    os.rename(tmp, folder)
     except (MlflowException, OSError) as e:
+        raise failed(e) from None
+    folder = registered_model_dir(mv)
+    if (found := _checkpoint_in(folder)) is not None:
+        return found
+    try:
+        tmp = _fetch_folder(folder)
+    except OSError as e:
         raise TrackingError(
-            f"cannot fetch {model_uri} from the tracking store {tracking_uri(tracking)}: {first_line(e)}"
+            f"cannot write the model cache {folder.parent} ({first_line(e)}): set FACEGAN_CACHE to a writable folder"
         ) from None
+    try:
+        try:
+            source = c.get_model_version_download_uri(mv.name, mv.version)  # asked of this store's registry
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp), tracking_uri=store)
+        except (MlflowException, OSError) as e:
+            raise failed(e) from None
+        if _checkpoint_in(tmp) is None:
+            raise TrackingError(f"{model_uri} holds no checkpoint.pt (is it a facegan generator?)")
+        _move_in(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     found = _checkpoint_in(folder)
-    if found is None:
-        raise TrackingError(f"{model_uri} holds no checkpoint.pt (is it a facegan generator?)")
+    assert found is not None
     return found
 
 
-def registered_model_dir(name: str, version: str, run_id: str) -> Path:
-    """Where version `version` of registered model `name` is kept once fetched: in facegan's cache
-    (FACEGAN_CACHE, else ~/.cache/facegan), under registry/NAME/VERSION-RUN_ID (the run id tells apart
-    the same name and version in two tracking stores)."""
+def registered_model_dir(mv: Any) -> Path:
+    """Where a registered model version (an MLflow ModelVersion) is kept once fetched: in facegan's cache
+    (FACEGAN_CACHE, else ~/.cache/facegan), under registry/NAME/VERSION-KEY, KEY a hash of the version's source,
+    creation time and run: the same name and version in two stores, or in a store deleted and made again,
+    never share a folder."""
     from facegan.io import cache_root
 
-    return cache_root() / "registry" / name / f"{version}-{run_id}"
+    key = hashlib.sha256(f"{mv.source}|{mv.creation_timestamp}|{mv.run_id}".encode()).hexdigest()[:16]
+    return cache_root() / "registry" / mv.name / f"{mv.version}-{key}"
+
+
+STALE_FETCH_S = 3600  # a fetch folder untouched this long was left by a killed process
+
+
+def _fetch_folder(folder: Path) -> Path:
+    """A new temporary folder beside `folder`, after removing those that killed fetches left there."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for old in folder.parent.glob(".*"):
+        with contextlib.suppress(OSError):
+            if old.is_dir() and time.time() - old.stat().st_mtime > STALE_FETCH_S:
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+
+
+def _move_in(tmp: Path, folder: Path) -> None:
+    """Rename the complete fetch `tmp` to `folder`. Where another process put the same version there first, keep
+    theirs; a folder there without a checkpoint (not written by this code) is replaced."""
+    try:
+        try:
+            os.rename(tmp, folder)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            if _checkpoint_in(folder) is None:
+                shutil.rmtree(folder)
+                os.rename(tmp, folder)
+    except OSError as e:
+        raise TrackingError(f"cannot write the model cache {folder.parent} ({first_line(e)})") from None
 
 
 def _checkpoint_in(folder: Path) -> Path | None:
