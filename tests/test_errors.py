@@ -162,6 +162,11 @@ CASES = [
         "cannot fetch models:/facegan-cartoon@best",
     ),
     (
+        "reproduce-server-down",
+        lambda r: CLI + ["reproduce", "0" * 32],
+        "did not answer",
+    ),
+    (
         "model-uri-malformed",
         lambda r: CLI + ["sample", "--model-uri", "models:/facegan-cartoon"],
         "model URI 'models:/facegan-cartoon': write models:/NAME@ALIAS",

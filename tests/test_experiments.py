@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facegan.experiments import column, pivot, to_markdown
+import pytest
+
+from facegan.errors import StageError
+from facegan.experiments import column, dvc_experiments, pivot, to_markdown
 
 ROWS = [
     {"Experiment": "", "typ": "baseline", "train.loss": "hinge", "train.d_variant": "plain", "fd_dlib": "9"},
@@ -106,3 +109,11 @@ def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
     overlay.write_text("train:\n  stepz: 7\n")
     with pytest.raises(ParamsError, match="train.stepz: unknown key"):
         set_args(overlay, root / "params.yaml")
+
+
+def test_dvc_is_this_interpreter_s_not_the_path_s(tmp_path, monkeypatch):
+    """`facegan exp-table` from a venv that is not activated: dvc runs as `python -m dvc`, so it is found, and a
+    folder that is no DVC repository is dvc's one error line (not FileNotFoundError: 'dvc')."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(StageError, match="dvc exp show failed: .*not inside of a DVC repository"):
+        dvc_experiments(tmp_path)

@@ -208,6 +208,15 @@ def test_reproduce_gives_the_same_fid(server, pipeline):
     assert "reproduced: every metric within 1e-06" in r.stdout and "fd_dlib" in r.stdout
 
 
+def test_reproduce_of_a_run_the_store_does_not_hold_is_one_error(server, pipeline, tmp_path):
+    from facegan.config import TrackingConfig
+    from facegan.errors import TrackingError
+    from facegan.reproduce import reproduce
+
+    with pytest.raises(TrackingError, match=rf"no MLflow run {'0' * 32} in {server.uri}"):
+        reproduce("0" * 32, tmp_path, tracking=TrackingConfig(tracking_uri=server.uri))
+
+
 def test_explore_opens_registered_models_and_runs(server, pipeline):
     from facegan import track
     from facegan.latent import ExploreError, Models, resolve

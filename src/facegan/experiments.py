@@ -6,6 +6,7 @@ import csv
 import io
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 
 from facegan.errors import StageError
@@ -13,7 +14,9 @@ from facegan.errors import StageError
 
 def dvc_experiments(root: Path = Path(".")) -> list[dict[str, str]]:
     """Rows of `dvc exp show --csv` (workspace, baseline and every experiment)."""
-    r = subprocess.run(["dvc", "exp", "show", "--csv", "--all-commits"], cwd=root, capture_output=True, text=True)
+    # this interpreter's dvc: the console script need not be on PATH (a venv's facegan run without activating it)
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--csv", "--all-commits"]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if r.returncode != 0:
         raise StageError(f"dvc exp show failed: {r.stderr.strip()}")
     return list(csv.DictReader(io.StringIO(r.stdout)))

@@ -10,10 +10,15 @@ import yaml
 
 from facegan.config import TrackingConfig, parse_params
 from facegan.data.packed import ZIP_NAME
+from facegan.errors import FaceganError, TrackingError, first_line
 from facegan.io import sha256_file
 from facegan.layout import Layout
 
 log = logging.getLogger(__name__)
+
+
+class ReproduceError(FaceganError, ValueError):
+    """A run that cannot be reproduced here: not a pipeline run, or the workspace's data differs from its."""
 
 
 def reproduce(
@@ -21,31 +26,39 @@ def reproduce(
 ) -> dict[str, tuple[float, float]]:
     """Re-run train + evaluate of run `run_id` into `out`; returns {metric: (recorded, reproduced)}."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from facegan import track
     from facegan.evaluate.run import Scorer, run_evaluate
     from facegan.train.checkpoint import CHECKPOINT
     from facegan.train.run import run_train
 
-    c = track.client(tracking)
-    run = c.get_run(run_id)
+    run = track.fetch_run(run_id, tracking)
     if run.data.tags.get(track.KIND) != "pipeline":
         parent = run.data.tags.get("mlflow.parentRunId")
         if not parent:
-            raise ValueError(f"run {run_id} is not a facegan pipeline run")
-        run = c.get_run(parent)
-    dataset = run.data.tags["dataset"]
+            raise ReproduceError(f"run {run_id} is not a facegan pipeline run (nor a stage of one)")
+        run = track.fetch_run(parent, tracking)
+    dataset = run.data.tags.get("dataset")
+    if not dataset:
+        raise ReproduceError(f"run {run.info.run_id} names no dataset (tag `dataset`): not one this command reproduces")
+    store = track.tracking_uri(tracking)
     with tempfile.TemporaryDirectory() as tmp:  # the run's params, read and not kept
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path="params.yaml", dst_path=tmp, tracking_uri=track.tracking_uri(tracking)
-        )
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="params.yaml", dst_path=tmp, tracking_uri=store
+            )
+        except (MlflowException, OSError) as e:
+            raise TrackingError(
+                f"cannot fetch params.yaml of run {run.info.run_id} from {store}: {first_line(e)}"
+            ) from None
         text = Path(local).read_text()
     params = parse_params(yaml.safe_load(text), source=f"params of run {run.info.run_id}")
     at = Layout(root, dataset)
     recorded_hash = run.data.tags.get("dataset_sha256")
     current = sha256_file(at.packed / ZIP_NAME) if (at.packed / ZIP_NAME).is_file() else None
     if recorded_hash and current != recorded_hash:
-        raise ValueError(
+        raise ReproduceError(
             f"the packed dataset differs from the run's (run {recorded_hash[:12]}, workspace "
             f"{(current or 'missing')[:12]}): check out the run's commit ({run.data.tags.get('git_commit', '?')[:10]}) "
             "and `dvc repro` the data stages first"

@@ -793,6 +793,17 @@ def registry_checkpoint(uri: str, tracking: TrackingConfig) -> dict[str, Any]:
     return {"checkpoint": path, "name": name, "version": str(mv.version), "run_id": mv.run_id}
 
 
+def fetch_run(run_id: str, tracking: TrackingConfig) -> Any:
+    """The MLflow run `run_id`; a TrackingError when the store does not answer or holds no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(tracking).get_run(run_id)
+    except MlflowException as e:
+        down = _store_error(e, tracking)
+        raise TrackingError(str(down) if down else f"no MLflow run {run_id} in {tracking_uri(tracking)}") from None
+
+
 def run_checkpoint(run_id: str, tracking: TrackingConfig) -> dict[str, Any]:
     """The registered generator of a pipeline run (or of the pipeline a stage run belongs to)."""
     from mlflow.exceptions import MlflowException
