@@ -167,6 +167,16 @@ CASES = [
         "did not answer",
     ),
     (
+        "report-server-down",
+        lambda r: CLI + ["report", "-p", str(ROOT / "params.yaml"), "--root", str(r / "empty")],
+        "did not answer",
+    ),
+    (
+        "transfer-table-before-the-runs",
+        lambda r: CLI + ["transfer", "table", "-p", str(ROOT / "params.yaml"), "--root", str(r / "empty")],
+        "of the transfer study has not been evaluated: `facegan transfer finetune baseline --seed 0`",
+    ),
+    (
         "model-uri-malformed",
         lambda r: CLI + ["sample", "--model-uri", "models:/facegan-cartoon"],
         "model URI 'models:/facegan-cartoon': write models:/NAME@ALIAS",

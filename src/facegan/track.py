@@ -884,17 +884,15 @@ def pipeline_runs(
     cfg: TrackingConfig, dataset: str | None = None, model: str | None = None, experiments: list[str] | None = None
 ) -> list:
     """Finished pipeline (parent) runs, newest first, filtered by dataset/model tags."""
-    c = client(cfg)
-    names = experiments or [cfg.experiment]
-    ids = [e.experiment_id for e in (c.get_experiment_by_name(n) for n in names) if e]
-    if not ids:
-        return []
     flt = [f"tags.`{KIND}` = 'pipeline'", "attributes.status = 'FINISHED'"]
     if dataset:
         flt.append(f"tags.dataset = '{dataset}'")
     if model:
         flt.append(f"tags.model = '{model}'")
-    return list(c.search_runs(ids, " and ".join(flt), order_by=["attributes.start_time DESC"], max_results=1000))
+    with _answering(cfg):
+        c = _reader(cfg)
+        ids = _experiment_ids(c, cfg, experiments)
+        return _newest(c, ids, " and ".join(flt)) if ids else []
 
 
 def finish_pipeline(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from facegan.config import Params, load_params
+from facegan.errors import StageInputMissing
 from facegan.io import atomic_dir, write_text
 from facegan.layout import Layout
 from facegan.transfer import PRETRAIN, run_params, runs
@@ -56,7 +57,10 @@ def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
     at, batch = Layout(root, dataset, variant), rp.train.batch_size
     metrics = at.evaluation / "metrics.json"
     if not metrics.is_file():
-        raise FileNotFoundError(f"{metrics}: run {variant} of the transfer study has not been evaluated")
+        raise StageInputMissing(
+            f"{metrics}: run {variant} of the transfer study has not been evaluated: "
+            f"`facegan transfer finetune {row} --seed {seed}` (or `dvc repro` the transfer stages)"
+        )
     ev = json.loads(metrics.read_text(encoding="utf-8"))
     losses = _read_csv(at.model / "losses.csv")
     return {
