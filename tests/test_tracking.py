@@ -482,6 +482,12 @@ def test_server_down_from_the_start_then_sync_creates_every_run(tmp_path, monkey
         s.stop()
 
 
+def test_sync_of_a_buffer_file_that_is_not_there_is_a_usage_error(tmp_path):
+    """Not 'not sent (kept): MLflow at ...: FileNotFoundError', which blamed the store for a mistyped path."""
+    r = _cli(["track", "sync", str(tmp_path / "nope.jsonl")], tmp_path, dict(os.environ))
+    assert r.returncode == 2 and "does not exist" in r.stderr and "MLflow" not in r.stderr + r.stdout
+
+
 def test_two_outages_of_one_stage_keep_both_runs(tmp_path, monkeypatch):
     """MLflow down from the start: generate, then detect twice (two buffers: the second never overwrites the
     first). The server comes up: a third detect joins the same parent at once, and `track sync` creates the

@@ -355,7 +355,9 @@ app.add_typer(track_app, name="track")
 
 @track_app.command("sync")
 def track_sync(
-    buffers: list[Path] = typer.Argument(None, help="buffer files (default: all in <root>/.facegan/tracking)"),
+    buffers: list[Path] = typer.Argument(
+        None, exists=True, dir_okay=False, help="buffer files (default: all in <root>/.facegan/tracking)"
+    ),
     params: Path | None = TRACKING_PARAMS,
     root: Path = ROOT,
 ) -> None:
