@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import ROOT, make_dvc_project, sh
 from facegan.config import load_params
-from facegan.data.sources import UnsafeArchive, import_images
+from facegan.data.sources import NoImages, UnsafeArchive, import_images
 from facegan.datasets import add, dataset_block, describe, pick_backends, remove
 
 FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "examples"
@@ -86,6 +86,27 @@ def test_zip_caps_and_dedupe_and_non_images(tmp_path):
         import_images(bomb, tmp_path / "out3", max_bytes=1_000_000)
     with pytest.raises(ValueError, match="no images found"):
         import_images(_zip(tmp_path / "empty.zip", {"x.txt": b"1"}), tmp_path / "out4")
+
+
+def test_files_pillow_cannot_read_are_skipped_with_the_reason(tmp_path):
+    png = _png()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.png").write_bytes(png)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(buf, format="PNG")
+    (src / "half.png").write_bytes(buf.getvalue()[:6000])  # a download cut off (of 12 kB)
+    (src / "notes.jpg").write_bytes(b"not an image, named like one")
+    report = import_images(src, tmp_path / "out")
+    assert report.imported == ["ok.png"] and sorted((tmp_path / "out").iterdir()) == [tmp_path / "out" / "ok.png"]
+    assert report.skipped == {
+        "half.png": "not a readable image (OSError: Truncated File Read)",
+        "notes.jpg": "not a readable image (no image format Pillow knows)",
+    }
+    (src / "ok.png").unlink()
+    with pytest.raises(NoImages, match=r"no images found .*; 2 such file\(s\) Pillow cannot read, e.g. half.png: "):
+        import_images(src, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))
 
 
 @pytest.fixture

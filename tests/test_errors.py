@@ -194,6 +194,13 @@ CASES = [
         "not packed yet",
     ),
     (
+        "dataset-without-a-readable-image",
+        lambda r: (
+            CLI + ["dataset", "add", "mine", str(r / "stages"), "-p", params_with(r, "ds", train={}), "--root", str(r)]
+        ),
+        "stages: no images found (looked for .bmp",
+    ),
+    (
         "dataset-source-missing",
         lambda r: (
             CLI + ["dataset", "add", "mine", str(r / "nowhere"), "-p", params_with(r, "ds", train={}), "--root", str(r)]

@@ -1,6 +1,7 @@
 """Importing a custom dataset: images from a folder or a .zip into data/raw/<name>/images.
 
-Content-hash dedupe (the same bytes twice are stored once), non-image files skipped with a reason,
+Content-hash dedupe (the same bytes twice are stored once), non-image files and images Pillow cannot read
+skipped with a reason,
 and a zip is read defensively: absolute paths, `..` components and symlinks are refused, and the
 file count and total uncompressed size are capped (zip bombs), checked on the bytes actually read.
 """
@@ -8,13 +9,16 @@ file count and total uncompressed size are capped (zip bombs), checked on the by
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from facegan.errors import FaceganError, StageInputMissing
+from PIL import Image, UnidentifiedImageError
+
+from facegan.errors import FaceganError, StageInputMissing, first_line
 from facegan.io import IMAGE_SUFFIXES
 
 MAX_FILES = 200_000
@@ -23,6 +27,10 @@ MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
 
 class UnsafeArchive(FaceganError, ValueError):
     """A zip that could write outside its folder or expand without bound; nothing was written."""
+
+
+class NoImages(FaceganError, ValueError):
+    """A folder or zip without one readable image; nothing was written."""
 
 
 @dataclass
@@ -76,9 +84,24 @@ def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> byt
     return data
 
 
+def _unreadable(data: bytes) -> str | None:
+    """Why Pillow cannot read these bytes as an image (its header and structure checked, as `verify` does), or None."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except UnidentifiedImageError:
+        return "not a readable image (no image format Pillow knows)"
+    except Exception as e:  # noqa: BLE001 - whatever Pillow raises for a damaged file
+        return f"not a readable image ({first_line(e, 120, with_type=True)})"
+    return None
+
+
 def _store(data: bytes, rel: PurePosixPath, dst: Path, seen: dict[str, str], report: ImportReport) -> None:
-    digest = hashlib.sha256(data).hexdigest()
     key = str(rel)
+    if (why := _unreadable(data)) is not None:
+        report.skipped[key] = why
+        return
+    digest = hashlib.sha256(data).hexdigest()
     if digest in seen:
         report.duplicates[key] = seen[digest]
         return
@@ -87,6 +110,14 @@ def _store(data: bytes, rel: PurePosixPath, dst: Path, seen: dict[str, str], rep
     target.write_bytes(data)
     seen[digest] = key
     report.imported.append(key)
+
+
+def _no_images(src: Path, report: ImportReport) -> str:
+    text = f"{src}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+    unreadable = [(k, v) for k, v in report.skipped.items() if v.startswith("not a readable")]
+    if unreadable:
+        text += f"; {len(unreadable)} such file(s) Pillow cannot read, e.g. {unreadable[0][0]}: {unreadable[0][1]}"
+    return text
 
 
 def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: int = MAX_BYTES) -> ImportReport:
@@ -124,7 +155,7 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
         else:
             raise StageInputMissing(f"{src}: not a folder or a .zip file")
         if not report.imported:
-            raise ValueError(f"{src}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise NoImages(_no_images(src, report))
         tmp.rename(dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
