@@ -20,3 +20,6 @@ def setup_logging(level: str | None = None) -> None:
     )
     for noisy in ("PIL", "matplotlib", "urllib3", "alembic", "git", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # its "Retrying (...) after connection broken" repeats, in five lines, what the one error or warning about
+    # an unreachable tracking store says
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
