@@ -88,23 +88,24 @@ def test_zip_caps_and_dedupe_and_non_images(tmp_path):
         import_images(_zip(tmp_path / "empty.zip", {"x.txt": b"1"}), tmp_path / "out4")
 
 
-def test_files_pillow_cannot_read_are_skipped_with_the_reason(tmp_path):
+def test_files_the_reader_refuses_from_their_header_are_skipped_with_the_reason(tmp_path):
     png = _png()
     src = tmp_path / "src"
     src.mkdir()
     (src / "ok.png").write_bytes(png)
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(buf, format="PNG")
-    (src / "half.png").write_bytes(buf.getvalue()[:6000])  # a download cut off (of 12 kB)
+    (src / "half.png").write_bytes(png[:60])  # cut off after its header: the detect stage rejects it when it decodes
     (src / "notes.jpg").write_bytes(b"not an image, named like one")
+    Image.new("1", (10_001, 10_000)).save(src / "huge.png")  # 100,010,000 pixels in a small file
     report = import_images(src, tmp_path / "out")
-    assert report.imported == ["ok.png"] and sorted((tmp_path / "out").iterdir()) == [tmp_path / "out" / "ok.png"]
+    assert report.imported == ["half.png", "ok.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["half.png", "ok.png"]
     assert report.skipped == {
-        "half.png": "not a readable image (OSError: Truncated File Read)",
-        "notes.jpg": "not a readable image (no image format Pillow knows)",
+        "huge.png": "too large: 10001x10000 > 100000000 pixels",
+        "notes.jpg": "unreadable image: no image format Pillow knows",
     }
-    (src / "ok.png").unlink()
-    with pytest.raises(NoImages, match=r"no images found .*; 2 such file\(s\) Pillow cannot read, e.g. half.png: "):
+    for name in ("ok.png", "half.png"):
+        (src / name).unlink()
+    with pytest.raises(NoImages, match=r"no images found .*; 2 such file\(s\) refused, e.g. huge.png: too large"):
         import_images(src, tmp_path / "out2")
     assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))
 

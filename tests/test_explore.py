@@ -243,8 +243,8 @@ def test_bad_checkpoints_and_uploads_are_one_clear_line(trained, tmp_path):
     (tmp_path / "cut.png").write_bytes(_png(np.zeros((64, 64, 3), np.uint8))[:60])
     with pytest.raises(
         ExploreError,
-        match=r"upload 'notes.txt' is not a usable image \(unreadable image: "
-        r"UnidentifiedImageError: cannot identify image file\); upload a PNG",
+        match=r"upload 'notes.txt' is not a usable image \(unreadable image: no image format Pillow knows\); "
+        r"upload a PNG",
     ):
         read_upload(tmp_path / "notes.txt")
     with pytest.raises(ExploreError, match="upload 'cut.png' is not a usable image"):

@@ -8,11 +8,13 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facegan.errors import FaceganError
 
@@ -29,22 +31,37 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+@contextlib.contextmanager
+def open_image(fp: Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """Image.open (header only, nothing decoded yet) with the pixel cap; ImageError with a short reason for a file
+    that is no image Pillow knows, or is too large. Pillow's own decompression-bomb warning is left out: the cap,
+    lower, decides."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+    except UnidentifiedImageError:
+        raise ImageError("unreadable image: no image format Pillow knows") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"unreadable image: {type(e).__name__}: {e}") from None
+    with im:
+        if im.width * im.height > max_pixels:
+            raise ImageError(f"too large: {im.width}x{im.height} > {max_pixels} pixels")
+        yield im
+
+
 def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode any common image to HxWx3 uint8 RGB, applying EXIF rotation.
 
     Handles CMYK, palette, grayscale, 16-bit and alpha (composited on white). Raises ImageError
     with a short reason for unreadable, truncated or oversized files.
     """
-    try:
-        with Image.open(path) as im:
-            if im.width * im.height > max_pixels:
-                raise ImageError(f"too large: {im.width}x{im.height} > {max_pixels} pixels")
+    with open_image(path, max_pixels) as im:
+        try:
             im.load()
             return _to_rgb8(ImageOps.exif_transpose(im))
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"unreadable image: {type(e).__name__}: {e}") from None
+        except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"unreadable image: {type(e).__name__}: {e}") from None
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:

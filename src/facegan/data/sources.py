@@ -1,7 +1,7 @@
 """Importing a custom dataset: images from a folder or a .zip into data/raw/<name>/images.
 
-Content-hash dedupe (the same bytes twice are stored once), non-image files and images Pillow cannot read
-skipped with a reason,
+Content-hash dedupe (the same bytes twice are stored once), non-image files and files the stages' reader
+refuses from their header (no image format Pillow knows, over the pixel cap) skipped with a reason,
 and a zip is read defensively: absolute paths, `..` components and symlinks are refused, and the
 file count and total uncompressed size are capped (zip bombs), checked on the bytes actually read.
 """
@@ -16,13 +16,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from PIL import Image, UnidentifiedImageError
-
-from facegan.errors import FaceganError, StageInputMissing, first_line
-from facegan.io import IMAGE_SUFFIXES
+from facegan.errors import FaceganError, StageInputMissing
+from facegan.io import IMAGE_SUFFIXES, ImageError, open_image
 
 MAX_FILES = 200_000
 MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
+NOT_AN_IMAGE_FILE = "not an image file"
 
 
 class UnsafeArchive(FaceganError, ValueError):
@@ -85,15 +84,14 @@ def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> byt
 
 
 def _unreadable(data: bytes) -> str | None:
-    """Why Pillow cannot read these bytes as an image (its header and structure checked, as `verify` does), or None."""
+    """Why the stages' reader would refuse these bytes from their header alone (no image format Pillow knows,
+    over the pixel cap), or None. Damage further in (a file cut off) shows when the detect stage decodes it:
+    a rejected row with the reason, as for any image."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.verify()
-    except UnidentifiedImageError:
-        return "not a readable image (no image format Pillow knows)"
-    except Exception as e:  # noqa: BLE001 - whatever Pillow raises for a damaged file
-        return f"not a readable image ({first_line(e, 120, with_type=True)})"
-    return None
+        with open_image(io.BytesIO(data)):
+            return None
+    except ImageError as e:
+        return str(e)
 
 
 def _store(data: bytes, rel: PurePosixPath, dst: Path, seen: dict[str, str], report: ImportReport) -> None:
@@ -114,9 +112,9 @@ def _store(data: bytes, rel: PurePosixPath, dst: Path, seen: dict[str, str], rep
 
 def _no_images(src: Path, report: ImportReport) -> str:
     text = f"{src}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-    unreadable = [(k, v) for k, v in report.skipped.items() if v.startswith("not a readable")]
-    if unreadable:
-        text += f"; {len(unreadable)} such file(s) Pillow cannot read, e.g. {unreadable[0][0]}: {unreadable[0][1]}"
+    refused = [(k, v) for k, v in report.skipped.items() if v != NOT_AN_IMAGE_FILE]
+    if refused:
+        text += f"; {len(refused)} such file(s) refused, e.g. {refused[0][0]}: {refused[0][1]}"
     return text
 
 
@@ -138,7 +136,7 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                 for info in sorted(infos, key=lambda i: i.filename):
                     rel = _safe_name(info.filename)
                     if not _is_image_name(info.filename) or rel.name.startswith("."):
-                        report.skipped[str(rel)] = "not an image file"
+                        report.skipped[str(rel)] = NOT_AN_IMAGE_FILE
                         continue
                     data = _read_capped(zf, info, budget)
                     budget -= len(data)
@@ -149,7 +147,7 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                     continue
                 rel = PurePosixPath(p.relative_to(src).as_posix())
                 if not _is_image_name(p.name) or p.name.startswith("."):
-                    report.skipped[str(rel)] = "not an image file"
+                    report.skipped[str(rel)] = NOT_AN_IMAGE_FILE
                     continue
                 _store(p.read_bytes(), rel, tmp, seen, report)
         else:
