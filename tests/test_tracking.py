@@ -208,7 +208,7 @@ def test_reproduce_gives_the_same_fid(server, pipeline):
     assert "reproduced: every metric within 1e-06" in r.stdout and "fd_dlib" in r.stdout
 
 
-def test_reproduce_of_a_run_the_store_does_not_hold_is_one_error(server, pipeline, tmp_path):
+def test_reproduce_of_a_run_the_store_does_not_hold_is_one_error(server, tmp_path):
     from facegan.config import TrackingConfig
     from facegan.errors import TrackingError
     from facegan.reproduce import reproduce

@@ -14,8 +14,9 @@ from facegan.errors import StageError
 
 def dvc_experiments(root: Path = Path(".")) -> list[dict[str, str]]:
     """Rows of `dvc exp show --csv` (workspace, baseline and every experiment)."""
-    # this interpreter's dvc: the console script need not be on PATH (a venv's facegan run without activating it)
-    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--csv", "--all-commits"]
+    # this interpreter's dvc: the console script need not be on PATH (a venv's facegan run without activating it);
+    # -P: the project folder is not put first on the module path (a file there must not shadow dvc's imports)
+    cmd = [sys.executable, "-P", "-m", "dvc", "exp", "show", "--csv", "--all-commits"]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if r.returncode != 0:
         raise StageError(f"dvc exp show failed: {r.stderr.strip()}")

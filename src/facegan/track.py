@@ -798,7 +798,7 @@ def fetch_run(run_id: str, tracking: TrackingConfig) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client(tracking).get_run(run_id)
+        return _reader(tracking).get_run(run_id)
     except MlflowException as e:
         down = _store_error(e, tracking)
         raise TrackingError(str(down) if down else f"no MLflow run {run_id} in {tracking_uri(tracking)}") from None
