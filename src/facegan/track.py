@@ -651,28 +651,42 @@ def register_if_best(
 
 
 def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
-    """The checkpoint.pt inside a registered generator (models:/NAME@ALIAS or models:/NAME/VERSION), fetched once
-    into the cache (`registered_model_dir`) and read from there after: a registered version's files never change.
-    A fetch is written to a temporary folder beside its place and moved there whole, so a cut-off one leaves
-    nothing to be taken for a model next time."""
-    import mlflow
+    """The checkpoint.pt inside a registered generator (models:/NAME@ALIAS or models:/NAME/VERSION), from the
+    cache (`fetched_checkpoint`)."""
     from mlflow.exceptions import MlflowException
 
     try:
         name, how, which = _parse_model_uri(model_uri)
     except ModelNotFound as e:
         raise TrackingError(str(e)) from None
-    store, c = tracking_uri(tracking), client(tracking)
-
-    def failed(e: Exception) -> TrackingError:
-        down = _store_error(e, tracking) if isinstance(e, MlflowException) else None
-        where = f": {down}" if down else f" from the tracking store {store}: {first_line(e)}"
-        return TrackingError(f"cannot fetch {model_uri}{where}")
-
     try:
-        mv = c.get_model_version_by_alias(name, which) if how == "alias" else c.get_model_version(name, which)
+        mv = _model_version(client(tracking), name, how, which)
     except (MlflowException, OSError) as e:
-        raise failed(e) from None
+        raise _fetch_failed(e, model_uri, tracking) from None
+    return fetched_checkpoint(mv, model_uri, tracking)
+
+
+def _model_version(c: Any, name: str, how: str, which: str) -> Any:
+    """The ModelVersion a parsed models:/ URI names (`_parse_model_uri`)."""
+    return c.get_model_version_by_alias(name, which) if how == "alias" else c.get_model_version(name, which)
+
+
+def _fetch_failed(e: Exception, model_uri: str, tracking: TrackingConfig) -> TrackingError:
+    from mlflow.exceptions import MlflowException
+
+    down = _store_error(e, tracking) if isinstance(e, MlflowException) else None
+    where = f": {down}" if down else f" from the tracking store {tracking_uri(tracking)}: {first_line(e)}"
+    return TrackingError(f"cannot fetch {model_uri}{where}")
+
+
+def fetched_checkpoint(mv: Any, model_uri: str, tracking: TrackingConfig) -> Path:
+    """The checkpoint.pt of registered model version `mv` (named `model_uri` in messages), fetched once into the
+    cache (`registered_model_dir`) and read from there after: a registered version's files never change. A fetch
+    is written to a temporary folder beside its place and moved there whole, so a cut-off one leaves nothing to
+    be taken for a model next time."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     folder = registered_model_dir(mv)
     if (found := _checkpoint_in(folder)) is not None:
         return found
@@ -684,10 +698,12 @@ def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
         ) from None
     try:
         try:
-            source = c.get_model_version_download_uri(mv.name, mv.version)  # asked of this store's registry
-            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp), tracking_uri=store)
+            source = client(tracking).get_model_version_download_uri(mv.name, mv.version)  # this store's registry
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=str(tmp), tracking_uri=tracking_uri(tracking)
+            )
         except (MlflowException, OSError) as e:
-            raise failed(e) from None
+            raise _fetch_failed(e, model_uri, tracking) from None
         if _checkpoint_in(tmp) is None:
             raise TrackingError(f"{model_uri} holds no checkpoint.pt (is it a facegan generator?)")
         _move_in(tmp, folder)
@@ -778,7 +794,7 @@ def registry_checkpoint(uri: str, tracking: TrackingConfig) -> dict[str, Any]:
     name, how, which = _parse_model_uri(uri)
     c = client(tracking)
     try:
-        mv = c.get_model_version_by_alias(name, which) if how == "alias" else c.get_model_version(name, which)
+        mv = _model_version(c, name, how, which)
     except MlflowException as e:
         if (err := _store_error(e, tracking)) is not None:
             raise err from None
@@ -789,7 +805,7 @@ def registry_checkpoint(uri: str, tracking: TrackingConfig) -> dict[str, Any]:
             f"{uri}: no registered model {name!r} in {tracking_uri(tracking)} "
             f"(registered: {', '.join(known) or 'none; `make run` registers facegan-<dataset>'})"
         ) from None
-    path = download_checkpoint(f"models:/{name}/{mv.version}", tracking)
+    path = fetched_checkpoint(mv, f"models:/{name}/{mv.version}", tracking)
     return {"checkpoint": path, "name": name, "version": str(mv.version), "run_id": mv.run_id}
 
 
