@@ -226,3 +226,18 @@ def test_the_readme_params_snippets_are_valid_in_the_project_params():
         4,
         512,
     )
+
+
+@pytest.mark.parametrize(
+    "name, expect",
+    [
+        ("bad name", "dataset name 'bad name': use letters, digits, '-' and '_', starting with a letter"),
+        ("../x", "dataset name '../x': use letters"),
+        ("1st", "dataset name '1st': use letters"),
+        ("Cartoon", "dataset names 'cartoon' and 'Cartoon' differ only in case"),
+    ],
+)
+def test_dataset_names_are_folder_names_on_every_file_system(name, expect):
+    raw = _raw()
+    raw["datasets"][name] = raw["datasets"]["sketch"]
+    assert expect in _error(raw)

@@ -159,6 +159,23 @@ def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):
     assert params.read_text() == before and not (root / "data" / "raw" / "anim").exists()
 
 
+@pytest.mark.parametrize(
+    "name, expect",
+    [
+        ("Sketch", "dataset names 'sketch' and 'Sketch' differ only in case"),
+        ("my faces", "dataset name 'my faces': use letters, digits, '-' and '_'"),
+    ],
+)
+def test_a_name_that_cannot_be_a_folder_is_refused_before_any_copy(tmp_path, project, monkeypatch, name, expect):
+    root, params, before = project
+    copied: list[Path] = []
+    monkeypatch.setattr("facegan.datasets.import_images", lambda src, dst: copied.append(dst))
+    with pytest.raises(ValueError) as e:
+        add(name, _one_image(tmp_path / "imgs"), params_file=params, root=root)
+    assert expect in str(e.value) and "invalid value" not in str(e.value)
+    assert copied == [] and params.read_text() == before and not (root / "data" / "raw" / name).exists()
+
+
 def _one_image(folder: Path) -> Path:
     folder.mkdir()
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "a.png")

@@ -745,6 +745,21 @@ class OrchestrationConfig(Section):
     dask: DaskConfig = DaskConfig()
 
 
+def dataset_name_problem(names: list[str]) -> str | None:
+    """Why these dataset names cannot all be folder names under data/ (None when they can)."""
+    folded: dict[str, str] = {}
+    for name in names:
+        if not name.replace("_", "").replace("-", "").isalnum() or not name[0].isalpha():
+            return f"dataset name {name!r}: use letters, digits, '-' and '_', starting with a letter"
+        other = folded.setdefault(name.casefold(), name)
+        if other != name:  # data/raw/NAME etc.: one folder on macOS's and Windows's file systems
+            return (
+                f"dataset names {other!r} and {name!r} differ only in case: their data/ folders would be "
+                "one folder on a case-insensitive file system (macOS, Windows); rename one"
+            )
+    return None
+
+
 class Params(Section):
     workers: int = Field(2, ge=1, le=256, description="processes for per-image stages")
     orchestration: OrchestrationConfig = OrchestrationConfig()
@@ -758,9 +773,9 @@ class Params(Section):
     @field_validator("datasets")
     @classmethod
     def _names(cls, v: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
-        for name in v:
-            if not name.replace("_", "").replace("-", "").isalnum() or not name[0].isalpha():
-                raise ValueError(f"dataset name {name!r}: use letters, digits, '-' and '_', starting with a letter")
+        problem = dataset_name_problem(list(v))
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from facegan.config import DatasetConfig, ParamsError, load_params
+from facegan.config import DatasetConfig, ParamsError, dataset_name_problem, load_params
 from facegan.data.sources import ImportReport, import_images
 from facegan.errors import ModelFileMissing, StageError
 from facegan.layout import PER_IMAGE, Layout
@@ -190,6 +190,9 @@ def add(
         raise ParamsError(
             f"dataset {name!r} already exists in {params_file} (remove it first: facegan dataset remove {name})"
         )
+    problem = dataset_name_problem([*p.datasets, name])
+    if problem:  # before any image is copied
+        raise ParamsError(problem)
     raw = root / "data" / "raw" / name
     if raw.exists():
         raise ParamsError(f"{raw} already exists; remove it or choose another name")
