@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from conftest import ROOT, free_port, tiny_params
-from facegan.errors import first_line
-from facegan.io import write_image
+from facegan.errors import CheckpointError, first_line
+from facegan.io import load_torch, write_image
 from facegan.train.run import run_train
 
 CLI = [sys.executable, "-c", "from facegan.cli import main; main()"]
@@ -34,6 +34,7 @@ def project(tmp_path_factory, layout) -> Path:
     (root / "corrupt.pt").write_bytes(b"not a checkpoint at all")
     (root / "empty.pt").write_bytes(b"")
     torch.save({"weights": torch.zeros(2)}, root / "foreign.pt")
+    torch.save(torch.nn.Linear(2, 2), root / "model.pt")  # a whole pickled module
     for i in range(2):
         write_image(root / "faces" / f"{i}.png", np.full((32, 32, 3), 60 * i, np.uint8))
     return root
@@ -107,9 +108,16 @@ CASES = [
         "corrupt.pt: not a readable checkpoint",
     ),
     (
-        "checkpoint-empty",  # an exception with no message (EOFError): once an IndexError building the message
+        "checkpoint-empty",
         lambda r: CLI + ["sample", "-c", str(r / "empty.pt"), "-o", str(r / "s")],
-        "empty.pt: not a readable checkpoint (EOFError)",
+        "empty.pt: not a readable checkpoint (no file torch.save wrote: not a zip archive, or one cut off)",
+    ),
+    (
+        "checkpoint-pickled-model",  # torch's own message is advice to load it with weights_only=False
+        lambda r: CLI + ["sample", "-c", str(r / "model.pt"), "-o", str(r / "s")],
+        "model.pt: not a readable checkpoint (torch.load refuses it with weights_only=True, which facegan keeps so "
+        "that no file runs code: Unsupported global: GLOBAL torch.nn.modules.linear.Linear was not an allowed "
+        "global by default); give a checkpoint.pt written by `facegan train`, or retrain",
     ),
     (
         "checkpoint-foreign",
@@ -140,6 +148,17 @@ CASES = [
             params_with(r, "nopre", train={"init_from": str(r / "missing.pt")}),
         ],
         "train.init_from: no such file",
+    ),
+    (
+        "pretrained-unreadable",
+        lambda r: [
+            sys.executable,
+            "stages/train.py",
+            "cartoon",
+            params_with(r, "junkpre", train={"init_from": str(r / "corrupt.pt")}),
+        ],
+        "corrupt.pt: not a readable checkpoint (no file torch.save wrote: not a zip archive, or one cut off); "
+        "train.init_from takes a facegan checkpoint.pt or a rosinality",
     ),
     (
         "extractor-unavailable",
@@ -226,6 +245,33 @@ def test_user_errors_are_one_clear_line_and_exit_2(project, case):
     assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
     assert expected in r.stderr, r.stderr[-3000:]
     assert r.stderr.count("error: ") == 1, r.stderr[-3000:]
+
+
+def test_a_torch_file_that_does_not_load_says_why_in_one_phrase(tmp_path):
+    def why(obj=None, raw: bytes | None = None, **save) -> str:
+        path = tmp_path / "f.pt"
+        if raw is None:
+            torch.save(obj, path, **save)
+        else:
+            path.write_bytes(raw)
+        with pytest.raises(CheckpointError) as e:
+            load_torch(path, "ADVICE")
+        message = str(e.value)
+        assert message.startswith(f"{path}: not a readable checkpoint (") and message.endswith("); ADVICE")
+        return message.split(" (", 1)[1].removesuffix("); ADVICE")
+
+    weights_only = "torch.load refuses it with weights_only=True, which facegan keeps so that no file runs code: "
+    unsupported = weights_only + "Unsupported global: GLOBAL torch.nn.modules.linear.Linear was not an allowed global"
+    assert why(torch.nn.Linear(2, 2)).startswith(unsupported)
+    assert why(torch.nn.Linear(2, 2), _use_new_zipfile_serialization=False).startswith(unsupported)  # torch < 1.6
+    assert why(raw=b"") == why(raw=b"text") == "no file torch.save wrote: not a zip archive, or one cut off"
+    torch.save({"w": torch.zeros(4)}, tmp_path / "whole.pt")
+    whole = (tmp_path / "whole.pt").read_bytes()
+    assert why(raw=whole[: len(whole) // 2]) == "no file torch.save wrote: not a zip archive, or one cut off"
+    assert "\x1b" not in why(torch.nn.Linear(2, 2)) and "weights_only=False" not in why(torch.nn.Linear(2, 2))
+    legacy = tmp_path / "legacy.pt"  # what it reads, it returns: the old format too
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_torch(legacy, "ADVICE")["w"], torch.ones(3))
 
 
 def test_first_line_reports_foreign_errors_in_one_line():

@@ -5,18 +5,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
 import re
 import shutil
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facegan.errors import FaceganError
+from facegan.errors import CheckpointError, FaceganError, first_line
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 MAX_PIXELS = 100_000_000  # larger images are rejected with a reason, never decoded
@@ -122,6 +124,34 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def load_torch(path: Path, advice: str, safe_globals: tuple[type, ...] = ()) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; a file it cannot read is one CheckpointError:
+    '{path}: not a readable checkpoint ({why}); {advice}'."""
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a foreign or broken file fails in many ways (pickle, zip, struct, ...)
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_torch_load_failure(path, e)}); {advice}") from None
+
+
+def _torch_load_failure(path: Path, e: Exception) -> str:
+    """Why torch.load failed, in one phrase: torch's own message for a refused pickle is mostly advice to load
+    the file with weights_only=False, which would let the file run code."""
+    with path.open("rb") as f:
+        pickled = f.read(1) == b"\x80"  # the legacy (torch < 1.6) format is a bare pickle
+    if not pickled and not zipfile.is_zipfile(path):
+        return "no file torch.save wrote: not a zip archive, or one cut off"
+    if isinstance(e, pickle.UnpicklingError):
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch bolds its warning with terminal escapes
+        _, found, rest = text.partition("WeightsUnpickler error:")
+        lines = [line.strip() for line in rest.splitlines() if line.strip()] if found else []
+        reason = lines[0].split(". ")[0].rstrip(".")[:200] if lines else first_line(e)
+        return f"torch.load refuses it with weights_only=True, which facegan keeps so that no file runs code: {reason}"
+    return first_line(e, with_type=True)
 
 
 def write_text(path: Path, text: str) -> None:

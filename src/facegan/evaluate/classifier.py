@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from facegan.config import ClassifierConfig
 from facegan.data.packed import ZIP_NAME, load_packed
-from facegan.io import atomic_dir, write_text
+from facegan.io import atomic_dir, load_torch, write_text
 
 log = logging.getLogger(__name__)
 MODEL = "classifier.pt"
@@ -120,7 +120,7 @@ def load_classifier(folder: Path) -> tuple[AttributeNet, dict] | None:
     path = folder / MODEL
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, "remove it and run the classifier stage again")
     net = AttributeNet(state["label_dims"])
     net.load_state_dict(state["state"])
     return net.eval(), state

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.errors import ModelFileMissing
-from facegan.io import sha256_file
+from facegan.io import load_torch, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -218,5 +218,5 @@ def load_inception(path: Path, check_hash: bool = True) -> FIDInceptionV3:
             "remove it so a correct copy can be fetched"
         )
     net = FIDInceptionV3()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    net.load_state_dict(load_torch(path, "remove it so a correct copy can be fetched"), strict=True)
     return net.eval().requires_grad_(False)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from facegan.errors import FaceganError, StageInputMissing
+from facegan.io import load_torch
 
 if TYPE_CHECKING:
     from facegan.models.stylegan2 import Generator
@@ -42,8 +43,8 @@ def read_pretrained(path: Path) -> dict:
     """{"G", "D", "G_ema", "source", "ada_p", "step"} from a facegan checkpoint or a rosinality .pt."""
     if not path.is_file():
         raise StageInputMissing(f"train.init_from: no such file: {path}")
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    advice = "train.init_from takes a facegan checkpoint.pt or a rosinality stylegan2-pytorch .pt"
+    state = load_torch(path, advice, safe_globals=(argparse.Namespace,))  # rosinality's .pt keep their args
     if "format" in state:
         return {
             "G": state["G"],

@@ -11,6 +11,7 @@ from torch import nn
 
 from facegan.config import StyleGAN2Config, TrainConfig
 from facegan.errors import CheckpointError, StageInputMissing, first_line
+from facegan.io import load_torch
 
 FORMAT = 2  # 2: Trainer layout (G/D with stem/body, G_ema, label dims)
 CHECKPOINT = "checkpoint.pt"  # the file name of a run's checkpoint in its folder
@@ -27,12 +28,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise StageInputMissing(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a foreign or broken file fails in many ways (pickle, zip, struct, ...)
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({first_line(e, with_type=True)}); remove it and retrain"
-        ) from None
+    state = load_torch(path, "give a checkpoint.pt written by `facegan train`, or retrain")
     if not isinstance(state, dict) or "format" not in state:
         held = ", ".join(sorted(map(str, state))[:6]) if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
