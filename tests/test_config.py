@@ -231,9 +231,10 @@ def test_the_readme_params_snippets_are_valid_in_the_project_params():
 @pytest.mark.parametrize(
     "name, expect",
     [
-        ("bad name", "dataset name 'bad name': use letters, digits, '-' and '_', starting with a letter"),
-        ("../x", "dataset name '../x': use letters"),
-        ("1st", "dataset name '1st': use letters"),
+        ("bad name", "dataset name 'bad name': use ASCII letters, digits, '-' and '_', starting with a letter"),
+        ("../x", "dataset name '../x': use ASCII letters"),
+        ("café", "dataset name 'café': use ASCII letters"),  # NFC and NFD spellings look alike, fold differently
+        ("1st", "dataset name '1st': use ASCII letters"),
         ("Cartoon", "dataset names 'cartoon' and 'Cartoon' differ only in case"),
     ],
 )

@@ -163,7 +163,7 @@ def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):
     "name, expect",
     [
         ("Sketch", "dataset names 'sketch' and 'Sketch' differ only in case"),
-        ("my faces", "dataset name 'my faces': use letters, digits, '-' and '_'"),
+        ("my faces", "dataset name 'my faces': use ASCII letters, digits, '-' and '_'"),
     ],
 )
 def test_a_name_that_cannot_be_a_folder_is_refused_before_any_copy(tmp_path, project, monkeypatch, name, expect):

@@ -4,9 +4,11 @@ naming the culprit on stderr, exit code 2, no traceback."""
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -110,14 +112,14 @@ CASES = [
     (
         "checkpoint-empty",
         lambda r: CLI + ["sample", "-c", str(r / "empty.pt"), "-o", str(r / "s")],
-        "empty.pt: not a readable checkpoint (no file torch.save wrote: not a zip archive, or one cut off)",
+        "empty.pt: not a readable checkpoint (an empty file); give a checkpoint facegan wrote; a damaged one: remove",
     ),
     (
         "checkpoint-pickled-model",  # torch's own message is advice to load it with weights_only=False
         lambda r: CLI + ["sample", "-c", str(r / "model.pt"), "-o", str(r / "s")],
         "model.pt: not a readable checkpoint (torch.load refuses it with weights_only=True, which facegan keeps so "
         "that no file runs code: Unsupported global: GLOBAL torch.nn.modules.linear.Linear was not an allowed "
-        "global by default); give a checkpoint.pt written by `facegan train`, or retrain",
+        "global by default); give a checkpoint facegan wrote; a damaged one: remove it and retrain",
     ),
     (
         "checkpoint-foreign",
@@ -157,7 +159,7 @@ CASES = [
             "cartoon",
             params_with(r, "junkpre", train={"init_from": str(r / "corrupt.pt")}),
         ],
-        "corrupt.pt: not a readable checkpoint (no file torch.save wrote: not a zip archive, or one cut off); "
+        "corrupt.pt: not a readable checkpoint (no file torch.save wrote: neither a zip archive nor a pickle); "
         "train.init_from takes a facegan checkpoint.pt or a rosinality",
     ),
     (
@@ -248,27 +250,43 @@ def test_user_errors_are_one_clear_line_and_exit_2(project, case):
 
 
 def test_a_torch_file_that_does_not_load_says_why_in_one_phrase(tmp_path):
-    def why(obj=None, raw: bytes | None = None, **save) -> str:
-        path = tmp_path / "f.pt"
-        if raw is None:
-            torch.save(obj, path, **save)
-        else:
+    def why(obj=None, raw: bytes | None = None, path: Path | None = None, **save) -> str:
+        path = path or tmp_path / "f.pt"
+        if raw is not None:
             path.write_bytes(raw)
+        elif obj is not None:
+            torch.save(obj, path, **save)
         with pytest.raises(CheckpointError) as e:
             load_torch(path, "ADVICE")
         message = str(e.value)
         assert message.startswith(f"{path}: not a readable checkpoint (") and message.endswith("); ADVICE")
         return message.split(" (", 1)[1].removesuffix("); ADVICE")
 
-    weights_only = "torch.load refuses it with weights_only=True, which facegan keeps so that no file runs code: "
-    unsupported = weights_only + "Unsupported global: GLOBAL torch.nn.modules.linear.Linear was not an allowed global"
-    assert why(torch.nn.Linear(2, 2)).startswith(unsupported)
-    assert why(torch.nn.Linear(2, 2), _use_new_zipfile_serialization=False).startswith(unsupported)  # torch < 1.6
-    assert why(raw=b"") == why(raw=b"text") == "no file torch.save wrote: not a zip archive, or one cut off"
+    refused = (
+        "torch.load refuses it with weights_only=True, which facegan keeps so that no file runs code: "
+        "Unsupported global: GLOBAL torch.nn.modules.linear.Linear was not an allowed global by default"
+    )
+    assert why(torch.nn.Linear(2, 2)) == refused  # torch's own words: load it with weights_only=False
+    assert why(torch.nn.Linear(2, 2), _use_new_zipfile_serialization=False) == refused  # the torch < 1.6 format
+    assert why(raw=b"") == "an empty file"
+    assert why(raw=b"text") == "no file torch.save wrote: neither a zip archive nor a pickle"
     torch.save({"w": torch.zeros(4)}, tmp_path / "whole.pt")
     whole = (tmp_path / "whole.pt").read_bytes()
-    assert why(raw=whole[: len(whole) // 2]) == "no file torch.save wrote: not a zip archive, or one cut off"
-    assert "\x1b" not in why(torch.nn.Linear(2, 2)) and "weights_only=False" not in why(torch.nn.Linear(2, 2))
+    assert why(raw=whole[: len(whole) // 2]) == "a zip archive cut off: an interrupted copy or download?"
+    damaged = tmp_path / "damaged.pt"  # torch's zip with its pickle overwritten
+    with zipfile.ZipFile(tmp_path / "whole.pt") as src, zipfile.ZipFile(damaged, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, b"\x80\x02garbage" if item.filename.endswith("data.pkl") else src.read(item))
+    assert (
+        why(path=damaged)
+        == "a damaged pickle, or one torch's weights-only loader does not read: Unsupported operand 103"
+    )
+    assert why(raw=pickle.dumps({"w": 1}, protocol=2)) == "RuntimeError: Invalid magic number; corrupt file?"
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:  # a whole zip archive, not torch's
+        z.writestr("notes.txt", "hello")
+    assert why(raw=(tmp_path / "other.zip").read_bytes()).startswith("RuntimeError: ")
+    (tmp_path / "folder.pt").mkdir()  # not readable at all: the OSError, not a second one from reading it
+    assert why(path=tmp_path / "folder.pt").startswith("IsADirectoryError: ")
     legacy = tmp_path / "legacy.pt"  # what it reads, it returns: the old format too
     torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
     assert torch.equal(load_torch(legacy, "ADVICE")["w"], torch.ones(3))

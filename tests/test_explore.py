@@ -231,7 +231,7 @@ def test_bad_checkpoints_and_uploads_are_one_clear_line(trained, tmp_path):
     torch.save({**state, "format": 1}, tmp_path / "old.pt")
     cases = {
         tmp_path / "missing.pt": "checkpoint not found: .*missing.pt",
-        tmp_path / "junk.pt": r"junk.pt: not a readable checkpoint \(no file torch.save wrote",
+        tmp_path / "junk.pt": r"junk.pt: not a readable checkpoint \(no file torch.save wrote: neither a zip",
         tmp_path / "classifier.pt": r"classifier.pt: not a facegan checkpoint \(it holds: label_dims, state\)",
         tmp_path / "old.pt": "checkpoint format 1, this facegan reads format 2; retrain",
     }

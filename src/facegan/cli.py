@@ -393,7 +393,7 @@ app.add_typer(dataset_app, name="dataset")
 @dataset_app.command("add")
 def dataset_add(
     name: str = typer.Argument(
-        ..., help="new dataset name: letters, digits, - and _, from a letter; unique ignoring case"
+        ..., help="new dataset name: ASCII letters, digits, - and _, from a letter; unique ignoring case"
     ),
     src: Path = typer.Argument(..., help="folder or .zip of images"),
     kind: str = typer.Option("photos", help="photos | drawings | anime: picks the preprocessing backends"),

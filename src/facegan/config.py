@@ -749,8 +749,8 @@ def dataset_name_problem(names: list[str]) -> str | None:
     """Why these dataset names cannot all be folder names under data/ (None when they can)."""
     folded: dict[str, str] = {}
     for name in names:
-        if not name.replace("_", "").replace("-", "").isalnum() or not name[0].isalpha():
-            return f"dataset name {name!r}: use letters, digits, '-' and '_', starting with a letter"
+        if not (name.isascii() and name.replace("_", "").replace("-", "").isalnum() and name[0].isalpha()):
+            return f"dataset name {name!r}: use ASCII letters, digits, '-' and '_', starting with a letter"
         other = folded.setdefault(name.casefold(), name)
         if other != name:  # data/raw/NAME etc.: one folder on macOS's and Windows's file systems
             return (

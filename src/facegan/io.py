@@ -141,16 +141,26 @@ def load_torch(path: Path, advice: str, safe_globals: tuple[type, ...] = ()) -> 
 def _torch_load_failure(path: Path, e: Exception) -> str:
     """Why torch.load failed, in one phrase: torch's own message for a refused pickle is mostly advice to load
     the file with weights_only=False, which would let the file run code."""
+    if isinstance(e, OSError):  # not readable at all (permissions, a folder, an I/O error)
+        return first_line(e, with_type=True)
     with path.open("rb") as f:
-        pickled = f.read(1) == b"\x80"  # the legacy (torch < 1.6) format is a bare pickle
-    if not pickled and not zipfile.is_zipfile(path):
-        return "no file torch.save wrote: not a zip archive, or one cut off"
+        head = f.read(4)
+    if not head:
+        return "an empty file"
+    if head[:1] != b"\x80" and head != b"PK\x03\x04":  # how torch.load tells its legacy pickle from its zip
+        return "no file torch.save wrote: neither a zip archive nor a pickle"
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return "a zip archive cut off: an interrupted copy or download?"
     if isinstance(e, pickle.UnpicklingError):
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch bolds its warning with terminal escapes
         _, found, rest = text.partition("WeightsUnpickler error:")
         lines = [line.strip() for line in rest.splitlines() if line.strip()] if found else []
         reason = lines[0].split(". ")[0].rstrip(".")[:200] if lines else first_line(e)
-        return f"torch.load refuses it with weights_only=True, which facegan keeps so that no file runs code: {reason}"
+        if reason.startswith("Unsupported global"):
+            return (
+                f"torch.load refuses it with weights_only=True, which facegan keeps so that no file runs code: {reason}"
+            )
+        return f"a damaged pickle, or one torch's weights-only loader does not read: {reason}"
     return first_line(e, with_type=True)
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegan.errors import ModelFileMissing
+from facegan.errors import CheckpointError, ModelFileMissing
 from facegan.io import load_torch, sha256_file
 
 log = logging.getLogger(__name__)
@@ -218,5 +218,9 @@ def load_inception(path: Path, check_hash: bool = True) -> FIDInceptionV3:
             "remove it so a correct copy can be fetched"
         )
     net = FIDInceptionV3()
-    net.load_state_dict(load_torch(path, "remove it so a correct copy can be fetched"), strict=True)
+    try:
+        state = load_torch(path, "its sha256 is pytorch-fid's: this torch cannot read that file")
+    except CheckpointError as e:  # the extractor is unavailable, and evaluation goes on without it
+        raise WeightsUnavailable(str(e)) from None
+    net.load_state_dict(state, strict=True)
     return net.eval().requires_grad_(False)

@@ -28,7 +28,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise StageInputMissing(f"checkpoint not found: {path}")
-    state = load_torch(path, "give a checkpoint.pt written by `facegan train`, or retrain")
+    state = load_torch(path, "give a checkpoint facegan wrote; a damaged one: remove it and retrain")
     if not isinstance(state, dict) or "format" not in state:
         held = ", ".join(sorted(map(str, state))[:6]) if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
