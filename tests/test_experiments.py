@@ -109,6 +109,12 @@ def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
     overlay.write_text("train:\n  stepz: 7\n")
     with pytest.raises(ParamsError, match="train.stepz: unknown key"):
         set_args(overlay, root / "params.yaml")
+    overlay.write_text("```yaml\ntrain: {steps: 7}\n```\n")  # a snippet pasted with its fence: once a traceback
+    with pytest.raises(ParamsError, match="o.yaml: not valid YAML: "):
+        set_args(overlay, root / "params.yaml")
+    overlay.write_text("- train.steps=7\n")
+    with pytest.raises(ParamsError, match="o.yaml: expected a mapping of params.yaml sections"):
+        set_args(overlay, root / "params.yaml")
 
 
 def test_dvc_is_this_interpreter_s_not_the_path_s(tmp_path, monkeypatch):

@@ -826,7 +826,8 @@ class ParamsError(FaceganError, ValueError):
     """A params file that cannot be used; the message says which key, which value, what is allowed."""
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
+    """A params file or overlay, parsed; ParamsError when it is missing or not YAML."""
     if not path.is_file():
         raise ParamsError(f"params file not found: {path.resolve()}")
     try:
@@ -839,7 +840,7 @@ def load_params(path: Path | str = "params.yaml", overrides: dict[str, Any] | No
     """Read and validate params.yaml (with dotted `overrides`, see `apply_overrides`); raise ParamsError
     with one readable message on any problem."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not overrides:
         return parse_params(raw, source=str(path))
     if not isinstance(raw, dict):
@@ -876,7 +877,7 @@ def load_tracking(path: Path | str | None = None) -> TrackingConfig:
             return TrackingConfig()
         path = "params.yaml"
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     section = raw.get("tracking") if isinstance(raw, dict) else None
     try:
         return TrackingConfig.model_validate(section or {})

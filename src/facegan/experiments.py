@@ -108,16 +108,14 @@ def _literal(v: object) -> str:
 def set_args(overlay_path: Path, params_path: Path = Path("params.yaml")) -> list[str]:
     """`-S key=value` arguments for `dvc exp run` from a YAML overlay of params.yaml (every leaf), after checking
     that params.yaml with the overlay applied is valid (a typo fails here, not hours into the experiment)."""
-    import yaml
+    from facegan.config import ParamsError, flatten, load_params, read_yaml
 
-    from facegan.config import ParamsError, flatten, load_params
-
-    overlay = yaml.safe_load(overlay_path.read_text(encoding="utf-8"))
+    overlay = read_yaml(overlay_path)
     if not isinstance(overlay, dict):
         raise ParamsError(f"{overlay_path}: expected a mapping of params.yaml sections")
     leaves = flatten(overlay)
     load_params(params_path, leaves)
-    present = flatten(yaml.safe_load(params_path.read_text(encoding="utf-8")) or {})
+    present = flatten(read_yaml(params_path))
     # a key params.yaml does not spell out (a default of its section) is added, `+key=value` in DVC's (Hydra's)
     # override syntax: a plain `key=value` for it stops `dvc exp run` with "Key ... is not in struct"
     return [arg for k, v in leaves.items() for arg in ("-S", f"{'' if k in present else '+'}{k}={_literal(v)}")]
