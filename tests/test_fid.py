@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -120,3 +122,39 @@ def test_dlib_extractor_embeds_faces(layout):
     dist = np.linalg.norm(f[:, None] - f[None], axis=2)
     assert (dist[~np.eye(4, dtype=bool)] > 1e-3).all(), "different faces give different embeddings"
     assert np.allclose(ex(images[:1]), f[:1])
+
+
+def test_a_folder_streams_in_path_order_with_one_bar_and_names_a_bad_file(layout, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from facegan.data.packed import ZIP_NAME, load_packed
+    from facegan.io import ImageError, list_images, read_image
+
+    faces, _, _ = load_packed(layout.packed / ZIP_NAME, limit=12)
+    for i, face in enumerate(faces):  # three sizes, interleaved: batching by size must not reorder the rows
+        Image.fromarray(face).resize((64 + 16 * (i % 3),) * 2).save(tmp_path / f"{i:02d}.png")
+    paths = list_images(tmp_path)
+    ex = make_extractor("dlib", EvaluateConfig(batch_size=2))
+    one_by_one = np.concatenate([ex(read_image(p)[None]) for p in paths])
+    capsys.readouterr()
+    reads: list = []
+    monkeypatch.setattr("facegan.io.read_image", lambda p, *a: reads.append(p) or read_image(p, *a))
+    done: list[int] = []
+    fn = ex.fn
+
+    def counting(batch):
+        # decoded and not yet embedded: this chunk of 2 batches and the next, never the folder
+        assert len(reads) - sum(done) <= 4 * ex.batch_size < len(paths)
+        done.append(len(batch))
+        return fn(batch)
+
+    ex.fn = counting
+    got = ex.folder(paths, desc="features of faces")
+    assert got.shape == (12, 128) and sum(done) == 12
+    np.testing.assert_allclose(got, one_by_one, rtol=1e-6, atol=1e-6)
+    totals = {int(t) for t in re.findall(r"features of faces: .*?\d+/(\d+)", capsys.readouterr().err)}
+    assert totals == {12}, "one bar over the images, not one per image size"
+
+    (tmp_path / "07.png").write_text("not an image")
+    with pytest.raises(ImageError, match=r"07.png: unreadable image: no image format Pillow knows"):
+        ex.folder(list_images(tmp_path))

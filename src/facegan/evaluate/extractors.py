@@ -40,15 +40,34 @@ class Extractor:
     batch_size: int
 
     def folder(self, paths: list[Path], desc: str = "", threads: int = DECODE_THREADS) -> np.ndarray:
-        """Features of image files of any size/mode: decoded on `threads` threads, batched by size."""
-        from facegan.io import read_image
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            images = list(pool.map(read_image, paths))
-        by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
-        for im in images:
-            by_shape.setdefault(im.shape, []).append(im)
-        return np.concatenate([self(np.stack(group), desc=desc) for group in by_shape.values()])
+        """Features of image files of any size and mode, in the order of `paths`. Decoded on `threads` threads a
+        chunk of 2 batches at a time, the next chunk while this one's features are computed (memory holds two
+        chunks of decoded images, not the folder); batched by image size within a chunk."""
+        chunk = 2 * self.batch_size
+        out = np.zeros((len(paths), self.dims), dtype=np.float64)
+        with (
+            ThreadPoolExecutor(max_workers=threads) as pool,
+            tqdm(
+                total=len(paths),
+                desc=desc or f"features ({self.name})",
+                unit="image",
+                dynamic_ncols=True,
+                mininterval=1.0,
+            ) as bar,
+        ):
+            pending = [pool.submit(_read, path) for path in paths[:chunk]]
+            for start in range(0, len(paths), chunk):
+                images = [f.result() for f in pending]
+                pending = [pool.submit(_read, path) for path in paths[start + chunk : start + 2 * chunk]]
+                by_shape: dict[tuple[int, ...], list[int]] = {}
+                for i, im in enumerate(images):
+                    by_shape.setdefault(im.shape, []).append(i)
+                for group in by_shape.values():
+                    for b in range(0, len(group), self.batch_size):
+                        rows = group[b : b + self.batch_size]
+                        out[[start + i for i in rows]] = np.asarray(self.fn(np.stack([images[i] for i in rows])))
+                        bar.update(len(rows))
+        return out
 
     def __call__(self, images: np.ndarray, desc: str = "") -> np.ndarray:
         out = []
@@ -61,6 +80,15 @@ class Extractor:
         ):
             out.append(np.asarray(self.fn(images[i : i + self.batch_size]), dtype=np.float64))
         return np.concatenate(out) if out else np.zeros((0, self.dims))
+
+
+def _read(path: Path) -> np.ndarray:
+    from facegan.io import ImageError, read_image
+
+    try:
+        return read_image(path)
+    except ImageError as e:  # which file of the folder
+        raise ImageError(f"{path}: {e}") from None
 
 
 def clean_resize(batch: np.ndarray, size: int = 299, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
