@@ -13,6 +13,7 @@ import torch
 from conftest import cpu_amp, tiny_params
 from facegan.augment.diffaugment import diff_augment
 from facegan.config import ParamsError, TrainConfig
+from facegan.io import read_image
 from facegan.losses import LOSSES
 from facegan.models import build_models
 from facegan.sample import LabelError, parse_labels, sample_checkpoint
@@ -242,43 +243,17 @@ def test_acgan_run_writes_attribute_grids_gif_and_samples_by_label(layout, tmp_p
     with pytest.raises(LabelError, match="unknown label 'hat'; attributes: hair_color, eye_color"):
         sample_checkpoint(tmp_path / "checkpoint.pt", 1, 0, "hat=1")
 
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from facegan.cli import main; main()",
-            "sample",
-            "-c",
-            str(tmp_path / "checkpoint.pt"),
-            "-n",
-            "3",
-            "--labels",
-            "glasses=2",
-            "-o",
-            str(tmp_path / "s"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    cli = [
+        sys.executable,
+        "-c",
+        "from facegan.cli import main; main()",
+        "sample",
+        "-c",
+        str(tmp_path / "checkpoint.pt"),
+    ]
+    r = subprocess.run([*cli, "-n", "3", "--labels", "glasses=2", "-o", tmp_path / "s"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown value '2' for glasses; valid: 0, 1" in r.stderr
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from facegan.cli import main; main()",
-            "sample",
-            "-c",
-            str(tmp_path / "checkpoint.pt"),
-            "-n",
-            "3",
-            "--labels",
-            "eye=blue",
-            "-o",
-            str(tmp_path / "s"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = subprocess.run([*cli, "-n", "3", "--labels", "eye=blue", "-o", tmp_path / "s"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
         "grid.png",
@@ -286,6 +261,15 @@ def test_acgan_run_writes_attribute_grids_gif_and_samples_by_label(layout, tmp_p
         "seed0_0001.png",
         "seed0_0002.png",
     ]
+    # many images: written a batch at a time (the same images as all at once), the grid shows the first 64
+    r = subprocess.run([*cli, "-n", "70", "--seed", "5", "-o", str(tmp_path / "many")], capture_output=True, text=True)
+    assert r.returncode == 0 and "wrote 70 images and grid.png (the first 64)" in r.stdout, r.stderr
+    files = sorted((tmp_path / "many").glob("seed5_*.png"))
+    assert [f.name for f in files[:2]] == ["seed5_0000.png", "seed5_0001.png"] and len(files) == 70
+    at_once = sample_checkpoint(tmp_path / "checkpoint.pt", 70, seed=5)
+    assert all(np.array_equal(read_image(f), im) for f, im in zip(files, at_once, strict=True))
+    h, w = at_once.shape[1:3]
+    assert read_image(tmp_path / "many" / "grid.png").shape == (8 * (h + 2) + 2, 8 * (w + 2) + 2, 3)
 
 
 def test_parse_labels_rules():

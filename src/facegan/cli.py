@@ -206,11 +206,12 @@ def sample(
     out: Path = typer.Option(Path("samples"), "--out", "-o", file_okay=False, help="output folder"),
     params: Path | None = TRACKING_PARAMS,
 ) -> None:
-    """Write generated images (and a grid) from a checkpoint."""
+    """Write generated images (and a grid of the first 64) from a checkpoint."""
     import numpy as np
+    from tqdm.auto import tqdm
 
     from facegan.io import image_grid, write_image
-    from facegan.sample import sample_checkpoint
+    from facegan.sample import N_FIXED, sample_stream
 
     if (checkpoint is None) == (model_uri is None):
         raise typer.BadParameter("give exactly one of --checkpoint and --model-uri")
@@ -219,11 +220,18 @@ def sample(
 
         checkpoint = track.download_checkpoint(model_uri, _tracking(params))
     assert checkpoint is not None
-    images = sample_checkpoint(checkpoint, n, seed, labels)
-    for i, im in enumerate(images):
-        write_image(out / f"seed{seed}_{i:04d}.png", im)
-    write_image(out / "grid.png", image_grid(images, ncols=int(np.ceil(np.sqrt(len(images))))))
-    typer.echo(f"wrote {len(images)} images and grid.png to {out}")
+    digits = max(4, len(str(n - 1)))  # names sort in sampling order
+    first: list[np.ndarray] = []
+    written = 0
+    with tqdm(total=n, desc="sampling", unit="image", dynamic_ncols=True, mininterval=1.0) as bar:
+        for images in sample_stream(checkpoint, n, seed, labels):  # one batch in memory, whatever n
+            for im in images:
+                write_image(out / f"seed{seed}_{written:0{digits}d}.png", im)
+                written += 1
+            first += list(images[: N_FIXED - len(first)])
+            bar.update(len(images))
+    write_image(out / "grid.png", image_grid(np.stack(first), ncols=int(np.ceil(np.sqrt(len(first))))))
+    typer.echo(f"wrote {n} images and grid.png (the first {len(first)}) to {out}")
 
 
 @app.command("explore")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -161,20 +162,28 @@ def parse_labels(spec: str, names: list[str], values: dict[str, list[str]]) -> d
     return out
 
 
-def sample_checkpoint(checkpoint: Path, n: int, seed: int, labels: str = "") -> np.ndarray:
-    """n images from a checkpoint; labels fix some attributes, the rest are drawn at random."""
+def sample_stream(checkpoint: Path, n: int, seed: int, labels: str = "", batch: int = 64) -> Iterator[np.ndarray]:
+    """The images of `sample_checkpoint`, `batch` at a time: memory holds one batch of images, whatever n."""
     from facegan.train.checkpoint import load_generator
 
     g, cfg, state = load_generator(checkpoint)
     names, values = state.get("label_names") or [], state.get("label_values") or {}
+    y: torch.Tensor | None = None
     if not state.get("label_dims"):
         if labels:
             parse_labels(labels, [], {})
-        return render(g, latents(cfg.z_dim, n, seed, None)[0])
-    fixed = parse_labels(labels, names, values)
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, cfg.z_dim, generator=gen)
-    y = torch.stack([torch.randint(len(values[nm]), (n,), generator=gen) for nm in names], 1)
-    for a, v in fixed.items():
-        y[:, a] = v
-    return render(g, z, y)
+        z = latents(cfg.z_dim, n, seed, None)[0]
+    else:
+        fixed = parse_labels(labels, names, values)
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, cfg.z_dim, generator=gen)
+        y = torch.stack([torch.randint(len(values[nm]), (n,), generator=gen) for nm in names], 1)
+        for a, v in fixed.items():
+            y[:, a] = v
+    for i in range(0, n, batch):
+        yield render(g, z[i : i + batch], None if y is None else y[i : i + batch], batch)
+
+
+def sample_checkpoint(checkpoint: Path, n: int, seed: int, labels: str = "") -> np.ndarray:
+    """n images from a checkpoint; labels fix some attributes, the rest are drawn at random."""
+    return np.concatenate(list(sample_stream(checkpoint, n, seed, labels)))
