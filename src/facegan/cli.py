@@ -222,16 +222,18 @@ def sample(
     assert checkpoint is not None
     digits = max(4, len(str(n - 1)))  # names sort in sampling order
     first: list[np.ndarray] = []
+    batches = sample_stream(checkpoint, n, seed, labels)  # a bad checkpoint or label stops here, before the bar
     written = 0
     with tqdm(total=n, desc="sampling", unit="image", dynamic_ncols=True, mininterval=1.0) as bar:
-        for images in sample_stream(checkpoint, n, seed, labels):  # one batch in memory, whatever n
+        for images in batches:  # one batch in memory, whatever n
             for im in images:
                 write_image(out / f"seed{seed}_{written:0{digits}d}.png", im)
                 written += 1
             first += list(images[: N_FIXED - len(first)])
             bar.update(len(images))
     write_image(out / "grid.png", image_grid(np.stack(first), ncols=int(np.ceil(np.sqrt(len(first))))))
-    typer.echo(f"wrote {n} images and grid.png (the first {len(first)}) to {out}")
+    shown = f" (the first {len(first)})" if n > len(first) else ""
+    typer.echo(f"wrote {n} image{'s' if n > 1 else ''} and grid.png{shown} to {out}")
 
 
 @app.command("explore")

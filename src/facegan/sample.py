@@ -163,7 +163,8 @@ def parse_labels(spec: str, names: list[str], values: dict[str, list[str]]) -> d
 
 
 def sample_stream(checkpoint: Path, n: int, seed: int, labels: str = "", batch: int = 64) -> Iterator[np.ndarray]:
-    """The images of `sample_checkpoint`, `batch` at a time: memory holds one batch of images, whatever n."""
+    """The images of `sample_checkpoint`, `batch` at a time: memory holds one batch of images, whatever n. The
+    checkpoint and the labels are checked here, before the first batch is asked for."""
     from facegan.train.checkpoint import load_generator
 
     g, cfg, state = load_generator(checkpoint)
@@ -180,8 +181,7 @@ def sample_stream(checkpoint: Path, n: int, seed: int, labels: str = "", batch: 
         y = torch.stack([torch.randint(len(values[nm]), (n,), generator=gen) for nm in names], 1)
         for a, v in fixed.items():
             y[:, a] = v
-    for i in range(0, n, batch):
-        yield render(g, z[i : i + batch], None if y is None else y[i : i + batch], batch)
+    return (render(g, z[i : i + batch], None if y is None else y[i : i + batch], batch) for i in range(0, n, batch))
 
 
 def sample_checkpoint(checkpoint: Path, n: int, seed: int, labels: str = "") -> np.ndarray:

@@ -42,7 +42,8 @@ class Extractor:
     def folder(self, paths: list[Path], desc: str = "", threads: int = DECODE_THREADS) -> np.ndarray:
         """Features of image files of any size and mode, in the order of `paths`. Decoded on `threads` threads a
         chunk of 2 batches at a time, the next chunk while this one's features are computed (memory holds two
-        chunks of decoded images, not the folder); batched by image size within a chunk."""
+        chunks of decoded images, not the folder); batched by image size within a chunk, so a folder of mixed
+        sizes runs smaller batches (the same features), one of a single size the batches of `__call__`."""
         chunk = 2 * self.batch_size
         out = np.zeros((len(paths), self.dims), dtype=np.float64)
         with (
@@ -56,17 +57,21 @@ class Extractor:
             ) as bar,
         ):
             pending = [pool.submit(_read, path) for path in paths[:chunk]]
-            for start in range(0, len(paths), chunk):
-                images = [f.result() for f in pending]
-                pending = [pool.submit(_read, path) for path in paths[start + chunk : start + 2 * chunk]]
-                by_shape: dict[tuple[int, ...], list[int]] = {}
-                for i, im in enumerate(images):
-                    by_shape.setdefault(im.shape, []).append(i)
-                for group in by_shape.values():
-                    for b in range(0, len(group), self.batch_size):
-                        rows = group[b : b + self.batch_size]
-                        out[[start + i for i in rows]] = np.asarray(self.fn(np.stack([images[i] for i in rows])))
-                        bar.update(len(rows))
+            try:
+                for start in range(0, len(paths), chunk):
+                    images = [f.result() for f in pending]
+                    pending = [pool.submit(_read, path) for path in paths[start + chunk : start + 2 * chunk]]
+                    by_shape: dict[tuple[int, ...], list[int]] = {}
+                    for i, im in enumerate(images):
+                        by_shape.setdefault(im.shape, []).append(i)
+                    for group in by_shape.values():
+                        for b in range(0, len(group), self.batch_size):
+                            rows = group[b : b + self.batch_size]
+                            out[[start + i for i in rows]] = np.asarray(self.fn(np.stack([images[i] for i in rows])))
+                            bar.update(len(rows))
+            finally:  # an error: the decodes not yet started are dropped, not waited for
+                for f in pending:
+                    f.cancel()
         return out
 
     def __call__(self, images: np.ndarray, desc: str = "") -> np.ndarray:
