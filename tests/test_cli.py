@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -50,7 +51,9 @@ def test_check_command_reports_errors(tmp_path):
     assert ok.returncode == 0 and "datasets: cartoon" in ok.stdout
 
 
-def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI in `cwd`: a stage that fails is tracked as a FAILED run, in params.yaml's store, sqlite:///mlflow.db
+    relative to the working directory (run from the project's folder, the test wrote into its mlflow.db)."""
     return subprocess.run(
         [sys.executable, "-c", "from facegan.cli import main; main()", *args],
         capture_output=True,
@@ -62,15 +65,16 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):
     params = str(ROOT / "params.yaml")
-    r = _cli("transfer", "warmup", "-p", params, "--root", str(tmp_path))
+    r = _cli("transfer", "warmup", "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "unknown step 'warmup'; steps: pretrain, finetune, table, all" in r.stderr
-    r = _cli("transfer", "finetune", "ada", "-p", params, "--root", str(tmp_path))
+    r = _cli("transfer", "finetune", "ada", "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "no pretrained model" in r.stderr
-    r = _cli("cyclegan", "-p", params, "--root", str(tmp_path))
+    r = _cli("cyclegan", "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "dataset 'cartoon' is not packed yet" in r.stderr
-    r = _cli("dataset", "show", "nope", "-p", params, "--root", str(tmp_path))
+    assert (tmp_path / "mlflow.db").is_file()  # the failed stage's run, in the working directory's store
+    r = _cli("dataset", "show", "nope", "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "unknown dataset 'nope'" in r.stderr
-    r = _cli("dataset", "add", "cartoon", str(tmp_path), "-p", params, "--root", str(tmp_path))
+    r = _cli("dataset", "add", "cartoon", str(tmp_path), "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "already exists" in r.stderr
-    r = _cli("dataset", "list", "-p", params, "--root", str(tmp_path))
+    r = _cli("dataset", "list", "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 0 and "cartoon" in r.stdout and "sketch" in r.stdout
