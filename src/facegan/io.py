@@ -33,6 +33,10 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+# what Pillow raises for a file it cannot open or decode (UnidentifiedImageError is an OSError)
+_DECODE_ERRORS = (Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+
+
 @contextlib.contextmanager
 def open_image(fp: Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
     """Image.open (header only, nothing decoded yet) with the pixel cap; ImageError with a short reason for a file
@@ -42,10 +46,8 @@ def open_image(fp: Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Iterator[Im
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fp)
-    except UnidentifiedImageError:
-        raise ImageError("unreadable image: no image format Pillow knows") from None
-    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"unreadable image: {type(e).__name__}: {e}") from None
+    except _DECODE_ERRORS as e:
+        raise _unreadable(e) from None
     with im:
         if im.width * im.height > max_pixels:
             raise ImageError(f"too large: {im.width}x{im.height} > {max_pixels} pixels")
@@ -62,8 +64,14 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         try:
             im.load()
             return _to_rgb8(ImageOps.exif_transpose(im))
-        except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"unreadable image: {type(e).__name__}: {e}") from None
+        except _DECODE_ERRORS as e:
+            raise _unreadable(e) from None
+
+
+def _unreadable(e: BaseException) -> ImageError:
+    if isinstance(e, UnidentifiedImageError):  # its own message is the file's name or a BytesIO's repr
+        return ImageError("unreadable image: no image format Pillow knows")
+    return ImageError(f"unreadable image: {type(e).__name__}: {e}")
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:
