@@ -86,8 +86,13 @@ def test_stand_in_inception_file_loads_strictly_and_is_hash_checked(tmp_path, mo
     path.parent.mkdir(parents=True)
     torch.save(net.state_dict(), path)
     assert inception.find_weights() == path
-    with pytest.raises(inception.WeightsUnavailable, match="not the pytorch-fid Inception file"):
-        inception.load_inception(path)
+    with pytest.raises(inception.WeightsUnavailable, match="not the pytorch-fid Inception file.*remove it so a corr"):
+        inception.load_inception(path)  # the cache's copy: removed, it is fetched again
+    elsewhere = tmp_path / "mine.pth"
+    elsewhere.write_bytes(path.read_bytes())
+    with pytest.raises(inception.WeightsUnavailable) as e:
+        inception.load_inception(elsewhere)  # the user's own file: removing it would fetch nothing
+    assert f"; give {inception.WEIGHTS_NAME} from {inception.WEIGHTS_URL}" in str(e.value)
     loaded = inception.load_inception(path, check_hash=False)
     assert len(loaded.state_dict()) == len(net.state_dict())
     with torch.inference_mode():

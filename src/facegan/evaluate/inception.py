@@ -213,9 +213,10 @@ def find_weights(explicit: Path | None = None, download: bool = True) -> Path:
 def load_inception(path: Path, check_hash: bool = True) -> FIDInceptionV3:
     """The network with the file's weights, in eval mode; refuses a file whose sha256 does not match."""
     if check_hash and not sha256_file(path).startswith(WEIGHTS_SHA256_PREFIX):
+        cached = path.resolve() == (hub_checkpoint_dir() / WEIGHTS_NAME).resolve()
         raise WeightsUnavailable(
             f"{path} is not the pytorch-fid Inception file (sha256 does not start with {WEIGHTS_SHA256_PREFIX}); "
-            "remove it so a correct copy can be fetched"
+            + ("remove it so a correct copy can be fetched" if cached else f"give {WEIGHTS_NAME} from {WEIGHTS_URL}")
         )
     net = FIDInceptionV3()
     try:
