@@ -122,7 +122,7 @@ def test_fid_extractor_must_have_reference_statistics():
         tiny_params(fid_every=10, fid_extractor="attributes")
 
 
-def test_fid_between_folders_of_mixed_sizes_and_modes(tmp_path):
+def test_fid_between_folders_of_mixed_sizes_and_modes(tmp_path, prepared):
     import subprocess
     import sys
 
@@ -141,27 +141,27 @@ def test_fid_between_folders_of_mixed_sizes_and_modes(tmp_path):
         [other.resize((64, 64)), other.convert("CMYK"), other.convert("L"), other, other.resize((80, 80)), other][
             i
         ].save(b / (f"{i}.jpg" if i == 1 else f"{i}.png"))
-    r = subprocess.run(
-        [sys.executable, "-c", "from facegan.cli import main; main()", "fid", str(a), str(b), "--extractor", "dlib"],
-        capture_output=True,
-        text=True,
-    )
+    cli = [sys.executable, "-c", "from facegan.cli import main; main()", "fid"]
+    r = subprocess.run(cli + [str(a), str(b), "--extractor", "dlib", "--mode", "clean"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "FD (dlib, legacy):" in r.stdout and "(6 vs 6 images)" in r.stdout
+    # the mode is Inception's resize: dlib's chips are resized one way whatever it says, and the line says so
+    assert "--mode does not apply to --extractor dlib; ignored" in " ".join(r.stderr.split())  # rich wraps it
+    assert r.stdout.startswith("FD (dlib): ") and "(6 vs 6 images)" in r.stdout  # the logs are stderr's alone
+    classifier = prepared[1] / "classifier"
+    r = subprocess.run(cli + [str(a), str(b), "--extractor", "attributes"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--extractor attributes needs --classifier" in r.stderr, r.stderr
+    fds = []
+    for other in (a, b):
+        r = subprocess.run(
+            cli + [str(a), str(other), "--extractor", "attributes", "--classifier", str(classifier)],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0, r.stderr
+        assert "FD (attributes): " in r.stdout and "does not apply" not in r.stderr
+        fds.append(float(r.stdout.split("FD (attributes): ")[1].split()[0]))
+    assert abs(fds[0]) < 1e-4 < fds[1]  # a folder against itself, then against other faces
     (tmp_path / "c").mkdir()
     Image.fromarray(render(cfg, 0).image).save(tmp_path / "c" / "only.png")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from facegan.cli import main; main()",
-            "fid",
-            str(a),
-            str(tmp_path / "c"),
-            "--extractor",
-            "dlib",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = subprocess.run(cli + [str(a), str(tmp_path / "c"), "--extractor", "dlib"], capture_output=True, text=True)
     assert r.returncode == 2 and "needs at least 2 images, found 1" in r.stderr

@@ -280,24 +280,41 @@ def explore(
 def fid(
     folder_a: Path = typer.Argument(..., exists=True, file_okay=False, help="reference images"),
     folder_b: Path = typer.Argument(..., exists=True, file_okay=False, help="images to score"),
-    extractor: str = typer.Option("inception", help="inception | dlib"),
-    mode: str = typer.Option("legacy", help="legacy (pytorch-fid resize) | clean (PIL bicubic)"),
+    extractor: str = typer.Option("inception", help="inception | dlib | attributes (with --classifier)"),
+    mode: str | None = typer.Option(
+        None, help="inception's resize: legacy (pytorch-fid's bilinear, the default) | clean (PIL bicubic)"
+    ),
     batch_size: int = typer.Option(50, min=1),
-    weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (default: torch hub cache)"),
+    weights: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="pt_inception-2015-12-05-6726825d.pth (default: torch hub cache)"
+    ),
+    classifier: Path | None = typer.Option(
+        None, exists=True, file_okay=False, help="a dataset's attribute classifier (data/classifiers/<dataset>)"
+    ),
 ) -> None:
     """Frechet distance and KID between two folders of images (any sizes and formats)."""
+    import logging
+
     from facegan.config import EvaluateConfig, parse_section
     from facegan.evaluate.compare import compare_folders
     from facegan.logs import setup_logging
 
     setup_logging()
+    if extractor == "attributes" and classifier is None:
+        raise typer.BadParameter("--extractor attributes needs --classifier")
+    ignored = {"--mode": mode, "--weights": weights} if extractor != "inception" else {}
+    ignored |= {"--classifier": classifier} if extractor != "attributes" else {}
+    for option in (o for o, v in ignored.items() if v is not None):
+        logging.getLogger("facegan").warning("%s does not apply to --extractor %s; ignored", option, extractor)
     cfg = parse_section(
-        EvaluateConfig, {"mode": mode, "batch_size": batch_size, "inception_weights": weights}, "facegan fid options"
+        EvaluateConfig,
+        {"mode": mode or "legacy", "batch_size": batch_size, "inception_weights": weights},
+        "facegan fid options",
     )
-    r = compare_folders(folder_a, folder_b, cfg, extractor)
+    r = compare_folders(folder_a, folder_b, cfg, extractor, classifier)
+    space = f"inception, {r['mode']}" if extractor == "inception" else extractor  # the mode is inception's resize
     typer.echo(
-        f"FD ({r['extractor']}, {r['mode']}): {r['fd']:.6f}   KID: {r['kid']:.6f} +- {r['kid_std']:.6f}   "
-        f"({r['n_a']} vs {r['n_b']} images)"
+        f"FD ({space}): {r['fd']:.6f}   KID: {r['kid']:.6f} +- {r['kid_std']:.6f}   ({r['n_a']} vs {r['n_b']} images)"
     )
 
 

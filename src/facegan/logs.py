@@ -8,6 +8,7 @@ import os
 
 def setup_logging(level: str | None = None) -> None:
     """Rich-formatted logs on stderr; FACEGAN_LOG_LEVEL (default INFO) sets the level."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = (level or os.environ.get("FACEGAN_LOG_LEVEL", "INFO")).upper()
@@ -15,7 +16,8 @@ def setup_logging(level: str | None = None) -> None:
         level=level,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
+        # on stderr: rich's default console is stdout's, where logs would mix with what a command prints
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=True)],
         force=True,
     )
     for noisy in ("PIL", "matplotlib", "urllib3", "alembic", "git", "httpx"):

@@ -14,14 +14,17 @@ from facegan.io import list_images
 log = logging.getLogger(__name__)
 
 
-def compare_folders(a: Path, b: Path, cfg: EvaluateConfig, extractor: str = "inception") -> dict:
-    """FD and KID of folder b against folder a in one extractor's feature space."""
+def compare_folders(
+    a: Path, b: Path, cfg: EvaluateConfig, extractor: str = "inception", classifier_dir: Path | None = None
+) -> dict:
+    """FD and KID of folder b against folder a in one extractor's feature space (`attributes`: the classifier in
+    `classifier_dir`)."""
     paths = {}
     for folder in (a, b):
         paths[folder] = list_images(folder)
         if len(paths[folder]) < 2:
             raise StageInputMissing(f"{folder}: needs at least 2 images, found {len(paths[folder])}")
-    ex = make_extractor(extractor, cfg)
+    ex = make_extractor(extractor, cfg, classifier_dir)
     fa, fb = (ex.folder(paths[f], desc=f"features of {f.name}") for f in (a, b))
     sa = feature_stats(fa, extractor=extractor, mode=cfg.mode)
     sb = feature_stats(fb, extractor=extractor, mode=cfg.mode)
