@@ -261,6 +261,28 @@ def test_acgan_run_writes_attribute_grids_gif_and_samples_by_label(layout, tmp_p
         "seed0_0001.png",
         "seed0_0002.png",
     ]
+    # again into that folder: refused (the new images would mix with these), nothing removed on bad input
+    (tmp_path / "s" / "mine.txt").write_text("not a sample")
+    earlier = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
+    r = subprocess.run([*cli, "-n", "2", "--seed", "1", "-o", tmp_path / "s"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr == (
+        f"error: {tmp_path / 's'}: holds 4 image(s) of an earlier `facegan sample` (seed0_0000.png, ...); "
+        "give another --out, or --overwrite to replace them\n"
+    )
+    r = subprocess.run([*cli, "-n", "2", "-l", "glasses=2", "--overwrite", "-o", tmp_path / "s"], capture_output=True)
+    assert r.returncode == 2 and {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == earlier
+    r = subprocess.run(
+        [*cli, "-n", "2", "--seed", "1", "--overwrite", "-o", tmp_path / "s"], capture_output=True, text=True
+    )
+    assert r.returncode == 0 and r.stdout.endswith(
+        "and grid.png to " + f"{tmp_path / 's'}, in place of 4 of an earlier sample\n"
+    )
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "grid.png",
+        "mine.txt",
+        "seed1_0000.png",
+        "seed1_0001.png",
+    ]
     # many images: written a batch at a time (the same images as all at once), the grid shows the first 64
     r = subprocess.run([*cli, "-n", "70", "--seed", "5", "-o", str(tmp_path / "many")], capture_output=True, text=True)
     assert r.returncode == 0 and "wrote 70 images and grid.png (the first 64)" in r.stdout, r.stderr

@@ -204,6 +204,7 @@ def sample(
     seed: int = typer.Option(0, "--seed", "-s", help="noise seed"),
     labels: str = typer.Option("", "--labels", "-l", help="conditional models: e.g. hair=blond,glasses=1"),
     out: Path = typer.Option(Path("samples"), "--out", "-o", file_okay=False, help="output folder"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the images of an earlier sample in --out"),
     params: Path | None = TRACKING_PARAMS,
 ) -> None:
     """Write generated images (and a grid of the first 64) from a checkpoint."""
@@ -211,10 +212,11 @@ def sample(
     from tqdm.auto import tqdm
 
     from facegan.io import image_grid, write_image
-    from facegan.sample import N_FIXED, sample_stream
+    from facegan.sample import N_FIXED, earlier_samples, sample_stream
 
     if (checkpoint is None) == (model_uri is None):
         raise typer.BadParameter("give exactly one of --checkpoint and --model-uri")
+    earlier = earlier_samples(out, overwrite)
     if model_uri:
         from facegan import track
 
@@ -223,6 +225,8 @@ def sample(
     digits = max(4, len(str(n - 1)))  # names sort in sampling order
     first: list[np.ndarray] = []
     batches = sample_stream(checkpoint, n, seed, labels)  # a bad checkpoint or label stops here, before the bar
+    for path in earlier:  # removed once the checkpoint and labels are known good
+        path.unlink()
     written = 0
     with tqdm(total=n, desc="sampling", unit="image", dynamic_ncols=True, mininterval=1.0) as bar:
         for images in batches:  # one batch in memory, whatever n
@@ -233,7 +237,8 @@ def sample(
             bar.update(len(images))
     write_image(out / "grid.png", image_grid(np.stack(first), ncols=int(np.ceil(np.sqrt(len(first))))))
     shown = f" (the first {len(first)})" if n > len(first) else ""
-    typer.echo(f"wrote {n} image{'s' if n > 1 else ''} and grid.png{shown} to {out}")
+    replaced = f", in place of {len(earlier)} of an earlier sample" if earlier else ""
+    typer.echo(f"wrote {n} image{'s' if n > 1 else ''} and grid.png{shown} to {out}{replaced}")
 
 
 @app.command("explore")

@@ -21,6 +21,23 @@ class LabelError(FaceganError, ValueError):
     """A --labels spec naming an unknown attribute or value; the message lists the valid ones."""
 
 
+class EarlierSamples(FaceganError, FileExistsError):
+    """An output folder holding the images of an earlier `facegan sample`, which new ones would mix with."""
+
+
+def earlier_samples(out: Path, overwrite: bool) -> list[Path]:
+    """The images an earlier `facegan sample` wrote in `out` (seed*_*.png, grid.png), for the caller to remove
+    once its inputs are checked. New images would mix with them (a later `facegan fid` of the folder would score
+    both models; a smaller -n would leave the tail of a larger one), so without `overwrite` they are refused."""
+    earlier = sorted(out.glob("seed*_*.png")) + [p for p in [out / "grid.png"] if p.is_file()]
+    if earlier and not overwrite:
+        raise EarlierSamples(
+            f"{out}: holds {len(earlier)} image(s) of an earlier `facegan sample` ({earlier[0].name}, ...); "
+            "give another --out, or --overwrite to replace them"
+        )
+    return earlier
+
+
 def latents(z_dim: int, n: int, seed: int, label_pool: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Noise (and, for conditional models, label rows drawn from `label_pool`) fixed by `seed`."""
     gen = torch.Generator().manual_seed(seed)
