@@ -10,7 +10,7 @@ import torch
 
 from facegan.config import EvaluateConfig
 from facegan.evaluate import inception
-from facegan.evaluate.extractors import make_extractor
+from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
 
 
@@ -88,11 +88,18 @@ def test_stand_in_inception_file_loads_strictly_and_is_hash_checked(tmp_path, mo
     assert inception.find_weights() == path
     with pytest.raises(inception.WeightsUnavailable, match="not the pytorch-fid Inception file.*remove it so a corr"):
         inception.load_inception(path)  # the cache's copy: removed, it is fetched again
-    elsewhere = tmp_path / "mine.pth"
-    elsewhere.write_bytes(path.read_bytes())
-    with pytest.raises(inception.WeightsUnavailable) as e:
-        inception.load_inception(elsewhere)  # the user's own file: removing it would fetch nothing
-    assert f"; give {inception.WEIGHTS_NAME} from {inception.WEIGHTS_URL}" in str(e.value)
+    for given in (path, tmp_path / "link.pth"):  # a file the user named, even the cache's: removing it fetches nothing
+        if not given.exists():
+            given.symlink_to(path)
+        with pytest.raises(ExtractorUnavailable) as e:
+            make_extractor("inception", EvaluateConfig(inception_weights=given))
+        assert str(e.value) == (
+            f"{given} is not the pytorch-fid Inception file (sha256 does not start with 6726825d); download "
+            f"{inception.WEIGHTS_NAME} from {inception.WEIGHTS_URL} and point --weights or evaluate.inception_weights "
+            "at it"
+        )
+    with pytest.raises(ExtractorUnavailable, match="remove it so a correct copy can be fetched"):
+        make_extractor("inception", EvaluateConfig())  # found in the cache
     loaded = inception.load_inception(path, check_hash=False)
     assert len(loaded.state_dict()) == len(net.state_dict())
     with torch.inference_mode():

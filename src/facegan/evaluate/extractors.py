@@ -117,7 +117,7 @@ def _inception(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
     from facegan.evaluate.inception import WeightsUnavailable, find_weights, load_inception
 
     try:
-        net = load_inception(find_weights(cfg.inception_weights))
+        net = load_inception(find_weights(cfg.inception_weights), given=cfg.inception_weights is not None)
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stub omits it
     except WeightsUnavailable as e:
         raise ExtractorUnavailable(str(e)) from None

@@ -210,13 +210,17 @@ def find_weights(explicit: Path | None = None, download: bool = True) -> Path:
     )
 
 
-def load_inception(path: Path, check_hash: bool = True) -> FIDInceptionV3:
-    """The network with the file's weights, in eval mode; refuses a file whose sha256 does not match."""
+def load_inception(path: Path, check_hash: bool = True, given: bool = False) -> FIDInceptionV3:
+    """The network with the file's weights, in eval mode; refuses a file whose sha256 does not match (`given`: the
+    user named the file, so removing it would fetch nothing)."""
     if check_hash and not sha256_file(path).startswith(WEIGHTS_SHA256_PREFIX):
-        cached = path.resolve() == (hub_checkpoint_dir() / WEIGHTS_NAME).resolve()
         raise WeightsUnavailable(
             f"{path} is not the pytorch-fid Inception file (sha256 does not start with {WEIGHTS_SHA256_PREFIX}); "
-            + ("remove it so a correct copy can be fetched" if cached else f"give {WEIGHTS_NAME} from {WEIGHTS_URL}")
+            + (
+                f"download {WEIGHTS_NAME} from {WEIGHTS_URL} and point --weights or evaluate.inception_weights at it"
+                if given
+                else "remove it so a correct copy can be fetched"
+            )
         )
     net = FIDInceptionV3()
     try:
