@@ -142,12 +142,17 @@ def test_fid_between_folders_of_mixed_sizes_and_modes(tmp_path, prepared):
             i
         ].save(b / (f"{i}.jpg" if i == 1 else f"{i}.png"))
     cli = [sys.executable, "-c", "from facegan.cli import main; main()", "fid"]
-    r = subprocess.run(cli + [str(a), str(b), "--extractor", "dlib", "--mode", "clean"], capture_output=True, text=True)
+    classifier = prepared[1] / "classifier"
+    dlib = [str(a), str(b), "--extractor", "dlib", "--mode", "clean", "--classifier", str(classifier)]
+    r = subprocess.run(cli + dlib, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     # the mode is Inception's resize: dlib's chips are resized one way whatever it says, and the line says so
-    assert "--mode does not apply to --extractor dlib; ignored" in " ".join(r.stderr.split())  # rich wraps it
+    said = " ".join(r.stderr.split())  # rich wraps the log lines
+    assert "--mode does not apply to --extractor dlib; ignored" in said
+    assert "--classifier does not apply to --extractor dlib; ignored" in said
     assert r.stdout.startswith("FD (dlib): ") and "(6 vs 6 images)" in r.stdout  # the logs are stderr's alone
-    classifier = prepared[1] / "classifier"
+    r = subprocess.run(cli + [*dlib[:-4], "--mode", "bicubic"], capture_output=True, text=True)
+    assert r.returncode == 2 and "mode: got 'bicubic'" in r.stderr and "does not apply" not in r.stderr
     r = subprocess.run(cli + [str(a), str(b), "--extractor", "attributes"], capture_output=True, text=True)
     assert r.returncode == 2 and "--extractor attributes needs --classifier" in r.stderr, r.stderr
     fds = []

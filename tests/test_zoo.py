@@ -262,34 +262,42 @@ def test_acgan_run_writes_attribute_grids_gif_and_samples_by_label(layout, tmp_p
         "seed0_0002.png",
     ]
     # again into that folder: refused (the new images would mix with these), nothing removed on bad input
-    (tmp_path / "s" / "mine.txt").write_text("not a sample")
+    for name in ("mine.txt", "seed_bank.png", "seed1_12.png"):  # not what facegan sample writes
+        (tmp_path / "s" / name).write_text("not a sample")
     earlier = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
     r = subprocess.run([*cli, "-n", "2", "--seed", "1", "-o", tmp_path / "s"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr == (
-        f"error: {tmp_path / 's'}: holds 4 image(s) of an earlier `facegan sample` (seed0_0000.png, ...); "
+        f"error: {tmp_path / 's'}: holds 4 image(s) of an earlier `facegan sample` (grid.png, ...); "
         "give another --out, or --overwrite to replace them\n"
     )
     r = subprocess.run([*cli, "-n", "2", "-l", "glasses=2", "--overwrite", "-o", tmp_path / "s"], capture_output=True)
-    assert r.returncode == 2 and {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == earlier
+    assert r.returncode == 2 and b"unknown value '2' for glasses" in r.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == earlier
     r = subprocess.run(
         [*cli, "-n", "2", "--seed", "1", "--overwrite", "-o", tmp_path / "s"], capture_output=True, text=True
     )
-    assert r.returncode == 0 and r.stdout.endswith(
-        "and grid.png to " + f"{tmp_path / 's'}, in place of 4 of an earlier sample\n"
-    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"wrote 2 images and grid.png to {tmp_path / 's'}, in place of 4 of an earlier sample\n"
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
         "grid.png",
         "mine.txt",
         "seed1_0000.png",
         "seed1_0001.png",
+        "seed1_12.png",
+        "seed_bank.png",
     ]
-    # many images: written a batch at a time (the same images as all at once), the grid shows the first 64
-    r = subprocess.run([*cli, "-n", "70", "--seed", "5", "-o", str(tmp_path / "many")], capture_output=True, text=True)
-    assert r.returncode == 0 and "wrote 70 images and grid.png (the first 64)" in r.stdout, r.stderr
-    files = sorted((tmp_path / "many").glob("seed5_*.png"))
+    # many images: written a batch at a time (the same images as all at once); more than a grid's worth is for
+    # `facegan fid`, which would count a grid.png as one more image: none unless asked for
+    many = [*cli, "-n", "70", "--seed", "5", "-o", str(tmp_path / "many")]
+    r = subprocess.run(many, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == f"wrote 70 images to {tmp_path / 'many'}\n", r.stderr
+    files = sorted((tmp_path / "many").iterdir())
     assert [f.name for f in files[:2]] == ["seed5_0000.png", "seed5_0001.png"] and len(files) == 70
     at_once = sample_checkpoint(tmp_path / "checkpoint.pt", 70, seed=5)
     assert all(np.array_equal(read_image(f), im) for f, im in zip(files, at_once, strict=True))
+    r = subprocess.run([*many, "--grid", "--overwrite"], capture_output=True, text=True)
+    assert r.returncode == 0 and "wrote 70 images and grid.png (the first 64) to" in r.stdout, r.stderr
+    assert sorted((tmp_path / "many").iterdir()) == sorted([*files, tmp_path / "many" / "grid.png"])
     h, w = at_once.shape[1:3]
     assert read_image(tmp_path / "many" / "grid.png").shape == (8 * (h + 2) + 2, 8 * (w + 2) + 2, 3)
 

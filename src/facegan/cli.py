@@ -205,9 +205,14 @@ def sample(
     labels: str = typer.Option("", "--labels", "-l", help="conditional models: e.g. hair=blond,glasses=1"),
     out: Path = typer.Option(Path("samples"), "--out", "-o", file_okay=False, help="output folder"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the images of an earlier sample in --out"),
+    grid: bool | None = typer.Option(
+        None, "--grid/--no-grid", help="grid.png of the first 64 in --out (default: with -n up to 64)"
+    ),
     params: Path | None = TRACKING_PARAMS,
 ) -> None:
-    """Write generated images (and a grid of the first 64) from a checkpoint."""
+    """Write generated images (and a grid of them, up to 64) from a checkpoint."""
+    import itertools
+
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -225,20 +230,24 @@ def sample(
     digits = max(4, len(str(n - 1)))  # names sort in sampling order
     first: list[np.ndarray] = []
     batches = sample_stream(checkpoint, n, seed, labels)  # a bad checkpoint or label stops here, before the bar
-    for path in earlier:  # removed once the checkpoint and labels are known good
-        path.unlink()
-    written = 0
     with tqdm(total=n, desc="sampling", unit="image", dynamic_ncols=True, mininterval=1.0) as bar:
+        batches = itertools.chain([next(batches)], batches)  # the generator runs before anything is removed
+        for path in earlier:
+            path.unlink()
+        written = 0
         for images in batches:  # one batch in memory, whatever n
             for im in images:
                 write_image(out / f"seed{seed}_{written:0{digits}d}.png", im)
                 written += 1
             first += list(images[: N_FIXED - len(first)])
             bar.update(len(images))
-    write_image(out / "grid.png", image_grid(np.stack(first), ncols=int(np.ceil(np.sqrt(len(first))))))
-    shown = f" (the first {len(first)})" if n > len(first) else ""
+    # a folder of more than a grid's worth is for `facegan fid`, which would score a grid as one more image
+    wrote = f"wrote {n} image{'s' if n > 1 else ''}"
+    if n <= N_FIXED if grid is None else grid:
+        write_image(out / "grid.png", image_grid(np.stack(first), ncols=int(np.ceil(np.sqrt(len(first))))))
+        wrote += " and grid.png" + (f" (the first {len(first)})" if n > len(first) else "")
     replaced = f", in place of {len(earlier)} of an earlier sample" if earlier else ""
-    typer.echo(f"wrote {n} image{'s' if n > 1 else ''} and grid.png{shown} to {out}{replaced}")
+    typer.echo(f"{wrote} to {out}{replaced}")
 
 
 @app.command("explore")
@@ -302,20 +311,23 @@ def fid(
 
     from facegan.config import EvaluateConfig, parse_section
     from facegan.evaluate.compare import compare_folders
+    from facegan.evaluate.extractors import EXTRACTORS
     from facegan.logs import setup_logging
+    from facegan.registry import pick
 
     setup_logging()
+    pick(EXTRACTORS, extractor, "feature extractor")  # the options are checked before any is said to be ignored
+    cfg = parse_section(
+        EvaluateConfig,
+        {"mode": "legacy" if mode is None else mode, "batch_size": batch_size, "inception_weights": weights},
+        "facegan fid options",
+    )
     if extractor == "attributes" and classifier is None:
         raise typer.BadParameter("--extractor attributes needs --classifier")
     ignored = {"--mode": mode, "--weights": weights} if extractor != "inception" else {}
     ignored |= {"--classifier": classifier} if extractor != "attributes" else {}
     for option in (o for o, v in ignored.items() if v is not None):
         logging.getLogger("facegan").warning("%s does not apply to --extractor %s; ignored", option, extractor)
-    cfg = parse_section(
-        EvaluateConfig,
-        {"mode": mode or "legacy", "batch_size": batch_size, "inception_weights": weights},
-        "facegan fid options",
-    )
     r = compare_folders(folder_a, folder_b, cfg, extractor, classifier)
     space = f"inception, {r['mode']}" if extractor == "inception" else extractor  # the mode is inception's resize
     typer.echo(

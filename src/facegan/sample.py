@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +26,16 @@ class EarlierSamples(FaceganError, FileExistsError):
     """An output folder holding the images of an earlier `facegan sample`, which new ones would mix with."""
 
 
+# what `facegan sample` writes into its folder (seed may be negative; at least 4 digits), and the temporary
+# files of a write that was cut off (facegan.io.write_image)
+_SAMPLE_FILE = re.compile(r"(seed-?\d+_\d{4,}\.png|grid\.png)|\.(seed-?\d+_\d{4,}\.png|grid\.png)\.tmp\.png")
+
+
 def earlier_samples(out: Path, overwrite: bool) -> list[Path]:
-    """The images an earlier `facegan sample` wrote in `out` (seed*_*.png, grid.png), for the caller to remove
+    """The files an earlier `facegan sample` wrote in `out` (seed<S>_<i>.png, grid.png), for the caller to remove
     once its inputs are checked. New images would mix with them (a later `facegan fid` of the folder would score
     both models; a smaller -n would leave the tail of a larger one), so without `overwrite` they are refused."""
-    earlier = sorted(out.glob("seed*_*.png")) + [p for p in [out / "grid.png"] if p.is_file()]
+    earlier = sorted(p for p in out.glob("*.png") if _SAMPLE_FILE.fullmatch(p.name) and p.is_file())
     if earlier and not overwrite:
         raise EarlierSamples(
             f"{out}: holds {len(earlier)} image(s) of an earlier `facegan sample` ({earlier[0].name}, ...); "
