@@ -166,3 +166,33 @@ def test_a_non_finite_loss_stops_the_loop_with_a_checkpoint(tmp_path, monkeypatc
     assert [r["step"] for r in state["losses"]] == list(range(1, checkpointed_at + 1))
     losses_d = torch.tensor([r["loss_d"] for r in state["losses"]])
     assert torch.isnan(losses_d[2]) and torch.isfinite(losses_d[:2]).all()
+
+
+def test_a_second_training_into_a_busy_work_folder_stops_before_touching_it(layout, tmp_path):
+    import subprocess
+    import sys
+
+    from facegan.errors import FolderBusy
+
+    work, out = tmp_path / "work", tmp_path / "model"
+    run_train(tiny_params(steps=2).train, layout.packed, out, work=work)
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    hold = "import sys, time\nfrom pathlib import Path\nfrom facegan.io import exclusive\n"
+    hold += "with exclusive(Path(sys.argv[1]), 'training'):\n    print('held', flush=True)\n    time.sleep(300)\n"
+    other = subprocess.Popen([sys.executable, "-c", hold, str(work)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        # other params: unheld, stale="restart" would remove the work folder and start again
+        with pytest.raises(FolderBusy) as e:
+            run_train(tiny_params(steps=4, lr_g=1e-3).train, layout.packed, out, work=work, stale="restart")
+        assert str(e.value) == (
+            f"{work}: another training is writing here (it holds {tmp_path / '.work.lock'}); "
+            "wait for it to end, or stop it"
+        )
+        assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
+    finally:
+        other.kill()
+        other.wait()
+    # the other process gone (killed: the OS released its lock), training takes the folder
+    result = run_train(tiny_params(steps=4, lr_g=1e-3).train, layout.packed, out, work=work, stale="restart")
+    assert result.steps == 4 and torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4

@@ -52,6 +52,10 @@ class StageError(FaceganError, RuntimeError):
     """A stage that could not complete for a reason outside the code (a failed subprocess, a dvc call)."""
 
 
+class FolderBusy(FaceganError, RuntimeError):
+    """A folder that another live process is writing (e.g. a second training of the same dataset)."""
+
+
 class TrackingError(FaceganError, RuntimeError):
     """The MLflow tracking store cannot serve a request that needs it (e.g. a model URI to download)."""
 

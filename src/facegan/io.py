@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facegan.errors import CheckpointError, FaceganError, first_line
+from facegan.errors import CheckpointError, FaceganError, FolderBusy, first_line
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 MAX_PIXELS = 100_000_000  # larger images are rejected with a reason, never decoded
@@ -178,6 +178,27 @@ def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, what: str) -> Iterator[None]:
+    """Hold `folder` for this process while the block runs; a second holder, in this process or another, gets
+    FolderBusy at once. The lock is the OS's lock on `.<name>.lock` beside the folder (so removing or replacing
+    the folder keeps it), and a process that dies releases it."""
+    from filelock import FileLock, Timeout
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder.parent / f".{folder.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise FolderBusy(
+            f"{folder}: another {what} is writing here (it holds {lock.lock_file}); wait for it to end, or stop it"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager

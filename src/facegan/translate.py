@@ -106,9 +106,10 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
         "code": code_fingerprint(),
         "data": " ".join(sha256_file(Layout(root, n).packed / ZIP_NAME) for n in (c.a, c.b)),
     }
-    if resume:
-        loop.resume(stale="restart")
-    result = loop.run(on_step=on_step)
+    with loop.held():
+        if resume:
+            loop.resume(stale="restart")
+        result = loop.run(on_step=on_step)
     metrics = evaluate(trainer, p, root) | {"seconds_per_step": round(result.seconds / max(1, result.steps), 4)}
     write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

@@ -7,20 +7,21 @@ so a run resumed from any checkpoint continues exactly as the uninterrupted run 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from facegan.errors import CheckpointError
-from facegan.io import atomic_dir, write_text
+from facegan.io import atomic_dir, exclusive, write_text
 from facegan.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from facegan.train.dist import teardown
 
@@ -77,6 +78,17 @@ class Loop:
         self.work = work or dst
         self.checkpoint_every, self.sample_every = checkpoint_every, sample_every
         self.extra: dict = {}
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The work folder for this run alone, from resume to the copy to dst: a second training into it (a
+        second `facegan train` of the dataset, a scheduled flow run while the last is still training) stops
+        with FolderBusy before it reads or removes anything. Under DDP the ranks are one run: rank 0 holds it."""
+        if not self.trainer.dist.main:
+            yield
+            return
+        with exclusive(self.work, "training"):
+            yield
 
     def checkpoint(self, path: Path | None = None) -> None:
         save_checkpoint(path or self.work / CHECKPOINT, {**self.trainer.state_dict(), **self.extra})

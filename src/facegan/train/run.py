@@ -106,10 +106,11 @@ def run_train(
     )
     loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every, work=work)
     loop.extra["provenance"] = {"code": code_fingerprint(), "data": sha256_file(packed / ZIP_NAME)}
-    state = loop.resume(stale) if resume else None
-    fid_history: list[dict[str, float]] = interned(state.get("fid", [])) if state else []
-    loop.extra["fid"] = fid_history
-    if cfg.fid_every and not scorer:
-        log.warning("train.fid_every is set but no reference statistics were given: no FID during training")
-    watch = FIDWatch(cfg, loop, scorer, fid_history, on_step) if cfg.fid_every and scorer else None
-    return loop.run(on_step, watch)
+    with loop.held():
+        state = loop.resume(stale) if resume else None
+        fid_history: list[dict[str, float]] = interned(state.get("fid", [])) if state else []
+        loop.extra["fid"] = fid_history
+        if cfg.fid_every and not scorer:
+            log.warning("train.fid_every is set but no reference statistics were given: no FID during training")
+        watch = FIDWatch(cfg, loop, scorer, fid_history, on_step) if cfg.fid_every and scorer else None
+        return loop.run(on_step, watch)
