@@ -64,6 +64,29 @@ def test_attributes_extractor_unavailable_without_classifier(tmp_path):
         make_extractor("attributes", EvaluateConfig(), tmp_path)
 
 
+def test_attributes_extractor_sees_images_at_its_classifier_resolution(prepared, layout):
+    from PIL import Image
+
+    from facegan.data.packed import ZIP_NAME, load_packed
+    from facegan.evaluate.classifier import load_classifier, to_input
+
+    cfg, root, _ = prepared
+    real = load_packed(layout.packed / ZIP_NAME)[0][:4]
+    size = real.shape[1]
+    net, state = load_classifier(root / "classifier")
+    assert state["resolution"] == size
+    ex = make_extractor("attributes", cfg, root / "classifier")
+    with torch.inference_mode():
+        assert np.array_equal(ex(real), net.features(to_input(real)).numpy())  # its own resolution: as it is
+        big = np.stack(
+            [np.asarray(Image.fromarray(im).resize((2 * size,) * 2, Image.Resampling.NEAREST)) for im in real]
+        )
+        as_is = net.features(to_input(big)).numpy()
+    down = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BICUBIC)) for im in big])
+    # larger images (e.g. a `facegan fid` folder) are brought to the scale it learned, by PIL's bicubic
+    assert np.array_equal(ex(big), ex(down)) and np.abs(ex(big) - as_is).max() > 1e-3
+
+
 def test_clean_resize_is_pil_bicubic_per_channel():
     const = np.full((2, 32, 48, 3), 77, np.uint8)
     out = clean_resize(const)

@@ -106,6 +106,7 @@ def run_classifier(cfg: ClassifierConfig, packed: Path, dst: Path, seed: int = 0
                     "label_dims": dims,
                     "label_names": names,
                     "label_values": meta["label_values"],
+                    "resolution": images.shape[1],
                     "val_accuracy": val_acc,
                 },
                 tmp / MODEL,

@@ -145,10 +145,14 @@ def _attributes(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
             f"no attribute classifier in {classifier_dir} (the dataset has no labels, "
             "or the classifier stage has not run)"
         )
-    net, _ = loaded
+    net, state = loaded
+    size = state.get("resolution")  # of the images it learned from (classifiers before it was kept: not known)
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
+        if size and batch.shape[1:3] != (size, size):  # its features are of that scale (e.g. `facegan fid` folders)
+            resize = (size, size)
+            batch = np.stack([np.asarray(Image.fromarray(im).resize(resize, Image.Resampling.BICUBIC)) for im in batch])
         return net.features(to_input(batch)).numpy()
 
     width: int = net.heads[0].in_features  # type: ignore[assignment]  # a Linear of the ModuleList
