@@ -221,3 +221,52 @@ def test_train_stage_with_nproc_2_runs_under_torchrun_only_rank0_writes_and_resu
     resumed = load_checkpoint(resumed_dir / "checkpoint.pt")
     assert resumed["step"] == 4 and [r["step"] for r in resumed["losses"]] == [1, 2, 3, 4]
     assert _close(full["G"], resumed["G"]) == [] and _close(full["D"], resumed["D"]) == []
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from facegan.io import exclusive
+with exclusive(Path(sys.argv[1]), "training"):
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+@pytest.mark.slow
+def test_a_ddp_training_into_a_busy_work_folder_stops_on_every_rank_before_touching_it(tmp_path, layout):
+    """Rank 0 alone takes the lock; the other ranks must learn it is busy before they resume, since a 'stale'
+    checkpoint (other params) makes every rank remove the work folder. Launched by train.nproc, the launching
+    process holds the lock for its ranks and refuses at once; launched by torchrun directly, the ranks agree."""
+    import yaml
+
+    from facegan.chain import Layout
+    from facegan.errors import FolderBusy
+
+    root = layout.root
+    at = Layout(root, "cartoon", "busy")
+    first = tiny_params(**{**STYLE, "steps": 2, "checkpoint_every": 2, "fid_every": 0})
+    run_stage("train", "cartoon", first, root, variant="busy")
+    before = {p: p.read_bytes() for p in at.checkpoints.rglob("*") if p.is_file()}
+    other = subprocess.Popen([sys.executable, "-c", HOLD, str(at.checkpoints)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        second = tiny_params(**{**STYLE, "steps": 4, "checkpoint_every": 2, "fid_every": 0, "nproc": 2, "lr_g": 1e-3})
+        with pytest.raises(FolderBusy, match="another training is writing here"):
+            run_stage("train", "cartoon", second, root, variant="busy")
+        spec = tmp_path / "second.yaml"
+        spec.write_text(yaml.safe_dump(second.model_dump(mode="json")))
+        ranks = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+            + ["facegan.chain", "train", "cartoon", str(spec), str(root), "busy"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        said = ranks.stdout + ranks.stderr
+        assert ranks.returncode != 0 and "rank 0 found it held" in said, said[-3000:]
+        assert "another training is writing here (it holds" in said and "starting fresh" not in said, said[-3000:]
+        assert {p: p.read_bytes() for p in at.checkpoints.rglob("*") if p.is_file()} == before
+    finally:
+        other.kill()
+        other.wait()

@@ -249,14 +249,17 @@ def _train_distributed(p: Params, dataset: str, root: Path, variant: str | None)
     """Re-run the train stage as train.nproc processes under torchrun (DDP); rank 0 tracks and writes."""
     import yaml
 
-    from facegan.launch import relaunch
+    from facegan.io import exclusive
+    from facegan.launch import HELD_FOR_RANKS, relaunch
 
     t0 = time.perf_counter()
+    work = Layout(root, dataset, variant).checkpoints
     spec = root / ".facegan" / f"ddp-{dataset}-{variant or 'main'}.yaml"
-    spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-    args = ["-m", "facegan.chain", "train", dataset, str(spec), str(root), *([variant] if variant else [])]
-    code = relaunch(p.train.nproc, args)
+    with exclusive(work, "training"):  # held here for the ranks: a busy folder is one line before any starts
+        spec.parent.mkdir(parents=True, exist_ok=True)
+        spec.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        args = ["-m", "facegan.chain", "train", dataset, str(spec), str(root), *([variant] if variant else [])]
+        code = relaunch(p.train.nproc, args, env={HELD_FOR_RANKS: str(work)})
     if code:
         raise StageError(f"distributed training ({p.train.nproc} processes) failed with exit code {code}")
     return time.perf_counter() - t0

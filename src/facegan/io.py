@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import pickle
 import re
@@ -195,6 +196,10 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
         raise FolderBusy(
             f"{folder}: another {what} is writing here (it holds {lock.lock_file}); wait for it to end, or stop it"
         ) from None
+    except NotImplementedError as e:  # a file system without file locks (filelock 4 warns and locks softly)
+        logging.getLogger(__name__).warning("%s: not locked (%s): a second %s would not be refused", folder, e, what)
+        yield
+        return
     try:
         yield
     finally:

@@ -73,7 +73,7 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     from facegan.io import sha256_file
     from facegan.train.cyclegan import CycleTrainer
     from facegan.train.images import load_training_data
-    from facegan.train.loop import Loop, code_fingerprint
+    from facegan.train.loop import Loop, code_fingerprint, held
     from facegan.train.stepper import runtime
 
     require_enabled(p)
@@ -85,28 +85,30 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
                 f"run `dvc repro refstats@{name}` first"
             )
     dist, device = runtime(c)
-    (a, _, _), (b, _, _) = (
-        load_training_data(Layout(root, n).packed, c.loader_threads, memory_budget_gb=c.memory_budget_gb / 2)
-        for n in (c.a, c.b)
-    )
-    trainer = CycleTrainer(c, a, b, device, dist)
-    log.info(
-        "cyclegan %s <-> %s: %d / %d images at %dpx, %d steps, device %s",
-        c.a,
-        c.b,
-        len(a),
-        len(b),
-        trainer.resolution,
-        c.steps,
-        device,
-    )
-    out = root / OUT
-    loop = Loop(trainer, out / "model", c.steps, c.checkpoint_every, c.sample_every, desc="cyclegan", work=root / WORK)
-    loop.extra["provenance"] = {
-        "code": code_fingerprint(),
-        "data": " ".join(sha256_file(Layout(root, n).packed / ZIP_NAME) for n in (c.a, c.b)),
-    }
-    with loop.held():
+    with held(root / WORK, dist):
+        (a, _, _), (b, _, _) = (
+            load_training_data(Layout(root, n).packed, c.loader_threads, memory_budget_gb=c.memory_budget_gb / 2)
+            for n in (c.a, c.b)
+        )
+        trainer = CycleTrainer(c, a, b, device, dist)
+        log.info(
+            "cyclegan %s <-> %s: %d / %d images at %dpx, %d steps, device %s",
+            c.a,
+            c.b,
+            len(a),
+            len(b),
+            trainer.resolution,
+            c.steps,
+            device,
+        )
+        out = root / OUT
+        loop = Loop(
+            trainer, out / "model", c.steps, c.checkpoint_every, c.sample_every, desc="cyclegan", work=root / WORK
+        )
+        loop.extra["provenance"] = {
+            "code": code_fingerprint(),
+            "data": " ".join(sha256_file(Layout(root, n).packed / ZIP_NAME) for n in (c.a, c.b)),
+        }
         if resume:
             loop.resume(stale="restart")
         result = loop.run(on_step=on_step)

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +21,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from facegan.errors import CheckpointError
+from facegan.errors import CheckpointError, FolderBusy
 from facegan.io import atomic_dir, exclusive, write_text
+from facegan.launch import HELD_FOR_RANKS
 from facegan.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from facegan.train.dist import teardown
+from facegan.train.dist import Dist, teardown
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,29 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def held(work: Path, dist: Dist) -> Iterator[None]:
+    """The work folder for this run alone, from before the data is loaded to the copy to dst: a second training
+    into it (a second `facegan train` of the dataset, a scheduled flow run while the last is still training) stops
+    with FolderBusy before it loads, reads or removes anything. Under DDP the ranks are one run: rank 0 takes the
+    lock and every rank learns whether it got it before any touches the folder; ranks that `train.nproc` started
+    find it held by their launching process (HELD_FOR_RANKS)."""
+    parent = os.environ.get(HELD_FOR_RANKS)
+    if parent and Path(parent).resolve() == work.resolve():
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        busy: FolderBusy | None = None
+        if dist.main:
+            try:
+                stack.enter_context(exclusive(work, "training"))
+            except FolderBusy as e:
+                busy = e
+        if dist.all_sum([float(busy is not None)])[0]:
+            raise busy or FolderBusy(f"{work}: another training is writing here (rank 0 found it held)")
+        yield
+
+
 class Loop:
     """Resume from work/checkpoint.pt, step with a progress bar, sample grids every `sample_every` steps,
     checkpoints every `checkpoint_every` steps (and on a non-finite loss), losses.csv at the end.
@@ -78,17 +103,6 @@ class Loop:
         self.work = work or dst
         self.checkpoint_every, self.sample_every = checkpoint_every, sample_every
         self.extra: dict = {}
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """The work folder for this run alone, from resume to the copy to dst: a second training into it (a
-        second `facegan train` of the dataset, a scheduled flow run while the last is still training) stops
-        with FolderBusy before it reads or removes anything. Under DDP the ranks are one run: rank 0 holds it."""
-        if not self.trainer.dist.main:
-            yield
-            return
-        with exclusive(self.work, "training"):
-            yield
 
     def checkpoint(self, path: Path | None = None) -> None:
         save_checkpoint(path or self.work / CHECKPOINT, {**self.trainer.state_dict(), **self.extra})
