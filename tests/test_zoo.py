@@ -302,6 +302,27 @@ def test_acgan_run_writes_attribute_grids_gif_and_samples_by_label(layout, tmp_p
     assert read_image(tmp_path / "many" / "grid.png").shape == (8 * (h + 2) + 2, 8 * (w + 2) + 2, 3)
 
 
+def test_sample_removes_an_earlier_sample_only_once_the_generator_has_drawn(layout, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from facegan import sample
+    from facegan.cli import app
+
+    run_train(tiny_params(steps=1).train, layout.packed, tmp_path / "ckpt")
+    cli = ["sample", "-c", str(tmp_path / "ckpt" / "checkpoint.pt"), "-n", "3", "-o", str(tmp_path / "s")]
+    assert CliRunner().invoke(app, [*cli, "--no-grid"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
+    assert sorted(before) == ["seed0_0000.png", "seed0_0001.png", "seed0_0002.png"]  # --no-grid at n <= 64
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")  # a checkpoint that loads, a generator that cannot run
+
+    monkeypatch.setattr(sample, "render", fails)
+    r = CliRunner().invoke(app, [*cli, "--overwrite"])
+    assert isinstance(r.exception, RuntimeError)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
+
+
 def test_parse_labels_rules():
     names, values = ["hair_color", "hair_style"], {"hair_color": ["a", "b"], "hair_style": ["x"]}
     assert parse_labels("hair_color=b", names, values) == {0: 1}
