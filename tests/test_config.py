@@ -236,6 +236,7 @@ def test_the_readme_params_snippets_are_valid_in_the_project_params():
         ("café", "dataset name 'café': use ASCII letters"),  # NFC and NFD spellings look alike, fold differently
         ("1st", "dataset name '1st': use ASCII letters"),
         ("Cartoon", "dataset names 'cartoon' and 'Cartoon' differ only in case"),
+        ("CycleGAN", "dataset name 'CycleGAN': reserved (data/checkpoints/cyclegan/ is the CycleGAN stage's)"),
     ],
 )
 def test_dataset_names_are_folder_names_on_every_file_system(name, expect):

@@ -751,6 +751,8 @@ def dataset_name_problem(names: list[str]) -> str | None:
     for name in names:
         if not (name.isascii() and name.replace("_", "").replace("-", "").isalnum() and name[0].isalpha()):
             return f"dataset name {name!r}: use ASCII letters, digits, '-' and '_', starting with a letter"
+        if name.casefold() == "cyclegan":  # data/checkpoints/cyclegan/ is the CycleGAN stage's work folder
+            return f"dataset name {name!r}: reserved (data/checkpoints/cyclegan/ is the CycleGAN stage's); rename it"
         other = folded.setdefault(name.casefold(), name)
         if other != name:  # data/raw/NAME etc.: one folder on macOS's and Windows's file systems
             return (
