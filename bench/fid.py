@@ -39,7 +39,7 @@ if side == 'facegan':
         weights = inception.hub_checkpoint_dir() / inception.WEIGHTS_NAME
         inception.WEIGHTS_SHA256_PREFIX = inception.sha256_file(weights)[:8]
     ex = make_extractor('inception', EvaluateConfig(batch_size=batch))
-    run = lambda fs: ex.folder(fs, threads=decoders)
+    run = lambda fs: ex.folder(fs, threads=decoders, digests=[])  # as `facegan fid` (it looks for copies)
 else:
     from pytorch_fid.fid_score import get_activations
     from pytorch_fid.inception import InceptionV3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -178,17 +179,34 @@ def test_fid_between_folders_of_mixed_sizes_and_modes(tmp_path, prepared):
     assert r.returncode == 2 and "mode: got 'bicubic'" in r.stderr and "does not apply" not in r.stderr
     r = subprocess.run(cli + [str(a), str(b), "--extractor", "attributes"], capture_output=True, text=True)
     assert r.returncode == 2 and "--extractor attributes needs --classifier" in r.stderr, r.stderr
-    fds = []
+    said = []
     for other in (a, b):
         r = subprocess.run(
             cli + [str(a), str(other), "--extractor", "attributes", "--classifier", str(classifier)],
             capture_output=True,
             text=True,
         )
-        assert r.returncode == 0, r.stderr
-        assert "FD (attributes): " in r.stdout and "does not apply" not in r.stderr
-        fds.append(float(r.stdout.split("FD (attributes): ")[1].split()[0]))
-    assert abs(fds[0]) < 1e-4 < fds[1]  # a folder against itself, then against other faces
+        assert r.returncode == 0 and "does not apply" not in r.stderr, r.stderr
+        said.append(r.stdout.split("FD (attributes): ")[1].split()[0])
+    assert said[0] == "n/a" and float(said[1]) > 1e-4  # a folder against itself, then against other faces
+    # the reference's own images: no score; some of them among others: said, in the result line and the log
+    r = subprocess.run(cli + [str(a), str(a), "--extractor", "dlib"], capture_output=True, text=True)
+    assert (
+        r.returncode == 0
+        and r.stdout == f"FD (dlib): n/a   KID: n/a   (6 vs 6 images: each of {a}'s is one of {a}'s)\n"
+    )
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i in range(4):  # two of a's images as BMP (the same pixels in another format), two others
+        Image.open(a / f"{i}.png").save(mixed / f"{i}.bmp") if i < 2 else (b / f"{i + 1}.png").rename(
+            mixed / f"{i}.png"
+        )
+    wide = {**os.environ, "COLUMNS": "1000"}  # rich wraps log lines at the terminal's width
+    r = subprocess.run(cli + [str(a), str(mixed), "--extractor", "dlib"], capture_output=True, text=True, env=wide)
+    assert r.returncode == 0 and r.stdout.endswith("(6 vs 4 images, 2 of them identical to reference images)\n")
+    assert f"2 of the 4 images of {mixed} are identical (pixel for pixel) to images of {a}" in " ".join(
+        r.stderr.split()
+    )
     (tmp_path / "c").mkdir()
     Image.fromarray(render(cfg, 0).image).save(tmp_path / "c" / "only.png")
     r = subprocess.run(cli + [str(a), str(tmp_path / "c"), "--extractor", "dlib"], capture_output=True, text=True)

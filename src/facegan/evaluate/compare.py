@@ -18,14 +18,29 @@ def compare_folders(
     a: Path, b: Path, cfg: EvaluateConfig, extractor: str = "inception", classifier_dir: Path | None = None
 ) -> dict:
     """FD and KID of folder b against folder a in one extractor's feature space (`attributes`: the classifier in
-    `classifier_dir`)."""
+    `classifier_dir`), and `copies`: how many of b's images have the pixels of one of a's (the same image in
+    both is no measure of a generator: a copy of the reference scores as well as it can)."""
     paths = {}
     for folder in (a, b):
         paths[folder] = list_images(folder)
         if len(paths[folder]) < 2:
             raise StageInputMissing(f"{folder}: needs at least 2 images, found {len(paths[folder])}")
     ex = make_extractor(extractor, cfg, classifier_dir)
-    fa, fb = (ex.folder(paths[f], desc=f"features of {f.name}") for f in (a, b))
+    da: list[bytes] = []
+    db: list[bytes] = []
+    fa = ex.folder(paths[a], desc=f"features of {a.name}", digests=da)
+    fb = ex.folder(paths[b], desc=f"features of {b.name}", digests=db)
+    in_a = set(da)
+    copies = sum(d in in_a for d in db)
+    if copies:
+        log.warning(
+            "%d of the %d images of %s are identical (pixel for pixel) to images of %s: a score of images against "
+            "themselves measures no generator",
+            copies,
+            len(db),
+            b,
+            a,
+        )
     sa = feature_stats(fa, extractor=extractor, mode=cfg.mode)
     sb = feature_stats(fb, extractor=extractor, mode=cfg.mode)
     kid_mean, kid_std = kid(fa, fb, seed=cfg.seed)
@@ -35,6 +50,7 @@ def compare_folders(
         "kid_std": kid_std,
         "n_a": len(fa),
         "n_b": len(fb),
+        "copies": copies,
         "extractor": extractor,
         "mode": cfg.mode,
     }

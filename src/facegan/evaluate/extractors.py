@@ -39,11 +39,15 @@ class Extractor:
     fn: Callable[[np.ndarray], np.ndarray]  # one batch
     batch_size: int
 
-    def folder(self, paths: list[Path], desc: str = "", threads: int = DECODE_THREADS) -> np.ndarray:
+    def folder(
+        self, paths: list[Path], desc: str = "", threads: int = DECODE_THREADS, digests: list[bytes] | None = None
+    ) -> np.ndarray:
         """Features of image files of any size and mode, in the order of `paths`. Decoded on `threads` threads a
         chunk of 2 batches at a time, the next chunk while this one's features are computed (memory holds two
         chunks of decoded images, not the folder); batched by image size within a chunk, so a folder of mixed
-        sizes runs smaller batches (the same features), one of a single size the batches of `__call__`."""
+        sizes runs smaller batches (the same features), one of a single size the batches of `__call__`. With
+        `digests`, each image's pixel digest is appended to it in the same order (equal for equal pixels, whatever
+        the file format)."""
         chunk = 2 * self.batch_size
         out = np.zeros((len(paths), self.dims), dtype=np.float64)
         with (
@@ -56,11 +60,14 @@ class Extractor:
                 mininterval=1.0,
             ) as bar,
         ):
-            pending = [pool.submit(_read, path) for path in paths[:chunk]]
+            hashed = digests is not None
+            pending = [pool.submit(_read, path, hashed) for path in paths[:chunk]]
             try:
                 for start in range(0, len(paths), chunk):
-                    images = [f.result() for f in pending]
-                    pending = [pool.submit(_read, path) for path in paths[start + chunk : start + 2 * chunk]]
+                    images = [im for im, _ in (f.result() for f in pending)]
+                    if digests is not None:
+                        digests += [d for _, d in (f.result() for f in pending)]
+                    pending = [pool.submit(_read, path, hashed) for path in paths[start + chunk : start + 2 * chunk]]
                     by_shape: dict[tuple[int, ...], list[int]] = {}
                     for i, im in enumerate(images):
                         by_shape.setdefault(im.shape, []).append(i)
@@ -87,13 +94,21 @@ class Extractor:
         return np.concatenate(out) if out else np.zeros((0, self.dims))
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path, digest: bool = False) -> tuple[np.ndarray, bytes]:
+    """The image and, with `digest`, a digest of its shape and pixels."""
+    import hashlib
+
     from facegan.io import ImageError, read_image
 
     try:
-        return read_image(path)
+        im = read_image(path)
     except ImageError as e:  # which file of the folder
         raise ImageError(f"{path}: {e}") from None
+    if not digest:
+        return im, b""
+    h = hashlib.blake2b(str(im.shape).encode(), digest_size=16)
+    h.update(im.tobytes())
+    return im, h.digest()
 
 
 def clean_resize(batch: np.ndarray, size: int = 299, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
