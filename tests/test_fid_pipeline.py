@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -192,21 +193,22 @@ def test_fid_between_folders_of_mixed_sizes_and_modes(tmp_path, prepared):
     # the reference's own images: no score; some of them among others: said, in the result line and the log
     r = subprocess.run(cli + [str(a), str(a), "--extractor", "dlib"], capture_output=True, text=True)
     assert (
-        r.returncode == 0
-        and r.stdout == f"FD (dlib): n/a   KID: n/a   (6 vs 6 images: each of {a}'s is one of {a}'s)\n"
+        r.returncode == 0 and r.stdout == f"FD (dlib): n/a   KID: n/a   (6 vs 6 images: {a} holds the images of {a})\n"
     )
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    for i in range(4):  # two of a's images as BMP (the same pixels in another format), two others
-        Image.open(a / f"{i}.png").save(mixed / f"{i}.bmp") if i < 2 else (b / f"{i + 1}.png").rename(
-            mixed / f"{i}.png"
-        )
+    mixed, sub = tmp_path / "mixed", tmp_path / "sub"
+    mixed.mkdir(), sub.mkdir()
+    Image.open(a / "0.png").save(mixed / "0.bmp")  # one of a's images as BMP: the same pixels in another format
+    (b / "3.png").rename(mixed / "1.png")
+    for i in (1, 2):
+        shutil.copy(a / f"{i}.png", sub)
     wide = {**os.environ, "COLUMNS": "1000"}  # rich wraps log lines at the terminal's width
     r = subprocess.run(cli + [str(a), str(mixed), "--extractor", "dlib"], capture_output=True, text=True, env=wide)
-    assert r.returncode == 0 and r.stdout.endswith("(6 vs 4 images, 2 of them identical to reference images)\n")
-    assert f"2 of the 4 images of {mixed} are identical (pixel for pixel) to images of {a}" in " ".join(
-        r.stderr.split()
-    )
+    assert r.returncode == 0 and r.stdout.endswith("(6 vs 2 images, 1 of them identical to reference images)\n")
+    assert f"1 of the 2 images of {mixed} is identical (pixel for pixel) to images of {a}" in r.stderr
+    # a subset of the reference is no copy of it: scored (a real-vs-real baseline), its copies said
+    r = subprocess.run(cli + [str(a), str(sub), "--extractor", "dlib"], capture_output=True, text=True, env=wide)
+    assert r.returncode == 0 and r.stdout.endswith("(6 vs 2 images, 2 of them identical to reference images)\n")
+    assert float(r.stdout.split()[2]) > 0
     (tmp_path / "c").mkdir()
     Image.fromarray(render(cfg, 0).image).save(tmp_path / "c" / "only.png")
     r = subprocess.run(cli + [str(a), str(tmp_path / "c"), "--extractor", "dlib"], capture_output=True, text=True)

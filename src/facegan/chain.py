@@ -250,16 +250,20 @@ def _train_distributed(p: Params, dataset: str, root: Path, variant: str | None)
     import yaml
 
     from facegan.io import exclusive
-    from facegan.launch import HELD_FOR_RANKS, relaunch
+    from facegan.launch import relaunch
 
     t0 = time.perf_counter()
-    work = Layout(root, dataset, variant).checkpoints
-    spec = root / ".facegan" / f"ddp-{dataset}-{variant or 'main'}.yaml"
-    with exclusive(work, "training"):  # held here for the ranks: a busy folder is one line before any starts
-        spec.parent.mkdir(parents=True, exist_ok=True)
-        spec.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-        args = ["-m", "facegan.chain", "train", dataset, str(spec), str(root), *([variant] if variant else [])]
-        code = relaunch(p.train.nproc, args, env={HELD_FOR_RANKS: str(work)})
+    with exclusive(Layout(root, dataset, variant).checkpoints, "training"):
+        pass  # a busy folder is one line here, before any process starts; rank 0 then holds it (train.loop.held)
+    # a spec of this launch's own: a second launch of the same dataset must not rewrite what these ranks read
+    spec = root / ".facegan" / f"ddp-{dataset}-{variant or 'main'}-{os.getpid()}.yaml"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    args = ["-m", "facegan.chain", "train", dataset, str(spec), str(root), *([variant] if variant else [])]
+    try:
+        code = relaunch(p.train.nproc, args)
+    finally:
+        spec.unlink(missing_ok=True)
     if code:
         raise StageError(f"distributed training ({p.train.nproc} processes) failed with exit code {code}")
     return time.perf_counter() - t0

@@ -331,8 +331,8 @@ def fid(
     r = compare_folders(folder_a, folder_b, cfg, extractor, classifier)
     space = f"inception, {r['mode']}" if extractor == "inception" else extractor  # the mode is inception's resize
     counts = f"{r['n_a']} vs {r['n_b']} images"
-    if r["copies"] == r["n_b"]:  # every image scored is a reference image: no score
-        typer.echo(f"FD ({space}): n/a   KID: n/a   ({counts}: each of {folder_b}'s is one of {folder_a}'s)")
+    if r["same_images"]:  # the reference against itself: no score
+        typer.echo(f"FD ({space}): n/a   KID: n/a   ({counts}: {folder_b} holds the images of {folder_a})")
         return
     copies = f", {r['copies']} of them identical to reference images" if r["copies"] else ""
     typer.echo(f"FD ({space}): {r['fd']:.6f}   KID: {r['kid']:.6f} +- {r['kid_std']:.6f}   ({counts}{copies})")

@@ -112,6 +112,6 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
         if resume:
             loop.resume(stale="restart")
         result = loop.run(on_step=on_step)
-    metrics = evaluate(trainer, p, root) | {"seconds_per_step": round(result.seconds / max(1, result.steps), 4)}
-    write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+        metrics = evaluate(trainer, p, root) | {"seconds_per_step": round(result.seconds / max(1, result.steps), 4)}
+        write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

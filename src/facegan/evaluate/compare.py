@@ -18,8 +18,8 @@ def compare_folders(
     a: Path, b: Path, cfg: EvaluateConfig, extractor: str = "inception", classifier_dir: Path | None = None
 ) -> dict:
     """FD and KID of folder b against folder a in one extractor's feature space (`attributes`: the classifier in
-    `classifier_dir`), and `copies`: how many of b's images have the pixels of one of a's (the same image in
-    both is no measure of a generator: a copy of the reference scores as well as it can)."""
+    `classifier_dir`), `copies`: how many of b's images have the pixels of one of a's (a copy of the reference
+    is no measure of a generator), and `same_images`: whether b holds exactly a's images."""
     paths = {}
     for folder in (a, b):
         paths[folder] = list_images(folder)
@@ -34,11 +34,12 @@ def compare_folders(
     copies = sum(d in in_a for d in db)
     if copies:
         log.warning(
-            "%d of the %d images of %s are identical (pixel for pixel) to images of %s: a score of images against "
+            "%d of the %d images of %s %s identical (pixel for pixel) to images of %s: a score of images against "
             "themselves measures no generator",
             copies,
             len(db),
             b,
+            "is" if copies == 1 else "are",
             a,
         )
     sa = feature_stats(fa, extractor=extractor, mode=cfg.mode)
@@ -51,6 +52,7 @@ def compare_folders(
         "n_a": len(fa),
         "n_b": len(fb),
         "copies": copies,
+        "same_images": sorted(da) == sorted(db),  # the reference itself (a subset of it, or copies, still score)
         "extractor": extractor,
         "mode": cfg.mode,
     }

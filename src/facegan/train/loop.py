@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,6 @@ from tqdm.auto import tqdm
 
 from facegan.errors import CheckpointError, FolderBusy
 from facegan.io import atomic_dir, exclusive, write_text
-from facegan.launch import HELD_FOR_RANKS
 from facegan.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from facegan.train.dist import Dist, teardown
 
@@ -62,21 +60,16 @@ def held(work: Path, dist: Dist) -> Iterator[None]:
     """The work folder for this run alone, from before the data is loaded to the copy to dst: a second training
     into it (a second `facegan train` of the dataset, a scheduled flow run while the last is still training) stops
     with FolderBusy before it loads, reads or removes anything. Under DDP the ranks are one run: rank 0 takes the
-    lock and every rank learns whether it got it before any touches the folder; ranks that `train.nproc` started
-    find it held by their launching process (HELD_FOR_RANKS)."""
-    parent = os.environ.get(HELD_FOR_RANKS)
-    if parent and Path(parent).resolve() == work.resolve():
-        yield
-        return
+    lock, and every rank learns whether it could before any touches the folder."""
     with contextlib.ExitStack() as stack:
-        busy: FolderBusy | None = None
+        failed: Exception | None = None
         if dist.main:
             try:
                 stack.enter_context(exclusive(work, "training"))
-            except FolderBusy as e:
-                busy = e
-        if dist.all_sum([float(busy is not None)])[0]:
-            raise busy or FolderBusy(f"{work}: another training is writing here (rank 0 found it held)")
+            except Exception as e:  # noqa: BLE001 - every rank must hear of it, whatever it is, or they would go on
+                failed = e
+        if dist.all_sum([float(failed is not None)])[0]:
+            raise failed or FolderBusy(f"{work}: another training is writing here (rank 0 found it held)")
         yield
 
 
