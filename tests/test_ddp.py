@@ -237,7 +237,7 @@ with exclusive(Path(sys.argv[1]), "training"):
 def test_a_ddp_training_into_a_busy_work_folder_stops_on_every_rank_before_touching_it(tmp_path, layout):
     """Rank 0 alone takes the lock; the other ranks must learn it is busy before they resume, since a 'stale'
     checkpoint (other params) makes every rank remove the work folder. Launched by train.nproc, the launching
-    process holds the lock for its ranks and refuses at once; launched by torchrun directly, the ranks agree."""
+    process checks the lock first and refuses at once; launched by torchrun directly, the ranks agree."""
     import yaml
 
     from facegan.chain import Layout
@@ -276,31 +276,39 @@ def test_a_ddp_training_into_a_busy_work_folder_stops_on_every_rank_before_touch
 def test_a_launcher_stopped_by_an_exception_stops_torchrun_and_its_workers(tmp_path):
     """torchrun's workers run in sessions of their own: a launcher that dies of a SIGTERM turned into an exception
     (as Prefect does when a flow run is cancelled) must stop torchrun, which stops them, or they train on."""
+    import contextlib
     import os
     import signal
     import time
 
     worker = tmp_path / "worker.py"
     worker.write_text(f"import os, time\nopen(os.path.join({str(tmp_path)!r}, f'pid-{{os.getpid()}}'), 'w')\n")
-    worker.write_text(worker.read_text() + "time.sleep(300)\n")
+    worker.write_text(worker.read_text() + "time.sleep(120)\n")
     launcher = (
         "import signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
         f"from facegan.launch import relaunch\nrelaunch(2, [{str(worker)!r}])\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", launcher])
-    for _ in range(240):
-        pids = [int(p.name[4:]) for p in tmp_path.glob("pid-*")]
-        if len(pids) == 2:
-            break
-        time.sleep(0.25)
-    assert len(pids) == 2
-    parent.send_signal(signal.SIGTERM)
-    assert parent.wait(timeout=90) == 143
-    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "Z" not in _state(pid)]
-    assert alive == []
+    pids: list[int] = []
+    try:
+        for _ in range(240):
+            pids = [int(p.name[4:]) for p in tmp_path.glob("pid-*")]
+            if len(pids) == 2:
+                break
+            time.sleep(0.25)
+        assert len(pids) == 2
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=90) == 143
+        assert [pid for pid in pids if _state(pid) not in ("Z", "gone")] == []
+    finally:  # nothing left running when an assertion fails
+        parent.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _state(pid: int) -> str:
+    """A process's state letter from /proc (Z: a zombie, done), or 'gone'."""
     try:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
     except OSError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -196,3 +197,27 @@ def test_a_second_training_into_a_busy_work_folder_stops_before_touching_it(layo
     # the other process gone (killed: the OS released its lock), training takes the folder
     result = run_train(tiny_params(steps=4, lr_g=1e-3).train, layout.packed, out, work=work, stale="restart")
     assert result.steps == 4 and torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+@pytest.mark.parametrize(
+    "rank0, said",
+    [
+        (1.0, "another training is writing here (rank 0 found it held)"),
+        (2.0, "rank 0 could not take the training lock (its log says why)"),
+    ],
+)
+def test_the_other_ranks_stop_with_what_rank_0_met(tmp_path, rank0, said):
+    from facegan.errors import FolderBusy
+    from facegan.train.loop import held
+
+    class OtherRank:  # a rank that is not 0 under DDP: all_sum brings rank 0's code
+        main = False
+
+        def all_sum(self, values: list[float]) -> list[float]:
+            return [values[0] + rank0]
+
+    with (
+        pytest.raises(FolderBusy, match=re.escape(f"{tmp_path / 'w'}: {said}")),
+        held(tmp_path / "w", OtherRank()),  # type: ignore[arg-type]
+    ):
+        pytest.fail("went on")

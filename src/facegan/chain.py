@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -256,9 +257,11 @@ def _train_distributed(p: Params, dataset: str, root: Path, variant: str | None)
     with exclusive(Layout(root, dataset, variant).checkpoints, "training"):
         pass  # a busy folder is one line here, before any process starts; rank 0 then holds it (train.loop.held)
     # a spec of this launch's own: a second launch of the same dataset must not rewrite what these ranks read
-    spec = root / ".facegan" / f"ddp-{dataset}-{variant or 'main'}-{os.getpid()}.yaml"
-    spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    (root / ".facegan").mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"ddp-{dataset}-{variant or 'main'}-", suffix=".yaml", dir=root / ".facegan")
+    spec = Path(name)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
     args = ["-m", "facegan.chain", "train", dataset, str(spec), str(root), *([variant] if variant else [])]
     try:
         code = relaunch(p.train.nproc, args)

@@ -30,7 +30,7 @@ def relaunch(nproc: int, argv: list[str]) -> int:
         proc.terminate()
         try:
             proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C: no more waiting
             proc.kill()
             proc.wait()
         raise

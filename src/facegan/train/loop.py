@@ -68,8 +68,14 @@ def held(work: Path, dist: Dist) -> Iterator[None]:
                 stack.enter_context(exclusive(work, "training"))
             except Exception as e:  # noqa: BLE001 - every rank must hear of it, whatever it is, or they would go on
                 failed = e
-        if dist.all_sum([float(failed is not None)])[0]:
-            raise failed or FolderBusy(f"{work}: another training is writing here (rank 0 found it held)")
+        code = 0.0 if failed is None else 1.0 if isinstance(failed, FolderBusy) else 2.0
+        code = dist.all_sum([code])[0]
+        if failed is not None:
+            raise failed
+        if code == 1.0:
+            raise FolderBusy(f"{work}: another training is writing here (rank 0 found it held)")
+        if code:
+            raise FolderBusy(f"{work}: rank 0 could not take the training lock (its log says why)")
         yield
 
 
