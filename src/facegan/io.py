@@ -189,7 +189,7 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder.parent / f".{folder.name}.lock")
+    lock, locked = FileLock(folder.parent / f".{folder.name}.lock"), True
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -198,12 +198,12 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
         ) from None
     except NotImplementedError as e:  # a file system without file locks (filelock 4 warns and locks softly)
         logging.getLogger(__name__).warning("%s: not locked (%s): a second %s would not be refused", folder, e, what)
-        yield
-        return
+        locked = False
     try:
         yield
     finally:
-        lock.release()
+        if locked:
+            lock.release()
 
 
 @contextlib.contextmanager

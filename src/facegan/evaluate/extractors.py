@@ -64,9 +64,10 @@ class Extractor:
             pending = [pool.submit(_read, path, hashed) for path in paths[:chunk]]
             try:
                 for start in range(0, len(paths), chunk):
-                    images = [im for im, _ in (f.result() for f in pending)]
+                    read = [f.result() for f in pending]
+                    images = [im for im, _ in read]
                     if digests is not None:
-                        digests += [d for _, d in (f.result() for f in pending)]
+                        digests += [d for _, d in read]
                     pending = [pool.submit(_read, path, hashed) for path in paths[start + chunk : start + 2 * chunk]]
                     by_shape: dict[tuple[int, ...], list[int]] = {}
                     for i, im in enumerate(images):

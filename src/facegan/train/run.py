@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from facegan.config import TrainConfig
 from facegan.data.packed import ZIP_NAME
 from facegan.io import sha256_file, write_text
-from facegan.train.dist import Dist
 from facegan.train.gan import GANTrainer
 from facegan.train.images import load_training_data, subset
 from facegan.train.loop import Loop, TrainResult, code_fingerprint, held, to_csv
@@ -88,47 +86,31 @@ def run_train(
     of every step and the in-training FID (e.g. a tracker's log_metrics).
     """
     dist, device = runtime(cfg)
-    with held(work or dst, dist):
-        return _train(cfg, packed, dst, dist, device, resume, scorer, on_step, work, stale)
-
-
-def _train(
-    cfg: TrainConfig,
-    packed: Path,
-    dst: Path,
-    dist: Dist,
-    device: torch.device,
-    resume: bool,
-    scorer: Callable[[np.ndarray], dict] | None,
-    on_step: Callable[[dict, int], None] | None,
-    work: Path | None,
-    stale: str,
-) -> TrainResult:
-    """run_train's work once the work folder is held."""
-    images, labels, meta = load_training_data(
-        packed, cfg.loader_threads, pin=device.type == "cuda", memory_budget_gb=cfg.memory_budget_gb
-    )
-    if cfg.max_images is not None and cfg.max_images < len(images):
-        images, labels = subset(images, labels, cfg.max_images, cfg.subset_seed)
-    names = meta.get("label_names") or []
-    values = meta.get("label_values") or {}
-    trainer = make_trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist, names, values)
-    log.info(
-        "training %s (%s) on %d images at %dx%d, %d steps, device %s",
-        cfg.model,
-        f"{cfg.loss} loss" if cfg.spec.adversarial else "its own loss",
-        len(images),
-        trainer.resolution,
-        trainer.resolution,
-        cfg.steps,
-        device,
-    )
-    loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every, work=work)
-    loop.extra["provenance"] = {"code": code_fingerprint(), "data": sha256_file(packed / ZIP_NAME)}
-    state = loop.resume(stale) if resume else None
-    fid_history: list[dict[str, float]] = interned(state.get("fid", [])) if state else []
-    loop.extra["fid"] = fid_history
-    if cfg.fid_every and not scorer:
-        log.warning("train.fid_every is set but no reference statistics were given: no FID during training")
-    watch = FIDWatch(cfg, loop, scorer, fid_history, on_step) if cfg.fid_every and scorer else None
-    return loop.run(on_step, watch)
+    with held(work or dst, dist):  # before the data is loaded
+        images, labels, meta = load_training_data(
+            packed, cfg.loader_threads, pin=device.type == "cuda", memory_budget_gb=cfg.memory_budget_gb
+        )
+        if cfg.max_images is not None and cfg.max_images < len(images):
+            images, labels = subset(images, labels, cfg.max_images, cfg.subset_seed)
+        names = meta.get("label_names") or []
+        values = meta.get("label_values") or {}
+        trainer = make_trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist, names, values)
+        log.info(
+            "training %s (%s) on %d images at %dx%d, %d steps, device %s",
+            cfg.model,
+            f"{cfg.loss} loss" if cfg.spec.adversarial else "its own loss",
+            len(images),
+            trainer.resolution,
+            trainer.resolution,
+            cfg.steps,
+            device,
+        )
+        loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every, work=work)
+        loop.extra["provenance"] = {"code": code_fingerprint(), "data": sha256_file(packed / ZIP_NAME)}
+        state = loop.resume(stale) if resume else None
+        fid_history: list[dict[str, float]] = interned(state.get("fid", [])) if state else []
+        loop.extra["fid"] = fid_history
+        if cfg.fid_every and not scorer:
+            log.warning("train.fid_every is set but no reference statistics were given: no FID during training")
+        watch = FIDWatch(cfg, loop, scorer, fid_history, on_step) if cfg.fid_every and scorer else None
+        return loop.run(on_step, watch)
