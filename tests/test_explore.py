@@ -269,6 +269,95 @@ def test_direction_names_persist_beside_the_checkpoint(trained):
     names.save("sefa", 2, "")
 
 
+def test_direction_names_keep_what_they_cannot_read(tmp_path, caplog):
+    """A names file with an entry that is not {index: name} still gives its other names, and a save refuses to
+    rewrite it (the rewrite would drop that entry) instead of replacing it by the one new name."""
+    ckpt = tmp_path / "checkpoint.pt"
+    names = DirectionNames(ckpt)
+    text = '{"sefa": {"0": "smile", "1": "age"}, "ganspace": {"0": "pose", "x": "typo"}, "old": 3}'
+    names.path.write_text(text)
+    assert names.load() == {"sefa": {0: "smile", 1: "age"}, "ganspace": {0: "pose"}}
+    assert "ignoring 'ganspace': 'x', 'old'" in caplog.text
+    with pytest.raises(ExploreError, match=r"holds what is not a direction name \('ganspace': 'x', 'old'\)"):
+        names.save("sefa", 3, "tilt")
+    assert names.path.read_text() == text
+    names.path.write_text('{"sefa": {"0": "smile"')  # cut off
+    assert names.load() == {}
+    with pytest.raises(ExploreError, match="cannot save the name: .* holds what is not a direction name"):
+        names.save("sefa", 3, "tilt")
+    assert names.path.read_text() == '{"sefa": {"0": "smile"'
+
+
+def test_direction_names_are_no_dvc_output_change():
+    """The names file beside a stage's checkpoint is ignored by DVC: naming a direction must not make the stage
+    that trained the model out of date (`dvc repro` would train again and delete the names)."""
+    from dvc.repo import Repo
+
+    root = Path(__file__).resolve().parents[1]
+    with Repo(str(root)) as repo:
+        ignored = repo.dvcignore.is_ignored
+        assert ignored(repo.fs, str(root / "data/models/cartoon/checkpoint.directions.json"))
+        assert ignored(repo.fs, str(root / "data/runs/ada-s0/best.directions.json"))
+        assert not ignored(repo.fs, str(root / "data/models/cartoon/checkpoint.pt"))
+
+
+def test_models_keep_the_last_used_and_reload_a_rewritten_checkpoint(trained):
+    from facegan.latent import Models
+
+    models = Models(keep=2)
+    a, b, c = (str(trained(k)) for k in ("dcgan", "wgan-gp", "vae"))
+    first = models.get(a)[0]
+    assert models.get(a)[0] is first  # loaded once
+    models.get(b)
+    models.get(c)
+    assert len(models._by_key) == 2 and models.get(a)[0] is not first  # a was dropped, then loaded again
+    again = models.get(a)[0]
+    st = os.stat(a)
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file written again (a training running)
+    fresh = models.get(a)[0]
+    assert fresh is not again and [k[0] for k in models._by_key].count(str(Path(a).resolve())) == 1
+
+
+def test_seed_boxes_take_whole_numbers_and_mixing_needs_a_seed_only_when_used():
+    from facegan.explore.app import _mix, _seed
+
+    assert _seed(3.0) == 3 and _seed("12") == 12
+    for bad in (float("inf"), float("nan"), -1, 2.5, 2**31, "x"):
+        with pytest.raises(ExploreError, match="style seed .* must be a whole number between 0 and 2147483647"):
+            _seed(bad, "style seed")
+    with pytest.raises(ExploreError, match="the to seed box is empty"):
+        _seed(None, "to seed")
+    assert _mix(None, []) is None and _mix("", None) is None
+    assert _mix(5, ["coarse"]) == (5, ["coarse"])
+    with pytest.raises(ExploreError, match="the style seed box is empty"):
+        _mix(None, ["fine"])
+
+
+def test_acgan_without_attribute_names_still_samples(tmp_path):
+    """A conditional checkpoint written by a trainer built in code without label names: its labels are attr0,
+    attr1 with values 0 .. k-1 in the explorer and in `facegan sample`."""
+    from facegan.sample import sample_checkpoint
+    from facegan.train.run import make_trainer
+
+    cfg = TrainConfig.model_validate({**TINY, "model": "acgan"})
+    t = make_trainer(cfg, _images(), torch.stack([torch.arange(8) % 3, torch.arange(8) % 2], 1), [3, 2], CPU)
+    t.step()
+    save_checkpoint(tmp_path / "checkpoint.pt", t.state_dict())
+    m = load_model(tmp_path / "checkpoint.pt")
+    assert m.label_names == ["attr0", "attr1"] and m.label_values == {"attr0": ["0", "1", "2"], "attr1": ["0", "1"]}
+    assert m.image(0, labels={"attr0": "2"}).shape == (32, 32, 3)
+    assert sample_checkpoint(tmp_path / "checkpoint.pt", 2, 0, "attr1=1").shape == (2, 32, 32, 3)
+
+
+def test_the_page_deletes_its_cached_images(trained):
+    from facegan.explore.app import DELETE_CACHE, build
+    from facegan.latent import Models, Source
+
+    path = trained("dcgan")
+    assert build(load_model(path), Source(str(path), path), Models()).delete_cache == DELETE_CACHE
+    assert DELETE_CACHE[0] <= 3600 and DELETE_CACHE[1] <= 24 * 3600
+
+
 def test_every_registered_model_has_an_explorer_view():
     from facegan.models import MODELS
 
@@ -284,6 +373,12 @@ def test_cli_refuses_unusable_models_before_serving(trained, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["explore", "-c", str(tmp_path / "junk.pt"), "--port", str(free_port())])
     assert e.value.code == 2 and "junk.pt: not a readable checkpoint (" in " ".join(capsys.readouterr().err.split())
+    (tmp_path / "params.yaml").write_text("datasets: [")  # another project's broken params: not needed for -c
+    with pytest.raises(SystemExit) as e:
+        main(["explore", "-c", str(tmp_path / "junk.pt"), "-p", str(tmp_path / "params.yaml"), "--port", "0"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and "junk.pt: not a readable checkpoint (" in err
+    assert "params.yaml: not valid YAML" in err and "the tracking store is the default one" in err
     with pytest.raises(SystemExit) as e:
         main(["explore", "-c", str(trained("dcgan")), "--run", "0" * 32])
     assert e.value.code == 2 and "give at most one of --model-uri, --checkpoint and --run" in " ".join(

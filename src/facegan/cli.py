@@ -272,7 +272,10 @@ def explore(
     params: Path = PARAMS,
 ) -> None:
     """Latent explorer in the browser: sample, steer and compare trained generators (gradio)."""
+    import logging
+
     from facegan.config import load_params
+    from facegan.errors import FaceganError
     from facegan.explore import serve
     from facegan.logs import setup_logging
 
@@ -280,7 +283,14 @@ def explore(
     given = [r for r in (model_uri, str(checkpoint) if checkpoint else None, run) if r]
     if len(given) > 1:
         raise typer.BadParameter("give at most one of --model-uri, --checkpoint and --run")
-    p = load_params(params) if params.is_file() or not given else None
+    p = None
+    if not given:  # the default model is named after params.yaml's first dataset
+        p = load_params(params)
+    elif params.is_file():  # only for its tracking store: a model given needs nothing else from it
+        try:
+            p = load_params(params)
+        except FaceganError as e:
+            logging.getLogger("facegan").warning("%s; the tracking store is the default one", e)
     ref = given[0] if given or p is None else f"models:/facegan-{next(iter(p.datasets))}@best"
     demo, url = serve(ref, host, port or None, threads, p.tracking if p else None)  # 0: any free port
     typer.echo(f"facegan explore: serving {ref} at {url}  (Ctrl+C stops)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from facegan.errors import FaceganError
 from facegan.io import ImageError, image_grid, read_image, write_text
 from facegan.sample import slerp
+from facegan.train.checkpoint import label_schema
 from facegan.train.images import to_float, to_uint8
 
 log = logging.getLogger(__name__)
@@ -125,8 +127,7 @@ class Sampler:
         self.resolution: int = int(state["resolution"])
         self.z_dim: int = cfg.z_dim
         self.steps: int = int(state.get("step", 0))
-        self.label_names: list[str] = list(state.get("label_names") or [])
-        self.label_values: dict[str, list[str]] = dict(state.get("label_values") or {})
+        self.label_names, self.label_values = label_schema(state)
 
     def describe(self) -> str:
         return f"{self.kind}, {self.resolution}x{self.resolution}, z {self.z_dim}, {self.steps} steps"
@@ -406,19 +407,45 @@ class DirectionNames:
     def __init__(self, checkpoint: Path):
         self.path = Path(checkpoint).with_name(Path(checkpoint).stem + ".directions.json")
 
-    def load(self) -> dict[str, dict[int, str]]:
+    def _read(self) -> tuple[dict[str, dict[int, str]], list[str]]:
+        """The names the file holds, and what it holds that is not a name (a file that is not a JSON mapping of
+        {method: {index: name}}: everything)."""
         if not self.path.is_file():
-            return {}
+            return {}, []
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-            return {m: {int(i): str(n) for i, n in names.items()} for m, names in raw.items()}
-        except (ValueError, AttributeError) as e:
-            log.warning("ignoring unreadable direction names in %s: %s", self.path, e)
-            return {}
+        except (OSError, ValueError) as e:
+            return {}, [f"the file ({e})"]
+        if not isinstance(raw, dict):
+            return {}, [f"the file (a JSON {type(raw).__name__}, not a mapping)"]
+        names: dict[str, dict[int, str]] = {}
+        bad: list[str] = []
+        for method, entries in raw.items():
+            if not isinstance(entries, dict):
+                bad.append(f"{method!r}")
+                continue
+            for index, name in entries.items():
+                if isinstance(name, str) and str(index).isdigit():
+                    names.setdefault(method, {})[int(index)] = name
+                else:
+                    bad.append(f"{method!r}: {index!r}")
+        return names, bad
+
+    def load(self) -> dict[str, dict[int, str]]:
+        """The names; entries that are not {index: name} are left out with a warning (the page still works)."""
+        names, bad = self._read()
+        if bad:
+            log.warning("direction names in %s: ignoring %s", self.path, ", ".join(bad))
+        return names
 
     def save(self, method: str, index: int, name: str) -> dict[str, dict[int, str]]:
         """Set (or, with an empty name, clear) one name; returns all names."""
-        names = self.load()
+        names, bad = self._read()
+        if bad:  # rewriting the file would drop what it holds beyond the names read
+            raise ExploreError(
+                f"cannot save the name: {self.path} holds what is not a direction name ({', '.join(bad)}); "
+                "fix or remove that, the names it holds are kept until then"
+            )
         name = " ".join(name.split())[:60]
         if name:
             names.setdefault(method, {})[int(index)] = name
@@ -478,11 +505,13 @@ def resolve(ref: str, tracking=None) -> Source:
 
 
 class Models:
-    """Models by reference, each loaded once per process (the app's compare tab reuses them)."""
+    """Models by reference, each loaded once and kept while it is among the `keep` used last (the page's model and
+    the compare tab's two); a checkpoint file written again since it was loaded (a training still running) is
+    loaded afresh and its earlier copy dropped."""
 
-    def __init__(self, tracking=None):
-        self.tracking = tracking
-        self._by_key: dict[tuple, tuple[Model, Source]] = {}
+    def __init__(self, tracking=None, keep: int = 3):
+        self.tracking, self.keep = tracking, keep
+        self._by_key: OrderedDict[tuple, tuple[Model, Source]] = OrderedDict()
 
     @staticmethod
     def _key(src: Source) -> tuple:
@@ -493,12 +522,15 @@ class Models:
     def get(self, ref: str) -> tuple[Model, Source]:
         src = resolve(ref, self.tracking)
         key = self._key(src)
-        if key not in self._by_key:
-            self._by_key[key] = (load_model(src.checkpoint), src)
-        return self._by_key[key]
-
-    def add(self, model: Model, src: Source) -> None:
-        self._by_key[self._key(src)] = (model, src)
+        if key in self._by_key:
+            self._by_key.move_to_end(key)
+            return self._by_key[key]
+        for old in [k for k in self._by_key if not src.registered and k[0] == key[0]]:  # the file's older contents
+            del self._by_key[old]
+        found = self._by_key[key] = (load_model(src.checkpoint), src)
+        while len(self._by_key) > self.keep:
+            self._by_key.popitem(last=False)
+        return found
 
     def names(self, src: Source):
         """Where the direction names of this model live: tags of its registry version, else a file beside it."""

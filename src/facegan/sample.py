@@ -188,10 +188,10 @@ def parse_labels(spec: str, names: list[str], values: dict[str, list[str]]) -> d
 def sample_stream(checkpoint: Path, n: int, seed: int, labels: str = "", batch: int = 64) -> Iterator[np.ndarray]:
     """The images of `sample_checkpoint`, `batch` at a time: memory holds one batch of images, whatever n. The
     checkpoint and the labels are checked here, before the first batch is asked for."""
-    from facegan.train.checkpoint import load_generator
+    from facegan.train.checkpoint import label_schema, load_generator
 
     g, cfg, state = load_generator(checkpoint)
-    names, values = state.get("label_names") or [], state.get("label_values") or {}
+    names, values = label_schema(state)
     y: torch.Tensor | None = None
     if not state.get("label_dims"):
         if labels:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"],  # local fonts: no font downloads
     font_mono=["ui-monospace", "monospace"],
 )
+# every rendered image and upload is a file in gradio's cache: every 10 minutes those older than an hour go
+DELETE_CACHE = (600, 3600)
 METHODS = {"SeFa (closed-form factorization)": "sefa", "GANSpace (PCA of w)": "ganspace"}
 IMAGE: dict[str, Any] = dict(
     type="numpy", format="png", interactive=False, buttons=["download", "fullscreen"], elem_classes=["pixelated"]
@@ -76,12 +79,21 @@ def guarded(n_outputs: int) -> Callable:
     return wrap
 
 
-def _seed(value) -> int:
+def _seed(value, box: str = "seed") -> int:
     if value is None or value == "":
-        raise ExploreError("the seed box is empty: type a whole number")
-    if float(value) != int(value) or not 0 <= int(value) < 2**31:
-        raise ExploreError(f"seed {value} must be a whole number between 0 and {2**31 - 1}")
-    return int(value)
+        raise ExploreError(f"the {box} box is empty: type a whole number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number.is_integer() and 0 <= number < 2**31):
+        raise ExploreError(f"{box} {value} must be a whole number between 0 and {2**31 - 1}")
+    return int(number)
+
+
+def _mix(seed, groups) -> tuple[int, list[str]] | None:
+    """Style mixing's (seed, layer groups); none while no group is ticked, whatever the style seed box holds."""
+    return (_seed(seed, "style seed"), list(groups)) if groups else None
 
 
 def _direction_choices(names: dict[int, str], k: int) -> list[tuple[str, int]]:
@@ -105,7 +117,9 @@ class Page:
 
     def build(self) -> gr.Blocks:
         m = self.model
-        with gr.Blocks(title=f"facegan explore: {self.source.label}", analytics_enabled=False) as demo:
+        with gr.Blocks(
+            title=f"facegan explore: {self.source.label}", analytics_enabled=False, delete_cache=DELETE_CACHE
+        ) as demo:
             gr.Markdown(f"### facegan explore: {self.source.label}\n{m.describe()}")
             self.status = gr.Markdown(elem_id="status")
             with gr.Tabs():
@@ -170,7 +184,7 @@ class Page:
                 method, index, amount, mix_seed, groups = rest[len(attrs) :]
                 extra = {
                     "direction": (METHODS.get(method, method), int(index or 0), float(amount)),
-                    "mix": (_seed(mix_seed), list(groups or [])),
+                    "mix": _mix(mix_seed, groups),
                 }
             s = _seed(seed_v)
             return m.image(s, float(psi_v), labels, **extra), f"seed {s}"
@@ -184,7 +198,7 @@ class Page:
 
         @guarded(1)
         def render_interp(seed_v, seed_b_v, steps_v, mode_v, psi_v, *labels):
-            a, b = _seed(seed_v), _seed(seed_b_v)
+            a, b = _seed(seed_v), _seed(seed_b_v, "to seed")
             strip = m.interpolation(
                 a, b, int(steps_v), mode_v, float(psi_v), dict(zip(m.label_names, labels, strict=True))
             )
@@ -276,7 +290,7 @@ class Page:
         def encode(path, r, k, s):
             from facegan.latent import read_upload
 
-            out = m.reconstruct(read_upload(path), int(k), float(r), _seed(s))
+            out = m.reconstruct(read_upload(path), int(k), float(r), _seed(s, "neighbour seed"))
             return (out["input"], out["reconstruction"], out["neighbours"]), "encoded the upload"
 
         for c in (upload, radius, n, nseed):

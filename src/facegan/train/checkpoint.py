@@ -63,6 +63,19 @@ def load_generator(path: Path, ema: bool = True) -> tuple[nn.Module, TrainConfig
     return g, cfg, state
 
 
+def label_schema(state: dict[str, Any]) -> tuple[list[str], dict[str, list[str]]]:
+    """The attribute names of a checkpoint's labels and each one's values, in label order. A conditional
+    checkpoint written without them (a trainer built in code, not by `facegan train`) gets attr0, attr1, ... with
+    values 0 .. k-1, so its labels can still be chosen."""
+    dims = list(state.get("label_dims") or [])
+    names = list(state.get("label_names") or [])
+    values = {n: list(v) for n, v in (state.get("label_values") or {}).items()}
+    if len(names) != len(dims) or any(len(values.get(n, ())) != k for n, k in zip(names, dims, strict=False)):
+        names = [f"attr{i}" for i in range(len(dims))]
+        values = {n: [str(v) for v in range(k)] for n, k in zip(names, dims, strict=True)}
+    return names, values
+
+
 def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[nn.Module, TrainConfig]:
     """The generator held by a loaded `facegan train` checkpoint, in eval mode, and its config."""
     from facegan.models import build_models
