@@ -90,12 +90,19 @@ def scale_of(m: np.ndarray | list) -> float:
     return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
 
 
+def resize_map(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """The affine from a (w, h) image's pixels to those of its resize to (w', h'): a resize lines up pixel areas,
+    so pixel centres (at integers) move by half a pixel of each size, x' = (x + 0.5) w'/w - 0.5."""
+    fx, fy = dst[0] / src[0], dst[1] / src[1]
+    return np.array([[fx, 0, 0.5 * (fx - 1)], [0, fy, 0.5 * (fy - 1)]])
+
+
 def warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int], border: int = cv2.BORDER_REFLECT_101) -> np.ndarray:
     """warpAffine to (w, h) that does not alias when shrinking: area-resize first, then warp at ~1:1."""
     s = scale_of(m)
     if s < 0.8:
         small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        fx, fy = small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]
-        m = compose(m, np.array([[1 / fx, 0, 0], [0, 1 / fy, 0]]))
+        shrink = resize_map((image.shape[1], image.shape[0]), (small.shape[1], small.shape[0]))
+        m = compose(m, invert(shrink))
         image = small
     return cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=border)

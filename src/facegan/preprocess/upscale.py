@@ -49,8 +49,7 @@ def _upscale_one(row: Row, *, cfg: UpscaleConfig, upscaler: Upscaler, src: Path,
         factor = cfg.size / min(h, w)
         image = upscaler(image, cfg.size)
         write_image(dst / row.out_file, image)
-        m = np.array([[cfg.size / w, 0, 0], [0, cfg.size / h, 0]])
-        transform = geometry.compose(m, row.affine).tolist()
+        transform = geometry.compose(geometry.resize_map((w, h), (cfg.size, cfg.size)), row.affine).tolist()
     else:
         (dst / row.out_file).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / row.out_file, dst / row.out_file)
