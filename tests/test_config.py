@@ -150,6 +150,9 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_params(bad)
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+    bad.write_bytes("train: {model: dcgan}  # caf\u00e9\n".encode("latin-1"))  # saved in another encoding
+    with pytest.raises(ParamsError, match=r"p.yaml: not UTF-8 text \(byte 28: invalid continuation byte\); save it as"):
+        load_params(bad)
 
 
 def test_flatten_gives_dotted_leaves(tiny_params_obj):

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -274,11 +275,11 @@ def test_direction_names_keep_what_they_cannot_read(tmp_path, caplog):
     rewrite it (the rewrite would drop that entry) instead of replacing it by the one new name."""
     ckpt = tmp_path / "checkpoint.pt"
     names = DirectionNames(ckpt)
-    text = '{"sefa": {"0": "smile", "1": "age"}, "ganspace": {"0": "pose", "x": "typo"}, "old": 3}'
+    text = '{"sefa": {"0": "smile", "1": "age", "01": "twin", "\u00b2": "sup"}, "ganspace": {"0": "pose"}, "old": 3}'
     names.path.write_text(text)
     assert names.load() == {"sefa": {0: "smile", 1: "age"}, "ganspace": {0: "pose"}}
-    assert "ignoring 'ganspace': 'x', 'old'" in caplog.text
-    with pytest.raises(ExploreError, match=r"holds what is not a direction name \('ganspace': 'x', 'old'\)"):
+    assert "ignoring 'sefa': '01', 'sefa': '\u00b2', 'old'" in caplog.text
+    with pytest.raises(ExploreError, match=r"holds what is not a direction name \('sefa': '01', .*'old'\)"):
         names.save("sefa", 3, "tilt")
     assert names.path.read_text() == text
     names.path.write_text('{"sefa": {"0": "smile"')  # cut off
@@ -321,12 +322,14 @@ def test_models_keep_the_last_used_and_reload_a_rewritten_checkpoint(trained):
 def test_seed_boxes_take_whole_numbers_and_mixing_needs_a_seed_only_when_used():
     from facegan.explore.app import _mix, _seed
 
-    assert _seed(3.0) == 3 and _seed("12") == 12
-    for bad in (float("inf"), float("nan"), -1, 2.5, 2**31, "x"):
+    assert _seed(3.0) == 3 and _seed("12") == 12 and _seed(np.int64(7)) == 7
+    for bad in (float("inf"), float("nan"), -1, 2.5, 2**31, "x", 10**400):
         with pytest.raises(ExploreError, match="style seed .* must be a whole number between 0 and 2147483647"):
             _seed(bad, "style seed")
     with pytest.raises(ExploreError, match="the to seed box is empty"):
         _seed(None, "to seed")
+    with pytest.raises(ExploreError, match="the seed box is empty"):
+        _seed("   ")
     assert _mix(None, []) is None and _mix("", None) is None
     assert _mix(5, ["coarse"]) == (5, ["coarse"])
     with pytest.raises(ExploreError, match="the style seed box is empty"):
@@ -350,12 +353,24 @@ def test_acgan_without_attribute_names_still_samples(tmp_path):
 
 
 def test_the_page_deletes_its_cached_images(trained):
+    from gradio.processing_utils import move_files_to_cache
+    from gradio.route_utils import delete_files_created_by_app
+
     from facegan.explore.app import DELETE_CACHE, build
     from facegan.latent import Models, Source
 
     path = trained("dcgan")
-    assert build(load_model(path), Source(str(path), path), Models()).delete_cache == DELETE_CACHE
-    assert DELETE_CACHE[0] <= 3600 and DELETE_CACHE[1] <= 24 * 3600
+    demo = build(load_model(path), Source(str(path), path), Models())
+    assert demo.delete_cache == DELETE_CACHE and DELETE_CACHE[0] <= 3600 and DELETE_CACHE[1] <= 24 * 3600
+    main = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "main-image")
+    # a rendered image, as the server hands it to the page (postprocess, then into the block's cache)
+    shown = Path(move_files_to_cache(main.postprocess(load_model(path).image(0)), main, postprocess=True)["path"])
+    assert shown.is_file()
+    delete_files_created_by_app(demo, DELETE_CACHE[1])  # the scheduled sweep: a fresh file stays
+    assert shown.is_file()
+    time.sleep(0.05)
+    delete_files_created_by_app(demo, 0)  # older than the age: gone
+    assert not shown.exists()
 
 
 def test_every_registered_model_has_an_explorer_view():

@@ -52,7 +52,7 @@ def test_ffhq_crop_is_an_upright_square_centred_on_eyes_and_mouth_and_follows_ro
     assert side == pytest.approx(max(40 * 2.0, 40 * 1.8) * 2)  # 2 * max(2 * eye distance, 1.8 * eye-to-mouth)
     m = geometry.similarity(quad, geometry.ffhq_target(256))
     eyes = geometry.apply(m, five[:2])
-    assert eyes[0, 1] == pytest.approx(eyes[1, 1]) and (eyes[:, 0].mean()) == pytest.approx(128)
+    assert eyes[0, 1] == pytest.approx(eyes[1, 1]) and (eyes[:, 0].mean()) == pytest.approx(127.5)  # the middle
     theta = np.deg2rad(30)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     m2 = geometry.similarity(geometry.ffhq_quad(five @ rot.T), geometry.ffhq_target(256))
@@ -84,17 +84,42 @@ def test_upscale_records_where_each_pixel_lands(tmp_path, backend):
         assert np.abs(geometry.apply(out.affine, [at])[0] - found).max() < 0.1, (size, found)
 
 
-@pytest.mark.parametrize("scale", [0.5, 0.25, 0.125, 0.9])
-def test_warp_puts_content_where_its_matrix_says(scale):
+@pytest.mark.parametrize(("scale", "w", "h"), [(0.5, 256, 256), (0.25, 256, 256), (0.125, 256, 256), (0.9, 256, 256),
+                                              (0.37, 640, 480), (0.33, 257, 257)])  # fmt: skip
+def test_warp_puts_content_where_its_matrix_says(scale, w, h):
     """A blob's centre lands where the matrix maps it, through warp's area-resize shortcut for shrinks too (it
-    was 0.25-0.44 px off at 1/2-1/8: the shortcut's resize moves pixel centres by half a pixel of each size)."""
+    was 0.25-0.44 px off at 1/2-1/8: the shortcut's resize moves pixel centres by half a pixel of each size; and
+    ~0.2-0.3 px where w * scale is not a whole number of pixels)."""
     at = np.array([101.0, 67.0])
-    yy, xx = np.mgrid[0:256, 0:256]
+    yy, xx = np.mgrid[0:h, 0:w]
     blob = np.exp(-((xx - at[0]) ** 2 + (yy - at[1]) ** 2) / (2 * (6.0 / scale / 4) ** 2))
     im = np.repeat((255 * blob).round().astype(np.uint8)[..., None], 3, 2)
     m = np.array([[scale, 0, 3.0], [0, scale, -2.0]])
-    out = geometry.warp(im, m, (int(256 * scale) + 8, int(256 * scale) + 8))[..., 0].astype(np.float64)
+    out = geometry.warp(im, m, (int(w * scale) + 8, int(h * scale) + 8))[..., 0].astype(np.float64)
     out = np.where(out > 0.2 * out.max(), out, 0)
     oy, ox = np.mgrid[0 : out.shape[0], 0 : out.shape[1]]
     found = np.array([(ox * out).sum(), (oy * out).sum()]) / out.sum()
     assert np.abs(geometry.apply(m, [at])[0] - found).max() < 0.1, found
+
+
+def test_ffhq_template_matches_ffhqs_own_quad_transform():
+    """The `ffhq` template puts content where FFHQ's alignment script does (PIL's QUAD transform of `quad + 0.5`):
+    a blob's centre in both outputs within 0.1 px (it was half a pixel down and right)."""
+    from PIL import Image
+
+    five = np.array([[110.0, 120.0], [150.0, 118.0], [131.0, 142.0], [115.0, 165.0], [148.0, 163.0]])
+    quad = geometry.ffhq_quad(five)
+    yy, xx = np.mgrid[0:256, 0:256]
+    blob = np.exp(-((xx - 127.0) ** 2 + (yy - 131.0) ** 2) / (2 * 4.0**2))
+    im = np.repeat((255 * blob).round().astype(np.uint8)[..., None], 3, 2)
+    size = int(round(np.linalg.norm(quad[3] - quad[0])))  # ~1:1, no shrink shortcut
+    ref = Image.fromarray(im).transform((size, size), Image.Transform.QUAD, (quad + 0.5).flatten(), Image.BILINEAR)
+    ours = geometry.warp(im, geometry.similarity(quad, geometry.ffhq_target(size)), (size, size))
+
+    def centre(a: np.ndarray) -> np.ndarray:
+        a = a[..., 0].astype(np.float64)
+        a = np.where(a > 0.2 * a.max(), a, 0)
+        oy, ox = np.mgrid[0 : a.shape[0], 0 : a.shape[1]]
+        return np.array([(ox * a).sum(), (oy * a).sum()]) / a.sum()
+
+    assert np.abs(centre(np.asarray(ref)) - centre(ours)).max() < 0.1, (centre(np.asarray(ref)), centre(ours))

@@ -425,7 +425,7 @@ class DirectionNames:
                 bad.append(f"{method!r}")
                 continue
             for index, name in entries.items():
-                if isinstance(name, str) and str(index).isdigit():
+                if isinstance(name, str) and index.isascii() and index.isdecimal() and str(int(index)) == index:
                     names.setdefault(method, {})[int(index)] = name
                 else:
                     bad.append(f"{method!r}: {index!r}")

@@ -41,8 +41,9 @@ THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"],  # local fonts: no font downloads
     font_mono=["ui-monospace", "monospace"],
 )
-# every rendered image and upload is a file in gradio's cache: every 10 minutes those older than an hour go
-DELETE_CACHE = (600, 3600)
+# every rendered image and upload is a file in gradio's cache: every hour those older than a day go (an upload
+# still on the page then has to be given again)
+DELETE_CACHE = (3600, 86400)
 METHODS = {"SeFa (closed-form factorization)": "sefa", "GANSpace (PCA of w)": "ganspace"}
 IMAGE: dict[str, Any] = dict(
     type="numpy", format="png", interactive=False, buttons=["download", "fullscreen"], elem_classes=["pixelated"]
@@ -80,11 +81,11 @@ def guarded(n_outputs: int) -> Callable:
 
 
 def _seed(value, box: str = "seed") -> int:
-    if value is None or value == "":
+    if value is None or str(value).strip() == "":
         raise ExploreError(f"the {box} box is empty: type a whole number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = math.nan
     if not (math.isfinite(number) and number.is_integer() and 0 <= number < 2**31):
         raise ExploreError(f"{box} {value} must be a whole number between 0 and {2**31 - 1}")

@@ -34,8 +34,10 @@ def ffhq_quad(five: np.ndarray) -> np.ndarray:
 
 
 def ffhq_target(size: int) -> np.ndarray:
-    """Where ffhq_quad's corners go in a size x size output."""
-    return np.array([[0, 0], [0, size], [size, size], [size, 0]], np.float64)
+    """Where ffhq_quad's corners go in a size x size output: its outer edges (FFHQ's script hands PIL `quad + 0.5`,
+    pixel centres in PIL's edge coordinates, for the output's corners), at -0.5 and size - 0.5 in the pixel-centre
+    coordinates of every transform here."""
+    return np.array([[0, 0], [0, size], [size, size], [size, 0]], np.float64) - 0.5
 
 
 def to3(m: np.ndarray | list) -> np.ndarray:
@@ -101,8 +103,10 @@ def warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int], border: int = 
     """warpAffine to (w, h) that does not alias when shrinking: area-resize first, then warp at ~1:1."""
     s = scale_of(m)
     if s < 0.8:
-        small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        shrink = resize_map((image.shape[1], image.shape[0]), (small.shape[1], small.shape[0]))
+        h, w = image.shape[:2]
+        size_small = (max(1, round(w * s)), max(1, round(h * s)))  # sizes, not fx/fy: cv2 would use s itself
+        small = cv2.resize(image, size_small, interpolation=cv2.INTER_AREA)  # as the scale, not the sizes' ratio
+        shrink = resize_map((w, h), size_small)
         m = compose(m, invert(shrink))
         image = small
     return cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=border)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from torch import nn
 from facegan.config import StyleGAN2Config, TrainConfig
 from facegan.errors import CheckpointError, StageInputMissing, first_line
 from facegan.io import load_torch
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2  # 2: Trainer layout (G/D with stem/body, G_ema, label dims)
 CHECKPOINT = "checkpoint.pt"  # the file name of a run's checkpoint in its folder
@@ -68,9 +71,15 @@ def label_schema(state: dict[str, Any]) -> tuple[list[str], dict[str, list[str]]
     checkpoint written without them (a trainer built in code, not by `facegan train`) gets attr0, attr1, ... with
     values 0 .. k-1, so its labels can still be chosen."""
     dims = list(state.get("label_dims") or [])
-    names = list(state.get("label_names") or [])
-    values = {n: list(v) for n, v in (state.get("label_values") or {}).items()}
+    names = [str(n) for n in state.get("label_names") or []]
+    values = {str(n): [str(v) for v in vs] for n, vs in (state.get("label_values") or {}).items()}
     if len(names) != len(dims) or any(len(values.get(n, ())) != k for n, k in zip(names, dims, strict=False)):
+        if dims and names:
+            log.warning(
+                "the label names of this checkpoint (%s) do not fit its labels (%s values): calling them attr0, ...",
+                ", ".join(names),
+                ", ".join(map(str, dims)),
+            )
         names = [f"attr{i}" for i in range(len(dims))]
         values = {n: [str(v) for v in range(k)] for n, k in zip(names, dims, strict=True)}
     return names, values
