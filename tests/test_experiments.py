@@ -61,8 +61,11 @@ def test_pivot_skips_baseline_and_missing_metrics():
         ("wgan-gp", "sn"): [0.75],
     }  # the running experiment is left out
     md = to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib").splitlines()
-    assert md[2] == "| hinge | 0.1250 | 0.2500 |" and md[3] == "| nonsaturating | - | 0.5000 |"
-    assert md[-1] == "Best (lowest mean): hinge / plain. Every other cell's range is clear of it."
+    assert md[2] == "| hinge | 0.125 | 0.25 |" and md[3] == "| nonsaturating | - | 0.5 |"
+    assert md[-1] == (  # one experiment per cell: no spread for a difference to be beyond
+        "Best (lowest mean): hinge / plain. One value on either side, no spread to compare: hinge / sn, "
+        "nonsaturating / sn, wgan-gp / sn."
+    )
 
 
 def test_seeds_of_one_cell_give_mean_spread_and_overlap():
@@ -73,7 +76,7 @@ def test_seeds_of_one_cell_give_mean_spread_and_overlap():
     r, c, cells = pivot(seeds, "train.loss", "train.d_variant", "fd_dlib")
     assert cells == {("hinge", "sn"): [0.2, 0.4], ("lsgan", "sn"): [0.35, 0.9]}
     md = to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib").splitlines()
-    assert md[2] == "| hinge | 0.3000 ± 0.1414 (n=2) |"
+    assert md[2] == "| hinge | 0.3 ± 0.1414 (n=2) |"
     assert md[-1] == "Best (lowest mean): hinge / sn. Within its spread (value ranges overlap): lsgan / sn."
     best_acc = to_markdown(r, c, cells, "train.loss", "train.d_variant", "acc", lower=False).splitlines()[-1]
     assert best_acc.startswith("Best (highest mean): lsgan / sn.")
@@ -123,3 +126,131 @@ def test_dvc_is_this_interpreter_s_not_the_path_s(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(StageError, match="dvc exp show failed: .*not inside of a DVC repository"):
         dvc_experiments(tmp_path)
+
+
+def _exp(name: str, fd: str, **params: str) -> dict[str, str]:
+    """An experiment row of `dvc exp show --csv` (params by dotted name, `__` for `.`), finished."""
+    row = {"Experiment": name, "rev": name, "typ": "branch_commit", "State": "Success", "fd_dlib": fd}
+    return row | {k.replace("__", "."): v for k, v in params.items()}
+
+
+def test_a_metric_of_several_files_is_an_error_naming_them():
+    from facegan.experiments import TableError
+
+    row = {**ROWS[1], "data/reports/cartoon/metrics.json:fd_dlib": "1", "data/reports/sketch/metrics.json:fd_dlib": "9"}
+    del row["fd_dlib"]
+    with pytest.raises(TableError) as e:
+        pivot([row], "train.loss", "train.d_variant", "fd_dlib")
+    assert str(e.value) == (
+        "fd_dlib is a column of 2 files: data/reports/cartoon/metrics.json:fd_dlib, "
+        "data/reports/sketch/metrics.json:fd_dlib; pass the one you mean in full"
+    )
+    full = "data/reports/sketch/metrics.json:fd_dlib"
+    assert pivot([row], "train.loss", "train.d_variant", full)[2] == {("hinge", "sn"): [9.0]}
+    # the full name also where only one file has the metric (DVC names no file then): `make sweep` passes it
+    assert pivot(ROWS[1:2], "train.loss", "train.d_variant", full)[2] == {("hinge", "sn"): [0.25]}
+
+
+def test_experiments_of_one_cell_that_differ_in_more_than_the_seed_are_refused():
+    from facegan.experiments import TableError
+
+    rows = [
+        _exp(f"e{seed}{steps}", str(seed + steps / 1000), train__loss="hinge", train__d_variant="sn",
+             train__seed=str(seed), train__steps=str(steps), workers=str(seed + 1), commit="main")
+        for seed in (0, 1)
+        for steps in (200, 2000)
+    ]  # fmt: skip
+    with pytest.raises(TableError) as e:
+        pivot(rows, "train.loss", "train.d_variant", "fd_dlib")
+    assert "e.g. hinge / sn" in str(e.value) and "train.steps (200, 2000)" in str(e.value)
+    assert "seed" not in str(e.value).split(": ", 1)[1].split(";")[0]  # seeds are what a cell spreads over
+    assert "workers" not in str(e.value) and "--where train.steps=2000" in str(e.value)
+    # one setting: the seeds of the cell, and a --where of its own
+    assert pivot(rows, "train.loss", "train.d_variant", "fd_dlib", {"train.steps": "2000"})[2] == {
+        ("hinge", "sn"): [2.0, 3.0]
+    }
+    # the same params at two commits (`dvc exp show --all-commits`): not seeds of one setting either
+    rows = [_exp(f"c{i}", str(i), train__loss="hinge", train__d_variant="sn", train__seed="0", commit=f"r{i}")
+            for i in (1, 2)]  # fmt: skip
+    with pytest.raises(TableError, match=r"commit \(r1, r2\)"):
+        pivot(rows, "train.loss", "train.d_variant", "fd_dlib")
+
+
+def test_dvc_experiments_name_each_experiment_s_commit(monkeypatch):
+    import subprocess
+
+    from facegan.experiments import COMMIT
+
+    csv_text = "Experiment,rev,typ,fd_dlib\n,workspace,baseline,1\n,main,baseline,1\na,a1,branch_commit,2\n"
+    csv_text += ",abc1234,baseline,1\nb,b1,branch_base,3\n"
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, csv_text, ""))
+    rows = dvc_experiments()
+    assert [(r["Experiment"], r.get(COMMIT)) for r in rows] == [
+        ("", None),
+        ("", None),
+        ("a", "main"),
+        ("", None),
+        ("b", "abc1234"),
+    ]
+
+
+def test_cells_that_do_not_differ_name_no_best_and_small_values_keep_their_digits():
+    same = [_exp(f"s{i}", "0.5", train__loss=loss, train__d_variant="sn") for i, loss in enumerate(["a", "b"])]
+    r, c, cells = pivot(same, "train.loss", "train.d_variant", "fd_dlib")
+    md = to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib").splitlines()
+    assert md[-1] == "No difference: every cell's mean is 0.5 (no best cell; a finding to explain)."
+    kid = [_exp(f"k{i}", v, train__loss=loss, train__d_variant="sn") for i, (loss, v) in enumerate(
+        [("a", "1e-05"), ("a", "1.2e-05"), ("b", "3e-05"), ("b", "3.5e-05")])]  # fmt: skip
+    r, c, cells = pivot(kid, "train.loss", "train.d_variant", "fd_dlib")
+    md = to_markdown(r, c, cells, "train.loss", "train.d_variant", "kid_dlib").splitlines()
+    assert md[2] == "| a | 1.1e-05 ± 1.414e-06 (n=2) |" and md[3] == "| b | 3.25e-05 ± 3.536e-06 (n=2) |"
+    assert md[-1] == "Best (lowest mean): a / sn. Every other cell's range is clear of it."
+
+
+def test_one_value_on_either_side_is_not_called_clear():
+    rows = [_exp(f"x{i}", v, train__loss=loss, train__d_variant="sn") for i, (loss, v) in enumerate(
+        [("a", "1"), ("a", "1.2"), ("b", "3"), ("c", "5"), ("c", "6")])]  # fmt: skip
+    r, c, cells = pivot(rows, "train.loss", "train.d_variant", "fd_dlib")
+    assert to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib").splitlines()[-1] == (
+        "Best (lowest mean): a / sn. One value on either side, no spread to compare: b / sn. "
+        "Ranges clear of it: c / sn."
+    )
+
+
+def test_numbers_sort_as_numbers_and_nan_is_no_score():
+    rows = [_exp(f"n{s}", v, train__loss="a", train__d_variant=s) for s, v in (("10", "1"), ("2", "2"), ("x", "nan"))]
+    r, c, cells = pivot(rows, "train.loss", "train.d_variant", "fd_dlib")
+    assert c == ["2", "10"] and cells == {("a", "2"): [2.0], ("a", "10"): [1.0]}
+
+
+def _cli(capsys, monkeypatch, rows: list[dict], *args: str) -> tuple[int, str, str]:
+    from facegan import experiments
+    from facegan.cli import main
+
+    monkeypatch.setattr(experiments, "dvc_experiments", lambda root=Path("."): rows)
+    with pytest.raises(SystemExit) as e:
+        main(["exp-table", *args])
+    out = capsys.readouterr()
+    return int(e.value.code or 0), out.out, out.err
+
+
+def test_exp_table_names_the_column_it_used_ranks_prefixed_accuracies_up_and_makes_the_out_folder(
+    capsys, monkeypatch, tmp_path
+):
+    acc = "data/reports/cartoon/metrics.json:attr_acc_mean"
+    rows = [
+        {"Experiment": f"a{i}", "train.loss": loss, "train.d_variant": "sn", acc: v}
+        for i, (loss, v) in enumerate([("hinge", "0.6"), ("hinge", "0.62"), ("lsgan", "0.9"), ("lsgan", "0.93")])
+    ]
+    out = tmp_path / "new" / "sweep.md"
+    code, text, err = _cli(capsys, monkeypatch, rows, "--metric", "attr_acc_mean", "--out", str(out))
+    assert code == 0, err
+    assert text.splitlines()[0] == f"| {acc} (train.loss \\ train.d_variant) | sn |"
+    assert "Best (highest mean): lsgan / sn." in text and out.read_text() == text.rstrip("\n") + "\n"
+    code, _, err = _cli(capsys, monkeypatch, [{**rows[0], acc.replace("cartoon", "sketch"): "1"}], "--metric",
+                        "attr_acc_mean")  # fmt: skip
+    assert code == 2 and err.startswith("error: attr_acc_mean is a column of 2 files: ") and "Traceback" not in err
+    code, text, err = _cli(capsys, monkeypatch, rows, "--metric", acc, "--where", "train.loss=hinge")
+    assert code == 0 and "| hinge | 0.61 ± 0.01414 (n=2) |" in text and "lsgan" not in text
+    code, _, err = _cli(capsys, monkeypatch, rows, "--where", "train.loss")
+    assert code == 2 and "'train.loss': expected KEY=VALUE" in err

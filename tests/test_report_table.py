@@ -4,6 +4,7 @@ the files keep every column."""
 from __future__ import annotations
 
 import io
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ from rich.console import Console
 
 from facegan.runs_table import (
     ALL_COLUMNS,
+    bar_chart,
     cyclegan_rows,
     human_seconds,
     ordered,
@@ -24,9 +26,16 @@ from facegan.runs_table import (
 T0 = 1_700_000_000_000
 
 
-def run(run_id: str, seconds: float, tags: dict, metrics: dict | None = None, params: dict | None = None):
+def run(
+    run_id: str,
+    seconds: float,
+    tags: dict,
+    metrics: dict | None = None,
+    params: dict | None = None,
+    status: str = "FINISHED",
+):
     """An object shaped like an mlflow Run (info + data), `seconds` long."""
-    info = SimpleNamespace(run_id=run_id, start_time=T0, end_time=T0 + int(seconds * 1000), status="FINISHED")
+    info = SimpleNamespace(run_id=run_id, start_time=T0, end_time=T0 + int(seconds * 1000), status=status)
     return SimpleNamespace(info=info, data=SimpleNamespace(tags=tags, metrics=metrics or {}, params=params or {}))
 
 
@@ -165,7 +174,7 @@ def test_files_keep_every_column_and_full_precision():
     md = to_markdown(rows).splitlines()
     assert md[0] == "| " + " | ".join(ALL_COLUMNS) + " |"
     assert md[0].startswith("| run | dataset | model | loss | d_variant | augment | freeze_d | fd_inception | fd_dlib")
-    assert len(md) == 2 + len(rows) and "| 721.1000 |" in "\n".join(md)
+    assert len(md) == 2 + len(rows) and "| 721.1 |" in "\n".join(md) and "| 0.0123456 |" in "\n".join(md)
     csv = to_csv(rows).splitlines()
     assert csv[0] == ",".join(ALL_COLUMNS) and len(csv) == 1 + len(rows)
 
@@ -195,3 +204,89 @@ def test_transfer_study_with_seeds_reads_the_row_summaries():
 
 def test_human_seconds():
     assert [human_seconds(s) for s in (None, 3.21, 41, 721.1, 3725)] == ["-", "3.2s", "41s", "12m 01s", "1h 02m"]
+
+
+def test_files_keep_the_digits_of_small_values():
+    md = to_markdown(rows_of([pipeline("k", "cartoon", 41.2345, 1.1e-05, 10)]))
+    assert "| 41.2345 | - | 1.1e-05 |" in md
+
+
+def test_a_retried_stage_shows_its_finished_run():
+    """Stage runs come newest first: a train that failed then finished, an evaluate that failed then finished
+    (the row is the retries', their time summed); a stage that never finished shows its newest attempt."""
+    parent = run("p", 10, {"facegan.kind": "transfer", "target": "sketch"})
+    tags = {"variant": "ada", "dataset": "sketch"}
+    kids = [
+        run("ev2", 20, {"stage": "evaluate", **tags}, {"fd_dlib": 41.5}),
+        run("ev1", 5, {"stage": "evaluate", **tags}, status="FAILED"),
+        run("tr2", 100, {"stage": "train", **tags}),
+        run("tr1", 300, {"stage": "train", **tags}, status="FAILED"),
+        run("ev4", 2, {"stage": "evaluate", "variant": "plain"}, status="FAILED"),
+        run("ev3", 1, {"stage": "evaluate", "variant": "plain"}, status="FAILED"),
+    ]
+    by = {r["variant"]: r for r in transfer_rows(parent, kids)}
+    assert (by["ada"]["run"], by["ada"]["fd_dlib"], by["ada"]["wall_s"]) == ("ev2", 41.5, 120.0)
+    assert (by["plain"]["run"], by["plain"]["fd_dlib"]) == ("ev4", None)
+
+
+def test_augment_is_spelled_alike_on_pipeline_rows_their_tag_and_transfer_rows(tmp_path, monkeypatch):
+    """ADA is `ada` everywhere (a pipeline run tagged before said `none`: its logged params decide)."""
+    from conftest import tiny_params
+    from facegan import track
+
+    old = run("o", 1, {"dataset": "cartoon", "augment": "none"}, {}, {"train.ada.enabled": "True"})
+    policies = {"train.ada.enabled": "False", "train.diffaugment": "['color', 'cutout']"}
+    assert [r["augment"] for r in rows_of([old, run("d", 1, {}, {}, policies)])] == ["ada", "color,cutout"]
+
+    def offline(*args):
+        raise OSError("offline")
+
+    monkeypatch.setattr(track, "client", offline)  # the parent's spec only: no store is made or reached
+    tags = [
+        track.pipeline_parent(p.tracking, "cartoon", p, tmp_path / name)["tags"]["augment"]
+        for name, p in (("a", tiny_params(ada={"enabled": True})), ("d", tiny_params(diffaugment=["color"])))
+    ]
+    assert tags == ["ada", "color"]
+
+
+def test_nan_scores_are_unscored_sorted_last_and_shown_empty():
+    rows = ordered(
+        rows_of([pipeline(n, "cartoon", fd, 0.1, 10) for n, fd in (("a", 50.0), ("n", math.nan), ("b", 40.0))])
+    )
+    assert [(r["run"], r["fd_dlib"]) for r in rows] == [("b", 40.0), ("a", 50.0), ("n", None)]
+    assert "nan" not in to_markdown(rows) + to_csv(rows)
+
+
+def test_chart_has_a_panel_per_dataset_in_its_own_metric(tmp_path, monkeypatch):
+    """Distances to different real sets on one axis would rank what is not comparable; runs without the panel's
+    metric are counted, not silently left out."""
+    from matplotlib.figure import Figure
+
+    saved: list = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    incep = run("i", 1, {"dataset": "cartoon", "model": "dcgan"}, {"fd_inception": 30.0, "fd_dlib": 35.0})
+    bar_chart(ordered(every_kind() + rows_of([incep])), tmp_path / "chart.png")
+    panels = [(ax.get_title(loc="left"), len(ax.patches)) for ax in saved[0].axes]
+    assert panels == [
+        ("cartoon: fd_inception (lower is better); 4 run(s) without it not shown", 1),
+        ("sketch: fd_dlib (lower is better)", 4),
+    ]
+
+
+def test_dataset_hashes_read_the_lock_of_the_project_root(tmp_path, monkeypatch):
+    """`facegan report DATASET --root R` from another folder: R's dvc.lock, not the working directory's."""
+    import yaml
+
+    from facegan.report import dataset_hashes
+
+    root = tmp_path / "project"
+    processed = root / "data" / "processed" / "cartoon"
+    processed.mkdir(parents=True)
+
+    def lock(folder, path, md5):
+        (folder / "dvc.lock").write_text(yaml.safe_dump({"stages": {"pack": {"outs": [{"path": path, "md5": md5}]}}}))
+
+    lock(root, "data/processed/cartoon", "right.dir")
+    lock(tmp_path, "project/data/processed/cartoon", "wrong.dir")
+    monkeypatch.chdir(tmp_path)
+    assert dataset_hashes(root, processed, root / "data" / "stats" / "cartoon") == {"dvc_md5": "right.dir"}

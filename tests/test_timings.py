@@ -256,3 +256,27 @@ def test_summary_without_mlflow_skips_the_times(monkeypatch, tmp_path):
     skipped = [line for line in text.splitlines() if line.startswith("Stage times")]
     assert len(skipped) == 1 and skipped[0].startswith("Stage times: skipped (the tracking store http://127.0.0.1:9")
     assert text.rstrip().endswith(")") and "Longest stages" not in text
+
+
+def test_summary_headline_takes_each_dataset_s_own_metric_and_says_so_without_final_scores(tmp_path):
+    """cartoon scored by Inception and sketch by dlib alone: sketch's line is its fd_dlib, not `fd_inception -`;
+    a transfer table of runs not evaluated yet names no `fd_None`."""
+    from facegan.summary import headline, transfer
+
+    for ds, m in (("cartoon", {"fd_inception": 40.0, "fd_dlib": 0.5}), ("sketch", {"fd_dlib": 0.25, "kid_dlib": 0.01})):
+        (tmp_path / "data" / "reports" / ds).mkdir(parents=True)
+        (tmp_path / "data" / "reports" / ds / "metrics.json").write_text(json.dumps(m))
+    lines = headline(load_params(ROOT / "params.yaml"), tmp_path)
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["cartoon", "fd_inception", "40"],
+        ["sketch", "fd_dlib", "0.25"],
+    ]
+    assert lines[0].endswith("(inception if scored, else dlib):")
+    (tmp_path / "data" / "transfer").mkdir(parents=True)
+    rows = {"baseline": {"freeze_d": 0, "final": {}}, "ada": {"augment": "ada"}}
+    (tmp_path / "data/transfer/fid_table.json").write_text(json.dumps({"source": "a", "target": "b", "rows": rows}))
+    assert transfer(tmp_path) == [
+        "Transfer a -> b (no final distances yet):",
+        "  baseline  -   freeze_d 0",
+        "  ada       -   augment ada",
+    ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
@@ -56,7 +58,7 @@ def test_every_row_and_seed_runs_and_the_table_gives_their_spread(study):
         assert set(r["at_kimg"]) == {"0.008", "0.016"}
     assert rows["ada"]["ada_p_end"] is not None and rows["baseline"]["ada_p_end"] is None
     assert not rows["scratch"]["pretrained"] and rows["baseline"]["pretrained"]
-    assert rows["baseline"]["vs_baseline"]["dlib"] == (0.0, False)
+    assert result["baseline"] == "baseline" and rows["baseline"]["vs_baseline"] == {}  # not with itself
     assert result["noise_floor"]["dlib"] > 0 and result["source_model"]["dlib"] > 0
     # the fine-tunes trained on the 6-image subset, the same for every run
     logs = [Layout(root, "sketch", f"{row}-s{s}").model / "checkpoint.pt" for row, s in transfer.runs(p)]
@@ -130,3 +132,49 @@ def test_one_seed_has_no_spread_to_be_beyond():
     }  # fmt: skip
     md = transfer_table.markdown(result)
     assert "| 0.25 (1 seed) | - |" in md and "±" not in md.split("| row |")[1] and "beyond" not in md
+
+
+def _summarize(monkeypatch, tmp_path, finals: dict[tuple[str, int], dict[str, float]]) -> dict:
+    """transfer_table.summarize over runs whose evaluation gave `finals` ({(row, seed): {extractor: fd}})."""
+    rows = list(dict.fromkeys(row for row, _ in finals))
+    seeds = list(dict.fromkeys(seed for _, seed in finals))
+    t = SimpleNamespace(runs=rows, seeds=seeds, source="cartoon", target="sketch", target_images=None)
+    record = {"fd_curve": [], "rt": [], "ada_p": [], "kimg": 0.3}
+    monkeypatch.setattr(transfer_table, "run_record", lambda p, row, seed, root: {**record, "final": finals[row, seed]})
+    monkeypatch.setattr(transfer_table, "_describe", lambda p, row, root: {"pretrained": True, "freeze_d": 0,
+                                                                          "augment": "none"})  # fmt: skip
+    monkeypatch.setattr(transfer_table, "noise_floor", lambda p, root: {})
+    return transfer_table.summarize(SimpleNamespace(transfer=t), tmp_path)
+
+
+def test_without_a_baseline_row_the_first_is_the_base_and_is_not_compared_with_itself(monkeypatch, tmp_path):
+    result = _summarize(
+        monkeypatch, tmp_path, {("plain", 0): {"dlib": 0.30}, ("plain", 1): {"dlib": 0.31},
+                                ("ada", 0): {"dlib": 0.20}, ("ada", 1): {"dlib": 0.21}}
+    )  # fmt: skip
+    assert result["baseline"] == "plain" and result["rows"]["plain"]["vs_baseline"] == {}
+    assert result["rows"]["ada"]["vs_baseline"]["dlib"] == pytest.approx((-0.1, True))
+    md = transfer_table.markdown(result).splitlines()
+    assert next(line for line in md if line.startswith("| row |")).endswith(
+        "| range | vs plain | r_t end | ADA p end |"
+    )
+    plain = next(line for line in md if line.startswith("| plain |")).split(" | ")
+    ada = next(line for line in md if line.startswith("| ada |")).split(" | ")
+    assert plain[5:8] == ["0.305 ± 0.0071", "0.3–0.31", "-"] and ada[7] == "-0.1 (beyond spread)"
+
+
+def test_a_distance_some_seeds_lack_is_spread_over_those_that_have_it(monkeypatch, tmp_path):
+    result = _summarize(
+        monkeypatch, tmp_path, {("baseline", 0): {"dlib": 1.0, "inception": 5.0}, ("baseline", 1): {"dlib": 2.0},
+                                ("ada", 0): {"dlib": 1.5}, ("ada", 1): {"dlib": 2.5, "inception": 7.0}}
+    )  # fmt: skip
+    rows = result["rows"]
+    assert rows["baseline"]["final"]["inception"]["n"] == 1 and rows["ada"]["final"]["inception"]["mean"] == 7.0
+    assert rows["ada"]["vs_baseline"]["inception"] == (2.0, False)
+    md = transfer_table.markdown(result)
+    assert "| 5 (1 of 2 seeds) | - | - |" in md and "| 7 (1 of 2 seeds) | - | +2 |" in md
+
+
+def test_nan_is_no_distance():
+    assert transfer_table._spread([math.nan, 30.0]) == {"mean": 30.0, "std": 0.0, "min": 30.0, "max": 30.0, "n": 1}
+    assert transfer_table._spread([math.nan]) is None

@@ -353,19 +353,27 @@ def exp_table(
     rows: str = typer.Option("train.loss", help="param for the table rows"),
     cols: str = typer.Option("train.d_variant", help="param for the table columns"),
     metric: str = typer.Option("fd_dlib", help="metric in the cells"),
-    out: Path | None = typer.Option(None, help="also write the table as Markdown here"),
+    where: list[str] = typer.Option(
+        [], help="KEY=VALUE: only experiments with this param value (repeatable; commit=REV: one commit's)"
+    ),
+    out: Path | None = typer.Option(None, dir_okay=False, help="also write the table as Markdown here"),
 ) -> None:
     """Pivot the DVC experiments (e.g. a `dvc exp run --queue -S ...` sweep) into one metric table."""
-    from facegan.experiments import dvc_experiments, pivot, to_markdown
+    from facegan.experiments import dvc_experiments, lower_is_better, pivot, resolve, to_markdown
+    from facegan.io import write_text
 
-    rkeys, ckeys, cells = pivot(dvc_experiments(), rows, cols, metric)
+    if bad := [w for w in where if "=" not in w]:
+        raise typer.BadParameter(f"{bad[0]!r}: expected KEY=VALUE", param_hint="--where")
+    exps = dvc_experiments()
+    rows, cols, metric = (resolve(exps, name) for name in (rows, cols, metric))  # the columns used, named in full
+    rkeys, ckeys, cells = pivot(exps, rows, cols, metric, dict(w.split("=", 1) for w in where))
     if not cells:
         typer.echo(f"no experiments have {rows}, {cols} and {metric}; run a sweep first (see README)", err=True)
         raise typer.Exit(1)
-    table = to_markdown(rkeys, ckeys, cells, rows, cols, metric, lower=not metric.startswith("attr_acc"))
+    table = to_markdown(rkeys, ckeys, cells, rows, cols, metric, lower=lower_is_better(metric))
     typer.echo(table)
     if out:
-        out.write_text(table, encoding="utf-8")
+        write_text(out, table)  # its folder made when missing
 
 
 @app.command("exp-args")

@@ -4,52 +4,126 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
-from facegan.errors import StageError
+from facegan.errors import FaceganError, StageError
+
+COMMIT = "commit"  # put on each experiment row: the rev of its baseline (--all-commits lists several)
+# sections that say where and how fast runs go, not what they compute: they may differ within a cell
+NOT_COMPUTED = ("workers", "orchestration", "tracking")
+
+
+class TableError(FaceganError, ValueError):
+    """A table that cannot be made as asked: a name several columns match, a cell of unlike experiments."""
 
 
 def dvc_experiments(root: Path = Path(".")) -> list[dict[str, str]]:
-    """Rows of `dvc exp show --csv` (workspace, baseline and every experiment)."""
+    """Rows of `dvc exp show --csv` (workspace, baseline and every experiment), each experiment's with its
+    baseline's rev as COMMIT."""
     # this interpreter's dvc: the console script need not be on PATH (a venv's facegan run without activating it);
     # -P: the project folder is not put first on the module path (a file there must not shadow dvc's imports)
     cmd = [sys.executable, "-P", "-m", "dvc", "exp", "show", "--csv", "--all-commits"]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if r.returncode != 0:
         raise StageError(f"dvc exp show failed: {r.stderr.strip()}")
-    return list(csv.DictReader(io.StringIO(r.stdout)))
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    base = ""
+    for row in rows:  # each baseline row is followed by the experiments of its commit
+        if row.get("typ") == "baseline":
+            base = row.get("rev", "")
+        else:
+            row[COMMIT] = base
+    return rows
+
+
+def resolve(rows: list[dict[str, str]], name: str) -> str:
+    """The column `name` stands for: itself, else the one `<file>:<name>` (DVC prefixes the file to names that
+    clash); several such columns are an error naming them. A `<file>:<name>` DVC did not prefix (no other file
+    has the name) is the plain `<name>`."""
+    names = dict.fromkeys(k for row in rows for k in row)
+    if name in names:
+        return name
+    if ":" in name and (bare := name.rsplit(":", 1)[1]) in names:
+        return bare
+    hits = [k for k in names if k.endswith(":" + name)]
+    if len(hits) > 1:
+        raise TableError(f"{name} is a column of {len(hits)} files: {', '.join(hits)}; pass the one you mean in full")
+    return hits[0] if hits else name
 
 
 def column(row: dict[str, str], name: str) -> str | None:
     """A value by param/metric name; DVC prefixes 'file:' to names that clash, accept either form."""
-    if name in row:
-        return row[name]
-    hits = [v for k, v in row.items() if k.endswith(":" + name)]
-    return hits[0] if hits else None
+    return row.get(resolve([row], name))
+
+
+def _order(value: str) -> tuple[int, float, str]:
+    """Numbers in numeric order (seed 2 before 10), then words."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _unlike(members: list[dict[str, str]], keys: set[str]) -> dict[str, set[str]]:
+    """{column: its values} of the params (and COMMIT) in which the experiments of one cell differ, but `keys`
+    (the pivot's) and seeds."""
+    from facegan.config import Params
+
+    out = {}
+    for name in dict.fromkeys(k for row in members for k in row):
+        bare = name.rsplit(":", 1)[-1]
+        section = bare.split(".")[0]
+        param = section in Params.model_fields and section not in NOT_COMPUTED
+        if (param or name == COMMIT) and bare not in keys and not bare.split(".")[-1].endswith("seed"):
+            values = {row.get(name, "") for row in members}
+            if len(values) > 1:
+                out[name] = values
+    return out
 
 
 def pivot(
-    rows: list[dict[str, str]], row_param: str, col_param: str, metric: str
+    rows: list[dict[str, str]], row_param: str, col_param: str, metric: str, where: dict[str, str] | None = None
 ) -> tuple[list[str], list[str], dict[tuple[str, str], list[float]]]:
-    """(row keys, col keys, {(r, c): the metric of every finished experiment in that cell}) over experiment
-    rows: several seeds of one cell give several values."""
+    """(row keys, col keys, {(r, c): the metric of every finished experiment in that cell}) over the experiment
+    rows whose columns have the values of `where`: several seeds of one cell give several values. Experiments of
+    one cell that differ in more (another param, another commit) are an error naming what: a mean over them would
+    mix settings."""
     cells: dict[tuple[str, str], list[float]] = {}
+    members: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
         if row.get("typ") == "baseline" or not row.get("Experiment"):
             continue
         if row.get("State") and row["State"] != "Success":
             continue  # queued/running experiments echo the workspace's metrics; failed ones have none
+        if any(column(row, k) != v for k, v in (where or {}).items()):
+            continue
         r, c, v = column(row, row_param), column(row, col_param), column(row, metric)
         if r and c and v:
             try:
-                cells.setdefault((r, c), []).append(float(v))
+                value = float(v)
             except ValueError:
                 continue
-    rkeys = sorted({k[0] for k in cells})
-    ckeys = sorted({k[1] for k in cells})
+            if math.isfinite(value):  # a NaN distance is no score
+                cells.setdefault((r, c), []).append(value)
+                members.setdefault((r, c), []).append(row)
+    keys = {name.rsplit(":", 1)[-1] for name in (row_param, col_param)}
+    unlike = {cell: found for cell, rs in members.items() if (found := _unlike(rs, keys))}
+    if unlike:
+        (r, c), found = next(iter(unlike.items()))
+        what = "; ".join(f"{k} ({', '.join(sorted(vs, key=_order))})" for k, vs in found.items())
+        k, vs = next(iter(found.items()))
+        raise TableError(
+            f"the experiments of {len(unlike)} cell(s), e.g. {r} / {c}, differ in more than {row_param}, {col_param} "
+            f"and the seed: {what}; a mean over them mixes settings: keep one with --where "
+            f"(e.g. --where {k.rsplit(':', 1)[-1]}={max(vs, key=_order)}) or make it the --rows or --cols"
+        )
+    rkeys = sorted({k[0] for k in cells}, key=_order)
+    ckeys = sorted({k[1] for k in cells}, key=_order)
     return rkeys, ckeys, cells
 
 
@@ -58,36 +132,66 @@ def spread(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def lower_is_better(metric: str) -> bool:
+    """Distances (fd_*, kid_*): lower is better; attribute accuracies (attr_acc*): higher. `file:` prefix or not."""
+    return not metric.rsplit(":", 1)[-1].startswith("attr_acc")
+
+
+def _names(cells: Iterable[tuple[str, str]]) -> str:
+    return ", ".join(f"{r} / {c}" for r, c in cells)
+
+
+def _verdict(cells: dict[tuple[str, str], list[float]], lower: bool) -> str:
+    """The best cell and how the others stand to it (by the values themselves, not their rounding): their ranges
+    overlap its range (not beyond the seed-to-seed spread), one value on either side (no spread to compare), or
+    apart; no best when every cell's mean is the same."""
+    means = {k: spread(v)[0] for k, v in cells.items()}
+    if len(cells) == 1:
+        return f"One cell ({_names(cells)}): nothing to compare."
+    if len(set(means.values())) == 1:
+        same = _num(next(iter(means.values())))
+        return f"No difference: every cell's mean is {same} (no best cell; a finding to explain)."
+    best = (min if lower else max)(cells, key=means.__getitem__)
+    lo, hi = min(cells[best]), max(cells[best])
+    others = sorted(k for k in cells if k != best)
+    tied = [k for k in others if min(cells[k]) <= hi and max(cells[k]) >= lo]
+    single = [k for k in others if k not in tied and min(len(cells[k]), len(cells[best])) == 1]
+    apart = [k for k in others if k not in tied and k not in single]
+    text = f"Best ({'lowest' if lower else 'highest'} mean): {_names([best])}."
+    if tied:
+        text += f" Within its spread (value ranges overlap): {_names(tied)}."
+    if single:
+        text += f" One value on either side, no spread to compare: {_names(single)}."
+    if apart and (tied or single):
+        text += f" Ranges clear of it: {_names(apart)}."
+    elif apart:
+        text += " Every other cell's range is clear of it."
+    return text
+
+
 def to_markdown(
     rkeys: list[str], ckeys: list[str], cells: dict, row_param: str, col_param: str, metric: str, lower: bool = True
 ) -> str:
-    """The pivot as Markdown, mean +- std (n) per cell, then the best cell and the cells whose range of values
-    overlaps the best's (differences that do not exceed the seed-to-seed spread)."""
+    """The pivot as Markdown, mean +- std (n) per cell, then the best cell and how the others stand to it
+    (see _verdict)."""
     head = f"| {metric} ({row_param} \\ {col_param}) | " + " | ".join(ckeys) + " |"
     sep = "|---" * (len(ckeys) + 1) + "|"
     body = ["| " + r + " | " + " | ".join(_fmt(cells.get((r, c))) for c in ckeys) + " |" for r in rkeys]
     lines = [head, sep, *body]
     if cells:
-        best = (min if lower else max)(cells, key=lambda k: spread(cells[k])[0])
-        lo, hi = min(cells[best]), max(cells[best])
-        tied = [k for k in cells if k != best and min(cells[k]) <= hi and max(cells[k]) >= lo]
-        lines += [
-            "",
-            f"Best ({'lowest' if lower else 'highest'} mean): {best[0]} / {best[1]}. "
-            + (
-                "Within its spread (value ranges overlap): " + ", ".join(f"{r} / {c}" for r, c in sorted(tied)) + "."
-                if tied
-                else "Every other cell's range is clear of it."
-            ),
-        ]
+        lines += ["", _verdict(cells, lower)]
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float) -> str:
+    return f"{v:.4g}"  # significant digits: a KID of 1e-05 is not 0.0000
 
 
 def _fmt(values: list[float] | None) -> str:
     if not values:
         return "-"
     mean, std = spread(values)
-    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f} (n={len(values)})"
+    return _num(mean) if len(values) == 1 else f"{_num(mean)} ± {_num(std)} (n={len(values)})"
 
 
 def _literal(v: object) -> str:

@@ -72,17 +72,18 @@ def plot_curves(model: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def dataset_hashes(processed: Path, stats: Path) -> dict[str, str]:
-    """sha256 of the packed ZIP (from refstats) and DVC's md5 of the packed folder (from dvc.lock)."""
+def dataset_hashes(root: Path, processed: Path, stats: Path) -> dict[str, str]:
+    """sha256 of the packed ZIP (from refstats) and DVC's md5 of the packed folder (from the project's dvc.lock,
+    whose paths are relative to `root`)."""
     out = {}
     status = stats / "stats.json"
     if status.is_file():
         out["dataset_sha256"] = json.loads(status.read_text())["dataset_sha256"]
-    lock = Path("dvc.lock")
+    lock = root / "dvc.lock"
     if lock.is_file():
         for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
             for o in stage.get("outs", []):
-                if Path(o["path"]) == processed or str(processed).endswith(o["path"]):
+                if (root / o["path"]).resolve() == processed.resolve():
                     out["dvc_md5"] = o.get("md5", "")
     return out
 
@@ -110,7 +111,8 @@ def run_report(
         write_text(snapshot, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
         tags = {
             "steps": str(metrics["training"]["steps"]),
-            **dataset_hashes(processed, processed.parent.parent / "stats" / dataset),
+            # processed is <root>/data/processed/<dataset> (chain.Layout)
+            **dataset_hashes(processed.parents[2], processed, processed.parent.parent / "stats" / dataset),
         }
         track.finish_pipeline(
             params.tracking,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,11 @@ def wall_seconds(run: Any) -> float | None:
     return (end - start) / 1000 if start and end else None
 
 
+def _score(v: object) -> float | None:
+    """A metric value, None when unscored: missing or not finite (a NaN distance is no score)."""
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
 def rows_of(runs: list) -> list[dict[str, Any]]:
     """One row per pipeline (parent) MLflow run (objects with .info, .data.tags/.metrics/.params)."""
     out = []
@@ -52,9 +58,14 @@ def rows_of(runs: list) -> list[dict[str, Any]]:
                 "model": tags.get("model", ""),
                 "loss": tags.get("loss", ""),
                 "d_variant": tags.get("d_variant", ""),
-                "augment": tags.get("augment", ""),
+                # from the logged train params where there are some: runs tagged before ADA was named say "none"
+                "augment": (
+                    augment_label(p["train.ada.enabled"], p.get("train.diffaugment"))
+                    if "train.ada.enabled" in p
+                    else tags.get("augment", "")
+                ),
                 "freeze_d": p.get("train.freeze_d", "-"),
-                **{k: m.get(k) for k in METRICS},
+                **{k: _score(m.get(k)) for k in METRICS},
                 "steps": int(m["training.steps"]) if "training.steps" in m else tags.get("steps", ""),
                 "wall_s": round(wall, 1) if wall is not None else None,
                 "kind": "pipeline",
@@ -64,12 +75,24 @@ def rows_of(runs: list) -> list[dict[str, Any]]:
     return out
 
 
-def _augment(ada: str | None, diffaugment: str | None) -> str:
-    """'ada', the DiffAugment policies ('color,translation') or 'none', from params logged as strings."""
-    if ada == "True":
+def augment_label(ada: object, diffaugment: object) -> str:
+    """'ada', the DiffAugment policies ('color,translation') or 'none': the one spelling of every table and of the
+    pipeline runs' tag, from the config (a bool, a list) or from params logged as strings ('True', "['color']")."""
+    if ada is True or ada == "True":
         return "ada"
-    policies = re.findall(r"[A-Za-z_]+", diffaugment or "")
+    policies = diffaugment if isinstance(diffaugment, list) else re.findall(r"[A-Za-z_]+", str(diffaugment or ""))
     return ",".join(policies) or "none"
+
+
+def _latest(runs: list) -> dict[str, Any]:
+    """Stage name -> its run among `runs` (newest first): the newest FINISHED one, else the newest (a stage that
+    failed and was retried shows the retry, not the failed attempt)."""
+    out: dict[str, Any] = {}
+    for r in runs:
+        stage = r.data.tags.get("stage")
+        if stage not in out or (out[stage].info.status != "FINISHED" and r.info.status == "FINISHED"):
+            out[stage] = r
+    return out
 
 
 def _steps(value: object) -> int | str:
@@ -103,10 +126,10 @@ def transfer_rows(parent: Any, children: list) -> list[dict[str, Any]]:
             base = p.get(f"transfer.{'pretrain' if pre else 'finetune'}.{key}")
             return base if pre else p.get(f"transfer.runs.{row_name}.{key}", base)
 
-        stage = {r.data.tags.get("stage"): r for r in runs}
+        stage = _latest(runs)
         ev, train = stage.get("evaluate"), stage.get("train")
         m = ev.data.metrics if ev else {}
-        walls = [wall_seconds(r) for r in runs]
+        walls = [wall_seconds(r) for r in stage.values()]
         wall = sum(w for w in walls if w is not None) if any(w is not None for w in walls) else None
         out.append(
             {
@@ -115,9 +138,9 @@ def transfer_rows(parent: Any, children: list) -> list[dict[str, Any]]:
                 "model": cfg("model") or "stylegan2",
                 "loss": cfg("loss") or "",
                 "d_variant": cfg("d_variant") or "",
-                "augment": _augment(cfg("ada.enabled"), cfg("diffaugment")),
+                "augment": augment_label(cfg("ada.enabled"), cfg("diffaugment")),
                 "freeze_d": cfg("freeze_d") or "-",
-                **{k: m.get(k, pm.get(f"{variant}.{k}")) for k in METRICS},
+                **{k: _score(m.get(k, pm.get(f"{variant}.{k}"))) for k in METRICS},
                 "steps": _steps(cfg("steps")),
                 "wall_s": round(wall, 1) if wall is not None else None,
                 "kind": "transfer",
@@ -141,9 +164,9 @@ def cyclegan_rows(run: Any) -> list[dict[str, Any]]:
                 "model": "cyclegan",
                 "loss": p.get("cyclegan.loss", ""),
                 "d_variant": "sn" if p.get("cyclegan.spectral_norm") == "True" else "plain",
-                "augment": _augment(None, p.get("cyclegan.diffaugment")),
+                "augment": augment_label(None, p.get("cyclegan.diffaugment")),
                 "freeze_d": "-",
-                **{k: m.get(f"{direction}.{k}") for k in METRICS},
+                **{k: _score(m.get(f"{direction}.{k}")) for k in METRICS},
                 "steps": _steps(p.get("cyclegan.steps", "")),
                 "wall_s": round(wall, 1) if wall is not None else None,
                 "kind": "cyclegan",
@@ -158,7 +181,8 @@ def primary_metric(rows: list[dict]) -> str:
 
 
 def ordered(rows: list[dict]) -> list[dict]:
-    """Grouped by dataset (by name), best first within each: the primary metric, then fd_dlib; unscored last."""
+    """Grouped by dataset (by name), best first within each: the primary metric, then fd_dlib; unscored (None: the
+    row builders turn NaN into None) last."""
     metric = primary_metric(rows)
 
     def key(r: dict) -> tuple:
@@ -171,15 +195,14 @@ def ordered(rows: list[dict]) -> list[dict]:
 # ---- files: every column, full precision ----------------------------------------------------------
 
 
-def _fmt(v: object) -> str:
-    if v is None or v == "":
-        return "-"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+def _plain(v: object) -> str:
+    """A value as it is (a float in full: the shortest text that reads back the same), '-' when empty."""
+    return "-" if v is None or v == "" else str(v)
 
 
 def to_markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(ALL_COLUMNS) + " |", "|" + "---|" * len(ALL_COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in ALL_COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(_plain(r.get(c)) for c in ALL_COLUMNS) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -191,22 +214,33 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def bar_chart(rows: list[dict], path: Path, metric: str) -> None:
-    """Horizontal bars of `metric` per run (lower is better), best at the top."""
+def bar_chart(rows: list[dict], path: Path) -> None:
+    """One panel per dataset (distances to different real sets are not comparable): horizontal bars of the
+    dataset's primary metric per run (lower is better), best at the top; its title counts the runs without it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    have = sorted((r for r in rows if r.get(metric) is not None), key=lambda r: r[metric])
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(have) + 1.2))
-    labels = [
-        f"{r['dataset']} {r['model']} {r.get('variant') or ''} {r['loss']} {r['d_variant']} {r['augment']} "
-        f"({r['run']})".replace("  ", " ")
-        for r in have
-    ]
-    ax.barh(labels[::-1], [r[metric] for r in have][::-1], color="#4a7ab8")
-    ax.set_xlabel(f"{metric} (lower is better)")
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get("dataset", ""), []).append(r)
+    heights = [0.4 * len(g) + 0.8 for g in groups.values()]
+    fig, axes = plt.subplots(
+        len(groups), 1, figsize=(8, sum(heights) + 0.4), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
+    for ax, (dataset, group) in zip(axes[:, 0], groups.items(), strict=True):
+        metric = primary_metric(group)
+        have = sorted((r for r in group if r.get(metric) is not None), key=lambda r: r[metric])
+        parts = ("model", "variant", "loss", "d_variant", "augment")
+        labels = [" ".join([*(str(r[k]) for k in parts if r.get(k)), f"({r['run']})"]) for r in have]
+        ax.barh(labels[::-1], [r[metric] for r in have][::-1], color="#4a7ab8")
+        missing = len(group) - len(have)
+        ax.set_title(
+            f"{dataset}: {metric} (lower is better)" + (f"; {missing} run(s) without it not shown" if missing else ""),
+            loc="left",
+            fontsize=9,
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -217,7 +251,7 @@ def write_table(rows: list[dict], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "fid_table.md").write_text(to_markdown(rows), encoding="utf-8")
     (out / "fid_table.csv").write_text(to_csv(rows), encoding="utf-8")
-    bar_chart(rows, out / "fid_table.png", primary_metric(rows))
+    bar_chart(rows, out / "fid_table.png")
     return [out / "fid_table.md", out / "fid_table.csv", out / "fid_table.png"]
 
 
@@ -239,16 +273,12 @@ def human_seconds(s: float | None) -> str:
 def _sig(v: object) -> str:
     """FD/KID with 4 significant digits (no exponent above 1e4)."""
     if not isinstance(v, (int, float)):
-        return _fmt(v)
+        return _plain(v)
     return f"{v:.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
 
 
 def _pct(v: object) -> str:
-    return f"{v:.1%}" if isinstance(v, (int, float)) else _fmt(v)
-
-
-def _plain(v: object) -> str:
-    return "-" if v is None or v == "" else str(v)
+    return f"{v:.1%}" if isinstance(v, (int, float)) else _plain(v)
 
 
 # terminal order: (key, header, formatter, right-aligned)

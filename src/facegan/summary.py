@@ -60,16 +60,17 @@ def where(p: Params, root: Path, uri: str) -> list[str]:
 
 
 def headline(p: Params, root: Path) -> list[str]:
-    """The final scores per dataset (data/reports/<dataset>/metrics.json)."""
+    """The final scores per dataset (data/reports/<dataset>/metrics.json), each in its own primary metric (one
+    dataset scored by Inception does not leave another, scored by dlib alone, without a number)."""
     found = {d: _read_json(root / REPORTS / d / "metrics.json") for d in p.datasets}
-    metric = _primary(list(found.values()))
-    kid = metric.replace("fd_", "kid_")
     width = max(len(d) for d in found)
-    lines = [f"Frechet distance per dataset ({metric}, lower is better):"]
+    lines = ["Frechet distance per dataset, lower is better (inception if scored, else dlib):"]
     for d, m in found.items():
         if not isinstance(m, dict):
             lines.append(f"  {d:<{width}}  no report yet (dvc repro report@{d})")
             continue
+        metric = _primary([m])
+        kid = metric.replace("fd_", "kid_")
         steps = (m.get("training") or {}).get("steps")
         lines.append(
             f"  {d:<{width}}  {metric} {_num(m.get(metric)):>7}   {kid} {_num(m.get(kid)):>8}"
@@ -93,12 +94,15 @@ def _transfer_rows(data: Any) -> tuple[str, list[tuple[str, float | None, str, s
     if isinstance(rows, dict) and rows and all(isinstance(r, dict) for r in rows.values()):
         finals = [r.get("final") or {} for r in rows.values()]
         ext = next((k for k in ("inception", "dlib", "attributes") if any(k in f for f in finals)), None)
+        if ext is None:  # a table of runs not evaluated yet
+            return "no final distances yet", [(name, None, "-", _settings(r)) for name, r in rows.items()]
         out = []
         n = len(data.get("seeds") or [])
         for name, r in rows.items():
             f = (r.get("final") or {}).get(ext) or {}
             mean = f.get("mean")
-            shown = "-" if mean is None else f"{_num(mean)} ± {_num(f.get('std'))}" if n > 1 else _num(mean)
+            spread = f.get("n", n) > 1  # a row some seeds lack a distance for may have one value
+            shown = "-" if mean is None else f"{_num(mean)} ± {_num(f.get('std'))}" if spread else _num(mean)
             out.append((name, mean, shown, _settings(r)))
         return f"fd_{ext}" + (f", mean ± std over {n} seeds" if n > 1 else ""), out
     if isinstance(runs, dict) and runs and all(isinstance(r, dict) for r in runs.values()):

@@ -480,6 +480,8 @@ def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params, root: Pat
     """The spec of this pipeline execution's parent run (see module docstring), created when needed."""
     if os.environ.get(PARENT_ENV):
         return run_spec(cfg, {}, run_id=os.environ[PARENT_ENV])
+    from facegan.runs_table import augment_label
+
     key = pipeline_key(dataset, params, root)
 
     def new() -> dict[str, Any]:
@@ -490,7 +492,7 @@ def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params, root: Pat
             "model": params.train.model,
             "loss": params.train.loss,
             "d_variant": params.train.d_variant,
-            "augment": ",".join(params.train.diffaugment) or "none",
+            "augment": augment_label(params.train.ada.enabled, params.train.diffaugment),
             "mlflow.runName": f"{dataset}-{params.train.model}-{params.train.loss}",
             **git_state(root),
             **package_versions(),

@@ -64,7 +64,7 @@ def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
     ev = json.loads(metrics.read_text(encoding="utf-8"))
     losses = _read_csv(at.model / "losses.csv")
     return {
-        "final": {k: ev.get(f"fd_{k}") for k in EXTRACTORS if ev.get(f"fd_{k}") is not None},
+        "final": {k: v for k in EXTRACTORS if _finite(v := ev.get(f"fd_{k}"))},
         "fd_curve": [(r["step"] * batch / 1000, r["fd"]) for r in _read_csv(at.model / "fid.csv")],
         "rt": _windows(losses, "d_real_sign", batch),
         "ada_p": _windows(losses, "ada_p", batch),
@@ -72,7 +72,15 @@ def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
     }
 
 
-def _spread(values: list[float]) -> dict[str, float]:
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    """mean, std, min, max and n of the finite values (a NaN distance is no score); None when there is none."""
+    values = [v for v in values if _finite(v)]
+    if not values:
+        return None
     return {
         "mean": statistics.fmean(values),
         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -113,7 +121,8 @@ def noise_floor(p: Params, root: Path, seed: int = 0) -> dict[str, float]:
 
 
 def summarize(p: Params, root: Path) -> dict[str, Any]:
-    """The study's result: per row the spread of its runs' distances and curves (see the module docstring)."""
+    """The study's result: per row the spread of its runs' distances and curves (see the module docstring); a
+    distance some seeds lack is spread over those that have it (its n says how many)."""
     t = p.transfer
     records: dict[str, dict[int, dict]] = {}
     for row, seed in runs(p):
@@ -121,12 +130,13 @@ def summarize(p: Params, root: Path) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     for row, by_seed in records.items():
         recs = list(by_seed.values())
-        final = {k: _spread([r["final"][k] for r in recs]) for k in recs[0]["final"]}
+        final = {k: s for k in EXTRACTORS if (s := _spread([r["final"][k] for r in recs if k in r["final"]]))}
         points = sorted({k for r in recs for k, _ in r["fd_curve"]})
         at_kimg = {
-            f"{k:g}": _spread([fd for r in recs for kk, fd in r["fd_curve"] if kk == k])
+            f"{k:g}": s
             for k in points
             if all(any(kk == k for kk, _ in r["fd_curve"]) for r in recs)
+            and (s := _spread([fd for r in recs for kk, fd in r["fd_curve"] if kk == k]))
         }
         ends = {
             key: _spread([r[key][-1][1] for r in recs]) if all(r[key] for r in recs) else None
@@ -142,9 +152,11 @@ def summarize(p: Params, root: Path) -> dict[str, Any]:
             "ada_p_end": ends["ada_p"],
             "curves": {s: {k: r[k] for k in ("fd_curve", "rt", "ada_p")} for s, r in by_seed.items()},
         }
-    base = rows.get("baseline") or next(iter(rows.values()))
-    for r in rows.values():  # the difference to the baseline, and whether the seed ranges do not overlap
-        r["vs_baseline"] = {k: _versus(v, base["final"][k]) for k, v in r["final"].items() if k in base["final"]}
+    # the row the others are compared with: `baseline`, else the first; not with itself (no score)
+    baseline = "baseline" if "baseline" in rows else next(iter(rows))
+    base = rows[baseline]["final"]
+    for name, r in rows.items():  # the difference to the baseline, and whether the seed ranges do not overlap
+        r["vs_baseline"] = {k: _versus(v, base[k]) for k, v in r["final"].items() if k in base and name != baseline}
     src = Layout(root, t.source, PRETRAIN).evaluation / "metrics.json"
     source = json.loads(src.read_text(encoding="utf-8")) if src.is_file() else {}
     return {
@@ -152,7 +164,8 @@ def summarize(p: Params, root: Path) -> dict[str, Any]:
         "target": t.target,
         "target_images": t.target_images,
         "seeds": t.seeds,
-        "source_model": {k: source.get(f"fd_{k}") for k in EXTRACTORS if source.get(f"fd_{k}") is not None},
+        "baseline": baseline,
+        "source_model": {k: v for k in EXTRACTORS if _finite(v := source.get(f"fd_{k}"))},
         "noise_floor": noise_floor(p, root),
         "rows": rows,
     }
@@ -170,6 +183,7 @@ def markdown(result: dict[str, Any]) -> str:
     order = sorted(rows, key=lambda r: rows[r]["final"][first]["mean"] if first in rows[r]["final"] else math.inf)
     kimgs = sorted({k for r in rows.values() for k in r["at_kimg"]}, key=float)
     n = len(result["seeds"])
+    base = result.get("baseline", "baseline")  # tables written before it was named compared with `baseline`
     lines = [
         f"Transfer {result['source']} -> {result['target']}"
         + (f" ({result['target_images']} target images)" if result["target_images"] else "")
@@ -182,7 +196,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]  # fmt: skip
     head = ["row", "from", "freeze_d", "augment", "kimg"]
     for k in names:
-        head += [f"fd_{k} (mean ± std)" if n > 1 else f"fd_{k}", "range", "vs baseline"]
+        head += [f"fd_{k} (mean ± std)" if n > 1 else f"fd_{k}", "range", f"vs {base}"]
     head += [f"fd_{first} @ {k} kimg" for k in kimgs] + ["r_t end", "ADA p end"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in order:
@@ -200,10 +214,11 @@ def markdown(result: dict[str, Any]) -> str:
                 cells += ["-", "-", "-"]
                 continue
             diff, clear = r["vs_baseline"].get(k, (None, False))
+            seeds = f"{f['n']} of {n} seeds" if f["n"] < n else "1 seed" if f["n"] == 1 else ""
             cells += [
-                f"{_fmt(f['mean'])} ± {_fmt(f['std'], 2)}" if f["n"] > 1 else f"{_fmt(f['mean'])} (1 seed)",
+                _fmt(f["mean"]) + (f" ± {_fmt(f['std'], 2)}" if f["n"] > 1 else "") + (f" ({seeds})" if seeds else ""),
                 f"{_fmt(f['min'])}–{_fmt(f['max'])}" if f["n"] > 1 else "-",
-                "-" if name == "baseline" or diff is None else f"{diff:+.3g}" + (" (beyond spread)" if clear else ""),
+                "-" if name == base or diff is None else f"{diff:+.3g}" + (" (beyond spread)" if clear else ""),
             ]
         cells += [_fmt(r["at_kimg"][k]["mean"]) if k in r["at_kimg"] else "-" for k in kimgs]
         cells += [_fmt(r[e]["mean"], 3) if r[e] else "-" for e in ("rt_end", "ada_p_end")]
