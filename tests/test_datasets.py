@@ -249,3 +249,56 @@ def test_readme_walkthrough_runs_as_written(tmp_path):
     assert "me:" not in (root / "params.yaml").read_text()
     assert not (root / "data" / "raw" / "me").exists() and not (root / "data" / "raw" / "me.dvc").exists()
     assert set(load_params(root / "params.yaml").datasets) == {"cartoon", "sketch"}
+
+
+def test_symbolic_links_in_a_folder_are_followed_to_files_and_the_others_reported(tmp_path):
+    """Symbolic links used to be left out without a word: neither imported nor listed as skipped."""
+    src, elsewhere = tmp_path / "src", tmp_path / "elsewhere"
+    src.mkdir()
+    elsewhere.mkdir()
+    far = elsewhere / "far.png"
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(far)
+    (src / "own.png").write_bytes(_png())
+    (src / "link.png").symlink_to(far)  # outside the folder: followed (the folder is the user's own)
+    (src / "broken.png").symlink_to(tmp_path / "gone.png")
+    (src / "folder_link").symlink_to(elsewhere)
+    report = import_images(src, tmp_path / "out")
+    assert report.imported == ["link.png", "own.png"]
+    assert report.skipped == {
+        "broken.png": "broken symbolic link",
+        "folder_link": "symbolic link to a folder (not followed)",
+    }
+    copied = tmp_path / "out" / "link.png"
+    assert not copied.is_symlink() and copied.read_bytes() == far.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, r"label file .*nope\.csv \(--labels\) not found"),
+        (b"file\n", r"nope\.csv: needs a header row"),
+        (b"file,glasses\n", r"nope\.csv: no usable label row under the header"),
+        ("file,hair\na.png,\xe9\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9 at offset 16\); save it as UTF-8"),
+        (b"file,glasses\na.png,1\na.png,0\n", r"nope\.csv: line 3 labels 'a\.png' again, with other values"),
+    ],
+)
+def test_a_label_file_that_cannot_be_used_is_one_clear_error_and_add_keeps_nothing(tmp_path, project, content, match):
+    """A missing, header-only or Latin-1 file used to be a traceback (FileNotFoundError, ValueError,
+    UnicodeDecodeError); one image labelled twice kept its last row without a word."""
+    from facegan.errors import FaceganError
+
+    root, params, before = project
+    labels = tmp_path / "nope.csv"
+    if content is not None:
+        labels.write_bytes(content)
+    with pytest.raises(FaceganError, match=match):
+        add("mine", _one_image(tmp_path / "imgs"), "drawings", labels=labels, params_file=params, root=root)
+    assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
+
+
+def test_label_files_may_start_with_a_byte_order_mark_and_repeat_a_row(tmp_path):
+    from facegan.data.pack import read_labels
+
+    path = tmp_path / "labels.csv"
+    path.write_bytes("file,glasses\na.png,1\na.png,1\n".encode("utf-8-sig"))  # Excel's "CSV UTF-8"
+    assert read_labels(path) == ({"a.png": {"glasses": "1"}}, ["glasses"], [])

@@ -57,6 +57,11 @@ def _kill_when(root: Path, env: dict, ready: Callable[[str], bool], timeout: flo
     return log.read_text()
 
 
+def _temporaries(folder: Path) -> list[Path]:
+    """The temporary folders of a run writing `folder` (its lock file beside it is not one)."""
+    return [p for p in folder.parent.glob(f".{folder.name}.*") if p.is_dir()]
+
+
 def _checkpoint_step(path: Path) -> int:
     try:
         return int(torch.load(path, weights_only=True)["step"])
@@ -77,13 +82,13 @@ def test_sigkill_then_dvc_repro_gives_the_uninterrupted_bytes_and_resumes_traini
 
     b, env_b = _project(tmp_path / "b")
     detect = b / "data" / "interim" / "cartoon" / "detect"
-    _kill_when(b, env_b, lambda _: any(detect.parent.glob(".detect.*")))  # inside detect, before its output exists
+    _kill_when(b, env_b, lambda _: _temporaries(detect))  # inside detect, before its output exists
     assert not detect.exists(), "a killed stage left its output under the final name"
 
     packed = b / "data" / "processed" / "cartoon"
-    _kill_when(b, env_b, lambda _: any(packed.parent.glob(".cartoon.*")))  # inside pack, while its ZIP is written
+    _kill_when(b, env_b, lambda _: _temporaries(packed))  # inside pack, while its ZIP is written
     assert not packed.exists(), "a killed pack left its output under the final name"
-    assert any(detect.parent.glob(".detect.*")) is False  # the rerun of detect cleared the killed run's temporaries
+    assert _temporaries(detect) == []  # the rerun of detect cleared the killed run's temporaries
 
     work = b / "data" / "checkpoints" / "cartoon" / "main"
     _kill_when(b, env_b, lambda _: _checkpoint_step(work / "checkpoint.pt") >= 3)  # in the middle of train

@@ -7,6 +7,8 @@ wrong-kind model files each give one clear error naming the file."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -337,3 +339,45 @@ def test_truncated_or_wrong_kind_model_files_give_one_clear_error(damage, tmp_pa
             build()
         msg = str(e.value)
         assert msg.startswith(f"{path}: not a usable ") and "replace it" in msg and "\n" not in msg, msg
+
+
+RACE = """
+import sys, threading
+import numpy as np
+from skimage import data
+from facegan.config import DetectConfig
+from facegan.preprocess.detect import DETECTORS
+
+backend = sys.argv[1]
+detector = DETECTORS[backend](DetectConfig(backend=backend), None)
+a = data.astronaut()
+images = [a, a[::2, ::2].copy(), np.ascontiguousarray(a[:300]), np.ascontiguousarray(a[:, :400])]
+alone = [[f.box for f in detector(im, "")] for im in images]
+problems = []
+
+def work(i):
+    try:
+        for _ in range(12):
+            if [f.box for f in detector(images[i], "")] != alone[i]:
+                problems.append(f"thread {i}: other boxes than alone")
+    except Exception as e:
+        problems.append(f"thread {i}: {type(e).__name__}: {e}")
+
+threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(problems[:3])
+"""
+
+
+@pytest.mark.parametrize("backend", ["yunet", "haar", "hog"])
+def test_threads_of_one_process_share_its_detector_without_mixing_or_crashing(backend):
+    """Threads of one process (a Dask worker's, threads_per_worker > 1) share one loaded model: OpenCV's and
+    dlib's keep per-call state, and unguarded they crashed (`mapIt != reuseMap.end()`, double free), returned
+    the other thread's faces, or killed the process. Run in a child, so a crash is this test's failure."""
+    if backend == "yunet" and not YUNET and not STRICT:
+        pytest.skip(f"no YuNet model in {models_home() / 'detectors'}")
+    r = subprocess.run([sys.executable, "-c", RACE, backend], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.returncode, r.stdout, r.stderr[-2000:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -11,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegan.config import DetectConfig
+from facegan.config import DetectConfig, PackConfig
 from facegan.data.pack import run_pack
 from facegan.data.packed import ZIP_NAME, load_packed
 from facegan.io import read_image
 from facegan.manifest import read_manifest
 from facegan.preprocess import geometry
-from facegan.preprocess.detect import output_name, run_detect
+from facegan.preprocess.detect import crop_stems, output_name, run_detect
 from facegan.preprocess.matte import run_matte
 
 
@@ -152,7 +153,7 @@ def test_matte_keeps_rgba_cutouts_on_request(layout, tiny_params_obj, tmp_path):
     run_matte(cfg, layout.interim("align"), tmp_path / "m")
     rows = read_manifest(tmp_path / "m")
     for r in rows:
-        rgba = np.asarray(Image.open(tmp_path / "m" / "rgba" / Path(r.file).with_suffix(".png").name))
+        rgba = np.asarray(Image.open(tmp_path / "m" / "rgba" / Path(r.file).with_suffix(".png")))
         mask = read_image(tmp_path / "m" / "masks" / r.file)[..., 0] > 127
         assert rgba.shape[2] == 4 and np.array_equal(rgba[..., :3], read_image(layout.interim("align") / r.file))
         assert rgba[..., 3][mask].mean() > 200 and rgba[..., 3][~mask].mean() < 55  # soft alpha follows the mask
@@ -205,3 +206,120 @@ def test_output_names_are_unique_per_source():
     assert output_name("a.png", None) == "a.png"
     assert output_name("a.jpg", None) == "a_jpg.png"
     assert output_name("x/a.JPEG", 2) == "x/a_jpeg_f2.png"
+
+
+def _solid(path: Path, colours: list[tuple[int, int, int]]) -> None:
+    """An image of vertical bands, one colour each (JPEG keeps solid bands close to their colour)."""
+    image = np.concatenate([np.full((100, 100 // len(colours), 3), c, np.uint8) for c in colours], axis=1)
+    Image.fromarray(image).save(path, quality=98)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_crops_of_names_that_meet_get_a_file_each_named_by_their_key(tmp_path, workers):
+    """`x.jpg`/`x.JPG` and face 1 of `two.jpg`/`two_jpg_f1.png` used to share one crop file (the last writer's
+    pixels under both rows; with 2 workers, one's temporary file taken by the other)."""
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    red, green, blue, yellow, magenta = (230, 20, 20), (20, 230, 20), (20, 20, 230), (230, 230, 20), (230, 20, 230)
+    _solid(raw / "images" / "x.jpg", [red])
+    _solid(raw / "images" / "x.JPG", [green])
+    _solid(raw / "images" / "two.jpg", [blue, yellow])
+    _solid(raw / "images" / "two_jpg_f1.png", [magenta])
+    faces = {
+        "x.jpg": [[30, 30, 70, 70]],
+        "x.JPG": [[30, 30, 70, 70]],
+        "two.jpg": [[5, 30, 45, 70], [62, 38, 86, 62]],  # the larger (face 0) on blue, face 1 on yellow
+        "two_jpg_f1.png": [[30, 30, 70, 70]],
+    }
+    ann = {"images": {k: [{"box": b} for b in boxes] for k, boxes in faces.items()}}
+    (raw / "annotations.json").write_text(json.dumps(ann))
+    cfg = DetectConfig(multi_face="all", margin=0.0)
+    rows = run_detect(cfg, raw, tmp_path / "d", workers=workers)
+    colour = {("x.jpg", 0): red, ("x.JPG", 0): green, ("two.jpg", 0): blue, ("two.jpg", 1): yellow}
+    colour[("two_jpg_f1.png", 0)] = magenta
+    seen: dict[str, int] = {}
+    got = {}
+    for r in rows:
+        k = seen[r.source] = seen.get(r.source, -1) + 1
+        got[(r.source, k)] = read_image(tmp_path / "d" / r.file)[10:-10, 10:-10].reshape(-1, 3).mean(0)
+    assert got.keys() == colour.keys() and len({r.file for r in rows}) == 5
+    for key, c in colour.items():
+        assert np.abs(got[key] - c).max() < 12, (key, got[key])
+    names = {r.source: r.file for r in rows}
+    assert [r.file for r in rows if r.source == "two.jpg"] == ["two_jpg_f0.png", "two_jpg_f1.png"]  # as always
+    assert re.fullmatch(r"two_jpg_f1_h[0-9a-f]{8}\.png", names["two_jpg_f1.png"])
+    assert re.fullmatch(r"x_jpg_h[0-9a-f]{8}\.png", names["x.jpg"]) and names["x.jpg"] != names["x.JPG"]
+    assert crop_stems(["b.png", "a.jpg", "a.JPG"], False) == crop_stems(["a.JPG", "a.jpg", "b.png"], False)
+    assert crop_stems(["a.png", "a_f1.png", "b.jpg"], multi_face=False) == {}  # one face an image: no face names
+
+
+def test_a_second_run_of_a_stage_is_refused_while_the_first_writes_and_the_first_keeps_its_files(
+    layout, tmp_path, monkeypatch
+):
+    """A second run of detect into the same folder used to take the live run's temporary folder for a killed
+    run's and remove it: the first run then recreated it and reported success with its earlier crops gone."""
+    from facegan.errors import FolderBusy
+    from facegan.preprocess import detect
+
+    dst, busy, tried = tmp_path / "detect", [], []
+    annotations = detect.DETECTORS["annotations"]
+
+    def second_run_during_the_first(cfg, raw):
+        inner = annotations(cfg, raw)
+
+        def detector(image, key):
+            if key == "000005.png" and not tried:  # half-way through the first run
+                tried.append(key)
+                try:
+                    run_detect(DetectConfig(), layout.raw, dst)
+                except FolderBusy as e:
+                    busy.append(str(e))
+            return inner(image, key)
+
+        return detector
+
+    monkeypatch.setitem(detect.DETECTORS, "annotations", second_run_during_the_first)
+    rows = run_detect(DetectConfig(), layout.raw, dst)
+    assert busy == [
+        f"{dst}: another detect run is writing here (it holds {tmp_path / '.detect.lock'}); wait for it to end, "
+        "or stop it"
+    ]
+    assert len(rows) == 12 and all(r.status == "ok" for r in rows)
+    for r in rows:
+        assert np.array_equal(read_image(dst / r.file), read_image(layout.interim("detect") / r.file))
+
+
+def test_rgba_cutouts_keep_their_subfolders(tmp_path):
+    """`a/face.png` and `b/face.png` used to share rgba/face.png (masks/ kept the subfolders)."""
+    from facegan.config import MatteConfig
+    from facegan.io import write_image
+    from facegan.manifest import Row, write_manifest
+
+    src = tmp_path / "align"
+    rows = []
+    for i, sub in enumerate(("a", "b")):
+        write_image(src / sub / "face.png", np.full((16, 16, 3), 60 * (i + 1), np.uint8))
+        rows.append(Row(source=f"{sub}/face.jpg", file=f"{sub}/face.png", stage="align"))
+    write_manifest(src, rows)
+    run_matte(MatteConfig(backend="none", rgba=True), src, tmp_path / "m")
+    for i, sub in enumerate(("a", "b")):
+        rgba = np.asarray(Image.open(tmp_path / "m" / "rgba" / sub / "face.png"))
+        assert rgba.shape == (16, 16, 4) and (rgba[..., :3] == 60 * (i + 1)).all() and (rgba[..., 3] == 255).all()
+
+
+def test_pack_with_a_missing_label_file_stops_naming_it(layout, tiny_params_obj, tmp_path):
+    """A configured label file that was not there used to be passed over: the set packed unlabelled."""
+    from facegan.errors import StageInputMissing
+
+    cfg = tiny_params_obj.dataset("cartoon").pack.model_copy(update={"labels": "gone.csv"})
+    with pytest.raises(StageInputMissing, match=r"label file .*/gone\.csv \(pack\.labels\) not found: restore it"):
+        run_pack(cfg, layout.raw, layout.interim("quality"), tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+    # a hand-written block that never named a label file (pack.labels left at its default) packs without labels
+    default = PackConfig.model_validate({"resolution": cfg.resolution})
+    assert default.labels == "labels.csv" and not (tmp_path / "raw" / "labels.csv").exists()
+    (tmp_path / "raw").mkdir()
+    rows = run_pack(default, tmp_path / "raw", layout.interim("quality"), tmp_path / "p")
+    assert sum(r.status == "ok" for r in rows) == 12
+    with zipfile.ZipFile(tmp_path / "p" / ZIP_NAME) as zf:
+        assert json.loads(zf.read("dataset.json"))["labels"] is None

@@ -21,7 +21,7 @@ import yaml
 
 from facegan.config import DatasetConfig, ParamsError, dataset_name_problem, load_params
 from facegan.data.sources import ImportReport, import_images
-from facegan.errors import ModelFileMissing, StageError
+from facegan.errors import ModelFileMissing, StageError, StageInputMissing
 from facegan.layout import PER_IMAGE, Layout
 from facegan.manifest import SUMMARY, read_summary
 
@@ -196,6 +196,8 @@ def add(
     raw = root / "data" / "raw" / name
     if raw.exists():
         raise ParamsError(f"{raw} already exists; remove it or choose another name")
+    if labels is not None and not labels.is_file():
+        raise StageInputMissing(f"label file {labels} (--labels) not found")
     original = params_file.read_text(encoding="utf-8")
     try:
         report: ImportReport = import_images(src, raw / "images")
@@ -209,8 +211,8 @@ def add(
         if references is not None:
             out["references"] = import_images(references, raw / "references").summary()
         if labels is not None:
+            out["label_problems"] = check_labels(labels, report.imported)  # its errors name the user's file
             shutil.copyfile(labels, raw / "labels.csv")
-            out["label_problems"] = check_labels(raw / "labels.csv", report.imported)
         if kind == "anime":
             if cascade is None or not cascade.is_file():
                 raise ModelFileMissing(

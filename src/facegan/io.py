@@ -207,27 +207,31 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_dir(dst: Path) -> Iterator[Path]:
+def atomic_dir(dst: Path, what: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `dst`; on success it replaces `dst`, on error it is removed. Temporary
-    folders a killed run left beside `dst` are removed first: `dst` itself is only ever absent or complete."""
+    folders a killed run left beside `dst` are removed first: `dst` itself is only ever absent or complete.
+    With `what` (e.g. "detect run"), `dst` is held (`exclusive`) throughout: a second writer gets FolderBusy before
+    it removes anything, instead of taking the live run's temporary folder for a killed run's. (Its lock file stays
+    beside `dst`: not for folders whose parent is itself a DVC output, as data/runs/<dataset>/<variant>/ is.)"""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dst.parent.glob(f".{dst.name}.*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dst)
+    with exclusive(dst, what) if what else contextlib.nullcontext():
+        for stale in dst.parent.glob(f".{dst.name}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
 
 
 def image_grid(images: np.ndarray, ncols: int, pad: int = 2, value: int = 255) -> np.ndarray:

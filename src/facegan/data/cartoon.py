@@ -325,7 +325,7 @@ def _write_one(cfg: CartoonSource, root: Path, index: int) -> tuple[str, dict, d
 
 def generate(cfg: CartoonSource, dst: Path, workers: int | Pool = 1) -> int:
     """Write the whole dataset to `dst` (replaced atomically); returns the image count."""
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, "generate run") as tmp:
         rows = map_items(functools.partial(_write_one, cfg, tmp), range(cfg.n), workers, desc="generate cartoon")
         annotations = {
             "format": "facegan-annotations/1",

@@ -22,6 +22,7 @@ from PIL import Image
 
 from facegan.config import PackConfig
 from facegan.data.packed import ZIP_NAME
+from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import atomic_dir, read_image
 from facegan.manifest import Manifest, read_manifest
 from facegan.preprocess.common import finish
@@ -32,24 +33,41 @@ STAGE = "pack"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+class LabelsError(FaceganError, ValueError):
+    """A label CSV that cannot be used as a whole (not UTF-8, no header, no rows, one image with two labels)."""
+
+
 def read_labels(path: Path) -> tuple[dict[str, dict[str, str]], list[str], list[str]]:
-    """Label CSV (first column: file relative to images/) -> (rows by file, attribute names, problems)."""
+    """Label CSV (first column: file relative to images/) -> (rows by file, attribute names, problems).
+    A missing file is StageInputMissing; one that cannot be used as a whole, LabelsError."""
     problems: list[str] = []
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or len(header) < 2:
-            raise ValueError(f"{path}: needs a header row 'file,<attribute>,...'")
-        names = [h.strip() for h in header[1:]]
-        rows: dict[str, dict[str, str]] = {}
-        for i, rec in enumerate(reader, start=2):
-            if len(rec) != len(header):
-                problems.append(f"line {i}: {len(rec)} columns, expected {len(header)}")
-                continue
-            if any(not v.strip() for v in rec):
-                problems.append(f"line {i}: empty value")
-                continue
-            rows[rec[0].strip()] = {n: v.strip() for n, v in zip(names, rec[1:], strict=True)}
+    if not path.is_file():
+        raise StageInputMissing(f"label file {path} not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's UTF-8 CSV) is not part of the header
+    except UnicodeDecodeError as e:
+        raise LabelsError(
+            f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header or len(header) < 2:
+        raise LabelsError(f"{path}: needs a header row 'file,<attribute>,...'")
+    names = [h.strip() for h in header[1:]]
+    rows: dict[str, dict[str, str]] = {}
+    for i, rec in enumerate(reader, start=2):
+        if len(rec) != len(header):
+            problems.append(f"line {i}: {len(rec)} columns, expected {len(header)}")
+            continue
+        if any(not v.strip() for v in rec):
+            problems.append(f"line {i}: empty value")
+            continue
+        file, labels = rec[0].strip(), {n: v.strip() for n, v in zip(names, rec[1:], strict=True)}
+        if rows.get(file, labels) != labels:
+            raise LabelsError(f"{path}: line {i} labels {file!r} again, with other values: one row per image")
+        rows[file] = labels
+    if not rows:
+        raise LabelsError(f"{path}: no usable label row under the header" + (f" ({problems[0]})" if problems else ""))
     return rows, names, problems
 
 
@@ -78,7 +96,14 @@ def run_pack(cfg: PackConfig, raw: Path, src: Path, dst: Path) -> Manifest:
     rows = read_manifest(src)
     labels: dict[str, dict[str, str]] = {}
     names: list[str] = []
-    if cfg.labels and (raw / cfg.labels).is_file():
+    if cfg.labels and not (raw / cfg.labels).is_file() and "labels" not in cfg.model_fields_set:
+        log.info("no %s in %s (pack.labels left at its default): packing without labels", cfg.labels, raw)
+    elif cfg.labels:
+        if not (raw / cfg.labels).is_file():  # never packed unlabelled: a conditional model would train without labels
+            raise StageInputMissing(
+                f"label file {raw / cfg.labels} (pack.labels) not found: restore it, or set pack.labels: null "
+                "for a set without labels"
+            )
         labels, names, problems = read_labels(raw / cfg.labels)
         for p in problems:
             log.warning("%s: %s (row skipped)", raw / cfg.labels, p)
@@ -86,7 +111,7 @@ def run_pack(cfg: PackConfig, raw: Path, src: Path, dst: Path) -> Manifest:
 
     out: Manifest = []
     entries: list[list] = []
-    with atomic_dir(dst) as tmp, zipfile.ZipFile(tmp / ZIP_NAME, "w", zipfile.ZIP_STORED) as zf:
+    with atomic_dir(dst, f"{STAGE} run") as tmp, zipfile.ZipFile(tmp / ZIP_NAME, "w", zipfile.ZIP_STORED) as zf:
         for row in rows:
             if row.status != "ok":
                 out.append(row)

@@ -1,7 +1,8 @@
 """Importing a custom dataset: images from a folder or a .zip into data/raw/<name>/images.
 
 Content-hash dedupe (the same bytes twice are stored once), non-image files and files the stages' reader
-refuses from their header (no image format Pillow knows, over the pixel cap) skipped with a reason,
+refuses from their header (no image format Pillow knows, over the pixel cap) skipped with a reason; in a
+folder, symbolic links to files are followed (broken ones and links to folders are skipped with a reason),
 and a zip is read defensively: absolute paths, `..` components and symlinks are refused, and the
 file count and total uncompressed size are capped (zip bombs), checked on the bytes actually read.
 """
@@ -94,6 +95,16 @@ def _unreadable(data: bytes) -> str | None:
         return str(e)
 
 
+def _not_a_file(p: Path) -> str | None:
+    """Why a folder entry is not imported, or None for a regular file or a symbolic link to one (followed, wherever
+    it points: the folder is the user's own, unlike a zip from elsewhere). Links to folders are not followed."""
+    if p.is_file():
+        return None
+    if p.is_symlink():
+        return "symbolic link to a folder (not followed)" if p.is_dir() else "broken symbolic link"
+    return "not a regular file"
+
+
 def _store(data: bytes, rel: PurePosixPath, dst: Path, seen: dict[str, str], report: ImportReport) -> None:
     key = str(rel)
     if (why := _unreadable(data)) is not None:
@@ -143,9 +154,12 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                     _store(data, rel, tmp, seen, report)
         elif src.is_dir():
             for p in sorted(src.rglob("*")):
-                if p.is_symlink() or not p.is_file():
+                if p.is_dir() and not p.is_symlink():
                     continue
                 rel = PurePosixPath(p.relative_to(src).as_posix())
+                if (why := _not_a_file(p)) is not None:
+                    report.skipped[str(rel)] = why
+                    continue
                 if not _is_image_name(p.name) or p.name.startswith("."):
                     report.skipped[str(rel)] = NOT_AN_IMAGE_FILE
                     continue

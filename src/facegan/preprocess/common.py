@@ -41,7 +41,7 @@ def run_per_image(stage: str, fn: RowFn, src: Path, dst: Path, workers: int | Po
     """Apply `fn` to each accepted row of src's manifest; rejected rows are carried along unchanged."""
     rows = read_manifest(src)
     todo = [r for r in rows if r.status == "ok"]
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, f"{stage} run") as tmp:
         done = iter(map_items(functools.partial(guarded, stage, fn, src=src, dst=tmp), todo, workers, desc=stage))
         out = [next(done) if r.status == "ok" else r for r in rows]
         finish(stage, tmp, out)

@@ -6,15 +6,18 @@ Backends (DETECTORS) share one signature: `detector(image_rgb, key) -> list[Face
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
+import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from facegan.config import DetectConfig
-from facegan.errors import StageInputMissing
+from facegan.errors import StageError, StageInputMissing
 from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, list_images, read_image, write_image
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool, map_items
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "detect"
 Detector = Callable[[np.ndarray, str], list[Face]]
+_FACE = re.compile(r"(.*)_f\d+")
 
 
 class AnnotationDetector:
@@ -88,11 +92,34 @@ DETECTORS: dict[str, Callable[[DetectConfig, Path], Detector]] = {
 }
 
 
-def output_name(key: str, k: int | None) -> str:
-    """Crop file name for face k of raw image `key` (unique for distinct keys)."""
-    p = Path(key)
-    stem = str(p.with_suffix("")) + ("" if p.suffix.lower() == ".png" else "_" + p.suffix.lstrip(".").lower())
+def output_name(key: str, k: int | None, stem: str | None = None) -> str:
+    """Crop file name for face k of raw image `key`: its path with the suffix folded into the name (`a/b.jpg` ->
+    `a/b_jpg.png`), or `stem` (from `crop_stems`) where that name could be another image's."""
+    if stem is None:
+        p = Path(key)
+        stem = str(p.with_suffix("")) + ("" if p.suffix.lower() == ".png" else "_" + p.suffix.lstrip(".").lower())
     return f"{stem}{'' if k is None else f'_f{k}'}.png"
+
+
+def crop_stems(keys: list[str], multi_face: bool) -> dict[str, str]:
+    """Crop names for the images whose usual name (`output_name`) another image's crop could get too: `x.jpg` and
+    `x.JPG`, names differing only in case (one file on case-insensitive disks), and with several faces an image,
+    `two_jpg_f1.png` and face 1 of `two.jpg`. Those get their usual name plus a hash of their key: a file per crop,
+    named by its key alone, whatever order workers take. Every other image keeps its usual name (not in the dict)."""
+
+    def clashes(stems: dict[str, str]) -> set[str]:
+        count = Counter(s.casefold() for s in stems.values())
+        out = {k for k, s in stems.items() if count[s.casefold()] > 1}
+        if multi_face:  # `<stem>_f<k>` is face k of the image with that stem
+            out |= {k for k, s in stems.items() if (m := _FACE.fullmatch(s.casefold())) and count[m.group(1)]}
+        return out
+
+    stems = {k: output_name(k, None)[: -len(".png")] for k in keys}
+    # `_h<hash>`, never `_f<digits>`: a renamed crop cannot read as a face of another image
+    renamed = {k: f"{stems[k]}_h{hashlib.sha256(k.encode()).hexdigest()[:8]}" for k in clashes(stems)}
+    if still := clashes(stems | renamed):  # only for files named after these very hashes
+        raise StageError(f"crop names of {', '.join(sorted(still)[:3])} meet other images' crop names: rename them")
+    return renamed
 
 
 def crop_transform(box: tuple[float, ...], margin: float, square: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
@@ -107,7 +134,9 @@ def crop_transform(box: tuple[float, ...], margin: float, square: bool = True) -
     return np.array([[1.0, 0.0, cw / 2 - cx], [0.0, 1.0, ch / 2 - cy]]), (cw, ch)
 
 
-def _detect_one(row: Row, *, cfg: DetectConfig, detector: Detector, images: Path, dst: Path) -> list[Row]:
+def _detect_one(
+    row: Row, *, cfg: DetectConfig, detector: Detector, images: Path, dst: Path, stems: dict[str, str]
+) -> list[Row]:
     image = read_image(images / row.source)
     faces = [f for f in detector(image, row.source) if f.score >= cfg.score_threshold]
     if not faces:
@@ -121,7 +150,7 @@ def _detect_one(row: Row, *, cfg: DetectConfig, detector: Detector, images: Path
     for k, face in enumerate(chosen):
         m, size = crop_transform(face.box, cfg.margin, cfg.square)
         crop = geometry.warp(image, m, size, border=geometry.cv2.BORDER_REPLICATE)
-        name = output_name(row.source, None if len(chosen) == 1 else k)
+        name = output_name(row.source, None if len(chosen) == 1 else k, stems.get(row.source))
         write_image(dst / name, crop)
         out.append(
             row.model_copy(
@@ -159,8 +188,9 @@ def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int | Pool = 1)
         raise StageInputMissing(f"no images in {images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     detector = pick(DETECTORS, cfg.backend, "detect backend")(cfg, raw)
     rows = [Row(source=str(p.relative_to(images)), stage=STAGE) for p in files]
-    with atomic_dir(dst) as tmp:
-        fn = functools.partial(_detect_guarded, cfg=cfg, detector=detector, images=images, dst=tmp)
+    stems = crop_stems([r.source for r in rows], cfg.multi_face != "largest")
+    with atomic_dir(dst, f"{STAGE} run") as tmp:
+        fn = functools.partial(_detect_guarded, cfg=cfg, detector=detector, images=images, dst=tmp, stems=stems)
         out = [r for group in map_items(fn, rows, workers, desc=STAGE) for r in group]
         finish(STAGE, tmp, out)
     return out

@@ -2,7 +2,7 @@
 
 Backends (MATTERS) share one signature: `matter(image_rgb, row) -> float mask in [0, 1]`
 (1 = head). The image goes on with the background filled with `fill`; the mask is saved as masks/<file>
-beside it (for scoring) and, with `rgba`, the unfilled cut-out with its soft alpha as rgba/<name>.png.
+beside it (for scoring) and, with `rgba`, the unfilled cut-out with its soft alpha as rgba/<file> (as PNG).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _matte_one(row: Row, *, cfg: MatteConfig, matter: Matter, src: Path, dst: Pa
     write_image(dst / "masks" / row.out_file, (alpha >= 0.5).astype(np.uint8) * 255)
     if cfg.rgba:
         a = np.clip(soft[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8)
-        write_image(dst / "rgba" / Path(row.out_file).with_suffix(".png").name, np.dstack([image, a]))
+        write_image(dst / "rgba" / Path(row.out_file).with_suffix(".png"), np.dstack([image, a]))
     return row.model_copy(
         update={
             "stage": STAGE,

@@ -14,6 +14,8 @@ import os
 import threading
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -53,20 +55,26 @@ def dlib_model(name: str) -> Path:
 
 
 # models built in this process, shared by every copy of a backend: a worker unpickles the stage's backend
-# once per chunk of images, and must not read a 100 MB model file again each time
-_MODELS: dict[tuple, object] = {}
+# once per chunk of images, and must not read a 100 MB model file again each time; each with the lock its users
+# hold (Lazy.using)
+_MODELS: dict[tuple, tuple[object, threading.Lock]] = {}
 _LOCK = threading.Lock()
 LOADS: Counter[str] = Counter()  # model loads in this process, per backend class (logs and tests)
 
 
 class Lazy:
     """Base for backends holding a heavy model: built on first use in each process, never pickled, and
-    shared by every equal copy in the process (same class and same settings: see `cache_key`)."""
+    shared by every equal copy in the process (same class and same settings: see `cache_key`). Run it inside
+    `using()`: threads of one process (a Dask worker's) then take turns."""
 
     _model = None
+    _in_use: threading.Lock | None = None
+    # whether threads may run the model at once: OpenCV's and dlib's keep per-call state (YuNet's input size,
+    # cascade and network buffers), and two threads in one crash or mix their results
+    thread_safe = False
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_model"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model", "_in_use")}
 
     def cache_key(self) -> tuple:
         """What the loaded model depends on: the class and its plain settings (strings, numbers, paths)."""
@@ -82,11 +90,18 @@ class Lazy:
             key = self.cache_key()
             with _LOCK:  # a Dask worker may run chunks on several threads
                 if key not in _MODELS:
-                    _MODELS[key] = self.load()
+                    _MODELS[key] = self.load(), threading.Lock()
                     LOADS[type(self).__name__] += 1
                     log.debug("loaded %s in process %d", key, os.getpid())
-            self._model = _MODELS[key]
+            self._model, self._in_use = _MODELS[key]
         return self._model
+
+    @contextmanager
+    def using(self) -> Iterator:
+        """The model, for this thread alone while the block runs (for all at once where `thread_safe`)."""
+        model = self.model()
+        with nullcontext() if self.thread_safe or self._in_use is None else self._in_use:
+            yield model
 
     def load(self):  # pragma: no cover - overridden
         raise NotImplementedError
@@ -118,12 +133,12 @@ class DlibDetector(Lazy):
 
     def __call__(self, image: np.ndarray, key: str = "") -> list[Face]:
         small, s = downscale(image, self.max_side)
-        det = self.model()
-        if self.kind == "hog":
-            rects, scores, _ = det.run(small, self.upsample, 0.0)
-            found = list(zip(rects, scores, strict=True))
-        else:
-            found = [(d.rect, d.confidence) for d in det(small, self.upsample)]
+        with self.using() as det:
+            if self.kind == "hog":
+                rects, scores, _ = det.run(small, self.upsample, 0.0)
+                found = list(zip(rects, scores, strict=True))
+            else:
+                found = [(d.rect, d.confidence) for d in det(small, self.upsample)]
         return [
             Face((r.left() / s, r.top() / s, (r.right() + 1) / s, (r.bottom() + 1) / s), None, float(sc))
             for r, sc in found
@@ -158,7 +173,8 @@ class CascadeDetector(Lazy):
         if self.equalize:
             gray = cv2.equalizeHist(gray)
         side = max(8, round(self.min_size * s))
-        boxes = self.model().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+        with self.using() as cascade:
+            boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
         return [Face((x / s, y / s, (x + w) / s, (y + h) / s)) for x, y, w, h in np.asarray(boxes).reshape(-1, 4)]
 
 
@@ -178,7 +194,8 @@ class DlibShapes(Lazy):
         """dlib's full_object_detection for the face in `box` (what dlib's encoder takes)."""
         import dlib
 
-        return self.model()(np.ascontiguousarray(image), dlib.rectangle(*(int(round(v)) for v in box)))
+        with self.using() as predictor:
+            return predictor(np.ascontiguousarray(image), dlib.rectangle(*(int(round(v)) for v in box)))
 
     def __call__(self, image: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
         return np.array([[p.x, p.y] for p in self.shape(image, box).parts()], np.float64)
@@ -198,4 +215,6 @@ class DlibEncoder(Lazy):
 
     def __call__(self, image: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
         image = np.ascontiguousarray(image)
-        return np.asarray(self.model().compute_face_descriptor(image, self.shapes.shape(image, box), self.jitter))
+        shape = self.shapes.shape(image, box)
+        with self.using() as encoder:
+            return np.asarray(encoder.compute_face_descriptor(image, shape, self.jitter))

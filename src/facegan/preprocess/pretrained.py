@@ -136,7 +136,8 @@ class BlazeFace(Lazy):
             square, (side, side), interpolation=cv2.INTER_AREA if len(square) > side else cv2.INTER_LINEAR
         )
         s = len(square) / side
-        found = np.asarray(self.model().detect_from_image(small), np.float64).reshape(-1, 5)
+        with self.using() as det:
+            found = np.asarray(det.detect_from_image(small), np.float64).reshape(-1, 5)
         return [
             Face((max(0.0, x0 * s), max(0.0, y0 * s), min(float(w), x1 * s), min(float(h), y1 * s)), None, float(score))
             for x0, y0, x1, y1, score in found
@@ -185,9 +186,9 @@ class YuNet(Lazy):
         import cv2
 
         small, s = downscale(image, self.max_side)
-        det = self.model()
-        det.setInputSize((small.shape[1], small.shape[0]))
-        _, faces = det.detect(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)))
+        with self.using() as det:  # the input size is the detector's state: set and used by one thread at a time
+            det.setInputSize((small.shape[1], small.shape[0]))
+            _, faces = det.detect(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)))
         out = []
         for f in np.zeros((0, 15)) if faces is None else faces.astype(np.float64):
             x, y, fw, fh = f[:4] / s
@@ -248,13 +249,16 @@ class FanLandmarks(Lazy):
         return fa
 
     def __call__(self, image: np.ndarray, box: tuple[float, ...]) -> np.ndarray | None:
-        found = self.model().get_landmarks_from_image(image, detected_faces=[list(box) + [1.0]])
+        with self.using() as fa:
+            found = fa.get_landmarks_from_image(image, detected_faces=[list(box) + [1.0]])
         return None if not found else np.asarray(found[0], np.float64)
 
 
 class RembgMatter(Lazy):
     """rembg's salient-object models (U^2-Net by default) through rembg's own session API; one onnxruntime
     session per worker process. Files are found where rembg looks: U2NET_HOME, else ~/.rembg/models/<name>/."""
+
+    thread_safe = True  # onnxruntime's InferenceSession.run may be called from several threads at once
 
     def __init__(self, model: str):
         self.model_name = model
@@ -299,7 +303,8 @@ class RembgMatter(Lazy):
         from PIL import Image
         from rembg import remove
 
-        mask = remove(Image.fromarray(image), session=self.model(), only_mask=True)
+        with self.using() as session:
+            mask = remove(Image.fromarray(image), session=session, only_mask=True)
         return np.asarray(mask, np.float32) / 255.0
 
 
@@ -352,6 +357,7 @@ class OpenCVSuperRes(Lazy):
         import cv2
 
         out = image
-        while min(out.shape[:2]) < side:
-            out = self.model().upsample(np.ascontiguousarray(out[..., ::-1]))[..., ::-1]
+        with self.using() as sr:
+            while min(out.shape[:2]) < side:
+                out = sr.upsample(np.ascontiguousarray(out[..., ::-1]))[..., ::-1]
         return cv2.resize(np.ascontiguousarray(out), (side, side), interpolation=cv2.INTER_AREA)

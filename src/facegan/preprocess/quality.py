@@ -100,7 +100,7 @@ def dedupe(rows: Manifest, max_bits: int) -> Manifest:
 def run_quality(cfg: QualityConfig, raw: Path, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:
     rows = read_manifest(src)
     todo = [r for r in rows if r.status == "ok"]
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, f"{STAGE} run") as tmp:
         fn = functools.partial(guarded, STAGE, _measure, cfg=cfg, raw_images=raw / "images", src=src, dst=tmp)
         done = iter(map_items(fn, todo, workers, desc=STAGE))
         measured = [next(done) if r.status == "ok" else r for r in rows]
