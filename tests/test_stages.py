@@ -135,6 +135,13 @@ def test_pack_is_stylegan2_ada_format_with_labels(layout, tiny_params_obj):
     for r, lab in zip(rows, labels, strict=True):
         values = [meta["label_values"][n][i] for n, i in zip(meta["label_names"], lab, strict=True)]
         assert ",".join(values) == csv_rows[r.source]
+    # each row's transform maps the raw image to the packed one: the quality stage's, then the resize to res
+    before = {r.source: r for r in read_manifest(layout.interim("quality")) if r.status == "ok"}
+    for r in rows:
+        side = read_image(layout.interim("quality") / before[r.source].out_file).shape[0]
+        assert side != res  # the packing resizes
+        at_quality = geometry.apply(before[r.source].affine, r.landmarks)
+        assert np.allclose(geometry.apply(r.affine, r.landmarks), (at_quality + 0.5) * res / side - 0.5, atol=1e-5)
 
 
 def test_pack_is_byte_reproducible(layout, tiny_params_obj, tmp_path):

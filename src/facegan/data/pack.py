@@ -25,6 +25,7 @@ from facegan.data.packed import ZIP_NAME
 from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import atomic_dir, read_image
 from facegan.manifest import Manifest, read_manifest
+from facegan.preprocess import geometry
 from facegan.preprocess.common import finish
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,14 @@ def run_pack(cfg: PackConfig, raw: Path, src: Path, dst: Path) -> Manifest:
                 continue
             idx = len(entries)
             arcname = f"{idx // 1000:05d}/img{idx:08d}.png"
-            zf.writestr(zipfile.ZipInfo(arcname, _EPOCH), _png(_resize(read_image(src / row.out_file), cfg.resolution)))
+            image = read_image(src / row.out_file)
+            zf.writestr(zipfile.ZipInfo(arcname, _EPOCH), _png(_resize(image, cfg.resolution)))
             entries.append(
                 [arcname, [values[n].index(labels[row.source][n]) for n in names]] if names else [arcname, None]
             )
-            out.append(row.model_copy(update={"file": arcname, "stage": STAGE}))
+            size = (image.shape[1], image.shape[0])
+            transform = geometry.compose(geometry.resize_map(size, (cfg.resolution,) * 2), row.affine).tolist()
+            out.append(row.model_copy(update={"file": arcname, "stage": STAGE, "transform": transform}))
         meta = {
             "labels": entries if names else None,
             "label_names": names,
