@@ -112,6 +112,22 @@ def test_inception_modes_give_different_features(tmp_path, monkeypatch):
     clean = make_extractor("inception", EvaluateConfig(mode="clean", batch_size=2))(images)
     assert legacy.shape == clean.shape == (2, 2048)
     assert not np.allclose(legacy, clean)
+    # clean mode normalises as clean-fid, (x - 128) / 128; legacy as pytorch-fid, (x - 127.5) / 127.5 (the net
+    # takes [0, 1] and maps it by 2x - 1). At 299 px neither resizes.
+    net = inception.load_inception(path)
+    v = np.random.default_rng(2).integers(0, 256, (1, 299, 299, 3), dtype=np.uint8)
+    x = torch.from_numpy(v).permute(0, 3, 1, 2).double()
+    with torch.inference_mode():
+        as_cleanfid = net((((x - 128) / 128 + 1) / 2).float()).numpy()
+        as_pytorchfid = net((((x - 127.5) / 127.5 + 1) / 2).float()).numpy()
+
+    def rel(a: np.ndarray, b: np.ndarray) -> float:  # the stand-in's features are ~1e-7: relative differences
+        return float(np.abs(a - b).max() / np.abs(b).max())
+
+    assert rel(as_cleanfid, as_pytorchfid) > 1e-3  # the two normalisations tell apart here
+    clean1 = make_extractor("inception", EvaluateConfig(mode="clean", batch_size=1))(v)
+    legacy1 = make_extractor("inception", EvaluateConfig(mode="legacy", batch_size=1))(v)
+    assert rel(clean1, as_cleanfid) < 1e-5 and rel(legacy1, as_pytorchfid) < 1e-5
 
 
 def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(prepared, layout, tmp_path, monkeypatch):

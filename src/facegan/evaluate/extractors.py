@@ -141,8 +141,8 @@ def _inception(cfg: EvaluateConfig, classifier_dir: Path | None) -> Extractor:
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
-        if cfg.mode == "clean":
-            x = torch.from_numpy(clean_resize(batch, pool=pool)).div_(255)
+        if cfg.mode == "clean":  # /256: the net's 2x - 1 is then clean-fid's (x - 128) / 128
+            x = torch.from_numpy(clean_resize(batch, pool=pool)).div_(256)
         else:
             x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
         return net(x.contiguous(memory_format=torch.channels_last)).numpy()
