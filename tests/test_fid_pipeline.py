@@ -61,6 +61,36 @@ def test_scorer_of_real_images_is_near_zero_and_of_noise_is_large(prepared, layo
     assert abs(same["fd"]) < 1e-6 and noise["fd"] > 10 * max(same["fd"], 1e-3)
 
 
+def test_scorer_refuses_statistics_that_do_not_fit(prepared, layout, tmp_path):
+    """Statistics of another packed set, another evaluate.max_real or another classifier, or made while an
+    extractor was unavailable that is available now, are refused with what to re-run; none at all is one line."""
+    from facegan.errors import StageInputMissing
+    from facegan.evaluate.run import STATUS, StatsMismatch
+
+    cfg, root, _ = prepared
+    assert Scorer("dlib", cfg, root / "stats", packed=layout.packed).real.n == 12  # its own set: fine
+    other = tmp_path / "packed"
+    shutil.copytree(layout.packed, other)
+    with open(other / "dataset.zip", "ab") as f:  # the set packed again, differently
+        f.write(b"\0")
+    with pytest.raises(StatsMismatch, match=r"are of another packed set than .*dataset.zip .*: re-run refstats"):
+        Scorer("dlib", cfg, root / "stats", packed=other)
+    with pytest.raises(StatsMismatch, match=f"are of evaluate.max_real {cfg.max_real}, not 5: re-run refstats"):
+        Scorer("dlib", cfg.model_copy(update={"max_real": 5}), root / "stats")
+    stats = tmp_path / "stats"
+    shutil.copytree(root / "stats", stats)
+    status = json.loads((stats / STATUS).read_text())
+    status["extractors"]["dlib"] = {"status": "unavailable", "reason": "no dlib here"}
+    status["extractors"]["attributes"]["classifier_sha256"] = "0" * 64
+    (stats / STATUS).write_text(json.dumps(status))
+    with pytest.raises(StatsMismatch, match="'dlib' was unavailable when the statistics .* available now: re-run"):
+        Scorer("dlib", cfg, stats)
+    with pytest.raises(StatsMismatch, match="attribute statistics in .* are of another classifier: re-run"):
+        Scorer("attributes", cfg, stats, root / "classifier")
+    with pytest.raises(StageInputMissing, match="no reference statistics in .*nowhere: run refstats first"):
+        Scorer("dlib", cfg, tmp_path / "nowhere")
+
+
 def test_attributes_extractor_unavailable_without_classifier(tmp_path):
     with pytest.raises(ExtractorUnavailable, match="no attribute classifier"):
         make_extractor("attributes", EvaluateConfig(), tmp_path)

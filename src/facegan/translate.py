@@ -15,7 +15,7 @@ from pathlib import Path
 
 from facegan.config import Params, ParamsError
 from facegan.errors import StageInputMissing
-from facegan.io import write_text
+from facegan.io import atomic_dir, write_text
 from facegan.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,24 @@ log = logging.getLogger(__name__)
 OUT = Path("data") / "cyclegan"
 WORK = Path("data") / "checkpoints" / "cyclegan"  # while training (see facegan.train.loop.Loop), not tracked
 DIRECTIONS = {"a_to_b": ("ab", "a", "b"), "b_to_a": ("ba", "b", "a")}
+OFF = (
+    "The CycleGAN is off (cyclegan.enabled: false in params.yaml): nothing was trained. "
+    "Set it to true and `dvc repro` runs it.\n"
+)
 
 
 def require_enabled(p: Params) -> None:
     if not p.cyclegan.enabled:
         raise ParamsError("cyclegan.enabled is false in params.yaml")
+
+
+def write_disabled(root: Path) -> None:
+    """The stage's DVC outputs while cyclegan.enabled is false: model/DISABLED.txt and metrics.json saying so, so
+    that `dvc repro` runs the rest of the pipeline (`facegan cyclegan` and the Prefect flow refuse instead)."""
+    log.warning("%s", OFF.strip())
+    with atomic_dir(root / OUT / "model") as tmp:
+        write_text(tmp / "DISABLED.txt", OFF)
+    write_text(root / OUT / "metrics.json", json.dumps({"enabled": False}, indent=1))
 
 
 def evaluate(trainer, p: Params, root: Path) -> dict:
@@ -49,7 +62,7 @@ def evaluate(trainer, p: Params, root: Path) -> dict:
         at = Layout(root, names[dst])
         for name in p.evaluate.extractors:
             try:
-                scorer = Scorer(name, p.evaluate, at.stats, at.classifier)
+                scorer = Scorer(name, p.evaluate, at.stats, at.classifier, at.packed)
             except ExtractorUnavailable as e:
                 log.warning("extractor %s unavailable, %s not scored with it: %s", name, direction, e)
                 continue

@@ -6,6 +6,7 @@ dataset's statistics; the evaluate stage and FID-during-training both use it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -15,8 +16,8 @@ import torch
 
 from facegan.config import EvaluateConfig
 from facegan.data.packed import ZIP_NAME, load_labels, load_packed
-from facegan.errors import StageInputMissing
-from facegan.evaluate.classifier import accuracy, load_classifier, predict
+from facegan.errors import FaceganError, StageInputMissing
+from facegan.evaluate.classifier import MODEL, accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
 from facegan.io import atomic_dir, host_free, sha256_file, write_text
@@ -24,6 +25,16 @@ from facegan.io import atomic_dir, host_free, sha256_file, write_text
 log = logging.getLogger(__name__)
 
 STATUS = "stats.json"
+
+
+class StatsMismatch(FaceganError, ValueError):
+    """Reference statistics that do not fit the evaluation asked for (another packed set, mode, evaluate.max_real
+    or classifier; an extractor missing from them, or unavailable when they were made and available now)."""
+
+
+def _classifier_sha256(classifier_dir: Path | None) -> str | None:
+    path = classifier_dir / MODEL if classifier_dir else None
+    return sha256_file(path) if path and path.is_file() else None
 
 
 def _unavailable(name: str, err: Exception) -> dict:
@@ -36,7 +47,13 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: P
     zip_path = packed / ZIP_NAME
     images, _, meta = load_packed(zip_path, limit=cfg.max_real)
     digest = sha256_file(zip_path)
-    status: dict = {"dataset_sha256": digest, "resolution": meta["resolution"], "mode": cfg.mode, "extractors": {}}
+    status: dict = {
+        "dataset_sha256": digest,
+        "resolution": meta["resolution"],
+        "mode": cfg.mode,
+        "max_real": cfg.max_real,
+        "extractors": {},
+    }
     with atomic_dir(dst) as tmp:
         for name in cfg.extractors:
             try:
@@ -49,6 +66,8 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: P
             )
             save_stats(tmp / f"{name}.npz", stats)
             status["extractors"][name] = {"status": "ok", "n": stats.n, "dims": int(stats.mu.shape[0])}
+            if name == "attributes":  # its features are the classifier's: statistics of one classifier only
+                status["extractors"][name]["classifier_sha256"] = _classifier_sha256(classifier_dir)
         write_text(tmp / STATUS, json.dumps(status, indent=1))
     if not any(v["status"] == "ok" for v in status["extractors"].values()):
         raise ExtractorUnavailable(
@@ -58,22 +77,54 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: P
 
 
 class Scorer:
-    """Frechet distance and KID of generated images against one extractor's real statistics."""
+    """Frechet distance and KID of generated images against one extractor's real statistics. With `packed`, the
+    statistics must be of that packed set (its dataset.zip's sha256); mode, evaluate.max_real and, for
+    `attributes`, the classifier must be theirs too: a StatsMismatch says to re-run refstats otherwise."""
 
-    def __init__(self, name: str, cfg: EvaluateConfig, stats_dir: Path, classifier_dir: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        cfg: EvaluateConfig,
+        stats_dir: Path,
+        classifier_dir: Path | None = None,
+        packed: Path | None = None,
+    ):
+        rerun = "re-run refstats (`dvc repro -f refstats@<dataset>` or `facegan refstats <dataset>`)"
+        if not (stats_dir / STATUS).is_file():
+            raise StageInputMissing(f"no reference statistics in {stats_dir}: run refstats first")
         status = json.loads((stats_dir / STATUS).read_text(encoding="utf-8"))
         ref = status["extractors"].get(name)
         if ref is None:
-            raise ValueError(
+            raise StatsMismatch(
                 f"extractor {name!r} has no reference statistics in {stats_dir}: add it to "
                 "evaluate.extractors and re-run refstats"
             )
         if ref["status"] != "ok":
-            raise ExtractorUnavailable(ref["reason"])
+            try:  # unavailable when they were made: still so, or installed since (the statistics lack it)
+                make_extractor(name, cfg, classifier_dir)
+            except ExtractorUnavailable:
+                raise ExtractorUnavailable(ref["reason"]) from None
+            raise StatsMismatch(
+                f"extractor {name!r} was unavailable when the statistics in {stats_dir} were made and is available "
+                f"now: {rerun}"
+            )
+        if packed is not None and status.get("dataset_sha256") != _sha256_cached(packed / ZIP_NAME):
+            raise StatsMismatch(
+                f"the reference statistics in {stats_dir} are of another packed set than {packed / ZIP_NAME} "
+                f"(it changed since they were made): {rerun}"
+            )
+        if status.get("max_real", cfg.max_real) != cfg.max_real:
+            raise StatsMismatch(
+                f"the reference statistics in {stats_dir} are of evaluate.max_real {status['max_real']}, "
+                f"not {cfg.max_real}: {rerun}"
+            )
+        made_with = ref.get("classifier_sha256", "any")  # statistics made before it was recorded: any
+        if name == "attributes" and made_with not in ("any", _classifier_sha256(classifier_dir)):
+            raise StatsMismatch(f"the attribute statistics in {stats_dir} are of another classifier: {rerun}")
         self.name, self.cfg = name, cfg
         self.real = load_stats(stats_dir / f"{name}.npz")
         if self.real.meta.get("mode") != cfg.mode:
-            raise ValueError(
+            raise StatsMismatch(
                 f"reference statistics in {stats_dir} were computed in mode {self.real.meta.get('mode')!r}, "
                 f"not {cfg.mode!r}: statistics of different modes are not comparable (re-run refstats)"
             )
@@ -91,6 +142,19 @@ class Scorer:
         fd = frechet_distance(self.real.mu, self.real.sigma, stats.mu, stats.sigma)
         kid_mean, kid_std = kid(self.real.features, stats.features, seed=self.cfg.seed)
         return {"fd": fd, "kid": kid_mean, "kid_std": kid_std, "n_real": self.real.n, "n_fake": stats.n}
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: Path, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def _sha256_cached(path: Path) -> str | None:
+    """sha256 of a file, hashed once per version of it in this process (each extractor's Scorer asks)."""
+    if not path.is_file():
+        return None
+    st = path.stat()
+    return _sha256_of(path, st.st_mtime_ns, st.st_size)
 
 
 def label_pool(packed: Path) -> torch.Tensor | None:
@@ -120,8 +184,15 @@ def run_evaluate(
 ) -> dict:
     """Frechet distance (and KID) of generated images to the real statistics, for every available
     extractor; for conditional models also the attribute accuracy of the generated images."""
-    fake, fake_labels = generate(checkpoint, cfg.num_samples, cfg.seed, packed)
+    scorers: dict[str, Scorer] = {}
     metrics: dict = {"num_samples": cfg.num_samples, "mode": cfg.mode, "extractors": {}}
+    for extractor in cfg.extractors:  # before any image is generated: statistics that do not fit stop here
+        try:
+            scorers[extractor] = Scorer(extractor, cfg, stats_dir, classifier_dir, packed)
+        except ExtractorUnavailable as e:
+            metrics["extractors"][extractor] = {"status": "unavailable", "reason": str(e)}
+            metrics[f"fd_{extractor}"] = None
+    fake, fake_labels = generate(checkpoint, cfg.num_samples, cfg.seed, packed)
     loaded = load_classifier(classifier_dir) if classifier_dir and fake_labels is not None else None
     if loaded and fake_labels is not None:
         net, info = loaded
@@ -132,13 +203,8 @@ def run_evaluate(
         log.info(
             "attribute accuracy of generated images: %s (classifier on held-out real: %s)", acc, info["val_accuracy"]
         )
-    for name in cfg.extractors:
-        try:
-            score = Scorer(name, cfg, stats_dir, classifier_dir)(fake)
-        except ExtractorUnavailable as e:
-            metrics["extractors"][name] = {"status": "unavailable", "reason": str(e)}
-            metrics[f"fd_{name}"] = None
-            continue
+    for name, scorer in scorers.items():
+        score = scorer(fake)
         metrics[f"fd_{name}"] = round(score["fd"], 6)
         metrics[f"kid_{name}"] = round(score["kid"], 8)
         metrics["extractors"][name] = {
