@@ -222,3 +222,32 @@ def test_a_resumed_run_writes_the_uninterrupted_bytes(layout, tmp_path, monkeypa
         if (tmp_path / "a" / "out" / f).read_bytes() != (tmp_path / "b" / "out" / f).read_bytes()
     ]
     assert differ == []
+
+
+def test_fine_tuning_keeps_frozen_layers_from_wgan_clipping_and_a_fixed_p_over_the_source_p(tmp_path):
+    """WGAN's weight clipping clamps the weights D trains, not FreezeD's pretrained ones (it wiped them to +-clip
+    at the first step); a fine-tune with ada.fixed_p runs at that p, not at the source run's (it kept the source's
+    for its whole length); without fixed_p it starts from the source's."""
+    from conftest import tiny_gan
+    from facegan.train.checkpoint import save_checkpoint
+
+    pre = tiny_gan({"model": "dcgan", "ada": {"enabled": True}})
+    with torch.no_grad():
+        for p in pre.d.parameters():
+            p.mul_(50)  # pretrained weights well beyond the clip bound
+    pre.ada.p = 0.37
+    save_checkpoint(tmp_path / "pre.pt", pre.state_dict())
+    ft = {"model": "dcgan", "init_from": str(tmp_path / "pre.pt"), "loss": "wgan", "freeze_d": 1}
+    t = tiny_gan(ft)
+    frozen = {n: p.detach().clone() for n, p in t.d.named_parameters() if n in t.frozen}
+    assert frozen and max(p.abs().max() for p in frozen.values()) > 10 * t.cfg.clip
+    t.step()
+    for n, p in t.d.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+        else:
+            assert p.abs().max() <= t.cfg.clip, n
+    assert tiny_gan({**ft, "loss": "nonsaturating", "ada": {"enabled": True}}).ada.p == pytest.approx(0.37)
+    fixed = tiny_gan({**ft, "loss": "nonsaturating", "ada": {"enabled": True, "fixed_p": 0.1}})
+    fixed.step()
+    assert fixed.ada.p == 0.1

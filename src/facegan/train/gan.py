@@ -42,8 +42,10 @@ class GANTrainer(ModelTrainer):
         joint = bool(getattr(self.d, "joint_batches", False)) and ops.fast()
         self.objective = GANObjective(cfg, bool(self.label_dims), self.dist, self.device, self.autocast, joint)
         self.ada = self.objective.ada
-        if self.ada and self.pretrained and self.pretrained.get("ada_p") is not None:
-            self.ada.p = float(self.pretrained["ada_p"])  # keep the augmentation strength of the source run
+        # keep the augmentation strength of the source run, unless this run fixes its own p
+        source_p = self.pretrained.get("ada_p") if self.pretrained else None
+        if self.ada and source_p is not None and cfg.ada.fixed_p is None:
+            self.ada.p = float(source_p)
         if cfg.graph and self.dist.active:  # started by torchrun with nproc 1: DDP's exchanges would replay as captured
             raise ValueError(f"graph: true captures one process's step; this run has {self.dist.world} (torchrun)")
         self.graph = StepGraph(self._draw, self._updates, self.device) if cfg.graph else None

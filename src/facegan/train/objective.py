@@ -149,10 +149,11 @@ class GANObjective:
 
     @torch.no_grad()
     def after_d_update(self, d: nn.Module) -> None:
-        """WGAN's weight clipping."""
+        """WGAN's weight clipping, of the weights D trains (FreezeD's frozen layers keep their pretrained values)."""
         if self.loss.clip:
             for p in d.parameters():
-                p.clamp_(-self.cfg.clip, self.cfg.clip)
+                if p.requires_grad:
+                    p.clamp_(-self.cfg.clip, self.cfg.clip)
 
     def r1_terms(self, d: nn.Module, real: torch.Tensor, y_real: torch.Tensor | None, aug: torch.Generator) -> Terms:
         """r1: |grad D(augmented real)|^2, weighted gamma/2 * every."""
