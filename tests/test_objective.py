@@ -4,6 +4,7 @@ registry and which config changes a checkpoint may be resumed under."""
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 import torch
@@ -251,3 +252,20 @@ def test_fine_tuning_keeps_frozen_layers_from_wgan_clipping_and_a_fixed_p_over_t
     fixed = tiny_gan({**ft, "loss": "nonsaturating", "ada": {"enabled": True, "fixed_p": 0.1}})
     fixed.step()
     assert fixed.ada.p == 0.1
+
+
+def test_a_fine_tune_restarts_when_its_pretrained_checkpoint_was_trained_again(layout, tmp_path, caplog):
+    """A fine-tune's work checkpoint records the pretrained file it started from: the source trained again at
+    the same path makes the fine-tune start fresh from it (it used to resume, 0 steps, the old fine-tune)."""
+    caplog.set_level(logging.INFO, logger="facegan")
+    pre = tiny_params(steps=2, fid_every=0).train
+    run_train(pre, layout.packed, tmp_path / "pre")
+    ft = pre.model_copy(update={"init_from": tmp_path / "pre" / "checkpoint.pt", "steps": 2})
+    work, out = tmp_path / "work", tmp_path / "out"
+    run_train(ft, layout.packed, out, work=work, stale="restart")
+    shutil.rmtree(tmp_path / "pre")  # the source trained again, as `dvc repro` does: its output removed first
+    run_train(pre.model_copy(update={"lr_g": 1e-3}), layout.packed, tmp_path / "pre")
+    caplog.clear()
+    again = run_train(ft, layout.packed, out, work=work, stale="restart")
+    assert "made from other pretrained checkpoint (train.init_from)" in caplog.text and "starting fresh" in caplog.text
+    assert again.losses == run_train(ft, layout.packed, tmp_path / "fresh").losses

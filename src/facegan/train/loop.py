@@ -131,9 +131,11 @@ class Loop:
         now = self.extra.get("provenance")
         if made_from is None or now is None:
             return  # written by hand or by an older facegan: nothing to compare
-        changed = [k for k in sorted(now) if made_from.get(k) != now[k]]
+        # a key the checkpoint lacks was not recorded then (an older facegan): not compared
+        changed = [k for k in sorted(now) if k in made_from and made_from[k] != now[k]]
         if changed:
-            raise CheckpointError(f"the checkpoint was made from other {' and '.join(changed)} (it is not this run's)")
+            what = " and ".join("pretrained checkpoint (train.init_from)" if k == "pretrained" else k for k in changed)
+            raise CheckpointError(f"the checkpoint was made from other {what} (it is not this run's)")
 
     def run(
         self, on_step: Callable[[dict, int], None] | None = None, after_step: Callable[[int], None] | None = None

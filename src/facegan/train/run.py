@@ -106,7 +106,12 @@ def run_train(
             device,
         )
         loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every, work=work)
-        loop.extra["provenance"] = {"code": code_fingerprint(), "data": sha256_file(packed / ZIP_NAME)}
+        loop.extra["provenance"] = {
+            "code": code_fingerprint(),
+            "data": sha256_file(packed / ZIP_NAME),
+            # the checkpoint it starts from: retrained at the same path, the fine-tune is another run
+            **({"pretrained": sha256_file(Path(cfg.init_from))} if cfg.init_from else {}),
+        }
         state = loop.resume(stale) if resume else None
         fid_history: list[dict[str, float]] = interned(state.get("fid", [])) if state else []
         loop.extra["fid"] = fid_history
