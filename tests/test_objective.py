@@ -269,3 +269,17 @@ def test_a_fine_tune_restarts_when_its_pretrained_checkpoint_was_trained_again(l
     again = run_train(ft, layout.packed, out, work=work, stale="restart")
     assert "made from other pretrained checkpoint (train.init_from)" in caplog.text and "starting fresh" in caplog.text
     assert again.losses == run_train(ft, layout.packed, tmp_path / "fresh").losses
+
+
+def test_lazy_r1_stands_for_the_d_updates_between_its_applications():
+    """R1 is applied every `every` steps, and D updates n_critic times a step: its weight and D's Adam correction
+    (StyleGAN2's mb_ratio = k / (k + 1)) count k = every * n_critic D updates (they counted `every`: with
+    n_critic 2 the effective gamma was half)."""
+    from conftest import tiny_gan
+
+    t = tiny_gan({"model": "dcgan", "d_norm": "none", "r1": {"gamma": 1.0, "every": 4}, "n_critic": 2})
+    assert (t.objective.r1.weight, t.objective.r1.span) == (0.5, 8)
+    assert t.opt_d.param_groups[0]["lr"] == pytest.approx(t.cfg.lr_d * 8 / 9)
+    assert t.opt_d.param_groups[0]["betas"] == pytest.approx((t.cfg.beta1 ** (8 / 9), t.cfg.beta2 ** (8 / 9)))
+    values = t.step()  # step 0: R1 is due
+    assert values["r1"] > 0

@@ -57,8 +57,8 @@ class GANTrainer(ModelTrainer):
         """Lazy regularisers rescale the optimiser of the network they act on (R1: D, path length: G)."""
         r1, pl = self.objective.r1, self.objective.path_length
         return (
-            self._optimizer(self.g, self.cfg.lr_g, pl.every if pl else 0),
-            self._optimizer(self.d, self.cfg.lr_d, r1.every if r1 else 0),
+            self._optimizer(self.g, self.cfg.lr_g, pl.span if pl else 0),
+            self._optimizer(self.d, self.cfg.lr_d, r1.span if r1 else 0),
         )
 
     def latents(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -52,11 +52,13 @@ class Terms:
 
 @dataclass(frozen=True)
 class Lazy:
-    """A regulariser applied as its own update every `every` steps, scaled by `every` to make up for the
-    skipped ones (lazy regularisation, Karras et al. 2020)."""
+    """A regulariser applied as its own update every `every` steps, scaled by `span`, the updates of its network
+    from one application to the next, to make up for the skipped ones (lazy regularisation, Karras et al. 2020):
+    `every` for G's path length, `every * n_critic` for D's R1 (D updates n_critic times a step)."""
 
     weight: float
     every: int
+    span: int
 
     def due(self, step: int) -> bool:
         return step % self.every == 0
@@ -98,8 +100,9 @@ class GANObjective:
         self.ada = self.augment_fn if isinstance(self.augment_fn, AdaptiveAugment) else None  # the stateful one
         if self.ada:
             self.ada.reduce = dist.all_sum
-        self.r1 = Lazy(cfg.r1_gamma / 2, cfg.r1.every) if cfg.r1_gamma else None
-        self.path_length = Lazy(cfg.path_length.weight, cfg.path_length.every) if cfg.path_length.weight else None
+        self.r1 = Lazy(cfg.r1_gamma / 2, cfg.r1.every, cfg.r1.every * cfg.n_critic) if cfg.r1_gamma else None
+        pl = cfg.path_length
+        self.path_length = Lazy(pl.weight, pl.every, pl.every) if pl.weight else None
         self.pl_mean = torch.zeros((), device=device)
 
     def augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -156,10 +159,10 @@ class GANObjective:
                     p.clamp_(-self.cfg.clip, self.cfg.clip)
 
     def r1_terms(self, d: nn.Module, real: torch.Tensor, y_real: torch.Tensor | None, aug: torch.Generator) -> Terms:
-        """r1: |grad D(augmented real)|^2, weighted gamma/2 * every."""
+        """r1: |grad D(augmented real)|^2, weighted gamma/2 * every * n_critic (the D updates it stands for)."""
         assert self.r1 is not None
         t = Terms()
-        t.add("r1", r1_penalty(d, real, y_real, lambda x: self.augment(x, aug)), self.r1.weight * self.r1.every)
+        t.add("r1", r1_penalty(d, real, y_real, lambda x: self.augment(x, aug)), self.r1.weight * self.r1.span)
         return t
 
     def g_terms(self, d: nn.Module, fake: torch.Tensor, y_fake: torch.Tensor | None, aug: torch.Generator) -> Terms:
@@ -189,7 +192,7 @@ class GANObjective:
         t.add(
             "path_length",
             (lengths - self.pl_mean).pow(2).mean() + 0 * fake.sum(),
-            self.path_length.weight * self.path_length.every,
+            self.path_length.weight * self.path_length.span,
         )
         return t
 
