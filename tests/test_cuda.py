@@ -33,7 +33,8 @@ MODELS = {
 
 
 def _trainer(**over) -> Trainer:
-    cfg = TrainConfig.model_validate({"batch_size": 8, "device": "cuda", "ema": 0.9, **over})
+    # EMA at a constant decay (no warm-up): `graph` captures it once
+    cfg = TrainConfig.model_validate({"batch_size": 8, "device": "cuda", "ema": 0.9, "ema_rampup": None, **over})
     apply_determinism(cfg.deterministic, torch.device("cuda"))  # as run_train does
     gen = torch.Generator().manual_seed(0)  # the same images for every trainer: tests compare their losses
     images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=gen).pin_memory()
@@ -115,8 +116,8 @@ def test_a_graphed_step_replays_the_eager_losses_and_weights():
 
 
 def _acgan(graph: bool, device: str = "cuda") -> Trainer:
-    cfg = TrainConfig(model="acgan", g_channels=16, d_channels=16, batch_size=8, device=device, ema=0.9, amp="bf16",
-                      deterministic=True, graph=graph)  # fmt: skip
+    cfg = TrainConfig(model="acgan", g_channels=16, d_channels=16, batch_size=8, device=device, ema=0.9,
+                      ema_rampup=None, amp="bf16", deterministic=True, graph=graph)  # fmt: skip
     apply_determinism(cfg.deterministic, torch.device(device))
     images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 3, (32, 1), generator=torch.Generator().manual_seed(2))

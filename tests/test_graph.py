@@ -18,10 +18,11 @@ from facegan.train.graph import StepGraph
 from facegan.train.stepper import load_optimizer
 
 CPU = torch.device("cpu")
+FIXED_EMA = {"ema_rampup": None}  # tiny_gan's EMA at its constant decay: a warm-up's would change each step
 GRAPHABLE = {
-    "dcgan-2-critics": {"model": "dcgan", "n_critic": 2},
-    "acgan": {"model": "acgan"},
-    "wgan-clipped": {"model": "wgan-gp", "loss": "wgan", "optimizer": "rmsprop", "n_critic": 3},
+    "dcgan-2-critics": {"model": "dcgan", "n_critic": 2, **FIXED_EMA},
+    "acgan": {"model": "acgan", **FIXED_EMA},
+    "wgan-clipped": {"model": "wgan-gp", "loss": "wgan", "optimizer": "rmsprop", "n_critic": 3, **FIXED_EMA},
 }
 
 
@@ -48,7 +49,7 @@ def test_the_split_step_trains_exactly_as_the_eager_one(over, caplog):
 
 CAPTURED = {  # what the graph admits, the way each would be captured
     **GRAPHABLE,
-    "dcgan-sn-hinge": {"model": "dcgan", "d_variant": "sn", "loss": "hinge", "n_critic": 2},
+    "dcgan-sn-hinge": {"model": "dcgan", "d_variant": "sn", "loss": "hinge", "n_critic": 2, **FIXED_EMA},
     "acgan-projection-lsgan": {"model": "acgan", "d_variant": "projection", "loss": "lsgan", "ema": 0.0},
 }
 
@@ -109,6 +110,7 @@ def test_the_split_step_draws_each_d_update_its_own_batch():
         ({"model": "dcgan", "amp": "fp16"}, "amp 'fp16' (use bf16)"),
         ({"model": "dcgan", "compile": "reduce-overhead"}, "compile 'reduce-overhead'"),
         ({"model": "dcgan", "nproc": 2}, "nproc > 1"),
+        ({"model": "dcgan", "ema": 0.99}, "ema_rampup (its decay changes each step; null with ema)"),
     ],
 )
 def test_graph_refuses_a_step_that_decides_on_the_host(over, named):

@@ -176,13 +176,33 @@ def test_diffaugment_keeps_gradients():
 
 def test_ema_tracks_generator():
     images, labels = _data()
-    t = Trainer(_cfg(ema=0.5), images, labels, DIMS, torch.device("cpu"))
+    t = Trainer(_cfg(ema=0.5, ema_rampup=None), images, labels, DIMS, torch.device("cpu"))
     before = [p.clone() for p in t.ema.model.parameters()]
     t.step()
     after = list(t.ema.model.parameters())
     g_params = list(t.g.parameters())
     for b, a, g in zip(before, after, g_params, strict=True):
         assert torch.allclose(a, 0.5 * b + 0.5 * g, atol=1e-6)
+
+
+def test_ema_warms_up_so_a_short_run_does_not_average_its_random_start():
+    """ema_rampup r (default 0.05, stylegan2-ada's): the decay at step t is min(ema, 0.5^(1/(r t))): 0 at the first
+    step (the average starts at G after it), a half-life of r t steps, then `ema`. Without it, after t steps the
+    average still holds ema^t of G's random start (0.999^1500: 22%)."""
+    from facegan.train.ema import EMA
+
+    ema = EMA(torch.nn.Linear(2, 2), 0.999, rampup=0.05)
+    assert ema.beta(0) == 0 and ema.beta(20) == pytest.approx(0.5) and ema.beta(10**6) == 0.999
+    assert ema.beta(100) == pytest.approx(0.5 ** (1 / 5)) and EMA(torch.nn.Linear(2, 2), 0.999).beta(0) == 0.999
+    images, labels = _data()
+    warm = Trainer(_cfg(ema=0.999), images, labels, DIMS, torch.device("cpu"))
+    flat = Trainer(_cfg(ema=0.999, ema_rampup=None), images, labels, DIMS, torch.device("cpu"))
+    start = [p.clone() for p in flat.ema.model.parameters()]
+    warm.step()
+    flat.step()
+    assert all(torch.equal(a, g) for a, g in zip(warm.ema.model.parameters(), warm.g.parameters(), strict=True))
+    for e, s0, g in zip(flat.ema.model.parameters(), start, flat.g.parameters(), strict=True):
+        assert torch.allclose(e, 0.999 * s0 + 0.001 * g, atol=1e-6)
 
 
 @pytest.mark.parametrize("model", ["dcgan", "stylegan2"])
@@ -192,7 +212,9 @@ def test_ema_multi_tensor_update_equals_the_per_tensor_one_and_keeps_g_layout(mo
     route needs equal strides)."""
     over = {"stylegan2": {"preset": "tiny"}} if model == "stylegan2" else {}
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    cfg = TrainConfig.model_validate({"model": model, "batch_size": 4, "ema": 0.9, "channels_last": True, **over})
+    cfg = TrainConfig.model_validate(
+        {"model": model, "batch_size": 4, "ema": 0.9, "ema_rampup": None, "channels_last": True, **over}
+    )
     t = Trainer(cfg, images, None, [], torch.device("cpu"))
     for pe, p in zip(t.ema.model.parameters(), t.g.parameters(), strict=True):
         assert pe.stride() == p.stride()

@@ -454,6 +454,13 @@ class TrainConfig(RunSettings):
     div_p: float = Field(6.0, gt=0, description="wgan-div p")
     clip: float = Field(0.01, gt=0, description="wgan weight clipping bound")
     ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of G's weights (0 = off), e.g. 0.999")
+    ema_rampup: float | None = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="EMA warm-up (stylegan2-ada's ema_rampup): the decay at step t is min(ema, 0.5^(1/(r*t))), a "
+        "half-life of r*t steps, so the average forgets G's random start (null: ema from step 0)",
+    )
     diffaugment: DiffAugmentPolicies = Field([], description="DiffAugment policies applied to every image D sees")
     ada: AdaConfig = AdaConfig()
     r1: R1Config = R1Config()
@@ -565,6 +572,7 @@ class TrainConfig(RunSettings):
                 self.compile in ("reduce-overhead", "max-autotune")
             ),
             "nproc > 1": self.nproc > 1,
+            "ema_rampup (its decay changes each step; null with ema)": self.ema > 0 and self.ema_rampup is not None,
         }
         if any(in_the_way.values()):
             raise ValueError(

@@ -10,13 +10,24 @@ from torch import nn
 
 
 class EMA:
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+    """G's weights averaged over training steps. With `rampup` r, the decay at step t (0-based) is
+    min(decay, 0.5^(1/(r*t))) (stylegan2-ada's ema_rampup): a half-life of r*t steps, so the average of a short run
+    (or of a fine-tune, whose steps count from 0) is not mostly G's starting weights; decay^t of them otherwise."""
+
+    def __init__(self, model: nn.Module, decay: float, rampup: float | None = None):
+        self.decay, self.rampup = decay, rampup
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
+    def beta(self, step: int) -> float:
+        """The decay of the update after step `step` (0-based)."""
+        if self.rampup is None:
+            return self.decay
+        return min(self.decay, 0.5 ** (1 / max(self.rampup * step, 1e-8)))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """p_ema <- decay * p_ema + (1 - decay) * p; buffers (BN statistics) are copied. As multi-tensor ops, one
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """p_ema <- beta * p_ema + (1 - beta) * p, beta = self.beta(step) (`decay` without a step); buffers (BN
+        statistics) are copied. As multi-tensor ops, one
         per dtype (a list of mixed dtypes, BN's int64 counter among float buffers, takes the per-tensor route): on
         CUDA a few kernels for the whole net each step instead of one per tensor (StyleGAN2's G at 256²: 98
         parameters and 26 buffers); on CPU the same per-tensor lerp_ and copy_, so the same values."""
@@ -24,8 +35,9 @@ class EMA:
         ema_buffers, buffers = list(self.model.buffers()), list(model.buffers())
         if len(ema_params) != len(params) or len(ema_buffers) != len(buffers):
             raise ValueError("the EMA copy and the model have different parameters or buffers")
+        beta = self.decay if step is None else self.beta(step)
         for dst, src in _by_dtype(ema_params, params):
-            torch._foreach_lerp_(dst, src, 1.0 - self.decay)
+            torch._foreach_lerp_(dst, src, 1.0 - beta)
         for dst, src in _by_dtype(ema_buffers, buffers):
             torch._foreach_copy_(dst, src)
 

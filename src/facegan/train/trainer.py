@@ -42,7 +42,7 @@ class ModelTrainer(Stepper):
         torch.manual_seed(cfg.seed)
         g, d = build_models(cfg, self.resolution, self.label_dims)
         self.g, self.d = g.to(device).train(), d.to(device).train()
-        self.ema = EMA(self.g, cfg.ema) if cfg.ema > 0 else None
+        self.ema = EMA(self.g, cfg.ema, cfg.ema_rampup) if cfg.ema > 0 else None
         self._prepare()
         self.channels_last(self.g, self.d, *([self.ema.model] if self.ema else []))  # EMA as G: one multi-tensor lerp
         # *_run: first-order passes (compiled when train.compile is set); *_reg: passes differentiated twice
@@ -83,7 +83,7 @@ class ModelTrainer(Stepper):
                     if buf.is_floating_point():
                         buf.copy_(self.dist.mean(buf))
         if self.ema:
-            self.ema.update(self.g)
+            self.ema.update(self.g, self.step_done)  # the step being made (step_done counts it after this)
 
     def write_samples(self, path: Path, final: bool = False) -> None:
         from facegan.sample import write_training_samples
