@@ -77,6 +77,8 @@ def test_scorer_refuses_statistics_that_do_not_fit(prepared, layout, tmp_path):
         Scorer("dlib", cfg, root / "stats", packed=other)
     with pytest.raises(StatsMismatch, match=f"are of evaluate.max_real {cfg.max_real}, not 5: re-run refstats"):
         Scorer("dlib", cfg.model_copy(update={"max_real": 5}), root / "stats")
+    with pytest.raises(StatsMismatch, match=f"are of evaluate.seed {cfg.seed}, not 1: re-run refstats"):
+        Scorer("dlib", cfg.model_copy(update={"seed": 1}), root / "stats")
     stats = tmp_path / "stats"
     shutil.copytree(root / "stats", stats)
     status = json.loads((stats / STATUS).read_text())
@@ -89,6 +91,20 @@ def test_scorer_refuses_statistics_that_do_not_fit(prepared, layout, tmp_path):
         Scorer("attributes", cfg, stats, root / "classifier")
     with pytest.raises(StageInputMissing, match="no reference statistics in .*nowhere: run refstats first"):
         Scorer("dlib", cfg, tmp_path / "nowhere")
+
+
+def test_the_reference_subset_is_drawn_from_the_whole_set(layout):
+    """evaluate.max_real below the set's size: a seeded random subset of the packed images (in packed order), not
+    the first N by name (a folder sorted by person or class would give a reference of some of them only)."""
+    from facegan.data.packed import ZIP_NAME, load_packed
+
+    everything = load_packed(layout.packed / ZIP_NAME)[0]
+    some, _, _ = load_packed(layout.packed / ZIP_NAME, limit=6, seed=3)
+    again, _, _ = load_packed(layout.packed / ZIP_NAME, limit=6, seed=3)
+    other, _, _ = load_packed(layout.packed / ZIP_NAME, limit=6, seed=4)
+    at = [next(i for i, im in enumerate(everything) if np.array_equal(im, s)) for s in some]
+    assert np.array_equal(some, again) and not np.array_equal(some, other)
+    assert at == sorted(at) and at != list(range(6)) and len(set(at)) == 6
 
 
 def test_attributes_extractor_unavailable_without_classifier(tmp_path):

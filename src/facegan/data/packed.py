@@ -18,8 +18,15 @@ from facegan.errors import StageInputMissing
 ZIP_NAME = "dataset.zip"
 
 
-def _image_names(zf: zipfile.ZipFile, limit: int | None = None) -> list[str]:
-    return sorted(n for n in zf.namelist() if n.endswith(".png"))[:limit]
+def _image_names(zf: zipfile.ZipFile, limit: int | None = None, seed: int = 0) -> list[str]:
+    """The image names in packed order; with `limit` below their count, a subset of that many drawn at random
+    (seeded) from all of them, in packed order: packed order is the source files' name order, and the first N by
+    name can be one part of a set arranged by class or person."""
+    names = sorted(n for n in zf.namelist() if n.endswith(".png"))
+    if limit is None or limit >= len(names):
+        return names
+    keep = np.random.default_rng(seed).choice(len(names), limit, replace=False)
+    return [names[i] for i in sorted(keep)]
 
 
 def packed_shape(zip_path: Path) -> tuple[int, int, int]:
@@ -50,16 +57,17 @@ def decode_into(
 
 
 def load_packed(
-    zip_path: Path, limit: int | None = None, threads: int = 1
+    zip_path: Path, limit: int | None = None, threads: int = 1, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """All images of a packed ZIP as an NxHxWx3 uint8 array, labels as NxA int64 (or None), and metadata.
+    """All images of a packed ZIP (or `limit` of them, a seeded random subset) as an NxHxWx3 uint8 array, labels
+    as NxA int64 (or None), and metadata.
 
     PNGs are decoded by `threads` threads (Pillow releases the GIL while decoding) straight into one
     preallocated array, so the training loop then indexes memory with no per-image Python work.
     """
     meta = packed_meta(zip_path)
     with zipfile.ZipFile(zip_path) as zf:
-        names = _image_names(zf, limit)
+        names = _image_names(zf, limit, seed)
     if not names:
         raise StageInputMissing(f"{zip_path}: no images")
     _, h, w = packed_shape(zip_path)

@@ -45,13 +45,14 @@ def _unavailable(name: str, err: Exception) -> dict:
 def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: Path | None = None) -> dict:
     """Feature statistics of (up to cfg.max_real) real packed images, per extractor, into dst/<name>.npz."""
     zip_path = packed / ZIP_NAME
-    images, _, meta = load_packed(zip_path, limit=cfg.max_real)
+    images, _, meta = load_packed(zip_path, limit=cfg.max_real, seed=cfg.seed)  # a seeded subset of max_real
     digest = sha256_file(zip_path)
     status: dict = {
         "dataset_sha256": digest,
         "resolution": meta["resolution"],
         "mode": cfg.mode,
         "max_real": cfg.max_real,
+        "seed": cfg.seed,
         "extractors": {},
     }
     with atomic_dir(dst) as tmp:
@@ -113,11 +114,12 @@ class Scorer:
                 f"the reference statistics in {stats_dir} are of another packed set than {packed / ZIP_NAME} "
                 f"(it changed since they were made): {rerun}"
             )
-        if status.get("max_real", cfg.max_real) != cfg.max_real:
-            raise StatsMismatch(
-                f"the reference statistics in {stats_dir} are of evaluate.max_real {status['max_real']}, "
-                f"not {cfg.max_real}: {rerun}"
-            )
+        for key in ("max_real", "seed"):  # which real images they are of
+            if status.get(key, getattr(cfg, key)) != getattr(cfg, key):
+                raise StatsMismatch(
+                    f"the reference statistics in {stats_dir} are of evaluate.{key} {status[key]}, "
+                    f"not {getattr(cfg, key)}: {rerun}"
+                )
         made_with = ref.get("classifier_sha256", "any")  # statistics made before it was recorded: any
         if name == "attributes" and made_with not in ("any", _classifier_sha256(classifier_dir)):
             raise StatsMismatch(f"the attribute statistics in {stats_dir} are of another classifier: {rerun}")
