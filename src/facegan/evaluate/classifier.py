@@ -74,12 +74,12 @@ def train_classifier(
     torch.manual_seed(seed)
     net = AttributeNet(label_dims)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    x_all, y_all = to_input(images), torch.from_numpy(labels)
+    y_all = torch.from_numpy(labels)  # images stay uint8: each batch is made float on its own (not 4x the set)
     steps = cfg.epochs * max(1, len(tr) // cfg.batch_size)
     net.train()
     for _ in tqdm(range(steps), desc="attribute classifier", unit="step", dynamic_ncols=True, mininterval=1.0):
         idx = torch.from_numpy(tr)[torch.randint(len(tr), (cfg.batch_size,), generator=gen)]
-        x = x_all[idx]
+        x = to_input(images[idx.numpy()])
         flip = torch.rand(len(x), generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
         loss = sum((F.cross_entropy(lg, y_all[idx, a]) for a, lg in enumerate(net(x))), torch.zeros(()))
