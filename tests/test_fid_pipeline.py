@@ -295,3 +295,24 @@ def test_the_classifier_makes_one_batch_at_a_time_float(monkeypatch):
     labels = np.random.default_rng(1).integers(0, 2, (40, 1))
     classifier.train_classifier(images, labels, [2], ClassifierConfig(epochs=1, batch_size=8))
     assert sizes and max(sizes) == 8
+
+
+def test_attribute_accuracy_needs_a_classifier_of_the_sets_labels(prepared, layout, tmp_path):
+    """evaluate's attribute accuracy reads each generated image's labels in the packed set's attribute order: a
+    classifier trained on other labels (a stale one) is refused instead of scoring the wrong columns."""
+    from facegan.evaluate.classifier import MODEL
+    from facegan.evaluate.run import StatsMismatch, run_evaluate
+
+    cfg, root, _ = prepared
+    cfg = cfg.model_copy(update={"num_samples": 8, "extractors": ["dlib"]})
+    run_train(tiny_params(steps=1, model="acgan", fid_every=0).train, layout.packed, tmp_path / "model")
+    ckpt = tmp_path / "model" / "checkpoint.pt"
+    metrics = run_evaluate(cfg, ckpt, layout.packed, root / "stats", tmp_path / "eval", root / "classifier")
+    state = torch.load(root / "classifier" / MODEL, weights_only=True)
+    assert list(metrics["attr_acc"]) == state["label_names"] and 0 <= metrics["attr_acc_mean"] <= 1
+    stale = tmp_path / "stale"
+    shutil.copytree(root / "classifier", stale)
+    state["label_names"] = state["label_names"][::-1]  # trained on the attributes in another order
+    torch.save(state, stale / MODEL)
+    with pytest.raises(StatsMismatch, match="classifier in .*stale was trained on other labels"):
+        run_evaluate(cfg, ckpt, layout.packed, root / "stats", tmp_path / "eval2", stale)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from facegan.config import EvaluateConfig
-from facegan.data.packed import ZIP_NAME, load_labels, load_packed
+from facegan.data.packed import ZIP_NAME, load_labels, load_packed, packed_meta
 from facegan.errors import FaceganError, StageInputMissing
 from facegan.evaluate.classifier import MODEL, accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
@@ -198,9 +198,18 @@ def run_evaluate(
     loaded = load_classifier(classifier_dir) if classifier_dir and fake_labels is not None else None
     if loaded and fake_labels is not None:
         net, info = loaded
+        meta = packed_meta(packed / ZIP_NAME)  # the labels drawn for the fakes are the packed set's
+        if (info["label_names"], info["label_values"]) != (meta["label_names"], meta["label_values"]):
+            raise StatsMismatch(
+                f"the attribute classifier in {classifier_dir} was trained on other labels "
+                f"({', '.join(info['label_names'])}) than {packed / ZIP_NAME} has ({', '.join(meta['label_names'])}): "
+                "re-run the classifier stage"
+            )
         acc = accuracy(predict(net, fake), fake_labels, info["label_names"])
         metrics["attr_acc"] = acc
-        metrics["attr_acc_mean"] = round(float(np.mean(list(acc.values()))), 4)
+        # attributes of one value are right whatever the image: not in the mean
+        told = [a for n, a in acc.items() if len(meta["label_values"][n]) > 1]
+        metrics["attr_acc_mean"] = round(float(np.mean(told)), 4) if told else None
         metrics["attr_acc_real"] = info["val_accuracy"]
         log.info(
             "attribute accuracy of generated images: %s (classifier on held-out real: %s)", acc, info["val_accuracy"]
