@@ -283,3 +283,19 @@ def test_lazy_r1_stands_for_the_d_updates_between_its_applications():
     assert t.opt_d.param_groups[0]["betas"] == pytest.approx((t.cfg.beta1 ** (8 / 9), t.cfg.beta2 ** (8 / 9)))
     values = t.step()  # step 0: R1 is due
     assert values["r1"] > 0
+
+
+def test_settings_the_model_does_not_read_are_named_once(layout, tmp_path, caplog):
+    """StyleGAN2 builds its nets from train.stylegan2 and takes no labels: a d_variant 'sn' (no spectral norm
+    follows), dcgan widths or acgan's label settings given to it are warned of by name, not silently dropped."""
+    caplog.set_level(logging.WARNING, logger="facegan")
+    over = {"model": "stylegan2", "z_dim": 16, "batch_size": 4, "stylegan2": {"preset": "tiny"}}
+    cfg = tiny_params(steps=1, fid_every=0, d_variant="sn", aux_weight=2.0, **over).train
+    cfg = cfg.model_copy(update={"g_channels": 32, "d_channels": 32})  # the defaults: not named
+    assert cfg.unread() == ["aux_weight", "d_variant"]
+    run_train(cfg, layout.packed, tmp_path)
+    assert "model stylegan2 does not read train.aux_weight (2.0), train.d_variant (sn): they are left as is" in (
+        caplog.text
+    )
+    assert TrainConfig(model="stylegan2", g_channels=64).unread() == ["g_channels"]
+    assert TrainConfig(model="stylegan2").unread() == [] and TrainConfig(model="acgan", aux_weight=2.0).unread() == []

@@ -522,6 +522,15 @@ class TrainConfig(RunSettings):
             return self.d_norm
         return "layer" if self.loss in GP_LOSSES else self.spec.d_norm
 
+    def unread(self) -> list[str]:
+        """Settings given other than their default that this model's nets do not read (StyleGAN2 builds its own from
+        `stylegan2`; only conditional models take labels): `run_train` warns of them, once."""
+        names = ["label_input", "aux_head", "aux_weight"] if not self.conditional else []
+        if self.spec.style:
+            names += ["g_arch", "d_norm", "d_variant", "g_channels", "d_channels"]
+        fields = type(self).model_fields
+        return [n for n in names if getattr(self, n) != fields[n].default]
+
     @model_validator(mode="after")
     def _compatible(self) -> TrainConfig:
         if self.loss in GP_LOSSES and self.resolved_d_norm == "batch":

@@ -86,6 +86,13 @@ def run_train(
     of every step and the in-training FID (e.g. a tracker's log_metrics).
     """
     dist, device = runtime(cfg)
+    if unread := cfg.unread():
+        log.warning(
+            "model %s does not read %s: %s left as is",
+            cfg.model,
+            ", ".join(f"train.{n} ({getattr(cfg, n)})" for n in unread),
+            "it is" if len(unread) == 1 else "they are",
+        )
     with held(work or dst, dist):  # before the data is loaded
         images, labels, meta = load_training_data(
             packed, cfg.loader_threads, pin=device.type == "cuda", memory_budget_gb=cfg.memory_budget_gb
