@@ -3,22 +3,26 @@
     preprocess(dataset)            generate (cartoon) -> detect -> align -> matte -> upscale -> pack
     train(dataset, model)          classifier -> refstats -> train
     evaluate(dataset, model)       evaluate -> report
-    full(dataset, models)          all of the above, once per model
+    full(dataset, models)          preprocess, classifier and refstats once, then train -> evaluate -> report per model
+
+A model other than params.yaml's (`model`, `models`) lives in data/runs/<dataset>/<model>/ (models, eval, reports);
+params.yaml's own in DVC's data/models/<dataset> etc., so `evaluate(model=m)` finds what `full(models=[m])` trained.
     transfer()                     StyleGAN2: pretrain on transfer.source, fine-tune per run on the target, FID table
     cyclegan()                     CycleGAN between cyclegan.a and cyclegan.b, FID per direction
 
 Flow parameters are validated by the same pydantic models as params.yaml (`train` overrides are a
 `TrainConfig`; dotted overrides are merged by facegan.config). Every stage is a task whose cache key covers
-its inputs on disk, the params, the code and its outputs (reused only while they are what the stage wrote
-under these params: facegan.provenance), so a re-run skips finished work and never reuses outputs that
-`dvc repro` rewrote; I/O-bound stages retry with back-off. The library's logs go to the Prefect run logs
+its inputs on disk, the params it reads (its dvc.yaml `params:`, Layout.params), the code, the checkpoint a
+training starts from (train.init_from) and its outputs (reused only while they are what the stage wrote under
+these params: facegan.provenance), so a re-run skips finished work, a change of train.steps reruns what
+`dvc repro` reruns (train onward) and outputs that `dvc repro` rewrote are never reused; I/O-bound stages retry
+with back-off. The library's logs go to the Prefect run logs
 (PREFECT_LOGGING_EXTRA_LOGGERS=facegan) and a progress artifact follows the chain.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -32,17 +36,18 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 import facegan
-from facegan.chain import run_stage
+from facegan.chain import run_stage, without_generate
 from facegan.config import Params, TrainConfig, load_params
+from facegan.io import sha256_file
 from facegan.layout import Layout
-from facegan.provenance import fingerprint, outputs_state
+from facegan.provenance import fingerprint, outputs_state, stage_params
 
 logging.getLogger("facegan").setLevel(os.environ.get("FACEGAN_LOG_LEVEL", "INFO"))  # Prefect forwards these records
 
 PREPROCESS = ["generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"]
 TRAIN = ["classifier", "refstats", "train"]
 EVALUATE = ["evaluate", "report"]
-NOT_IN_OUTPUTS = {"workers", "orchestration"}  # where per-image work runs: outputs are byte-identical either way
+READY = PREPROCESS + ["classifier", "refstats"]  # a dataset packed, with its reference statistics
 IO_BOUND = {"generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"}
 
 
@@ -54,23 +59,34 @@ def _code_version() -> str:
     return h.hexdigest()
 
 
+def _init_from(stage: str, p: Params) -> str:
+    """The contents of the checkpoint a training starts from (train.init_from: the transfer study's pretrained
+    model, rewritten in place when pretraining reruns); its path is in the params."""
+    init = p.train.init_from
+    if stage != "train" or init is None:
+        return ""
+    return sha256_file(init) if init.is_file() else "missing"
+
+
 def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Inputs on disk + params (but where per-image work runs: NOT_IN_OUTPUTS) + code + the state of the outputs:
-    "own" while they are what this stage wrote under these params, else their current fingerprint, so outputs
-    rewritten since (`dvc repro` under other params, a checkout) are never reused. A stage whose outputs were
-    deleted is refreshed (see _run_stages)."""
-    root = Path(parameters["root"])
+    """Inputs on disk + the params the stage reads (provenance.stage_params) + code + the checkpoint training
+    starts from + the state of the outputs: "own" while they are what this stage wrote under these params, else
+    their current fingerprint, so outputs rewritten since (`dvc repro` under other params, a checkout) are never
+    reused. A stage whose outputs were deleted is refreshed (see _run_stages)."""
+    root, stage = Path(parameters["root"]), parameters["stage"]
     at = Layout(root, parameters["dataset"], parameters.get("variant"))
-    inputs, outputs = at.io(parameters["stage"])
-    params = {k: v for k, v in json.loads(parameters["params_json"]).items() if k not in NOT_IN_OUTPUTS}
+    inputs, outputs = at.io(stage)
+    p = Params.model_validate_json(parameters["params_json"])
+    params = stage_params(p, at.params(stage))
     parts = [
-        parameters["stage"],
+        stage,
         parameters["dataset"],
         str(parameters.get("variant")),
-        json.dumps(params, sort_keys=True),
+        params,
         _code_version(),
         fingerprint(inputs),
-        outputs_state(root, outputs, parameters["params_json"]),
+        outputs_state(root, outputs, params),
+        _init_from(stage, p),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
@@ -93,12 +109,17 @@ def _run_stages(
     logger = get_run_logger()
     params_json = params.model_dump_json()
     for i, stage in enumerate(stages):
-        if stage == "generate" and params.dataset(dataset).source.kind != "cartoon":
+        if stage not in without_generate([stage], dataset, params):
+            kind = params.dataset(dataset).source.kind
+            logger.info("%s: source.kind %s, its images are imported: nothing to generate", dataset, kind)
             continue
+        outputs = Layout(Path(root), dataset, variant).io(stage)[1]
+        # a stage whose outputs are the dataset's (classifier, refstats, ...) runs once for every model
+        v = variant if outputs != Layout(Path(root), dataset).io(stage)[1] else None
         t = stage_task.with_options(retries=2, retry_delay_seconds=[2, 10]) if stage in IO_BOUND else stage_task
-        if not all(p.exists() for p in Layout(Path(root), dataset, variant).io(stage)[1]):
+        if not all(p.exists() for p in outputs):
             t = t.with_options(refresh_cache=True)  # outputs gone: a cached result must not skip the work
-        seconds = t(stage, dataset, params_json, root, variant)
+        seconds = t(stage, dataset, params_json, root, v)
         logger.info("%s@%s finished (%.1f s)", stage, dataset, seconds)
         if progress:
             artifact, done, total = progress
@@ -119,6 +140,13 @@ def load(
     return load_params(params_file, {**(overrides or {}), **extra})
 
 
+def _variant(params: Params, params_file: str, overrides: dict[str, Any] | None) -> str | None:
+    """Where a flow's model lives: params.yaml's model (with `overrides`) in DVC's data/models/<dataset>, another
+    in data/runs/<dataset>/<model>/ (a Layout variant). One rule for full, train and evaluate."""
+    model = params.train.model
+    return model if model != load(params_file, overrides).train.model else None
+
+
 @flow(name="facegan-preprocess")
 def preprocess(
     dataset: str = "cartoon", params_file: str = "params.yaml", root: str = ".", overrides: dict[str, Any] | None = None
@@ -137,7 +165,8 @@ def train(
     train_config: TrainConfig | None = None,
 ) -> None:
     """Classifier, reference statistics and training of one model (default: params.yaml's)."""
-    _run_stages(TRAIN, dataset, load(params_file, overrides, train_config, model), root, model)
+    params = load(params_file, overrides, train_config, model)
+    _run_stages(TRAIN, dataset, params, root, _variant(params, params_file, overrides))
 
 
 @flow(name="facegan-evaluate")
@@ -150,7 +179,8 @@ def evaluate(
     train_config: TrainConfig | None = None,
 ) -> None:
     """FID/KID of a trained model and its report (MLflow run, registry)."""
-    _run_stages(EVALUATE, dataset, load(params_file, overrides, train_config, model), root, model)
+    params = load(params_file, overrides, train_config, model)
+    _run_stages(EVALUATE, dataset, params, root, _variant(params, params_file, overrides))
 
 
 @flow(name="facegan-full")
@@ -161,21 +191,20 @@ def full(
     root: str = ".",
     overrides: dict[str, Any] | None = None,
 ) -> None:
-    """The whole chain; with several `models`, one train/evaluate branch each (data/runs/<dataset>/<model>)."""
+    """The whole chain: preprocessing, classifier and reference statistics once, then one train/evaluate branch
+    per model of `models` (default: params.yaml's; another model in data/runs/<dataset>/<model>)."""
     base = load(params_file, overrides)
-    variants: list[str | None] = list(models) if models and len(models) > 1 else [models[0] if models else None]
-    total = len(PREPROCESS) + len(variants) * (len(TRAIN) + len(EVALUATE))
+    branch = ["train", *EVALUATE]
+    names = list(models) if models else [base.train.model]
+    total = len(READY) + len(names) * len(branch)
     artifact = create_progress_artifact(0.0, description=f"facegan chain for {dataset}")
-    _run_stages(PREPROCESS, dataset, base, root, progress=(artifact, 0, total))
-    done = len(PREPROCESS)
-    for model in variants:
-        params = load(params_file, overrides, model=model) if model else base
-        variant = model if len(variants) > 1 else None
-        _run_stages(TRAIN + EVALUATE, dataset, params, root, variant, progress=(artifact, done, total))
-        done += len(TRAIN) + len(EVALUATE)
-
-
-READY = PREPROCESS + ["classifier", "refstats"]  # a dataset packed, with its reference statistics
+    _run_stages(READY, dataset, base, root, progress=(artifact, 0, total))
+    done = len(READY)
+    for model in names:
+        params = load(params_file, overrides, model=model)
+        variant = _variant(params, params_file, overrides)
+        _run_stages(branch, dataset, params, root, variant, progress=(artifact, done, total))
+        done += len(branch)
 
 
 @task(task_run_name="transfer-table", cache_policy=NO_CACHE)  # reads the runs' results: always refreshed

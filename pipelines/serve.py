@@ -1,28 +1,59 @@
 """Serve the facegan deployments (one long-running process; the Prefect UI shows and triggers them).
 
-    python pipelines/serve.py [--params params.yaml] [--root .] [--cron "0 2 * * *"]
+    python pipelines/serve.py [--params params.yaml] [--root .] [--cron "0 2 * * *"] [--timezone Europe/Paris]
 
 Per dataset in params.yaml: `facegan-full/nightly-<dataset>` on the cron schedule (e.g. retrain
 nightly when new photos arrive), plus unscheduled `facegan-train/<dataset>` and
 `facegan-evaluate/<dataset>` to run by hand from the UI or `prefect deployment run`; and, when enabled
-in params.yaml, `facegan-transfer/default` and `facegan-cyclegan/default`.
+in params.yaml, `facegan-transfer/default` and `facegan-cyclegan/default`. The cron runs in --timezone (an IANA
+name; default: this machine's zone when it names one, else UTC; the line printed at start says which).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flows import cyclegan, evaluate, full, train, transfer
 from prefect import serve
+from prefect.schedules import Cron
 
 from facegan.config import load_params
 
 
-def deployments(params_file: Path, root: Path, cron: str) -> list:
+def _zone(name: str | None) -> str | None:
+    """`name` when it is an IANA time zone name (Europe/Paris), else None."""
+    name = (name or "").strip().removeprefix(":")
+    if not name or name.startswith("/"):
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
+
+
+def local_timezone() -> tuple[str, str]:
+    """(this machine's IANA time zone, where it was found): $TZ, the /etc/localtime link, /etc/timezone; UTC when
+    none names one."""
+    link = os.path.realpath("/etc/localtime")
+    etc = Path("/etc/timezone")
+    for where, name in (
+        ("$TZ", os.environ.get("TZ")),
+        ("/etc/localtime", link.split("/zoneinfo/", 1)[1] if "/zoneinfo/" in link else None),
+        ("/etc/timezone", etc.read_text(encoding="utf-8", errors="replace") if etc.is_file() else None),
+    ):
+        if zone := _zone(name):
+            return zone, f"this machine's, from {where}"
+    return "UTC", "no IANA time zone found on this machine"
+
+
+def deployments(params_file: Path, root: Path, cron: str, timezone: str = "UTC") -> list:
     params = load_params(params_file)  # bad params stop here, before anything is registered
     common = {"params_file": str(params_file.resolve()), "root": str(root.resolve())}
     out = []
@@ -30,7 +61,7 @@ def deployments(params_file: Path, root: Path, cron: str) -> list:
         out.append(
             full.to_deployment(
                 name=f"nightly-{ds}",
-                cron=cron,
+                schedules=[Cron(cron, timezone=timezone)],
                 parameters={"dataset": ds, **common},
                 description=f"the whole chain for {ds}, on a schedule",
                 tags=["facegan", ds],
@@ -49,9 +80,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--root", type=Path, default=Path("."))
-    ap.add_argument("--cron", default="0 2 * * *", help="schedule of the nightly full runs (cron, server time zone)")
+    ap.add_argument("--cron", default="0 2 * * *", help="schedule of the nightly full runs (cron, in --timezone)")
+    ap.add_argument(
+        "--timezone", help="IANA time zone of --cron, e.g. Europe/Paris (default: this machine's, else UTC)"
+    )
     args = ap.parse_args()
-    serve(*deployments(args.params, args.root, args.cron))
+    timezone, where = local_timezone() if args.timezone is None else (_zone(args.timezone), "--timezone")
+    if timezone is None:
+        ap.error(f"--timezone {args.timezone!r}: not an IANA time zone name (e.g. Europe/Paris, UTC)")
+    print(f"nightly runs: cron {args.cron!r} in time zone {timezone} ({where})", flush=True)
+    serve(*deployments(args.params, args.root, args.cron, timezone))
 
 
 if __name__ == "__main__":

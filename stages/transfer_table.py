@@ -1,4 +1,5 @@
-"""DVC stage `transfer-table`: the transfer study's table, curves and plots (facegan.transfer_table).
+"""DVC stage `transfer-table`: the transfer study's table, curves and plots (facegan.transfer_table); with
+transfer.enabled false they say the study is off.
 
 Usage: python stages/transfer_table.py
 """

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from PIL import Image
 
 from conftest import ROOT
 from facegan.chain import STAGES
@@ -78,3 +80,95 @@ def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):
     assert r.returncode == 2 and "already exists" in r.stderr
     r = _cli("dataset", "list", "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 0 and "cartoon" in r.stdout and "sketch" in r.stdout
+
+
+def _params_with(tmp_path: Path, change) -> Path:
+    """params.yaml (studies off, tracking off) changed by `change(raw)`, written in `tmp_path`."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["transfer"]["enabled"] = raw["cyclegan"]["enabled"] = raw["tracking"]["enabled"] = False
+    change(raw)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return tmp_path / "params.yaml"
+
+
+def test_chain_of_an_imported_dataset_starts_at_detect(tmp_path):
+    """`facegan dataset add` says `facegan chain NAME`: a folder dataset has nothing to generate (the chain
+    stopped there with "only 'cartoon' datasets are generated"); it says so and goes on to detect."""
+
+    def add_photos(raw):
+        raw["datasets"]["photos"] = {**raw["datasets"]["cartoon"], "source": {"kind": "folder"}}
+
+    params = _params_with(tmp_path, add_photos)
+    (tmp_path / "data/raw/photos/images").mkdir(parents=True)
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "data/raw/photos/images/blank.png")  # no annotations
+    r = _cli("chain", "photos", "-p", str(params), "--root", str(tmp_path), cwd=tmp_path)
+    assert "only 'cartoon' datasets are generated" not in r.stderr
+    assert "photos: its images are imported (data/raw/photos), not generated: skipping generate" in r.stderr
+    assert "stage detect: dataset photos" in r.stderr  # the chain went on to detect
+    r = _cli("generate", "photos", "-p", str(params), "--root", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and "only 'cartoon' datasets are generated" in r.stderr  # asked for by name
+
+
+def test_check_refuses_datasets_dvc_yaml_cannot_build(tmp_path):
+    """dvc.yaml's generate iterates over a fixed list: a third cartoon dataset, or one of the list removed, passed
+    `facegan check` and broke `dvc repro`."""
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+
+    def third(raw):
+        raw["datasets"]["pencil"] = raw["datasets"]["sketch"]
+
+    r = _cli("check", "-p", str(_params_with(tmp_path, third)), cwd=tmp_path)
+    assert r.returncode == 2 and "`dvc repro` cannot run it" in r.stderr
+    assert (
+        "cartoon dataset pencil: dvc.yaml's generate stage (foreach: ['cartoon', 'sketch']) does not draw it"
+        in r.stderr
+    )
+    r = _cli("check", "-p", str(_params_with(tmp_path, lambda raw: raw["datasets"].pop("sketch"))), cwd=tmp_path)
+    assert r.returncode == 2 and "runs for sketch, not a cartoon dataset of the params" in r.stderr
+
+    def photos(raw):
+        raw["datasets"]["photos"] = {**raw["datasets"]["cartoon"], "source": {"kind": "folder"}}
+
+    r = _cli("check", "-p", str(_params_with(tmp_path, photos)), cwd=tmp_path)
+    assert r.returncode == 2 and "dataset photos: no data/raw/photos.dvc" in r.stderr
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/photos.dvc").write_text("outs:\n- path: photos\n")  # what `facegan dataset add` writes
+    r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
+    assert r.returncode == 0 and "datasets: cartoon, sketch, photos" in r.stdout, r.stderr
+
+
+def test_reproduce_names_what_it_did_not_compare_and_fails_when_nothing_was(tmp_path, monkeypatch):
+    """A recorded metric that comes back None (its extractor unavailable here) is listed, not silently dropped;
+    with nothing compared the command fails (it said "reproduced: every metric within 1e-06", exit 0)."""
+    from typer.testing import CliRunner
+
+    from facegan import reproduce
+    from facegan.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runs = {
+        "all": {"fd_dlib": (1.5, 1.5), "kid_dlib": (0.01, 0.01)},
+        "some": {"fd_dlib": (1.5, 1.5), "fd_inception": (20.0, None), "kid_inception": (0.1, None)},
+        "none": {"fd_inception": (20.0, None)},
+        "empty": {},
+        "off": {"fd_dlib": (1.5, 1.6), "fd_inception": (20.0, None)},
+    }
+    monkeypatch.setattr(reproduce, "reproduce", lambda run_id, *a: runs[run_id])
+
+    def run(run_id: str):
+        return CliRunner().invoke(app, ["reproduce", run_id])
+
+    r = run("all")
+    assert r.exit_code == 0 and "reproduced: every metric within 1e-06" in r.stdout
+    r = run("some")
+    assert r.exit_code == 0
+    assert "reproduced: the metrics compared (fd_dlib) within 1e-06" in r.stdout
+    assert "NOT compared (not measured here): fd_inception, kid_inception" in r.stdout
+    assert "fd_inception     recorded 20.00000000  not measured here" in r.stdout
+    r = run("none")
+    assert r.exit_code == 1
+    assert "NOT reproduced: nothing compared: none of the run's recorded metrics (fd_inception)" in r.stderr
+    r = run("empty")
+    assert r.exit_code == 1 and "the run recorded no fd_*/kid_* metric" in r.stderr
+    r = run("off")
+    assert r.exit_code == 1 and "NOT reproduced: fd_dlib by 1.00e-01 (> 1e-06); NOT compared" in r.stderr

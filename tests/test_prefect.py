@@ -275,3 +275,129 @@ def test_dvc_repro_with_other_params_between_two_prefect_runs(prefect_env, tmp_p
     mtime = packed.stat().st_mtime_ns
     sh([PY, "-c", flow], root, env)
     assert packed.stat().st_mtime_ns == mtime, "pack is cached again once it wrote its own outputs"
+
+
+def test_each_stage_is_keyed_on_the_params_dvc_yaml_lists_for_it():
+    """Layout.params (what a cache key and the outputs' record cover) is dvc.yaml's `params:` of every stage."""
+    import yaml
+
+    from facegan.chain import PAIR_STAGES, STAGES
+    from facegan.layout import Layout
+
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in (*STAGES, *PAIR_STAGES):
+        body = spec[stage].get("do", spec[stage])
+        listed = [k.replace("${item}", "cartoon").replace("${key}", "cartoon") for k in body["params"]]
+        assert Layout(ROOT, "cartoon").params(stage) == listed, stage
+
+
+def _key(flows, stage: str, p, root: Path, variant: str | None = None) -> str:
+    parameters = {"stage": stage, "dataset": "cartoon", "params_json": p.model_dump_json(), "root": str(root)}
+    return flows.stage_cache_key(None, {**parameters, "variant": variant})
+
+
+def test_a_change_of_train_reruns_train_onward_as_dvc_repro_does(tmp_path):
+    """Two nights of full(models=[dcgan, wgan-gp]), or train.steps changed: generate, preprocessing, classifier
+    and refstats keep their keys (they reran, rewriting every train stage's inputs); train's changes."""
+    from conftest import tiny_params
+    from facegan.chain import run_stage
+
+    flows = _flows()
+    a = tiny_params()
+    other_model, more_steps = tiny_params(model="wgan-gp"), tiny_params(steps=5)
+    for stage in ("generate", "detect", "pack", "classifier", "refstats"):
+        assert _key(flows, stage, a, tmp_path) == _key(flows, stage, other_model, tmp_path), stage
+        assert _key(flows, stage, a, tmp_path) == _key(flows, stage, more_steps, tmp_path), stage
+    assert _key(flows, "train", a, tmp_path) != _key(flows, "train", more_steps, tmp_path)
+    run_stage("generate", "cartoon", other_model, tmp_path)  # outputs written by another model's branch
+    before = _key(flows, "generate", a, tmp_path)
+    assert before == _key(flows, "generate", other_model, tmp_path), "its outputs are what `a` would write"
+    run_stage("generate", "cartoon", a, tmp_path)
+    assert _key(flows, "generate", a, tmp_path) == before
+
+
+def test_a_fine_tune_key_follows_the_contents_of_its_pretrained_checkpoint(tmp_path):
+    from conftest import tiny_params
+
+    flows = _flows()
+    pretrained = tmp_path / "pretrain.pt"
+    pretrained.write_bytes(b"first pretraining")
+    p = tiny_params(init_from=str(pretrained), model="stylegan2")
+    before = _key(flows, "train", p, tmp_path, "baseline-s0")
+    assert _key(flows, "train", p, tmp_path, "baseline-s0") == before
+    assert _key(flows, "evaluate", p, tmp_path, "baseline-s0") == _key(flows, "evaluate", p, tmp_path, "baseline-s0")
+    pretrained.write_bytes(b"pretraining rerun")  # same path, same params: another model to start from
+    assert _key(flows, "train", p, tmp_path, "baseline-s0") != before
+
+
+def test_full_prepares_once_and_puts_each_model_where_train_and_evaluate_look(monkeypatch):
+    """classifier and refstats run once, before the models' branches; params.yaml's model trains into DVC's
+    data/models/<dataset>, any other into data/runs/<dataset>/<model> (with one model as with several), and
+    train(model=...) / evaluate(model=...) use the same folder."""
+    flows = _flows()
+    calls: list[tuple[list[str], str | None, str]] = []
+    monkeypatch.setattr(flows, "create_progress_artifact", lambda *a, **k: None)
+    monkeypatch.setattr(
+        flows,
+        "_run_stages",
+        lambda stages, ds, p, root, variant=None, progress=None: calls.append((list(stages), variant, p.train.model)),
+    )
+    params = str(ROOT / "params.yaml")  # model: dcgan
+    flows.full.fn("cartoon", ["dcgan", "wgan-gp"], params)
+    assert calls == [
+        (flows.READY, None, "dcgan"),
+        (["train", "evaluate", "report"], None, "dcgan"),
+        (["train", "evaluate", "report"], "wgan-gp", "wgan-gp"),
+    ]
+    calls.clear()
+    flows.full.fn("cartoon", ["wgan-gp"], params)
+    flows.train.fn("cartoon", "wgan-gp", params)
+    flows.evaluate.fn("cartoon", "wgan-gp", params)
+    flows.train.fn("cartoon", None, params)
+    assert [v for _, v, _ in calls] == [None, "wgan-gp", "wgan-gp", "wgan-gp", None]
+
+
+def test_dataset_stages_of_a_model_branch_run_without_its_variant(monkeypatch, tmp_path):
+    """train(model=...) shares the dataset's classifier and reference statistics: those tasks get no variant
+    (their outputs are the dataset's), train does."""
+    flows = _flows()
+    ran: list[tuple[str, str | None]] = []
+
+    class Task:
+        def with_options(self, **_):
+            return self
+
+        def __call__(self, stage, dataset, params_json, root, variant=None):
+            ran.append((stage, variant))
+            return 0.0
+
+    class Logger:
+        def info(self, *_):
+            pass
+
+    monkeypatch.setattr(flows, "stage_task", Task())
+    monkeypatch.setattr(flows, "get_run_logger", lambda: Logger())
+    flows.train.fn("cartoon", "wgan-gp", str(ROOT / "params.yaml"), str(tmp_path))
+    assert ran == [("classifier", None), ("refstats", None), ("train", "wgan-gp")]
+
+
+def test_serve_schedules_in_the_machines_time_zone_or_the_one_given(monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    import serve
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    assert serve.local_timezone() == ("Europe/Paris", "this machine's, from $TZ")
+    monkeypatch.setenv("TZ", "not/a-zone")
+    assert serve.local_timezone()[0] != "not/a-zone"
+    (nightly, *_) = serve.deployments(ROOT / "params.yaml", ROOT, "0 3 * * *", "America/New_York")
+    assert nightly.schedules[0].schedule.timezone == "America/New_York"
+    monkeypatch.setattr(sys, "argv", ["serve.py", "--params", str(ROOT / "params.yaml"), "--timezone", "Mars/Base"])
+    with pytest.raises(SystemExit):
+        serve.main()
+    assert "not an IANA time zone name" in capsys.readouterr().err
+    served: list = []
+    monkeypatch.setattr(serve, "serve", lambda *d: served.extend(d))
+    monkeypatch.setattr(sys, "argv", ["serve.py", "--params", str(ROOT / "params.yaml"), "--timezone", "Asia/Tokyo"])
+    serve.main()
+    assert "in time zone Asia/Tokyo (--timezone)" in capsys.readouterr().out
+    assert served[0].schedules[0].schedule.timezone == "Asia/Tokyo"

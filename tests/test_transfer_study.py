@@ -178,3 +178,38 @@ def test_a_distance_some_seeds_lack_is_spread_over_those_that_have_it(monkeypatc
 def test_nan_is_no_distance():
     assert transfer_table._spread([math.nan, 30.0]) == {"mean": 30.0, "std": 0.0, "min": 30.0, "max": 30.0, "n": 1}
     assert transfer_table._spread([math.nan]) is None
+
+
+def test_studies_that_are_off_let_dvc_repro_run_the_rest(tmp_path):
+    """transfer.enabled / cyclegan.enabled false: their DVC stages (pretrain, finetune@*, transfer-table, cyclegan)
+    write outputs that say so and succeed, so `dvc repro` goes on (they stopped it with exit 2); the commands that
+    ask for a study by name still refuse one that is off."""
+    import yaml
+
+    from conftest import make_dvc_project, sh
+
+    root, env = make_dvc_project(tmp_path, tracking=False)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["transfer"]["enabled"] = raw["cyclegan"]["enabled"] = False
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    for kind in ("processed", "stats"):  # the data stages' outputs these stages depend on (not read when off)
+        for ds in ("cartoon", "sketch"):
+            (root / "data" / kind / ds).mkdir(parents=True, exist_ok=True)
+            (root / "data" / kind / ds / "stand-in").write_text(ds)
+    out = sh(
+        ["dvc", "repro", "--single-item", "--glob", "pretrain", "finetune@*", "transfer-table", "cyclegan"], root, env
+    )
+    assert out.count("Running stage") == 2 + len(raw["transfer"]["runs"]) + 1, out
+    note = (root / "data/runs/cartoon/pretrain" / transfer.DISABLED).read_text()
+    assert "transfer.enabled: false" in note
+    assert (root / "data/runs/sketch/baseline-s0" / transfer.DISABLED).read_text() == note
+    assert json.loads((root / "data/transfer/fid_table.json").read_text()) == {"enabled": False}
+    assert (root / "data/transfer/fid_table.md").read_text() == note
+    assert json.loads((root / "data/cyclegan/metrics.json").read_text()) == {"enabled": False}
+    assert "cyclegan.enabled: false" in (root / "data/cyclegan/model/DISABLED.txt").read_text()
+    assert "Transfer (data/transfer/fid_table.md):" in sh(["facegan", "summary"], root, env)
+    p = parse_params(raw)
+    with pytest.raises(ParamsError, match="transfer.enabled is false"):
+        transfer.pretrain(p, root)
+    with pytest.raises(ParamsError, match="cyclegan.enabled is false"):
+        run_stage("cyclegan", "cartoon", p, root)

@@ -120,7 +120,8 @@ def _train(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.evaluate.run import Scorer
     from facegan.train.run import run_train
 
-    scorer = Scorer(p.train.fid_extractor, p.evaluate, at.stats, at.classifier) if p.train.fid_every else None
+    fid = p.train.fid_every
+    scorer = Scorer(p.train.fid_extractor, p.evaluate, at.stats, at.classifier, at.packed) if fid else None
     result = run_train(
         p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics, work=at.checkpoints, stale="restart"
     )
@@ -196,6 +197,12 @@ PAIR_STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], s
 }
 
 
+def without_generate(names: list[str], dataset: str, p: Params) -> list[str]:
+    """`names` without `generate` when the dataset's images are imported (source.kind other than cartoon: `facegan
+    dataset add` put them in data/raw/<dataset>); a chain of stages (CLI, Prefect) starts at detect for it."""
+    return [n for n in names if n != "generate" or p.dataset(dataset).source.kind == "cartoon"]
+
+
 def run_stage(
     name: str,
     dataset: str,
@@ -235,7 +242,7 @@ def run_stage(
     try:
         metrics = stages[name][0](p, at, t) or {}
         if rank0:
-            provenance.record(root, at.io(name)[1], p.model_dump_json())
+            provenance.record(root, at.io(name)[1], provenance.stage_params(p, at.params(name)))
     except BaseException:
         t.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
         raise
@@ -283,6 +290,22 @@ def stage_main(name: str) -> None:
         sys.exit(f"usage: python stages/{name}.py DATASET [PARAMS_FILE]")
     with user_errors():
         run_stage(name, args[0], args[1] if len(args) == 2 else "params.yaml")
+
+
+def cyclegan_main() -> None:
+    """Entry point of stages/cyclegan.py: `python stages/cyclegan.py [PARAMS_FILE]`, the stage for cyclegan.a; with
+    cyclegan.enabled false its DVC outputs only say so (translate.write_disabled), so `dvc repro` runs the rest."""
+    from facegan import translate
+    from facegan.errors import user_errors
+    from facegan.logs import setup_logging
+
+    setup_logging()
+    with user_errors():
+        p = load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml")
+        if p.cyclegan.enabled:
+            run_stage("cyclegan", p.cyclegan.a, p)
+        else:
+            translate.write_disabled(Path("."))
 
 
 if __name__ == "__main__":  # python -m facegan.chain STAGE DATASET PARAMS_FILE ROOT [VARIANT] (used by torchrun)

@@ -176,19 +176,33 @@ def chain(
     root: Path = ROOT,
     start: str = typer.Option("generate", help="first stage to run"),
 ) -> None:
-    """Run the stages from --start to report, in order, without DVC (use `dvc repro` for caching)."""
+    """Run the stages from --start to report, in order, without DVC (use `dvc repro` for caching); a dataset of
+    imported images (`facegan dataset add`) has nothing to generate and starts at detect."""
+    from facegan.chain import without_generate
+    from facegan.config import load_params
+
     names = list(STAGES)
     if start not in names:
         raise typer.BadParameter(f"unknown stage {start!r}; stages: {', '.join(names)}")
-    _run(names[names.index(start) :], dataset, params, root)
+    names = names[names.index(start) :]
+    kept = without_generate(names, dataset, load_params(params))
+    if kept != names:
+        typer.echo(
+            f"{dataset}: its images are imported (data/raw/{dataset}), not generated: skipping generate", err=True
+        )
+    _run(kept, dataset, params, root)
 
 
 @app.command("check")
 def check(params: Path = PARAMS) -> None:
-    """Validate the params file and print the datasets it defines."""
-    from facegan.config import load_params
+    """Validate the params file and print the datasets it defines; params.yaml beside a dvc.yaml is also checked
+    against it (which datasets `dvc repro` can build)."""
+    from facegan.config import ParamsError, load_params
+    from facegan.datasets import dvc_problems
 
     p = load_params(params)
+    if params.name == "params.yaml" and (problems := dvc_problems(p, params.resolve().parent)):
+        raise ParamsError(f"{params}: valid, but `dvc repro` cannot run it:\n" + "\n".join(f"  {x}" for x in problems))
     typer.echo(f"{params}: valid; datasets: {', '.join(p.datasets)}; model: {p.train.model}")
 
 
@@ -401,17 +415,15 @@ def reproduce(
     """Re-run training + evaluation with the params recorded in RUN_ID and compare the FIDs."""
     from facegan.logs import setup_logging
     from facegan.reproduce import reproduce as _reproduce
+    from facegan.reproduce import verdict
 
     setup_logging()
-    result = _reproduce(run_id, root, out, _tracking(params))
-    worst = 0.0
-    for k, (old, new) in result.items():
-        worst = max(worst, abs(old - new))
-        typer.echo(f"{k:16s} recorded {old:.8f}  reproduced {new:.8f}  |diff| {abs(old - new):.2e}")
-    if worst > tolerance:
-        typer.echo(f"NOT reproduced: largest difference {worst:.2e} > {tolerance:g}", err=True)
+    lines, ok = verdict(_reproduce(run_id, root, out, _tracking(params)), tolerance)
+    for line in lines[:-1]:
+        typer.echo(line)
+    typer.echo(lines[-1], err=not ok)
+    if not ok:
         raise typer.Exit(1)
-    typer.echo(f"reproduced: every metric within {tolerance:g}")
 
 
 track_app = typer.Typer(help="MLflow tracking utilities.", no_args_is_help=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from facegan.config import DatasetConfig, ParamsError, dataset_name_problem, load_params
+from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, load_params
 from facegan.data.sources import ImportReport, import_images
 from facegan.errors import ModelFileMissing, StageError, StageInputMissing
 from facegan.layout import PER_IMAGE, Layout
@@ -145,6 +145,37 @@ def remove_block(text: str, name: str) -> str:
         raise ParamsError(f"dataset {name!r} not found in params.yaml")
     last = next((i for i in range(first + 1, len(lines)) if re.match(r"^(  )?[^\s]|^\s*$", lines[i])), len(lines))
     return "".join(lines[:first] + lines[last:])
+
+
+def dvc_problems(p: Params, project: Path) -> list[str]:
+    """Why `dvc repro` of the project in `project` (its dvc.yaml) cannot run these params' datasets (empty: it can).
+    dvc.yaml's `generate` iterates over a fixed list (DVC's foreach cannot pick params' cartoon-kind datasets), and
+    an imported dataset's images enter DVC as data/raw/<name>.dvc (`facegan dataset add`); the other stages
+    iterate over `datasets`."""
+    dvc_yaml = project / "dvc.yaml"
+    if not dvc_yaml.is_file():
+        return []
+    stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    listed = (stages.get("generate") or {}).get("foreach")
+    problems = []
+    if isinstance(listed, list):
+        generated = [n for n, d in p.datasets.items() if d.source.kind == "cartoon"]
+        if gone := [n for n in listed if n not in generated]:
+            problems.append(
+                f"dvc.yaml's generate stage (foreach: {listed}) runs for {', '.join(gone)}, not a cartoon dataset of "
+                "the params: remove it from that list"
+            )
+        if extra := [n for n in generated if n not in listed]:
+            problems.append(
+                f"cartoon dataset {', '.join(extra)}: dvc.yaml's generate stage (foreach: {listed}) does not draw it, "
+                "so no stage makes its data/raw: add it to that list"
+            )
+    for name, d in p.datasets.items():
+        if d.source.kind != "cartoon" and not (project / "data" / "raw" / f"{name}.dvc").is_file():
+            problems.append(
+                f"dataset {name}: no data/raw/{name}.dvc, so DVC has no images for it: `facegan dataset add {name} SRC`"
+            )
+    return problems
 
 
 def _dvc(root: Path, *args: str) -> None:

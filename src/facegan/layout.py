@@ -78,6 +78,23 @@ class Layout:
             "cyclegan": ([self._d("processed"), self._d("stats")], [self._d("cyclegan")]),
         }[stage]
 
+    def params(self, stage: str) -> list[str]:
+        """The params a stage reads (dotted keys), as dvc.yaml lists them: a Prefect cache key and the record of
+        which params wrote a stage's outputs cover these alone, so a change elsewhere (train.steps) reruns what
+        `dvc repro` reruns, no more."""
+        ds = f"datasets.{self.dataset}"
+        evaluate = ["evaluate.mode", "evaluate.batch_size", "evaluate.inception_weights"]
+        return {
+            "generate": [f"{ds}.source", "workers"],
+            **{s: [f"{ds}.{s}"] for s in ("detect", "verify", "align", "matte", "upscale", "quality", "pack")},
+            "classifier": ["evaluate.classifier", "evaluate.seed"],
+            "refstats": ["evaluate.extractors", "evaluate.mode", "evaluate.max_real", *evaluate[1:]],
+            "train": ["train", *evaluate, "evaluate.seed"],
+            "evaluate": ["evaluate"],
+            "report": ["tracking"],
+            "cyclegan": ["cyclegan", "evaluate"],
+        }[stage]
+
 
 # the per-image preprocessing stages, in order: each writes data/interim/<dataset>/<stage>/ with a summary
 PER_IMAGE = ("detect", "verify", "align", "matte", "upscale", "quality")

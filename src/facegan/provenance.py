@@ -2,10 +2,11 @@
 (the Prefect tasks' keys) never reuses outputs that something else rewrote since (`dvc repro` under other
 params, `dvc checkout`, a hand edit).
 
-The record holds a hash of the params and the fingerprint (names, sizes, modification times) of the outputs
-right after the stage wrote them. `outputs_state` is "own" when the outputs are exactly what this stage wrote
-under the given params (or absent: nothing to reuse), else the outputs' current fingerprint and the params
-that wrote them, so any rewrite changes a cache key that includes it.
+The record holds a hash of the params the stage reads (`stage_params`: its dvc.yaml `params:`) and the
+fingerprint (names, sizes, modification times) of the outputs right after the stage wrote them. `outputs_state`
+is "own" when the outputs are exactly what this stage wrote under the given params (or absent: nothing to
+reuse), else the outputs' current fingerprint and the params that wrote them, so any rewrite changes a cache
+key that includes it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,30 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facegan.io import write_text
 
+if TYPE_CHECKING:
+    from facegan.config import Params
+
 RECORDS = Path(".facegan") / "outputs"  # under the project root, beside the tracking buffers
+OUTPUT_NEUTRAL = frozenset({"workers", "orchestration"})  # where per-image work runs: the same bytes either way
+
+
+def stage_params(p: Params, keys: list[str]) -> str:
+    """The values of the dotted `keys` of `p` (a stage's params: Layout.params), but where per-image work runs,
+    as JSON: what a cache key and the record of which params wrote a stage's outputs cover."""
+    raw = p.model_dump(mode="json")
+    values = {}
+    for key in keys:
+        if key in OUTPUT_NEUTRAL:
+            continue
+        node = raw
+        for part in key.split("."):  # dataset names hold no dots (config.dataset_name_problem)
+            node = node[part]
+        values[key] = node
+    return json.dumps(values, sort_keys=True)
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -43,7 +64,7 @@ def _record_path(root: Path, outputs: list[Path]) -> Path:
 
 
 def record(root: Path, outputs: list[Path], params_json: str) -> None:
-    """After a stage wrote `outputs` under these params."""
+    """After a stage wrote `outputs` under these params (its `stage_params`)."""
     write_text(
         _record_path(root, outputs),
         json.dumps(

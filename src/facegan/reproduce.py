@@ -23,8 +23,9 @@ class ReproduceError(FaceganError, ValueError):
 
 def reproduce(
     run_id: str, root: Path = Path("."), out: Path | None = None, tracking: TrackingConfig = TrackingConfig()
-) -> dict[str, tuple[float, float]]:
-    """Re-run train + evaluate of run `run_id` into `out`; returns {metric: (recorded, reproduced)}."""
+) -> dict[str, tuple[float, float | None]]:
+    """Re-run train + evaluate of run `run_id` into `out`; returns {metric: (recorded, reproduced)} for every
+    fd_*/kid_* metric the run recorded, reproduced None where it was not measured here (extractor unavailable)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -64,15 +65,45 @@ def reproduce(
             "and `dvc repro` the data stages first"
         )
     out = out or root / "reproduce" / run.info.run_id
-    scorer = (
-        Scorer(params.train.fid_extractor, params.evaluate, at.stats, at.classifier) if params.train.fid_every else None
-    )
+    fid = params.train.fid_every
+    scorer = Scorer(params.train.fid_extractor, params.evaluate, at.stats, at.classifier, at.packed) if fid else None
     run_train(params.train, at.packed, out / "model", resume=False, scorer=scorer)
     metrics = run_evaluate(
         params.evaluate, out / "model" / CHECKPOINT, at.packed, at.stats, out / "eval", at.classifier
     )
     return {
-        k: (run.data.metrics[k], float(metrics[k]))
+        k: (run.data.metrics[k], None if metrics.get(k) is None else float(metrics[k]))
         for k in sorted(run.data.metrics)
-        if k.startswith(("fd_", "kid_")) and metrics.get(k) is not None
+        if k.startswith(("fd_", "kid_"))
     }
+
+
+def verdict(result: dict[str, tuple[float, float | None]], tolerance: float) -> tuple[list[str], bool]:
+    """Lines for the user (one per metric, the verdict last) and whether the run is reproduced: every metric
+    measured here within `tolerance` of the recorded one, and at least one measured. Metrics not measured here
+    are named: a run is never called reproduced on metrics that were not compared."""
+    compared = {k: (old, new) for k, (old, new) in result.items() if new is not None}
+    missing = [k for k in result if k not in compared]
+    lines = [
+        f"{k:16s} recorded {old:.8f}  "
+        + (
+            "not measured here (extractor unavailable)"
+            if new is None
+            else f"reproduced {new:.8f}  |diff| {abs(old - new):.2e}"
+        )
+        for k, (old, new) in result.items()
+    ]
+    if not compared:
+        why = (
+            f"none of the run's recorded metrics ({', '.join(missing)}) was measured here"
+            if missing
+            else "the run recorded no fd_*/kid_* metric"
+        )
+        return [*lines, f"NOT reproduced: nothing compared: {why}"], False
+    not_compared = f"; NOT compared (not measured here): {', '.join(missing)}" if missing else ""
+    off = {k: abs(old - new) for k, (old, new) in compared.items() if not abs(old - new) <= tolerance}  # NaN: off
+    if off:
+        diffs = ", ".join(f"{k} by {d:.2e}" for k, d in off.items())
+        return [*lines, f"NOT reproduced: {diffs} (> {tolerance:g}){not_compared}"], False
+    which = "every metric" if not missing else f"the metrics compared ({', '.join(compared)})"
+    return [*lines, f"reproduced: {which} within {tolerance:g}{not_compared}"], True

@@ -52,7 +52,7 @@ def where(p: Params, root: Path, uri: str) -> list[str]:
         lines.append(f"  samples    {REPORTS}/<dataset>/samples.png  ({', '.join(have)})")
     if (root / TRANSFER / "fid_table.md").is_file():
         lines.append(f"  transfer   {TRANSFER}/fid_table.md")
-    if (root / CYCLEGAN).is_dir():
+    if (root / CYCLEGAN / "model" / "translated_a_to_b.png").is_file():  # not a CycleGAN that is off
         lines.append(f"  cyclegan   {CYCLEGAN}/model/translated_{{a_to_b,b_to_a}}.png")
     lines.append(f"  MLflow UI  {_mlflow_ui(uri, root)}")
     lines.append("  explorer   make explore")

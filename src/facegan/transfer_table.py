@@ -23,7 +23,7 @@ from facegan.config import Params, load_params
 from facegan.errors import StageInputMissing
 from facegan.io import atomic_dir, write_text
 from facegan.layout import Layout
-from facegan.transfer import PRETRAIN, run_params, runs
+from facegan.transfer import OFF, PRETRAIN, run_params, runs
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,8 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The table a reader needs: rows by final distance of the first extractor, with spread and context."""
+    if result.get("enabled") is False:
+        return OFF
     rows = result["rows"]
     names = [k for k in EXTRACTORS if any(k in r["final"] for r in rows.values())]
     first = names[0] if names else None
@@ -296,6 +298,8 @@ def table(params: Params | Path | str = "params.yaml", root: Path | str = ".") -
     """data/transfer/: fid_table.json (DVC metrics), fid_table.md, curves.csv, fid_vs_kimg.png, overfitting.png."""
     p = params if isinstance(params, Params) else load_params(params)
     root = Path(root)
+    if not p.transfer.enabled:
+        return _disabled(root)
     result = summarize(p, root)
     with atomic_dir(root / TABLE_DIR) as tmp:
         write_text(tmp / "fid_table.json", json.dumps({k: v for k, v in result.items()}, indent=1))
@@ -304,6 +308,27 @@ def table(params: Params | Path | str = "params.yaml", root: Path | str = ".") -
         plots(result, tmp)
     log.info("transfer study:\n%s", markdown(result))
     _track(p, root, result)
+    return result
+
+
+def _disabled(root: Path) -> dict[str, Any]:
+    """With transfer.enabled false: the stage's outputs say the study is off (DVC needs them to run the rest)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log.warning("%s", OFF.strip())
+    result = {"enabled": False}
+    with atomic_dir(root / TABLE_DIR) as tmp:
+        write_text(tmp / "fid_table.json", json.dumps(result, indent=1))
+        write_text(tmp / "fid_table.md", OFF)
+        write_text(tmp / "curves.csv", curves_csv({"rows": {}}))
+        for name in ("fid_vs_kimg.png", "overfitting.png"):
+            fig = plt.figure(figsize=(6, 1))
+            fig.text(0.5, 0.5, "transfer study off (transfer.enabled: false)", ha="center", va="center")
+            fig.savefig(tmp / name, dpi=100)
+            plt.close(fig)
     return result
 
 
