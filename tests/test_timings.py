@@ -197,7 +197,8 @@ def _files(root: Path) -> None:
     table = {"source": "cartoon", "target": "sketch", "seeds": [0, 1], "rows": rows}
     (root / "data/transfer/fid_table.json").write_text(json.dumps(table))
     (root / "data/transfer/fid_table.md").write_text("Transfer\n\n| row |\n|---|\n| baseline |\n")
-    (root / "data" / "cyclegan").mkdir(parents=True)
+    (root / "data" / "cyclegan" / "model").mkdir(parents=True)
+    (root / "data/cyclegan/model/translated_a_to_b.png").write_bytes(b"")  # a CycleGAN that ran (not one that is off)
     cyc = {"a": "cartoon", "b": "sketch", "a_to_b": {"fd_dlib": 90.0, "fd_dlib_untranslated": 120.0}}
     (root / "data/cyclegan/metrics.json").write_text(json.dumps(cyc))
 
