@@ -40,8 +40,10 @@ sweep: install
 	eval dvc exp run --queue -S train.model=acgan -S train.loss=$(SWEEP_LOSSES) -S train.d_variant=$(SWEEP_VARIANTS) \
 		-S train.seed=$(SWEEP_SEEDS) "$$($(BIN)/facegan exp-args $(SWEEP_BUDGET))" $(SWEEP_ARGS) report@cartoon
 	dvc exp run --run-all --jobs 1
-	$(BIN)/facegan exp-table --rows train.loss --cols train.d_variant --metric data/reports/cartoon/metrics.json:fd_dlib --out sweep.md
-	$(BIN)/facegan exp-table --rows train.loss --cols train.d_variant --metric data/reports/cartoon/metrics.json:attr_acc_mean --out sweep_acc.md
+	$(BIN)/facegan exp-table --rows train.loss --cols train.d_variant --where train.model=acgan \
+		--metric data/reports/cartoon/metrics.json:fd_dlib --out sweep.md
+	$(BIN)/facegan exp-table --rows train.loss --cols train.d_variant --where train.model=acgan \
+		--metric data/reports/cartoon/metrics.json:attr_acc_mean --out sweep_acc.md
 
 # in the workspace: data/transfer/ gets the study's table and plots; params.yaml holds its values afterwards
 # (`git checkout params.yaml && dvc checkout` returns to the default pipeline)

@@ -176,6 +176,25 @@ def test_experiments_of_one_cell_that_differ_in_more_than_the_seed_are_refused()
         pivot(rows, "train.loss", "train.d_variant", "fd_dlib")
 
 
+def test_only_train_seed_spreads_a_cell_and_the_hint_is_the_cells_own_setting():
+    """Seeds of other things (the generated data's, evaluate's) are settings like any other, not the cell's spread;
+    the --where the error suggests is the value most of the cell's experiments have (a transfer-study experiment
+    landing in a sweep's cell is the odd one out)."""
+    from facegan.experiments import TableError
+
+    data = [_exp(f"d{s}", str(s), train__loss="hinge", train__d_variant="sn", datasets__cartoon__source__seed=str(s),
+                 commit="main") for s in (0, 1)]  # fmt: skip
+    with pytest.raises(TableError, match=r"datasets.cartoon.source.seed \(0, 1\)"):
+        pivot(data, "train.loss", "train.d_variant", "fd_dlib")
+    sweep = [_exp(f"s{s}", str(s), train__loss="hinge", train__d_variant="sn", train__model="acgan",
+                  train__seed=str(s), commit="main") for s in (0, 1, 2)]  # fmt: skip
+    odd = _exp(
+        "t", "9", train__loss="hinge", train__d_variant="sn", train__model="dcgan", train__seed="0", commit="main"
+    )
+    with pytest.raises(TableError, match="e.g. --where train.model=acgan"):
+        pivot([*sweep, odd], "train.loss", "train.d_variant", "fd_dlib")
+
+
 def test_dvc_experiments_name_each_experiment_s_commit(monkeypatch):
     import subprocess
 

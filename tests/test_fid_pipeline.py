@@ -77,11 +77,15 @@ def test_scorer_refuses_statistics_that_do_not_fit(prepared, layout, tmp_path):
         Scorer("dlib", cfg, root / "stats", packed=other)
     with pytest.raises(StatsMismatch, match=f"are of evaluate.max_real {cfg.max_real}, not 5: re-run refstats"):
         Scorer("dlib", cfg.model_copy(update={"max_real": 5}), root / "stats")
-    with pytest.raises(StatsMismatch, match=f"are of evaluate.seed {cfg.seed}, not 1: re-run refstats"):
-        Scorer("dlib", cfg.model_copy(update={"seed": 1}), root / "stats")
+    # all 12 images (max_real above): no seed chose them, another evaluate.seed takes the same statistics
+    assert json.loads((root / "stats" / STATUS).read_text())["seed"] is None
+    Scorer("dlib", cfg.model_copy(update={"seed": 1}), root / "stats")
     stats = tmp_path / "stats"
     shutil.copytree(root / "stats", stats)
     status = json.loads((stats / STATUS).read_text())
+    (stats / STATUS).write_text(json.dumps({**status, "seed": cfg.seed}))  # as if a seeded subset had been drawn
+    with pytest.raises(StatsMismatch, match=f"are of evaluate.seed {cfg.seed}, not 1: re-run refstats"):
+        Scorer("dlib", cfg.model_copy(update={"seed": 1}), stats)
     status["extractors"]["dlib"] = {"status": "unavailable", "reason": "no dlib here"}
     status["extractors"]["attributes"]["classifier_sha256"] = "0" * 64
     (stats / STATUS).write_text(json.dumps(status))
@@ -91,6 +95,33 @@ def test_scorer_refuses_statistics_that_do_not_fit(prepared, layout, tmp_path):
         Scorer("attributes", cfg, stats, root / "classifier")
     with pytest.raises(StageInputMissing, match="no reference statistics in .*nowhere: run refstats first"):
         Scorer("dlib", cfg, tmp_path / "nowhere")
+
+
+def test_statistics_without_inception_do_not_download_it_at_each_scoring(prepared, tmp_path, monkeypatch):
+    """Statistics made while Inception was unavailable: each Scorer looks for the weight file in the caches, it
+    does not try to download it (an offline machine would wait on the network at every evaluate)."""
+    from facegan.evaluate import inception
+    from facegan.evaluate.run import STATUS
+
+    cfg, root, _ = prepared
+    stats = tmp_path / "stats"
+    shutil.copytree(root / "stats", stats)
+    status = json.loads((stats / STATUS).read_text())
+    status["extractors"]["inception"] = {"status": "unavailable", "reason": "no weights here"}
+    (stats / STATUS).write_text(json.dumps(status))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv("FACEGAN_OFFLINE", raising=False)
+
+    tried: list[str] = []
+
+    def no_network(url: str, *args, **kwargs) -> None:
+        tried.append(url)
+        raise OSError("no network")
+
+    monkeypatch.setattr(inception.torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(ExtractorUnavailable, match="no weights here"):
+        Scorer("inception", cfg, stats)
+    assert tried == []
 
 
 def test_the_reference_subset_is_drawn_from_the_whole_set(layout):

@@ -79,7 +79,7 @@ def _unlike(members: list[dict[str, str]], keys: set[str]) -> dict[str, set[str]
         bare = name.rsplit(":", 1)[-1]
         section = bare.split(".")[0]
         param = section in Params.model_fields and section not in NOT_COMPUTED
-        if (param or name == COMMIT) and bare not in keys and not bare.split(".")[-1].endswith("seed"):
+        if (param or name == COMMIT) and bare not in keys and bare != "train.seed":  # a sweep's seeds: the spread
             values = {row.get(name, "") for row in members}
             if len(values) > 1:
                 out[name] = values
@@ -117,10 +117,12 @@ def pivot(
         (r, c), found = next(iter(unlike.items()))
         what = "; ".join(f"{k} ({', '.join(sorted(vs, key=_order))})" for k, vs in found.items())
         k, vs = next(iter(found.items()))
+        members_k = [row.get(k, "") for row in members[(r, c)]]  # the value most of the cell has (a tie: the last)
+        common = max(sorted(vs, key=_order, reverse=True), key=members_k.count)
         raise TableError(
             f"the experiments of {len(unlike)} cell(s), e.g. {r} / {c}, differ in more than {row_param}, {col_param} "
             f"and the seed: {what}; a mean over them mixes settings: keep one with --where "
-            f"(e.g. --where {k.rsplit(':', 1)[-1]}={max(vs, key=_order)}) or make it the --rows or --cols"
+            f"(e.g. --where {k.rsplit(':', 1)[-1]}={common}) or make it the --rows or --cols"
         )
     rkeys = sorted({k[0] for k in cells}, key=_order)
     ckeys = sorted({k[1] for k in cells}, key=_order)

@@ -88,7 +88,7 @@ class Layout:
             "generate": [f"{ds}.source", "workers"],
             **{s: [f"{ds}.{s}"] for s in ("detect", "verify", "align", "matte", "upscale", "quality", "pack")},
             "classifier": ["evaluate.classifier", "evaluate.seed"],
-            "refstats": ["evaluate.extractors", "evaluate.mode", "evaluate.max_real", *evaluate[1:]],
+            "refstats": ["evaluate.extractors", "evaluate.mode", "evaluate.max_real", "evaluate.seed", *evaluate[1:]],
             "train": ["train", *evaluate, "evaluate.seed"],
             "evaluate": ["evaluate"],
             "report": ["tracking"],

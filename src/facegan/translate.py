@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facegan.config import Params, ParamsError
 from facegan.errors import StageInputMissing
 from facegan.io import atomic_dir, write_text
 from facegan.layout import Layout
+
+if TYPE_CHECKING:
+    from facegan.evaluate.run import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +47,41 @@ def write_disabled(root: Path) -> None:
     write_text(root / OUT / "metrics.json", json.dumps({"enabled": False}, indent=1))
 
 
-def evaluate(trainer, p: Params, root: Path) -> dict:
-    """Per direction and extractor: fd/kid of the translations vs the target, beside the untranslated baseline
-    (the source set's real statistics vs the target's: refstats of both, so no real image is embedded again)."""
+def scorers(p: Params, root: Path) -> dict[tuple[str, str], Scorer]:
+    """(direction, extractor) -> the Scorer of translations into the direction's target, for every extractor
+    available; built before training, so statistics that do not fit stop the stage before its hours of steps."""
     from facegan.evaluate.extractors import ExtractorUnavailable
-    from facegan.evaluate.fid import frechet_distance, load_stats
     from facegan.evaluate.run import Scorer
-    from facegan.train.images import seeded_subset, to_uint8
 
-    c = p.cyclegan
-    names = {"a": c.a, "b": c.b}
-    images = {"a": trainer.images_a, "b": trainer.images_b}
-    metrics: dict = {"a": c.a, "b": c.b, "num_samples": {}}
-    for direction, (key, src, dst) in DIRECTIONS.items():
-        source = seeded_subset(images[src], c.num_samples, p.evaluate.seed)
-        moved = to_uint8(trainer.translate(source, key))
-        metrics["num_samples"][direction] = len(moved)
+    names = {"a": p.cyclegan.a, "b": p.cyclegan.b}
+    out: dict[tuple[str, str], Scorer] = {}
+    for direction, (_, _, dst) in DIRECTIONS.items():
         at = Layout(root, names[dst])
         for name in p.evaluate.extractors:
             try:
-                scorer = Scorer(name, p.evaluate, at.stats, at.classifier, at.packed)
+                out[direction, name] = Scorer(name, p.evaluate, at.stats, at.classifier, at.packed)
             except ExtractorUnavailable as e:
                 log.warning("extractor %s unavailable, %s not scored with it: %s", name, direction, e)
+    return out
+
+
+def evaluate(trainer, p: Params, root: Path, scoring: dict[tuple[str, str], Scorer] | None = None) -> dict:
+    """Per direction and extractor: fd/kid of the translations vs the target, beside the untranslated baseline
+    (the source set's real statistics vs the target's: refstats of both, so no real image is embedded again)."""
+    from facegan.evaluate.fid import frechet_distance, load_stats
+    from facegan.train.images import seeded_subset, to_uint8
+
+    c = p.cyclegan
+    scoring = scorers(p, root) if scoring is None else scoring
+    names = {"a": c.a, "b": c.b}
+    images = {"a": trainer.images_a, "b": trainer.images_b}
+    metrics: dict = {"a": c.a, "b": c.b, "num_samples": {}}
+    for direction, (key, src, _) in DIRECTIONS.items():
+        source = seeded_subset(images[src], c.num_samples, p.evaluate.seed)
+        moved = to_uint8(trainer.translate(source, key))
+        metrics["num_samples"][direction] = len(moved)
+        for (towards, name), scorer in scoring.items():
+            if towards != direction:
                 continue
             score = scorer(moved, desc=f"{direction} ({name})")
             real = load_stats(Layout(root, names[src]).stats / f"{name}.npz")
@@ -122,9 +139,11 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
             "code": code_fingerprint(),
             "data": " ".join(sha256_file(Layout(root, n).packed / ZIP_NAME) for n in (c.a, c.b)),
         }
+        scoring = scorers(p, root)  # statistics that do not fit stop the stage here, before training
         if resume:
             loop.resume(stale="restart")
         result = loop.run(on_step=on_step)
-        metrics = evaluate(trainer, p, root) | {"seconds_per_step": round(result.seconds / max(1, result.steps), 4)}
+        seconds = {"seconds_per_step": round(result.seconds / max(1, result.steps), 4)}
+        metrics = evaluate(trainer, p, root, scoring) | seconds
         write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from facegan.config import EvaluateConfig
-from facegan.data.packed import ZIP_NAME, load_labels, load_packed, packed_meta
+from facegan.data.packed import ZIP_NAME, load_labels, load_packed, packed_meta, packed_shape
 from facegan.errors import FaceganError, StageInputMissing
 from facegan.evaluate.classifier import MODEL, accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
@@ -46,13 +46,14 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: P
     """Feature statistics of (up to cfg.max_real) real packed images, per extractor, into dst/<name>.npz."""
     zip_path = packed / ZIP_NAME
     images, _, meta = load_packed(zip_path, limit=cfg.max_real, seed=cfg.seed)  # a seeded subset of max_real
+    drawn = len(images) < packed_shape(zip_path)[0]  # fewer than the set: the seed chose which
     digest = sha256_file(zip_path)
     status: dict = {
         "dataset_sha256": digest,
         "resolution": meta["resolution"],
         "mode": cfg.mode,
         "max_real": cfg.max_real,
-        "seed": cfg.seed,
+        "seed": cfg.seed if drawn else None,
         "extractors": {},
     }
     with atomic_dir(dst) as tmp:
@@ -100,11 +101,9 @@ class Scorer:
                 f"extractor {name!r} has no reference statistics in {stats_dir}: add it to "
                 "evaluate.extractors and re-run refstats"
             )
-        if ref["status"] != "ok":
-            try:  # unavailable when they were made: still so, or installed since (the statistics lack it)
-                make_extractor(name, cfg, classifier_dir)
-            except ExtractorUnavailable:
-                raise ExtractorUnavailable(ref["reason"]) from None
+        if ref["status"] != "ok":  # unavailable when they were made: still so, or installed since
+            if not _available_now(name, cfg, classifier_dir):
+                raise ExtractorUnavailable(ref["reason"])
             raise StatsMismatch(
                 f"extractor {name!r} was unavailable when the statistics in {stats_dir} were made and is available "
                 f"now: {rerun}"
@@ -114,8 +113,8 @@ class Scorer:
                 f"the reference statistics in {stats_dir} are of another packed set than {packed / ZIP_NAME} "
                 f"(it changed since they were made): {rerun}"
             )
-        for key in ("max_real", "seed"):  # which real images they are of
-            if status.get(key, getattr(cfg, key)) != getattr(cfg, key):
+        for key in ("max_real", "seed"):  # which real images they are of (seed None: all, none drawn)
+            if status.get(key, getattr(cfg, key)) not in (None, getattr(cfg, key)):
                 raise StatsMismatch(
                     f"the reference statistics in {stats_dir} are of evaluate.{key} {status[key]}, "
                     f"not {getattr(cfg, key)}: {rerun}"
@@ -144,6 +143,23 @@ class Scorer:
         fd = frechet_distance(self.real.mu, self.real.sigma, stats.mu, stats.sigma)
         kid_mean, kid_std = kid(self.real.features, stats.features, seed=self.cfg.seed)
         return {"fd": fd, "kid": kid_mean, "kid_std": kid_std, "n_real": self.real.n, "n_fake": stats.n}
+
+
+def _available_now(name: str, cfg: EvaluateConfig, classifier_dir: Path | None) -> bool:
+    """Whether extractor `name` would run here now, without downloading anything (Inception's weight file is
+    looked for first: make_extractor would try to fetch a missing one)."""
+    if name == "inception":
+        from facegan.evaluate.inception import WeightsUnavailable, find_weights
+
+        try:
+            find_weights(cfg.inception_weights, download=False)
+        except WeightsUnavailable:
+            return False
+    try:
+        make_extractor(name, cfg, classifier_dir)
+    except ExtractorUnavailable:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=8)
