@@ -50,29 +50,26 @@ def write_disabled(root: Path) -> None:
 def scorers(p: Params, root: Path) -> dict[tuple[str, str], Scorer]:
     """(direction, extractor) -> the Scorer of translations into the direction's target, for every extractor
     available; built before training, so statistics that do not fit stop the stage before its hours of steps."""
-    from facegan.evaluate.extractors import ExtractorUnavailable
-    from facegan.evaluate.run import Scorer
+    from facegan.evaluate.run import scorers_of
 
     names = {"a": p.cyclegan.a, "b": p.cyclegan.b}
     out: dict[tuple[str, str], Scorer] = {}
     for direction, (_, _, dst) in DIRECTIONS.items():
         at = Layout(root, names[dst])
-        for name in p.evaluate.extractors:
-            try:
-                out[direction, name] = Scorer(name, p.evaluate, at.stats, at.classifier, at.packed)
-            except ExtractorUnavailable as e:
-                log.warning("extractor %s unavailable, %s not scored with it: %s", name, direction, e)
+        found, unavailable = scorers_of(p.evaluate, at.stats, at.classifier, at.packed)
+        out |= {(direction, name): scorer for name, scorer in found.items()}
+        for name, why in unavailable.items():
+            log.warning("extractor %s unavailable, %s not scored with it: %s", name, direction, why)
     return out
 
 
-def evaluate(trainer, p: Params, root: Path, scoring: dict[tuple[str, str], Scorer] | None = None) -> dict:
+def evaluate(trainer, p: Params, root: Path, scoring: dict[tuple[str, str], Scorer]) -> dict:
     """Per direction and extractor: fd/kid of the translations vs the target, beside the untranslated baseline
     (the source set's real statistics vs the target's: refstats of both, so no real image is embedded again)."""
     from facegan.evaluate.fid import frechet_distance, load_stats
     from facegan.train.images import seeded_subset, to_uint8
 
     c = p.cyclegan
-    scoring = scorers(p, root) if scoring is None else scoring
     names = {"a": c.a, "b": c.b}
     images = {"a": trainer.images_a, "b": trainer.images_b}
     metrics: dict = {"a": c.a, "b": c.b, "num_samples": {}}

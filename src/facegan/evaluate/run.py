@@ -145,6 +145,21 @@ class Scorer:
         return {"fd": fd, "kid": kid_mean, "kid_std": kid_std, "n_real": self.real.n, "n_fake": stats.n}
 
 
+def scorers_of(
+    cfg: EvaluateConfig, stats_dir: Path, classifier_dir: Path | None, packed: Path | None
+) -> tuple[dict[str, Scorer], dict[str, str]]:
+    """The Scorer of each extractor of cfg.extractors that runs here, and why each other one does not; statistics
+    that do not fit raise here, before any image is generated or any step trained."""
+    scorers: dict[str, Scorer] = {}
+    unavailable: dict[str, str] = {}
+    for name in cfg.extractors:
+        try:
+            scorers[name] = Scorer(name, cfg, stats_dir, classifier_dir, packed)
+        except ExtractorUnavailable as e:
+            unavailable[name] = str(e)
+    return scorers, unavailable
+
+
 def _available_now(name: str, cfg: EvaluateConfig, classifier_dir: Path | None) -> bool:
     """Whether extractor `name` would run here now, without downloading anything (Inception's weight file is
     looked for first: make_extractor would try to fetch a missing one)."""
@@ -202,14 +217,11 @@ def run_evaluate(
 ) -> dict:
     """Frechet distance (and KID) of generated images to the real statistics, for every available
     extractor; for conditional models also the attribute accuracy of the generated images."""
-    scorers: dict[str, Scorer] = {}
+    scorers, unavailable = scorers_of(cfg, stats_dir, classifier_dir, packed)  # before any image is generated
     metrics: dict = {"num_samples": cfg.num_samples, "mode": cfg.mode, "extractors": {}}
-    for extractor in cfg.extractors:  # before any image is generated: statistics that do not fit stop here
-        try:
-            scorers[extractor] = Scorer(extractor, cfg, stats_dir, classifier_dir, packed)
-        except ExtractorUnavailable as e:
-            metrics["extractors"][extractor] = {"status": "unavailable", "reason": str(e)}
-            metrics[f"fd_{extractor}"] = None
+    for extractor, why in unavailable.items():
+        metrics["extractors"][extractor] = {"status": "unavailable", "reason": why}
+        metrics[f"fd_{extractor}"] = None
     fake, fake_labels = generate(checkpoint, cfg.num_samples, cfg.seed, packed)
     loaded = load_classifier(classifier_dir) if classifier_dir and fake_labels is not None else None
     if loaded and fake_labels is not None:
