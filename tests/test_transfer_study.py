@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import killed_at, tiny_params
-from facegan import transfer, transfer_table
+from facegan import io, transfer, transfer_table
 from facegan.chain import run_stage
 from facegan.config import ParamsError, parse_params
 from facegan.errors import StageInputMissing
@@ -200,13 +200,13 @@ def test_studies_that_are_off_let_dvc_repro_run_the_rest(tmp_path):
         ["dvc", "repro", "--single-item", "--glob", "pretrain", "finetune@*", "transfer-table", "cyclegan"], root, env
     )
     assert out.count("Running stage") == 2 + len(raw["transfer"]["runs"]) + 1, out
-    note = (root / "data/runs/cartoon/pretrain" / transfer.DISABLED).read_text()
+    note = (root / "data/runs/cartoon/pretrain" / io.DISABLED).read_text()
     assert "transfer.enabled: false" in note
-    assert (root / "data/runs/sketch/baseline-s0" / transfer.DISABLED).read_text() == note
+    assert (root / "data/runs/sketch/baseline-s0" / io.DISABLED).read_text() == note
     assert json.loads((root / "data/transfer/fid_table.json").read_text()) == {"enabled": False}
     assert (root / "data/transfer/fid_table.md").read_text() == note
     assert json.loads((root / "data/cyclegan/metrics.json").read_text()) == {"enabled": False}
-    assert "cyclegan.enabled: false" in (root / "data/cyclegan/model/DISABLED.txt").read_text()
+    assert "cyclegan.enabled: false" in (root / "data/cyclegan/model" / io.DISABLED).read_text()
     assert "Transfer (data/transfer/fid_table.md):" in sh(["facegan", "summary"], root, env)
     p = parse_params(raw)
     with pytest.raises(ParamsError, match="transfer.enabled is false"):

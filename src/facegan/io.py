@@ -234,6 +234,17 @@ def atomic_dir(dst: Path, what: str | None = None) -> Iterator[Path]:
             os.replace(tmp, dst)
 
 
+DISABLED = "DISABLED.txt"  # the only file in a DVC output folder of a stage that is switched off
+
+
+def write_disabled(folder: Path, note: str) -> None:
+    """`folder` (a stage's DVC output) holding only DISABLED.txt with `note`: the stage is switched off in params.yaml,
+    and `dvc repro` still finds its outputs and runs the rest of the pipeline."""
+    logging.getLogger(__name__).warning("%s (%s)", note.strip(), folder)
+    with atomic_dir(folder) as tmp:
+        write_text(tmp / DISABLED, note)
+
+
 def image_grid(images: np.ndarray, ncols: int, pad: int = 2, value: int = 255) -> np.ndarray:
     """Tile NxHxWx3 uint8 images into one grid image, row-major, with `pad` pixels between."""
     n, h, w, c = images.shape

@@ -17,13 +17,12 @@ from pathlib import Path
 from facegan.chain import run_stage
 from facegan.config import TRANSFER_PRETRAIN, Params, ParamsError, load_params
 from facegan.errors import StageInputMissing
-from facegan.io import atomic_dir, write_text
+from facegan.io import write_disabled
 from facegan.layout import Layout
 
 log = logging.getLogger(__name__)
 
 PRETRAIN = TRANSFER_PRETRAIN
-DISABLED = "DISABLED.txt"  # what a stage of a study that is off writes in its output folder
 OFF = (
     "The transfer study is off (transfer.enabled: false in params.yaml): nothing was trained. "
     "Set it to true and `dvc repro` runs it.\n"
@@ -88,20 +87,12 @@ def finetune(
     return run_stage("train", dataset, rp, root, variant) + run_stage("evaluate", dataset, rp, root, variant)
 
 
-def write_disabled(folder: Path) -> None:
-    """A stage's DVC output folder while the study is off: only a note saying so, so that `dvc repro` finds the
-    stage's outputs and runs the rest of the pipeline."""
-    log.warning("%s (%s)", OFF.strip(), folder)
-    with atomic_dir(folder) as tmp:
-        write_text(tmp / DISABLED, OFF)
-
-
 def pretrain_stage(params: Params | Path | str = "params.yaml", root: Path | str = ".") -> None:
     """DVC stage `pretrain`: `pretrain`, or with transfer.enabled false its output folder with a note (`facegan
     transfer` and the Prefect flow refuse a study that is off instead)."""
     p, root = _params(params), Path(root)
     if not p.transfer.enabled:
-        return write_disabled(Layout(root, p.transfer.source, PRETRAIN).model.parent)
+        return write_disabled(Layout(root, p.transfer.source, PRETRAIN).model.parent, OFF)
     pretrain(p, root)
 
 
@@ -109,7 +100,7 @@ def finetune_stage(row: str, seed: int, params: Params | Path | str = "params.ya
     """DVC stage `finetune@ROW-SEED`: `finetune`, or with transfer.enabled false its output folder with a note."""
     p, root = _params(params), Path(root)
     if not p.transfer.enabled:
-        return write_disabled(Layout(root, p.transfer.target, p.transfer.variant(row, seed)).model.parent)
+        return write_disabled(Layout(root, p.transfer.target, p.transfer.variant(row, seed)).model.parent, OFF)
     finetune(row, seed, p, root)
 
 

@@ -14,9 +14,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from facegan import io
 from facegan.config import Params, ParamsError
 from facegan.errors import StageInputMissing
-from facegan.io import atomic_dir, write_text
+from facegan.io import write_text
 from facegan.layout import Layout
 
 if TYPE_CHECKING:
@@ -41,9 +42,7 @@ def require_enabled(p: Params) -> None:
 def write_disabled(root: Path) -> None:
     """The stage's DVC outputs while cyclegan.enabled is false: model/DISABLED.txt and metrics.json saying so, so
     that `dvc repro` runs the rest of the pipeline (`facegan cyclegan` and the Prefect flow refuse instead)."""
-    log.warning("%s", OFF.strip())
-    with atomic_dir(root / OUT / "model") as tmp:
-        write_text(tmp / "DISABLED.txt", OFF)
+    io.write_disabled(root / OUT / "model", OFF)
     write_text(root / OUT / "metrics.json", json.dumps({"enabled": False}, indent=1))
 
 
