@@ -140,11 +140,12 @@ def load(
     return load_params(params_file, {**(overrides or {}), **extra})
 
 
-def _variant(params: Params, params_file: str, overrides: dict[str, Any] | None) -> str | None:
-    """Where a flow's model lives: params.yaml's model (with `overrides`) in DVC's data/models/<dataset>, another
-    in data/runs/<dataset>/<model>/ (a Layout variant). One rule for full, train and evaluate."""
+def _variant(params: Params, base: Params) -> str | None:
+    """Where a flow's model lives: the model of `base` (params.yaml with the flow's overrides) in DVC's
+    data/models/<dataset>, another in data/runs/<dataset>/<model>/ (a Layout variant). One rule for full, train and
+    evaluate."""
     model = params.train.model
-    return model if model != load(params_file, overrides).train.model else None
+    return model if model != base.train.model else None
 
 
 @flow(name="facegan-preprocess")
@@ -166,7 +167,7 @@ def train(
 ) -> None:
     """Classifier, reference statistics and training of one model (default: params.yaml's)."""
     params = load(params_file, overrides, train_config, model)
-    _run_stages(TRAIN, dataset, params, root, _variant(params, params_file, overrides))
+    _run_stages(TRAIN, dataset, params, root, _variant(params, load(params_file, overrides)))
 
 
 @flow(name="facegan-evaluate")
@@ -180,7 +181,7 @@ def evaluate(
 ) -> None:
     """FID/KID of a trained model and its report (MLflow run, registry)."""
     params = load(params_file, overrides, train_config, model)
-    _run_stages(EVALUATE, dataset, params, root, _variant(params, params_file, overrides))
+    _run_stages(EVALUATE, dataset, params, root, _variant(params, load(params_file, overrides)))
 
 
 @flow(name="facegan-full")
@@ -202,7 +203,7 @@ def full(
     done = len(READY)
     for model in names:
         params = load(params_file, overrides, model=model)
-        variant = _variant(params, params_file, overrides)
+        variant = _variant(params, base)
         _run_stages(branch, dataset, params, root, variant, progress=(artifact, done, total))
         done += len(branch)
 
