@@ -328,9 +328,11 @@ def test_the_classifier_makes_one_batch_at_a_time_float(monkeypatch):
     assert sizes and max(sizes) == 8
 
 
-def test_attribute_accuracy_needs_a_classifier_of_the_sets_labels(prepared, layout, tmp_path):
+def test_attribute_accuracy_needs_a_classifier_of_the_sets_labels(prepared, layout, tmp_path, monkeypatch):
     """evaluate's attribute accuracy reads each generated image's labels in the packed set's attribute order: a
-    classifier trained on other labels (a stale one) is refused instead of scoring the wrong columns."""
+    classifier trained on other labels (a stale one) is refused instead of scoring the wrong columns, and before
+    any image is generated (it was refused after the generation it wasted)."""
+    from facegan import sample
     from facegan.evaluate.classifier import MODEL
     from facegan.evaluate.run import StatsMismatch, run_evaluate
 
@@ -345,5 +347,10 @@ def test_attribute_accuracy_needs_a_classifier_of_the_sets_labels(prepared, layo
     shutil.copytree(root / "classifier", stale)
     state["label_names"] = state["label_names"][::-1]  # trained on the attributes in another order
     torch.save(state, stale / MODEL)
+
+    def no_generation(*_a, **_k):
+        raise AssertionError("generated images before the classifier was checked")
+
+    monkeypatch.setattr(sample, "render", no_generation)
     with pytest.raises(StatsMismatch, match="classifier in .*stale was trained on other labels"):
         run_evaluate(cfg, ckpt, layout.packed, root / "stats", tmp_path / "eval2", stale)

@@ -17,7 +17,7 @@ import torch
 from facegan.config import EvaluateConfig
 from facegan.data.packed import ZIP_NAME, load_labels, load_packed, packed_meta, packed_shape
 from facegan.errors import FaceganError, StageInputMissing
-from facegan.evaluate.classifier import MODEL, accuracy, load_classifier, predict
+from facegan.evaluate.classifier import MODEL, AttributeNet, accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
 from facegan.io import atomic_dir, host_free, sha256_file, write_text
@@ -196,20 +196,37 @@ def label_pool(packed: Path) -> torch.Tensor | None:
     return torch.from_numpy(labels) if labels is not None else None
 
 
-def generate(checkpoint: Path, n: int, seed: int, packed: Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """n images (NxHxWx3 uint8) from a checkpoint, noise fixed by `seed`; conditional models get
-    label rows drawn from the packed dataset. Returns (images, labels or None)."""
+def generate(
+    g: torch.nn.Module, z_dim: int, conditional: bool, n: int, seed: int, packed: Path | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """n images (NxHxWx3 uint8) from a loaded generator, noise fixed by `seed`; a conditional model gets label rows
+    drawn from the packed dataset. Returns (images, labels or None)."""
     from facegan.sample import latents, render
-    from facegan.train.checkpoint import load_generator
 
-    g, cfg, state = load_generator(checkpoint)
     pool = None
-    if state.get("label_dims"):
+    if conditional:
         if packed is None:
             raise StageInputMissing("a conditional checkpoint needs the packed dataset to draw labels from")
         pool = label_pool(packed)
-    z, y = latents(cfg.z_dim, n, seed, pool)
+    z, y = latents(z_dim, n, seed, pool)
     return render(g, z, y), (y.numpy() if y is not None else None)
+
+
+def _classifier_of(classifier_dir: Path, packed: Path) -> tuple[AttributeNet, dict, dict] | None:
+    """The attribute classifier (net, its state, the packed set's meta), or None when there is none; StatsMismatch
+    when it was trained on other labels than the packed set has (the labels drawn for the fakes are the set's)."""
+    loaded = load_classifier(classifier_dir)
+    if loaded is None:
+        return None
+    net, info = loaded
+    meta = packed_meta(packed / ZIP_NAME)
+    if (info["label_names"], info["label_values"]) != (meta["label_names"], meta["label_values"]):
+        raise StatsMismatch(
+            f"the attribute classifier in {classifier_dir} was trained on other labels "
+            f"({', '.join(info['label_names'])}) than {packed / ZIP_NAME} has ({', '.join(meta['label_names'])}): "
+            "re-run the classifier stage"
+        )
+    return net, info, meta
 
 
 def run_evaluate(
@@ -217,22 +234,20 @@ def run_evaluate(
 ) -> dict:
     """Frechet distance (and KID) of generated images to the real statistics, for every available
     extractor; for conditional models also the attribute accuracy of the generated images."""
+    from facegan.train.checkpoint import load_generator
+
     scorers, unavailable = scorers_of(cfg, stats_dir, classifier_dir, packed)  # before any image is generated
     metrics: dict = {"num_samples": cfg.num_samples, "mode": cfg.mode, "extractors": {}}
     for extractor, why in unavailable.items():
         metrics["extractors"][extractor] = {"status": "unavailable", "reason": why}
         metrics[f"fd_{extractor}"] = None
-    fake, fake_labels = generate(checkpoint, cfg.num_samples, cfg.seed, packed)
-    loaded = load_classifier(classifier_dir) if classifier_dir and fake_labels is not None else None
-    if loaded and fake_labels is not None:
-        net, info = loaded
-        meta = packed_meta(packed / ZIP_NAME)  # the labels drawn for the fakes are the packed set's
-        if (info["label_names"], info["label_values"]) != (meta["label_names"], meta["label_values"]):
-            raise StatsMismatch(
-                f"the attribute classifier in {classifier_dir} was trained on other labels "
-                f"({', '.join(info['label_names'])}) than {packed / ZIP_NAME} has ({', '.join(meta['label_names'])}): "
-                "re-run the classifier stage"
-            )
+    g, gcfg, state = load_generator(checkpoint)
+    conditional = bool(state.get("label_dims"))
+    # a stale classifier stops the stage here, before the generation it would waste
+    classifier = _classifier_of(classifier_dir, packed) if classifier_dir and conditional else None
+    fake, fake_labels = generate(g, gcfg.z_dim, conditional, cfg.num_samples, cfg.seed, packed)
+    if classifier and fake_labels is not None:
+        net, info, meta = classifier
         acc = accuracy(predict(net, fake), fake_labels, info["label_names"])
         metrics["attr_acc"] = acc
         # attributes of one value are right whatever the image: not in the mean
