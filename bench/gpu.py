@@ -97,8 +97,9 @@ def main() -> None:
     if not sides:
         raise SystemExit("gpu.py: nothing to time (every --modes side given failed)")
     device = next(iter(sides.values())).device
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; cudnn.benchmark {torch.backends.cudnn.benchmark}, "
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} threads; deterministic "
+          f"{torch.are_deterministic_algorithms_enabled()}, cudnn.benchmark {torch.backends.cudnn.benchmark}, "
           f"TF32 {torch.backends.cuda.matmul.allow_tf32}; DCGAN 64x64, 64 channels, batch 64; "
           f"median of {args.rounds} interleaved rounds of {args.steps} steps")  # fmt: skip
     # float32 sides also with each step's losses read at its end: what reading them a step later is worth

@@ -5,7 +5,8 @@
 #   1. bench/stylegan2_speed.py --cuda-only --profile: s/kimg + peak memory of auto 256, fp32 and fp16 blocks, its
 #      fp32 step against the reference path and under the profiler, the modulated-conv forms over its G's layers,
 #      then config-f like auto (each figure saved as it ends)
-#   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs the textbook loop
+#   2. bench/train_step.py --device cuda: DCGAN 64x64 eager vs compile reduce-overhead vs `graph: true` vs the
+#      textbook loop
 #   3. tests/test_cuda.py: fp16 StyleGAN2 300 steps, CUDA-graph replay vs eager, fp32 CUDA vs CPU, AMP x models
 #   4. bench/gpu.py --profile: DCGAN img/s, fp32 and bf16, eager, reduce-overhead, the whole step as one CUDA graph
 #      (`graph: true`) and that with torch.compile's kernels; the fp32 steps profiled (fp16 ran on the H200 of

@@ -1,6 +1,6 @@
 """Preprocessing throughput per backend, at 1 and 2 worker processes, on the same images.
 
-    python bench/preprocess.py [--images 16] [--workers 1 2] [--photos DIR]
+    python bench/preprocess.py [--images 16] [--workers 1 2] [--rounds 3] [--photos DIR]
 
 Images: the real photos of ../shared/assets/faces (when present) or scikit-image's astronaut at
 several sizes, copied to a temporary raw folder. Each backend runs through its stage function
@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import platform
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--photos", type=Path, default=PHOTOS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -86,11 +90,28 @@ def main() -> None:
             "align dlib68": lambda w: run_align(AlignConfig(backend="dlib68"), raw, root / "verify_ref", root / "o", w),
             "matte grabcut": lambda w: run_matte(MatteConfig(backend="grabcut"), root / "align_ref", root / "o", w),
         }
-        print(f"{n} images from {args.photos if args.photos.is_dir() else 'skimage.data.astronaut'}")
-        print(f"{'backend':26s}" + "".join(f"{f'{w} worker(s)':>14s}" for w in args.workers) + "   speed-up")
-        for name, fn in cases.items():
-            rates = [n / timed(lambda fn=fn, w=w: fn(w)) for w in args.workers]
-            print(f"{name:26s}" + "".join(f"{r:10.1f} img/s" for r in rates) + f"   {rates[-1] / rates[0]:.2f}x")
+        seconds: dict[tuple[str, int], list[float]] = {}
+        for _ in range(args.rounds):
+            for name, fn in cases.items():
+                for w in args.workers:
+                    seconds.setdefault((name, w), []).append(timed(lambda fn=fn, w=w: fn(w)))
+    import cv2
+    import dlib
+    import torch
+
+    print(
+        f"{n} images from {args.photos if args.photos.is_dir() else 'skimage.data.astronaut'}; "
+        f"median of {args.rounds} rounds"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; 1 worker (this process): "
+        f"OpenCV {cv2.getNumThreads()} threads, torch {torch.get_num_threads()}; pool workers 1 thread each; "
+        f"opencv {cv2.__version__}, dlib {dlib.__version__}, torch {torch.__version__}"
+    )
+    print(f"{'backend':26s}" + "".join(f"{f'{w} worker(s)':>14s}" for w in args.workers) + "   speed-up")
+    for name in cases:
+        rates = [n / statistics.median(seconds[name, w]) for w in args.workers]
+        print(f"{name:26s}" + "".join(f"{r:10.1f} img/s" for r in rates) + f"   {rates[-1] / rates[0]:.2f}x")
 
 
 if __name__ == "__main__":

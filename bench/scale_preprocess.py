@@ -1,6 +1,6 @@
 """How preprocessing scales: per-image stages over processes and Dask workers, per-dataset steps over rows.
 
-    python bench/scale_preprocess.py                      # everything, the defaults below (~15 min on 2 idle cores)
+    python bench/scale_preprocess.py                      # everything, the defaults below (~45 min on 2 idle cores)
     python bench/scale_preprocess.py --images 96 --rows 10000 70000    # shorter
     python bench/scale_preprocess.py --skip-images        # only the per-dataset steps (or --skip-rows)
 
@@ -15,7 +15,9 @@
    replaced at --old-rows for comparison), manifest write + read, pack (16 px images, so the per-row work is
    measured, not PNG coding of big images), contact sheet. Prints CPU seconds and the growth exponent b of t ~ N^b.
 
-Timings are medians of --rounds interleaved rounds; the machine, threads and settings are printed beside them.
+Timings are medians of --rounds (3) interleaved rounds; the machine, threads and settings are printed beside them.
+The 1-process side runs in the bench process, as `workers: 1` runs in the stage's, with OpenCV's and torch's own
+thread counts (printed); pool and Dask workers take one thread each.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ def make_raw(root: Path, n: int, photos: Path) -> tuple[Path, str]:
 
 
 def bench_images(args: argparse.Namespace, root: Path) -> None:
+    import cv2
+    import torch
+
     from facegan.preprocess.align import run_align
     from facegan.preprocess.detect import run_detect
 
@@ -112,10 +117,17 @@ def bench_images(args: argparse.Namespace, root: Path) -> None:
     }
     warm = time.perf_counter()
     map_items(operator.pos, [1], dask[1], "warm-up")  # Prefect's temporary API server: started once per process
+    warm = time.perf_counter() - warm
+    map_items(operator.pos, [1, 2], LocalPool(2), "warm-up")  # the fork server: started once per process
     print(f"\n## hog detect + dlib68 align: {args.images} images ({what})")
     print(
-        f"chunk_size {args.chunk_size or 'auto'}; Prefect API server start {time.perf_counter() - warm:.1f} s (once, "
-        f"not in the figures); each Dask figure includes starting its LocalCluster, twice (one per stage)"
+        f"chunk_size {args.chunk_size or 'auto'}; Prefect API server start {warm:.1f} s and the local pool's fork "
+        f"server start (once each, not in the figures); each Dask figure includes starting its LocalCluster, twice "
+        f"(one per stage)"
+    )
+    print(
+        f"threads: 1 local process (this process) OpenCV {cv2.getNumThreads()}, torch {torch.get_num_threads()}; "
+        "local pool and Dask workers 1 each"
     )
     seconds = median_times(cases, args.rounds)
     base = {"local": seconds["local, 1 process"], "dask": seconds["dask, 1 worker"]}
@@ -221,7 +233,9 @@ def bench_rows(args: argparse.Namespace, root: Path) -> None:
     old = []
     for n in args.old_rows:
         rows = synthetic_rows(n)
-        old.append(median_times({"old": lambda rows=rows: _dedupe_all_pairs(rows, 16)}, 1, time.process_time)["old"])
+        old.append(
+            median_times({"old": lambda rows=rows: _dedupe_all_pairs(rows, 16)}, args.rounds, time.process_time)["old"]
+        )
     print(f"{'step':26s}" + "".join(f"{f'{n} rows':>12s}" for n in args.rows) + f"{'exponent':>10s}")
     for name, ts in results.items():
         print(f"{name:26s}" + "".join(f"{t:11.2f}s" for t in ts) + f"{exponent(args.rows, ts):10.2f}")
@@ -249,7 +263,7 @@ def main() -> None:
     ap.add_argument("--overhead-items", type=int, default=200)
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 70_000, 200_000])
     ap.add_argument("--old-rows", type=int, nargs="*", default=[2000, 4000, 8000])
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-images", action="store_true")
     ap.add_argument("--skip-rows", action="store_true")
     args = ap.parse_args()

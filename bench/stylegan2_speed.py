@@ -19,8 +19,9 @@ minibatch-stddev group 4, 2 mapping layers, R1 gamma 0.8192 every 16, path lengt
 G EMA of 5 kimg) and config-f (`preset: paper`, batch 32, R1 gamma 10), each in float32 and in mixed precision
 (fp16 in the 4 highest-resolution blocks, conv_clamp 256): s/kimg and peak memory, beside the anchor
 (stylegan2-ada-pytorch, 256x256 on one V100: 21.6-24.2 s/kimg; goal on one H100: <= 10 s/kimg). After the auto
-config: its float32 step against the reference path as on the CPU (both under training's CUDA flags, alternating
-step by step, each step timed to its end), then, unless --no-forms, the modulated convolutions of its G from 32 px
+config: its float32 step against the reference path (both under training's CUDA flags and, unlike the CPU
+comparison's NCHW reference, both channels_last, the config's layout; alternating step by step, each step timed to
+its end), then, unless --no-forms, the modulated convolutions of its G from 32 px
 up in their forms, as on the CPU, in float32 under the flags training set on CUDA (cudnn.benchmark, TF32): whether
 the form training uses is the faster one there. Then config-f. --profile: after the comparison, one
 lazy-regularisation cycle of the auto config under torch.profiler: GPU kernel time a step against the step's wall
@@ -269,12 +270,12 @@ def gpu(args: argparse.Namespace, results: dict[str, Any], save: Callable[[], No
             f"{built:.0f} s, warm-up {warm:.0f} s, {args.rounds} x {args.steps} steps {timed:.0f} s)",
             flush=True,
         )
+        print(f"  settings: {settings(cfg, t.device)}", flush=True)
         results[label] = {"s_per_kimg": kimg, "peak_gib": peak, "settings": settings(cfg, t.device),
                           "seconds": {"set_up": built, "warm_up": warm, "timed": timed}}  # fmt: skip
         save()
         del t
         torch.cuda.empty_cache()
-    print(f"settings: {settings(cfg, torch.device('cuda'))}")
 
 
 def cuda_reference(args: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -286,7 +287,8 @@ def cuda_reference(args: argparse.Namespace, name: str) -> dict[str, Any]:
     ours = trainer(cfg, 256)
     times = interleaved({"reference": (reference, False), "facegan": (ours, True)}, args.rounds, args.steps, warmup=2)
     med, ratio, per_round = compared(times, "facegan", "reference")
-    print(f"\n{name}, fp32, facegan.ops vs the reference path (alternating step by step, each timed to its end): "
+    print(f"\n{name}, fp32, both channels_last, facegan.ops vs the reference path (alternating step by step, each "
+          "timed to its end): "
           f"reference {1000 * med['reference']:.1f} ms/step, facegan {1000 * med['facegan']:.1f} ms/step; ratio "
           f"{ratio:.3f} ({spread(per_round)})", flush=True)  # fmt: skip
     out: dict[str, Any] = {"median_s": med, "ratio": ratio, "per_round": per_round}

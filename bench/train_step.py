@@ -141,8 +141,9 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in secs.items()}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}; torch {torch.__version__}; deterministic {torch.are_deterministic_algorithms_enabled()}, "
-          f"cudnn.benchmark {torch.backends.cudnn.benchmark}; DCGAN 64x64, channels {args.channels}, "
-          f"batch {args.batch}; median of {args.rounds} interleaved rounds of {args.steps} steps")  # fmt: skip
+          f"cudnn.benchmark {torch.backends.cudnn.benchmark}, TF32 {torch.backends.cuda.matmul.allow_tf32}; "
+          f"DCGAN 64x64, channels {args.channels}, batch {args.batch}; "
+          f"median of {args.rounds} interleaved rounds of {args.steps} steps")  # fmt: skip
     for (n, k), v in med.items():
         print(f"{n} thread(s)  {k:44s} {v * 1000:8.2f} ms/step  {args.batch / v:9.1f} img/s")
     for n in threads:

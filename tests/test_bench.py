@@ -4,6 +4,7 @@ between the runs on lent GPUs. bench/gpu_session.sh's order and budget run with 
 from __future__ import annotations
 
 import json
+import math
 import re
 import runpy
 import subprocess
@@ -25,7 +26,8 @@ def test_stylegan2_speed_bench_runs_and_reports_the_ratio_and_the_forms(tmp_path
     log = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=True).stdout
     assert "ratio facegan / reference:" in log and "goal <= 0.7" in log
     result = json.loads(out.read_text())
-    assert 0 < result["cpu"]["ratio"] < 2 and len(result["cpu"]["per_round"]) == 1
+    assert math.isfinite(result["cpu"]["ratio"]) and result["cpu"]["ratio"] > 0  # a ratio; its size is the bench's
+    assert len(result["cpu"]["per_round"]) == 1
     forms = result["forms"]
     assert {f["layer"] for f in forms} >= {"64 px 32->32", "64 px 32->3 (toRGB)"}
     assert sum(f["training"] for f in forms) == 9  # one training form per layer
@@ -52,7 +54,7 @@ def test_the_form_comparison_runs_on_a_device_over_the_auto_256_generator_layers
         ("32 px up 512->512", "input scaling", True),
         ("32 px up 512->512", "grouped", False),
     ]
-    assert all(f["first_ms"] > 0 and f["second_ms"] > f["first_ms"] / 10 for f in out)
+    assert all(math.isfinite(f["second_ms"]) and f["first_ms"] > 0 and f["second_ms"] > 0 for f in out)
 
 
 @pytest.mark.parametrize("amp", ["off", "fp16"])
@@ -86,8 +88,29 @@ def test_penalty_bench_runs_every_case_and_prints_its_ratio():
     cases = [line[3:] for line in log.splitlines() if line.startswith("## ")]
     assert cases == ["wgan-gp (GP every step)", "dcgan + R1 every step", "dcgan + R1 every 16"]
     ratios = [float(line.split("; ratio ")[1].split()[0]) for line in log.splitlines() if "; ratio " in line]
-    assert len(ratios) == 3 and all(0 < r < 5 for r in ratios)
+    assert len(ratios) == 3 and all(math.isfinite(r) and r > 0 for r in ratios)
     assert log.count("2 threads, deterministic True") == 3  # the settings printed beside each ratio
+
+
+def test_loader_bench_times_each_path_and_training_and_prints_its_settings():
+    """bench/loader.py: decoding, serving from memory and streamed, and training steps as the loop runs them, set up
+    by `runtime` as training is, each the median of its rounds, with the settings printed beside them."""
+    cmd = [sys.executable, "bench/loader.py", "--images", "64", "--rounds", "2", "--steps", "1", "--batches", "2"]
+    log = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = log.splitlines()
+    assert lines[0].startswith(f"torch {torch.__version__}, ") and "deterministic True" in lines[0]
+    assert lines[1] == "median of 2 interleaved rounds; 64 images of 64 px"
+    rates = {line.split(":")[0].strip(): float(line.split(":")[1].split()[0]) for line in lines[2:] if "img/s" in line}
+    assert set(rates) == {
+        "decode, 1 thread(s)",
+        "decode, 2 thread(s)",
+        "decode into the streaming file, 2 thread(s)",
+        "training consumes (DCGAN 64, batch 64, advance)",
+        "serve batches, in memory",
+        "serve batches, streamed (memory-mapped)",
+    }
+    assert all(math.isfinite(r) and r > 0 for r in rates.values())
+    assert log.count("loader / consumption") == 2
 
 
 FAKE_PYTHON = """#!/usr/bin/env bash
