@@ -3,10 +3,18 @@ memory-mapped, with the same rows in the same seeded order as the in-memory path
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import socket
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from conftest import killed_at, tiny_params
 from facegan.data.packed import ZIP_NAME, decoded_memmap, load_packed
@@ -44,3 +52,66 @@ def test_training_streamed_is_bitwise_the_in_memory_run_and_resumes(layout, tmp_
     streamed = run_train(tiny, layout.packed, tmp_path / "streamed")
     assert streamed.losses == memory.losses
     assert list((tmp_path / "cache" / "decoded").glob("*.npy"))
+
+
+PEAK = r"""
+import re, sys
+from pathlib import Path
+from facegan.train.images import load_training_data
+
+def kib(field):
+    return int(re.search(field + r":\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+before = kib("VmRSS")
+x, _, _ = load_training_data(Path(sys.argv[1]), threads=2, memory_budget_gb=float(sys.argv[2]))
+print(kib("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the RSS and its peak from /proc/self/status")
+def test_the_in_memory_set_is_held_once(tmp_path):
+    """Loading a set that fits the budget peaks at about one copy of it: it was decoded into an NHWC array,
+    permuted into a contiguous copy (and pinned into a third), so a 100 MB set under a 101 MB budget took 200 MB
+    (300 MB pinned). Measured in a fresh process, as its peak RSS over its RSS before the load, which counts
+    numpy's, torch's and Pillow's memory alike (the peak before it, its imports', is below the load's)."""
+    n, r = 128, 512  # 100.7 MB decoded: far above the decoder's per-image and per-thread memory
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    with zipfile.ZipFile(packed / ZIP_NAME, "w") as zf:  # PNGs of smooth gradients: small, quick to decode
+        zf.writestr("dataset.json", json.dumps({"labels": None}))
+        ramp = np.linspace(0, 255, r, dtype=np.uint8)
+        for i in range(n):
+            im = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], np.uint8(i)), axis=-1)
+            buf = io.BytesIO()
+            Image.fromarray(im).save(buf, format="PNG", compress_level=1)
+            zf.writestr(f"{i:05d}.png", buf.getvalue())
+    size = n * 3 * r * r
+    cmd = [sys.executable, "-c", PEAK, str(packed), str(size * 1.01 / 1e9)]
+    grew = int(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600).stdout) * 1024  # KiB
+    assert grew < 1.4 * size, f"loading a {size / 1e6:.0f} MB set raised the peak RSS by {grew / 1e6:.0f} MB"
+
+
+def test_a_killed_decode_leaves_no_temporary_behind(layout, tmp_path):
+    """A process killed while decoding leaves its .<sha>.<host>.<pid>.npy, as large as the set; the next decode
+    of the set (or the next load of the finished one) removes it, but not one a live process is still writing,
+    nor another host's, whose pid means nothing here."""
+    zip_path = layout.packed / ZIP_NAME
+    stem, host = sha256_file(zip_path)[:32], socket.gethostname()
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    killed = tmp_path / f".{stem}.{host}.{gone.pid}.npy"
+    writing = tmp_path / f".{stem}.{host}.{live.pid}.npy"
+    elsewhere = tmp_path / f".{stem}.other-node.{gone.pid}.npy"
+    for f in (killed, writing, elsewhere):
+        f.write_bytes(b"half")
+    try:
+        decoded_memmap(zip_path, tmp_path)
+        assert not killed.exists() and writing.exists() and elsewhere.exists()
+        assert (tmp_path / f"{stem}.npy").is_file()
+        killed.write_bytes(b"half")  # killed beside a process that went on to finish the decode
+        decoded_memmap(zip_path, tmp_path)
+        assert sorted(f.name for f in tmp_path.iterdir()) == sorted([f"{stem}.npy", writing.name, elsewhere.name])
+    finally:
+        live.kill()
+        live.wait()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,6 +77,15 @@ def load_packed(
     return images, _labels(meta, names), meta
 
 
+def decode_packed(zip_path: Path, out: np.ndarray, threads: int = 1) -> None:
+    """Every image of a packed ZIP, in packed order, decoded into the caller's Nx3xHxW uint8 array (N, H, W from
+    packed_shape): the memory the caller chose (a pinned tensor's, a memory-mapped file's) holds the one copy of
+    the set, with no full-size array before it to convert or copy."""
+    with zipfile.ZipFile(zip_path) as zf:
+        names = _image_names(zf)
+    decode_into(zip_path, names, out, threads, channels_first=True)
+
+
 def decoded_memmap(zip_path: Path, cache: Path, threads: int = 1) -> np.ndarray:
     """The packed images decoded once into an Nx3xHxW uint8 .npy file under `cache` (named by the ZIP's sha256,
     so another set never reads a stale one), opened memory-mapped: rows are read from disk when indexed, so
@@ -83,18 +93,41 @@ def decoded_memmap(zip_path: Path, cache: Path, threads: int = 1) -> np.ndarray:
     from facegan.io import sha256_file
 
     path = cache / f"{sha256_file(zip_path)[:32]}.npy"
+    _remove_stale_temporaries(cache, path.stem)
     if not path.is_file():
-        with zipfile.ZipFile(zip_path) as zf:
-            names = _image_names(zf)
         n, h, w = packed_shape(zip_path)
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f".{path.stem}.{os.getpid()}.npy"  # each process its own: concurrent ranks never collide
+        # each process its own: concurrent ranks never collide, and a killed one is known by its host and pid
+        tmp = cache / f".{path.stem}.{socket.gethostname()}.{os.getpid()}.npy"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
-        decode_into(zip_path, names, out, threads, channels_first=True)
+        decode_packed(zip_path, out, threads)
         out.flush()
         del out
         os.replace(tmp, path)
     return np.load(path, mmap_mode="c")  # copy-on-write: torch may wrap it, nothing is ever written back
+
+
+def _remove_stale_temporaries(cache: Path, stem: str) -> None:
+    """Delete the half-written decodes of the set `stem` (.<stem>.<host>.<pid>.npy) that a killed process left:
+    each is as large as the set and nothing else ever removes it, even once another process has finished the
+    decode. Only this host's whose process is gone: a live process's is still being written, and another host's
+    pid (a cache on a shared disk, several nodes) cannot be checked from here."""
+    host = socket.gethostname()
+    for tmp in cache.glob(f".{stem}.*.npy"):
+        owner, _, pid = tmp.name[len(stem) + 2 : -len(".npy")].rpartition(".")
+        if owner == host and pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)  # a concurrent process may have removed it first
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (signal 0 is only checked, never sent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 def packed_meta(zip_path: Path) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facegan.data.packed import ZIP_NAME, decoded_memmap, load_labels, load_packed, packed_meta, packed_shape
+from facegan.data.packed import ZIP_NAME, decode_packed, decoded_memmap, load_labels, packed_meta, packed_shape
 from facegan.io import cache_root
 
 log = logging.getLogger(__name__)
@@ -73,16 +73,18 @@ def load_training_data(
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """The packed set as one (N, 3, R, R) uint8 tensor: decoded into memory when it fits `memory_budget_gb`
     (pinned for fast, asynchronous GPU copies), else memory-mapped from a file decoded once into `cache`.
-    Both paths index the same rows in the same seeded order, so training is the same bit for bit."""
+    Both paths index the same rows in the same seeded order, so training is the same bit for bit.
+
+    In memory, the PNGs are decoded straight into that one (pinned) tensor, so the set is held once: an NHWC
+    array permuted into a contiguous copy, then pinned, held it two or three times at once, over the budget."""
     zip_path = packed / ZIP_NAME
     n, h, w = packed_shape(zip_path)
     size_gb = n * 3 * h * w / 1e9
     labels = load_labels(zip_path)
     meta = packed_meta(zip_path)
     if size_gb <= memory_budget_gb:
-        images, _, _ = load_packed(zip_path, threads=threads)
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-        x = x.pin_memory() if pin else x
+        x = torch.empty((n, 3, h, w), dtype=torch.uint8, pin_memory=pin)
+        decode_packed(zip_path, x.numpy(), threads)
     else:
         folder = cache or default_cache()
         log.info(
