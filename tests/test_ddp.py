@@ -273,9 +273,11 @@ def test_a_ddp_training_into_a_busy_work_folder_stops_on_every_rank_before_touch
 
 
 @pytest.mark.slow
-def test_a_launcher_stopped_by_an_exception_stops_torchrun_and_its_workers(tmp_path):
-    """torchrun's workers run in sessions of their own: a launcher that dies of a SIGTERM turned into an exception
-    (as Prefect does when a flow run is cancelled) must stop torchrun, which stops them, or they train on."""
+@pytest.mark.parametrize("own_handler", [True, False], ids=["caller's SIGTERM handler", "no handler"])
+def test_a_launcher_stopped_by_a_sigterm_stops_torchrun_and_its_workers(tmp_path, own_handler):
+    """torchrun's workers run in sessions of their own: a launcher that is sent SIGTERM, whether its caller turns it
+    into an exception (as Prefect does when a flow run is cancelled) or not (a plain `kill` of `facegan train`, whose
+    default action ended the launcher at once), must stop torchrun, which stops them, or they train on."""
     import contextlib
     import os
     import signal
@@ -284,10 +286,8 @@ def test_a_launcher_stopped_by_an_exception_stops_torchrun_and_its_workers(tmp_p
     worker = tmp_path / "worker.py"
     worker.write_text(f"import os, time\nopen(os.path.join({str(tmp_path)!r}, f'pid-{{os.getpid()}}'), 'w')\n")
     worker.write_text(worker.read_text() + "time.sleep(120)\n")
-    launcher = (
-        "import signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
-        f"from facegan.launch import relaunch\nrelaunch(2, [{str(worker)!r}])\n"
-    )
+    handler = "import signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n" if own_handler else ""
+    launcher = handler + f"from facegan.launch import relaunch\nrelaunch(2, [{str(worker)!r}])\n"
     parent = subprocess.Popen([sys.executable, "-c", launcher])
     pids: list[int] = []
     try:
@@ -313,3 +313,119 @@ def _state(pid: int) -> str:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+FAILING_RANK0 = """
+import sys, torch
+from pathlib import Path
+from facegan.config import TrainConfig
+from facegan.train.dist import setup
+from facegan.train.gan import GANTrainer as Trainer
+from facegan.train.images import load_training_data
+from facegan.train.loop import Loop
+cfg = TrainConfig.model_validate_json(Path(sys.argv[1]).read_text())
+images, _, _ = load_training_data(Path(sys.argv[2]))
+dist, device = setup("cpu")
+t = Trainer(cfg, images, None, [], torch.device(device), dist)
+
+def boom(step):
+    if step == 2:
+        raise OSError("disk full (simulated) on rank 0")
+
+Loop(t, Path(sys.argv[3]) / f"out{dist.rank}", steps=50, checkpoint_every=100, sample_every=100).run(after_step=boom)
+"""
+
+
+@pytest.mark.slow
+def test_an_error_on_rank_0_alone_ends_every_rank_with_the_error_said(tmp_path, layout):
+    """Rank 0 does work the others do not (samples, FID, checkpoints): an error there sent it to the teardown's
+    barrier while rank 1 waited in its next step's all-reduce, and the job hung, its error unprinted, until the
+    process group's timeout (30 min on gloo). Rank 0 now leaves the group at once: torchrun ends, the error said."""
+    import os
+    import signal
+
+    cfg = tiny_params(model="dcgan", batch_size=8, device="cpu", ema=0.0).train
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    (tmp_path / "worker.py").write_text(FAILING_RANK0)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += [str(tmp_path / "worker.py"), str(tmp_path / "cfg.json"), str(layout.packed), str(tmp_path)]
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        said, _ = job.communicate(timeout=300)  # a hang (the old code) is a TimeoutExpired: the test fails
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert job.returncode != 0 and "OSError: disk full (simulated) on rank 0" in said, said[-3000:]
+
+
+def test_nets_with_batchnorm_under_ddp_say_they_are_not_the_single_process_gradient(caplog):
+    """DDP computes one process's gradient over the global batch only for nets without BatchNorm: each rank
+    normalises its own slice with its own statistics. The DCGAN's nets say so; StyleGAN2's (no BatchNorm) do not."""
+    import logging
+
+    from facegan.models import build_models
+    from facegan.train.stepper import warn_batchnorm
+
+    g, d = build_models(tiny_params(model="dcgan").train, 32)
+    sg, sd = build_models(tiny_params(**STYLE).train, 32)
+    with caplog.at_level(logging.WARNING, logger="facegan.train.stepper"):
+        for net in (g, sg, sd):
+            warn_batchnorm(net, 2)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"{type(g).__name__} has BatchNorm: each of the 2 processes normalises its own 1/2 of the batch, so training "
+        "is close to, not the same as, one process's over the global batch"
+    ]
+
+
+ADA_RESUME = """
+import sys, torch
+import torch.distributed as td
+from pathlib import Path
+from facegan.config import TrainConfig
+from facegan.train.dist import setup, teardown
+from facegan.train.gan import GANTrainer as Trainer
+from facegan.train.images import load_training_data
+cfg = TrainConfig.model_validate_json(Path(sys.argv[1]).read_text())
+images, _, _ = load_training_data(Path(sys.argv[2]))
+out = Path(sys.argv[3])
+dist, device = setup("cpu")
+fresh = lambda: Trainer(cfg, images, None, [], torch.device(device), dist)
+whole = fresh()
+for _ in range(4):
+    whole.step()
+first = fresh()
+for _ in range(2):
+    first.step()
+if dist.main:  # as Loop.checkpoint: rank 0 alone saves, between two adjustments of p
+    torch.save(first.state_dict(), out / "mid.pt")
+td.barrier()
+resumed = fresh()
+resumed.load_state_dict(torch.load(out / "mid.pt", weights_only=False))
+for _ in range(2):
+    resumed.step()
+torch.save({"whole": whole.ada.state_dict(), "resumed": resumed.ada.state_dict(), "mid": first.ada.state_dict(),
+            "G": [whole.g.state_dict(), resumed.g.state_dict()]}, out / f"ada{dist.rank}.pt")
+teardown()
+"""
+
+
+@pytest.mark.slow
+def test_a_ddp_run_with_ada_resumed_between_two_adjustments_moves_p_as_the_whole_run(tmp_path, layout):
+    """ADA's pending signs of D on reals are the global batch's on every rank: a checkpoint rank 0 makes between two
+    adjustments holds all of them, and the resumed run's r_t and p are the uninterrupted run's (it saved rank 0's
+    alone, which every rank then loaded: r_t counted rank 0's signs twice and lost rank 1's)."""
+    cfg = tiny_params(**STYLE, ada={"enabled": True, "interval": 4, "initial_p": 0.2, "target": 0.1}).train
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    (tmp_path / "worker.py").write_text(ADA_RESUME)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += [str(tmp_path / "worker.py"), str(tmp_path / "cfg.json"), str(layout.packed), str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"ada{rank}.pt", weights_only=False)
+        assert got["mid"]["count"] == 2 * cfg.batch_size  # two D updates of the global batch were pending
+        assert got["resumed"] == got["whole"] and got["whole"]["count"] == 0  # r_t taken at the 4th D update
+        assert got["whole"]["p"] != 0.2  # p moved
+        assert _close(*got["G"], rtol=0, atol=0) == []

@@ -140,6 +140,32 @@ def test_ada_sampler_matches_grid_sample_and_r1_flows_through_augmented_reals():
     assert all(r["r1"] > 0 for r in rows)
 
 
+def test_ada_translations_move_both_axes_or_neither_with_probability_p(monkeypatch):
+    """The integer and the fractional translation each gate a sample with one draw shared by x and y, as
+    stylegan2-ada does: a sample is translated with probability p. A draw per axis translated 2p - p^2 of them
+    (0.75 at p = 0.5), half of those along one axis only."""
+    from facegan.augment import ada
+
+    moved = []  # per _translate2d call (integer, then fractional): (n, 2) bool, which axes move
+    translate = ada._translate2d
+
+    def record(tx, ty, n):
+        moved.append(torch.stack([tx, ty], 1) != 0)
+        return translate(tx, ty, n)
+
+    monkeypatch.setattr(ada, "_translate2d", record)
+    ada.geometric_matrix(200_000, 64, 0.5, torch.Generator().manual_seed(0))
+    integer, frac = moved
+    # integer: a gated sample's shift, uniform in [-8, 8] px at 64 px, rounds to 0 px with probability q = 1/16 on
+    # each axis independently, so one shared gate gives P(any) = p (1 - q^2), P(one axis only) = p 2q (1 - q)
+    q = 1 / 16
+    assert integer.any(1).double().mean() == pytest.approx(0.5 * (1 - q * q), abs=0.01)
+    assert (integer.sum(1) == 1).double().mean() == pytest.approx(0.5 * 2 * q * (1 - q), abs=0.005)
+    # fractional: normal draws are never exactly 0, so a sample moves along both axes or along neither
+    assert frac.any(1).double().mean() == pytest.approx(0.5, abs=0.01)
+    assert torch.equal(frac[:, 0], frac[:, 1])
+
+
 def test_ada_p_rises_when_d_overfits_falls_when_it_does_not_and_fixed_p_stays():
     ada = AdaptiveAugment(AdaConfig(enabled=True, speed_kimg=1.0, interval=4), batch_size=10)
     for step in range(40):  # D calls every real image real: r_t = 1 > target 0.6

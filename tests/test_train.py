@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -147,11 +148,16 @@ def test_the_loop_reads_each_steps_values_during_the_next():
     assert t.advance(read_all=True) == rows[1:] and t.history == rows
 
 
-@pytest.mark.parametrize(("checkpoint_every", "checkpointed_at"), [(5, 4), (3, 3)])
-def test_a_non_finite_loss_stops_the_loop_with_a_checkpoint(tmp_path, monkeypatch, checkpoint_every, checkpointed_at):
-    """Step 3's loss is NaN: the loop raises FloatingPointError naming step 3 when it reads that step's values,
-    during step 4 (or at once, before a checkpoint due at step 3), and checkpoints first, the NaN row included."""
-    from facegan.train.loop import Loop
+@pytest.mark.parametrize(("checkpoint_every", "diverged_at", "kept"), [(5, 4, None), (3, 3, None), (2, 4, 2)])
+def test_a_non_finite_loss_stops_the_loop_and_keeps_the_last_finite_checkpoint(
+    tmp_path, monkeypatch, checkpoint_every, diverged_at, kept
+):
+    """Step 3's loss is NaN: the loop raises TrainingDiverged (a FloatingPointError, and a FaceganError: one line)
+    naming step 3 when it reads that step's values, during step 4 (or at once, before a checkpoint due at step 3).
+    The state then, the NaN row included, goes to work/diverged.pt; work/checkpoint.pt stays the last checkpoint of
+    finite losses (it was overwritten with the diverged state, which a resume then trained on)."""
+    from facegan.errors import FaceganError, TrainingDiverged
+    from facegan.train.loop import DIVERGED, Loop
 
     t = _dcgan_trainer()
     record = t.record
@@ -160,13 +166,21 @@ def test_a_non_finite_loss_stops_the_loop_with_a_checkpoint(tmp_path, monkeypatc
         record({**values, "loss_d": torch.tensor(float("nan"))} if t.step_done == 2 else values, **extra)
 
     monkeypatch.setattr(t, "record", nan_at_step_3)
-    with pytest.raises(FloatingPointError, match="non-finite loss at step 3: "):
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 3: ") as raised:
         Loop(t, tmp_path, steps=6, checkpoint_every=checkpoint_every, sample_every=100).run()
-    state = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["step"] == checkpointed_at
-    assert [r["step"] for r in state["losses"]] == list(range(1, checkpointed_at + 1))
+    assert isinstance(raised.value, FloatingPointError) and isinstance(raised.value, FaceganError)
+    state = load_checkpoint(tmp_path / DIVERGED)
+    assert state["step"] == diverged_at
+    assert [r["step"] for r in state["losses"]] == list(range(1, diverged_at + 1))
     losses_d = torch.tensor([r["loss_d"] for r in state["losses"]])
     assert torch.isnan(losses_d[2]) and torch.isfinite(losses_d[:2]).all()
+    assert f"the state at that step is saved in {tmp_path / DIVERGED}" in str(raised.value)
+    if kept is None:
+        assert not (tmp_path / "checkpoint.pt").exists() and "no checkpoint was made before it" in str(raised.value)
+    else:
+        last = load_checkpoint(tmp_path / "checkpoint.pt")
+        assert last["step"] == kept and all(math.isfinite(r["loss_d"]) for r in last["losses"])
+        assert f"{tmp_path / 'checkpoint.pt'} (step {kept}), is kept" in str(raised.value)
 
 
 def test_a_second_training_into_a_busy_work_folder_stops_before_touching_it(layout, tmp_path):
@@ -221,3 +235,21 @@ def test_the_other_ranks_stop_with_what_rank_0_met(tmp_path, rank0, said):
         held(tmp_path / "w", OtherRank()),  # type: ignore[arg-type]
     ):
         pytest.fail("went on")
+
+
+def test_a_checkpoint_resumes_only_with_the_number_of_processes_that_made_it():
+    """Each DDP process draws its own slice's augmentations: a checkpoint of 2 processes resumed by 1 (a torchrun by
+    hand against params' nproc, or the other way round) would not continue the same run. One made before the number
+    was recorded loads."""
+    from facegan.errors import CheckpointError
+
+    t = _dcgan_trainer()
+    t.step()
+    state = t.state_dict()
+    assert state["world"] == 1
+    _dcgan_trainer().load_state_dict(state)
+    _dcgan_trainer().load_state_dict({k: v for k, v in state.items() if k != "world"})
+    with pytest.raises(
+        CheckpointError, match=r"made by 2 training process\(es\) and this run has 1: .* resume it with 2"
+    ):
+        _dcgan_trainer().load_state_dict({**state, "world": 2})

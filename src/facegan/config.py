@@ -275,7 +275,7 @@ class AdaConfig(Section):
 
     enabled: bool = False
     target: float = Field(0.6, gt=0, lt=1, description="target of r_t = E[sign(D(real))]")
-    interval: int = Field(4, ge=1, description="steps between adjustments of p")
+    interval: int = Field(4, ge=1, description="D updates between adjustments of p (steps x n_critic)")
     speed_kimg: float = Field(100.0, gt=0, description="thousands of images for p to move from 0 to 1 (paper: 500)")
     initial_p: float = Field(
         0.0, ge=0, le=1, description="p at the start (fine-tuning from an ADA run: that run's p instead)"

@@ -60,6 +60,10 @@ class TrackingError(FaceganError, RuntimeError):
     """The MLflow tracking store cannot serve a request that needs it (e.g. a model URI to download)."""
 
 
+class TrainingDiverged(FaceganError, FloatingPointError):
+    """A training loss became NaN or infinite: the step and its values, and where the run's state was kept."""
+
+
 def message(e: BaseException) -> str:
     """The error as one line: the message, or the type when there is none."""
     text = str(e).strip() or type(e).__name__

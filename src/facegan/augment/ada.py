@@ -2,7 +2,8 @@
 
 The `bgc` pipeline: blit (x-flip, 90-degree rotations, integer translation), geometric (isotropic
 scale, rotation, anisotropic scale, fractional translation) and colour (brightness, contrast, luma
-flip, hue rotation, saturation) transforms, each applied to a sample with probability p. The
+flip, hue rotation, saturation) transforms, each applied to a sample with probability p (a translation
+moves both axes or neither: one draw per sample gates x and y together, as in stylegan2-ada). The
 geometric ones are composed into one sampling matrix and applied by a single reflect-padded bilinear
 `grid_sample` (the paper upsamples with a wavelet filter first; we sample directly). Every random
 number comes from the step's generator, so training stays reproducible and resumable.
@@ -14,6 +15,7 @@ batch * interval / (speed_kimg * 1000) towards keeping r_t at `target`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,17 +26,20 @@ from facegan.device import to_device
 LN2 = math.log(2)
 
 
-def _rand(n: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=gen, dtype=torch.float64)
+def _rand(shape: int | tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, dtype=torch.float64)
 
 
-def _randn(n: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randn(n, generator=gen, dtype=torch.float64)
+def _randn(shape: int | tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=gen, dtype=torch.float64)
 
 
 def _gate(values: torch.Tensor, identity: float, p: float, gen: torch.Generator) -> torch.Tensor:
-    """Keep each sample's random value with probability p, else the identity value."""
-    return torch.where(_rand(len(values), gen) < p, values, torch.full_like(values, identity))
+    """Keep each sample's random value(s) with probability p, else the identity value. values is (n,) or
+    (n, k): one draw per sample gates all its k values together (a translation's x and y), so the sample is
+    transformed with probability p; a draw per value would transform it with probability 1 - (1 - p)^k."""
+    keep = (_rand(len(values), gen) < p).reshape(-1, *[1] * (values.dim() - 1))
+    return torch.where(keep, values, torch.full_like(values, identity))
 
 
 def _mat(n: int, rows: list[list[torch.Tensor | float]]) -> torch.Tensor:
@@ -65,8 +70,8 @@ def geometric_matrix(n: int, size: int, p: float, gen: torch.Generator) -> torch
     m = m @ _scale2d(1 - 2 * flip, 1, n)
     quarter = _gate(torch.floor(_rand(n, gen) * 4), 0, p, gen)
     m = m @ _rotate2d(quarter * (math.pi / 2), n)
-    shift = [_gate(torch.round((_rand(n, gen) * 2 - 1) * 0.125 * size) * 2 / size, 0, p, gen) for _ in range(2)]
-    m = m @ _translate2d(shift[0], shift[1], n)
+    shift = _gate(torch.round((_rand((n, 2), gen) * 2 - 1) * 0.125 * size) * 2 / size, 0, p, gen)  # (n, [x, y])
+    m = m @ _translate2d(shift[:, 0], shift[:, 1], n)
     iso = _gate(torch.exp2(_randn(n, gen) * 0.2), 1, p, gen)
     m = m @ _scale2d(iso, iso, n)
     p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # two rotations: the chance of any rotation stays p
@@ -74,8 +79,8 @@ def geometric_matrix(n: int, size: int, p: float, gen: torch.Generator) -> torch
     aniso = _gate(torch.exp2(_randn(n, gen) * 0.2), 1, p, gen)
     m = m @ _scale2d(aniso, 1 / aniso, n)
     m = m @ _rotate2d(_gate((_rand(n, gen) * 2 - 1) * math.pi, 0, p_rot, gen), n)
-    frac = [_gate(_randn(n, gen) * 0.125 * 2, 0, p, gen) for _ in range(2)]
-    return m @ _translate2d(frac[0], frac[1], n)
+    frac = _gate(_randn((n, 2), gen) * 0.125 * 2, 0, p, gen)
+    return m @ _translate2d(frac[:, 0], frac[:, 1], n)
 
 
 def color_matrix(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
@@ -161,23 +166,26 @@ class AdaptiveAugment:
     def __init__(self, cfg: AdaConfig, batch_size: int):
         self.cfg, self.batch_size = cfg, batch_size
         self.p = cfg.fixed_p if cfg.fixed_p is not None else cfg.initial_p
-        # sign_sum: a tensor on D's device between adjustments (no device sync per step), a float in checkpoints
+        # sign_sum: a tensor on D's device between adjustments (no device sync per step), a float in checkpoints.
+        # Both are of the global batch: under DDP each step's sum is summed over the processes (`total`, queued on
+        # the device), so every rank keeps the same p and a checkpoint, made by rank 0 between adjustments, holds
+        # every rank's pending signs (it held rank 0's alone, and a resumed run moved p by other r_t).
         self.sign_sum: float | torch.Tensor = 0.0
         self.count, self.rt = 0, 0.0
-        self.reduce = lambda values: values  # summed over processes under DDP, so every rank keeps the same p
+        self.total: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # sum over processes (Dist.total)
+        self.world = 1
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return ada_augment(x, self.p, gen)
 
     def observe(self, real_logits: torch.Tensor, step: int) -> None:
-        """Accumulate sign(D(real)); every `interval` steps move p towards the target r_t."""
+        """Accumulate sign(D(real)); every `interval` D updates move p towards the target r_t."""
         # integers: exact in float32 up to 2^24
-        self.sign_sum = self.sign_sum + torch.sign(real_logits.detach().float()).sum()
-        self.count += real_logits.numel()
+        self.sign_sum = self.sign_sum + self.total(torch.sign(real_logits.detach().float()).sum())
+        self.count += real_logits.numel() * self.world  # every rank's slice is the same size
         if (step + 1) % self.cfg.interval or not self.count:
             return
-        total, count = self.reduce([float(self.sign_sum), float(self.count)])  # the one device sync
-        self.rt = total / count
+        self.rt = float(self.sign_sum) / self.count  # the one device sync
         self.sign_sum, self.count = 0.0, 0
         if self.cfg.fixed_p is None:
             delta = self.batch_size * self.cfg.interval / (self.cfg.speed_kimg * 1000)

@@ -2,7 +2,9 @@
 
 `train.batch_size` is the GLOBAL batch: each of the N ranks takes its 1/N slice of the same
 seeded global batch (and of the same latents), so N processes compute the gradient of the same
-global batch as one process would. Only rank 0 writes checkpoints, samples and MLflow records.
+global batch as one process would, for nets without BatchNorm (StyleGAN2); BatchNorm normalises each
+rank's slice with its own statistics (a warning says so). Only rank 0 writes checkpoints, samples and
+MLflow records.
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ class Dist:
         td.all_reduce(t)
         return t.tolist()
 
+    def total(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of a tensor over ranks (a copy; no gradient flows through; on NCCL queued on the device)."""
+        y = x.detach().clone()
+        if self.active:
+            td.all_reduce(y)
+        return y
+
     def mean(self, x: torch.Tensor) -> torch.Tensor:
         """Average of a tensor over ranks (a copy; no gradient flows through)."""
-        y = x.detach().clone()
-        if not self.active:
-            return y
-        td.all_reduce(y)
-        return y / self.world
+        return self.total(x) / self.world if self.active else x.detach().clone()
 
 
 def _collective_device() -> torch.device:
@@ -75,7 +80,11 @@ def setup(device_name: str) -> tuple[Dist, str]:
     return Dist(rank, world, local), (f"cuda:{local}" if cuda else "cpu")
 
 
-def teardown() -> None:
+def teardown(failed: bool = False) -> None:
+    """Leave the process group: after a barrier when every rank got here, at once when this rank `failed` (an error
+    on rank 0 alone, e.g. a full disk while checkpointing, would wait at a barrier the other ranks, blocked in their
+    next step's all-reduce, never reach: the job hung until the process group's timeout, the error unprinted)."""
     if td.is_initialized():
-        td.barrier()
+        if not failed:
+            td.barrier()
         td.destroy_process_group()

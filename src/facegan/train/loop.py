@@ -20,12 +20,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from facegan.errors import CheckpointError, FolderBusy
+from facegan.errors import CheckpointError, FolderBusy, TrainingDiverged
 from facegan.io import atomic_dir, exclusive, write_text
 from facegan.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from facegan.train.dist import Dist, teardown
 
 log = logging.getLogger(__name__)
+
+DIVERGED = "diverged.pt"  # the state when a loss became non-finite, beside work/checkpoint.pt (never over it)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def held(work: Path, dist: Dist) -> Iterator[None]:
 
 class Loop:
     """Resume from work/checkpoint.pt, step with a progress bar, sample grids every `sample_every` steps,
-    checkpoints every `checkpoint_every` steps (and on a non-finite loss), losses.csv at the end.
+    checkpoints every `checkpoint_every` steps (a non-finite loss: the state into work/diverged.pt), losses.csv at the
+    end.
 
     Everything is written to `work` while training (default: `dst`); at the end `work` is copied to `dst` in
     one atomic step. A stage points `work` outside its DVC output, which DVC deletes before rerunning it, so a
@@ -137,6 +140,22 @@ class Loop:
             what = " and ".join("pretrained checkpoint (train.init_from)" if k == "pretrained" else k for k in changed)
             raise CheckpointError(f"the checkpoint was made from other {what} (it is not this run's)")
 
+    def _diverged(self, e: TrainingDiverged) -> TrainingDiverged:
+        """A non-finite loss: the state as it is now (the diverged weights, the losses up to the bad step) saved
+        beside the checkpoint for a look, never over it: work/checkpoint.pt stays the last one of finite losses."""
+        if not self.trainer.dist.main:
+            return e
+        aside = self.work / DIVERGED
+        self.checkpoint(aside)
+        last = self.work / CHECKPOINT
+        kept = (
+            f"the last checkpoint of finite losses, {last} (step {load_checkpoint(last)['step']}), is kept: a resumed "
+            "run starts from it (on the CPU, with the same settings, it repeats the same steps)"
+            if last.is_file()
+            else "no checkpoint was made before it"
+        )
+        return TrainingDiverged(f"{e}; the state at that step is saved in {aside}; {kept}")
+
     def run(
         self, on_step: Callable[[dict, int], None] | None = None, after_step: Callable[[int], None] | None = None
     ) -> TrainResult:
@@ -161,10 +180,8 @@ class Loop:
                 due = done % self.checkpoint_every == 0 or done == self.steps
                 try:
                     rows = t.advance(read_all=due)  # a step's values are read during the next (before a checkpoint)
-                except FloatingPointError:
-                    if main:
-                        self.checkpoint()
-                    raise
+                except TrainingDiverged as e:
+                    raise self._diverged(e) from None
                 if rows:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in rows[-1].items() if k.startswith("loss")}, refresh=False)
                 if not main:
@@ -192,6 +209,8 @@ class Loop:
                 seconds,
                 seconds / max(1, self.steps - start),
             )
-        finally:
-            teardown()
+        except BaseException:
+            teardown(failed=True)
+            raise
+        teardown()
         return TrainResult(self.dst / CHECKPOINT, self.steps, seconds, t.history)

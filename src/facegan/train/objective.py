@@ -99,7 +99,7 @@ class GANObjective:
         self.augment_fn = build_augment(cfg)
         self.ada = self.augment_fn if isinstance(self.augment_fn, AdaptiveAugment) else None  # the stateful one
         if self.ada:
-            self.ada.reduce = dist.all_sum
+            self.ada.total, self.ada.world = dist.total, dist.world
         self.r1 = Lazy(cfg.r1_gamma / 2, cfg.r1.every, cfg.r1.every * cfg.n_critic) if cfg.r1_gamma else None
         pl = cfg.path_length
         self.path_length = Lazy(pl.weight, pl.every, pl.every) if pl.weight else None

@@ -21,7 +21,7 @@ from torch import nn
 
 from facegan.config import RunSettings
 from facegan.device import to_device, to_host
-from facegan.errors import DeviceUnavailable
+from facegan.errors import CheckpointError, DeviceUnavailable, TrainingDiverged
 from facegan.train.dist import Dist, setup
 from facegan.train.images import batch_indices
 
@@ -72,6 +72,20 @@ def keep_freed_memory() -> bool:
     return bool(
         mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30) and mallopt(m_top_pad, 64 << 20)
     )
+
+
+def warn_batchnorm(module: nn.Module, world: int) -> None:
+    """Say so when a net with BatchNorm trains on `world` processes: each normalises its own 1/world of the batch
+    with that shard's statistics, so the gradient is close to, not the same as, one process's over the global batch
+    (DCGAN's and ACGAN's nets, WGAN-GP's G; StyleGAN2 has no BatchNorm and matches one process)."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        log.warning(
+            "%s has BatchNorm: each of the %d processes normalises its own 1/%d of the batch, so training is close "
+            "to, not the same as, one process's over the global batch",
+            type(module).__name__,
+            world,
+            world,
+        )
 
 
 def runtime(run: RunSettings) -> tuple[Dist, torch.device]:
@@ -214,6 +228,8 @@ class Stepper:
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
 
+            warn_batchnorm(module, self.dist.world)
+
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids, broadcast_buffers=broadcast_buffers)
         if not self.compile:
@@ -293,21 +309,23 @@ class Stepper:
     def record(self, values: dict[str, torch.Tensor], **extra: float) -> None:
         """Count the step and keep its named values (and the numbers `extra`) for `settle` to read. On CUDA they go
         to pinned host memory by a copy queued behind the step's work: nothing here waits for the GPU."""
-        vals, copied = to_host(torch.stack([v.detach().float() for v in values.values()]))
+        stack = torch.stack([v.detach().float() for v in values.values()])
+        # under DDP every rank logs (and checks) the values of the global batch, not of its own shard
+        vals, copied = to_host(self.dist.mean(stack) if self.dist.active else stack)
         self.step_done += 1
         self._unread.append(_Unread(self.step_done, tuple(values), vals, extra, copied))
 
     def settle(self, keep: int = 0) -> list[dict[str, float]]:
         """Read the values of every unread step but the newest `keep` into the history (a wait for the GPU only
         until those steps are done); returns their rows. A non-finite value raises FloatingPointError once the rows
-        are in the history (the loop checkpoints first)."""
+        are in the history (TrainingDiverged, a FloatingPointError; the loop saves the state aside first)."""
         ready = self._unread[: max(0, len(self._unread) - keep)]
         rows = [self._row(u) for u in ready]
         del self._unread[: len(ready)]
         self.history += rows
         bad = next((row for row, u in zip(rows, ready, strict=True) if not torch.isfinite(u.values).all()), None)
         if bad is not None:
-            raise FloatingPointError(f"non-finite loss at step {bad['step']}: {bad}")
+            raise TrainingDiverged(f"non-finite loss at step {bad['step']}: {bad}")
         return rows
 
     @staticmethod
@@ -329,6 +347,7 @@ class Stepper:
         return {
             "step": self.step_done,
             "kimg": self.kimg,
+            "world": self.dist.world,
             "scaler": self.scaler.state_dict(),
             "rng_torch": torch.get_rng_state(),
             # every step's row: the loop reads all before a checkpoint; one taken between (the best-FID one, the
@@ -337,6 +356,13 @@ class Stepper:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        world = state.get("world", self.dist.world)  # not recorded by an older facegan: not compared
+        if world != self.dist.world:
+            raise CheckpointError(
+                f"the checkpoint was made by {world} training process(es) and this run has {self.dist.world}: each "
+                "draws its own slice's augmentations and noise, so it would not continue the same run; resume it with "
+                f"{world} (train.nproc or torchrun --nproc-per-node) or remove it"
+            )
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_torch"])
