@@ -32,7 +32,7 @@ t = Trainer(cfg, images, None, [], torch.device(device), dist)
 for _ in range(3):
     t.step()
 torch.save({"G": t.g.state_dict(), "D": t.d.state_dict(), "p": t.ada.p if t.ada else None,
-            "world": dist.world}, Path(sys.argv[3]) / f"rank{dist.rank}.pt")
+            "world": dist.world, "losses": t.history}, Path(sys.argv[3]) / f"rank{dist.rank}.pt")
 teardown()
 """
 
@@ -81,6 +81,7 @@ def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path, layout, b
     assert r.returncode == 0, r.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in (0, 1))
     assert r0["world"] == r1["world"] == 2
+    assert r0["losses"] == r1["losses"]  # the global batch's values on every rank (each logged its own shard's)
     for key in ("G", "D"):
         differ = [k for k in r0[key] if not torch.equal(r0[key][k], r1[key][k])]
         assert differ == [], f"ranks differ in {key}"
@@ -91,6 +92,9 @@ def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path, layout, b
     for _ in range(3):
         single.step()
     assert _close(single.g.state_dict(), r0["G"]) == [] and _close(single.d.state_dict(), r0["D"]) == []
+    for one, two in zip(single.history, r0["losses"], strict=True):  # and they are one process's values
+        assert one.keys() == two.keys(), (one, two)
+        assert all(abs(one[k] - two[k]) <= 1e-4 * (1 + abs(one[k])) for k in one), (one, two)
     moved = [k for k in start if not torch.equal(start[k], single.g.state_dict()[k])]
     assert len(moved) > 10  # the comparison is between trained weights, not two copies of the init
 
@@ -156,6 +160,7 @@ def test_two_nodes_by_c10d_rendezvous_stay_identical_and_match_one_process(tmp_p
         torch.load(tmp_path / "node1" / "rank1.pt", weights_only=True),
     )
     assert r0["world"] == r1["world"] == 2
+    assert r0["losses"] == r1["losses"]  # the global batch's values on every rank (each logged its own shard's)
     for key in ("G", "D"):
         assert [k for k in r0[key] if not torch.equal(r0[key][k], r1[key][k])] == [], f"nodes differ in {key}"
     images, _, _ = load_training_data(layout.packed)
@@ -163,6 +168,9 @@ def test_two_nodes_by_c10d_rendezvous_stay_identical_and_match_one_process(tmp_p
     for _ in range(3):
         single.step()
     assert _close(single.g.state_dict(), r0["G"]) == [] and _close(single.d.state_dict(), r0["D"]) == []
+    for one, two in zip(single.history, r0["losses"], strict=True):  # and they are one process's values
+        assert one.keys() == two.keys(), (one, two)
+        assert all(abs(one[k] - two[k]) <= 1e-4 * (1 + abs(one[k])) for k in one), (one, two)
 
 
 @pytest.mark.slow
