@@ -14,7 +14,7 @@ from facegan.device import to_device
 from facegan.errors import CheckpointError
 from facegan.models import build_models
 from facegan.train.dist import Dist
-from facegan.train.ema import EMA
+from facegan.train.ema import EMA, STANDING_BATCHES, standing_stats
 from facegan.train.stepper import Stepper, load_optimizer
 
 
@@ -43,6 +43,7 @@ class ModelTrainer(Stepper):
         g, d = build_models(cfg, self.resolution, self.label_dims)
         self.g, self.d = g.to(device).train(), d.to(device).train()
         self.ema = EMA(self.g, cfg.ema, cfg.ema_rampup) if cfg.ema > 0 else None
+        self._stats_at: int | None = None  # the step whose EMA weights the EMA net's BatchNorm statistics are of
         self._prepare()
         self.channels_last(self.g, self.d, *([self.ema.model] if self.ema else []))  # EMA as G: one multi-tensor lerp
         # *_run: first-order passes (compiled when train.compile is set); *_reg: passes differentiated twice
@@ -66,8 +67,22 @@ class ModelTrainer(Stepper):
 
     @property
     def sampler(self) -> nn.Module:
-        """The generator to sample from: the EMA copy when enabled."""
-        return self.ema.model if self.ema else self.g
+        """The generator to sample from: the EMA copy when enabled, with BatchNorm statistics of its own weights
+        (`standing_stats`, made once per step it is asked for: samples, in-training FID, checkpoints)."""
+        if not self.ema:
+            return self.g
+        if self._stats_at != self.step_done:
+            standing_stats(self.ema.model, self._standing_inputs, STANDING_BATCHES)
+            self._stats_at = self.step_done
+        return self.ema.model
+
+    def _standing_inputs(self, i: int) -> tuple[torch.Tensor, ...]:
+        """Batch `i` of G's inputs for `standing_stats`: prior noise (and label rows of the set), from a generator of
+        their own, so training's random streams are untouched."""
+        from facegan.sample import latents
+
+        z, y = latents(self.cfg.z_dim, self.cfg.batch_size, self.cfg.seed * 1_000 + i, self.labels)
+        return (to_device(z, self.device),) if y is None else (to_device(z, self.device), to_device(y, self.device))
 
     def real(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Batch `index` of real images (and their labels for conditional models)."""
@@ -95,7 +110,7 @@ class ModelTrainer(Stepper):
             **self.state(),
             "G": self.g.state_dict(),
             "D": self.d.state_dict(),
-            "G_ema": self.ema.model.state_dict() if self.ema else None,
+            "G_ema": self.sampler.state_dict() if self.ema else None,  # with its own BatchNorm statistics
             "opt_G": self.opt_g.state_dict(),
             "opt_D": self.opt_d.state_dict(),
             "config": self.cfg.model_dump(mode="json"),
@@ -116,6 +131,7 @@ class ModelTrainer(Stepper):
         self.d.load_state_dict(state["D"])
         if self.ema:
             self.ema.model.load_state_dict(state["G_ema"])
+            self._stats_at = None
         load_optimizer(self.opt_g, state["opt_G"])
         load_optimizer(self.opt_d, state["opt_D"])
         self.load_state(state)
