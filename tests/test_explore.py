@@ -589,3 +589,28 @@ def test_browser_uploads_good_corrupt_and_non_image_files(trained, tmp_path, kin
         page.screenshot(path=str(tmp_path / f"explore_{kind}.png"), full_page=True)
     log = (tmp_path / "server.log").read_text()
     assert "upload 'notes.txt' is not a usable image" in log and "upload 'cut.png' is not a usable image" in log
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "acgan"])
+def test_sampled_image_i_is_seed_plus_i_whatever_n_and_the_explorers(tmp_path, kind):
+    """`facegan sample --seed S -n N`: image i is seed S + i's (its z and labels drawn from streams of that seed), so
+    it does not change with N and equals the explorer's image of that seed. One draw for all N made the labels of
+    every image depend on N, and with z_dim 100 (not a multiple of 16) torch redrew z's last values with N."""
+    from facegan.sample import MAX_SEED, SeedError, sample_checkpoint
+    from facegan.train.run import make_trainer
+
+    cfg = TrainConfig.model_validate({**TINY, "model": kind, "z_dim": 100})
+    labels = torch.stack([torch.arange(8) % 3, torch.arange(8) % 2], 1) if kind == "acgan" else None
+    names = list(LABELS) if labels is not None else None
+    t = make_trainer(cfg, _images(), labels, [3, 2] if names else [], CPU, label_names=names, label_values=LABELS)
+    t.step()
+    ckpt = tmp_path / "checkpoint.pt"
+    save_checkpoint(ckpt, t.state_dict())
+    many = sample_checkpoint(ckpt, 5, 7)
+    for i in range(5):
+        assert np.array_equal(many[i], sample_checkpoint(ckpt, 1, 7 + i)[0]), i
+    assert np.array_equal(many[2], load_model(ckpt).image(9))
+    with pytest.raises(SeedError, match=f"seeds {MAX_SEED} .. {MAX_SEED + 1}: seeds are 0 .. {MAX_SEED}"):
+        sample_checkpoint(ckpt, 2, MAX_SEED)
+    with pytest.raises(SeedError, match="seeds -1 .. -1"):
+        sample_checkpoint(ckpt, 1, -1)

@@ -215,7 +215,14 @@ def sample(
         None, "--model-uri", help="a registered generator, e.g. models:/facegan-cartoon@best"
     ),
     n: int = typer.Option(16, "-n", min=1, help="number of images"),
-    seed: int = typer.Option(0, "--seed", "-s", help="noise seed"),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        "-s",
+        min=0,
+        max=2**63 - 1,
+        help="the first image's seed: image i is seed + i's, as in the explorer",
+    ),
     labels: str = typer.Option("", "--labels", "-l", help="conditional models: e.g. hair=blond,glasses=1"),
     out: Path = typer.Option(Path("samples"), "--out", "-o", file_okay=False, help="output folder"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the images of an earlier sample in --out"),

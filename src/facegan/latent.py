@@ -26,7 +26,7 @@ import torch
 
 from facegan.errors import FaceganError
 from facegan.io import ImageError, image_grid, read_image, write_text
-from facegan.sample import slerp
+from facegan.sample import seed_labels, seed_z, slerp
 from facegan.train.checkpoint import label_schema
 from facegan.train.images import to_float, to_uint8
 
@@ -38,11 +38,6 @@ MAX_BATCH = 64
 
 class ExploreError(FaceganError, ValueError):
     """A model, control value or upload the explorer cannot use; str(e) is the one-line message shown."""
-
-
-def seed_z(z_dim: int, seeds: Sequence[int]) -> torch.Tensor:
-    """(N, z_dim): one normal vector per seed (torch.Generator seeded with it)."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
 def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
@@ -202,17 +197,11 @@ class ConditionalSampler(Sampler):
                 raise ExploreError(f"unknown attribute {name!r}; attributes: {', '.join(self.label_names)}")
             if value not in self.label_values[name]:
                 raise ExploreError(f"unknown value {value!r} for {name}; valid: {', '.join(self.label_values[name])}")
-        rows = []
-        for s in seeds:  # the seed's own draw, independent of the z of the same seed
-            gen = torch.Generator().manual_seed(int(s) + 1_000_003)
-            row = [int(torch.randint(len(self.label_values[n]), (), generator=gen)) for n in self.label_names]
-            rows.append(
-                [
-                    self.label_values[n].index(fixed[n]) if n in fixed else v
-                    for n, v in zip(self.label_names, row, strict=True)
-                ]
-            )
-        return torch.tensor(rows, dtype=torch.long)
+        rows = seed_labels(seeds, [len(self.label_values[n]) for n in self.label_names])
+        for a, n in enumerate(self.label_names):
+            if n in fixed:
+                rows[:, a] = self.label_values[n].index(fixed[n])
+        return rows
 
 
 class StyleSampler(Sampler):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,35 @@ def earlier_samples(out: Path, overwrite: bool) -> list[Path]:
             "give another --out, or --overwrite to replace them"
         )
     return earlier
+
+
+MAX_SEED = 2**63 - 1  # torch.Generator takes seeds up to 2^64 - 1 but wraps negative ones onto them: 0 .. 2^63 - 1
+
+
+class SeedError(FaceganError, ValueError):
+    """A seed out of 0 .. 2^63 - 1."""
+
+
+def check_seeds(first: int, n: int = 1) -> None:
+    """Seeds first .. first + n - 1 must lie in 0 .. MAX_SEED (a negative one would draw a large one's numbers)."""
+    if first < 0 or first + n - 1 > MAX_SEED:
+        raise SeedError(f"seeds {first} .. {first + n - 1}: seeds are 0 .. {MAX_SEED}")
+
+
+def seed_z(z_dim: int, seeds: Sequence[int]) -> torch.Tensor:
+    """(N, z_dim): one normal vector per seed (a torch.Generator seeded with it): a seed's image is the same in
+    `facegan sample`, the explorer and the registered model, whatever else is drawn beside it."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def seed_labels(seeds: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
+    """(N, attributes) label indices, one row per seed from a stream of its own (independent of the seed's z):
+    attribute a uniform over its `sizes[a]` values."""
+    rows = []
+    for s in seeds:
+        gen = torch.Generator().manual_seed(int(s) + 1_000_003)
+        rows.append([int(torch.randint(k, (), generator=gen)) for k in sizes])
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), len(sizes))
 
 
 def latents(z_dim: int, n: int, seed: int, label_pool: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -186,25 +215,26 @@ def parse_labels(spec: str, names: list[str], values: dict[str, list[str]]) -> d
 
 
 def sample_stream(checkpoint: Path, n: int, seed: int, labels: str = "", batch: int = 64) -> Iterator[np.ndarray]:
-    """The images of `sample_checkpoint`, `batch` at a time: memory holds one batch of images, whatever n. The
-    checkpoint and the labels are checked here, before the first batch is asked for."""
+    """The images of `sample_checkpoint`, `batch` at a time: memory holds one batch of images, whatever n. Image i is
+    seed `seed + i`'s (its z, and its labels but those fixed by `labels`), the same whatever n, and the explorer's
+    image of that seed. The seeds, the checkpoint and the labels are checked here, before the first batch."""
     from facegan.train.checkpoint import label_schema, load_generator
 
+    check_seeds(seed, n)
     g, cfg, state = load_generator(checkpoint)
     names, values = label_schema(state)
-    y: torch.Tensor | None = None
-    if not state.get("label_dims"):
-        if labels:
-            parse_labels(labels, [], {})
-        z = latents(cfg.z_dim, n, seed, None)[0]
-    else:
-        fixed = parse_labels(labels, names, values)
-        gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, cfg.z_dim, generator=gen)
-        y = torch.stack([torch.randint(len(values[nm]), (n,), generator=gen) for nm in names], 1)
-        for a, v in fixed.items():
-            y[:, a] = v
-    return (render(g, z[i : i + batch], None if y is None else y[i : i + batch], batch) for i in range(0, n, batch))
+    conditional = bool(state.get("label_dims"))
+    fixed = parse_labels(labels, names, values) if conditional else parse_labels(labels, [], {}) if labels else {}
+
+    def images(first: int, count: int) -> np.ndarray:  # seeds first .. first + count - 1
+        seeds = range(first, first + count)
+        y = seed_labels(seeds, [len(values[nm]) for nm in names]) if conditional else None
+        if y is not None:
+            for a, v in fixed.items():
+                y[:, a] = v
+        return render(g, seed_z(cfg.z_dim, seeds), y, batch)
+
+    return (images(seed + i, min(batch, n - i)) for i in range(0, n, batch))
 
 
 def sample_checkpoint(checkpoint: Path, n: int, seed: int, labels: str = "") -> np.ndarray:
