@@ -626,3 +626,27 @@ def test_two_concurrent_pipelines_share_a_server_with_sqlite_store_and_artifact_
             assert list((root / ".facegan" / "tracking").glob("*.jsonl")) == []  # every record was sent
     finally:
         s.stop()
+
+
+def test_the_train_stage_logs_every_figure_its_model_wrote(layout, tmp_path):
+    """MLflow gets every sample figure of the run: an ACGAN's grids per attribute (and the loss log), not only
+    samples.png and the interpolation (the per-label grids, StyleGAN2's style mixing, truncation and SeFa figures
+    and the VAE's reconstructions were written but never logged)."""
+    from facegan import chain
+    from facegan.layout import Layout
+
+    logged: list[str] = []
+
+    class Recorder:
+        def log_artifact(self, path, artifact_path=None):
+            logged.append(path.name)
+
+        def log_metrics(self, *_a, **_k):
+            pass
+
+    at = Layout(layout.root, "cartoon", "acgan-figures")
+    p = tiny_params(steps=1, model="acgan", fid_every=0)
+    chain._train(p, at, Recorder())
+    written = {f.name for f in at.model.iterdir() if f.suffix in (".png", ".gif", ".csv")}
+    assert "samples_by_hair_color.png" in written and "interpolation.gif" in written
+    assert sorted(logged) == sorted(written)

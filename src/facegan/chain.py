@@ -125,8 +125,9 @@ def _train(p: Params, at: Layout, t: Tracker) -> dict:
     result = run_train(
         p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics, work=at.checkpoints, stale="restart"
     )
-    for name in ("samples.png", "interpolation.gif", "losses.csv", "fid.csv"):
-        t.log_artifact(at.model / name)
+    for path in sorted(at.model.iterdir()):  # every figure the model wrote (samples by label, style mixing, ...)
+        if path.suffix in (".png", ".gif", ".csv"):
+            t.log_artifact(path)
     return {"seconds_per_step": result.seconds / max(1, result.steps)}
 
 
