@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -263,7 +264,7 @@ def test_chart_has_a_panel_per_dataset_in_its_own_metric(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
     saved: list = []
-    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **k: (saved.append(fig), Path(path).write_bytes(b"")))
     incep = run("i", 1, {"dataset": "cartoon", "model": "dcgan"}, {"fd_inception": 30.0, "fd_dlib": 35.0})
     bar_chart(ordered(every_kind() + rows_of([incep])), tmp_path / "chart.png")
     panels = [(ax.get_title(loc="left"), len(ax.patches)) for ax in saved[0].axes]
@@ -290,3 +291,32 @@ def test_dataset_hashes_read_the_lock_of_the_project_root(tmp_path, monkeypatch)
     lock(tmp_path, "project/data/processed/cartoon", "wrong.dir")
     monkeypatch.chdir(tmp_path)
     assert dataset_hashes(root, processed, root / "data" / "stats" / "cartoon") == {"dvc_md5": "right.dir"}
+
+
+def test_the_table_files_are_written_whole_or_not_at_all_and_out_must_be_a_folder(tmp_path, monkeypatch):
+    """A chart that fails half-way leaves the last fid_table.png as it was (savefig wrote into it directly); `--out`
+    naming a file is one usage error, not a FileExistsError traceback."""
+    import matplotlib.figure
+    from typer.testing import CliRunner
+
+    from facegan.cli import app
+    from facegan.runs_table import write_table
+
+    rows = ordered(rows_of([pipeline("a", "cartoon", 9.0, 0.1, 60.0), pipeline("b", "cartoon", 7.0, 0.1, 60.0)]))
+    written = write_table(rows, tmp_path / "reports")
+    before = {p.name: p.read_bytes() for p in written}
+    assert before["fid_table.png"].startswith(b"\x89PNG")
+
+    def broken(self, fname, **kwargs):
+        Path(fname).write_bytes(b"half a png")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_table(rows[:1], tmp_path / "reports")
+    assert (tmp_path / "reports" / "fid_table.png").read_bytes() == before["fid_table.png"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir() if not p.name.startswith(".")) == sorted(before)
+
+    (tmp_path / "afile").write_text("x")
+    r = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "afile")])
+    assert r.exit_code == 2 and "Invalid value for '--out'" in r.output and "Traceback" not in r.output

@@ -112,7 +112,9 @@ def report(
     root: Path = ROOT,
     model: str | None = typer.Option(None, help="only runs of this model"),
     experiment: list[str] = typer.Option([], help="MLflow experiment(s) (default: tracking.experiment)"),
-    out: Path = typer.Option(Path("reports"), help="folder for fid_table.md / .csv / .png (every column)"),
+    out: Path = typer.Option(
+        Path("reports"), file_okay=False, help="folder for fid_table.md / .csv / .png (every column)"
+    ),
     wide: bool = typer.Option(False, "--wide", help="print every column (default: what fits the terminal)"),
 ) -> None:
     """The report stage of DATASET (when given), then the FID comparison table across MLflow runs: pipelines,

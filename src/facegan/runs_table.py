@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -242,15 +243,18 @@ def bar_chart(rows: list[dict], path: Path) -> None:
             fontsize=9,
         )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+    os.replace(tmp, path)  # whole or not at all, as every output
 
 
 def write_table(rows: list[dict], out: Path) -> list[Path]:
-    """fid_table.md, fid_table.csv and fid_table.png in `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fid_table.md").write_text(to_markdown(rows), encoding="utf-8")
-    (out / "fid_table.csv").write_text(to_csv(rows), encoding="utf-8")
+    """fid_table.md, fid_table.csv and fid_table.png in `out`, each written atomically."""
+    from facegan.io import write_text
+
+    write_text(out / "fid_table.md", to_markdown(rows))
+    write_text(out / "fid_table.csv", to_csv(rows))
     bar_chart(rows, out / "fid_table.png")
     return [out / "fid_table.md", out / "fid_table.csv", out / "fid_table.png"]
 
