@@ -299,3 +299,31 @@ def test_settings_the_model_does_not_read_are_named_once(layout, tmp_path, caplo
     )
     assert TrainConfig(model="stylegan2", g_channels=64).unread() == ["g_channels"]
     assert TrainConfig(model="stylegan2").unread() == [] and TrainConfig(model="acgan", aux_weight=2.0).unread() == []
+
+
+def test_gradient_penalties_score_each_batch_with_its_labels_and_draw_for_the_global_batch(monkeypatch):
+    """WGAN-div takes D's gradient at the fakes with the fakes' labels (D(fake, y_fake) is what D's loss trains on
+    them; it used the reals' labels). WGAN-GP draws its interpolation weights for the global batch and each process
+    takes its slice (each drew its own slice's count from the shared stream: every process the same weights, and
+    the step's later draws shifted), so 2 processes interpolate as one process does."""
+    from facegan import losses
+    from facegan.train.dist import Dist
+
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    monkeypatch.setattr(losses, "_grad_norm", lambda d, x, labels: seen.append((x, labels)) or x.flatten(1).norm(dim=1))
+    real, fake = torch.rand(8, 3, 4, 4), torch.rand(8, 3, 4, 4)
+    y_real, y_fake = torch.zeros(8, 2), torch.ones(8, 2)
+    losses.divergence_penalty(None, real, fake, y_real, y_fake, torch.Generator(), k=2.0, p=6.0)
+    assert [labels is y for (_, labels), y in zip(seen, (y_real, y_fake), strict=True)] == [True, True]
+
+    seen.clear()
+    losses.gradient_penalty(None, real, fake, y_real, y_fake, torch.Generator().manual_seed(5), weight=10.0)
+    one = seen[0][0]
+    halves = []
+    for rank in (0, 1):
+        seen.clear()
+        part = slice(rank * 4, rank * 4 + 4)
+        gen = torch.Generator().manual_seed(5)
+        losses.gradient_penalty(None, real[part], fake[part], None, None, gen, Dist(rank, 2), weight=10.0)
+        halves.append(seen[0][0])
+    assert torch.equal(torch.cat(halves), one)

@@ -190,7 +190,7 @@ def test_dcgan_penalties_train_the_same_with_the_custom_convolutions(name):
     nodes = []  # the penalties' own passes through D are the ones that take the node
     d.features[0].register_forward_hook(lambda _m, _i, out: nodes.append(out.grad_fn.name()))
     r1_penalty(d, x, None, lambda v: v)
-    gradient_penalty(d, x, x.flip(0), None, torch.Generator().manual_seed(0), weight=1.0)
+    gradient_penalty(d, x, x.flip(0), None, None, torch.Generator().manual_seed(0), weight=1.0)
     d(x, None)
     assert nodes == ["_ConvBackward", "_ConvBackward", "ConvolutionBackward0"]
     assert all(r.get("r1", 0) > 0 or r.get("penalty", 0) > 0 for r in fast[0][::2])  # the penalty ran

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from facegan.device import to_device
 from facegan.ops.conv import differentiated_twice, no_weight_grads
 from facegan.registry import pick
+from facegan.train.dist import Dist
 
 # d(x, labels) -> (adversarial logits, auxiliary logits or None)
 Critic = Callable[..., tuple[torch.Tensor, object]]
@@ -70,29 +71,37 @@ def gradient_penalty(
     d: Critic,
     real: torch.Tensor,
     fake: torch.Tensor,
-    labels: torch.Tensor | None,
+    y_real: torch.Tensor | None,
+    y_fake: torch.Tensor | None,
     gen: torch.Generator,
+    dist: Dist = Dist(),
     *,
     weight: float,
 ) -> torch.Tensor:
-    """weight * (|grad D| - 1)^2 at random interpolates of real and fake images (WGAN-GP)."""
-    eps = to_device(torch.rand(len(real), 1, 1, 1, generator=gen), real.device)
+    """weight * (|grad D| - 1)^2 at random interpolates of real and fake images (WGAN-GP), scored with the real
+    images' labels. The interpolation weights are drawn for the global batch and sliced per process, as every draw
+    of a step is: N processes then train as one does."""
+    eps = torch.rand(len(real) * dist.world, 1, 1, 1, generator=gen)
+    eps = to_device(dist.shard(eps), real.device)
     mixed = eps * real.detach() + (1 - eps) * fake.detach()
-    return weight * ((_grad_norm(d, mixed, labels) - 1) ** 2).mean()
+    return weight * ((_grad_norm(d, mixed, y_real) - 1) ** 2).mean()
 
 
 def divergence_penalty(
     d: Critic,
     real: torch.Tensor,
     fake: torch.Tensor,
-    labels: torch.Tensor | None,
+    y_real: torch.Tensor | None,
+    y_fake: torch.Tensor | None,
     gen: torch.Generator,
+    dist: Dist = Dist(),
     *,
     k: float,
     p: float,
 ) -> torch.Tensor:
-    """k * |grad D|^p on real and fake images (WGAN-div)."""
-    both = torch.cat([_grad_norm(d, real, labels), _grad_norm(d, fake, labels)])
+    """k * |grad D|^p on real and fake images (WGAN-div), each scored with its own labels (D(fake, y_fake) is the
+    function D's loss trains on the fakes)."""
+    both = torch.cat([_grad_norm(d, real, y_real), _grad_norm(d, fake, y_fake)])
     return k * (both**p).mean()
 
 
