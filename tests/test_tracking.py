@@ -650,3 +650,283 @@ def test_the_train_stage_logs_every_figure_its_model_wrote(layout, tmp_path):
     written = {f.name for f in at.model.iterdir() if f.suffix in (".png", ".gif", ".csv")}
     assert "samples_by_hair_color.png" in written and "interpolation.gif" in written
     assert sorted(logged) == sorted(written)
+
+
+# ---- against an sqlite store of the test's own (no server) -------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_store(tmp_path, monkeypatch) -> str:
+    """MLFLOW_TRACKING_URI: a new sqlite store in tmp_path; the working directory is tmp_path/work."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    return uri
+
+
+def _report_inputs(root: Path, monkeypatch) -> None:
+    """What the report stage reads, in a few bytes: its metrics collection and ground-truth scoring stubbed."""
+    import facegan.preprocess.score
+    import facegan.report
+
+    model = root / "data" / "models" / "cartoon"
+    model.mkdir(parents=True)
+    (model / "samples.png").write_bytes(b"not really a png")
+    (model / "losses.csv").write_text("step,loss_d,loss_g\n1,0.5,0.7\n2,0.4,0.8\n")
+    metrics = {"dataset": "cartoon", "fd_dlib": 42.0, "num_samples": 8, "training": {"steps": 4}}
+    monkeypatch.setattr(facegan.report, "collect", lambda *a: json.loads(json.dumps(metrics)))
+    monkeypatch.setattr(facegan.preprocess.score, "score", lambda *a: {})
+
+
+def test_report_run_again_updates_its_execution_instead_of_adding_a_copy(sqlite_store, tmp_path, monkeypatch):
+    """`facegan report DATASET` runs the report stage again: the same dataset, commit and params are the same
+    execution, so its parent run is updated (one more report under it), not a new parent holding that report alone
+    (each was one more copy of the model in the FID table and the `timings` execution). New params: a new parent."""
+    from mlflow.tracking import MlflowClient
+
+    from facegan import track
+    from facegan.config import parse_params
+
+    root = tmp_path / "work"
+    _report_inputs(root, monkeypatch)
+    params = _offline_params(sqlite_store)
+    for _ in range(3):
+        run_stage("report", "cartoon", params, root)
+    c = MlflowClient(sqlite_store)
+    exp = c.get_experiment_by_name("facegan").experiment_id
+    (parent,) = c.search_runs([exp], "tags.`facegan.kind` = 'pipeline'")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["fd_dlib"] == 42.0
+    assert parent.data.params["train.steps"] == "4"
+    reports = c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert [r.data.tags["stage"] for r in reports] == ["report"] * 3
+    assert [r.info.run_id for r in track.pipeline_runs(TrackingConfig())] == [parent.info.run_id]
+    assert list((root / ".facegan" / "tracking").glob("*.jsonl")) == []  # everything sent
+
+    raw = params.model_dump(mode="json")
+    raw["train"]["steps"] = 5
+    run_stage("report", "cartoon", parse_params(raw), root)  # another execution: a parent of its own
+    parents = c.search_runs([exp], "tags.`facegan.kind` = 'pipeline'", order_by=["attributes.start_time ASC"])
+    assert [p.data.params["train.steps"] for p in parents] == ["4", "5"]
+
+    c.delete_run(parent.info.run_id)  # a parent deleted in MLflow is not joined again
+    run_stage("report", "cartoon", params, root)
+    parents = c.search_runs([exp], "tags.`facegan.kind` = 'pipeline'", order_by=["attributes.start_time ASC"])
+    assert len(parents) == 2 and parents[-1].info.run_id != parent.info.run_id
+    assert parents[-1].data.params["train.steps"] == "4" and parents[-1].info.status == "FINISHED"
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"  # another store: the execution's run there is a new one
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    run_stage("report", "cartoon", params, root)
+    c = MlflowClient(other)
+    (moved,) = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'pipeline'")
+    assert moved.info.status == "FINISHED" and moved.data.params["train.steps"] == "4"
+    assert len(c.search_runs([moved.info.experiment_id], f"tags.mlflow.parentRunId = '{moved.info.run_id}'")) == 1
+
+
+def test_parents_copied_by_reports_run_again_count_once(sqlite_store):
+    """Stores written before a report run again updated its execution hold copies of its parent (same pipeline key,
+    host and folder) with only that report under them: the FID table shows the execution once and `timings` takes
+    the execution's newest run of each stage, wherever it is."""
+    from mlflow.tracking import MlflowClient
+
+    from facegan import track
+
+    c = MlflowClient(sqlite_store)
+    exp = c.create_experiment("facegan")
+    t = [1_700_000_000_000]
+
+    def make(tags: dict, parent: str | None = None, minutes: float = 1.0, fd: float | None = None) -> str:
+        tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
+        r = c.create_run(exp, start_time=t[0], tags=tags).info.run_id
+        if fd is not None:
+            c.log_metric(r, "fd_dlib", fd)
+        c.set_terminated(r, "FINISHED", end_time=t[0] + int(minutes * 60_000))
+        t[0] += int(minutes * 60_000) + 1000
+        return r
+
+    where = {"facegan.host": "h", "facegan.root": "/p"}
+    pipeline = {"facegan.kind": "pipeline", "dataset": "cartoon", "model": "dcgan", "loss": "ns", **where}
+    first = make({**pipeline, "facegan.pipeline_key": "k1"}, fd=40.0)
+    for stage, minutes in (("detect", 1), ("train", 10), ("report", 0.5)):
+        make({"facegan.kind": "stage", "stage": stage, "dataset": "cartoon"}, first, minutes)
+    copies = [make({**pipeline, "facegan.pipeline_key": "k1"}, fd=40.0) for _ in range(2)]
+    for parent in copies:
+        make({"facegan.kind": "stage", "stage": "report", "dataset": "cartoon"}, parent, 0.25)
+    elsewhere = make({**pipeline, "facegan.pipeline_key": "k1", "facegan.root": "/q"}, fd=41.0)  # another folder
+    sketch = make({**pipeline, "dataset": "sketch", "facegan.pipeline_key": "k2"}, fd=70.0)
+    make({"facegan.kind": "stage", "stage": "train", "dataset": "sketch"}, sketch, 4)
+
+    cfg = TrackingConfig()
+    assert [r.info.run_id for r in track.pipeline_runs(cfg)] == [sketch, elsewhere, copies[-1]]
+    assert [r.info.run_id for r in track.pipeline_runs(cfg, dataset="cartoon")] == [elsewhere, copies[-1]]
+
+    c.delete_run(elsewhere)
+    got = {r.info.run_id: sorted(s.data.tags["stage"] for s in stages) for r, stages in track.latest_execution(cfg)}
+    assert got == {copies[-1]: ["detect", "report", "train"], sketch: ["train"]}
+    (cartoon,) = [stages for r, stages in track.latest_execution(cfg) if r.info.run_id == copies[-1]]
+    report = next(s for s in cartoon if s.data.tags["stage"] == "report")
+    assert report.data.tags["mlflow.parentRunId"] == copies[-1]  # the newest report
+
+    from facegan import timings
+
+    seconds = {x.stage: round(x.seconds) for e in timings.collect(cfg) for x in e.timings}
+    assert seconds == {"detect@cartoon": 60, "train@cartoon": 600, "report@cartoon": 15, "train@sketch": 240}
+
+
+class _FlakyStore:
+    """An MlflowClient whose first `fails` batches of params raise ConnectionError (the store went away)."""
+
+    def __init__(self, uri: str, fails: int):
+        from mlflow.tracking import MlflowClient
+
+        self.real, self.fails = MlflowClient(uri), fails
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=()):
+        if params and self.fails:
+            self.fails -= 1
+            raise ConnectionError("the store went away")
+        return self.real.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+
+
+def test_params_refused_right_after_the_run_was_created_are_sent_later(sqlite_store, tmp_path, monkeypatch):
+    """The store creates the run, then fails on its params: the next delivery (the same process, or `track sync`
+    of the buffer it left) sends them; they were lost (the run id made the run look complete)."""
+    from facegan import track
+
+    cfg = TrackingConfig()
+    store = _FlakyStore(sqlite_store, fails=1)
+    monkeypatch.setattr(track, "client", lambda cfg: store)
+
+    t = track.Tracker(cfg, tmp_path / "own.jsonl", track.run_spec(cfg, {"stage": "cyclegan"}, {"a": 1, "b": None}))
+    t.log_metrics({"loss": 1.0}, 1)
+    assert t.run_id and t.pending  # created, then the params failed: everything kept
+    assert t.flush() and not t.pending
+    t.end()
+    run = store.real.get_run(t.run_id)
+    assert run.data.params == {"a": "1", "b": "null"} and run.info.status == "FINISHED"
+    assert run.data.metrics == {"loss": 1.0}
+
+    # a parent whose params failed where it was made; the stage's process then died: `track sync` sends them
+    store.fails = 1
+    parent = track.run_spec(cfg, {"facegan.kind": "pipeline"}, {"train.steps": 4})
+    child = track.Tracker.open(cfg, tmp_path, "detect", track.run_spec(cfg, {"stage": "detect"}, None, parent))
+    child.log_metrics({"ok": 12.0})
+    assert child.pending and parent["run_id"] and not child.run_id
+    track._unlock(child._lock)  # what the kernel does when the process dies
+    assert track.sync(cfg, child.buffer) == 2  # the metric + the end marker
+    header = store.real.get_run(parent["run_id"])
+    assert header.data.params == {"train.steps": "4"}
+    run = store.real.search_runs([header.info.experiment_id], f"tags.mlflow.parentRunId = '{parent['run_id']}'")[0]
+    assert run.data.metrics == {"ok": 12.0} and run.info.status == "KILLED"
+
+
+def test_a_buffer_whose_last_line_was_cut_off_is_synced_without_it(sqlite_store, tmp_path, caplog):
+    """A process killed while appending a record leaves half a line: the whole records before it are sent (the
+    file was skipped on every `track sync`); the half line is named in a warning. Files `sync_all` cannot send
+    are counted apart from those it sent."""
+    from facegan import track
+
+    cfg = TrackingConfig()
+    spec = track.run_spec(cfg, {"stage": "train"})
+    metric = {"op": "metric", "key": "loss", "step": 1, "ts": 1_700_000_000_000}
+    lines = [{"op": "run", **spec}, {**metric, "value": 1.0}, {**metric, "value": 2.0, "step": 2}]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(json.dumps(o) + "\n" for o in lines) + json.dumps({**metric, "value": 3.0})[:25])
+    damaged = tmp_path / "damaged.jsonl"  # a damaged line that is not the last one is not dropped silently
+    damaged.write_text(json.dumps(lines[0]) + "\n" + '{"op": "met\n' + json.dumps(lines[1]) + "\n")
+    live = track.Tracker.open(cfg, tmp_path, "live", track.run_spec(cfg, {"stage": "detect"}))  # holds its lock
+
+    assert track.sync(cfg, cut) == 3 and not cut.exists()  # 2 metrics + the end marker
+    assert any(str(cut) in r.message and "cut off" in r.message for r in caplog.records)
+    again = {"op": "run", **track.run_spec(cfg, {"stage": "again"})}
+    cut.write_text(json.dumps(again) + "\n" + json.dumps(lines[1]) + '\n{"op": "metric", "ke')  # once more
+    done = track.sync_all(cfg, [damaged, cut, live.buffer])
+    assert done.sent == 2 and done.files == [cut] and not cut.exists()
+    assert [(f, why.split(": ", 1)[1][:7]) for f, why in done.skipped] == [
+        (damaged, "line 2 "),
+        (live.buffer, "in use "),
+    ]
+    assert done.failed == [] and done.left == 2 and damaged.exists()
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(sqlite_store)
+    (run,) = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.stage = 'train'")
+    assert [m.value for m in c.get_metric_history(run.info.run_id, "loss")] == [1.0, 2.0]
+    live.end()
+
+
+def test_registered_generator_takes_rows_where_a_batch_left_columns_out(monkeypatch):
+    """A pandas batch where some rows give labels (or n, seed) and others not holds NaN there: the row takes the
+    default ('nan' was a label: LabelError "label 'nan'"); a bad value is one clear error."""
+    import types
+
+    import pandas as pd
+
+    import facegan.sample
+    from facegan import track
+
+    calls = []
+    monkeypatch.setattr(facegan.sample, "sample_checkpoint", lambda *a: calls.append(a) or len(calls))
+    model = track._generator_model_class()()
+    ctx = types.SimpleNamespace(artifacts={"checkpoint": "g/checkpoint.pt"})
+    ckpt = Path("g/checkpoint.pt")
+    assert model.predict(ctx, pd.DataFrame([{"n": 2, "seed": 7, "labels": "hair=red"}, {"n": 1, "seed": 8}])) == [1, 2]
+    assert calls == [(ckpt, 2, 7, "hair=red"), (ckpt, 1, 8, "")]  # not "nan"
+    calls.clear()
+    assert model.predict(ctx, pd.DataFrame([{"n": 3}, {"seed": 5.0}, {}])) == [1, 2, 3]
+    assert calls == [(ckpt, 3, 0, ""), (ckpt, 1, 5, ""), (ckpt, 1, 0, "")]
+    assert all(type(v) is int for call in calls for v in call[1:3])
+    for row, msg in (
+        ({"n": 2.5}, r"input row 0: n must be a whole number >= 1, not 2.5"),
+        ({"n": 0}, r"input row 0: n must be a whole number >= 1, not 0"),
+        ({"seed": "x"}, r"input row 0: seed must be a whole number >= 0, not 'x'"),
+        ({"labels": 3}, r"input row 0: labels must be text \(NAME=VALUE,...\), not 3"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            model.predict(ctx, pd.DataFrame([row]))
+
+
+_NO_STORE = "no MLflow store at mlflow.db (nothing tracked yet: run `dvc repro` first)"
+
+
+def test_looking_up_a_model_never_makes_a_store(tmp_path, monkeypatch):
+    """`facegan sample --model-uri` (and the explorer's look-ups) with the default sqlite:///mlflow.db and no such
+    file: one error, and no empty mlflow.db left in the working directory."""
+    from facegan import track
+    from facegan.errors import TrackingError
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = TrackingConfig()
+    with pytest.raises(TrackingError) as e:
+        track.download_checkpoint("models:/facegan-cartoon@best", cfg)
+    assert not (tmp_path / "mlflow.db").exists()
+    assert str(e.value) == "cannot fetch models:/facegan-cartoon@best: " + _NO_STORE
+    with pytest.raises(track.ModelNotFound, match="no MLflow store at mlflow.db"):
+        track.registry_checkpoint("models:/facegan-cartoon/1", cfg)
+    with pytest.raises(track.ModelNotFound, match="no MLflow store at mlflow.db"):
+        track.run_checkpoint("0" * 32, cfg)
+    assert not (tmp_path / "mlflow.db").exists()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    r = _cli(["sample", "--model-uri", "models:/facegan-cartoon@best", "-o", "s"], tmp_path, env)
+    assert r.returncode == 2 and "no MLflow store at mlflow.db" in r.stderr, r.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_sync_fails_while_a_buffer_it_cannot_send_is_left(tmp_path):
+    """A buffer `track sync` skips (a damaged line, a live stage's) stays unsent: the command says so and exits 1
+    (it said "sent 0 record(s) from 1 of 1 file(s)" and exited 0)."""
+    from facegan import track
+
+    cfg = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'never.db'}")
+    head = json.dumps({"op": "run", **track.run_spec(cfg, {"stage": "train"})})
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text(head + '\n{"op": "met\n{"op": "end", "status": "FINISHED", "ts": 1}\n')
+    r = _cli(["track", "sync", str(damaged)], tmp_path, dict(os.environ))
+    assert r.returncode == 1, r.stdout + r.stderr[-2000:]
+    assert r.stdout.strip() == "sent 0 record(s) from 0 of 1 file(s); 1 file(s) left unsent"
+    assert f"skipped (kept): {damaged}: line 2 is not a JSON record" in r.stderr and damaged.exists()

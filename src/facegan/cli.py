@@ -453,20 +453,14 @@ def track_sync(
 
     cfg = _tracking(params)
     files = buffers or sorted((root / track.BUFFERS).glob("*.jsonl"))
-    sent, failed = 0, 0
-    for f in files:
-        try:
-            sent += track.sync(cfg, f)
-        except ValueError as e:
-            typer.echo(f"skipped {f}: {e}", err=True)
-        except Exception as e:  # noqa: BLE001 - the store is still unreachable: the file stays for the next sync
-            failed += 1
-            typer.echo(
-                f"not sent {f} (kept): MLflow at {track.tracking_uri(cfg)}: {type(e).__name__}: {str(e)[:200]}",
-                err=True,
-            )
-    typer.echo(f"sent {sent} record(s) from {len(files) - failed} of {len(files)} file(s)")
-    if failed:
+    done = track.sync_all(cfg, files)
+    for _, why in done.skipped:  # a live stage's buffer, or one that cannot be read: `why` names the file
+        typer.echo(f"skipped (kept): {why}", err=True)
+    for f, why in done.failed:  # the store is still unreachable: the file stays for the next sync
+        typer.echo(f"not sent {f} (kept): MLflow at {track.tracking_uri(cfg)}: {why}", err=True)
+    left = f"; {done.left} file(s) left unsent" if done.left else ""
+    typer.echo(f"sent {done.sent} record(s) from {len(done.files)} of {len(files)} file(s){left}")
+    if done.left:
         raise typer.Exit(1)
 
 

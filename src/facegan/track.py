@@ -3,8 +3,10 @@
 - One pipeline execution = one parent run; each stage = a nested run (`stage_tracker`).
   The parent is FACEGAN_MLFLOW_PARENT when set, else the open parent of this dataset + commit + params,
   recorded in `.facegan/tracking/parents/<key>.json` (stages run as separate processes under `dvc repro`),
-  else a new one. The `report` stage finishes it and closes that record. The transfer story (pretrain,
-  fine-tunes, table) is one execution too, with a parent of kind "transfer" that `transfer-table` finishes.
+  else a new one. The `report` stage finishes it and marks that record finished; a stage run again for the same
+  key (`facegan report DATASET`) updates that parent rather than making a copy of the execution. The transfer
+  story (pretrain, fine-tunes, table) is one execution too, with a parent of kind "transfer" that
+  `transfer-table` finishes.
 - Every run is described locally first (a *spec*: experiment, tags, params, parent, start time, a uid
   tag) and every call goes through a JSONL buffer of its own (`Tracker`, one file per run, never
   reused). When the tracking server is down a warning is shown, the work goes on, and whatever could
@@ -18,11 +20,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
 import json
 import logging
+import math
+import operator
 import os
 import shutil
 import socket
@@ -145,7 +150,8 @@ def run_spec(
 
 def ensure_run(c, spec: dict[str, Any]) -> str:
     """The run of `spec` (its parent first), created when needed; found again by its uid tag, so creating
-    it twice is impossible. Sets spec["run_id"]."""
+    it twice is impossible. Sets spec["run_id"], then spec["params_sent"] once the spec's params are stored: a
+    store failing between the two leaves the params to the next call (`complete` says whether one is due)."""
     if not spec.get("run_id"):
         exp = _experiment(c, spec["experiment"])
         found = c.search_runs([exp], f"tags.`{UID}` = '{spec['uid']}'", max_results=1)
@@ -156,9 +162,21 @@ def ensure_run(c, spec: dict[str, Any]) -> str:
             if spec.get("parent"):
                 tags["mlflow.parentRunId"] = ensure_run(c, spec["parent"])
             spec["run_id"] = c.create_run(exp, start_time=spec.get("start_ms"), tags=tags).info.run_id
-    if spec.get("params"):
+    if spec.get("parent") and not complete(spec["parent"]):  # e.g. its params failed where it was created
+        ensure_run(c, spec["parent"])
+    if spec.get("params") and not spec.get("params_sent"):
         send_params(c, spec["run_id"], spec["params"])
+        spec["params_sent"] = True
     return spec["run_id"]
+
+
+def complete(spec: dict[str, Any]) -> bool:
+    """Whether the run of `spec`, its params and its parent's (recursively) are all in the store."""
+    return (
+        bool(spec.get("run_id"))
+        and (not spec.get("params") or bool(spec.get("params_sent")))
+        and (not spec.get("parent") or complete(spec["parent"]))
+    )
 
 
 def send_params(c, run_id: str, params: dict[str, str]) -> None:
@@ -169,6 +187,10 @@ def send_params(c, run_id: str, params: dict[str, str]) -> None:
     fresh = [Param(k, v) for k, v in params.items() if k not in existing]
     for i in range(0, len(fresh), MAX_PARAMS_PER_CALL):
         c.log_batch(run_id, params=fresh[i : i + MAX_PARAMS_PER_CALL])
+
+
+class BufferUnusable(ValueError):
+    """A buffer file `sync` cannot send as it is (in use by a live stage, not a buffer, a damaged line): it stays."""
 
 
 class NullTracker:
@@ -210,11 +232,12 @@ class Tracker:
 
     @classmethod
     def load(cls, cfg: TrackingConfig, buffer: Path) -> Tracker:
-        """The tracker of a buffer left on disk (by an outage), to send it."""
-        lines = [json.loads(line) for line in buffer.read_text(encoding="utf-8").splitlines() if line.strip()]
+        """The tracker of a buffer left on disk (by an outage), to send it. A last line cut off by a process killed
+        while appending it is left out (with a warning): the records before it are whole."""
+        lines = _records(buffer)
         header = lines[0] if lines and lines[0].get("op") == "run" else None
         if header is None or not (header.get("run_id") or header.get("uid")):
-            raise ValueError(f"{buffer}: not a facegan tracking buffer (its first line must describe the run)")
+            raise BufferUnusable(f"{buffer}: not a facegan tracking buffer (its first line must describe the run)")
         spec = {k: v for k, v in header.items() if k != "op"}
         return cls(cfg, buffer, spec, [o for o in lines[1:] if o.get("op") != "run"])
 
@@ -254,8 +277,13 @@ class Tracker:
     def _record(self, op: dict[str, Any]) -> None:
         with self._mutex:
             self.pending.append(op)
-            with self.buffer.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(op) + "\n")
+            line = (json.dumps(op) + "\n").encode("utf-8")
+            fd = os.open(self.buffer, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:  # one write per line: a process killed meanwhile leaves whole lines, but for a rare partial one
+                while line:
+                    line = line[os.write(fd, line) :]
+            finally:
+                os.close(fd)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         ts = int(time.time() * 1000)
@@ -308,7 +336,7 @@ class Tracker:
 
     def _flush(self) -> bool:
         self.last_try = time.time()
-        if not self.pending and self.run_id:
+        if not self.pending and complete(self.spec):
             return True
         try:
             self.deliver()
@@ -334,9 +362,13 @@ class Tracker:
     def deliver(self) -> None:
         """Create the run (and its parent) if needed, then send every pending record; raises when the store fails."""
         c = client(self.cfg)
-        if not self.run_id:
-            ensure_run(c, self.spec)
-            self._rewrite()  # the run id is on disk before anything else is sent
+        if not complete(self.spec):
+            before = json.dumps(self.spec)
+            try:
+                ensure_run(c, self.spec)
+            finally:
+                if json.dumps(self.spec) != before:
+                    self._rewrite()  # the run id (and what else is stored) is on disk before anything else is sent
         self._send(c)
 
     def _send(self, c) -> None:
@@ -411,6 +443,36 @@ class Tracker:
         shutil.rmtree(self.files, ignore_errors=True)
 
 
+def _records(buffer: Path) -> list[dict[str, Any]]:
+    """The records of a buffer file, one JSON object a line. A last line without its newline that does not parse
+    was cut off by a process killed while writing it: it is dropped with a warning. Any other line that does not
+    parse is an error naming the file and line."""
+    text = buffer.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    out: list[dict[str, Any]] = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines) and not text.endswith("\n"):
+                log.warning(
+                    "%s: its last line was cut off (%s) and is left out; the %d record(s) before it are kept",
+                    buffer,
+                    e.msg,
+                    len(out),
+                )
+                continue
+            raise BufferUnusable(
+                f"{buffer}: line {i} is not a JSON record ({e.msg}); mend or remove that line"
+            ) from None
+        if not isinstance(record, dict):
+            raise BufferUnusable(f"{buffer}: line {i} is not a record (a JSON object)")
+        out.append(record)
+    return out
+
+
 def _try_lock(path: Path):
     """An exclusive lock on `path`.lock, or None when another live tracker holds it."""
     f = path.with_name(path.name + ".lock").open("a")
@@ -431,11 +493,11 @@ def _unlock(f) -> None:
 
 def sync(cfg: TrackingConfig, buffer: Path) -> int:
     """Send a buffer left by an outage (creating its run, and its parent, when they were never created);
-    returns the number of records sent. A buffer of a stage still running is refused; one whose process died
-    before ending its run ends it as KILLED."""
+    returns the number of records sent. A buffer of a stage still running, or one that cannot be read, is refused
+    (BufferUnusable); one whose process died before ending its run ends it as KILLED."""
     probe = _try_lock(buffer)
     if probe is None:
-        raise ValueError(f"{buffer}: in use by a stage that is still running; sync it when that stage is done")
+        raise BufferUnusable(f"{buffer}: in use by a stage that is still running; sync it when that stage is done")
     _unlock(probe)
     last_write = int(buffer.stat().st_mtime * 1000)
     t = Tracker.load(cfg, buffer)
@@ -448,6 +510,37 @@ def sync(cfg: TrackingConfig, buffer: Path) -> int:
         _unlock(t._lock)
     t.discard()
     return n
+
+
+@dataclasses.dataclass
+class Synced:
+    """What `sync_all` did: records sent, files sent whole, and those left on disk with why: `skipped` ones
+    (BufferUnusable: a live stage's, unreadable) and `failed` ones (the store did not take them)."""
+
+    sent: int = 0
+    files: list[Path] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
+    failed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def left(self) -> int:
+        """Buffer files still on disk, not sent: a command reporting this should not say it succeeded."""
+        return len(self.skipped) + len(self.failed)
+
+
+def sync_all(cfg: TrackingConfig, buffers: list[Path]) -> Synced:
+    """`sync` each buffer in turn; one that is refused or fails stays on disk and the others are still sent."""
+    out = Synced()
+    for f in buffers:
+        try:
+            out.sent += sync(cfg, f)
+        except BufferUnusable as e:
+            out.skipped.append((f, str(e)))
+        except Exception as e:  # noqa: BLE001 - the store is unreachable or refused: the file stays for the next sync
+            out.failed.append((f, f"{type(e).__name__}: {str(e)[:200]}"))
+        else:
+            out.files.append(f)
+    return out
 
 
 # ---- pipeline parent and stage runs ------------------------------------------------------------
@@ -526,27 +619,69 @@ def transfer_parent(cfg: TrackingConfig, params: Params, root: Path) -> dict[str
 
 
 def _open_parent(cfg: TrackingConfig, root: Path, key: str, new) -> dict[str, Any]:
-    """The open parent `key`: read from, or written to, <root>/.facegan/tracking/parents/<key>.json, and
-    created in MLflow as soon as the store answers."""
+    """The parent of execution `key`: read from, or written to, <root>/.facegan/tracking/parents/<key>.json, and
+    created in MLflow as soon as the store answers. A record its report closed is taken again (a stage run again
+    for the same key, such as `facegan report DATASET`, updates that execution's run instead of starting a copy
+    of it), unless it belongs to another store or its run was deleted there."""
     path = _parents(root / BUFFERS) / f"{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.with_suffix(".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # stages running at once agree on one parent
-        spec = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else new()
-        if not spec.get("run_id"):
+        spec, meta = _read_parent(path)
+        if spec is None or not _reusable(cfg, spec, meta):
+            spec, meta = new(), {}
+        elif meta.pop("finished", False):  # reopened: the next stages need not check again
+            log.info("MLflow: the finished parent run %s of this execution is taken again", spec.get("run_id") or "")
+        if not complete(spec):
             with contextlib.suppress(Exception):  # offline: created later, from any of its stages' buffers
                 ensure_run(client(cfg), spec)
-        from facegan.io import write_text
-
-        write_text(path, json.dumps(spec, indent=1))
+        _write_parent(path, spec, {**meta, "store": meta.get("store") or tracking_uri(cfg)})
     return spec
 
 
-def close_parent(folder: Path, parent: dict[str, Any]) -> None:
-    """The execution is over (report done): the next stage run starts a new parent."""
+def _read_parent(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(spec, record) of a parent record file: the record says which store it went to and whether it is finished."""
+    if not path.is_file():
+        return None, {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data, data.pop("record", None) or {}
+
+
+def _write_parent(path: Path, spec: dict[str, Any], meta: dict[str, Any]) -> None:
+    from facegan.io import write_text
+
+    write_text(path, json.dumps({**spec, "record": meta}, indent=1))
+
+
+def _reusable(cfg: TrackingConfig, spec: dict[str, Any], meta: dict[str, Any]) -> bool:
+    """Whether stages may join the recorded parent: it is this store's, and once finished, its run is still there
+    (when the store answers; offline it is kept)."""
+    if meta.get("store") and meta["store"] != tracking_uri(cfg):
+        return False
+    if not (meta.get("finished") and spec.get("run_id")):
+        return True
+    try:
+        return client(cfg).get_run(spec["run_id"]).info.lifecycle_stage != "deleted"
+    except Exception as e:  # noqa: BLE001 - a store that does not answer cannot say it is gone
+        return getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST"
+
+
+def close_parent(cfg: TrackingConfig, folder: Path, parent: dict[str, Any]) -> None:
+    """The execution is over (report done): its record is marked finished and kept, so a stage run again for the
+    same key (same dataset, commit and params) updates this parent instead of making a second one."""
     key = parent.get("tags", {}).get(KEY)
-    if key:
-        (_parents(folder) / f"{key}.json").unlink(missing_ok=True)
+    if not key:
+        return
+    path = _parents(folder) / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        spec, meta = _read_parent(path)
+        if spec is None or spec.get("uid") != parent.get("uid"):
+            spec, meta = dict(parent), {"store": tracking_uri(cfg)}
+        for k in ("run_id", "params_sent"):  # what the finishing process learnt about the run
+            spec[k] = spec.get(k) or parent.get(k)
+        _write_parent(path, spec, {**meta, "finished": True})
 
 
 PARENTS = {
@@ -609,12 +744,48 @@ def _generator_model_class():
 
             ckpt = Path(context.artifacts["checkpoint"])
             rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-            return [
-                sample_checkpoint(ckpt, int(r.get("n", 1)), int(r.get("seed", 0)), str(r.get("labels", "") or ""))
-                for r in rows
-            ]
+            return [sample_checkpoint(ckpt, *sample_row(r, i)) for i, r in enumerate(rows)]
 
     return GeneratorModel
+
+
+def _missing(v: Any) -> bool:
+    """No value: absent, None, or NaN / pd.NA (what pandas puts where some rows of a batch give a column and others
+    not)."""
+    return v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ in ("NAType", "NaTType")
+
+
+def _whole(v: Any) -> int | None:
+    """`v` as a whole number (5, 5.0, numpy's int64, "5"), else None."""
+    if isinstance(v, bool):
+        return None
+    with contextlib.suppress(TypeError):
+        return operator.index(v)
+    if isinstance(v, str):
+        with contextlib.suppress(ValueError):
+            return int(v.strip())
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
+        if (f := float(v)).is_integer():
+            return int(f)
+    return None
+
+
+def sample_row(row: dict[str, Any], i: int = 0) -> tuple[int, int, str]:
+    """(n, seed, labels) of input row `i` of the registered generator. A missing value (absent, None, NaN) takes its
+    default: 1 image, seed 0, no label fixed; a bad one is one ValueError naming the row and the column."""
+    out = []
+    for name, default, least in (("n", 1, 1), ("seed", 0, 0)):
+        v = row.get(name)
+        value = default if _missing(v) else _whole(v)
+        if value is None or value < least:
+            raise ValueError(f"input row {i}: {name} must be a whole number >= {least}, not {v!r}")
+        out.append(value)
+    labels = row.get("labels")
+    if _missing(labels):
+        labels = ""
+    elif not isinstance(labels, str):
+        raise ValueError(f"input row {i}: labels must be text (NAME=VALUE,...), not {labels!r}")
+    return out[0], out[1], labels
 
 
 def register_if_best(
@@ -662,7 +833,11 @@ def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
     except ModelNotFound as e:
         raise TrackingError(str(e)) from None
     try:
-        mv = _model_version(client(tracking), name, how, which)
+        c = _reader(tracking)  # a look-up: a sqlite store that is not there is not made (empty) here
+    except TrackingError as e:
+        raise TrackingError(f"cannot fetch {model_uri}: {e}") from None
+    try:
+        mv = _model_version(c, name, how, which)
     except (MlflowException, OSError) as e:
         raise _fetch_failed(e, model_uri, tracking) from None
     return fetched_checkpoint(mv, model_uri, tracking)
@@ -700,7 +875,7 @@ def fetched_checkpoint(mv: Any, model_uri: str, tracking: TrackingConfig) -> Pat
         ) from None
     try:
         try:
-            source = client(tracking).get_model_version_download_uri(mv.name, mv.version)  # this store's registry
+            source = _reader(tracking).get_model_version_download_uri(mv.name, mv.version)  # this store's registry
             mlflow.artifacts.download_artifacts(
                 artifact_uri=source, dst_path=str(tmp), tracking_uri=tracking_uri(tracking)
             )
@@ -789,12 +964,20 @@ def _store_error(e: Exception, tracking: TrackingConfig) -> ModelNotFound | None
     )
 
 
+def _model_reader(tracking: TrackingConfig):
+    """`_reader` for the look-ups of models and runs: no store there is a ModelNotFound."""
+    try:
+        return _reader(tracking)
+    except TrackingError as e:
+        raise ModelNotFound(str(e)) from None
+
+
 def registry_checkpoint(uri: str, tracking: TrackingConfig) -> dict[str, Any]:
     """The checkpoint of a registered generator (downloaded), with its name, version and run id."""
     from mlflow.exceptions import MlflowException
 
     name, how, which = _parse_model_uri(uri)
-    c = client(tracking)
+    c = _model_reader(tracking)
     try:
         mv = _model_version(c, name, how, which)
     except MlflowException as e:
@@ -826,7 +1009,7 @@ def run_checkpoint(run_id: str, tracking: TrackingConfig) -> dict[str, Any]:
     """The registered generator of a pipeline run (or of the pipeline a stage run belongs to)."""
     from mlflow.exceptions import MlflowException
 
-    c = client(tracking)
+    c = _model_reader(tracking)
     try:
         run = c.get_run(run_id)
     except MlflowException as e:
@@ -852,7 +1035,7 @@ def run_rows(run_ids: list[str | None], tracking: TrackingConfig) -> list[dict[s
 
     from facegan.runs_table import rows_of
 
-    c = client(tracking)
+    c = _model_reader(tracking)
     out: list[dict[str, Any]] = []
     for rid in run_ids:
         if rid is None:
@@ -901,7 +1084,8 @@ class RegistryNames:
 def pipeline_runs(
     cfg: TrackingConfig, dataset: str | None = None, model: str | None = None, experiments: list[str] | None = None
 ) -> list:
-    """Finished pipeline (parent) runs, newest first, filtered by dataset/model tags."""
+    """Finished pipeline (parent) runs, newest first, filtered by dataset/model tags; one per execution (the newest
+    of the parents an older facegan made again for one key, `same_execution`)."""
     flt = [f"tags.`{KIND}` = 'pipeline'", "attributes.status = 'FINISHED'"]
     if dataset:
         flt.append(f"tags.dataset = '{dataset}'")
@@ -910,7 +1094,44 @@ def pipeline_runs(
     with _answering(cfg):
         c = _reader(cfg)
         ids = _experiment_ids(c, cfg, experiments)
-        return _newest(c, ids, " and ".join(flt)) if ids else []
+        return _one_per_execution(_newest(c, ids, " and ".join(flt))) if ids else []
+
+
+def same_execution(run: Any) -> tuple[str, ...]:
+    """What the parents of one execution share: pipeline key, host and project folder. Before a report run again
+    reused its execution's parent, each `facegan report DATASET` made a new parent for the same key, holding only
+    that report; stores keep those copies. A run without a key is an execution of its own."""
+    tags = run.data.tags
+    if not tags.get(KEY):
+        return (run.info.run_id,)
+    return (tags[KEY], tags.get("facegan.host", ""), tags.get("facegan.root", ""))
+
+
+def _one_per_execution(runs: list) -> list:
+    """`runs` (newest first) without the older parents of an execution already there."""
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for r in runs:
+        if (key := same_execution(r)) not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def _latest_stages(runs: list) -> list:
+    """The stage runs of an execution, newest first, each stage (dataset, variant) once: its newest FINISHED run,
+    else its newest (a stage run again, or retried after a failure, counts once). Other runs are kept."""
+    runs = sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
+    chosen: dict[tuple, Any] = {}
+    for r in runs:
+        tags = r.data.tags
+        if tags.get(KIND, "stage") != "stage":
+            continue
+        key = (tags.get("stage"), tags.get("dataset"), tags.get("variant"))
+        if key not in chosen or (chosen[key].info.status != "FINISHED" and r.info.status == "FINISHED"):
+            chosen[key] = r
+    keep = {id(r) for r in chosen.values()}
+    return [r for r in runs if r.data.tags.get(KIND, "stage") != "stage" or id(r) in keep]
 
 
 def finish_pipeline(
@@ -938,7 +1159,7 @@ def finish_pipeline(
     if checkpoint and primary:
         t.register(dataset, checkpoint, primary, float(metrics[primary]))
     t.end("FINISHED")
-    close_parent(folder, parent)
+    close_parent(cfg, folder, parent)
 
 
 # ---- read-only queries over the latest execution (report, timings): they never create a store -------------
@@ -978,13 +1199,21 @@ def child_runs(c, ids: list[str], parent_id: str) -> list:
     return _newest(c, ids, f"tags.mlflow.parentRunId = '{parent_id}'")
 
 
+def execution_runs(c, ids: list[str], parents: list, parent: Any) -> list:
+    """The runs under `parent` and under the other `parents` of its execution (`same_execution`: copies an older
+    facegan made when a report ran again), newest first, each stage once (`_latest_stages`)."""
+    copies = [p for p in parents if same_execution(p) == same_execution(parent)]
+    return _latest_stages([s for p in copies for s in child_runs(c, ids, p.info.run_id)])
+
+
 def latest_transfer(cfg: TrackingConfig, experiments: list[str] | None = None) -> tuple[Any, list] | None:
-    """The newest FINISHED transfer parent and its stage runs (pretrain, fine-tunes, table), or None."""
+    """The newest FINISHED transfer parent and its runs (pretrain, fine-tunes, table, rows; each stage's newest,
+    across the execution's parents: `execution_runs`), or None."""
     with _answering(cfg):
         c = _reader(cfg)
         ids = _experiment_ids(c, cfg, experiments)
-        found = _newest(c, ids, f"tags.`{KIND}` = 'transfer' and attributes.status = 'FINISHED'", 1) if ids else []
-        return (found[0], child_runs(c, ids, found[0].info.run_id)) if found else None
+        found = _newest(c, ids, f"tags.`{KIND}` = 'transfer' and attributes.status = 'FINISHED'") if ids else []
+        return (found[0], execution_runs(c, ids, found, found[0])) if found else None
 
 
 def latest_cyclegan(cfg: TrackingConfig, experiments: list[str] | None = None) -> Any | None:
@@ -998,17 +1227,19 @@ def latest_cyclegan(cfg: TrackingConfig, experiments: list[str] | None = None) -
 
 
 def latest_execution(cfg: TrackingConfig, experiments: list[str] | None = None) -> list[tuple[Any, list]]:
-    """(run, its stage runs) of the latest execution: each dataset's newest FINISHED pipeline parent, the newest
-    transfer parent, and the newest CycleGAN run (its own only stage)."""
+    """(run, its stage runs) of the latest execution: each dataset's newest FINISHED pipeline parent with the newest
+    run of each of its stages (`execution_runs`), the newest transfer parent (likewise), and the newest CycleGAN run
+    (its own only stage)."""
     with _answering(cfg):
         c = _reader(cfg)
         ids = _experiment_ids(c, cfg, experiments)
         if not ids:
             return []
+        parents = _newest(c, ids, f"tags.`{KIND}` = 'pipeline' and attributes.status = 'FINISHED'")
         newest: dict[str, Any] = {}
-        for r in _newest(c, ids, f"tags.`{KIND}` = 'pipeline' and attributes.status = 'FINISHED'"):
+        for r in parents:
             newest.setdefault(r.data.tags.get("dataset", ""), r)
-        out = [(r, child_runs(c, ids, r.info.run_id)) for _, r in sorted(newest.items())]
+        out = [(r, execution_runs(c, ids, parents, r)) for _, r in sorted(newest.items())]
     if story := latest_transfer(cfg, experiments):
         out.append(story)
     if cyc := latest_cyclegan(cfg, experiments):
