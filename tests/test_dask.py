@@ -4,7 +4,9 @@ byte-identical to the local run, models loaded once per worker, a killed worker'
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,9 +33,15 @@ os.environ.setdefault(
 
 @pytest.fixture(scope="module", autouse=True)
 def prefect_server_stopped_at_the_end():
-    """The runner starts Prefect's temporary API server in this process; stop it while pytest still shows logs."""
+    """The runner starts Prefect's temporary API server in this process; stop it while pytest still shows logs.
+    The flow runs' last logs are sent first: sent at exit, to a stopped server, they held the exit for 70 s."""
     yield
+    import logging
+
     from prefect.server.api.server import SubprocessASGIServer
+
+    for handler in logging.getLogger("prefect.flow_runs").handlers:
+        handler.flush()  # the API log handler's: sends what it holds, and waits
 
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()
@@ -111,7 +119,8 @@ def cluster(tmp_path_factory):
         )
         from distributed import Client
 
-        client = Client(address, timeout=120)
+        # not the process's default client: prefect-dask's runner would take its scheduler for any address's
+        client = Client(address, timeout=120, set_as_default=False)
         client.wait_for_workers(2, timeout=120)
         yield address, client
         client.close()
@@ -158,9 +167,9 @@ class SlowAnnotations(AnnotationDetector):
 
 
 def _slow(cfg: DetectConfig, raw: Path) -> AnnotationDetector:
-    from facegan.preprocess.annotations import load_annotations
+    from facegan.preprocess.models import Annotations
 
-    return SlowAnnotations(load_annotations(raw / cfg.annotations))
+    return SlowAnnotations(Annotations(raw / cfg.annotations))
 
 
 def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(
@@ -198,6 +207,136 @@ def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(
     }
     client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker
     assert victim not in client.run(os.getpid).values()
+
+
+class FailingAnnotations(SlowAnnotations):
+    """The slow annotations detector, with a bug on one image (a StageError: guarded() turns it into one)."""
+
+    def __call__(self, image, key):
+        if key == "000003.png":
+            time.sleep(0.4)
+            raise RuntimeError("a bug in the detector")
+        return super().__call__(image, key)
+
+
+def _failing(cfg: DetectConfig, raw: Path) -> AnnotationDetector:
+    from facegan.preprocess.models import Annotations
+
+    return FailingAnnotations(Annotations(raw / cfg.annotations))
+
+
+def test_a_failed_stage_stops_its_other_chunks_before_it_reports_the_error(
+    cluster, layout, tiny_params_obj, tmp_path, monkeypatch
+):
+    """The first failed chunk used to stop the stage at once while the others ran on: they wrote crops into the
+    temporary output folder after the failed stage had removed it (it reappeared beside dst) and kept the cluster
+    busy. Now every chunk of the map has stopped (pending ones at once, running ones after their current image)
+    when the error is raised: the cluster is idle and nothing is written afterwards."""
+    from facegan.errors import StageError
+
+    address, client = cluster
+    cfg = tiny_params_obj.dataset("cartoon").detect
+    monkeypatch.setitem(detect.DETECTORS, "annotations", _failing)
+    p = dask_params(tiny_params_obj, chunk_size=3, dask={"address": address})  # chunk 0: 1.2 s of images
+    with pytest.raises(StageError, match=r"stage 'detect' failed on '000003.png': RuntimeError: a bug in the detector"):
+        run_detect(cfg, layout.raw, tmp_path / "detect", workers=_pool(p))
+    busy = {w: list(keys) for w, keys in client.processing().items() if keys}
+    time.sleep(2.5)  # longer than any chunk's work
+    left = [str(q.relative_to(tmp_path)) for q in tmp_path.rglob("*") if q.name != ".detect.lock"]
+    assert busy == {} and left == [], (busy, left)
+
+
+def _no_workers_yet(tmp_path: Path):
+    """A `dask scheduler` on 127.0.0.1 with no worker."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--no-dashboard"],
+        stdout=(tmp_path / "scheduler.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return f"tcp://127.0.0.1:{port}", proc
+
+
+def test_a_scheduler_without_workers_is_one_clear_error_not_a_hang(tmp_path, monkeypatch):
+    """A scheduler that no worker has joined used to hold the stage for ever, saying nothing."""
+    from distributed import Client
+
+    from facegan import dask_runner
+    from facegan.config import ParamsError
+    from facegan.manifest import Row
+    from facegan.parallel import map_items
+    from facegan.preprocess.common import guarded
+
+    monkeypatch.setattr(dask_runner, "WORKERS_TIMEOUT_S", 2.0, raising=False)  # 60 s by default
+    address, proc = _no_workers_yet(tmp_path)
+    try:
+        Client(address, timeout=60, set_as_default=False).close()  # it answers
+        result: dict = {}
+
+        def work() -> None:
+            try:
+                rows = [Row(source="a.png", stage="x"), Row(source="b.png", stage="x")]
+                result["out"] = map_items(functools.partial(guarded, "x", str), rows, _pool(_params(address)), "x")
+            except BaseException as e:  # noqa: BLE001 - shown by the assertions below
+                result["error"] = e
+
+        thread = threading.Thread(target=work, daemon=True)  # the old code never returned
+        thread.start()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "the stage hangs on a scheduler without workers"
+        error = result.get("error")
+        assert isinstance(error, ParamsError), result
+        assert str(error) == (
+            f"orchestration.dask.address {address}: the Dask scheduler has no workers (waited 2 s); "
+            f"start one on each machine: `dask worker {address}`"
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def _params(address: str | None, **orchestration):
+    dask = {"address": address} if address else {"local_workers": 1}
+    return parse_params(
+        {**_project_params(), "orchestration": {"runner": "dask", "chunk_size": 1, "dask": dask, **orchestration}}
+    )
+
+
+FAILING_MAPS = """
+import functools, sys
+sys.path.insert(0, {tests!r})
+from facegan.errors import FaceganError
+from facegan.manifest import Row
+from facegan.parallel import map_items
+from facegan.preprocess.common import guarded
+from facegan.logs import setup_logging
+from test_dask import _params, _pool
+
+if __name__ == "__main__":  # not in the LocalCluster's worker processes
+    setup_logging()  # as the CLI and the stages do
+    rows = [Row(source=f"{{i}}.png", stage="x") for i in range(3)]
+    for address in ({address!r}, None):  # the standing cluster, then a LocalCluster (its workers share this stderr)
+        try:
+            map_items(functools.partial(guarded, "boom", int), rows, _pool(_params(address)), "boom")
+        except FaceganError as e:
+            print(f"error: {{e}}", file=sys.stderr, flush=True)
+"""
+
+
+def test_a_failed_map_says_its_error_in_one_line_without_prefect_s_tracebacks(cluster, tmp_path):
+    """Prefect logged the failed task run's and the flow run's tracebacks on stderr before the stage's one-line
+    error (a FaceganError is one line on stderr); they go to the Prefect API (its UI) alone now."""
+    address, _ = cluster
+    script = tmp_path / "maps.py"
+    script.write_text(FAILING_MAPS.format(tests=str(TESTS), address=address))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TESTS)])}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=400, env=env)
+    assert r.returncode == 0, r.stderr[-4000:]
+    error = re.compile(r"error: stage 'boom' failed on '\d.png': TypeError: int\(\) argument must be .*")
+    assert sum(bool(error.fullmatch(line)) for line in r.stderr.splitlines()) == 2, r.stderr[-6000:]
+    assert "Traceback" not in r.stderr and " ERROR " not in r.stderr, r.stderr[-6000:]
 
 
 def test_no_scheduler_at_the_address_is_one_clear_error():

@@ -330,3 +330,68 @@ def test_pack_with_a_missing_label_file_stops_naming_it(layout, tiny_params_obj,
     assert sum(r.status == "ok" for r in rows) == 12
     with zipfile.ZipFile(tmp_path / "p" / ZIP_NAME) as zf:
         assert json.loads(zf.read("dataset.json"))["labels"] is None
+
+
+def _annotated(raw: Path, n: int, box: list[float]) -> None:
+    raw.mkdir(parents=True, exist_ok=True)
+    face = {"box": box, "landmarks": [[5.0, 6.0], [9.0, 6.0], [7.0, 8.0], [5.0, 10.0], [9.0, 10.0]]}
+    (raw / "annotations.json").write_text(json.dumps({"images": {f"{i:06d}.png": [face] for i in range(n)}}))
+
+
+def test_the_annotations_backends_pickle_small_whatever_the_number_of_annotated_images(tmp_path, monkeypatch):
+    """The `annotations` detector and landmarker are pickled into every chunk of images. They held the whole file's
+    faces (1.9 MB at 10,000 images, pickled again per chunk: O(images^2) bytes a stage); now its path and version,
+    read once per process: a copy unpickled in another process, in another working directory, reads the file."""
+    import pickle
+    import subprocess
+    import sys
+
+    from facegan.config import AlignConfig
+    from facegan.manifest import Row
+    from facegan.preprocess import align, detect
+
+    monkeypatch.chdir(tmp_path)
+    sizes = {}
+    for n in (10, 10_000):
+        _annotated(Path(f"r{n:05d}"), n, [1, 2, 30, 40])  # relative: resolved where the backend is made
+        backends = (
+            detect.DETECTORS["annotations"](DetectConfig(), Path(f"r{n:05d}")),
+            align.LANDMARKERS["annotations"](AlignConfig(), Path(f"r{n:05d}")),
+        )
+        sizes[n] = [len(pickle.dumps(b)) for b in backends]
+    # equal but for the digits of the file's size in its version stamp
+    assert all(abs(a - b) <= 8 for a, b in zip(sizes[10], sizes[10_000], strict=True)), sizes
+    assert max(sizes[10_000]) < 1000, sizes
+
+    row = Row(source="000007.png", stage="detect", box=[1, 2, 30, 40], transform=[[1, 0, 0], [0, 1, 0]])
+    code = (
+        "import pickle, sys; det, lm, row = pickle.load(sys.stdin.buffer); "
+        "print(det(None, '000007.png')[0].box, det(None, 'other.png'), lm(None, row).tolist())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps((*backends, row)), capture_output=True, cwd="/", timeout=120
+    )
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    five = [[5.0, 6.0], [9.0, 6.0], [7.0, 8.0], [5.0, 10.0], [9.0, 10.0]]
+    assert out.stdout.decode().strip() == f"(1.0, 2.0, 30.0, 40.0) [] {five}"
+
+
+def test_the_annotations_backends_read_a_rewritten_file_again_and_fail_before_any_image(tmp_path):
+    """A long-running process (`facegan serve`) holds the faces per file version, not per path: a rewritten file
+    is read again. A missing or malformed file stops the stage when the backend is made, naming the file."""
+    from facegan.errors import StageInputMissing
+    from facegan.preprocess import detect
+
+    raw = tmp_path / "raw"
+    _annotated(raw, 3, [1, 2, 30, 40])
+    before = detect.DETECTORS["annotations"](DetectConfig(), raw)
+    _annotated(raw, 4, [10, 20, 300, 400])
+    after = detect.DETECTORS["annotations"](DetectConfig(), raw)
+    assert before(None, "000001.png")[0].box == (1, 2, 30, 40)  # made before the rewrite: the file as it was read
+    assert after(None, "000001.png")[0].box == (10, 20, 300, 400) and after(None, "000003.png")
+    (raw / "annotations.json").write_text('{"images": {"a.png": [{"no box": 1}]}}')
+    with pytest.raises(ValueError, match=rf"^{raw}/annotations.json: not a facegan annotations file \(KeyError"):
+        detect.DETECTORS["annotations"](DetectConfig(), raw)
+    (raw / "annotations.json").unlink()
+    with pytest.raises(StageInputMissing, match=rf"^annotations file not found: {raw}/annotations.json \(the"):
+        detect.DETECTORS["annotations"](DetectConfig(), raw)

@@ -6,6 +6,10 @@ closed after it. Chunks of `chunk_size` images are tasks; their results come bac
 manifests are in source order and byte-identical to a local run. A worker that dies takes its running
 chunks with it; Dask's scheduler gives them to the remaining workers (a chunk rewrites the same files, so
 a half-done one is harmless). Heavy models load once per worker process (facegan.preprocess.models.Lazy).
+A failed chunk stops the map: its other chunks see the map's stop event (a `distributed.Event`) before their next
+image and end, and the error is raised once all of them have, so nothing writes into the stage's output folder
+after the stage has failed and removed it. The error is the one line the caller prints: Prefect's tracebacks of
+the failed task and flow runs go to the Prefect API (its UI), not to this terminal.
 
 Workers must import this facegan and read/write the data folder at the same absolute path (a shared or
 network file system on a real cluster). Imported only when the dask runner is chosen.
@@ -14,15 +18,21 @@ network file system on a real cluster). Imported only when the dask runner is ch
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
-from collections.abc import Callable, Sequence
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # busy machines start it slowly
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # here and in the workers: no per-connection chatter
 
+from distributed import Event
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
@@ -38,11 +48,67 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+STOP_CHECK_S = 0.1  # a running chunk asks the scheduler whether its map has stopped at most this often
+WORKERS_TIMEOUT_S = 60.0  # how long a map waits for the scheduler at dask.address to have a worker
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
 
 @task(task_run_name="{desc}[{start}:{stop}]", cache_policy=NO_CACHE, persist_result=False)
-def run_chunk(fn: Callable[[T], R], items: list[T], desc: str, start: int, stop: int) -> list[R]:
-    """One task: `fn` over a contiguous slice of the stage's images, in order."""
-    return [fn(x) for x in items]
+def run_chunk(
+    fn: Callable[[T], R], items: list[T], desc: str, start: int, stop: int, halt: str, quiet: bool
+) -> list[R] | None:
+    """One task: `fn` over a contiguous slice of the stage's images, in order; None when the map stopped (its event
+    `halt` set: another chunk failed) before this chunk was done. `quiet`: a worker of the LocalCluster started for
+    this map, whose stderr is the caller's: Prefect's run-error tracebacks stay off it."""
+    if quiet:
+        quiet_run_errors()
+    event, asked, out = Event(halt), -math.inf, []
+    for x in items:
+        if time.monotonic() - asked >= STOP_CHECK_S:  # always before the first image
+            if event.is_set():
+                return None
+            asked = time.monotonic()
+        out.append(fn(x))
+    return out
+
+
+class _NoRunErrors(logging.Filter):
+    """Drops Prefect's ERROR records of failed flow and task runs (their tracebacks): the caller raises the error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name in RUN_LOGGERS)
+
+
+NO_RUN_ERRORS = _NoRunErrors()
+
+
+def quiet_run_errors() -> None:
+    """Keep Prefect's run-error records off this process's console handlers (its API handler, for the UI, keeps
+    them: it hangs on the run loggers themselves, not on the root logger)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(NO_RUN_ERRORS)  # once: addFilter skips a filter the handler has
+
+
+_quiet_maps = 0  # maps running in this process (`facegan serve` may run two at once): the last one removes the filter
+_quiet_lock = threading.Lock()
+
+
+@contextmanager
+def run_errors_quiet() -> Iterator[None]:
+    """Prefect's run-error tracebacks off this process's console while the block runs: a failed stage says its
+    error in one line (the FaceganError's), not three tracebacks before it."""
+    global _quiet_maps
+    with _quiet_lock:
+        _quiet_maps += 1
+        quiet_run_errors()
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_maps -= 1
+            if not _quiet_maps:
+                for handler in logging.getLogger().handlers:
+                    handler.removeFilter(NO_RUN_ERRORS)
 
 
 def check_scheduler(address: str, timeout: float = 10) -> None:
@@ -89,12 +155,30 @@ def api_url() -> str:
     return server.api_url
 
 
-def _workers() -> int:
-    """Workers of the cluster this flow run's task runner is connected to (Prefect runs a copy of the runner)."""
+def _client() -> Any:
+    """The Dask client of this flow run's task runner (Prefect runs a copy of the runner: not `task_runner()`'s)."""
     context = FlowRunContext.get()
     assert context is not None, "called outside the per-image flow"
     runner: Any = context.task_runner  # a DaskTaskRunner (Prefect's type says TaskRunner)
-    return max(1, len(runner.client.scheduler_info(n_workers=-1)["workers"]))
+    return runner.client
+
+
+def _workers(client: Any) -> int:
+    return len(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def wait_for_a_worker(client: Any, address: str) -> None:
+    """A scheduler without workers would hold the stage's chunks for ever: wait WORKERS_TIMEOUT_S for one, then fail."""
+    if _workers(client):
+        return
+    log.info("%s: no Dask worker yet; waiting up to %g s for one", address, WORKERS_TIMEOUT_S)
+    try:
+        client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
+    except TimeoutError:
+        raise ParamsError(
+            f"orchestration.dask.address {address}: the Dask scheduler has no workers (waited "
+            f"{WORKERS_TIMEOUT_S:g} s); start one on each machine: `dask worker {address}`"
+        ) from None
 
 
 class DaskPool:
@@ -111,25 +195,37 @@ class DaskPool:
         # prefect-dask's runner is typed against an older TaskRunner generic: the ignore is that stub mismatch only
         @flow(name=f"facegan-{desc}", task_runner=runner, log_prints=False, persist_result=False)  # type: ignore[arg-type]
         def per_image() -> list[Any]:
-            size = auto_chunk(len(items), _workers(), self.cfg.chunk_size)
+            quiet_run_errors()  # here: Prefect has set up this process's logging by now
+            client = _client()
+            if self.cfg.dask.address:
+                wait_for_a_worker(client, self.cfg.dask.address)
+            size = auto_chunk(len(items), max(1, _workers(client)), self.cfg.chunk_size)
+            halt = Event(f"facegan-{desc}-{uuid.uuid4().hex}", client=client)  # set: every chunk of this map stops
             futures = {}
-            # Each task carries the caller's Prefect context to its worker. Inside a task of another flow
-            # (pipelines/flows.py: stage task -> this subflow) that context names the outer task, whose module
-            # the workers cannot import; the chunks need none of it.
-            outer = TaskRunContext.__var__.set(None)  # type: ignore[arg-type]  # "no task" is what the var holds outside tasks
-            try:
-                for start in range(0, len(items), size):
-                    chunk = list(items[start : start + size])
-                    futures[start] = run_chunk.submit(fn, chunk, desc, start, start + len(chunk))
-            finally:
-                TaskRunContext.__var__.reset(outer)
             done: dict[int, list] = {}
-            starts = {id(f): start for start, f in futures.items()}
             bar = progress(len(items), desc)
             try:
+                # Each task carries the caller's Prefect context to its worker. Inside a task of another flow
+                # (pipelines/flows.py: stage task -> this subflow) that context names the outer task, whose module
+                # the workers cannot import; the chunks need none of it.
+                outer = TaskRunContext.__var__.set(None)  # type: ignore[arg-type]  # "no task" is what the var holds outside tasks
+                try:
+                    for start in range(0, len(items), size):
+                        chunk = list(items[start : start + size])
+                        futures[start] = run_chunk.submit(
+                            fn, chunk, desc, start, start + len(chunk), halt.name, not self.cfg.dask.address
+                        )
+                finally:
+                    TaskRunContext.__var__.reset(outer)
+                starts = {id(f): start for start, f in futures.items()}
                 for future in as_completed(list(futures.values())):
-                    done[starts[id(future)]] = future.result()  # a failed chunk stops the stage with its error
-                    bar.update(len(done[starts[id(future)]]))
+                    out = future.result()  # a failed chunk stops the stage with its error
+                    assert out is not None, "a chunk stopped while its map went on"  # only stop_chunks sets `halt`
+                    done[starts[id(future)]] = out
+                    bar.update(len(out))
+            except BaseException:
+                stop_chunks(halt, list(futures.values()))
+                raise
             finally:
                 bar.close()
             return [r for start in sorted(done) for r in done[start]]
@@ -140,5 +236,17 @@ class DaskPool:
             len(items),
             self.cfg.dask.address or f"a LocalCluster of {self.cfg.dask.local_workers} worker processes",
         )
-        with temporary_settings(updates={PREFECT_API_URL: api_url()}):  # sent to the workers with each task
+        with run_errors_quiet(), temporary_settings(updates={PREFECT_API_URL: api_url()}):  # sent to the workers
             return per_image()
+
+
+def stop_chunks(halt: Event, futures: list) -> None:
+    """After a failed chunk: stop the map's other chunks (pending ones end at once, running ones after their current
+    image) and wait until they have, so that none writes into the output folder the failed stage removes."""
+    try:
+        halt.set()
+        for future in futures:
+            future.wait()  # its own error, if any, is not the one the stage reports
+        halt.clear()  # the scheduler forgets the event
+    except Exception as e:  # noqa: BLE001 - the stage's own error is the one to raise
+        log.warning("could not stop the other chunks (%s: %s); some may still be running", type(e).__name__, e)

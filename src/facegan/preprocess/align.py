@@ -21,7 +21,7 @@ from facegan.io import ImageError, read_image, write_image
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool
 from facegan.preprocess import geometry
-from facegan.preprocess.annotations import Face, iou, load_annotations
+from facegan.preprocess.annotations import Face, iou
 from facegan.preprocess.common import resolve, run_per_image
 from facegan.registry import pick
 
@@ -33,11 +33,11 @@ Landmarker = Callable[[np.ndarray, Row], np.ndarray | None]
 class AnnotationLandmarker:
     """Landmarks from the annotations file, for the face whose box best overlaps the detected one."""
 
-    def __init__(self, faces: dict[str, list[Face]]):
-        self.faces = faces
+    def __init__(self, faces: Callable[[str], list[Face]]):
+        self.faces = faces  # an image key's faces: models.Annotations pickles as the file's path, not its faces
 
     def __call__(self, crop: np.ndarray, row: Row) -> np.ndarray | None:
-        candidates = [f for f in self.faces.get(row.source, []) if f.landmarks is not None]
+        candidates = [f for f in self.faces(row.source) if f.landmarks is not None]
         if not candidates or row.box is None:
             return None
         box = row.box
@@ -46,7 +46,9 @@ class AnnotationLandmarker:
 
 
 def _annotations(cfg: AlignConfig, raw: Path) -> Landmarker:
-    return AnnotationLandmarker(load_annotations(raw / cfg.annotations))
+    from facegan.preprocess.models import Annotations
+
+    return AnnotationLandmarker(Annotations(raw / cfg.annotations))
 
 
 class ModelLandmarker:

@@ -22,7 +22,7 @@ from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, list_images, read
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool, map_items
 from facegan.preprocess import geometry
-from facegan.preprocess.annotations import Face, load_annotations
+from facegan.preprocess.annotations import Face
 from facegan.preprocess.common import finish, guarded, resolve
 from facegan.registry import pick
 
@@ -36,15 +36,17 @@ _FACE = re.compile(r"(.*)_f\d+")
 class AnnotationDetector:
     """Boxes from an annotations file (hand-made, or the generator's ground truth)."""
 
-    def __init__(self, faces: dict[str, list[Face]]):
-        self.faces = faces
+    def __init__(self, faces: Callable[[str], list[Face]]):
+        self.faces = faces  # an image key's faces: models.Annotations pickles as the file's path, not its faces
 
     def __call__(self, image: np.ndarray, key: str) -> list[Face]:
-        return self.faces.get(key, [])
+        return self.faces(key)
 
 
 def _annotations(cfg: DetectConfig, raw: Path) -> Detector:
-    return AnnotationDetector(load_annotations(raw / cfg.annotations))
+    from facegan.preprocess.models import Annotations
+
+    return AnnotationDetector(Annotations(raw / cfg.annotations))
 
 
 def _dlib(kind: str) -> Callable[[DetectConfig, Path], Detector]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from facegan.errors import FaceganError, ModelFileInvalid, ModelFileMissing
-from facegan.preprocess.annotations import Face
+from facegan.preprocess.annotations import Face, load_annotations
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,39 @@ class Lazy:
 
     def load(self):  # pragma: no cover - overridden
         raise NotImplementedError
+
+
+class Annotations(Lazy):
+    """The faces of an annotations file per image key (the `annotations` backends'), read once per process. It
+    holds the file's absolute path and a stamp of its version, so a backend pickles in a few hundred bytes into
+    every chunk of images whatever the file's size (the backends held the faces: O(images^2) bytes pickled a
+    stage); a rewritten file has another stamp, so a long-running process (`facegan serve`) reads it again."""
+
+    thread_safe = True  # a dict that is only read
+
+    def __init__(self, path: Path):
+        self.path = os.path.abspath(path)  # Dask workers may run in another working directory
+        self.version = stamp(Path(self.path))
+        self.model()  # a missing or malformed file stops the stage here, before any image
+
+    def __call__(self, key: str) -> list[Face]:
+        with self.using() as faces:
+            return faces.get(key, [])
+
+    def load(self) -> dict[str, list[Face]]:
+        mine = self.cache_key()
+        for key in [k for k in _MODELS if k[:2] == mine[:2] and ("path", self.path) in k]:
+            del _MODELS[key]  # an earlier version of this file (model() calls load() holding _LOCK)
+        return load_annotations(Path(self.path))
+
+
+def stamp(path: Path) -> str:
+    """The version of a file as far as its readers can tell: modification time (ns) and size ("" when absent)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ""
+    return f"{st.st_mtime_ns}:{st.st_size}"
 
 
 def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
