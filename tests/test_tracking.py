@@ -556,8 +556,15 @@ def test_the_parent_key_ignores_what_the_pipeline_itself_writes_into_git(tmp_pat
     assert track.pipeline_key("cartoon", params, tmp_path) == clean
     assert track.git_state(tmp_path)["git_dirty"] == "False"
     (tmp_path / "src/code.py").write_text("x = 2\n")  # the code changed: another execution
-    assert track.pipeline_key("cartoon", params, tmp_path) != clean
+    edited = track.pipeline_key("cartoon", params, tmp_path)
+    assert edited != clean
     assert track.git_state(tmp_path)["git_dirty"] == "True"
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {a: 1}\n")  # its stages ran: the same execution
+    assert track.pipeline_key("cartoon", params, tmp_path) == edited
+    # edited again, still uncommitted: another execution too (a finished parent is taken again by its key, so two
+    # edits sharing one would merge two executions' runs into one table row)
+    (tmp_path / "src/code.py").write_text("x = 3\n")
+    assert track.pipeline_key("cartoon", params, tmp_path) not in (clean, edited)
 
 
 CHAIN = """

@@ -237,7 +237,7 @@ def test_the_other_ranks_stop_with_what_rank_0_met(tmp_path, rank0, said):
         pytest.fail("went on")
 
 
-def test_a_checkpoint_resumes_only_with_the_number_of_processes_that_made_it():
+def test_a_checkpoint_resumes_only_with_the_number_of_processes_that_made_it(tmp_path):
     """Each DDP process draws its own slice's augmentations: a checkpoint of 2 processes resumed by 1 (a torchrun by
     hand against params' nproc, or the other way round) would not continue the same run. One made before the number
     was recorded loads."""
@@ -249,10 +249,20 @@ def test_a_checkpoint_resumes_only_with_the_number_of_processes_that_made_it():
     assert state["world"] == 1
     _dcgan_trainer().load_state_dict(state)
     _dcgan_trainer().load_state_dict({k: v for k, v in state.items() if k != "world"})
-    with pytest.raises(
-        CheckpointError, match=r"made by 2 training process\(es\) and this run has 1: .* resume it with 2"
-    ):
+    said = r"made by 2 training process\(es\) and this run has 1: .* resume it with 2"
+    with pytest.raises(CheckpointError, match=said):
         _dcgan_trainer().load_state_dict({**state, "world": 2})
+    # a stage (stale="restart") neither removes it as stale nor keeps half of it loaded
+    from facegan.train.checkpoint import save_checkpoint
+    from facegan.train.loop import Loop
+
+    save_checkpoint(tmp_path / "checkpoint.pt", {**state, "world": 2})
+    fresh = _dcgan_trainer()
+    before = {k: v.clone() for k, v in fresh.g.state_dict().items()}
+    with pytest.raises(CheckpointError, match=said):
+        Loop(fresh, tmp_path, steps=4, checkpoint_every=2, sample_every=100).resume(stale="restart")
+    assert (tmp_path / "checkpoint.pt").is_file() and fresh.step_done == 0
+    assert all(torch.equal(v, fresh.g.state_dict()[k]) for k, v in before.items())
 
 
 def test_the_ema_generator_normalises_with_batchnorm_statistics_of_its_own_weights():

@@ -547,12 +547,30 @@ def sync_all(cfg: TrackingConfig, buffers: list[Path]) -> Synced:
 
 
 def pipeline_key(dataset: str, params: Params, root: Path = Path("."), exclude: frozenset[str] = frozenset()) -> str:
-    """Dataset + git commit + dirty flag (pipeline writes excluded) + params (but where they are tracked, and
-    `exclude`d sections): what the stages of one execution share."""
+    """Dataset + git commit + dirty flag (pipeline writes excluded; when dirty, the digest of the uncommitted
+    changes) + params (but where they are tracked, and `exclude`d sections): what the stages of one execution share.
+    A finished execution's parent is taken again by a stage of the same key, so edits must make another key."""
     g = git_state(root)
     shared = params.model_dump(mode="json", exclude={"tracking", *exclude})
-    payload = json.dumps([dataset, g["git_commit"], g["git_dirty"], shared], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    items = [dataset, g["git_commit"], g["git_dirty"], shared]
+    if g["git_dirty"] == "True":  # two different uncommitted edits of one commit are two executions
+        items.append(git_diff_digest(root))
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def git_diff_digest(root: Path = Path(".")) -> str:
+    """sha256 of the uncommitted changes to tracked files (the pipeline's own writes left out, as in git_state)."""
+    try:
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--binary", "--", ".", *PIPELINE_WRITES],
+            cwd=root,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return hashlib.sha256(diff).hexdigest()
 
 
 def run_params(params: Params, dataset: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from facegan.config import RunSettings
 from facegan.device import to_device, to_host
-from facegan.errors import CheckpointError, DeviceUnavailable, TrainingDiverged
+from facegan.errors import DeviceUnavailable, TrainingDiverged, WrongProcessCount
 from facegan.train.dist import Dist, setup
 from facegan.train.images import batch_indices
 
@@ -355,14 +355,19 @@ class Stepper:
             "losses": self.history + [self._row(u) for u in self._unread],
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def check_world(self, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint made by another number of processes (WrongProcessCount), before anything is loaded:
+        each draws its own slice's augmentations and noise, so it would not continue the same run."""
         world = state.get("world", self.dist.world)  # not recorded by an older facegan: not compared
         if world != self.dist.world:
-            raise CheckpointError(
+            raise WrongProcessCount(
                 f"the checkpoint was made by {world} training process(es) and this run has {self.dist.world}: each "
                 "draws its own slice's augmentations and noise, so it would not continue the same run; resume it with "
                 f"{world} (train.nproc or torchrun --nproc-per-node) or remove it"
             )
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.check_world(state)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_torch"])
