@@ -237,32 +237,32 @@ def test_the_other_ranks_stop_with_what_rank_0_met(tmp_path, rank0, said):
         pytest.fail("went on")
 
 
-def test_a_checkpoint_resumes_only_with_the_number_of_processes_that_made_it(tmp_path):
+def test_a_checkpoint_of_another_number_of_processes_resumes_and_says_so(tmp_path, caplog):
     """Each DDP process draws its own slice's augmentations: a checkpoint of 2 processes resumed by 1 (a torchrun by
-    hand against params' nproc, or the other way round) would not continue the same run. One made before the number
-    was recorded loads."""
-    from facegan.errors import CheckpointError
+    hand against params' nproc, another machine) continues as 1 process trains, so it says so; it still resumes (nets
+    without augmentation or BatchNorm train the same: test_ddp resumes a 1-process checkpoint on 2). A checkpoint
+    made before the number was recorded loads without a word."""
+    import logging
+
+    from facegan.train.checkpoint import save_checkpoint
+    from facegan.train.loop import Loop
 
     t = _dcgan_trainer()
     t.step()
     state = t.state_dict()
     assert state["world"] == 1
-    _dcgan_trainer().load_state_dict(state)
-    _dcgan_trainer().load_state_dict({k: v for k, v in state.items() if k != "world"})
-    said = r"made by 2 training process\(es\) and this run has 1: .* resume it with 2"
-    with pytest.raises(CheckpointError, match=said):
-        _dcgan_trainer().load_state_dict({**state, "world": 2})
-    # a stage (stale="restart") neither removes it as stale nor keeps half of it loaded
-    from facegan.train.checkpoint import save_checkpoint
-    from facegan.train.loop import Loop
-
-    save_checkpoint(tmp_path / "checkpoint.pt", {**state, "world": 2})
-    fresh = _dcgan_trainer()
-    before = {k: v.clone() for k, v in fresh.g.state_dict().items()}
-    with pytest.raises(CheckpointError, match=said):
-        Loop(fresh, tmp_path, steps=4, checkpoint_every=2, sample_every=100).resume(stale="restart")
-    assert (tmp_path / "checkpoint.pt").is_file() and fresh.step_done == 0
-    assert all(torch.equal(v, fresh.g.state_dict()[k]) for k, v in before.items())
+    with caplog.at_level(logging.WARNING, logger="facegan.train.stepper"):
+        _dcgan_trainer().load_state_dict(state)
+        _dcgan_trainer().load_state_dict({k: v for k, v in state.items() if k != "world"})
+        assert caplog.records == []
+        save_checkpoint(tmp_path / "checkpoint.pt", {**state, "world": 2})
+        resumed = _dcgan_trainer()
+        Loop(resumed, tmp_path, steps=4, checkpoint_every=2, sample_every=100).resume(stale="restart")
+    assert resumed.step_done == 1 and (tmp_path / "checkpoint.pt").is_file()
+    assert [r.getMessage() for r in caplog.records] == [
+        "the checkpoint was made by 2 training process(es) and this run has 1: it continues as 1 would train "
+        "(augmentations are drawn per process, BatchNorm statistics are per process)"
+    ]
 
 
 def test_the_ema_generator_normalises_with_batchnorm_statistics_of_its_own_weights():

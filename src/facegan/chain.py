@@ -125,7 +125,8 @@ def _train(p: Params, at: Layout, t: Tracker) -> dict:
     result = run_train(
         p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics, work=at.checkpoints, stale="restart"
     )
-    for path in sorted(at.model.iterdir()):  # every figure the model wrote (samples by label, style mixing, ...)
+    # every figure the model wrote (samples by label, style mixing, ...); none on a DDP rank other than 0
+    for path in sorted(at.model.glob("*")):
         if path.suffix in (".png", ".gif", ".csv"):
             t.log_artifact(path)
     return {"seconds_per_step": result.seconds / max(1, result.steps)}

@@ -44,10 +44,6 @@ class CheckpointError(FaceganError, ValueError):
     """A checkpoint that cannot be read, or was written by other code or other params."""
 
 
-class WrongProcessCount(CheckpointError):
-    """A checkpoint of another number of training processes: resumed with its own number, never removed as stale."""
-
-
 class DeviceUnavailable(FaceganError, RuntimeError):
     """The configured device (e.g. cuda) is not available on this machine."""
 

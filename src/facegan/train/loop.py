@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from facegan.errors import CheckpointError, FolderBusy, TrainingDiverged, WrongProcessCount
+from facegan.errors import CheckpointError, FolderBusy, TrainingDiverged
 from facegan.io import atomic_dir, exclusive, write_text
 from facegan.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from facegan.train.dist import Dist, teardown
@@ -112,8 +112,7 @@ class Loop:
     def resume(self, stale: str = "raise") -> dict | None:
         """Load work/checkpoint.pt into the trainer when it exists; returns its state. A checkpoint of other
         params, code or data raises CheckpointError (`stale="raise"`) or is removed with a warning and training
-        starts fresh (`stale="restart"`, what stages do). One of another number of processes is always refused
-        (WrongProcessCount): it is this run's, launched with another number, and its message says which."""
+        starts fresh (`stale="restart"`, what stages do)."""
         path = self.work / CHECKPOINT
         if not path.is_file():
             return None
@@ -123,8 +122,8 @@ class Loop:
             self.trainer.load_state_dict(state)
         except CheckpointError as e:
             message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
-            if stale != "restart" or isinstance(e, WrongProcessCount):  # the run's, launched with another number
-                raise type(e)(message) from None
+            if stale != "restart":
+                raise CheckpointError(message) from None
             log.warning("%s; starting fresh", message)
             shutil.rmtree(self.work, ignore_errors=True)  # under DDP every rank gets here
             return None

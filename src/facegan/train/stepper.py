@@ -21,7 +21,7 @@ from torch import nn
 
 from facegan.config import RunSettings
 from facegan.device import to_device, to_host
-from facegan.errors import DeviceUnavailable, TrainingDiverged, WrongProcessCount
+from facegan.errors import DeviceUnavailable, TrainingDiverged
 from facegan.train.dist import Dist, setup
 from facegan.train.images import batch_indices
 
@@ -356,18 +356,21 @@ class Stepper:
         }
 
     def check_world(self, state: dict[str, Any]) -> None:
-        """Refuse a checkpoint made by another number of processes (WrongProcessCount), before anything is loaded:
-        each draws its own slice's augmentations and noise, so it would not continue the same run."""
+        """Say so when a checkpoint of another number of processes is resumed (a torchrun by hand against params'
+        nproc, another machine): it continues as this number would train, not as the run that made it (each process
+        draws its own slice's augmentations, and BatchNorm nets normalise per process); nets without either train
+        the same (tested)."""
         world = state.get("world", self.dist.world)  # not recorded by an older facegan: not compared
         if world != self.dist.world:
-            raise WrongProcessCount(
-                f"the checkpoint was made by {world} training process(es) and this run has {self.dist.world}: each "
-                "draws its own slice's augmentations and noise, so it would not continue the same run; resume it with "
-                f"{world} (train.nproc or torchrun --nproc-per-node) or remove it"
+            log.warning(
+                "the checkpoint was made by %d training process(es) and this run has %d: it continues as %d would "
+                "train (augmentations are drawn per process, BatchNorm statistics are per process)",
+                world,
+                self.dist.world,
+                self.dist.world,
             )
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.check_world(state)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_torch"])
