@@ -596,7 +596,8 @@ def test_sampled_image_i_is_seed_plus_i_whatever_n_and_the_explorers(tmp_path, k
     """`facegan sample --seed S -n N`: image i is seed S + i's (its z and labels drawn from streams of that seed), so
     it does not change with N and equals the explorer's image of that seed. One draw for all N made the labels of
     every image depend on N, and with z_dim 100 (not a multiple of 16) torch redrew z's last values with N."""
-    from facegan.sample import MAX_SEED, SeedError, sample_checkpoint
+    from facegan.sample import sample_checkpoint
+    from facegan.seeds import MAX_SEED, SeedError
     from facegan.train.run import make_trainer
 
     cfg = TrainConfig.model_validate({**TINY, "model": kind, "z_dim": 100})

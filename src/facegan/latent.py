@@ -26,7 +26,8 @@ import torch
 
 from facegan.errors import FaceganError
 from facegan.io import ImageError, image_grid, read_image, write_text
-from facegan.sample import seed_labels, seed_z, slerp
+from facegan.sample import slerp
+from facegan.seeds import seed_labels, seed_z
 from facegan.train.checkpoint import label_schema
 from facegan.train.images import to_float, to_uint8
 

@@ -12,14 +12,15 @@ import numpy as np
 import torch
 
 from facegan.io import image_grid, write_image
+from facegan.seeds import seed_z
 from facegan.train.images import to_uint8
 
 PSIS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)
 
 
 def _z(g, seeds) -> torch.Tensor:
-    dev = g.w_avg.device
-    return torch.stack([torch.randn(g.style_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(dev)
+    """The seeds' noise vectors (facegan.seeds: a seed's image is the one `facegan sample` draws), on G's device."""
+    return seed_z(g.style_dim, list(seeds)).to(g.w_avg.device)
 
 
 def _ws(g, seeds, psi: float = 1.0) -> torch.Tensor:

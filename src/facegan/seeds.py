@@ -1,0 +1,38 @@
+"""Per-seed draws: a seed's noise vector and label row, the same in `facegan sample`, the explorer, the registered
+model and StyleGAN2's style figures, whatever else is drawn beside it; seeds outside 0 .. 2^63 - 1 are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from facegan.errors import FaceganError
+
+MAX_SEED = 2**63 - 1  # torch.Generator takes seeds up to 2^64 - 1 but wraps negative ones onto them: 0 .. 2^63 - 1
+
+
+class SeedError(FaceganError, ValueError):
+    """A seed out of 0 .. 2^63 - 1."""
+
+
+def check_seeds(first: int, n: int = 1) -> None:
+    """Seeds first .. first + n - 1 must lie in 0 .. MAX_SEED (a negative one would draw a large one's numbers)."""
+    if first < 0 or first + n - 1 > MAX_SEED:
+        raise SeedError(f"seeds {first} .. {first + n - 1}: seeds are 0 .. {MAX_SEED}")
+
+
+def seed_z(z_dim: int, seeds: Sequence[int]) -> torch.Tensor:
+    """(N, z_dim): one normal vector per seed (a torch.Generator seeded with it): a seed's image is the same in
+    `facegan sample`, the explorer and the registered model, whatever else is drawn beside it."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def seed_labels(seeds: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
+    """(N, attributes) label indices, one row per seed from a stream of its own (independent of the seed's z):
+    attribute a uniform over its `sizes[a]` values."""
+    rows = []
+    for s in seeds:
+        gen = torch.Generator().manual_seed(int(s) + 1_000_003)
+        rows.append([int(torch.randint(k, (), generator=gen)) for k in sizes])
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), len(sizes))
