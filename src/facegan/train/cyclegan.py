@@ -212,7 +212,7 @@ class CycleTrainer(Stepper):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.check_world(state)  # a warning only
+        self.warn_world(state)
         self.cfg.check_resumable(state["config"], "cyclegan")
         for k, net in self.nets.items():
             net.load_state_dict(state[k])

@@ -355,7 +355,7 @@ class Stepper:
             "losses": self.history + [self._row(u) for u in self._unread],
         }
 
-    def check_world(self, state: dict[str, Any]) -> None:
+    def warn_world(self, state: dict[str, Any]) -> None:
         """Say so when a checkpoint of another number of processes is resumed (a torchrun by hand against params'
         nproc, another machine): it continues as this number would train, not as the run that made it (each process
         draws its own slice's augmentations, and BatchNorm nets normalise per process); nets without either train

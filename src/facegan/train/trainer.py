@@ -123,7 +123,7 @@ class ModelTrainer(Stepper):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Every check first, then the load: a refused checkpoint leaves the trainer as it was (a stage then starts
         fresh with the fresh nets, not with half of the checkpoint's)."""
-        self.check_world(state)  # a warning only
+        self.warn_world(state)
         self.cfg.check_resumable(state["config"], "train")
         if state["step"] > self.cfg.steps:
             raise CheckpointError(
