@@ -4,6 +4,7 @@ byte-identical to the local run, models loaded once per worker, a killed worker'
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -244,6 +245,65 @@ def test_a_failed_stage_stops_its_other_chunks_before_it_reports_the_error(
     time.sleep(2.5)  # longer than any chunk's work
     left = [str(q.relative_to(tmp_path)) for q in tmp_path.rglob("*") if q.name != ".detect.lock"]
     assert busy == {} and left == [], (busy, left)
+
+
+class _Halt:
+    """distributed.Event's set/clear, recorded."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def set(self):
+        self.calls.append("set")
+
+    def clear(self):
+        self.calls.append("clear")
+
+
+class _Chunk:
+    """A PrefectDaskFuture's wait/wrapped_future over a concurrent future (wait returns at its timeout, as
+    prefect-dask's does, without raising)."""
+
+    def __init__(self, done: bool):
+        import concurrent.futures
+
+        self.wrapped_future: concurrent.futures.Future = concurrent.futures.Future()
+        if done:
+            self.wrapped_future.set_result(None)
+
+    def wait(self, timeout=None):
+        import concurrent.futures
+
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            self.wrapped_future.result(timeout=timeout)
+
+
+def test_stopping_a_failed_map_waits_a_bounded_time_for_chunks_that_never_end(caplog):
+    """A cluster that loses every worker mid-map leaves its chunks pending for ever, and the failed stage waited on
+    them without a limit. Now it waits `timeout` in all, warns, and leaves the stop event set so that such a chunk
+    stops before its first image if it ever runs (clearing it would let it go on writing)."""
+    import logging
+
+    from facegan.dask_runner import stop_chunks  # imports Prefect, whose logging set-up drops caplog's root handler
+
+    halt, chunks = _Halt(), [_Chunk(done=True), _Chunk(done=False), _Chunk(done=False)]
+    logger = logging.getLogger("facegan.dask_runner")
+    if caplog.handler not in logging.getLogger().handlers:
+        logger.addHandler(caplog.handler)
+    t0 = time.monotonic()
+    try:
+        stop_chunks(halt, chunks, timeout=0.5)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert 0.5 <= time.monotonic() - t0 < 5  # both stuck chunks share the one deadline
+    assert halt.calls == ["set"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 chunk(s) of the failed map did not stop within 0.5 s (a cluster without workers?); they stop before "
+        "their next image if they ever run, and the stage's output folder may get files from them"
+    ]
+    halt = _Halt()
+    stop_chunks(halt, [_Chunk(done=True), _Chunk(done=True)], timeout=0.5)
+    assert halt.calls == ["set", "clear"]  # all stopped: the scheduler forgets the event
 
 
 def _no_workers_yet(tmp_path: Path):

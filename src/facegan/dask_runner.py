@@ -7,8 +7,9 @@ manifests are in source order and byte-identical to a local run. A worker that d
 chunks with it; Dask's scheduler gives them to the remaining workers (a chunk rewrites the same files, so
 a half-done one is harmless). Heavy models load once per worker process (facegan.preprocess.models.Lazy).
 A failed chunk stops the map: its other chunks see the map's stop event (a `distributed.Event`) before their next
-image and end, and the error is raised once all of them have, so nothing writes into the stage's output folder
-after the stage has failed and removed it. The error is the one line the caller prints: Prefect's tracebacks of
+image and end, and the error is raised once all of them have (or after STOP_TIMEOUT_S, with a warning: a cluster
+without workers never runs them), so nothing writes into the stage's output folder after the stage has failed and
+removed it. The error is the one line the caller prints: Prefect's tracebacks of
 the failed task and flow runs go to the Prefect API (its UI), not to this terminal.
 
 Workers must import this facegan and read/write the data folder at the same absolute path (a shared or
@@ -50,6 +51,7 @@ R = TypeVar("R")
 
 STOP_CHECK_S = 0.1  # a running chunk asks the scheduler whether its map has stopped at most this often
 WORKERS_TIMEOUT_S = 60.0  # how long a map waits for the scheduler at dask.address to have a worker
+STOP_TIMEOUT_S = 120.0  # how long a failed map waits for its other chunks to stop (each ends after its current image)
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
@@ -240,13 +242,26 @@ class DaskPool:
             return per_image()
 
 
-def stop_chunks(halt: Event, futures: list) -> None:
+def stop_chunks(halt: Event, futures: list, timeout: float | None = None) -> None:
     """After a failed chunk: stop the map's other chunks (pending ones end at once, running ones after their current
-    image) and wait until they have, so that none writes into the output folder the failed stage removes."""
+    image) and wait until they have, so that none writes into the output folder the failed stage removes. At most
+    `timeout` (STOP_TIMEOUT_S) in all: a cluster that lost every worker mid-map would hold its chunks for ever.
+    Chunks still running then are named in a warning and the event stays set, so they stop when they next look."""
+    timeout = STOP_TIMEOUT_S if timeout is None else timeout
     try:
         halt.set()
+        deadline = time.monotonic() + timeout
         for future in futures:
-            future.wait()  # its own error, if any, is not the one the stage reports
+            future.wait(max(0.0, deadline - time.monotonic()))  # its own error, if any, is not the one to report
+        running = [f for f in futures if not f.wrapped_future.done()]
+        if running:
+            log.warning(
+                "%d chunk(s) of the failed map did not stop within %g s (a cluster without workers?); they stop "
+                "before their next image if they ever run, and the stage's output folder may get files from them",
+                len(running),
+                timeout,
+            )
+            return
         halt.clear()  # the scheduler forgets the event
     except Exception as e:  # noqa: BLE001 - the stage's own error is the one to raise
         log.warning("could not stop the other chunks (%s: %s); some may still be running", type(e).__name__, e)
