@@ -120,7 +120,7 @@ def cluster(tmp_path_factory):
         )
         from distributed import Client
 
-        # not the process's default client: prefect-dask's runner would take its scheduler for any address's
+        # not the process's default client: the runner refuses one that is not the scheduler at dask.address
         client = Client(address, timeout=120, set_as_default=False)
         client.wait_for_workers(2, timeout=120)
         yield address, client
@@ -355,6 +355,33 @@ def test_a_scheduler_without_workers_is_one_clear_error_not_a_hang(tmp_path, mon
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_a_default_dask_client_elsewhere_is_one_clear_error_not_a_silent_detour(cluster):
+    """prefect-dask's runner takes the process's default Dask client (a notebook's `Client()`) over dask.address and
+    over a LocalCluster: the stage ran on that client's cluster, saying nothing. Now it is one error before any work,
+    unless the default client is the scheduler at dask.address."""
+    from distributed import Client
+
+    from facegan.config import ParamsError
+    from facegan.manifest import Row
+    from facegan.parallel import map_items
+    from facegan.preprocess.common import guarded
+
+    address, _ = cluster
+    rows = [Row(source="a.png", stage="x"), Row(source="b.png", stage="x")]
+    with Client(address, timeout=60) as default:  # set as the default, as `Client()` in a notebook is
+        found = default.scheduler.address
+        with pytest.raises(ParamsError) as error:
+            map_items(functools.partial(guarded, "x", str), rows, _pool(_params(None)), "x")
+        assert str(error.value) == (
+            f"this process has a default Dask client of the scheduler at {found}, which prefect-dask would use "
+            "instead of a LocalCluster of dask.local_workers (1) processes (address: null); close that client, make "
+            f"it with Client(..., set_as_default=False), or set orchestration.dask.address: {found} to run the "
+            "stage there"
+        )
+        fn = functools.partial(guarded, "x", str)
+        assert map_items(fn, rows, _pool(_params(address)), "x") == [fn(r) for r in rows]  # its scheduler: runs
 
 
 def _params(address: str | None, **orchestration):

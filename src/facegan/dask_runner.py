@@ -129,8 +129,46 @@ def check_scheduler(address: str, timeout: float = 10) -> None:
         ) from None
 
 
+def default_client_address() -> str | None:
+    """The scheduler of this process's default Dask client (a notebook's `Client()`) outside Dask workers, or None."""
+    from distributed import Client, get_worker
+
+    try:
+        get_worker()
+        return None  # a task on a Dask worker: its own cluster is the one to use
+    except ValueError:
+        pass
+    try:
+        return Client.current(allow_global=True).scheduler.address
+    except ValueError:  # no client
+        return None
+
+
+def check_default_client(cfg: OrchestrationConfig) -> None:
+    """prefect-dask's runner sends the work to this process's default Dask client whatever it is given: a notebook's
+    `Client()` would take the stage meant for dask.address or for a LocalCluster. One error instead, before any
+    work, unless the default client is the scheduler at dask.address."""
+    found = default_client_address()
+    if found is None:
+        return
+    if cfg.dask.address:
+        from distributed.comm import resolve_address
+
+        if resolve_address(cfg.dask.address) == resolve_address(found):
+            return
+        meant = f"the scheduler at orchestration.dask.address {cfg.dask.address}"
+    else:
+        meant = f"a LocalCluster of dask.local_workers ({cfg.dask.local_workers}) processes (address: null)"
+    raise ParamsError(
+        f"this process has a default Dask client of the scheduler at {found}, which prefect-dask would use instead "
+        f"of {meant}; close that client, make it with Client(..., set_as_default=False), or set "
+        f"orchestration.dask.address: {found} to run the stage there"
+    )
+
+
 def task_runner(cfg: OrchestrationConfig) -> DaskTaskRunner:
     """The scheduler at dask.address, or a LocalCluster of dask.local_workers processes for one flow run."""
+    check_default_client(cfg)
     if cfg.dask.address:
         check_scheduler(cfg.dask.address)
         return DaskTaskRunner(address=cfg.dask.address)
