@@ -310,7 +310,9 @@ def test_gradient_penalties_score_each_batch_with_its_labels_and_draw_for_the_gl
     from facegan.train.dist import Dist
 
     seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    monkeypatch.setattr(losses, "_grad_norm", lambda d, x, labels: seen.append((x, labels)) or x.flatten(1).norm(dim=1))
+    monkeypatch.setattr(
+        losses, "_grad_norm", lambda d, x, labels, augment: seen.append((x, labels)) or x.flatten(1).norm(dim=1)
+    )
     real, fake = torch.rand(8, 3, 4, 4), torch.rand(8, 3, 4, 4)
     y_real, y_fake = torch.zeros(8, 2), torch.ones(8, 2)
     losses.divergence_penalty(None, real, fake, y_real, y_fake, torch.Generator(), k=2.0, p=6.0)
@@ -327,3 +329,40 @@ def test_gradient_penalties_score_each_batch_with_its_labels_and_draw_for_the_gl
         losses.gradient_penalty(None, real[part], fake[part], None, None, gen, Dist(rank, 2), weight=10.0)
         halves.append(seen[0][0])
     assert torch.equal(torch.cat(halves), one)
+
+
+def test_gradient_penalties_see_the_augmented_images_d_s_loss_sees():
+    """With DiffAugment or ADA, D's loss scores augmented images, and R1 takes its gradient through the
+    augmentation; WGAN-GP's and WGAN-div's D passes scored the plain images, so the constraint held where D is not
+    trained. Now D sees augment(x) and the gradient is x's, through the augmentation (here 3x: |grad| triples)."""
+    from facegan import losses
+
+    def d(x, labels):  # D = the sum of the pixels: |grad D(augment(x))| = 3 * sqrt(numel) for augment 3x
+        return x.sum(dim=(1, 2, 3)), None
+
+    real, fake = torch.rand(4, 3, 4, 4), torch.rand(4, 3, 4, 4)
+    norm = 3 * 48**0.5
+    gp = losses.gradient_penalty(d, real, fake, None, None, torch.Generator(), augment=lambda v: 3 * v, weight=10.0)
+    assert gp.item() == pytest.approx(10.0 * (norm - 1) ** 2)
+    div = losses.divergence_penalty(d, real, fake, None, None, torch.Generator(), augment=lambda v: 3 * v, k=2.0, p=6.0)
+    assert div.item() == pytest.approx(2.0 * norm**6, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "wgan-div"])
+def test_the_objective_gives_its_penalty_the_augmentation_of_the_step(monkeypatch, loss):
+    from facegan import losses
+
+    seen: list[torch.Tensor] = []
+
+    def grad_norm(d, x, labels, augment):
+        seen.append(augment(x))
+        return x.flatten(1).norm(dim=1)
+
+    monkeypatch.setattr(losses, "_grad_norm", grad_norm)
+    t = GANTrainer(dcgan(loss=loss, diffaugment=["cutout"]), images(), None, [], CPU)
+    gen, aug = t.generators(0)
+    real, y = t.real(0, gen)
+    fake = t.generate(*t.latents(4, gen), gen).detach()
+    t.objective.d_terms(t.d_run, real, fake, y, None, gen, aug, 0)
+    assert seen and all(x.shape == real.shape for x in seen)
+    assert all((x == 0).flatten(1).float().mean(1).min() > 0.05 for x in seen)  # every image has a cut-out square

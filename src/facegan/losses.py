@@ -26,6 +26,7 @@ from facegan.train.dist import Dist
 
 # d(x, labels) -> (adversarial logits, auxiliary logits or None)
 Critic = Callable[..., tuple[torch.Tensor, object]]
+Augment = Callable[[torch.Tensor], torch.Tensor]  # the augmentation D sees, with this step's draws bound
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def _input_grad(
     d: Critic,
     x: torch.Tensor,
     labels: torch.Tensor | None,
-    augment: Callable[[torch.Tensor], torch.Tensor] = lambda v: v,
+    augment: Augment,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(D's logits at augment(x), their sum's gradient w.r.t. x with its graph): the pass a penalty differentiates
     twice. `x` requires grad."""
@@ -61,10 +62,14 @@ def _input_grad(
     return out, grad
 
 
-def _grad_norm(d: Critic, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+def _grad_norm(d: Critic, x: torch.Tensor, labels: torch.Tensor | None, augment: Augment) -> torch.Tensor:
     # float32: the penalty runs outside autocast, and under mixed precision the fakes come in its dtype
-    _, grad = _input_grad(d, x.detach().float().requires_grad_(True), labels)
+    _, grad = _input_grad(d, x.detach().float().requires_grad_(True), labels, augment)
     return grad.flatten(1).norm(2, dim=1)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def gradient_penalty(
@@ -75,16 +80,18 @@ def gradient_penalty(
     y_fake: torch.Tensor | None,
     gen: torch.Generator,
     dist: Dist = Dist(),
+    augment: Augment = _same,
     *,
     weight: float,
 ) -> torch.Tensor:
     """weight * (|grad D| - 1)^2 at random interpolates of real and fake images (WGAN-GP), scored with the real
     images' labels. The interpolation weights are drawn for the global batch and sliced per process, as every draw
-    of a step is: N processes then train as one does."""
+    of a step is: N processes then train as one does. D sees augment(interpolate), as its loss sees augmented
+    images (the gradient is the interpolate's, through the augmentation, as R1's is the real images')."""
     eps = torch.rand(len(real) * dist.world, 1, 1, 1, generator=gen)
     eps = to_device(dist.shard(eps), real.device)
     mixed = eps * real.detach() + (1 - eps) * fake.detach()
-    return weight * ((_grad_norm(d, mixed, y_real) - 1) ** 2).mean()
+    return weight * ((_grad_norm(d, mixed, y_real, augment) - 1) ** 2).mean()
 
 
 def divergence_penalty(
@@ -95,18 +102,19 @@ def divergence_penalty(
     y_fake: torch.Tensor | None,
     gen: torch.Generator,
     dist: Dist = Dist(),
+    augment: Augment = _same,
     *,
     k: float,
     p: float,
 ) -> torch.Tensor:
     """k * |grad D|^p on real and fake images (WGAN-div), each scored with its own labels (D(fake, y_fake) is the
-    function D's loss trains on the fakes)."""
-    both = torch.cat([_grad_norm(d, real, y_real), _grad_norm(d, fake, y_fake)])
+    function D's loss trains on the fakes) and augmented as D's loss sees them."""
+    both = torch.cat([_grad_norm(d, real, y_real, augment), _grad_norm(d, fake, y_fake, augment)])
     return k * (both**p).mean()
 
 
 def r1_penalty(
-    d: Critic, real: torch.Tensor, labels: torch.Tensor | None, augment: Callable[[torch.Tensor], torch.Tensor]
+    d: Critic, real: torch.Tensor, labels: torch.Tensor | None, augment: Augment
 ) -> torch.Tensor:
     """Squared gradient norm of D at (augmented) real images, averaged over the batch (unweighted)."""
     out, grad = _input_grad(d, real.detach().requires_grad_(True), labels, augment)

@@ -141,7 +141,8 @@ class GANObjective:
         if self.ada:
             self.ada.observe(adv_real, index)
         if self.penalty:
-            t.add("penalty", self.penalty(d_penalty or d, real, fake, y_real, y_fake, gen, self.dist))
+            augment = partial(self.augment, gen=aug)  # what D's loss saw, drawn anew
+            t.add("penalty", self.penalty(d_penalty or d, real, fake, y_real, y_fake, gen, self.dist, augment))
         if self.conditional:
             t.add("aux_d", aux, self.cfg.aux_weight)
         t.add("d_real", adv_real.float().mean(), None)
