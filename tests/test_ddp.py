@@ -315,6 +315,24 @@ def test_a_launcher_stopped_by_a_sigterm_stops_torchrun_and_its_workers(tmp_path
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_launch_leaves_no_torchelastic_folder_behind(tmp_path, monkeypatch):
+    """torchrun made a /tmp/torchelastic_* folder (its workers' error-file folders) on every launch and never removed
+    it: hundreds after a few days of runs. Its folders now go into one that the launcher removes."""
+    import tempfile
+
+    from facegan.launch import relaunch
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))  # torchrun's temporary folder
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))  # this process's
+    worker = tmp_path / "worker.py"
+    worker.write_text(f"import os\nopen(os.path.join({str(tmp_path)!r}, 'rank-' + os.environ['RANK']), 'w')\n")
+    assert relaunch(2, [str(worker)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0", "rank-1"]
+    assert list(tmp.iterdir()) == []
+
+
 def _state(pid: int) -> str:
     """A process's state letter from /proc (Z: a zombie, done), or 'gone'."""
     try:

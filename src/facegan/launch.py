@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -27,20 +28,23 @@ def relaunch(nproc: int, argv: list[str]) -> int:
     closed terminal) stops it too: while it waits they raise (after any handler of the caller's has run)."""
     torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
     cmd = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    cmd += ["--standalone", f"--nproc-per-node={nproc}", *argv]
-    log.info("launching %d training processes: %s", nproc, " ".join(cmd))
-    proc = subprocess.Popen(cmd)
-    try:
-        with _signals_raise():
-            return proc.wait()
-    except BaseException:
-        proc.terminate()
+    # torchrun's per-worker folders (error files; logs when redirected) go into a folder removed afterwards: by
+    # default they are a /tmp/torchelastic_* folder per launch, never removed
+    with tempfile.TemporaryDirectory(prefix="facegan-torchrun-") as logs:
+        cmd += ["--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs}", *argv]
+        log.info("launching %d training processes: %s", nproc, " ".join(cmd))
+        proc = subprocess.Popen(cmd)
         try:
-            proc.wait(timeout=60)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C: no more waiting
-            proc.kill()
-            proc.wait()
-        raise
+            with _signals_raise():
+                return proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C: no more waiting
+                proc.kill()
+                proc.wait()
+            raise
 
 
 @contextlib.contextmanager

@@ -113,9 +113,7 @@ def divergence_penalty(
     return k * (both**p).mean()
 
 
-def r1_penalty(
-    d: Critic, real: torch.Tensor, labels: torch.Tensor | None, augment: Augment
-) -> torch.Tensor:
+def r1_penalty(d: Critic, real: torch.Tensor, labels: torch.Tensor | None, augment: Augment) -> torch.Tensor:
     """Squared gradient norm of D at (augmented) real images, averaged over the batch (unweighted)."""
     out, grad = _input_grad(d, real.detach().requires_grad_(True), labels, augment)
     # + 0 * out: every D parameter is in the graph (DDP expects a gradient for each, even if zero)
