@@ -354,3 +354,65 @@ def test_attribute_accuracy_needs_a_classifier_of_the_sets_labels(prepared, layo
     monkeypatch.setattr(sample, "render", no_generation)
     with pytest.raises(StatsMismatch, match="classifier in .*stale was trained on other labels"):
         run_evaluate(cfg, ckpt, layout.packed, root / "stats", tmp_path / "eval2", stale)
+
+
+def test_the_cyclegan_baseline_skips_attributes_and_checks_the_source_statistics(prepared, layout, tmp_path):
+    """The untranslated baseline read the source set's <extractor>.npz unchecked: with `attributes` scored and an
+    unlabelled source (no attributes.npz) the stage failed after its whole training, and a labelled source's
+    attribute features come from its own classifier, another feature space than the target's. Now the baseline is
+    None for `attributes`, and the source's other statistics are checked as a target's are."""
+    from types import SimpleNamespace
+
+    from facegan import translate
+    from facegan.data.packed import ZIP_NAME, load_packed
+    from facegan.evaluate.run import STATUS, StatsMismatch
+    from facegan.layout import Layout
+
+    cfg, prep, _ = prepared
+    p = tiny_params()
+    p = p.model_copy(update={"evaluate": cfg})
+    root = tmp_path / "root"
+    for name in (p.cyclegan.a, p.cyclegan.b):
+        at = Layout(root, name)
+        shutil.copytree(layout.packed, at.packed)
+        shutil.copytree(prep / "stats", at.stats)
+        shutil.copytree(prep / "classifier", at.classifier)
+    a = Layout(root, p.cyclegan.a)  # unlabelled: no classifier, no attribute statistics
+    shutil.rmtree(a.classifier)
+    (a.stats / "attributes.npz").unlink()
+    status = json.loads((a.stats / STATUS).read_text())
+    status["extractors"]["attributes"] = {"status": "unavailable", "reason": "no labels"}
+    (a.stats / STATUS).write_text(json.dumps(status))
+
+    scoring = translate.scorers(p, root)
+    assert sorted(scoring) == [("a_to_b", "attributes"), ("a_to_b", "dlib"), ("b_to_a", "dlib")]
+    assert scoring[("a_to_b", "attributes")][1] is None
+    assert scoring[("a_to_b", "dlib")][1].n == 12 and scoring[("b_to_a", "dlib")][1].n == 12
+
+    images = torch.from_numpy(load_packed(layout.packed / ZIP_NAME)[0]).permute(0, 3, 1, 2).contiguous()  # NCHW
+    trainer = SimpleNamespace(images_a=images, images_b=images, translate=lambda x, key: x.float() / 127.5 - 1)
+    m = translate.evaluate(trainer, p, root, scoring)
+    assert m["a_to_b"]["fd_attributes_untranslated"] is None and m["a_to_b"]["fd_attributes"] >= 0
+    assert m["a_to_b"]["fd_dlib_untranslated"] >= 0 and m["b_to_a"]["fd_dlib_untranslated"] >= 0
+
+    with open(a.packed / ZIP_NAME, "ab") as f:  # the source packed again since its statistics were made
+        f.write(b"\0")
+    with pytest.raises(StatsMismatch, match=r"are of another packed set than .*cartoon/dataset.zip"):
+        translate.scorers(p, root)
+
+
+def test_the_cyclegan_baseline_is_scored_on_as_many_images_as_the_translations():
+    """The Fréchet distance is biased upward by fewer samples: a baseline from all of the source's real features
+    (n = 2000) against translations scored on 300 favoured the baseline. Source, target and a 'perfect translation'
+    drawn from one distribution: the baseline at n = 300 is near the perfect translation's distance, all 2000 not."""
+    from facegan.evaluate.fid import feature_stats, frechet_distance
+    from facegan.translate import untranslated
+
+    rng = np.random.default_rng(0)
+    source, target, perfect = (feature_stats(rng.normal(size=(n, 32)), warn_small=False) for n in (2000, 2000, 300))
+    fd_perfect = frechet_distance(target.mu, target.sigma, perfect.mu, perfect.sigma)
+    matched = untranslated(source, target, 300, seed=0)
+    everything = untranslated(source, target, 5000, seed=0)  # more than there are: all of them
+    assert everything == pytest.approx(frechet_distance(target.mu, target.sigma, source.mu, source.sigma))
+    assert abs(matched - fd_perfect) < 0.15 * fd_perfect, (matched, fd_perfect)  # measured: 1.130 vs 1.077
+    assert everything < fd_perfect / 2, (everything, fd_perfect)  # measured: 0.300

@@ -3,7 +3,8 @@
 Trains `facegan.train.cyclegan.CycleTrainer` through the shared training loop (checkpoints, resume,
 sample grids, losses.csv), then scores each direction: the Frechet distance (and KID) of A translated
 to B against B's reference statistics, and the other way round, per extractor; next to each, the
-distance of the untranslated source images to the same statistics (what translation has to beat).
+distance of as many untranslated source images to the same statistics (what translation has to beat; none for
+the attribute extractor, whose features each set's own classifier makes).
 Writes data/cyclegan/model/ and data/cyclegan/metrics.json (DVC metrics) and tracks one MLflow run.
 """
 
@@ -14,6 +15,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from facegan import io
 from facegan.config import Params, ParamsError
 from facegan.errors import StageInputMissing
@@ -21,6 +24,7 @@ from facegan.io import write_text
 from facegan.layout import Layout
 
 if TYPE_CHECKING:
+    from facegan.evaluate.fid import FeatureStats
     from facegan.evaluate.run import Scorer
 
 log = logging.getLogger(__name__)
@@ -46,49 +50,74 @@ def write_disabled(root: Path) -> None:
     write_text(root / OUT / "metrics.json", json.dumps({"enabled": False}, indent=1))
 
 
-def scorers(p: Params, root: Path) -> dict[tuple[str, str], Scorer]:
+def scorers(p: Params, root: Path) -> dict[tuple[str, str], tuple[Scorer, FeatureStats | None]]:
     """(direction, extractor) -> the Scorer of translations into the direction's target, for every extractor
-    available; built before training, so statistics that do not fit stop the stage before its hours of steps."""
-    from facegan.evaluate.run import scorers_of
+    available, and the source set's real statistics for the untranslated baseline (checked as the target's are;
+    None for `attributes`: each set's attribute features come from its own classifier, another feature space).
+    Built before training, so statistics that do not fit stop the stage before its hours of steps."""
+    from facegan.evaluate.run import reference_stats, scorers_of
 
     names = {"a": p.cyclegan.a, "b": p.cyclegan.b}
-    out: dict[tuple[str, str], Scorer] = {}
-    for direction, (_, _, dst) in DIRECTIONS.items():
-        at = Layout(root, names[dst])
+    out: dict[tuple[str, str], tuple[Scorer, FeatureStats | None]] = {}
+    for direction, (_, src, dst) in DIRECTIONS.items():
+        at, source = Layout(root, names[dst]), Layout(root, names[src])
         found, unavailable = scorers_of(p.evaluate, at.stats, at.classifier, at.packed)
-        out |= {(direction, name): scorer for name, scorer in found.items()}
+        for name, scorer in found.items():
+            base = None
+            if name != "attributes":
+                base = reference_stats(name, p.evaluate, source.stats, source.classifier, source.packed)
+            out[(direction, name)] = (scorer, base)
         for name, why in unavailable.items():
             log.warning("extractor %s unavailable, %s not scored with it: %s", name, direction, why)
     return out
 
 
-def evaluate(trainer, p: Params, root: Path, scoring: dict[tuple[str, str], Scorer]) -> dict:
-    """Per direction and extractor: fd/kid of the translations vs the target, beside the untranslated baseline
-    (the source set's real statistics vs the target's: refstats of both, so no real image is embedded again)."""
-    from facegan.evaluate.fid import frechet_distance, load_stats
+def untranslated(source: FeatureStats, target: FeatureStats, n: int, seed: int) -> float:
+    """Frechet distance of n of the source set's real images (a seeded draw of its statistics' features) to the
+    target's statistics: the baseline with as many images as the translations are scored on (the distance's upward
+    bias depends on n: all of the source's would favour the baseline)."""
+    from facegan.evaluate.fid import feature_stats, frechet_distance
+
+    feats = source.features
+    if n < len(feats):
+        feats = feats[np.sort(np.random.default_rng(seed).choice(len(feats), n, replace=False))]
+    ours = feature_stats(feats, warn_small=False)
+    return frechet_distance(target.mu, target.sigma, ours.mu, ours.sigma)
+
+
+def evaluate(
+    trainer, p: Params, root: Path, scoring: dict[tuple[str, str], tuple[Scorer, FeatureStats | None]]
+) -> dict:
+    """Per direction and extractor: fd/kid of the translations vs the target, beside the untranslated baseline (as
+    many of the source set's real images, from its refstats features: no real image is embedded again; null for
+    `attributes`)."""
     from facegan.train.images import seeded_subset, to_uint8
 
     c = p.cyclegan
-    names = {"a": c.a, "b": c.b}
     images = {"a": trainer.images_a, "b": trainer.images_b}
     metrics: dict = {"a": c.a, "b": c.b, "num_samples": {}}
     for direction, (key, src, _) in DIRECTIONS.items():
         source = seeded_subset(images[src], c.num_samples, p.evaluate.seed)
         moved = to_uint8(trainer.translate(source, key))
         metrics["num_samples"][direction] = len(moved)
-        for (towards, name), scorer in scoring.items():
+        for (towards, name), (scorer, real) in scoring.items():
             if towards != direction:
                 continue
             score = scorer(moved, desc=f"{direction} ({name})")
-            real = load_stats(Layout(root, names[src]).stats / f"{name}.npz")
-            base = frechet_distance(real.mu, real.sigma, scorer.real.mu, scorer.real.sigma)
+            base = None if real is None else untranslated(real, scorer.real, len(moved), p.evaluate.seed)
             metrics[direction] = {
                 **metrics.get(direction, {}),
                 f"fd_{name}": round(score["fd"], 6),
                 f"kid_{name}": round(score["kid"], 8),
-                f"fd_{name}_untranslated": round(base, 6),
+                f"fd_{name}_untranslated": None if base is None else round(base, 6),
             }
-            log.info("%s %s: Frechet distance %.4f (untranslated %.4f)", direction, name, score["fd"], base)
+            log.info(
+                "%s %s: Frechet distance %.4f (untranslated %s)",
+                direction,
+                name,
+                score["fd"],
+                "n/a" if base is None else f"{base:.4f}",
+            )
     return metrics
 
 

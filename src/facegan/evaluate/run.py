@@ -19,7 +19,7 @@ from facegan.data.packed import ZIP_NAME, load_labels, load_packed, packed_meta,
 from facegan.errors import FaceganError, StageInputMissing
 from facegan.evaluate.classifier import MODEL, AttributeNet, accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
-from facegan.evaluate.fid import feature_stats, frechet_distance, kid, load_stats, save_stats
+from facegan.evaluate.fid import FeatureStats, feature_stats, frechet_distance, kid, load_stats, save_stats
 from facegan.io import atomic_dir, host_free, sha256_file, write_text
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,56 @@ def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: P
     return status
 
 
+def reference_stats(
+    name: str, cfg: EvaluateConfig, stats_dir: Path, classifier_dir: Path | None = None, packed: Path | None = None
+) -> FeatureStats:
+    """One extractor's real statistics in `stats_dir`, checked: with `packed`, they must be of that packed set (its
+    dataset.zip's sha256); mode, evaluate.max_real and, for `attributes`, the classifier must be theirs too: a
+    StatsMismatch says to re-run refstats otherwise (ExtractorUnavailable: they were not made, the extractor does
+    not run here)."""
+    rerun = "re-run refstats (`dvc repro -f refstats@<dataset>` or `facegan refstats <dataset>`)"
+    if not (stats_dir / STATUS).is_file():
+        raise StageInputMissing(f"no reference statistics in {stats_dir}: run refstats first")
+    status = json.loads((stats_dir / STATUS).read_text(encoding="utf-8"))
+    ref = status["extractors"].get(name)
+    if ref is None:
+        raise StatsMismatch(
+            f"extractor {name!r} has no reference statistics in {stats_dir}: add it to "
+            "evaluate.extractors and re-run refstats"
+        )
+    if ref["status"] != "ok":  # unavailable when they were made: still so, or installed since
+        if not _available_now(name, cfg, classifier_dir):
+            raise ExtractorUnavailable(ref["reason"])
+        raise StatsMismatch(
+            f"extractor {name!r} was unavailable when the statistics in {stats_dir} were made and is available "
+            f"now: {rerun}"
+        )
+    if packed is not None and status.get("dataset_sha256") != _sha256_cached(packed / ZIP_NAME):
+        raise StatsMismatch(
+            f"the reference statistics in {stats_dir} are of another packed set than {packed / ZIP_NAME} "
+            f"(it changed since they were made): {rerun}"
+        )
+    for key in ("max_real", "seed"):  # which real images they are of (seed None: all, none drawn)
+        if status.get(key, getattr(cfg, key)) not in (None, getattr(cfg, key)):
+            raise StatsMismatch(
+                f"the reference statistics in {stats_dir} are of evaluate.{key} {status[key]}, "
+                f"not {getattr(cfg, key)}: {rerun}"
+            )
+    made_with = ref.get("classifier_sha256", "any")  # statistics made before it was recorded: any
+    if name == "attributes" and made_with not in ("any", _classifier_sha256(classifier_dir)):
+        raise StatsMismatch(f"the attribute statistics in {stats_dir} are of another classifier: {rerun}")
+    real = load_stats(stats_dir / f"{name}.npz")
+    if real.meta.get("mode") != cfg.mode:
+        raise StatsMismatch(
+            f"reference statistics in {stats_dir} were computed in mode {real.meta.get('mode')!r}, "
+            f"not {cfg.mode!r}: statistics of different modes are not comparable (re-run refstats)"
+        )
+    return real
+
+
 class Scorer:
-    """Frechet distance and KID of generated images against one extractor's real statistics. With `packed`, the
-    statistics must be of that packed set (its dataset.zip's sha256); mode, evaluate.max_real and, for
-    `attributes`, the classifier must be theirs too: a StatsMismatch says to re-run refstats otherwise."""
+    """Frechet distance and KID of generated images against one extractor's real statistics, checked by
+    `reference_stats`."""
 
     def __init__(
         self,
@@ -91,44 +137,8 @@ class Scorer:
         classifier_dir: Path | None = None,
         packed: Path | None = None,
     ):
-        rerun = "re-run refstats (`dvc repro -f refstats@<dataset>` or `facegan refstats <dataset>`)"
-        if not (stats_dir / STATUS).is_file():
-            raise StageInputMissing(f"no reference statistics in {stats_dir}: run refstats first")
-        status = json.loads((stats_dir / STATUS).read_text(encoding="utf-8"))
-        ref = status["extractors"].get(name)
-        if ref is None:
-            raise StatsMismatch(
-                f"extractor {name!r} has no reference statistics in {stats_dir}: add it to "
-                "evaluate.extractors and re-run refstats"
-            )
-        if ref["status"] != "ok":  # unavailable when they were made: still so, or installed since
-            if not _available_now(name, cfg, classifier_dir):
-                raise ExtractorUnavailable(ref["reason"])
-            raise StatsMismatch(
-                f"extractor {name!r} was unavailable when the statistics in {stats_dir} were made and is available "
-                f"now: {rerun}"
-            )
-        if packed is not None and status.get("dataset_sha256") != _sha256_cached(packed / ZIP_NAME):
-            raise StatsMismatch(
-                f"the reference statistics in {stats_dir} are of another packed set than {packed / ZIP_NAME} "
-                f"(it changed since they were made): {rerun}"
-            )
-        for key in ("max_real", "seed"):  # which real images they are of (seed None: all, none drawn)
-            if status.get(key, getattr(cfg, key)) not in (None, getattr(cfg, key)):
-                raise StatsMismatch(
-                    f"the reference statistics in {stats_dir} are of evaluate.{key} {status[key]}, "
-                    f"not {getattr(cfg, key)}: {rerun}"
-                )
-        made_with = ref.get("classifier_sha256", "any")  # statistics made before it was recorded: any
-        if name == "attributes" and made_with not in ("any", _classifier_sha256(classifier_dir)):
-            raise StatsMismatch(f"the attribute statistics in {stats_dir} are of another classifier: {rerun}")
         self.name, self.cfg = name, cfg
-        self.real = load_stats(stats_dir / f"{name}.npz")
-        if self.real.meta.get("mode") != cfg.mode:
-            raise StatsMismatch(
-                f"reference statistics in {stats_dir} were computed in mode {self.real.meta.get('mode')!r}, "
-                f"not {cfg.mode!r}: statistics of different modes are not comparable (re-run refstats)"
-            )
+        self.real = reference_stats(name, cfg, stats_dir, classifier_dir, packed)
         self.extractor = make_extractor(name, cfg, classifier_dir)
         self.calls = 0
 
