@@ -44,6 +44,37 @@ def test_quality_rejects_blur_small_faces_and_duplicate_photos_but_keeps_faces_o
     assert all(isinstance(r.extra["sharpness"], float) for r in out if r.extra.get("sharpness") is not None)
 
 
+@pytest.mark.parametrize("size", [256, 128], ids=["upscaled", "copied"])
+def test_matted_faces_are_judged_by_their_inside_not_by_the_cut_out_edge(tmp_path, size):
+    """Sharpness was measured on the matted image, where the cut-out's edge against the flat fill is sharp whatever
+    the face: a face blurred with sigma 6 passed min_sharpness 10 once matted. The matte stage's mask now travels
+    through upscale (resized with the image, or copied) and sharpness is measured inside it."""
+    from facegan.config import UpscaleConfig
+    from facegan.io import read_image
+    from facegan.preprocess.upscale import run_upscale
+
+    raw, matte, up = tmp_path / "raw", tmp_path / "matte", tmp_path / "upscale"
+    face = render(CartoonSource(seed=3), 0).image[40:200, 40:200]
+    disk = np.zeros((160, 160), np.uint8)
+    cv2.circle(disk, (80, 80), 60, 255, -1)
+    rows = []
+    for name, im in [("sharp.png", face), ("blurred.png", cv2.GaussianBlur(face, (0, 0), 6))]:
+        write_image(raw / "images" / name, im)
+        write_image(matte / name, np.where(disk[..., None] > 0, im, 255).astype(np.uint8))  # on a white fill
+        write_image(matte / "masks" / name, disk)
+        rows.append(Row(source=name, file=name, stage="matte", box=[0, 0, 160, 160], transform=[[1, 0, 0], [0, 1, 0]]))
+    write_manifest(matte, rows)
+    run_upscale(UpscaleConfig(size=size), matte, up)
+    assert read_image(up / "masks" / "blurred.png").shape == (max(size, 160), max(size, 160), 3)
+    cfg = QualityConfig(min_sharpness=10, min_face=32, max_hash_distance=-1)
+    out = run_quality(cfg, raw, up, tmp_path / "q")
+    assert [r.status for r in out] == ["ok", "rejected"] and out[1].reason.startswith("blurred"), out
+    for name in ("sharp.png", "blurred.png"):
+        (up / "masks" / name).unlink()  # as before: the whole matted image, edge included
+    unmasked = run_quality(cfg, raw, up, tmp_path / "q2")
+    assert [r.status for r in unmasked] == ["ok", "ok"] and unmasked[1].extra["sharpness"] > 10
+
+
 def test_sharpness_and_hash_behave():
     im = render(CartoonSource(seed=5), 1).image
     assert sharpness(im) > 5 * sharpness(cv2.GaussianBlur(im, (0, 0), 4))

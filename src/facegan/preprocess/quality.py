@@ -1,5 +1,6 @@
-"""Stage `quality`: reject blurred faces (variance of the Laplacian), faces that were too small in the
-original photo, and near-duplicates (256-bit DCT perceptual hash of the photo within a Hamming distance), with reasons.
+"""Stage `quality`: reject blurred faces (variance of the Laplacian, inside the matte stage's head mask), faces
+that were too small in the original photo, and near-duplicates (256-bit DCT perceptual hash of the photo within a
+Hamming distance), with reasons.
 
 Sharpness and hashes are computed per image in parallel; duplicates are then resolved in manifest order
 (the first of a group is kept), so the result does not depend on the number of workers.
@@ -20,16 +21,28 @@ from facegan.manifest import Manifest, Row, read_manifest
 from facegan.parallel import Pool, map_items
 from facegan.preprocess.common import finish, guarded
 from facegan.preprocess.hamming import HammingIndex
+from facegan.preprocess.upscale import MASKS
 
 STAGE = "quality"
 SHARPNESS_SIDE = 128  # sharpness is measured at one scale, so the threshold means the same for every size
 
 
-def sharpness(image: np.ndarray) -> float:
-    gray = cv2.cvtColor(
-        cv2.resize(image, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY
-    )
-    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+MIN_MASKED = 256  # fewer head pixels than this (of 128 x 128) inside the eroded mask: the whole image is measured
+
+
+def sharpness(image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Variance of the Laplacian of the gray image at SHARPNESS_SIDE, over the pixels inside `mask` (the matte
+    stage's head mask, eroded by 2 px so that the cut-out's edge against the fill is left out: that edge is sharp
+    whatever the face, and made every matted face pass), or over the whole image without one."""
+    side = (SHARPNESS_SIDE, SHARPNESS_SIDE)
+    gray = cv2.cvtColor(cv2.resize(image, side, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    lap = cv2.Laplacian(gray, cv2.CV_64F)
+    if mask is not None:
+        inside = cv2.resize((mask >= 128).astype(np.uint8), side, interpolation=cv2.INTER_NEAREST)
+        inside = cv2.erode(inside, np.ones((5, 5), np.uint8)).astype(bool)
+        if inside.sum() >= MIN_MASKED:
+            return float(lap[inside].var())
+    return float(lap.var())
 
 
 HASH_SIDE = 16  # 16x16 = 256-bit hash: on 2000 generated photos no two distinct ones came closer than 66
@@ -55,7 +68,8 @@ def _measure(row: Row, *, cfg: QualityConfig, raw_images: Path, src: Path, dst: 
     image = read_image(src / row.out_file)
     face_side = min(row.box[2] - row.box[0], row.box[3] - row.box[1]) if row.box else float("inf")
     # the hash is of the whole original photo: aligned, matted faces all look alike at 8x8 frequencies
-    sharp = round(sharpness(image), 2)
+    mask_file = src / MASKS / row.out_file
+    sharp = round(sharpness(image, read_image(mask_file)[..., 0] if mask_file.is_file() else None), 2)
     extra = {**row.extra, "sharpness": sharp, "phash": _hex(phash(read_image(raw_images / row.source)))}
     row = row.model_copy(update={"extra": extra})
     if face_side < cfg.min_face:

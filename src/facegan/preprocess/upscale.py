@@ -22,6 +22,7 @@ from facegan.preprocess.common import run_per_image
 from facegan.registry import pick
 
 STAGE = "upscale"
+MASKS = "masks"  # the matte stage's 0/255 head masks, one per face (facegan.preprocess.matte)
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 
 
@@ -45,14 +46,19 @@ def _upscale_one(row: Row, *, cfg: UpscaleConfig, upscaler: Upscaler, src: Path,
     image = read_image(src / row.out_file)
     h, w = image.shape[:2]
     factor = 1.0
+    mask = src / MASKS / row.out_file  # the matte stage's, carried along for the quality stage
     if min(h, w) < cfg.size:
         factor = cfg.size / min(h, w)
         image = upscaler(image, cfg.size)
         write_image(dst / row.out_file, image)
+        if mask.is_file():
+            big = Image.fromarray(read_image(mask)[..., 0]).resize((cfg.size, cfg.size), Image.Resampling.NEAREST)
+            write_image(dst / MASKS / row.out_file, np.asarray(big))
         transform = geometry.compose(geometry.resize_map((w, h), (cfg.size, cfg.size)), row.affine).tolist()
     else:
-        (dst / row.out_file).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / row.out_file, dst / row.out_file)
+        for file in (row.out_file, *([f"{MASKS}/{row.out_file}"] if mask.is_file() else [])):
+            (dst / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / file, dst / file)
         transform = row.affine
     return row.model_copy(
         update={
