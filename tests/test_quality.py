@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -183,3 +185,26 @@ def test_dedupe_decisions_match_on_the_default_sets_first_images():
 def test_dedupe_decisions_match_on_the_whole_default_sets():
     for name in ("cartoon", "sketch"):
         _same_decisions(*_default_set_hashes(name, None))
+
+
+def test_a_stage_that_accepts_nothing_says_why_in_its_error(tmp_path):
+    """The error pointed to the stage's manifest in its temporary output folder, removed by then. It now names the
+    first rejections and how many more."""
+    from facegan.errors import StageError
+
+    raw, src = tmp_path / "raw", tmp_path / "upscale"
+    face = cv2.GaussianBlur(render(CartoonSource(seed=3), 0).image[40:200, 40:200], (0, 0), 6)
+    rows = []
+    for i in range(5):
+        write_image(raw / "images" / f"p{i}.png", face)
+        write_image(src / f"b{i}.png", face)
+        rows.append(Row(source=f"p{i}.png", file=f"b{i}.png", stage="upscale", box=[0, 0, 100, 100]))
+    write_manifest(src, rows)
+    with pytest.raises(StageError) as e:
+        run_quality(QualityConfig(min_sharpness=10, max_hash_distance=-1), raw, src, tmp_path / "q")
+    assert re.fullmatch(
+        r"stage 'quality' accepted no image out of 5: p0\.png: blurred \(sharpness \d+\.\d < 10\.0\); "
+        r"p1\.png: blurred \(sharpness \d+\.\d < 10\.0\); p2\.png: blurred \(sharpness \d+\.\d < 10\.0\); and 2 more",
+        str(e.value),
+    ), str(e.value)
+    assert not (tmp_path / "q").exists()
