@@ -46,6 +46,61 @@ def test_detectors_find_the_astronaut(astronaut, backend, tmp_path):
     assert 150 < (x0 + x1) / 2 < 260 and 60 < (y0 + y1) / 2 < 160 and 50 < x1 - x0 < 200  # her face, not the flag
 
 
+@pytest.mark.parametrize("backend", ["cnn", "yunet"])
+def test_tiny_and_thin_images_are_rejected_not_the_end_of_the_stage(astronaut, backend, tmp_path):
+    """dlib's CNN raised on images under 4 px a side (4 x 2000 is 3 x 1600 once downscaled to max_side), which
+    failed the whole stage; YuNet on strips under 32 px high answered boxes of 10^11 px or failed to allocate
+    terabytes. Now such images are rejected one by one (too small for detect.min_size, or no face found: dlib skips
+    images under 8 px, YuNet sees them padded to 32 px) and the photo's face is kept."""
+    from facegan.preprocess.pretrained import YuNet
+
+    if backend == "yunet" and not YuNet.default_path().is_file():
+        pytest.skip("no YuNet model file (../shared/scripts/seed-caches.sh puts it in the cache)")
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    shapes = [(1, 1), (2, 2), (3, 50), (50, 3)] + [(h, w) for h in (4, 8, 24, 31) for w in (500, 2000, 3000)]
+    for h, w in shapes:
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(raw / "images" / f"strip_{h}x{w}.png")
+    Image.fromarray(astronaut).save(raw / "images" / "astronaut.png")
+    cfg = DetectConfig(backend=backend, upsample=0, min_size=1)  # every strip goes to the detector
+    rows = {r.source: r for r in run_detect(cfg, raw, tmp_path / "detect")}
+    assert rows["astronaut.png"].status == "ok"
+    assert {s: r.status for s, r in rows.items() if s.startswith("strip")} == {
+        f"strip_{h}x{w}.png": "rejected" for h, w in shapes
+    }
+    cfg = DetectConfig(backend=backend, upsample=0, min_size=16)
+    small = {r.source: r for r in run_detect(cfg, raw, tmp_path / "detect16") if r.source.startswith("strip_8x")}
+    assert small["strip_8x500.png"].reason == "image too small for a face of detect.min_size 16 px (500x8 px)"
+    assert rows["strip_24x3000.png"].reason == "no face found"
+
+
+def test_implausible_boxes_are_dropped(tmp_path, monkeypatch):
+    """A NaN box could not be written to the manifest (the next stage failed reading it); a box of 10^11 px was
+    taken as a face. Faces must be finite, overlap the image and be at most twice its size."""
+    from facegan.preprocess import detect
+    from facegan.preprocess.annotations import Face
+
+    nan = float("nan")
+    answers = {
+        "nan.png": [Face((nan, 0, 10, 10))],
+        "huge.png": [Face((5119.1, -3.3e11, 5119.1 + 40, 3.3e11))],
+        "outside.png": [Face((200, 200, 260, 260))],
+        "good.png": [Face((nan, nan, nan, nan)), Face((10, 10, 50, 50), np.full((5, 2), nan)), Face((8, 8, 56, 56))],
+    }
+    monkeypatch.setitem(detect.DETECTORS, "annotations", lambda cfg, raw: lambda image, key: answers[key])
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    for name in answers:
+        Image.new("RGB", (64, 64), (120, 100, 90)).save(raw / "images" / name)
+    rows = {r.source: r for r in run_detect(DetectConfig(backend="annotations"), raw, tmp_path / "detect")}
+    assert {s: (r.status, r.reason) for s, r in rows.items() if s != "good.png"} == {
+        s: ("rejected", "no face found") for s in ("nan.png", "huge.png", "outside.png")
+    }
+    assert rows["good.png"].status == "ok" and rows["good.png"].box == [8, 8, 56, 56]
+    assert read_manifest(tmp_path / "detect")[0].source  # the manifest reads back
+
+
 def test_dlib68_landmarks_land_on_the_face(astronaut, tmp_path):
     face = DETECTORS["hog"](DetectConfig(backend="hog"), tmp_path)(astronaut, "a")[0]
     from facegan.preprocess.models import DlibShapes

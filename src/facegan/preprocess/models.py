@@ -151,6 +151,9 @@ def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA), s
 
 
+DLIB_MIN_SIDE = 8
+
+
 class DlibDetector(Lazy):
     """dlib's HOG + linear SVM detector (`hog`) or its CNN (MMOD) detector (`cnn`)."""
 
@@ -166,6 +169,8 @@ class DlibDetector(Lazy):
 
     def __call__(self, image: np.ndarray, key: str = "") -> list[Face]:
         small, s = downscale(image, self.max_side)
+        if min(small.shape[:2]) < DLIB_MIN_SIDE:  # no face fits; the CNN raises on images under 4 px a side
+            return []
         with self.using() as det:
             if self.kind == "hog":
                 rects, scores, _ = det.run(small, self.upsample, 0.0)

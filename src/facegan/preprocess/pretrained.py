@@ -144,6 +144,9 @@ class BlazeFace(Lazy):
         ]
 
 
+YUNET_MIN_SIDE = 32
+
+
 class YuNet(Lazy):
     """OpenCV's YuNet (cv2.FaceDetectorYN): boxes, 5 landmarks (eyes, nose tip, mouth corners) and a 0-1 score."""
 
@@ -186,6 +189,10 @@ class YuNet(Lazy):
         import cv2
 
         small, s = downscale(image, self.max_side)
+        h, w = small.shape[:2]
+        if min(h, w) < YUNET_MIN_SIDE:  # below 32 px a side YuNet answers junk (boxes of 10^11 px) or fails to
+            # allocate: padded at the bottom and right, so that coordinates stay the image's
+            small = np.pad(small, ((0, max(0, YUNET_MIN_SIDE - h)), (0, max(0, YUNET_MIN_SIDE - w)), (0, 0)))
         with self.using() as det:  # the input size is the detector's state: set and used by one thread at a time
             det.setInputSize((small.shape[1], small.shape[0]))
             _, faces = det.detect(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)))
