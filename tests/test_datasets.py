@@ -188,6 +188,35 @@ def test_blocks_for_every_kind_are_valid_params(kind):
     cfg = yaml.safe_load("datasets:\n" + block)["datasets"]["x"]
     assert cfg["source"] == {"kind": "folder"} and cfg["pack"]["labels"] is None
     assert (cfg["verify"]["backend"] == "dlib") == (kind == "photos")
+    # with reference photos every face of a group photo is detected, so verify can keep the person's (the largest
+    # face only lost them where someone else's face was bigger)
+    assert cfg["detect"]["multi_face"] == ("all" if kind == "photos" else "largest")
+
+
+def test_remove_takes_a_block_with_blank_lines_inside_it_whole():
+    """The block ended at its first blank line: the rest attached itself to the dataset before it, whose setting
+    YAML then took from the removed one (the last of a key given twice)."""
+    from facegan.datasets import remove_block
+
+    text = (
+        "datasets:\n  cartoon:\n    detect: {backend: annotations}\n    quality: {min_sharpness: 10.0}\n"
+        "  mine:\n    detect: {backend: hog}\n\n    quality: {min_sharpness: 99.0}\n\n"
+        "  sketch:\n    detect: {backend: annotations}\ntrain:\n  model: dcgan\n"
+    )
+    assert remove_block(text, "mine") == (
+        "datasets:\n  cartoon:\n    detect: {backend: annotations}\n    quality: {min_sharpness: 10.0}\n\n"
+        "  sketch:\n    detect: {backend: annotations}\ntrain:\n  model: dcgan\n"
+    )
+    assert remove_block(text, "sketch").endswith("quality: {min_sharpness: 99.0}\n\ntrain:\n  model: dcgan\n")
+
+
+def test_a_key_given_twice_in_a_params_file_is_refused(tmp_path):
+    from facegan.config import ParamsError, read_yaml
+
+    f = tmp_path / "params.yaml"
+    f.write_text("datasets:\n  cartoon:\n    quality: {min_sharpness: 10.0}\n    quality: {min_sharpness: 99.0}\n")
+    with pytest.raises(ParamsError, match=r"found the key 'quality' a second time \(first on line 3\)"):
+        read_yaml(f)
 
 
 def test_photos_kind_picks_the_best_backends_whose_files_are_here_and_says_why(tmp_path, monkeypatch):

@@ -109,8 +109,9 @@ def dataset_block(
     backends = pick_backends(kind)[0] if backends is None else backends
     raw: dict[str, Any] = {"source": {"kind": "folder"}, **{k: dict(v) for k, v in backends.items()}}
     raw["pack"] = {"labels": "labels.csv" if has_labels else None}
-    if has_references:
+    if has_references:  # every face of a group photo goes to verify, which keeps the referenced person's
         raw["verify"] = {"backend": "dlib", "references": "references"}
+        raw["detect"] = {**raw.get("detect", {}), "multi_face": "all"}
     cfg = DatasetConfig.model_validate(raw).model_dump(mode="json")
     lines = [f"  {name}:                     # added by `facegan dataset add` (kind: {kind})"]
     for section, values in cfg.items():
@@ -143,7 +144,11 @@ def remove_block(text: str, name: str) -> str:
     first = next((i for i in range(start, end) if re.match(rf"^  {re.escape(name)}:", lines[i])), None)
     if first is None:
         raise ParamsError(f"dataset {name!r} not found in params.yaml")
-    last = next((i for i in range(first + 1, len(lines)) if re.match(r"^(  )?[^\s]|^\s*$", lines[i])), len(lines))
+    # the block ends at the next line indented by 2 spaces or less (the next dataset, a top-level key); blank lines
+    # inside it are its own (ending at the first one attached its remaining lines to the dataset before it)
+    last = next((i for i in range(first + 1, len(lines)) if re.match(r"^(  )?[^\s]", lines[i])), len(lines))
+    while last > first + 1 and not lines[last - 1].strip():  # the blank lines after it stay
+        last -= 1
     return "".join(lines[:first] + lines[last:])
 
 
