@@ -395,3 +395,25 @@ def test_the_annotations_backends_read_a_rewritten_file_again_and_fail_before_an
     (raw / "annotations.json").unlink()
     with pytest.raises(StageInputMissing, match=rf"^annotations file not found: {raw}/annotations.json \(the"):
         detect.DETECTORS["annotations"](DetectConfig(), raw)
+
+
+def test_file_names_that_are_not_utf8_are_one_clear_error_before_any_work(layout, tmp_path):
+    """A Latin-1 name (b'caf\\xe9.png') went through every image and then failed writing the manifest with a
+    PydanticSerializationError. Now detect refuses at once, naming the file as it can be printed; the import of
+    `facegan dataset add` skips such a file with the reason."""
+    import os
+
+    from facegan.data.sources import NOT_UTF8_NAME, import_images
+    from facegan.errors import StageInputMissing
+
+    raw = tmp_path / "raw"
+    shutil.copytree(layout.raw, raw)
+    latin1 = os.path.join(os.fsencode(raw / "images"), b"caf\xe9.png")
+    shutil.copyfile(raw / "images" / "000000.png", latin1)
+    with pytest.raises(StageInputMissing, match=r"1 file name\(s\) are not UTF-8 text \(caf\\xe9\.png\)"):
+        run_detect(DetectConfig(backend="annotations"), raw, tmp_path / "detect")
+    assert not (tmp_path / "detect").exists()
+
+    report = import_images(raw / "images", tmp_path / "imported")
+    assert report.skipped["caf\\xe9.png"] == NOT_UTF8_NAME
+    assert len(report.imported) == len(list((raw / "images").glob("*.png"))) - 1

@@ -23,6 +23,21 @@ from facegan.io import IMAGE_SUFFIXES, ImageError, open_image
 MAX_FILES = 200_000
 MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
 NOT_AN_IMAGE_FILE = "not an image file"
+NOT_UTF8_NAME = "its name is not UTF-8 text (manifests and params store names as UTF-8): rename it"
+
+
+def utf8_name(name: str) -> bool:
+    """Whether a file name decoded from the file system is UTF-8 text (Python keeps other bytes as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_name(name: str) -> str:
+    """A file name fit to print: bytes that are not UTF-8 as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class UnsafeArchive(FaceganError, ValueError):
@@ -159,6 +174,9 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                 rel = PurePosixPath(p.relative_to(src).as_posix())
                 if (why := _not_a_file(p)) is not None:
                     report.skipped[str(rel)] = why
+                    continue
+                if not utf8_name(str(rel)):
+                    report.skipped[shown_name(str(rel))] = NOT_UTF8_NAME
                     continue
                 if not _is_image_name(p.name) or p.name.startswith("."):
                     report.skipped[str(rel)] = NOT_AN_IMAGE_FILE

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facegan.config import DetectConfig
+from facegan.data.sources import shown_name, utf8_name
 from facegan.errors import StageError, StageInputMissing
 from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, list_images, read_image, write_image
 from facegan.manifest import Manifest, Row
@@ -208,6 +209,11 @@ def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int | Pool = 1)
     if not images.is_dir():
         raise StageInputMissing(f"no images folder at {images}")
     files = [p for p in sorted(images.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    if bad := [shown_name(str(p.relative_to(images))) for p in files if not utf8_name(str(p.relative_to(images)))]:
+        raise StageInputMissing(
+            f"{images}: {len(bad)} file name(s) are not UTF-8 text ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); manifests store names as UTF-8: rename them"
+        )
     if not list_images(images):
         raise StageInputMissing(f"no images in {images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     detector = pick(DETECTORS, cfg.backend, "detect backend")(cfg, raw)
