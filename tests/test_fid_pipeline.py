@@ -175,6 +175,37 @@ def test_clean_resize_is_pil_bicubic_per_channel():
     assert (np.diff(r[150]) >= -1e-3).all(), "a horizontal ramp stays monotone"
 
 
+def _bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of a bicubic resize (Keys, a = -0.5, the kernel widened by the scale when shrinking,
+    weights normalised per output pixel): the resampling clean-fid asks of PIL, written out independently."""
+
+    def cubic(x: np.ndarray) -> np.ndarray:
+        x, a = np.abs(x), -0.5
+        return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1, np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0))
+
+    scale = n_in / n_out
+    stretch = max(scale, 1.0)
+    centres = (np.arange(n_out) + 0.5) * scale
+    w = cubic((np.arange(n_in)[None, :] + 0.5 - centres[:, None]) / stretch)
+    return w / w.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("shape", [(32, 48), (600, 450)], ids=["enlarged", "shrunk"])
+def test_clean_resize_matches_a_written_out_float_bicubic(shape):
+    """clean-fid's resize is a float bicubic per channel, clipped, with no rounding to uint8 in between; a resize
+    of the uint8 image (PIL bicubic or bilinear) passes the constant and ramp checks above but not this one."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    im = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    ours = clean_resize(im[None])[0]
+    rows, cols = _bicubic_matrix(shape[0], 299), _bicubic_matrix(shape[1], 299)
+    ref = np.clip(np.stack([rows @ im[..., c].astype(np.float64) @ cols.T for c in range(3)]), 0, 255)
+    assert ours.shape == (3, 299, 299) and np.abs(ours - ref).max() < 0.02
+    quantised = np.asarray(Image.fromarray(im).resize((299, 299), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+    assert np.abs(quantised - ref).max() > 0.4  # the uint8 resize rounds: 0.5 off, and more where it clips
+
+
 def test_inception_modes_give_different_features(tmp_path, monkeypatch):
     from facegan.evaluate import inception
 
