@@ -320,3 +320,51 @@ def test_the_table_files_are_written_whole_or_not_at_all_and_out_must_be_a_folde
     (tmp_path / "afile").write_text("x")
     r = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "afile")])
     assert r.exit_code == 2 and "Invalid value for '--out'" in r.output and "Traceback" not in r.output
+
+
+def test_rows_are_ranked_only_against_rows_of_the_same_sample_count():
+    """A Frechet distance from fewer generated images is biased upward: the table ranked pipeline runs (500
+    samples), transfer fine-tunes (256) and CycleGAN directions (300) of one dataset against each other with no
+    column saying so. Each row now says its count (`n`), read from each kind's own setting, and the ranking is
+    within a count, most samples first."""
+    tags = {"dataset": "sketch", "model": "dcgan"}
+    pipe = rows_of(
+        [
+            run("p500aaaa", 10, tags, {"fd_dlib": 0.30}, {"evaluate.num_samples": "500"}),
+            run("p500bbbb", 10, tags, {"fd_dlib": 0.20}, {"evaluate.num_samples": "500"}),
+            run("p100cccc", 10, tags, {"fd_dlib": 0.10}, {"evaluate.num_samples": "100"}),
+        ]
+    )
+    parent = run(
+        "tttt0000",
+        10,
+        {"facegan.kind": "transfer", "source": "cartoon", "target": "sketch"},
+        {},
+        {"transfer.num_samples": "256", "evaluate.num_samples": "500"},
+    )
+    kids = [run("t1", 5, {"stage": "evaluate", "variant": "ada", "dataset": "sketch"}, {"fd_dlib": 0.05})]
+    study = transfer_rows(parent, kids)
+    default = transfer_rows(
+        run("tttt1111", 10, parent.data.tags, {}, {"transfer.num_samples": "None", "evaluate.num_samples": "500"}),
+        [run("t2", 5, {"stage": "evaluate", "variant": "baseline", "dataset": "sketch"}, {"fd_dlib": 0.25})],
+    )
+    cyc = cyclegan_rows(
+        run(
+            "cccc9999",
+            10,
+            {"a": "cartoon", "b": "sketch"},
+            {"a_to_b.fd_dlib": 0.15, "num_samples.a_to_b": 300.0, "b_to_a.fd_dlib": 0.4, "num_samples.b_to_a": 300.0},
+            {"cyclegan.num_samples": "500"},
+        )
+    )
+    rows = ordered(pipe + study + default + cyc)
+    assert [(r["samples"], r["fd_dlib"]) for r in rows if r["dataset"] == "sketch"] == [
+        (500, 0.20),
+        (500, 0.25),
+        (500, 0.30),
+        (300, 0.15),
+        (256, 0.05),
+        (100, 0.10),
+    ]
+    header = next(line for line in render(rows, width=200).splitlines() if "FD dlib" in line and "dataset" in line)
+    assert "samples" in ALL_COLUMNS and " n " in header

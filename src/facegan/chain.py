@@ -169,7 +169,8 @@ def _cyclegan(p: Params, at: Layout, t: Tracker) -> dict:
     ):
         t.log_artifact(path)
     return {d: metrics[d] for d in translate.DIRECTIONS if d in metrics} | {
-        "seconds_per_step": metrics["seconds_per_step"]
+        "seconds_per_step": metrics["seconds_per_step"],
+        "num_samples": metrics["num_samples"],  # per direction: the FID table ranks rows of one count together
     }
 
 

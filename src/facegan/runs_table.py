@@ -26,6 +26,7 @@ COLUMNS = [
     "kid_inception",
     "kid_dlib",
     "attr_acc_mean",
+    "samples",
     "steps",
     "wall_s",
 ]
@@ -67,6 +68,7 @@ def rows_of(runs: list) -> list[dict[str, Any]]:
                 ),
                 "freeze_d": p.get("train.freeze_d", "-"),
                 **{k: _score(m.get(k)) for k in METRICS},
+                "samples": _count(p.get("evaluate.num_samples")),
                 "steps": int(m["training.steps"]) if "training.steps" in m else tags.get("steps", ""),
                 "wall_s": round(wall, 1) if wall is not None else None,
                 "kind": "pipeline",
@@ -96,6 +98,12 @@ def _latest(runs: list) -> dict[str, Any]:
     return out
 
 
+def _count(value: object) -> int | None:
+    """A sample count from a logged param or metric ('500', 500.0), None when not recorded."""
+    text = str(value if not isinstance(value, float) else int(value)) if value is not None else ""
+    return int(text) if text.isdigit() else None
+
+
 def _steps(value: object) -> int | str:
     if isinstance(value, (int, float)):
         return int(value)
@@ -108,6 +116,7 @@ def transfer_rows(parent: Any, children: list) -> list[dict[str, Any]]:
     evaluate run (else what transfer-table put on the parent), settings from the row's summary run (`train.*`
     params, kind "row") or the parent's `transfer.*` params."""
     p, pm = parent.data.params, parent.data.metrics
+    n_transfer = p.get("transfer.num_samples")  # null: evaluate.num_samples
     by_variant: dict[str, list] = {}
     summaries: dict[str, dict] = {}  # row name -> params of its summary run (the resolved train config)
     for r in children:
@@ -142,6 +151,7 @@ def transfer_rows(parent: Any, children: list) -> list[dict[str, Any]]:
                 "augment": augment_label(cfg("ada.enabled"), cfg("diffaugment")),
                 "freeze_d": cfg("freeze_d") or "-",
                 **{k: _score(m.get(k, pm.get(f"{variant}.{k}"))) for k in METRICS},
+                "samples": _count(n_transfer if n_transfer not in (None, "None") else p.get("evaluate.num_samples")),
                 "steps": _steps(cfg("steps")),
                 "wall_s": round(wall, 1) if wall is not None else None,
                 "kind": "transfer",
@@ -168,6 +178,7 @@ def cyclegan_rows(run: Any) -> list[dict[str, Any]]:
                 "augment": augment_label(None, p.get("cyclegan.diffaugment")),
                 "freeze_d": "-",
                 **{k: _score(m.get(f"{direction}.{k}")) for k in METRICS},
+                "samples": _count(m.get(f"num_samples.{direction}", p.get("cyclegan.num_samples"))),
                 "steps": _steps(p.get("cyclegan.steps", "")),
                 "wall_s": round(wall, 1) if wall is not None else None,
                 "kind": "cyclegan",
@@ -182,13 +193,14 @@ def primary_metric(rows: list[dict]) -> str:
 
 
 def ordered(rows: list[dict]) -> list[dict]:
-    """Grouped by dataset (by name), best first within each: the primary metric, then fd_dlib; unscored (None: the
-    row builders turn NaN into None) last."""
+    """Grouped by dataset (by name), then by the number of generated images scored (most first: a Frechet distance
+    from fewer samples is biased upward, so only rows of one count are ranked against each other), best first within
+    each: the primary metric, then fd_dlib; unscored (None: the row builders turn NaN into None) last."""
     metric = primary_metric(rows)
 
     def key(r: dict) -> tuple:
-        a, b = r.get(metric), r.get("fd_dlib")
-        return (r.get("dataset", ""), a is None, a or 0.0, b is None, b or 0.0)
+        a, b, n = r.get(metric), r.get("fd_dlib"), r.get("samples")
+        return (r.get("dataset", ""), n is None, -(n or 0), a is None, a or 0.0, b is None, b or 0.0)
 
     return sorted(rows, key=key)
 
@@ -299,6 +311,7 @@ VIEW: list[tuple[str, str, Callable[[Any], str], bool]] = [
     ("kid_inception", "KID incep", _sig, True),
     ("kid_dlib", "KID dlib", _sig, True),
     ("attr_acc_mean", "attr acc", _pct, True),
+    ("samples", "n", _plain, True),
     ("steps", "steps", _plain, True),
     ("wall_s", "time", human_seconds, True),
     ("run", "run", _plain, False),
@@ -317,6 +330,7 @@ DROP_ORDER = [
     "attr_acc_mean",
     "steps",
     "kid_dlib",
+    "samples",
     "fd_dlib",
     "fd_inception",
     "wall_s",
