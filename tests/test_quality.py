@@ -77,6 +77,24 @@ def test_matted_faces_are_judged_by_their_inside_not_by_the_cut_out_edge(tmp_pat
     assert [r.status for r in unmasked] == ["ok", "ok"] and unmasked[1].extra["sharpness"] > 10
 
 
+def test_of_near_duplicate_photos_the_biggest_face_is_kept(tmp_path):
+    """The first copy by name was kept: a 240p copy (its face upscaled from 60 px) over the 480p original. Now the
+    copy whose face is biggest in its photo; the manifest keeps its order."""
+    raw, src = tmp_path / "raw", tmp_path / "upscale"
+    big = render(CartoonSource(seed=3), 0).image
+    small = np.asarray(Image.fromarray(big).resize((128, 128)))
+    face = big[40:200, 40:200]
+    rows = []
+    for name, photo, box in [("a_small.png", small, [20, 20, 100, 100]), ("b_big.png", big, [40, 40, 200, 200])]:
+        write_image(raw / "images" / name, photo)
+        write_image(src / name, face)
+        rows.append(Row(source=name, file=name, stage="upscale", box=box))
+    write_manifest(src, rows)
+    out = run_quality(QualityConfig(min_sharpness=10, min_face=32, max_hash_distance=16), raw, src, tmp_path / "q")
+    assert [(r.source, r.status) for r in out] == [("a_small.png", "rejected"), ("b_big.png", "ok")]
+    assert out[0].reason.startswith("near-duplicate of b_big.png")
+
+
 def test_sharpness_and_hash_behave():
     im = render(CartoonSource(seed=5), 1).image
     assert sharpness(im) > 5 * sharpness(cv2.GaussianBlur(im, (0, 0), 4))

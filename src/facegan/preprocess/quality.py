@@ -2,8 +2,9 @@
 that were too small in the original photo, and near-duplicates (256-bit DCT perceptual hash of the photo within a
 Hamming distance), with reasons.
 
-Sharpness and hashes are computed per image in parallel; duplicates are then resolved in manifest order
-(the first of a group is kept), so the result does not depend on the number of workers.
+Sharpness and hashes are computed per image in parallel; duplicates are then resolved in one pass (of a group of
+copies the biggest face is kept, the first in manifest order among equals), so the result does not depend on the
+number of workers.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def _bits(text: str) -> np.ndarray:
 
 def _measure(row: Row, *, cfg: QualityConfig, raw_images: Path, src: Path, dst: Path) -> Row:
     image = read_image(src / row.out_file)
-    face_side = min(row.box[2] - row.box[0], row.box[3] - row.box[1]) if row.box else float("inf")
+    face_side = _face_side(row) if row.box else float("inf")
     # the hash is of the whole original photo: aligned, matted faces all look alike at 8x8 frequencies
     mask_file = src / MASKS / row.out_file
     sharp = round(sharpness(image, read_image(mask_file)[..., 0] if mask_file.is_file() else None), 2)
@@ -81,8 +82,14 @@ def _measure(row: Row, *, cfg: QualityConfig, raw_images: Path, src: Path, dst: 
     return row.model_copy(update={"stage": STAGE, "backends": {**row.backends, STAGE: "laplacian+phash"}})
 
 
+def _face_side(row: Row) -> float:
+    return min(row.box[2] - row.box[0], row.box[3] - row.box[1]) if row.box else 0.0
+
+
 def dedupe(rows: Manifest, max_bits: int) -> Manifest:
-    """Reject faces whose photo is a near-copy of an earlier kept face's photo (faces of one photo are not).
+    """Reject faces whose photo is a near-copy of a kept face's photo (faces of one photo are not). Of a group of
+    copies the one whose face is biggest in its photo is kept (a 480p copy over a 240p one that upscale blew up),
+    the first in manifest order among equals; the manifest keeps its order.
 
     Kept hashes go into a multi-index Hamming index, so each face is compared only with the few kept
     photos that could be within `max_bits` (about linear in the number of faces, not quadratic). Of those,
@@ -91,23 +98,21 @@ def dedupe(rows: Manifest, max_bits: int) -> Manifest:
         return list(rows)
     index: HammingIndex | None = None
     kept: list[str] = []  # source photo of each id in the index
-    out = []
-    for r in rows:
-        if r.status != "ok" or r.stage != STAGE:
-            out.append(r)
-            continue
+    out = list(rows)
+    todo = [i for i, r in enumerate(rows) if r.status == "ok" and r.stage == STAGE]
+    for i in sorted(todo, key=lambda i: (-_face_side(rows[i]), i)):
+        r = rows[i]
         h = _bits(str(r.extra["phash"]))
         index = index or HammingIndex(h.size, max_bits)
         ids, dist = index.within(h)
-        other = np.array([kept[i] != r.source for i in ids.tolist()], bool)
+        other = np.array([kept[k] != r.source for k in ids.tolist()], bool)
         if other.any():
             ids, dist = ids[other], dist[other]
             j = int(np.argmin(dist))  # the first minimum: ids ascend in the order faces were kept
-            out.append(r.reject(STAGE, f"near-duplicate of {kept[ids[j]]} ({int(dist[j])} of {h.size} bits)"))
+            out[i] = r.reject(STAGE, f"near-duplicate of {kept[ids[j]]} ({int(dist[j])} of {h.size} bits)")
             continue
         index.add(h)
         kept.append(r.source)
-        out.append(r)
     return out
 
 
