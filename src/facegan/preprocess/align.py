@@ -146,7 +146,16 @@ def _fit(cfg: AlignConfig, pts: np.ndarray, side: int) -> np.ndarray:
     return geometry.similarity(pts, geometry.template5(side, cfg.eye_distance, cfg.eye_y))
 
 
-def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path, dst: Path) -> Row:
+def within(m: np.ndarray, side: int, shape: tuple[int, ...]) -> bool:
+    """Whether every pixel of a side x side warp by `m` reads inside an image of `shape`: the four corner pixels,
+    mapped back, lie in [0, w - 1] x [0, h - 1] (OpenCV's pixel centres), give or take half a pixel (a corner 0.1 px
+    out reads a tenth of one border pixel)."""
+    h, w = shape[:2]
+    corners = geometry.apply(geometry.invert(m), [[0, 0], [side - 1, 0], [0, side - 1], [side - 1, side - 1]])
+    return bool((corners >= -0.5).all() and (corners[:, 0] <= w - 0.5).all() and (corners[:, 1] <= h - 0.5).all())
+
+
+def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, raw_images: Path, src: Path, dst: Path) -> Row:
     crop = read_image(src / row.out_file)
     found = landmarker(crop, row)
     if found is None:
@@ -161,7 +170,12 @@ def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path,
         raise ImageError(f"face too small to align ({side} px < {MIN_SIDE} px)")
     if side != cfg.size:
         m = _fit(cfg, crop_pts, side)
-    aligned = geometry.warp(crop, m, (side, side))
+    if within(m, side, crop.shape):
+        aligned = geometry.warp(crop, m, (side, side))
+    else:  # the aligned square reaches beyond the detect crop (a tight detector box, a wide template): the crop's
+        # border would come in as a reflection of it, so the photo itself is warped (its own border only beyond it)
+        photo = read_image(raw_images / row.source)
+        aligned = geometry.warp(photo, geometry.compose(m, row.affine), (side, side))
     write_image(dst / row.out_file, aligned)
     # how far the 5 points land from the 5-point template (for `ffhq` too: a comparable number)
     residual = np.linalg.norm(
@@ -186,4 +200,5 @@ def _align_one(row: Row, *, cfg: AlignConfig, landmarker: Landmarker, src: Path,
 def run_align(cfg: AlignConfig, raw: Path, src: Path, dst: Path, workers: int | Pool = 1) -> Manifest:
     """Align every accepted crop of `src` (detect output) into `dst`."""
     landmarker = pick(LANDMARKERS, cfg.backend, "align backend")(cfg, raw)
-    return run_per_image(STAGE, functools.partial(_align_one, cfg=cfg, landmarker=landmarker), src, dst, workers)
+    fn = functools.partial(_align_one, cfg=cfg, landmarker=landmarker, raw_images=raw / "images")
+    return run_per_image(STAGE, fn, src, dst, workers)
