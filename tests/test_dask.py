@@ -286,7 +286,7 @@ def test_stopping_a_failed_map_waits_a_bounded_time_for_chunks_that_never_end(ca
 
     from facegan.dask_runner import stop_chunks  # imports Prefect, whose logging set-up drops caplog's root handler
 
-    halt, chunks = _Halt(), [_Chunk(done=True), _Chunk(done=False), _Chunk(done=False)]
+    halt, chunks = _Halt(), {"x[0:3]": _Chunk(done=True), "x[3:6]": _Chunk(done=False), "x[6:9]": _Chunk(done=False)}
     logger = logging.getLogger("facegan.dask_runner")
     if caplog.handler not in logging.getLogger().handlers:
         logger.addHandler(caplog.handler)
@@ -298,11 +298,11 @@ def test_stopping_a_failed_map_waits_a_bounded_time_for_chunks_that_never_end(ca
     assert 0.5 <= time.monotonic() - t0 < 5  # both stuck chunks share the one deadline
     assert halt.calls == ["set"]
     assert [r.getMessage() for r in caplog.records] == [
-        "2 chunk(s) of the failed map did not stop within 0.5 s (a cluster without workers?); they stop before "
-        "their next image if they ever run, and the stage's output folder may get files from them"
+        "2 chunk(s) of the failed map did not stop within 0.5 s (a cluster without workers?): x[3:6], x[6:9]; they "
+        "stop before their next image if they ever run, and the stage's output folder may get files from them"
     ]
     halt = _Halt()
-    stop_chunks(halt, [_Chunk(done=True), _Chunk(done=True)], timeout=0.5)
+    stop_chunks(halt, {"x[0:3]": _Chunk(done=True), "x[3:6]": _Chunk(done=True)}, timeout=0.5)
     assert halt.calls == ["set", "clear"]  # all stopped: the scheduler forgets the event
 
 

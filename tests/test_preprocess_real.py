@@ -77,7 +77,8 @@ def test_tiny_and_thin_images_are_rejected_not_the_end_of_the_stage(astronaut, b
 
 def test_implausible_boxes_are_dropped(tmp_path, monkeypatch):
     """A NaN box could not be written to the manifest (the next stage failed reading it); a box of 10^11 px was
-    taken as a face. Faces must be finite, overlap the image and be at most twice its size."""
+    taken as a face. Boxes must be finite, overlap the image and be at most twice its size; landmarks that are not
+    finite are dropped, their face kept."""
     from facegan.preprocess import detect
     from facegan.preprocess.annotations import Face
 
@@ -97,7 +98,9 @@ def test_implausible_boxes_are_dropped(tmp_path, monkeypatch):
     assert {s: (r.status, r.reason) for s, r in rows.items() if s != "good.png"} == {
         s: ("rejected", "no face found") for s in ("nan.png", "huge.png", "outside.png")
     }
+    # the biggest face kept: the one whose landmarks were NaN, its box fine (the landmarks dropped)
     assert rows["good.png"].status == "ok" and rows["good.png"].box == [8, 8, 56, 56]
+    assert rows["good.png"].extra["faces_found"] == 2
     assert read_manifest(tmp_path / "detect")[0].source  # the manifest reads back
 
 

@@ -217,11 +217,12 @@ def test_a_stage_that_accepts_nothing_says_why_in_its_error(tmp_path):
         write_image(raw / "images" / f"p{i}.png", face)
         write_image(src / f"b{i}.png", face)
         rows.append(Row(source=f"p{i}.png", file=f"b{i}.png", stage="upscale", box=[0, 0, 100, 100]))
-    write_manifest(src, rows)
+    earlier = [Row(source=f"gone{i}.png", stage="detect").reject("detect", "no face found") for i in range(4)]
+    write_manifest(src, earlier + rows)  # rejections of earlier stages are not this stage's reasons
     with pytest.raises(StageError) as e:
         run_quality(QualityConfig(min_sharpness=10, max_hash_distance=-1), raw, src, tmp_path / "q")
     assert re.fullmatch(
-        r"stage 'quality' accepted no image out of 5: p0\.png: blurred \(sharpness \d+\.\d < 10\.0\); "
+        r"stage 'quality' accepted no image out of 9: p0\.png: blurred \(sharpness \d+\.\d < 10\.0\); "
         r"p1\.png: blurred \(sharpness \d+\.\d < 10\.0\); p2\.png: blurred \(sharpness \d+\.\d < 10\.0\); and 2 more",
         str(e.value),
     ), str(e.value)

@@ -322,11 +322,13 @@ def test_the_table_files_are_written_whole_or_not_at_all_and_out_must_be_a_folde
     assert r.exit_code == 2 and "Invalid value for '--out'" in r.output and "Traceback" not in r.output
 
 
-def test_rows_are_ranked_only_against_rows_of_the_same_sample_count():
+def test_rows_are_ranked_only_against_rows_of_the_same_sample_count(tmp_path, monkeypatch):
     """A Frechet distance from fewer generated images is biased upward: the table ranked pipeline runs (500
     samples), transfer fine-tunes (256) and CycleGAN directions (300) of one dataset against each other with no
     column saying so. Each row now says its count (`n`), read from each kind's own setting, and the ranking is
     within a count, most samples first."""
+    from matplotlib.figure import Figure
+
     tags = {"dataset": "sketch", "model": "dcgan"}
     pipe = rows_of(
         [
@@ -368,3 +370,9 @@ def test_rows_are_ranked_only_against_rows_of_the_same_sample_count():
     ]
     header = next(line for line in render(rows, width=200).splitlines() if "FD dlib" in line and "dataset" in line)
     assert "samples" in ALL_COLUMNS and " n " in header
+    saved: list = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **k: (saved.append(fig), Path(path).write_bytes(b"")))
+    bar_chart(rows, tmp_path / "chart.png")  # a panel per count too
+    assert [ax.get_title(loc="left") for ax in saved[0].axes if "sketch" in ax.get_title(loc="left")] == [
+        f"sketch, n = {n}: fd_dlib (lower is better)" for n in (500, 300, 256, 100)
+    ]

@@ -6,6 +6,7 @@ the bad value and what is allowed (see `ParamsError`).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
@@ -854,7 +855,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: merged by the parent class, not a key
+                continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # the parent class says what is wrong with it
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping",

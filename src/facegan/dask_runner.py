@@ -168,9 +168,10 @@ def check_default_client(cfg: OrchestrationConfig) -> None:
 
 def task_runner(cfg: OrchestrationConfig) -> DaskTaskRunner:
     """The scheduler at dask.address, or a LocalCluster of dask.local_workers processes for one flow run."""
-    check_default_client(cfg)
     if cfg.dask.address:
         check_scheduler(cfg.dask.address)
+    check_default_client(cfg)
+    if cfg.dask.address:
         return DaskTaskRunner(address=cfg.dask.address)
     return DaskTaskRunner(
         cluster_kwargs={
@@ -264,7 +265,8 @@ class DaskPool:
                     done[starts[id(future)]] = out
                     bar.update(len(out))
             except BaseException:
-                stop_chunks(halt, list(futures.values()))
+                sizes = {start: len(items[start : start + size]) for start in futures}
+                stop_chunks(halt, {f"{desc}[{a}:{a + sizes[a]}]": f for a, f in futures.items()})
                 raise
             finally:
                 bar.close()
@@ -280,24 +282,26 @@ class DaskPool:
             return per_image()
 
 
-def stop_chunks(halt: Event, futures: list, timeout: float | None = None) -> None:
-    """After a failed chunk: stop the map's other chunks (pending ones end at once, running ones after their current
-    image) and wait until they have, so that none writes into the output folder the failed stage removes. At most
-    `timeout` (STOP_TIMEOUT_S) in all: a cluster that lost every worker mid-map would hold its chunks for ever.
-    Chunks still running then are named in a warning and the event stays set, so they stop when they next look."""
+def stop_chunks(halt: Event, futures: dict[str, Any], timeout: float | None = None) -> None:
+    """After a failed chunk: stop the map's other chunks (`futures` by their names; pending ones end at once, running
+    ones after their current image) and wait until they have, so that none writes into the output folder the failed
+    stage removes. At most `timeout` (STOP_TIMEOUT_S) in all: a cluster that lost every worker mid-map would hold its
+    chunks for ever. Chunks still running then are named in a warning and the event stays set, so they stop when
+    they next look."""
     timeout = STOP_TIMEOUT_S if timeout is None else timeout
     try:
         halt.set()
         deadline = time.monotonic() + timeout
-        for future in futures:
+        for future in futures.values():
             future.wait(max(0.0, deadline - time.monotonic()))  # its own error, if any, is not the one to report
-        running = [f for f in futures if not f.wrapped_future.done()]
+        running = [name for name, f in futures.items() if not f.wrapped_future.done()]
         if running:
             log.warning(
-                "%d chunk(s) of the failed map did not stop within %g s (a cluster without workers?); they stop "
+                "%d chunk(s) of the failed map did not stop within %g s (a cluster without workers?): %s; they stop "
                 "before their next image if they ever run, and the stage's output folder may get files from them",
                 len(running),
                 timeout,
+                ", ".join(running[:5]) + (", ..." if len(running) > 5 else ""),
             )
             return
         halt.clear()  # the scheduler forgets the event

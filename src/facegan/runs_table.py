@@ -228,8 +228,9 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def bar_chart(rows: list[dict], path: Path) -> None:
-    """One panel per dataset (distances to different real sets are not comparable): horizontal bars of the
-    dataset's primary metric per run (lower is better), best at the top; its title counts the runs without it."""
+    """One panel per dataset and sample count (distances to different real sets are not comparable, and fewer
+    samples bias a distance upward): horizontal bars of the panel's primary metric per run (lower is better), best
+    at the top; its title counts the runs without it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,12 +238,13 @@ def bar_chart(rows: list[dict], path: Path) -> None:
 
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(r.get("dataset", ""), []).append(r)
+        n = r.get("samples")
+        groups.setdefault(r.get("dataset", "") + (f", n = {n}" if n is not None else ""), []).append(r)
     heights = [0.4 * len(g) + 0.8 for g in groups.values()]
     fig, axes = plt.subplots(
         len(groups), 1, figsize=(8, sum(heights) + 0.4), squeeze=False, gridspec_kw={"height_ratios": heights}
     )
-    for ax, (dataset, group) in zip(axes[:, 0], groups.items(), strict=True):
+    for ax, (panel, group) in zip(axes[:, 0], groups.items(), strict=True):
         metric = primary_metric(group)
         have = sorted((r for r in group if r.get(metric) is not None), key=lambda r: r[metric])
         parts = ("model", "variant", "loss", "d_variant", "augment")
@@ -250,7 +252,7 @@ def bar_chart(rows: list[dict], path: Path) -> None:
         ax.barh(labels[::-1], [r[metric] for r in have][::-1], color="#4a7ab8")
         missing = len(group) - len(have)
         ax.set_title(
-            f"{dataset}: {metric} (lower is better)" + (f"; {missing} run(s) without it not shown" if missing else ""),
+            f"{panel}: {metric} (lower is better)" + (f"; {missing} run(s) without it not shown" if missing else ""),
             loc="left",
             fontsize=9,
         )
@@ -330,11 +332,11 @@ DROP_ORDER = [
     "attr_acc_mean",
     "steps",
     "kid_dlib",
-    "samples",
     "fd_dlib",
     "fd_inception",
     "wall_s",
     "variant",
+    "samples",  # last: the ranking is within one count
 ]
 
 

@@ -61,13 +61,15 @@ def finish(stage: str, folder: Path, rows: Manifest) -> None:
         "".join(f"\n  {k}: {v}" for k, v in counts.items() if k.startswith("rejected:")),
     )
     if counts["ok"] == 0:
-        raise StageError(f"stage {stage!r} accepted no image out of {len(rows)}: {first_rejections(rows)}")
+        raise StageError(f"stage {stage!r} accepted no image out of {len(rows)}: {first_rejections(rows, stage)}")
 
 
-def first_rejections(rows: Manifest, n: int = 3) -> str:
-    """The first n rejections, file and reason, and how many more: the failed stage's output folder (its manifest)
-    is removed, so the error itself says why."""
-    rejected = [r for r in rows if r.status == "rejected"]
+def first_rejections(rows: Manifest, stage: str, n: int = 3) -> str:
+    """The first n rejections, photo and reason, and how many more: this stage's own (else earlier stages'), as the
+    failed stage's output folder, its manifest, is removed, so the error itself says why."""
+    rejected = [r for r in rows if r.status == "rejected" and r.stage == stage] or [
+        r for r in rows if r.status == "rejected"
+    ]
     said = "; ".join(f"{r.source}: {r.reason}" for r in rejected[:n])
     return said + (f"; and {len(rejected) - n} more" if len(rejected) > n else "") if rejected else "none to take"
 

@@ -5,6 +5,7 @@ Backends (DETECTORS) share one signature: `detector(image_rgb, key) -> list[Face
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -137,22 +138,17 @@ def crop_transform(box: tuple[float, ...], margin: float, square: bool = True) -
     return np.array([[1.0, 0.0, cw / 2 - cx], [0.0, 1.0, ch / 2 - cy]]), (cw, ch)
 
 
-def plausible(face: Face, w: int, h: int) -> bool:
-    """A box a detector could mean for a w x h image: finite, not empty, overlapping the image, at most twice its
-    size (YuNet on some thin strips answered boxes of 10^11 px; a NaN box cannot be written to the manifest)."""
+def plausible(face: Face, w: int, h: int) -> Face | None:
+    """The face as a detector could mean it for a w x h image, or None: a finite box, not empty, overlapping the
+    image, at most twice its size (YuNet on some thin strips answered boxes of 10^11 px; a NaN box cannot be
+    written to the manifest). Landmarks that are not all finite are dropped, the face kept."""
     x0, y0, x1, y1 = face.box
-    finite = np.isfinite(face.box).all() and (face.landmarks is None or np.isfinite(face.landmarks).all())
-    return bool(
-        finite
-        and x0 < x1
-        and y0 < y1
-        and x1 > 0
-        and y1 > 0
-        and x0 < w
-        and y0 < h
-        and x1 - x0 <= 2 * w
-        and y1 - y0 <= 2 * h
-    )
+    overlaps = x0 < x1 and y0 < y1 and x1 > 0 and y1 > 0 and x0 < w and y0 < h
+    if not (np.isfinite(face.box).all() and overlaps and x1 - x0 <= 2 * w and y1 - y0 <= 2 * h):
+        return None
+    if face.landmarks is not None and not np.isfinite(face.landmarks).all():
+        return dataclasses.replace(face, landmarks=None)
+    return face
 
 
 def _detect_one(
@@ -163,7 +159,7 @@ def _detect_one(
     if min(h, w) < cfg.min_size:
         raise ImageError(f"image too small for a face of detect.min_size {cfg.min_size} px ({w}x{h} px)")
     found = detector(image, row.source)
-    faces = [f for f in found if f.score >= cfg.score_threshold and plausible(f, w, h)]
+    faces = [f for f in (plausible(f, w, h) for f in found if f.score >= cfg.score_threshold) if f is not None]
     if not faces:
         raise ImageError("no face found")
     big = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= cfg.min_size]
