@@ -217,6 +217,17 @@ def test_a_key_given_twice_in_a_params_file_is_refused(tmp_path):
     f.write_text("datasets:\n  cartoon:\n    quality: {min_sharpness: 10.0}\n    quality: {min_sharpness: 99.0}\n")
     with pytest.raises(ParamsError, match=r"found the key 'quality' a second time \(first on line 3\)"):
         read_yaml(f)
+    # merge keys are not keys given twice: `<<: *base` (twice, too) reads as yaml.safe_load reads it
+    f.write_text("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\ntwo:\n  <<: *b\n  <<: {z: 4}\n")
+    assert (
+        read_yaml(f)
+        == yaml.safe_load(f.read_text())
+        == {
+            "base": {"x": 1, "y": 2},
+            "other": {"x": 1, "y": 3},
+            "two": {"x": 1, "y": 2, "z": 4},
+        }
+    )
 
 
 def test_photos_kind_picks_the_best_backends_whose_files_are_here_and_says_why(tmp_path, monkeypatch):
