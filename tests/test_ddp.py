@@ -69,6 +69,7 @@ def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path, layout, b
             "torch.distributed.run",
             "--standalone",
             "--nproc-per-node=2",
+            f"--log-dir={tmp_path / 'torchrun'}",  # not a /tmp/torchelastic_* folder left per launch
             str(tmp_path / "worker.py"),
             str(tmp_path / "cfg.json"),
             str(layout.packed),
@@ -111,6 +112,7 @@ def _two_nodes(
                 sys.executable,
                 "-m",
                 "torch.distributed.run",
+                *([f"--log-dir={cwd[rank].parent / f'torchrun{rank}'}"] if cwd else []),  # not in /tmp for ever
                 "--nnodes",
                 "2",
                 "--node-rank",
@@ -265,7 +267,8 @@ def test_a_ddp_training_into_a_busy_work_folder_stops_on_every_rank_before_touch
         spec = tmp_path / "second.yaml"
         spec.write_text(yaml.safe_dump(second.model_dump(mode="json")))
         ranks = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+            + [f"--log-dir={tmp_path / 'torchrun'}", "-m"]
             + ["facegan.chain", "train", "cartoon", str(spec), str(root), "busy"],
             capture_output=True,
             text=True,
@@ -374,6 +377,7 @@ def test_an_error_on_rank_0_alone_ends_every_rank_with_the_error_said(tmp_path, 
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     (tmp_path / "worker.py").write_text(FAILING_RANK0)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += [f"--log-dir={tmp_path / 'torchrun'}"]  # not a /tmp/torchelastic_* folder left per launch
     cmd += [str(tmp_path / "worker.py"), str(tmp_path / "cfg.json"), str(layout.packed), str(tmp_path)]
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -446,6 +450,7 @@ def test_a_ddp_run_with_ada_resumed_between_two_adjustments_moves_p_as_the_whole
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     (tmp_path / "worker.py").write_text(ADA_RESUME)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += [f"--log-dir={tmp_path / 'torchrun'}"]  # not a /tmp/torchelastic_* folder left per launch
     cmd += [str(tmp_path / "worker.py"), str(tmp_path / "cfg.json"), str(layout.packed), str(tmp_path)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
