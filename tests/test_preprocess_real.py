@@ -51,7 +51,8 @@ def test_tiny_and_thin_images_are_rejected_not_the_end_of_the_stage(astronaut, b
     """dlib's CNN raised on images under 4 px a side (4 x 2000 is 3 x 1600 once downscaled to max_side), which
     failed the whole stage; YuNet on strips under 32 px high answered boxes of 10^11 px or failed to allocate
     terabytes. Now such images are rejected one by one (too small for detect.min_size, or no face found: dlib skips
-    images under 8 px, YuNet sees them padded to 32 px) and the photo's face is kept."""
+    images under 8 px, YuNet sees them padded to 64 px: at 32 it still found junk faces in strips of 24-31 x 2000-3000,
+    not on every run) and the photo's face is kept."""
     from facegan.preprocess.pretrained import YuNet
 
     if backend == "yunet" and not YuNet.default_path().is_file():

@@ -144,7 +144,7 @@ class BlazeFace(Lazy):
         ]
 
 
-YUNET_MIN_SIDE = 32
+YUNET_MIN_SIDE = 64  # measured: on noise strips 8-60 px high YuNet found junk faces padded to 32, none padded to 64
 
 
 class YuNet(Lazy):
@@ -190,7 +190,7 @@ class YuNet(Lazy):
 
         small, s = downscale(image, self.max_side)
         h, w = small.shape[:2]
-        if min(h, w) < YUNET_MIN_SIDE:  # below 32 px a side YuNet answers junk (boxes of 10^11 px) or fails to
+        if min(h, w) < YUNET_MIN_SIDE:  # below 64 px a side YuNet answers junk (boxes of 10^11 px) or fails to
             # allocate: padded at the bottom and right, so that coordinates stay the image's
             small = np.pad(small, ((0, max(0, YUNET_MIN_SIDE - h)), (0, max(0, YUNET_MIN_SIDE - w)), (0, 0)))
         with self.using() as det:  # the input size is the detector's state: set and used by one thread at a time
