@@ -100,8 +100,8 @@ def _latest(runs: list) -> dict[str, Any]:
 
 def _count(value: object) -> int | None:
     """A sample count from a logged param or metric ('500', 500.0), None when not recorded."""
-    text = str(value if not isinstance(value, float) else int(value)) if value is not None else ""
-    return int(text) if text.isdigit() else None
+    n = _steps(value)
+    return n if isinstance(n, int) else None
 
 
 def _steps(value: object) -> int | str:

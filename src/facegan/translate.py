@@ -55,18 +55,19 @@ def scorers(p: Params, root: Path) -> dict[tuple[str, str], tuple[Scorer, Featur
     available, and the source set's real statistics for the untranslated baseline (checked as the target's are;
     None for `attributes`: each set's attribute features come from its own classifier, another feature space).
     Built before training, so statistics that do not fit stop the stage before its hours of steps."""
-    from facegan.evaluate.run import reference_stats, scorers_of
+    from facegan.evaluate.run import scorers_of
 
     names = {"a": p.cyclegan.a, "b": p.cyclegan.b}
+    per_set = {}  # each set's Scorers: a direction's target, the other direction's source (its statistics checked)
+    for d, name in names.items():
+        at = Layout(root, name)
+        per_set[d] = scorers_of(p.evaluate, at.stats, at.classifier, at.packed)
     out: dict[tuple[str, str], tuple[Scorer, FeatureStats | None]] = {}
     for direction, (_, src, dst) in DIRECTIONS.items():
-        at, source = Layout(root, names[dst]), Layout(root, names[src])
-        found, unavailable = scorers_of(p.evaluate, at.stats, at.classifier, at.packed)
+        found, unavailable = per_set[dst]
         for name, scorer in found.items():
-            base = None
-            if name != "attributes":
-                base = reference_stats(name, p.evaluate, source.stats, source.classifier, source.packed)
-            out[(direction, name)] = (scorer, base)
+            source = per_set[src][0].get(name)
+            out[(direction, name)] = (scorer, source.real if source and name != "attributes" else None)
         for name, why in unavailable.items():
             log.warning("extractor %s unavailable, %s not scored with it: %s", name, direction, why)
     return out

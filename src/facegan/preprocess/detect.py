@@ -205,7 +205,8 @@ def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int | Pool = 1)
     if not images.is_dir():
         raise StageInputMissing(f"no images folder at {images}")
     files = [p for p in sorted(images.rglob("*")) if p.is_file() and not p.name.startswith(".")]
-    if bad := [shown_name(str(p.relative_to(images))) for p in files if not utf8_name(str(p.relative_to(images)))]:
+    keys = [str(p.relative_to(images)) for p in files]
+    if bad := [shown_name(k) for k in keys if not utf8_name(k)]:
         raise StageInputMissing(
             f"{images}: {len(bad)} file name(s) are not UTF-8 text ({', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}); manifests store names as UTF-8: rename them"
@@ -213,7 +214,7 @@ def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int | Pool = 1)
     if not list_images(images):
         raise StageInputMissing(f"no images in {images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     detector = pick(DETECTORS, cfg.backend, "detect backend")(cfg, raw)
-    rows = [Row(source=str(p.relative_to(images)), stage=STAGE) for p in files]
+    rows = [Row(source=k, stage=STAGE) for k in keys]
     stems = crop_stems([r.source for r in rows], cfg.multi_face != "largest")
     with atomic_dir(dst, f"{STAGE} run") as tmp:
         fn = functools.partial(_detect_guarded, cfg=cfg, detector=detector, images=images, dst=tmp, stems=stems)
