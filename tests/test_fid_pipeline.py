@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -447,3 +448,39 @@ def test_the_cyclegan_baseline_is_scored_on_as_many_images_as_the_translations()
     assert everything == pytest.approx(frechet_distance(target.mu, target.sigma, source.mu, source.sigma))
     assert abs(matched - fd_perfect) < 0.15 * fd_perfect, (matched, fd_perfect)  # measured: 1.130 vs 1.077
     assert everything < fd_perfect / 2, (everything, fd_perfect)  # measured: 0.300
+
+
+def test_fid_of_a_stage_folder_scores_its_faces_and_of_a_packed_folder_its_zip(layout, tmp_path, caplog):
+    """`facegan fid` on a stage's folder scored the matte masks and the contact sheet as faces too; on a packed
+    dataset's folder (data/processed/<ds>) it found no image at all."""
+    import logging
+
+    from facegan.evaluate.compare import compare_folders
+    from facegan.io import list_images
+    from facegan.manifest import read_manifest
+
+    upscale = tmp_path / "upscale"
+    shutil.copytree(layout.interim("upscale"), upscale)
+    faces = [r.out_file for r in read_manifest(upscale) if r.status == "ok"]
+    (upscale / "contact_sheet.png").write_bytes((upscale / faces[0]).read_bytes())  # as `facegan chain` leaves one
+    assert len(list_images(upscale)) == 2 * len(faces) + 1  # the faces, their masks and the sheet
+    plain = tmp_path / "plain"
+    for f in faces:
+        (plain / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(upscale / f, plain / f)
+    packed_copy = tmp_path / "packed"
+    with zipfile.ZipFile(layout.packed / "dataset.zip") as zf:
+        zf.extractall(packed_copy, [n for n in zf.namelist() if n.endswith(".png")])
+    cfg = EvaluateConfig()
+    logging.getLogger("facegan").addHandler(caplog.handler)
+    with caplog.at_level(logging.INFO, logger="facegan"):
+        got = compare_folders(layout.packed, upscale, cfg, "dlib")
+    assert (got["n_a"], got["n_b"]) == (12, len(faces))
+    said = " ".join(caplog.text.split())
+    assert f"scoring the {len(faces)} faces its manifest.jsonl accepted (not the {len(faces) + 1} other images" in said
+    assert "a packed dataset, scoring the 12 images of its dataset.zip" in said
+    want = compare_folders(packed_copy, plain, cfg, "dlib")
+    assert got["fd"] == want["fd"] and got["kid"] == want["kid"] and want["n_b"] == len(faces)
+    (upscale / faces[1]).unlink()  # a stage folder whose manifest's face is missing
+    with pytest.raises(FileNotFoundError, match="1 of the faces its manifest.jsonl accepted are missing, e.g."):
+        compare_folders(layout.packed, upscale, cfg, "dlib")

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegan.config import DetectConfig, PackConfig
+from facegan.config import DetectConfig, MatteConfig, PackConfig
 from facegan.data.pack import run_pack
 from facegan.data.packed import ZIP_NAME, load_packed
 from facegan.io import read_image
 from facegan.manifest import read_manifest
 from facegan.preprocess import geometry
+from facegan.preprocess.common import contact_sheet
 from facegan.preprocess.detect import crop_stems, output_name, run_detect
 from facegan.preprocess.matte import run_matte
 
@@ -258,6 +259,36 @@ def test_crops_of_names_that_meet_get_a_file_each_named_by_their_key(tmp_path, w
     assert re.fullmatch(r"x_jpg_h[0-9a-f]{8}\.png", names["x.jpg"]) and names["x.jpg"] != names["x.JPG"]
     assert crop_stems(["b.png", "a.jpg", "a.JPG"], False) == crop_stems(["a.JPG", "a.jpg", "b.png"], False)
     assert crop_stems(["a.png", "a_f1.png", "b.jpg"], multi_face=False) == {}  # one face an image: no face names
+
+
+def test_raw_names_the_stages_write_beside_the_faces_get_crops_of_their_own(tmp_path):
+    """A raw folder `masks/` met the matte stage's masks (the mask of `a.png` was written over the face of
+    `masks/a.png`, or the other way round); a raw `contact_sheet.png` was the contact sheet's name."""
+    raw = tmp_path / "raw"
+    red, green, blue, yellow, magenta = (230, 20, 20), (20, 230, 20), (20, 20, 230), (230, 230, 20), (230, 20, 230)
+    colours = {"a.png": red, "masks/a.png": green, "Rgba/a.png": blue, "contact_sheet.png": yellow}
+    colours["masks_/a.png"] = magenta  # already the escaped name: both get a hash
+    for key, c in colours.items():
+        (raw / "images" / key).parent.mkdir(parents=True, exist_ok=True)
+        _solid(raw / "images" / key, [c])
+    ann = {"images": {k: [{"box": [30, 30, 70, 70]}] for k in colours}}
+    (raw / "annotations.json").write_text(json.dumps(ann))
+    run_detect(DetectConfig(margin=0.0), raw, tmp_path / "d")
+    (tmp_path / "d" / "contact_sheet.png").unlink(missing_ok=True)  # as the chain would write it: none yet
+    rows = run_matte(MatteConfig(backend="none", rgba=True), tmp_path / "d", tmp_path / "m")
+    names = {r.source: r.out_file for r in rows}
+    assert names["a.png"] == "a.png" and names["Rgba/a.png"] == "Rgba_/a.png"
+    assert names["contact_sheet.png"] == "contact_sheet_.png"
+    assert re.fullmatch(r"masks_/a_h[0-9a-f]{8}\.png", names["masks/a.png"])
+    assert re.fullmatch(r"masks_/a_h[0-9a-f]{8}\.png", names["masks_/a.png"]) and len(set(names.values())) == 5
+    contact_sheet("matte", tmp_path / "m", raw / "images")
+    for key, c in colours.items():
+        face = read_image(tmp_path / "m" / names[key])
+        assert np.abs(face[10:-10, 10:-10].reshape(-1, 3).mean(0) - c).max() < 12, key
+        assert (read_image(tmp_path / "m" / "masks" / names[key]) == 255).all()  # its mask: `none` keeps it all
+        assert read_image(tmp_path / "m" / "rgba" / names[key]).shape == face.shape
+    assert len(list((tmp_path / "m" / "masks").rglob("*.png"))) == 5
+    assert (tmp_path / "m" / "contact_sheet.png").is_file()
 
 
 def test_a_second_run_of_a_stage_is_refused_while_the_first_writes_and_the_first_keeps_its_files(

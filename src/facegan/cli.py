@@ -339,7 +339,9 @@ def fid(
         None, exists=True, file_okay=False, help="a dataset's attribute classifier (data/classifiers/<dataset>)"
     ),
 ) -> None:
-    """Frechet distance and KID between two folders of images (any sizes and formats)."""
+    """Frechet distance and KID between two folders of images (any sizes and formats). A preprocessing stage's
+    folder counts the faces its manifest accepted (not its masks or contact sheet); a packed dataset's folder
+    (data/processed/NAME) the images of its dataset.zip."""
     import logging
 
     from facegan.config import EvaluateConfig, parse_section

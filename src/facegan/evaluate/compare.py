@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import tempfile
+import zipfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from facegan.config import EvaluateConfig
+from facegan.data.packed import ZIP_NAME
 from facegan.errors import StageInputMissing
 from facegan.evaluate.extractors import make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid
 from facegan.io import list_images
+from facegan.manifest import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -19,17 +24,55 @@ def compare_folders(
 ) -> dict:
     """FD and KID of folder b against folder a in one extractor's feature space (`attributes`: the classifier in
     `classifier_dir`), `copies`: how many of b's images have the pixels of one of a's (a copy of the reference
-    is no measure of a generator), and `same_images`: whether b holds exactly a's images."""
-    paths = {}
-    for folder in (a, b):
-        paths[folder] = list_images(folder)
-        if len(paths[folder]) < 2:
-            raise StageInputMissing(f"{folder}: needs at least 2 images, found {len(paths[folder])}")
+    is no measure of a generator), and `same_images`: whether b holds exactly a's images. Which images a folder
+    stands for: `folder_images`."""
+    with ExitStack() as stack:
+        paths = {folder: folder_images(folder, stack) for folder in (a, b)}
+        for folder, found in paths.items():
+            if len(found) < 2:
+                raise StageInputMissing(f"{folder}: needs at least 2 images, found {len(found)}")
+        return _compare(paths[a], paths[b], a, b, cfg, extractor, classifier_dir)
+
+
+def folder_images(folder: Path, stack: ExitStack) -> list[Path]:
+    """The images a folder stands for. A packed dataset's folder (data/processed/<name>): the images of its
+    dataset.zip, extracted into a temporary folder that `stack` removes. A preprocessing stage's folder: the faces
+    its manifest accepted, not the masks, contact sheet and other files the stages keep beside them. Any other
+    folder: every image file in it and its subfolders."""
+    if (folder / ZIP_NAME).is_file():
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="facegan-fid-")))
+        with zipfile.ZipFile(folder / ZIP_NAME) as zf:
+            names = sorted(n for n in zf.namelist() if n.endswith(".png"))
+            zf.extractall(tmp, names)
+        log.info("%s: a packed dataset, scoring the %d images of its %s", folder, len(names), ZIP_NAME)
+        return [tmp / n for n in names]
+    if (folder / MANIFEST).is_file():
+        faces = [folder / r.out_file for r in read_manifest(folder) if r.status == "ok"]
+        if missing := [f for f in faces if not f.is_file()]:
+            raise StageInputMissing(
+                f"{folder}: {len(missing)} of the faces its {MANIFEST} accepted are missing, e.g. {missing[0]}: "
+                "run its stage again"
+            )
+        others = len(list_images(folder)) - len(faces)
+        log.info(
+            "%s: a stage's folder, scoring the %d faces its %s accepted%s",
+            folder,
+            len(faces),
+            MANIFEST,
+            f" (not the {others} other images beside them: masks, contact sheet)" if others else "",
+        )
+        return faces
+    return list_images(folder)
+
+
+def _compare(
+    pa: list[Path], pb: list[Path], a: Path, b: Path, cfg: EvaluateConfig, extractor: str, classifier_dir: Path | None
+) -> dict:
     ex = make_extractor(extractor, cfg, classifier_dir)
     da: list[bytes] = []
     db: list[bytes] = []
-    fa = ex.folder(paths[a], desc=f"features of {a.name}", digests=da)
-    fb = ex.folder(paths[b], desc=f"features of {b.name}", digests=db)
+    fa = ex.folder(pa, desc=f"features of {a.name}", digests=da)
+    fb = ex.folder(pb, desc=f"features of {b.name}", digests=db)
     in_a = set(da)
     copies = sum(d in in_a for d in db)
     if copies:

@@ -15,6 +15,12 @@ from facegan.parallel import Pool, map_items
 
 log = logging.getLogger(__name__)
 
+# What stages write beside the faces in their output folders. No face's file may take these names: detect's
+# `output_name` steers a raw image's crop away from them (a raw subfolder `masks/` must not meet the masks).
+MASKS = "masks"  # the matte stage's 0/255 head masks, one per face, carried by upscale for quality
+RGBA = "rgba"  # the matte stage's faces with their alpha (matte.rgba)
+CONTACT_SHEET = "contact_sheet.png"
+
 # fn(row, src_folder, dst_folder) -> the row after this stage (ok with a new file, or rejected)
 RowFn = Callable[[Row, Path, Path], Row]
 
@@ -114,7 +120,7 @@ def contact_sheet(
             t, (r.reason or "")[:16], (3, thumb - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA
         )
         tiles.append(t)
-    path = folder / "contact_sheet.png"
+    path = folder / CONTACT_SHEET
     if tiles:
         write_image(path, image_grid(np.stack(tiles), ncols=8))
     return path

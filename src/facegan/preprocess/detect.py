@@ -25,7 +25,7 @@ from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool, map_items
 from facegan.preprocess import geometry
 from facegan.preprocess.annotations import Face
-from facegan.preprocess.common import finish, guarded, resolve
+from facegan.preprocess.common import CONTACT_SHEET, MASKS, RGBA, finish, guarded, resolve
 from facegan.registry import pick
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,18 @@ DETECTORS: dict[str, Callable[[DetectConfig, Path], Detector]] = {
 
 def output_name(key: str, k: int | None, stem: str | None = None) -> str:
     """Crop file name for face k of raw image `key`: its path with the suffix folded into the name (`a/b.jpg` ->
-    `a/b_jpg.png`), or `stem` (from `crop_stems`) where that name could be another image's."""
+    `a/b_jpg.png`), or `stem` (from `crop_stems`) where that name could be another image's. A name the stages write
+    beside the faces gets a `_`: `masks/a.png` -> `masks_/a.png` (the matte stage's masks go to `masks/`),
+    `contact_sheet.png` -> `contact_sheet_.png`; `crop_stems` tells such a crop from one of `masks_/a.png`."""
     if stem is None:
         p = Path(key)
         stem = str(p.with_suffix("")) + ("" if p.suffix.lower() == ".png" else "_" + p.suffix.lstrip(".").lower())
-    return f"{stem}{'' if k is None else f'_f{k}'}.png"
+    parts = list(Path(f"{stem}{'' if k is None else f'_f{k}'}.png").parts)
+    if len(parts) > 1 and parts[0].casefold() in (MASKS, RGBA):  # casefold: one folder on case-insensitive disks
+        parts[0] += "_"
+    elif len(parts) == 1 and parts[0].casefold() == CONTACT_SHEET:
+        parts[0] = parts[0][: -len(".png")] + "_.png"
+    return str(Path(*parts))
 
 
 def crop_stems(keys: list[str], multi_face: bool) -> dict[str, str]:

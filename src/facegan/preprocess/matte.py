@@ -19,7 +19,7 @@ from facegan.io import read_image, write_image
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool
 from facegan.preprocess import geometry
-from facegan.preprocess.common import run_per_image
+from facegan.preprocess.common import MASKS, RGBA, run_per_image
 from facegan.registry import pick
 
 STAGE = "matte"
@@ -106,10 +106,10 @@ def _matte_one(row: Row, *, cfg: MatteConfig, matter: Matter, src: Path, dst: Pa
     soft = cv2.GaussianBlur(alpha, (0, 0), 0.7)[..., None] if cfg.backend != "none" else alpha[..., None]
     out = image * soft + np.array(cfg.fill, np.float32) * (1 - soft)
     write_image(dst / row.out_file, np.clip(out + 0.5, 0, 255).astype(np.uint8))
-    write_image(dst / "masks" / row.out_file, (alpha >= 0.5).astype(np.uint8) * 255)
+    write_image(dst / MASKS / row.out_file, (alpha >= 0.5).astype(np.uint8) * 255)
     if cfg.rgba:
         a = np.clip(soft[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8)
-        write_image(dst / "rgba" / Path(row.out_file).with_suffix(".png"), np.dstack([image, a]))
+        write_image(dst / RGBA / Path(row.out_file).with_suffix(".png"), np.dstack([image, a]))
     return row.model_copy(
         update={
             "stage": STAGE,

@@ -20,9 +20,8 @@ from facegan.config import QualityConfig
 from facegan.io import atomic_dir, read_image
 from facegan.manifest import Manifest, Row, read_manifest
 from facegan.parallel import Pool, map_items
-from facegan.preprocess.common import finish, guarded
+from facegan.preprocess.common import MASKS, finish, guarded
 from facegan.preprocess.hamming import HammingIndex
-from facegan.preprocess.upscale import MASKS
 
 STAGE = "quality"
 SHARPNESS_SIDE = 128  # sharpness is measured at one scale, so the threshold means the same for every size

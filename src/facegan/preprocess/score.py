@@ -17,6 +17,7 @@ from facegan.manifest import Manifest, read_manifest
 from facegan.preprocess import geometry
 from facegan.preprocess.align import to_five
 from facegan.preprocess.annotations import Face, iou, load_annotations
+from facegan.preprocess.common import MASKS
 
 GROUND_TRUTH_USED = "n/a (ground truth used)"
 READS_GROUND_TRUTH = {"annotations"}  # backends whose output is the annotations file the scores compare against
@@ -70,7 +71,7 @@ def landmarks(truth: dict[str, list[Face]], rows: Manifest) -> dict:
 def matte(raw: Path, matte_dir: Path) -> dict:
     ious = []
     for r in read_manifest(matte_dir):
-        gt_path, pred_path = raw / "masks" / r.source, matte_dir / "masks" / (r.file or "")
+        gt_path, pred_path = raw / "masks" / r.source, matte_dir / MASKS / (r.file or "")
         if r.status != "ok" or not gt_path.is_file() or not pred_path.is_file():
             continue
         try:

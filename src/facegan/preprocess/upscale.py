@@ -18,11 +18,10 @@ from facegan.io import read_image, write_image
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool
 from facegan.preprocess import geometry
-from facegan.preprocess.common import run_per_image
+from facegan.preprocess.common import MASKS, run_per_image
 from facegan.registry import pick
 
 STAGE = "upscale"
-MASKS = "masks"  # the matte stage's 0/255 head masks, one per face (facegan.preprocess.matte)
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 
 
