@@ -32,7 +32,7 @@ class ModelSpec:
     """What the rest of the project needs to know about a model."""
 
     build: Builder  # (cfg, resolution, label_dims) -> (G, D); for the VAE (decoder, encoder)
-    trainer: Literal["gan", "vae"]  # the trainer that steps it (facegan.train.loop.TRAINERS)
+    trainer: Literal["gan", "vae"]  # the trainer that steps it (facegan.train.run.TRAINERS)
     conditional: bool = False  # G and D take the dataset's attribute labels
     adversarial: bool = True  # D is a discriminator (GAN-only settings apply: augmentation, FreezeD, ...)
     style: bool = False  # w-space generator: style mixing, truncation, path length on w, style figures
