@@ -376,3 +376,33 @@ def test_rows_are_ranked_only_against_rows_of_the_same_sample_count(tmp_path, mo
     assert [ax.get_title(loc="left") for ax in saved[0].axes if "sketch" in ax.get_title(loc="left")] == [
         f"sketch, n = {n}: fd_dlib (lower is better)" for n in (500, 300, 256, 100)
     ]
+
+
+def test_rows_scored_otherwise_are_ranked_apart(tmp_path):
+    """Distances of another Inception resize (evaluate.mode), real subset (max_real) or packed set were ranked in
+    one list, and neither the table nor its files said which was which."""
+
+    def scored(run_id: str, fd: float, mode: str = "legacy", max_real: str = "1000", sha: str | None = "a" * 64):
+        r = pipeline(run_id, "cartoon", fd, 0.01, 60)
+        r.data.params.update({"evaluate.mode": mode, "evaluate.max_real": max_real, "evaluate.num_samples": "500"})
+        if sha:
+            r.data.tags["dataset_sha256"] = sha
+        return r
+
+    runs = [scored("r1", 35.0), scored("r2", 31.0, mode="clean"), scored("r3", 28.0, max_real="50"), scored("r4", 33)]
+    rows = ordered(rows_of(runs))
+    assert [r["run"] for r in rows] == ["r2", "r4", "r1", "r3"]  # the legacy / 1000 group ranks r4 before r1
+    assert {(r["mode"], r["max_real"], r["data"]) for r in rows} >= {("clean", "1000", "aaaaaaaa")}
+    assert "| mode | max_real | data |" in to_markdown(rows).splitlines()[0] + "|"
+    text = render(rows, width=200)
+    assert "clean" in text and "max real" in text
+    # one packed set recorded: rows without its hash (transfer, CycleGAN) rank with the others; two: apart
+    same = ordered(rows_of([scored("s1", 2.0), scored("s2", 1.0, sha=None)]))
+    assert [r["run"] for r in same] == ["s2", "s1"]
+    changed = ordered(rows_of([scored("c1", 2.0), scored("c2", 1.0, sha="b" * 64), scored("c3", 0.5, sha=None)]))
+    assert [r["run"] for r in changed] == ["c3", "c1", "c2"]  # no hash, set a, set b: three groups
+    assert "every row: mode legacy, max real 1000, data aaaaaaaa" in render(
+        ordered(rows_of([scored("u1", 1.0), scored("u2", 2.0)]))
+    )
+    bar_chart(changed, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").stat().st_size > 1000

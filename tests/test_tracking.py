@@ -686,6 +686,56 @@ def _report_inputs(root: Path, monkeypatch) -> None:
     monkeypatch.setattr(facegan.preprocess.score, "score", lambda *a: {})
 
 
+def test_best_is_judged_by_the_registered_versions_own_score_and_scoring(sqlite_store, tmp_path, monkeypatch, caplog):
+    """A re-run of one execution (the same dataset, commit and params, e.g. `dvc repro -f`) put its new distance on
+    the run @best's version came from before the registry compared with it: a better retrain was never registered
+    (@best kept the old checkpoint, its run showing the new distance) and a worse one lowered the bar. A best scored
+    with another Inception resize was a yardstick too."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    import facegan.report
+    from facegan.io import sha256_file
+
+    root = tmp_path / "work"
+    _report_inputs(root, monkeypatch)
+    ckpt = root / "data" / "models" / "cartoon" / "checkpoint.pt"
+    score = {"fd_dlib": 0.0}
+    monkeypatch.setattr(
+        facegan.report,
+        "collect",
+        lambda *a: {"dataset": "cartoon", **score, "num_samples": 8, "training": {"steps": 4}},
+    )
+    c = MlflowClient(sqlite_store)
+
+    def report(content: bytes, fd: float, mode: str = "legacy") -> tuple[str, str]:
+        ckpt.write_bytes(content)
+        score["fd_dlib"] = fd
+        params = _offline_params(sqlite_store)
+        run_stage(
+            "report",
+            "cartoon",
+            params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"mode": mode})}),
+            root,
+        )
+        best = c.get_model_version_by_alias("facegan-cartoon", "best")
+        return str(best.version), best.tags["checkpoint_sha256"]
+
+    assert report(b"generator A", 2.0) == ("1", sha256_file(ckpt))
+    assert report(b"generator B", 1.0) == ("2", sha256_file(ckpt))  # the same execution, better: registered
+    b = sha256_file(ckpt)
+    assert report(b"generator C", 3.0) == ("2", b)  # worse than @best's own 1.0, whatever the run now says
+    assert report(b"generator B", 1.0) == ("2", b)  # @best's very checkpoint: no second version of it
+    assert len(c.search_model_versions("name = 'facegan-cartoon'")) == 2
+    logging.getLogger("facegan").addHandler(caplog.handler)
+    with caplog.at_level(logging.INFO, logger="facegan"):
+        assert report(b"generator D", 5.0, mode="clean") == ("3", sha256_file(ckpt))  # not comparable: it takes @best
+    assert "facegan-cartoon@best (version 2) was not scored as this run (evaluate.mode legacy vs clean)" in caplog.text
+    tags = c.get_model_version("facegan-cartoon", "3").tags
+    assert tags["fd_dlib"] == "5.0" and tags["evaluate.mode"] == "clean" and tags["evaluate.max_real"] == "12"
+
+
 def test_report_run_again_updates_its_execution_instead_of_adding_a_copy(sqlite_store, tmp_path, monkeypatch):
     """`facegan report DATASET` runs the report stage again: the same dataset, commit and params are the same
     execution, so its parent run is updated (one more report under it), not a new parent holding that report alone

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from facegan.config import Params
+from facegan.config import EvaluateConfig, Params
 from facegan.io import atomic_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,13 @@ def plot_curves(model: Path, out: Path) -> None:
     plt.close(fig)
 
 
+def scored_as(cfg: EvaluateConfig, tags: dict[str, str]) -> dict[str, str]:
+    """What makes two runs' distances comparable (the registry's @best compares only such): the Inception resize,
+    the real subset's size and the packed set's hash."""
+    out = {"evaluate.mode": cfg.mode, "evaluate.max_real": str(cfg.max_real)}
+    return out | ({"dataset_sha256": tags["dataset_sha256"]} if "dataset_sha256" in tags else {})
+
+
 def dataset_hashes(root: Path, processed: Path, stats: Path) -> dict[str, str]:
     """sha256 of the packed ZIP (from refstats) and DVC's md5 of the packed folder (from the project's dvc.lock,
     whose paths are relative to `root`)."""
@@ -123,5 +130,6 @@ def run_report(
             tracker.folder,
             model / "checkpoint.pt",
             tags,
+            scored_as(params.evaluate, tags),
         )
     return metrics

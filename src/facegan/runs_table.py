@@ -30,8 +30,11 @@ COLUMNS = [
     "steps",
     "wall_s",
 ]
+# how a row was scored: distances of different Inception resizes (evaluate.mode), real subsets (evaluate.max_real)
+# or packed sets (data: the first 8 hex of its sha256, recorded by pipeline runs) are not ranked together
+SCORING = ("mode", "max_real", "data")
 # every column: the files and `facegan report --wide` (kind: pipeline | transfer | cyclegan)
-ALL_COLUMNS = [*COLUMNS, "kind", "variant"]
+ALL_COLUMNS = [*COLUMNS, "kind", "variant", *SCORING]
 METRICS = ("fd_inception", "fd_dlib", "kid_inception", "kid_dlib", "attr_acc_mean")
 SEED_SUFFIX = re.compile(r"-s\d+$")  # transfer variants <row>-s<seed>
 
@@ -73,9 +76,19 @@ def rows_of(runs: list) -> list[dict[str, Any]]:
                 "wall_s": round(wall, 1) if wall is not None else None,
                 "kind": "pipeline",
                 "variant": "",
+                **_scoring(p, tags.get("dataset_sha256", "")),
             }
         )
     return out
+
+
+def _scoring(params: dict, dataset_sha256: str = "") -> dict[str, str]:
+    """The SCORING columns from a run's logged params (and the packed set's hash where the run records it)."""
+    return {
+        "mode": params.get("evaluate.mode", ""),
+        "max_real": params.get("evaluate.max_real", ""),
+        "data": dataset_sha256[:8],
+    }
 
 
 def augment_label(ada: object, diffaugment: object) -> str:
@@ -156,6 +169,7 @@ def transfer_rows(parent: Any, children: list) -> list[dict[str, Any]]:
                 "wall_s": round(wall, 1) if wall is not None else None,
                 "kind": "transfer",
                 "variant": variant,
+                **_scoring(p),
             }
         )
     return out
@@ -183,6 +197,7 @@ def cyclegan_rows(run: Any) -> list[dict[str, Any]]:
                 "wall_s": round(wall, 1) if wall is not None else None,
                 "kind": "cyclegan",
                 "variant": f"{src}->{dst}",
+                **_scoring(p),
             }
         )
     return out
@@ -192,17 +207,36 @@ def primary_metric(rows: list[dict]) -> str:
     return "fd_inception" if any(r.get("fd_inception") is not None for r in rows) else "fd_dlib"
 
 
+def groups(rows: list[dict]) -> list[tuple]:
+    """Per row, what it is ranked within: its dataset, how it was scored (SCORING) and the number of generated
+    images scored (fewer samples bias a Frechet distance upward). Rows without the packed set's hash (transfer and
+    CycleGAN rows) rank with their dataset's other rows unless those record more than one set (data changed)."""
+    sets: dict[str, set[str]] = {}
+    for r in rows:
+        if r.get("data"):
+            sets.setdefault(r.get("dataset", ""), set()).add(r["data"])
+    out = []
+    for r in rows:
+        data = r.get("data", "") if len(sets.get(r.get("dataset", ""), ())) > 1 else ""
+        n = r.get("samples")
+        out.append(
+            (r.get("dataset", ""), data, str(r.get("mode", "")), str(r.get("max_real", "")), n is None, -(n or 0))
+        )
+    return out
+
+
 def ordered(rows: list[dict]) -> list[dict]:
-    """Grouped by dataset (by name), then by the number of generated images scored (most first: a Frechet distance
-    from fewer samples is biased upward, so only rows of one count are ranked against each other), best first within
-    each: the primary metric, then fd_dlib; unscored (None: the row builders turn NaN into None) last."""
+    """Grouped by dataset (by name), then by how they were scored and the number of generated images scored (most
+    first): only rows of one group (`groups`) are ranked against each other, best first: the primary metric, then
+    fd_dlib; unscored (None: the row builders turn NaN into None) last."""
     metric = primary_metric(rows)
 
-    def key(r: dict) -> tuple:
-        a, b, n = r.get(metric), r.get("fd_dlib"), r.get("samples")
-        return (r.get("dataset", ""), n is None, -(n or 0), a is None, a or 0.0, b is None, b or 0.0)
+    def key(pair: tuple) -> tuple:
+        r, group = pair
+        a, b = r.get(metric), r.get("fd_dlib")
+        return (*group, a is None, a or 0.0, b is None, b or 0.0)
 
-    return sorted(rows, key=key)
+    return [r for r, _ in sorted(zip(rows, groups(rows), strict=True), key=key)]
 
 
 # ---- files: every column, full precision ----------------------------------------------------------
@@ -228,23 +262,25 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def bar_chart(rows: list[dict], path: Path) -> None:
-    """One panel per dataset and sample count (distances to different real sets are not comparable, and fewer
-    samples bias a distance upward): horizontal bars of the panel's primary metric per run (lower is better), best
-    at the top; its title counts the runs without it."""
+    """One panel per dataset, scoring and sample count (`groups`: distances to different real sets, or scored
+    otherwise, are not comparable, and fewer samples bias a distance upward): horizontal bars of the panel's primary
+    metric per run (lower is better), best at the top; its title counts the runs without it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
+    panels: dict[str, list[dict]] = {}
+    varying = [k for k in SCORING if len({str(r.get(k, "")) for r in rows}) > 1]  # said where they differ
+    for r, (dataset, data, *_) in zip(rows, groups(rows), strict=True):
         n = r.get("samples")
-        groups.setdefault(r.get("dataset", "") + (f", n = {n}" if n is not None else ""), []).append(r)
-    heights = [0.4 * len(g) + 0.8 for g in groups.values()]
+        said = [f"{k} {r.get(k) or '-'}" for k in varying if k != "data"] + ([f"data {data}"] if data else [])
+        panels.setdefault(", ".join([dataset, *said, *([f"n = {n}"] if n is not None else [])]), []).append(r)
+    heights = [0.4 * len(g) + 0.8 for g in panels.values()]
     fig, axes = plt.subplots(
-        len(groups), 1, figsize=(8, sum(heights) + 0.4), squeeze=False, gridspec_kw={"height_ratios": heights}
+        len(panels), 1, figsize=(8, sum(heights) + 0.4), squeeze=False, gridspec_kw={"height_ratios": heights}
     )
-    for ax, (panel, group) in zip(axes[:, 0], groups.items(), strict=True):
+    for ax, (panel, group) in zip(axes[:, 0], panels.items(), strict=True):
         metric = primary_metric(group)
         have = sorted((r for r in group if r.get(metric) is not None), key=lambda r: r[metric])
         parts = ("model", "variant", "loss", "d_variant", "augment")
@@ -314,6 +350,9 @@ VIEW: list[tuple[str, str, Callable[[Any], str], bool]] = [
     ("kid_dlib", "KID dlib", _sig, True),
     ("attr_acc_mean", "attr acc", _pct, True),
     ("samples", "n", _plain, True),
+    ("mode", "mode", _plain, False),
+    ("max_real", "max real", _plain, True),
+    ("data", "data", _plain, False),
     ("steps", "steps", _plain, True),
     ("wall_s", "time", human_seconds, True),
     ("run", "run", _plain, False),
@@ -323,6 +362,9 @@ LABELS = {k: label for k, label, _, _ in VIEW}
 # hidden first when the table is too wide (constant columns before varying ones); never hidden: dataset, model,
 # the primary metric
 DROP_ORDER = [
+    "mode",
+    "max_real",
+    "data",
     "run",
     "freeze_d",
     "d_variant",

@@ -301,8 +301,11 @@ class Tracker:
         if path.is_file():
             self._record({"op": "artifact", "path": str(path.resolve()), "artifact_path": artifact_path})
 
-    def register(self, dataset: str, checkpoint: Path, metric: str, value: float) -> None:
-        """Register this run's generator as `facegan-<dataset>` (alias `best` when it is the best) once sent."""
+    def register(
+        self, dataset: str, checkpoint: Path, metric: str, value: float, scored_as: dict[str, str] | None = None
+    ) -> None:
+        """Register this run's generator as `facegan-<dataset>` (alias `best` when it is the best, `register_if_best`)
+        once sent."""
         if checkpoint.is_file():
             self._record(
                 {
@@ -311,6 +314,7 @@ class Tracker:
                     "dataset": dataset,
                     "metric": metric,
                     "value": float(value),
+                    "scored_as": scored_as or {},
                 }
             )
 
@@ -394,7 +398,9 @@ class Tracker:
             self._drop(lambda p, o=o: p is o)
         for o in [o for o in ops if o["op"] == "register"]:
             try:
-                register_if_best(self.cfg, run_id, o["dataset"], Path(o["path"]), o["metric"], o["value"])
+                register_if_best(
+                    self.cfg, run_id, o["dataset"], Path(o["path"]), o["metric"], o["value"], o.get("scored_as")
+                )
             except Exception as e:  # noqa: BLE001 - the registry is a convenience, not the record
                 log.warning("could not register the generator in the MLflow model registry: %s", e)
             self._drop(lambda p, o=o: p is o)
@@ -807,21 +813,47 @@ def sample_row(row: dict[str, Any], i: int = 0) -> tuple[int, int, str]:
 
 
 def register_if_best(
-    cfg: TrackingConfig, run_id: str, dataset: str, checkpoint: Path, metric: str, value: float
+    cfg: TrackingConfig,
+    run_id: str,
+    dataset: str,
+    checkpoint: Path,
+    metric: str,
+    value: float,
+    scored_as: dict[str, str] | None = None,
 ) -> bool:
-    """Register the run's generator as `facegan-<dataset>` and move alias `best` to it when its
-    `metric` (lower is better) beats the current best's."""
+    """Register the run's generator as `facegan-<dataset>` and move alias `best` to it when its `metric` (lower is
+    better) beats the value the current @best version was registered with (its tags: not its run's metric, which a
+    re-run of that execution overwrites), scored the same way: `scored_as` (evaluate.mode, evaluate.max_real, the
+    packed set's dataset_sha256) and the metric's name. A best scored otherwise is no yardstick: the new run takes
+    @best, and the log says why. The generator that already is @best (the same checkpoint bytes) is not
+    registered again."""
     import mlflow
 
+    from facegan.io import sha256_file
+
+    scored_as = {k: str(v) for k, v in (scored_as or {}).items()}
+    digest = sha256_file(checkpoint)
     c = client(cfg)
     name = f"facegan-{dataset}"
     try:
         current = c.get_model_version_by_alias(name, "best")
-        best_val = c.get_run(current.run_id).data.metrics.get(metric)
     except Exception:  # noqa: BLE001 - no model or alias yet
-        current, best_val = None, None
-    if best_val is not None and best_val <= value:
-        return False
+        current = None
+    if current is not None:
+        tags = current.tags or {}
+        if tags.get(CHECKPOINT_TAG) == digest:
+            return False
+        best_val = _tag_float(tags.get(metric))
+        other = {k: (tags.get(k), v) for k, v in scored_as.items() if tags.get(k) != v}
+        if best_val is not None and not other and best_val <= value:
+            return False
+        if best_val is None or other:
+            log.info(
+                "%s@best (version %s) was not scored as this run (%s): this run takes @best",
+                name,
+                current.version,
+                f"no {metric}" if best_val is None else ", ".join(f"{k} {a} vs {b}" for k, (a, b) in other.items()),
+            )
     import warnings
 
     mlflow.set_tracking_uri(tracking_uri(cfg))
@@ -836,9 +868,20 @@ def register_if_best(
         )
     mv = mlflow.register_model(info.model_uri, name)
     c.set_registered_model_alias(name, "best", mv.version)
-    c.set_model_version_tag(name, mv.version, metric, str(value))
+    for key, tag in {metric: str(value), CHECKPOINT_TAG: digest, **scored_as}.items():
+        c.set_model_version_tag(name, mv.version, key, tag)
     log.info("registered %s version %s as @best (%s %.4f)", name, mv.version, metric, value)
     return True
+
+
+CHECKPOINT_TAG = "checkpoint_sha256"  # a registered version's tag: the sha256 of its checkpoint.pt
+
+
+def _tag_float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def download_checkpoint(model_uri: str, tracking: TrackingConfig) -> Path:
@@ -1161,10 +1204,11 @@ def finish_pipeline(
     folder: Path,
     checkpoint: Path | None,
     tags: dict[str, str],
+    scored_as: dict[str, str] | None = None,
 ) -> None:
     """The last stage's part (report; transfer-table with dataset "transfer"): final metrics and files on the
-    parent run, registry, parent finished (all kept in `folder` when MLflow is unreachable), and the
-    execution's parent record closed."""
+    parent run, registry (`scored_as`: what makes its distance comparable, see `register_if_best`), parent finished
+    (all kept in `folder` when MLflow is unreachable), and the execution's parent record closed."""
     if parent is None:
         log.warning("no MLflow parent run for %s: nothing to finish", dataset)
         return
@@ -1175,7 +1219,7 @@ def finish_pipeline(
         t.log_artifact(path)
     primary = next((k for k in ("fd_inception", "fd_dlib", "fd_attributes") if metrics.get(k) is not None), None)
     if checkpoint and primary:
-        t.register(dataset, checkpoint, primary, float(metrics[primary]))
+        t.register(dataset, checkpoint, primary, float(metrics[primary]), scored_as)
     t.end("FINISHED")
     close_parent(cfg, folder, parent)
 
