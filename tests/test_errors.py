@@ -127,6 +127,13 @@ CASES = [
         "foreign.pt: not a facegan checkpoint (it holds: weights)",
     ),
     (
+        "sample-out-under-a-file",
+        lambda r: (
+            CLI + ["sample", "-c", str(r / "ckpt" / "checkpoint.pt"), "-n", "1", "-o", str(r / "corrupt.pt" / "s")]
+        ),
+        "facegan sample --out: cannot write to ",
+    ),
+    (
         "labels-on-unconditional",
         lambda r: CLI + ["sample", "-c", str(r / "ckpt" / "checkpoint.pt"), "-l", "hair=red"],
         "this model is unconditional",

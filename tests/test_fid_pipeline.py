@@ -450,9 +450,11 @@ def test_the_cyclegan_baseline_is_scored_on_as_many_images_as_the_translations()
     assert everything < fd_perfect / 2, (everything, fd_perfect)  # measured: 0.300
 
 
-def test_fid_of_a_stage_folder_scores_its_faces_and_of_a_packed_folder_its_zip(layout, tmp_path, caplog):
-    """`facegan fid` on a stage's folder scored the matte masks and the contact sheet as faces too; on a packed
-    dataset's folder (data/processed/<ds>) it found no image at all."""
+def test_fid_of_a_stage_folder_scores_its_faces_of_a_sample_folder_not_its_grid_and_of_a_packed_folder_its_zip(
+    layout, tmp_path, caplog
+):
+    """`facegan fid` on a stage's folder scored the matte masks and the contact sheet as faces too, on `facegan
+    sample`'s folder its grid.png; on a packed dataset's folder (data/processed/<ds>) it found no image at all."""
     import logging
 
     from facegan.evaluate.compare import compare_folders
@@ -481,6 +483,17 @@ def test_fid_of_a_stage_folder_scores_its_faces_and_of_a_packed_folder_its_zip(l
     assert "a packed dataset, scoring the 12 images of its dataset.zip" in said
     want = compare_folders(packed_copy, plain, cfg, "dlib")
     assert got["fd"] == want["fd"] and got["kid"] == want["kid"] and want["n_b"] == len(faces)
+    # `facegan sample`'s folder: its grid.png (a preview of the first images) is no sample; elsewhere a grid.png is
+    sampled = tmp_path / "sampled"
+    sampled.mkdir()
+    for i, f in enumerate(faces[:4]):
+        shutil.copy(upscale / f, sampled / f"seed0_{i:04d}.png")
+    shutil.copy(upscale / "contact_sheet.png", sampled / "grid.png")
+    assert compare_folders(layout.packed, sampled, cfg, "dlib")["n_b"] == 4
+    (sampled / "seed0_0000.png").rename(sampled / "face.png")
+    for i in (1, 2, 3):
+        (sampled / f"seed0_{i:04d}.png").rename(sampled / f"face{i}.png")
+    assert compare_folders(layout.packed, sampled, cfg, "dlib")["n_b"] == 5
     (upscale / faces[1]).unlink()  # a stage folder whose manifest's face is missing
     with pytest.raises(FileNotFoundError, match="1 of the faces its manifest.jsonl accepted are missing, e.g."):
         compare_folders(layout.packed, upscale, cfg, "dlib")

@@ -736,6 +736,35 @@ def test_best_is_judged_by_the_registered_versions_own_score_and_scoring(sqlite_
     assert tags["fd_dlib"] == "5.0" and tags["evaluate.mode"] == "clean" and tags["evaluate.max_real"] == "12"
 
 
+def test_report_names_an_unknown_experiment_and_an_output_folder_it_cannot_make(sqlite_store, tmp_path, monkeypatch):
+    """`facegan report --experiment facgan` (a typo) said "no finished runs found", as for an empty store; an --out
+    under a file ended in a NotADirectoryError traceback."""
+    import contextlib
+    import io
+
+    from facegan.cli import main
+
+    root = tmp_path / "work"
+    _report_inputs(root, monkeypatch)
+    params = _offline_params(sqlite_store)
+    run_stage("report", "cartoon", params, root)
+    (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    (root / "afile").write_text("x")
+
+    def said(*argv: str) -> str:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+            main(["report", *argv])
+        assert e.value.code == 2
+        return " ".join(err.getvalue().split())
+
+    typo = said("--experiment", "facgan")
+    assert "error: no experiment 'facgan' in sqlite:///" in typo and "experiments: Default, facegan" in typo
+    sub = root / "afile" / "sub"
+    assert f"error: facegan report --out: cannot write to {sub}: Not a directory" in said("--out", str(sub))
+    assert (root / "afile").read_text() == "x"
+
+
 def test_report_run_again_updates_its_execution_instead_of_adding_a_copy(sqlite_store, tmp_path, monkeypatch):
     """`facegan report DATASET` runs the report stage again: the same dataset, commit and params are the same
     execution, so its parent run is updated (one more report under it), not a new parent holding that report alone

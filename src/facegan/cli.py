@@ -121,6 +121,7 @@ def report(
     the newest transfer story's runs and the newest CycleGAN's directions, grouped by dataset, best first."""
     from facegan import track
     from facegan.config import load_params
+    from facegan.io import output_folder
     from facegan.runs_table import cyclegan_rows, ordered, print_table, rows_of, transfer_rows, write_table
 
     if dataset:
@@ -136,6 +137,7 @@ def report(
     if not rows:
         typer.echo("no finished runs found in MLflow" + (f" for dataset {dataset}" if dataset else ""), err=True)
         raise typer.Exit(1)
+    output_folder(out, "facegan report --out")
     print_table(rows, wide)
     files = write_table(rows, out)
     typer.echo("wrote " + ", ".join(str(f) for f in files))
@@ -239,8 +241,8 @@ def sample(
     import numpy as np
     from tqdm.auto import tqdm
 
-    from facegan.io import image_grid, write_image
-    from facegan.sample import N_FIXED, earlier_samples, sample_stream
+    from facegan.io import image_grid, output_folder, write_image
+    from facegan.sample import GRID, N_FIXED, earlier_samples, sample_stream
 
     if (checkpoint is None) == (model_uri is None):
         raise typer.BadParameter("give exactly one of --checkpoint and --model-uri")
@@ -255,6 +257,7 @@ def sample(
     batches = sample_stream(checkpoint, n, seed, labels)  # a bad checkpoint or label stops here, before the bar
     with tqdm(total=n, desc="sampling", unit="image", dynamic_ncols=True, mininterval=1.0) as bar:
         batches = itertools.chain([next(batches)], batches)  # the generator runs before anything is removed
+        output_folder(out, "facegan sample --out")
         for path in earlier:
             path.unlink()
         written = 0
@@ -264,10 +267,10 @@ def sample(
                 written += 1
             first += list(images[: N_FIXED - len(first)])
             bar.update(len(images))
-    # a folder of more than a grid's worth is for `facegan fid`, which would score a grid as one more image
+    # a folder of more than a grid's worth is for `facegan fid` (which leaves the grid out, as it is named)
     wrote = f"wrote {n} image{'s' if n > 1 else ''}"
     if n <= N_FIXED if grid is None else grid:
-        write_image(out / "grid.png", image_grid(np.stack(first), ncols=int(np.ceil(np.sqrt(len(first))))))
+        write_image(out / GRID, image_grid(np.stack(first), ncols=int(np.ceil(np.sqrt(len(first))))))
         wrote += " and grid.png" + (f" (the first {len(first)})" if n > len(first) else "")
     replaced = f", in place of {len(earlier)} of an earlier sample" if earlier else ""
     typer.echo(f"{wrote} to {out}{replaced}")

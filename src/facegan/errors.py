@@ -56,6 +56,10 @@ class FolderBusy(FaceganError, RuntimeError):
     """A folder that another live process is writing (e.g. a second training of the same dataset)."""
 
 
+class OutputError(FaceganError, OSError):
+    """An output folder that cannot be made or written (a file in its path, no permission, a full disk)."""
+
+
 class TrackingError(FaceganError, RuntimeError):
     """The MLflow tracking store cannot serve a request that needs it (e.g. a model URI to download)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facegan.errors import CheckpointError, FaceganError, FolderBusy, first_line
+from facegan.errors import CheckpointError, FaceganError, FolderBusy, OutputError, first_line
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 MAX_PIXELS = 100_000_000  # larger images are rejected with a reason, never decoded
@@ -95,6 +96,17 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
 # zlib level of the PNGs the stages write: the pixels are the same at any level; 1 encodes 256x256 faces ~2.5x faster
 # than Pillow's default (6) for ~13 % larger files (the per-image stages write 2000 images each)
 PNG_LEVEL = 1
+
+
+def output_folder(path: Path, what: str) -> Path:
+    """`path` made (with its parents) for `what` to be written there: OutputError naming it when it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as e:
+        raise OutputError(f"{what}: cannot write to {path}: {e.strerror or e}") from None
+    return path
 
 
 def write_image(path: Path, array: np.ndarray) -> None:

@@ -29,7 +29,9 @@ class EarlierSamples(FaceganError, FileExistsError):
 
 # what `facegan sample` writes into its folder (seed may be negative; at least 4 digits), and the temporary
 # files of a write that was cut off (facegan.io.write_image)
-_SAMPLE_FILE = re.compile(r"(seed-?\d+_\d{4,}\.png|grid\.png)|\.(seed-?\d+_\d{4,}\.png|grid\.png)\.tmp\.png")
+SAMPLE_IMAGE = re.compile(r"seed-?\d+_\d{4,}\.png")
+GRID = "grid.png"  # a preview of the first images, beside them (facegan fid leaves it out)
+_SAMPLE_FILE = re.compile(rf"({SAMPLE_IMAGE.pattern}|grid\.png)|\.({SAMPLE_IMAGE.pattern}|grid\.png)\.tmp\.png")
 
 
 def earlier_samples(out: Path, overwrite: bool) -> list[Path]:

@@ -1253,7 +1253,16 @@ def _newest(c, ids: list[str], flt: str, n: int = 1000) -> list:
 
 
 def _experiment_ids(c, cfg: TrackingConfig, experiments: list[str] | None) -> list[str]:
-    return [e.experiment_id for e in (c.get_experiment_by_name(n) for n in experiments or [cfg.experiment]) if e]
+    """The ids of the experiments named (default: tracking.experiment, none while nothing is tracked); a name given
+    that the store does not know is an error naming the ones it does (a typo read as an empty store)."""
+    found = {n: c.get_experiment_by_name(n) for n in experiments or [cfg.experiment]}
+    if experiments and (unknown := [n for n, e in found.items() if e is None]):
+        known = sorted(e.name for e in c.search_experiments())
+        raise TrackingError(
+            f"no experiment {', '.join(map(repr, unknown))} in {tracking_uri(cfg)}; "
+            f"experiments: {', '.join(known) or 'none'}"
+        )
+    return [e.experiment_id for e in found.values() if e is not None]
 
 
 def child_runs(c, ids: list[str], parent_id: str) -> list:

@@ -15,6 +15,7 @@ from facegan.evaluate.extractors import make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid
 from facegan.io import list_images
 from facegan.manifest import MANIFEST, read_manifest
+from facegan.sample import GRID, SAMPLE_IMAGE
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ def folder_images(folder: Path, stack: ExitStack) -> list[Path]:
     """The images a folder stands for. A packed dataset's folder (data/processed/<name>): the images of its
     dataset.zip, extracted into a temporary folder that `stack` removes. A preprocessing stage's folder: the faces
     its manifest accepted, not the masks, contact sheet and other files the stages keep beside them. Any other
-    folder: every image file in it and its subfolders."""
+    folder: every image file in it and its subfolders, but for the grid.png `facegan sample` writes beside its
+    seed<S>_<i>.png images."""
     if (folder / ZIP_NAME).is_file():
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="facegan-fid-")))
         with zipfile.ZipFile(folder / ZIP_NAME) as zf:
@@ -62,7 +64,11 @@ def folder_images(folder: Path, stack: ExitStack) -> list[Path]:
             f" (not the {others} other images beside them: masks, contact sheet)" if others else "",
         )
         return faces
-    return list_images(folder)
+    found = list_images(folder)
+    if (folder / GRID) in found and any(SAMPLE_IMAGE.fullmatch(p.name) for p in found if p.parent == folder):
+        log.info("%s: `facegan sample`'s images, not its %s (a preview of the first ones)", folder, GRID)
+        found.remove(folder / GRID)
+    return found
 
 
 def _compare(
