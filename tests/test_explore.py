@@ -480,6 +480,12 @@ def _shown(page, elem: str) -> tuple[str, np.ndarray]:
     return img.get_attribute("src"), np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("RGB"))
 
 
+def _pixels(page, elem: str) -> np.ndarray:
+    """The image in component `elem` as the server sent it (not as displayed: scaled to the page)."""
+    src, _ = _shown(page, elem)
+    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")).astype(int)
+
+
 def _changed(page, elem: str, old_src: str) -> np.ndarray:
     page.wait_for_function(
         f"(old) => {{ const i = document.querySelector('#{elem} img'); "
@@ -504,6 +510,30 @@ def _drag(page, elem: str, fraction: float) -> None:
     page.mouse.click(box["x"] + fraction * box["width"], box["y"] + box["height"] / 2)
 
 
+def test_stylegan2_grid_and_interpolation_are_steered_as_the_main_image(trained):
+    """The explorer's grid and interpolation dropped the direction and style mixing set for the main image: tile 0
+    of the grid differed from the main image of its seed by up to 255."""
+    import facegan.latent
+
+    def most(a: np.ndarray, b: np.ndarray) -> int:
+        return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+    m = load_model(trained("stylegan2"))
+    steer = {"direction": ("sefa", 2, 3.0), "mix": (7, ["coarse"])}
+    for kw in ({}, steer):
+        tiles = np.stack([m.image(3 + i, 0.8, **kw) for i in range(4)])
+        assert most(m.grid(3, 4, 0.8, **kw), facegan.latent.grid(tiles)) <= 1  # batch vs one: rounding at most
+        ends = facegan.latent.strip(np.stack([m.image(3, 0.8, **kw), m.image(9, 0.8, **kw)]))
+        for mode in ("slerp", "linear"):
+            assert most(m.interpolation(3, 9, 2, mode, 0.8, **kw), ends) <= 1
+    assert _differs(m.grid(3, 4, 0.8, **steer), m.grid(3, 4, 0.8)) > 1
+    dcgan = load_model(trained("dcgan"))
+    with pytest.raises(ExploreError, match="latent directions and style mixing need a StyleGAN2 model"):
+        dcgan.grid(3, 4, direction=("sefa", 2, 3.0))
+    with pytest.raises(ExploreError, match="latent directions and style mixing need a StyleGAN2 model"):
+        dcgan.interpolation(3, 9, mix=(7, ["coarse"]))
+
+
 def test_browser_slider_seed_names_and_bad_models(trained, tmp_path):
     ckpt = trained("stylegan2")
     (tmp_path / "notes.txt").write_text("no model here")
@@ -523,6 +553,19 @@ def test_browser_slider_seed_names_and_bad_models(trained, tmp_path):
         src2, shown2 = _changed(page, "main-image", src1)
         assert _differs(shown1, shown2) > 1
         page.wait_for_function("() => document.querySelector('#status').innerText.includes('seed 7')")
+        _no_error(page)
+
+        # the grid and the interpolation show the steering of the main image: tile 0 and the strip's start are it
+        main = _pixels(page, "main-image")
+        h, w = main.shape[:2]
+        page.get_by_text("Grid of samples").click()
+        page.locator("#grid-button").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('grid of seeds 7..22')")
+        assert np.abs(_pixels(page, "grid-image")[2 : 2 + h, 2 : 2 + w].astype(int) - main).max() <= 1
+        page.get_by_text("Interpolation between two seeds").click()
+        page.locator("#interp-button").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('path from seed 7')")
+        assert np.abs(_pixels(page, "interp-image")[2 : 2 + h, 2 : 2 + w].astype(int) - main).max() <= 1
         _no_error(page)
 
         page.locator("#name textarea, #name input").first.fill("tilt")

@@ -156,12 +156,24 @@ class Sampler:
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> np.ndarray:
         """The image of one seed; `direction` and `mix` are StyleGAN2's extra sliders."""
-        if direction or mix:
-            raise ExploreError(f"latent directions and style mixing need a StyleGAN2 model, this one is {self.kind}")
+        self._unsteered(direction, mix)
         return self.images([seed], psi, labels)[0]
 
-    def grid(self, seed: int, n: int, psi: float = 1.0, labels: dict[str, str] | None = None) -> np.ndarray:
-        """Seeds seed .. seed + n - 1 in a near-square grid."""
+    def _unsteered(self, direction: tuple[str, int, float] | None, mix: tuple[int, Sequence[str]] | None) -> None:
+        if direction or mix:
+            raise ExploreError(f"latent directions and style mixing need a StyleGAN2 model, this one is {self.kind}")
+
+    def grid(
+        self,
+        seed: int,
+        n: int,
+        psi: float = 1.0,
+        labels: dict[str, str] | None = None,
+        direction: tuple[str, int, float] | None = None,
+        mix: tuple[int, Sequence[str]] | None = None,
+    ) -> np.ndarray:
+        """Seeds seed .. seed + n - 1 in a near-square grid (tile i: `image(seed + i, ...)`)."""
+        self._unsteered(direction, mix)
         n = _count(n, "the number of samples")
         return grid(self.images(range(seed, seed + n), psi, labels))
 
@@ -173,17 +185,23 @@ class Sampler:
         mode: str = "slerp",
         psi: float = 1.0,
         labels: dict[str, str] | None = None,
+        direction: tuple[str, int, float] | None = None,
+        mix: tuple[int, Sequence[str]] | None = None,
     ) -> np.ndarray:
         """A strip walking from seed_a's latent to seed_b's (labels, where any, those of seed_a)."""
-        steps = _count(steps, "the interpolation steps", 32)
-        if steps < 2:
-            raise ExploreError("an interpolation needs at least 2 steps")
-        psi = self._check_psi(psi)
-        za, zb = seed_z(self.z_dim, [seed_a, seed_b])
+        self._unsteered(direction, mix)
+        za, zb, psi = self._path_ends(seed_a, seed_b, steps, psi)
         y = self.labels([seed_a], labels)
         return strip(
             self._render(interpolate(za, zb, steps, mode), y.expand(steps, -1) if y is not None else None, psi)
         )
+
+    def _path_ends(self, seed_a: int, seed_b: int, steps: int, psi: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+        steps = _count(steps, "the interpolation steps", 32)
+        if steps < 2:
+            raise ExploreError("an interpolation needs at least 2 steps")
+        za, zb = seed_z(self.z_dim, [seed_a, seed_b])
+        return za, zb, self._check_psi(psi)
 
 
 class ConditionalSampler(Sampler):
@@ -237,14 +255,26 @@ class StyleSampler(Sampler):
     @torch.no_grad()
     def styled(
         self,
-        seed: int,
+        seed: int | Sequence[int],
         psi: float = 1.0,
         direction: tuple[str, int, float] | None = None,
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> torch.Tensor:
-        """Per-layer w (1, n_latent, w_dim) of `seed`: with `mix` = (seed2, groups) the layers of those groups
-        take seed2's styles; with `direction` = (method, index, amount) w moves `amount` sigmas along it."""
-        w = self.g.latents(seed_z(self.z_dim, [seed]), psi)
+        """Per-layer w (N, n_latent, w_dim) of a seed (N = 1) or seeds: with `mix` = (seed2, groups) the layers of
+        those groups take seed2's styles; with `direction` = (method, index, amount) w moves `amount` sigmas along
+        it."""
+        return self.steer(seed_z(self.z_dim, [seed] if isinstance(seed, int) else list(seed)), psi, direction, mix)
+
+    @torch.no_grad()
+    def steer(
+        self,
+        z: torch.Tensor,
+        psi: float = 1.0,
+        direction: tuple[str, int, float] | None = None,
+        mix: tuple[int, Sequence[str]] | None = None,
+    ) -> torch.Tensor:
+        """`styled` of latents z (N, z_dim)."""
+        w = self.g.latents(z, psi)
         if mix and mix[1]:
             unknown = sorted(set(mix[1]) - set(self.groups))
             if unknown:
@@ -268,7 +298,38 @@ class StyleSampler(Sampler):
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> np.ndarray:
         self.labels([seed], labels)
-        return self.render_w(self.styled(seed, psi, direction, mix))[0]
+        return self.render_w(self.styled(seed, self._check_psi(psi), direction, mix))[0]
+
+    def grid(
+        self,
+        seed: int,
+        n: int,
+        psi: float = 1.0,
+        labels: dict[str, str] | None = None,
+        direction: tuple[str, int, float] | None = None,
+        mix: tuple[int, Sequence[str]] | None = None,
+    ) -> np.ndarray:
+        """Seeds seed .. seed + n - 1, each steered as `image` steers one (tile i: `image(seed + i, ...)`)."""
+        n = _count(n, "the number of samples")
+        self.labels([seed], labels)
+        return grid(self.render_w(self.styled(range(seed, seed + n), self._check_psi(psi), direction, mix)))
+
+    def interpolation(
+        self,
+        seed_a: int,
+        seed_b: int,
+        steps: int = 8,
+        mode: str = "slerp",
+        psi: float = 1.0,
+        labels: dict[str, str] | None = None,
+        direction: tuple[str, int, float] | None = None,
+        mix: tuple[int, Sequence[str]] | None = None,
+    ) -> np.ndarray:
+        """The walk from seed_a's z to seed_b's, every step steered as `image` steers one (its ends: `image` of
+        seed_a and seed_b)."""
+        za, zb, psi = self._path_ends(seed_a, seed_b, steps, psi)
+        self.labels([seed_a], labels)
+        return strip(self.render_w(self.steer(interpolate(za, zb, int(steps), mode), psi, direction, mix)))
 
     @torch.no_grad()
     def render_w(self, w: torch.Tensor) -> np.ndarray:

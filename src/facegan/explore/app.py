@@ -177,32 +177,35 @@ class Page:
 
         controls = [seed, psi, *attrs, *steer]
 
+        def chosen(rest: tuple) -> tuple[dict[str, str], dict[str, Any]]:
+            """The attribute values and, for StyleGAN2, the steering (direction, style mixing) of the controls
+            after seed and psi: the main image, the grid and the interpolation show the same steering."""
+            labels = dict(zip(m.label_names, rest[: len(attrs)], strict=True))
+            if not m.styles:
+                return labels, {}
+            method, index, amount, mix_seed, groups = rest[len(attrs) :]
+            return labels, {
+                "direction": (METHODS.get(method, method), int(index or 0), float(amount)),
+                "mix": _mix(mix_seed, groups),
+            }
+
         @guarded(1)
         def render(seed_v, psi_v, *rest):
-            labels = dict(zip(m.label_names, rest[: len(attrs)], strict=True))
-            extra: dict[str, Any] = {}
-            if m.styles:
-                method, index, amount, mix_seed, groups = rest[len(attrs) :]
-                extra = {
-                    "direction": (METHODS.get(method, method), int(index or 0), float(amount)),
-                    "mix": _mix(mix_seed, groups),
-                }
+            labels, steer_v = chosen(rest)
             s = _seed(seed_v)
-            return m.image(s, float(psi_v), labels, **extra), f"seed {s}"
+            return m.image(s, float(psi_v), labels, **steer_v), f"seed {s}"
 
         @guarded(1)
-        def render_grid(seed_v, psi_v, n_v, *labels):
+        def render_grid(n_v, seed_v, psi_v, *rest):
+            labels, steer_v = chosen(rest)
             s = _seed(seed_v)
-            return m.grid(
-                s, int(n_v), float(psi_v), dict(zip(m.label_names, labels, strict=True))
-            ), f"grid of seeds {s}..{s + int(n_v) - 1}"
+            return m.grid(s, int(n_v), float(psi_v), labels, **steer_v), f"grid of seeds {s}..{s + int(n_v) - 1}"
 
         @guarded(1)
-        def render_interp(seed_v, seed_b_v, steps_v, mode_v, psi_v, *labels):
+        def render_interp(seed_b_v, steps_v, mode_v, seed_v, psi_v, *rest):
+            labels, steer_v = chosen(rest)
             a, b = _seed(seed_v), _seed(seed_b_v, "to seed")
-            strip = m.interpolation(
-                a, b, int(steps_v), mode_v, float(psi_v), dict(zip(m.label_names, labels, strict=True))
-            )
+            strip = m.interpolation(a, b, int(steps_v), mode_v, float(psi_v), labels, **steer_v)
             return strip, f"{mode_v} path from seed {a} to seed {b}"
 
         live = dict(
@@ -217,8 +220,8 @@ class Page:
             c.change(**live)
         demo.load(**live)
         rand.click(lambda: random.randrange(2**31), outputs=seed)  # seed.change renders
-        grid_btn.click(render_grid, [seed, psi, n, *attrs], [grid_out, self.status])
-        interp_btn.click(render_interp, [seed, seed_b, steps, mode, psi, *attrs], [interp_out, self.status])
+        grid_btn.click(render_grid, [n, *controls], [grid_out, self.status])
+        interp_btn.click(render_interp, [seed_b, steps, mode, *controls], [interp_out, self.status])
 
     def _style_controls(self) -> list:
         m = self._as(StyleSampler)
