@@ -788,6 +788,17 @@ def test_report_run_again_updates_its_execution_instead_of_adding_a_copy(sqlite_
     assert [r.data.tags["stage"] for r in reports] == ["report"] * 3
     assert [r.info.run_id for r in track.pipeline_runs(TrackingConfig())] == [parent.info.run_id]
     assert list((root / ".facegan" / "tracking").glob("*.jsonl")) == []  # everything sent
+    # the table's time is the stage runs' (here the newest report's), not the parent's span, which the wait
+    # between reports would make longer and longer
+    time.sleep(2.0)
+    run_stage("report", "cartoon", params, root)
+    (row,) = track.pipeline_rows(TrackingConfig())
+    newest = max(
+        c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"), key=lambda r: r.info.start_time
+    )
+    span = c.get_run(parent.info.run_id).info
+    assert row["wall_s"] == round((newest.info.end_time - newest.info.start_time) / 1000, 1)
+    assert row["wall_s"] < (span.end_time - span.start_time) / 1000 - 2.0
 
     raw = params.model_dump(mode="json")
     raw["train"]["steps"] = 5

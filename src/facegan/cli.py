@@ -122,13 +122,13 @@ def report(
     from facegan import track
     from facegan.config import load_params
     from facegan.io import output_folder
-    from facegan.runs_table import cyclegan_rows, ordered, print_table, rows_of, transfer_rows, write_table
+    from facegan.runs_table import cyclegan_rows, ordered, print_table, transfer_rows, write_table
 
     if dataset:
         _run(["report"], dataset, params, root)
     p = load_params(params)
     exps = experiment or None
-    rows = rows_of(track.pipeline_runs(p.tracking, dataset, model, exps))
+    rows = track.pipeline_rows(p.tracking, dataset, model, exps)
     if story := track.latest_transfer(p.tracking, exps):
         rows += transfer_rows(*story)
     if cyc := track.latest_cyclegan(p.tracking, exps):

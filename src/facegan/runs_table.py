@@ -45,17 +45,24 @@ def wall_seconds(run: Any) -> float | None:
     return (end - start) / 1000 if start and end else None
 
 
+def _summed(runs: list) -> float | None:
+    """The runs' walls added up (those with one), None when none has one."""
+    walls = [w for w in map(wall_seconds, runs) if w is not None]
+    return sum(walls) if walls else None
+
+
 def _score(v: object) -> float | None:
     """A metric value, None when unscored: missing or not finite (a NaN distance is no score)."""
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
-def rows_of(runs: list) -> list[dict[str, Any]]:
-    """One row per pipeline (parent) MLflow run (objects with .info, .data.tags/.metrics/.params)."""
+def rows_of(runs: list, stages: dict[str, list] | None = None) -> list[dict[str, Any]]:
+    """One row per pipeline (parent) MLflow run (objects with .info, .data.tags/.metrics/.params); its time the sum
+    of its stage runs' (`stages`: run id -> those runs, as for transfer rows), else the parent's own span."""
     out = []
     for r in runs:
         tags, m, p = r.data.tags, r.data.metrics, r.data.params
-        wall = wall_seconds(r)
+        wall = _summed((stages or {}).get(r.info.run_id) or []) or wall_seconds(r)
         out.append(
             {
                 "run": r.info.run_id[:8],
@@ -152,8 +159,7 @@ def transfer_rows(parent: Any, children: list) -> list[dict[str, Any]]:
         stage = _latest(runs)
         ev, train = stage.get("evaluate"), stage.get("train")
         m = ev.data.metrics if ev else {}
-        walls = [wall_seconds(r) for r in stage.values()]
-        wall = sum(w for w in walls if w is not None) if any(w is not None for w in walls) else None
+        wall = _summed(list(stage.values()))
         out.append(
             {
                 "run": (ev or train or runs[0]).info.run_id[:8],

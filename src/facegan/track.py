@@ -1103,7 +1103,8 @@ def run_rows(run_ids: list[str | None], tracking: TrackingConfig) -> list[dict[s
             out.append({})
             continue
         try:
-            out.extend(rows_of([c.get_run(rid)]))
+            run = c.get_run(rid)
+            out.extend(rows_of([run], {rid: execution_runs(c, [run.info.experiment_id], [run], run)}))
         except MlflowException as e:
             raise _store_error(e, tracking) or ModelNotFound(
                 f"no MLflow run {rid} in {tracking_uri(tracking)}"
@@ -1147,15 +1148,34 @@ def pipeline_runs(
 ) -> list:
     """Finished pipeline (parent) runs, newest first, filtered by dataset/model tags; one per execution (the newest
     of the parents an older facegan made again for one key, `same_execution`)."""
+    with _answering(cfg):
+        c = _reader(cfg)
+        ids = _experiment_ids(c, cfg, experiments)
+        return _one_per_execution(_pipeline_parents(c, ids, dataset, model))
+
+
+def _pipeline_parents(c, ids: list[str], dataset: str | None, model: str | None) -> list:
     flt = [f"tags.`{KIND}` = 'pipeline'", "attributes.status = 'FINISHED'"]
     if dataset:
         flt.append(f"tags.dataset = '{dataset}'")
     if model:
         flt.append(f"tags.model = '{model}'")
+    return _newest(c, ids, " and ".join(flt)) if ids else []
+
+
+def pipeline_rows(
+    cfg: TrackingConfig, dataset: str | None = None, model: str | None = None, experiments: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The FID table's row (facegan.runs_table) of each of `pipeline_runs`, its time the sum of its stage runs' own
+    (`execution_runs`): the parent's span would count the idle hours before a `facegan report DATASET` run again."""
+    from facegan.runs_table import rows_of
+
     with _answering(cfg):
         c = _reader(cfg)
         ids = _experiment_ids(c, cfg, experiments)
-        return _one_per_execution(_newest(c, ids, " and ".join(flt))) if ids else []
+        parents = _pipeline_parents(c, ids, dataset, model)
+        chosen = _one_per_execution(parents)
+        return rows_of(chosen, {p.info.run_id: execution_runs(c, ids, parents, p) for p in chosen})
 
 
 def same_execution(run: Any) -> tuple[str, ...]:
