@@ -134,6 +134,11 @@ CASES = [
         "facegan sample --out: cannot write to ",
     ),
     (
+        "labels-from-on-unconditional",
+        lambda r: CLI + ["sample", "-c", str(r / "ckpt" / "checkpoint.pt"), "--labels-from", str(r / "ckpt")],
+        "this model is unconditional: it takes no --labels-from",
+    ),
+    (
         "labels-on-unconditional",
         lambda r: CLI + ["sample", "-c", str(r / "ckpt" / "checkpoint.pt"), "-l", "hair=red"],
         "this model is unconditional",

@@ -658,3 +658,48 @@ def test_sampled_image_i_is_seed_plus_i_whatever_n_and_the_explorers(tmp_path, k
         sample_checkpoint(ckpt, 2, MAX_SEED)
     with pytest.raises(SeedError, match="seeds -1 .. -1"):
         sample_checkpoint(ckpt, 1, -1)
+
+
+def test_sample_labels_from_a_packed_set_draw_its_rows(trained, tmp_path):
+    """`facegan sample` drew an acgan's labels uniformly per attribute (glasses on half the images of a set with them
+    on 29%), so `facegan fid` of its images measured another label mix than the evaluate stage, which draws the set's
+    own rows; `--labels-from` draws a row of the set per seed."""
+    import json
+    import zipfile
+
+    from facegan.sample import LabelError, sample_stream
+
+    def packed(name: str, rows: list[list[int]], labels: dict = LABELS) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        meta = {
+            "labels": [[f"00000/img{i:08d}.png", r] for i, r in enumerate(rows)],
+            "label_names": list(labels),
+            "label_values": labels,
+        }
+        with zipfile.ZipFile(folder / "dataset.zip", "w") as zf:
+            zf.writestr("dataset.json", json.dumps(meta))
+        return folder
+
+    ckpt = trained("acgan")
+
+    def images(**kw) -> np.ndarray:
+        return np.concatenate(list(sample_stream(ckpt, 6, 3, **kw)))
+
+    red_glasses = packed("red", [[2, 1]] * 5)
+    assert np.array_equal(images(labels_from=red_glasses), images(labels="hair=red,glasses=yes"))
+    # a fixed attribute still wins; the others come from the seed's row
+    assert np.array_equal(images(labels_from=red_glasses, labels="hair=black"), images(labels="hair=black,glasses=yes"))
+    two = images(labels_from=packed("two", [[0, 0], [1, 1]]))
+    options = [images(labels="hair=black,glasses=no"), images(labels="hair=blond,glasses=yes")]
+    picks = [next(k for k, o in enumerate(options) if np.array_equal(two[i], o[i])) for i in range(6)]
+    assert set(picks) == {0, 1}  # each seed takes one of the set's rows, both drawn
+    for folder, msg in (
+        (packed("other", [[0, 1]], {"hair": ["black", "blond", "red"], "hat": ["no", "yes"]}), "are not the model's"),
+        (tmp_path / "red" / "..", "no dataset.zip there"),
+        (packed("unlabelled", []), "the set has no labels"),
+    ):
+        with pytest.raises(LabelError, match=msg):
+            sample_stream(ckpt, 2, 0, labels_from=folder)
+    with pytest.raises(LabelError, match="this model is unconditional: it takes no --labels-from"):
+        sample_stream(trained("dcgan"), 2, 0, labels_from=red_glasses)

@@ -228,6 +228,14 @@ def sample(
         help="the first image's seed: image i is seed + i's, as in the explorer",
     ),
     labels: str = typer.Option("", "--labels", "-l", help="conditional models: e.g. hair=blond,glasses=1"),
+    labels_from: Path | None = typer.Option(
+        None,
+        "--labels-from",
+        exists=True,
+        file_okay=False,
+        help="conditional models: each seed's labels a row of this packed dataset (data/processed/NAME), its joint "
+        "distribution as `evaluate` draws them, for `facegan fid` (default: uniform per attribute)",
+    ),
     out: Path = typer.Option(Path("samples"), "--out", "-o", file_okay=False, help="output folder"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the images of an earlier sample in --out"),
     grid: bool | None = typer.Option(
@@ -254,7 +262,7 @@ def sample(
     assert checkpoint is not None
     digits = max(4, len(str(n - 1)))  # names sort in sampling order
     first: list[np.ndarray] = []
-    batches = sample_stream(checkpoint, n, seed, labels)  # a bad checkpoint or label stops here, before the bar
+    batches = sample_stream(checkpoint, n, seed, labels, labels_from=labels_from)  # a bad input stops here
     with tqdm(total=n, desc="sampling", unit="image", dynamic_ncols=True, mininterval=1.0) as bar:
         batches = itertools.chain([next(batches)], batches)  # the generator runs before anything is removed
         output_folder(out, "facegan sample --out")

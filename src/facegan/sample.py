@@ -12,7 +12,7 @@ from PIL import Image
 
 from facegan.errors import FaceganError
 from facegan.io import image_grid, write_image
-from facegan.seeds import check_seeds, seed_labels, seed_z
+from facegan.seeds import check_seeds, seed_labels, seed_rows, seed_z
 from facegan.train.images import seeded_subset, to_float, to_uint8
 
 N_FIXED = 64
@@ -188,10 +188,14 @@ def parse_labels(spec: str, names: list[str], values: dict[str, list[str]]) -> d
     return out
 
 
-def sample_stream(checkpoint: Path, n: int, seed: int, labels: str = "", batch: int = 64) -> Iterator[np.ndarray]:
+def sample_stream(
+    checkpoint: Path, n: int, seed: int, labels: str = "", batch: int = 64, labels_from: Path | None = None
+) -> Iterator[np.ndarray]:
     """The images of `sample_checkpoint`, `batch` at a time: memory holds one batch of images, whatever n. Image i is
     seed `seed + i`'s (its z, and its labels but those fixed by `labels`), the same whatever n, and the explorer's
-    image of that seed. The seeds, the checkpoint and the labels are checked here, before the first batch."""
+    image of that seed. A conditional model's labels are uniform per attribute, or with `labels_from` (a packed
+    dataset's folder) a label row of that set per seed: its joint distribution, as the evaluate stage draws them.
+    The seeds, the checkpoint and the labels are checked here, before the first batch."""
     from facegan.train.checkpoint import label_schema, load_generator
 
     check_seeds(seed, n)
@@ -199,16 +203,43 @@ def sample_stream(checkpoint: Path, n: int, seed: int, labels: str = "", batch: 
     names, values = label_schema(state)
     conditional = bool(state.get("label_dims"))
     fixed = parse_labels(labels, names, values) if conditional else parse_labels(labels, [], {}) if labels else {}
+    pool = real_label_rows(labels_from, names, values, conditional) if labels_from is not None else None
 
     def images(first: int, count: int) -> np.ndarray:  # seeds first .. first + count - 1
         seeds = range(first, first + count)
-        y = seed_labels(seeds, [len(values[nm]) for nm in names]) if conditional else None
+        if not conditional:
+            y = None
+        elif pool is not None:
+            y = pool[seed_rows(seeds, len(pool))]
+        else:
+            y = seed_labels(seeds, [len(values[nm]) for nm in names])
         if y is not None:
             for a, v in fixed.items():
                 y[:, a] = v
         return render(g, seed_z(cfg.z_dim, seeds), y, batch)
 
     return (images(seed + i, min(batch, n - i)) for i in range(0, n, batch))
+
+
+def real_label_rows(packed: Path, names: list[str], values: dict[str, list[str]], conditional: bool) -> torch.Tensor:
+    """The label rows of the packed dataset in folder `packed` (data/processed/<ds>) for a model of these labels;
+    LabelError for an unconditional model, a set without labels or with others than the model learned."""
+    from facegan.data.packed import ZIP_NAME, load_labels, packed_meta
+
+    if not conditional:
+        raise LabelError("this model is unconditional: it takes no --labels-from")
+    zip_path = packed / ZIP_NAME
+    if not zip_path.is_file():
+        raise LabelError(f"--labels-from {packed}: no {ZIP_NAME} there (give a packed dataset's folder)")
+    meta, rows = packed_meta(zip_path), load_labels(zip_path)
+    if rows is None:
+        raise LabelError(f"--labels-from {packed}: the set has no labels")
+    if (meta["label_names"], meta["label_values"]) != (names, values):
+        raise LabelError(
+            f"--labels-from {packed}: its labels ({', '.join(meta['label_names'])}) are not the model's "
+            f"({', '.join(names)}, with the same values)"
+        )
+    return torch.from_numpy(rows)
 
 
 def sample_checkpoint(checkpoint: Path, n: int, seed: int, labels: str = "") -> np.ndarray:

@@ -36,3 +36,12 @@ def seed_labels(seeds: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
         gen = torch.Generator().manual_seed(int(s) + 1_000_003)
         rows.append([int(torch.randint(k, (), generator=gen)) for k in sizes])
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), len(sizes))
+
+
+def seed_rows(seeds: Sequence[int], count: int) -> torch.Tensor:
+    """(N,) indices into `count` rows (a dataset's label rows), one per seed from the stream `seed_labels` draws
+    from: a seed's row is the same whatever else is drawn beside it."""
+    return torch.tensor(
+        [int(torch.randint(count, (), generator=torch.Generator().manual_seed(int(s) + 1_000_003))) for s in seeds],
+        dtype=torch.long,
+    )
