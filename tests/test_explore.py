@@ -527,6 +527,7 @@ def test_stylegan2_grid_and_interpolation_are_steered_as_the_main_image(trained)
         for mode in ("slerp", "linear"):
             assert most(m.interpolation(3, 9, 2, mode, 0.8, **kw), ends) <= 1
     assert _differs(m.grid(3, 4, 0.8, **steer), m.grid(3, 4, 0.8)) > 1
+    assert m.interpolation(3, 9, 3.0).shape == m.interpolation(3, 9, 3).shape  # a number box may give a float
     dcgan = load_model(trained("dcgan"))
     with pytest.raises(ExploreError, match="latent directions and style mixing need a StyleGAN2 model"):
         dcgan.grid(3, 4, direction=("sefa", 2, 3.0))

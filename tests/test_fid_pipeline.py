@@ -458,8 +458,8 @@ def test_fid_of_a_stage_folder_scores_its_faces_of_a_sample_folder_not_its_grid_
     import logging
 
     from facegan.evaluate.compare import compare_folders
-    from facegan.io import list_images
-    from facegan.manifest import read_manifest
+    from facegan.io import ImageError, list_images
+    from facegan.manifest import read_manifest, write_manifest
 
     upscale = tmp_path / "upscale"
     shutil.copytree(layout.interim("upscale"), upscale)
@@ -489,11 +489,24 @@ def test_fid_of_a_stage_folder_scores_its_faces_of_a_sample_folder_not_its_grid_
     for i, f in enumerate(faces[:4]):
         shutil.copy(upscale / f, sampled / f"seed0_{i:04d}.png")
     shutil.copy(upscale / "contact_sheet.png", sampled / "grid.png")
+    shutil.copy(upscale / faces[4], sampled / ".seed0_0004.png.tmp.png")  # a write cut off: hidden, no image
     assert compare_folders(layout.packed, sampled, cfg, "dlib")["n_b"] == 4
     (sampled / "seed0_0000.png").rename(sampled / "face.png")
     for i in (1, 2, 3):
         (sampled / f"seed0_{i:04d}.png").rename(sampled / f"face{i}.png")
     assert compare_folders(layout.packed, sampled, cfg, "dlib")["n_b"] == 5
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    with zipfile.ZipFile(damaged / "dataset.zip", "w") as zf:
+        zf.writestr("00000/img00000000.png", (upscale / faces[0]).read_bytes())
+        zf.writestr("00000/img00000001.png", b"not a png")
+    with pytest.raises(ImageError, match=r"damaged/dataset\.zip:00000/img00000001\.png: "):  # where it is, not /tmp
+        compare_folders(damaged, upscale, cfg, "dlib")
+    rows = read_manifest(upscale)
+    write_manifest(upscale, [*rows, rows[0].model_copy(update={"file": "../plain/" + faces[0]})])
+    with pytest.raises(FileNotFoundError, match="manifest.jsonl names faces outside the folder, e.g. .*plain"):
+        compare_folders(layout.packed, upscale, cfg, "dlib")
+    write_manifest(upscale, rows)
     (upscale / faces[1]).unlink()  # a stage folder whose manifest's face is missing
     with pytest.raises(FileNotFoundError, match="1 of the faces its manifest.jsonl accepted are missing, e.g."):
         compare_folders(layout.packed, upscale, cfg, "dlib")

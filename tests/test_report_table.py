@@ -390,8 +390,14 @@ def test_rows_scored_otherwise_are_ranked_apart(tmp_path):
         return r
 
     runs = [scored("r1", 35.0), scored("r2", 31.0, mode="clean"), scored("r3", 28.0, max_real="50"), scored("r4", 33)]
+    for r in runs:  # ranked by Inception's distance: its resize matters
+        r.data.metrics["fd_inception"] = r.data.metrics["fd_dlib"]
     rows = ordered(rows_of(runs))
     assert [r["run"] for r in rows] == ["r2", "r4", "r1", "r3"]  # the legacy / 1000 group ranks r4 before r1
+    for r in runs:  # by dlib's: the resize is no matter, the real subset still is
+        del r.data.metrics["fd_inception"]
+    assert [r["run"] for r in ordered(rows_of(runs))] == ["r2", "r4", "r1", "r3"]
+    assert [r["run"] for r in ordered(rows_of([runs[0], runs[1], runs[3]]))] == ["r2", "r4", "r1"]
     assert {(r["mode"], r["max_real"], r["data"]) for r in rows} >= {("clean", "1000", "aaaaaaaa")}
     assert "| mode | max_real | data |" in to_markdown(rows).splitlines()[0] + "|"
     text = render(rows, width=200)

@@ -214,6 +214,11 @@ def test_output_names_are_unique_per_source():
     assert output_name("a.png", None) == "a.png"
     assert output_name("a.jpg", None) == "a_jpg.png"
     assert output_name("x/a.JPEG", 2) == "x/a_jpeg_f2.png"
+    # names the stages write beside the faces: the stem takes the `_`, so face k of a raw contact_sheet.png is not
+    # a raw contact_sheet_f<k>.png's crop
+    assert output_name("contact_sheet.png", None) == "contact_sheet_.png"
+    assert output_name("contact_sheet.png", 0) == "contact_sheet__f0.png" != output_name("contact_sheet_f0.png", None)
+    assert output_name("masks/a.png", 1) == "masks_/a_f1.png" and output_name("x/masks/a.png", None) == "x/masks/a.png"
 
 
 def _solid(path: Path, colours: list[tuple[int, int, int]]) -> None:

@@ -709,14 +709,14 @@ def test_best_is_judged_by_the_registered_versions_own_score_and_scoring(sqlite_
     )
     c = MlflowClient(sqlite_store)
 
-    def report(content: bytes, fd: float, mode: str = "legacy") -> tuple[str, str]:
+    def report(content: bytes, fd: float, **evaluate) -> tuple[str, str]:
         ckpt.write_bytes(content)
         score["fd_dlib"] = fd
         params = _offline_params(sqlite_store)
         run_stage(
             "report",
             "cartoon",
-            params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"mode": mode})}),
+            params.model_copy(update={"evaluate": params.evaluate.model_copy(update=evaluate)}),
             root,
         )
         best = c.get_model_version_by_alias("facegan-cartoon", "best")
@@ -726,14 +726,24 @@ def test_best_is_judged_by_the_registered_versions_own_score_and_scoring(sqlite_
     assert report(b"generator B", 1.0) == ("2", sha256_file(ckpt))  # the same execution, better: registered
     b = sha256_file(ckpt)
     assert report(b"generator C", 3.0) == ("2", b)  # worse than @best's own 1.0, whatever the run now says
+    assert report(b"generator C", 3.0, mode="clean") == ("2", b)  # Inception's resize: no matter to fd_dlib
     assert report(b"generator B", 1.0) == ("2", b)  # @best's very checkpoint: no second version of it
     assert len(c.search_model_versions("name = 'facegan-cartoon'")) == 2
     logging.getLogger("facegan").addHandler(caplog.handler)
-    with caplog.at_level(logging.INFO, logger="facegan"):
-        assert report(b"generator D", 5.0, mode="clean") == ("3", sha256_file(ckpt))  # not comparable: it takes @best
-    assert "facegan-cartoon@best (version 2) was not scored as this run (evaluate.mode legacy vs clean)" in caplog.text
+    with caplog.at_level(logging.INFO, logger="facegan"):  # not comparable: it takes @best
+        assert report(b"generator D", 5.0, num_samples=6) == ("3", sha256_file(ckpt))
+    said = "facegan-cartoon@best (version 2) was not scored as this run (evaluate.num_samples 16 vs 6)"
+    assert said in caplog.text
     tags = c.get_model_version("facegan-cartoon", "3").tags
-    assert tags["fd_dlib"] == "5.0" and tags["evaluate.mode"] == "clean" and tags["evaluate.max_real"] == "12"
+    assert tags["fd_dlib"] == "5.0" and tags["evaluate.num_samples"] == "6" and "evaluate.mode" not in tags
+    assert report(b"generator D", 4.0, num_samples=7) == ("3", tags["checkpoint_sha256"])  # the same one, rescored
+    assert c.get_model_version("facegan-cartoon", "3").tags["evaluate.num_samples"] == "7"
+    assert report(b"generator E", 4.5, num_samples=7) == ("3", tags["checkpoint_sha256"])  # worse, as it now stands
+    for key in ("evaluate.num_samples", "evaluate.max_real", "dataset_sha256"):  # as versions before these tags
+        c.delete_model_version_tag("facegan-cartoon", "3", key)
+    assert report(b"generator F", 4.5) == ("3", tags["checkpoint_sha256"])  # unknown scoring: the values decide
+    assert report(b"generator G", float("nan")) == ("3", tags["checkpoint_sha256"])  # no distance: not registered
+    assert len(c.search_model_versions("name = 'facegan-cartoon'")) == 3
 
 
 def test_report_names_an_unknown_experiment_and_an_output_folder_it_cannot_make(sqlite_store, tmp_path, monkeypatch):

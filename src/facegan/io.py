@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
+import io
 import logging
 import os
 import pickle
@@ -31,8 +33,13 @@ class ImageError(FaceganError):
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Files in `folder` (recursively) whose suffix looks like an image, sorted for determinism."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Files in `folder` (recursively) whose suffix looks like an image, sorted for determinism; hidden ones (a name
+    starting with '.': the temporary file of a write cut off, a desktop's thumbnail) are left out, as detect does."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 # what Pillow raises for a file it cannot open or decode (UnidentifiedImageError is an OSError)
@@ -56,13 +63,28 @@ def open_image(fp: Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Iterator[Im
         yield im
 
 
-def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class ZipMember:
+    """A file inside an open zip (a packed dataset's image), read where it is; str() names it `archive:member`.
+    Several threads may read members of one ZipFile at once (zipfile serialises its reads)."""
+
+    zf: zipfile.ZipFile
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.zf.filename}:{self.name}"
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.zf.read(self.name))
+
+
+def read_image(path: Path | ZipMember, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode any common image to HxWx3 uint8 RGB, applying EXIF rotation.
 
     Handles CMYK, palette, grayscale, 16-bit and alpha (composited on white). Raises ImageError
     with a short reason for unreadable, truncated or oversized files.
     """
-    with open_image(path, max_pixels) as im:
+    with open_image(path.open() if isinstance(path, ZipMember) else path, max_pixels) as im:
         try:
             im.load()
             return _to_rgb8(ImageOps.exif_transpose(im))

@@ -190,18 +190,21 @@ class Sampler:
     ) -> np.ndarray:
         """A strip walking from seed_a's latent to seed_b's (labels, where any, those of seed_a)."""
         self._unsteered(direction, mix)
-        za, zb, psi = self._path_ends(seed_a, seed_b, steps, psi)
+        za, zb, steps, psi = self._path_ends(seed_a, seed_b, steps, psi)
         y = self.labels([seed_a], labels)
         return strip(
             self._render(interpolate(za, zb, steps, mode), y.expand(steps, -1) if y is not None else None, psi)
         )
 
-    def _path_ends(self, seed_a: int, seed_b: int, steps: int, psi: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def _path_ends(
+        self, seed_a: int, seed_b: int, steps: int, psi: float
+    ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+        """The two seeds' z, the number of steps and psi, checked."""
         steps = _count(steps, "the interpolation steps", 32)
         if steps < 2:
             raise ExploreError("an interpolation needs at least 2 steps")
         za, zb = seed_z(self.z_dim, [seed_a, seed_b])
-        return za, zb, self._check_psi(psi)
+        return za, zb, steps, self._check_psi(psi)
 
 
 class ConditionalSampler(Sampler):
@@ -327,9 +330,9 @@ class StyleSampler(Sampler):
     ) -> np.ndarray:
         """The walk from seed_a's z to seed_b's, every step steered as `image` steers one (its ends: `image` of
         seed_a and seed_b)."""
-        za, zb, psi = self._path_ends(seed_a, seed_b, steps, psi)
+        za, zb, steps, psi = self._path_ends(seed_a, seed_b, steps, psi)
         self.labels([seed_a], labels)
-        return strip(self.render_w(self.steer(interpolate(za, zb, int(steps), mode), psi, direction, mix)))
+        return strip(self.render_w(self.steer(interpolate(za, zb, steps, mode), psi, direction, mix)))
 
     @torch.no_grad()
     def render_w(self, w: torch.Tensor) -> np.ndarray:

@@ -73,9 +73,13 @@ def plot_curves(model: Path, out: Path) -> None:
 
 
 def scored_as(cfg: EvaluateConfig, tags: dict[str, str]) -> dict[str, str]:
-    """What makes two runs' distances comparable (the registry's @best compares only such): the Inception resize,
-    the real subset's size and the packed set's hash."""
-    out = {"evaluate.mode": cfg.mode, "evaluate.max_real": str(cfg.max_real)}
+    """What makes two runs' distances comparable (the registry's @best compares only such): the Inception resize
+    (for Inception's distance), the real subset's size, the number of generated images and the packed set's hash."""
+    out = {
+        "evaluate.mode": cfg.mode,
+        "evaluate.max_real": str(cfg.max_real),
+        "evaluate.num_samples": str(cfg.num_samples),
+    }
     return out | ({"dataset_sha256": tags["dataset_sha256"]} if "dataset_sha256" in tags else {})
 
 

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# how a row was scored: distances of different Inception resizes (evaluate.mode), real subsets (evaluate.max_real)
+# or packed sets (data: the first 8 hex of its sha256, recorded by pipeline runs) are not ranked together
+SCORING = ("mode", "max_real", "data")
 # the columns of a pipeline run's row (the explorer's compare table shows these)
 COLUMNS = [
     "run",
@@ -29,12 +32,10 @@ COLUMNS = [
     "samples",
     "steps",
     "wall_s",
+    *SCORING,
 ]
-# how a row was scored: distances of different Inception resizes (evaluate.mode), real subsets (evaluate.max_real)
-# or packed sets (data: the first 8 hex of its sha256, recorded by pipeline runs) are not ranked together
-SCORING = ("mode", "max_real", "data")
 # every column: the files and `facegan report --wide` (kind: pipeline | transfer | cyclegan)
-ALL_COLUMNS = [*COLUMNS, "kind", "variant", *SCORING]
+ALL_COLUMNS = [*COLUMNS, "kind", "variant"]
 METRICS = ("fd_inception", "fd_dlib", "kid_inception", "kid_dlib", "attr_acc_mean")
 SEED_SUFFIX = re.compile(r"-s\d+$")  # transfer variants <row>-s<seed>
 
@@ -214,9 +215,11 @@ def primary_metric(rows: list[dict]) -> str:
 
 
 def groups(rows: list[dict]) -> list[tuple]:
-    """Per row, what it is ranked within: its dataset, how it was scored (SCORING) and the number of generated
-    images scored (fewer samples bias a Frechet distance upward). Rows without the packed set's hash (transfer and
-    CycleGAN rows) rank with their dataset's other rows unless those record more than one set (data changed)."""
+    """Per row, what it is ranked within: its dataset, how it was scored (SCORING; the mode, Inception's resize, only
+    where the table ranks by Inception's distance) and the number of generated images scored (fewer samples bias a
+    Frechet distance upward). Rows without the packed set's hash (transfer and CycleGAN rows) rank with their
+    dataset's other rows unless those record more than one set (data changed)."""
+    inception = primary_metric(rows) == "fd_inception"
     sets: dict[str, set[str]] = {}
     for r in rows:
         if r.get("data"):
@@ -225,9 +228,8 @@ def groups(rows: list[dict]) -> list[tuple]:
     for r in rows:
         data = r.get("data", "") if len(sets.get(r.get("dataset", ""), ())) > 1 else ""
         n = r.get("samples")
-        out.append(
-            (r.get("dataset", ""), data, str(r.get("mode", "")), str(r.get("max_real", "")), n is None, -(n or 0))
-        )
+        mode = str(r.get("mode", "")) if inception else ""
+        out.append((r.get("dataset", ""), data, mode, str(r.get("max_real", "")), n is None, -(n or 0)))
     return out
 
 
@@ -278,6 +280,8 @@ def bar_chart(rows: list[dict], path: Path) -> None:
 
     panels: dict[str, list[dict]] = {}
     varying = [k for k in SCORING if len({str(r.get(k, "")) for r in rows}) > 1]  # said where they differ
+    if primary_metric(rows) != "fd_inception":
+        varying = [k for k in varying if k != "mode"]
     for r, (dataset, data, *_) in zip(rows, groups(rows), strict=True):
         n = r.get("samples")
         said = [f"{k} {r.get(k) or '-'}" for k in varying if k != "data"] + ([f"data {data}"] if data else [])

@@ -823,28 +823,33 @@ def register_if_best(
 ) -> bool:
     """Register the run's generator as `facegan-<dataset>` and move alias `best` to it when its `metric` (lower is
     better) beats the value the current @best version was registered with (its tags: not its run's metric, which a
-    re-run of that execution overwrites), scored the same way: `scored_as` (evaluate.mode, evaluate.max_real, the
-    packed set's dataset_sha256) and the metric's name. A best scored otherwise is no yardstick: the new run takes
-    @best, and the log says why. The generator that already is @best (the same checkpoint bytes) is not
-    registered again."""
+    re-run of that execution overwrites), scored the same way: `scored_as` (what makes two distances comparable:
+    evaluate.mode for Inception, max_real, num_samples, the packed set's dataset_sha256; a key one side lacks, as
+    versions registered before these tags, is unknown, not a difference) and the metric's name. A best scored
+    otherwise is no yardstick: the new run takes @best, and the log says why. The generator that already is @best
+    (the same checkpoint bytes) is not registered again: its tags take the new score. A distance that is not finite
+    is never registered."""
     import mlflow
 
     from facegan.io import sha256_file
 
+    if not math.isfinite(value):
+        log.warning("%s %s is not finite: the generator is not registered", metric, value)
+        return False
     scored_as = {k: str(v) for k, v in (scored_as or {}).items()}
+    score = {metric: str(value), **scored_as}
     digest = sha256_file(checkpoint)
     c = client(cfg)
     name = f"facegan-{dataset}"
-    try:
-        current = c.get_model_version_by_alias(name, "best")
-    except Exception:  # noqa: BLE001 - no model or alias yet
-        current = None
+    current = _best_version(c, name)
     if current is not None:
         tags = current.tags or {}
-        if tags.get(CHECKPOINT_TAG) == digest:
+        if tags.get(CHECKPOINT_TAG) == digest:  # this very generator, scored again
+            for key, tag in score.items():
+                c.set_model_version_tag(name, current.version, key, tag)
             return False
         best_val = _tag_float(tags.get(metric))
-        other = {k: (tags.get(k), v) for k, v in scored_as.items() if tags.get(k) != v}
+        other = {k: (tags[k], v) for k, v in scored_as.items() if k in tags and tags[k] != v}
         if best_val is not None and not other and best_val <= value:
             return False
         if best_val is None or other:
@@ -866,12 +871,26 @@ def register_if_best(
             artifacts={"checkpoint": str(checkpoint)},
             pip_requirements=["facegan"],
         )
-    mv = mlflow.register_model(info.model_uri, name)
+    # the score goes with the version before the alias does: @best never stands without its value
+    mv = mlflow.register_model(info.model_uri, name, tags={**score, CHECKPOINT_TAG: digest})
     c.set_registered_model_alias(name, "best", mv.version)
-    for key, tag in {metric: str(value), CHECKPOINT_TAG: digest, **scored_as}.items():
-        c.set_model_version_tag(name, mv.version, key, tag)
     log.info("registered %s version %s as @best (%s %.4f)", name, mv.version, metric, value)
     return True
+
+
+def _best_version(c: Any, name: str) -> Any | None:
+    """The version alias `best` of registered model `name`, None while there is no such model or alias (a store
+    that does not answer raises)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    try:
+        return c.get_model_version_by_alias(name, "best")
+    except MlflowException as e:
+        missing = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
+        if e.error_code in missing:
+            return None
+        raise
 
 
 CHECKPOINT_TAG = "checkpoint_sha256"  # a registered version's tag: the sha256 of its checkpoint.pt
@@ -1239,7 +1258,9 @@ def finish_pipeline(
         t.log_artifact(path)
     primary = next((k for k in ("fd_inception", "fd_dlib", "fd_attributes") if metrics.get(k) is not None), None)
     if checkpoint and primary:
-        t.register(dataset, checkpoint, primary, float(metrics[primary]), scored_as)
+        # evaluate.mode is Inception's resize: the other extractors' distances do not depend on it
+        scoring = {k: v for k, v in (scored_as or {}).items() if k != "evaluate.mode" or primary == "fd_inception"}
+        t.register(dataset, checkpoint, primary, float(metrics[primary]), scoring)
     t.end("FINISHED")
     close_parent(cfg, folder, parent)
 

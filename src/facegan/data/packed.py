@@ -19,7 +19,7 @@ from facegan.errors import StageInputMissing
 ZIP_NAME = "dataset.zip"
 
 
-def _image_names(zf: zipfile.ZipFile, limit: int | None = None, seed: int = 0) -> list[str]:
+def image_names(zf: zipfile.ZipFile, limit: int | None = None, seed: int = 0) -> list[str]:
     """The image names in packed order; with `limit` below their count, a subset of that many drawn at random
     (seeded) from all of them, in packed order: packed order is the source files' name order, and the first N by
     name can be one part of a set arranged by class or person."""
@@ -33,7 +33,7 @@ def _image_names(zf: zipfile.ZipFile, limit: int | None = None, seed: int = 0) -
 def packed_shape(zip_path: Path) -> tuple[int, int, int]:
     """(images, height, width) of a packed ZIP, from its index and first image only."""
     with zipfile.ZipFile(zip_path) as zf:
-        names = _image_names(zf)
+        names = image_names(zf)
         if not names:
             raise StageInputMissing(f"{zip_path}: no images")
         w, h = Image.open(io.BytesIO(zf.read(names[0]))).size
@@ -68,7 +68,7 @@ def load_packed(
     """
     meta = packed_meta(zip_path)
     with zipfile.ZipFile(zip_path) as zf:
-        names = _image_names(zf, limit, seed)
+        names = image_names(zf, limit, seed)
     if not names:
         raise StageInputMissing(f"{zip_path}: no images")
     _, h, w = packed_shape(zip_path)
@@ -82,7 +82,7 @@ def decode_packed(zip_path: Path, out: np.ndarray, threads: int = 1) -> None:
     packed_shape): the memory the caller chose (a pinned tensor's, a memory-mapped file's) holds the one copy of
     the set, with no full-size array before it to convert or copy."""
     with zipfile.ZipFile(zip_path) as zf:
-        names = _image_names(zf)
+        names = image_names(zf)
     decode_into(zip_path, names, out, threads, channels_first=True)
 
 

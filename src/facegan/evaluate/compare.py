@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import zipfile
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
 from facegan.config import EvaluateConfig
-from facegan.data.packed import ZIP_NAME
+from facegan.data.packed import ZIP_NAME, image_names
 from facegan.errors import StageInputMissing
 from facegan.evaluate.extractors import make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid
-from facegan.io import list_images
+from facegan.io import ZipMember, list_images
 from facegan.manifest import MANIFEST, read_manifest
 from facegan.sample import GRID, SAMPLE_IMAGE
 
@@ -35,21 +35,25 @@ def compare_folders(
         return _compare(paths[a], paths[b], a, b, cfg, extractor, classifier_dir)
 
 
-def folder_images(folder: Path, stack: ExitStack) -> list[Path]:
+def folder_images(folder: Path, stack: ExitStack) -> Sequence[Path | ZipMember]:
     """The images a folder stands for. A packed dataset's folder (data/processed/<name>): the images of its
-    dataset.zip, extracted into a temporary folder that `stack` removes. A preprocessing stage's folder: the faces
-    its manifest accepted, not the masks, contact sheet and other files the stages keep beside them. Any other
+    dataset.zip, read where they are (the zip stays open until `stack` closes). A preprocessing stage's folder: the
+    faces its manifest accepted, not the masks, contact sheet and other files the stages keep beside them (a row
+    naming a file outside the folder is an error). Any other
     folder: every image file in it and its subfolders, but for the grid.png `facegan sample` writes beside its
     seed<S>_<i>.png images."""
     if (folder / ZIP_NAME).is_file():
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="facegan-fid-")))
-        with zipfile.ZipFile(folder / ZIP_NAME) as zf:
-            names = sorted(n for n in zf.namelist() if n.endswith(".png"))
-            zf.extractall(tmp, names)
+        zf = stack.enter_context(zipfile.ZipFile(folder / ZIP_NAME))
+        names = image_names(zf)
         log.info("%s: a packed dataset, scoring the %d images of its %s", folder, len(names), ZIP_NAME)
-        return [tmp / n for n in names]
+        return [ZipMember(zf, n) for n in names]
     if (folder / MANIFEST).is_file():
         faces = [folder / r.out_file for r in read_manifest(folder) if r.status == "ok"]
+        inside = folder.resolve()
+        if outside := [f for f in faces if not f.resolve().is_relative_to(inside)]:
+            raise StageInputMissing(
+                f"{folder}: its {MANIFEST} names faces outside the folder, e.g. {outside[0]}: not a stage's manifest"
+            )
         if missing := [f for f in faces if not f.is_file()]:
             raise StageInputMissing(
                 f"{folder}: {len(missing)} of the faces its {MANIFEST} accepted are missing, e.g. {missing[0]}: "
@@ -72,7 +76,13 @@ def folder_images(folder: Path, stack: ExitStack) -> list[Path]:
 
 
 def _compare(
-    pa: list[Path], pb: list[Path], a: Path, b: Path, cfg: EvaluateConfig, extractor: str, classifier_dir: Path | None
+    pa: Sequence[Path | ZipMember],
+    pb: Sequence[Path | ZipMember],
+    a: Path,
+    b: Path,
+    cfg: EvaluateConfig,
+    extractor: str,
+    classifier_dir: Path | None,
 ) -> dict:
     ex = make_extractor(extractor, cfg, classifier_dir)
     da: list[bytes] = []

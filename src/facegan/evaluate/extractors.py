@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from facegan.config import EvaluateConfig
 from facegan.errors import FaceganError
+from facegan.io import ZipMember
 from facegan.registry import pick
 
 
@@ -40,7 +41,11 @@ class Extractor:
     batch_size: int
 
     def folder(
-        self, paths: list[Path], desc: str = "", threads: int = DECODE_THREADS, digests: list[bytes] | None = None
+        self,
+        paths: Sequence[Path | ZipMember],
+        desc: str = "",
+        threads: int = DECODE_THREADS,
+        digests: list[bytes] | None = None,
     ) -> np.ndarray:
         """Features of image files of any size and mode, in the order of `paths`. Decoded on `threads` threads a
         chunk of 2 batches at a time, the next chunk while this one's features are computed (memory holds two
@@ -95,7 +100,7 @@ class Extractor:
         return np.concatenate(out) if out else np.zeros((0, self.dims))
 
 
-def _read(path: Path, digest: bool = False) -> tuple[np.ndarray, bytes]:
+def _read(path: Path | ZipMember, digest: bool = False) -> tuple[np.ndarray, bytes]:
     """The image and, with `digest`, a digest of its shape and pixels."""
     import hashlib
 

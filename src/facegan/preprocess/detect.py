@@ -100,16 +100,18 @@ def output_name(key: str, k: int | None, stem: str | None = None) -> str:
     """Crop file name for face k of raw image `key`: its path with the suffix folded into the name (`a/b.jpg` ->
     `a/b_jpg.png`), or `stem` (from `crop_stems`) where that name could be another image's. A name the stages write
     beside the faces gets a `_`: `masks/a.png` -> `masks_/a.png` (the matte stage's masks go to `masks/`),
-    `contact_sheet.png` -> `contact_sheet_.png`; `crop_stems` tells such a crop from one of `masks_/a.png`."""
+    `contact_sheet.png` -> `contact_sheet_.png` (its faces `contact_sheet__f0.png`, ...); `crop_stems` tells such
+    a crop from one of `masks_/a.png`."""
     if stem is None:
         p = Path(key)
         stem = str(p.with_suffix("")) + ("" if p.suffix.lower() == ".png" else "_" + p.suffix.lstrip(".").lower())
-    parts = list(Path(f"{stem}{'' if k is None else f'_f{k}'}.png").parts)
-    if len(parts) > 1 and parts[0].casefold() in (MASKS, RGBA):  # casefold: one folder on case-insensitive disks
-        parts[0] += "_"
-    elif len(parts) == 1 and parts[0].casefold() == CONTACT_SHEET:
-        parts[0] = parts[0][: -len(".png")] + "_.png"
-    return str(Path(*parts))
+        parts = list(Path(stem).parts)
+        # casefold: one name on case-insensitive disks
+        if (parts[0].casefold() in (MASKS, RGBA) and len(parts) > 1) or (
+            len(parts) == 1 and f"{parts[0]}.png".casefold() == CONTACT_SHEET
+        ):
+            stem = str(Path(parts[0] + "_", *parts[1:]))
+    return f"{stem}{'' if k is None else f'_f{k}'}.png"
 
 
 def crop_stems(keys: list[str], multi_face: bool) -> dict[str, str]:
