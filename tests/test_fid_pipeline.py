@@ -495,6 +495,10 @@ def test_fid_of_a_stage_folder_scores_its_faces_of_a_sample_folder_not_its_grid_
     for i in (1, 2, 3):
         (sampled / f"seed0_{i:04d}.png").rename(sampled / f"face{i}.png")
     assert compare_folders(layout.packed, sampled, cfg, "dlib")["n_b"] == 5
+    raw = tmp_path / "raw"  # a raw dataset's folder: its images, not the ground-truth masks beside them
+    shutil.copytree(plain, raw / "images")
+    shutil.copytree(upscale / "masks", raw / "masks")
+    assert compare_folders(layout.packed, raw, cfg, "dlib")["n_b"] == len(faces)
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     with zipfile.ZipFile(damaged / "dataset.zip", "w") as zf:

@@ -18,6 +18,8 @@ from facegan.manifest import MANIFEST, read_manifest
 from facegan.sample import GRID, SAMPLE_IMAGE
 
 log = logging.getLogger(__name__)
+# what a raw dataset's folder holds beside images/ (generate's ground truth, `facegan dataset add`'s references, labels)
+RAW_SIDES = ("masks", "references", "annotations.json", "labels.csv")
 
 
 def compare_folders(
@@ -39,7 +41,8 @@ def folder_images(folder: Path, stack: ExitStack) -> Sequence[Path | ZipMember]:
     """The images a folder stands for. A packed dataset's folder (data/processed/<name>): the images of its
     dataset.zip, read where they are (the zip stays open until `stack` closes). A preprocessing stage's folder: the
     faces its manifest accepted, not the masks, contact sheet and other files the stages keep beside them (a row
-    naming a file outside the folder is an error). Any other
+    naming a file outside the folder is an error). A raw dataset's folder (data/raw/<name>: images/ beside its
+    masks/, references/, annotations.json or labels.csv): the images in images/. Any other
     folder: every image file in it and its subfolders, but for the grid.png `facegan sample` writes beside its
     seed<S>_<i>.png images."""
     if (folder / ZIP_NAME).is_file():
@@ -68,6 +71,9 @@ def folder_images(folder: Path, stack: ExitStack) -> Sequence[Path | ZipMember]:
             f" (not the {others} other images beside them: masks, contact sheet)" if others else "",
         )
         return faces
+    if (folder / "images").is_dir() and any((folder / n).exists() for n in RAW_SIDES):
+        log.info("%s: a raw dataset, scoring its images/ (not %s)", folder, ", ".join(RAW_SIDES))
+        return list_images(folder / "images")
     found = list_images(folder)
     if (folder / GRID) in found and any(SAMPLE_IMAGE.fullmatch(p.name) for p in found if p.parent == folder):
         log.info("%s: `facegan sample`'s images, not its %s (a preview of the first ones)", folder, GRID)
