@@ -142,10 +142,30 @@ class Sampler:
     def _render(self, z: torch.Tensor, y: torch.Tensor | None, psi: float) -> np.ndarray:
         return to_uint8(self.g(z, y) if y is not None else self.g(z))
 
-    def images(self, seeds: Sequence[int], psi: float = 1.0, labels: dict[str, str] | None = None) -> np.ndarray:
-        """(N, H, W, 3) uint8: the image of each seed."""
+    def _draw(
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor | None,
+        psi: float,
+        direction: tuple[str, int, float] | None,
+        mix: tuple[int, Sequence[str]] | None,
+    ) -> np.ndarray:
+        """(N, H, W, 3) uint8 images of latents z (labels y), steered by `direction` and `mix` (StyleGAN2's)."""
+        if direction or mix:
+            raise ExploreError(f"latent directions and style mixing need a StyleGAN2 model, this one is {self.kind}")
+        return self._render(z, y, psi)
+
+    def images(
+        self,
+        seeds: Sequence[int],
+        psi: float = 1.0,
+        labels: dict[str, str] | None = None,
+        direction: tuple[str, int, float] | None = None,
+        mix: tuple[int, Sequence[str]] | None = None,
+    ) -> np.ndarray:
+        """(N, H, W, 3) uint8: the image of each seed; `direction` and `mix` are StyleGAN2's extra sliders."""
         psi = self._check_psi(psi)
-        return self._render(seed_z(self.z_dim, seeds), self.labels(seeds, labels), psi)
+        return self._draw(seed_z(self.z_dim, seeds), self.labels(seeds, labels), psi, direction, mix)
 
     def image(
         self,
@@ -155,13 +175,8 @@ class Sampler:
         direction: tuple[str, int, float] | None = None,
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> np.ndarray:
-        """The image of one seed; `direction` and `mix` are StyleGAN2's extra sliders."""
-        self._unsteered(direction, mix)
-        return self.images([seed], psi, labels)[0]
-
-    def _unsteered(self, direction: tuple[str, int, float] | None, mix: tuple[int, Sequence[str]] | None) -> None:
-        if direction or mix:
-            raise ExploreError(f"latent directions and style mixing need a StyleGAN2 model, this one is {self.kind}")
+        """The image of one seed."""
+        return self.images([seed], psi, labels, direction, mix)[0]
 
     def grid(
         self,
@@ -172,10 +187,9 @@ class Sampler:
         direction: tuple[str, int, float] | None = None,
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> np.ndarray:
-        """Seeds seed .. seed + n - 1 in a near-square grid (tile i: `image(seed + i, ...)`)."""
-        self._unsteered(direction, mix)
+        """Seeds seed .. seed + n - 1 in a near-square grid (tile i: `image(seed + i, ...)`, steered alike)."""
         n = _count(n, "the number of samples")
-        return grid(self.images(range(seed, seed + n), psi, labels))
+        return grid(self.images(range(seed, seed + n), psi, labels, direction, mix))
 
     def interpolation(
         self,
@@ -188,23 +202,16 @@ class Sampler:
         direction: tuple[str, int, float] | None = None,
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> np.ndarray:
-        """A strip walking from seed_a's latent to seed_b's (labels, where any, those of seed_a)."""
-        self._unsteered(direction, mix)
-        za, zb, steps, psi = self._path_ends(seed_a, seed_b, steps, psi)
-        y = self.labels([seed_a], labels)
-        return strip(
-            self._render(interpolate(za, zb, steps, mode), y.expand(steps, -1) if y is not None else None, psi)
-        )
-
-    def _path_ends(
-        self, seed_a: int, seed_b: int, steps: int, psi: float
-    ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
-        """The two seeds' z, the number of steps and psi, checked."""
+        """A strip walking from seed_a's latent to seed_b's (labels, where any, those of seed_a), every step steered
+        as `image` steers one (its ends: `image` of seed_a and seed_b)."""
         steps = _count(steps, "the interpolation steps", 32)
         if steps < 2:
             raise ExploreError("an interpolation needs at least 2 steps")
+        psi = self._check_psi(psi)
         za, zb = seed_z(self.z_dim, [seed_a, seed_b])
-        return za, zb, steps, self._check_psi(psi)
+        y = self.labels([seed_a], labels)
+        path = interpolate(za, zb, steps, mode)
+        return strip(self._draw(path, y.expand(steps, -1) if y is not None else None, psi, direction, mix))
 
 
 class ConditionalSampler(Sampler):
@@ -252,21 +259,15 @@ class StyleSampler(Sampler):
         return self._directions[method]
 
     @torch.no_grad()
-    def _render(self, z, y, psi):
-        return to_uint8(self.g.synthesis(self.g.latents(z, psi)))
-
-    @torch.no_grad()
     def styled(
         self,
-        seed: int | Sequence[int],
+        seed: int,
         psi: float = 1.0,
         direction: tuple[str, int, float] | None = None,
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> torch.Tensor:
-        """Per-layer w (N, n_latent, w_dim) of a seed (N = 1) or seeds: with `mix` = (seed2, groups) the layers of
-        those groups take seed2's styles; with `direction` = (method, index, amount) w moves `amount` sigmas along
-        it."""
-        return self.steer(seed_z(self.z_dim, [seed] if isinstance(seed, int) else list(seed)), psi, direction, mix)
+        """Per-layer w (1, n_latent, w_dim) of `seed`, steered (`steer`)."""
+        return self.steer(seed_z(self.z_dim, [seed]), psi, direction, mix)
 
     @torch.no_grad()
     def steer(
@@ -276,7 +277,8 @@ class StyleSampler(Sampler):
         direction: tuple[str, int, float] | None = None,
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> torch.Tensor:
-        """`styled` of latents z (N, z_dim)."""
+        """Per-layer w (N, n_latent, w_dim) of latents z (N, z_dim): with `mix` = (seed2, groups) the layers of those
+        groups take seed2's styles; with `direction` = (method, index, amount) w moves `amount` sigmas along it."""
         w = self.g.latents(z, psi)
         if mix and mix[1]:
             unknown = sorted(set(mix[1]) - set(self.groups))
@@ -292,47 +294,8 @@ class StyleSampler(Sampler):
             w = w + float(amount) * spread[int(index)] * dirs[int(index)]
         return w
 
-    def image(
-        self,
-        seed: int,
-        psi: float = 1.0,
-        labels: dict[str, str] | None = None,
-        direction: tuple[str, int, float] | None = None,
-        mix: tuple[int, Sequence[str]] | None = None,
-    ) -> np.ndarray:
-        self.labels([seed], labels)
-        return self.render_w(self.styled(seed, self._check_psi(psi), direction, mix))[0]
-
-    def grid(
-        self,
-        seed: int,
-        n: int,
-        psi: float = 1.0,
-        labels: dict[str, str] | None = None,
-        direction: tuple[str, int, float] | None = None,
-        mix: tuple[int, Sequence[str]] | None = None,
-    ) -> np.ndarray:
-        """Seeds seed .. seed + n - 1, each steered as `image` steers one (tile i: `image(seed + i, ...)`)."""
-        n = _count(n, "the number of samples")
-        self.labels([seed], labels)
-        return grid(self.render_w(self.styled(range(seed, seed + n), self._check_psi(psi), direction, mix)))
-
-    def interpolation(
-        self,
-        seed_a: int,
-        seed_b: int,
-        steps: int = 8,
-        mode: str = "slerp",
-        psi: float = 1.0,
-        labels: dict[str, str] | None = None,
-        direction: tuple[str, int, float] | None = None,
-        mix: tuple[int, Sequence[str]] | None = None,
-    ) -> np.ndarray:
-        """The walk from seed_a's z to seed_b's, every step steered as `image` steers one (its ends: `image` of
-        seed_a and seed_b)."""
-        za, zb, steps, psi = self._path_ends(seed_a, seed_b, steps, psi)
-        self.labels([seed_a], labels)
-        return strip(self.render_w(self.steer(interpolate(za, zb, steps, mode), psi, direction, mix)))
+    def _draw(self, z, y, psi, direction, mix):
+        return self.render_w(self.steer(z, psi, direction, mix))
 
     @torch.no_grad()
     def render_w(self, w: torch.Tensor) -> np.ndarray:
