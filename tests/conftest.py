@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -202,6 +203,24 @@ def make_dvc_project(root: Path, tracking: bool = True) -> tuple[Path, dict]:
     sh(["git", "add", "-A"], root, env)
     sh(["git", "commit", "-qm", "init"], root, env)
     return root, env
+
+
+@contextlib.contextmanager
+def logs_of(caplog, name: str = "facegan", level: int = logging.INFO):
+    """caplog.records hold what logger `name` says at `level` inside the block. Prefect's and the CLI's logging
+    set-ups replace the root handlers, caplog's among them: its handler then goes on `name` for the block alone
+    (pytest's caplog handler is one object for the whole session: left on a logger, it took every later test's
+    records twice)."""
+    logger = logging.getLogger(name)
+    attach = caplog.handler not in logging.getLogger().handlers
+    if attach:
+        logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(level, logger=name):
+            yield
+    finally:
+        if attach:
+            logger.removeHandler(caplog.handler)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, logs_of
 from facegan.chain import Layout, run_stage
 from facegan.config import AlignConfig, DetectConfig, parse_params
 from facegan.manifest import read_manifest
@@ -287,14 +287,9 @@ def test_stopping_a_failed_map_waits_a_bounded_time_for_chunks_that_never_end(ca
     from facegan.dask_runner import stop_chunks  # imports Prefect, whose logging set-up drops caplog's root handler
 
     halt, chunks = _Halt(), {"x[0:3]": _Chunk(done=True), "x[3:6]": _Chunk(done=False), "x[6:9]": _Chunk(done=False)}
-    logger = logging.getLogger("facegan.dask_runner")
-    if caplog.handler not in logging.getLogger().handlers:
-        logger.addHandler(caplog.handler)
     t0 = time.monotonic()
-    try:
+    with logs_of(caplog, "facegan.dask_runner", logging.WARNING):
         stop_chunks(halt, chunks, timeout=0.5)
-    finally:
-        logger.removeHandler(caplog.handler)
     assert 0.5 <= time.monotonic() - t0 < 5  # both stuck chunks share the one deadline
     assert halt.calls == ["set"]
     assert [r.getMessage() for r in caplog.records] == [

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_params
+from conftest import logs_of, tiny_params
 from facegan.config import EvaluateConfig, ParamsError
 from facegan.evaluate.classifier import run_classifier
 from facegan.evaluate.extractors import ExtractorUnavailable, clean_resize, make_extractor
@@ -455,7 +455,6 @@ def test_fid_of_a_stage_folder_scores_its_faces_of_a_sample_folder_not_its_grid_
 ):
     """`facegan fid` on a stage's folder scored the matte masks and the contact sheet as faces too, on `facegan
     sample`'s folder its grid.png; on a packed dataset's folder (data/processed/<ds>) it found no image at all."""
-    import logging
 
     from facegan.evaluate.compare import compare_folders
     from facegan.io import ImageError, list_images
@@ -474,8 +473,7 @@ def test_fid_of_a_stage_folder_scores_its_faces_of_a_sample_folder_not_its_grid_
     with zipfile.ZipFile(layout.packed / "dataset.zip") as zf:
         zf.extractall(packed_copy, [n for n in zf.namelist() if n.endswith(".png")])
     cfg = EvaluateConfig()
-    logging.getLogger("facegan").addHandler(caplog.handler)
-    with caplog.at_level(logging.INFO, logger="facegan"):
+    with logs_of(caplog):
         got = compare_folders(layout.packed, upscale, cfg, "dlib")
     assert (got["n_a"], got["n_b"]) == (12, len(faces))
     said = " ".join(caplog.text.split())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import free_port, tiny_params, wait_for_text, wait_healthy
+from conftest import free_port, logs_of, tiny_params, wait_for_text, wait_healthy
 from facegan.chain import STAGES, run_stage
 from facegan.config import TrackingConfig
 
@@ -691,7 +691,6 @@ def test_best_is_judged_by_the_registered_versions_own_score_and_scoring(sqlite_
     the run @best's version came from before the registry compared with it: a better retrain was never registered
     (@best kept the old checkpoint, its run showing the new distance) and a worse one lowered the bar. A best scored
     with another Inception resize was a yardstick too."""
-    import logging
 
     from mlflow.tracking import MlflowClient
 
@@ -729,8 +728,7 @@ def test_best_is_judged_by_the_registered_versions_own_score_and_scoring(sqlite_
     assert report(b"generator C", 3.0, mode="clean") == ("2", b)  # Inception's resize: no matter to fd_dlib
     assert report(b"generator B", 1.0) == ("2", b)  # @best's very checkpoint: no second version of it
     assert len(c.search_model_versions("name = 'facegan-cartoon'")) == 2
-    logging.getLogger("facegan").addHandler(caplog.handler)
-    with caplog.at_level(logging.INFO, logger="facegan"):  # not comparable: it takes @best
+    with logs_of(caplog):  # not comparable: it takes @best
         assert report(b"generator D", 5.0, num_samples=6) == ("3", sha256_file(ckpt))
     said = "facegan-cartoon@best (version 2) was not scored as this run (evaluate.num_samples 16 vs 6)"
     assert said in caplog.text
@@ -749,11 +747,6 @@ def test_best_is_judged_by_the_registered_versions_own_score_and_scoring(sqlite_
 def test_report_names_an_unknown_experiment_and_an_output_folder_it_cannot_make(sqlite_store, tmp_path, monkeypatch):
     """`facegan report --experiment facgan` (a typo) said "no finished runs found", as for an empty store; an --out
     under a file ended in a NotADirectoryError traceback."""
-    import contextlib
-    import io
-
-    from facegan.cli import main
-
     root = tmp_path / "work"
     _report_inputs(root, monkeypatch)
     params = _offline_params(sqlite_store)
@@ -761,12 +754,10 @@ def test_report_names_an_unknown_experiment_and_an_output_folder_it_cannot_make(
     (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     (root / "afile").write_text("x")
 
-    def said(*argv: str) -> str:
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
-            main(["report", *argv])
-        assert e.value.code == 2
-        return " ".join(err.getvalue().split())
+    def said(*argv: str) -> str:  # a process of its own: the CLI sets up logging (root handlers) for its life
+        r = _cli(["report", *argv], root, {**os.environ, "MLFLOW_TRACKING_URI": sqlite_store})
+        assert r.returncode == 2, r.stderr
+        return " ".join(r.stderr.split())
 
     typo = said("--experiment", "facgan")
     assert "error: no experiment 'facgan' in sqlite:///" in typo and "experiments: Default, facegan" in typo
