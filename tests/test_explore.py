@@ -704,3 +704,21 @@ def test_sample_labels_from_a_packed_set_draw_its_rows(trained, tmp_path):
             sample_stream(ckpt, 2, 0, labels_from=folder)
     with pytest.raises(LabelError, match="this model is unconditional: it takes no --labels-from"):
         sample_stream(trained("dcgan"), 2, 0, labels_from=red_glasses)
+
+
+def test_an_explorer_served_beyond_this_machine_reads_no_file_a_page_names(trained, tmp_path):
+    """With --host 0.0.0.0 the Compare tab loaded any readable path a visitor typed (weights_only: no code ran, but
+    any file was opened and its kind said back). Served so, the page takes the served model and tracked references
+    only; on 127.0.0.1 it still takes paths."""
+    from facegan.explore import LOOPBACK
+    from facegan.latent import Models
+
+    served = resolve(str(trained("dcgan")))
+    other = str(trained("acgan"))
+    shared = Models(paths=False)
+    assert shared.from_page(f" {served.ref} ", served)[1].checkpoint == served.checkpoint
+    for ref in (other, str(tmp_path / "nothing.pt"), "/etc/hostname"):
+        with pytest.raises(ExploreError, match="served beyond this machine .* not checkpoint paths"):
+            shared.from_page(ref, served)
+    assert Models().from_page(other, served)[1].checkpoint == Path(other)
+    assert "0.0.0.0" not in LOOPBACK and "127.0.0.1" in LOOPBACK

@@ -493,6 +493,13 @@ def test_fid_of_a_stage_folder_scores_its_faces_of_a_sample_folder_not_its_grid_
     for i in (1, 2, 3):
         (sampled / f"seed0_{i:04d}.png").rename(sampled / f"face{i}.png")
     assert compare_folders(layout.packed, sampled, cfg, "dlib")["n_b"] == 5
+    linked = tmp_path / "linked"  # faces that are links elsewhere (DVC's symlink cache) are the folder's own
+    linked.mkdir()
+    shutil.copy(upscale / "manifest.jsonl", linked)
+    for f in faces:
+        (linked / f).parent.mkdir(parents=True, exist_ok=True)
+        (linked / f).symlink_to(upscale / f)
+    assert compare_folders(layout.packed, linked, cfg, "dlib")["n_b"] == len(faces)
     raw = tmp_path / "raw"  # a raw dataset's folder: its images, not the ground-truth masks beside them
     shutil.copytree(plain, raw / "images")
     shutil.copytree(upscale / "masks", raw / "masks")

@@ -695,6 +695,7 @@ def test_best_is_judged_by_the_registered_versions_own_score_and_scoring(sqlite_
     from mlflow.tracking import MlflowClient
 
     import facegan.report
+    from facegan import track
     from facegan.io import sha256_file
 
     root = tmp_path / "work"
@@ -742,6 +743,13 @@ def test_best_is_judged_by_the_registered_versions_own_score_and_scoring(sqlite_
     assert report(b"generator F", 4.5) == ("3", tags["checkpoint_sha256"])  # unknown scoring: the values decide
     assert report(b"generator G", float("nan")) == ("3", tags["checkpoint_sha256"])  # no distance: not registered
     assert len(c.search_model_versions("name = 'facegan-cartoon'")) == 3
+    # @best's checkpoint scored again by another metric: the old score's tags go, none is left to mislead
+    ckpt.write_bytes(b"generator D")
+    run_id = c.get_model_version("facegan-cartoon", "3").run_id
+    scoring = {"evaluate.mode": "clean", "evaluate.max_real": "12"}
+    assert not track.register_if_best(TrackingConfig(), run_id, "cartoon", ckpt, "fd_inception", 9.0, scoring)
+    tags = c.get_model_version("facegan-cartoon", "3").tags
+    assert {k: v for k, v in tags.items() if k != "checkpoint_sha256"} == {"fd_inception": "9.0", **scoring}
 
 
 def test_report_names_an_unknown_experiment_and_an_output_folder_it_cannot_make(sqlite_store, tmp_path, monkeypatch):

@@ -495,6 +495,11 @@ class Source:
         return str(self.checkpoint)
 
 
+def tracked(ref: str) -> bool:
+    """Whether `ref` names a model in the tracking store: models:/NAME@ALIAS (or /VERSION), or an MLflow run id."""
+    return ref.startswith("models:/") or (len(ref) == 32 and all(c in "0123456789abcdef" for c in ref))
+
+
 def resolve(ref: str, tracking=None) -> Source:
     """`models:/NAME@ALIAS` or `models:/NAME/VERSION`, an MLflow run id (of a pipeline, or one of its stages) or a
     checkpoint path -> Source. ExploreError when it names nothing usable."""
@@ -504,8 +509,7 @@ def resolve(ref: str, tracking=None) -> Source:
     path = Path(ref).expanduser()
     if path.is_file():
         return Source(ref, path)
-    tracked = ref.startswith("models:/") or (len(ref) == 32 and all(c in "0123456789abcdef" for c in ref))
-    if not tracked:
+    if not tracked(ref):
         raise ExploreError(f"unknown model {ref!r}: no such file, and not a models:/NAME@ALIAS URI or an MLflow run id")
     from facegan import track
     from facegan.config import TrackingConfig
@@ -526,8 +530,9 @@ class Models:
     the compare tab's two); a checkpoint file written again since it was loaded (a training still running) is
     loaded afresh and its earlier copy dropped."""
 
-    def __init__(self, tracking=None, keep: int = 3):
+    def __init__(self, tracking=None, keep: int = 3, paths: bool = True):
         self.tracking, self.keep = tracking, keep
+        self.paths = paths  # whether a page may name checkpoint files (not when served beyond this machine)
         self._by_key: OrderedDict[tuple, tuple[Model, Source]] = OrderedDict()
 
     @staticmethod
@@ -548,6 +553,17 @@ class Models:
         while len(self._by_key) > self.keep:
             self._by_key.popitem(last=False)
         return found
+
+    def from_page(self, ref: str, served: Source) -> tuple[Model, Source]:
+        """`get` for a reference typed on the page: with `paths` off only the served model's own reference and
+        tracked ones (`tracked`), so that a visitor from another machine cannot have any file on this one read."""
+        ref = (ref or "").strip()
+        if not self.paths and ref != served.ref and not tracked(ref):
+            raise ExploreError(
+                "this explorer is served beyond this machine (--host): the page takes registered models "
+                "(models:/NAME@ALIAS) and MLflow run ids, not checkpoint paths (serve on 127.0.0.1 to compare files)"
+            )
+        return self.get(ref)
 
     def names(self, src: Source):
         """Where the direction names of this model live: tags of its registry version, else a file beside it."""

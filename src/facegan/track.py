@@ -844,7 +844,9 @@ def register_if_best(
     current = _best_version(c, name)
     if current is not None:
         tags = current.tags or {}
-        if tags.get(CHECKPOINT_TAG) == digest:  # this very generator, scored again
+        if tags.get(CHECKPOINT_TAG) == digest:  # this very generator, scored again: the new score replaces the old
+            for key in [k for k in tags if k not in score and _is_score_tag(k)]:
+                c.delete_model_version_tag(name, current.version, key)
             for key, tag in score.items():
                 c.set_model_version_tag(name, current.version, key, tag)
             return False
@@ -894,6 +896,12 @@ def _best_version(c: Any, name: str) -> Any | None:
 
 
 CHECKPOINT_TAG = "checkpoint_sha256"  # a registered version's tag: the sha256 of its checkpoint.pt
+PRIMARY = ("fd_inception", "fd_dlib", "fd_attributes")  # the distance a version is registered by, first found
+
+
+def _is_score_tag(key: str) -> bool:
+    """A version's tag that is part of its score (`register_if_best`): the distance or how it was scored."""
+    return key in PRIMARY or key.startswith("evaluate.") or key == "dataset_sha256"
 
 
 def _tag_float(text: str | None) -> float | None:
@@ -1256,7 +1264,7 @@ def finish_pipeline(
     t.set_tags(tags)
     for path in artifacts:
         t.log_artifact(path)
-    primary = next((k for k in ("fd_inception", "fd_dlib", "fd_attributes") if metrics.get(k) is not None), None)
+    primary = next((k for k in PRIMARY if metrics.get(k) is not None), None)
     if checkpoint and primary:
         # evaluate.mode is Inception's resize: the other extractors' distances do not depend on it
         scoring = {k: v for k, v in (scored_as or {}).items() if k != "evaluate.mode" or primary == "fd_inception"}

@@ -6,7 +6,7 @@ import logging
 import zipfile
 from collections.abc import Sequence
 from contextlib import ExitStack
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from facegan.config import EvaluateConfig
 from facegan.data.packed import ZIP_NAME, image_names
@@ -51,12 +51,13 @@ def folder_images(folder: Path, stack: ExitStack) -> Sequence[Path | ZipMember]:
         log.info("%s: a packed dataset, scoring the %d images of its %s", folder, len(names), ZIP_NAME)
         return [ZipMember(zf, n) for n in names]
     if (folder / MANIFEST).is_file():
-        faces = [folder / r.out_file for r in read_manifest(folder) if r.status == "ok"]
-        inside = folder.resolve()
-        if outside := [f for f in faces if not f.resolve().is_relative_to(inside)]:
+        files = [r.out_file for r in read_manifest(folder) if r.status == "ok"]
+        # by the names alone: a face may be a link elsewhere (DVC's symlink cache), a name may not leave the folder
+        if outside := [f for f in files if PurePosixPath(f).is_absolute() or ".." in PurePosixPath(f).parts]:
             raise StageInputMissing(
                 f"{folder}: its {MANIFEST} names faces outside the folder, e.g. {outside[0]}: not a stage's manifest"
             )
+        faces = [folder / f for f in files]
         if missing := [f for f in faces if not f.is_file()]:
             raise StageInputMissing(
                 f"{folder}: {len(missing)} of the faces its {MANIFEST} accepted are missing, e.g. {missing[0]}: "

@@ -11,6 +11,9 @@ log = logging.getLogger("facegan.explore")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the server
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def serve(ref: str, host: str = "127.0.0.1", port: int | None = 7860, threads: int = 0, tracking=None):
     """Load `ref` (see facegan.latent.resolve), build the page and start serving it in the background; returns
     (blocks, url): `blocks.block_thread()` waits, `blocks.close()` stops. Raises facegan.latent.ExploreError
@@ -21,7 +24,7 @@ def serve(ref: str, host: str = "127.0.0.1", port: int | None = 7860, threads: i
 
     if threads:
         torch.set_num_threads(threads)
-    models = Models(tracking)
+    models = Models(tracking, paths=host in LOOPBACK)  # served beyond this machine: no file paths from the page
     model, source = models.get(ref)
     from facegan.explore.app import CSS, THEME, build
 

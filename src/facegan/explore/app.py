@@ -347,7 +347,7 @@ class Page:
         @guarded(3)
         def compare(a_ref, b_ref, seed_v, n_v, psi_v):
             s, k = _seed(seed_v), int(n_v)
-            sides = [self.models.get(r) for r in (a_ref, b_ref)]
+            sides = [self.models.from_page(r, self.source) for r in (a_ref, b_ref)]
             samplers = []
             for (mdl, src), label in zip(sides, "AB", strict=True):
                 if not isinstance(mdl, Sampler):
