@@ -279,12 +279,12 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels: dict[str, list[dict]] = {}
-    varying = [k for k in SCORING if len({str(r.get(k, "")) for r in rows}) > 1]  # said where they differ
-    if primary_metric(rows) != "fd_inception":
-        varying = [k for k in varying if k != "mode"]
-    for r, (dataset, data, *_) in zip(rows, groups(rows), strict=True):
-        n = r.get("samples")
-        said = [f"{k} {r.get(k) or '-'}" for k in varying if k != "data"] + ([f"data {data}"] if data else [])
+    keys = groups(rows)
+    # a title says the scoring where the table's groups differ in it (`groups` keeps the mode only where it matters)
+    varying = {i: name for i, name in ((2, "mode"), (3, "max_real")) if len({g[i] for g in keys}) > 1}
+    for r, g in zip(rows, keys, strict=True):
+        n, dataset, data = r.get("samples"), g[0], g[1]
+        said = [f"{name} {g[i] or '-'}" for i, name in varying.items()] + ([f"data {data}"] if data else [])
         panels.setdefault(", ".join([dataset, *said, *([f"n = {n}"] if n is not None else [])]), []).append(r)
     heights = [0.4 * len(g) + 0.8 for g in panels.values()]
     fig, axes = plt.subplots(

@@ -31,7 +31,8 @@ class EarlierSamples(FaceganError, FileExistsError):
 # files of a write that was cut off (facegan.io.write_image)
 SAMPLE_IMAGE = re.compile(r"seed-?\d+_\d{4,}\.png")
 GRID = "grid.png"  # a preview of the first images, beside them (facegan fid leaves it out)
-_SAMPLE_FILE = re.compile(rf"({SAMPLE_IMAGE.pattern}|grid\.png)|\.({SAMPLE_IMAGE.pattern}|grid\.png)\.tmp\.png")
+_WRITTEN = rf"{SAMPLE_IMAGE.pattern}|{re.escape(GRID)}"
+_SAMPLE_FILE = re.compile(rf"({_WRITTEN})|\.({_WRITTEN})\.tmp\.png")
 
 
 def earlier_samples(out: Path, overwrite: bool) -> list[Path]:

@@ -33,7 +33,7 @@ def seed_labels(seeds: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
     attribute a uniform over its `sizes[a]` values."""
     rows = []
     for s in seeds:
-        gen = torch.Generator().manual_seed(int(s) + 1_000_003)
+        gen = _label_stream(s)
         rows.append([int(torch.randint(k, (), generator=gen)) for k in sizes])
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), len(sizes))
 
@@ -41,7 +41,9 @@ def seed_labels(seeds: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
 def seed_rows(seeds: Sequence[int], count: int) -> torch.Tensor:
     """(N,) indices into `count` rows (a dataset's label rows), one per seed from the stream `seed_labels` draws
     from: a seed's row is the same whatever else is drawn beside it."""
-    return torch.tensor(
-        [int(torch.randint(count, (), generator=torch.Generator().manual_seed(int(s) + 1_000_003))) for s in seeds],
-        dtype=torch.long,
-    )
+    return torch.tensor([int(torch.randint(count, (), generator=_label_stream(s))) for s in seeds], dtype=torch.long)
+
+
+def _label_stream(seed: int) -> torch.Generator:
+    """A seed's own stream for its labels, apart from its z's."""
+    return torch.Generator().manual_seed(int(seed) + 1_000_003)

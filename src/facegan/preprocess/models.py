@@ -167,8 +167,9 @@ class DlibDetector(Lazy):
             return dlib.get_frontal_face_detector()
         return dlib.cnn_face_detection_model_v1(str(dlib_model("mmod_human_face_detector.dat")))
 
-    def __call__(self, image: np.ndarray, key: str = "") -> list[Face]:
-        small, s = downscale(image, self.max_side)
+    def __call__(self, image: np.ndarray, key: str = "", max_side: int | None = None) -> list[Face]:
+        """Faces in `image`, looked for on a copy no larger than `max_side` (default: the detector's)."""
+        small, s = downscale(image, max_side or self.max_side)
         if min(small.shape[:2]) < DLIB_MIN_SIDE:  # no face fits; the CNN raises on images under 4 px a side
             return []
         with self.using() as det:

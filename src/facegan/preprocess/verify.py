@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facegan.config import VerifyConfig
@@ -48,15 +48,15 @@ class EncodingVerifier:
         from facegan.preprocess.models import DlibDetector, DlibEncoder
 
         self.references, self.encoder = references, DlibEncoder(jitter)
-        # HOG on the crop brought down to a face of HOG_FACE_MAX px, upsampled once for a face under HOG_FACE px
-        self.hog = {up: DlibDetector("hog", up, max_side=1 << 16) for up in (0, 1)}  # the scaling is ours
+        # HOG on the crop brought down to a face of HOG_FACE_MAX px (its max_side per crop), upsampled once for a
+        # face under HOG_FACE px
+        self.hog = {up: DlibDetector("hog", up, max_side=1 << 16) for up in (0, 1)}
 
     def __call__(self, crop: np.ndarray, box: tuple[float, ...]) -> float:
         face = min(box[2] - box[0], box[3] - box[1])
         s = min(1.0, HOG_FACE_MAX / face) if face > 0 else 1.0
-        small = cv2.resize(crop, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else crop
-        found = [tuple(v / s for v in f.box) for f in self.hog[int(face * s < HOG_FACE)](small)]
-        hog = max(found, key=lambda b: iou(b, box), default=None)
+        found = self.hog[int(face * s < HOG_FACE)](crop, max_side=math.ceil(max(crop.shape[:2]) * s))
+        hog = max((f.box for f in found), key=lambda b: iou(b, box), default=None)
         enc = self.encoder(crop, hog if hog is not None and iou(hog, box) >= MATCH_IOU else box)
         return float(np.linalg.norm(self.references - enc, axis=1).min())
 
