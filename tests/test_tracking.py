@@ -795,7 +795,7 @@ def test_report_run_again_updates_its_execution_instead_of_adding_a_copy(sqlite_
     assert parent.data.params["train.steps"] == "4"
     reports = c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert [r.data.tags["stage"] for r in reports] == ["report"] * 3
-    assert [r.info.run_id for r in track.pipeline_runs(TrackingConfig())] == [parent.info.run_id]
+    assert [r["run"] for r in track.pipeline_rows(TrackingConfig())] == [parent.info.run_id[:8]]
     assert list((root / ".facegan" / "tracking").glob("*.jsonl")) == []  # everything sent
     # the table's time is the stage runs' (here the newest report's), not the parent's span, which the wait
     # between reports would make longer and longer
@@ -828,6 +828,44 @@ def test_report_run_again_updates_its_execution_instead_of_adding_a_copy(sqlite_
     (moved,) = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'pipeline'")
     assert moved.info.status == "FINISHED" and moved.data.params["train.steps"] == "4"
     assert len(c.search_runs([moved.info.experiment_id], f"tags.mlflow.parentRunId = '{moved.info.run_id}'")) == 1
+
+
+def test_a_missing_alias_of_the_51st_registered_model_is_said_so(sqlite_store):
+    """The error for a model reference that names no version tells a missing alias from a missing model by asking
+    for the model (a list of the first 50 models called the 51st unregistered) and says when it lists only some."""
+    from mlflow.tracking import MlflowClient
+
+    from facegan import track
+    from facegan.track import ModelNotFound
+
+    c = MlflowClient(sqlite_store)
+    for i in range(51):
+        c.create_registered_model(f"facegan-set{i:02d}")
+    with pytest.raises(ModelNotFound, match="model facegan-set50 has no alias 'best'"):
+        track.registry_checkpoint("models:/facegan-set50@best", TrackingConfig())
+    with pytest.raises(ModelNotFound, match=r"no registered model 'facegan-zzz' .*facegan-set49, …\)"):
+        track.registry_checkpoint("models:/facegan-zzz@best", TrackingConfig())
+
+
+def test_the_fid_table_reads_every_page_of_the_store(sqlite_store, monkeypatch):
+    """A store holding more pipeline runs than one search page returns lists all of them, newest first (one page of
+    1000 left the older executions out of the table without a word); here a page is 2 runs."""
+    from mlflow.tracking import MlflowClient
+
+    from facegan import track
+
+    c = MlflowClient(sqlite_store)
+    exp = c.create_experiment("facegan")
+    made = []
+    for i in range(5):
+        tags = {"facegan.kind": "pipeline", "dataset": "cartoon", "model": "dcgan", "facegan.pipeline_key": f"k{i}"}
+        r = c.create_run(exp, start_time=1_700_000_000_000 + i * 60_000, tags=tags).info.run_id
+        c.log_metric(r, "fd_dlib", 40.0 + i)
+        c.set_terminated(r, "FINISHED", end_time=1_700_000_000_000 + i * 60_000 + 1000)
+        made.append(r[:8])
+    monkeypatch.setattr(track, "_PAGE", 2)
+    assert [r["run"] for r in track.pipeline_rows(TrackingConfig())] == made[::-1]
+    assert [r.info.run_id[:8] for r in track._newest(c, [exp], "", 3)] == made[:1:-1]
 
 
 def test_parents_copied_by_reports_run_again_count_once(sqlite_store):
@@ -864,8 +902,8 @@ def test_parents_copied_by_reports_run_again_count_once(sqlite_store):
     make({"facegan.kind": "stage", "stage": "train", "dataset": "sketch"}, sketch, 4)
 
     cfg = TrackingConfig()
-    assert [r.info.run_id for r in track.pipeline_runs(cfg)] == [sketch, elsewhere, copies[-1]]
-    assert [r.info.run_id for r in track.pipeline_runs(cfg, dataset="cartoon")] == [elsewhere, copies[-1]]
+    assert [r["run"] for r in track.pipeline_rows(cfg)] == [x[:8] for x in (sketch, elsewhere, copies[-1])]
+    assert [r["run"] for r in track.pipeline_rows(cfg, dataset="cartoon")] == [x[:8] for x in (elsewhere, copies[-1])]
 
     c.delete_run(elsewhere)
     got = {r.info.run_id: sorted(s.data.tags["stage"] for s in stages) for r, stages in track.latest_execution(cfg)}

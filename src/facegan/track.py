@@ -1071,15 +1071,31 @@ def registry_checkpoint(uri: str, tracking: TrackingConfig) -> dict[str, Any]:
     except MlflowException as e:
         if (err := _store_error(e, tracking)) is not None:
             raise err from None
-        known = sorted(m.name for m in c.search_registered_models(max_results=50))
-        if name in known:
+        if _registered(c, name, tracking):
             raise ModelNotFound(f"{uri}: model {name} has no {how} {which!r} in {tracking_uri(tracking)}") from None
+        page = c.search_registered_models(max_results=50)
+        known = ", ".join(sorted(m.name for m in page)) + (", …" if page.token else "")
         raise ModelNotFound(
             f"{uri}: no registered model {name!r} in {tracking_uri(tracking)} "
-            f"(registered: {', '.join(known) or 'none; `make run` registers facegan-<dataset>'})"
+            f"(registered: {known or 'none; `make run` registers facegan-<dataset>'})"
         ) from None
+
     path = fetched_checkpoint(mv, f"models:/{name}/{mv.version}", tracking)
     return {"checkpoint": path, "name": name, "version": str(mv.version), "run_id": mv.run_id}
+
+
+def _registered(c, name: str, tracking: TrackingConfig) -> bool:
+    """Whether the store has a registered model `name` (asked by name: a list of the first 50 said 'no' for the
+    51st)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(name)
+    except MlflowException as e:
+        if (err := _store_error(e, tracking)) is not None:
+            raise err from None
+        return False
+    return True
 
 
 def fetch_run(run_id: str, tracking: TrackingConfig) -> Any:
@@ -1170,17 +1186,6 @@ class RegistryNames:
 # ---- queries ---------------------------------------------------------------------------------------
 
 
-def pipeline_runs(
-    cfg: TrackingConfig, dataset: str | None = None, model: str | None = None, experiments: list[str] | None = None
-) -> list:
-    """Finished pipeline (parent) runs, newest first, filtered by dataset/model tags; one per execution (the newest
-    of the parents an older facegan made again for one key, `same_execution`)."""
-    with _answering(cfg):
-        c = _reader(cfg)
-        ids = _experiment_ids(c, cfg, experiments)
-        return _one_per_execution(_pipeline_parents(c, ids, dataset, model))
-
-
 def _pipeline_parents(c, ids: list[str], dataset: str | None, model: str | None) -> list:
     flt = [f"tags.`{KIND}` = 'pipeline'", "attributes.status = 'FINISHED'"]
     if dataset:
@@ -1193,8 +1198,10 @@ def _pipeline_parents(c, ids: list[str], dataset: str | None, model: str | None)
 def pipeline_rows(
     cfg: TrackingConfig, dataset: str | None = None, model: str | None = None, experiments: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    """The FID table's row (facegan.runs_table) of each of `pipeline_runs`, its time the sum of its stage runs' own
-    (`execution_runs`): the parent's span would count the idle hours before a `facegan report DATASET` run again."""
+    """The FID table's row (facegan.runs_table) of each finished pipeline (parent) run, newest first, filtered by
+    dataset/model tags; one per execution (the newest of the parents an older facegan made again for one key,
+    `same_execution`). Its time is the sum of its stage runs' own (`execution_runs`): the parent's span would count
+    the idle hours before a `facegan report DATASET` run again."""
     from facegan.runs_table import rows_of
 
     with _answering(cfg):
@@ -1297,8 +1304,22 @@ def _answering(cfg: TrackingConfig):
         raise TrackingError(f"the tracking store {tracking_uri(cfg)} did not answer: {first_line(e)}") from None
 
 
-def _newest(c, ids: list[str], flt: str, n: int = 1000) -> list:
-    return list(c.search_runs(ids, flt, order_by=["attributes.start_time DESC"], max_results=n))
+_PAGE = 1000  # runs per search request (MLflow's own default)
+
+
+def _newest(c, ids: list[str], flt: str, n: int | None = None) -> list:
+    """The runs matching `flt`, newest first: all of them (page after page; one page of 1000 left a store's older
+    executions out of the FID table without a word), or the newest `n`."""
+    out: list = []
+    token = None
+    while n is None or len(out) < n:
+        page = c.search_runs(
+            ids, flt, order_by=["attributes.start_time DESC"], max_results=min(n or _PAGE, _PAGE), page_token=token
+        )
+        out.extend(page)
+        if not (token := page.token):
+            break
+    return out[:n]
 
 
 def _experiment_ids(c, cfg: TrackingConfig, experiments: list[str] | None) -> list[str]:
