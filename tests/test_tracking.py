@@ -830,6 +830,38 @@ def test_report_run_again_updates_its_execution_instead_of_adding_a_copy(sqlite_
     assert len(c.search_runs([moved.info.experiment_id], f"tags.mlflow.parentRunId = '{moved.info.run_id}'")) == 1
 
 
+def test_a_transfer_study_scored_otherwise_has_a_parent_of_its_own(sqlite_store, tmp_path, caplog):
+    """The study's parent is keyed on its scoring: its runs (their evaluate has transfer.num_samples) and its table
+    (params as given) share one, a study scored with another Inception resize or real subset gets another (it took
+    the first one's finished parent, whose params then named the first scoring beside the second one's distances);
+    a param a run already holds with another value is said in the log, not dropped without a word."""
+    from mlflow.tracking import MlflowClient
+
+    from facegan import track
+    from facegan.config import parse_params
+
+    root = tmp_path / "work"
+    p = _offline_params(sqlite_store)
+    assert p.transfer.enabled and p.transfer.num_samples == 24 and p.evaluate.num_samples == 16
+    table = track.transfer_parent(p.tracking, p, root)
+    runs = p.model_copy(update={"evaluate": p.transfer_evaluate()})  # what transfer.run_params gives a run
+    assert track.transfer_parent(p.tracking, runs, root)["uid"] == table["uid"]
+    assert table["params"]["evaluate.num_samples"] == "24" and table["params"]["evaluate.mode"] == p.evaluate.mode
+    raw = p.model_dump(mode="json")
+    raw["evaluate"].update(mode="clean", max_real=5)
+    other = track.transfer_parent(p.tracking, parse_params(raw), root)
+    assert other["uid"] != table["uid"]
+    assert (other["params"]["evaluate.mode"], other["params"]["evaluate.max_real"]) == ("clean", "5")
+
+    c = MlflowClient(sqlite_store)
+    run = track.ensure_run(c, dict(table))
+    with logs_of(caplog, "facegan"):
+        track.send_params(c, run, {**table["params"], "evaluate.mode": "clean", "new.key": "1"})
+    stored = c.get_run(run).data.params
+    assert stored["evaluate.mode"] == p.evaluate.mode and stored["new.key"] == "1"
+    assert f"evaluate.mode={p.evaluate.mode!r} (not 'clean')" in caplog.text
+
+
 def test_a_missing_alias_of_the_51st_registered_model_is_said_so(sqlite_store):
     """The error for a model reference that names no version tells a missing alias from a missing model by asking
     for the model (a list of the first 50 models called the 51st unregistered) and says when it lists only some."""

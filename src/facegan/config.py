@@ -830,6 +830,12 @@ class Params(Section):
             self._check_pair("cyclegan", {"a": self.cyclegan.a, "b": self.cyclegan.b})
         return self
 
+    def transfer_evaluate(self) -> EvaluateConfig:
+        """`evaluate` as the transfer study scores: with its own sample count (transfer.num_samples) when set. The
+        same for the params a study's runs get (their `evaluate` is this already) as for the study's."""
+        n = self.transfer.num_samples
+        return self.evaluate if n is None else self.evaluate.model_copy(update={"num_samples": n})
+
     def dataset(self, name: str) -> DatasetConfig:
         """The config of one dataset; unknown names list the known ones."""
         try:

@@ -180,10 +180,19 @@ def complete(spec: dict[str, Any]) -> bool:
 
 
 def send_params(c, run_id: str, params: dict[str, str]) -> None:
-    """Params not yet on the run (MLflow refuses to log one twice), in batches."""
+    """Params not yet on the run (MLflow refuses to log one twice), in batches; one already there with another
+    value stays as it is, and the log says which (the run describes another configuration than this one)."""
     existing = c.get_run(run_id).data.params
     from mlflow.entities import Param
 
+    if differ := sorted(k for k, v in params.items() if k in existing and existing[k] != v):
+        shown = ", ".join(f"{k}={existing[k]!r} (not {params[k]!r})" for k in differ[:5])
+        log.warning(
+            "MLflow run %s keeps the params it has (a param is logged once): %s%s",
+            run_id,
+            shown,
+            f" and {len(differ) - 5} more" if len(differ) > 5 else "",
+        )
     fresh = [Param(k, v) for k, v in params.items() if k not in existing]
     for i in range(0, len(fresh), MAX_PARAMS_PER_CALL):
         c.log_batch(run_id, params=fresh[i : i + MAX_PARAMS_PER_CALL])
@@ -621,10 +630,15 @@ def pipeline_parent(cfg: TrackingConfig, dataset: str, params: Params, root: Pat
 
 
 def transfer_parent(cfg: TrackingConfig, params: Params, root: Path) -> dict[str, Any]:
-    """The parent of the transfer study: pretrain, fine-tunes and table share it. Their `train` sections differ and
-    their `evaluate` takes transfer.num_samples, so it is keyed on everything else (the transfer section included)."""
+    """The parent of the transfer study: pretrain, fine-tunes and table share it. Their `train` sections differ, so
+    it is keyed on everything else: the transfer section and the study's scoring (`evaluate` with
+    transfer.num_samples, which its runs get and the table's params do not) included; a study scored otherwise
+    (another evaluate.mode or max_real through --params or Prefect's overrides) took the finished parent of the
+    first, whose params then named the first one's scoring beside the second one's distances."""
     t = params.transfer
-    key = pipeline_key(f"transfer:{t.source}->{t.target}", params, root, frozenset({"train", "evaluate"}))
+    evaluate = params.transfer_evaluate()
+    scored = params.model_copy(update={"evaluate": evaluate})
+    key = pipeline_key(f"transfer:{t.source}->{t.target}", scored, root, frozenset({"train"}))
 
     def new() -> dict[str, Any]:
         tags = {
@@ -637,7 +651,7 @@ def transfer_parent(cfg: TrackingConfig, params: Params, root: Path) -> dict[str
             **package_versions(),
             **where(root),
         }
-        return run_spec(cfg, tags, {**flatten(t, "transfer."), **flatten(params.evaluate, "evaluate.")})
+        return run_spec(cfg, tags, {**flatten(t, "transfer."), **flatten(evaluate, "evaluate.")})
 
     return _open_parent(cfg, root, key, new)
 

@@ -50,16 +50,10 @@ def run_params(p: Params, row: str, root: Path, seed: int | None = None) -> tupl
     _enabled(p)
     t = p.transfer
     if row == PRETRAIN:
-        return p.model_copy(update={"train": t.pretrain, "evaluate": _evaluate(p)}), t.source, PRETRAIN
+        return p.model_copy(update={"train": t.pretrain, "evaluate": p.transfer_evaluate()}), t.source, PRETRAIN
     seed = t.seeds[0] if seed is None else seed
     cfg = t.run_config(row, seed, pretrained_checkpoint(p, root).resolve())
-    return p.model_copy(update={"train": cfg, "evaluate": _evaluate(p)}), t.target, t.variant(row, seed)
-
-
-def _evaluate(p: Params):
-    """`evaluate` with the study's own sample count (transfer.num_samples) when set."""
-    n = p.transfer.num_samples
-    return p.evaluate if n is None else p.evaluate.model_copy(update={"num_samples": n})
+    return p.model_copy(update={"train": cfg, "evaluate": p.transfer_evaluate()}), t.target, t.variant(row, seed)
 
 
 def pretrain(params: Params | Path | str = "params.yaml", root: Path | str = ".") -> float:
