@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import stat
@@ -78,7 +79,7 @@ def test_zip_caps_and_dedupe_and_non_images(tmp_path):
     z = _zip(tmp_path / "a.zip", {"a/1.png": png, "b/2.png": png, "readme.md": b"hi", "3.png": png + b"\0"})
     report = import_images(z, tmp_path / "out")
     assert report.imported == ["3.png", "a/1.png"] and report.duplicates == {"b/2.png": "a/1.png"}
-    assert report.skipped == {"readme.md": "not an image file"}
+    assert report.skipped == {"readme.md": "not an image file (by its suffix)"}
     with pytest.raises(UnsafeArchive, match="more than the limit of 2"):
         import_images(z, tmp_path / "out2", max_files=2)
     bomb = _zip(tmp_path / "bomb.zip", {"big.png": b"\0" * 5_000_000})
@@ -150,6 +151,48 @@ def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_resto
         remove("sketch", params, root)
     assert remove("mine", params, root)[0] == "params.yaml: datasets.mine"
     assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
+
+
+def test_add_imports_every_format_pillow_opens_and_lists_every_file_it_skipped(tmp_path, project):
+    """JPEGs saved as .jfif (Windows, browsers) and .jpe, APNG, PGM are images; `dataset add` printed only the first
+    20 files it skipped, with nothing to say there were more: the rest are counted and all are in a file."""
+    import subprocess
+    import sys
+
+    root, params, before = project
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    gray = np.arange(40 * 40, dtype=np.uint8).reshape(40, 40)
+    for i, name in enumerate(("a.jfif", "b.jpe", "c.apng", "d.pgm")):
+        Image.fromarray((gray + 50 * i).astype(np.uint8)).save(
+            photos / name, format=Image.registered_extensions()[Path(name).suffix]
+        )
+    for i in range(25):
+        (photos / f"notes{i:02d}.txt").write_text("no image")
+    r = subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", "dataset", "add", "mine", str(photos)]
+        + ["-p", str(params), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "mine: 4 images imported, 0 duplicates skipped, 25 other files skipped" in r.stdout
+    assert (
+        r.stdout.count("  skipped notes") == 20 and "skipped notes19.txt: not an image file (by its suffix)" in r.stdout
+    )
+    listed = root / ".facegan" / "imports" / "mine.json"
+    assert f"... and 5 more: every one in {listed}" in r.stdout
+    report = json.loads(listed.read_text())
+    assert sorted(report["skipped"]) == [f"notes{i:02d}.txt" for i in range(25)] and report["duplicates"] == {}
+    assert sorted(p.name for p in (root / "data" / "raw" / "mine" / "images").iterdir()) == [
+        "a.jfif",
+        "b.jpe",
+        "c.apng",
+        "d.pgm",
+    ]
+    assert ".facegan/imports/mine.json" in remove("mine", params, root) and not listed.exists()
+    assert params.read_text() == before
 
 
 def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):

@@ -231,7 +231,7 @@ CASES = [
         lambda r: (
             CLI + ["dataset", "add", "mine", str(r / "stages"), "-p", params_with(r, "ds", train={}), "--root", str(r)]
         ),
-        "stages: no images found (looked for .bmp",
+        "stages: no images found (looked for .apng, .avif, .bmp",
     ),
     (
         "dataset-source-missing",

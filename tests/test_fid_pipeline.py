@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import logs_of, tiny_params
 from facegan.config import EvaluateConfig, ParamsError
@@ -493,6 +494,14 @@ def test_fid_of_a_stage_folder_scores_its_faces_of_a_sample_folder_not_its_grid_
     for i in (1, 2, 3):
         (sampled / f"seed0_{i:04d}.png").rename(sampled / f"face{i}.png")
     assert compare_folders(layout.packed, sampled, cfg, "dlib")["n_b"] == 5
+    # a JPEG as Windows and browsers save it (.jfif) is an image; a file of a suffix no image has is said, not scored
+    Image.open(upscale / faces[5]).convert("RGB").save(sampled / "saved.jfif", format="JPEG")
+    (sampled / "photo.heic").write_bytes(b"\0" * 64)
+    with logs_of(caplog):
+        assert compare_folders(layout.packed, sampled, cfg, "dlib")["n_b"] == 6
+    assert (
+        "sampled: 1 file(s) not scored, their suffix no image's (" in caplog.text and "e.g. photo.heic" in caplog.text
+    )
     linked = tmp_path / "linked"  # faces that are links elsewhere (DVC's symlink cache) are the folder's own
     linked.mkdir()
     shutil.copy(upscale / "manifest.jsonl", linked)

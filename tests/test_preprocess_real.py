@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import logs_of
 from facegan.config import AlignConfig, DetectConfig, MatteConfig, UpscaleConfig, VerifyConfig
 from facegan.io import read_image
 from facegan.manifest import read_manifest
@@ -248,6 +249,20 @@ def test_verify_encodes_a_face_in_the_box_of_the_references_detector_whichever_f
     assert verifier(image, yunet) == verifier(image, hog) == pytest.approx(distance(hog), abs=1e-6)
     corner = (0.0, 0.0, 60.0, 60.0)  # no face there: its own box
     assert verifier(image, corner) == pytest.approx(distance(corner), abs=1e-6)
+
+
+@needs_assets
+def test_reference_photos_of_a_format_not_read_are_said(tmp_path, caplog):
+    """A reference photo whose suffix no image has (an iPhone's .heic) was left out of verify's references unseen."""
+    from facegan.preprocess.verify import reference_encodings
+
+    refs = tmp_path / "references"
+    refs.mkdir()
+    shutil.copy(FACES / "obama.jpg", refs / "obama.jfif")  # a JPEG as a browser saves it: read
+    (refs / "IMG_0001.HEIC").write_bytes(b"\0" * 64)
+    with logs_of(caplog):
+        assert reference_encodings(refs).shape == (1, 128)
+    assert f"1 file(s) in {refs} are no image by their suffix, not used, e.g. IMG_0001.HEIC" in caplog.text
 
 
 @needs_assets

@@ -503,10 +503,14 @@ def dataset_add(
     setup_logging()
     out = datasets.add(name, src, kind, references, labels, cascade, params, root)
     typer.echo(f"dataset {name}: {out['import']}")
-    for f, reason in list(out["skipped"].items())[:20]:
+    shown = 20
+    for f, reason in list(out["skipped"].items())[:shown]:
         typer.echo(f"  skipped {f}: {reason}")
-    for f, kept in list(out["duplicates"].items())[:20]:
+    for f, kept in list(out["duplicates"].items())[:shown]:
         typer.echo(f"  duplicate {f} (same bytes as {kept})")
+    if len(out["skipped"]) > shown or len(out["duplicates"]) > shown:
+        more = max(len(out["skipped"]) - shown, 0) + max(len(out["duplicates"]) - shown, 0)
+        typer.echo(f"  ... and {more} more: every one in {out['report_file']}")
     if "references" in out:
         typer.echo(f"references: {out['references']}")
     for note in out["backends"]:

@@ -9,6 +9,7 @@ rolled back if the result does not load.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -22,11 +23,13 @@ import yaml
 from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, load_params
 from facegan.data.sources import ImportReport, import_images
 from facegan.errors import ModelFileMissing, StageError, StageInputMissing
+from facegan.io import write_text
 from facegan.layout import PER_IMAGE, Layout
 from facegan.manifest import SUMMARY, read_summary
 
 log = logging.getLogger(__name__)
 
+IMPORTS = Path(".facegan") / "imports"  # what `dataset add` skipped, in full
 DATA_KINDS = ("raw", "interim", "processed", "classifiers", "stats", "models", "eval", "reports", "runs")
 
 # Backends per kind of image, per stage: candidates in order of preference (measured on real photos with ground
@@ -218,7 +221,8 @@ def add(
     params_file: Path = Path("params.yaml"),
     root: Path = Path("."),
 ) -> dict:
-    """Import, track and configure a new dataset; returns a report (counts, label problems)."""
+    """Import, track and configure a new dataset; returns a report (counts, label problems, the files skipped and
+    the duplicates: all of them also in <root>/.facegan/imports/<name>.json, `report_file`)."""
     if kind not in KINDS:
         raise ParamsError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     p = load_params(params_file)
@@ -267,6 +271,13 @@ def add(
         params_file.write_text(original, encoding="utf-8")
         shutil.rmtree(raw, ignore_errors=True)
         raise
+    if report.skipped or report.duplicates:  # every one, where the terminal shows the first few
+        out["report_file"] = root / IMPORTS / f"{name}.json"
+        out["report_file"].parent.mkdir(parents=True, exist_ok=True)
+        write_text(
+            out["report_file"],
+            json.dumps({"source": str(src), "skipped": report.skipped, "duplicates": report.duplicates}, indent=1),
+        )
     log.info("dataset %s: %s", name, out["import"])
     return out
 
@@ -356,4 +367,7 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
         if folder.exists():
             shutil.rmtree(folder)
             removed.append(str(folder.relative_to(root)))
+    if (imported := root / IMPORTS / f"{name}.json").is_file():
+        imported.unlink()
+        removed.append(str(imported.relative_to(root)))
     return removed

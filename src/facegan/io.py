@@ -24,7 +24,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facegan.errors import CheckpointError, FaceganError, FolderBusy, OutputError, first_line
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+# the photo and drawing formats people have, where this Pillow opens them (its AVIF, JPEG 2000 are optional):
+# .jfif and .jpe are JPEGs as browsers and Windows save them, .apng a PNG; a file of another suffix is no image
+_COMMON = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif")
+_MORE = (".avif", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi")
+
+
+def _openable() -> frozenset[str]:
+    Image.init()
+    known = Image.registered_extensions()
+    return frozenset(s for s in (*_COMMON, *_MORE) if known.get(s) in Image.OPEN)
+
+
+IMAGE_SUFFIXES = _openable()
 MAX_PIXELS = 100_000_000  # larger images are rejected with a reason, never decoded
 
 
@@ -39,6 +51,16 @@ def list_images(folder: Path) -> list[Path]:
         p
         for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def not_images(folder: Path) -> list[Path]:
+    """The files `list_images` leaves out of `folder` for their suffix (hidden ones aside), sorted: for the log of
+    a command that takes a folder's images, so that a format it does not know is said, not dropped unseen."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
 
 

@@ -22,7 +22,7 @@ from facegan.io import IMAGE_SUFFIXES, ImageError, open_image
 
 MAX_FILES = 200_000
 MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
-NOT_AN_IMAGE_FILE = "not an image file"
+NOT_AN_IMAGE_FILE = "not an image file (by its suffix)"
 NOT_UTF8_NAME = "its name is not UTF-8 text (manifests and params store names as UTF-8): rename it"
 
 

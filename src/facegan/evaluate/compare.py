@@ -13,7 +13,7 @@ from facegan.data.packed import ZIP_NAME, image_names
 from facegan.errors import StageInputMissing
 from facegan.evaluate.extractors import make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid
-from facegan.io import ZipMember, list_images
+from facegan.io import IMAGE_SUFFIXES, ZipMember, list_images, not_images
 from facegan.manifest import MANIFEST, read_manifest
 from facegan.sample import GRID, SAMPLE_IMAGE
 
@@ -74,12 +74,25 @@ def folder_images(folder: Path, stack: ExitStack) -> Sequence[Path | ZipMember]:
         return faces
     if (folder / "images").is_dir() and any((folder / n).exists() for n in RAW_SIDES):
         log.info("%s: a raw dataset, scoring its images/ (not %s)", folder, ", ".join(RAW_SIDES))
-        return list_images(folder / "images")
-    found = list_images(folder)
+        return _images_in(folder / "images")
+    found = _images_in(folder)
     if (folder / GRID) in found and any(SAMPLE_IMAGE.fullmatch(p.name) for p in found if p.parent == folder):
         log.info("%s: `facegan sample`'s images, not its %s (a preview of the first ones)", folder, GRID)
         found.remove(folder / GRID)
     return found
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """`list_images`, saying how many files it left out for their suffix (a format it does not know)."""
+    if others := not_images(folder):
+        log.warning(
+            "%s: %d file(s) not scored, their suffix no image's (%s), e.g. %s",
+            folder,
+            len(others),
+            ", ".join(sorted(IMAGE_SUFFIXES)),
+            others[0].relative_to(folder),
+        )
+    return list_images(folder)
 
 
 def _compare(

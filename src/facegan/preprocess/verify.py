@@ -18,7 +18,7 @@ import numpy as np
 
 from facegan.config import VerifyConfig
 from facegan.errors import StageInputMissing
-from facegan.io import ImageError, list_images, read_image
+from facegan.io import ImageError, list_images, not_images, read_image
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool
 from facegan.preprocess import geometry
@@ -68,6 +68,10 @@ def reference_encodings(folder: Path, max_side: int = 1600) -> np.ndarray:
     files = list_images(folder) if folder.is_dir() else []
     if not files:
         raise StageInputMissing(f"verify.references: no reference photos in {folder}")
+    if others := not_images(folder):
+        log.warning(
+            "%d file(s) in %s are no image by their suffix, not used, e.g. %s", len(others), folder, others[0].name
+        )
     detector, encoder = DlibDetector("hog", 1, max_side), DlibEncoder()
     out = []
     for f in files:
