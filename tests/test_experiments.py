@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from facegan.errors import StageError
-from facegan.experiments import column, dvc_experiments, pivot, to_markdown
+from facegan.experiments import column, dvc_experiments, pivot, to_markdown, unscored
 
 ROWS = [
     {"Experiment": "", "typ": "baseline", "train.loss": "hinge", "train.d_variant": "plain", "fd_dlib": "9"},
@@ -80,6 +80,39 @@ def test_seeds_of_one_cell_give_mean_spread_and_overlap():
     assert md[-1] == "Best (lowest mean): hinge / sn. Within its spread (value ranges overlap): lsgan / sn."
     best_acc = to_markdown(r, c, cells, "train.loss", "train.d_variant", "acc", lower=False).splitlines()[-1]
     assert best_acc.startswith("Best (highest mean): lsgan / sn.")
+
+
+def test_experiments_without_a_score_are_counted_in_their_cell_and_under_the_table():
+    """A cell where 2 of 3 seeds failed looked like a cell of one seed (and could be called best): the table says
+    how many experiments of each cell have no score, and which cells."""
+    seeds = [
+        {"Experiment": f"s{i}", "State": state, "train.loss": loss, "train.d_variant": "sn", "fd_dlib": v}
+        for i, (state, loss, v) in enumerate(
+            [
+                ("Success", "hinge", "0.2"),
+                ("Failed", "hinge", ""),
+                ("Success", "hinge", "nan"),  # a NaN distance is no score
+                ("Success", "lsgan", "0.3"),
+                ("Success", "lsgan", "0.5"),
+                ("Queued", "lsgan", "0.1"),  # the workspace's metric, echoed
+                ("Failed", "wgan-gp", ""),
+            ]
+        )
+    ]
+    r, c, cells = pivot(seeds, "train.loss", "train.d_variant", "fd_dlib")
+    left = unscored(seeds, "train.loss", "train.d_variant", "fd_dlib")
+    assert cells == {("hinge", "sn"): [0.2], ("lsgan", "sn"): [0.3, 0.5]}
+    assert left == {("hinge", "sn"): 2, ("lsgan", "sn"): 1, ("wgan-gp", "sn"): 1}
+    assert unscored(seeds, "train.loss", "train.d_variant", "fd_dlib", {"train.loss": "lsgan"}) == {("lsgan", "sn"): 1}
+    md = to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib", left_out=left).splitlines()
+    assert md[2] == "| hinge | 0.2 (2 without a score) |"
+    assert md[3] == "| lsgan | 0.4 ± 0.1414 (n=2; 1 without a score) |"
+    assert md[-1] == (
+        "Left out: 4 experiment(s) without a fd_dlib (failed, queued, running or not scored), in hinge / sn, "
+        "lsgan / sn, wgan-gp / sn."
+    )
+    plain = to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib").splitlines()
+    assert plain[2] == "| hinge | 0.2 |" and not plain[-1].startswith("Left out")
 
 
 def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
@@ -273,3 +306,9 @@ def test_exp_table_names_the_column_it_used_ranks_prefixed_accuracies_up_and_mak
     assert code == 0 and "| hinge | 0.61 ± 0.01414 (n=2) |" in text and "lsgan" not in text
     code, _, err = _cli(capsys, monkeypatch, rows, "--where", "train.loss")
     assert code == 2 and "'train.loss': expected KEY=VALUE" in err
+    failed = [{**rows[0], "Experiment": "x", "State": "Failed", acc: ""}]
+    code, text, err = _cli(capsys, monkeypatch, rows + failed, "--metric", acc, "--where", "train.loss=hinge")
+    assert code == 0 and "| hinge | 0.61 ± 0.01414 (n=2; 1 without a score) |" in text
+    assert "Left out: 1 experiment(s) without a " + acc in text
+    code, text, err = _cli(capsys, monkeypatch, failed, "--metric", acc)
+    assert code == 1 and "(1 with both failed, are queued or have no score)" in err

@@ -395,18 +395,21 @@ def exp_table(
     out: Path | None = typer.Option(None, dir_okay=False, help="also write the table as Markdown here"),
 ) -> None:
     """Pivot the DVC experiments (e.g. a `dvc exp run --queue -S ...` sweep) into one metric table."""
-    from facegan.experiments import dvc_experiments, lower_is_better, pivot, resolve, to_markdown
+    from facegan.experiments import dvc_experiments, lower_is_better, pivot, resolve, to_markdown, unscored
     from facegan.io import write_text
 
     if bad := [w for w in where if "=" not in w]:
         raise typer.BadParameter(f"{bad[0]!r}: expected KEY=VALUE", param_hint="--where")
     exps = dvc_experiments()
     rows, cols, metric = (resolve(exps, name) for name in (rows, cols, metric))  # the columns used, named in full
-    rkeys, ckeys, cells = pivot(exps, rows, cols, metric, dict(w.split("=", 1) for w in where))
+    kept = dict(w.split("=", 1) for w in where)
+    rkeys, ckeys, cells = pivot(exps, rows, cols, metric, kept)
+    left_out = unscored(exps, rows, cols, metric, kept)
     if not cells:
-        typer.echo(f"no experiments have {rows}, {cols} and {metric}; run a sweep first (see README)", err=True)
+        failed = f" ({sum(left_out.values())} with both failed, are queued or have no score)" if left_out else ""
+        typer.echo(f"no experiments have {rows}, {cols} and {metric}{failed}; run a sweep first (see README)", err=True)
         raise typer.Exit(1)
-    table = to_markdown(rkeys, ckeys, cells, rows, cols, metric, lower=lower_is_better(metric))
+    table = to_markdown(rkeys, ckeys, cells, rows, cols, metric, lower_is_better(metric), left_out)
     typer.echo(table)
     if out:
         write_text(out, table)  # its folder made when missing

@@ -96,21 +96,10 @@ def pivot(
     cells: dict[tuple[str, str], list[float]] = {}
     members: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
-        if row.get("typ") == "baseline" or not row.get("Experiment"):
-            continue
-        if row.get("State") and row["State"] != "Success":
-            continue  # queued/running experiments echo the workspace's metrics; failed ones have none
-        if any(column(row, k) != v for k, v in (where or {}).items()):
-            continue
-        r, c, v = column(row, row_param), column(row, col_param), column(row, metric)
-        if r and c and v:
-            try:
-                value = float(v)
-            except ValueError:
-                continue
-            if math.isfinite(value):  # a NaN distance is no score
-                cells.setdefault((r, c), []).append(value)
-                members.setdefault((r, c), []).append(row)
+        cell, value = _scored(row, row_param, col_param, metric, where)
+        if cell is not None and value is not None:
+            cells.setdefault(cell, []).append(value)
+            members.setdefault(cell, []).append(row)
     keys = {name.rsplit(":", 1)[-1] for name in (row_param, col_param)}
     unlike = {cell: found for cell, rs in members.items() if (found := _unlike(rs, keys))}
     if unlike:
@@ -127,6 +116,41 @@ def pivot(
     rkeys = sorted({k[0] for k in cells}, key=_order)
     ckeys = sorted({k[1] for k in cells}, key=_order)
     return rkeys, ckeys, cells
+
+
+def unscored(
+    rows: list[dict[str, str]], row_param: str, col_param: str, metric: str, where: dict[str, str] | None = None
+) -> dict[tuple[str, str], int]:
+    """{(r, c): how many experiments of that cell `pivot` leaves out}: failed, queued or running ones, and finished
+    ones without a finite `metric` (a cell of one seed of three looked like a cell of one)."""
+    out: dict[tuple[str, str], int] = {}
+    for row in rows:
+        cell, value = _scored(row, row_param, col_param, metric, where)
+        if cell is not None and value is None:
+            out[cell] = out.get(cell, 0) + 1
+    return out
+
+
+def _scored(
+    row: dict[str, str], row_param: str, col_param: str, metric: str, where: dict[str, str] | None
+) -> tuple[tuple[str, str] | None, float | None]:
+    """(its cell, its finite metric) of an experiment row: cell None for a row outside the table (the baseline, other
+    `where` values, no value of a table param), value None for one in it that has no score."""
+    if row.get("typ") == "baseline" or not row.get("Experiment"):
+        return None, None
+    if any(column(row, k) != v for k, v in (where or {}).items()):
+        return None, None
+    r, c = column(row, row_param), column(row, col_param)
+    if not (r and c):
+        return None, None
+    if row.get("State") and row["State"] != "Success":
+        return (r, c), None  # queued/running experiments echo the workspace's metrics; failed ones have none
+    text = column(row, metric)  # a name of several files is an error (TableError), not a missing score
+    try:
+        value = float(text or "")
+    except ValueError:
+        return (r, c), None
+    return (r, c), value if math.isfinite(value) else None  # a NaN distance is no score
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -172,16 +196,34 @@ def _verdict(cells: dict[tuple[str, str], list[float]], lower: bool) -> str:
 
 
 def to_markdown(
-    rkeys: list[str], ckeys: list[str], cells: dict, row_param: str, col_param: str, metric: str, lower: bool = True
+    rkeys: list[str],
+    ckeys: list[str],
+    cells: dict,
+    row_param: str,
+    col_param: str,
+    metric: str,
+    lower: bool = True,
+    left_out: dict[tuple[str, str], int] | None = None,
 ) -> str:
-    """The pivot as Markdown, mean +- std (n) per cell, then the best cell and how the others stand to it
-    (see _verdict)."""
+    """The pivot as Markdown, mean +- std (n) per cell and how many of its experiments have no score (`left_out`,
+    from `unscored`), then the best cell and how the others stand to it (see _verdict) and what was left out."""
+    left_out = left_out or {}
     head = f"| {metric} ({row_param} \\ {col_param}) | " + " | ".join(ckeys) + " |"
     sep = "|---" * (len(ckeys) + 1) + "|"
-    body = ["| " + r + " | " + " | ".join(_fmt(cells.get((r, c))) for c in ckeys) + " |" for r in rkeys]
+    body = [
+        "| " + r + " | " + " | ".join(_fmt(cells.get((r, c)), left_out.get((r, c), 0)) for c in ckeys) + " |"
+        for r in rkeys
+    ]
     lines = [head, sep, *body]
     if cells:
         lines += ["", _verdict(cells, lower)]
+    if left_out:
+        n = sum(left_out.values())
+        lines += [
+            "",
+            f"Left out: {n} experiment(s) without a {metric} (failed, queued, running or not scored), in "
+            f"{_names(sorted(left_out, key=lambda k: (_order(k[0]), _order(k[1]))))}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -189,11 +231,14 @@ def _num(v: float) -> str:
     return f"{v:.4g}"  # significant digits: a KID of 1e-05 is not 0.0000
 
 
-def _fmt(values: list[float] | None) -> str:
+def _fmt(values: list[float] | None, left_out: int = 0) -> str:
+    missing = f"{left_out} without a score" if left_out else ""
     if not values:
-        return "-"
+        return f"- ({missing})" if missing else "-"
     mean, std = spread(values)
-    return _num(mean) if len(values) == 1 else f"{_num(mean)} ± {_num(std)} (n={len(values)})"
+    if len(values) == 1:
+        return f"{_num(mean)} ({missing})" if missing else _num(mean)
+    return f"{_num(mean)} ± {_num(std)} (n={len(values)}{'; ' + missing if missing else ''})"
 
 
 def _literal(v: object) -> str:
