@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from conftest import tiny_params
+from conftest import logs_of, tiny_params
 from facegan import train as _  # noqa: F401
 from facegan.losses import LOSSES, get_loss
 from facegan.models import build_models
@@ -28,6 +28,14 @@ def test_two_steps_every_loss(layout, tmp_path, loss):
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "losses.csv").read_text().startswith("step,loss_d")
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["step"] == 2 and set(state) >= {"G", "D", "opt_G", "opt_D", "config", "rng_torch", "losses"}
+
+
+def test_a_max_images_above_the_set_size_is_said(layout, tmp_path, caplog):
+    """transfer.target_images (train.max_images) at or above the set's size trains on all of it: said, not unseen."""
+    cfg = tiny_params(steps=1, max_images=1000).train
+    with logs_of(caplog):
+        run_train(cfg, layout.packed, tmp_path)
+    assert re.search(r"train.max_images 1000: the set has \d+ images, all of them are used", caplog.text)
 
 
 def test_generator_shapes(tiny_params_obj):

@@ -213,3 +213,23 @@ def test_studies_that_are_off_let_dvc_repro_run_the_rest(tmp_path):
         transfer.pretrain(p, root)
     with pytest.raises(ParamsError, match="cyclegan.enabled is false"):
         run_stage("cyclegan", "cartoon", p, root)
+
+
+def test_the_header_counts_the_target_images_trained_on(tmp_path):
+    """transfer.target_images above the packed target set's size trained on all of it, and the header said the
+    config's number; without a packed set here it says the config's; None (all of the set) is no count."""
+    import zipfile
+
+    from facegan.layout import Layout
+
+    def p(n):
+        return SimpleNamespace(transfer=SimpleNamespace(target="sketch", target_images=n))
+
+    assert transfer_table._target_images(p(500), tmp_path) == 500
+    packed = Layout(tmp_path, "sketch").packed
+    packed.mkdir(parents=True)
+    with zipfile.ZipFile(packed / "dataset.zip", "w") as zf:
+        for i in range(7):
+            zf.writestr(f"00000/img{i:08d}.png", b"")
+        zf.writestr("dataset.json", "{}")
+    assert [transfer_table._target_images(p(n), tmp_path) for n in (500, 5, None)] == [7, 5, None]

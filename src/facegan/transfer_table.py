@@ -14,12 +14,14 @@ import json
 import logging
 import math
 import statistics
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facegan.config import Params, load_params
+from facegan.data.packed import ZIP_NAME, image_names
 from facegan.errors import StageInputMissing
 from facegan.io import atomic_dir, write_text
 from facegan.layout import Layout
@@ -162,13 +164,24 @@ def summarize(p: Params, root: Path) -> dict[str, Any]:
     return {
         "source": t.source,
         "target": t.target,
-        "target_images": t.target_images,
+        "target_images": _target_images(p, root),
         "seeds": t.seeds,
         "baseline": baseline,
         "source_model": {k: v for k in EXTRACTORS if _finite(v := source.get(f"fd_{k}"))},
         "noise_floor": noise_floor(p, root),
         "rows": rows,
     }
+
+
+def _target_images(p: Params, root: Path) -> int | None:
+    """How many target images the fine-tunes trained on when transfer.target_images caps them: the packed set's
+    size where it holds fewer (training takes all of it then; the header said the config's number). None: all."""
+    n = p.transfer.target_images
+    packed = Layout(root, p.transfer.target).packed / ZIP_NAME
+    if n is None or not packed.is_file():
+        return n
+    with zipfile.ZipFile(packed) as zf:
+        return min(n, len(image_names(zf)))
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:

@@ -99,6 +99,10 @@ def run_train(
         )
         if cfg.max_images is not None and cfg.max_images < len(images):
             images, labels = subset(images, labels, cfg.max_images, cfg.subset_seed)
+        elif cfg.max_images is not None:
+            log.warning(  # transfer.target_images, in the transfer study's runs
+                "train.max_images %d: the set has %d images, all of them are used", cfg.max_images, len(images)
+            )
         names = meta.get("label_names") or []
         values = meta.get("label_values") or {}
         trainer = make_trainer(cfg, images, labels, [len(values[n]) for n in names], device, dist, names, values)
