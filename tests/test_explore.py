@@ -569,6 +569,12 @@ def test_browser_slider_seed_names_and_bad_models(trained, tmp_path):
         assert np.abs(_pixels(page, "interp-image")[2 : 2 + h, 2 : 2 + w].astype(int) - main).max() <= 1
         _no_error(page)
 
+        long = "smile intensity with a slight head tilt to the left and raised brows"  # 68 characters
+        page.locator("#name textarea, #name input").first.fill(long)
+        page.locator("#save-name").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('(cut to 60 characters)')")
+        assert f"named {long[:60]!r} (cut" in _status(page)  # the name stored, not the one typed
+        assert page.locator("#name textarea, #name input").first.input_value() == long[:60]
         page.locator("#name textarea, #name input").first.fill("tilt")
         page.locator("#save-name").click()
         page.wait_for_function("() => document.querySelector('#status').innerText.includes(\"named 'tilt'\")")

@@ -1341,10 +1341,10 @@ def _experiment_ids(c, cfg: TrackingConfig, experiments: list[str] | None) -> li
     that the store does not know is an error naming the ones it does (a typo read as an empty store)."""
     found = {n: c.get_experiment_by_name(n) for n in experiments or [cfg.experiment]}
     if experiments and (unknown := [n for n, e in found.items() if e is None]):
-        known = sorted(e.name for e in c.search_experiments())
+        page = c.search_experiments(max_results=50)
+        known = ", ".join(sorted(e.name for e in page)) + (", …" if page.token else "")
         raise TrackingError(
-            f"no experiment {', '.join(map(repr, unknown))} in {tracking_uri(cfg)}; "
-            f"experiments: {', '.join(known) or 'none'}"
+            f"no experiment {', '.join(map(repr, unknown))} in {tracking_uri(cfg)}; experiments: {known or 'none'}"
         )
     return [e.experiment_id for e in found.values() if e is not None]
 

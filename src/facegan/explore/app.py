@@ -254,11 +254,14 @@ class Page:
             i = int(index_v or 0)
             assert self.names is not None  # style models have direction names
             names = self.names.save(METHODS[method_v], i, text or "")
-            log.info("direction %s %d named %r (%s)", METHODS[method_v], i, text, self.source.label)
+            stored = names.get(METHODS[method_v], {}).get(i, "")  # spaces folded, cut to 60 characters
+            log.info("direction %s %d named %r (%s)", METHODS[method_v], i, stored, self.source.label)
+            cut = " (cut to 60 characters)" if stored and len(" ".join((text or "").split())) > len(stored) else ""
+            said = f"direction {i} of {method_v.split()[0]} named {stored!r}{cut}"
             return (
                 gr.update(choices=_direction_choices(names.get(METHODS[method_v], {}), k), value=i),
-                text or "",
-            ), f"direction {i} of {method_v.split()[0]} named {text!r}" if text else f"name of direction {i} cleared"
+                stored,
+            ), said if stored else f"name of direction {i} cleared"
 
         method.change(refresh, [method, index], [index, name])
         index.input(lambda mv, iv: self._names(METHODS[mv]).get(int(iv or 0), ""), [method, index], name)
