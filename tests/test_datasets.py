@@ -193,6 +193,23 @@ def test_add_imports_every_format_pillow_opens_and_lists_every_file_it_skipped(t
     ]
     assert ".facegan/imports/mine.json" in remove("mine", params, root) and not listed.exists()
     assert params.read_text() == before
+    # a clean import replaces the list of an earlier one, and lists the references' skipped files too
+    listed.parent.mkdir(parents=True, exist_ok=True)
+    listed.write_text('{"skipped": {"old.txt": "from before"}}')
+    for f in photos.glob("notes*"):
+        f.unlink()
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    shutil.copy(photos / "a.jfif", refs / "me.jfif")
+    (refs / "IMG_1.HEIC").write_bytes(b"\0" * 64)
+    out = add("mine", photos, references=refs, params_file=params, root=root)
+    assert out["references_skipped"] == {"IMG_1.HEIC": "not an image file (by its suffix)"}
+    assert json.loads(listed.read_text()) == {
+        "source": str(photos),
+        "skipped": {},
+        "duplicates": {},
+        "references": {"skipped": {"IMG_1.HEIC": "not an image file (by its suffix)"}, "duplicates": {}},
+    }
 
 
 def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):

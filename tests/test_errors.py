@@ -18,7 +18,7 @@ import yaml
 
 from conftest import ROOT, free_port, tiny_params
 from facegan.errors import CheckpointError, first_line
-from facegan.io import load_torch, write_image
+from facegan.io import IMAGE_SUFFIXES, load_torch, write_image
 from facegan.train.run import run_train
 
 CLI = [sys.executable, "-c", "from facegan.cli import main; main()"]
@@ -231,7 +231,7 @@ CASES = [
         lambda r: (
             CLI + ["dataset", "add", "mine", str(r / "stages"), "-p", params_with(r, "ds", train={}), "--root", str(r)]
         ),
-        "stages: no images found (looked for .apng, .avif, .bmp",
+        f"stages: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
     ),
     (
         "dataset-source-missing",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from facegan.errors import StageError
-from facegan.experiments import column, dvc_experiments, pivot, to_markdown, unscored
+from facegan.experiments import COMMIT, column, dvc_experiments, pivot, to_markdown, unscored
 
 ROWS = [
     {"Experiment": "", "typ": "baseline", "train.loss": "hinge", "train.d_variant": "plain", "fd_dlib": "9"},
@@ -113,6 +113,15 @@ def test_experiments_without_a_score_are_counted_in_their_cell_and_under_the_tab
     )
     plain = to_markdown(r, c, cells, "train.loss", "train.d_variant", "fd_dlib").splitlines()
     assert plain[2] == "| hinge | 0.2 |" and not plain[-1].startswith("Left out")
+    # a failure of an older sweep (another commit, another budget) that `dvc exp show` still lists is not the cell's
+    now = {"State": "Success", "train.loss": "hinge", "train.d_variant": "sn", COMMIT: "b", "train.steps": "200"}
+    sweep = [{**now, "Experiment": f"n{i}", "fd_dlib": v, "train.seed": str(i)} for i, v in enumerate(("0.2", "0.3"))]
+    old = {**now, "Experiment": "o", "State": "Failed", "fd_dlib": "", COMMIT: "a", "train.steps": "2000"}
+    again = {**now, "Experiment": "n2", "State": "Failed", "fd_dlib": "", "train.seed": "2"}
+    assert unscored([*sweep, old], "train.loss", "train.d_variant", "fd_dlib") == {}
+    assert unscored([*sweep, old, again], "train.loss", "train.d_variant", "fd_dlib") == {("hinge", "sn"): 1}
+    elsewhere = {**again, "train.loss": "lsgan"}  # a cell without a score: alike with the scored ones of another
+    assert unscored([*sweep, old, elsewhere], "train.loss", "train.d_variant", "fd_dlib") == {("lsgan", "sn"): 1}
 
 
 def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
@@ -311,4 +320,4 @@ def test_exp_table_names_the_column_it_used_ranks_prefixed_accuracies_up_and_mak
     assert code == 0 and "| hinge | 0.61 ± 0.01414 (n=2; 1 without a score) |" in text
     assert "Left out: 1 experiment(s) without a " + acc in text
     code, text, err = _cli(capsys, monkeypatch, failed, "--metric", acc)
-    assert code == 1 and "(1 with both failed, are queued or have no score)" in err
+    assert code == 1 and f"1 experiment(s) with train.loss and train.d_variant have no {acc} (failed, queued" in err

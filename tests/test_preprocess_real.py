@@ -262,7 +262,10 @@ def test_reference_photos_of_a_format_not_read_are_said(tmp_path, caplog):
     (refs / "IMG_0001.HEIC").write_bytes(b"\0" * 64)
     with logs_of(caplog):
         assert reference_encodings(refs).shape == (1, 128)
-    assert f"1 file(s) in {refs} are no image by their suffix, not used, e.g. IMG_0001.HEIC" in caplog.text
+    assert f"{refs}: 1 file(s) there are no image by their suffix, e.g. IMG_0001.HEIC, not used" in caplog.text
+    (refs / "obama.jfif").unlink()  # nothing but what it cannot read: the error says what is there
+    with pytest.raises(FileNotFoundError, match=r"no reference photos in .*references \(1 file\(s\) there are no"):
+        reference_encodings(refs)
 
 
 @needs_assets

@@ -406,8 +406,14 @@ def exp_table(
     rkeys, ckeys, cells = pivot(exps, rows, cols, metric, kept)
     left_out = unscored(exps, rows, cols, metric, kept)
     if not cells:
-        failed = f" ({sum(left_out.values())} with both failed, are queued or have no score)" if left_out else ""
-        typer.echo(f"no experiments have {rows}, {cols} and {metric}{failed}; run a sweep first (see README)", err=True)
+        if left_out:
+            said = (
+                f"{sum(left_out.values())} experiment(s) with {rows} and {cols} have no {metric} "
+                "(failed, queued, running or no finite value)"
+            )
+        else:
+            said = f"no experiments have {rows}, {cols} and {metric}; run a sweep first (see README)"
+        typer.echo(said, err=True)
         raise typer.Exit(1)
     table = to_markdown(rkeys, ckeys, cells, rows, cols, metric, lower_is_better(metric), left_out)
     typer.echo(table)
@@ -516,6 +522,10 @@ def dataset_add(
         typer.echo(f"  ... and {more} more: every one in {out['report_file']}")
     if "references" in out:
         typer.echo(f"references: {out['references']}")
+        for f, reason in list(out["references_skipped"].items())[:shown]:
+            typer.echo(f"  skipped reference {f}: {reason}")
+        if len(out["references_skipped"]) > shown:
+            typer.echo(f"  ... and {len(out['references_skipped']) - shown} more: every one in {out['report_file']}")
     for note in out["backends"]:
         typer.echo(f"  backend {note}")
     for problem in out.get("label_problems", []):

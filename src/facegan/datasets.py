@@ -222,7 +222,8 @@ def add(
     root: Path = Path("."),
 ) -> dict:
     """Import, track and configure a new dataset; returns a report (counts, label problems, the files skipped and
-    the duplicates: all of them also in <root>/.facegan/imports/<name>.json, `report_file`)."""
+    the duplicates, of the images and of the references: all of them also in <root>/.facegan/imports/<name>.json,
+    `report_file`)."""
     if kind not in KINDS:
         raise ParamsError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     p = load_params(params_file)
@@ -248,8 +249,9 @@ def add(
             "skipped": report.skipped,
             "duplicates": report.duplicates,
         }
-        if references is not None:
-            out["references"] = import_images(references, raw / "references").summary()
+        refs = import_images(references, raw / "references") if references is not None else None
+        if refs is not None:
+            out["references"], out["references_skipped"] = refs.summary(), refs.skipped
         if labels is not None:
             out["label_problems"] = check_labels(labels, report.imported)  # its errors name the user's file
             shutil.copyfile(labels, raw / "labels.csv")
@@ -271,13 +273,15 @@ def add(
         params_file.write_text(original, encoding="utf-8")
         shutil.rmtree(raw, ignore_errors=True)
         raise
-    if report.skipped or report.duplicates:  # every one, where the terminal shows the first few
-        out["report_file"] = root / IMPORTS / f"{name}.json"
-        out["report_file"].parent.mkdir(parents=True, exist_ok=True)
-        write_text(
-            out["report_file"],
-            json.dumps({"source": str(src), "skipped": report.skipped, "duplicates": report.duplicates}, indent=1),
-        )
+    listed = {
+        "source": str(src),
+        "skipped": report.skipped,
+        "duplicates": report.duplicates,
+        **({"references": {"skipped": refs.skipped, "duplicates": refs.duplicates}} if refs is not None else {}),
+    }
+    out["report_file"] = root / IMPORTS / f"{name}.json"  # every one, where the terminal shows the first few
+    out["report_file"].parent.mkdir(parents=True, exist_ok=True)
+    write_text(out["report_file"], json.dumps(listed, indent=1))  # always: one of an earlier import is replaced
     log.info("dataset %s: %s", name, out["import"])
     return out
 

@@ -100,7 +100,7 @@ def pivot(
         if cell is not None and value is not None:
             cells.setdefault(cell, []).append(value)
             members.setdefault(cell, []).append(row)
-    keys = {name.rsplit(":", 1)[-1] for name in (row_param, col_param)}
+    keys = _table_keys(row_param, col_param)
     unlike = {cell: found for cell, rs in members.items() if (found := _unlike(rs, keys))}
     if unlike:
         (r, c), found = next(iter(unlike.items()))
@@ -122,13 +122,29 @@ def unscored(
     rows: list[dict[str, str]], row_param: str, col_param: str, metric: str, where: dict[str, str] | None = None
 ) -> dict[tuple[str, str], int]:
     """{(r, c): how many experiments of that cell `pivot` leaves out}: failed, queued or running ones, and finished
-    ones without a finite `metric` (a cell of one seed of three looked like a cell of one)."""
-    out: dict[tuple[str, str], int] = {}
+    ones without a finite `metric` (a cell of one seed of three looked like a cell of one). One of another commit
+    or other settings than the cell's scored experiments (where it has none: than those of every cell), such as a
+    failure of an older sweep `dvc exp show` still lists, is not the cell's."""
+    scored: dict[tuple[str, str], list[dict[str, str]]] = {}
+    missing: list[tuple[tuple[str, str], dict[str, str]]] = []
     for row in rows:
         cell, value = _scored(row, row_param, col_param, metric, where)
         if cell is not None and value is None:
+            missing.append((cell, row))
+        elif cell is not None:
+            scored.setdefault(cell, []).append(row)
+    keys = _table_keys(row_param, col_param)
+    out: dict[tuple[str, str], int] = {}
+    for cell, row in missing:
+        alike = [scored[cell]] if cell in scored else list(scored.values())
+        if not alike or any(not _unlike([*others, row], keys) for others in alike):
             out[cell] = out.get(cell, 0) + 1
     return out
+
+
+def _table_keys(row_param: str, col_param: str) -> set[str]:
+    """The pivot's params by their bare names (DVC's `file:` prefix off): experiments of a cell may differ there."""
+    return {name.rsplit(":", 1)[-1] for name in (row_param, col_param)}
 
 
 def _scored(

@@ -24,16 +24,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facegan.errors import CheckpointError, FaceganError, FolderBusy, OutputError, first_line
 
-# the photo and drawing formats people have, where this Pillow opens them (its AVIF, JPEG 2000 are optional):
-# .jfif and .jpe are JPEGs as browsers and Windows save them, .apng a PNG; a file of another suffix is no image
-_COMMON = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif")
-_MORE = (".avif", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi")
+# the photo and drawing formats people have, where this Pillow decodes them: .jfif and .jpe are JPEGs as browsers
+# and Windows save them, .apng a PNG; WebP, JPEG 2000 and AVIF need libraries a Pillow build may lack (its JPEG 2000
+# plugin names its suffixes even then). A file of another suffix is no image.
+_COMMON = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".tif", ".tiff", ".gif")
+_MORE = (".webp", ".avif", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi")
+_CODEC = {".webp": "webp", ".avif": "avif", ".jp2": "jpg_2000", ".j2k": "jpg_2000"}  # PIL.features names
 
 
 def _openable() -> frozenset[str]:
+    from PIL import features
+
     Image.init()
     known = Image.registered_extensions()
-    return frozenset(s for s in (*_COMMON, *_MORE) if known.get(s) in Image.OPEN)
+    return frozenset(
+        s for s in (*_COMMON, *_MORE) if known.get(s) in Image.OPEN and (s not in _CODEC or features.check(_CODEC[s]))
+    )
 
 
 IMAGE_SUFFIXES = _openable()
@@ -47,21 +53,18 @@ class ImageError(FaceganError):
 def list_images(folder: Path) -> list[Path]:
     """Files in `folder` (recursively) whose suffix looks like an image, sorted for determinism; hidden ones (a name
     starting with '.': the temporary file of a write cut off, a desktop's thumbnail) are left out, as detect does."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    return split_images(folder)[0]
 
 
-def not_images(folder: Path) -> list[Path]:
-    """The files `list_images` leaves out of `folder` for their suffix (hidden ones aside), sorted: for the log of
-    a command that takes a folder's images, so that a format it does not know is said, not dropped unseen."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+def split_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(`list_images`, the files it leaves out for their suffix, hidden ones aside), both sorted: for commands that
+    take a folder's images and say what they did not read (a format they do not know), not drop it unseen."""
+    images: list[Path] = []
+    others: list[Path] = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            (images if p.suffix.lower() in IMAGE_SUFFIXES else others).append(p)
+    return images, others
 
 
 # what Pillow raises for a file it cannot open or decode (UnidentifiedImageError is an OSError)

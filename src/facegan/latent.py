@@ -417,6 +417,19 @@ def load_model(path: Path) -> Model:
 # ---- names of latent directions ---------------------------------------------------------------------------------
 
 
+NAME_LENGTH = 60  # characters of a direction's name, kept beside the checkpoint or as a registry tag
+
+
+def folded(text: str) -> str:
+    """`text` with its runs of white space made one space, the ends stripped."""
+    return " ".join(text.split())
+
+
+def direction_name(text: str) -> str:
+    """The name a direction keeps for `text` (empty: none): folded, cut to NAME_LENGTH characters."""
+    return folded(text)[:NAME_LENGTH]
+
+
 class DirectionNames:
     """User names of latent directions, kept beside the checkpoint as <stem>.directions.json
     ({method: {index: name}}), so named sliders persist across sessions."""
@@ -463,7 +476,7 @@ class DirectionNames:
                 f"cannot save the name: {self.path} holds what is not a direction name ({', '.join(bad)}); "
                 "fix or remove that, the names it holds are kept until then"
             )
-        name = " ".join(name.split())[:60]
+        name = direction_name(name)
         if name:
             names.setdefault(method, {})[int(index)] = name
         else:

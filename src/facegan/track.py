@@ -1189,7 +1189,9 @@ class RegistryNames:
 
     def save(self, method: str, index: int, name: str) -> dict[str, dict[int, str]]:
         c, key = client(self.tracking), f"{self.PREFIX}{method}.{int(index)}"
-        name = " ".join(name.split())[:60]
+        from facegan.latent import direction_name  # the explorer's (torch is loaded where names are saved)
+
+        name = direction_name(name)
         if name:
             c.set_model_version_tag(self.name, self.version, key, name)
         elif key in c.get_model_version(self.name, self.version).tags:

@@ -13,7 +13,7 @@ from facegan.data.packed import ZIP_NAME, image_names
 from facegan.errors import StageInputMissing
 from facegan.evaluate.extractors import make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid
-from facegan.io import IMAGE_SUFFIXES, ZipMember, list_images, not_images
+from facegan.io import IMAGE_SUFFIXES, ZipMember, list_images, split_images
 from facegan.manifest import MANIFEST, read_manifest
 from facegan.sample import GRID, SAMPLE_IMAGE
 
@@ -84,7 +84,8 @@ def folder_images(folder: Path, stack: ExitStack) -> Sequence[Path | ZipMember]:
 
 def _images_in(folder: Path) -> list[Path]:
     """`list_images`, saying how many files it left out for their suffix (a format it does not know)."""
-    if others := not_images(folder):
+    images, others = split_images(folder)
+    if others:
         log.warning(
             "%s: %d file(s) not scored, their suffix no image's (%s), e.g. %s",
             folder,
@@ -92,7 +93,7 @@ def _images_in(folder: Path) -> list[Path]:
             ", ".join(sorted(IMAGE_SUFFIXES)),
             others[0].relative_to(folder),
         )
-    return list_images(folder)
+    return images
 
 
 def _compare(

@@ -20,6 +20,7 @@ import gradio as gr
 
 from facegan.errors import FaceganError
 from facegan.latent import (
+    NAME_LENGTH,
     RANDOM,
     DirectionNames,
     ExploreError,
@@ -30,6 +31,7 @@ from facegan.latent import (
     StyleSampler,
     Translator,
     VAESampler,
+    folded,
 )
 from facegan.runs_table import COLUMNS
 
@@ -254,9 +256,9 @@ class Page:
             i = int(index_v or 0)
             assert self.names is not None  # style models have direction names
             names = self.names.save(METHODS[method_v], i, text or "")
-            stored = names.get(METHODS[method_v], {}).get(i, "")  # spaces folded, cut to 60 characters
+            stored = names.get(METHODS[method_v], {}).get(i, "")  # latent.direction_name(text)
             log.info("direction %s %d named %r (%s)", METHODS[method_v], i, stored, self.source.label)
-            cut = " (cut to 60 characters)" if stored and len(" ".join((text or "").split())) > len(stored) else ""
+            cut = f" (cut to {NAME_LENGTH} characters)" if len(folded(text or "")) > NAME_LENGTH else ""
             said = f"direction {i} of {method_v.split()[0]} named {stored!r}{cut}"
             return (
                 gr.update(choices=_direction_choices(names.get(METHODS[method_v], {}), k), value=i),

@@ -18,7 +18,7 @@ import numpy as np
 
 from facegan.config import VerifyConfig
 from facegan.errors import StageInputMissing
-from facegan.io import ImageError, list_images, not_images, read_image
+from facegan.io import ImageError, read_image, split_images
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool
 from facegan.preprocess import geometry
@@ -65,13 +65,12 @@ def reference_encodings(folder: Path, max_side: int = 1600) -> np.ndarray:
     """One encoding per reference photo (its largest HOG face); photos without a face are skipped, loudly."""
     from facegan.preprocess.models import DlibDetector, DlibEncoder
 
-    files = list_images(folder) if folder.is_dir() else []
+    files, others = split_images(folder) if folder.is_dir() else ([], [])
+    said = f"{len(others)} file(s) there are no image by their suffix, e.g. {others[0].name}" if others else ""
     if not files:
-        raise StageInputMissing(f"verify.references: no reference photos in {folder}")
-    if others := not_images(folder):
-        log.warning(
-            "%d file(s) in %s are no image by their suffix, not used, e.g. %s", len(others), folder, others[0].name
-        )
+        raise StageInputMissing(f"verify.references: no reference photos in {folder}" + (f" ({said})" if said else ""))
+    if said:
+        log.warning("%s: %s, not used", folder, said)
     detector, encoder = DlibDetector("hog", 1, max_side), DlibEncoder()
     out = []
     for f in files:
