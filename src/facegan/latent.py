@@ -28,6 +28,7 @@ from facegan.errors import FaceganError
 from facegan.io import ImageError, image_grid, read_image, write_text
 from facegan.sample import slerp
 from facegan.seeds import seed_labels, seed_z
+from facegan.track import direction_name
 from facegan.train.checkpoint import label_schema
 from facegan.train.images import to_float, to_uint8
 
@@ -415,19 +416,6 @@ def load_model(path: Path) -> Model:
 
 
 # ---- names of latent directions ---------------------------------------------------------------------------------
-
-
-NAME_LENGTH = 60  # characters of a direction's name, kept beside the checkpoint or as a registry tag
-
-
-def folded(text: str) -> str:
-    """`text` with its runs of white space made one space, the ends stripped."""
-    return " ".join(text.split())
-
-
-def direction_name(text: str) -> str:
-    """The name a direction keeps for `text` (empty: none): folded, cut to NAME_LENGTH characters."""
-    return folded(text)[:NAME_LENGTH]
 
 
 class DirectionNames:

@@ -1169,6 +1169,20 @@ def run_rows(run_ids: list[str | None], tracking: TrackingConfig) -> list[dict[s
     return out
 
 
+NAME_LENGTH = 60  # characters of a latent direction's name, as a registry tag or in the file beside a checkpoint
+
+
+def folded(text: str) -> str:
+    """`text` with its runs of white space made one space, the ends stripped."""
+    return " ".join(text.split())
+
+
+def direction_name(text: str) -> str:
+    """The name a direction keeps for `text` (empty: none), here and in facegan.latent.DirectionNames: folded, cut
+    to NAME_LENGTH characters."""
+    return folded(text)[:NAME_LENGTH]
+
+
 class RegistryNames:
     """Names of latent directions kept as tags `direction.<method>.<index>` of a registered model version, so
     everyone who opens that version sees the same named sliders."""
@@ -1189,8 +1203,6 @@ class RegistryNames:
 
     def save(self, method: str, index: int, name: str) -> dict[str, dict[int, str]]:
         c, key = client(self.tracking), f"{self.PREFIX}{method}.{int(index)}"
-        from facegan.latent import direction_name  # the explorer's (torch is loaded where names are saved)
-
         name = direction_name(name)
         if name:
             c.set_model_version_tag(self.name, self.version, key, name)

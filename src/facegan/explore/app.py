@@ -20,7 +20,6 @@ import gradio as gr
 
 from facegan.errors import FaceganError
 from facegan.latent import (
-    NAME_LENGTH,
     RANDOM,
     DirectionNames,
     ExploreError,
@@ -31,9 +30,9 @@ from facegan.latent import (
     StyleSampler,
     Translator,
     VAESampler,
-    folded,
 )
 from facegan.runs_table import COLUMNS
+from facegan.track import NAME_LENGTH, folded
 
 log = logging.getLogger("facegan.explore")
 
@@ -256,7 +255,7 @@ class Page:
             i = int(index_v or 0)
             assert self.names is not None  # style models have direction names
             names = self.names.save(METHODS[method_v], i, text or "")
-            stored = names.get(METHODS[method_v], {}).get(i, "")  # latent.direction_name(text)
+            stored = names.get(METHODS[method_v], {}).get(i, "")  # track.direction_name(text)
             log.info("direction %s %d named %r (%s)", METHODS[method_v], i, stored, self.source.label)
             cut = f" (cut to {NAME_LENGTH} characters)" if len(folded(text or "")) > NAME_LENGTH else ""
             said = f"direction {i} of {method_v.split()[0]} named {stored!r}{cut}"
