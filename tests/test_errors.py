@@ -243,6 +243,31 @@ CASES = [
 ]
 
 
+def _packed_root(root: Path, name: str, content: bytes | None) -> str:
+    """A project root beside `root` whose cartoon dataset.zip is `content` (None: not there)."""
+    other = root / name
+    (other / "data" / "processed" / "cartoon").mkdir(parents=True, exist_ok=True)
+    if content is not None:
+        (other / "data" / "processed" / "cartoon" / "dataset.zip").write_bytes(content)
+    return str(other)
+
+
+CASES += [
+    (
+        f"{stage}-{what}",
+        lambda r, stage=stage, what=what, content=content: (
+            CLI + [stage, "cartoon", "-p", str(r / "params.yaml"), "--root", _packed_root(r, what, content)]
+        ),
+        expected,
+    )
+    for stage in ("train", "refstats")
+    for what, content, expected in (
+        ("without-packed-set", None, "no packed dataset there: run the `pack` stage first"),
+        ("damaged-packed-set", b"PK\x03\x04 cut off", "not a readable packed dataset (File is not a zip file)"),
+    )
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_user_errors_are_one_clear_line_and_exit_2(project, case):
     _, argv, expected = case

@@ -14,9 +14,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facegan.errors import StageInputMissing
+from facegan.errors import FaceganError, StageInputMissing
 
 ZIP_NAME = "dataset.zip"
+
+
+class PackedSetDamaged(FaceganError, ValueError):
+    """A packed dataset.zip that is no readable ZIP (a copy or a write cut off)."""
+
+
+def open_packed(zip_path: Path) -> zipfile.ZipFile:
+    """The packed set's ZIP, open for reading; a missing one says to run `pack`, a damaged one to run it again (a
+    FileNotFoundError or BadZipFile traceback from the stages that read it, before)."""
+    try:
+        return zipfile.ZipFile(zip_path)
+    except FileNotFoundError:
+        raise StageInputMissing(f"{zip_path}: no packed dataset there: run the `pack` stage first") from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise PackedSetDamaged(f"{zip_path}: not a readable packed dataset ({e}): run the `pack` stage again") from None
 
 
 def image_names(zf: zipfile.ZipFile, limit: int | None = None, seed: int = 0) -> list[str]:
@@ -32,7 +47,7 @@ def image_names(zf: zipfile.ZipFile, limit: int | None = None, seed: int = 0) ->
 
 def packed_shape(zip_path: Path) -> tuple[int, int, int]:
     """(images, height, width) of a packed ZIP, from its index and first image only."""
-    with zipfile.ZipFile(zip_path) as zf:
+    with open_packed(zip_path) as zf:
         names = image_names(zf)
         if not names:
             raise StageInputMissing(f"{zip_path}: no images")
@@ -48,7 +63,7 @@ def decode_into(
     chunks = np.array_split(np.arange(len(names)), max(1, threads))
 
     def decode(idx: np.ndarray) -> None:
-        with zipfile.ZipFile(zip_path) as zf:
+        with open_packed(zip_path) as zf:
             for i in idx:
                 im = np.asarray(Image.open(io.BytesIO(zf.read(names[i]))).convert("RGB"))
                 out[i] = im.transpose(2, 0, 1) if channels_first else im
@@ -67,7 +82,7 @@ def load_packed(
     preallocated array, so the training loop then indexes memory with no per-image Python work.
     """
     meta = packed_meta(zip_path)
-    with zipfile.ZipFile(zip_path) as zf:
+    with open_packed(zip_path) as zf:
         names = image_names(zf, limit, seed)
     if not names:
         raise StageInputMissing(f"{zip_path}: no images")
@@ -81,7 +96,7 @@ def decode_packed(zip_path: Path, out: np.ndarray, threads: int = 1) -> None:
     """Every image of a packed ZIP, in packed order, decoded into the caller's Nx3xHxW uint8 array (N, H, W from
     packed_shape): the memory the caller chose (a pinned tensor's, a memory-mapped file's) holds the one copy of
     the set, with no full-size array before it to convert or copy."""
-    with zipfile.ZipFile(zip_path) as zf:
+    with open_packed(zip_path) as zf:
         names = image_names(zf)
     decode_into(zip_path, names, out, threads, channels_first=True)
 
@@ -132,7 +147,7 @@ def _alive(pid: int) -> bool:
 
 def packed_meta(zip_path: Path) -> dict:
     """dataset.json of a packed ZIP (labels, label names and values)."""
-    with zipfile.ZipFile(zip_path) as zf:
+    with open_packed(zip_path) as zf:
         return json.loads(zf.read("dataset.json"))
 
 

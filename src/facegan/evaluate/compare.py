@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import zipfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 
 from facegan.config import EvaluateConfig
-from facegan.data.packed import ZIP_NAME, image_names
+from facegan.data.packed import ZIP_NAME, image_names, open_packed
 from facegan.errors import StageInputMissing
 from facegan.evaluate.extractors import make_extractor
 from facegan.evaluate.fid import feature_stats, frechet_distance, kid
@@ -46,7 +45,7 @@ def folder_images(folder: Path, stack: ExitStack) -> Sequence[Path | ZipMember]:
     folder: every image file in it and its subfolders, but for the grid.png `facegan sample` writes beside its
     seed<S>_<i>.png images."""
     if (folder / ZIP_NAME).is_file():
-        zf = stack.enter_context(zipfile.ZipFile(folder / ZIP_NAME))
+        zf = stack.enter_context(open_packed(folder / ZIP_NAME))
         names = image_names(zf)
         log.info("%s: a packed dataset, scoring the %d images of its %s", folder, len(names), ZIP_NAME)
         return [ZipMember(zf, n) for n in names]
