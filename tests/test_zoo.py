@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -343,6 +344,64 @@ def test_sample_removes_an_earlier_sample_only_once_the_generator_has_drawn(layo
     r = CliRunner().invoke(app, [*cli, "--overwrite"])
     assert isinstance(r.exception, RuntimeError)
     assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
+
+
+def test_a_sample_whose_writes_fail_keeps_the_earlier_sample_whole(layout, tmp_path, monkeypatch):
+    """A full disk during `sample --overwrite` deleted the earlier images, then failed with part of the new ones
+    written (and a traceback): now the new set is written aside and moved in only once complete."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from facegan import io, sample
+    from facegan.cli import app
+    from facegan.errors import OutputError
+
+    run_train(tiny_params(steps=1).train, layout.packed, tmp_path / "ckpt")
+    out = tmp_path / "s"
+    cli = ["sample", "-c", str(tmp_path / "ckpt" / "checkpoint.pt"), "-o", str(out)]
+    assert CliRunner().invoke(app, [*cli, "-n", "3", "--seed", "100"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(before) == 4  # three images and the grid
+    real, calls = io.write_image, []
+
+    def full_disk(path, array):
+        calls.append(path)
+        if len(calls) == 3:
+            (path.parent / f".{path.name}.tmp.png").write_bytes(b"half")  # what a cut-off save leaves
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, array)
+
+    monkeypatch.setattr(sample, "write_image", full_disk)
+    r = CliRunner().invoke(app, [*cli, "-n", "5", "--overwrite"])
+    assert isinstance(r.exception, OutputError), r.output  # main() makes it one `error:` line, exit 2
+    assert str(r.exception) == (
+        f"facegan sample --out: cannot write to {out}: No space left on device; the 4 image(s) of the earlier "
+        "sample are kept"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing new, nothing lost, nothing hidden
+    monkeypatch.setattr(sample, "write_image", real)
+    r = CliRunner().invoke(app, [*cli, "-n", "5", "--overwrite"])
+    assert r.exit_code == 0 and sorted(p.name for p in out.iterdir()) == [
+        "grid.png",
+        *(f"seed0_000{i}.png" for i in range(5)),
+    ]
+
+
+def test_a_cut_off_image_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from facegan.io import write_image
+
+    def cut(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"half a png")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", cut)
+    with pytest.raises(OSError, match="No space left"):
+        write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_parse_labels_rules():

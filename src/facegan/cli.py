@@ -246,11 +246,10 @@ def sample(
     """Write generated images (and a grid of them, up to 64) from a checkpoint."""
     import itertools
 
-    import numpy as np
     from tqdm.auto import tqdm
 
-    from facegan.io import image_grid, output_folder, write_image
-    from facegan.sample import GRID, N_FIXED, earlier_samples, sample_stream
+    from facegan.io import output_folder
+    from facegan.sample import N_FIXED, earlier_samples, sample_stream, write_sample_folder
 
     if (checkpoint is None) == (model_uri is None):
         raise typer.BadParameter("give exactly one of --checkpoint and --model-uri")
@@ -260,26 +259,16 @@ def sample(
 
         checkpoint = track.download_checkpoint(model_uri, _tracking(params))
     assert checkpoint is not None
-    digits = max(4, len(str(n - 1)))  # names sort in sampling order
-    first: list[np.ndarray] = []
     batches = sample_stream(checkpoint, n, seed, labels, labels_from=labels_from)  # a bad input stops here
-    with tqdm(total=n, desc="sampling", unit="image", dynamic_ncols=True, mininterval=1.0) as bar:
-        batches = itertools.chain([next(batches)], batches)  # the generator runs before anything is removed
-        output_folder(out, "facegan sample --out")
-        for path in earlier:
-            path.unlink()
-        written = 0
-        for images in batches:  # one batch in memory, whatever n
-            for im in images:
-                write_image(out / f"seed{seed}_{written:0{digits}d}.png", im)
-                written += 1
-            first += list(images[: N_FIXED - len(first)])
-            bar.update(len(images))
+    batches = itertools.chain([next(batches)], batches)  # the generator runs before anything is written
+    output_folder(out, "facegan sample --out")
     # a folder of more than a grid's worth is for `facegan fid` (which leaves the grid out, as it is named)
+    with_grid = n <= N_FIXED if grid is None else grid
+    with tqdm(total=n, desc="sampling", unit="image", dynamic_ncols=True, mininterval=1.0) as bar:
+        shown = write_sample_folder(batches, out, seed, n, earlier, with_grid, bar)
     wrote = f"wrote {n} image{'s' if n > 1 else ''}"
-    if n <= N_FIXED if grid is None else grid:
-        write_image(out / GRID, image_grid(np.stack(first), ncols=int(np.ceil(np.sqrt(len(first))))))
-        wrote += " and grid.png" + (f" (the first {len(first)})" if n > len(first) else "")
+    if with_grid:
+        wrote += " and grid.png" + (f" (the first {shown})" if n > shown else "")
     replaced = f", in place of {len(earlier)} of an earlier sample" if earlier else ""
     typer.echo(f"{wrote} to {out}{replaced}")
 

@@ -52,7 +52,8 @@ class ImageError(FaceganError):
 
 def list_images(folder: Path) -> list[Path]:
     """Files in `folder` (recursively) whose suffix looks like an image, sorted for determinism; hidden ones (a name
-    starting with '.': the temporary file of a write cut off, a desktop's thumbnail) are left out, as detect does."""
+    starting with '.', or in a folder so named: the temporary file of a write cut off, `facegan sample`'s
+    unfinished folder, a desktop's thumbnails) are left out."""
     return split_images(folder)[0]
 
 
@@ -62,7 +63,7 @@ def split_images(folder: Path) -> tuple[list[Path], list[Path]]:
     images: list[Path] = []
     others: list[Path] = []
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and not p.name.startswith("."):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
             (images if p.suffix.lower() in IMAGE_SUFFIXES else others).append(p)
     return images, others
 
@@ -162,8 +163,12 @@ def write_image(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     fmt = Image.registered_extensions()[path.suffix.lower()]
     options = {"compress_level": PNG_LEVEL} if fmt == "PNG" else {}
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format=fmt, **options)
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format=fmt, **options)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no half-written temporary file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 _ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[^\s'\"(),/]+/)+([^\s'\"(),/]*)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facegan.errors import FaceganError
+from facegan.errors import FaceganError, OutputError
 from facegan.io import image_grid, write_image
 from facegan.seeds import check_seeds, seed_labels, seed_rows, seed_z
 from facegan.train.images import seeded_subset, to_float, to_uint8
@@ -46,6 +48,47 @@ def earlier_samples(out: Path, overwrite: bool) -> list[Path]:
             "give another --out, or --overwrite to replace them"
         )
     return earlier
+
+
+STAGING = ".facegan-sample.partial"  # where a `facegan sample` writes before its images replace the folder's
+
+
+def write_sample_folder(
+    batches: Iterator[np.ndarray], out: Path, seed: int, n: int, earlier: list[Path], grid: bool, progress
+) -> int:
+    """Write the `n` images of `batches` to `out` as seed<S>_<i>.png (and grid.png of the first N_FIXED with
+    `grid`), in place of the `earlier` sample's files; returns how many the grid shows. Everything is written to a
+    hidden folder in `out` first and moved in at the end: a write that fails (a full disk) or is cut off leaves
+    the folder as it was, the earlier sample whole (it deleted that first, then failed with part of the new one
+    written). OutputError for a write the system refuses; `progress.update(k)` after each batch."""
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)  # one a killed run left
+    digits = max(4, len(str(n - 1)))  # names sort in sampling order
+    first: list[np.ndarray] = []
+    try:
+        stage.mkdir()
+        written = 0
+        for images in batches:  # one batch in memory, whatever n
+            for im in images:
+                write_image(stage / f"seed{seed}_{written:0{digits}d}.png", im)
+                written += 1
+            first += list(images[: N_FIXED - len(first)])
+            progress.update(len(images))
+        if grid:
+            write_image(stage / GRID, image_grid(np.stack(first), ncols=int(np.ceil(np.sqrt(len(first))))))
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        kept = f"; the {len(earlier)} image(s) of the earlier sample are kept" if earlier else ""
+        raise OutputError(f"facegan sample --out: cannot write to {out}: {e.strerror or e}{kept}") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    for path in earlier:
+        path.unlink()
+    for f in sorted(stage.iterdir()):
+        os.replace(f, out / f.name)
+    stage.rmdir()
+    return len(first) if grid else 0
 
 
 def latents(z_dim: int, n: int, seed: int, label_pool: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
