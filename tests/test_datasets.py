@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import stat
@@ -210,6 +211,59 @@ def test_add_imports_every_format_pillow_opens_and_lists_every_file_it_skipped(t
         "duplicates": {},
         "references": {"skipped": {"IMG_1.HEIC": "not an image file (by its suffix)"}, "duplicates": {}},
     }
+
+
+def test_add_and_remove_that_cannot_finish_change_nothing_or_can_be_run_again(tmp_path, project, monkeypatch):
+    """A read-only params.yaml stopped an add after the images were copied (its undo failed too, so the copy stayed
+    and every retry was refused); a full disk while importing was a traceback; a folder remove could not delete
+    left params.yaml without the block and the data there. Now params.yaml changes last, at once."""
+    import errno
+
+    from facegan import datasets
+    from facegan.errors import OutputError
+
+    root, params, before = project
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((40, 40, 3), 90 * i, np.uint8)).save(photos / f"{i}.png")
+    raw = root / "data" / "raw" / "mine"
+
+    real_access = os.access
+    monkeypatch.setattr(datasets.os, "access", lambda p, mode: Path(p) != params and real_access(p, mode))
+    with pytest.raises(OutputError, match=r"dataset add mine: cannot write .*params.yaml .*nothing was changed"):
+        add("mine", photos, params_file=params, root=root)
+    assert params.read_text() == before and not raw.exists()
+    monkeypatch.setattr(datasets.os, "access", real_access)
+
+    real_import = datasets.import_images
+
+    def full_disk(src, dst, *args, **kwargs):
+        real_import(src, dst, *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst / "1.png"))
+
+    monkeypatch.setattr(datasets, "import_images", full_disk)
+    with pytest.raises(OutputError, match=r"dataset add mine: .*1.png: No space left on device; nothing was kept"):
+        add("mine", photos, params_file=params, root=root)
+    assert params.read_text() == before and not raw.exists()
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".params")) == []
+    monkeypatch.setattr(datasets, "import_images", real_import)
+
+    add("mine", photos, params_file=params, root=root)
+    added = params.read_text()
+    real_rmtree = datasets.shutil.rmtree
+
+    def read_only(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(Path(path) / "images" / "0.png"))
+
+    monkeypatch.setattr(datasets.shutil, "rmtree", read_only)
+    with pytest.raises(OutputError, match=r"cannot remove .*0.png: Permission denied; .*still lists mine: fix"):
+        remove("mine", params, root)
+    assert params.read_text() == added and raw.is_dir()  # as it was: run it again once fixed
+    monkeypatch.setattr(datasets.shutil, "rmtree", real_rmtree)
+    assert remove("mine", params, root)[0] == "params.yaml: datasets.mine"
+    assert params.read_text() == before and not raw.exists()
+    assert [p.name for p in root.iterdir() if p.name.startswith(".params")] == []
 
 
 def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):

@@ -9,8 +9,10 @@ rolled back if the result does not load.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -22,7 +24,7 @@ import yaml
 
 from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, load_params
 from facegan.data.sources import ImportReport, import_images
-from facegan.errors import ModelFileMissing, StageError, StageInputMissing
+from facegan.errors import FaceganError, ModelFileMissing, OutputError, StageError, StageInputMissing, first_line
 from facegan.io import write_text
 from facegan.layout import PER_IMAGE, Layout
 from facegan.manifest import SUMMARY, read_summary
@@ -240,6 +242,8 @@ def add(
     if labels is not None and not labels.is_file():
         raise StageInputMissing(f"label file {labels} (--labels) not found")
     original = params_file.read_text(encoding="utf-8")
+    _check_writable(params_file, f"dataset add {name}")  # before any image is copied: nothing to undo then
+    candidate: Path | None = None
     try:
         report: ImportReport = import_images(src, raw / "images")
         out: dict[str, Any] = {
@@ -263,15 +267,17 @@ def add(
                 )
             shutil.copyfile(cascade, raw / "lbpcascade_animeface.xml")
         backends, out["backends"] = pick_backends(kind)
-        params_file.write_text(
-            insert_block(original, dataset_block(name, kind, labels is not None, references is not None, backends)),
-            encoding="utf-8",
-        )
-        load_params(params_file)  # the edited file must load, or nothing is kept
+        block = dataset_block(name, kind, labels is not None, references is not None, backends)
+        candidate = _candidate(params_file, insert_block(original, block), f"dataset add {name}")
         _dvc(root, "add", str(Path("data") / "raw" / name))
-    except BaseException:
-        params_file.write_text(original, encoding="utf-8")
+        os.replace(candidate, params_file)  # params.yaml changes last, at once, or not at all
+    except BaseException as e:
+        with contextlib.suppress(OSError):  # each undo on its own: one that fails leaves the other to run
+            if candidate is not None:
+                candidate.unlink(missing_ok=True)
         shutil.rmtree(raw, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, FaceganError):  # a full disk while importing
+            raise OutputError(f"dataset add {name}: {_said(e)}; nothing was kept") from None
         raise
     listed = {
         "source": str(src),
@@ -284,6 +290,34 @@ def add(
     write_text(out["report_file"], json.dumps(listed, indent=1))  # always: one of an earlier import is replaced
     log.info("dataset %s: %s", name, out["import"])
     return out
+
+
+def _check_writable(params_file: Path, what: str) -> None:
+    """OutputError unless `params_file` may be rewritten (a read-only one stopped an add or remove halfway)."""
+    if not os.access(params_file, os.W_OK) or not os.access(params_file.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{what}: cannot write {params_file} (or its folder): not writable; nothing was changed")
+
+
+def _said(e: OSError) -> str:
+    """'path: reason' of an OSError (the path it names, the system's words), else its message."""
+    return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else first_line(e)
+
+
+def _candidate(params_file: Path, text: str, what: str) -> Path:
+    """`text` written beside `params_file` (hidden) and checked to load as params: the file that replaces it once
+    the rest succeeded. ParamsError (the candidate removed) when it does not load."""
+    path = params_file.with_name(f".{params_file.name}.facegan-new")
+    try:
+        write_text(path, text)
+        load_params(path)  # the edited file must load, or nothing is kept
+    except BaseException as e:
+        path.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, FaceganError):
+            raise OutputError(f"{what}: cannot write beside {params_file}: {_said(e)}") from None
+        if isinstance(e, ParamsError):
+            raise ParamsError(str(e).replace(str(path), str(params_file))) from None
+        raise
+    return path
 
 
 def _size(path: Path) -> int:
@@ -354,23 +388,29 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
         raise ParamsError(f"{name!r} is transfer.source/target in params.yaml: change that first")
     if p.cyclegan.enabled and name in (p.cyclegan.a, p.cyclegan.b):
         raise ParamsError(f"{name!r} is cyclegan.a/b in params.yaml: change that first")
-    original = params_file.read_text(encoding="utf-8")
-    params_file.write_text(remove_block(original, name), encoding="utf-8")
-    try:
-        load_params(params_file)
-    except ParamsError:
-        params_file.write_text(original, encoding="utf-8")
-        raise
+    what = f"dataset remove {name}"
+    _check_writable(params_file, what)
+    candidate = _candidate(params_file, remove_block(params_file.read_text(encoding="utf-8"), name), what)
     removed = [f"params.yaml: datasets.{name}"]
     dvc_file = root / "data" / "raw" / f"{name}.dvc"
-    if dvc_file.is_file():
-        _dvc(root, "remove", str(dvc_file.relative_to(root)))
-        removed.append(str(dvc_file.relative_to(root)))
-    for kind in DATA_KINDS:
-        folder = root / "data" / kind / name
-        if folder.exists():
-            shutil.rmtree(folder)
-            removed.append(str(folder.relative_to(root)))
+    try:
+        if dvc_file.is_file():
+            _dvc(root, "remove", str(dvc_file.relative_to(root)))
+            removed.append(str(dvc_file.relative_to(root)))
+        for kind in DATA_KINDS:
+            folder = root / "data" / kind / name
+            if folder.exists():
+                shutil.rmtree(folder)
+                removed.append(str(folder.relative_to(root)))
+    except BaseException as e:
+        candidate.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, FaceganError):  # a read-only folder
+            raise OutputError(
+                f"{what}: cannot remove {_said(e)}; {params_file} still lists {name}: fix that and run "
+                f"`facegan dataset remove {name}` again"
+            ) from None
+        raise
+    os.replace(candidate, params_file)  # the data gone, the block goes
     if (imported := root / IMPORTS / f"{name}.json").is_file():
         imported.unlink()
         removed.append(str(imported.relative_to(root)))
