@@ -69,6 +69,15 @@ def _weights_of_another_width(root: Path) -> Path:
     return path
 
 
+def _config_of_another_version(root: Path) -> Path:
+    """A checkpoint whose saved train config has a key this facegan does not know (another version's)."""
+    path = root / "renamed.pt"
+    state = torch.load(root / "ckpt" / "checkpoint.pt", weights_only=True)
+    state["config"]["zdim"] = state["config"].pop("z_dim")
+    torch.save(state, path)
+    return path
+
+
 # (id, argv after the entry point (root-relative paths), expected text in stderr)
 CASES = [
     (
@@ -252,6 +261,14 @@ def _packed_root(root: Path, name: str, content: bytes | None) -> str:
     return str(other)
 
 
+CASES += [
+    (
+        "checkpoint-of-another-version",
+        lambda r: CLI + ["sample", "-c", str(_config_of_another_version(r)), "-o", str(r / "s")],
+        "renamed.pt: its train config is not one this facegan reads (written by another version?): zdim: unknown key; "
+        "allowed keys here: ada, amp, aux_head,",
+    ),
+]
 CASES += [
     (
         f"{stage}-{what}",

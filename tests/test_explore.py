@@ -230,7 +230,15 @@ def test_bad_checkpoints_and_uploads_are_one_clear_line(trained, tmp_path):
     torch.save({"state": {}, "label_dims": [3]}, tmp_path / "classifier.pt")  # an attribute classifier's layout
     state = torch.load(trained("dcgan"), weights_only=True)
     torch.save({**state, "format": 1}, tmp_path / "old.pt")
+    torch.save({**state, "config": {**state["config"], "model": "biggan"}}, tmp_path / "newer.pt")
+    translator = torch.load(trained("cyclegan"), weights_only=True)
+    translator["config"]["resblocks"] = translator["config"].pop("res_blocks")
+    torch.save(translator, tmp_path / "renamed.pt")
     cases = {
+        tmp_path / "newer.pt": r"newer.pt: its train config is not one this facegan reads \(written by another "
+        r"version\?\): model: got 'biggan'",
+        tmp_path
+        / "renamed.pt": r"renamed.pt: its cyclegan config is not one this facegan reads .*resblocks: unknown key",
         tmp_path / "missing.pt": "checkpoint not found: .*missing.pt",
         tmp_path / "junk.pt": r"junk.pt: not a readable checkpoint \(no file torch.save wrote: neither a zip",
         tmp_path / "classifier.pt": r"classifier.pt: not a facegan checkpoint \(it holds: label_dims, state\)",

@@ -954,16 +954,17 @@ def parse_section(section: type[S], raw: dict[str, Any], source: str) -> S:
     try:
         return section.model_validate(raw)
     except ValidationError as e:
-        lines = [_describe(err) for err in e.errors()]
+        lines = [_describe(err, section) for err in e.errors()]
         raise ParamsError(f"{source}: {len(lines)} invalid value(s):\n" + "\n".join(lines)) from None
 
 
-def _describe(err: ErrorDetails) -> str:
+def _describe(err: ErrorDetails, root: type[BaseModel] | None = None) -> str:
+    """One line of a validation error of `root` (default: Params)."""
     loc = list(err["loc"])
     shown = [str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "source" and p in _SOURCE_TAGS)]
     key = ".".join(shown) or "(top level)"
     if err["type"] == "extra_forbidden":
-        return f"  - {key}: unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1]))}"
+        return f"  - {key}: unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1], root))}"
     if err["type"] == "missing":
         return f"  - {key}: required key is missing"
     if err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a section's own check: names its keys
@@ -974,9 +975,10 @@ def _describe(err: ErrorDetails) -> str:
 _SOURCE_TAGS: dict[str, type[BaseModel]] = {"cartoon": CartoonSource, "folder": FolderSource}
 
 
-def _allowed_keys(loc: list[Any]) -> list[str]:
-    """Field names of the model found at `loc` inside Params (dataset names and list indices skipped)."""
-    model: type[BaseModel] = Params
+def _allowed_keys(loc: list[Any], root: type[BaseModel] | None = None) -> list[str]:
+    """Field names of the model found at `loc` inside `root` (default: Params; dataset names and list indices
+    skipped)."""
+    model: type[BaseModel] = root or Params
     for part in loc:
         if model is DatasetConfig and part == "source":
             model = CartoonSource  # refined by the tag that follows

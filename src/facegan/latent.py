@@ -355,10 +355,15 @@ class Translator:
     truncation = conditional = styles = encodes = False
 
     def __init__(self, state: dict, path: Path):
-        from facegan.config import CycleGANConfig
+        from facegan.config import CycleGANConfig, ParamsError, parse_section
         from facegan.models.cyclegan import ResnetGenerator
+        from facegan.train.checkpoint import config_error
 
-        self.cfg, self.path = CycleGANConfig.model_validate(state["config"]), path
+        try:
+            self.cfg = parse_section(CycleGANConfig, state["config"], "its cyclegan config")
+        except ParamsError as e:
+            raise config_error(path, "cyclegan", e) from None
+        self.path = path
         self.resolution, self.steps = int(state["resolution"]), int(state.get("step", 0))
         self.nets = {}
         for key in ("G_ab", "G_ba"):

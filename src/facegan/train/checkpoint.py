@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facegan.config import StyleGAN2Config, TrainConfig
+from facegan.config import ParamsError, StyleGAN2Config, TrainConfig, parse_section
 from facegan.errors import CheckpointError, StageInputMissing, first_line
 from facegan.io import load_torch
 
@@ -56,7 +56,18 @@ def train_config(raw: dict[str, Any]) -> TrainConfig:
         raw["stylegan2"] = sg
         raw.setdefault("r1", {"gamma": moved.get("r1_gamma"), "every": moved.get("r1_every", 16)})
         raw.setdefault("path_length", {"weight": moved.get("pl_weight", 0.0), "every": moved.get("pl_every", 4)})
-    return TrainConfig.model_validate(raw)
+    return parse_section(TrainConfig, raw, "its train config")
+
+
+def config_error(path: Path, section: str, e: ParamsError) -> CheckpointError:
+    """A checkpoint whose saved `section` config this facegan does not read (written by another version: a key
+    renamed, a model it does not know), in one line: its first problems (a pydantic traceback, before)."""
+    problems = [p.strip().removeprefix("- ") for p in str(e).splitlines()[1:]]
+    return CheckpointError(
+        f"{path}: its {section} config is not one this facegan reads (written by another version?): "
+        + "; ".join(problems[:3])
+        + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    )
 
 
 def load_generator(path: Path, ema: bool = True) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
@@ -93,7 +104,10 @@ def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[n
         raise CheckpointError(
             f"{path}: not a generator checkpoint of `facegan train` (keys: {', '.join(sorted(state)[:8])})"
         )
-    cfg = train_config(state["config"])
+    try:
+        cfg = train_config(state["config"])
+    except ParamsError as e:
+        raise config_error(path, "train", e) from None
     g, _ = build_models(cfg, state["resolution"], state.get("label_dims") or [])
     try:
         g.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
