@@ -351,3 +351,24 @@ def test_first_line_reports_foreign_errors_in_one_line():
     assert first_line(EOFError()) == first_line(EOFError(), with_type=True) == "EOFError"
     assert first_line(RuntimeError("  \n")) == "RuntimeError"
     assert first_line(OSError("x" * 500), limit=10) == "x" * 10
+
+
+def test_what_the_system_refuses_is_one_line_and_a_bug_keeps_its_traceback(capsys, monkeypatch):
+    """A read-only output folder or a full disk in a stage was a PermissionError/OSError traceback; it is one
+    `error:` line (exit 2) naming the file. An OSError of another kind is a bug: its traceback stays."""
+    import errno
+
+    from facegan.errors import user_errors
+
+    monkeypatch.delenv("FACEGAN_DEBUG", raising=False)
+    for err, said in (
+        (PermissionError(errno.EACCES, "Permission denied", "/p/data/interim"), "/p/data/interim: Permission denied"),
+        (OSError(errno.ENOSPC, "No space left on device", "/p/a.png"), "/p/a.png: No space left on device"),
+        (OSError(errno.EROFS, "Read-only file system", "/p/x", None, "/p/y"), "/p/x: /p/y: Read-only file system"),
+    ):
+        with pytest.raises(SystemExit) as e, user_errors():
+            raise err
+        assert e.value.code == 2
+        assert capsys.readouterr().err == f"error: {said}; fix that and run it again\n"
+    with pytest.raises(FileNotFoundError), user_errors():  # not a refusal: facegan should have said what is missing
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/p/q")

@@ -4,13 +4,15 @@ Every problem a user can fix (a bad params value, a missing model file or stage 
 other params, an unavailable extractor or device, an unreachable tracking server) raises a subclass of
 `FaceganError` whose message names the culprit and the fix. `user_errors()` wraps every `facegan` command
 and every `python stages/*.py` entry point: such an error becomes one line on stderr and exit code 2, never
-a traceback. Anything else is a bug and keeps its traceback.
+a traceback; so does an OSError the system raised for a reason the user fixes (a permission, a full or
+read-only disk: `REFUSED`). Anything else is a bug and keeps its traceback.
 
 This module imports nothing from the project, so every module can use it.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -18,6 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 EXIT_USER_ERROR = 2
+# OSError numbers of a write or read the system refuses for a reason the user fixes (not facegan's bug): no
+# permission, a read-only file system, a full disk or quota; `user_errors` makes them one line too
+REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 class FaceganError(Exception):
@@ -93,4 +98,11 @@ def user_errors() -> Iterator[None]:
             raise
         logging.getLogger("facegan").debug("user error", exc_info=True)
         print(f"error: {message(e)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
+    except OSError as e:  # what the system refuses for a reason the user fixes: a permission, a full disk
+        if e.errno not in REFUSED or os.environ.get("FACEGAN_DEBUG"):
+            raise
+        logging.getLogger("facegan").debug("refused by the system", exc_info=True)
+        where = "".join(f"{f}: " for f in (e.filename, e.filename2) if f)
+        print(f"error: {where}{e.strerror}; fix that and run it again", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USER_ERROR) from None
