@@ -372,3 +372,31 @@ def test_what_the_system_refuses_is_one_line_and_a_bug_keeps_its_traceback(capsy
         assert capsys.readouterr().err == f"error: {said}; fix that and run it again\n"
     with pytest.raises(FileNotFoundError), user_errors():  # not a refusal: facegan should have said what is missing
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/p/q")
+
+
+def test_a_damaged_manifest_summary_or_metrics_file_is_named_with_its_line(tmp_path):
+    """A manifest line, counts or metrics cut off or edited by hand were a pydantic or JSON traceback in `dataset
+    show`, `fid` of a stage folder, the next stage and `report`."""
+    from facegan.errors import DamagedRecord
+    from facegan.io import read_json
+    from facegan.manifest import Row, read_manifest, read_summary, write_manifest
+
+    write_manifest(tmp_path, [Row(source="a.png", stage="detect")])
+    good = (tmp_path / "manifest.jsonl").read_text()
+    (tmp_path / "manifest.jsonl").write_text(good + '{"source": "b.png", "sta\n')
+    with pytest.raises(DamagedRecord, match=r"manifest.jsonl, line 2: not a manifest row \(.*\): run the stage"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.jsonl").write_bytes(good.encode() + b"\xff\xfe\n")
+    with pytest.raises(DamagedRecord, match=r"manifest.jsonl: not UTF-8 text"):
+        read_manifest(tmp_path)
+    (tmp_path / "summary.json").write_text('{"ok": 3, "rej')
+    with pytest.raises(DamagedRecord, match=r"summary.json: not JSON \(.*\): run the stage that wrote it again"):
+        read_summary(tmp_path)
+    (tmp_path / "summary.json").write_text("[1, 2]")
+    with pytest.raises(DamagedRecord, match=r"summary.json: not a stage's counts \(a JSON list\)"):
+        read_summary(tmp_path)
+    (tmp_path / "metrics.json").write_text("")
+    with pytest.raises(DamagedRecord, match=r"metrics.json: not JSON"):
+        read_json(tmp_path / "metrics.json")
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "missing.json")

@@ -69,6 +69,14 @@ class TrackingError(FaceganError, RuntimeError):
     """The MLflow tracking store cannot serve a request that needs it (e.g. a model URI to download)."""
 
 
+AGAIN = "run the stage that wrote it again"
+
+
+class DamagedRecord(FaceganError, ValueError):
+    """A file a stage wrote for others to read (a manifest, counts, metrics) that no longer reads: a write cut off,
+    an edit by hand; the message names it and says to run that stage again."""
+
+
 class TrainingDiverged(FaceganError, FloatingPointError):
     """A training loss became NaN or infinite: the step and its values, and where the run's state was kept."""
 

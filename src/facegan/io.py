@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -22,7 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facegan.errors import CheckpointError, FaceganError, FolderBusy, OutputError, first_line
+from facegan.errors import AGAIN, CheckpointError, DamagedRecord, FaceganError, FolderBusy, OutputError, first_line
 
 # the photo and drawing formats people have, where this Pillow decodes them: .jfif and .jpe are JPEGs as browsers
 # and Windows save them, .apng a PNG; WebP, JPEG 2000 and AVIF need libraries a Pillow build may lack (its JPEG 2000
@@ -155,6 +156,15 @@ def output_folder(path: Path, what: str) -> Path:
     except OSError as e:
         raise OutputError(f"{what}: cannot write to {path}: {e.strerror or e}") from None
     return path
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file a stage wrote (metrics, counts); DamagedRecord naming it when it is no JSON any more (a write cut
+    off, an edit by hand), FileNotFoundError when it is not there."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise DamagedRecord(f"{path}: not JSON ({first_line(e, 120)}): {AGAIN}") from None
 
 
 def write_image(path: Path, array: np.ndarray) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_serializer
+from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer
 
-from facegan.errors import StageInputMissing
-from facegan.io import write_text
+from facegan.errors import AGAIN, DamagedRecord, StageInputMissing
+from facegan.io import read_json, write_text
 
 MANIFEST = "manifest.jsonl"
 # Floats are written to a millionth (of a pixel, for coordinates): the digits below differ between machines
@@ -90,7 +89,19 @@ def read_manifest(folder: Path) -> Manifest:
     path = folder / MANIFEST
     if not path.is_file():
         raise StageInputMissing(f"no manifest at {path}: run the previous stage first")
-    return [Row.model_validate_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except ValueError as e:
+        raise DamagedRecord(f"{path}: not UTF-8 text ({e.__class__.__name__}): {AGAIN}") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line:
+            continue
+        try:
+            rows.append(Row.model_validate_json(line))
+        except ValidationError as e:  # a write cut off, an edit by hand: the stage that writes it runs again
+            raise DamagedRecord(f"{path}, line {number}: not a manifest row ({_first_problem(e)}): {AGAIN}") from None
+    return rows
 
 
 def summary(rows: Manifest) -> dict[str, int]:
@@ -107,4 +118,13 @@ SUMMARY = "summary.json"
 
 def read_summary(folder: Path) -> dict[str, int]:
     """The counts a stage wrote beside its manifest (see `summary`)."""
-    return json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
+    counts = read_json(folder / SUMMARY)
+    if not isinstance(counts, dict):
+        raise DamagedRecord(f"{folder / SUMMARY}: not a stage's counts (a JSON {type(counts).__name__}): {AGAIN}")
+    return counts
+
+
+def _first_problem(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]

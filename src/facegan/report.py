@@ -12,14 +12,14 @@ from pathlib import Path
 import yaml
 
 from facegan.config import EvaluateConfig, Params
-from facegan.io import atomic_dir, write_text
+from facegan.io import atomic_dir, read_json, write_text
 
 log = logging.getLogger(__name__)
 
 
 def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path) -> dict:
     """The report's metrics (nested, for `dvc metrics show`)."""
-    ev = json.loads((evaluation / "metrics.json").read_text(encoding="utf-8"))
+    ev = read_json(evaluation / "metrics.json")
     with (model / "losses.csv").open(newline="") as f:
         losses = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     from facegan.layout import PER_IMAGE
