@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from PIL import Image
 
@@ -172,3 +173,14 @@ def test_reproduce_names_what_it_did_not_compare_and_fails_when_nothing_was(tmp_
     assert r.exit_code == 1 and "the run recorded no fd_*/kid_* metric" in r.stderr
     r = run("off")
     assert r.exit_code == 1 and "NOT reproduced: fd_dlib by 1.00e-01 (> 1e-06); NOT compared" in r.stderr
+    # a tolerance no comparison can use, an --out that is a file: refused before the retrain
+    monkeypatch.setattr(reproduce, "reproduce", lambda *a: pytest.fail("retrained with a bad option"))
+    (tmp_path / "taken.txt").write_text("a file")
+    for args, said in (
+        (["--tolerance", "nan"], "Invalid value for '--tolerance'"),
+        (["--tolerance", "inf"], "inf: give a finite number"),
+        (["--tolerance", "-1"], "greater than or equal to 0"),
+        (["--out", "taken.txt"], "is a file"),
+    ):
+        r = CliRunner().invoke(app, ["reproduce", "all", *args])
+        assert r.exit_code == 2 and said in " ".join(r.output.split()), r.output

@@ -428,15 +428,19 @@ def exp_args(
 def reproduce(
     run_id: str = typer.Argument(..., help="MLflow run id of a pipeline (or one of its stage runs)"),
     root: Path = ROOT,
-    out: Path | None = typer.Option(None, help="output folder (default reproduce/<run id>)"),
-    tolerance: float = typer.Option(1e-6, help="largest accepted |recorded - reproduced| per metric"),
+    out: Path | None = typer.Option(None, file_okay=False, help="output folder (default reproduce/<run id>)"),
+    tolerance: float = typer.Option(1e-6, min=0.0, help="largest accepted |recorded - reproduced| per metric"),
     params: Path | None = TRACKING_PARAMS,
 ) -> None:
     """Re-run training + evaluation with the params recorded in RUN_ID and compare the FIDs."""
+    import math
+
     from facegan.logs import setup_logging
     from facegan.reproduce import reproduce as _reproduce
     from facegan.reproduce import verdict
 
+    if not math.isfinite(tolerance):  # nan failed every comparison after a whole retrain, inf passed any
+        raise typer.BadParameter(f"{tolerance}: give a finite number", param_hint="--tolerance")
     setup_logging()
     lines, ok = verdict(_reproduce(run_id, root, out, _tracking(params)), tolerance)
     for line in lines[:-1]:
