@@ -233,3 +233,16 @@ def test_the_header_counts_the_target_images_trained_on(tmp_path):
             zf.writestr(f"00000/img{i:08d}.png", b"")
         zf.writestr("dataset.json", "{}")
     assert [transfer_table._target_images(p(n), tmp_path) for n in (500, 5, None)] == [7, 5, None]
+
+
+def test_a_run_without_reference_statistics_stops_before_it_trains(tmp_path):
+    """`transfer pretrain` trained the source model, then found no reference statistics to score it against
+    (and kept the trained run, unscored): it says so before training now."""
+    from facegan.errors import StageInputMissing
+
+    p = study_params()
+    with pytest.raises(
+        StageInputMissing, match=r"no reference statistics in .*cartoon: run `facegan refstats cartoon`"
+    ):
+        transfer.pretrain(p, tmp_path)
+    assert not (tmp_path / "data" / "runs").exists()

@@ -60,6 +60,7 @@ def pretrain(params: Params | Path | str = "params.yaml", root: Path | str = "."
     """Train the source model (data/runs/<source>/pretrain) and measure its own Frechet distance there."""
     p, root = _params(params), Path(root)
     rp, dataset, variant = run_params(p, PRETRAIN, root)
+    _check_scorable(dataset, root)
     return run_stage("train", dataset, rp, root, variant) + run_stage("evaluate", dataset, rp, root, variant)
 
 
@@ -78,7 +79,21 @@ def finetune(
             f"no pretrained model at {pretrained_checkpoint(p, root)}: run "
             "`facegan transfer pretrain` (or `dvc repro pretrain`) first"
         )
+    _check_scorable(dataset, root)
     return run_stage("train", dataset, rp, root, variant) + run_stage("evaluate", dataset, rp, root, variant)
+
+
+def _check_scorable(dataset: str, root: Path) -> None:
+    """The reference statistics the run's evaluation needs are there, before it trains (the study's runs found
+    them missing after their training, and kept a run's minutes of work without a score)."""
+    from facegan.evaluate.run import STATUS
+
+    stats = Layout(root, dataset).stats
+    if not (stats / STATUS).is_file():
+        raise StageInputMissing(
+            f"no reference statistics in {stats}: run `facegan refstats {dataset}` (or `dvc repro refstats@{dataset}`) "
+            "first; the run would train, then find nothing to score against"
+        )
 
 
 def pretrain_stage(params: Params | Path | str = "params.yaml", root: Path | str = ".") -> None:
