@@ -271,6 +271,12 @@ def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):
     with pytest.raises(FileNotFoundError, match="--cascade"):
         add("anim", _one_image(tmp_path / "imgs"), "anime", params_file=params, root=root)
     assert params.read_text() == before and not (root / "data" / "raw" / "anim").exists()
+    (tmp_path / "l.csv").write_text("file,glasses\na.png,1\n")  # taken for the cascade, found out at detect
+    (tmp_path / "cut.xml").write_text('<?xml version="1.0"?>\n<opencv_storage>\n<cascade>')
+    for wrong in ("l.csv", "cut.xml"):
+        with pytest.raises(ValueError, match=f"{wrong}: OpenCV could not load this cascade"):
+            add("anim", tmp_path / "imgs", "anime", cascade=tmp_path / wrong, params_file=params, root=root)
+        assert params.read_text() == before and not (root / "data" / "raw" / "anim").exists()
 
 
 @pytest.mark.parametrize(

@@ -265,6 +265,9 @@ def add(
                     "kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml "
                     "(github.com/nagadomi/lbpcascade_animeface)"
                 )
+            from facegan.preprocess.models import CascadeDetector
+
+            CascadeDetector(str(cascade), 24, 0, False).load()  # one OpenCV cannot load stops here, not at detect
             shutil.copyfile(cascade, raw / "lbpcascade_animeface.xml")
         backends, out["backends"] = pick_backends(kind)
         block = dataset_block(name, kind, labels is not None, references is not None, backends)

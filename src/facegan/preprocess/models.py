@@ -199,9 +199,13 @@ class CascadeDetector(Lazy):
                 f"cascade file not found: {path} (set detect.cascade; the anime cascade is "
                 "lbpcascade_animeface.xml from github.com/nagadomi/lbpcascade_animeface)"
             )
-        cascade = cv2.CascadeClassifier(path)
+        unreadable = ModelUnreadable(f"{path}: OpenCV could not load this cascade (truncated, or not a cascade XML)")
+        try:
+            cascade = cv2.CascadeClassifier(path)
+        except (cv2.error, SystemError):  # a file that is no XML: OpenCV's parser raises (as a SystemError)
+            raise unreadable from None
         if cascade.empty():
-            raise ModelUnreadable(f"{path}: OpenCV could not load this cascade (truncated, or not a cascade XML)")
+            raise unreadable
         return cascade
 
     def __call__(self, image: np.ndarray, key: str = "") -> list[Face]:
