@@ -81,6 +81,9 @@ def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):
     assert r.returncode == 2 and "already exists" in r.stderr
     r = _cli("dataset", "list", "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 0 and "cartoon" in r.stdout and "sketch" in r.stdout
+    for command in (["dataset", "list"], ["summary"], ["track", "sync"]):  # a typo'd root read as an empty project
+        r = _cli(*command, "-p", params, "--root", str(tmp_path / "nope"), cwd=tmp_path)
+        assert r.returncode == 2 and "does not exist" in r.stderr, (command, r.stderr)
 
 
 def _params_with(tmp_path: Path, change) -> Path:

@@ -21,6 +21,8 @@ app = typer.Typer(
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file", dir_okay=False)
 ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file_okay=False)
+# commands that only read a project: a root that is not there is a typo (it read as an empty project)
+EXISTING_ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file_okay=False, exists=True)
 # commands that only talk to MLflow: the store is params.yaml's tracking.tracking_uri (MLFLOW_TRACKING_URI wins)
 TRACKING_PARAMS = typer.Option(
     None,
@@ -165,7 +167,7 @@ def timings(
 
 
 @app.command("summary")
-def summary(params: Path = PARAMS, root: Path = ROOT) -> None:
+def summary(params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
     """What the pipeline made and where: samples, tables, UIs, FD per dataset, transfer table, stage times."""
     from facegan.config import load_params
     from facegan.summary import summary as _summary
@@ -460,7 +462,7 @@ def track_sync(
         None, exists=True, dir_okay=False, help="buffer files (default: all in <root>/.facegan/tracking)"
     ),
     params: Path | None = TRACKING_PARAMS,
-    root: Path = ROOT,
+    root: Path = EXISTING_ROOT,
 ) -> None:
     """Send records kept locally while the tracking server was unreachable (runs and parents it could not
     create are created now, with their original start times and parent links)."""
@@ -527,7 +529,7 @@ def dataset_add(
 
 
 @dataset_app.command("list")
-def dataset_list(params: Path = PARAMS, root: Path = ROOT) -> None:
+def dataset_list(params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
     """Every dataset with its source, image counts and size on disk."""
     from rich.console import Console
     from rich.table import Table
@@ -547,7 +549,7 @@ def dataset_list(params: Path = PARAMS, root: Path = ROOT) -> None:
 
 
 @dataset_app.command("show")
-def dataset_show(name: str, params: Path = PARAMS, root: Path = ROOT) -> None:
+def dataset_show(name: str, params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
     """Counts per stage, rejection reasons, label columns, backends and size of one dataset."""
     from rich.console import Console
     from rich.table import Table
@@ -582,7 +584,7 @@ def dataset_remove(
     name: str,
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
     params: Path = PARAMS,
-    root: Path = ROOT,
+    root: Path = EXISTING_ROOT,
 ) -> None:
     """Remove a dataset's params block, DVC tracking and data folders (other datasets are not touched)."""
     from facegan import datasets
