@@ -277,6 +277,14 @@ def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):
         with pytest.raises(ValueError, match=f"{wrong}: OpenCV could not load this cascade"):
             add("anim", tmp_path / "imgs", "anime", cascade=tmp_path / wrong, params_file=params, root=root)
         assert params.read_text() == before and not (root / "data" / "raw" / "anim").exists()
+    (tmp_path / "cut.zip").write_bytes(b"PK\x03\x04 and then nothing")  # a download cut off
+    with pytest.raises(FileNotFoundError, match=r"cut.zip: not a readable .zip file \(damaged, or cut off\)"):
+        add("anim", tmp_path / "cut.zip", "drawings", params_file=params, root=root)
+    with pytest.raises(FileNotFoundError, match=r"label file .*imgs \(--labels\): a folder, not a CSV file"):
+        add("anim", tmp_path / "imgs", "drawings", labels=tmp_path / "imgs", params_file=params, root=root)
+    with pytest.raises(FileNotFoundError, match=r"reference photos .*nope \(--references\): not found"):
+        add("anim", tmp_path / "imgs", "drawings", references=tmp_path / "nope", params_file=params, root=root)
+    assert params.read_text() == before and not (root / "data" / "raw" / "anim").exists()
 
 
 @pytest.mark.parametrize(
@@ -435,7 +443,7 @@ def test_symbolic_links_in_a_folder_are_followed_to_files_and_the_others_reporte
 @pytest.mark.parametrize(
     "content, match",
     [
-        (None, r"label file .*nope\.csv \(--labels\) not found"),
+        (None, r"label file .*nope\.csv \(--labels\): not found"),
         (b"file\n", r"nope\.csv: needs a header row"),
         (b"file,glasses\n", r"nope\.csv: no usable label row under the header"),
         ("file,hair\na.png,\xe9\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9 at offset 16\); save it as UTF-8"),

@@ -152,7 +152,9 @@ def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
     overlay.write_text("transfer:\n  finetune:\n    fid_samples: 64\n")
     assert set_args(overlay, root / "params.yaml") == ["-S", "+transfer.finetune.fid_samples=64"]
     overlay.write_text("train:\n  stepz: 7\n")
-    with pytest.raises(ParamsError, match="train.stepz: unknown key"):
+    with pytest.raises(
+        ParamsError, match=r"(?s)o.yaml \(applied to .*params.yaml\): 1 invalid value.*train.stepz: unknown key"
+    ):
         set_args(overlay, root / "params.yaml")
     overlay.write_text("```yaml\ntrain: {steps: 7}\n```\n")  # a snippet pasted with its fence: once a traceback
     with pytest.raises(ParamsError, match="o.yaml: not valid YAML: "):

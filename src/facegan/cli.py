@@ -137,7 +137,8 @@ def report(
         rows += cyclegan_rows(cyc)
     rows = ordered([r for r in rows if (not dataset or r["dataset"] == dataset) and (not model or r["model"] == model)])
     if not rows:
-        typer.echo("no finished runs found in MLflow" + (f" for dataset {dataset}" if dataset else ""), err=True)
+        which = " and ".join(f"{k} {v}" for k, v in (("dataset", dataset), ("model", model)) if v)
+        typer.echo("no finished runs found in MLflow" + (f" for {which}" if which else ""), err=True)
         raise typer.Exit(1)
     output_folder(out, "facegan report --out")
     print_table(rows, wide)

@@ -240,7 +240,10 @@ def add(
     if raw.exists():
         raise ParamsError(f"{raw} already exists; remove it or choose another name")
     if labels is not None and not labels.is_file():
-        raise StageInputMissing(f"label file {labels} (--labels) not found")
+        what = "a folder, not a CSV file" if labels.is_dir() else "not found"
+        raise StageInputMissing(f"label file {labels} (--labels): {what}")
+    if references is not None and not references.exists():
+        raise StageInputMissing(f"reference photos {references} (--references): not found")
     original = params_file.read_text(encoding="utf-8")
     _check_writable(params_file, f"dataset add {name}")  # before any image is copied: nothing to undo then
     candidate: Path | None = None

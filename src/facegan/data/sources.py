@@ -183,6 +183,8 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                     continue
                 _store(p.read_bytes(), rel, tmp, seen, report)
         else:
+            if src.is_file() and src.suffix.lower() == ".zip":  # a download cut off, a copy of part of it
+                raise StageInputMissing(f"{src}: not a readable .zip file (damaged, or cut off)")
             raise StageInputMissing(f"{src}: not a folder or a .zip file")
         if not report.imported:
             raise NoImages(_no_images(src, report))
