@@ -20,6 +20,7 @@ from conftest import ROOT, make_dvc_project, sh
 from facegan.config import load_params
 from facegan.data.sources import NoImages, UnsafeArchive, import_images
 from facegan.datasets import add, dataset_block, describe, pick_backends, remove
+from facegan.errors import StageError
 
 FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "examples"
 
@@ -260,10 +261,38 @@ def test_add_and_remove_that_cannot_finish_change_nothing_or_can_be_run_again(tm
     with pytest.raises(OutputError, match=r"cannot remove .*0.png: Permission denied; .*still lists mine: fix"):
         remove("mine", params, root)
     assert params.read_text() == added and raw.is_dir()  # as it was: run it again once fixed
+    assert not (root / ".params.yaml.facegan-new").exists()  # the checked copy that was to replace it: gone
     monkeypatch.setattr(datasets.shutil, "rmtree", real_rmtree)
     assert remove("mine", params, root)[0] == "params.yaml: datasets.mine"
     assert params.read_text() == before and not raw.exists()
     assert [p.name for p in root.iterdir() if p.name.startswith(".params")] == []
+
+    def dvc_fails(root, *args):  # after the checked copy of params.yaml was written
+        assert (root / ".params.yaml.facegan-new").is_file()
+        raise StageError("dvc add failed: the cache is full")
+
+    monkeypatch.setattr(datasets, "_dvc", dvc_fails)
+    with pytest.raises(StageError, match="the cache is full"):
+        add("mine", photos, params_file=params, root=root)
+    assert params.read_text() == before and not raw.exists()
+    assert [p.name for p in root.iterdir() if p.name.startswith(".params")] == []
+
+
+def test_add_and_remove_edit_the_file_a_linked_params_yaml_names(tmp_path, project):
+    """params.yaml as a link (a shared config): the edit goes to the file it names, with its mode; the link stays
+    (a replace of the link itself left the shared file as it was)."""
+    root, params, before = project
+    shared = tmp_path / "shared.yaml"
+    params.rename(shared)
+    shared.chmod(0o664)
+    params.symlink_to(shared)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(photos / "0.png")
+    add("mine", photos, params_file=params, root=root)
+    assert params.is_symlink() and "  mine:" in shared.read_text() and shared.stat().st_mode & 0o777 == 0o664
+    remove("mine", params, root)
+    assert params.is_symlink() and shared.read_text() == before
 
 
 def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):

@@ -395,8 +395,36 @@ def test_a_damaged_manifest_summary_or_metrics_file_is_named_with_its_line(tmp_p
     (tmp_path / "summary.json").write_text("[1, 2]")
     with pytest.raises(DamagedRecord, match=r"summary.json: not a stage's counts \(a JSON list\)"):
         read_summary(tmp_path)
+    write_manifest(tmp_path, [Row(source="a\u2028b.png", stage="detect")])  # a line separator in a name
+    assert [r.source for r in read_manifest(tmp_path)] == ["a\u2028b.png"]
     (tmp_path / "metrics.json").write_text("")
     with pytest.raises(DamagedRecord, match=r"metrics.json: not JSON"):
         read_json(tmp_path / "metrics.json")
     with pytest.raises(FileNotFoundError):
         read_json(tmp_path / "missing.json")
+
+
+def test_an_image_of_a_packed_set_that_does_not_decompress_is_named(tmp_path):
+    """A dataset.zip whose index reads but whose image data is damaged (Bad CRC) was a BadZipFile traceback."""
+    from facegan.data.packed import PackedSetDamaged, load_packed
+
+    png = io_png()
+    with zipfile.ZipFile(tmp_path / "dataset.zip", "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("00000/img00000000.png", png)
+        zf.writestr("dataset.json", "{}")
+    data = bytearray((tmp_path / "dataset.zip").read_bytes())
+    at = data.index(png[20:40])
+    data[at : at + 8] = b"\0" * 8  # the image's bytes damaged, its CRC as it was
+    (tmp_path / "dataset.zip").write_bytes(bytes(data))
+    with pytest.raises(PackedSetDamaged, match=r"dataset.zip:00000/img00000000.png: Bad CRC-32 .*run the `pack`"):
+        load_packed(tmp_path / "dataset.zip")
+
+
+def io_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

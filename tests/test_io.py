@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -109,3 +111,15 @@ def test_host_free_cuts_absolute_paths_but_not_urls():
         "not found. Looked in .../checkpoints/w.pth (hub cache) and could not download "
         "https://github.com/a/b/w.pth; copy it to .../hub/checkpoints/, or 'x/y' or /z"
     )
+
+
+def test_files_in_hidden_folders_are_no_images_of_the_folder(tmp_path):
+    """`facegan sample`'s unfinished folder, a desktop's thumbnail folder: hidden, as a hidden file is."""
+    from facegan.io import is_hidden, list_images, split_images
+
+    for rel in ("a.png", "sub/b.png", ".c.png", ".partial/d.png", "sub/.thumbs/e.png", "notes.txt", ".x/n.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.png", "sub/b.png"]
+    assert [p.name for p in split_images(tmp_path)[1]] == ["notes.txt"]
+    assert is_hidden(Path(".partial/d.png")) and not is_hidden(Path("sub/b.png"))

@@ -381,6 +381,9 @@ def test_a_sample_whose_writes_fail_keeps_the_earlier_sample_whole(layout, tmp_p
     )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing new, nothing lost, nothing hidden
     monkeypatch.setattr(sample, "write_image", real)
+    stale = out / sample.STAGING / "seed0_0009.png"  # what a killed run left: removed, never moved in or scored
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
     r = CliRunner().invoke(app, [*cli, "-n", "5", "--overwrite"])
     assert r.exit_code == 0 and sorted(p.name for p in out.iterdir()) == [
         "grid.png",

@@ -3,8 +3,9 @@
 `add` imports a folder or .zip into data/raw/<name>/images (facegan.data.sources), tracks it with DVC
 (`dvc add`), and writes a params.yaml block with backends suited to the kind of images. dvc.yaml
 iterates over `datasets`, so `dvc repro` then builds the new dataset's chain with no edit to it.
-params.yaml is edited as text, so its comments and layout survive; every edit is validated and
-rolled back if the result does not load.
+params.yaml is edited as text, so its comments and layout survive: the edited text is written beside it, must
+load, and replaces it at once as the last step (add: after the import and `dvc add`; remove: after the data is
+gone), so a failure anywhere leaves params.yaml as it was.
 """
 
 from __future__ import annotations
@@ -247,6 +248,7 @@ def add(
     original = params_file.read_text(encoding="utf-8")
     _check_writable(params_file, f"dataset add {name}")  # before any image is copied: nothing to undo then
     candidate: Path | None = None
+    tracked = False
     try:
         report: ImportReport = import_images(src, raw / "images")
         out: dict[str, Any] = {
@@ -275,12 +277,16 @@ def add(
         backends, out["backends"] = pick_backends(kind)
         block = dataset_block(name, kind, labels is not None, references is not None, backends)
         candidate = _candidate(params_file, insert_block(original, block), f"dataset add {name}")
+        tracked = True  # from here on, undone by `dvc remove` too
         _dvc(root, "add", str(Path("data") / "raw" / name))
-        os.replace(candidate, params_file)  # params.yaml changes last, at once, or not at all
+        _install(candidate, params_file)  # params.yaml changes last, at once, or not at all
     except BaseException as e:
-        with contextlib.suppress(OSError):  # each undo on its own: one that fails leaves the other to run
+        with contextlib.suppress(OSError):  # each undo on its own: one that fails leaves the others to run
             if candidate is not None:
                 candidate.unlink(missing_ok=True)
+        if tracked and (dvc_file := raw.with_name(f"{name}.dvc")).is_file():
+            with contextlib.suppress(Exception):
+                _dvc(root, "remove", str(dvc_file.relative_to(root)))
         shutil.rmtree(raw, ignore_errors=True)
         if isinstance(e, OSError) and not isinstance(e, FaceganError):  # a full disk while importing
             raise OutputError(f"dataset add {name}: {_said(e)}; nothing was kept") from None
@@ -312,9 +318,11 @@ def _said(e: OSError) -> str:
 def _candidate(params_file: Path, text: str, what: str) -> Path:
     """`text` written beside `params_file` (hidden) and checked to load as params: the file that replaces it once
     the rest succeeded. ParamsError (the candidate removed) when it does not load."""
-    path = params_file.with_name(f".{params_file.name}.facegan-new")
+    target = params_file.resolve()  # a params.yaml that is a link: the file it names changes, the link stays
+    path = target.with_name(f".{target.name}.facegan-new")
     try:
         write_text(path, text)
+        shutil.copymode(target, path)
         load_params(path)  # the edited file must load, or nothing is kept
     except BaseException as e:
         path.unlink(missing_ok=True)
@@ -324,6 +332,11 @@ def _candidate(params_file: Path, text: str, what: str) -> Path:
             raise ParamsError(str(e).replace(str(path), str(params_file))) from None
         raise
     return path
+
+
+def _install(candidate: Path, params_file: Path) -> None:
+    """`candidate` (from `_candidate`) in place of `params_file`, at once (of the file a link names)."""
+    os.replace(candidate, params_file.resolve())
 
 
 def _size(path: Path) -> int:
@@ -409,14 +422,15 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
                 shutil.rmtree(folder)
                 removed.append(str(folder.relative_to(root)))
     except BaseException as e:
-        candidate.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            candidate.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, FaceganError):  # a read-only folder
             raise OutputError(
                 f"{what}: cannot remove {_said(e)}; {params_file} still lists {name}: fix that and run "
                 f"`facegan dataset remove {name}` again"
             ) from None
         raise
-    os.replace(candidate, params_file)  # the data gone, the block goes
+    _install(candidate, params_file)  # the data gone, the block goes
     if (imported := root / IMPORTS / f"{name}.json").is_file():
         imported.unlink()
         removed.append(str(imported.relative_to(root)))

@@ -17,7 +17,7 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -52,10 +52,15 @@ class ImageError(FaceganError):
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Files in `folder` (recursively) whose suffix looks like an image, sorted for determinism; hidden ones (a name
-    starting with '.', or in a folder so named: the temporary file of a write cut off, `facegan sample`'s
-    unfinished folder, a desktop's thumbnails) are left out."""
+    """Files in `folder` (recursively) whose suffix looks like an image, sorted for determinism; hidden ones
+    (`is_hidden`) are left out."""
     return split_images(folder)[0]
+
+
+def is_hidden(relative: PurePath) -> bool:
+    """Whether a path inside a folder is hidden: a part of it starts with '.' (the temporary file of a write cut
+    off, `facegan sample`'s unfinished folder, a desktop's thumbnails); import, detect and fid leave it out."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def split_images(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -64,7 +69,7 @@ def split_images(folder: Path) -> tuple[list[Path], list[Path]]:
     images: list[Path] = []
     others: list[Path] = []
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
+        if p.is_file() and not is_hidden(p.relative_to(folder)):
             (images if p.suffix.lower() in IMAGE_SUFFIXES else others).append(p)
     return images, others
 
@@ -102,7 +107,10 @@ class ZipMember:
         return f"{self.zf.filename}:{self.name}"
 
     def open(self) -> BinaryIO:
-        return io.BytesIO(self.zf.read(self.name))
+        try:
+            return io.BytesIO(self.zf.read(self.name))
+        except zipfile.BadZipFile as e:  # the zip's index reads, this member's data does not (Bad CRC)
+            raise ImageError(f"damaged in its zip ({e})") from None
 
 
 def read_image(path: Path | ZipMember, max_pixels: int = MAX_PIXELS) -> np.ndarray:

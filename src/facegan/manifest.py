@@ -94,7 +94,7 @@ def read_manifest(folder: Path) -> Manifest:
     except ValueError as e:
         raise DamagedRecord(f"{path}: not UTF-8 text ({e.__class__.__name__}): {AGAIN}") from None
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 in a file name is no line end
         if not line:
             continue
         try:

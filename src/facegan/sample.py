@@ -60,7 +60,8 @@ def write_sample_folder(
     `grid`), in place of the `earlier` sample's files; returns how many the grid shows. Everything is written to a
     hidden folder in `out` first and moved in at the end: a write that fails (a full disk) or is cut off leaves
     the folder as it was, the earlier sample whole (it deleted that first, then failed with part of the new one
-    written). OutputError for a write the system refuses; `progress.update(k)` after each batch."""
+    written); the folder needs room for both sets meanwhile. OutputError for a write the system refuses;
+    `progress.update(k)` after each batch."""
     stage = out / STAGING
     shutil.rmtree(stage, ignore_errors=True)  # one a killed run left
     digits = max(4, len(str(n - 1)))  # names sort in sampling order
@@ -83,10 +84,14 @@ def write_sample_folder(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    # the new files first (each in place of an earlier one of its name), then the earlier ones left: cut off here,
+    # the folder holds the new set whole or part of it beside earlier files, never neither
+    moved = {out / f.name for f in sorted(stage.iterdir())}
+    for path in sorted(moved):
+        os.replace(stage / path.name, path)
     for path in earlier:
-        path.unlink()
-    for f in sorted(stage.iterdir()):
-        os.replace(f, out / f.name)
+        if path not in moved:
+            path.unlink(missing_ok=True)
     stage.rmdir()
     return len(first) if grid else 0
 

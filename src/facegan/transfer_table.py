@@ -14,14 +14,13 @@ import json
 import logging
 import math
 import statistics
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facegan.config import Params, load_params
-from facegan.data.packed import ZIP_NAME, image_names
+from facegan.data.packed import ZIP_NAME, image_names, open_packed
 from facegan.errors import StageInputMissing
 from facegan.io import atomic_dir, write_text
 from facegan.layout import Layout
@@ -180,7 +179,7 @@ def _target_images(p: Params, root: Path) -> int | None:
     packed = Layout(root, p.transfer.target).packed / ZIP_NAME
     if n is None or not packed.is_file():
         return n
-    with zipfile.ZipFile(packed) as zf:
+    with open_packed(packed) as zf:
         return min(n, len(image_names(zf)))
 
 

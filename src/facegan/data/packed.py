@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facegan.errors import FaceganError, StageInputMissing
+from facegan.errors import DamagedRecord, StageInputMissing
 
 ZIP_NAME = "dataset.zip"
 
 
-class PackedSetDamaged(FaceganError, ValueError):
-    """A packed dataset.zip that is no readable ZIP (a copy or a write cut off)."""
+class PackedSetDamaged(DamagedRecord):
+    """A packed dataset.zip that is no readable ZIP, or holds a damaged image (a copy or a write cut off)."""
 
 
 def open_packed(zip_path: Path) -> zipfile.ZipFile:
@@ -30,8 +30,16 @@ def open_packed(zip_path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(zip_path)
     except FileNotFoundError:
         raise StageInputMissing(f"{zip_path}: no packed dataset there: run the `pack` stage first") from None
-    except (zipfile.BadZipFile, OSError) as e:
+    except zipfile.BadZipFile as e:  # other OSErrors (a permission, a folder of that name) say what they are
         raise PackedSetDamaged(f"{zip_path}: not a readable packed dataset ({e}): run the `pack` stage again") from None
+
+
+def _member(zf: zipfile.ZipFile, name: str, zip_path: Path) -> bytes:
+    """One image's bytes; PackedSetDamaged when they do not decompress (the index reads, the data does not)."""
+    try:
+        return zf.read(name)
+    except zipfile.BadZipFile as e:
+        raise PackedSetDamaged(f"{zip_path}:{name}: {e}: run the `pack` stage again") from None
 
 
 def image_names(zf: zipfile.ZipFile, limit: int | None = None, seed: int = 0) -> list[str]:
@@ -51,7 +59,7 @@ def packed_shape(zip_path: Path) -> tuple[int, int, int]:
         names = image_names(zf)
         if not names:
             raise StageInputMissing(f"{zip_path}: no images")
-        w, h = Image.open(io.BytesIO(zf.read(names[0]))).size
+        w, h = Image.open(io.BytesIO(_member(zf, names[0], zip_path))).size
     return len(names), h, w
 
 
@@ -65,7 +73,7 @@ def decode_into(
     def decode(idx: np.ndarray) -> None:
         with open_packed(zip_path) as zf:
             for i in idx:
-                im = np.asarray(Image.open(io.BytesIO(zf.read(names[i]))).convert("RGB"))
+                im = np.asarray(Image.open(io.BytesIO(_member(zf, names[i], zip_path))).convert("RGB"))
                 out[i] = im.transpose(2, 0, 1) if channels_first else im
 
     with ThreadPoolExecutor(len(chunks)) as pool:

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from facegan.errors import FaceganError, StageInputMissing
-from facegan.io import IMAGE_SUFFIXES, ImageError, open_image
+from facegan.io import IMAGE_SUFFIXES, ImageError, is_hidden, open_image
 
 MAX_FILES = 200_000
 MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
 NOT_AN_IMAGE_FILE = "not an image file (by its suffix)"
+HIDDEN = "hidden (a name starting with '.': a temporary file, a thumbnail)"
 NOT_UTF8_NAME = "its name is not UTF-8 text (manifests and params store names as UTF-8): rename it"
 
 
@@ -138,7 +139,7 @@ def _store(data: bytes, rel: PurePosixPath, dst: Path, seen: dict[str, str], rep
 
 def _no_images(src: Path, report: ImportReport) -> str:
     text = f"{src}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-    refused = [(k, v) for k, v in report.skipped.items() if v != NOT_AN_IMAGE_FILE]
+    refused = [(k, v) for k, v in report.skipped.items() if v not in (NOT_AN_IMAGE_FILE, HIDDEN)]
     if refused:
         text += f"; {len(refused)} such file(s) refused, e.g. {refused[0][0]}: {refused[0][1]}"
     return text
@@ -161,8 +162,8 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                 budget = max_bytes
                 for info in sorted(infos, key=lambda i: i.filename):
                     rel = _safe_name(info.filename)
-                    if not _is_image_name(info.filename) or rel.name.startswith("."):
-                        report.skipped[str(rel)] = NOT_AN_IMAGE_FILE
+                    if is_hidden(rel) or not _is_image_name(info.filename):
+                        report.skipped[str(rel)] = HIDDEN if is_hidden(rel) else NOT_AN_IMAGE_FILE
                         continue
                     data = _read_capped(zf, info, budget)
                     budget -= len(data)
@@ -178,8 +179,8 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                 if not utf8_name(str(rel)):
                     report.skipped[shown_name(str(rel))] = NOT_UTF8_NAME
                     continue
-                if not _is_image_name(p.name) or p.name.startswith("."):
-                    report.skipped[str(rel)] = NOT_AN_IMAGE_FILE
+                if is_hidden(rel) or not _is_image_name(p.name):
+                    report.skipped[str(rel)] = HIDDEN if is_hidden(rel) else NOT_AN_IMAGE_FILE
                     continue
                 _store(p.read_bytes(), rel, tmp, seen, report)
         else:

@@ -62,7 +62,7 @@ def folder_images(folder: Path, stack: ExitStack) -> Sequence[Path | ZipMember]:
                 f"{folder}: {len(missing)} of the faces its {MANIFEST} accepted are missing, e.g. {missing[0]}: "
                 "run its stage again"
             )
-        others = len(list_images(folder)) - len(faces)
+        others = max(0, len(list_images(folder)) - len(faces))
         log.info(
             "%s: a stage's folder, scoring the %d faces its %s accepted%s",
             folder,

@@ -20,7 +20,7 @@ import numpy as np
 from facegan.config import DetectConfig
 from facegan.data.sources import shown_name, utf8_name
 from facegan.errors import StageError, StageInputMissing
-from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, list_images, read_image, write_image
+from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, is_hidden, list_images, read_image, write_image
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool, map_items
 from facegan.preprocess import geometry
@@ -213,7 +213,7 @@ def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int | Pool = 1)
     images = raw / "images"
     if not images.is_dir():
         raise StageInputMissing(f"no images folder at {images}")
-    files = [p for p in sorted(images.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in sorted(images.rglob("*")) if p.is_file() and not is_hidden(p.relative_to(images))]
     keys = [str(p.relative_to(images)) for p in files]
     if bad := [shown_name(k) for k in keys if not utf8_name(k)]:
         raise StageInputMissing(
