@@ -689,7 +689,7 @@ class TransferConfig(Section):
             return TrainConfig.model_validate(raw)
         except ValidationError as e:
             lines = [_describe({**err, "loc": ("transfer", "runs", name, *err["loc"])}) for err in e.errors()]
-            raise ValueError("\n".join(lines)) from None
+            raise ValueError("\n".join(f"  - {line}" for line in lines)) from None
 
 
 class CycleGANConfig(RunSettings):
@@ -851,7 +851,12 @@ S = TypeVar("S", bound=BaseModel)
 
 
 class ParamsError(FaceganError, ValueError):
-    """A params file that cannot be used; the message says which key, which value, what is allowed."""
+    """A params file that cannot be used; the message says which key, which value, what is allowed (`problems`:
+    one line each, where a validation found them)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or []
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -889,16 +894,18 @@ def read_yaml(path: Path) -> Any:
         raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
 
 
-def load_params(path: Path | str = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+def load_params(
+    path: Path | str = "params.yaml", overrides: dict[str, Any] | None = None, source: str | None = None
+) -> Params:
     """Read and validate params.yaml (with dotted `overrides`, see `apply_overrides`); raise ParamsError
-    with one readable message on any problem."""
+    with one readable message on any problem, naming `source` (default: the file, `+ overrides` with them)."""
     path = Path(path)
     raw = read_yaml(path)
     if not overrides:
-        return parse_params(raw, source=str(path))
+        return parse_params(raw, source=source or str(path))
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    return parse_params(apply_overrides(raw, overrides), source=f"{path} + overrides")
+    return parse_params(apply_overrides(raw, overrides), source=source or f"{path} + overrides")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -935,18 +942,15 @@ def load_tracking(path: Path | str | None = None) -> TrackingConfig:
     try:
         return TrackingConfig.model_validate(section or {})
     except ValidationError as e:
-        lines = [_describe({**err, "loc": ("tracking", *err["loc"])}) for err in e.errors()]
-        raise ParamsError(f"{path}: {len(lines)} invalid value(s):\n" + "\n".join(lines)) from None
+        raise _invalid(
+            str(path), [_describe({**err, "loc": ("tracking", *err["loc"])}) for err in e.errors()]
+        ) from None
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as e:
-        lines = [_describe(err) for err in e.errors()]
-        raise ParamsError(f"{source}: {len(lines)} invalid value(s):\n" + "\n".join(lines)) from None
+    return parse_section(Params, raw, source)
 
 
 def parse_section(section: type[S], raw: dict[str, Any], source: str) -> S:
@@ -954,22 +958,28 @@ def parse_section(section: type[S], raw: dict[str, Any], source: str) -> S:
     try:
         return section.model_validate(raw)
     except ValidationError as e:
-        lines = [_describe(err, section) for err in e.errors()]
-        raise ParamsError(f"{source}: {len(lines)} invalid value(s):\n" + "\n".join(lines)) from None
+        raise _invalid(source, [_describe(err, section) for err in e.errors()]) from None
+
+
+def _invalid(source: str, problems: list[str]) -> ParamsError:
+    """The ParamsError of a validation that found `problems` in `source`: one indented line each."""
+    return ParamsError(
+        f"{source}: {len(problems)} invalid value(s):\n" + "\n".join(f"  - {p}" for p in problems), problems
+    )
 
 
 def _describe(err: ErrorDetails, root: type[BaseModel] | None = None) -> str:
-    """One line of a validation error of `root` (default: Params)."""
+    """One problem of a validation error of `root` (default: Params), in a line."""
     loc = list(err["loc"])
     shown = [str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "source" and p in _SOURCE_TAGS)]
     key = ".".join(shown) or "(top level)"
     if err["type"] == "extra_forbidden":
-        return f"  - {key}: unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1], root))}"
+        return f"{key}: unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1], root))}"
     if err["type"] == "missing":
-        return f"  - {key}: required key is missing"
+        return f"{key}: required key is missing"
     if err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a section's own check: names its keys
-        return f"  - {key}: {err['msg']}"
-    return f"  - {key}: got {err.get('input')!r}; {err['msg']}"
+        return f"{key}: {err['msg']}"
+    return f"{key}: got {err.get('input')!r}; {err['msg']}"
 
 
 _SOURCE_TAGS: dict[str, type[BaseModel]] = {"cartoon": CartoonSource, "folder": FolderSource}

@@ -275,17 +275,13 @@ def _literal(v: object) -> str:
 def set_args(overlay_path: Path, params_path: Path = Path("params.yaml")) -> list[str]:
     """`-S key=value` arguments for `dvc exp run` from a YAML overlay of params.yaml (every leaf), after checking
     that params.yaml with the overlay applied is valid (a typo fails here, not hours into the experiment)."""
-    from facegan.config import ParamsError, apply_overrides, flatten, load_params, parse_params, read_yaml
+    from facegan.config import ParamsError, flatten, load_params, read_yaml
 
     overlay = read_yaml(overlay_path)
     if not isinstance(overlay, dict):
         raise ParamsError(f"{overlay_path}: expected a mapping of params.yaml sections")
     leaves = flatten(overlay)
-    raw = read_yaml(params_path)
-    if isinstance(raw, dict):  # a typo is the overlay's: named so (not "params.yaml + overrides")
-        parse_params(apply_overrides(raw, leaves), source=f"{overlay_path} (applied to {params_path})")
-    else:
-        load_params(params_path, leaves)
+    load_params(params_path, leaves, source=f"{overlay_path} (applied to {params_path})")  # a typo is the overlay's
     present = flatten(read_yaml(params_path))
     # a key params.yaml does not spell out (a default of its section) is added, `+key=value` in DVC's (Hydra's)
     # override syntax: a plain `key=value` for it stops `dvc exp run` with "Key ... is not in struct"

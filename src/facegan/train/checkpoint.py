@@ -62,7 +62,7 @@ def train_config(raw: dict[str, Any]) -> TrainConfig:
 def config_error(path: Path, section: str, e: ParamsError) -> CheckpointError:
     """A checkpoint whose saved `section` config this facegan does not read (written by another version: a key
     renamed, a model it does not know), in one line: its first problems (a pydantic traceback, before)."""
-    problems = [p.strip().removeprefix("- ") for p in str(e).splitlines()[1:]]
+    problems = e.problems
     return CheckpointError(
         f"{path}: its {section} config is not one this facegan reads (written by another version?): "
         + "; ".join(problems[:3])
