@@ -25,7 +25,7 @@ import yaml
 
 from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, load_params
 from facegan.data.sources import ImportReport, import_images
-from facegan.errors import FaceganError, ModelFileMissing, OutputError, StageError, StageInputMissing, first_line
+from facegan.errors import FaceganError, ModelFileMissing, OutputError, StageError, StageInputMissing, said
 from facegan.io import write_text
 from facegan.layout import PER_IMAGE, Layout
 from facegan.manifest import SUMMARY, read_summary
@@ -289,7 +289,7 @@ def add(
                 _dvc(root, "remove", str(dvc_file.relative_to(root)))
         shutil.rmtree(raw, ignore_errors=True)
         if isinstance(e, OSError) and not isinstance(e, FaceganError):  # a full disk while importing
-            raise OutputError(f"dataset add {name}: {_said(e)}; nothing was kept") from None
+            raise OutputError(f"dataset add {name}: {said(e)}; nothing was kept") from None
         raise
     listed = {
         "source": str(src),
@@ -310,11 +310,6 @@ def _check_writable(params_file: Path, what: str) -> None:
         raise OutputError(f"{what}: cannot write {params_file} (or its folder): not writable; nothing was changed")
 
 
-def _said(e: OSError) -> str:
-    """'path: reason' of an OSError (the path it names, the system's words), else its message."""
-    return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else first_line(e)
-
-
 def _candidate(params_file: Path, text: str, what: str) -> Path:
     """`text` written beside `params_file` (hidden) and checked to load as params: the file that replaces it once
     the rest succeeded. ParamsError (the candidate removed) when it does not load."""
@@ -327,7 +322,7 @@ def _candidate(params_file: Path, text: str, what: str) -> Path:
     except BaseException as e:
         path.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, FaceganError):
-            raise OutputError(f"{what}: cannot write beside {params_file}: {_said(e)}") from None
+            raise OutputError(f"{what}: cannot write beside {params_file}: {said(e)}") from None
         if isinstance(e, ParamsError):
             raise ParamsError(str(e).replace(str(path), str(params_file))) from None
         raise
@@ -426,7 +421,7 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
             candidate.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, FaceganError):  # a read-only folder
             raise OutputError(
-                f"{what}: cannot remove {_said(e)}; {params_file} still lists {name}: fix that and run "
+                f"{what}: cannot remove {said(e)}; {params_file} still lists {name}: fix that and run "
                 f"`facegan dataset remove {name}` again"
             ) from None
         raise

@@ -96,6 +96,12 @@ def first_line(e: BaseException, limit: int = 200, with_type: bool = False) -> s
     return f"{type(e).__name__}: {lines[0][:limit]}" if with_type else lines[0][:limit]
 
 
+def said(e: OSError) -> str:
+    """An OSError the system raised, in a line: the files it names, then its words ('path: Permission denied')."""
+    where = "".join(f"{f}: " for f in (e.filename, e.filename2) if f)
+    return f"{where}{e.strerror}" if e.strerror else first_line(e)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Project errors -> `error: <message>` on stderr and exit code 2 (no traceback; FACEGAN_DEBUG=1 keeps it)."""
@@ -111,6 +117,5 @@ def user_errors() -> Iterator[None]:
         if e.errno not in REFUSED or os.environ.get("FACEGAN_DEBUG"):
             raise
         logging.getLogger("facegan").debug("refused by the system", exc_info=True)
-        where = "".join(f"{f}: " for f in (e.filename, e.filename2) if f)
-        print(f"error: {where}{e.strerror}; fix that and run it again", file=sys.stderr, flush=True)
+        print(f"error: {said(e)}; fix that and run it again", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USER_ERROR) from None
