@@ -72,6 +72,16 @@ def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):
     assert r.returncode == 2 and "unknown step 'warmup'; steps: pretrain, finetune, table, all" in r.stderr
     r = _cli("transfer", "finetune", "ada", "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "no pretrained model" in r.stderr
+    for args, said in (  # a row or seed that chooses nothing, or none of the study's, refused before any work
+        (["pretrain", "ada"], "`transfer pretrain` takes no ROW or --seed"),
+        (["table", "--seed", "0"], "`transfer table` takes no ROW or --seed"),
+        (["all", "nope"], "unknown transfer row 'nope'; rows: baseline,"),
+        (["all", "--seed", "99"], "seed 99 is not in transfer.seeds"),
+        (["finetune", "pretrain"], "'pretrain' is the source run, not a row"),
+    ):
+        r = _cli("transfer", *args, "-p", params, "--root", str(tmp_path), cwd=tmp_path)
+        assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "data").exists(), args
     r = _cli("cyclegan", "-p", params, "--root", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "dataset 'cartoon' is not packed yet" in r.stderr
     assert (tmp_path / "mlflow.db").is_file()  # the failed stage's run, in the working directory's store

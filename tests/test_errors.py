@@ -111,7 +111,8 @@ CASES = [
     (
         "checkpoint-weights-mismatch",
         lambda r: CLI + ["sample", "-c", str(_weights_of_another_width(r)), "-o", str(r / "s")],
-        "wide.pt: a dcgan checkpoint whose weights do not load",
+        "wide.pt: a dcgan checkpoint whose G weights do not fit the model its config describes: 16 shape mismatch(es),"
+        " e.g. stem.0.weight: file (100, 32, 4, 4) vs model (100, 64, 4, 4); stem.1.weight: file (32,) vs model (64,)",
     ),
     (
         "checkpoint-unreadable",

@@ -234,7 +234,17 @@ def test_bad_checkpoints_and_uploads_are_one_clear_line(trained, tmp_path):
     translator = torch.load(trained("cyclegan"), weights_only=True)
     translator["config"]["resblocks"] = translator["config"].pop("res_blocks")
     torch.save(translator, tmp_path / "renamed.pt")
+    translator = torch.load(trained("cyclegan"), weights_only=True)
+    translator["config"]["g_channels"] = 8  # its weights are 4 wide: a config edited by hand
+    torch.save(translator, tmp_path / "wide.pt")
+    vae = torch.load(trained("vae"), weights_only=True)
+    vae["config"]["d_channels"] = 16  # the encoder's width: the decoder (G) still fits
+    torch.save(vae, tmp_path / "wide-encoder.pt")
     cases = {
+        tmp_path / "wide.pt": r"wide.pt: a cyclegan checkpoint whose G_ab weights do not fit the model its config "
+        r"describes: \d+ shape mismatch\(es\), e.g. \S+: file \(4, 3, 7, 7\) vs model \(8, 3, 7, 7\)",
+        tmp_path / "wide-encoder.pt": r"wide-encoder.pt: a vae checkpoint whose encoder \(D\) weights do not fit the "
+        r"model its config describes: \d+ shape mismatch\(es\)",
         tmp_path / "newer.pt": r"newer.pt: its train config is not one this facegan reads \(written by another "
         r"version\?\): model: got 'biggan'",
         tmp_path

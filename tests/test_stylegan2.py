@@ -15,6 +15,7 @@ from facegan.config import AdaConfig, ParamsError, TrainConfig, TransferConfig
 from facegan.models import build_models
 from facegan.models.stylegan2 import make_kernel, upfirdn2d
 from facegan.models.transfer import PretrainedMismatch
+from facegan.models.weights import mismatch
 from facegan.train.checkpoint import save_checkpoint
 from facegan.train.gan import GANTrainer as Trainer
 from facegan.train.stepper import NOISE_STREAM, step_generator
@@ -410,6 +411,19 @@ def test_mismatched_pretrained_weights_give_a_clear_error(tmp_path):
         trainer(cfg(init_from=str(tmp_path / "absent.pt")))
 
 
+def test_a_weights_mismatch_names_its_first_keys_and_counts():
+    own = {f"w{i}": torch.zeros(2, 3) for i in range(5)} | {"w_avg": torch.zeros(4)}
+    file = {f"w{i}": torch.zeros(2, 2) for i in range(4)} | {"extra": torch.zeros(1)}
+    assert mismatch(own, dict(own)) == ""
+    assert mismatch(own, {f"w{i}": torch.ones(2, 3) for i in range(5)}, {"w_avg"}) == ""  # w_avg may be absent
+    assert mismatch(own, file, {"w_avg"}) == (
+        "4 shape mismatch(es), e.g. w0: file (2, 2) vs model (2, 3); w1: file (2, 2) vs model (2, 3); "
+        "w2: file (2, 2) vs model (2, 3); missing 1, e.g. w4; unexpected 1, e.g. extra"
+    )
+    assert mismatch(own, {**own, "w0": "text"}) == "1 shape mismatch(es), e.g. w0: file str vs model (2, 3)"
+    assert mismatch(own, None) == "the weights are a NoneType, not a state dict"
+
+
 def test_transfer_runs_merge_overrides_and_report_bad_ones():
     t = TransferConfig(
         finetune=TrainConfig(model="stylegan2", steps=9),
@@ -422,6 +436,11 @@ def test_transfer_runs_merge_overrides_and_report_bad_ones():
         TransferConfig(runs={"bad": {"ada": {"targt": 0.5}}})
     with pytest.raises(ParamsError, match="unknown transfer row 'x'"):
         t.run_config("x", 0, Path("p.pt"))
+    t.check("fa", 0)
+    with pytest.raises(ParamsError, match=r"seed 3 is not in transfer.seeds \[0\]"):
+        t.check(None, 3)
+    with pytest.raises(ValueError, match="'pretrain' is the source run, not a row"):  # its runs live elsewhere
+        TransferConfig(runs={"pretrain": {}})
     with pytest.raises(ValueError, match="repeats a seed"):
         TransferConfig(seeds=[1, 1])
     scratch = TransferConfig(runs={"s": {"pretrained": False}}, target_images=40).run_config("s", 0, Path("p.pt"))

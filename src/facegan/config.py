@@ -676,11 +676,19 @@ class TransferConfig(Section):
         """Whether row `name` starts from the pretrained model (else from random weights)."""
         return bool(self.runs[name].get("pretrained", True))
 
+    def check(self, row: str | None = None, seed: int | None = None) -> None:
+        """`row` is one of `runs` and `seed` one of `seeds` (None: not chosen), checked before any work."""
+        if row == TRANSFER_PRETRAIN:
+            raise ParamsError(f"{row!r} is the source run, not a row; rows: {', '.join(self.runs)}")
+        if row is not None and row not in self.runs:
+            raise ParamsError(f"unknown transfer row {row!r}; rows: {', '.join(self.runs)}")
+        if seed is not None and seed not in self.seeds:
+            raise ParamsError(f"seed {seed} is not in transfer.seeds {self.seeds}")
+
     def run_config(self, name: str, seed: int, init_from: Path) -> TrainConfig:
         """`finetune` + the row's overrides with `seed`, starting from the pretrained checkpoint (rows with
         `pretrained: false`: from random weights), on the `target_images` subset."""
-        if name not in self.runs:
-            raise ParamsError(f"unknown transfer row {name!r}; rows: {', '.join(self.runs)}")
+        self.check(name)
         overrides = {k: v for k, v in self.runs[name].items() if k != "pretrained"}
         raw = _merge(self.finetune.model_dump(mode="json"), overrides)
         raw |= {"seed": seed, "max_images": self.target_images}

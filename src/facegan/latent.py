@@ -324,9 +324,10 @@ class VAESampler(Sampler):
     def __init__(self, g, cfg, state, path):
         super().__init__(g, cfg, state, path)
         from facegan.models import build_models
+        from facegan.train.checkpoint import load_module
 
         _, enc = build_models(cfg, self.resolution, [])
-        enc.load_state_dict(state["D"])
+        load_module(enc, state["D"], path, "a vae checkpoint whose encoder (D) weights")
         self.encoder = enc.eval().requires_grad_(False)
 
     @torch.no_grad()
@@ -357,7 +358,7 @@ class Translator:
     def __init__(self, state: dict, path: Path):
         from facegan.config import CycleGANConfig, ParamsError, parse_section
         from facegan.models.cyclegan import ResnetGenerator
-        from facegan.train.checkpoint import config_error
+        from facegan.train.checkpoint import config_error, load_module
 
         try:
             self.cfg = parse_section(CycleGANConfig, state["config"], "its cyclegan config")
@@ -368,7 +369,7 @@ class Translator:
         self.nets = {}
         for key in ("G_ab", "G_ba"):
             net = ResnetGenerator(self.cfg.g_channels, self.cfg.res_blocks)
-            net.load_state_dict(state[key])
+            load_module(net, state[key], path, f"a cyclegan checkpoint whose {key} weights")
             self.nets[key[2:]] = net.eval().requires_grad_(False)
         self.a, self.b = self.cfg.a, self.cfg.b
 

@@ -69,10 +69,7 @@ def finetune(
 ) -> float:
     """One run of a row: fine-tune the pretrained model on the target set (or train from scratch), evaluate."""
     p, root = _params(params), Path(root)
-    if row == PRETRAIN:
-        raise ParamsError(f"{PRETRAIN!r} is the source run; rows: {', '.join(p.transfer.runs)}")
-    if seed is not None and seed not in p.transfer.seeds:
-        raise ParamsError(f"seed {seed} is not in transfer.seeds {p.transfer.seeds}")
+    p.transfer.check(row, seed)
     rp, dataset, variant = run_params(p, row, root, seed)
     if p.transfer.pretrained(row) and not pretrained_checkpoint(p, root).is_file():
         raise StageInputMissing(

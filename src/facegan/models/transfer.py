@@ -28,6 +28,7 @@ from torch import nn
 
 from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import load_torch
+from facegan.models.weights import mismatch
 
 if TYPE_CHECKING:
     from facegan.models.stylegan2 import Generator
@@ -79,23 +80,9 @@ def read_pretrained(path: Path) -> dict:
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], what: str, hint: str) -> list[str]:
     """Strict load with a readable error; returns keys the file lacks that are filled in later (w_avg)."""
     own = module.state_dict()
-    fillable = {"w_avg"}
-    missing = [k for k in own if k not in weights and k not in fillable]
-    unexpected = [k for k in weights if k not in own]
-    wrong = [
-        f"{k}: file {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        parts = [
-            f"{len(wrong)} shape mismatch(es), e.g. {'; '.join(wrong[:3])}" if wrong else "",
-            f"missing {len(missing)}, e.g. {', '.join(missing[:3])}" if missing else "",
-            f"unexpected {len(unexpected)}, e.g. {', '.join(unexpected[:3])}" if unexpected else "",
-        ]
-        raise PretrainedMismatch(
-            f"{what} does not fit the configured model: {'; '.join(p for p in parts if p)}. {hint}"
-        )
+    problem = mismatch(own, weights, fillable={"w_avg"})
+    if problem:
+        raise PretrainedMismatch(f"{what} does not fit the configured model: {problem}. {hint}")
     module.load_state_dict({**own, **weights})
     return [k for k in own if k not in weights]
 

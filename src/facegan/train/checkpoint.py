@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from facegan.config import ParamsError, StyleGAN2Config, TrainConfig, parse_section
-from facegan.errors import CheckpointError, StageInputMissing, first_line
+from facegan.errors import CheckpointError, StageInputMissing
 from facegan.io import load_torch
+from facegan.models.weights import mismatch
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,15 @@ def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[n
     except ParamsError as e:
         raise config_error(path, "train", e) from None
     g, _ = build_models(cfg, state["resolution"], state.get("label_dims") or [])
-    try:
-        g.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
-    except RuntimeError as e:  # weights that do not fit the architecture its config describes
-        raise CheckpointError(f"{path}: a {cfg.model} checkpoint whose weights do not load ({first_line(e)})") from None
+    key = "G_ema" if ema and state.get("G_ema") is not None else "G"
+    load_module(g, state[key], path, f"a {cfg.model} checkpoint whose {key} weights")
     return g.eval(), cfg
+
+
+def load_module(module: nn.Module, weights: Any, path: Path, what: str) -> None:
+    """Strict load of a checkpoint's `weights` into `module`; weights that do not fit the architecture its config
+    describes (another version's, or a config edited by hand) are a CheckpointError naming the first keys."""
+    problem = mismatch(module.state_dict(), weights)
+    if problem:
+        raise CheckpointError(f"{path}: {what} do not fit the model its config describes: {problem}")
+    module.load_state_dict(weights)
