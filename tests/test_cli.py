@@ -149,6 +149,13 @@ def test_check_refuses_datasets_dvc_yaml_cannot_build(tmp_path):
     (tmp_path / "data/raw/photos.dvc").write_text("outs:\n- path: photos\n")  # what `facegan dataset add` writes
     r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
     assert r.returncode == 0 and "datasets: cartoon, sketch, photos" in r.stdout, r.stderr
+    (tmp_path / "dvc.yaml").write_text("stages:\n  generate:\n    foreach: [cartoon, sketch\n")  # an edit that broke it
+    r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (
+        f"error: {tmp_path / 'dvc.yaml'}: not valid YAML at line 4, column 1: expected ',' or ']', but got "
+        "'<stream end>' (while parsing a flow sequence that began at line 3, column 14)"
+    )
 
 
 def test_reproduce_names_what_it_did_not_compare_and_fails_when_nothing_was(tmp_path, monkeypatch):

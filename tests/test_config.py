@@ -145,9 +145,13 @@ def test_unknown_dataset_lists_known(tiny_params_obj):
 
 def test_not_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "p.yaml"
-    bad.write_text("train: [unclosed")
-    with pytest.raises(ParamsError, match="not valid YAML"):
+    bad.write_text("train: [unclosed\nsteps: 3\n")
+    with pytest.raises(ParamsError) as e:  # one line: where, what, and where the bracket was opened
         load_params(bad)
+    assert str(e.value) == (
+        f"{bad}: not valid YAML at line 2, column 6: expected ',' or ']', but got ':' "
+        "(while parsing a flow sequence that began at line 1, column 8)"
+    )
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
     bad.write_bytes("train: {model: dcgan}  # caf\u00e9\n".encode("latin-1"))  # saved in another encoding

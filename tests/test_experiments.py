@@ -157,7 +157,7 @@ def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
     ):
         set_args(overlay, root / "params.yaml")
     overlay.write_text("```yaml\ntrain: {steps: 7}\n```\n")  # a snippet pasted with its fence: once a traceback
-    with pytest.raises(ParamsError, match="o.yaml: not valid YAML: "):
+    with pytest.raises(ParamsError, match="o.yaml: not valid YAML at line 1, column 1: found character '`'"):
         set_args(overlay, root / "params.yaml")
     overlay.write_text("- train.steps=7\n")
     with pytest.raises(ParamsError, match="o.yaml: expected a mapping of params.yaml sections"):

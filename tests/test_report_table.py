@@ -4,6 +4,7 @@ the files keep every column."""
 from __future__ import annotations
 
 import io
+import logging
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
+from conftest import logs_of
 from facegan.runs_table import (
     ALL_COLUMNS,
     bar_chart,
@@ -274,7 +276,7 @@ def test_chart_has_a_panel_per_dataset_in_its_own_metric(tmp_path, monkeypatch):
     ]
 
 
-def test_dataset_hashes_read_the_lock_of_the_project_root(tmp_path, monkeypatch):
+def test_dataset_hashes_read_the_lock_of_the_project_root(tmp_path, monkeypatch, caplog):
     """`facegan report DATASET --root R` from another folder: R's dvc.lock, not the working directory's."""
     import yaml
 
@@ -291,6 +293,14 @@ def test_dataset_hashes_read_the_lock_of_the_project_root(tmp_path, monkeypatch)
     lock(tmp_path, "project/data/processed/cartoon", "wrong.dir")
     monkeypatch.chdir(tmp_path)
     assert dataset_hashes(root, processed, root / "data" / "stats" / "cartoon") == {"dvc_md5": "right.dir"}
+    # a merge left conflict markers in it: the report goes on, without the hash, and says why
+    (root / "dvc.lock").write_text("stages:\n<<<<<<< HEAD\n  pack: {}\n=======\n  pack: {}\n>>>>>>> other\n")
+    with logs_of(caplog, "facegan.report", logging.WARNING):
+        assert dataset_hashes(root, processed, root / "data" / "stats" / "cartoon") == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{root / 'dvc.lock'}: not valid YAML at line 3, column 7: could not find expected ':' (while scanning a "
+        "simple key that began at line 2, column 1); the report names no DVC hash of the packed set"
+    ]
 
 
 def test_the_table_files_are_written_whole_or_not_at_all_and_out_must_be_a_folder(tmp_path, monkeypatch):

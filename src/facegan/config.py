@@ -890,14 +890,28 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """Where and what, on one line (PyYAML's own text spans lines: the string it read, a caret under the column)."""
+    if not isinstance(e, yaml.MarkedYAMLError) or e.problem is None:
+        return f": {' '.join(str(e).split())}"
+    mark, began = e.problem_mark, e.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    opened = ""  # where an unclosed bracket or quote began, when elsewhere ("while parsing a flow sequence")
+    syntax = (e.context or "").startswith(("while parsing", "while scanning"))
+    if syntax and began and mark and began.line != mark.line:
+        opened = f" ({e.context} that began at line {began.line + 1}, column {began.column + 1})"
+    return f"{where}: {e.problem}{opened}"
+
+
 def read_yaml(path: Path) -> Any:
-    """A params file or overlay, parsed; ParamsError when it is missing or not YAML."""
+    """A params file or overlay (or the project's dvc.yaml / dvc.lock), parsed; ParamsError when it is missing or
+    not YAML, in one line."""
     if not path.is_file():
         raise ParamsError(f"params file not found: {path.resolve()}")
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+        raise ParamsError(f"{path}: not valid YAML{_yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
         raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, load_params
+from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, load_params, read_yaml
 from facegan.data.sources import ImportReport, import_images
 from facegan.errors import FaceganError, ModelFileMissing, OutputError, StageError, StageInputMissing, said
 from facegan.io import write_text
@@ -166,7 +166,8 @@ def dvc_problems(p: Params, project: Path) -> list[str]:
     dvc_yaml = project / "dvc.yaml"
     if not dvc_yaml.is_file():
         return []
-    stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    raw = read_yaml(dvc_yaml)  # an edit that broke it: one line naming the file, the line and the column
+    stages = (raw.get("stages") if isinstance(raw, dict) else None) or {}
     listed = (stages.get("generate") or {}).get("foreach")
     problems = []
     if isinstance(listed, list):

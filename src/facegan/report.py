@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from facegan.config import EvaluateConfig, Params
+from facegan.config import EvaluateConfig, Params, ParamsError, read_yaml
 from facegan.io import atomic_dir, read_json, write_text
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,18 @@ def dataset_hashes(root: Path, processed: Path, stats: Path) -> dict[str, str]:
     if status.is_file():
         out["dataset_sha256"] = json.loads(status.read_text())["dataset_sha256"]
     lock = root / "dvc.lock"
-    if lock.is_file():
-        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-            for o in stage.get("outs", []):
-                if (root / o["path"]).resolve() == processed.resolve():
-                    out["dvc_md5"] = o.get("md5", "")
+    if not lock.is_file():
+        return out
+    try:
+        raw = read_yaml(lock)
+    except ParamsError as e:  # a merge left conflict markers in it: the report is still worth writing
+        log.warning("%s; the report names no DVC hash of the packed set", e)
+        return out
+    stages = raw.get("stages") if isinstance(raw, dict) else None
+    for stage in (stages or {}).values():
+        for o in stage.get("outs", []):
+            if (root / o["path"]).resolve() == processed.resolve():
+                out["dvc_md5"] = o.get("md5", "")
     return out
 
 
