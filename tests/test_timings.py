@@ -148,6 +148,9 @@ def test_timings_without_runs_is_one_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
     code, out, err = _cli(capsys, "timings")
     assert code == 2 and err.startswith("error: no MLflow store at") and len(err.splitlines()) == 1
+    monkeypatch.setenv("COLUMNS", "200")  # rich's usage box folds the message at the terminal's width
+    code, out, err = _cli(capsys, "timings", "-q")  # nothing to print and nothing to log
+    assert code == 2 and out == "" and "-q prints only what --log logged: add --log, or leave -q out" in err, err
     assert not (tmp_path / "none.db").exists()  # a query never creates a store
 
     from mlflow.tracking import MlflowClient

@@ -161,6 +161,8 @@ def timings(
     share of the total."""
     from facegan import timings as tm
 
+    if quiet and not log:  # it printed nothing and did nothing, with exit 0
+        raise typer.BadParameter("-q prints only what --log logged: add --log, or leave -q out", param_hint="--quiet")
     cfg = _tracking(params)
     found = tm.collect(cfg, experiment or None)
     if not quiet:
