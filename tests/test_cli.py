@@ -75,8 +75,9 @@ def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):
     for args, said in (  # a row or seed that chooses nothing, or none of the study's, refused before any work
         (["pretrain", "ada"], "`transfer pretrain` takes no ROW or --seed"),
         (["table", "--seed", "0"], "`transfer table` takes no ROW or --seed"),
-        (["all", "nope"], "unknown transfer row 'nope'; rows: baseline,"),
-        (["all", "--seed", "99"], "seed 99 is not in transfer.seeds"),
+        (["all", "ada"], "`transfer all` takes no ROW or --seed"),  # its table needs every run
+        (["finetune", "nope"], "unknown transfer row 'nope'; rows: baseline,"),
+        (["finetune", "--seed", "99"], "seed 99 is not in transfer.seeds"),
         (["finetune", "pretrain"], "'pretrain' is the source run, not a row"),
     ):
         r = _cli("transfer", *args, "-p", params, "--root", str(tmp_path), cwd=tmp_path)

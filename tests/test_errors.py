@@ -112,7 +112,9 @@ CASES = [
         "checkpoint-weights-mismatch",
         lambda r: CLI + ["sample", "-c", str(_weights_of_another_width(r)), "-o", str(r / "s")],
         "wide.pt: a dcgan checkpoint whose G weights do not fit the model its config describes: 16 shape mismatch(es),"
-        " e.g. stem.0.weight: file (100, 32, 4, 4) vs model (100, 64, 4, 4); stem.1.weight: file (32,) vs model (64,)",
+        " e.g. stem.0.weight: file (100, 32, 4, 4) vs model (100, 64, 4, 4); stem.1.weight: file (32,) vs model (64,);"
+        " stem.1.bias: file (32,) vs model (64,); another facegan version wrote it, or its config was edited: retrain,"
+        " or use the version that wrote it\n",
     ),
     (
         "checkpoint-unreadable",

@@ -11,12 +11,13 @@ import torch
 
 from conftest import cpu_amp
 from facegan.augment.ada import AdaptiveAugment, ada_augment
-from facegan.config import AdaConfig, ParamsError, TrainConfig, TransferConfig
+from facegan.config import AdaConfig, ParamsError, TrainConfig, TransferConfig, parse_section
+from facegan.errors import CheckpointError
 from facegan.models import build_models
 from facegan.models.stylegan2 import make_kernel, upfirdn2d
 from facegan.models.transfer import PretrainedMismatch
 from facegan.models.weights import mismatch
-from facegan.train.checkpoint import save_checkpoint
+from facegan.train.checkpoint import load_module, save_checkpoint
 from facegan.train.gan import GANTrainer as Trainer
 from facegan.train.stepper import NOISE_STREAM, step_generator
 
@@ -422,6 +423,18 @@ def test_a_weights_mismatch_names_its_first_keys_and_counts():
     )
     assert mismatch(own, {**own, "w0": "text"}) == "1 shape mismatch(es), e.g. w0: file str vs model (2, 3)"
     assert mismatch(own, None) == "the weights are a NoneType, not a state dict"
+    bn = torch.nn.BatchNorm2d(3)
+    older = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}  # torch's strict load takes it
+    assert mismatch(bn.state_dict(), older) == ""
+    bn.load_state_dict(older)
+    lin, meta = torch.nn.Linear(2, 2), torch.device("meta")  # keys and shapes fit, the values hold no data
+    with pytest.raises(CheckpointError, match=r"x.pt: its G weights do not load: Error\(s\) in loading state_dict"):
+        load_module(
+            lin,
+            {k: torch.empty_like(v, device=meta) for k, v in lin.state_dict().items()},
+            Path("x.pt"),
+            "its G weights",
+        )
 
 
 def test_transfer_runs_merge_overrides_and_report_bad_ones():
@@ -432,14 +445,19 @@ def test_transfer_runs_merge_overrides_and_report_bad_ones():
     fa = t.run_config("fa", 3, Path("p.pt"))
     assert fa.freeze_d == 2 and fa.ada.enabled and fa.ada.target == 0.6 and fa.steps == 9 and fa.seed == 3
     assert fa.init_from == Path("p.pt")
-    with pytest.raises(ValueError, match=r"transfer\.runs\.bad\.ada\.targt: unknown key"):
-        TransferConfig(runs={"bad": {"ada": {"targt": 0.5}}})
+    with pytest.raises(ParamsError) as e:  # each problem of a row one line, with the keys allowed where it is
+        parse_section(TransferConfig, {"runs": {"bad": {"ada": {"targt": 0.5}, "freeze_d": -1}}}, "p.yaml")
+    assert e.value.problems == [
+        "transfer.runs.bad.ada.targt: unknown key; allowed keys here: enabled, fixed_p, initial_p, interval, "
+        "speed_kimg, target",
+        "transfer.runs.bad.freeze_d: got -1; Input should be greater than or equal to 0",
+    ]
     with pytest.raises(ParamsError, match="unknown transfer row 'x'"):
         t.run_config("x", 0, Path("p.pt"))
     t.check("fa", 0)
     with pytest.raises(ParamsError, match=r"seed 3 is not in transfer.seeds \[0\]"):
         t.check(None, 3)
-    with pytest.raises(ValueError, match="'pretrain' is the source run, not a row"):  # its runs live elsewhere
+    with pytest.raises(ValueError, match="a row of transfer.runs is named 'pretrain', the source run's name: rename"):
         TransferConfig(runs={"pretrain": {}})
     with pytest.raises(ValueError, match="repeats a seed"):
         TransferConfig(seeds=[1, 1])

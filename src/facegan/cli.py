@@ -71,8 +71,8 @@ for _name, (_fn, _doc) in STAGES.items():
 @app.command("transfer")
 def transfer(
     step: str = typer.Argument(..., help="pretrain | finetune | table | all"),
-    run: str | None = typer.Argument(None, help="a row of transfer.runs (finetune, all; default: every row)"),
-    seed: int | None = typer.Option(None, help="one seed of transfer.seeds (finetune, all; default: every seed)"),
+    run: str | None = typer.Argument(None, help="a row of transfer.runs (finetune only; default: every row)"),
+    seed: int | None = typer.Option(None, help="one seed of transfer.seeds (finetune only; default: every seed)"),
     params: Path = PARAMS,
     root: Path = ROOT,
 ) -> None:
@@ -88,10 +88,10 @@ def transfer(
     steps = ("pretrain", "finetune", "table", "all")
     if step not in steps:
         raise ParamsError(f"unknown step {step!r}; steps: {', '.join(steps)}")
-    if step in ("pretrain", "table") and (run is not None or seed is not None):
-        raise ParamsError(f"`transfer {step}` takes no ROW or --seed: they choose the runs of finetune (or all)")
+    if step != "finetune" and (run is not None or seed is not None):  # `all` ends in the table of every run
+        raise ParamsError(f"`transfer {step}` takes no ROW or --seed: they choose the runs of `transfer finetune`")
     p = load_params(params)
-    p.transfer.check(run, seed)  # before `all` pretrains: a typo'd row was found after the source model's training
+    p.transfer.check(run, seed)
     if step in ("pretrain", "all"):
         tr.pretrain(p, root)
     if step in ("finetune", "all"):

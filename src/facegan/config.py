@@ -656,6 +656,8 @@ class TransferConfig(Section):
     def _runs_valid(self) -> TransferConfig:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"transfer.seeds repeats a seed: {self.seeds}")
+        if TRANSFER_PRETRAIN in self.runs:
+            raise ValueError(f"a row of transfer.runs is named {TRANSFER_PRETRAIN!r}, the source run's name: rename it")
         for name in self.runs:
             self.run_config(name, self.seeds[0], Path("pretrained.pt"))  # every run's config is checked up front
         return self
@@ -696,8 +698,8 @@ class TransferConfig(Section):
         try:
             return TrainConfig.model_validate(raw)
         except ValidationError as e:
-            lines = [_describe({**err, "loc": ("transfer", "runs", name, *err["loc"])}) for err in e.errors()]
-            raise ValueError("\n".join(f"  - {line}" for line in lines)) from None
+            problems = [line for err in e.errors() for line in _describe(err, TrainConfig, ("transfer", "runs", name))]
+            raise ParamsError("; ".join(problems), problems) from None  # in validation: each a problem of Params
 
 
 class CycleGANConfig(RunSettings):
@@ -964,9 +966,8 @@ def load_tracking(path: Path | str | None = None) -> TrackingConfig:
     try:
         return TrackingConfig.model_validate(section or {})
     except ValidationError as e:
-        raise _invalid(
-            str(path), [_describe({**err, "loc": ("tracking", *err["loc"])}) for err in e.errors()]
-        ) from None
+        problems = [x for err in e.errors() for x in _describe(err, TrackingConfig, ("tracking",))]
+        raise _invalid(str(path), problems) from None
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:
@@ -980,7 +981,7 @@ def parse_section(section: type[S], raw: dict[str, Any], source: str) -> S:
     try:
         return section.model_validate(raw)
     except ValidationError as e:
-        raise _invalid(source, [_describe(err, section) for err in e.errors()]) from None
+        raise _invalid(source, [x for err in e.errors() for x in _describe(err, section)]) from None
 
 
 def _invalid(source: str, problems: list[str]) -> ParamsError:
@@ -990,18 +991,23 @@ def _invalid(source: str, problems: list[str]) -> ParamsError:
     )
 
 
-def _describe(err: ErrorDetails, root: type[BaseModel] | None = None) -> str:
-    """One problem of a validation error of `root` (default: Params), in a line."""
+def _describe(err: ErrorDetails, root: type[BaseModel] | None = None, prefix: tuple[str, ...] = ()) -> list[str]:
+    """The problems of one validation error of `root` (default: Params), a line each; keys shown under `prefix`
+    (where `root` sits in params.yaml). A check that found several (a transfer row's config) gives each one."""
+    carried = (err.get("ctx") or {}).get("error")
+    if isinstance(carried, ParamsError) and carried.problems:
+        return carried.problems
     loc = list(err["loc"])
     shown = [str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "source" and p in _SOURCE_TAGS)]
-    key = ".".join(shown) or "(top level)"
+    key = ".".join([*prefix, *shown]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")  # pydantic's name for a check's own message
     if err["type"] == "extra_forbidden":
-        return f"{key}: unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1], root))}"
+        return [f"{key}: unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1], root))}"]
     if err["type"] == "missing":
-        return f"{key}: required key is missing"
+        return [f"{key}: required key is missing"]
     if err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a section's own check: names its keys
-        return f"{key}: {err['msg']}"
-    return f"{key}: got {err.get('input')!r}; {err['msg']}"
+        return [f"{key}: {msg}"]
+    return [f"{key}: got {err.get('input')!r}; {msg}"]
 
 
 _SOURCE_TAGS: dict[str, type[BaseModel]] = {"cartoon": CartoonSource, "folder": FolderSource}

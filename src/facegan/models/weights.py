@@ -7,12 +7,15 @@ from typing import Any
 
 
 def mismatch(own: Mapping[str, Any], weights: Any, fillable: Iterable[str] = ()) -> str:
-    """'' when `weights` load strictly into a module whose state dict is `own` (keys in `fillable` may be absent);
-    otherwise what differs: the count of each kind of difference and its first three keys."""
+    """'' when `weights` fit a module whose state dict is `own` key for key and shape for shape (keys in `fillable`
+    may be absent, and a BatchNorm's `num_batches_tracked`, which torch's strict load fills in too); otherwise what
+    differs: the count of each kind of difference and its first three keys."""
     if not isinstance(weights, Mapping):
         return f"the weights are a {type(weights).__name__}, not a state dict"
     optional = set(fillable)
-    missing = [k for k in own if k not in weights and k not in optional]
+    missing = [
+        k for k in own if k not in weights and k not in optional and k.rpartition(".")[2] != "num_batches_tracked"
+    ]
     unexpected = [k for k in weights if k not in own]
     wrong = [
         f"{k}: file {_shape(weights[k])} vs model {_shape(v)}"

@@ -118,7 +118,11 @@ def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[n
 def load_module(module: nn.Module, weights: Any, path: Path, what: str) -> None:
     """Strict load of a checkpoint's `weights` into `module`; weights that do not fit the architecture its config
     describes (another version's, or a config edited by hand) are a CheckpointError naming the first keys."""
+    advice = "another facegan version wrote it, or its config was edited: retrain, or use the version that wrote it"
     problem = mismatch(module.state_dict(), weights)
     if problem:
-        raise CheckpointError(f"{path}: {what} do not fit the model its config describes: {problem}")
-    module.load_state_dict(weights)
+        raise CheckpointError(f"{path}: {what} do not fit the model its config describes: {problem}; {advice}")
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as e:  # what torch refuses beyond keys and shapes (tensors without data, ...)
+        raise CheckpointError(f"{path}: {what} do not load: {' '.join(str(e).split())[:300]}") from None
