@@ -152,6 +152,24 @@ def test_not_yaml_and_missing_file(tmp_path):
         f"{bad}: not valid YAML at line 2, column 6: expected ',' or ']', but got ':' "
         "(while parsing a flow sequence that began at line 1, column 8)"
     )
+    for text, said in (
+        (
+            "a: 1\n---\nb: 2\n",
+            " at line 2, column 1: expected a single document in the stream (line 1, column 1); "
+            "but found another document",
+        ),
+        (
+            "a: &x 1\nb: &x 2\n",
+            " at line 2, column 4: found duplicate anchor 'x'; first occurrence (line 1, column 4); second occurrence",
+        ),
+        ("a: 1\nb: x\x01y\n", " at line 2, column 5: the control character U+0001 is not allowed in YAML"),
+        ("a: 2026-02-30\n", ": a date or a tagged (!!) value it cannot build (day is out of range for month)"),
+        ("a: !!timestamp x\n", ": a date or a tagged (!!) value it cannot build"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ParamsError) as e:
+            load_params(bad)
+        assert str(e.value) == f"{bad}: not valid YAML{said}", text
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
     bad.write_bytes("train: {model: dcgan}  # caf\u00e9\n".encode("latin-1"))  # saved in another encoding

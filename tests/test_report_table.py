@@ -293,6 +293,8 @@ def test_dataset_hashes_read_the_lock_of_the_project_root(tmp_path, monkeypatch,
     lock(tmp_path, "project/data/processed/cartoon", "wrong.dir")
     monkeypatch.chdir(tmp_path)
     assert dataset_hashes(root, processed, root / "data" / "stats" / "cartoon") == {"dvc_md5": "right.dir"}
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  pack:\n  train: {outs: [data/x]}\n")  # odd shapes
+    assert dataset_hashes(root, processed, root / "data" / "stats" / "cartoon") == {}
     # a merge left conflict markers in it: the report goes on, without the hash, and says why
     (root / "dvc.lock").write_text("stages:\n<<<<<<< HEAD\n  pack: {}\n=======\n  pack: {}\n>>>>>>> other\n")
     with logs_of(caplog, "facegan.report", logging.WARNING):

@@ -424,9 +424,14 @@ def test_a_weights_mismatch_names_its_first_keys_and_counts():
     assert mismatch(own, {**own, "w0": "text"}) == "1 shape mismatch(es), e.g. w0: file str vs model (2, 3)"
     assert mismatch(own, None) == "the weights are a NoneType, not a state dict"
     bn = torch.nn.BatchNorm2d(3)
-    older = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}  # torch's strict load takes it
+    older = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}  # no metadata: torch fills it
     assert mismatch(bn.state_dict(), older) == ""
     bn.load_state_dict(older)
+    cut = bn.state_dict()  # version 2 metadata: torch's strict load refuses it without the key, and so does mismatch
+    del cut["num_batches_tracked"]
+    assert mismatch(bn.state_dict(), cut) == "missing 1, e.g. num_batches_tracked"
+    with pytest.raises(RuntimeError, match="num_batches_tracked"):
+        bn.load_state_dict(cut)
     lin, meta = torch.nn.Linear(2, 2), torch.device("meta")  # keys and shapes fit, the values hold no data
     with pytest.raises(CheckpointError, match=r"x.pt: its G weights do not load: Error\(s\) in loading state_dict"):
         load_module(
@@ -445,6 +450,14 @@ def test_transfer_runs_merge_overrides_and_report_bad_ones():
     fa = t.run_config("fa", 3, Path("p.pt"))
     assert fa.freeze_d == 2 and fa.ada.enabled and fa.ada.target == 0.6 and fa.steps == 9 and fa.seed == 3
     assert fa.init_from == Path("p.pt")
+    with pytest.raises(
+        ValueError,
+        match=r"transfer.runs.s: freeze_d 2 \(from the row\) freezes pretrained D blocks, "
+        r"and this row trains from random weights \(pretrained: false\): set freeze_d: 0 in the row",
+    ):
+        TransferConfig(runs={"s": {"pretrained": False, "freeze_d": 2}})
+    with pytest.raises(ValueError, match=r"freeze_d 1 \(from transfer.finetune\)"):
+        TransferConfig(finetune=TrainConfig(freeze_d=1, init_from="p.pt"), runs={"s": {"pretrained": False}})
     with pytest.raises(ParamsError) as e:  # each problem of a row one line, with the keys allowed where it is
         parse_section(TransferConfig, {"runs": {"bad": {"ada": {"targt": 0.5}, "freeze_d": -1}}}, "p.yaml")
     assert e.value.problems == [

@@ -695,6 +695,12 @@ class TransferConfig(Section):
         raw = _merge(self.finetune.model_dump(mode="json"), overrides)
         raw |= {"seed": seed, "max_images": self.target_images}
         raw["init_from"] = str(init_from) if self.pretrained(name) else None
+        if raw.get("freeze_d") and raw["init_from"] is None:  # TrainConfig's own advice (set init_from) does not apply
+            where = "the row" if "freeze_d" in overrides else "transfer.finetune"
+            raise ParamsError(
+                f"transfer.runs.{name}: freeze_d {raw['freeze_d']} (from {where}) freezes pretrained D blocks, and "
+                f"this row trains from random weights (pretrained: false): set freeze_d: 0 in the row"
+            )
         try:
             return TrainConfig.model_validate(raw)
         except ValidationError as e:
@@ -892,16 +898,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
     """Where and what, on one line (PyYAML's own text spans lines: the string it read, a caret under the column)."""
+    if isinstance(e, yaml.reader.ReaderError):  # a control character: PyYAML names its offset in the whole text
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        return f" at line {line}, column {column}: the control character U+{code:04X} is not allowed in YAML"
     if not isinstance(e, yaml.MarkedYAMLError) or e.problem is None:
         return f": {' '.join(str(e).split())}"
     mark, began = e.problem_mark, e.context_mark
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+    def at(m: yaml.Mark) -> str:
+        return f"line {m.line + 1}, column {m.column + 1}"
+
+    where = f" at {at(mark)}" if mark else ""
+    context = e.context or ""
+    if context and not context.startswith("while"):  # what the problem is the second half of: "duplicate anchor"
+        return f"{where}: {context}{f' ({at(began)})' if began else ''}; {e.problem}"
     opened = ""  # where an unclosed bracket or quote began, when elsewhere ("while parsing a flow sequence")
-    syntax = (e.context or "").startswith(("while parsing", "while scanning"))
-    if syntax and began and mark and began.line != mark.line:
-        opened = f" ({e.context} that began at line {began.line + 1}, column {began.column + 1})"
+    if context.startswith(("while parsing", "while scanning")) and began and mark and began.line != mark.line:
+        opened = f" ({context} that began at {at(began)})"
     return f"{where}: {e.problem}{opened}"
 
 
@@ -911,11 +928,16 @@ def read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ParamsError(f"params file not found: {path.resolve()}")
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML{_yaml_problem(e)}") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML{_yaml_problem(e, text)}") from None
+    except (ValueError, TypeError, AttributeError) as e:  # a value PyYAML's constructors fail on: 2026-02-30, !!int x
+        why = f" ({' '.join(str(e).split())})" if isinstance(e, ValueError) else ""
+        raise ParamsError(f"{path}: not valid YAML: a date or a tagged (!!) value it cannot build{why}") from None
 
 
 def load_params(

@@ -167,8 +167,9 @@ def dvc_problems(p: Params, project: Path) -> list[str]:
     if not dvc_yaml.is_file():
         return []
     raw = read_yaml(dvc_yaml)  # an edit that broke it: one line naming the file, the line and the column
-    stages = (raw.get("stages") if isinstance(raw, dict) else None) or {}
-    listed = (stages.get("generate") or {}).get("foreach")
+    stages = raw.get("stages") if isinstance(raw, dict) else None
+    generate = stages.get("generate") if isinstance(stages, dict) else None  # other shapes: `dvc repro` says why
+    listed = generate.get("foreach") if isinstance(generate, dict) else None
     problems = []
     if isinstance(listed, list):
         generated = [n for n, d in p.datasets.items() if d.source.kind == "cartoon"]

@@ -99,9 +99,9 @@ def dataset_hashes(root: Path, processed: Path, stats: Path) -> dict[str, str]:
         log.warning("%s; the report names no DVC hash of the packed set", e)
         return out
     stages = raw.get("stages") if isinstance(raw, dict) else None
-    for stage in (stages or {}).values():
-        for o in stage.get("outs", []):
-            if (root / o["path"]).resolve() == processed.resolve():
+    for stage in stages.values() if isinstance(stages, dict) else ():
+        for o in (stage.get("outs") or []) if isinstance(stage, dict) else ():
+            if isinstance(o, dict) and "path" in o and (root / o["path"]).resolve() == processed.resolve():
                 out["dvc_md5"] = o.get("md5", "")
     return out
 

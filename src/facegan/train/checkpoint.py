@@ -124,5 +124,9 @@ def load_module(module: nn.Module, weights: Any, path: Path, what: str) -> None:
         raise CheckpointError(f"{path}: {what} do not fit the model its config describes: {problem}; {advice}")
     try:
         module.load_state_dict(weights)
+    except torch.OutOfMemoryError:
+        raise
     except RuntimeError as e:  # what torch refuses beyond keys and shapes (tensors without data, ...)
-        raise CheckpointError(f"{path}: {what} do not load: {' '.join(str(e).split())[:300]}") from None
+        said = " ".join(str(e).split())
+        said = said if len(said) <= 300 else said[:300] + "..."
+        raise CheckpointError(f"{path}: {what} do not load: {said}") from None
