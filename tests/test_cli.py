@@ -150,6 +150,9 @@ def test_check_refuses_datasets_dvc_yaml_cannot_build(tmp_path):
     (tmp_path / "data/raw/photos.dvc").write_text("outs:\n- path: photos\n")  # what `facegan dataset add` writes
     r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
     assert r.returncode == 0 and "datasets: cartoon, sketch, photos" in r.stdout, r.stderr
+    (tmp_path / "dvc.yaml").write_text("stages:\n  generate:\n    foreach: [1, cartoon, sketch]\n")
+    r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
+    assert r.returncode == 2 and "runs for 1, not a cartoon dataset of the params" in r.stderr, r.stderr
     (tmp_path / "dvc.yaml").write_text("stages: [generate]\n")  # not DVC's shape: `dvc repro` says so, check goes on
     r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
     assert r.returncode == 0 and "datasets: cartoon, sketch, photos" in r.stdout, r.stderr

@@ -162,9 +162,10 @@ def test_not_yaml_and_missing_file(tmp_path):
             "a: &x 1\nb: &x 2\n",
             " at line 2, column 4: found duplicate anchor 'x'; first occurrence (line 1, column 4); second occurrence",
         ),
-        ("a: 1\nb: x\x01y\n", " at line 2, column 5: the control character U+0001 is not allowed in YAML"),
+        ("a: 1\nb: x\x01y\n", " at line 2, column 5: the character U+0001 is not allowed in YAML"),
         ("a: 2026-02-30\n", ": a date or a tagged (!!) value it cannot build (day is out of range for month)"),
         ("a: !!timestamp x\n", ": a date or a tagged (!!) value it cannot build"),
+        ("a: !!bool x\n", ": a date or a tagged (!!) value it cannot build"),
     ):
         bad.write_text(text)
         with pytest.raises(ParamsError) as e:

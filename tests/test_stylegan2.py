@@ -450,12 +450,18 @@ def test_transfer_runs_merge_overrides_and_report_bad_ones():
     fa = t.run_config("fa", 3, Path("p.pt"))
     assert fa.freeze_d == 2 and fa.ada.enabled and fa.ada.target == 0.6 and fa.steps == 9 and fa.seed == 3
     assert fa.init_from == Path("p.pt")
-    with pytest.raises(
-        ValueError,
-        match=r"transfer.runs.s: freeze_d 2 \(from the row\) freezes pretrained D blocks, "
-        r"and this row trains from random weights \(pretrained: false\): set freeze_d: 0 in the row",
+    scratch_frozen = (  # TrainConfig's advice, set init_from, is not one a row can follow
+        "transfer.runs.s: freeze_d 2 (from the row) freezes pretrained D blocks, and this row trains from random "
+        "weights (pretrained: false): set freeze_d: 0 in the row"
+    )
+    negative = "transfer.runs.s.freeze_d: got -1; Input should be greater than or equal to 0"  # its own problem
+    for runs, problems in (
+        ({"s": {"pretrained": False, "freeze_d": 2}}, [scratch_frozen]),
+        ({"s": {"pretrained": False, "freeze_d": -1}}, [negative]),
     ):
-        TransferConfig(runs={"s": {"pretrained": False, "freeze_d": 2}})
+        with pytest.raises(ParamsError) as e:
+            parse_section(TransferConfig, {"runs": runs}, "p.yaml")
+        assert e.value.problems == problems
     with pytest.raises(ValueError, match=r"freeze_d 1 \(from transfer.finetune\)"):
         TransferConfig(finetune=TrainConfig(freeze_d=1, init_from="p.pt"), runs={"s": {"pretrained": False}})
     with pytest.raises(ParamsError) as e:  # each problem of a row one line, with the keys allowed where it is

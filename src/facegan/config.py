@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from facegan.errors import CheckpointError, FaceganError
+from facegan.errors import CheckpointError, FaceganError, flat
 from facegan.models import MODELS, model_spec
 
 
@@ -544,7 +544,10 @@ class TrainConfig(RunSettings):
         if self.diffaugment and self.ada.enabled:
             raise ValueError("choose one augmentation: diffaugment or ada.enabled, not both")
         if self.freeze_d and self.init_from is None:
-            raise ValueError("freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint")
+            raise ValueError(
+                "freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint (the transfer study "
+                "sets it for each run: give freeze_d in a row of transfer.runs)"
+            )
         if self.graph:
             self._check_graphable()
         if not self.spec.adversarial:
@@ -689,23 +692,26 @@ class TransferConfig(Section):
 
     def run_config(self, name: str, seed: int, init_from: Path) -> TrainConfig:
         """`finetune` + the row's overrides with `seed`, starting from the pretrained checkpoint (rows with
-        `pretrained: false`: from random weights), on the `target_images` subset."""
+        `pretrained: false`: from random weights), on the `target_images` subset. ParamsError: an unknown row, or
+        a config that does not validate (`problems`: one line each, keys under transfer.runs.<row>)."""
         self.check(name)
         overrides = {k: v for k, v in self.runs[name].items() if k != "pretrained"}
         raw = _merge(self.finetune.model_dump(mode="json"), overrides)
         raw |= {"seed": seed, "max_images": self.target_images}
         raw["init_from"] = str(init_from) if self.pretrained(name) else None
-        if raw.get("freeze_d") and raw["init_from"] is None:  # TrainConfig's own advice (set init_from) does not apply
-            where = "the row" if "freeze_d" in overrides else "transfer.finetune"
-            raise ParamsError(
-                f"transfer.runs.{name}: freeze_d {raw['freeze_d']} (from {where}) freezes pretrained D blocks, and "
-                f"this row trains from random weights (pretrained: false): set freeze_d: 0 in the row"
+        freeze = raw.get("freeze_d")
+        if type(freeze) is int and freeze > 0 and raw["init_from"] is None:  # TrainConfig's advice (init_from) is not
+            where = "the row" if "freeze_d" in overrides else "transfer.finetune"  # one a row can follow
+            said = (
+                f"transfer.runs.{name}: freeze_d {freeze} (from {where}) freezes pretrained D blocks, and this row "
+                "trains from random weights (pretrained: false): set freeze_d: 0 in the row"
             )
+            raise ParamsError(said, [said])
         try:
             return TrainConfig.model_validate(raw)
         except ValidationError as e:
             problems = [line for err in e.errors() for line in _describe(err, TrainConfig, ("transfer", "runs", name))]
-            raise ParamsError("; ".join(problems), problems) from None  # in validation: each a problem of Params
+            raise ParamsError("; ".join(problems), problems) from None  # _describe lists each under the row's key
 
 
 class CycleGANConfig(RunSettings):
@@ -900,13 +906,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
     """Where and what, on one line (PyYAML's own text spans lines: the string it read, a caret under the column)."""
-    if isinstance(e, yaml.reader.ReaderError):  # a control character: PyYAML names its offset in the whole text
+    if isinstance(e, yaml.reader.ReaderError):  # a control character (or U+FFFE): PyYAML gives an offset in the text
         line = text.count("\n", 0, e.position) + 1
         column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
         code = e.character if isinstance(e.character, int) else ord(e.character)
-        return f" at line {line}, column {column}: the control character U+{code:04X} is not allowed in YAML"
+        return f" at line {line}, column {column}: the character U+{code:04X} is not allowed in YAML"
     if not isinstance(e, yaml.MarkedYAMLError) or e.problem is None:
-        return f": {' '.join(str(e).split())}"
+        return f": {flat(e)}"
     mark, began = e.problem_mark, e.context_mark
 
     def at(m: yaml.Mark) -> str:
@@ -935,9 +941,17 @@ def read_yaml(path: Path) -> Any:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML{_yaml_problem(e, text)}") from None
-    except (ValueError, TypeError, AttributeError) as e:  # a value PyYAML's constructors fail on: 2026-02-30, !!int x
-        why = f" ({' '.join(str(e).split())})" if isinstance(e, ValueError) else ""
+    except (ValueError, TypeError, AttributeError, KeyError) as e:  # PyYAML's constructors fail: 2026-02-30, !!int x
+        why = f" ({flat(e)})" if isinstance(e, ValueError) else ""
         raise ParamsError(f"{path}: not valid YAML: a date or a tagged (!!) value it cannot build{why}") from None
+
+
+def dvc_stages(path: Path) -> dict[str, dict[str, Any]]:
+    """The stages of a dvc.yaml or dvc.lock, by name; a stage of another shape is left out (`dvc repro` names
+    it). ParamsError when the file does not parse."""
+    raw = read_yaml(path)
+    stages = raw.get("stages") if isinstance(raw, dict) else None
+    return {k: v for k, v in stages.items() if isinstance(v, dict)} if isinstance(stages, dict) else {}
 
 
 def load_params(

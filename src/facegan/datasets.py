@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, load_params, read_yaml
+from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, dvc_stages, load_params
 from facegan.data.sources import ImportReport, import_images
 from facegan.errors import FaceganError, ModelFileMissing, OutputError, StageError, StageInputMissing, said
 from facegan.io import write_text
@@ -166,12 +166,11 @@ def dvc_problems(p: Params, project: Path) -> list[str]:
     dvc_yaml = project / "dvc.yaml"
     if not dvc_yaml.is_file():
         return []
-    raw = read_yaml(dvc_yaml)  # an edit that broke it: one line naming the file, the line and the column
-    stages = raw.get("stages") if isinstance(raw, dict) else None
-    generate = stages.get("generate") if isinstance(stages, dict) else None  # other shapes: `dvc repro` says why
-    listed = generate.get("foreach") if isinstance(generate, dict) else None
+    # an edit that broke it: one line naming the file, the line and the column
+    listed = dvc_stages(dvc_yaml).get("generate", {}).get("foreach")
     problems = []
     if isinstance(listed, list):
+        listed = [str(n) for n in listed]
         generated = [n for n, d in p.datasets.items() if d.source.kind == "cartoon"]
         if gone := [n for n in listed if n not in generated]:
             problems.append(

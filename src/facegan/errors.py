@@ -96,6 +96,12 @@ def first_line(e: BaseException, limit: int = 200, with_type: bool = False) -> s
     return f"{type(e).__name__}: {lines[0][:limit]}" if with_type else lines[0][:limit]
 
 
+def flat(e: BaseException, limit: int | None = None) -> str:
+    """The whole message on one line (its lines joined by a space), cut to `limit` characters with '...'."""
+    text = " ".join(str(e).split())
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
+
 def said(e: OSError) -> str:
     """An OSError the system raised, in a line: the files it names, then its words ('path: Permission denied')."""
     where = "".join(f"{f}: " for f in (e.filename, e.filename2) if f)

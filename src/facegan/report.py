@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from facegan.config import EvaluateConfig, Params, ParamsError, read_yaml
+from facegan.config import EvaluateConfig, Params, ParamsError, dvc_stages
 from facegan.io import atomic_dir, read_json, write_text
 
 log = logging.getLogger(__name__)
@@ -94,13 +94,12 @@ def dataset_hashes(root: Path, processed: Path, stats: Path) -> dict[str, str]:
     if not lock.is_file():
         return out
     try:
-        raw = read_yaml(lock)
+        stages = dvc_stages(lock)
     except ParamsError as e:  # a merge left conflict markers in it: the report is still worth writing
         log.warning("%s; the report names no DVC hash of the packed set", e)
         return out
-    stages = raw.get("stages") if isinstance(raw, dict) else None
-    for stage in stages.values() if isinstance(stages, dict) else ():
-        for o in (stage.get("outs") or []) if isinstance(stage, dict) else ():
+    for stage in stages.values():
+        for o in stage.get("outs") or []:
             if isinstance(o, dict) and "path" in o and (root / o["path"]).resolve() == processed.resolve():
                 out["dvc_md5"] = o.get("md5", "")
     return out

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from facegan.config import ParamsError, StyleGAN2Config, TrainConfig, parse_section
-from facegan.errors import CheckpointError, StageInputMissing
+from facegan.errors import CheckpointError, StageInputMissing, flat
 from facegan.io import load_torch
 from facegan.models.weights import mismatch
 
@@ -116,8 +116,9 @@ def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[n
 
 
 def load_module(module: nn.Module, weights: Any, path: Path, what: str) -> None:
-    """Strict load of a checkpoint's `weights` into `module`; weights that do not fit the architecture its config
-    describes (another version's, or a config edited by hand) are a CheckpointError naming the first keys."""
+    """Strict load of a checkpoint's `weights` into `module`. Weights that do not fit the architecture its config
+    describes (another version's, or a config edited by hand) are a CheckpointError naming the first keys; what
+    torch refuses beyond keys and shapes is a CheckpointError with torch's words."""
     advice = "another facegan version wrote it, or its config was edited: retrain, or use the version that wrote it"
     problem = mismatch(module.state_dict(), weights)
     if problem:
@@ -127,6 +128,4 @@ def load_module(module: nn.Module, weights: Any, path: Path, what: str) -> None:
     except torch.OutOfMemoryError:
         raise
     except RuntimeError as e:  # what torch refuses beyond keys and shapes (tensors without data, ...)
-        said = " ".join(str(e).split())
-        said = said if len(said) <= 300 else said[:300] + "..."
-        raise CheckpointError(f"{path}: {what} do not load: {said}") from None
+        raise CheckpointError(f"{path}: {what} do not load: {flat(e, 300)}") from None
