@@ -63,15 +63,21 @@ def is_hidden(relative: PurePath) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """Every file in `folder` and its subfolders but the hidden ones (`is_hidden`), sorted."""
+    return [p for p in sorted(folder.rglob("*")) if p.is_file() and not is_hidden(p.relative_to(folder))]
+
+
+def is_image_file(path: PurePath) -> bool:
+    """Whether the suffix is one of IMAGE_SUFFIXES (any case)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
 def split_images(folder: Path) -> tuple[list[Path], list[Path]]:
     """(`list_images`, the files it leaves out for their suffix, hidden ones aside), both sorted: for commands that
     take a folder's images and say what they did not read (a format they do not know), not drop it unseen."""
-    images: list[Path] = []
-    others: list[Path] = []
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and not is_hidden(p.relative_to(folder)):
-            (images if p.suffix.lower() in IMAGE_SUFFIXES else others).append(p)
-    return images, others
+    files = visible_files(folder)
+    return [p for p in files if is_image_file(p)], [p for p in files if not is_image_file(p)]
 
 
 # what Pillow raises for a file it cannot open or decode (UnidentifiedImageError is an OSError)

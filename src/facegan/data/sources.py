@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from facegan.errors import FaceganError, StageInputMissing
-from facegan.io import IMAGE_SUFFIXES, ImageError, is_hidden, open_image
+from facegan.io import IMAGE_SUFFIXES, ImageError, is_hidden, is_image_file, open_image
 
 MAX_FILES = 200_000
 MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
@@ -62,8 +62,13 @@ class ImportReport:
         )
 
 
-def _is_image_name(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+def _left_out(rel: PurePosixPath, name: str) -> str | None:
+    """Why the entry at `rel` (named `name` in its zip or folder) is not imported as an image; None: it is."""
+    if is_hidden(rel):
+        return HIDDEN
+    if not is_image_file(PurePosixPath(name)):
+        return NOT_AN_IMAGE_FILE
+    return None
 
 
 def _safe_name(name: str) -> PurePosixPath:
@@ -162,8 +167,8 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                 budget = max_bytes
                 for info in sorted(infos, key=lambda i: i.filename):
                     rel = _safe_name(info.filename)
-                    if is_hidden(rel) or not _is_image_name(info.filename):
-                        report.skipped[str(rel)] = HIDDEN if is_hidden(rel) else NOT_AN_IMAGE_FILE
+                    if (why := _left_out(rel, info.filename)) is not None:
+                        report.skipped[str(rel)] = why
                         continue
                     data = _read_capped(zf, info, budget)
                     budget -= len(data)
@@ -179,8 +184,8 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                 if not utf8_name(str(rel)):
                     report.skipped[shown_name(str(rel))] = NOT_UTF8_NAME
                     continue
-                if is_hidden(rel) or not _is_image_name(p.name):
-                    report.skipped[str(rel)] = HIDDEN if is_hidden(rel) else NOT_AN_IMAGE_FILE
+                if (why := _left_out(rel, p.name)) is not None:
+                    report.skipped[str(rel)] = why
                     continue
                 _store(p.read_bytes(), rel, tmp, seen, report)
         else:

@@ -20,7 +20,7 @@ import numpy as np
 from facegan.config import DetectConfig
 from facegan.data.sources import shown_name, utf8_name
 from facegan.errors import StageError, StageInputMissing
-from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, is_hidden, list_images, read_image, write_image
+from facegan.io import IMAGE_SUFFIXES, ImageError, atomic_dir, is_image_file, read_image, visible_files, write_image
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool, map_items
 from facegan.preprocess import geometry
@@ -213,14 +213,14 @@ def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int | Pool = 1)
     images = raw / "images"
     if not images.is_dir():
         raise StageInputMissing(f"no images folder at {images}")
-    files = [p for p in sorted(images.rglob("*")) if p.is_file() and not is_hidden(p.relative_to(images))]
+    files = visible_files(images)  # every one gets a row: a file that is no image a rejected one
     keys = [str(p.relative_to(images)) for p in files]
     if bad := [shown_name(k) for k in keys if not utf8_name(k)]:
         raise StageInputMissing(
             f"{images}: {len(bad)} file name(s) are not UTF-8 text ({', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}); manifests store names as UTF-8: rename them"
         )
-    if not list_images(images):
+    if not any(is_image_file(p) for p in files):
         raise StageInputMissing(f"no images in {images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     detector = pick(DETECTORS, cfg.backend, "detect backend")(cfg, raw)
     rows = [Row(source=k, stage=STAGE) for k in keys]
