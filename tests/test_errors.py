@@ -3,6 +3,7 @@ naming the culprit on stderr, exit code 2, no traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -288,6 +289,47 @@ CASES += [
 ]
 
 
+def _stats_root(root: Path, content: str) -> str:
+    """A project root beside `root` with the packed cartoon set and a cartoon stats.json that is `content`."""
+    other = root / "damaged-stats"
+    if not other.exists():
+        shutil.copytree(root / "data" / "processed", other / "data" / "processed")
+    (other / "data" / "stats" / "cartoon").mkdir(parents=True, exist_ok=True)
+    (other / "data" / "stats" / "cartoon" / "stats.json").write_text(content)
+    return str(other)
+
+
+def _metrics_root(root: Path, content: str) -> str:
+    """A project root beside `root` where the transfer study's first run (baseline, seed 0) has metrics.json
+    `content`."""
+    from facegan.config import load_params
+    from facegan.layout import Layout
+    from facegan.transfer import run_params
+
+    other = root / "damaged-metrics"
+    _, dataset, variant = run_params(load_params(ROOT / "params.yaml"), "baseline", other, 0)
+    Layout(other, dataset, variant).evaluation.mkdir(parents=True, exist_ok=True)
+    (Layout(other, dataset, variant).evaluation / "metrics.json").write_text(content)
+    return str(other)
+
+
+CASES += [
+    (
+        "transfer-table-damaged-metrics",
+        lambda r: (
+            CLI + ["transfer", "table", "-p", str(ROOT / "params.yaml"), "--root", _metrics_root(r, '["fd_dlib"]')]
+        ),
+        "metrics.json: not an evaluation's metrics (a JSON list): run the stage that wrote it again",
+    ),
+    (
+        "evaluate-damaged-reference-statistics",
+        lambda r: CLI + ["evaluate", "cartoon", "-p", str(r / "params.yaml"), "--root", _stats_root(r, '{"extrac')],
+        "stats.json: not JSON (Unterminated string starting at: line 1 column 2 (char 1)): run the stage that wrote "
+        "it again",
+    ),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_user_errors_are_one_clear_line_and_exit_2(project, case):
     _, argv, expected = case
@@ -431,3 +473,59 @@ def io_png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_damaged_reference_statistics_or_packed_metadata_are_named(tmp_path):
+    """A cut-off or hand-edited stats.json, <extractor>.npz or packed dataset.json ended in a JSONDecodeError,
+    TypeError, BadZipFile, KeyError or FileNotFoundError traceback in evaluate, report and the transfer table."""
+    from facegan.config import EvaluateConfig
+    from facegan.data.packed import PackedSetDamaged, packed_meta
+    from facegan.errors import DamagedRecord
+    from facegan.evaluate.fid import feature_stats, load_stats, save_stats
+    from facegan.evaluate.run import reference_stats
+    from facegan.report import dataset_hashes
+
+    cfg = EvaluateConfig(extractors=["dlib"])
+    status = tmp_path / "stats.json"
+
+    def refused(match: str) -> None:
+        with pytest.raises(DamagedRecord, match=match):
+            reference_stats("dlib", cfg, tmp_path)
+
+    status.write_text('{"extractors": {"dl')
+    refused(r"stats.json: not JSON \(Unterminated string.*\): run the stage that wrote it again")
+    with pytest.raises(DamagedRecord, match=r"stats.json: not JSON"):
+        dataset_hashes(tmp_path, tmp_path / "processed", tmp_path)
+    status.write_text("[1, 2]")
+    refused(r"stats.json: not a record of reference statistics \(a JSON list\)")
+    for extractors in ("[]", '{"dlib": "ok"}', '{"dlib": {"n": 3}}'):
+        status.write_text(json.dumps({"extractors": json.loads(extractors)}))
+        refused(r"stats.json: its extractors are not refstats' record of them: re-run refstats")
+    made = {"max_real": cfg.max_real, "seed": cfg.seed, "extractors": {"dlib": {"status": "ok"}}}
+    status.write_text(json.dumps(made))
+    refused(r"stats.json lists dlib.npz, which is not there: re-run refstats")
+
+    npz = tmp_path / "dlib.npz"
+    save_stats(npz, feature_stats(np.random.default_rng(0).random((5, 3)), False, extractor="dlib", mode=cfg.mode))
+    assert reference_stats("dlib", cfg, tmp_path).n == 5
+    good = npz.read_bytes()
+    npz.write_bytes(good[: len(good) // 2])
+    refused(r"dlib.npz: not feature statistics \(not an .npz archive: cut off, or another file\)")
+    np.savez(npz, mu=np.zeros(3), sigma=np.eye(3), meta=np.array("{}"))
+    refused(r"dlib.npz: not feature statistics \(features is not a file in the archive\): run the stage")
+    np.savez(npz, mu=np.zeros(3), sigma=np.eye(3), features=np.zeros((4, 3)), meta=np.array("[1]"))
+    refused(r"dlib.npz: not feature statistics \(its meta is a JSON list\)")
+    with pytest.raises(FileNotFoundError):
+        load_stats(tmp_path / "missing.npz")
+
+    packed = tmp_path / "dataset.zip"
+    for members, match in (
+        ({"0.png": b""}, r"dataset.zip: no dataset.json in it: run the `pack` stage again"),
+        ({"dataset.json": b'{"labels": nu'}, r"dataset.zip:dataset.json: not JSON \(Expecting value.*\): run the"),
+        ({"dataset.json": b"[]"}, r"dataset.zip:dataset.json: a JSON list: run the `pack` stage again"),
+    ):
+        with zipfile.ZipFile(packed, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        with pytest.raises(PackedSetDamaged, match=match):
+            packed_meta(packed)

@@ -172,13 +172,17 @@ def output_folder(path: Path, what: str) -> Path:
     return path
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, what: str | None = None) -> Any:
     """A JSON file a stage wrote (metrics, counts); DamagedRecord naming it when it is no JSON any more (a write cut
-    off, an edit by hand), FileNotFoundError when it is not there."""
+    off, an edit by hand), or with `what` (e.g. "a stage's counts") when it is not the JSON object that is;
+    FileNotFoundError when it is not there."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise DamagedRecord(f"{path}: not JSON ({first_line(e, 120)}): {AGAIN}") from None
+    if what is not None and not isinstance(data, dict):
+        raise DamagedRecord(f"{path}: not {what} (a JSON {type(data).__name__}): {AGAIN}")
+    return data
 
 
 def write_image(path: Path, array: np.ndarray) -> None:

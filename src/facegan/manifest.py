@@ -118,10 +118,7 @@ SUMMARY = "summary.json"
 
 def read_summary(folder: Path) -> dict[str, int]:
     """The counts a stage wrote beside its manifest (see `summary`)."""
-    counts = read_json(folder / SUMMARY)
-    if not isinstance(counts, dict):
-        raise DamagedRecord(f"{folder / SUMMARY}: not a stage's counts (a JSON {type(counts).__name__}): {AGAIN}")
-    return counts
+    return read_json(folder / SUMMARY, "a stage's counts")
 
 
 def _first_problem(e: ValidationError) -> str:

@@ -88,8 +88,8 @@ def dataset_hashes(root: Path, processed: Path, stats: Path) -> dict[str, str]:
     whose paths are relative to `root`)."""
     out = {}
     status = stats / "stats.json"
-    if status.is_file():
-        out["dataset_sha256"] = json.loads(status.read_text())["dataset_sha256"]
+    if status.is_file() and "dataset_sha256" in (record := read_json(status, "a record of reference statistics")):
+        out["dataset_sha256"] = record["dataset_sha256"]
     lock = root / "dvc.lock"
     if not lock.is_file():
         return out

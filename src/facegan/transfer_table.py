@@ -22,7 +22,7 @@ import numpy as np
 from facegan.config import Params, load_params
 from facegan.data.packed import ZIP_NAME, image_names, open_packed
 from facegan.errors import StageInputMissing
-from facegan.io import atomic_dir, write_text
+from facegan.io import atomic_dir, read_json, write_text
 from facegan.layout import Layout
 from facegan.transfer import OFF, PRETRAIN, run_params, runs
 
@@ -62,7 +62,7 @@ def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
             f"{metrics}: run {variant} of the transfer study has not been evaluated: "
             f"`facegan transfer finetune {row} --seed {seed}` (or `dvc repro` the transfer stages)"
         )
-    ev = json.loads(metrics.read_text(encoding="utf-8"))
+    ev = read_json(metrics, "an evaluation's metrics")
     losses = _read_csv(at.model / "losses.csv")
     return {
         "final": {k: v for k in EXTRACTORS if _finite(v := ev.get(f"fd_{k}"))},
@@ -159,7 +159,7 @@ def summarize(p: Params, root: Path) -> dict[str, Any]:
     for name, r in rows.items():  # the difference to the baseline, and whether the seed ranges do not overlap
         r["vs_baseline"] = {k: _versus(v, base[k]) for k, v in r["final"].items() if k in base and name != baseline}
     src = Layout(root, t.source, PRETRAIN).evaluation / "metrics.json"
-    source = json.loads(src.read_text(encoding="utf-8")) if src.is_file() else {}
+    source = read_json(src, "an evaluation's metrics") if src.is_file() else {}
     return {
         "source": t.source,
         "target": t.target,

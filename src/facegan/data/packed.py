@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facegan.errors import DamagedRecord, StageInputMissing
+from facegan.errors import DamagedRecord, StageInputMissing, first_line
 
 ZIP_NAME = "dataset.zip"
 
@@ -156,7 +156,17 @@ def _alive(pid: int) -> bool:
 def packed_meta(zip_path: Path) -> dict:
     """dataset.json of a packed ZIP (labels, label names and values)."""
     with open_packed(zip_path) as zf:
-        return json.loads(zf.read("dataset.json"))
+        try:
+            meta = json.loads(_member(zf, "dataset.json", zip_path))
+        except KeyError:
+            raise PackedSetDamaged(f"{zip_path}: no dataset.json in it: run the `pack` stage again") from None
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise PackedSetDamaged(
+                f"{zip_path}:dataset.json: not JSON ({first_line(e, 120)}): run the `pack` stage again"
+            ) from None
+    if not isinstance(meta, dict):
+        raise PackedSetDamaged(f"{zip_path}:dataset.json: a JSON {type(meta).__name__}: run the `pack` stage again")
+    return meta
 
 
 def load_labels(zip_path: Path) -> np.ndarray | None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import linalg
+
+from facegan.errors import AGAIN, DamagedRecord, first_line
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,20 @@ def save_stats(path: Path, stats: FeatureStats) -> None:
 
 
 def load_stats(path: Path) -> FeatureStats:
-    with np.load(path, allow_pickle=False) as z:
-        return FeatureStats(z["mu"], z["sigma"], z["features"].astype(np.float64), json.loads(str(z["meta"])))
+    """Statistics `save_stats` wrote; DamagedRecord naming the file when they no longer read (a copy cut off, a file
+    of another kind under that name), FileNotFoundError when it is not there."""
+    if not zipfile.is_zipfile(path):  # np.load would take other bytes for a pickle it refuses to load
+        path.stat()  # FileNotFoundError, PermissionError: what they are
+        raise DamagedRecord(f"{path}: not feature statistics (not an .npz archive: cut off, or another file): {AGAIN}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stats = FeatureStats(z["mu"], z["sigma"], z["features"].astype(np.float64), json.loads(str(z["meta"])))
+    except (EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:  # a member missing, cut off or not an array
+        why = e.args[0] if isinstance(e, KeyError) and e.args else first_line(e, 120)  # KeyError's str is a repr
+        raise DamagedRecord(f"{path}: not feature statistics ({why}): {AGAIN}") from None
+    if not isinstance(stats.meta, dict):
+        raise DamagedRecord(f"{path}: not feature statistics (its meta is a JSON {type(stats.meta).__name__}): {AGAIN}")
+    return stats
 
 
 def frechet_distance(

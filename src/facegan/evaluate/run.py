@@ -16,11 +16,11 @@ import torch
 
 from facegan.config import EvaluateConfig
 from facegan.data.packed import ZIP_NAME, load_labels, load_packed, packed_meta, packed_shape
-from facegan.errors import FaceganError, StageInputMissing
+from facegan.errors import DamagedRecord, FaceganError, StageInputMissing
 from facegan.evaluate.classifier import MODEL, AttributeNet, accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
 from facegan.evaluate.fid import FeatureStats, feature_stats, frechet_distance, kid, load_stats, save_stats
-from facegan.io import atomic_dir, host_free, sha256_file, write_text
+from facegan.io import atomic_dir, host_free, read_json, sha256_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,11 @@ def reference_stats(
     rerun = "re-run refstats (`dvc repro -f refstats@<dataset>` or `facegan refstats <dataset>`)"
     if not (stats_dir / STATUS).is_file():
         raise StageInputMissing(f"no reference statistics in {stats_dir}: run refstats first")
-    status = json.loads((stats_dir / STATUS).read_text(encoding="utf-8"))
-    ref = status["extractors"].get(name)
+    status = read_json(stats_dir / STATUS, "a record of reference statistics")
+    extractors = status.get("extractors")
+    if not isinstance(extractors, dict) or not all(isinstance(v, dict) and "status" in v for v in extractors.values()):
+        raise DamagedRecord(f"{stats_dir / STATUS}: its extractors are not refstats' record of them: {rerun}")
+    ref = extractors.get(name)
     if ref is None:
         raise StatsMismatch(
             f"extractor {name!r} has no reference statistics in {stats_dir}: add it to "
@@ -116,6 +119,8 @@ def reference_stats(
     made_with = ref.get("classifier_sha256", "any")  # statistics made before it was recorded: any
     if name == "attributes" and made_with not in ("any", _classifier_sha256(classifier_dir)):
         raise StatsMismatch(f"the attribute statistics in {stats_dir} are of another classifier: {rerun}")
+    if not (stats_dir / f"{name}.npz").is_file():
+        raise DamagedRecord(f"{stats_dir / STATUS} lists {name}.npz, which is not there: {rerun}")
     real = load_stats(stats_dir / f"{name}.npz")
     if real.meta.get("mode") != cfg.mode:
         raise StatsMismatch(
