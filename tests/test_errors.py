@@ -324,8 +324,7 @@ CASES += [
     (
         "evaluate-damaged-reference-statistics",
         lambda r: CLI + ["evaluate", "cartoon", "-p", str(r / "params.yaml"), "--root", _stats_root(r, '{"extrac')],
-        "stats.json: not JSON (Unterminated string starting at: line 1 column 2 (char 1)): run the stage that wrote "
-        "it again",
+        "stats.json: not JSON (Unterminated string starting at: line 1 column 2 (char 1)): re-run refstats",
     ),
 ]
 
@@ -456,7 +455,7 @@ def test_an_image_of_a_packed_set_that_does_not_decompress_is_named(tmp_path):
     png = io_png()
     with zipfile.ZipFile(tmp_path / "dataset.zip", "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("00000/img00000000.png", png)
-        zf.writestr("dataset.json", "{}")
+        zf.writestr("dataset.json", '{"labels": null}')  # all stylegan2-ada-pytorch's dataset_tool writes
     data = bytearray((tmp_path / "dataset.zip").read_bytes())
     at = data.index(png[20:40])
     data[at : at + 8] = b"\0" * 8  # the image's bytes damaged, its CRC as it was
@@ -475,13 +474,15 @@ def io_png() -> bytes:
     return buf.getvalue()
 
 
-def test_damaged_reference_statistics_or_packed_metadata_are_named(tmp_path):
-    """A cut-off or hand-edited stats.json, <extractor>.npz or packed dataset.json ended in a JSONDecodeError,
-    TypeError, BadZipFile, KeyError or FileNotFoundError traceback in evaluate, report and the transfer table."""
+REFSTATS = r"re-run refstats \(`dvc repro -f refstats@<dataset>` or `facegan refstats <dataset>`\)"
+
+
+def test_a_damaged_record_of_reference_statistics_is_named(tmp_path):
+    """A cut-off or hand-edited stats.json ended in a JSONDecodeError, TypeError, AttributeError or KeyError
+    traceback in evaluate and report; a listed .npz gone, in a FileNotFoundError."""
     from facegan.config import EvaluateConfig
-    from facegan.data.packed import PackedSetDamaged, packed_meta
     from facegan.errors import DamagedRecord
-    from facegan.evaluate.fid import feature_stats, load_stats, save_stats
+    from facegan.evaluate.fid import feature_stats, save_stats
     from facegan.evaluate.run import reference_stats
     from facegan.report import dataset_hashes
 
@@ -493,39 +494,123 @@ def test_damaged_reference_statistics_or_packed_metadata_are_named(tmp_path):
             reference_stats("dlib", cfg, tmp_path)
 
     status.write_text('{"extractors": {"dl')
-    refused(r"stats.json: not JSON \(Unterminated string.*\): run the stage that wrote it again")
-    with pytest.raises(DamagedRecord, match=r"stats.json: not JSON"):
+    refused(r"stats.json: not JSON \(Unterminated string.*\): " + REFSTATS)
+    with pytest.raises(DamagedRecord, match=r"stats.json: not JSON .*: " + REFSTATS):
         dataset_hashes(tmp_path, tmp_path / "processed", tmp_path)
     status.write_text("[1, 2]")
-    refused(r"stats.json: not a record of reference statistics \(a JSON list\)")
-    for extractors in ("[]", '{"dlib": "ok"}', '{"dlib": {"n": 3}}'):
-        status.write_text(json.dumps({"extractors": json.loads(extractors)}))
-        refused(r"stats.json: its extractors are not refstats' record of them: re-run refstats")
+    refused(r"stats.json: not a record of reference statistics \(a JSON list\): " + REFSTATS)
+    for extractors in ([], {"dlib": "ok"}, {"dlib": {"n": 3}}, {"dlib": {"status": "unavailable"}}):
+        status.write_text(json.dumps({"extractors": extractors}))
+        refused(r"stats.json: its extractors are not a record of them \(each 'ok' or why not\): " + REFSTATS)
     made = {"max_real": cfg.max_real, "seed": cfg.seed, "extractors": {"dlib": {"status": "ok"}}}
     status.write_text(json.dumps(made))
-    refused(r"stats.json lists dlib.npz, which is not there: re-run refstats")
+    refused(r"stats.json lists dlib.npz, which is not there: " + REFSTATS)
+    save_stats(tmp_path / "dlib.npz", feature_stats(np.ones((5, 3)), False, extractor="dlib", mode=cfg.mode))
+    assert reference_stats("dlib", cfg, tmp_path).n == 5
+
+
+def test_damaged_feature_statistics_are_named(tmp_path):
+    """A cut-off or foreign <extractor>.npz was a BadZipFile, a 'pickled data' ValueError or a KeyError traceback
+    (or loaded, and failed later in the distance); one that cannot be opened still says why."""
+    from facegan.errors import DamagedRecord
+    from facegan.evaluate.fid import feature_stats, load_stats, save_stats
 
     npz = tmp_path / "dlib.npz"
-    save_stats(npz, feature_stats(np.random.default_rng(0).random((5, 3)), False, extractor="dlib", mode=cfg.mode))
-    assert reference_stats("dlib", cfg, tmp_path).n == 5
+    rng = np.random.default_rng(0)
+    save_stats(npz, feature_stats(rng.random((5, 3)), False, extractor="dlib"))
+    assert load_stats(npz).features.shape == (5, 3)
+    save_stats(npz, feature_stats(rng.random((5, 1)), False))  # one feature: np.cov is 0-d, as ever
+    assert load_stats(npz).sigma.shape == ()
     good = npz.read_bytes()
+
+    def refused(match: str) -> None:
+        with pytest.raises(DamagedRecord, match=r"dlib.npz: not feature statistics \(" + match + r"\): " + REFSTATS):
+            load_stats(npz)
+
     npz.write_bytes(good[: len(good) // 2])
-    refused(r"dlib.npz: not feature statistics \(not an .npz archive: cut off, or another file\)")
+    refused(r"not an .npz archive: cut off, or another file")
+    npz.write_bytes(b"garbage")
+    refused(r"not an .npz archive: cut off, or another file")
     np.savez(npz, mu=np.zeros(3), sigma=np.eye(3), meta=np.array("{}"))
-    refused(r"dlib.npz: not feature statistics \(features is not a file in the archive\): run the stage")
+    refused(r"features is not a file in the archive")
     np.savez(npz, mu=np.zeros(3), sigma=np.eye(3), features=np.zeros((4, 3)), meta=np.array("[1]"))
-    refused(r"dlib.npz: not feature statistics \(its meta is a JSON list\)")
+    refused(r"its meta is a JSON list")
+    np.savez(npz, mu=np.array(["a", "b"]), sigma=np.eye(2), features=np.zeros((4, 2)), meta=np.array("{}"))
+    refused(r"mu <U1\[2\], sigma float64\[2, 2\], features float64\[4, 2\]")
+    np.savez(npz, mu=np.zeros(3), sigma=np.eye(2), features=np.zeros((4, 3)), meta=np.array("{}"))
+    refused(r"mu float64\[3\], sigma float64\[2, 2\], features float64\[4, 3\]")
     with pytest.raises(FileNotFoundError):
         load_stats(tmp_path / "missing.npz")
+    with pytest.raises(IsADirectoryError):
+        load_stats(tmp_path)
 
+
+def test_damaged_packed_metadata_is_named(tmp_path, layout):
+    """A packed dataset.json gone, cut off, of another shape or failing its CRC was a KeyError, JSONDecodeError,
+    TypeError or ValueError traceback (or PackedSetDamaged inside a second 'not JSON' message)."""
+    from facegan.data.packed import PackedSetDamaged, load_labels, load_packed, packed_meta
+
+    source = layout.packed / "dataset.zip"
+    with zipfile.ZipFile(source) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    meta = json.loads(members.pop("dataset.json"))
+    assert packed_meta(source) == meta  # what pack writes is read as it is
+    minimal = {"labels": None, "label_names": [], "label_values": {}, "resolution": None}
+    with zipfile.ZipFile(tmp_path / "theirs.zip", "w") as zf:  # what stylegan2-ada-pytorch's dataset_tool writes
+        zf.writestr("dataset.json", '{"labels": null}')
+    assert packed_meta(tmp_path / "theirs.zip") == minimal
+    images = sorted(members)
+    labelled = {
+        "labels": [[n, [0]] for n in images],
+        "label_names": ["hair"],
+        "label_values": {"hair": ["dark"]},
+        "resolution": meta["resolution"],
+    }
     packed = tmp_path / "dataset.zip"
-    for members, match in (
-        ({"0.png": b""}, r"dataset.zip: no dataset.json in it: run the `pack` stage again"),
-        ({"dataset.json": b'{"labels": nu'}, r"dataset.zip:dataset.json: not JSON \(Expecting value.*\): run the"),
-        ({"dataset.json": b"[]"}, r"dataset.zip:dataset.json: a JSON list: run the `pack` stage again"),
-    ):
+
+    def refused(dataset_json: bytes | None, match: str, read=packed_meta) -> None:
         with zipfile.ZipFile(packed, "w") as zf:
             for name, data in members.items():
                 zf.writestr(name, data)
-        with pytest.raises(PackedSetDamaged, match=match):
-            packed_meta(packed)
+            if dataset_json is not None:
+                zf.writestr("dataset.json", dataset_json)
+        with pytest.raises(PackedSetDamaged, match=match) as e:
+            read(packed)
+        assert str(e.value).count("run the `pack` stage again") == 1, e.value
+
+    refused(None, r"dataset.zip: no dataset.json in it: run the `pack` stage again")
+    refused(b'{"labels": nu', r"dataset.zip:dataset.json: not JSON \(Expecting value.*\): run the `pack` stage")
+    refused(b"[]", r"dataset.json: not the packed set's metadata \(a JSON list\): run the `pack` stage again")
+    refused(b"{}", r"dataset.json: not the packed set's metadata \(labels: Field required\)")
+    bad = {**labelled, "labels": [[images[0], "x"]]}
+    refused(json.dumps(bad).encode(), r"\(labels.0.1: Input should be a valid list\)")
+    bad = {**labelled, "labels": [[n, [0, 1]] for n in images]}
+    refused(json.dumps(bad).encode(), r"dataset.json: a label row of another length than label_names")
+    bad = {**labelled, "labels": labelled["labels"][1:]}
+    refused(json.dumps(bad).encode(), rf"dataset.json: no label row for {images[0]}", load_packed)
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr("dataset.json", json.dumps(labelled))
+    assert load_labels(packed).tolist() == [[0]] * len(images)
+    raw = bytearray(packed.read_bytes())
+    at = raw.rindex(b'"hair"')
+    raw[at + 1] = ord("H")  # one byte of the stored JSON: its CRC no longer matches
+    packed.write_bytes(bytes(raw))
+    with pytest.raises(PackedSetDamaged, match=r"dataset.json: Bad CRC-32 for file 'dataset.json': run") as e:
+        packed_meta(packed)
+    assert "not JSON" not in str(e.value) and str(e.value).count("run the `pack` stage again") == 1
+
+
+def test_a_damaged_evaluation_is_named_by_the_report(tmp_path):
+    """report read metrics.json unchecked: a JSON list, or extractors without a status, was an AttributeError or
+    KeyError traceback."""
+    from facegan.errors import DamagedRecord
+    from facegan.report import collect
+
+    (tmp_path / "metrics.json").write_text("[1]")
+    with pytest.raises(DamagedRecord, match=r"metrics.json: not an evaluation's metrics \(a JSON list\): run the"):
+        collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"num_samples": 16, "extractors": {"dlib": {}}}))
+    with pytest.raises(DamagedRecord, match=r"metrics.json: its extractors are not a record of them"):
+        collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)

@@ -172,16 +172,16 @@ def output_folder(path: Path, what: str) -> Path:
     return path
 
 
-def read_json(path: Path, what: str | None = None) -> Any:
-    """A JSON file a stage wrote (metrics, counts); DamagedRecord naming it when it is no JSON any more (a write cut
-    off, an edit by hand), or with `what` (e.g. "a stage's counts") when it is not the JSON object that is;
-    FileNotFoundError when it is not there."""
+def read_json(path: Path, what: str | None = None, again: str = AGAIN) -> Any:
+    """A JSON file a stage wrote (metrics, counts); DamagedRecord naming it and saying `again` (what to run) when it
+    is no JSON any more (a write cut off, an edit by hand), or with `what` (e.g. "a stage's counts") when it is not
+    the JSON object that is; FileNotFoundError when it is not there."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise DamagedRecord(f"{path}: not JSON ({first_line(e, 120)}): {AGAIN}") from None
+        raise DamagedRecord(f"{path}: not JSON ({first_line(e, 120)}): {again}") from None
     if what is not None and not isinstance(data, dict):
-        raise DamagedRecord(f"{path}: not {what} (a JSON {type(data).__name__}): {AGAIN}")
+        raise DamagedRecord(f"{path}: not {what} (a JSON {type(data).__name__}): {again}")
     return data
 
 

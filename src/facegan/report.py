@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 from facegan.config import EvaluateConfig, Params, ParamsError, dvc_stages
+from facegan.errors import AGAIN
+from facegan.evaluate.fid import REFSTATS_AGAIN, extractors_of
 from facegan.io import atomic_dir, read_json, write_text
 
 log = logging.getLogger(__name__)
@@ -19,7 +21,8 @@ log = logging.getLogger(__name__)
 
 def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path) -> dict:
     """The report's metrics (nested, for `dvc metrics show`)."""
-    ev = read_json(evaluation / "metrics.json")
+    ev = read_json(evaluation / "metrics.json", "an evaluation's metrics")
+    extractors = extractors_of(ev, evaluation / "metrics.json", AGAIN)
     with (model / "losses.csv").open(newline="") as f:
         losses = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     from facegan.layout import PER_IMAGE
@@ -30,10 +33,10 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     metrics = {
         "dataset": dataset,
         **{k: v for k, v in ev.items() if k.startswith(("fd_", "kid_", "attr_acc"))},
-        "num_samples": ev["num_samples"],
+        "num_samples": ev.get("num_samples"),
         "mode": ev.get("mode", "legacy"),
-        "extractors_ran": sorted(k for k, v in ev["extractors"].items() if v["status"] == "ok"),
-        "extractors_unavailable": {k: v["reason"] for k, v in ev["extractors"].items() if v["status"] != "ok"},
+        "extractors_ran": sorted(k for k, v in extractors.items() if v["status"] == "ok"),
+        "extractors_unavailable": {k: v["reason"] for k, v in extractors.items() if v["status"] != "ok"},
         "training": {
             "steps": int(losses[-1]["step"]),
             **{f"final_{k}": v for k, v in losses[-1].items() if k != "step"},
@@ -88,7 +91,9 @@ def dataset_hashes(root: Path, processed: Path, stats: Path) -> dict[str, str]:
     whose paths are relative to `root`)."""
     out = {}
     status = stats / "stats.json"
-    if status.is_file() and "dataset_sha256" in (record := read_json(status, "a record of reference statistics")):
+    if status.is_file() and "dataset_sha256" in (
+        record := read_json(status, "a record of reference statistics", REFSTATS_AGAIN)
+    ):
         out["dataset_sha256"] = record["dataset_sha256"]
     lock = root / "dvc.lock"
     if not lock.is_file():

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, Field, ValidationError
 
 from facegan.errors import DamagedRecord, StageInputMissing, first_line
 
 ZIP_NAME = "dataset.zip"
+_AGAIN = "run the `pack` stage again"
 
 
 class PackedSetDamaged(DamagedRecord):
@@ -31,7 +33,7 @@ def open_packed(zip_path: Path) -> zipfile.ZipFile:
     except FileNotFoundError:
         raise StageInputMissing(f"{zip_path}: no packed dataset there: run the `pack` stage first") from None
     except zipfile.BadZipFile as e:  # other OSErrors (a permission, a folder of that name) say what they are
-        raise PackedSetDamaged(f"{zip_path}: not a readable packed dataset ({e}): run the `pack` stage again") from None
+        raise PackedSetDamaged(f"{zip_path}: not a readable packed dataset ({e}): {_AGAIN}") from None
 
 
 def _member(zf: zipfile.ZipFile, name: str, zip_path: Path) -> bytes:
@@ -39,7 +41,7 @@ def _member(zf: zipfile.ZipFile, name: str, zip_path: Path) -> bytes:
     try:
         return zf.read(name)
     except zipfile.BadZipFile as e:
-        raise PackedSetDamaged(f"{zip_path}:{name}: {e}: run the `pack` stage again") from None
+        raise PackedSetDamaged(f"{zip_path}:{name}: {e}: {_AGAIN}") from None
 
 
 def image_names(zf: zipfile.ZipFile, limit: int | None = None, seed: int = 0) -> list[str]:
@@ -97,7 +99,7 @@ def load_packed(
     _, h, w = packed_shape(zip_path)
     images = np.empty((len(names), h, w, 3), np.uint8)
     decode_into(zip_path, names, images, threads)
-    return images, _labels(meta, names), meta
+    return images, _labels(meta, names, zip_path), meta
 
 
 def decode_packed(zip_path: Path, out: np.ndarray, threads: int = 1) -> None:
@@ -153,30 +155,52 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _Meta(BaseModel):
+    """What `pack` writes into dataset.json (stylegan2-ada-pytorch's dataset_tool writes `labels` only)."""
+
+    labels: list[tuple[str, list[int]]] | None
+    label_names: list[str] = []
+    label_values: dict[str, list] = {}
+    resolution: int | None = Field(None, gt=0)
+
+
 def packed_meta(zip_path: Path) -> dict:
-    """dataset.json of a packed ZIP (labels, label names and values)."""
+    """dataset.json of a packed ZIP (labels, label names and values, resolution); PackedSetDamaged when it is not
+    there or not what `pack` writes."""
+    where = f"{zip_path}:dataset.json"
     with open_packed(zip_path) as zf:
         try:
-            meta = json.loads(_member(zf, "dataset.json", zip_path))
+            raw = _member(zf, "dataset.json", zip_path)
         except KeyError:
-            raise PackedSetDamaged(f"{zip_path}: no dataset.json in it: run the `pack` stage again") from None
-        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-            raise PackedSetDamaged(
-                f"{zip_path}:dataset.json: not JSON ({first_line(e, 120)}): run the `pack` stage again"
-            ) from None
+            raise PackedSetDamaged(f"{zip_path}: no dataset.json in it: {_AGAIN}") from None
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise PackedSetDamaged(f"{where}: not JSON ({first_line(e, 120)}): {_AGAIN}") from None
     if not isinstance(meta, dict):
-        raise PackedSetDamaged(f"{zip_path}:dataset.json: a JSON {type(meta).__name__}: run the `pack` stage again")
+        raise PackedSetDamaged(f"{where}: not the packed set's metadata (a JSON {type(meta).__name__}): {_AGAIN}")
+    try:
+        _Meta.model_validate(meta)
+    except ValidationError as e:
+        err = e.errors()[0]
+        problem = f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+        raise PackedSetDamaged(f"{where}: not the packed set's metadata ({problem}): {_AGAIN}") from None
+    meta = {k: f.get_default() for k, f in _Meta.model_fields.items() if not f.is_required()} | meta  # what it lacks
+    if any(len(row) != len(meta["label_names"]) for _, row in meta["labels"] or []):
+        raise PackedSetDamaged(f"{where}: a label row of another length than label_names: {_AGAIN}")
     return meta
 
 
 def load_labels(zip_path: Path) -> np.ndarray | None:
     """The NxA label rows of a packed ZIP (or None), from dataset.json alone: no image is decoded."""
     meta = packed_meta(zip_path)
-    return _labels(meta, sorted(k for k, _ in meta["labels"] or []))
+    return _labels(meta, sorted(k for k, _ in meta["labels"] or []), zip_path)
 
 
-def _labels(meta: dict, names: list[str]) -> np.ndarray | None:
+def _labels(meta: dict, names: list[str], zip_path: Path) -> np.ndarray | None:
     if not meta.get("labels"):
         return None
     by_name = dict((k, v) for k, v in meta["labels"])
+    if missing := [n for n in names if n not in by_name]:
+        raise PackedSetDamaged(f"{zip_path}:dataset.json: no label row for {missing[0]}: {_AGAIN}")
     return np.asarray([by_name[n] for n in names], dtype=np.int64)

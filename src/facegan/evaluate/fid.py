@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import zipfile
@@ -11,10 +12,12 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg
 
-from facegan.errors import AGAIN, DamagedRecord, first_line
+from facegan.errors import DamagedRecord, first_line
 
 log = logging.getLogger(__name__)
 
+# what to do about statistics that do not fit or no longer read
+REFSTATS_AGAIN = "re-run refstats (`dvc repro -f refstats@<dataset>` or `facegan refstats <dataset>`)"
 MIN_STABLE = 2000  # below this many samples FID is visibly biased; we warn
 
 
@@ -61,19 +64,49 @@ def save_stats(path: Path, stats: FeatureStats) -> None:
 
 def load_stats(path: Path) -> FeatureStats:
     """Statistics `save_stats` wrote; DamagedRecord naming the file when they no longer read (a copy cut off, a file
-    of another kind under that name), FileNotFoundError when it is not there."""
-    if not zipfile.is_zipfile(path):  # np.load would take other bytes for a pickle it refuses to load
-        path.stat()  # FileNotFoundError, PermissionError: what they are
-        raise DamagedRecord(f"{path}: not feature statistics (not an .npz archive: cut off, or another file): {AGAIN}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            stats = FeatureStats(z["mu"], z["sigma"], z["features"].astype(np.float64), json.loads(str(z["meta"])))
-    except (EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:  # a member missing, cut off or not an array
-        why = e.args[0] if isinstance(e, KeyError) and e.args else first_line(e, 120)  # KeyError's str is a repr
-        raise DamagedRecord(f"{path}: not feature statistics ({why}): {AGAIN}") from None
-    if not isinstance(stats.meta, dict):
-        raise DamagedRecord(f"{path}: not feature statistics (its meta is a JSON {type(stats.meta).__name__}): {AGAIN}")
-    return stats
+    of another kind under that name); what opening it raises (FileNotFoundError, PermissionError) as it is."""
+
+    def damaged(why: str) -> DamagedRecord:
+        return DamagedRecord(f"{path}: not feature statistics ({why}): {REFSTATS_AGAIN}")
+
+    with open(path, "rb") as f:
+        if not zipfile.is_zipfile(f):  # np.load would take other bytes for a pickle it refuses to load
+            raise damaged("not an .npz archive: cut off, or another file")
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                mu, sigma, features = z["mu"], z["sigma"], z["features"]
+                meta = json.loads(str(z["meta"]))
+        except (EOFError, KeyError, ValueError, NotImplementedError, zipfile.BadZipFile) as e:  # bytes that do not read
+            raise damaged(e.args[0] if isinstance(e, KeyError) and e.args else first_line(e, 120)) from None
+        except OSError as e:  # an offset in the archive pointing nowhere; other errors (EIO) are what they are
+            if e.errno != errno.EINVAL:
+                raise
+            raise damaged(first_line(e, 120)) from None
+    arrays = {"mu": mu, "sigma": sigma, "features": features}
+    d = mu.shape[0] if mu.ndim == 1 else -1
+    if not (
+        all(np.issubdtype(a.dtype, np.floating) for a in arrays.values())
+        and d > 0
+        and np.atleast_2d(sigma).shape == (d, d)  # np.cov of one feature is 0-d
+        and features.ndim == 2
+        and features.shape[1] == d
+    ):
+        raise damaged(", ".join(f"{k} {a.dtype}{list(a.shape)}" for k, a in arrays.items()))
+    if not isinstance(meta, dict):
+        raise damaged(f"its meta is a JSON {type(meta).__name__}")
+    return FeatureStats(mu, sigma, features.astype(np.float64), meta)
+
+
+def extractors_of(record: dict, path: Path, again: str) -> dict[str, dict]:
+    """The per-extractor entries of a record refstats or evaluate wrote (stats.json, metrics.json), each with its
+    status "ok" or the reason it was not; DamagedRecord naming `path` and saying `again` when they are not that."""
+    entries = record.get("extractors")
+    if not isinstance(entries, dict) or not all(
+        isinstance(v, dict) and (v.get("status") == "ok" or isinstance(v.get("reason"), str)) for v in entries.values()
+    ):
+        raise DamagedRecord(f"{path}: its extractors are not a record of them (each 'ok' or why not): {again}")
+    return entries
 
 
 def frechet_distance(

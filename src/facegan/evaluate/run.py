@@ -19,7 +19,16 @@ from facegan.data.packed import ZIP_NAME, load_labels, load_packed, packed_meta,
 from facegan.errors import DamagedRecord, FaceganError, StageInputMissing
 from facegan.evaluate.classifier import MODEL, AttributeNet, accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
-from facegan.evaluate.fid import FeatureStats, feature_stats, frechet_distance, kid, load_stats, save_stats
+from facegan.evaluate.fid import (
+    REFSTATS_AGAIN,
+    FeatureStats,
+    extractors_of,
+    feature_stats,
+    frechet_distance,
+    kid,
+    load_stats,
+    save_stats,
+)
 from facegan.io import atomic_dir, host_free, read_json, sha256_file, write_text
 
 log = logging.getLogger(__name__)
@@ -45,12 +54,12 @@ def _unavailable(name: str, err: Exception) -> dict:
 def run_refstats(cfg: EvaluateConfig, packed: Path, dst: Path, classifier_dir: Path | None = None) -> dict:
     """Feature statistics of (up to cfg.max_real) real packed images, per extractor, into dst/<name>.npz."""
     zip_path = packed / ZIP_NAME
-    images, _, meta = load_packed(zip_path, limit=cfg.max_real, seed=cfg.seed)  # a seeded subset of max_real
+    images, _, _ = load_packed(zip_path, limit=cfg.max_real, seed=cfg.seed)  # a seeded subset of max_real
     drawn = len(images) < packed_shape(zip_path)[0]  # fewer than the set: the seed chose which
     digest = sha256_file(zip_path)
     status: dict = {
         "dataset_sha256": digest,
-        "resolution": meta["resolution"],
+        "resolution": int(images.shape[1]),
         "mode": cfg.mode,
         "max_real": cfg.max_real,
         "seed": cfg.seed if drawn else None,
@@ -85,14 +94,10 @@ def reference_stats(
     dataset.zip's sha256); mode, evaluate.max_real and, for `attributes`, the classifier must be theirs too: a
     StatsMismatch says to re-run refstats otherwise (ExtractorUnavailable: they were not made, the extractor does
     not run here)."""
-    rerun = "re-run refstats (`dvc repro -f refstats@<dataset>` or `facegan refstats <dataset>`)"
     if not (stats_dir / STATUS).is_file():
         raise StageInputMissing(f"no reference statistics in {stats_dir}: run refstats first")
-    status = read_json(stats_dir / STATUS, "a record of reference statistics")
-    extractors = status.get("extractors")
-    if not isinstance(extractors, dict) or not all(isinstance(v, dict) and "status" in v for v in extractors.values()):
-        raise DamagedRecord(f"{stats_dir / STATUS}: its extractors are not refstats' record of them: {rerun}")
-    ref = extractors.get(name)
+    status = read_json(stats_dir / STATUS, "a record of reference statistics", REFSTATS_AGAIN)
+    ref = extractors_of(status, stats_dir / STATUS, REFSTATS_AGAIN).get(name)
     if ref is None:
         raise StatsMismatch(
             f"extractor {name!r} has no reference statistics in {stats_dir}: add it to "
@@ -103,24 +108,24 @@ def reference_stats(
             raise ExtractorUnavailable(ref["reason"])
         raise StatsMismatch(
             f"extractor {name!r} was unavailable when the statistics in {stats_dir} were made and is available "
-            f"now: {rerun}"
+            f"now: {REFSTATS_AGAIN}"
         )
     if packed is not None and status.get("dataset_sha256") != _sha256_cached(packed / ZIP_NAME):
         raise StatsMismatch(
             f"the reference statistics in {stats_dir} are of another packed set than {packed / ZIP_NAME} "
-            f"(it changed since they were made): {rerun}"
+            f"(it changed since they were made): {REFSTATS_AGAIN}"
         )
     for key in ("max_real", "seed"):  # which real images they are of (seed None: all, none drawn)
         if status.get(key, getattr(cfg, key)) not in (None, getattr(cfg, key)):
             raise StatsMismatch(
                 f"the reference statistics in {stats_dir} are of evaluate.{key} {status[key]}, "
-                f"not {getattr(cfg, key)}: {rerun}"
+                f"not {getattr(cfg, key)}: {REFSTATS_AGAIN}"
             )
     made_with = ref.get("classifier_sha256", "any")  # statistics made before it was recorded: any
     if name == "attributes" and made_with not in ("any", _classifier_sha256(classifier_dir)):
-        raise StatsMismatch(f"the attribute statistics in {stats_dir} are of another classifier: {rerun}")
+        raise StatsMismatch(f"the attribute statistics in {stats_dir} are of another classifier: {REFSTATS_AGAIN}")
     if not (stats_dir / f"{name}.npz").is_file():
-        raise DamagedRecord(f"{stats_dir / STATUS} lists {name}.npz, which is not there: {rerun}")
+        raise DamagedRecord(f"{stats_dir / STATUS} lists {name}.npz, which is not there: {REFSTATS_AGAIN}")
     real = load_stats(stats_dir / f"{name}.npz")
     if real.meta.get("mode") != cfg.mode:
         raise StatsMismatch(
