@@ -455,7 +455,7 @@ def test_an_image_of_a_packed_set_that_does_not_decompress_is_named(tmp_path):
     png = io_png()
     with zipfile.ZipFile(tmp_path / "dataset.zip", "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("00000/img00000000.png", png)
-        zf.writestr("dataset.json", '{"labels": null}')  # all stylegan2-ada-pytorch's dataset_tool writes
+        zf.writestr("dataset.json", '{"labels": null}')  # as stylegan2-ada-pytorch's tool writes an unlabelled set
     data = bytearray((tmp_path / "dataset.zip").read_bytes())
     at = data.index(png[20:40])
     data[at : at + 8] = b"\0" * 8  # the image's bytes damaged, its CRC as it was
@@ -556,7 +556,7 @@ def test_damaged_packed_metadata_is_named(tmp_path, layout):
     meta = json.loads(members.pop("dataset.json"))
     assert packed_meta(source) == meta  # what pack writes is read as it is
     minimal = {"labels": None, "label_names": [], "label_values": {}, "resolution": None}
-    with zipfile.ZipFile(tmp_path / "theirs.zip", "w") as zf:  # what stylegan2-ada-pytorch's dataset_tool writes
+    with zipfile.ZipFile(tmp_path / "theirs.zip", "w") as zf:  # an unlabelled set of stylegan2-ada-pytorch's tool
         zf.writestr("dataset.json", '{"labels": null}')
     assert packed_meta(tmp_path / "theirs.zip") == minimal
     images = sorted(members)
@@ -583,9 +583,17 @@ def test_damaged_packed_metadata_is_named(tmp_path, layout):
     refused(b"[]", r"dataset.json: not the packed set's metadata \(a JSON list\): run the `pack` stage again")
     refused(b"{}", r"dataset.json: not the packed set's metadata \(labels: Field required\)")
     bad = {**labelled, "labels": [[images[0], "x"]]}
-    refused(json.dumps(bad).encode(), r"\(labels.0.1: Input should be a valid list\)")
+    refused(json.dumps(bad).encode(), r"\(labels.0.1: Input should be a valid array\)")
     bad = {**labelled, "labels": [[n, [0, 1]] for n in images]}
-    refused(json.dumps(bad).encode(), r"dataset.json: a label row of another length than label_names")
+    refused(json.dumps(bad).encode(), r"\(a label row of another length than label_names\)")
+    for rows, problem in (([3], r"hair 3, not an index of its 1 values"), ([-1], r"hair -1, not an index")):
+        bad = {**labelled, "labels": [[images[0], [0]], [images[1], rows]]}
+        refused(json.dumps(bad).encode(), rf"\({images[1]}: {problem}")
+    refused(json.dumps({**labelled, "label_values": {}}).encode(), r"\(label_names has 'hair', label_values has not\)")
+    bad = {**labelled, "labels": [[images[0], ["0"]]]}  # strict: what is returned is what was checked
+    refused(json.dumps(bad).encode(), r"\(labels.0.1.0: Input should be a valid integer\)")
+    refused(json.dumps({**labelled, "label_values": {"hair": [1]}}).encode(), r"label_values.hair.0: Input should be")
+    refused(json.dumps({**labelled, "resolution": "32"}).encode(), r"\(resolution: Input should be a valid integer\)")
     bad = {**labelled, "labels": labelled["labels"][1:]}
     refused(json.dumps(bad).encode(), rf"dataset.json: no label row for {images[0]}", load_packed)
     with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as zf:
@@ -593,6 +601,7 @@ def test_damaged_packed_metadata_is_named(tmp_path, layout):
             zf.writestr(name, data)
         zf.writestr("dataset.json", json.dumps(labelled))
     assert load_labels(packed).tolist() == [[0]] * len(images)
+    assert load_packed(packed)[1].tolist() == [[0]] * len(images)
     raw = bytearray(packed.read_bytes())
     at = raw.rindex(b'"hair"')
     raw[at + 1] = ord("H")  # one byte of the stored JSON: its CRC no longer matches

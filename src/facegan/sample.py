@@ -280,7 +280,8 @@ def real_label_rows(packed: Path, names: list[str], values: dict[str, list[str]]
     zip_path = packed / ZIP_NAME
     if not zip_path.is_file():
         raise LabelError(f"--labels-from {packed}: no {ZIP_NAME} there (give a packed dataset's folder)")
-    meta, rows = packed_meta(zip_path), load_labels(zip_path)
+    meta = packed_meta(zip_path)
+    rows = load_labels(zip_path, meta)
     if rows is None:
         raise LabelError(f"--labels-from {packed}: the set has no labels")
     if (meta["label_names"], meta["label_values"]) != (names, values):

@@ -22,7 +22,8 @@ _AGAIN = "run the `pack` stage again"
 
 
 class PackedSetDamaged(DamagedRecord):
-    """A packed dataset.zip that is no readable ZIP, or holds a damaged image (a copy or a write cut off)."""
+    """A packed dataset.zip that is no readable ZIP, holds a damaged image (a copy or a write cut off), or a
+    dataset.json that is not what `pack` writes."""
 
 
 def open_packed(zip_path: Path) -> zipfile.ZipFile:
@@ -37,7 +38,8 @@ def open_packed(zip_path: Path) -> zipfile.ZipFile:
 
 
 def _member(zf: zipfile.ZipFile, name: str, zip_path: Path) -> bytes:
-    """One image's bytes; PackedSetDamaged when they do not decompress (the index reads, the data does not)."""
+    """One member's bytes (an image, dataset.json); PackedSetDamaged when they do not decompress (the index reads,
+    the data does not)."""
     try:
         return zf.read(name)
     except zipfile.BadZipFile as e:
@@ -156,44 +158,62 @@ def _alive(pid: int) -> bool:
 
 
 class _Meta(BaseModel):
-    """What `pack` writes into dataset.json (stylegan2-ada-pytorch's dataset_tool writes `labels` only)."""
+    """What `pack` writes into dataset.json. An unlabelled set of stylegan2-ada-pytorch's dataset_tool (`labels`
+    null, nothing else) reads too, with the rest empty."""
 
     labels: list[tuple[str, list[int]]] | None
     label_names: list[str] = []
-    label_values: dict[str, list] = {}
+    label_values: dict[str, list[str]] = {}
     resolution: int | None = Field(None, gt=0)
 
 
 def packed_meta(zip_path: Path) -> dict:
     """dataset.json of a packed ZIP (labels, label names and values, resolution); PackedSetDamaged when it is not
-    there or not what `pack` writes."""
+    there or not what `pack` writes: every label row one index into each attribute's values."""
     where = f"{zip_path}:dataset.json"
     with open_packed(zip_path) as zf:
         try:
             raw = _member(zf, "dataset.json", zip_path)
         except KeyError:
             raise PackedSetDamaged(f"{zip_path}: no dataset.json in it: {_AGAIN}") from None
+
+    def damaged(problem: str) -> PackedSetDamaged:
+        return PackedSetDamaged(f"{where}: not the packed set's metadata ({problem}): {_AGAIN}")
+
     try:
         meta = json.loads(raw)
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise PackedSetDamaged(f"{where}: not JSON ({first_line(e, 120)}): {_AGAIN}") from None
     if not isinstance(meta, dict):
-        raise PackedSetDamaged(f"{where}: not the packed set's metadata (a JSON {type(meta).__name__}): {_AGAIN}")
+        raise damaged(f"a JSON {type(meta).__name__}")
     try:
-        _Meta.model_validate(meta)
+        _Meta.model_validate_json(raw, strict=True)  # strict: what is returned is what was checked ("1" is no int)
     except ValidationError as e:
         err = e.errors()[0]
-        problem = f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
-        raise PackedSetDamaged(f"{where}: not the packed set's metadata ({problem}): {_AGAIN}") from None
+        raise damaged(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     meta = {k: f.get_default() for k, f in _Meta.model_fields.items() if not f.is_required()} | meta  # what it lacks
-    if any(len(row) != len(meta["label_names"]) for _, row in meta["labels"] or []):
-        raise PackedSetDamaged(f"{where}: a label row of another length than label_names: {_AGAIN}")
+    names, values = meta["label_names"], meta["label_values"]
+    if lacking := [n for n in names if n not in values]:
+        raise damaged(f"label_names has {lacking[0]!r}, label_values has not")
+    rows = [row for _, row in meta["labels"] or []]
+    if any(len(row) != len(names) for row in rows):
+        raise damaged("a label row of another length than label_names")
+    if rows and names:  # one index into each attribute's values, as the models' embeddings take them
+        try:
+            indices = np.asarray(rows, np.int64)
+        except OverflowError:
+            raise damaged("a label index beyond 64 bits") from None
+        sizes = np.asarray([len(values[n]) for n in names])
+        if (out := (indices < 0) | (indices >= sizes)).any():
+            i, j = np.argwhere(out)[0]
+            raise damaged(f"{meta['labels'][i][0]}: {names[j]} {indices[i, j]}, not an index of its {sizes[j]} values")
     return meta
 
 
-def load_labels(zip_path: Path) -> np.ndarray | None:
-    """The NxA label rows of a packed ZIP (or None), from dataset.json alone: no image is decoded."""
-    meta = packed_meta(zip_path)
+def load_labels(zip_path: Path, meta: dict | None = None) -> np.ndarray | None:
+    """The NxA label rows of a packed ZIP (or None), from dataset.json alone (`meta`: its `packed_meta`, already
+    read): no image is decoded."""
+    meta = packed_meta(zip_path) if meta is None else meta
     return _labels(meta, sorted(k for k, _ in meta["labels"] or []), zip_path)
 
 

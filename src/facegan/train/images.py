@@ -80,8 +80,8 @@ def load_training_data(
     zip_path = packed / ZIP_NAME
     n, h, w = packed_shape(zip_path)
     size_gb = n * 3 * h * w / 1e9
-    labels = load_labels(zip_path)
     meta = packed_meta(zip_path)
+    labels = load_labels(zip_path, meta)
     if size_gb <= memory_budget_gb:
         x = torch.empty((n, 3, h, w), dtype=torch.uint8, pin_memory=pin)
         decode_packed(zip_path, x.numpy(), threads)
