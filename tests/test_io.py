@@ -93,6 +93,43 @@ def test_atomic_dir_keeps_old_output_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_file_written_whole_or_not_at_all_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A failed write (a full disk) of a checkpoint, statistics, a GIF, a chart or a text file left its hidden
+    temporary file behind (up to a checkpoint's hundreds of MB, on the disk that was full); the old file stays."""
+    import errno
+
+    import torch
+
+    from facegan.evaluate.fid import feature_stats, load_stats, save_stats
+    from facegan.io import write_text
+    from facegan.train.checkpoint import save_checkpoint
+
+    def full(obj, f, *args, **kwargs):  # writes part of the file, then the disk is full
+        Path(f).write_bytes(b"part")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    ckpt = tmp_path / "checkpoint.pt"
+    save_checkpoint(ckpt, {"step": 1})
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(ckpt, {"step": 2})
+    monkeypatch.undo()
+    assert torch.load(ckpt, weights_only=True)["step"] == 1
+    write_text(tmp_path / "a.txt", "old")
+    with pytest.raises(OSError, match="No space left"):
+        monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: full(None, self))
+        write_text(tmp_path / "a.txt", "new")
+    monkeypatch.undo()
+    assert (tmp_path / "a.txt").read_text() == "old"
+    monkeypatch.setattr(np, "savez", lambda f, **arrays: full(None, f))
+    with pytest.raises(OSError, match="No space left"):
+        save_stats(tmp_path / "dlib.npz", feature_stats(np.ones((3, 2)), False))
+    monkeypatch.undo()
+    save_stats(tmp_path / "dlib.npz", feature_stats(np.ones((3, 2)), False))
+    assert load_stats(tmp_path / "dlib.npz").n == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "checkpoint.pt", "dlib.npz"]
+
+
 def test_image_grid_layout():
     ims = np.stack([np.full((4, 5, 3), i * 10, np.uint8) for i in range(5)])
     g = image_grid(ims, ncols=3, pad=1)

@@ -187,16 +187,10 @@ def read_json(path: Path, what: str | None = None, again: str = AGAIN) -> Any:
 
 def write_image(path: Path, array: np.ndarray) -> None:
     """Write an HxWx3 (or HxWx4, HxW) uint8 array atomically; format from the suffix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     fmt = Image.registered_extensions()[path.suffix.lower()]
     options = {"compress_level": PNG_LEVEL} if fmt == "PNG" else {}
-    try:
+    with atomic_file(path, path.suffix) as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format=fmt, **options)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, an interrupt: no half-written temporary file left behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 _ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[^\s'\"(),/]+/)+([^\s'\"(),/]*)")
@@ -265,12 +259,25 @@ def _torch_load_failure(path: Path, e: Exception) -> str:
     return first_line(e, with_type=True)
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (tmp + rename)."""
+@contextlib.contextmanager
+def atomic_file(path: Path, suffix: str = "") -> Iterator[Path]:
+    """A hidden temporary path beside `path` for the block to write (`suffix` for writers that take the format
+    from it); it then replaces `path` at once. An error or interrupt removes it instead (a full disk left a
+    half-written temporary file behind, a checkpoint's hundreds of MB): `path` is the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -303,10 +302,13 @@ def bar_chart(rows: list[dict], path: Path) -> None:
             fontsize=9,
         )
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)  # whole or not at all, as every output
+    from facegan.io import atomic_file
+
+    try:
+        with atomic_file(path) as tmp:  # whole or not at all, as every output
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
 
 
 def write_table(rows: list[dict], out: Path) -> list[Path]:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from facegan.errors import FaceganError, OutputError
-from facegan.io import image_grid, write_image
+from facegan.io import atomic_file, image_grid, write_image
 from facegan.seeds import check_seeds, seed_labels, seed_rows, seed_z
 from facegan.train.images import seeded_subset, to_float, to_uint8
 
@@ -149,10 +149,8 @@ def write_interpolation_gif(
         for im in render(g, z, ys)
     ]
     seq = ims + ims[-2:0:-1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    seq[0].save(tmp, format="GIF", save_all=True, append_images=seq[1:], duration=80, loop=0)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        seq[0].save(tmp, format="GIF", save_all=True, append_images=seq[1:], duration=80, loop=0)
 
 
 def attribute_grid(g: torch.nn.Module, z: torch.Tensor, base: torch.Tensor, attr: int, n_values: int) -> np.ndarray:

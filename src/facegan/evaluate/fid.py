@@ -13,6 +13,7 @@ import numpy as np
 from scipy import linalg
 
 from facegan.errors import DamagedRecord, first_line
+from facegan.io import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +51,14 @@ def feature_stats(features: np.ndarray, warn_small: bool = True, **meta) -> Feat
 
 
 def save_stats(path: Path, stats: FeatureStats) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(
-        tmp,
-        mu=stats.mu,
-        sigma=stats.sigma,
-        features=stats.features.astype(np.float32),
-        meta=np.array(json.dumps(stats.meta, sort_keys=True)),
-    )
-    tmp.replace(path)
+    with atomic_file(path, ".npz") as tmp:  # np.savez adds .npz to a name without it
+        np.savez(
+            tmp,
+            mu=stats.mu,
+            sigma=stats.sigma,
+            features=stats.features.astype(np.float32),
+            meta=np.array(json.dumps(stats.meta, sort_keys=True)),
+        )
 
 
 def load_stats(path: Path) -> FeatureStats:

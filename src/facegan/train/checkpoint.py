@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from torch import nn
 
 from facegan.config import ParamsError, StyleGAN2Config, TrainConfig, parse_section
 from facegan.errors import CheckpointError, StageInputMissing, flat
-from facegan.io import load_torch
+from facegan.io import atomic_file, load_torch
 from facegan.models.weights import mismatch
 
 log = logging.getLogger(__name__)
@@ -23,10 +22,8 @@ CHECKPOINT = "checkpoint.pt"  # the file name of a run's checkpoint in its folde
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
