@@ -94,8 +94,8 @@ def test_atomic_dir_keeps_old_output_on_failure(tmp_path):
 
 
 def test_a_file_written_whole_or_not_at_all_leaves_no_temporary_file(tmp_path, monkeypatch):
-    """A failed write (a full disk) of a checkpoint, statistics, a GIF, a chart or a text file left its hidden
-    temporary file behind (up to a checkpoint's hundreds of MB, on the disk that was full); the old file stays."""
+    """A failed write (a full disk) of a checkpoint, feature statistics or a text file left its hidden temporary
+    file behind (up to a checkpoint's hundreds of MB, on the disk that was full); the old file stays."""
     import errno
 
     import torch
@@ -104,30 +104,37 @@ def test_a_file_written_whole_or_not_at_all_leaves_no_temporary_file(tmp_path, m
     from facegan.io import write_text
     from facegan.train.checkpoint import save_checkpoint
 
-    def full(obj, f, *args, **kwargs):  # writes part of the file, then the disk is full
+    def full(f) -> None:  # writes part of the file, then the disk is full
         Path(f).write_bytes(b"part")
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    def fails(write, target, name: str, replacement) -> None:
+        with monkeypatch.context() as m:
+            m.setattr(target, name, replacement)
+            with pytest.raises(OSError, match="No space left"):
+                write()
+        assert not [p.name for p in tmp_path.glob(".*")]
+
     ckpt = tmp_path / "checkpoint.pt"
     save_checkpoint(ckpt, {"step": 1})
-    monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(OSError, match="No space left"):
-        save_checkpoint(ckpt, {"step": 2})
-    monkeypatch.undo()
+    fails(lambda: save_checkpoint(ckpt, {"step": 2}), torch, "save", lambda obj, f, **k: full(f))
     assert torch.load(ckpt, weights_only=True)["step"] == 1
     write_text(tmp_path / "a.txt", "old")
-    with pytest.raises(OSError, match="No space left"):
-        monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: full(None, self))
-        write_text(tmp_path / "a.txt", "new")
-    monkeypatch.undo()
+    fails(lambda: write_text(tmp_path / "a.txt", "new"), Path, "write_text", lambda self, *a, **k: full(self))
     assert (tmp_path / "a.txt").read_text() == "old"
-    monkeypatch.setattr(np, "savez", lambda f, **arrays: full(None, f))
-    with pytest.raises(OSError, match="No space left"):
-        save_stats(tmp_path / "dlib.npz", feature_stats(np.ones((3, 2)), False))
-    monkeypatch.undo()
     save_stats(tmp_path / "dlib.npz", feature_stats(np.ones((3, 2)), False))
+    fails(
+        lambda: save_stats(tmp_path / "dlib.npz", feature_stats(np.ones((4, 2)), False)),
+        np,
+        "savez",
+        lambda f, **arrays: full(f),
+    )
     assert load_stats(tmp_path / "dlib.npz").n == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "checkpoint.pt", "dlib.npz"]
+    (tmp_path / ".b.txt.tmp").mkdir()  # the temporary name taken (by a folder): the write's own error is raised
+    with pytest.raises(IsADirectoryError, match=r"\.b\.txt\.tmp") as e:
+        write_text(tmp_path / "b.txt", "x")
+    assert e.value.__context__ is None  # the write's, not the clean-up's (which would have it as its context)
 
 
 def test_image_grid_layout():

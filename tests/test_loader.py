@@ -115,3 +115,18 @@ def test_a_killed_decode_leaves_no_temporary_behind(layout, tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_decode_that_fails_takes_its_temporary_with_it(layout, tmp_path, monkeypatch):
+    """A decode stopped by an error (a damaged image, a full disk) left its .<sha>.<host>.<pid>.npy, as large as
+    the set, until a later process on this host swept it."""
+    import facegan.data.packed as packed
+
+    def damaged(zip_path, out, threads=1):
+        out[:1] = 7  # part of the set decoded, then an image that does not decompress
+        raise packed.PackedSetDamaged(f"{zip_path}:00000/img00000001.png: Bad CRC-32")
+
+    monkeypatch.setattr(packed, "decode_packed", damaged)
+    with pytest.raises(packed.PackedSetDamaged, match="Bad CRC-32"):
+        decoded_memmap(layout.packed / ZIP_NAME, tmp_path)
+    assert list(tmp_path.iterdir()) == []

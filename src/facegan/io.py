@@ -270,7 +270,8 @@ def atomic_file(path: Path, suffix: str = "") -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the error (or interrupt) that stopped the write is the one raised
+            tmp.unlink(missing_ok=True)
         raise
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -126,11 +127,16 @@ def decoded_memmap(zip_path: Path, cache: Path, threads: int = 1) -> np.ndarray:
         cache.mkdir(parents=True, exist_ok=True)
         # each process its own: concurrent ranks never collide, and a killed one is known by its host and pid
         tmp = cache / f".{path.stem}.{socket.gethostname()}.{os.getpid()}.npy"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
-        decode_packed(zip_path, out, threads)
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
+            decode_packed(zip_path, out, threads)  # a damaged image, a full disk: the set-sized file goes too
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
     return np.load(path, mmap_mode="c")  # copy-on-write: torch may wrap it, nothing is ever written back
 
 
