@@ -623,3 +623,6 @@ def test_a_damaged_evaluation_is_named_by_the_report(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"num_samples": 16, "extractors": {"dlib": {}}}))
     with pytest.raises(DamagedRecord, match=r"metrics.json: its extractors are not a record of them"):
         collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"extractors": {"dlib": {"status": "ok"}}}))
+    with pytest.raises(DamagedRecord, match=r"metrics.json: not an evaluation's metrics \(no num_samples\): run"):
+        collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from facegan.config import EvaluateConfig, Params, ParamsError, dvc_stages
-from facegan.errors import AGAIN
+from facegan.errors import AGAIN, DamagedRecord
 from facegan.evaluate.fid import REFSTATS_AGAIN, extractors_of
 from facegan.io import atomic_dir, read_json, write_text
 
@@ -23,6 +23,8 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     """The report's metrics (nested, for `dvc metrics show`)."""
     ev = read_json(evaluation / "metrics.json", "an evaluation's metrics")
     extractors = extractors_of(ev, evaluation / "metrics.json", AGAIN)
+    if not isinstance(ev.get("num_samples"), int):
+        raise DamagedRecord(f"{evaluation / 'metrics.json'}: not an evaluation's metrics (no num_samples): {AGAIN}")
     with (model / "losses.csv").open(newline="") as f:
         losses = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     from facegan.layout import PER_IMAGE
@@ -33,7 +35,7 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     metrics = {
         "dataset": dataset,
         **{k: v for k, v in ev.items() if k.startswith(("fd_", "kid_", "attr_acc"))},
-        "num_samples": ev.get("num_samples"),
+        "num_samples": ev["num_samples"],
         "mode": ev.get("mode", "legacy"),
         "extractors_ran": sorted(k for k, v in extractors.items() if v["status"] == "ok"),
         "extractors_unavailable": {k: v["reason"] for k, v in extractors.items() if v["status"] != "ok"},
