@@ -626,3 +626,35 @@ def test_a_damaged_evaluation_is_named_by_the_report(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"extractors": {"dlib": {"status": "ok"}}}))
     with pytest.raises(DamagedRecord, match=r"metrics.json: not an evaluation's metrics \(no num_samples\): run"):
         collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)
+
+
+def test_a_damaged_loss_or_distance_curve_is_named_with_its_line(tmp_path):
+    """A losses.csv or fid.csv edited by hand was float()'s ValueError traceback in report and the transfer table
+    (and report's curves took a row with an empty cell for one, its summary not)."""
+    from facegan.errors import DamagedRecord
+    from facegan.io import read_numbers_csv
+    from facegan.report import collect, plot_curves
+
+    curve = tmp_path / "losses.csv"
+    curve.write_text("step,loss_d,loss_g,ada_p\n1,0.5,0.7,\n2,0.4,0.8,0.01\n")
+    assert read_numbers_csv(curve) == [
+        {"step": 1.0, "loss_d": 0.5, "loss_g": 0.7},
+        {"step": 2.0, "loss_d": 0.4, "loss_g": 0.8, "ada_p": 0.01},
+    ]
+    plot_curves(tmp_path, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    for text, problem in (
+        ("step,loss_d\n1,0.5\n2,O.4\n", r"line 3: could not convert string to float: 'O.4'"),
+        ("step,loss_d\n1,0.5,0.6\n", r"line 2: more cells than columns"),
+        ("step,loss_d\n1," + "9" * 200_000 + "\n", r"not a CSV of numbers \(field larger than field limit .*\)"),
+    ):
+        curve.write_text(text)
+        with pytest.raises(DamagedRecord, match=r"losses.csv(, |: )" + problem + ": run the stage that wrote it"):
+            read_numbers_csv(curve)
+    curve.write_bytes(b"step\n\xff\n")
+    with pytest.raises(DamagedRecord, match=r"losses.csv: not a CSV of numbers \('utf-8' codec can't decode"):
+        read_numbers_csv(curve)
+    (tmp_path / "metrics.json").write_text(json.dumps({"num_samples": 16, "extractors": {}}))
+    curve.write_text("step,loss_d\n")
+    with pytest.raises(DamagedRecord, match=r"losses.csv: no steps in it: run the stage that wrote it again"):
+        collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)

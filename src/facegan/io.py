@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import errno
 import hashlib
@@ -183,6 +184,26 @@ def read_json(path: Path, what: str | None = None, again: str = AGAIN) -> Any:
     if what is not None and not isinstance(data, dict):
         raise DamagedRecord(f"{path}: not {what} (a JSON {type(data).__name__}): {again}")
     return data
+
+
+def read_numbers_csv(path: Path) -> list[dict[str, float]]:
+    """The rows of a CSV of numbers a stage wrote (losses.csv, fid.csv), each {column: value} without its empty
+    cells; DamagedRecord naming the file and line where a cell is no number or a row has more cells than the
+    header (an edit by hand), FileNotFoundError when it is not there."""
+    rows: list[dict[str, float]] = []
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row:  # DictReader's key for the cells beyond the header
+                    raise DamagedRecord(f"{path}, line {reader.line_num}: more cells than columns: {AGAIN}")
+                try:
+                    rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+                except ValueError as e:
+                    raise DamagedRecord(f"{path}, line {reader.line_num}: {first_line(e, 80)}: {AGAIN}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DamagedRecord(f"{path}: not a CSV of numbers ({first_line(e, 80)}): {AGAIN}") from None
+    return rows
 
 
 def write_image(path: Path, array: np.ndarray) -> None:

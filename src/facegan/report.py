@@ -3,9 +3,9 @@ MLflow parent run gets the final metrics and files, and the best generator is re
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import yaml
 from facegan.config import EvaluateConfig, Params, ParamsError, dvc_stages
 from facegan.errors import AGAIN, DamagedRecord
 from facegan.evaluate.fid import REFSTATS_AGAIN, extractors_of
-from facegan.io import atomic_dir, read_json, write_text
+from facegan.io import atomic_dir, read_json, read_numbers_csv, write_text
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     extractors = extractors_of(ev, evaluation / "metrics.json", AGAIN)
     if not isinstance(ev.get("num_samples"), int):
         raise DamagedRecord(f"{evaluation / 'metrics.json'}: not an evaluation's metrics (no num_samples): {AGAIN}")
-    with (model / "losses.csv").open(newline="") as f:
-        losses = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    if not (losses := read_numbers_csv(model / "losses.csv")):
+        raise DamagedRecord(f"{model / 'losses.csv'}: no steps in it: {AGAIN}")
     from facegan.layout import PER_IMAGE
     from facegan.manifest import read_summary
 
@@ -60,17 +60,16 @@ def plot_curves(model: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with (model / "losses.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    fid_rows = list(csv.DictReader((model / "fid.csv").open(newline=""))) if (model / "fid.csv").is_file() else []
+    rows = read_numbers_csv(model / "losses.csv")
+    fid_rows = read_numbers_csv(model / "fid.csv") if (model / "fid.csv").is_file() else []
     fig, axes = plt.subplots(1, 2 if fid_rows else 1, figsize=(10 if fid_rows else 5, 3.2), squeeze=False)
-    steps = [float(r["step"]) for r in rows]
+    steps = [r.get("step", math.nan) for r in rows]
     for key in (k for k in rows[0] if k.startswith("loss")):  # loss_d, loss_g (GANs) or loss (VAE)
-        axes[0, 0].plot(steps, [float(r[key]) for r in rows], label=key, lw=0.8)
+        axes[0, 0].plot(steps, [r.get(key, math.nan) for r in rows], label=key, lw=0.8)
     axes[0, 0].set(xlabel="step", title="losses")
     axes[0, 0].legend()
     if fid_rows:
-        axes[0, 1].plot([float(r["step"]) for r in fid_rows], [float(r["fd"]) for r in fid_rows], "o-")
+        axes[0, 1].plot([r.get("step", math.nan) for r in fid_rows], [r.get("fd", math.nan) for r in fid_rows], "o-")
         axes[0, 1].set(xlabel="step", title="Frechet distance (fixed noise)")
     fig.tight_layout()
     fig.savefig(out, dpi=100)

@@ -9,7 +9,6 @@ Written to data/transfer/ (table, curves, plots) and MLflow (one child run per r
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -22,7 +21,7 @@ import numpy as np
 from facegan.config import Params, load_params
 from facegan.data.packed import ZIP_NAME, image_names, open_packed
 from facegan.errors import StageInputMissing
-from facegan.io import atomic_dir, read_json, write_text
+from facegan.io import atomic_dir, read_json, read_numbers_csv, write_text
 from facegan.layout import Layout
 from facegan.transfer import OFF, PRETRAIN, run_params, runs
 
@@ -34,10 +33,7 @@ WINDOWS = 25  # points of the smoothed r_t / ADA p curves
 
 
 def _read_csv(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    return read_numbers_csv(path) if path.is_file() else []
 
 
 def _windows(rows: list[dict[str, float]], key: str, batch: int) -> list[tuple[float, float]]:
