@@ -646,6 +646,7 @@ def test_a_damaged_loss_or_distance_curve_is_named_with_its_line(tmp_path):
     for text, problem in (
         ("step,loss_d\n1,0.5\n2,O.4\n", r"line 3: could not convert string to float: 'O.4'"),
         ("step,loss_d\n1,0.5,0.6\n", r"line 2: more cells than columns"),
+        ("step,loss_d,loss_g\n1,0.5,0.7\n2,0.4\n", r"line 3: fewer cells than columns"),
         ("step,loss_d\n1," + "9" * 200_000 + "\n", r"not a CSV of numbers \(field larger than field limit .*\)"),
     ):
         curve.write_text(text)
@@ -654,7 +655,24 @@ def test_a_damaged_loss_or_distance_curve_is_named_with_its_line(tmp_path):
     curve.write_bytes(b"step\n\xff\n")
     with pytest.raises(DamagedRecord, match=r"losses.csv: not a CSV of numbers \('utf-8' codec can't decode"):
         read_numbers_csv(curve)
+    curve.write_bytes(b"\xef\xbb\xbfstep,loss_d\r\n1,0.5\r\n")  # as a spreadsheet saves it: the mark is no column
+    assert read_numbers_csv(curve) == [{"step": 1.0, "loss_d": 0.5}]
+
+    from facegan.layout import PER_IMAGE
+    from facegan.manifest import summary
+
+    for stage in PER_IMAGE:
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "summary.json").write_text(json.dumps(summary([])))
+    (tmp_path / "summary.json").write_text(json.dumps(summary([])))
     (tmp_path / "metrics.json").write_text(json.dumps({"num_samples": 16, "extractors": {}}))
-    curve.write_text("step,loss_d\n")
-    with pytest.raises(DamagedRecord, match=r"losses.csv: no steps in it: run the stage that wrote it again"):
-        collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)
+    curve.write_text("step,loss_d,loss_g\n1,0.5,0.7\n2,,0.8\n")  # loss_d not logged at step 2
+    assert collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)["training"] == {"steps": 2, "final_loss_g": 0.8}
+    plot_curves(tmp_path, tmp_path / "curves.png")  # a gap in loss_d's curve
+    for text, problem in (
+        ("step,loss_d\n", "no steps in it"),
+        ("step,loss_d\n1,0.5\n,0.4\n", "its last row has no step"),
+    ):
+        curve.write_text(text)
+        with pytest.raises(DamagedRecord, match=rf"losses.csv: {problem}: run the stage that wrote it again"):
+            collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)

@@ -188,21 +188,28 @@ def read_json(path: Path, what: str | None = None, again: str = AGAIN) -> Any:
 
 def read_numbers_csv(path: Path) -> list[dict[str, float]]:
     """The rows of a CSV of numbers a stage wrote (losses.csv, fid.csv), each {column: value} without its empty
-    cells; DamagedRecord naming the file and line where a cell is no number or a row has more cells than the
-    header (an edit by hand), FileNotFoundError when it is not there."""
+    cells (a value a step did not log); DamagedRecord naming the file and line where a cell is no number or a row
+    has more or fewer cells than the header (an edit by hand), FileNotFoundError when it is not there."""
     rows: list[dict[str, float]] = []
-    try:
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
+
+    def damaged(where: str, problem: str) -> DamagedRecord:
+        return DamagedRecord(f"{path}{where}: {problem}: {AGAIN}")
+
+    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark is no column
+        reader = csv.DictReader(f)
+        try:
             for row in reader:
+                line = f", line {reader.line_num}"
                 if None in row:  # DictReader's key for the cells beyond the header
-                    raise DamagedRecord(f"{path}, line {reader.line_num}: more cells than columns: {AGAIN}")
+                    raise damaged(line, "more cells than columns")
+                if None in row.values():  # its value for the columns beyond the cells
+                    raise damaged(line, "fewer cells than columns")
                 try:
-                    rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+                    rows.append({k: float(v) for k, v in row.items() if v != ""})
                 except ValueError as e:
-                    raise DamagedRecord(f"{path}, line {reader.line_num}: {first_line(e, 80)}: {AGAIN}") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DamagedRecord(f"{path}: not a CSV of numbers ({first_line(e, 80)}): {AGAIN}") from None
+                    raise damaged(line, first_line(e, 80)) from None
+        except (UnicodeDecodeError, csv.Error) as e:  # no line: the reader's count is of the lines before it
+            raise damaged("", f"not a CSV of numbers ({first_line(e, 80)})") from None
     return rows
 
 

@@ -25,8 +25,10 @@ def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluatio
     extractors = extractors_of(ev, evaluation / "metrics.json", AGAIN)
     if not isinstance(ev.get("num_samples"), int):
         raise DamagedRecord(f"{evaluation / 'metrics.json'}: not an evaluation's metrics (no num_samples): {AGAIN}")
-    if not (losses := read_numbers_csv(model / "losses.csv")):
-        raise DamagedRecord(f"{model / 'losses.csv'}: no steps in it: {AGAIN}")
+    losses = read_numbers_csv(model / "losses.csv")
+    if not losses or not math.isfinite(losses[-1].get("step", math.nan)):
+        problem = "its last row has no step" if losses else "no steps in it"
+        raise DamagedRecord(f"{model / 'losses.csv'}: {problem}: {AGAIN}")
     from facegan.layout import PER_IMAGE
     from facegan.manifest import read_summary
 
@@ -64,7 +66,7 @@ def plot_curves(model: Path, out: Path) -> None:
     fid_rows = read_numbers_csv(model / "fid.csv") if (model / "fid.csv").is_file() else []
     fig, axes = plt.subplots(1, 2 if fid_rows else 1, figsize=(10 if fid_rows else 5, 3.2), squeeze=False)
     steps = [r.get("step", math.nan) for r in rows]
-    for key in (k for k in rows[0] if k.startswith("loss")):  # loss_d, loss_g (GANs) or loss (VAE)
+    for key in dict.fromkeys(k for r in rows for k in r if k.startswith("loss")):  # loss_d, loss_g; loss (VAE)
         axes[0, 0].plot(steps, [r.get(key, math.nan) for r in rows], label=key, lw=0.8)
     axes[0, 0].set(xlabel="step", title="losses")
     axes[0, 0].legend()
