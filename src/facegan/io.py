@@ -288,12 +288,13 @@ def _torch_load_failure(path: Path, e: Exception) -> str:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, suffix: str = "") -> Iterator[Path]:
+def atomic_file(path: Path, suffix: str = "", tmp: Path | None = None) -> Iterator[Path]:
     """A hidden temporary path beside `path` for the block to write (`suffix` for writers that take the format
-    from it); it then replaces `path` at once. An error or interrupt removes it instead (a full disk left a
-    half-written temporary file behind, a checkpoint's hundreds of MB): `path` is the old file or the whole new one."""
+    from it; `tmp` for one that names its own); it then replaces `path` at once. An error or interrupt removes it
+    instead (a full disk left a half-written temporary file behind, a checkpoint's hundreds of MB): `path` is the
+    old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    tmp = tmp or path.with_name(f".{path.name}.tmp{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -118,7 +117,7 @@ def decoded_memmap(zip_path: Path, cache: Path, threads: int = 1) -> np.ndarray:
     """The packed images decoded once into an Nx3xHxW uint8 .npy file under `cache` (named by the ZIP's sha256,
     so another set never reads a stale one), opened memory-mapped: rows are read from disk when indexed, so
     a set larger than memory trains in the same seeded batch order as the in-memory path."""
-    from facegan.io import sha256_file
+    from facegan.io import atomic_file, sha256_file
 
     path = cache / f"{sha256_file(zip_path)[:32]}.npy"
     _remove_stale_temporaries(cache, path.stem)
@@ -126,17 +125,12 @@ def decoded_memmap(zip_path: Path, cache: Path, threads: int = 1) -> np.ndarray:
         n, h, w = packed_shape(zip_path)
         cache.mkdir(parents=True, exist_ok=True)
         # each process its own: concurrent ranks never collide, and a killed one is known by its host and pid
-        tmp = cache / f".{path.stem}.{socket.gethostname()}.{os.getpid()}.npy"
-        try:
+        own = cache / f".{path.stem}.{socket.gethostname()}.{os.getpid()}.npy"
+        with atomic_file(path, tmp=own) as tmp:  # a damaged image, a full disk: the set-sized file goes too
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
-            decode_packed(zip_path, out, threads)  # a damaged image, a full disk: the set-sized file goes too
+            decode_packed(zip_path, out, threads)
             out.flush()
             del out
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
     return np.load(path, mmap_mode="c")  # copy-on-write: torch may wrap it, nothing is ever written back
 
 
