@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,34 @@ def test_exif_rotation_applied(tmp_path):
     Image.fromarray(_rgb(40, 60)).save(p, exif=exif, quality=95)
     im = read_image(p)
     assert im.shape == (60, 40, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_as_pillow_turns_it(tmp_path, orientation):
+    from PIL import ImageOps
+
+    p = tmp_path / "r.png"  # lossless: the turned pixels compare exactly
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(_rgb(40, 60)).save(p, exif=exif)
+    with Image.open(p) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert np.array_equal(read_image(p), expected)
+
+
+def test_damaged_exif_block_keeps_the_photo(tmp_path):
+    # a tag whose value no longer packs: ImageOps.exif_transpose raised struct.error writing the EXIF back, which
+    # stopped the whole detect stage on one photo
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Canon"
+    buf = io.BytesIO()
+    Image.fromarray(_rgb(40, 60)).save(buf, "JPEG", exif=exif, quality=95)
+    data = bytearray(buf.getvalue())
+    data[41] = 64  # the Make tag's type byte: BYTE -> an unknown type
+    p = tmp_path / "bad.jpg"
+    p.write_bytes(bytes(data))
+    assert read_image(p).shape == (60, 40, 3)  # still turned: its orientation tag reads
 
 
 @pytest.mark.parametrize(
@@ -167,3 +198,14 @@ def test_files_in_hidden_folders_are_no_images_of_the_folder(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.png", "sub/b.png"]
     assert [p.name for p in split_images(tmp_path)[1]] == ["notes.txt"]
     assert is_hidden(Path(".partial/d.png")) and not is_hidden(Path("sub/b.png"))
+
+
+def test_atomic_dir_output_has_the_umask_permissions(tmp_path):
+    # tempfile.mkdtemp's folder is 0700: a stage's output renamed from it was private to its writer
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "a.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755

@@ -381,3 +381,20 @@ def test_threads_of_one_process_share_its_detector_without_mixing_or_crashing(ba
         pytest.skip(f"no YuNet model in {models_home() / 'detectors'}")
     r = subprocess.run([sys.executable, "-c", RACE, backend], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+def test_model_paths_from_params_are_absolute(tmp_path, monkeypatch):
+    # Dask workers started in another folder resolved a relative `detect.model` or `upscale.models_dir` from their
+    # own folder, and called the (fine) file truncated
+    from facegan.preprocess.common import resolve
+    from facegan.preprocess.pretrained import superres_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "yunet.onnx").write_bytes(b"x")
+    raw = Path("data/raw/me")
+    assert resolve("models/yunet.onnx", raw) == tmp_path / "models" / "yunet.onnx"
+    assert resolve("cascade.xml", raw) == tmp_path / "data/raw/me/cascade.xml"  # not there: beside the raw images
+    assert superres_dir("models/sr") == tmp_path / "models" / "sr"
+    monkeypatch.setenv("FACEGAN_MODELS", "cache")
+    assert superres_dir(None) == tmp_path / "cache" / "superres"

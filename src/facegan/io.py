@@ -14,7 +14,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from facegan.errors import AGAIN, CheckpointError, DamagedRecord, FaceganError, FolderBusy, OutputError, first_line
 
@@ -129,9 +128,33 @@ def read_image(path: Path | ZipMember, max_pixels: int = MAX_PIXELS) -> np.ndarr
     with open_image(path.open() if isinstance(path, ZipMember) else path, max_pixels) as im:
         try:
             im.load()
-            return _to_rgb8(ImageOps.exif_transpose(im))
+            return _to_rgb8(_upright(im))
         except _DECODE_ERRORS as e:
             raise _unreadable(e) from None
+
+
+# EXIF orientation -> the transpose that shows the pixels as the camera's owner saw them (EXIF 2.3, tag 0x0112)
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The pixels turned by the EXIF orientation. Only the pixels are wanted: ImageOps.exif_transpose also writes
+    the EXIF block back and fails (struct.error) on a damaged tag the camera or an editor left, which must not cost
+    the photo; an orientation that cannot be read is none."""
+    try:
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 -- any damage in the EXIF block: Pillow raises what its parsers raise
+        return im
+    method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    return im.transpose(method) if method is not None else im
 
 
 def _unreadable(e: BaseException) -> ImageError:
@@ -335,6 +358,19 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
             lock.release()
 
 
+def new_dir(parent: Path, prefix: str) -> Path:
+    """A new empty folder `parent/<prefix><random>`, with the permissions any folder gets (the umask's): what
+    tempfile.mkdtemp makes is private (0700), and a stage's output folder renamed from it stayed unreadable to the
+    colleagues, web server or cluster workers that read its parent."""
+    while True:
+        path = parent / f"{prefix}{os.urandom(6).hex()}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
 @contextlib.contextmanager
 def atomic_dir(dst: Path, what: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `dst`; on success it replaces `dst`, on error it is removed. Temporary
@@ -347,7 +383,7 @@ def atomic_dir(dst: Path, what: str | None = None) -> Iterator[Path]:
         for stale in dst.parent.glob(f".{dst.name}.*"):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+        tmp = new_dir(dst.parent, f".{dst.name}.")
         try:
             yield tmp
         except BaseException:

@@ -32,7 +32,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +40,7 @@ from typing import Any
 
 from facegan.config import Params, TrackingConfig, flatten
 from facegan.errors import TrackingError, first_line
+from facegan.io import new_dir
 
 log = logging.getLogger(__name__)
 
@@ -1014,7 +1014,7 @@ def _fetch_folder(folder: Path) -> Path:
         with contextlib.suppress(OSError):
             if old.is_dir() and time.time() - old.stat().st_mtime > STALE_FETCH_S:
                 shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    return new_dir(folder.parent, f".{folder.name}.")
 
 
 def _move_in(tmp: Path, folder: Path) -> None:

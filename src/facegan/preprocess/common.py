@@ -38,9 +38,10 @@ def guarded(stage: str, fn: Callable, row: Row, **kwargs):
 
 
 def resolve(path: str, raw: Path) -> Path:
-    """A path from params: absolute or existing as given (~ expanded), else relative to the dataset's raw folder."""
+    """A path from params: absolute or existing as given (~ expanded), else relative to the dataset's raw folder;
+    made absolute, as Dask workers started in another folder must read it."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() or p.exists() else raw / p
+    return (p if p.is_absolute() or p.exists() else raw / p).absolute()
 
 
 def run_per_image(stage: str, fn: RowFn, src: Path, dst: Path, workers: int | Pool) -> Manifest:

@@ -22,12 +22,13 @@ from facegan.preprocess.models import Lazy, ModelFileError, ModelMissing, ModelU
 
 def models_home() -> Path:
     """facegan's own model cache: $FACEGAN_MODELS, default ~/.cache/facegan (seed-caches.sh of ../shared fills it)."""
-    return Path(os.environ.get("FACEGAN_MODELS") or "~/.cache/facegan").expanduser()
+    return Path(os.environ.get("FACEGAN_MODELS") or "~/.cache/facegan").expanduser().absolute()
 
 
 def superres_dir(models_dir: str | None) -> Path:
-    """upscale.models_dir, or $FACEGAN_MODELS/superres."""
-    return Path(models_dir).expanduser() if models_dir else models_home() / "superres"
+    """upscale.models_dir, or $FACEGAN_MODELS/superres; absolute, as Dask workers started in another folder must
+    read it."""
+    return Path(models_dir).expanduser().absolute() if models_dir else models_home() / "superres"
 
 
 def torch_checkpoints() -> Path:
