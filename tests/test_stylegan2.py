@@ -560,3 +560,16 @@ def test_mixed_precision_training_step_runs_on_cpu_autocast(amp):
             assert abs(a[k] - b[k]) <= 5e-3, (a["step"], k, a[k], b[k])
         for k in ("r1", "path_length"):
             assert abs(a[k] - b[k]) <= 0.03 * abs(b[k]), (a["step"], k, a[k], b[k])
+
+
+def test_style_figures_with_fewer_w_dimensions_than_sefa_rows(tmp_path):
+    # z_dim 4: SeFa has 4 directions, and its figure asked for 5 (IndexError after the final checkpoint, so the
+    # run was never delivered and every rerun failed the same way)
+    from PIL import Image
+
+    from facegan.sample_style import write_style_figures
+
+    g = build_models(cfg(z_dim=4), 16)[0]
+    write_style_figures(g, tmp_path)
+    side = 16 + 2
+    assert np.asarray(Image.open(tmp_path / "sefa.png")).shape[:2] == (4 * side + 2, 7 * side + 2)

@@ -92,6 +92,16 @@ def test_reconstruction_error_falls_and_figures_are_written(tmp_path):
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "interpolation.gif").is_file()
 
 
+def test_figures_of_an_odd_set_smaller_than_two_rows(tmp_path):
+    # 7 images: the interpolation's halves were 3 and 4 codes (a size mismatch after the final checkpoint, so the
+    # run was never delivered and every rerun failed the same way); 3 walks now, and one row of 7 reals above
+    # their 7 reconstructions (8 columns put the first reconstruction beside the reals)
+    Loop(make_trainer(_cfg(), _smooth(7), None, [], CPU), tmp_path, 2, 2, 2).run()
+    side = 32 + 2
+    assert np.asarray(Image.open(tmp_path / "reconstructions.png")).shape[:2] == (2 * side + 2, 7 * side + 2)
+    assert np.asarray(Image.open(tmp_path / "latent_interpolation.png")).shape[:2] == (3 * side + 2, 8 * side + 2)
+
+
 def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
     images = _smooth(12)
     straight = make_trainer(_cfg(checkpoint_every=2), images, None, [], CPU)

@@ -198,12 +198,18 @@ def write_vae_figures(trainer, out: Path, n: int = GRID_COLS, steps: int = GRID_
     real = to_float(seeded_subset(trainer.images, 2 * n, trainer.cfg.seed + 5).to(trainer.device))
     mu, _ = trainer.d(real)  # the encoder itself, not its DDP wrapper: only the main process draws
     recon = trainer.sampler(mu)
-    rows = torch.cat([real[:n], recon[:n], real[n:], recon[n:]])
-    write_image(out / "reconstructions.png", image_grid(to_uint8(rows), ncols=n))
-    a, b = mu[: len(mu) // 2], mu[len(mu) // 2 :]
+    cols = min(n, len(real))  # a set smaller than 2n: each real image still above its reconstruction
+    rows = []
+    for i in range(0, len(real), cols):
+        for part in (real[i : i + cols], recon[i : i + cols]):
+            rows += [part, torch.ones_like(real[: cols - len(part)])]  # white after a short row
+    write_image(out / "reconstructions.png", image_grid(to_uint8(torch.cat(rows)), ncols=cols))
+    pairs = len(mu) // 2  # fewer than 2n images in the set: as many walks as there are pairs
+    a, b = mu[:pairs], mu[pairs : 2 * pairs]
     t = torch.linspace(0, 1, steps, device=mu.device)[None, :, None]
     walk = (a[:, None] * (1 - t) + b[:, None] * t).reshape(-1, mu.shape[1])
-    write_image(out / "latent_interpolation.png", image_grid(to_uint8(trainer.sampler(walk)), ncols=steps))
+    if pairs:
+        write_image(out / "latent_interpolation.png", image_grid(to_uint8(trainer.sampler(walk)), ncols=steps))
     trainer.g.train(was[0]), trainer.d.train(was[1])
 
 

@@ -118,13 +118,13 @@ def layer_groups(g) -> dict[str, list[int]]:
 
 @torch.no_grad()
 def sefa_grid(g, seed: int = 0, k: int = 5, steps: int = 7, sigmas: float = 3.0) -> np.ndarray:
-    """One row per direction: the seed's image moved from -sigmas to +sigmas standard deviations
-    (of w projected on the direction, over 1000 samples)."""
+    """One row per direction (k, or as many as w has dimensions): the seed's image moved from -sigmas to +sigmas
+    standard deviations (of w projected on the direction, over 1000 samples)."""
     g.eval()
     dirs, spread = _sefa_with_spread(g, k)
     base = _ws(g, [seed])[0]
     offsets = torch.linspace(-sigmas, sigmas, steps, device=base.device)
-    w = torch.stack([base + (o * spread[i]) * dirs[i] for i in range(k) for o in offsets])
+    w = torch.stack([base + (o * s) * d for d, s in zip(dirs, spread, strict=True) for o in offsets])
     return image_grid(_render_w(g, w), ncols=steps)
 
 
