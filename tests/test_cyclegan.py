@@ -230,10 +230,14 @@ def test_stage_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="not packed yet"):
         run_stage("cyclegan", "cartoon", p, tmp_path)
     raw = p.model_dump(mode="json")
+    side = p.datasets["cartoon"].pack.resolution
+    most = max(n for n in range(1, 7) if side >= 4 * 2**n)
     for change, msg in (
         ({"b": "cartoon"}, "two different datasets"),
         ({"b": "nope"}, "'nope' is not a dataset"),
         ({"decay_start": 10_000}, "after the last step"),
+        # InstanceNorm's "Expected more than 1 spatial element" traceback, after the data had loaded
+        ({"d_layers": 6}, f"d_layers 6: .* needs 256 px; its datasets are packed at {side} px: use d_layers {most} or"),
     ):
         with pytest.raises(ParamsError, match=msg):
             parse_params({**raw, "cyclegan": {**raw["cyclegan"], **change}})

@@ -295,7 +295,7 @@ def test_freeze_d_leaves_frozen_blocks_unchanged_and_trains_the_rest(tmp_path):
         assert torch.equal(after[name], start[name]), name
     assert not torch.equal(after["final_linear.1.weight"], start["final_linear.1.weight"])
     assert not torch.equal(after["convs.2.conv1.0.weight"], start["convs.2.conv1.0.weight"])
-    with pytest.raises(ValueError, match="freeze at most"):
+    with pytest.raises(ParamsError, match="freeze at most"):
         trainer(cfg(init_from=str(pre), freeze_d=9))
     with pytest.raises(ValueError, match="init_from"):
         cfg(freeze_d=2)
@@ -410,6 +410,10 @@ def test_mismatched_pretrained_weights_give_a_clear_error(tmp_path):
         trainer(cfg(init_from=str(junk)))
     with pytest.raises(FileNotFoundError, match="init_from"):
         trainer(cfg(init_from=str(tmp_path / "absent.pt")))
+    cycle = tmp_path / "cyclegan.pt"  # facegan's format, two generators: was KeyError 'G'
+    save_checkpoint(cycle, {"G_ab": {}, "G_ba": {}, "D_a": {}, "D_b": {}, "step": 3})
+    with pytest.raises(PretrainedMismatch, match="cyclegan.pt: a CycleGAN's checkpoint, with no G and D to start"):
+        trainer(cfg(init_from=str(cycle)))
 
 
 def test_a_weights_mismatch_names_its_first_keys_and_counts():

@@ -125,8 +125,10 @@ def test_incompatible_choices_are_refused():
         TrainConfig(d_variant="projection")
     assert TrainConfig(loss="wgan-gp").resolved_d_norm == "layer"
     assert TrainConfig(model="wgan-gp").resolved_d_norm == "layer"
-    with pytest.raises(ValueError, match="needs a labelled dataset"):
+    with pytest.raises(ParamsError, match="needs a labelled dataset"):  # one error line, not a traceback
         build_models(_cfg(model="acgan"), 32, [])
+    with pytest.raises(ValueError, match="batch_size 7 is the global batch, split over nproc 2"):
+        TrainConfig(batch_size=7, nproc=2)
 
 
 def test_diffaugment_is_reproducible_and_changes_images():

@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from facegan.errors import CheckpointError, FaceganError, flat
+from facegan.errors import CheckpointError, ParamsError, flat
 from facegan.models import MODELS, model_spec
 
 
@@ -548,6 +548,11 @@ class TrainConfig(RunSettings):
                 "freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint (the transfer study "
                 "sets it for each run: give freeze_d in a row of transfer.runs)"
             )
+        if self.batch_size % self.nproc:
+            raise ValueError(
+                f"batch_size {self.batch_size} is the global batch, split over nproc {self.nproc} processes: "
+                "make it a multiple of nproc"
+            )
         if self.graph:
             self._check_graphable()
         if not self.spec.adversarial:
@@ -850,6 +855,14 @@ class Params(Section):
             self._check_pair("transfer", {"source": self.transfer.source, "target": self.transfer.target})
         if self.cyclegan.enabled:
             self._check_pair("cyclegan", {"a": self.cyclegan.a, "b": self.cyclegan.b})
+            layers, side = self.cyclegan.d_layers, self.datasets[self.cyclegan.a].pack.resolution
+            if side < 3 * 2**layers:  # its last conv and InstanceNorm need a map of at least 2x2
+                most = max((n for n in range(1, layers) if side >= 3 * 2**n), default=None)
+                raise ValueError(
+                    f"cyclegan.d_layers {layers}: the PatchGAN halves the images {layers} times and needs "
+                    f"{2 ** (layers + 2)} px; its datasets are packed at {side} px"
+                    + (f": use d_layers {most} or less" if most else "")
+                )
         return self
 
     def transfer_evaluate(self) -> EvaluateConfig:
@@ -870,15 +883,6 @@ class Params(Section):
 
 
 S = TypeVar("S", bound=BaseModel)
-
-
-class ParamsError(FaceganError, ValueError):
-    """A params file that cannot be used; the message says which key, which value, what is allowed (`problems`:
-    one line each, where a validation found them)."""
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
-        self.problems = problems or []
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -33,6 +33,15 @@ class UnknownName(FaceganError, ValueError):
     """A name that is not in its registry (model, loss, backend, extractor, ...); the message lists the valid ones."""
 
 
+class ParamsError(FaceganError, ValueError):
+    """A params file that cannot be used; the message says which key, which value, what is allowed (`problems`:
+    one line each, where a validation found them)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or []
+
+
 class StageInputMissing(FaceganError, FileNotFoundError):
     """A stage's input (an earlier stage's output, a folder, a checkpoint) is not there yet."""
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from facegan.errors import ParamsError
 from facegan.registry import pick
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def _unconditional(cfg: TrainConfig, resolution: int, label_dims: Sequence[int])
 
 def _acgan(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tuple[nn.Module, nn.Module]:
     if not label_dims:
-        raise ValueError("model 'acgan' needs a labelled dataset (pack.labels: a CSV of attributes per image)")
+        raise ParamsError("model 'acgan' needs a labelled dataset (pack.labels: a CSV of attributes per image)")
     return _conv_pair(cfg, resolution, label_dims)
 
 
@@ -73,7 +74,7 @@ def _stylegan2(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> 
     from facegan.models import stylegan2
 
     if label_dims:
-        raise ValueError("model 'stylegan2' is unconditional here: use model 'acgan' for attribute labels")
+        raise ParamsError("model 'stylegan2' is unconditional here: use model 'acgan' for attribute labels")
     sg = cfg.stylegan2
     g = stylegan2.Generator(
         resolution, cfg.z_dim, sg.mapping_layers, sg.channel_base, sg.channel_max, sg.lr_mapping,
@@ -89,7 +90,7 @@ def _vae(cfg: TrainConfig, resolution: int, label_dims: Sequence[int]) -> tuple[
     from facegan.models import dcgan, vae
 
     if label_dims:
-        raise ValueError("model 'vae' is unconditional: use model 'acgan' for attribute labels")
+        raise ParamsError("model 'vae' is unconditional: use model 'acgan' for attribute labels")
     decoder = dcgan.Generator(resolution, cfg.z_dim, cfg.g_channels, cfg.g_arch)
     encoder = vae.Encoder(resolution, cfg.z_dim, cfg.d_channels, cfg.resolved_d_norm)
     decoder.apply(dcgan.init_weights)

@@ -47,6 +47,9 @@ def read_pretrained(path: Path) -> dict:
     advice = "train.init_from takes a facegan checkpoint.pt or a rosinality stylegan2-pytorch .pt"
     state = load_torch(path, advice, safe_globals=(argparse.Namespace,))  # rosinality's .pt keep their args
     if "format" in state:
+        if not {"G", "D"} <= set(state):  # e.g. a CycleGAN's (G_ab, G_ba, ...): no one generator to start from
+            kind = "a CycleGAN's checkpoint" if "G_ab" in state else "a checkpoint"
+            raise PretrainedMismatch(f"{path}: {kind}, with no G and D to start from: {advice}")
         return {
             "G": state["G"],
             "D": state["D"],

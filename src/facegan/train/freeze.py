@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from facegan.errors import ParamsError
+
 
 def freeze_discriminator(d: nn.Module, k: int) -> list[str]:
     """Turn off gradients of D's first k blocks (input side); returns the frozen parameter names."""
@@ -11,9 +13,9 @@ def freeze_discriminator(d: nn.Module, k: int) -> list[str]:
         return []
     blocks = getattr(d, "blocks", None)
     if blocks is None:
-        raise ValueError(f"{type(d).__name__} exposes no `blocks`: FreezeD is not available for it")
+        raise ParamsError(f"{type(d).__name__} exposes no `blocks`: FreezeD is not available for it")
     if k >= len(blocks):
-        raise ValueError(f"freeze_d {k}: the discriminator has {len(blocks)} blocks; freeze at most {len(blocks) - 1}")
+        raise ParamsError(f"freeze_d {k}: the discriminator has {len(blocks)} blocks; freeze at most {len(blocks) - 1}")
     frozen = {id(p) for b in blocks[:k] for p in b.parameters()}
     names = []
     for name, p in d.named_parameters():
