@@ -16,6 +16,7 @@ from PIL import Image
 
 from conftest import logs_of
 from facegan.config import AlignConfig, DetectConfig, MatteConfig, UpscaleConfig, VerifyConfig
+from facegan.errors import StageInputMissing
 from facegan.io import read_image
 from facegan.manifest import read_manifest
 from facegan.preprocess.align import LANDMARKERS, run_align, to_five
@@ -266,6 +267,16 @@ def test_reference_photos_of_a_format_not_read_are_said(tmp_path, caplog):
     (refs / "obama.jfif").unlink()  # nothing but what it cannot read: the error says what is there
     with pytest.raises(FileNotFoundError, match=r"no reference photos in .*references \(1 file\(s\) there are no"):
         reference_encodings(refs)
+    Image.new("RGB", (120, 90), (90, 140, 60)).save(refs / "lawn.jpg")  # a photo, but of no face: was a traceback
+    with pytest.raises(StageInputMissing, match=r"no face found in any of the 1 photos in .*references: add photos"):
+        reference_encodings(refs)
+
+
+def test_dlib_verification_without_references_is_refused_by_the_params_check():
+    # `facegan check` said valid, then verify ended in a ValueError traceback
+    with pytest.raises(ValueError, match="backend 'dlib' needs references: a folder of photos"):
+        VerifyConfig(backend="dlib")
+    assert VerifyConfig(backend="dlib", references="refs").references == "refs"
 
 
 @needs_assets

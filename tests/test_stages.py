@@ -425,9 +425,20 @@ def test_the_annotations_backends_read_a_rewritten_file_again_and_fail_before_an
     after = detect.DETECTORS["annotations"](DetectConfig(), raw)
     assert before(None, "000001.png")[0].box == (1, 2, 30, 40)  # made before the rewrite: the file as it was read
     assert after(None, "000001.png")[0].box == (10, 20, 300, 400) and after(None, "000003.png")
-    (raw / "annotations.json").write_text('{"images": {"a.png": [{"no box": 1}]}}')
-    with pytest.raises(ValueError, match=rf"^{raw}/annotations.json: not a facegan annotations file \(KeyError"):
-        detect.DETECTORS["annotations"](DetectConfig(), raw)
+    from facegan.preprocess.annotations import AnnotationsError
+
+    for text, problem in (
+        ('{"images": {"a.png": [{"no box": 1}]}}', "KeyError"),
+        ('{"images": ["a.png"]}', "AttributeError"),  # was an AttributeError traceback
+        ('{"images": {"a.png": [{"box": [1, 2, 3]}]}}', "ValueError"),
+        ('{"images": {"a.png": [{"box": [1, 2, 3, 4], "landmarks": [1, 2]}]}}', "ValueError: landmarks of shape"),
+        ("{not json", "JSONDecodeError"),
+    ):
+        (raw / "annotations.json").write_text(text)
+        with pytest.raises(
+            AnnotationsError, match=rf"^{raw}/annotations.json: not a facegan annotations file \({problem}"
+        ):
+            detect.DETECTORS["annotations"](DetectConfig(), raw)
     (raw / "annotations.json").unlink()
     with pytest.raises(StageInputMissing, match=rf"^annotations file not found: {raw}/annotations.json \(the"):
         detect.DETECTORS["annotations"](DetectConfig(), raw)

@@ -181,6 +181,12 @@ class VerifyConfig(Section):
     )
     tolerance: float = Field(0.6, gt=0, le=2, description="max distance to the closest reference encoding")
 
+    @model_validator(mode="after")
+    def _references(self) -> VerifyConfig:
+        if self.backend == "dlib" and not self.references:
+            raise ValueError("backend 'dlib' needs references: a folder of photos of the person to keep")
+        return self
+
 
 class AlignConfig(Section):
     backend: Literal["annotations", "dlib68", "fan", "yunet5", "box"] = "annotations"

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facegan.errors import StageInputMissing
+from facegan.errors import FaceganError, StageInputMissing
+
+
+class AnnotationsError(FaceganError, ValueError):
+    """An annotations file that is not in the format above; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -34,20 +38,22 @@ def _box(values: list) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
+def _face(f: dict) -> Face:
+    landmarks = np.asarray(f["landmarks"], float) if f.get("landmarks") else None
+    if landmarks is not None and (landmarks.ndim != 2 or landmarks.shape[1] != 2):
+        raise ValueError(f"landmarks of shape {landmarks.shape}, not a list of [x, y] points")
+    return Face(_box(f["box"]), landmarks)
+
+
 def load_annotations(path: Path) -> dict[str, list[Face]]:
     """Faces per image key; a clear error when the file is missing or malformed."""
     if not path.is_file():
         raise StageInputMissing(f"annotations file not found: {path} (the 'annotations' backend needs one)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {
-            key: [
-                Face(_box(f["box"]), np.asarray(f["landmarks"], float) if f.get("landmarks") else None) for f in faces
-            ]
-            for key, faces in data["images"].items()
-        }
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: not a facegan annotations file ({type(e).__name__}: {e})") from None
+        return {key: [_face(f) for f in faces] for key, faces in data["images"].items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # a list for a mapping, a box of 3 numbers...
+        raise AnnotationsError(f"{path}: not a facegan annotations file ({type(e).__name__}: {e})") from None
 
 
 def iou(a: tuple[float, ...] | list[float], b: tuple[float, ...] | list[float]) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facegan.config import VerifyConfig
-from facegan.errors import StageInputMissing
+from facegan.errors import ParamsError, StageInputMissing
 from facegan.io import ImageError, read_image, split_images
 from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool
@@ -85,14 +85,17 @@ def reference_encodings(folder: Path, max_side: int = 1600) -> np.ndarray:
             continue
         out.append(encoder(image, faces[0].box))
     if not out:
-        raise ValueError(f"verify.references: no face found in any of the {len(files)} photos in {folder}")
+        raise StageInputMissing(
+            f"verify.references: no face found in any of the {len(files)} photos in {folder}: add photos in which "
+            "the person's face is clear, frontal and not tiny"
+        )
     log.info("verify: %d reference encodings from %s", len(out), folder)
     return np.stack(out)
 
 
 def _dlib(cfg: VerifyConfig, raw: Path) -> Verifier:
     if not cfg.references:
-        raise ValueError("verify.backend 'dlib' needs verify.references: a folder of photos of the person to keep")
+        raise ParamsError("verify.backend 'dlib' needs verify.references: a folder of photos of the person to keep")
     folder = Path(cfg.references).expanduser()
     folder = folder if folder.is_absolute() else raw / folder
     return EncodingVerifier(reference_encodings(folder))
