@@ -91,6 +91,54 @@ def test_zip_caps_and_dedupe_and_non_images(tmp_path):
         import_images(_zip(tmp_path / "empty.zip", {"x.txt": b"1"}), tmp_path / "out4")
 
 
+def _patched(path: Path, name: str, flag: int | None = None, method: int | None = None, flip: bool = False) -> None:
+    """Rewrite one stored member of a zip as other tools write it: encrypted (flag bit 0), compressed by another
+    method (9: Deflate64), or with a damaged data byte. Both its local header and its central directory record."""
+    data = bytearray(path.read_bytes())
+    raw = name.encode()
+    local = next(
+        i for i in range(len(data)) if data[i : i + 4] == b"PK\x03\x04" and data[i + 30 : i + 30 + len(raw)] == raw
+    )
+    central = next(
+        i for i in range(len(data)) if data[i : i + 4] == b"PK\x01\x02" and data[i + 46 : i + 46 + len(raw)] == raw
+    )
+    for header, flag_at, method_at in ((local, 6, 8), (central, 8, 10)):
+        if flag is not None:
+            data[header + flag_at] |= flag
+        if method is not None:
+            data[header + method_at : header + method_at + 2] = method.to_bytes(2, "little")
+    if flip:
+        extra = int.from_bytes(data[local + 28 : local + 30], "little")
+        data[local + 30 + len(raw) + extra + 20] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_zip_entry_that_cannot_be_read_is_skipped_with_its_reason(tmp_path):
+    # an encrypted entry raised RuntimeError, Deflate64 NotImplementedError, a damaged one BadZipFile: a traceback
+    png = _png()
+    z = tmp_path / "a.zip"
+    with zipfile.ZipFile(z, "w") as zf:  # stored: a data byte flipped stays a flipped byte
+        for i, name in enumerate(("crc.png", "deflate64.png", "locked.png", "ok.png")):
+            zf.writestr(name, png + bytes([i]))
+    _patched(z, "crc.png", flip=True)
+    _patched(z, "deflate64.png", method=9)
+    _patched(z, "locked.png", flag=0x1)
+    report = import_images(z, tmp_path / "out")
+    assert report.imported == ["ok.png"]
+    assert report.skipped["crc.png"].startswith("damaged in the zip (BadZipFile: Bad CRC-32 for file 'crc.png')")
+    assert report.skipped["deflate64.png"] == (
+        "compression method 9, which Python's zipfile does not read: extract the zip, then add the folder"
+    )
+    assert report.skipped["locked.png"] == "encrypted (a password-protected zip: extract it, then add the folder)"
+    locked = tmp_path / "locked.zip"
+    with zipfile.ZipFile(locked, "w") as zf:
+        zf.writestr("a.png", png)
+    _patched(locked, "a.png", flag=0x1)
+    with pytest.raises(NoImages, match=r"1 such file\(s\) refused, e.g. a.png: encrypted \(a password-protected"):
+        import_images(locked, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))
+
+
 def test_files_the_reader_refuses_from_their_header_are_skipped_with_the_reason(tmp_path):
     png = _png()
     src = tmp_path / "src"

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -96,10 +98,31 @@ def check_zip(zf: zipfile.ZipFile, max_files: int = MAX_FILES, max_bytes: int = 
     return infos
 
 
+class EntryUnreadable(Exception):
+    """One zip member that cannot be read (the reason is the message): it is skipped, the others are imported."""
+
+
+# what reading a member raises for data it cannot decompress: a CRC that does not match, a deflate, bzip2 or LZMA
+# stream that is damaged (bz2 raises OSError), or one cut off
+_ENTRY_DAMAGE = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError)
+
+
 def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
-    """Read one member, never more than its declared size (a lying header cannot expand further)."""
-    with zf.open(info) as f:
-        data = f.read(min(info.file_size, budget) + 1)
+    """Read one member, never more than its declared size (a lying header cannot expand further); EntryUnreadable
+    for one that is encrypted, compressed by a method zipfile lacks (Deflate64: Windows' own zips of large folders)
+    or damaged."""
+    if info.flag_bits & 0x1:
+        raise EntryUnreadable("encrypted (a password-protected zip: extract it, then add the folder)")
+    try:
+        with zf.open(info) as f:
+            data = f.read(min(info.file_size, budget) + 1)
+    except NotImplementedError:
+        method = f"compression method {info.compress_type}"
+        raise EntryUnreadable(
+            f"{method}, which Python's zipfile does not read: extract the zip, then add the folder"
+        ) from None
+    except _ENTRY_DAMAGE as e:
+        raise EntryUnreadable(f"damaged in the zip ({type(e).__name__}: {e})") from None
     if len(data) > info.file_size or len(data) > budget:
         raise UnsafeArchive(f"{info.filename!r} expands beyond its declared size")
     return data
@@ -170,7 +193,11 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                     if (why := _left_out(rel, info.filename)) is not None:
                         report.skipped[str(rel)] = why
                         continue
-                    data = _read_capped(zf, info, budget)
+                    try:
+                        data = _read_capped(zf, info, budget)
+                    except EntryUnreadable as e:
+                        report.skipped[str(rel)] = str(e)
+                        continue
                     budget -= len(data)
                     _store(data, rel, tmp, seen, report)
         elif src.is_dir():
