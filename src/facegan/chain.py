@@ -129,7 +129,8 @@ def _train(p: Params, at: Layout, t: Tracker) -> dict:
     for path in sorted(at.model.glob("*")):
         if path.suffix in (".png", ".gif", ".csv"):
             t.log_artifact(path)
-    return {"seconds_per_step": result.seconds / max(1, result.steps)}
+    # the speed of the steps this run trained (all steps divided into a resumed part's seconds was far too fast)
+    return {} if result.seconds_per_step is None else {"seconds_per_step": result.seconds_per_step}
 
 
 def _evaluate(p: Params, at: Layout, t: Tracker) -> dict:
@@ -168,8 +169,7 @@ def _cyclegan(p: Params, at: Layout, t: Tracker) -> dict:
         at.root / translate.OUT / "metrics.json",
     ):
         t.log_artifact(path)
-    return {d: metrics[d] for d in translate.DIRECTIONS if d in metrics} | {
-        "seconds_per_step": metrics["seconds_per_step"],
+    return {d: metrics[d] for d in (*translate.DIRECTIONS, "seconds_per_step") if d in metrics} | {
         "num_samples": metrics["num_samples"],  # per direction: the FID table ranks rows of one count together
     }
 

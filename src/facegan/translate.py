@@ -169,7 +169,8 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
         if resume:
             loop.resume(stale="restart")
         result = loop.run(on_step=on_step)
-        seconds = {"seconds_per_step": round(result.seconds / max(1, result.steps), 4)}
+        per_step = result.seconds_per_step  # None: resumed at the last step, nothing trained to time
+        seconds = {} if per_step is None else {"seconds_per_step": round(per_step, 4)}
         metrics = evaluate(trainer, p, root, scoring) | seconds
         write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

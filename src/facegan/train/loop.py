@@ -33,9 +33,15 @@ DIVERGED = "diverged.pt"  # the state when a loss became non-finite, beside work
 @dataclass(frozen=True)
 class TrainResult:
     checkpoint: Path
-    steps: int
-    seconds: float
+    steps: int  # the step the model is at
+    seconds: float  # of the steps this run trained (a resumed run: those after the checkpoint it resumed from)
     losses: list[dict[str, float]]
+    trained: int = 0  # steps this run trained
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Wall seconds per step of the steps this run trained; None when it trained none (resumed at the end)."""
+        return self.seconds / self.trained if self.trained else None
 
 
 def to_csv(rows: list[dict], fields: list[str]) -> str:
@@ -213,4 +219,4 @@ class Loop:
             teardown(failed=True)
             raise
         teardown()
-        return TrainResult(self.dst / CHECKPOINT, self.steps, seconds, t.history)
+        return TrainResult(self.dst / CHECKPOINT, self.steps, seconds, t.history, self.steps - start)
