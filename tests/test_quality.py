@@ -41,7 +41,7 @@ def test_quality_rejects_blur_small_faces_and_duplicate_photos_but_keeps_faces_o
     reasons = {r.file or r.source: (r.status, r.reason) for r in out}
     assert [r.status for r in out] == ["ok", "ok", "ok", "rejected", "rejected", "rejected"]
     assert "blurred" in out[3].reason and "too small" in out[4].reason
-    assert out[5].reason.startswith("near-duplicate of p0.png"), reasons
+    assert out[5].reason.startswith("near-duplicate (of p0.png, "), reasons
     assert len(read_manifest(tmp_path / "q")) == 6 and not (tmp_path / "q" / "copy_5.png").exists()
     assert all(isinstance(r.extra["sharpness"], float) for r in out if r.extra.get("sharpness") is not None)
 
@@ -92,7 +92,7 @@ def test_of_near_duplicate_photos_the_biggest_face_is_kept(tmp_path):
     write_manifest(src, rows)
     out = run_quality(QualityConfig(min_sharpness=10, min_face=32, max_hash_distance=16), raw, src, tmp_path / "q")
     assert [(r.source, r.status) for r in out] == [("a_small.png", "rejected"), ("b_big.png", "ok")]
-    assert out[0].reason.startswith("near-duplicate of b_big.png")
+    assert out[0].reason.startswith("near-duplicate (of b_big.png, ")
 
 
 def test_sharpness_and_hash_behave():
@@ -121,7 +121,7 @@ def _dedupe_all_pairs(rows, max_bits):
             dist[[src == r.source for src in kept]] = h.size + 1
             j = int(np.argmin(dist))
             if dist[j] <= max_bits:
-                out.append(r.reject("quality", f"near-duplicate of {kept[j]} ({int(dist[j])} of {h.size} bits)"))
+                out.append(r.reject("quality", f"near-duplicate (of {kept[j]}, {int(dist[j])} of {h.size} bits apart)"))
                 continue
         hashes.append(h)
         kept.append(r.source)
@@ -227,3 +227,30 @@ def test_a_stage_that_accepts_nothing_says_why_in_its_error(tmp_path):
         str(e.value),
     ), str(e.value)
     assert not (tmp_path / "q").exists()
+
+
+def test_rejections_are_counted_by_kind_and_each_row_keeps_its_whole_reason():
+    # counted whole, each distance, sharpness or kept file had a count of its own (in summary.json, the stage log,
+    # `dataset show` and MLflow, where a long file name made a metric name MLflow refused)
+    from facegan.manifest import summary
+
+    reasons = [
+        "another person (distance 0.82 > tolerance 0.6)",
+        "another person (distance 0.91 > tolerance 0.6)",
+        "blurred (sharpness 12.1 < 20.0)",
+        "near-duplicate (of a/b.png, 3 of 64 bits apart)",
+        "near-duplicate (of c.png, 5 of 64 bits apart)",
+        "unreadable image: OSError: image file is truncated",
+        "no face found",
+    ]
+    rows = [Row(source=f"{i}.png").reject("verify", r) for i, r in enumerate(reasons)] + [Row(source="ok.png")]
+    assert summary(rows) == {
+        "ok": 1,
+        "rejected": 7,
+        "rejected: another person": 2,
+        "rejected: near-duplicate": 2,
+        "rejected: blurred": 1,
+        "rejected: unreadable image": 1,
+        "rejected: no face found": 1,
+    }
+    assert [r.reason for r in rows[:7]] == reasons

@@ -1106,3 +1106,12 @@ def test_sync_fails_while_a_buffer_it_cannot_send_is_left(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr[-2000:]
     assert r.stdout.strip() == "sent 0 record(s) from 0 of 1 file(s); 1 file(s) left unsent"
     assert f"skipped (kept): {damaged}: line 2 is not a JSON record" in r.stderr and damaged.exists()
+
+
+def test_metric_names_fit_mlflow_and_stay_apart():
+    from facegan.track import METRIC_KEY_MAX, metric_key
+
+    assert metric_key("rejected: no face") == "rejected.no_face"
+    long_a, long_b = ("rejected: near-duplicate of " + "d/" * 150 + name for name in ("a.png", "b.png"))
+    a, b = metric_key(long_a), metric_key(long_b)
+    assert len(a) == len(b) == METRIC_KEY_MAX and a != b

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -104,12 +105,20 @@ def read_manifest(folder: Path) -> Manifest:
     return rows
 
 
+def reason_kind(reason: str) -> str:
+    """What a rejection counts under: its reason's words before the details, which follow in parentheses or after a
+    colon ('blurred (sharpness 12.1 < 20)' -> 'blurred', 'unreadable image: OSError: ...' -> 'unreadable image').
+    Counted whole, each distance, sharpness or file had a count of its own."""
+    return re.split(r" \(|: ", reason, maxsplit=1)[0]
+
+
 def summary(rows: Manifest) -> dict[str, int]:
-    """Counts: ok, rejected, and one entry per rejection reason (`rejected: <reason>`)."""
+    """Counts: ok, rejected, and one entry per kind of rejection reason (`rejected: <kind>`, see `reason_kind`); each
+    row's manifest entry keeps its whole reason."""
     c = Counter(r.status for r in rows)
     out = {"ok": c["ok"], "rejected": c["rejected"]}
-    for reason, n in Counter(r.reason for r in rows if r.status == "rejected").most_common():
-        out[f"rejected: {reason}"] = n
+    for kind, n in Counter(reason_kind(r.reason or "") for r in rows if r.status == "rejected").most_common():
+        out[f"rejected: {kind}"] = n
     return out
 
 

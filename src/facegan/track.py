@@ -121,9 +121,16 @@ def experiment_id(cfg: TrackingConfig) -> str:
     return _experiment(client(cfg), cfg.experiment)
 
 
+METRIC_KEY_MAX = 250  # MLflow refuses a longer metric name, and the run's buffered metrics with it
+
+
 def metric_key(name: str) -> str:
-    """MLflow metric names allow letters, digits, _ - . / and spaces: 'rejected: no face' -> 'rejected.no_face'."""
-    return "".join(c if c.isalnum() or c in "_-./" else "_" for c in name.replace(": ", ".")).strip("_")
+    """MLflow metric names allow letters, digits, _ - . / and spaces: 'rejected: no face' -> 'rejected.no_face'; a
+    name over MLflow's 250 characters is cut, with a hash of the whole name to keep it apart from others."""
+    key = "".join(c if c.isalnum() or c in "_-./" else "_" for c in name.replace(": ", ".")).strip("_")
+    if len(key) <= METRIC_KEY_MAX:
+        return key
+    return f"{key[: METRIC_KEY_MAX - 9]}.{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 # ---- runs described locally, created when the store can be reached -------------------------------

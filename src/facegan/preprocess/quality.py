@@ -108,7 +108,7 @@ def dedupe(rows: Manifest, max_bits: int) -> Manifest:
         if other.any():
             ids, dist = ids[other], dist[other]
             j = int(np.argmin(dist))  # the first minimum: ids ascend in the order faces were kept
-            out[i] = r.reject(STAGE, f"near-duplicate of {kept[ids[j]]} ({int(dist[j])} of {h.size} bits)")
+            out[i] = r.reject(STAGE, f"near-duplicate (of {kept[ids[j]]}, {int(dist[j])} of {h.size} bits apart)")
             continue
         index.add(h)
         kept.append(r.source)
