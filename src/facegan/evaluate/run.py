@@ -232,6 +232,19 @@ def generate(
     return render(g, z, y), (y.numpy() if y is not None else None)
 
 
+def _check_trained_on(state: dict, checkpoint: Path, packed: Path) -> None:
+    """StatsMismatch when the checkpoint records another packed set than `packed` (packed again since: at another
+    resolution, with other labels or images). The fakes would be scored against real images the model never saw,
+    or fail on labels it lacks. A checkpoint that records none (made by hand, an older facegan) is not compared."""
+    made_from = (state.get("provenance") or {}).get("data")
+    zip_path = packed / ZIP_NAME
+    if made_from and zip_path.is_file() and made_from != sha256_file(zip_path):
+        raise StatsMismatch(
+            f"{checkpoint} was trained on another {ZIP_NAME} than {zip_path} has now (the set was packed again "
+            "since): train again before evaluating"
+        )
+
+
 def _classifier_of(classifier_dir: Path, packed: Path) -> tuple[AttributeNet, dict, dict] | None:
     """The attribute classifier (net, its state, the packed set's meta), or None when there is none; StatsMismatch
     when it was trained on other labels than the packed set has (the labels drawn for the fakes are the set's)."""
@@ -262,6 +275,7 @@ def run_evaluate(
         metrics["extractors"][extractor] = {"status": "unavailable", "reason": why}
         metrics[f"fd_{extractor}"] = None
     g, gcfg, state = load_generator(checkpoint)
+    _check_trained_on(state, checkpoint, packed)
     conditional = bool(state.get("label_dims"))
     # a stale classifier stops the stage here, before the generation it would waste
     classifier = _classifier_of(classifier_dir, packed) if classifier_dir and conditional else None
