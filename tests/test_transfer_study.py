@@ -115,6 +115,26 @@ def test_a_killed_fine_tune_resumes_and_gives_the_uninterrupted_bytes(study, tmp
         assert a == b, name
 
 
+@pytest.mark.slow  # with the shared fixture: minutes (CI runs it in `make test-slow`)
+def test_the_table_refuses_runs_made_under_other_params(study, tmp_path):
+    """The table gave every row the kimg of today's transfer.finetune.steps, and put runs fine-tuned from an older
+    pretrained model beside new ones, without a word."""
+    p, root, _, _ = study
+    raw = p.model_dump(mode="json")
+    raw["transfer"]["finetune"]["steps"] = 4
+    with pytest.raises(transfer_table.StaleRun, match=r"baseline-s0/models/checkpoint.pt: trained 2 steps, train.st"):
+        transfer_table.table(parse_params(raw), root)
+    raw = p.model_dump(mode="json")
+    raw["transfer"]["runs"]["ada"] = {"ada": {"enabled": True, "target": 0.3}}
+    with pytest.raises(transfer_table.StaleRun, match=r"ada-s0/.*train.ada.target: 0.6 -> 0.3.*finetune ada --seed 0"):
+        transfer_table.table(parse_params(raw), root)
+    shutil.copytree(root / "data", tmp_path / "data")
+    pretrained = transfer.pretrained_checkpoint(p, tmp_path)
+    pretrained.write_bytes(pretrained.read_bytes() + b"\0")  # trained again since: other bytes
+    with pytest.raises(transfer_table.StaleRun, match="fine-tuned from another pretrained model than"):
+        transfer_table.table(p, tmp_path)
+
+
 def test_one_seed_has_no_spread_to_be_beyond():
     """With one seed per row (the default pipeline's tiny study) a difference is never called beyond the spread
     and the table shows no fake "± 0"."""

@@ -20,9 +20,10 @@ import numpy as np
 
 from facegan.config import Params, load_params
 from facegan.data.packed import ZIP_NAME, image_names, open_packed
-from facegan.errors import StageInputMissing
-from facegan.io import atomic_dir, read_json, read_numbers_csv, write_text
+from facegan.errors import CheckpointError, FaceganError, StageInputMissing
+from facegan.io import atomic_dir, read_json, read_numbers_csv, sha256_file, write_text
 from facegan.layout import Layout
+from facegan.train.checkpoint import CHECKPOINT
 from facegan.transfer import OFF, PRETRAIN, run_params, runs
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
             f"{metrics}: run {variant} of the transfer study has not been evaluated: "
             f"`facegan transfer finetune {row} --seed {seed}` (or `dvc repro` the transfer stages)"
         )
+    step = _check_current(rp, row, seed, at.model / CHECKPOINT)
     ev = read_json(metrics, "an evaluation's metrics")
     losses = _read_csv(at.model / "losses.csv")
     return {
@@ -65,8 +67,34 @@ def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
         "fd_curve": [(r["step"] * batch / 1000, r["fd"]) for r in _read_csv(at.model / "fid.csv")],
         "rt": _windows(losses, "d_real_sign", batch),
         "ada_p": _windows(losses, "ada_p", batch),
-        "kimg": rp.train.steps * batch / 1000,
+        "kimg": step * batch / 1000,
     }
+
+
+class StaleRun(FaceganError, RuntimeError):
+    """A run of the study made under other params than today's (steps, a row's settings, the pretrained model):
+    its distances would sit in the table beside runs they are not comparable with."""
+
+
+def _check_current(rp: Params, row: str, seed: int, checkpoint: Path) -> int:
+    """The step the run's model is at; StaleRun when the run's checkpoint was made with another train config than
+    the row's today (init_from aside: the folder the project is in; the pretrained model itself is compared by
+    its hash) or from another pretrained model."""
+    from facegan.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    again = f"fine-tune it again: `facegan transfer finetune {row} --seed {seed}` (or `dvc repro`)"
+    try:
+        rp.train.model_copy(update={"init_from": None}).check_resumable({**state["config"], "init_from": None}, "train")
+    except CheckpointError as e:
+        raise StaleRun(f"{checkpoint}: {e.args[0].split(': remove it')[0]}; {again}") from None
+    if state["step"] != rp.train.steps:
+        raise StaleRun(f"{checkpoint}: trained {state['step']} steps, train.steps is {rp.train.steps} now; {again}")
+    made_from = state.get("provenance") or {}
+    init = rp.train.init_from
+    if made_from and made_from.get("pretrained") != (sha256_file(Path(init)) if init else None):
+        raise StaleRun(f"{checkpoint}: fine-tuned from another pretrained model than {init or 'none'}; {again}")
+    return int(state["step"])
 
 
 def _finite(v: object) -> bool:
