@@ -28,7 +28,7 @@ def test_help_lists_every_stage():
 
 
 def test_importing_cli_does_not_import_heavy_libraries():
-    heavy = "('torch', 'cv2', 'mlflow', 'dvc', 'dlib', 'scipy')"
+    heavy = "('torch', 'cv2', 'mlflow', 'dvc', 'dlib', 'scipy', 'numpy', 'PIL')"
     code = f"import sys, facegan.cli; print(','.join(m for m in {heavy} if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == ""

@@ -444,6 +444,18 @@ def _project_params() -> dict:
     return load_params(ROOT / "params.yaml").model_dump(mode="json")
 
 
+def test_a_local_worker_that_dies_is_one_error_naming_where_not_a_traceback():
+    """A worker process killed (out of memory, a crash in a native library) ended the stage in BrokenProcessPool's
+    traceback, which names neither the stage nor how far it got."""
+    from dying import die_on_2
+    from facegan.errors import StageError
+    from facegan.parallel import LocalPool
+
+    assert LocalPool(1).map(abs, [-1, -2], "x") == [1, 2]
+    with pytest.raises(StageError, match=r"^boom: a worker process died \(killed, .*\) at or after item [123] of 4: r"):
+        LocalPool(2).map(die_on_2, [0, 1, 2, 3], "boom")
+
+
 def test_the_default_runner_imports_no_dask_or_prefect():
     """Item 8: the local path stays as light as before (prefect-dask, dask, distributed only when chosen)."""
     code = (

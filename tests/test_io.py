@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from facegan.io import ImageError, atomic_dir, image_grid, read_image
 
@@ -58,8 +59,6 @@ def test_exif_rotation_applied(tmp_path):
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_every_exif_orientation_as_pillow_turns_it(tmp_path, orientation):
-    from PIL import ImageOps
-
     p = tmp_path / "r.png"  # lossless: the turned pixels compare exactly
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -81,6 +80,8 @@ def test_damaged_exif_block_keeps_the_photo(tmp_path):
     data[41] = 64  # the Make tag's type byte: BYTE -> an unknown type
     p = tmp_path / "bad.jpg"
     p.write_bytes(bytes(data))
+    with Image.open(p) as im, pytest.raises(struct.error):  # the damage this test is about (this Pillow's layout)
+        ImageOps.exif_transpose(im)
     assert read_image(p).shape == (60, 40, 3)  # still turned: its orientation tag reads
 
 

@@ -431,7 +431,14 @@ def test_the_annotations_backends_read_a_rewritten_file_again_and_fail_before_an
         ('{"images": {"a.png": [{"no box": 1}]}}', "KeyError"),
         ('{"images": ["a.png"]}', "AttributeError"),  # was an AttributeError traceback
         ('{"images": {"a.png": [{"box": [1, 2, 3]}]}}', "ValueError"),
-        ('{"images": {"a.png": [{"box": [1, 2, 3, 4], "landmarks": [1, 2]}]}}', "ValueError: landmarks of shape"),
+        (
+            '{"images": {"a.png": [{"box": [1, 2, 3, 4], "landmarks": [1, 2]}]}}',
+            "ValueError: landmarks of shape \\(2,\\), not 5 or 68",
+        ),
+        (
+            '{"images": {"a.png": [{"box": [1, 2, 3, 4], "landmarks": [[1, 2], [3, 4], [5, 6]]}]}}',
+            r"ValueError: .*\(3, 2\)",
+        ),
         ("{not json", "JSONDecodeError"),
     ):
         (raw / "annotations.json").write_text(text)

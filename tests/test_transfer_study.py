@@ -135,6 +135,57 @@ def test_the_table_refuses_runs_made_under_other_params(study, tmp_path):
         transfer_table.table(p, tmp_path)
 
 
+def test_a_run_is_current_when_its_checkpoint_matches_its_row_today(tmp_path):
+    """The table's check of each run, on checkpoints made here: current, each kind of difference, a project moved
+    (init_from's folder), and a checkpoint older than the pretrained hash in its provenance."""
+    from facegan.train.checkpoint import load_checkpoint, save_checkpoint
+
+    p = study_params()
+    pretrained = transfer.pretrained_checkpoint(p, tmp_path)
+    pretrained.parent.mkdir(parents=True)
+    pretrained.write_bytes(b"the pretrained model")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+
+    def save(row: str, **change) -> None:
+        rp = transfer.run_params(p, row, tmp_path, 0)[0]
+        prov = {"code": "c", "data": "d"} | ({"pretrained": io.sha256_file(pretrained)} if row != "scratch" else {})
+        state = {"config": rp.train.model_dump(mode="json"), "step": rp.train.steps, "provenance": prov}
+        for key, value in change.items():
+            state[key] = value(state[key]) if callable(value) else value
+        save_checkpoint(ckpt, state)
+
+    def check(row: str) -> int:
+        return transfer_table._check_current(transfer.run_params(p, row, tmp_path, 0)[0], row, 0, ckpt)
+
+    save("baseline")
+    assert check("baseline") == 2
+    save("baseline", config=lambda c: {**c, "init_from": "/elsewhere/pretrain/models/checkpoint.pt"})  # moved
+    assert check("baseline") == 2
+    save("baseline", provenance={"code": "c", "data": "d"})  # made before provenance recorded the pretrained model
+    assert check("baseline") == 2
+    save("scratch")
+    assert check("scratch") == 2
+    stale = transfer_table.StaleRun
+    with pytest.raises(stale, match=r"checkpoint.pt: trained from scratch, and the row fine-tunes now; fine-tune it"):
+        check("baseline")
+    save("baseline")
+    with pytest.raises(stale, match=r"fine-tuned from a pretrained model, and the row trains from scratch now"):
+        check("scratch")
+    with pytest.raises(stale, match=r"train.ada.enabled: False -> True.*`facegan transfer finetune ada --seed 0`"):
+        check("ada")
+    save("baseline", step=1)
+    with pytest.raises(stale, match=r"trained 1 steps, train.steps is 2 now"):
+        check("baseline")
+    save("baseline")
+    pretrained.write_bytes(b"the pretrained model, trained again")
+    with pytest.raises(stale, match=r"fine-tuned from another pretrained model than .*checkpoint.pt has now"):
+        check("baseline")
+    pretrained.unlink()
+    with pytest.raises(StageInputMissing, match="no pretrained model at .* to compare"):
+        check("baseline")
+    assert load_checkpoint(ckpt)["step"] == 2
+
+
 def test_one_seed_has_no_spread_to_be_beyond():
     """With one seed per row (the default pipeline's tiny study) a difference is never called beyond the spread
     and the table shows no fake "± 0"."""

@@ -867,7 +867,7 @@ class Params(Section):
                 raise ValueError(
                     f"cyclegan.d_layers {layers}: the PatchGAN halves the images {layers} times and needs "
                     f"{2 ** (layers + 2)} px; its datasets are packed at {side} px"
-                    + (f": use d_layers {most} or less" if most else "")
+                    + (f": use d_layers {most}" + (" or less" if most > 1 else "") if most else "")
                 )
         return self
 

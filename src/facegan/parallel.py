@@ -13,9 +13,12 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tqdm.auto import tqdm
+
+from facegan.errors import StageError
 
 if TYPE_CHECKING:
     pass
@@ -92,9 +95,16 @@ class LocalPool:
             ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (once per process)
             with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=one_thread_each) as pool:
                 out = []
-                for r in pool.map(fn, items, chunksize=auto_chunk(len(items), self.workers, self.chunk_size)):
-                    out.append(r)
-                    bar.update()
+                try:
+                    for r in pool.map(fn, items, chunksize=auto_chunk(len(items), self.workers, self.chunk_size)):
+                        out.append(r)
+                        bar.update()
+                except BrokenProcessPool:  # its own message names no item and no cause
+                    raise StageError(
+                        f"{desc}: a worker process died (killed, most often for memory, or a crash in a native "
+                        f"library) at or after item {len(out) + 1} of {len(items)}: run it again, with fewer workers "
+                        "if memory ran out"
+                    ) from None
                 return out
         finally:
             bar.close()

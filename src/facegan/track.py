@@ -40,7 +40,6 @@ from typing import Any
 
 from facegan.config import Params, TrackingConfig, flatten
 from facegan.errors import TrackingError, first_line
-from facegan.io import new_dir
 
 log = logging.getLogger(__name__)
 
@@ -1016,6 +1015,8 @@ STALE_FETCH_S = 3600  # a fetch folder untouched this long was left by a killed 
 
 def _fetch_folder(folder: Path) -> Path:
     """A new temporary folder beside `folder`, after removing those that killed fetches left there."""
+    from facegan.io import new_dir  # numpy and Pillow: not for every CLI start (`facegan --help` imports this)
+
     folder.parent.mkdir(parents=True, exist_ok=True)
     for old in folder.parent.glob(".*"):
         with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ Written to data/transfer/ (table, curves, plots) and MLflow (one child run per r
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -23,7 +24,6 @@ from facegan.data.packed import ZIP_NAME, image_names, open_packed
 from facegan.errors import CheckpointError, FaceganError, StageInputMissing
 from facegan.io import atomic_dir, read_json, read_numbers_csv, sha256_file, write_text
 from facegan.layout import Layout
-from facegan.train.checkpoint import CHECKPOINT
 from facegan.transfer import OFF, PRETRAIN, run_params, runs
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ def _windows(rows: list[dict[str, float]], key: str, batch: int) -> list[tuple[f
 
 def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
     """What one run left: final distances (evaluate), the in-training curve, r_t and ADA p over kimg."""
+    from facegan.train.checkpoint import CHECKPOINT  # torch: not for importing this module
+
     rp, dataset, variant = run_params(p, row, root, seed)
     at, batch = Layout(root, dataset, variant), rp.train.batch_size
     metrics = at.evaluation / "metrics.json"
@@ -78,12 +80,18 @@ class StaleRun(FaceganError, RuntimeError):
 
 def _check_current(rp: Params, row: str, seed: int, checkpoint: Path) -> int:
     """The step the run's model is at; StaleRun when the run's checkpoint was made with another train config than
-    the row's today (init_from aside: the folder the project is in; the pretrained model itself is compared by
-    its hash) or from another pretrained model."""
+    the row's today (init_from's folder aside: the project may have moved, or run in a DVC experiment's copy), or
+    from another pretrained model (its hash, where the checkpoint records one: older ones do not)."""
     from facegan.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     again = f"fine-tune it again: `facegan transfer finetune {row} --seed {seed}` (or `dvc repro`)"
+    init = rp.train.init_from
+    if bool(state["config"].get("init_from")) != bool(init):
+        then = "fine-tuned from a pretrained model" if not init else "trained from scratch"
+        raise StaleRun(
+            f"{checkpoint}: {then}, and the row {'trains from scratch' if not init else 'fine-tunes'} now; {again}"
+        )
     try:
         rp.train.model_copy(update={"init_from": None}).check_resumable({**state["config"], "init_from": None}, "train")
     except CheckpointError as e:
@@ -91,10 +99,25 @@ def _check_current(rp: Params, row: str, seed: int, checkpoint: Path) -> int:
     if state["step"] != rp.train.steps:
         raise StaleRun(f"{checkpoint}: trained {state['step']} steps, train.steps is {rp.train.steps} now; {again}")
     made_from = state.get("provenance") or {}
-    init = rp.train.init_from
-    if made_from and made_from.get("pretrained") != (sha256_file(Path(init)) if init else None):
-        raise StaleRun(f"{checkpoint}: fine-tuned from another pretrained model than {init or 'none'}; {again}")
+    if init and "pretrained" in made_from and not Path(init).is_file():
+        raise StageInputMissing(
+            f"no pretrained model at {init} to compare {checkpoint} with: run `facegan transfer pretrain`"
+        )
+    if init and "pretrained" in made_from and made_from["pretrained"] != _sha256(Path(init)):
+        raise StaleRun(f"{checkpoint}: fine-tuned from another pretrained model than {init} has now; {again}")
     return int(state["step"])
+
+
+@functools.lru_cache(maxsize=4)
+def _sha256_of(path: Path, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def _sha256(path: Path) -> str:
+    """sha256_file, once per table for the pretrained model every fine-tune compares with (a file changed since
+    is hashed again)."""
+    st = path.stat()
+    return _sha256_of(path, st.st_mtime_ns, st.st_size)
 
 
 def _finite(v: object) -> bool:

@@ -103,7 +103,8 @@ class EntryUnreadable(Exception):
 
 
 # what reading a member raises for data it cannot decompress: a CRC that does not match, a deflate, bzip2 or LZMA
-# stream that is damaged (bz2 raises OSError), or one cut off
+# stream that is damaged (bz2's is an OSError without errno: one with an errno is the disk's, and is raised), or one
+# cut off
 _ENTRY_DAMAGE = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError)
 
 
@@ -122,6 +123,8 @@ def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> byt
             f"{method}, which Python's zipfile does not read: extract the zip, then add the folder"
         ) from None
     except _ENTRY_DAMAGE as e:
+        if isinstance(e, OSError) and e.errno is not None:  # a read error of the drive, not damage in the zip
+            raise
         raise EntryUnreadable(f"damaged in the zip ({type(e).__name__}: {e})") from None
     if len(data) > info.file_size or len(data) > budget:
         raise UnsafeArchive(f"{info.filename!r} expands beyond its declared size")

@@ -40,8 +40,8 @@ def _box(values: list) -> tuple[float, float, float, float]:
 
 def _face(f: dict) -> Face:
     landmarks = np.asarray(f["landmarks"], float) if f.get("landmarks") else None
-    if landmarks is not None and (landmarks.ndim != 2 or landmarks.shape[1] != 2):
-        raise ValueError(f"landmarks of shape {landmarks.shape}, not a list of [x, y] points")
+    if landmarks is not None and (landmarks.ndim != 2 or landmarks.shape[1] != 2 or len(landmarks) not in (5, 68)):
+        raise ValueError(f"landmarks of shape {landmarks.shape}, not 5 or 68 [x, y] points")
     return Face(_box(f["box"]), landmarks)
 
 
