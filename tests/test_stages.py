@@ -221,6 +221,23 @@ def test_output_names_are_unique_per_source():
     assert output_name("masks/a.png", 1) == "masks_/a_f1.png" and output_name("x/masks/a.png", None) == "x/masks/a.png"
 
 
+def test_photos_named_up_to_the_file_system_s_limit_get_crops(tmp_path):
+    """A photo of 240 bytes of name got a crop name over the 255-byte limit once `_f0.png` and the temporary
+    `.tmp.png` were added: the whole detect stage failed (Errno 36) on that one photo."""
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    names = ["n" * 236 + ".jpg", "n" * 235 + "m.jpg", "é" * 120 + ".png", "short.jpg"]  # 240, 240, 244, 9 bytes
+    for name in names:
+        _solid(raw / "images" / name, [(200, 60, 60)])
+    ann = {"images": {name: [{"box": [30, 30, 70, 70]}, {"box": [5, 5, 25, 25]}] for name in names}}
+    (raw / "annotations.json").write_text(json.dumps(ann))
+    rows = run_detect(DetectConfig(multi_face="all", margin=0.0), raw, tmp_path / "d")
+    assert [r.status for r in rows] == ["ok"] * 8 and len({r.file for r in rows}) == 8
+    assert all(len(Path(r.out_file).name.encode()) <= 180 and (tmp_path / "d" / r.out_file).is_file() for r in rows)
+    assert output_name("short.jpg", 0) == "short_jpg_f0.png"  # names that fit are as they were
+    assert output_name("d/" + "n" * 236 + ".jpg", None).startswith("d/" + "n" * 149 + "~")
+
+
 def _solid(path: Path, colours: list[tuple[int, int, int]]) -> None:
     """An image of vertical bands, one colour each (JPEG keeps solid bands close to their colour)."""
     image = np.concatenate([np.full((100, 100 // len(colours), 3), c, np.uint8) for c in colours], axis=1)

@@ -111,7 +111,23 @@ def output_name(key: str, k: int | None, stem: str | None = None) -> str:
             len(parts) == 1 and f"{parts[0]}.png".casefold() == CONTACT_SHEET
         ):
             stem = str(Path(parts[0] + "_", *parts[1:]))
+        stem = _fit(stem)
     return f"{stem}{'' if k is None else f'_f{k}'}.png"
+
+
+NAME_BYTES = 160  # a crop name's last part before `_h<hash>`, `_f<k>`, `.png` and a temporary name's `.` + `.tmp.png`
+
+
+def _fit(stem: str) -> str:
+    """`stem` with its last part cut to NAME_BYTES of UTF-8 plus a hash of the whole part: a photo named with up to
+    the file system's 255 bytes got a crop name over them once `_f0.png` and `.tmp.png` were added, and the whole
+    detect stage failed (Errno 36) on that one photo."""
+    head, _, last = stem.rpartition("/")
+    raw = last.encode()
+    if len(raw) <= NAME_BYTES:
+        return stem
+    short = raw[: NAME_BYTES - 11].decode("utf-8", "ignore") + "~" + hashlib.sha256(raw).hexdigest()[:10]
+    return f"{head}/{short}" if head else short
 
 
 def crop_stems(keys: list[str], multi_face: bool) -> dict[str, str]:
