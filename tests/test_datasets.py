@@ -139,6 +139,19 @@ def test_a_zip_entry_that_cannot_be_read_is_skipped_with_its_reason(tmp_path):
     assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))
 
 
+def test_an_import_shows_its_progress(tmp_path, capfd):
+    # a folder of tens of thousands of photos was silent for minutes
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.png").write_bytes(_png() + bytes([i]))
+    (src / "notes.txt").write_text("x")
+    import_images(src, tmp_path / "out")
+    import_images(_zip(tmp_path / "a.zip", {"a.png": _png()}), tmp_path / "out2")
+    err = capfd.readouterr().err
+    assert re.search(r"import photos: 100%.* 4/4 ", err) and re.search(r"import a.zip: 100%.* 1/1 ", err), err
+
+
 def test_files_the_reader_refuses_from_their_header_are_skipped_with_the_reason(tmp_path):
     png = _png()
     src = tmp_path / "src"

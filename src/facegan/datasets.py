@@ -194,6 +194,8 @@ def _dvc(root: Path, *args: str) -> None:
     if not (root / ".dvc").is_dir():
         log.warning("%s is not a DVC repository: skipped `dvc %s`", root, " ".join(args))
         return
+    if args[0] == "add":  # it hashes every file first, without a word
+        log.info("dvc %s: hashing the files for DVC (a large folder takes a while)", " ".join(args))
     r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
     if r.returncode:
         raise StageError(f"dvc {' '.join(args)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")

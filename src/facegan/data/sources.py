@@ -16,8 +16,12 @@ import shutil
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
+
+from tqdm.auto import tqdm
 
 from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import IMAGE_SUFFIXES, ImageError, is_hidden, is_image_file, open_image
@@ -41,6 +45,9 @@ def utf8_name(name: str) -> bool:
 def shown_name(name: str) -> str:
     """A file name fit to print: bytes that are not UTF-8 as \\xNN."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+T = TypeVar("T")
 
 
 class UnsafeArchive(FaceganError, ValueError):
@@ -176,6 +183,18 @@ def _no_images(src: Path, report: ImportReport) -> str:
     return text
 
 
+def _counted(entries: list[T], src: Path) -> Iterator[T]:
+    """`entries`, with a progress bar of the files of `src` read so far (a folder of tens of thousands of photos
+    takes minutes)."""
+    bar = tqdm(total=len(entries), desc=f"import {src.name}", unit="file", dynamic_ncols=True, mininterval=0.5)
+    try:
+        for entry in entries:
+            yield entry
+            bar.update()
+    finally:
+        bar.close()
+
+
 def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: int = MAX_BYTES) -> ImportReport:
     """Copy the images of a folder or .zip into dst (created; must not exist). Nothing is written for an
     unsafe archive. Image names keep their relative paths."""
@@ -191,7 +210,7 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
             with zipfile.ZipFile(src) as zf:
                 infos = check_zip(zf, max_files, max_bytes)
                 budget = max_bytes
-                for info in sorted(infos, key=lambda i: i.filename):
+                for info in _counted(sorted(infos, key=lambda i: i.filename), src):
                     rel = _safe_name(info.filename)
                     if (why := _left_out(rel, info.filename)) is not None:
                         report.skipped[str(rel)] = why
@@ -204,9 +223,7 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
                     budget -= len(data)
                     _store(data, rel, tmp, seen, report)
         elif src.is_dir():
-            for p in sorted(src.rglob("*")):
-                if p.is_dir() and not p.is_symlink():
-                    continue
+            for p in _counted([p for p in sorted(src.rglob("*")) if not (p.is_dir() and not p.is_symlink())], src):
                 rel = PurePosixPath(p.relative_to(src).as_posix())
                 if (why := _not_a_file(p)) is not None:
                     report.skipped[str(rel)] = why
