@@ -538,6 +538,10 @@ def test_symbolic_links_in_a_folder_are_followed_to_files_and_the_others_reporte
         (b"file,glasses\n", r"nope\.csv: no usable label row under the header"),
         ("file,hair\na.png,\xe9\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9 at offset 16\); save it as UTF-8"),
         (b"file,glasses\na.png,1\na.png,0\n", r"nope\.csv: line 3 labels 'a\.png' again, with other values"),
+        # a figure per attribute, samples_by_<name>.png: 'hair/color' made a folder the train stage did not log
+        (b"file,hair/color\na.png,1\n", r"nope\.csv: column 2 of the header is named 'hair/color': give it a name"),
+        (b"file,smile,\na.png,1,0\n", r"nope\.csv: column 3 of the header is named '': give it a name"),
+        (b"file,smile,smile\na.png,1,0\n", r"nope\.csv: column 3 of the header is named 'smile' like an earlier one"),
     ],
 )
 def test_a_label_file_that_cannot_be_used_is_one_clear_error_and_add_keeps_nothing(tmp_path, project, content, match):

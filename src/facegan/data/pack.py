@@ -55,6 +55,13 @@ def read_labels(path: Path) -> tuple[dict[str, dict[str, str]], list[str], list[
     if not header or len(header) < 2:
         raise LabelsError(f"{path}: needs a header row 'file,<attribute>,...'")
     names = [h.strip() for h in header[1:]]
+    for column, name in enumerate(names, start=2):  # each names a figure (samples_by_<name>.png) and a metric
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise LabelsError(
+                f"{path}: column {column} of the header is named {name!r}: give it a name without / or \\"
+            )
+        if names.index(name) != column - 2:
+            raise LabelsError(f"{path}: column {column} of the header is named {name!r} like an earlier one")
     rows: dict[str, dict[str, str]] = {}
     for i, rec in enumerate(reader, start=2):
         if len(rec) != len(header):
