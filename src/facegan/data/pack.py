@@ -55,13 +55,7 @@ def read_labels(path: Path) -> tuple[dict[str, dict[str, str]], list[str], list[
     if not header or len(header) < 2:
         raise LabelsError(f"{path}: needs a header row 'file,<attribute>,...'")
     names = [h.strip() for h in header[1:]]
-    for column, name in enumerate(names, start=2):  # each names a figure (samples_by_<name>.png) and a metric
-        if not name or name in (".", "..") or "/" in name or "\\" in name:
-            raise LabelsError(
-                f"{path}: column {column} of the header is named {name!r}: give it a name without / or \\"
-            )
-        if names.index(name) != column - 2:
-            raise LabelsError(f"{path}: column {column} of the header is named {name!r} like an earlier one")
+    _check_names(path, names)
     rows: dict[str, dict[str, str]] = {}
     for i, rec in enumerate(reader, start=2):
         if len(rec) != len(header):
@@ -77,6 +71,35 @@ def read_labels(path: Path) -> tuple[dict[str, dict[str, str]], list[str], list[
     if not rows:
         raise LabelsError(f"{path}: no usable label row under the header" + (f" ({problems[0]})" if problems else ""))
     return rows, names, problems
+
+
+NAME_BYTES = 200  # an attribute's name, in samples_by_<name>.png and its temporary name: under the 255-byte limit
+
+
+def _check_names(path: Path, names: list[str]) -> None:
+    """LabelsError for a header column that cannot name an attribute: each names a figure (samples_by_<name>.png,
+    one file for names that differ in case on macOS and Windows) and a metric (attr_acc.<name>, where MLflow's
+    characters become _)."""
+    from facegan.track import metric_key
+
+    seen: dict[str, int] = {}
+    for column, name in enumerate(names, start=2):
+        where = f"{path}: column {column} of the header"
+        if not name:
+            raise LabelsError(f"{where} has no name: name it, or remove the column")
+        if name in (".", "..") or "/" in name or "\\" in name:
+            raise LabelsError(f"{where} is named {name!r}: give it a name without / or \\ (it names a file)")
+        if len(name.encode()) > NAME_BYTES:
+            raise LabelsError(
+                f"{where} has a name of {len(name.encode())} bytes: at most {NAME_BYTES} (it names a file)"
+            )
+        key = metric_key(name).casefold()
+        if key in seen:
+            first = seen[key]
+            raise LabelsError(
+                f"{where}, {name!r}, names the same figure and metric as column {first} ({names[first - 2]!r})"
+            )
+        seen[key] = column
 
 
 def _natural(v: str) -> tuple:

@@ -31,6 +31,7 @@ MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
 NOT_AN_IMAGE_FILE = "not an image file (by its suffix)"
 HIDDEN = "hidden (a name starting with '.': a temporary file, a thumbnail)"
 NOT_UTF8_NAME = "its name is not UTF-8 text (manifests and params store names as UTF-8): rename it"
+NAME_TOO_LONG = "a name of over 255 bytes, the file system's limit (Windows counts characters): rename it"
 
 
 def utf8_name(name: str) -> bool:
@@ -75,6 +76,8 @@ def _left_out(rel: PurePosixPath, name: str) -> str | None:
     """Why the entry at `rel` (named `name` in its zip or folder) is not imported as an image; None: it is."""
     if is_hidden(rel):
         return HIDDEN
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in rel.parts):  # only a zip's can be
+        return NAME_TOO_LONG
     if not is_image_file(PurePosixPath(name)):
         return NOT_AN_IMAGE_FILE
     return None
