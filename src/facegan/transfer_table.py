@@ -61,8 +61,8 @@ def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
             f"{metrics}: run {variant} of the transfer study has not been evaluated: "
             f"`facegan transfer finetune {row} --seed {seed}` (or `dvc repro` the transfer stages)"
         )
-    step = _check_current(rp, row, seed, at.model / CHECKPOINT)
     ev = read_json(metrics, "an evaluation's metrics")
+    step = _check_current(rp, row, seed, at.model / CHECKPOINT)
     losses = _read_csv(at.model / "losses.csv")
     return {
         "final": {k: v for k in EXTRACTORS if _finite(v := ev.get(f"fd_{k}"))},
