@@ -6,6 +6,7 @@ import contextlib
 import csv
 import dataclasses
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -270,6 +271,20 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: Path, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def sha256_cached(path: Path) -> str | None:
+    """sha256_file, hashed once per version of the file in this process (a file changed since is hashed again);
+    None when it is not there. For a packed set or a pretrained model that several checks of one run compare with."""
+    if not path.is_file():
+        return None
+    st = path.stat()
+    return _sha256_of(path, st.st_mtime_ns, st.st_size)
 
 
 def load_torch(path: Path, advice: str, safe_globals: tuple[type, ...] = ()) -> Any:

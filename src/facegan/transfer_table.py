@@ -9,7 +9,6 @@ Written to data/transfer/ (table, curves, plots) and MLflow (one child run per r
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -22,7 +21,7 @@ import numpy as np
 from facegan.config import Params, load_params
 from facegan.data.packed import ZIP_NAME, image_names, open_packed
 from facegan.errors import CheckpointError, FaceganError, StageInputMissing
-from facegan.io import atomic_dir, read_json, read_numbers_csv, sha256_file, write_text
+from facegan.io import atomic_dir, read_json, read_numbers_csv, sha256_cached, write_text
 from facegan.layout import Layout
 from facegan.transfer import OFF, PRETRAIN, run_params, runs
 
@@ -103,21 +102,9 @@ def _check_current(rp: Params, row: str, seed: int, checkpoint: Path) -> int:
         raise StageInputMissing(
             f"no pretrained model at {init} to compare {checkpoint} with: run `facegan transfer pretrain`"
         )
-    if init and "pretrained" in made_from and made_from["pretrained"] != _sha256(Path(init)):
+    if init and "pretrained" in made_from and made_from["pretrained"] != sha256_cached(Path(init)):
         raise StaleRun(f"{checkpoint}: fine-tuned from another pretrained model than {init} has now; {again}")
     return int(state["step"])
-
-
-@functools.lru_cache(maxsize=4)
-def _sha256_of(path: Path, mtime_ns: int, size: int) -> str:
-    return sha256_file(path)
-
-
-def _sha256(path: Path) -> str:
-    """sha256_file, once per table for the pretrained model every fine-tune compares with (a file changed since
-    is hashed again)."""
-    st = path.stat()
-    return _sha256_of(path, st.st_mtime_ns, st.st_size)
 
 
 def _finite(v: object) -> bool:

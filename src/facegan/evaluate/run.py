@@ -6,7 +6,6 @@ dataset's statistics; the evaluate stage and FID-during-training both use it.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from pathlib import Path
@@ -29,7 +28,7 @@ from facegan.evaluate.fid import (
     load_stats,
     save_stats,
 )
-from facegan.io import atomic_dir, host_free, read_json, sha256_file, write_text
+from facegan.io import atomic_dir, host_free, read_json, sha256_cached, sha256_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ def reference_stats(
             f"extractor {name!r} was unavailable when the statistics in {stats_dir} were made and is available "
             f"now: {REFSTATS_AGAIN}"
         )
-    if packed is not None and status.get("dataset_sha256") != _sha256_cached(packed / ZIP_NAME):
+    if packed is not None and status.get("dataset_sha256") != sha256_cached(packed / ZIP_NAME):  # each Scorer asks
         raise StatsMismatch(
             f"the reference statistics in {stats_dir} are of another packed set than {packed / ZIP_NAME} "
             f"(it changed since they were made): {REFSTATS_AGAIN}"
@@ -197,19 +196,6 @@ def _available_now(name: str, cfg: EvaluateConfig, classifier_dir: Path | None) 
     return True
 
 
-@functools.lru_cache(maxsize=8)
-def _sha256_of(path: Path, mtime_ns: int, size: int) -> str:
-    return sha256_file(path)
-
-
-def _sha256_cached(path: Path) -> str | None:
-    """sha256 of a file, hashed once per version of it in this process (each extractor's Scorer asks)."""
-    if not path.is_file():
-        return None
-    st = path.stat()
-    return _sha256_of(path, st.st_mtime_ns, st.st_size)
-
-
 def label_pool(packed: Path) -> torch.Tensor | None:
     """All label rows of a packed dataset (the real joint distribution), or None when unlabelled."""
     labels = load_labels(packed / ZIP_NAME)
@@ -238,7 +224,7 @@ def _check_trained_on(state: dict, checkpoint: Path, packed: Path) -> None:
     or fail on labels it lacks. A checkpoint that records none (made by hand, an older facegan) is not compared."""
     made_from = (state.get("provenance") or {}).get("data")
     zip_path = packed / ZIP_NAME
-    if made_from and zip_path.is_file() and made_from != sha256_file(zip_path):
+    if made_from and zip_path.is_file() and made_from != sha256_cached(zip_path):  # the Scorers' hash of it
         raise StatsMismatch(
             f"{checkpoint} was trained on another {ZIP_NAME} than {zip_path} has now (the set was packed again "
             "since): train again before evaluating"
