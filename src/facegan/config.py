@@ -410,16 +410,19 @@ class RunSettings(Section):
         {"device", "threads", "loader_threads", "memory_budget_gb", "checkpoint_every", "sample_every"}
     )
 
-    def check_resumable(self, saved: dict[str, Any], section: str) -> None:
-        """Refuse a checkpoint whose config differs from this one in a way that changes the maths (keys in
-        RESUME_NEUTRAL may differ); the message names each differing key."""
+    def differences(self, saved: dict[str, Any], section: str) -> list[str]:
+        """`<section>.<key>: then -> now` for each key of a checkpoint's config that differs from this one in a way
+        that changes the maths (keys in RESUME_NEUTRAL may differ)."""
         now, then = flatten(self), flatten(saved)
-        differences = [
+        return [
             f"{section}.{k}: {then.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
             for k in sorted(set(now) | set(then))
             if now.get(k) != then.get(k) and k.split(".")[0] not in self.RESUME_NEUTRAL
         ]
-        if differences:
+
+    def check_resumable(self, saved: dict[str, Any], section: str) -> None:
+        """Refuse a checkpoint whose config `differences` from this one; the message names each differing key."""
+        if differences := self.differences(saved, section):
             raise CheckpointError(
                 f"the checkpoint was written with a different {section} config "
                 f"({'; '.join(differences)}): remove it or restore the config"

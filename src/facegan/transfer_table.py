@@ -20,7 +20,7 @@ import numpy as np
 
 from facegan.config import Params, load_params
 from facegan.data.packed import ZIP_NAME, image_names, open_packed
-from facegan.errors import CheckpointError, FaceganError, StageInputMissing
+from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import atomic_dir, read_json, read_numbers_csv, sha256_cached, write_text
 from facegan.layout import Layout
 from facegan.transfer import OFF, PRETRAIN, run_params, runs
@@ -91,10 +91,12 @@ def _check_current(rp: Params, row: str, seed: int, checkpoint: Path) -> int:
         raise StaleRun(
             f"{checkpoint}: {then}, and the row {'trains from scratch' if not init else 'fine-tunes'} now; {again}"
         )
-    try:
-        rp.train.model_copy(update={"init_from": None}).check_resumable({**state["config"], "init_from": None}, "train")
-    except CheckpointError as e:
-        raise StaleRun(f"{checkpoint}: {e.args[0].split(': remove it')[0]}; {again}") from None
+    now = rp.train.model_copy(update={"init_from": None})
+    if differences := now.differences({**state["config"], "init_from": None}, "train"):
+        raise StaleRun(
+            f"{checkpoint}: the checkpoint was written with a different train config ({'; '.join(differences)}); "
+            + again
+        )
     if state["step"] != rp.train.steps:
         raise StaleRun(f"{checkpoint}: trained {state['step']} steps, train.steps is {rp.train.steps} now; {again}")
     made_from = state.get("provenance") or {}
