@@ -64,8 +64,8 @@ def auto_chunk(n: int, workers: int, chunk_size: int = 0) -> int:
     return chunk_size or max(1, min(MAX_AUTO_CHUNK, n // (max(1, workers) * 8)))
 
 
-def progress(total: int, desc: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5)
+def progress(total: int, desc: str, unit: str = "img") -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5)
 
 
 def map_items(fn: Callable[[T], R], items: Sequence[T], workers: int | Pool, desc: str) -> list[R]:

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from tqdm.auto import tqdm
-
 from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import IMAGE_SUFFIXES, ImageError, is_hidden, is_image_file, open_image
+from facegan.parallel import progress
 
 MAX_FILES = 200_000
 MAX_BYTES = 20 * 2**30  # 20 GiB uncompressed
@@ -189,7 +188,7 @@ def _no_images(src: Path, report: ImportReport) -> str:
 def _counted(entries: list[T], src: Path) -> Iterator[T]:
     """`entries`, with a progress bar of the files of `src` read so far (a folder of tens of thousands of photos
     takes minutes)."""
-    bar = tqdm(total=len(entries), desc=f"import {src.name}", unit="file", dynamic_ncols=True, mininterval=0.5)
+    bar = progress(len(entries), f"import {src.name}", unit="file")
     try:
         for entry in entries:
             yield entry
