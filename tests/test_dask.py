@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,29 @@ class SlowAnnotations(AnnotationDetector):
         return super().__call__(image, key)
 
 
+def _started(work: Callable[[], object]) -> tuple[threading.Thread, dict]:
+    """`work` in a thread of its own (the old code never returned); its dict gets {"out": what it returned} or
+    {"error": what it raised}, and stays empty while it runs."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["out"] = work()
+        except BaseException as e:  # noqa: BLE001 - the caller's assertions show it
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _ran(work: Callable[[], object], timeout: float) -> dict:
+    """_started's dict once `work` has returned, or after `timeout` (empty: a hang)."""
+    thread, result = _started(work)
+    thread.join(timeout=timeout)
+    return result
+
+
 def _slow(cfg: DetectConfig, raw: Path) -> AnnotationDetector:
     from facegan.preprocess.models import Annotations
 
@@ -181,16 +205,7 @@ def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(
     monkeypatch.setitem(detect.DETECTORS, "annotations", _slow)
     p = dask_params(tiny_params_obj, chunk_size=2, dask={"address": address})
     pids = client.run(os.getpid)
-    result: dict = {}
-
-    def work() -> None:
-        try:
-            result["rows"] = run_detect(cfg, layout.raw, tmp_path / "detect", workers=_pool(p))
-        except BaseException as e:  # noqa: BLE001 - shown by the assertion below
-            result["error"] = e
-
-    thread = threading.Thread(target=work)
-    thread.start()
+    thread, result = _started(lambda: run_detect(cfg, layout.raw, tmp_path / "detect", workers=_pool(p)))
     deadline = time.time() + 120
     while time.time() < deadline and len(list(tmp_path.glob(".detect.*/*.png"))) < 2:
         time.sleep(0.05)  # the first crops are written: both workers are busy with their chunks
@@ -200,7 +215,7 @@ def test_a_killed_worker_s_chunks_are_redone_and_every_image_is_accounted_for(
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=300)
     assert "error" not in result, result.get("error")
-    assert [(r.source, r.file, r.status) for r in result["rows"]] == [
+    assert [(r.source, r.file, r.status) for r in result["out"]] == [
         (r.source, r.file, r.status) for r in read_manifest(layout.interim("detect"))
     ]
     assert tree(tmp_path / "detect") == {
@@ -328,19 +343,9 @@ def test_a_scheduler_without_workers_is_one_clear_error_not_a_hang(tmp_path, mon
     address, proc = _no_workers_yet(tmp_path)
     try:
         Client(address, timeout=60, set_as_default=False).close()  # it answers
-        result: dict = {}
-
-        def work() -> None:
-            try:
-                rows = [Row(source="a.png", stage="x"), Row(source="b.png", stage="x")]
-                result["out"] = map_items(functools.partial(guarded, "x", str), rows, _pool(_params(address)), "x")
-            except BaseException as e:  # noqa: BLE001 - shown by the assertions below
-                result["error"] = e
-
-        thread = threading.Thread(target=work, daemon=True)  # the old code never returned
-        thread.start()
-        thread.join(timeout=120)
-        assert not thread.is_alive(), "the stage hangs on a scheduler without workers"
+        rows = [Row(source="a.png", stage="x"), Row(source="b.png", stage="x")]
+        result = _ran(lambda: map_items(functools.partial(guarded, "x", str), rows, _pool(_params(address)), "x"), 120)
+        assert result, "the stage hangs on a scheduler without workers"
         error = result.get("error")
         assert isinstance(error, ParamsError), result
         assert str(error) == (
@@ -350,6 +355,85 @@ def test_a_scheduler_without_workers_is_one_clear_error_not_a_hang(tmp_path, mon
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_a_local_cluster_keeps_restarting_a_worker_that_dies(tmp_path, monkeypatch):
+    """Dask's SpecCluster closes a worker's nanny for good when no worker of its name is back
+    `distributed.deploy.lost-worker-timeout` (15 s) after one died. A restart slower than that (a busy machine), or
+    a second death during a restart, left a LocalCluster of one worker with none, and the map waited for ever (seen:
+    one image that killed its worker on every try; the map hung until it was killed). Here that timeout is 50 ms,
+    shorter than any restart: the old code lost its only worker at the first death. And an image that kills its
+    worker on every try is one error naming it, not Dask's KilledWorker naming a task key."""
+    import dask
+
+    from dying import die_on_2, die_once_on_2
+    from facegan.errors import StageError
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))  # the workers'
+    pool = _pool(_params(None))  # a LocalCluster of 1 worker, 1 image per chunk
+    marker = tmp_path / "died"
+    # allowed-failures 1: a chunk fails once 2 workers died running it (3 by default: 4 restarts, ~30 s)
+    with dask.config.set(
+        {"distributed.deploy.lost-worker-timeout": "0.05s", "distributed.scheduler.allowed-failures": 1}
+    ):
+        result = _ran(lambda: pool.map(functools.partial(die_once_on_2, str(marker)), [0, 1, 2, 3], "once"), 240)
+        assert result, "the map waits for ever on a LocalCluster whose only nanny was closed"
+        assert marker.exists()  # its worker died once
+        assert result == {"out": [0, 10, 20, 30]}
+        result = _ran(lambda: pool.map(die_on_2, [0, 1, 2, 3], "boom"), 240)
+        assert isinstance(result.get("error"), StageError), result
+        assert re.fullmatch(  # image 4 waited its turn on the dying worker: Dask counts it among the suspects
+            r"boom: Dask gave up on (image 3 and image 4 of 4: the workers holding them \(running, or waiting their|"
+            r"image [34] of 4: the workers holding it \(running, or waiting its) turn\) died on every try, killed, "
+            r"most often for memory, or by a crash in a native "
+            r"library; run it again, with more memory per worker if memory ran out",
+            str(result["error"]),
+        ), str(result["error"])
+        assert dask.config.get("distributed.deploy.lost-worker-timeout") == "0.05s"  # restored after the maps
+
+
+def test_a_cluster_that_loses_every_worker_is_one_clear_error_not_a_hang(tmp_path, monkeypatch):
+    """Workers that die with no nanny to restart them left the map's chunks waiting for ever on a scheduler without
+    workers. Now the map fails once its cluster has had no worker for WORKERS_TIMEOUT_S, saying how far it got,
+    without waiting for chunks that nothing can run."""
+    from distributed import Client
+
+    from facegan import dask_runner
+    from facegan.errors import StageError
+    from facegan.parallel import map_items
+
+    monkeypatch.setattr(dask_runner, "WORKERS_TIMEOUT_S", 3.0)  # 60 s by default
+    address, scheduler = _no_workers_yet(tmp_path)
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dask"), "worker", address, "--no-nanny", "--nthreads", "1"]
+        + ["--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(tmp_path)],
+        stdout=(tmp_path / "worker.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=120)
+            thread, result = _started(lambda: map_items(time.sleep, [0.3] * 20, _pool(_params(address)), "nap"))
+            deadline = time.time() + 120
+            while time.time() < deadline and not any(client.processing().values()):
+                time.sleep(0.05)
+            os.killpg(worker.pid, signal.SIGKILL)
+            thread.join(timeout=320)
+        assert result, "the map waits for ever on a scheduler that lost its only worker"
+        error = result.get("error")
+        assert isinstance(error, StageError), result
+        assert re.fullmatch(
+            r"nap: the Dask cluster has had no worker for 3 s, with \d+ of 20 images done: its workers died \(killed, "
+            r"most often for memory, or a crash in a native library\) and none came back; start them again "
+            rf"\(`dask worker {re.escape(address)}` on each machine\) and run it again",
+            str(error),
+        ), str(error)
+    finally:
+        for proc in (worker, scheduler):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
 
 
 def test_a_default_dask_client_elsewhere_is_one_clear_error_not_a_silent_detour(cluster):

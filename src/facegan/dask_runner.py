@@ -3,9 +3,12 @@
 Each `DaskPool.map` is one Prefect flow run whose task runner is a `DaskTaskRunner`: on the scheduler at
 `orchestration.dask.address`, or on a LocalCluster of `dask.local_workers` processes started for it and
 closed after it. Chunks of `chunk_size` images are tasks; their results come back in submission order, so
-manifests are in source order and byte-identical to a local run. A worker that dies takes its running
-chunks with it; Dask's scheduler gives them to the remaining workers (a chunk rewrites the same files, so
-a half-done one is harmless). Heavy models load once per worker process (facegan.preprocess.models.Lazy).
+manifests are in source order and byte-identical to a local run. A worker that dies takes its unfinished chunks
+with it (finished ones are fetched and released at once, so none is redone); Dask's scheduler gives them to the
+remaining workers or to the worker its nanny restarts (a chunk rewrites the same files, so a half-done one is
+harmless). Chunks whose workers die on every try (Dask's `allowed-failures`) fail the map with one error naming
+their images, and so does a cluster left without any worker for WORKERS_TIMEOUT_S. Heavy models load once per
+worker process (facegan.preprocess.models.Lazy).
 A failed chunk stops the map: its other chunks see the map's stop event (a `distributed.Event`) before their next
 image and end, and the error is raised once all of them have (or after STOP_TIMEOUT_S, with a warning: a cluster
 without workers never runs them), so nothing writes into the stage's output folder after the stage has failed and
@@ -21,27 +24,29 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # busy machines start it slowly
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # here and in the workers: no per-connection chatter
 
-from distributed import Event
+import dask
+from distributed import Event, KilledWorker
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
-from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from facegan.config import OrchestrationConfig, ParamsError
+from facegan.errors import StageError
 from facegan.parallel import auto_chunk, progress
 
 log = logging.getLogger(__name__)
@@ -50,7 +55,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 STOP_CHECK_S = 0.1  # a running chunk asks the scheduler whether its map has stopped at most this often
-WORKERS_TIMEOUT_S = 60.0  # how long a map waits for the scheduler at dask.address to have a worker
+WORKERS_TIMEOUT_S = 60.0  # how long a map waits for its cluster to have a worker (at the start, and after losing all)
+WORKERS_CHECK_S = 2.0  # a map waiting for its chunks asks the scheduler how many workers it has at most this often
+LOST_WORKER_KEY = "distributed.deploy.lost-worker-timeout"
+LOST_WORKER_KEPT = "3650d"  # its value while LocalCluster maps run (see local_nannies_kept)
 STOP_TIMEOUT_S = 120.0  # how long a failed map waits for its other chunks to stop (each ends after its current image)
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
@@ -111,6 +119,33 @@ def run_errors_quiet() -> Iterator[None]:
             if not _quiet_maps:
                 for handler in logging.getLogger().handlers:
                     handler.removeFilter(NO_RUN_ERRORS)
+
+
+_local_maps = 0  # LocalCluster maps running in this process; the last one restores the setting saved by the first
+_saved_lost_worker: Any = None
+
+
+@contextmanager
+def local_nannies_kept() -> Iterator[None]:
+    """While LocalCluster maps run: a worker that dies is restarted by its nanny, for as long as the map runs.
+
+    Dask's SpecCluster closes a worker's nanny for good when no worker of its name is registered
+    `distributed.deploy.lost-worker-timeout` (15 s) after one died (meant for clusters whose worker jobs vanish).
+    A worker that died again while its nanny was restarting it, or whose restart took over 15 s on a busy machine,
+    lost its nanny that way: a LocalCluster of one worker was then left with none, and the map waited for ever."""
+    global _local_maps, _saved_lost_worker
+    with _quiet_lock:
+        if not _local_maps:
+            _saved_lost_worker = dask.config.get(LOST_WORKER_KEY)
+            dask.config.set({LOST_WORKER_KEY: LOST_WORKER_KEPT})
+        _local_maps += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _local_maps -= 1
+            if not _local_maps:
+                dask.config.set({LOST_WORKER_KEY: _saved_lost_worker})
 
 
 def check_scheduler(address: str, timeout: float = 10) -> None:
@@ -222,6 +257,60 @@ def wait_for_a_worker(client: Any, address: str) -> None:
         ) from None
 
 
+class WorkerWatch:
+    """Notices a cluster that has had no worker for WORKERS_TIMEOUT_S while chunks wait: they would wait for ever.
+    Asks the scheduler at most every WORKERS_CHECK_S."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self.asked = -math.inf
+        self.none_since: float | None = None
+
+    def lost_all(self) -> bool:
+        now = time.monotonic()
+        if now - self.asked < WORKERS_CHECK_S:
+            return False
+        self.asked = now
+        if _workers(self.client):
+            self.none_since = None
+            return False
+        if self.none_since is None:
+            self.none_since = now
+        return now - self.none_since >= WORKERS_TIMEOUT_S
+
+
+def lost_all_workers(desc: str, done: int, total: int, address: str | None) -> StageError:
+    again = (
+        f"start them again (`dask worker {address}` on each machine) and run it again"
+        if address
+        else "run it again, with fewer dask.local_workers if memory ran out"
+    )
+    return StageError(
+        f"{desc}: the Dask cluster has had no worker for {WORKERS_TIMEOUT_S:g} s, with {done} of {total} images "
+        f"done: its workers died (killed, most often for memory, or a crash in a native library) and none came "
+        f"back; {again}"
+    )
+
+
+def killed_workers(desc: str, chunks: list[tuple[int, int]], total: int) -> StageError:
+    """Dask's KilledWorker for these chunks (start, stop) of the map's images: a worker died every time one of them
+    was there, running or waiting its turn (Dask's `distributed.scheduler.allowed-failures` + 1 times), so the image
+    that kills it is in one of them, not necessarily in each."""
+    where = " and ".join(f"images {a + 1}-{b}" if b - a > 1 else f"image {b}" for a, b in chunks)
+    them, their = ("it", "its") if sum(b - a for a, b in chunks) == 1 else ("them", "their")
+    return StageError(
+        f"{desc}: Dask gave up on {where} of {total}: the workers holding {them} (running, or waiting {their} turn) "
+        "died on every try, killed, most often for memory, or by a crash in a native library; run it again, with "
+        "more memory per worker if memory ran out"
+    )
+
+
+def killed(future: Any) -> bool:
+    """A chunk's future that Dask gave up on (KilledWorker)."""
+    dask_future = future.wrapped_future
+    return dask_future.status == "error" and isinstance(dask_future.exception(), KilledWorker)
+
+
 class DaskPool:
     """Maps a function over items as chunked Prefect tasks on a Dask cluster; results in input order."""
 
@@ -244,6 +333,7 @@ class DaskPool:
             halt = Event(f"facegan-{desc}-{uuid.uuid4().hex}", client=client)  # set: every chunk of this map stops
             futures = {}
             done: dict[int, list] = {}
+            stop_within: float | None = None  # how long a failed map waits for its other chunks: STOP_TIMEOUT_S
             bar = progress(len(items), desc)
             try:
                 # Each task carries the caller's Prefect context to its worker. Inside a task of another flow
@@ -259,14 +349,31 @@ class DaskPool:
                 finally:
                     TaskRunContext.__var__.reset(outer)
                 starts = {id(f): start for start, f in futures.items()}
-                for future in as_completed(list(futures.values())):
-                    out = future.result()  # a failed chunk stops the stage with its error
+                finished: queue.Queue = queue.Queue()
+                for future in futures.values():
+                    future.add_done_callback(finished.put)
+                watch = WorkerWatch(client)
+                while len(done) < len(futures):
+                    try:
+                        future = finished.get(timeout=WORKERS_CHECK_S)
+                    except queue.Empty:
+                        if watch.lost_all():
+                            stop_within = 0.0  # no worker to run them: pending chunks stop when one ever comes
+                            raise lost_all_workers(desc, bar.n, len(items), self.cfg.dask.address) from None
+                        continue
+                    start = starts[id(future)]
+                    try:
+                        out = future.result()  # a failed chunk stops the stage with its error
+                    except KilledWorker:  # its own message names a Dask key, not the images
+                        chunks = [(a, min(a + size, len(items))) for a, f in futures.items() if a == start or killed(f)]
+                        raise killed_workers(desc, sorted(chunks), len(items)) from None
                     assert out is not None, "a chunk stopped while its map went on"  # only stop_chunks sets `halt`
-                    done[starts[id(future)]] = out
+                    done[start] = out
+                    future.wrapped_future.release()  # the scheduler forgets it: a worker dying later would redo it
                     bar.update(len(out))
             except BaseException:
-                sizes = {start: len(items[start : start + size]) for start in futures}
-                stop_chunks(halt, {f"{desc}[{a}:{a + sizes[a]}]": f for a, f in futures.items()})
+                left = {f"{desc}[{a}:{min(a + size, len(items))}]": f for a, f in futures.items() if a not in done}
+                stop_chunks(halt, left, stop_within)
                 raise
             finally:
                 bar.close()
@@ -278,7 +385,8 @@ class DaskPool:
             len(items),
             self.cfg.dask.address or f"a LocalCluster of {self.cfg.dask.local_workers} worker processes",
         )
-        with run_errors_quiet(), temporary_settings(updates={PREFECT_API_URL: api_url()}):  # sent to the workers
+        nannies = nullcontext() if self.cfg.dask.address else local_nannies_kept()
+        with run_errors_quiet(), nannies, temporary_settings(updates={PREFECT_API_URL: api_url()}):  # sent to workers
             return per_image()
 
 
