@@ -308,12 +308,17 @@ def test_stopping_a_failed_map_waits_a_bounded_time_for_chunks_that_never_end(ca
     assert 0.5 <= time.monotonic() - t0 < 5  # both stuck chunks share the one deadline
     assert halt.calls == ["set"]
     assert [r.getMessage() for r in caplog.records] == [
-        "2 chunk(s) of the failed map did not stop within 0.5 s (a cluster without workers?): x[3:6], x[6:9]; they "
+        "2 chunk(s) of the failed map did not stop within 0.5 s: x[3:6], x[6:9]; they "
         "stop before their next image if they ever run, and the stage's output folder may get files from them"
     ]
     halt = _Halt()
     stop_chunks(halt, {"x[0:3]": _Chunk(done=True), "x[3:6]": _Chunk(done=True)}, timeout=0.5)
     assert halt.calls == ["set", "clear"]  # all stopped: the scheduler forgets the event
+    halt, t0 = _Halt(), time.monotonic()
+    with logs_of(caplog, "facegan.dask_runner", logging.WARNING):
+        stop_chunks(halt, {"x[3:6]": _Chunk(done=False)}, timeout=0)  # a cluster without workers: nothing runs them
+    assert time.monotonic() - t0 < 0.5 and halt.calls == ["set"]  # set for good, nothing waited for
+    assert len(caplog.records) == 1  # the warning above only
 
 
 def _no_workers_yet(tmp_path: Path):
@@ -329,22 +334,21 @@ def _no_workers_yet(tmp_path: Path):
     return f"tcp://127.0.0.1:{port}", proc
 
 
-def test_a_scheduler_without_workers_is_one_clear_error_not_a_hang(tmp_path, monkeypatch):
+def test_a_scheduler_without_workers_is_one_clear_error_not_a_hang(tmp_path):
     """A scheduler that no worker has joined used to hold the stage for ever, saying nothing."""
     from distributed import Client
 
-    from facegan import dask_runner
     from facegan.config import ParamsError
     from facegan.manifest import Row
     from facegan.parallel import map_items
     from facegan.preprocess.common import guarded
 
-    monkeypatch.setattr(dask_runner, "WORKERS_TIMEOUT_S", 2.0, raising=False)  # 60 s by default
     address, proc = _no_workers_yet(tmp_path)
     try:
         Client(address, timeout=60, set_as_default=False).close()  # it answers
         rows = [Row(source="a.png", stage="x"), Row(source="b.png", stage="x")]
-        result = _ran(lambda: map_items(functools.partial(guarded, "x", str), rows, _pool(_params(address)), "x"), 120)
+        pool = _pool(_params(address, {"workers_timeout_s": 2}))  # 60 s by default
+        result = _ran(lambda: map_items(functools.partial(guarded, "x", str), rows, pool, "x"), 120)
         assert result, "the stage hangs on a scheduler without workers"
         error = result.get("error")
         assert isinstance(error, ParamsError), result
@@ -362,8 +366,11 @@ def test_a_local_cluster_keeps_restarting_a_worker_that_dies(tmp_path, monkeypat
     `distributed.deploy.lost-worker-timeout` (15 s) after one died. A restart slower than that (a busy machine), or
     a second death during a restart, left a LocalCluster of one worker with none, and the map waited for ever (seen:
     one image that killed its worker on every try; the map hung until it was killed). Here that timeout is 50 ms,
-    shorter than any restart: the old code lost its only worker at the first death. And an image that kills its
-    worker on every try is one error naming it, not Dask's KilledWorker naming a task key."""
+    shorter than any restart: the old code lost its only worker at the first death.
+
+    Also: the chunks done before the death are not redone (their results were left on the worker, and the scheduler
+    recomputed them when it died), and an image that kills its worker on every try is one error naming it, not
+    Dask's KilledWorker naming a task key."""
     import dask
 
     from dying import die_on_2, die_once_on_2
@@ -371,38 +378,27 @@ def test_a_local_cluster_keeps_restarting_a_worker_that_dies(tmp_path, monkeypat
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))  # the workers'
     pool = _pool(_params(None))  # a LocalCluster of 1 worker, 1 image per chunk
-    marker = tmp_path / "died"
     # allowed-failures 1: a chunk fails once 2 workers died running it (3 by default: 4 restarts, ~30 s)
     with dask.config.set(
         {"distributed.deploy.lost-worker-timeout": "0.05s", "distributed.scheduler.allowed-failures": 1}
     ):
-        result = _ran(lambda: pool.map(functools.partial(die_once_on_2, str(marker)), [0, 1, 2, 3], "once"), 240)
+        result = _ran(lambda: pool.map(functools.partial(die_once_on_2, str(tmp_path)), [0, 1, 2, 3], "once"), 240)
         assert result, "the map waits for ever on a LocalCluster whose only nanny was closed"
-        assert marker.exists()  # its worker died once
         assert result == {"out": [0, 10, 20, 30]}
+        assert sorted(map(int, (tmp_path / "calls").read_text().split())) == [0, 1, 2, 2, 3]  # 2 died, then redone
         result = _ran(lambda: pool.map(die_on_2, [0, 1, 2, 3], "boom"), 240)
-        assert isinstance(result.get("error"), StageError), result
-        assert re.fullmatch(  # image 4 waited its turn on the dying worker: Dask counts it among the suspects
-            r"boom: Dask gave up on (image 3 and image 4 of 4: the workers holding them \(running, or waiting their|"
-            r"image [34] of 4: the workers holding it \(running, or waiting its) turn\) died on every try, killed, "
-            r"most often for memory, or by a crash in a native "
-            r"library; run it again, with more memory per worker if memory ran out",
-            str(result["error"]),
-        ), str(result["error"])
-        assert dask.config.get("distributed.deploy.lost-worker-timeout") == "0.05s"  # restored after the maps
+    assert isinstance(result.get("error"), StageError), result
+    assert re.fullmatch(  # image 4 may have waited its turn on the dying worker: then Dask counts it too
+        r"boom: Dask gave up on (image 3 and image 4 of 4: the workers holding them \(running, or waiting their|"
+        r"image 3 of 4: the workers holding it \(running, or waiting its) turn\) died on every try, killed, most "
+        r"often for memory, or by a crash in a native library; run it again, with fewer dask.local_workers if memory "
+        r"ran out",
+        str(result["error"]),
+    ), str(result["error"])
 
 
-def test_a_cluster_that_loses_every_worker_is_one_clear_error_not_a_hang(tmp_path, monkeypatch):
-    """Workers that die with no nanny to restart them left the map's chunks waiting for ever on a scheduler without
-    workers. Now the map fails once its cluster has had no worker for WORKERS_TIMEOUT_S, saying how far it got,
-    without waiting for chunks that nothing can run."""
-    from distributed import Client
-
-    from facegan import dask_runner
-    from facegan.errors import StageError
-    from facegan.parallel import map_items
-
-    monkeypatch.setattr(dask_runner, "WORKERS_TIMEOUT_S", 3.0)  # 60 s by default
+def _scheduler_and_worker(tmp_path: Path) -> tuple[str, subprocess.Popen, subprocess.Popen]:
+    """A `dask scheduler` and one `dask worker --no-nanny` (nothing restarts it) on 127.0.0.1."""
     address, scheduler = _no_workers_yet(tmp_path)
     worker = subprocess.Popen(
         [str(Path(sys.executable).parent / "dask"), "worker", address, "--no-nanny", "--nthreads", "1"]
@@ -411,24 +407,46 @@ def test_a_cluster_that_loses_every_worker_is_one_clear_error_not_a_hang(tmp_pat
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    return address, scheduler, worker
+
+
+@pytest.mark.parametrize("killed", ["worker", "scheduler"])
+def test_a_cluster_that_loses_its_workers_or_scheduler_is_one_clear_error_not_a_hang(killed, tmp_path):
+    """Workers that die with no nanny to restart them left the map's chunks waiting for ever on a scheduler without
+    workers. Now the map fails once its cluster has had no running worker for dask.workers_timeout_s, saying how far
+    it got, without waiting for chunks that nothing can run. A scheduler that dies was Dask's FutureCancelledError
+    naming a task key, as a traceback (it is no FaceganError)."""
+    import dask
+    from distributed import Client
+
+    from facegan.errors import StageError
+    from facegan.parallel import map_items
+
+    address, scheduler, worker = _scheduler_and_worker(tmp_path)
     try:
         with Client(address, timeout=60, set_as_default=False) as client:
             client.wait_for_workers(1, timeout=120)
-            thread, result = _started(lambda: map_items(time.sleep, [0.3] * 20, _pool(_params(address)), "nap"))
-            deadline = time.time() + 120
-            while time.time() < deadline and not any(client.processing().values()):
-                time.sleep(0.05)
-            os.killpg(worker.pid, signal.SIGKILL)
-            thread.join(timeout=320)
-        assert result, "the map waits for ever on a scheduler that lost its only worker"
+            # the map's client gives up reconnecting to a lost scheduler after this (30 s by default)
+            with dask.config.set({"distributed.comm.timeouts.connect": "5s"}):
+                pool = _pool(_params(address, {"workers_timeout_s": 3}))  # 60 s by default
+                thread, result = _started(lambda: map_items(time.sleep, [0.3] * 20, pool, "nap"))
+                deadline = time.time() + 120
+                while time.time() < deadline and not any(client.processing().values()):
+                    time.sleep(0.05)
+                os.killpg((worker if killed == "worker" else scheduler).pid, signal.SIGKILL)
+                thread.join(timeout=320)
+        assert result, f"the map waits for ever on a cluster that lost its only {killed}"
         error = result.get("error")
         assert isinstance(error, StageError), result
-        assert re.fullmatch(
-            r"nap: the Dask cluster has had no worker for 3 s, with \d+ of 20 images done: its workers died \(killed, "
-            r"most often for memory, or a crash in a native library\) and none came back; start them again "
-            rf"\(`dask worker {re.escape(address)}` on each machine\) and run it again",
-            str(error),
-        ), str(error)
+        expected = {
+            "worker": r"nap: the Dask cluster has had no running worker for 3 s, with \d+ of 20 images done: its "
+            r"workers died \(killed, most often for memory, or a crash in a native library\), left, or paused for "
+            rf"lack of memory, and none came back; start workers again \(`dask worker {re.escape(address)}` on "
+            r"each machine\) and run it again",
+            "scheduler": rf"nap: lost the connection to the Dask scheduler at {re.escape(address)} with \d+ of 20 "
+            r"images done: check that it still runs, then run it again",
+        }
+        assert re.fullmatch(expected[killed], str(error)), str(error)
     finally:
         for proc in (worker, scheduler):
             with contextlib.suppress(ProcessLookupError):
@@ -463,8 +481,8 @@ def test_a_default_dask_client_elsewhere_is_one_clear_error_not_a_silent_detour(
         assert map_items(fn, rows, _pool(_params(address)), "x") == [fn(r) for r in rows]  # its scheduler: runs
 
 
-def _params(address: str | None, **orchestration):
-    dask = {"address": address} if address else {"local_workers": 1}
+def _params(address: str | None, dask: dict | None = None, **orchestration):
+    dask = ({"address": address} if address else {"local_workers": 1}) | (dask or {})
     return parse_params(
         {**_project_params(), "orchestration": {"runner": "dask", "chunk_size": 1, "dask": dask, **orchestration}}
     )

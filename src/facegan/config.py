@@ -781,6 +781,13 @@ class DaskConfig(Section):
         le=64,
         description="LocalCluster threads per worker (dlib and OpenCV hold the GIL in places: processes scale better)",
     )
+    workers_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="how long a stage waits for its cluster to have a running worker: at the start (dask.address), "
+        "and after it has lost them all (workers killed, left, or paused for memory); then it fails",
+    )
 
 
 class OrchestrationConfig(Section):

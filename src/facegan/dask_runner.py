@@ -4,16 +4,17 @@ Each `DaskPool.map` is one Prefect flow run whose task runner is a `DaskTaskRunn
 `orchestration.dask.address`, or on a LocalCluster of `dask.local_workers` processes started for it and
 closed after it. Chunks of `chunk_size` images are tasks; their results come back in submission order, so
 manifests are in source order and byte-identical to a local run. A worker that dies takes its unfinished chunks
-with it (finished ones are fetched and released at once, so none is redone); Dask's scheduler gives them to the
-remaining workers or to the worker its nanny restarts (a chunk rewrites the same files, so a half-done one is
-harmless). Chunks whose workers die on every try (Dask's `allowed-failures`) fail the map with one error naming
-their images, and so does a cluster left without any worker for WORKERS_TIMEOUT_S. Heavy models load once per
-worker process (facegan.preprocess.models.Lazy).
+with it (finished ones are fetched and released as they finish: none of those is redone); Dask's scheduler gives
+them to the remaining workers or to the worker its nanny restarts (a chunk rewrites the same files, so a half-done
+one is harmless); a LocalCluster's nannies restart its workers for as long as the map runs. Chunks whose workers
+die on every try (Dask's `allowed-failures`) fail the map with one error naming their images, and so do a cluster
+left without a running worker for `dask.workers_timeout_s` and a lost connection to the scheduler. Heavy models
+load once per worker process (facegan.preprocess.models.Lazy).
 A failed chunk stops the map: its other chunks see the map's stop event (a `distributed.Event`) before their next
-image and end, and the error is raised once all of them have (or after STOP_TIMEOUT_S, with a warning: a cluster
-without workers never runs them), so nothing writes into the stage's output folder after the stage has failed and
-removed it. The error is the one line the caller prints: Prefect's tracebacks of
-the failed task and flow runs go to the Prefect API (its UI), not to this terminal.
+image and end, and the error is raised once all of them have (or after STOP_TIMEOUT_S, with a warning), so
+nothing writes into the stage's output folder after the stage has failed and removed it. The error is the one
+line the caller prints: Prefect's tracebacks of the failed task and flow runs go to the Prefect API (its UI), not
+to this terminal.
 
 Workers must import this facegan and read/write the data folder at the same absolute path (a shared or
 network file system on a real cluster). Imported only when the dask runner is chosen.
@@ -30,22 +31,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # busy machines start it slowly
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # here and in the workers: no per-connection chatter
 
-import dask
-from distributed import Event, KilledWorker
+from distributed import Event, KilledWorker, LocalCluster
+from distributed.client import FutureCancelledError
+from distributed.deploy.cluster import Cluster
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
-from facegan.config import OrchestrationConfig, ParamsError
+from facegan.config import DaskConfig, OrchestrationConfig, ParamsError
 from facegan.errors import StageError
 from facegan.parallel import auto_chunk, progress
 
@@ -55,10 +57,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 STOP_CHECK_S = 0.1  # a running chunk asks the scheduler whether its map has stopped at most this often
-WORKERS_TIMEOUT_S = 60.0  # how long a map waits for its cluster to have a worker (at the start, and after losing all)
 WORKERS_CHECK_S = 2.0  # a map waiting for its chunks asks the scheduler how many workers it has at most this often
-LOST_WORKER_KEY = "distributed.deploy.lost-worker-timeout"
-LOST_WORKER_KEPT = "3650d"  # its value while LocalCluster maps run (see local_nannies_kept)
+GIVEN_UP_TOGETHER_S = 1.0  # Dask gives up on the chunks one death took in one go: their errors arrive this close
 STOP_TIMEOUT_S = 120.0  # how long a failed map waits for its other chunks to stop (each ends after its current image)
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
@@ -121,33 +121,6 @@ def run_errors_quiet() -> Iterator[None]:
                     handler.removeFilter(NO_RUN_ERRORS)
 
 
-_local_maps = 0  # LocalCluster maps running in this process; the last one restores the setting saved by the first
-_saved_lost_worker: Any = None
-
-
-@contextmanager
-def local_nannies_kept() -> Iterator[None]:
-    """While LocalCluster maps run: a worker that dies is restarted by its nanny, for as long as the map runs.
-
-    Dask's SpecCluster closes a worker's nanny for good when no worker of its name is registered
-    `distributed.deploy.lost-worker-timeout` (15 s) after one died (meant for clusters whose worker jobs vanish).
-    A worker that died again while its nanny was restarting it, or whose restart took over 15 s on a busy machine,
-    lost its nanny that way: a LocalCluster of one worker was then left with none, and the map waited for ever."""
-    global _local_maps, _saved_lost_worker
-    with _quiet_lock:
-        if not _local_maps:
-            _saved_lost_worker = dask.config.get(LOST_WORKER_KEY)
-            dask.config.set({LOST_WORKER_KEY: LOST_WORKER_KEPT})
-        _local_maps += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _local_maps -= 1
-            if not _local_maps:
-                dask.config.set({LOST_WORKER_KEY: _saved_lost_worker})
-
-
 def check_scheduler(address: str, timeout: float = 10) -> None:
     """Fail in one line, before any flow starts, when nothing listens at `address` (tcp://host:port)."""
     from urllib.parse import urlsplit
@@ -201,6 +174,18 @@ def check_default_client(cfg: OrchestrationConfig) -> None:
     )
 
 
+class KeptNanniesCluster(LocalCluster):
+    """A LocalCluster whose nannies restart their workers for as long as it runs.
+
+    Dask's SpecCluster closes a worker's nanny for good when no worker of its name is registered
+    `distributed.deploy.lost-worker-timeout` (15 s) after one died: meant for clusters whose worker jobs vanish. A
+    worker that died again while its nanny was restarting it, or whose restart took over 15 s on a busy machine,
+    lost its nanny that way: a LocalCluster of one worker was left with none, and the map waited for ever."""
+
+    def _update_worker_status(self, op: str, msg: Any) -> None:
+        Cluster._update_worker_status(self, op, msg)  # SpecCluster's adds only that timer to it
+
+
 def task_runner(cfg: OrchestrationConfig) -> DaskTaskRunner:
     """The scheduler at dask.address, or a LocalCluster of dask.local_workers processes for one flow run."""
     if cfg.dask.address:
@@ -209,12 +194,13 @@ def task_runner(cfg: OrchestrationConfig) -> DaskTaskRunner:
     if cfg.dask.address:
         return DaskTaskRunner(address=cfg.dask.address)
     return DaskTaskRunner(
+        cluster_class=KeptNanniesCluster,
         cluster_kwargs={
             "n_workers": cfg.dask.local_workers,
             "processes": True,
             "threads_per_worker": cfg.dask.threads_per_worker,
             "dashboard_address": None,
-        }
+        },
     )
 
 
@@ -239,69 +225,83 @@ def _client() -> Any:
     return runner.client
 
 
-def _workers(client: Any) -> int:
-    return len(client.scheduler_info(n_workers=-1)["workers"])
+def _workers(client: Any, status: str | None = None) -> int:
+    """The scheduler's workers (with that status only: "running" leaves out those paused for memory)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return sum(status is None or w.get("status") == status for w in workers)
 
 
-def wait_for_a_worker(client: Any, address: str) -> None:
-    """A scheduler without workers would hold the stage's chunks for ever: wait WORKERS_TIMEOUT_S for one, then fail."""
+def wait_for_a_worker(client: Any, cfg: DaskConfig) -> None:
+    """A scheduler without workers would hold the stage's chunks for ever: wait workers_timeout_s for one, then fail."""
     if _workers(client):
         return
-    log.info("%s: no Dask worker yet; waiting up to %g s for one", address, WORKERS_TIMEOUT_S)
+    log.info("%s: no Dask worker yet; waiting up to %g s for one", cfg.address, cfg.workers_timeout_s)
     try:
-        client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
+        client.wait_for_workers(1, timeout=cfg.workers_timeout_s)
     except TimeoutError:
         raise ParamsError(
-            f"orchestration.dask.address {address}: the Dask scheduler has no workers (waited "
-            f"{WORKERS_TIMEOUT_S:g} s); start one on each machine: `dask worker {address}`"
+            f"orchestration.dask.address {cfg.address}: the Dask scheduler has no workers (waited "
+            f"{cfg.workers_timeout_s:g} s); start one on each machine: `dask worker {cfg.address}`"
         ) from None
 
 
-class WorkerWatch:
-    """Notices a cluster that has had no worker for WORKERS_TIMEOUT_S while chunks wait: they would wait for ever.
-    Asks the scheduler at most every WORKERS_CHECK_S."""
+class NoWorkers(StageError):
+    """The map's cluster has had no running worker for `dask.workers_timeout_s`: nothing runs its chunks."""
 
-    def __init__(self, client: Any):
-        self.client = client
+
+class SchedulerLost(StageError):
+    """The connection to the Dask scheduler is lost: nothing can be asked of it, not even to stop the chunks."""
+
+
+class WorkerWatch:
+    """Raises NoWorkers once the map's cluster has had no running worker for `dask.workers_timeout_s` (its chunks
+    would wait for ever); asks the scheduler at most every WORKERS_CHECK_S."""
+
+    def __init__(self, client: Any, cfg: DaskConfig, desc: str, total: int):
+        self.client, self.cfg, self.desc, self.total = client, cfg, desc, total
         self.asked = -math.inf
         self.none_since: float | None = None
 
-    def lost_all(self) -> bool:
+    def check(self, done: int) -> None:
         now = time.monotonic()
         if now - self.asked < WORKERS_CHECK_S:
-            return False
+            return
         self.asked = now
-        if _workers(self.client):
+        if _workers(self.client, "running"):
             self.none_since = None
-            return False
+            return
         if self.none_since is None:
             self.none_since = now
-        return now - self.none_since >= WORKERS_TIMEOUT_S
+        if now - self.none_since < self.cfg.workers_timeout_s:
+            return
+        again = (
+            f"start workers again (`dask worker {self.cfg.address}` on each machine) and run it again"
+            if self.cfg.address
+            else "run it again, with fewer dask.local_workers if memory ran out"
+        )
+        raise NoWorkers(
+            f"{self.desc}: the Dask cluster has had no running worker for {self.cfg.workers_timeout_s:g} s, with "
+            f"{done} of {self.total} images done: its workers died (killed, most often for memory, or a crash in a "
+            f"native library), left, or paused for lack of memory, and none came back; {again}"
+        )
 
 
-def lost_all_workers(desc: str, done: int, total: int, address: str | None) -> StageError:
-    again = (
-        f"start them again (`dask worker {address}` on each machine) and run it again"
-        if address
-        else "run it again, with fewer dask.local_workers if memory ran out"
-    )
-    return StageError(
-        f"{desc}: the Dask cluster has had no worker for {WORKERS_TIMEOUT_S:g} s, with {done} of {total} images "
-        f"done: its workers died (killed, most often for memory, or a crash in a native library) and none came "
-        f"back; {again}"
-    )
+def images(start: int, stop: int) -> str:
+    """Images start:stop of a map, as a user counts them."""
+    return f"images {start + 1}-{stop}" if stop - start > 1 else f"image {stop}"
 
 
-def killed_workers(desc: str, chunks: list[tuple[int, int]], total: int) -> StageError:
+def killed_workers(desc: str, chunks: list[tuple[int, int]], total: int, cfg: DaskConfig) -> StageError:
     """Dask's KilledWorker for these chunks (start, stop) of the map's images: a worker died every time one of them
     was there, running or waiting its turn (Dask's `distributed.scheduler.allowed-failures` + 1 times), so the image
     that kills it is in one of them, not necessarily in each."""
-    where = " and ".join(f"images {a + 1}-{b}" if b - a > 1 else f"image {b}" for a, b in chunks)
+    where = " and ".join(images(a, b) for a, b in chunks)
     them, their = ("it", "its") if sum(b - a for a, b in chunks) == 1 else ("them", "their")
+    memory = "more memory per worker" if cfg.address else "fewer dask.local_workers"
     return StageError(
         f"{desc}: Dask gave up on {where} of {total}: the workers holding {them} (running, or waiting {their} turn) "
-        "died on every try, killed, most often for memory, or by a crash in a native library; run it again, with "
-        "more memory per worker if memory ran out"
+        f"died on every try, killed, most often for memory, or by a crash in a native library; run it again, with "
+        f"{memory} if memory ran out"
     )
 
 
@@ -309,6 +309,71 @@ def killed(future: Any) -> bool:
     """A chunk's future that Dask gave up on (KilledWorker)."""
     dask_future = future.wrapped_future
     return dask_future.status == "error" and isinstance(dask_future.exception(), KilledWorker)
+
+
+def chunk_result(future: Any, watch: WorkerWatch, done: int) -> Any:
+    """A finished chunk's result. Its worker may die before it is fetched: then the scheduler has it redone, if it
+    has a worker left (watched meanwhile)."""
+    while True:
+        try:
+            return future.result(timeout=WORKERS_CHECK_S)
+        except TimeoutError:
+            if future.wrapped_future.done():
+                raise  # the chunk's own
+            watch.check(done)
+
+
+def gather(
+    futures: dict[int, Any], done: dict[int, list], size: int, total: int, desc: str, watch: WorkerWatch
+) -> None:
+    """Fill `done` (a chunk's start: its results) as the chunks finish, each fetched as soon as it has and then
+    released: the scheduler forgets it (a worker that died later would take it along, to be redone). A failed chunk
+    raises its error; Dask's own failures are one StageError naming the images."""
+    starts = {id(f): start for start, f in futures.items()}
+    finished: queue.Queue = queue.Queue()
+    for future in futures.values():
+        future.add_done_callback(finished.put)
+    bar = progress(total, desc)
+    try:
+        while len(done) < len(futures):
+            try:
+                future = finished.get(timeout=WORKERS_CHECK_S)
+            except queue.Empty:
+                watch.check(bar.n)
+                continue
+            start = starts[id(future)]
+            try:
+                out = chunk_result(future, watch, bar.n)  # a failed chunk stops the stage with its error
+            except KilledWorker:  # its own message names a Dask key, not the images
+                given_up = {start} | {starts[id(f)] for f in arriving(finished, GIVEN_UP_TOGETHER_S) if killed(f)}
+                chunks = [(a, min(a + size, total)) for a in sorted(given_up)]
+                raise killed_workers(desc, chunks, total, watch.cfg) from None
+            except FutureCancelledError as e:
+                if e.reason == "scheduler-connection-lost":
+                    where = f"at {watch.cfg.address}" if watch.cfg.address else "of the LocalCluster"
+                    raise SchedulerLost(
+                        f"{desc}: lost the connection to the Dask scheduler {where} with {bar.n} of {total} images "
+                        "done: check that it still runs, then run it again"
+                    ) from None
+                where = images(start, min(start + size, total))
+                raise StageError(f"{desc}: Dask cancelled {where} of {total} ({e.reason}): run it again") from None
+            assert out is not None, "a chunk stopped while its map went on"  # only stop_chunks sets `halt`
+            done[start] = out
+            future.wrapped_future.release()
+            bar.update(len(out))
+    finally:
+        bar.close()
+
+
+def arriving(finished: queue.Queue, seconds: float) -> list[Any]:
+    """The futures that finish within `seconds` (those already in `finished` among them)."""
+    out, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            out.append(finished.get(timeout=left))
+        except queue.Empty:
+            break
+    return out
 
 
 class DaskPool:
@@ -328,13 +393,11 @@ class DaskPool:
             quiet_run_errors()  # here: Prefect has set up this process's logging by now
             client = _client()
             if self.cfg.dask.address:
-                wait_for_a_worker(client, self.cfg.dask.address)
+                wait_for_a_worker(client, self.cfg.dask)
             size = auto_chunk(len(items), max(1, _workers(client)), self.cfg.chunk_size)
             halt = Event(f"facegan-{desc}-{uuid.uuid4().hex}", client=client)  # set: every chunk of this map stops
             futures = {}
             done: dict[int, list] = {}
-            stop_within: float | None = None  # how long a failed map waits for its other chunks: STOP_TIMEOUT_S
-            bar = progress(len(items), desc)
             try:
                 # Each task carries the caller's Prefect context to its worker. Inside a task of another flow
                 # (pipelines/flows.py: stage task -> this subflow) that context names the outer task, whose module
@@ -348,35 +411,13 @@ class DaskPool:
                         )
                 finally:
                     TaskRunContext.__var__.reset(outer)
-                starts = {id(f): start for start, f in futures.items()}
-                finished: queue.Queue = queue.Queue()
-                for future in futures.values():
-                    future.add_done_callback(finished.put)
-                watch = WorkerWatch(client)
-                while len(done) < len(futures):
-                    try:
-                        future = finished.get(timeout=WORKERS_CHECK_S)
-                    except queue.Empty:
-                        if watch.lost_all():
-                            stop_within = 0.0  # no worker to run them: pending chunks stop when one ever comes
-                            raise lost_all_workers(desc, bar.n, len(items), self.cfg.dask.address) from None
-                        continue
-                    start = starts[id(future)]
-                    try:
-                        out = future.result()  # a failed chunk stops the stage with its error
-                    except KilledWorker:  # its own message names a Dask key, not the images
-                        chunks = [(a, min(a + size, len(items))) for a, f in futures.items() if a == start or killed(f)]
-                        raise killed_workers(desc, sorted(chunks), len(items)) from None
-                    assert out is not None, "a chunk stopped while its map went on"  # only stop_chunks sets `halt`
-                    done[start] = out
-                    future.wrapped_future.release()  # the scheduler forgets it: a worker dying later would redo it
-                    bar.update(len(out))
-            except BaseException:
+                gather(futures, done, size, len(items), desc, WorkerWatch(client, self.cfg.dask, desc, len(items)))
+            except SchedulerLost:
+                raise  # no scheduler to tell the chunks to stop: its workers drop them when they lose it too
+            except BaseException as e:
                 left = {f"{desc}[{a}:{min(a + size, len(items))}]": f for a, f in futures.items() if a not in done}
-                stop_chunks(halt, left, stop_within)
+                stop_chunks(halt, left, 0.0 if isinstance(e, NoWorkers) else None)
                 raise
-            finally:
-                bar.close()
             return [r for start in sorted(done) for r in done[start]]
 
         log.info(
@@ -385,27 +426,29 @@ class DaskPool:
             len(items),
             self.cfg.dask.address or f"a LocalCluster of {self.cfg.dask.local_workers} worker processes",
         )
-        nannies = nullcontext() if self.cfg.dask.address else local_nannies_kept()
-        with run_errors_quiet(), nannies, temporary_settings(updates={PREFECT_API_URL: api_url()}):  # sent to workers
+        with run_errors_quiet(), temporary_settings(updates={PREFECT_API_URL: api_url()}):  # sent to the workers
             return per_image()
 
 
 def stop_chunks(halt: Event, futures: dict[str, Any], timeout: float | None = None) -> None:
     """After a failed chunk: stop the map's other chunks (`futures` by their names; pending ones end at once, running
     ones after their current image) and wait until they have, so that none writes into the output folder the failed
-    stage removes. At most `timeout` (STOP_TIMEOUT_S) in all: a cluster that lost every worker mid-map would hold its
-    chunks for ever. Chunks still running then are named in a warning and the event stays set, so they stop when
-    they next look."""
+    stage removes. At most `timeout` (STOP_TIMEOUT_S) in all: a chunk on a worker that hangs would hold it for ever.
+    Chunks still running then are named in a warning and the event stays set, so they stop when they next look.
+    `timeout` 0: the event is set and nothing waited for (a cluster without workers: they stop before their first
+    image if one ever comes)."""
     timeout = STOP_TIMEOUT_S if timeout is None else timeout
     try:
         halt.set()
+        if not timeout:
+            return
         deadline = time.monotonic() + timeout
         for future in futures.values():
             future.wait(max(0.0, deadline - time.monotonic()))  # its own error, if any, is not the one to report
         running = [name for name, f in futures.items() if not f.wrapped_future.done()]
         if running:
             log.warning(
-                "%d chunk(s) of the failed map did not stop within %g s (a cluster without workers?): %s; they stop "
+                "%d chunk(s) of the failed map did not stop within %g s: %s; they stop "
                 "before their next image if they ever run, and the stage's output folder may get files from them",
                 len(running),
                 timeout,
