@@ -12,7 +12,8 @@ left without a running worker for `dask.workers_timeout_s` and a lost connection
 load once per worker process (facegan.preprocess.models.Lazy).
 A failed chunk stops the map: its other chunks see the map's stop event (a `distributed.Event`) before their next
 image and end, and the error is raised once all of them have (or after STOP_TIMEOUT_S, with a warning), so
-nothing writes into the stage's output folder after the stage has failed and removed it. The error is the one
+nothing writes into the stage's output folder after the stage has failed and removed it (without a worker or a
+scheduler, at once: nothing runs them). The error is the one
 line the caller prints: Prefect's tracebacks of the failed task and flow runs go to the Prefect API (its UI), not
 to this terminal.
 
@@ -31,7 +32,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -39,9 +41,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # here and in the workers: no per-connection chatter
 
 from distributed import Event, KilledWorker, LocalCluster
+from distributed import wait as distributed_wait
 from distributed.client import FutureCancelledError
 from distributed.deploy.cluster import Cluster
-from prefect import flow, task
+from prefect import Flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -175,7 +178,8 @@ def check_default_client(cfg: OrchestrationConfig) -> None:
 
 
 class KeptNanniesCluster(LocalCluster):
-    """A LocalCluster whose nannies restart their workers for as long as it runs.
+    """A LocalCluster whose nannies restart their workers for as long as it runs (a restart that fails leaves its
+    nanny without a worker: WorkerWatch notices).
 
     Dask's SpecCluster closes a worker's nanny for good when no worker of its name is registered
     `distributed.deploy.lost-worker-timeout` (15 s) after one died: meant for clusters whose worker jobs vanish. A
@@ -246,7 +250,11 @@ def wait_for_a_worker(client: Any, cfg: DaskConfig) -> None:
 
 
 class NoWorkers(StageError):
-    """The map's cluster has had no running worker for `dask.workers_timeout_s`: nothing runs its chunks."""
+    """The map's cluster has had no running worker for `dask.workers_timeout_s`; `workers`: those it has (paused)."""
+
+    def __init__(self, message: str, workers: int):
+        super().__init__(message)
+        self.workers = workers
 
 
 class SchedulerLost(StageError):
@@ -268,7 +276,7 @@ class WorkerWatch:
             return
         self.asked = now
         if _workers(self.client, "running"):
-            self.none_since = None
+            self.saw_work()
             return
         if self.none_since is None:
             self.none_since = now
@@ -282,8 +290,13 @@ class WorkerWatch:
         raise NoWorkers(
             f"{self.desc}: the Dask cluster has had no running worker for {self.cfg.workers_timeout_s:g} s, with "
             f"{done} of {self.total} images done: its workers died (killed, most often for memory, or a crash in a "
-            f"native library), left, or paused for lack of memory, and none came back; {again}"
+            f"native library), left, or paused for lack of memory, and none came back; {again}",
+            _workers(self.client),
         )
+
+    def saw_work(self) -> None:
+        """A worker is running (or has just finished a chunk): the clock of `workers_timeout_s` starts again."""
+        self.none_since = None
 
 
 def images(start: int, stop: int) -> str:
@@ -312,15 +325,14 @@ def killed(future: Any) -> bool:
 
 
 def chunk_result(future: Any, watch: WorkerWatch, done: int) -> Any:
-    """A finished chunk's result. Its worker may die before it is fetched: then the scheduler has it redone, if it
-    has a worker left (watched meanwhile)."""
-    while True:
-        try:
-            return future.result(timeout=WORKERS_CHECK_S)
-        except TimeoutError:
-            if future.wrapped_future.done():
-                raise  # the chunk's own
-            watch.check(done)
+    """A finished chunk's result. Its worker may have died since (a result not fetched yet goes with it): the
+    scheduler has it redone if it has a worker left, watched meanwhile. The fetch itself has no time limit: a worker
+    busy in native code that holds the GIL answers late."""
+    while not future.wrapped_future.done():
+        with suppress(TimeoutError):
+            distributed_wait(future.wrapped_future, timeout=WORKERS_CHECK_S)
+        watch.check(done)
+    return future.result()
 
 
 def gather(
@@ -350,16 +362,21 @@ def gather(
                 raise killed_workers(desc, chunks, total, watch.cfg) from None
             except FutureCancelledError as e:
                 if e.reason == "scheduler-connection-lost":
-                    where = f"at {watch.cfg.address}" if watch.cfg.address else "of the LocalCluster"
+                    check = (
+                        f"at {watch.cfg.address}: check that it still runs"
+                        if watch.cfg.address
+                        else "(in this process)"
+                    )
                     raise SchedulerLost(
-                        f"{desc}: lost the connection to the Dask scheduler {where} with {bar.n} of {total} images "
-                        "done: check that it still runs, then run it again"
+                        f"{desc}: lost the connection to the Dask scheduler {check}, with {bar.n} of {total} images "
+                        "done; run it again"
                     ) from None
                 where = images(start, min(start + size, total))
                 raise StageError(f"{desc}: Dask cancelled {where} of {total} ({e.reason}): run it again") from None
             assert out is not None, "a chunk stopped while its map went on"  # only stop_chunks sets `halt`
             done[start] = out
             future.wrapped_future.release()
+            watch.saw_work()
             bar.update(len(out))
     finally:
         bar.close()
@@ -386,48 +403,77 @@ class DaskPool:
         if not items:
             return []
         runner = task_runner(self.cfg)
-
-        # prefect-dask's runner is typed against an older TaskRunner generic: the ignore is that stub mismatch only
-        @flow(name=f"facegan-{desc}", task_runner=runner, log_prints=False, persist_result=False)  # type: ignore[arg-type]
-        def per_image() -> list[Any]:
-            quiet_run_errors()  # here: Prefect has set up this process's logging by now
-            client = _client()
-            if self.cfg.dask.address:
-                wait_for_a_worker(client, self.cfg.dask)
-            size = auto_chunk(len(items), max(1, _workers(client)), self.cfg.chunk_size)
-            halt = Event(f"facegan-{desc}-{uuid.uuid4().hex}", client=client)  # set: every chunk of this map stops
-            futures = {}
-            done: dict[int, list] = {}
-            try:
-                # Each task carries the caller's Prefect context to its worker. Inside a task of another flow
-                # (pipelines/flows.py: stage task -> this subflow) that context names the outer task, whose module
-                # the workers cannot import; the chunks need none of it.
-                outer = TaskRunContext.__var__.set(None)  # type: ignore[arg-type]  # "no task" is what the var holds outside tasks
-                try:
-                    for start in range(0, len(items), size):
-                        chunk = list(items[start : start + size])
-                        futures[start] = run_chunk.submit(
-                            fn, chunk, desc, start, start + len(chunk), halt.name, not self.cfg.dask.address
-                        )
-                finally:
-                    TaskRunContext.__var__.reset(outer)
-                gather(futures, done, size, len(items), desc, WorkerWatch(client, self.cfg.dask, desc, len(items)))
-            except SchedulerLost:
-                raise  # no scheduler to tell the chunks to stop: its workers drop them when they lose it too
-            except BaseException as e:
-                left = {f"{desc}[{a}:{min(a + size, len(items))}]": f for a, f in futures.items() if a not in done}
-                stop_chunks(halt, left, 0.0 if isinstance(e, NoWorkers) else None)
-                raise
-            return [r for start in sorted(done) for r in done[start]]
-
         log.info(
             "%s: %d images as Prefect tasks on %s",
             desc,
             len(items),
             self.cfg.dask.address or f"a LocalCluster of {self.cfg.dask.local_workers} worker processes",
         )
-        with run_errors_quiet(), temporary_settings(updates={PREFECT_API_URL: api_url()}):  # sent to the workers
-            return per_image()
+        per_image = Flow(
+            map_flow,
+            name=f"facegan-{desc}",
+            task_runner=runner,  # type: ignore[arg-type]  # prefect-dask's is typed against an older TaskRunner generic
+            log_prints=False,
+            persist_result=False,
+        )
+        token = uuid.uuid4().hex
+        MAPS[token] = Map(self.cfg, fn, items, desc)
+        try:
+            with run_errors_quiet(), temporary_settings(updates={PREFECT_API_URL: api_url()}):  # sent to the workers
+                return per_image(token)
+        finally:
+            del MAPS[token]
+
+
+@dataclass(frozen=True)
+class Map:
+    """What one DaskPool.map works on."""
+
+    cfg: OrchestrationConfig
+    fn: Callable
+    items: Sequence
+    desc: str
+
+
+MAPS: dict[str, Map] = {}  # the maps running in this process, by the token their flow run is given
+
+
+def map_flow(token: str) -> list[Any]:
+    """One DaskPool.map's flow run: its chunks as tasks, their results in order. It gets its work by token, not from
+    a closure: Prefect sends the flow with every chunk (in the flow run's context), and a closure over the items made
+    every chunk carry all of them (855 kB a chunk at 20 000 paths: quadratic in the set)."""
+    m = MAPS[token]
+    dask, total = m.cfg.dask, len(m.items)
+    quiet_run_errors()  # here: Prefect has set up this process's logging by now
+    client = _client()
+    if dask.address:
+        wait_for_a_worker(client, dask)
+    size = auto_chunk(total, max(1, _workers(client)), m.cfg.chunk_size)
+    halt = Event(f"facegan-{m.desc}-{token}", client=client)  # set: every chunk of this map stops
+    futures = {}
+    done: dict[int, list] = {}
+    try:
+        # Each task carries the caller's Prefect context to its worker. Inside a task of another flow
+        # (pipelines/flows.py: stage task -> this subflow) that context names the outer task, whose module
+        # the workers cannot import; the chunks need none of it.
+        outer = TaskRunContext.__var__.set(None)  # type: ignore[arg-type]  # "no task" is what the var holds outside tasks
+        try:
+            for start in range(0, total, size):
+                chunk = list(m.items[start : start + size])
+                futures[start] = run_chunk.submit(
+                    m.fn, chunk, m.desc, start, start + len(chunk), halt.name, not dask.address
+                )
+        finally:
+            TaskRunContext.__var__.reset(outer)
+        gather(futures, done, size, total, m.desc, WorkerWatch(client, dask, m.desc, total))
+    except SchedulerLost:
+        raise  # no scheduler to tell the chunks to stop: its workers drop them when they lose it too
+    except BaseException as e:
+        left = {f"{m.desc}[{a}:{min(a + size, total)}]": f for a, f in futures.items() if a not in done}
+        nothing_runs = isinstance(e, NoWorkers) and not e.workers  # paused workers go on with their current chunk
+        stop_chunks(halt, left, 0.0 if nothing_runs else None)
+        raise
+    return [r for start in sorted(done) for r in done[start]]
 
 
 def stop_chunks(halt: Event, futures: dict[str, Any], timeout: float | None = None) -> None:
@@ -435,8 +481,8 @@ def stop_chunks(halt: Event, futures: dict[str, Any], timeout: float | None = No
     ones after their current image) and wait until they have, so that none writes into the output folder the failed
     stage removes. At most `timeout` (STOP_TIMEOUT_S) in all: a chunk on a worker that hangs would hold it for ever.
     Chunks still running then are named in a warning and the event stays set, so they stop when they next look.
-    `timeout` 0: the event is set and nothing waited for (a cluster without workers: they stop before their first
-    image if one ever comes)."""
+    `timeout` 0: the event is set and nothing waited for (a cluster without workers: a chunk stops before its next
+    image if it ever runs again)."""
     timeout = STOP_TIMEOUT_S if timeout is None else timeout
     try:
         halt.set()
