@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -321,6 +322,53 @@ def test_stopping_a_failed_map_waits_a_bounded_time_for_chunks_that_never_end(ca
         stop_chunks(halt, {"x[3:6]": _Chunk(done=False)}, timeout=0)  # a cluster without workers: nothing runs them
     assert time.monotonic() - t0 < 0.5 and halt.calls == ["set"]  # set for good, nothing waited for
     assert caplog.records == []
+
+
+class _Fetch:
+    """A finished chunk's future whose fetch takes `seconds` (None: waits for a redo that never comes)."""
+
+    def __init__(self, status: str, seconds: float | None):
+        self.wrapped_future = types.SimpleNamespace(status=status)
+        self.seconds = seconds
+
+    def wait(self) -> None:
+        threading.Event().wait(60 if self.seconds is None else self.seconds)
+
+    def result(self) -> list:
+        assert self.seconds is not None, "a lost result was fetched"
+        return [1]
+
+
+class _Watch:
+    """WorkerWatch's stand-in: the 3rd check finds the cluster without workers for too long."""
+
+    def __init__(self):
+        self.checks = 0
+
+    def check(self, done: int) -> None:
+        from facegan.dask_runner import NoWorkers
+
+        self.checks += 1
+        if self.checks == 3:
+            raise NoWorkers("no workers", 0)
+
+
+def test_a_result_lost_with_the_last_worker_is_one_clear_error_and_a_slow_fetch_is_waited_for(monkeypatch):
+    """A chunk that had finished, but whose worker died before its result was fetched, waited for ever for a redo on
+    a cluster with no worker left: the watch was not asked meanwhile. A slow fetch of a result that is there (a
+    worker holding the GIL in native code) is waited for, without asking the watch: before, a 2 s limit on the
+    whole fetch was mistaken for the chunk's own TimeoutError."""
+    from facegan import dask_runner
+    from facegan.dask_runner import NoWorkers, chunk_result
+
+    monkeypatch.setattr(dask_runner, "WORKERS_CHECK_S", 0.05)
+    watch = _Watch()
+    with pytest.raises(NoWorkers):
+        chunk_result(_Fetch("lost", None), watch, 0)
+    assert watch.checks == 3
+    watch = _Watch()
+    assert chunk_result(_Fetch("finished", 0.5), watch, 0) == [1]
+    assert watch.checks == 0
 
 
 def _no_workers_yet(tmp_path: Path):

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,7 +41,6 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # here and in the workers: no per-connection chatter
 
 from distributed import Event, KilledWorker, LocalCluster
-from distributed import wait as distributed_wait
 from distributed.client import FutureCancelledError
 from distributed.deploy.cluster import Cluster
 from prefect import Flow, task
@@ -250,11 +249,11 @@ def wait_for_a_worker(client: Any, cfg: DaskConfig) -> None:
 
 
 class NoWorkers(StageError):
-    """The map's cluster has had no running worker for `dask.workers_timeout_s`; `workers`: those it has (paused)."""
+    """The map's cluster has had no running worker for `dask.workers_timeout_s`; `paused`: its paused workers."""
 
-    def __init__(self, message: str, workers: int):
+    def __init__(self, message: str, paused: int):
         super().__init__(message)
-        self.workers = workers
+        self.paused = paused
 
 
 class SchedulerLost(StageError):
@@ -291,7 +290,7 @@ class WorkerWatch:
             f"{self.desc}: the Dask cluster has had no running worker for {self.cfg.workers_timeout_s:g} s, with "
             f"{done} of {self.total} images done: its workers died (killed, most often for memory, or a crash in a "
             f"native library), left, or paused for lack of memory, and none came back; {again}",
-            _workers(self.client),
+            _workers(self.client, "paused"),
         )
 
     def saw_work(self) -> None:
@@ -325,14 +324,17 @@ def killed(future: Any) -> bool:
 
 
 def chunk_result(future: Any, watch: WorkerWatch, done: int) -> Any:
-    """A finished chunk's result. Its worker may have died since (a result not fetched yet goes with it): the
-    scheduler has it redone if it has a worker left, watched meanwhile. The fetch itself has no time limit: a worker
-    busy in native code that holds the GIL answers late."""
-    while not future.wrapped_future.done():
-        with suppress(TimeoutError):
-            distributed_wait(future.wrapped_future, timeout=WORKERS_CHECK_S)
-        watch.check(done)
-    return future.result()
+    """A finished chunk's result, fetched in a thread of its own while the cluster is watched: its worker may die
+    before the fetch ends (the result goes with it, and the scheduler has the chunk redone if it has a worker left),
+    and a worker busy in native code that holds the GIL answers late (waited for: its result is there)."""
+    fetch = threading.Thread(target=future.wait, name="facegan-fetch", daemon=True)  # stores the chunk's final state
+    fetch.start()
+    fetch.join(WORKERS_CHECK_S)
+    while fetch.is_alive():
+        if future.wrapped_future.status != "finished":
+            watch.check(done)
+        fetch.join(WORKERS_CHECK_S)
+    return future.result()  # the state the fetch stored, or the chunk's error (not swallowed here)
 
 
 def gather(
@@ -470,7 +472,7 @@ def map_flow(token: str) -> list[Any]:
         raise  # no scheduler to tell the chunks to stop: its workers drop them when they lose it too
     except BaseException as e:
         left = {f"{m.desc}[{a}:{min(a + size, total)}]": f for a, f in futures.items() if a not in done}
-        nothing_runs = isinstance(e, NoWorkers) and not e.workers  # paused workers go on with their current chunk
+        nothing_runs = isinstance(e, NoWorkers) and not e.paused  # paused workers go on with their current chunk
         stop_chunks(halt, left, 0.0 if nothing_runs else None)
         raise
     return [r for start in sorted(done) for r in done[start]]
