@@ -325,17 +325,21 @@ def test_stopping_a_failed_map_waits_a_bounded_time_for_chunks_that_never_end(ca
 
 
 class _Fetch:
-    """A finished chunk's future whose fetch takes `seconds` (None: waits for a redo that never comes)."""
+    """A finished chunk's future whose fetch takes `seconds` (None: waits for a redo that never comes, until
+    `released`) and then gives [1], or raises `error` as a chunk's failed state does."""
 
-    def __init__(self, status: str, seconds: float | None):
+    def __init__(self, status: str, seconds: float | None, error: Exception | None = None):
         self.wrapped_future = types.SimpleNamespace(status=status)
-        self.seconds = seconds
+        self.seconds, self.error = seconds, error
+        self.released = threading.Event()
 
     def wait(self) -> None:
-        threading.Event().wait(60 if self.seconds is None else self.seconds)
+        self.released.wait(60 if self.seconds is None else self.seconds)
 
     def result(self) -> list:
         assert self.seconds is not None, "a lost result was fetched"
+        if self.error:
+            raise self.error
         return [1]
 
 
@@ -357,18 +361,27 @@ def test_a_result_lost_with_the_last_worker_is_one_clear_error_and_a_slow_fetch_
     """A chunk that had finished, but whose worker died before its result was fetched, waited for ever for a redo on
     a cluster with no worker left: the watch was not asked meanwhile. A slow fetch of a result that is there (a
     worker holding the GIL in native code) is waited for, without asking the watch: before, a 2 s limit on the
-    whole fetch was mistaken for the chunk's own TimeoutError."""
+    whole fetch was mistaken for the chunk's own TimeoutError. A chunk's own error comes through unchanged."""
+    from distributed import KilledWorker
+
     from facegan import dask_runner
     from facegan.dask_runner import NoWorkers, chunk_result
 
     monkeypatch.setattr(dask_runner, "WORKERS_CHECK_S", 0.05)
-    watch = _Watch()
-    with pytest.raises(NoWorkers):
-        chunk_result(_Fetch("lost", None), watch, 0)
+    watch, lost = _Watch(), _Fetch("lost", None)
+    try:
+        with pytest.raises(NoWorkers):
+            chunk_result(lost, watch, 0)
+    finally:
+        lost.released.set()  # the fetch thread ends (a closing client cancels it)
     assert watch.checks == 3
     watch = _Watch()
     assert chunk_result(_Fetch("finished", 0.5), watch, 0) == [1]
     assert watch.checks == 0
+    killed = KilledWorker("run_chunk-x", None, 3)
+    with pytest.raises(KilledWorker) as error:
+        chunk_result(_Fetch("error", 0.0, killed), watch, 0)
+    assert error.value is killed and watch.checks == 0
 
 
 def _no_workers_yet(tmp_path: Path):
