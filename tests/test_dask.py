@@ -470,8 +470,8 @@ def test_a_local_cluster_keeps_restarting_a_worker_that_dies(tmp_path, monkeypat
     assert isinstance(result.get("error"), StageError), result
     assert re.fullmatch(  # image 4 may have waited its turn on the dying worker: then Dask counts it too
         r"boom: Dask gave up on (image 3 and image 4 of 4: the workers holding them \(running, or waiting their|"
-        r"image 3 of 4: the workers holding it \(running, or waiting its) turn\) died on every try, killed, most "
-        r"often for memory, or by a crash in a native library; run it again, with fewer dask.local_workers if memory "
+        r"image 3 of 4: the workers holding it \(running, or waiting its) turn\) died on every try \(killed, most "
+        r"often for memory, or a crash in a native library\); run it again, with fewer dask.local_workers if memory "
         r"ran out",
         str(result["error"]),
     ), str(result["error"])

@@ -51,7 +51,7 @@ from prefect_dask import DaskTaskRunner
 
 from facegan.config import DaskConfig, OrchestrationConfig, ParamsError
 from facegan.errors import StageError
-from facegan.parallel import auto_chunk, progress
+from facegan.parallel import WORKER_DEATH, auto_chunk, progress
 
 log = logging.getLogger(__name__)
 
@@ -284,18 +284,24 @@ class WorkerWatch:
         again = (
             f"start workers again (`dask worker {self.cfg.address}` on each machine) and run it again"
             if self.cfg.address
-            else "run it again, with fewer dask.local_workers if memory ran out"
+            else run_again(self.cfg)
         )
         raise NoWorkers(
             f"{self.desc}: the Dask cluster has had no running worker for {self.cfg.workers_timeout_s:g} s, with "
-            f"{done} of {self.total} images done: its workers died (killed, most often for memory, or a crash in a "
-            f"native library), left, or paused for lack of memory, and none came back; {again}",
+            f"{done} of {self.total} images done: its workers died ({WORKER_DEATH}), left, or paused for lack of "
+            f"memory, and none came back; {again}",
             _workers(self.client, "paused"),
         )
 
     def saw_work(self) -> None:
         """A worker is running (or has just finished a chunk): the clock of `workers_timeout_s` starts again."""
         self.none_since = None
+
+
+def run_again(cfg: DaskConfig) -> str:
+    """The advice after workers died: how to give each more memory."""
+    memory = "more memory per worker" if cfg.address else "fewer dask.local_workers"
+    return f"run it again, with {memory} if memory ran out"
 
 
 def images(start: int, stop: int) -> str:
@@ -309,11 +315,9 @@ def killed_workers(desc: str, chunks: list[tuple[int, int]], total: int, cfg: Da
     that kills it is in one of them, not necessarily in each."""
     where = " and ".join(images(a, b) for a, b in chunks)
     them, their = ("it", "its") if sum(b - a for a, b in chunks) == 1 else ("them", "their")
-    memory = "more memory per worker" if cfg.address else "fewer dask.local_workers"
     return StageError(
         f"{desc}: Dask gave up on {where} of {total}: the workers holding {them} (running, or waiting {their} turn) "
-        f"died on every try, killed, most often for memory, or by a crash in a native library; run it again, with "
-        f"{memory} if memory ran out"
+        f"died on every try ({WORKER_DEATH}); {run_again(cfg)}"
     )
 
 
@@ -338,12 +342,12 @@ def chunk_result(future: Any, watch: WorkerWatch, done: int) -> Any:
 
 
 def gather(
-    futures: dict[int, Any], done: dict[int, list], size: int, total: int, desc: str, watch: WorkerWatch
+    futures: dict[tuple[int, int], Any], done: dict[tuple[int, int], list], total: int, desc: str, watch: WorkerWatch
 ) -> None:
-    """Fill `done` (a chunk's start: its results) as the chunks finish, each fetched as soon as it has and then
-    released: the scheduler forgets it (a worker that died later would take it along, to be redone). A failed chunk
-    raises its error; Dask's own failures are one StageError naming the images."""
-    starts = {id(f): start for start, f in futures.items()}
+    """Fill `done` (a chunk's (start, stop): its results) as the chunks finish, each fetched as soon as it has and
+    then released: the scheduler forgets it (a worker that died later would take it along, to be redone). A failed
+    chunk raises its error; Dask's own failures are one StageError naming the images."""
+    chunks = {id(f): chunk for chunk, f in futures.items()}
     finished: queue.Queue = queue.Queue()
     for future in futures.values():
         future.add_done_callback(finished.put)
@@ -355,13 +359,12 @@ def gather(
             except queue.Empty:
                 watch.check(bar.n)
                 continue
-            start = starts[id(future)]
+            chunk = chunks[id(future)]
             try:
                 out = chunk_result(future, watch, bar.n)  # a failed chunk stops the stage with its error
             except KilledWorker:  # its own message names a Dask key, not the images
-                given_up = {start} | {starts[id(f)] for f in arriving(finished, GIVEN_UP_TOGETHER_S) if killed(f)}
-                chunks = [(a, min(a + size, total)) for a in sorted(given_up)]
-                raise killed_workers(desc, chunks, total, watch.cfg) from None
+                given_up = {chunk} | {chunks[id(f)] for f in arriving(finished, GIVEN_UP_TOGETHER_S) if killed(f)}
+                raise killed_workers(desc, sorted(given_up), total, watch.cfg) from None
             except FutureCancelledError as e:
                 if e.reason == "scheduler-connection-lost":
                     check = (
@@ -373,10 +376,11 @@ def gather(
                         f"{desc}: lost the connection to the Dask scheduler {check}, with {bar.n} of {total} images "
                         "done; run it again"
                     ) from None
-                where = images(start, min(start + size, total))
-                raise StageError(f"{desc}: Dask cancelled {where} of {total} ({e.reason}): run it again") from None
+                raise StageError(
+                    f"{desc}: Dask cancelled {images(*chunk)} of {total} ({e.reason}): run it again"
+                ) from None
             assert out is not None, "a chunk stopped while its map went on"  # only stop_chunks sets `halt`
-            done[start] = out
+            done[chunk] = out
             future.wrapped_future.release()
             watch.saw_work()
             bar.update(len(out))
@@ -453,7 +457,7 @@ def map_flow(token: str) -> list[Any]:
     size = auto_chunk(total, max(1, _workers(client)), m.cfg.chunk_size)
     halt = Event(f"facegan-{m.desc}-{token}", client=client)  # set: every chunk of this map stops
     futures = {}
-    done: dict[int, list] = {}
+    done: dict[tuple[int, int], list] = {}
     try:
         # Each task carries the caller's Prefect context to its worker. Inside a task of another flow
         # (pipelines/flows.py: stage task -> this subflow) that context names the outer task, whose module
@@ -461,21 +465,21 @@ def map_flow(token: str) -> list[Any]:
         outer = TaskRunContext.__var__.set(None)  # type: ignore[arg-type]  # "no task" is what the var holds outside tasks
         try:
             for start in range(0, total, size):
-                chunk = list(m.items[start : start + size])
-                futures[start] = run_chunk.submit(
-                    m.fn, chunk, m.desc, start, start + len(chunk), halt.name, not dask.address
+                stop = min(start + size, total)
+                futures[start, stop] = run_chunk.submit(
+                    m.fn, list(m.items[start:stop]), m.desc, start, stop, halt.name, not dask.address
                 )
         finally:
             TaskRunContext.__var__.reset(outer)
-        gather(futures, done, size, total, m.desc, WorkerWatch(client, dask, m.desc, total))
+        gather(futures, done, total, m.desc, WorkerWatch(client, dask, m.desc, total))
     except SchedulerLost:
         raise  # no scheduler to tell the chunks to stop: its workers drop them when they lose it too
     except BaseException as e:
-        left = {f"{m.desc}[{a}:{min(a + size, total)}]": f for a, f in futures.items() if a not in done}
+        left = {f"{m.desc}[{a}:{b}]": f for (a, b), f in futures.items() if (a, b) not in done}
         nothing_runs = isinstance(e, NoWorkers) and not e.paused  # paused workers go on with their current chunk
         stop_chunks(halt, left, 0.0 if nothing_runs else None)
         raise
-    return [r for start in sorted(done) for r in done[start]]
+    return [r for chunk in sorted(done) for r in done[chunk]]
 
 
 def stop_chunks(halt: Event, futures: dict[str, Any], timeout: float | None = None) -> None:

@@ -37,6 +37,7 @@ PRELOAD = [
     "facegan.data.cartoon",
 ]
 MAX_AUTO_CHUNK = 32
+WORKER_DEATH = "killed, most often for memory, or a crash in a native library"  # what kills a worker process
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -101,9 +102,8 @@ class LocalPool:
                         bar.update()
                 except BrokenProcessPool:  # its own message names no item and no cause
                     raise StageError(
-                        f"{desc}: a worker process died (killed, most often for memory, or a crash in a native "
-                        f"library) at or after item {len(out) + 1} of {len(items)}: run it again, with fewer workers "
-                        "if memory ran out"
+                        f"{desc}: a worker process died ({WORKER_DEATH}) at or after item {len(out) + 1} of "
+                        f"{len(items)}: run it again, with fewer workers if memory ran out"
                     ) from None
                 return out
         finally:
