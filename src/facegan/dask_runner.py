@@ -347,7 +347,7 @@ def gather(
     """Fill `done` (a chunk's (start, stop): its results) as the chunks finish, each fetched as soon as it has and
     then released: the scheduler forgets it (a worker that died later would take it along, to be redone). A failed
     chunk raises its error; Dask's own failures are one StageError naming the images."""
-    chunks = {id(f): chunk for chunk, f in futures.items()}
+    by_id = {id(f): chunk for chunk, f in futures.items()}
     finished: queue.Queue = queue.Queue()
     for future in futures.values():
         future.add_done_callback(finished.put)
@@ -359,11 +359,11 @@ def gather(
             except queue.Empty:
                 watch.check(bar.n)
                 continue
-            chunk = chunks[id(future)]
+            chunk = by_id[id(future)]
             try:
                 out = chunk_result(future, watch, bar.n)  # a failed chunk stops the stage with its error
             except KilledWorker:  # its own message names a Dask key, not the images
-                given_up = {chunk} | {chunks[id(f)] for f in arriving(finished, GIVEN_UP_TOGETHER_S) if killed(f)}
+                given_up = {chunk} | {by_id[id(f)] for f in arriving(finished, GIVEN_UP_TOGETHER_S) if killed(f)}
                 raise killed_workers(desc, sorted(given_up), total, watch.cfg) from None
             except FutureCancelledError as e:
                 if e.reason == "scheduler-connection-lost":
