@@ -12,11 +12,11 @@ params.yaml's own in DVC's data/models/<dataset> etc., so `evaluate(model=m)` fi
 
 Flow parameters are validated by the same pydantic models as params.yaml (`train` overrides are a
 `TrainConfig`; dotted overrides are merged by facegan.config). Every stage is a task whose cache key covers
-its inputs on disk, the params it reads (its dvc.yaml `params:`, Layout.params), the code, the checkpoint a
-training starts from (train.init_from) and its outputs (reused only while they are what the stage wrote under
-these params: facegan.provenance), so a re-run skips finished work, a change of train.steps reruns what
-`dvc repro` reruns (train onward) and outputs that `dvc repro` rewrote are never reused; I/O-bound stages retry
-with back-off. The library's logs go to the Prefect run logs
+its inputs on disk, the params it reads (its dvc.yaml `params:`, Layout.params), its code (its dvc.yaml code
+deps), the checkpoint a training starts from (train.init_from) and its outputs (reused only while they are what the
+stage wrote under these params: facegan.provenance), so a re-run skips finished work, a change of train.steps or of
+train's code reruns what `dvc repro` reruns (train onward) and outputs that `dvc repro` rewrote are never reused;
+I/O-bound stages retry with back-off. The library's logs go to the Prefect run logs
 (PREFECT_LOGGING_EXTRA_LOGGERS=facegan) and a progress artifact follows the chain.
 """
 
@@ -31,6 +31,7 @@ from typing import Any
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "facegan")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -51,11 +52,27 @@ READY = PREPROCESS + ["classifier", "refstats"]  # a dataset packed, with its re
 IO_BOUND = {"generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"}
 
 
-def _code_version() -> str:
-    src = Path(facegan.__file__).parent
+REPO = Path(__file__).resolve().parents[1]  # dvc.yaml and stages/
+SRC = Path(facegan.__file__).resolve().parents[1]  # the facegan that runs the stages: its `src/` in dvc.yaml
+CODE = ("stages/", "src/")  # the code among a stage's dvc.yaml deps
+
+
+def stage_code(stage: str) -> list[Path]:
+    """The code a stage's outputs depend on: the files and folders of its dvc.yaml deps under stages/ and src/
+    (tests/depgraph.py derives them from what its script imports, tests/test_dvc_deps.py checks them), so an edit
+    reruns the stages `dvc repro` reruns, no more (a docstring of report.py no longer reruns training)."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
+    deps = spec.get("do", spec)["deps"]
+    return [SRC / d.removeprefix("src/") if d.startswith("src/") else REPO / d for d in deps if d.startswith(CODE)]
+
+
+def code_version(stage: str) -> str:
+    """A hash of `stage_code(stage)`: each file's path and contents (a folder's .py files)."""
     h = hashlib.sha256()
-    for f in sorted(src.rglob("*.py")):
-        h.update(f.read_bytes())
+    for dep in stage_code(stage):
+        for f in sorted(dep.rglob("*.py")) if dep.is_dir() else [dep]:
+            h.update(f"{f.relative_to(dep.parent)}\0".encode())
+            h.update(f.read_bytes())
     return h.hexdigest()
 
 
@@ -69,7 +86,7 @@ def _init_from(stage: str, p: Params) -> str:
 
 
 def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Inputs on disk + the params the stage reads (provenance.stage_params) + code + the checkpoint training
+    """Inputs on disk + the params the stage reads (provenance.stage_params) + its code + the checkpoint training
     starts from + the state of the outputs: "own" while they are what this stage wrote under these params, else
     their current fingerprint, so outputs rewritten since (`dvc repro` under other params, a checkout) are never
     reused. A stage whose outputs were deleted is refreshed (see _run_stages)."""
@@ -83,7 +100,7 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
         parameters["dataset"],
         str(parameters.get("variant")),
         params,
-        _code_version(),
+        code_version(stage),
         fingerprint(inputs),
         outputs_state(root, outputs, params),
         _init_from(stage, p),

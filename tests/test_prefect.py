@@ -296,6 +296,41 @@ def test_each_stage_is_keyed_on_the_params_dvc_yaml_lists_for_it():
         assert Layout(ROOT, "cartoon").params(stage) == listed, stage
 
 
+def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeypatch):
+    """The key hashed every .py of facegan: a docstring edit in report.py reran every stage, training included,
+    where `dvc repro` reruns report alone. Now a stage's code is its dvc.yaml code deps (files and folders)."""
+    import shutil
+
+    flows = _flows()
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)
+    shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=ignore)
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=ignore)
+    monkeypatch.setattr(flows, "REPO", tmp_path)
+    monkeypatch.setattr(flows, "SRC", tmp_path / "src")
+    assert tmp_path / "stages/detect.py" in flows.stage_code("detect")
+    assert tmp_path / "src/facegan/ops" in flows.stage_code("train")  # a folder dep
+    code = flows.stage_code("train")
+    assert all(p.relative_to(tmp_path).parts[0] in ("stages", "src") for p in code), "data deps: their fingerprint"
+    stages = ("generate", "detect", "train", "evaluate", "report", "cyclegan")
+
+    def keys() -> dict[str, str]:
+        return {stage: flows.code_version(stage) for stage in stages}
+
+    def edit(path: str) -> set[str]:
+        before = keys()
+        with (tmp_path / path).open("a") as f:
+            f.write("# an edit\n")
+        return {stage for stage, key in keys().items() if key != before[stage]}
+
+    assert edit("src/facegan/report.py") == {"report"}
+    assert edit("stages/detect.py") == {"detect"}
+    assert edit("src/facegan/preprocess/detect.py") == {"detect"}
+    assert edit("src/facegan/ops/__init__.py") == {"train", "evaluate", "cyclegan"}
+    assert edit("src/facegan/io.py") == set(stages)
+    assert edit("src/facegan/track.py") == set(), "EXEMPT from dvc deps: tracking cannot change an output"
+
+
 def _key(flows, stage: str, p, root: Path, variant: str | None = None) -> str:
     parameters = {"stage": stage, "dataset": "cartoon", "params_json": p.model_dump_json(), "root": str(root)}
     return flows.stage_cache_key(None, {**parameters, "variant": variant})
