@@ -57,22 +57,26 @@ SRC = Path(facegan.__file__).resolve().parents[1]  # the facegan that runs the s
 CODE = ("stages/", "src/")  # the code among a stage's dvc.yaml deps
 
 
-def stage_code(stage: str) -> list[Path]:
-    """The code a stage's outputs depend on: the files and folders of its dvc.yaml deps under stages/ and src/
-    (tests/depgraph.py derives them from what its script imports, tests/test_dvc_deps.py checks them), so an edit
-    reruns the stages `dvc repro` reruns, no more (a docstring of report.py no longer reruns training)."""
+def stage_code(stage: str) -> dict[str, Path]:
+    """The code a stage's outputs depend on: its dvc.yaml deps under stages/ and src/ (files and folders), each
+    where it is read from (tests/depgraph.py derives them from what its script imports, tests/test_dvc_deps.py
+    checks them), so an edit reruns the stages `dvc repro` reruns, no more (report.py's, report alone)."""
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
-    deps = spec.get("do", spec)["deps"]
-    return [SRC / d.removeprefix("src/") if d.startswith("src/") else REPO / d for d in deps if d.startswith(CODE)]
+    deps = [d for d in spec.get("do", spec)["deps"] if d.startswith(CODE)]
+    return {d: SRC / d.removeprefix("src/") if d.startswith("src/") else REPO / d for d in deps}
 
 
 def code_version(stage: str) -> str:
-    """A hash of `stage_code(stage)`: each file's path and contents (a folder's .py files)."""
+    """A hash of `stage_code(stage)`: each file's dvc.yaml name and contents (a folder's: its .py files, the code
+    in it)."""
     h = hashlib.sha256()
-    for dep in stage_code(stage):
-        for f in sorted(dep.rglob("*.py")) if dep.is_dir() else [dep]:
-            h.update(f"{f.relative_to(dep.parent)}\0".encode())
-            h.update(f.read_bytes())
+    for name, dep in stage_code(stage).items():
+        files = {name: dep}
+        if dep.is_dir():
+            files = {f"{name}/{f.relative_to(dep).as_posix()}": f for f in dep.rglob("*.py")}
+        for file_name in sorted(files):
+            h.update(f"{file_name}\0".encode())
+            h.update(files[file_name].read_bytes())
     return h.hexdigest()
 
 
