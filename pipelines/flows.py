@@ -31,17 +31,15 @@ from typing import Any
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "facegan")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-import facegan
 from facegan.chain import run_stage, without_generate
 from facegan.config import Params, TrainConfig, load_params
 from facegan.io import sha256_file
 from facegan.layout import Layout
-from facegan.provenance import fingerprint, outputs_state, stage_params
+from facegan.provenance import code_hash, fingerprint, outputs_state, stage_params
 
 logging.getLogger("facegan").setLevel(os.environ.get("FACEGAN_LOG_LEVEL", "INFO"))  # Prefect forwards these records
 
@@ -50,34 +48,6 @@ TRAIN = ["classifier", "refstats", "train"]
 EVALUATE = ["evaluate", "report"]
 READY = PREPROCESS + ["classifier", "refstats"]  # a dataset packed, with its reference statistics
 IO_BOUND = {"generate", "detect", "verify", "align", "matte", "upscale", "quality", "pack"}
-
-
-REPO = Path(__file__).resolve().parents[1]  # dvc.yaml and stages/
-SRC = Path(facegan.__file__).resolve().parents[1]  # the facegan that runs the stages: its `src/` in dvc.yaml
-CODE = ("stages/", "src/")  # the code among a stage's dvc.yaml deps
-
-
-def stage_code(stage: str) -> dict[str, Path]:
-    """The code a stage's outputs depend on: its dvc.yaml deps under stages/ and src/ (files and folders), each
-    where it is read from (tests/depgraph.py derives them from what its script imports, tests/test_dvc_deps.py
-    checks them), so an edit reruns the stages `dvc repro` reruns, no more (report.py's, report alone)."""
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
-    deps = [d for d in spec.get("do", spec)["deps"] if d.startswith(CODE)]
-    return {d: SRC / d.removeprefix("src/") if d.startswith("src/") else REPO / d for d in deps}
-
-
-def code_version(stage: str) -> str:
-    """A hash of `stage_code(stage)`: each file's dvc.yaml name and contents (a folder's: its .py files, the code
-    in it)."""
-    h = hashlib.sha256()
-    for name, dep in stage_code(stage).items():
-        files = {name: dep}
-        if dep.is_dir():
-            files = {f"{name}/{f.relative_to(dep).as_posix()}": f for f in dep.rglob("*.py")}
-        for file_name in sorted(files):
-            h.update(f"{file_name}\0".encode())
-            h.update(files[file_name].read_bytes())
-    return h.hexdigest()
 
 
 def _init_from(stage: str, p: Params) -> str:
@@ -104,7 +74,7 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str:
         parameters["dataset"],
         str(parameters.get("variant")),
         params,
-        code_version(stage),
+        code_hash(stage),
         fingerprint(inputs),
         outputs_state(root, outputs, params),
         _init_from(stage, p),

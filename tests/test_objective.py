@@ -206,6 +206,37 @@ def test_a_stage_resumes_its_own_checkpoint_and_restarts_over_a_stale_one(layout
         run_train(other, layout.packed, out, work=work)  # outside stages: refused, not replaced
 
 
+def test_a_stage_resumes_over_an_edit_of_code_training_does_not_run(layout, tmp_path, monkeypatch, caplog):
+    """A checkpoint recorded a hash of every .py of facegan: a killed training, then an edit of report.py (or a
+    `git pull` that changed only the UI), and the stage threw hours of training away. Now it records the code of
+    DVC's train stage (its dvc.yaml code deps): an edit elsewhere resumes, an edit of the training code restarts."""
+    from facegan import provenance
+
+    repo, root = tmp_path / "repo", provenance.REPO
+    ignore = shutil.ignore_patterns("__pycache__")
+    repo.mkdir()
+    shutil.copy(root / "dvc.yaml", repo)
+    shutil.copytree(root / "stages", repo / "stages", ignore=ignore)
+    shutil.copytree(root / "src", repo / "src", ignore=ignore)
+    monkeypatch.setattr(provenance, "REPO", repo)
+    monkeypatch.setattr(provenance, "SRC", repo / "src")
+    caplog.set_level(logging.INFO, logger="facegan")
+    cfg = tiny_params(steps=2, checkpoint_every=1, fid_every=0).train
+    work, out = tmp_path / "work", tmp_path / "out"
+
+    def train_after_editing(path: str, steps: int) -> None:
+        with (repo / path).open("a") as f:
+            f.write("# an edit\n")
+        caplog.clear()
+        run_train(cfg.model_copy(update={"steps": steps}), layout.packed, out, work=work, stale="restart")
+
+    run_train(cfg, layout.packed, out, work=work, stale="restart")
+    train_after_editing("src/facegan/report.py", 3)
+    assert "resumed from" in caplog.text and "at step 2" in caplog.text and "starting fresh" not in caplog.text
+    train_after_editing("src/facegan/train/loop.py", 4)
+    assert "made from other code" in caplog.text and "starting fresh" in caplog.text
+
+
 def test_a_resumed_run_writes_the_uninterrupted_bytes(layout, tmp_path, monkeypatch):
     """Not only equal weights: every file of the output (checkpoint.pt included) is byte-identical."""
     cfg = tiny_params(steps=4, checkpoint_every=1, sample_every=2, fid_every=0, model="acgan", ema=0.5).train

@@ -298,26 +298,28 @@ def test_each_stage_is_keyed_on_the_params_dvc_yaml_lists_for_it():
 
 def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeypatch):
     """The key hashed every .py of facegan: a docstring edit in report.py reran every stage, training included,
-    where `dvc repro` reruns report alone. Now a stage's code is its dvc.yaml code deps (files and folders)."""
+    where `dvc repro` reruns report alone. Now a stage's code is its dvc.yaml code deps (files and folders):
+    provenance.code_hash, also what a training checkpoint records as the code that made it."""
     import shutil
 
     import yaml
 
     import facegan
     from conftest import tiny_params
+    from facegan import provenance
     from facegan.chain import PAIR_STAGES, STAGES
 
     flows = _flows()
-    assert Path(facegan.__file__).resolve().parents[1] == flows.SRC, "the facegan that runs the stages"
+    assert Path(facegan.__file__).resolve().parents[2] == provenance.REPO == ROOT, "the facegan that runs the stages"
     stages = sorted({*STAGES, *PAIR_STAGES})
     for stage in stages:  # a key that cannot be computed turns Prefect's cache off with a log line, not an error
-        assert flows.stage_code(stage) and len(flows.code_version(stage)) == 64, stage
+        assert provenance.stage_code(stage) and len(provenance.code_hash(stage)) == 64, stage
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copy(ROOT / "dvc.yaml", tmp_path)
     shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=ignore)
     shutil.copytree(ROOT / "src", tmp_path / "src", ignore=ignore)
-    monkeypatch.setattr(flows, "REPO", tmp_path)
-    monkeypatch.setattr(flows, "SRC", tmp_path / "src")
+    monkeypatch.setattr(provenance, "REPO", tmp_path)
+    monkeypatch.setattr(provenance, "SRC", tmp_path / "src")
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
     def listed(path: str) -> set[str]:
@@ -326,10 +328,10 @@ def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeyp
         return {stage: any(path == d or path.startswith(d + "/") for d in deps[stage]) for stage in stages}
 
     def edit(path: str) -> dict[str, bool]:
-        before = {stage: flows.code_version(stage) for stage in stages}
+        before = {stage: provenance.code_hash(stage) for stage in stages}
         with (tmp_path / path).open("a") as f:
             f.write("# an edit\n")
-        return {stage: flows.code_version(stage) != before[stage] for stage in stages}
+        return {stage: provenance.code_hash(stage) != before[stage] for stage in stages}
 
     report_key = _key(flows, "report", tiny_params(), tmp_path)
     for path in ("src/facegan/report.py", "stages/detect.py", "src/facegan/preprocess/detect.py", "src/facegan/io.py"):
@@ -343,13 +345,15 @@ def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeyp
         "        - stages/x.py\n        - src/facegan/ops\n        - data/raw/${item}\n"
     )
     (tmp_path / "stages/x.py").write_text("")
-    assert list(flows.stage_code("x")) == ["stages/x.py", "src/facegan/ops"]
-    before = flows.code_version("x")
+    assert list(provenance.stage_code("x")) == ["stages/x.py", "src/facegan/ops"]
+    before = provenance.code_hash("x")
     (tmp_path / "src/facegan/ops/new.py").write_text("")
-    after = flows.code_version("x")
+    after = provenance.code_hash("x")
     assert after != before, "a file added to a folder dep"
     (tmp_path / "src/facegan/ops/notes.txt").write_text("")
-    assert flows.code_version("x") == after, "no .py: not code"
+    assert provenance.code_hash("x") == after, "no .py: not code"
+    (tmp_path / "dvc.yaml").unlink()  # a facegan installed without its repository
+    assert provenance.stage_code("train") == {"src/facegan": provenance.PACKAGE}
 
 
 def _key(flows, stage: str, p, root: Path, variant: str | None = None) -> str:

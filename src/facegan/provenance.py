@@ -1,6 +1,7 @@
-"""Which params wrote a stage's outputs: a record left by `run_stage` after every stage it runs, so a cache
+"""Which params and code wrote a stage's outputs: a record left by `run_stage` after every stage it runs, so a cache
 (the Prefect tasks' keys) never reuses outputs that something else rewrote since (`dvc repro` under other
-params, `dvc checkout`, a hand edit).
+params, `dvc checkout`, a hand edit); and the hash of the code a stage's outputs depend on (`code_hash`: a Prefect
+key, and what a training checkpoint was made by).
 
 The record holds a hash of the params the stage reads (`stage_params`: its dvc.yaml `params:`) and the
 fingerprint (names, sizes, modification times) of the outputs right after the stage wrote them. `outputs_state`
@@ -16,6 +17,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from facegan.io import write_text
 
 if TYPE_CHECKING:
@@ -23,6 +26,10 @@ if TYPE_CHECKING:
 
 RECORDS = Path(".facegan") / "outputs"  # under the project root, beside the tracking buffers
 OUTPUT_NEUTRAL = frozenset({"workers", "orchestration"})  # where per-image work runs: the same bytes either way
+PACKAGE = Path(__file__).resolve().parent  # the facegan that runs
+SRC = PACKAGE.parent  # dvc.yaml's `src/`
+REPO = SRC.parent  # its dvc.yaml and stages/, when it runs from its repository (`pip install -e`, `make install`)
+CODE = ("stages/", "src/")  # the code among a stage's dvc.yaml deps
 
 
 def stage_params(p: Params, keys: list[str]) -> str:
@@ -84,3 +91,29 @@ def outputs_state(root: Path, outputs: list[Path], params_json: str) -> str:
     if rec.get("outputs") == current and rec.get("params") == params_hash(params_json):
         return "own"
     return f"written by {rec.get('params', 'unknown params')}: {current}"
+
+
+def stage_code(stage: str) -> dict[str, Path]:
+    """The code a stage's outputs depend on, by dvc.yaml name: its dvc.yaml deps under stages/ and src/ (files and
+    folders; tests/depgraph.py derives them from what its script imports, tests/test_dvc_deps.py checks them), so
+    an edit counts for the stages `dvc repro` reruns, no more (report.py's, for report alone). A facegan installed
+    without its repository (no dvc.yaml beside its src/): the whole package, for every stage."""
+    if not (REPO / "dvc.yaml").is_file():
+        return {"src/facegan": PACKAGE}
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
+    deps = [d for d in spec.get("do", spec)["deps"] if d.startswith(CODE)]
+    return {d: SRC / d.removeprefix("src/") if d.startswith("src/") else REPO / d for d in deps}
+
+
+def code_hash(stage: str) -> str:
+    """A hash of `stage_code(stage)`: each file's dvc.yaml name and contents (a folder's: its .py files, the code
+    in it)."""
+    h = hashlib.sha256()
+    for name, dep in stage_code(stage).items():
+        files = {name: dep}
+        if dep.is_dir():
+            files = {f"{name}/{f.relative_to(dep).as_posix()}": f for f in dep.rglob("*.py")}
+        for file_name in sorted(files):
+            h.update(f"{file_name}\0".encode())
+            h.update(files[file_name].read_bytes())
+    return h.hexdigest()

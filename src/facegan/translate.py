@@ -127,9 +127,10 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     gets every step's losses (the stage's tracker). Called through `facegan.chain.run_stage("cyclegan", a)`."""
     from facegan.data.packed import ZIP_NAME
     from facegan.io import sha256_file
+    from facegan.provenance import code_hash
     from facegan.train.cyclegan import CycleTrainer
     from facegan.train.images import load_training_data
-    from facegan.train.loop import Loop, code_fingerprint, held
+    from facegan.train.loop import Loop, held
     from facegan.train.stepper import runtime
 
     require_enabled(p)
@@ -162,7 +163,7 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
             trainer, out / "model", c.steps, c.checkpoint_every, c.sample_every, desc="cyclegan", work=root / WORK
         )
         loop.extra["provenance"] = {
-            "code": code_fingerprint(),
+            "code": code_hash("cyclegan"),
             "data": " ".join(sha256_file(Layout(root, n).packed / ZIP_NAME) for n in (c.a, c.b)),
         }
         scoring = scorers(p, root)  # statistics that do not fit stop the stage here, before training

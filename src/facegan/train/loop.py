@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import logging
 import shutil
@@ -50,17 +49,6 @@ def to_csv(rows: list[dict], fields: list[str]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
-
-
-def code_fingerprint() -> str:
-    """sha256 over facegan's source files: a checkpoint made by other code is not resumed by a stage."""
-    import facegan
-
-    h = hashlib.sha256()
-    root = Path(facegan.__file__).parent
-    for f in sorted(root.rglob("*.py")):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
 
 
 @contextlib.contextmanager

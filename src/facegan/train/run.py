@@ -13,9 +13,10 @@ import numpy as np
 from facegan.config import TrainConfig
 from facegan.data.packed import ZIP_NAME
 from facegan.io import sha256_file, write_text
+from facegan.provenance import code_hash
 from facegan.train.gan import GANTrainer
 from facegan.train.images import load_training_data, subset
-from facegan.train.loop import Loop, TrainResult, code_fingerprint, held, to_csv
+from facegan.train.loop import Loop, TrainResult, held, to_csv
 from facegan.train.stepper import interned, runtime
 from facegan.train.trainer import ModelTrainer
 from facegan.train.vae import VAETrainer
@@ -118,7 +119,7 @@ def run_train(
         )
         loop = Loop(trainer, dst, cfg.steps, cfg.checkpoint_every, cfg.sample_every, work=work)
         loop.extra["provenance"] = {
-            "code": code_fingerprint(),
+            "code": code_hash("train"),  # what DVC's train stage depends on: an edit of report.py keeps it
             "data": sha256_file(packed / ZIP_NAME),
             # the checkpoint it starts from: retrained at the same path, the fine-tune is another run
             **({"pretrained": sha256_file(Path(cfg.init_from))} if cfg.init_from else {}),
