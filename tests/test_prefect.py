@@ -308,6 +308,7 @@ def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeyp
     from conftest import tiny_params
     from facegan import provenance
     from facegan.chain import PAIR_STAGES, STAGES
+    from facegan.errors import StageError
 
     flows = _flows()
     assert Path(facegan.__file__).resolve().parents[2] == provenance.REPO == ROOT, "the facegan that runs the stages"
@@ -352,6 +353,16 @@ def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeyp
     assert after != before, "a file added to a folder dep"
     (tmp_path / "src/facegan/ops/notes.txt").write_text("")
     assert provenance.code_hash("x") == after, "no .py: not code"
+    # a stale or broken dvc.yaml is one error saying what to do, not a traceback from inside a training
+    again = r": restore it from git, or rewrite every stage's code deps from the source with `make deps`$"
+    with pytest.raises(StageError, match=r"dvc.yaml: cannot read the code deps of stage 'y' \(no 'y'\)" + again):
+        provenance.code_hash("y")
+    (tmp_path / "stages/x.py").unlink()
+    with pytest.raises(StageError, match=r"dvc.yaml: stage 'x' lists stages/x.py, which cannot be read \(No such"):
+        provenance.code_hash("x")
+    (tmp_path / "dvc.yaml").write_text("stages:\n<<<<<<< HEAD\n  x: [\n")
+    with pytest.raises(StageError, match=r"dvc.yaml: cannot read the code deps of stage 'x' \(\w*Error: "):
+        provenance.code_hash("x")
     (tmp_path / "dvc.yaml").unlink()  # a facegan installed without its repository
     assert provenance.stage_code("train") == {"src/facegan": provenance.PACKAGE}
 

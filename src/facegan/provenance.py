@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from facegan.errors import StageError, first_line
 from facegan.io import write_text
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ PACKAGE = Path(__file__).resolve().parent  # the facegan that runs
 SRC = PACKAGE.parent  # dvc.yaml's `src/`
 REPO = SRC.parent  # its dvc.yaml and stages/, when it runs from its repository (`pip install -e`, `make install`)
 CODE = ("stages/", "src/")  # the code among a stage's dvc.yaml deps
+DEPS_AGAIN = "restore it from git, or rewrite every stage's code deps from the source with `make deps`"
 
 
 def stage_params(p: Params, keys: list[str]) -> str:
@@ -98,10 +100,15 @@ def stage_code(stage: str) -> dict[str, Path]:
     folders; tests/depgraph.py derives them from what its script imports, tests/test_dvc_deps.py checks them), so
     an edit counts for the stages `dvc repro` reruns, no more (report.py's, for report alone). A facegan installed
     without its repository (no dvc.yaml beside its src/): the whole package, for every stage."""
-    if not (REPO / "dvc.yaml").is_file():
+    path = REPO / "dvc.yaml"
+    if not path.is_file():
         return {"src/facegan": PACKAGE}
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
-    deps = [d for d in spec.get("do", spec)["deps"] if d.startswith(CODE)]
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"][stage]
+        deps = [d for d in spec.get("do", spec)["deps"] if d.startswith(CODE)]
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:  # a merge conflict, a stage left out, ...
+        why = f"no {e}" if isinstance(e, KeyError) else first_line(e, 120, with_type=True)
+        raise StageError(f"{path}: cannot read the code deps of stage {stage!r} ({why}): {DEPS_AGAIN}") from None
     return {d: SRC / d.removeprefix("src/") if d.startswith("src/") else REPO / d for d in deps}
 
 
@@ -115,5 +122,11 @@ def code_hash(stage: str) -> str:
             files = {f"{name}/{f.relative_to(dep).as_posix()}": f for f in dep.rglob("*.py")}
         for file_name in sorted(files):
             h.update(f"{file_name}\0".encode())
-            h.update(files[file_name].read_bytes())
+            try:
+                h.update(files[file_name].read_bytes())
+            except OSError as e:  # renamed since `make deps`
+                raise StageError(
+                    f"{REPO / 'dvc.yaml'}: stage {stage!r} lists {file_name}, which cannot be read "
+                    f"({e.strerror or e}): {DEPS_AGAIN}"
+                ) from None
     return h.hexdigest()
