@@ -219,6 +219,22 @@ def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_resto
     assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
 
 
+def test_label_rows_of_duplicate_images_say_so(tmp_path, project):
+    """A row for a file skipped as a duplicate said "no such image", though the file is there, and a label that
+    disagrees with its twin's was dropped without a word."""
+    root, params, _ = project
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "a_copy.png", "b.png", "b_copy.png"):
+        Image.fromarray(np.full((20, 20, 3), ord(name[0]), np.uint8)).save(photos / name)
+    (tmp_path / "labels.csv").write_text("file,smile\na.png,1\na_copy.png,0\nb.png,1\nb_copy.png,1\n")
+    out = add("mine", photos, "drawings", labels=tmp_path / "labels.csv", params_file=params, root=root)
+    assert out["label_problems"] == [
+        "row for 'a_copy.png': the same bytes as 'a.png', whose row says otherwise: the row of 'a.png' is used",
+        "row for 'b_copy.png': the same bytes as 'b.png' (not imported): its row is not used",
+    ]
+
+
 def test_add_imports_every_format_pillow_opens_and_lists_every_file_it_skipped(tmp_path, project):
     """JPEGs saved as .jfif (Windows, browsers) and .jpe, APNG, PGM are images; `dataset add` printed only the first
     20 files it skipped, with nothing to say there were more: the rest are counted and all are in a file."""
@@ -378,6 +394,62 @@ def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):
     with pytest.raises(FileNotFoundError, match=r"reference photos .*nope \(--references\): not found"):
         add("anim", tmp_path / "imgs", "drawings", references=tmp_path / "nope", params_file=params, root=root)
     assert params.read_text() == before and not (root / "data" / "raw" / "anim").exists()
+    # a cascade path that is not there was "needs --cascade PATH", as if none was given; one given with another kind
+    # was ignored without a word (the set imported as drawings)
+    with pytest.raises(
+        FileNotFoundError, match=r"needs --cascade PATH to lbpcascade_animeface.xml \(.*nope.xml: not f"
+    ):
+        add("anim", tmp_path / "imgs", "anime", cascade=tmp_path / "nope.xml", params_file=params, root=root)
+    with pytest.raises(ValueError, match=r"^--cascade is for --kind anime, not --kind drawings: leave it out, or add"):
+        add("anim", tmp_path / "imgs", "drawings", cascade=tmp_path / "cut.xml", params_file=params, root=root)
+    assert params.read_text() == before and not (root / "data" / "raw" / "anim").exists()
+
+
+def test_add_refuses_a_name_dvc_still_tracks_and_a_root_that_is_not_the_params_project(tmp_path, project, monkeypatch):
+    """A failed add removed a data/raw/<name>.dvc that was there before it (a committed file: lost), and a
+    successful one replaced it. `-p` of a DVC project run from another folder copied the images there, skipped DVC
+    with a warning and left params naming a dataset DVC has no images for."""
+    root, params, before = project
+    copied: list[Path] = []
+    monkeypatch.setattr("facegan.datasets.import_images", lambda src, dst: copied.append(dst))
+    stale = root / "data" / "raw" / "stale.dvc"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("outs:\n- md5: 0123.dir\n  path: stale\n")
+    with pytest.raises(
+        ValueError,
+        match=r"stale.dvc already exists \(DVC tracks images under that name, though .*"
+        r"params.yaml lists no dataset 'stale'\); remove it \(`dvc remove .*stale.dvc`\) or choose",
+    ):
+        add("stale", _one_image(tmp_path / "imgs"), params_file=params, root=root)
+    assert stale.read_text() == "outs:\n- md5: 0123.dir\n  path: stale\n"
+    (root / ".dvc").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(
+        ValueError,
+        match=rf"is the DVC project {re.escape(str(root.resolve()))}'s, but the images "
+        rf"would go under {re.escape(str(elsewhere.resolve()))}, which is no DVC project: run it in",
+    ):
+        add("mine", tmp_path / "imgs", params_file=params, root=elsewhere)
+    assert copied == [] and params.read_text() == before and not (elsewhere / "data").exists()
+
+
+def test_add_and_remove_keep_a_params_file_s_own_indentation_and_its_last_line(tmp_path, project):
+    """A params.yaml whose datasets are indented by 4 spaces, or whose `datasets:` is last without a final line
+    break, loads, but add glued its block onto the last line or indented it by 2 ("not valid YAML at line 49"), and
+    remove did not find a dataset it lists."""
+    root, params, _ = project
+    raw = yaml.safe_load(params.read_text())
+    raw = {**{k: v for k, v in raw.items() if k != "datasets"}, "datasets": raw["datasets"]}  # datasets last
+    params.write_text(yaml.safe_dump(raw, indent=4, sort_keys=False).rstrip("\n"))
+    original = load_params(params)
+    out = add("mine", _one_image(tmp_path / "imgs"), "drawings", params_file=params, root=root)
+    assert out["import"].startswith("1 images imported")
+    text = params.read_text()
+    assert "\n    mine:  " in text and "\n        detect: {backend: haar" in text, text[-600:]
+    assert load_params(params).datasets["mine"].detect.backend == "haar"
+    remove("mine", params, root)
+    assert load_params(params) == original and "mine" not in params.read_text()
 
 
 @pytest.mark.parametrize(
@@ -548,6 +620,14 @@ def test_symbolic_links_in_a_folder_are_followed_to_files_and_the_others_reporte
         (b"file,Smile,smile\na.png,1,0\n", r"column 3 .*, 'smile', names the same .* as column 2 \('Smile'\)"),
         (b"file,hair colour,hair_colour\na.png,1,0\n", r"column 3 .*, 'hair_colour', names the same"),
         (b"file," + b"x" * 201 + b"\na.png,1\n", r"column 2 of the header has a name of 201 bytes: at most 200"),
+        # a spreadsheet's export in a locale whose separator is ';': the header was there, the message said it was not
+        (b"file;smile\na.png;1\n", r"nope\.csv: its columns are separated by ';'; separate them by commas \(CSV\)$"),
+        # absolute paths: every image unlabelled, the add succeeded, and pack rejected every image
+        (
+            b"file,smile\n/home/me/imgs/a.png,1\n",
+            r"nope\.csv: no row names an imported image \(rows name e.g. '/home/me/imgs/a.png', images are e.g. "
+            r"'a.png'\): its first column must give each image's path inside the source folder or .zip$",
+        ),
     ],
 )
 def test_a_label_file_that_cannot_be_used_is_one_clear_error_and_add_keeps_nothing(tmp_path, project, content, match):

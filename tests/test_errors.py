@@ -251,7 +251,7 @@ CASES = [
         lambda r: (
             CLI + ["dataset", "add", "mine", str(r / "nowhere"), "-p", params_with(r, "ds", train={}), "--root", str(r)]
         ),
-        "not a folder or a .zip file",
+        "nowhere: not found",
     ),
 ]
 

@@ -109,9 +109,15 @@ def pick_backends(kind: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
 
 
 def dataset_block(
-    name: str, kind: str, has_labels: bool, has_references: bool, backends: dict[str, dict[str, Any]] | None = None
+    name: str,
+    kind: str,
+    has_labels: bool,
+    has_references: bool,
+    backends: dict[str, dict[str, Any]] | None = None,
+    indent: str = "  ",
 ) -> str:
-    """The params.yaml lines of a new dataset: every section written out, in flow style (backends: pick_backends)."""
+    """The params.yaml lines of a new dataset: every section written out, in flow style (backends: pick_backends),
+    indented like the file's other datasets (`indent`: one level)."""
     backends = pick_backends(kind)[0] if backends is None else backends
     raw: dict[str, Any] = {"source": {"kind": "folder"}, **{k: dict(v) for k, v in backends.items()}}
     raw["pack"] = {"labels": "labels.csv" if has_labels else None}
@@ -119,10 +125,10 @@ def dataset_block(
         raw["verify"] = {"backend": "dlib", "references": "references"}
         raw["detect"] = {**raw.get("detect", {}), "multi_face": "all"}
     cfg = DatasetConfig.model_validate(raw).model_dump(mode="json")
-    lines = [f"  {name}:                     # added by `facegan dataset add` (kind: {kind})"]
+    lines = [f"{indent}{name}:                     # added by `facegan dataset add` (kind: {kind})"]
     for section, values in cfg.items():
         flow = yaml.safe_dump(values, default_flow_style=True, width=10_000, sort_keys=False).strip()
-        lines.append(f"    {section}: {flow}")
+        lines.append(f"{indent * 2}{section}: {flow}")
     return "\n".join(lines) + "\n"
 
 
@@ -138,21 +144,33 @@ def _datasets_span(text: str) -> tuple[int, int]:
     return start + 1, end
 
 
+def datasets_indent(text: str) -> str:
+    """The indentation of the datasets under params.yaml's `datasets:` (two spaces when it lists none)."""
+    lines = text.splitlines()
+    start, end = _datasets_span(text)
+    found = (re.match(r"^(\s+)[^\s#]", line) for line in lines[start:end])
+    return next((m.group(1) for m in found if m), "  ")
+
+
 def insert_block(text: str, block: str) -> str:
+    """`block` (dataset_block's lines, indented by datasets_indent) after the last dataset of params.yaml."""
     lines = text.splitlines(keepends=True)
     _, end = _datasets_span(text)
+    if end and not lines[end - 1].endswith("\n"):  # the file's last line, without its line break
+        lines[end - 1] += "\n"
     return "".join(lines[:end] + [block] + lines[end:])
 
 
 def remove_block(text: str, name: str) -> str:
     lines = text.splitlines(keepends=True)
     start, end = _datasets_span(text)
-    first = next((i for i in range(start, end) if re.match(rf"^  {re.escape(name)}:", lines[i])), None)
+    indent = re.escape(datasets_indent(text))
+    first = next((i for i in range(start, end) if re.match(rf"^{indent}{re.escape(name)}:", lines[i])), None)
     if first is None:
         raise ParamsError(f"dataset {name!r} not found in params.yaml")
-    # the block ends at the next line indented by 2 spaces or less (the next dataset, a top-level key); blank lines
-    # inside it are its own (ending at the first one attached its remaining lines to the dataset before it)
-    last = next((i for i in range(first + 1, len(lines)) if re.match(r"^(  )?[^\s]", lines[i])), len(lines))
+    # the block ends at the next line indented as a dataset or less (the next dataset, a top-level key); blank
+    # lines inside it are its own (ending at the first one attached its remaining lines to the dataset before it)
+    last = next((i for i in range(first + 1, len(lines)) if re.match(rf"^({indent})?[^\s]", lines[i])), len(lines))
     while last > first + 1 and not lines[last - 1].strip():  # the blank lines after it stay
         last -= 1
     return "".join(lines[:first] + lines[last:])
@@ -201,13 +219,36 @@ def _dvc(root: Path, *args: str) -> None:
         raise StageError(f"dvc {' '.join(args)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
 
 
-def check_labels(csv_path: Path, images: list[str]) -> list[str]:
-    """Problems of a label CSV against the imported images (bad rows, unknown files, unlabelled images)."""
-    from facegan.data.pack import read_labels
+SHOWN = 20  # a list of problems in the terminal names this many, then counts the rest
+
+
+def check_labels(csv_path: Path, images: list[str], duplicates: dict[str, str] | None = None) -> list[str]:
+    """Problems of a label CSV against the imported images (bad rows, unknown files, rows of duplicates that were
+    not imported, unlabelled images); LabelsError when no row names an imported image (its names are not the
+    images' paths in the source: nothing to train on)."""
+    from facegan.data.pack import LabelsError, read_labels
 
     rows, _names, problems = read_labels(csv_path)
-    known = set(images)
-    problems += [f"row for {f!r}: no such image" for f in rows if f not in known]
+    known, duplicates = set(images), duplicates or {}
+    if not known & rows.keys():
+        raise LabelsError(
+            f"{csv_path}: no row names an imported image (rows name e.g. {next(iter(rows))!r}, images are e.g. "
+            f"{images[0]!r}): its first column must give each image's path inside the source folder or .zip"
+        )
+    unknown = []
+    for f in (f for f in rows if f not in known):
+        kept = duplicates.get(f)
+        if kept is None:
+            unknown.append(f)
+        elif rows.get(kept, rows[f]) != rows[f]:
+            problems.append(
+                f"row for {f!r}: the same bytes as {kept!r}, whose row says otherwise: the row of {kept!r} is used"
+            )
+        else:
+            problems.append(f"row for {f!r}: the same bytes as {kept!r} (not imported): its row is not used")
+    problems += [f"row for {f!r}: no such image" for f in unknown[:SHOWN]]
+    if len(unknown) > SHOWN:
+        problems.append(f"... and {len(unknown) - SHOWN} more rows for no such image")
     missing = [f for f in images if f not in rows]
     if missing:
         problems.append(
@@ -243,11 +284,27 @@ def add(
     raw = root / "data" / "raw" / name
     if raw.exists():
         raise ParamsError(f"{raw} already exists; remove it or choose another name")
+    dvc_file = raw.with_name(f"{name}.dvc")
+    if dvc_file.exists():  # an earlier data/raw/<name>'s record: `dvc add` would replace it, and its undo remove it
+        raise ParamsError(
+            f"{dvc_file} already exists (DVC tracks images under that name, though {params_file} lists no dataset "
+            f"{name!r}); remove it (`dvc remove {dvc_file}`) or choose another name"
+        )
+    project = params_file.resolve().parent
+    if (project / ".dvc").is_dir() and not (root / ".dvc").is_dir():
+        raise ParamsError(
+            f"{params_file} is the DVC project {project}'s, but the images would go under {root.resolve()}, which is "
+            f"no DVC project: run it in {project}, or pass --root {project}"
+        )
     if labels is not None and not labels.is_file():
         what = "a folder, not a CSV file" if labels.is_dir() else "not found"
         raise StageInputMissing(f"label file {labels} (--labels): {what}")
     if references is not None and not references.exists():
         raise StageInputMissing(f"reference photos {references} (--references): not found")
+    if cascade is not None and kind != "anime":
+        raise ParamsError(f"--cascade is for --kind anime, not --kind {kind}: leave it out, or add --kind anime")
+    if kind == "anime":
+        _check_cascade(cascade)
     original = params_file.read_text(encoding="utf-8")
     _check_writable(params_file, f"dataset add {name}")  # before any image is copied: nothing to undo then
     candidate: Path | None = None
@@ -265,20 +322,14 @@ def add(
         if refs is not None:
             out["references"], out["references_skipped"] = refs.summary(), refs.skipped
         if labels is not None:
-            out["label_problems"] = check_labels(labels, report.imported)  # its errors name the user's file
+            # its errors name the user's file
+            out["label_problems"] = check_labels(labels, report.imported, report.duplicates)
             shutil.copyfile(labels, raw / "labels.csv")
-        if kind == "anime":
-            if cascade is None or not cascade.is_file():
-                raise ModelFileMissing(
-                    "kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml "
-                    "(github.com/nagadomi/lbpcascade_animeface)"
-                )
-            from facegan.preprocess.models import CascadeDetector
-
-            CascadeDetector(str(cascade), 24, 0, False).load()  # one OpenCV cannot load stops here, not at detect
+        if cascade is not None:
             shutil.copyfile(cascade, raw / "lbpcascade_animeface.xml")
         backends, out["backends"] = pick_backends(kind)
-        block = dataset_block(name, kind, labels is not None, references is not None, backends)
+        indent = datasets_indent(original)
+        block = dataset_block(name, kind, labels is not None, references is not None, backends, indent)
         candidate = _candidate(params_file, insert_block(original, block), f"dataset add {name}")
         tracked = True  # from here on, undone by `dvc remove` too
         _dvc(root, "add", str(Path("data") / "raw" / name))
@@ -287,7 +338,7 @@ def add(
         with contextlib.suppress(OSError):  # each undo on its own: one that fails leaves the others to run
             if candidate is not None:
                 candidate.unlink(missing_ok=True)
-        if tracked and (dvc_file := raw.with_name(f"{name}.dvc")).is_file():
+        if tracked and dvc_file.is_file():
             with contextlib.suppress(Exception):
                 _dvc(root, "remove", str(dvc_file.relative_to(root)))
         shutil.rmtree(raw, ignore_errors=True)
@@ -305,6 +356,19 @@ def add(
     write_text(out["report_file"], json.dumps(listed, indent=1))  # always: one of an earlier import is replaced
     log.info("dataset %s: %s", name, out["import"])
     return out
+
+
+def _check_cascade(cascade: Path | None) -> None:
+    """Kind anime's cascade file, given and loadable by this OpenCV: before any image is copied, not at detect."""
+    if cascade is None or not cascade.is_file():
+        where = "" if cascade is None else f" ({cascade}: {'a folder' if cascade.is_dir() else 'not found'})"
+        raise ModelFileMissing(
+            f"kind 'anime' needs --cascade PATH to lbpcascade_animeface.xml{where} "
+            "(github.com/nagadomi/lbpcascade_animeface)"
+        )
+    from facegan.preprocess.models import CascadeDetector
+
+    CascadeDetector(str(cascade), 24, 0, False).load()
 
 
 def _check_writable(params_file: Path, what: str) -> None:
@@ -326,8 +390,11 @@ def _candidate(params_file: Path, text: str, what: str) -> Path:
         path.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, FaceganError):
             raise OutputError(f"{what}: cannot write beside {params_file}: {said(e)}") from None
-        if isinstance(e, ParamsError):
-            raise ParamsError(str(e).replace(str(path), str(params_file))) from None
+        if isinstance(e, ParamsError):  # the file loaded before the edit: the edit is at fault, not the user
+            raise ParamsError(
+                f"{what}: the edited {params_file} would not load, so it is left as it was "
+                f"({str(e).replace(str(path), str(params_file))}); please report this with your {params_file}"
+            ) from None
         raise
     return path
 

@@ -53,6 +53,8 @@ def read_labels(path: Path) -> tuple[dict[str, dict[str, str]], list[str], list[
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header or len(header) < 2:
+        if header and (sep := next((c for c in ";\t" if c in header[0]), None)):  # a spreadsheet's export
+            raise LabelsError(f"{path}: its columns are separated by {sep!r}; separate them by commas (CSV)")
         raise LabelsError(f"{path}: needs a header row 'file,<attribute>,...'")
     names = [h.strip() for h in header[1:]]
     _check_names(path, names)

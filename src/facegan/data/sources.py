@@ -240,7 +240,7 @@ def import_images(src: Path, dst: Path, max_files: int = MAX_FILES, max_bytes: i
         else:
             if src.is_file() and src.suffix.lower() == ".zip":  # a download cut off, a copy of part of it
                 raise StageInputMissing(f"{src}: not a readable .zip file (damaged, or cut off)")
-            raise StageInputMissing(f"{src}: not a folder or a .zip file")
+            raise StageInputMissing(f"{src}: " + ("not a folder or a .zip file" if src.exists() else "not found"))
         if not report.imported:
             raise NoImages(_no_images(src, report))
         tmp.rename(dst)
