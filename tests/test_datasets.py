@@ -220,19 +220,29 @@ def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_resto
 
 
 def test_label_rows_of_duplicate_images_say_so(tmp_path, project):
-    """A row for a file skipped as a duplicate said "no such image", though the file is there, and a label that
-    disagrees with its twin's was dropped without a word."""
+    """A row for a file skipped as a duplicate said "no such image", though the file is there; a label that
+    disagrees with its twin's, or stands for a twin without a row, was dropped without a word. Every problem is in
+    the import's report file (the terminal shows the first 20)."""
     root, params, _ = project
     photos = tmp_path / "photos"
     photos.mkdir()
-    for name in ("a.png", "a_copy.png", "b.png", "b_copy.png"):
+    for name in ("a.png", "a_copy.png", "b.png", "b_copy.png", "c.png", "c_copy.png"):
         Image.fromarray(np.full((20, 20, 3), ord(name[0]), np.uint8)).save(photos / name)
-    (tmp_path / "labels.csv").write_text("file,smile\na.png,1\na_copy.png,0\nb.png,1\nb_copy.png,1\n")
+    (tmp_path / "labels.csv").write_text("file,smile\na.png,1\na_copy.png,0\nb.png,1\nb_copy.png,1\nc_copy.png,1\n")
     out = add("mine", photos, "drawings", labels=tmp_path / "labels.csv", params_file=params, root=root)
     assert out["label_problems"] == [
-        "row for 'a_copy.png': the same bytes as 'a.png', whose row says otherwise: the row of 'a.png' is used",
-        "row for 'b_copy.png': the same bytes as 'b.png' (not imported): its row is not used",
+        "row for 'a_copy.png': not imported, the same bytes as 'a.png', whose row says otherwise",
+        "row for 'b_copy.png': not imported, the same bytes as 'b.png': its row is not used",
+        "row for 'c_copy.png': not imported, the same bytes as 'c.png', which has no row: give it this",
+        "1 image(s) without a label row (they will be rejected at pack), e.g. c.png",
     ]
+    assert json.loads(out["report_file"].read_text())["label_problems"] == out["label_problems"]
+    (tmp_path / "only.csv").write_text("file,smile\nc_copy.png,1\n")  # rows of duplicates alone: not "no row names"
+    out = add("other", photos, "drawings", labels=tmp_path / "only.csv", params_file=params, root=root)
+    assert (
+        out["label_problems"][0]
+        == "row for 'c_copy.png': not imported, the same bytes as 'c.png', which has no row: give it this"
+    )
 
 
 def test_add_imports_every_format_pillow_opens_and_lists_every_file_it_skipped(tmp_path, project):
@@ -428,10 +438,34 @@ def test_add_refuses_a_name_dvc_still_tracks_and_a_root_that_is_not_the_params_p
     with pytest.raises(
         ValueError,
         match=rf"is the DVC project {re.escape(str(root.resolve()))}'s, but the images "
-        rf"would go under {re.escape(str(elsewhere.resolve()))}, which is no DVC project: run it in",
+        rf"would go under {re.escape(str(elsewhere.resolve()))}: run it in",
     ):
         add("mine", tmp_path / "imgs", params_file=params, root=elsewhere)
+    (elsewhere / ".dvc").mkdir()  # another DVC project: the images would go there, the block here
+    with pytest.raises(ValueError, match=r"is the DVC project .*'s, but the images would go under "):
+        add("mine", tmp_path / "imgs", params_file=params, root=elsewhere)
     assert copied == [] and params.read_text() == before and not (elsewhere / "data").exists()
+    # the cascade is checked before any image is copied
+    with pytest.raises(FileNotFoundError, match=r"needs --cascade PATH"):
+        add("anim", tmp_path / "imgs", "anime", cascade=tmp_path / "nope.xml", params_file=params, root=root)
+    (tmp_path / "cut.xml").write_text('<?xml version="1.0"?>\n<opencv_storage>\n<cascade>')
+    with pytest.raises(ValueError, match=r"cut.xml: OpenCV could not load this cascade"):
+        add("anim", tmp_path / "imgs", "anime", cascade=tmp_path / "cut.xml", params_file=params, root=root)
+    assert copied == []
+
+
+def test_an_edit_of_params_that_would_not_load_is_said_to_be_facegan_s(tmp_path, project, monkeypatch):
+    """The edited file's YAML error read as the user's ("params.yaml: not valid YAML at line 49"), naming a line
+    only the edited copy has; the file the user has loads, so the edit is at fault."""
+    root, params, before = project
+    monkeypatch.setattr("facegan.datasets.insert_block", lambda text, block: text + "  oops: [\n")
+    with pytest.raises(
+        ValueError,
+        match=r"^dataset add mine: the edited .*params.yaml would not load, so it is left "
+        r"as it was \(.*params.yaml: not valid YAML.*\); please report this with your .*params.yaml$",
+    ):
+        add("mine", _one_image(tmp_path / "imgs"), "drawings", params_file=params, root=root)
+    assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
 
 
 def test_add_and_remove_keep_a_params_file_s_own_indentation_and_its_last_line(tmp_path, project):
@@ -501,6 +535,10 @@ def test_remove_takes_a_block_with_blank_lines_inside_it_whole():
         "  sketch:\n    detect: {backend: annotations}\ntrain:\n  model: dcgan\n"
     )
     assert remove_block(text, "sketch").endswith("quality: {min_sharpness: 99.0}\n\ntrain:\n  model: dcgan\n")
+    # a comment line inside a dataset (at any indent) is its own too; one after its last setting stays
+    text = "datasets:\n    a:\n        source: {kind: folder}\n# note\n        detect: {backend: haar}\n"
+    text += "    # b's\n    b:\n"
+    assert remove_block(text, "a") == "datasets:\n    # b's\n    b:\n"
 
 
 def test_a_key_given_twice_in_a_params_file_is_refused(tmp_path):
@@ -622,6 +660,7 @@ def test_symbolic_links_in_a_folder_are_followed_to_files_and_the_others_reporte
         (b"file," + b"x" * 201 + b"\na.png,1\n", r"column 2 of the header has a name of 201 bytes: at most 200"),
         # a spreadsheet's export in a locale whose separator is ';': the header was there, the message said it was not
         (b"file;smile\na.png;1\n", r"nope\.csv: its columns are separated by ';'; separate them by commas \(CSV\)$"),
+        (b"file\tsmile\na.png\t1\n", r"nope\.csv: its columns are separated by '\\t'; separate them by commas"),
         # absolute paths: every image unlabelled, the add succeeded, and pack rejected every image
         (
             b"file,smile\n/home/me/imgs/a.png,1\n",

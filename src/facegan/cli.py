@@ -529,8 +529,11 @@ def dataset_add(
             typer.echo(f"  ... and {len(out['references_skipped']) - shown} more: every one in {out['report_file']}")
     for note in out["backends"]:
         typer.echo(f"  backend {note}")
-    for problem in out.get("label_problems", []):
+    problems = out.get("label_problems", [])
+    for problem in problems[:shown]:
         typer.echo(f"  labels: {problem}")
+    if len(problems) > shown:
+        typer.echo(f"  ... and {len(problems) - shown} more label problems: every one in {out['report_file']}")
     typer.echo(f"next: dvc repro report@{name}   (or: facegan chain {name})")
 
 

@@ -168,10 +168,11 @@ def remove_block(text: str, name: str) -> str:
     first = next((i for i in range(start, end) if re.match(rf"^{indent}{re.escape(name)}:", lines[i])), None)
     if first is None:
         raise ParamsError(f"dataset {name!r} not found in params.yaml")
-    # the block ends at the next line indented as a dataset or less (the next dataset, a top-level key); blank
-    # lines inside it are its own (ending at the first one attached its remaining lines to the dataset before it)
-    last = next((i for i in range(first + 1, len(lines)) if re.match(rf"^({indent})?[^\s]", lines[i])), len(lines))
-    while last > first + 1 and not lines[last - 1].strip():  # the blank lines after it stay
+    # the block ends at the next line indented as a dataset or less (the next dataset, a top-level key); blank and
+    # comment lines inside it are its own (ending at the first one attached its remaining lines to the dataset
+    # before it), those after its last setting stay (a comment there is most often the next dataset's)
+    last = next((i for i in range(first + 1, len(lines)) if re.match(rf"^({indent})?[^\s#]", lines[i])), len(lines))
+    while last > first + 1 and (not lines[last - 1].strip() or lines[last - 1].lstrip().startswith("#")):
         last -= 1
     return "".join(lines[:first] + lines[last:])
 
@@ -219,9 +220,6 @@ def _dvc(root: Path, *args: str) -> None:
         raise StageError(f"dvc {' '.join(args)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
 
 
-SHOWN = 20  # a list of problems in the terminal names this many, then counts the rest
-
-
 def check_labels(csv_path: Path, images: list[str], duplicates: dict[str, str] | None = None) -> list[str]:
     """Problems of a label CSV against the imported images (bad rows, unknown files, rows of duplicates that were
     not imported, unlabelled images); LabelsError when no row names an imported image (its names are not the
@@ -230,25 +228,21 @@ def check_labels(csv_path: Path, images: list[str], duplicates: dict[str, str] |
 
     rows, _names, problems = read_labels(csv_path)
     known, duplicates = set(images), duplicates or {}
-    if not known & rows.keys():
+    if not (known | duplicates.keys()) & rows.keys():
         raise LabelsError(
             f"{csv_path}: no row names an imported image (rows name e.g. {next(iter(rows))!r}, images are e.g. "
             f"{images[0]!r}): its first column must give each image's path inside the source folder or .zip"
         )
-    unknown = []
     for f in (f for f in rows if f not in known):
         kept = duplicates.get(f)
         if kept is None:
-            unknown.append(f)
-        elif rows.get(kept, rows[f]) != rows[f]:
-            problems.append(
-                f"row for {f!r}: the same bytes as {kept!r}, whose row says otherwise: the row of {kept!r} is used"
-            )
+            problems.append(f"row for {f!r}: no such image")
+        elif kept not in rows:
+            problems.append(f"row for {f!r}: not imported, the same bytes as {kept!r}, which has no row: give it this")
+        elif rows[kept] != rows[f]:
+            problems.append(f"row for {f!r}: not imported, the same bytes as {kept!r}, whose row says otherwise")
         else:
-            problems.append(f"row for {f!r}: the same bytes as {kept!r} (not imported): its row is not used")
-    problems += [f"row for {f!r}: no such image" for f in unknown[:SHOWN]]
-    if len(unknown) > SHOWN:
-        problems.append(f"... and {len(unknown) - SHOWN} more rows for no such image")
+            problems.append(f"row for {f!r}: not imported, the same bytes as {kept!r}: its row is not used")
     missing = [f for f in images if f not in rows]
     if missing:
         problems.append(
@@ -291,10 +285,10 @@ def add(
             f"{name!r}); remove it (`dvc remove {dvc_file}`) or choose another name"
         )
     project = params_file.resolve().parent
-    if (project / ".dvc").is_dir() and not (root / ".dvc").is_dir():
+    if (project / ".dvc").is_dir() and root.resolve() != project:
         raise ParamsError(
-            f"{params_file} is the DVC project {project}'s, but the images would go under {root.resolve()}, which is "
-            f"no DVC project: run it in {project}, or pass --root {project}"
+            f"{params_file} is the DVC project {project}'s, but the images would go under {root.resolve()}: run it "
+            f"in {project}, or pass --root {project}"
         )
     if labels is not None and not labels.is_file():
         what = "a folder, not a CSV file" if labels.is_dir() else "not found"
@@ -350,6 +344,7 @@ def add(
         "skipped": report.skipped,
         "duplicates": report.duplicates,
         **({"references": {"skipped": refs.skipped, "duplicates": refs.duplicates}} if refs is not None else {}),
+        **({"label_problems": out["label_problems"]} if labels is not None else {}),
     }
     out["report_file"] = root / IMPORTS / f"{name}.json"  # every one, where the terminal shows the first few
     out["report_file"].parent.mkdir(parents=True, exist_ok=True)
