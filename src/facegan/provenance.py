@@ -17,9 +17,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from facegan.errors import StageError, first_line
+from facegan.config import dvc_stages
+from facegan.errors import ParamsError, StageError, first_line
 from facegan.io import write_text
 
 if TYPE_CHECKING:
@@ -104,9 +103,9 @@ def stage_code(stage: str) -> dict[str, Path]:
     if not path.is_file():
         return {"src/facegan": PACKAGE}
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"][stage]
+        spec = dvc_stages(path)[stage]
         deps = [d for d in spec.get("do", spec)["deps"] if d.startswith(CODE)]
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:  # a merge conflict, a stage left out, ...
+    except (ParamsError, KeyError, TypeError, AttributeError) as e:  # a merge conflict, a stage left out, ...
         why = f"no {e}" if isinstance(e, KeyError) else first_line(e, 120, with_type=True)
         raise StageError(f"{path}: cannot read the code deps of stage {stage!r} ({why}): {DEPS_AGAIN}") from None
     return {d: SRC / d.removeprefix("src/") if d.startswith("src/") else REPO / d for d in deps}
