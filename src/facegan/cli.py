@@ -523,18 +523,21 @@ def dataset_add(
         typer.echo(f"  ... and {more} more: every one in {out['report_file']}")
     if "references" in out:
         typer.echo(f"references: {out['references']}")
-        for f, reason in list(out["references_skipped"].items())[:shown]:
-            typer.echo(f"  skipped reference {f}: {reason}")
-        if len(out["references_skipped"]) > shown:
-            typer.echo(f"  ... and {len(out['references_skipped']) - shown} more: every one in {out['report_file']}")
+        skipped = [f"skipped reference {f}: {reason}" for f, reason in out["references_skipped"].items()]
+        _echo_first(skipped, shown, f"more: every one in {out['report_file']}")
     for note in out["backends"]:
         typer.echo(f"  backend {note}")
-    problems = out.get("label_problems", [])
-    for problem in problems[:shown]:
-        typer.echo(f"  labels: {problem}")
-    if len(problems) > shown:
-        typer.echo(f"  ... and {len(problems) - shown} more label problems: every one in {out['report_file']}")
+    problems = [f"labels: {problem}" for problem in out.get("label_problems", [])]
+    _echo_first(problems, shown, f"more label problems: every one in {out['report_file']}")
     typer.echo(f"next: dvc repro report@{name}   (or: facegan chain {name})")
+
+
+def _echo_first(lines: list[str], shown: int, more: str) -> None:
+    """The first `shown` of `lines`, indented, then how many more (`more` says what and where)."""
+    for line in lines[:shown]:
+        typer.echo(f"  {line}")
+    if len(lines) > shown:
+        typer.echo(f"  ... and {len(lines) - shown} {more}")
 
 
 @dataset_app.command("list")
