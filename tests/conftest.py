@@ -31,6 +31,23 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 @pytest.fixture
+def code_copy(tmp_path, monkeypatch) -> Path:
+    """A copy of the repository's dvc.yaml, stages/ and src/ (tmp_path/repo) that facegan.provenance reads as the
+    code the stages depend on: a test edits it, not the repository."""
+    from facegan import provenance
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copytree(ROOT / "stages", repo / "stages", ignore=ignore)
+    shutil.copytree(ROOT / "src", repo / "src", ignore=ignore)
+    monkeypatch.setattr(provenance, "REPO", repo)
+    monkeypatch.setattr(provenance, "SRC", repo / "src")
+    return repo
+
+
+@pytest.fixture
 def global_torch_settings():
     """Restores what `stepper.runtime` / `apply_determinism` set process-wide: deterministic mode, its NaN fill,
     cudnn autotuning, TF32, threads."""

@@ -206,26 +206,16 @@ def test_a_stage_resumes_its_own_checkpoint_and_restarts_over_a_stale_one(layout
         run_train(other, layout.packed, out, work=work)  # outside stages: refused, not replaced
 
 
-def test_a_stage_resumes_over_an_edit_of_code_training_does_not_run(layout, tmp_path, monkeypatch, caplog):
+def test_a_stage_resumes_over_an_edit_of_code_training_does_not_run(layout, tmp_path, code_copy, caplog):
     """A checkpoint recorded a hash of every .py of facegan: a killed training, then an edit of report.py (or a
     `git pull` that changed only the UI), and the stage threw hours of training away. Now it records the code of
     DVC's train stage (its dvc.yaml code deps): an edit elsewhere resumes, an edit of the training code restarts."""
-    from facegan import provenance
-
-    repo, root = tmp_path / "repo", provenance.REPO
-    ignore = shutil.ignore_patterns("__pycache__")
-    repo.mkdir()
-    shutil.copy(root / "dvc.yaml", repo)
-    shutil.copytree(root / "stages", repo / "stages", ignore=ignore)
-    shutil.copytree(root / "src", repo / "src", ignore=ignore)
-    monkeypatch.setattr(provenance, "REPO", repo)
-    monkeypatch.setattr(provenance, "SRC", repo / "src")
     caplog.set_level(logging.INFO, logger="facegan")
     cfg = tiny_params(steps=2, checkpoint_every=1, fid_every=0).train
     work, out = tmp_path / "work", tmp_path / "out"
 
     def train_after_editing(path: str, steps: int) -> None:
-        with (repo / path).open("a") as f:
+        with (code_copy / path).open("a") as f:
             f.write("# an edit\n")
         caplog.clear()
         run_train(cfg.model_copy(update={"steps": steps}), layout.packed, out, work=work, stale="restart")

@@ -296,12 +296,10 @@ def test_each_stage_is_keyed_on_the_params_dvc_yaml_lists_for_it():
         assert Layout(ROOT, "cartoon").params(stage) == listed, stage
 
 
-def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeypatch):
+def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, request):
     """The key hashed every .py of facegan: a docstring edit in report.py reran every stage, training included,
     where `dvc repro` reruns report alone. Now a stage's code is its dvc.yaml code deps (files and folders):
     provenance.code_hash, also what a training checkpoint records as the code that made it."""
-    import shutil
-
     import yaml
 
     import facegan
@@ -315,12 +313,7 @@ def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeyp
     stages = sorted({*STAGES, *PAIR_STAGES})
     for stage in stages:  # a key that cannot be computed turns Prefect's cache off with a log line, not an error
         assert provenance.stage_code(stage) and len(provenance.code_hash(stage)) == 64, stage
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copy(ROOT / "dvc.yaml", tmp_path)
-    shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=ignore)
-    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=ignore)
-    monkeypatch.setattr(provenance, "REPO", tmp_path)
-    monkeypatch.setattr(provenance, "SRC", tmp_path / "src")
+    repo = request.getfixturevalue("code_copy")  # after the checks above, which read the repository itself
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
     def listed(path: str) -> set[str]:
@@ -330,7 +323,7 @@ def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeyp
 
     def edit(path: str) -> dict[str, bool]:
         before = {stage: provenance.code_hash(stage) for stage in stages}
-        with (tmp_path / path).open("a") as f:
+        with (repo / path).open("a") as f:
             f.write("# an edit\n")
         return {stage: provenance.code_hash(stage) != before[stage] for stage in stages}
 
@@ -341,29 +334,29 @@ def test_a_stage_is_keyed_on_its_own_code_as_dvc_yaml_lists_it(tmp_path, monkeyp
     assert _key(flows, "report", tiny_params(), tmp_path) != report_key, "the cache key covers the stage's code"
     assert not any(edit("src/facegan/track.py").values()), "EXEMPT from dvc deps: tracking cannot change an output"
     # a folder dep (its .py files), a foreach stage, and data deps (keyed by their fingerprint) left out
-    (tmp_path / "dvc.yaml").write_text(
+    (repo / "dvc.yaml").write_text(
         "stages:\n  x:\n    foreach: [a]\n    do:\n      cmd: python stages/x.py\n      deps:\n"
         "        - stages/x.py\n        - src/facegan/ops\n        - data/raw/${item}\n"
     )
-    (tmp_path / "stages/x.py").write_text("")
+    (repo / "stages/x.py").write_text("")
     assert list(provenance.stage_code("x")) == ["stages/x.py", "src/facegan/ops"]
     before = provenance.code_hash("x")
-    (tmp_path / "src/facegan/ops/new.py").write_text("")
+    (repo / "src/facegan/ops/new.py").write_text("")
     after = provenance.code_hash("x")
     assert after != before, "a file added to a folder dep"
-    (tmp_path / "src/facegan/ops/notes.txt").write_text("")
+    (repo / "src/facegan/ops/notes.txt").write_text("")
     assert provenance.code_hash("x") == after, "no .py: not code"
     # a stale or broken dvc.yaml is one error saying what to do, not a traceback from inside a training
     again = r": restore it from git, or rewrite every stage's code deps from the source with `make deps`$"
     with pytest.raises(StageError, match=r"dvc.yaml: cannot read the code deps of stage 'y' \(no 'y'\)" + again):
         provenance.code_hash("y")
-    (tmp_path / "stages/x.py").unlink()
+    (repo / "stages/x.py").unlink()
     with pytest.raises(StageError, match=r"dvc.yaml: stage 'x' lists stages/x.py, which cannot be read \(No such"):
         provenance.code_hash("x")
-    (tmp_path / "dvc.yaml").write_text("stages:\n<<<<<<< HEAD\n  x: [\n")
+    (repo / "dvc.yaml").write_text("stages:\n<<<<<<< HEAD\n  x: [\n")
     with pytest.raises(StageError, match=r"dvc.yaml: cannot read the code deps of stage 'x' \(\w*Error: "):
         provenance.code_hash("x")
-    (tmp_path / "dvc.yaml").unlink()  # a facegan installed without its repository
+    (repo / "dvc.yaml").unlink()  # a facegan installed without its repository
     assert provenance.stage_code("train") == {"src/facegan": provenance.PACKAGE}
 
 
