@@ -368,6 +368,38 @@ def test_add_and_remove_that_cannot_finish_change_nothing_or_can_be_run_again(tm
     assert [p.name for p in root.iterdir() if p.name.startswith(".params")] == []
 
 
+def test_a_ctrl_c_in_add_or_remove_says_what_was_kept(tmp_path, project, monkeypatch, caplog):
+    """Ctrl-C ended an add or a remove with exit code 130 and not a word: whether the images, the DVC entry or
+    params.yaml's block were kept was for the user to find out. Now a warning says it (the undo was right)."""
+    from facegan import datasets
+
+    root, params, before = project
+    photos = _one_image(tmp_path / "photos")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets, "_install", interrupted)  # the last step of an add: everything else done
+    with pytest.raises(KeyboardInterrupt):
+        add("mine", photos, params_file=params, root=root)
+    assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
+    assert not (root / "data" / "raw" / "mine.dvc").exists()
+    assert re.search(r"dataset add mine: interrupted; nothing was kept \(.*params.yaml as it was\)", caplog.text)
+    monkeypatch.undo()
+
+    add("mine", photos, params_file=params, root=root)
+    added = params.read_text()
+    monkeypatch.setattr(datasets.shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        remove("mine", params, root)
+    assert params.read_text() == added
+    assert "dataset remove mine: interrupted; " in caplog.text
+    assert "still lists mine: run `facegan dataset remove mine` again" in caplog.text
+    monkeypatch.undo()
+    remove("mine", params, root)  # as the warning says
+    assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
+
+
 def test_add_and_remove_edit_the_file_a_linked_params_yaml_names(tmp_path, project):
     """params.yaml as a link (a shared config): the edit goes to the file it names, with its mode; the link stays
     (a replace of the link itself left the shared file as it was)."""

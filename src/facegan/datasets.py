@@ -336,6 +336,8 @@ def add(
             with contextlib.suppress(Exception):
                 _dvc(root, "remove", str(dvc_file.relative_to(root)))
         shutil.rmtree(raw, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C: the exit code alone (130) does not say what was kept
+            log.warning("dataset add %s: interrupted; nothing was kept (%s as it was)", name, params_file)
         if isinstance(e, OSError) and not isinstance(e, FaceganError):  # a full disk while importing
             raise OutputError(f"dataset add {name}: {said(e)}; nothing was kept") from None
         raise
@@ -484,6 +486,9 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
     except BaseException as e:
         with contextlib.suppress(OSError):
             candidate.unlink(missing_ok=True)
+        if isinstance(e, KeyboardInterrupt):
+            again = f"run `facegan dataset remove {name}` again"
+            log.warning("%s: interrupted; %s still lists %s: %s", what, params_file, name, again)
         if isinstance(e, OSError) and not isinstance(e, FaceganError):  # a read-only folder
             raise OutputError(
                 f"{what}: cannot remove {said(e)}; {params_file} still lists {name}: fix that and run "
