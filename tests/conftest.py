@@ -13,12 +13,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from facegan.chain import Layout, run_stage
 from facegan.config import Params, TrainConfig, load_params, parse_params
+from facegan.preprocess.pretrained import models_home, torch_checkpoints
 from facegan.train.gan import GANTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +30,50 @@ STRICT = os.environ.get("FACEGAN_TEST_STRICT", "").strip().lower() not in ("", "
 
 os.environ.setdefault("FACEGAN_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# the model files `make test` seeds from ../shared into the standard caches (../shared/scripts/seed-caches.sh)
+YUNET = sorted((models_home() / "detectors").glob("face_detection_yunet*.onnx"))
+BLAZEFACE = torch_checkpoints() / "blazefaceback.pth"
+SUPERRES = models_home() / "superres"
+# where `make test` seeded them (FACEGAN_TEST_STRICT and ../shared there), a missing file is a failure, not a skip
+SEEDED = STRICT and (ROOT.parent / "shared" / "assets").is_dir()
+needs_yunet = pytest.mark.skipif(
+    not YUNET and not SEEDED,
+    reason=f"no YuNet model in {models_home() / 'detectors'} (run ../shared/scripts/seed-caches.sh)",
+)
+needs_blazeface = pytest.mark.skipif(
+    not BLAZEFACE.is_file() and not SEEDED, reason=f"no BlazeFace weights at {BLAZEFACE}"
+)
+needs_superres = pytest.mark.skipif(
+    not (SUPERRES / "FSRCNN_x2.pb").is_file() and not SEEDED, reason=f"no .pb models in {SUPERRES}"
+)
+
+
+def u2net_standin(path: Path, output_shift: float = 0.0) -> Path:
+    """A tiny ONNX graph with U^2-Net's signature: input `input.1` 1x3x320x320, seven 1x1x320x320 sigmoid maps."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((1, 3, 1, 1), 0.5, np.float32), "w")
+    b = numpy_helper.from_array(np.array([output_shift], np.float32), "b")
+    nodes = [
+        helper.make_node("Conv", ["input.1", "w", "b"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["d0"]),
+    ]
+    nodes += [helper.make_node("Identity", ["d0"], [f"d{i}"]) for i in range(1, 7)]
+    graph = helper.make_graph(
+        nodes,
+        "u2net_standin",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info(f"d{i}", TensorProto.FLOAT, [1, 1, 320, 320]) for i in range(7)],
+        [w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
 
 
 @pytest.fixture

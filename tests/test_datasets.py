@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, make_dvc_project, sh
+from conftest import ROOT, SUPERRES, YUNET, make_dvc_project, needs_superres, needs_yunet, sh, u2net_standin
 from facegan.config import load_params
 from facegan.data.sources import NoImages, UnsafeArchive, import_images
 from facegan.datasets import add, dataset_block, describe, pick_backends, remove
@@ -593,7 +593,11 @@ def test_a_key_given_twice_in_a_params_file_is_refused(tmp_path):
     )
 
 
-def test_photos_kind_picks_the_best_backends_whose_files_are_here_and_says_why(tmp_path, monkeypatch):
+@needs_yunet
+@needs_superres
+def test_photos_kind_picks_the_best_backends_whose_files_are_here_and_load_and_says_why(tmp_path, monkeypatch):
+    """A model file that was there was picked, though it did not load (a download cut off): `detect` then failed on
+    the first image. Now a backend's files must load and run at import; one that does not is passed over, saying so."""
     monkeypatch.setenv("FACEGAN_MODELS", str(tmp_path / "empty"))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "empty"))
     chosen, notes = pick_backends("photos")
@@ -609,14 +613,27 @@ def test_photos_kind_picks_the_best_backends_whose_files_are_here_and_says_why(t
         n.startswith("upscale: lanczos (not opencv: super-resolution model FSRCNN_x2.pb not found") for n in notes
     )
 
-    (tmp_path / "models" / "detectors").mkdir(parents=True)
-    (tmp_path / "models" / "detectors" / "face_detection_yunet_2023mar.onnx").write_bytes(b"onnx")
-    (tmp_path / "models" / "superres").mkdir()
-    (tmp_path / "models" / "superres" / "FSRCNN_x2.pb").write_bytes(b"pb")
-    (tmp_path / "u2net").mkdir()
-    (tmp_path / "u2net" / "u2net.onnx").write_bytes(b"onnx")
+    yunet = tmp_path / "models" / "detectors" / "face_detection_yunet_2023mar.onnx"
+    fsrcnn = tmp_path / "models" / "superres" / "FSRCNN_x2.pb"
+    u2net = tmp_path / "u2net" / "u2net.onnx"
+    for path, real in ((yunet, YUNET[-1]), (fsrcnn, SUPERRES / "FSRCNN_x2.pb"), (u2net, None)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(real.read_bytes()[:1000] if real is not None else b"\x08\x08 cut off")  # a cut download
     monkeypatch.setenv("FACEGAN_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
+    chosen, notes = pick_backends("photos")
+    assert [chosen[s]["backend"] for s in ("detect", "matte", "upscale")] == ["hog", "grabcut", "lanczos"]
+    for stage, backend, path, what in (
+        ("detect", "hog", yunet, "YuNet face detector"),
+        ("matte", "grabcut", u2net, "rembg u2net model"),
+        ("upscale", "lanczos", fsrcnn, "OpenCV dnn_superres FSRCNN x2 model"),
+    ):
+        note = next(n for n in notes if n.startswith(f"{stage}: {backend} (not "))
+        assert f"{path}: not a usable {what}" in note and "the file is truncated or of another kind: replace it" in note
+
+    shutil.copyfile(YUNET[-1], yunet)
+    shutil.copyfile(SUPERRES / "FSRCNN_x2.pb", fsrcnn)
+    u2net_standin(u2net)
     chosen, notes = pick_backends("photos")
     assert chosen["detect"] == {"backend": "yunet", "min_size": 40} and chosen["matte"] == {"backend": "rembg"}
     assert chosen["upscale"] == {"backend": "opencv", "model": "FSRCNN", "scale": 2}  # the winner in docs/benchmarks.md

@@ -15,8 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
-from conftest import STRICT as MAKE_TEST
+from conftest import (
+    BLAZEFACE,
+    ROOT,
+    SEEDED,
+    SUPERRES,
+    YUNET,
+    needs_blazeface,
+    needs_superres,
+    needs_yunet,
+    u2net_standin,
+)
 from facegan.config import AlignConfig, DetectConfig, MatteConfig, UpscaleConfig
 from facegan.io import read_image
 from facegan.manifest import read_manifest
@@ -28,21 +37,6 @@ from facegan.preprocess.pretrained import models_home, torch_checkpoints
 from facegan.preprocess.upscale import UPSCALERS, run_upscale
 
 FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "examples"
-YUNET = sorted((models_home() / "detectors").glob("face_detection_yunet*.onnx"))
-BLAZEFACE = torch_checkpoints() / "blazefaceback.pth"
-SUPERRES = models_home() / "superres"
-# `make test` seeds the model caches from ../shared (FACEGAN_TEST_STRICT): there a missing file is a failure, not a skip
-STRICT = MAKE_TEST and (ROOT.parent / "shared" / "assets").is_dir()
-needs_yunet = pytest.mark.skipif(
-    not YUNET and not STRICT,
-    reason=f"no YuNet model in {models_home() / 'detectors'} (run ../shared/scripts/seed-caches.sh)",
-)
-needs_blazeface = pytest.mark.skipif(
-    not BLAZEFACE.is_file() and not STRICT, reason=f"no BlazeFace weights at {BLAZEFACE}"
-)
-needs_superres = pytest.mark.skipif(
-    not (SUPERRES / "FSRCNN_x2.pb").is_file() and not STRICT, reason=f"no .pb models in {SUPERRES}"
-)
 needs_photos = pytest.mark.skipif(not FACES.is_dir(), reason=f"real photos not present at {FACES}")
 
 
@@ -81,7 +75,7 @@ def test_yunet_finds_the_astronaut_with_five_landmarks_where_dlib_puts_them(astr
 @needs_blazeface
 @pytest.mark.parametrize("variant", ["front", "back"])
 def test_blazeface_front_and_back_find_the_astronaut(astronaut, variant, tmp_path):
-    if not (torch_checkpoints() / "blazeface.pth").is_file() and not STRICT:
+    if not (torch_checkpoints() / "blazeface.pth").is_file() and not SEEDED:
         pytest.skip("front BlazeFace weights not cached")
     cfg = DetectConfig(backend="blazeface", blazeface=variant)
     faces = [f for f in DETECTORS["blazeface"](cfg, tmp_path)(astronaut, "a") if f.score >= cfg.score_threshold]
@@ -198,36 +192,9 @@ def test_fan_align_stage_gives_every_image_a_row_with_standin_weights(fan_standi
     assert (out[0].status == "ok" and len(out[0].landmarks) == 5) or out[0].reason
 
 
-def _u2net_standin(path: Path, output_shift: float = 0.0) -> Path:
-    """A tiny ONNX graph with U^2-Net's signature: input `input.1` 1x3x320x320, seven 1x1x320x320 sigmoid maps."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.full((1, 3, 1, 1), 0.5, np.float32), "w")
-    b = numpy_helper.from_array(np.array([output_shift], np.float32), "b")
-    nodes = [
-        helper.make_node("Conv", ["input.1", "w", "b"], ["logits"]),
-        helper.make_node("Sigmoid", ["logits"], ["d0"]),
-    ]
-    nodes += [helper.make_node("Identity", ["d0"], [f"d{i}"]) for i in range(1, 7)]
-    graph = helper.make_graph(
-        nodes,
-        "u2net_standin",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 320, 320])],
-        [helper.make_tensor_value_info(f"d{i}", TensorProto.FLOAT, [1, 1, 320, 320]) for i in range(7)],
-        [w, b],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
-
-
 def test_rembg_runs_through_its_session_api_with_a_standin_u2net(astronaut, tmp_path, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
-    _u2net_standin(tmp_path / "u2net" / "u2net.onnx")
+    u2net_standin(tmp_path / "u2net" / "u2net.onnx")
     from facegan.manifest import Row, write_manifest
 
     src = tmp_path / "align"
@@ -303,7 +270,7 @@ def test_truncated_or_wrong_kind_model_files_give_one_clear_error(damage, tmp_pa
     """.pb (OpenCV), .onnx (YuNet, rembg) and .pth (BlazeFace, FAN): ModelUnreadable naming the file."""
     import torch
 
-    onnx_file = _u2net_standin(tmp_path / "kinds" / "net.onnx")
+    onnx_file = u2net_standin(tmp_path / "kinds" / "net.onnx")
     pth_file = tmp_path / "kinds" / "net.pth"
     torch.save({"conv.weight": torch.zeros(3, 3)}, pth_file)
     fan_good = shutil.copy(fan_standin, tmp_path / "kinds" / "fan.pth.tar")
@@ -327,7 +294,7 @@ def test_truncated_or_wrong_kind_model_files_give_one_clear_error(damage, tmp_pa
         (blaze, lambda: DETECTORS["blazeface"](DetectConfig(backend="blazeface", model=str(blaze)), tmp_path)),
         (bad(fan_standin, fan_good), lambda: LANDMARKERS["fan"](AlignConfig(backend="fan"), tmp_path)),
     ]
-    assert not STRICT or ((SUPERRES / "FSRCNN_x2.pb").is_file() and YUNET), "the seeded caches lack FSRCNN / YuNet"
+    assert not SEEDED or ((SUPERRES / "FSRCNN_x2.pb").is_file() and YUNET), "the seeded caches lack FSRCNN / YuNet"
     if (SUPERRES / "FSRCNN_x2.pb").is_file():  # truncating needs a real .pb
         pb = bad(models / "superres" / "FSRCNN_x2.pb", SUPERRES / "FSRCNN_x2.pb")
         cases.append((pb, lambda: UPSCALERS["opencv"](UpscaleConfig(backend="opencv", models_dir=str(pb.parent)))))
@@ -377,7 +344,7 @@ def test_threads_of_one_process_share_its_detector_without_mixing_or_crashing(ba
     """Threads of one process (a Dask worker's, threads_per_worker > 1) share one loaded model: OpenCV's and
     dlib's keep per-call state, and unguarded they crashed (`mapIt != reuseMap.end()`, double free), returned
     the other thread's faces, or killed the process. Run in a child, so a crash is this test's failure."""
-    if backend == "yunet" and not YUNET and not STRICT:
+    if backend == "yunet" and not YUNET and not SEEDED:
         pytest.skip(f"no YuNet model in {models_home() / 'detectors'}")
     r = subprocess.run([sys.executable, "-c", RACE, backend], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.returncode, r.stdout, r.stderr[-2000:])

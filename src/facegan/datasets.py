@@ -61,23 +61,30 @@ KINDS: dict[str, dict[str, list[dict[str, Any]]]] = {
 def _yunet(cfg) -> None:
     from facegan.preprocess.pretrained import YuNet
 
-    YuNet(cfg.model, 0.6, 1600).check()
+    _loads(YuNet(cfg.model, 0.6, 1600))
 
 
 def _rembg(cfg) -> None:
     from facegan.preprocess.pretrained import RembgMatter
 
-    RembgMatter(cfg.model).check()
+    _loads(RembgMatter(cfg.model))
 
 
 def _superres(cfg) -> None:
     from facegan.preprocess.pretrained import OpenCVSuperRes, superres_dir
 
-    OpenCVSuperRes(cfg.model, cfg.scale, superres_dir(cfg.models_dir)).check()
+    _loads(OpenCVSuperRes(cfg.model, cfg.scale, superres_dir(cfg.models_dir)))
 
 
-# (stage, backend) -> a check raising ModelFileError when its package or model files are not here (the others
-# need only what `make install` installs)
+def _loads(backend) -> None:
+    """The backend's package and model files are here (`check`) and load and run (`load`, on a blank probe): a
+    file that is there but truncated or of another kind is passed over at import, not found out by the stage."""
+    backend.check()
+    backend.load()
+
+
+# (stage, backend) -> a check raising ModelFileError when its package or model files are not here or do not load
+# (the others need only what `make install` installs)
 NEEDS_FILES = {
     ("detect", "yunet"): _yunet,
     ("align", "yunet5"): _yunet,
