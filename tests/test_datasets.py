@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from skimage.data import astronaut
 
 from conftest import ROOT, SUPERRES, YUNET, make_dvc_project, needs_superres, needs_yunet, sh, u2net_standin
 from facegan.config import load_params
 from facegan.data.sources import NoImages, UnsafeArchive, import_images
 from facegan.datasets import add, dataset_block, describe, pick_backends, remove
-from facegan.errors import StageError
+from facegan.errors import StageError, StageInputMissing
 
 FACES = ROOT.parent / "shared" / "assets" / "faces" / "face_recognition" / "examples"
 
@@ -292,15 +293,28 @@ def test_add_imports_every_format_pillow_opens_and_lists_every_file_it_skipped(t
         f.unlink()
     refs = tmp_path / "refs"
     refs.mkdir()
-    shutil.copy(photos / "a.jfif", refs / "me.jfif")
+    shutil.copy(photos / "a.jfif", refs / "me.jfif")  # a gradient, no face: verify stopped on a set of such
     (refs / "IMG_1.HEIC").write_bytes(b"\0" * 64)
+    with pytest.raises(
+        StageInputMissing,
+        match=rf"^dataset add mine --references: no face found in any of the 1 photos in {re.escape(str(refs))}: add",
+    ):
+        add("mine", photos, references=refs, params_file=params, root=root)
+    assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
+    assert json.loads(listed.read_text()) == {"skipped": {"old.txt": "from before"}}  # a failed add: as it was
+    Image.fromarray(astronaut()).save(refs / "astronaut.png")
     out = add("mine", photos, references=refs, params_file=params, root=root)
     assert out["references_skipped"] == {"IMG_1.HEIC": "not an image file (by its suffix)"}
+    assert out["references_without_face"] == {"me.jfif": "no face found"}  # as verify will find: left out there
     assert json.loads(listed.read_text()) == {
         "source": str(photos),
         "skipped": {},
         "duplicates": {},
-        "references": {"skipped": {"IMG_1.HEIC": "not an image file (by its suffix)"}, "duplicates": {}},
+        "references": {
+            "skipped": {"IMG_1.HEIC": "not an image file (by its suffix)"},
+            "duplicates": {},
+            "without_face": {"me.jfif": "no face found"},
+        },
     }
 
 

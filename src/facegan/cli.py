@@ -524,6 +524,8 @@ def dataset_add(
     if "references" in out:
         typer.echo(f"references: {out['references']}")
         skipped = [f"skipped reference {f}: {reason}" for f, reason in out["references_skipped"].items()]
+        faceless = out["references_without_face"].items()
+        skipped += [f"reference {f}: {why}, verify will not use it" for f, why in faceless]
         _echo_first(skipped, shown, f"more: every one in {out['report_file']}")
     for note in out["backends"]:
         typer.echo(f"  backend {note}")

@@ -319,9 +319,11 @@ def add(
             "skipped": report.skipped,
             "duplicates": report.duplicates,
         }
-        refs = import_images(references, raw / "references") if references is not None else None
-        if refs is not None:
+        refs = None
+        if references is not None:
+            refs = import_images(references, raw / "references")
             out["references"], out["references_skipped"] = refs.summary(), refs.skipped
+            out["references_without_face"] = _faces_in(raw / "references", references, name)
         if labels is not None:
             # its errors name the user's file
             out["label_problems"] = check_labels(labels, report.imported, report.duplicates)
@@ -352,7 +354,17 @@ def add(
         "source": str(src),
         "skipped": report.skipped,
         "duplicates": report.duplicates,
-        **({"references": {"skipped": refs.skipped, "duplicates": refs.duplicates}} if refs is not None else {}),
+        **(
+            {
+                "references": {
+                    "skipped": refs.skipped,
+                    "duplicates": refs.duplicates,
+                    "without_face": out["references_without_face"],
+                }
+            }
+            if refs is not None
+            else {}
+        ),
         **({"label_problems": out["label_problems"]} if labels is not None else {}),
     }
     out["report_file"] = root / IMPORTS / f"{name}.json"  # every one, where the terminal shows the first few
@@ -360,6 +372,14 @@ def add(
     write_text(out["report_file"], json.dumps(listed, indent=1))  # always: one of an earlier import is replaced
     log.info("dataset %s: %s", name, out["import"])
     return out
+
+
+def _faces_in(imported: Path, given: Path, name: str) -> dict[str, str]:
+    """The imported reference photos `verify` will not use (name -> why), as it finds faces (dlib's HOG);
+    StageInputMissing, naming the folder given, when it would use none: the set could not be built."""
+    from facegan.preprocess.verify import faceless_references
+
+    return faceless_references(imported, f"dataset add {name} --references", given)
 
 
 def _check_cascade(cascade: Path | None) -> None:

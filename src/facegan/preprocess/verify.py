@@ -11,7 +11,8 @@ import functools
 import logging
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +62,20 @@ class EncodingVerifier:
         return float(np.linalg.norm(self.references - enc, axis=1).min())
 
 
-def reference_encodings(folder: Path, max_side: int = 1600) -> np.ndarray:
-    """One encoding per reference photo (its largest HOG face); photos without a face are skipped, loudly."""
-    from facegan.preprocess.models import DlibDetector, DlibEncoder
+@dataclass
+class Reference:
+    """A reference photo: its largest HOG face (`image`, `box`), or why it has none (`why`)."""
+
+    name: str  # its path in the folder
+    image: np.ndarray | None = None
+    box: tuple[float, ...] | None = None
+    why: str = ""
+
+
+def references(folder: Path, max_side: int = 1600) -> Iterator[Reference]:
+    """Each reference photo of `folder` with its largest HOG face (dlib's HOG: the references' detector), one at a
+    time; StageInputMissing when the folder holds no image file."""
+    from facegan.preprocess.models import DlibDetector
 
     files, others = split_images(folder) if folder.is_dir() else ([], [])
     said = f"{len(others)} file(s) there are no image by their suffix, e.g. {others[0].name}" if others else ""
@@ -71,26 +83,53 @@ def reference_encodings(folder: Path, max_side: int = 1600) -> np.ndarray:
         raise StageInputMissing(f"verify.references: no reference photos in {folder}" + (f" ({said})" if said else ""))
     if said:
         log.warning("%s: %s, not used", folder, said)
-    detector, encoder = DlibDetector("hog", 1, max_side), DlibEncoder()
-    out = []
+    detector = DlibDetector("hog", 1, max_side)
     for f in files:
+        name = f.relative_to(folder).as_posix()
         try:
             image = read_image(f)
         except ImageError as e:
-            log.warning("reference %s skipped: %s", f.name, e)
+            yield Reference(name, why=str(e))
             continue
         faces = sorted(detector(image), key=lambda face: -face.area)
-        if not faces:
-            log.warning("reference %s skipped: no face found", f.name)
+        yield Reference(name, image, faces[0].box) if faces else Reference(name, why="no face found")
+
+
+def no_face_in_any(n: int, folder: Path, what: str = "verify.references") -> StageInputMissing:
+    return StageInputMissing(
+        f"{what}: no face found in any of the {n} photos in {folder}: add photos in which "
+        "the person's face is clear, frontal and not tiny"
+    )
+
+
+def reference_encodings(folder: Path, max_side: int = 1600) -> np.ndarray:
+    """One encoding per reference photo (its largest HOG face); photos without a face are skipped, loudly."""
+    from facegan.preprocess.models import DlibEncoder
+
+    encoder, out, n = DlibEncoder(), [], 0
+    for ref in references(folder, max_side):
+        n += 1
+        if ref.image is None or ref.box is None:
+            log.warning("reference %s skipped: %s", ref.name, ref.why)
             continue
-        out.append(encoder(image, faces[0].box))
+        out.append(encoder(ref.image, ref.box))
     if not out:
-        raise StageInputMissing(
-            f"verify.references: no face found in any of the {len(files)} photos in {folder}: add photos in which "
-            "the person's face is clear, frontal and not tiny"
-        )
+        raise no_face_in_any(n, folder)
     log.info("verify: %d reference encodings from %s", len(out), folder)
     return np.stack(out)
+
+
+def faceless_references(folder: Path, what: str, shown: Path, max_side: int = 1600) -> dict[str, str]:
+    """The reference photos in `folder` that `verify` will not use (name -> why: unreadable, no face found), found
+    as it finds them; StageInputMissing when that is every one (naming `what` and the folder as `shown`)."""
+    skipped, n = {}, 0
+    for ref in references(folder, max_side):
+        n += 1
+        if ref.box is None:
+            skipped[ref.name] = ref.why
+    if len(skipped) == n:
+        raise no_face_in_any(n, shown, what)
+    return skipped
 
 
 def _dlib(cfg: VerifyConfig, raw: Path) -> Verifier:
