@@ -284,3 +284,37 @@ def test_summary_headline_takes_each_dataset_s_own_metric_and_says_so_without_fi
         "  baseline  -   freeze_d 0",
         "  ada       -   augment ada",
     ]
+
+
+def test_timings_and_summary_read_the_store_of_the_params_file_s_project(store, monkeypatch, tmp_path, capsys):
+    """`-p project/params.yaml` from another folder read the current folder's mlflow.db (params' default
+    `sqlite:///mlflow.db`, relative): "no MLflow store" there, or another project's stage times beside this project's
+    scores. A relative store is now the params file's folder's; run from there, the value is kept as written."""
+    from facegan.config import TrackingConfig, anchored, load_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "mlflow.db").write_bytes(Path(store["uri"].removeprefix("sqlite:///")).read_bytes())
+    (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    _files(project)
+    monkeypatch.chdir(elsewhere)
+    assert load_tracking(project / "params.yaml").tracking_uri == f"sqlite:///{project / 'mlflow.db'}"
+    code, out, err = _cli(capsys, "timings", "-p", "../project/params.yaml")
+    assert code == 0, err
+    assert "train@cartoon" in out and out.splitlines()[-1].split()[:3] == ["total", "44m", "36s"]
+    code, out, err = _cli(capsys, "summary", "-p", str(project / "params.yaml"), "--root", str(project))
+    assert code == 0, err
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out  # the project's: to be run there
+    assert "Longest stages (MLflow, latest execution" in out
+    assert out.splitlines()[-1].split()[:3] == ["total", "44m", "36s"]
+    assert not (elsewhere / "mlflow.db").exists()  # nothing made here
+
+    monkeypatch.chdir(project)  # from the project itself: as written
+    assert load_tracking(Path("params.yaml")).tracking_uri == "sqlite:///mlflow.db"
+    monkeypatch.chdir(elsewhere)
+    file_store, absolute, server = TrackingConfig(tracking_uri="mlruns"), f"sqlite:///{tmp_path}/x.db", "http://h:5000"
+    assert anchored(file_store, project / "params.yaml").tracking_uri == str(project / "mlruns")
+    for uri in (absolute, server, "sqlite:///:memory:"):
+        assert anchored(TrackingConfig(tracking_uri=uri), project / "params.yaml").tracking_uri == uri

@@ -34,6 +34,15 @@ TRACKING_PARAMS = typer.Option(
 )
 
 
+def _project_params(params: Path):
+    """The params file, its MLflow store read in its folder (`config.anchored`): for commands that read a project's
+    runs, which may be run from another folder."""
+    from facegan.config import anchored, load_params
+
+    p = load_params(params)
+    return p.model_copy(update={"tracking": anchored(p.tracking, params)})
+
+
 def _tracking(params: Path | None):
     from facegan.config import load_tracking
 
@@ -125,13 +134,12 @@ def report(
     """The report stage of DATASET (when given), then the FID comparison table across MLflow runs: pipelines,
     the newest transfer story's runs and the newest CycleGAN's directions, grouped by dataset, best first."""
     from facegan import track
-    from facegan.config import load_params
     from facegan.io import output_folder
     from facegan.runs_table import cyclegan_rows, ordered, print_table, transfer_rows, write_table
 
     if dataset:
         _run(["report"], dataset, params, root)
-    p = load_params(params)
+    p = _project_params(params)
     exps = experiment or None
     rows = track.pipeline_rows(p.tracking, dataset, model, exps)
     if story := track.latest_transfer(p.tracking, exps):
@@ -175,10 +183,9 @@ def timings(
 @app.command("summary")
 def summary(params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
     """What the pipeline made and where: samples, tables, UIs, FD per dataset, transfer table, stage times."""
-    from facegan.config import load_params
     from facegan.summary import summary as _summary
 
-    typer.echo(_summary(load_params(params), root), nl=False)
+    typer.echo(_summary(_project_params(params), root), nl=False)
 
 
 @app.command("chain")

@@ -1010,8 +1010,9 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 def load_tracking(path: Path | str | None = None) -> TrackingConfig:
     """The `tracking` section of a params file, for commands that only talk to MLflow (sample --model-uri,
-    track sync, reproduce): `path`, else ./params.yaml when present, else the defaults. Only that section is
-    read and validated. MLFLOW_TRACKING_URI still overrides its tracking_uri (see facegan.track)."""
+    track sync, reproduce, timings): `path`, else ./params.yaml when present, else the defaults. Only that section
+    is read and validated; its store is the params file's project's (`anchored`). MLFLOW_TRACKING_URI still
+    overrides its tracking_uri (see facegan.track)."""
     if path is None:
         if not Path("params.yaml").is_file():
             return TrackingConfig()
@@ -1020,10 +1021,28 @@ def load_tracking(path: Path | str | None = None) -> TrackingConfig:
     raw = read_yaml(path)
     section = raw.get("tracking") if isinstance(raw, dict) else None
     try:
-        return TrackingConfig.model_validate(section or {})
+        return anchored(TrackingConfig.model_validate(section or {}), path)
     except ValidationError as e:
         problems = [x for err in e.errors() for x in _describe(err, TrackingConfig, ("tracking",))]
         raise _invalid(str(path), problems) from None
+
+
+def anchored(tracking: TrackingConfig, params_file: Path) -> TrackingConfig:
+    """`tracking` with a relative local store (`sqlite:///mlflow.db`, a folder) read in the params file's folder,
+    not the current one: a command run from elsewhere with `-p project/params.yaml` reads that project's runs,
+    where it read (or made) a store of the current folder. Run from that folder, the value is left as written
+    (the same file: the stages record the store as written)."""
+    folder = params_file.resolve().parent
+    uri = tracking.tracking_uri
+    if folder == Path.cwd().resolve():
+        return tracking
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
+        uri = f"sqlite:///{folder / uri.removeprefix('sqlite:///')}"
+    elif ":" not in uri and not Path(uri).expanduser().is_absolute():  # a folder of MLflow's file store
+        uri = str(folder / uri)
+    else:
+        return tracking
+    return tracking.model_copy(update={"tracking_uri": uri})
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:
