@@ -246,8 +246,13 @@ def test_dvc_experiments_name_each_experiment_s_commit(monkeypatch):
 
     csv_text = "Experiment,rev,typ,fd_dlib\n,workspace,baseline,1\n,main,baseline,1\na,a1,branch_commit,2\n"
     csv_text += ",abc1234,baseline,1\nb,b1,branch_base,3\n"
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, csv_text, ""))
-    rows = dvc_experiments()
+    cmds = []
+    monkeypatch.setattr(
+        subprocess, "run", lambda cmd, **k: cmds.append(cmd) or subprocess.CompletedProcess(cmd, 0, csv_text, "")
+    )
+    assert len(dvc_experiments(all_commits=True)) == 5 and "--all-commits" in cmds[-1]
+    rows = dvc_experiments()  # the current commit's: --all-commits read a history of 436 commits for 2m39s
+    assert cmds[-1][-3:] == ["exp", "show", "--csv"] and "--all-commits" not in cmds[-1]
     assert [(r["Experiment"], r.get(COMMIT)) for r in rows] == [
         ("", None),
         ("", None),
@@ -290,7 +295,7 @@ def _cli(capsys, monkeypatch, rows: list[dict], *args: str) -> tuple[int, str, s
     from facegan import experiments
     from facegan.cli import main
 
-    monkeypatch.setattr(experiments, "dvc_experiments", lambda root=Path("."): rows)
+    monkeypatch.setattr(experiments, "dvc_experiments", lambda root=Path("."), all_commits=False: rows)
     with pytest.raises(SystemExit) as e:
         main(["exp-table", *args])
     out = capsys.readouterr()
@@ -323,3 +328,38 @@ def test_exp_table_names_the_column_it_used_ranks_prefixed_accuracies_up_and_mak
     assert "Left out: 1 experiment(s) without a " + acc in text
     code, text, err = _cli(capsys, monkeypatch, failed, "--metric", acc)
     assert code == 1 and f"1 experiment(s) with train.loss and train.d_variant have no {acc} (failed, queued" in err
+
+
+def test_exp_table_ranks_each_score_its_own_way_and_a_misspelt_name_is_named(capsys, monkeypatch):
+    """A higher matte IoU, recall or precision was called worse ("Best (lowest mean)": every metric but attr_acc*
+    was taken for a distance); a misspelt param or metric read as "no experiments ...; run a sweep first"."""
+    from facegan.experiments import lower_is_better
+
+    iou = "data/reports/cartoon/metrics.json:preprocessing.matte.matte_iou"
+    rows = [
+        {"Experiment": f"e{i}", "datasets.cartoon.matte.backend": b, "train.d_variant": "sn", iou: v}
+        for i, (b, v) in enumerate([("grabcut", "0.88"), ("grabcut", "0.9"), ("none", "0.3"), ("none", "0.32")])
+    ]
+    code, text, err = _cli(capsys, monkeypatch, rows, "--rows", "datasets.cartoon.matte.backend", "--metric", iou)
+    assert code == 0, err
+    assert "Best (highest mean): grabcut / sn." in text
+    for name in ("preprocessing.detect.recall", "m.json:precision", "attr_acc_glasses", "matte_iou"):
+        assert lower_is_better(name) is False, name
+    for name in ("fd_dlib", "a_to_b.fd_inception", "kid_dlib", "preprocessing.align.landmark_error_iod_pct"):
+        assert lower_is_better(name) is True, name
+    steps = [{**r, "training.steps": str(400 + i)} for i, r in enumerate(rows)]
+    code, text, err = _cli(
+        capsys, monkeypatch, steps, "--rows", "datasets.cartoon.matte.backend", "--metric", "training.steps"
+    )
+    assert code == 0 and lower_is_better("training.steps") is None
+    assert "Best" not in text and "No best cell: whether a higher or a lower value of this metric is better" in text
+
+    monkeypatch.setenv("COLUMNS", "200")
+    code, _, err = _cli(capsys, monkeypatch, rows, "--rows", "datasets.cartoon.matte.backnd", "--metric", iou)
+    assert code == 2 and err.startswith("error: datasets.cartoon.matte.backnd: no param or metric of that name")
+    assert "did you mean datasets.cartoon.matte.backend?" in err
+    code, _, err = _cli(capsys, monkeypatch, rows, "--rows", "datasets.cartoon.matte.backend", "--metric", "fd_dlibb")
+    assert code == 2 and "error: fd_dlibb: no param or metric of that name in the DVC experiments; `dvc exp" in err
+    code, _, err = _cli(capsys, monkeypatch, rows, "--rows", "datasets.cartoon.matte.backend", "--metric", iou,
+                        "--where", "train.d_variantt=sn")  # fmt: skip
+    assert code == 2 and "train.d_variantt: no param or metric of that name" in err and "train.d_variant?" in err

@@ -397,16 +397,21 @@ def exp_table(
         [], help="KEY=VALUE: only experiments with this param value (repeatable; commit=REV: one commit's)"
     ),
     out: Path | None = typer.Option(None, dir_okay=False, help="also write the table as Markdown here"),
+    all_commits: bool = typer.Option(
+        False, "--all-commits", help="the experiments of every commit, not only the current one's (reads the history)"
+    ),
 ) -> None:
     """Pivot the DVC experiments (e.g. a `dvc exp run --queue -S ...` sweep) into one metric table."""
-    from facegan.experiments import dvc_experiments, lower_is_better, pivot, resolve, to_markdown, unscored
+    from facegan.experiments import COMMIT, dvc_experiments, lower_is_better, named, pivot, to_markdown, unscored
     from facegan.io import write_text
 
     if bad := [w for w in where if "=" not in w]:
         raise typer.BadParameter(f"{bad[0]!r}: expected KEY=VALUE", param_hint="--where")
-    exps = dvc_experiments()
-    rows, cols, metric = (resolve(exps, name) for name in (rows, cols, metric))  # the columns used, named in full
-    kept = dict(w.split("=", 1) for w in where)
+    if all_commits:
+        typer.echo("reading the DVC experiments of every commit (all of the history: minutes in a long one)", err=True)
+    exps = dvc_experiments(all_commits=all_commits)
+    rows, cols, metric = (named(exps, name) for name in (rows, cols, metric))  # the columns used, named in full
+    kept = {k if k == COMMIT else named(exps, k): v for k, v in (w.split("=", 1) for w in where)}
     rkeys, ckeys, cells = pivot(exps, rows, cols, metric, kept)
     left_out = unscored(exps, rows, cols, metric, kept)
     if not cells:
@@ -416,7 +421,9 @@ def exp_table(
                 "(failed, queued, running or no finite value)"
             )
         else:
-            said = f"no experiments have {rows}, {cols} and {metric}; run a sweep first (see README)"
+            said = f"no experiments have {rows}, {cols} and {metric}; run a sweep first (see README)" + (
+                "" if all_commits else ", or add --all-commits for the experiments of earlier commits"
+            )
         typer.echo(said, err=True)
         raise typer.Exit(1)
     table = to_markdown(rkeys, ckeys, cells, rows, cols, metric, lower_is_better(metric), left_out)

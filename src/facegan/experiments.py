@@ -13,7 +13,7 @@ from pathlib import Path
 
 from facegan.errors import FaceganError, StageError
 
-COMMIT = "commit"  # put on each experiment row: the rev of its baseline (--all-commits lists several)
+COMMIT = "commit"  # put on each experiment row: the rev of its baseline (all_commits lists several)
 # sections that say where and how fast runs go, not what they compute: they may differ within a cell
 NOT_COMPUTED = ("workers", "orchestration", "tracking")
 
@@ -22,12 +22,13 @@ class TableError(FaceganError, ValueError):
     """A table that cannot be made as asked: a name several columns match, a cell of unlike experiments."""
 
 
-def dvc_experiments(root: Path = Path(".")) -> list[dict[str, str]]:
-    """Rows of `dvc exp show --csv` (workspace, baseline and every experiment), each experiment's with its
+def dvc_experiments(root: Path = Path("."), all_commits: bool = False) -> list[dict[str, str]]:
+    """Rows of `dvc exp show --csv` (workspace, baseline and the experiments of the current commit, or of every
+    commit: `all_commits`, which reads the whole history: minutes in a long one), each experiment's with its
     baseline's rev as COMMIT."""
     # this interpreter's dvc: the console script need not be on PATH (a venv's facegan run without activating it);
     # -P: the project folder is not put first on the module path (a file there must not shadow dvc's imports)
-    cmd = [sys.executable, "-P", "-m", "dvc", "exp", "show", "--csv", "--all-commits"]
+    cmd = [sys.executable, "-P", "-m", "dvc", "exp", "show", "--csv", *(["--all-commits"] if all_commits else [])]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if r.returncode != 0:
         raise StageError(f"dvc exp show failed: {r.stderr.strip()}")
@@ -54,6 +55,21 @@ def resolve(rows: list[dict[str, str]], name: str) -> str:
     if len(hits) > 1:
         raise TableError(f"{name} is a column of {len(hits)} files: {', '.join(hits)}; pass the one you mean in full")
     return hits[0] if hits else name
+
+
+def named(rows: list[dict[str, str]], name: str) -> str:
+    """`resolve`, for a name the user typed: one that is no column of any row is an error naming the closest
+    columns (a misspelt name read as "no experiments have it; run a sweep first"). No rows: the name as it is."""
+    import difflib
+
+    found = resolve(rows, name)
+    names = {k for row in rows for k in row}
+    if found in names or not names:
+        return found
+    bare = sorted({k.rsplit(":", 1)[-1] for k in names})
+    close = difflib.get_close_matches(name.rsplit(":", 1)[-1], bare, n=3, cutoff=0.7)
+    hint = f"did you mean {' or '.join(close)}?" if close else "`dvc exp show` lists the names there are"
+    raise TableError(f"{name}: no param or metric of that name in the DVC experiments; {hint}")
 
 
 def column(row: dict[str, str], name: str) -> str | None:
@@ -174,25 +190,37 @@ def spread(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def lower_is_better(metric: str) -> bool:
-    """Distances (fd_*, kid_*): lower is better; attribute accuracies (attr_acc*): higher. `file:` prefix or not."""
-    return not metric.rsplit(":", 1)[-1].startswith("attr_acc")
+# which way is better, by the start of a metric's own name (its last dotted part, without DVC's `file:`)
+LOWER_BETTER = ("fd_", "kid_", "landmark_error")  # distances and errors
+HIGHER_BETTER = ("attr_acc", "recall", "precision", "matte_iou")  # accuracies, detection and matting scores
+
+
+def lower_is_better(metric: str) -> bool | None:
+    """True for distances and errors, False for accuracies, recall, precision and IoU (`a.b.recall`, `file:` prefix
+    or not); None for the rest (a count, a loss, a time), of which no cell is called the best."""
+    name = metric.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+    if name.startswith(HIGHER_BETTER):
+        return False
+    return True if name.startswith(LOWER_BETTER) else None
 
 
 def _names(cells: Iterable[tuple[str, str]]) -> str:
     return ", ".join(f"{r} / {c}" for r, c in cells)
 
 
-def _verdict(cells: dict[tuple[str, str], list[float]], lower: bool) -> str:
+def _verdict(cells: dict[tuple[str, str], list[float]], lower: bool | None) -> str:
     """The best cell and how the others stand to it (by the values themselves, not their rounding): their ranges
     overlap its range (not beyond the seed-to-seed spread), one value on either side (no spread to compare), or
-    apart; no best when every cell's mean is the same."""
+    apart; no best when every cell's mean is the same, or when which way is better is not known (`lower` None)."""
     means = {k: spread(v)[0] for k, v in cells.items()}
     if len(cells) == 1:
         return f"One cell ({_names(cells)}): nothing to compare."
     if len(set(means.values())) == 1:
         same = _num(next(iter(means.values())))
         return f"No difference: every cell's mean is {same} (no best cell; a finding to explain)."
+    if lower is None:
+        known = ", ".join(f"{n}*" for n in LOWER_BETTER + HIGHER_BETTER)
+        return f"No best cell: whether a higher or a lower value of this metric is better is not known ({known} are)."
     best = (min if lower else max)(cells, key=means.__getitem__)
     lo, hi = min(cells[best]), max(cells[best])
     others = sorted(k for k in cells if k != best)
@@ -218,7 +246,7 @@ def to_markdown(
     row_param: str,
     col_param: str,
     metric: str,
-    lower: bool = True,
+    lower: bool | None = True,
     left_out: dict[tuple[str, str], int] | None = None,
 ) -> str:
     """The pivot as Markdown, mean +- std (n) per cell and how many of its experiments have no score (`left_out`,
