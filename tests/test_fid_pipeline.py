@@ -321,6 +321,12 @@ def test_fid_between_folders_of_mixed_sizes_and_modes(tmp_path, prepared):
     assert (
         r.returncode == 0 and r.stdout == f"FD (dlib): n/a   KID: n/a   (6 vs 6 images: {a} holds the images of {a})\n"
     )
+    # its images with one of them twice: the reference still (it was scored, 0.000265 in the bug hunt)
+    twice = tmp_path / "twice"
+    shutil.copytree(a, twice)
+    shutil.copy(a / "0.png", twice / "0_again.png")
+    r = subprocess.run(cli + [str(a), str(twice), "--extractor", "dlib"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("FD (dlib): n/a   KID: n/a   (6 vs 7 images: ")
     mixed, sub = tmp_path / "mixed", tmp_path / "sub"
     mixed.mkdir(), sub.mkdir()
     Image.open(a / "0.png").save(mixed / "0.bmp")  # one of a's images as BMP: the same pixels in another format

@@ -362,6 +362,7 @@ def fid(
     from facegan.config import EvaluateConfig, parse_section
     from facegan.evaluate.compare import compare_folders
     from facegan.evaluate.extractors import EXTRACTORS
+    from facegan.evaluate.fid import kid_spread
     from facegan.logs import setup_logging
     from facegan.registry import pick
 
@@ -385,7 +386,7 @@ def fid(
         typer.echo(f"FD ({space}): n/a   KID: n/a   ({counts}: {folder_b} holds the images of {folder_a})")
         return
     copies = f", {r['copies']} of them identical to reference images" if r["copies"] else ""
-    typer.echo(f"FD ({space}): {r['fd']:.6f}   KID: {r['kid']:.6f} +- {r['kid_std']:.6f}   ({counts}{copies})")
+    typer.echo(f"FD ({space}): {r['fd']:.6f}   KID: {r['kid']:.6f} +- {kid_spread(r['kid_std'])}   ({counts}{copies})")
 
 
 @app.command("exp-table")

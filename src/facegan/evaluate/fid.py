@@ -133,10 +133,17 @@ def frechet_distance(
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def kid_spread(std: float | None) -> str:
+    """`kid`'s std as printed: six decimals, or why there is none."""
+    return "n/a (every subset is both sets whole)" if std is None else f"{std:.6f}"
+
+
 def kid(
     real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """Unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets: (mean, std)."""
+) -> tuple[float, float | None]:
+    """Unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets: (mean, std). The std is None
+    where both sets hold the same number of images, at most `subset_size`: every subset is then both sets whole
+    (as in the reference implementations), and a std of 0 would claim a precision that was never measured."""
     d = real.shape[1]
     m = min(len(real), len(fake), subset_size)
     if m < 2:
@@ -148,4 +155,4 @@ def kid(
         y = fake[rng.choice(len(fake), m, replace=False)]
         kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
         vals.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
-    return float(np.mean(vals)), float(np.std(vals))
+    return float(np.mean(vals)), None if m == len(real) == len(fake) else float(np.std(vals))

@@ -25,6 +25,7 @@ from facegan.evaluate.fid import (
     feature_stats,
     frechet_distance,
     kid,
+    kid_spread,
     load_stats,
     save_stats,
 )
@@ -286,15 +287,15 @@ def run_evaluate(
             "n_real": score["n_real"],
             "n_fake": score["n_fake"],
             "mode": cfg.mode,
-            "kid_std": round(score["kid_std"], 8),
+            "kid_std": None if score["kid_std"] is None else round(score["kid_std"], 8),
         }
         log.info(
-            "Frechet distance (%s, %s): %.4f   KID: %.6f +- %.6f",
+            "Frechet distance (%s, %s): %.4f   KID: %.6f +- %s",
             name,
             cfg.mode,
             score["fd"],
             score["kid"],
-            score["kid_std"],
+            kid_spread(score["kid_std"]),
         )
     with atomic_dir(dst) as tmp:
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
