@@ -61,6 +61,15 @@ def _models_dir_params(root: Path) -> str:
     return str(path)
 
 
+def _without_config(root: Path) -> Path:
+    """A generator checkpoint without its config (it was a KeyError traceback)."""
+    path = root / "noconfig.pt"
+    state = torch.load(root / "ckpt" / "checkpoint.pt", weights_only=True)
+    del state["config"]
+    torch.save(state, path)
+    return path
+
+
 def _weights_of_another_width(root: Path) -> Path:
     """A checkpoint whose config says g_channels 16 while its weights are 8 wide."""
     path = root / "wide.pt"
@@ -116,6 +125,11 @@ CASES = [
         " e.g. stem.0.weight: file (100, 32, 4, 4) vs model (100, 64, 4, 4); stem.1.weight: file (32,) vs model (64,);"
         " stem.1.bias: file (32,) vs model (64,); another facegan version wrote it, or its config was edited: retrain,"
         " or use the version that wrote it\n",
+    ),
+    (
+        "checkpoint-without-config",
+        lambda r: CLI + ["sample", "-c", str(_without_config(r)), "-o", str(r / "s")],
+        "noconfig.pt: not a generator checkpoint of `facegan train` (keys: ",
     ),
     (
         "checkpoint-unreadable",

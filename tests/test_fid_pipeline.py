@@ -168,6 +168,28 @@ def test_attributes_extractor_sees_images_at_its_classifier_resolution(prepared,
     assert np.array_equal(ex(big), ex(down)) and np.abs(ex(big) - as_is).max() > 1e-3
 
 
+def test_a_classifier_file_that_is_not_one_is_one_clear_error(prepared, tmp_path):
+    """`--classifier DIR` whose classifier.pt holds something else, or weights of other labels: a KeyError, a
+    TypeError or torch's size-mismatch traceback."""
+    from facegan.errors import CheckpointError
+    from facegan.evaluate.classifier import MODEL, load_classifier
+
+    state = torch.load(prepared[1] / "classifier" / MODEL, weights_only=True)
+    folder = tmp_path / "classifier"
+    folder.mkdir()
+    for content, match in (
+        ({"G": {}, "config": {}}, r"classifier.pt: not an attribute classifier of the classifier stage \(keys: G, c"),
+        ([1, 2], r"not an attribute classifier of the classifier stage \(list\); remove it and run the classifier"),
+        (
+            {**state, "label_dims": [*state["label_dims"], 3]},
+            rf"weights do not fit a classifier of {len(state['label_dims']) + 1} attributes: missing 2, e\.g\. heads",
+        ),
+    ):
+        torch.save(content, folder / MODEL)
+        with pytest.raises(CheckpointError, match=match):
+            load_classifier(folder)
+
+
 def test_clean_resize_is_pil_bicubic_per_channel():
     const = np.full((2, 32, 48, 3), 77, np.uint8)
     out = clean_resize(const)

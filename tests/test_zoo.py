@@ -418,6 +418,10 @@ def test_parse_labels_rules():
         parse_labels("hair=a", names, values2)
     with pytest.raises(LabelError, match="unconditional"):
         parse_labels("x=1", [], {})
+    # the last of two values won, without a word
+    with pytest.raises(LabelError, match=r"^hair_color is given twice, as 'a' and 'b': give it once$"):
+        parse_labels("hair_color=a,hair_c=b", names, values)
+    assert parse_labels("hair_color=b,hair_color=b", names, values) == {0: 1}
 
 
 def test_unconditional_checkpoint_refuses_labels(layout, tmp_path):

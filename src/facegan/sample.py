@@ -237,7 +237,10 @@ def parse_labels(spec: str, names: list[str], values: dict[str, list[str]]) -> d
         name = matches[0]
         if val not in values[name]:
             raise LabelError(f"unknown value {val!r} for {name}; valid: {', '.join(values[name])}")
-        out[names.index(name)] = values[name].index(val)
+        index = names.index(name)
+        if index in out and out[index] != values[name].index(val):  # the last one won, without a word
+            raise LabelError(f"{name} is given twice, as {values[name][out[index]]!r} and {val!r}: give it once")
+        out[index] = values[name].index(val)
     return out
 
 

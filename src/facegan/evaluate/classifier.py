@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 
 from facegan.config import ClassifierConfig
 from facegan.data.packed import ZIP_NAME, load_packed
+from facegan.errors import CheckpointError
 from facegan.io import atomic_dir, load_torch, write_text
+from facegan.models.weights import mismatch
 
 log = logging.getLogger(__name__)
 MODEL = "classifier.pt"
@@ -121,7 +123,17 @@ def load_classifier(folder: Path) -> tuple[AttributeNet, dict] | None:
     path = folder / MODEL
     if not path.is_file():
         return None
-    state = load_torch(path, "remove it and run the classifier stage again")
-    net = AttributeNet(state["label_dims"])
+    again = "remove it and run the classifier stage again"
+    state = load_torch(path, again)
+    dims = state.get("label_dims") if isinstance(state, dict) else None
+    if not isinstance(dims, list) or not dims or not all(isinstance(k, int) and k >= 2 for k in dims):
+        kind = f"keys: {', '.join(map(str, sorted(state)[:8]))}" if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not an attribute classifier of the classifier stage ({kind}); {again}")
+    net = AttributeNet(dims)
+    problem = mismatch(net.state_dict(), state.get("state"))
+    if problem:
+        raise CheckpointError(
+            f"{path}: its weights do not fit a classifier of {len(dims)} attributes: {problem}; {again}"
+        )
     net.load_state_dict(state["state"])
     return net.eval(), state

@@ -98,7 +98,7 @@ def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[n
     """The generator held by a loaded `facegan train` checkpoint, in eval mode, and its config."""
     from facegan.models import build_models
 
-    if "G" not in state or "resolution" not in state:
+    if not {"G", "resolution", "config"} <= set(state):
         raise CheckpointError(
             f"{path}: not a generator checkpoint of `facegan train` (keys: {', '.join(sorted(state)[:8])})"
         )
