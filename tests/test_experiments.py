@@ -163,6 +163,30 @@ def test_exp_args_turn_an_overlay_into_checked_set_params(tmp_path):
     with pytest.raises(ParamsError, match="o.yaml: expected a mapping of params.yaml sections"):
         set_args(overlay, root / "params.yaml")
 
+    # strings DVC (Hydra) would read as a number, a bool or null were passed bare: params.yaml then held an int
+    # where a string belongs, and `facegan check` failed; a row `mine: {}` of the transfer runs was left out
+    overlay.write_text(
+        "tracking: {experiment: '2024'}\nevaluate: {inception_weights: '1e3'}\ntransfer: {runs: {mine: {}}}\n"
+    )
+    args = set_args(overlay, root / "params.yaml")
+    assert (
+        "tracking.experiment='2024'" in args
+        and "+transfer.runs.mine={}" in args
+        and "evaluate.inception_weights='1e3'" in args
+    )
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    apply_overrides(str(tmp_path / "params.yaml"), [a for a in args if a != "-S"])
+    applied = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert applied["tracking"]["experiment"] == "2024" and applied["evaluate"]["inception_weights"] == "1e3"
+    assert applied["transfer"]["runs"]["mine"] == {}
+    assert load_params(tmp_path / "params.yaml").transfer.runs["mine"] == {}
+    # a typo in params.yaml itself is named as params.yaml's, not the overlay's
+    (tmp_path / "typo.yaml").write_text((root / "params.yaml").read_text().replace("\n  steps:", "\n  stpes:", 1))
+    overlay.write_text("train: {steps: 7}\n")
+    with pytest.raises(ParamsError) as e:
+        set_args(overlay, tmp_path / "typo.yaml")
+    assert str(e.value).startswith(f"{tmp_path / 'typo.yaml'}: 1 invalid value") and "applied to" not in str(e.value)
+
 
 def test_dvc_is_this_interpreter_s_not_the_path_s(tmp_path, monkeypatch):
     """`facegan exp-table` from a venv that is not activated: dvc runs as `python -m dvc`, so it is found, and a

@@ -286,8 +286,9 @@ def _fmt(values: list[float] | None, left_out: int = 0) -> str:
 
 
 def _literal(v: object) -> str:
-    """A value in the override grammar `dvc exp run -S` reads (Hydra's): lists in brackets, plain words bare,
-    other strings quoted (a bare comma would make a sweep)."""
+    """A value in the override grammar `dvc exp run -S` reads (Hydra's): lists in brackets, an empty mapping as
+    {}, plain words bare, other strings quoted: a bare comma would make a sweep, and a word Hydra reads as
+    another type (`2024`, `true`, `1e3`, `null`) would be written into params.yaml as that type."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
@@ -296,8 +297,30 @@ def _literal(v: object) -> str:
         return repr(v)
     if isinstance(v, list):
         return "[" + ",".join(_literal(x) for x in v) + "]"
+    if v == {}:
+        return "{}"
     s = str(v)
-    return s if s.replace("_", "").replace("-", "").replace(".", "").isalnum() else "'" + s.replace("'", "\\'") + "'"
+    plain = s.replace("_", "").replace("-", "").replace(".", "").isalnum()
+    return s if plain and _hydra_reads(s) == s else "'" + s.replace("'", "\\'") + "'"
+
+
+def _hydra_reads(word: str) -> object:
+    """What `dvc exp run -S key=<word>` sets: the value Hydra's override parser (DVC's) reads from the bare word."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(f"key={word}").value()
+
+
+def _leaves(overlay: dict, prefix: str = "") -> dict[str, object]:
+    """Every leaf of the overlay under its dotted key; an empty mapping is a leaf (a row `mine: {}` of the
+    transfer study's runs: `config.flatten` drops it, and the row was left out without a word)."""
+    out: dict[str, object] = {}
+    for k, v in overlay.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def set_args(overlay_path: Path, params_path: Path = Path("params.yaml")) -> list[str]:
@@ -308,7 +331,8 @@ def set_args(overlay_path: Path, params_path: Path = Path("params.yaml")) -> lis
     overlay = read_yaml(overlay_path)
     if not isinstance(overlay, dict):
         raise ParamsError(f"{overlay_path}: expected a mapping of params.yaml sections")
-    leaves = flatten(overlay)
+    leaves = _leaves(overlay)
+    load_params(params_path)  # params.yaml's own problems are its own, not the overlay's
     load_params(params_path, leaves, source=f"{overlay_path} (applied to {params_path})")  # a typo is the overlay's
     present = flatten(read_yaml(params_path))
     # a key params.yaml does not spell out (a default of its section) is added, `+key=value` in DVC's (Hydra's)
