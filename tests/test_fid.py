@@ -75,8 +75,9 @@ def test_missing_inception_weights_message_names_file_and_place(tmp_path, monkey
         inception.find_weights()
     msg = str(e.value)
     assert inception.WEIGHTS_NAME in msg and str(tmp_path / "th" / "hub" / "checkpoints") in msg
-    assert "evaluate.inception_weights" in msg
-    with pytest.raises(inception.WeightsUnavailable, match="not found at"):
+    # `facegan fid` reads no params.yaml: its option is named, and the extractor that needs no download
+    assert "evaluate.inception_weights (facegan fid: --weights)" in msg and "--extractor dlib" in msg
+    with pytest.raises(inception.WeightsUnavailable, match=r"not found at .*nope.pth \(.*facegan fid: --weights\)"):
         inception.find_weights(tmp_path / "nope.pth")
 
 

@@ -191,7 +191,9 @@ def find_weights(explicit: Path | None = None, download: bool = True) -> Path:
     """The weight file: an explicit path, else the torch hub cache, else a download into that cache."""
     if explicit is not None:
         if not explicit.is_file():
-            raise WeightsUnavailable(f"Inception weights not found at {explicit} (evaluate.inception_weights)")
+            raise WeightsUnavailable(
+                f"Inception weights not found at {explicit} (evaluate.inception_weights; facegan fid: --weights)"
+            )
         return explicit
     cached = hub_checkpoint_dir() / WEIGHTS_NAME
     if cached.is_file():
@@ -206,7 +208,8 @@ def find_weights(explicit: Path | None = None, download: bool = True) -> Path:
         f"FID Inception weights '{WEIGHTS_NAME}' not found. Looked in {cached} "
         f"(torch hub cache; TORCH_HOME moves it) and could not download {WEIGHTS_URL}. "
         f"Download that file on a machine with internet and copy it to {cached.parent}/, "
-        f"or set evaluate.inception_weights to its path."
+        "or set evaluate.inception_weights (facegan fid: --weights) to its path; the dlib extractor "
+        "(facegan fid --extractor dlib) needs no download."
     )
 
 
