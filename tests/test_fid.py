@@ -173,3 +173,14 @@ def test_a_folder_streams_in_path_order_with_one_bar_and_names_a_bad_file(layout
     (tmp_path / "07.png").write_text("not an image")
     with pytest.raises(ImageError, match=r"07.png: unreadable image: no image format Pillow knows"):
         ex.folder(list_images(tmp_path))
+
+
+def test_a_singular_covariance_product_is_one_log_line_not_scipy_s_warning(caplog, recwarn):
+    """A collapsed set (every image the same features) printed scipy's LinAlgWarning with its source line."""
+    import logging
+
+    one = np.tile(np.random.default_rng(0).normal(size=(1, 16)), (5, 1))
+    with caplog.at_level(logging.WARNING, logger="facegan"):
+        fd = frechet_distance(one.mean(0), np.cov(one, rowvar=False), one[:3].mean(0), np.cov(one[:3], rowvar=False))
+    assert fd == pytest.approx(0, abs=1e-12) and not [w for w in recwarn if "singular" in str(w.message)]
+    assert "the product of the covariances is singular (images of (nearly) the same features" in caplog.text

@@ -265,7 +265,7 @@ def test_summary_without_mlflow_skips_the_times(monkeypatch, tmp_path):
 def test_summary_headline_takes_each_dataset_s_own_metric_and_says_so_without_final_scores(tmp_path):
     """cartoon scored by Inception and sketch by dlib alone: sketch's line is its fd_dlib, not `fd_inception -`;
     a transfer table of runs not evaluated yet names no `fd_None`."""
-    from facegan.summary import headline, transfer
+    from facegan.summary import cyclegan, headline, transfer
 
     for ds, m in (("cartoon", {"fd_inception": 40.0, "fd_dlib": 0.5}), ("sketch", {"fd_dlib": 0.25, "kid_dlib": 0.01})):
         (tmp_path / "data" / "reports" / ds).mkdir(parents=True)
@@ -276,6 +276,16 @@ def test_summary_headline_takes_each_dataset_s_own_metric_and_says_so_without_fi
         ["sketch", "fd_dlib", "0.25"],
     ]
     assert lines[0].endswith("(inception if scored, else dlib):")
+    # a report cut off read as "no report yet", and a CycleGAN's left no line
+    (tmp_path / "data" / "reports" / "sketch" / "metrics.json").write_text('{"fd_dlib": 0.2')
+    (tmp_path / "data" / "cyclegan").mkdir(parents=True)
+    (tmp_path / "data" / "cyclegan" / "metrics.json").write_text("")
+    assert headline(load_params(ROOT / "params.yaml"), tmp_path)[2].split(None, 1)[1] == (
+        "data/reports/sketch/metrics.json cannot be read (cut off or edited?) (dvc repro report@sketch)"
+    )
+    assert cyclegan(tmp_path) == [
+        "CycleGAN: data/cyclegan/metrics.json cannot be read (cut off or edited?): dvc repro cyclegan"
+    ]
     (tmp_path / "data" / "transfer").mkdir(parents=True)
     rows = {"baseline": {"freeze_d": 0, "final": {}}, "ada": {"augment": "ada"}}
     (tmp_path / "data/transfer/fid_table.json").write_text(json.dumps({"source": "a", "target": "b", "rows": rows}))

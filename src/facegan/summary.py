@@ -67,7 +67,9 @@ def headline(p: Params, root: Path) -> list[str]:
     lines = ["Frechet distance per dataset, lower is better (inception if scored, else dlib):"]
     for d, m in found.items():
         if not isinstance(m, dict):
-            lines.append(f"  {d:<{width}}  no report yet (dvc repro report@{d})")
+            there = (root / REPORTS / d / "metrics.json").exists()  # but not a JSON mapping: cut off or edited
+            why = f"{REPORTS}/{d}/metrics.json cannot be read (cut off or edited?)" if there else "no report yet"
+            lines.append(f"  {d:<{width}}  {why} (dvc repro report@{d})")
             continue
         metric = _primary([m])
         kid = metric.replace("fd_", "kid_")
@@ -135,7 +137,9 @@ def cyclegan(root: Path) -> list[str]:
     """The CycleGAN's distance per direction beside the untranslated images' (data/cyclegan/metrics.json)."""
     m = _read_json(root / CYCLEGAN / "metrics.json")
     if not isinstance(m, dict):
-        return []
+        if not (root / CYCLEGAN / "metrics.json").exists():
+            return []
+        return [f"CycleGAN: {CYCLEGAN}/metrics.json cannot be read (cut off or edited?): dvc repro cyclegan"]
     metric = _primary([m.get("a_to_b"), m.get("b_to_a")])
     names = {"a_to_b": f"{m.get('a', 'a')}->{m.get('b', 'b')}", "b_to_a": f"{m.get('b', 'b')}->{m.get('a', 'a')}"}
     parts = [

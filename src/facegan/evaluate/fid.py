@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,14 @@ def frechet_distance(
     ):
         raise ValueError("non-finite mean or covariance: the features contain NaN/inf (diverged generator?)")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    with warnings.catch_warnings(record=True) as said:  # scipy's, raw with its source line: one log line instead
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if any(issubclass(w.category, linalg.LinAlgWarning) for w in said):
+        log.warning(
+            "the product of the covariances is singular (images of (nearly) the same features: a collapsed set?): "
+            "its square root, and so the distance, may be inaccurate"
+        )
     if not np.isfinite(covmean).all():
         log.warning("singular product of covariances; adding %g to the diagonals", eps)
         offset = np.eye(sigma1.shape[0]) * eps
