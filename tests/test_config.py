@@ -139,7 +139,7 @@ def test_unquoted_off_is_amp_off_and_flag_settings_give_one_message():
 
 
 def test_unknown_dataset_lists_known(tiny_params_obj):
-    with pytest.raises(ParamsError, match="unknown dataset 'dogs'; params.yaml defines: cartoon"):
+    with pytest.raises(ParamsError, match="unknown dataset 'dogs'; the params file defines: cartoon"):
         tiny_params_obj.dataset("dogs")
 
 

@@ -454,3 +454,14 @@ def test_acgan_resume_is_bitwise_exact(layout, tmp_path, monkeypatch):
 def test_params_error_for_unknown_model():
     with pytest.raises(ParamsError, match="train.model: got 'stylegan9'"):
         tiny_params(model="stylegan9")
+
+
+def test_a_cyclegan_checkpoint_given_to_sample_says_what_it_is_and_where_it_works(tmp_path):
+    """It was refused as 'not a generator checkpoint of `facegan train` (keys: D_a, D_b, G_ab, ...)'."""
+    from facegan.errors import CheckpointError
+    from facegan.train.checkpoint import generator_of
+
+    state = {"format": 1, "G_ab": {}, "G_ba": {}, "D_a": {}, "D_b": {}, "config": {}}
+    with pytest.raises(CheckpointError, match=r"c.pt: a CycleGAN checkpoint \(`facegan cyclegan`\): it translates .*"
+                       r"`facegan explore` translates with it$"):  # fmt: skip
+        generator_of(state, tmp_path / "c.pt")

@@ -857,7 +857,7 @@ class Params(Section):
         for role, name in roles.items():
             if name not in self.datasets:
                 raise ValueError(
-                    f"{section}.{role} {name!r} is not a dataset; params.yaml defines: {', '.join(self.datasets)}"
+                    f"{section}.{role} {name!r} is not a dataset; the params file defines: {', '.join(self.datasets)}"
                 )
         first, second = roles.values()
         if first == second:
@@ -892,7 +892,7 @@ class Params(Section):
         try:
             return self.datasets[name]
         except KeyError:
-            raise ParamsError(f"unknown dataset {name!r}; params.yaml defines: {', '.join(self.datasets)}") from None
+            raise ParamsError(f"unknown dataset {name!r}; the params file defines: {', '.join(self.datasets)}") from None
 
 
 # ---- loading and error messages -------------------------------------------------------------

@@ -98,6 +98,11 @@ def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[n
     """The generator held by a loaded `facegan train` checkpoint, in eval mode, and its config."""
     from facegan.models import build_models
 
+    if "G_ab" in state:  # the CycleGAN stage's: it draws no images from noise
+        raise CheckpointError(
+            f"{path}: a CycleGAN checkpoint (`facegan cyclegan`): it translates images, it does not sample them; "
+            "`facegan explore` translates with it"
+        )
     if not {"G", "resolution", "config"} <= set(state):
         raise CheckpointError(
             f"{path}: not a generator checkpoint of `facegan train` (keys: {', '.join(sorted(state)[:8])})"
@@ -108,7 +113,8 @@ def generator_of(state: dict[str, Any], path: Path, ema: bool = True) -> tuple[n
         raise config_error(path, "train", e) from None
     g, _ = build_models(cfg, state["resolution"], state.get("label_dims") or [])
     key = "G_ema" if ema and state.get("G_ema") is not None else "G"
-    load_module(g, state[key], path, f"a {cfg.model} checkpoint whose {key} weights")
+    article = "an" if cfg.model[0] in "aeiou" else "a"  # "an acgan checkpoint"
+    load_module(g, state[key], path, f"{article} {cfg.model} checkpoint whose {key} weights")
     return g.eval(), cfg
 
 
