@@ -163,6 +163,7 @@ def test_files_the_reader_refuses_from_their_header_are_skipped_with_the_reason(
     (src / "ok.png").write_bytes(png)
     (src / "half.png").write_bytes(png[:60])  # cut off after its header: the detect stage rejects it when it decodes
     (src / "notes.jpg").write_bytes(b"not an image, named like one")
+    (src / "never.png").write_bytes(b"")  # a copy that never started: said as such, not "no image format"
     Image.new("1", (10_001, 10_000)).save(src / "huge.png")  # 100,010,000 pixels in a small file
     report = import_images(src, tmp_path / "out")
     assert report.imported == ["half.png", "ok.png"]
@@ -170,10 +171,11 @@ def test_files_the_reader_refuses_from_their_header_are_skipped_with_the_reason(
     assert report.skipped == {
         "huge.png": "too large: 10001x10000 > 100000000 pixels",
         "notes.jpg": "unreadable image: no image format Pillow knows",
+        "never.png": "unreadable image: an empty file (0 bytes)",
     }
     for name in ("ok.png", "half.png"):
         (src / name).unlink()
-    with pytest.raises(NoImages, match=r"no images found .*; 2 such file\(s\) refused, e.g. huge.png: too large"):
+    with pytest.raises(NoImages, match=r"no images found .*; 3 such file\(s\) refused, e.g. huge.png: too large"):
         import_images(src, tmp_path / "out2")
     assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))
 

@@ -892,7 +892,8 @@ class Params(Section):
         try:
             return self.datasets[name]
         except KeyError:
-            raise ParamsError(f"unknown dataset {name!r}; the params file defines: {', '.join(self.datasets)}") from None
+            defined = ", ".join(self.datasets)
+            raise ParamsError(f"unknown dataset {name!r}; the params file defines: {defined}") from None
 
 
 # ---- loading and error messages -------------------------------------------------------------

@@ -95,7 +95,7 @@ def open_image(fp: Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Iterator[Im
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fp)
     except _DECODE_ERRORS as e:
-        raise _unreadable(e) from None
+        raise (ImageError("unreadable image: an empty file (0 bytes)") if _empty(fp) else _unreadable(e)) from None
     with im:
         if im.width * im.height > max_pixels:
             raise ImageError(f"too large: {im.width}x{im.height} > {max_pixels} pixels")
@@ -156,6 +156,14 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
     method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
     return im.transpose(method) if method is not None else im
+
+
+def _empty(fp: Path | BinaryIO) -> bool:
+    """Whether the file Pillow could not open holds no bytes at all (a copy or download that never started)."""
+    try:
+        return (fp.stat().st_size if isinstance(fp, Path) else fp.seek(0, os.SEEK_END)) == 0
+    except (OSError, ValueError):
+        return False
 
 
 def _unreadable(e: BaseException) -> ImageError:
