@@ -66,6 +66,18 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def test_a_stage_run_for_another_root_tracks_into_that_root_s_store(tmp_path):
+    """A stage command given --root from another folder wrote its MLflow run into the current folder's mlflow.db
+    (the default store is relative), while `dvc repro` in that root writes the root's: the runs of one project in
+    two stores, and `summary --root` read only one."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    r = _cli("cyclegan", "-p", str(ROOT / "params.yaml"), "--root", str(project), cwd=elsewhere)
+    assert r.returncode == 2 and "dataset 'cartoon' is not packed yet" in r.stderr
+    assert (project / "mlflow.db").is_file() and not (elsewhere / "mlflow.db").exists()
+
+
 def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):
     params = str(ROOT / "params.yaml")
     r = _cli("transfer", "warmup", "-p", params, "--root", str(tmp_path), cwd=tmp_path)

@@ -296,10 +296,10 @@ def test_summary_headline_takes_each_dataset_s_own_metric_and_says_so_without_fi
     ]
 
 
-def test_timings_and_summary_read_the_store_of_the_params_file_s_project(store, monkeypatch, tmp_path, capsys):
-    """`-p project/params.yaml` from another folder read the current folder's mlflow.db (params' default
+def test_timings_and_summary_read_the_store_of_the_project_root(store, monkeypatch, tmp_path, capsys):
+    """`--root project` from another folder read the current folder's mlflow.db (params' default
     `sqlite:///mlflow.db`, relative): "no MLflow store" there, or another project's stage times beside this project's
-    scores. A relative store is now the params file's folder's; run from there, the value is kept as written."""
+    scores. A relative store is now the root's, where `dvc repro` writes it; from the root itself, kept as written."""
     from facegan.config import TrackingConfig, anchored, load_tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -310,10 +310,12 @@ def test_timings_and_summary_read_the_store_of_the_params_file_s_project(store, 
     (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     _files(project)
     monkeypatch.chdir(elsewhere)
-    assert load_tracking(project / "params.yaml").tracking_uri == f"sqlite:///{project / 'mlflow.db'}"
-    code, out, err = _cli(capsys, "timings", "-p", "../project/params.yaml")
-    assert code == 0, err
-    assert "train@cartoon" in out and out.splitlines()[-1].split()[:3] == ["total", "44m", "36s"]
+    assert load_tracking(project / "params.yaml", project).tracking_uri == f"sqlite:///{project / 'mlflow.db'}"
+    assert load_tracking(project / "params.yaml").tracking_uri == "sqlite:///mlflow.db"  # no root: the current folder
+    for args in (["-p", "../project/params.yaml", "--root", "../project"], ["--root", "../project"]):
+        code, out, err = _cli(capsys, "timings", *args)  # without -p: the root's params.yaml
+        assert code == 0, err
+        assert "train@cartoon" in out and out.splitlines()[-1].split()[:3] == ["total", "44m", "36s"]
     code, out, err = _cli(capsys, "summary", "-p", str(project / "params.yaml"), "--root", str(project))
     assert code == 0, err
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out  # the project's: to be run there
@@ -322,9 +324,12 @@ def test_timings_and_summary_read_the_store_of_the_params_file_s_project(store, 
     assert not (elsewhere / "mlflow.db").exists()  # nothing made here
 
     monkeypatch.chdir(project)  # from the project itself: as written
-    assert load_tracking(Path("params.yaml")).tracking_uri == "sqlite:///mlflow.db"
+    assert load_tracking(Path("params.yaml"), Path(".")).tracking_uri == "sqlite:///mlflow.db"
+    assert load_tracking(Path("params.yaml"), project).tracking_uri == "sqlite:///mlflow.db"
     monkeypatch.chdir(elsewhere)
+    (tmp_path / "link").symlink_to(project)  # a root reached through a link: that path, not the link's target
+    assert anchored(TrackingConfig(), tmp_path / "link").tracking_uri == f"sqlite:///{tmp_path / 'link' / 'mlflow.db'}"
     file_store, absolute, server = TrackingConfig(tracking_uri="mlruns"), f"sqlite:///{tmp_path}/x.db", "http://h:5000"
-    assert anchored(file_store, project / "params.yaml").tracking_uri == str(project / "mlruns")
+    assert anchored(file_store, project).tracking_uri == str(project / "mlruns")
     for uri in (absolute, server, "sqlite:///:memory:"):
-        assert anchored(TrackingConfig(tracking_uri=uri), project / "params.yaml").tracking_uri == uri
+        assert anchored(TrackingConfig(tracking_uri=uri), project).tracking_uri == uri

@@ -34,28 +34,28 @@ TRACKING_PARAMS = typer.Option(
 )
 
 
-def _project_params(params: Path):
-    """The params file, its MLflow store read in its folder (`config.anchored`): for commands that read a project's
-    runs, which may be run from another folder."""
+def _project_params(params: Path, root: Path):
+    """The params file, a relative MLflow store in it read in the project root (`config.anchored`), for the
+    commands that take --root: run from another folder, they write and read the store the stages of that root
+    write under `dvc repro`, not one of the current folder."""
     from facegan.config import anchored, load_params
 
     p = load_params(params)
-    return p.model_copy(update={"tracking": anchored(p.tracking, params)})
+    return p.model_copy(update={"tracking": anchored(p.tracking, root)})
 
 
-def _tracking(params: Path | None):
+def _tracking(params: Path | None, root: Path | None = None):
     from facegan.config import load_tracking
 
-    return load_tracking(params)
+    return load_tracking(params, root)
 
 
 def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
     from facegan.chain import run_stage
-    from facegan.config import load_params
     from facegan.logs import setup_logging
 
     setup_logging()
-    p = load_params(params)
+    p = _project_params(params, root)
     for name in names:
         run_stage(name, dataset, p, root)
 
@@ -90,7 +90,7 @@ def transfer(
 
     from facegan import transfer as tr
     from facegan import transfer_table
-    from facegan.config import ParamsError, load_params
+    from facegan.config import ParamsError
     from facegan.logs import setup_logging
 
     setup_logging()
@@ -99,7 +99,7 @@ def transfer(
         raise ParamsError(f"unknown step {step!r}; steps: {', '.join(steps)}")
     if step != "finetune" and (run is not None or seed is not None):  # `all` ends in the table of every run
         raise ParamsError(f"`transfer {step}` takes no ROW or --seed: they choose the runs of `transfer finetune`")
-    p = load_params(params)
+    p = _project_params(params, root)
     p.transfer.check(run, seed)
     if step in ("pretrain", "all"):
         tr.pretrain(p, root)
@@ -139,7 +139,7 @@ def report(
 
     if dataset:
         _run(["report"], dataset, params, root)
-    p = _project_params(params)
+    p = _project_params(params, root)
     exps = experiment or None
     rows = track.pipeline_rows(p.tracking, dataset, model, exps)
     if story := track.latest_transfer(p.tracking, exps):
@@ -164,6 +164,9 @@ def timings(
     top: int = typer.Option(0, min=0, help="show the N longest stages and the rest as one line (0: all)"),
     experiment: list[str] = typer.Option([], help="MLflow experiment(s) (default: tracking.experiment)"),
     params: Path | None = TRACKING_PARAMS,
+    root: Path = typer.Option(
+        Path("."), "--root", file_okay=False, exists=True, help="project root: where a relative MLflow store is"
+    ),
 ) -> None:
     """Wall time of each stage of the latest execution (from its MLflow stage runs), longest first, with its
     share of the total."""
@@ -171,7 +174,9 @@ def timings(
 
     if quiet and not log:  # it printed nothing and did nothing, with exit 0
         raise typer.BadParameter("-q prints only what --log logged: add --log, or leave -q out", param_hint="--quiet")
-    cfg = _tracking(params)
+    if params is None and (root / "params.yaml").is_file():  # the root's own, not the current folder's
+        params = root / "params.yaml"
+    cfg = _tracking(params, root)
     found = tm.collect(cfg, experiment or None)
     if not quiet:
         typer.echo(tm.render(found, top))
@@ -185,7 +190,7 @@ def summary(params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
     """What the pipeline made and where: samples, tables, UIs, FD per dataset, transfer table, stage times."""
     from facegan.summary import summary as _summary
 
-    typer.echo(_summary(_project_params(params), root), nl=False)
+    typer.echo(_summary(_project_params(params, root), root), nl=False)
 
 
 @app.command("chain")
@@ -465,7 +470,7 @@ def reproduce(
     if not math.isfinite(tolerance):  # nan failed every comparison after a whole retrain, inf passed any
         raise typer.BadParameter(f"{tolerance}: give a finite number", param_hint="--tolerance")
     setup_logging()
-    lines, ok = verdict(_reproduce(run_id, root, out, _tracking(params)), tolerance)
+    lines, ok = verdict(_reproduce(run_id, root, out, _tracking(params, root)), tolerance)
     for line in lines[:-1]:
         typer.echo(line)
     typer.echo(lines[-1], err=not ok)

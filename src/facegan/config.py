@@ -6,6 +6,8 @@ the bad value and what is allowed (see `ParamsError`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Hashable
 from pathlib import Path
 from types import NoneType, UnionType
@@ -1009,34 +1011,35 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return out
 
 
-def load_tracking(path: Path | str | None = None) -> TrackingConfig:
+def load_tracking(path: Path | str | None = None, root: Path | None = None) -> TrackingConfig:
     """The `tracking` section of a params file, for commands that only talk to MLflow (sample --model-uri,
     track sync, reproduce, timings): `path`, else ./params.yaml when present, else the defaults. Only that section
-    is read and validated; its store is the params file's project's (`anchored`). MLFLOW_TRACKING_URI still
-    overrides its tracking_uri (see facegan.track)."""
+    is read and validated; a relative store is the project root's where `root` is given (`anchored`).
+    MLFLOW_TRACKING_URI still overrides its tracking_uri (see facegan.track)."""
     if path is None:
         if not Path("params.yaml").is_file():
-            return TrackingConfig()
+            return TrackingConfig() if root is None else anchored(TrackingConfig(), root)
         path = "params.yaml"
     path = Path(path)
     raw = read_yaml(path)
     section = raw.get("tracking") if isinstance(raw, dict) else None
     try:
-        return anchored(TrackingConfig.model_validate(section or {}), path)
+        tracking = TrackingConfig.model_validate(section or {})
     except ValidationError as e:
         problems = [x for err in e.errors() for x in _describe(err, TrackingConfig, ("tracking",))]
         raise _invalid(str(path), problems) from None
+    return tracking if root is None else anchored(tracking, root)
 
 
-def anchored(tracking: TrackingConfig, params_file: Path) -> TrackingConfig:
-    """`tracking` with a relative local store (`sqlite:///mlflow.db`, a folder) read in the params file's folder,
-    not the current one: a command run from elsewhere with `-p project/params.yaml` reads that project's runs,
-    where it read (or made) a store of the current folder. Run from that folder, the value is left as written
-    (the same file: the stages record the store as written)."""
-    folder = params_file.resolve().parent
+def anchored(tracking: TrackingConfig, root: Path) -> TrackingConfig:
+    """`tracking` with a relative local store (`sqlite:///mlflow.db`, a folder) read in the project root `root`
+    (a command's --root), where `dvc repro` runs the stages and so writes it, not in the current folder. From the
+    root itself the value is left as written (the stages' records name the store as written)."""
     uri = tracking.tracking_uri
-    if folder == Path.cwd().resolve():
-        return tracking
+    with contextlib.suppress(OSError):  # a root that is not there: the command says so on its own
+        if os.path.samefile(root, os.curdir):
+            return tracking
+    folder = Path(os.path.abspath(root))  # not resolved: a root reached through a link stays that path
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
         uri = f"sqlite:///{folder / uri.removeprefix('sqlite:///')}"
     elif ":" not in uri and not Path(uri).expanduser().is_absolute():  # a folder of MLflow's file store
