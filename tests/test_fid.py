@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -184,3 +185,19 @@ def test_a_singular_covariance_product_is_one_log_line_not_scipy_s_warning(caplo
         fd = frechet_distance(one.mean(0), np.cov(one, rowvar=False), one[:3].mean(0), np.cov(one[:3], rowvar=False))
     assert fd == pytest.approx(0, abs=1e-12) and not [w for w in recwarn if "singular" in str(w.message)]
     assert "the product of the covariances is singular (images of (nearly) the same features" in caplog.text
+
+
+def test_other_warnings_of_the_square_root_still_reach_the_caller(monkeypatch):
+    from scipy import linalg
+
+    import facegan.evaluate.fid as fid
+
+    real = linalg.sqrtm
+
+    def warns(a):
+        warnings.warn("overflow in the square root", RuntimeWarning, stacklevel=1)
+        return real(a)
+
+    monkeypatch.setattr(fid.linalg, "sqrtm", warns)
+    with pytest.warns(RuntimeWarning, match="overflow in the square root"):
+        frechet_distance(np.zeros(2), np.eye(2), np.ones(2), np.eye(2))

@@ -188,6 +188,11 @@ def test_a_classifier_file_that_is_not_one_is_one_clear_error(prepared, tmp_path
         torch.save(content, folder / MODEL)
         with pytest.raises(CheckpointError, match=match):
             load_classifier(folder)
+    from facegan.evaluate.classifier import AttributeNet
+
+    one_value = {**state, "label_dims": [1, 3], "state": AttributeNet([1, 3]).state_dict()}  # a column of one value
+    torch.save(one_value, folder / MODEL)  # as the classifier stage writes it: loads
+    assert [h.out_features for h in load_classifier(folder)[0].heads] == [1, 3]
 
 
 def test_clean_resize_is_pil_bicubic_per_channel():

@@ -69,7 +69,10 @@ def named(rows: list[dict[str, str]], name: str) -> str:
     bare = sorted({k.rsplit(":", 1)[-1] for k in names})
     close = difflib.get_close_matches(name.rsplit(":", 1)[-1], bare, n=3, cutoff=0.7)
     hint = f"did you mean {' or '.join(close)}?" if close else "`dvc exp show` lists the names there are"
-    raise TableError(f"{name}: no param or metric of that name in the DVC experiments; {hint}")
+    raise TableError(
+        f"{name}: no param or metric of that name in the DVC experiments (a metric appears once an experiment has "
+        f"run the stage that writes it); {hint}"
+    )
 
 
 def column(row: dict[str, str], name: str) -> str | None:
@@ -196,12 +199,15 @@ HIGHER_BETTER = ("attr_acc", "recall", "precision", "matte_iou")  # accuracies, 
 
 
 def lower_is_better(metric: str) -> bool | None:
-    """True for distances and errors, False for accuracies, recall, precision and IoU (`a.b.recall`, `file:` prefix
-    or not); None for the rest (a count, a loss, a time), of which no cell is called the best."""
-    name = metric.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
-    if name.startswith(HIGHER_BETTER):
-        return False
-    return True if name.startswith(LOWER_BETTER) else None
+    """True for distances and errors, False for accuracies, recall, precision and IoU (`a.b.recall`, a report's
+    per-attribute `attr_acc.<attribute>`, `file:` prefix or not); None for the rest (a count, a loss, a time), of
+    which no cell is called the best."""
+    for name in reversed(metric.rsplit(":", 1)[-1].split(".")):  # its own name, else a section's: attr_acc.<attribute>
+        if name.startswith(HIGHER_BETTER):
+            return False
+        if name.startswith(LOWER_BETTER):
+            return True
+    return None
 
 
 def _names(cells: Iterable[tuple[str, str]]) -> str:

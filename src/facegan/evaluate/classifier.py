@@ -126,7 +126,7 @@ def load_classifier(folder: Path) -> tuple[AttributeNet, dict] | None:
     again = "remove it and run the classifier stage again"
     state = load_torch(path, again)
     dims = state.get("label_dims") if isinstance(state, dict) else None
-    if not isinstance(dims, list) or not dims or not all(isinstance(k, int) and k >= 2 for k in dims):
+    if not isinstance(dims, list) or not dims or not all(isinstance(k, int) and k >= 1 for k in dims):
         kind = f"keys: {', '.join(map(str, sorted(state)[:8]))}" if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: not an attribute classifier of the classifier stage ({kind}); {again}")
     net = AttributeNet(dims)

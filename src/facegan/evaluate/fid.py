@@ -123,8 +123,11 @@ def frechet_distance(
         raise ValueError("non-finite mean or covariance: the features contain NaN/inf (diverged generator?)")
     diff = mu1 - mu2
     with warnings.catch_warnings(record=True) as said:  # scipy's, raw with its source line: one log line instead
-        warnings.simplefilter("always", linalg.LinAlgWarning)
+        warnings.simplefilter("always")
         covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    for w in said:  # any other warning goes on as it came, under the caller's filters
+        if not issubclass(w.category, linalg.LinAlgWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if any(issubclass(w.category, linalg.LinAlgWarning) for w in said):
         log.warning(
             "the product of the covariances is singular (images of (nearly) the same features: a collapsed set?): "
