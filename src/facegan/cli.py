@@ -444,7 +444,7 @@ def exp_args(
     params: Path = PARAMS,
 ) -> None:
     """Print `-S key=value` arguments of `dvc exp run` for every value in OVERLAY (checked against params.yaml
-    first), e.g. `dvc exp run $(facegan exp-args params.transfer-study.yaml)`."""
+    first), shell-quoted: e.g. `eval dvc exp run "$(facegan exp-args params.transfer-study.yaml)"`."""
     import shlex
 
     from facegan.experiments import set_args
