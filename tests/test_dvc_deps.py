@@ -64,3 +64,16 @@ def test_a_missing_dep_is_reported(tmp_path):
         "src/facegan/manifest.py",
         "src/facegan/preprocess/common.py",
     } <= set(missing)
+
+
+def test_bytecode_in_a_folder_dep_leaves_its_stages_up_to_date():
+    """src/facegan/ops is a folder dep of train and evaluate. Python's __pycache__ in it (after any run that imports
+    facegan.ops, `make test` included) counted as a change of the code: `dvc status` listed it as modified for 12
+    stages, and `dvc repro` would train again. DVC ignores bytecode; the sources still count."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        ignored = repo.dvcignore.is_ignored
+        assert ignored(repo.fs, str(ROOT / "src/facegan/ops/__pycache__/conv.cpython-311.pyc"))
+        assert ignored(repo.fs, str(ROOT / "src/facegan/ops/conv.cpython-311.pyc"))
+        assert not ignored(repo.fs, str(ROOT / "src/facegan/ops/conv.py"))
