@@ -1113,14 +1113,15 @@ def _allowed_keys(loc: list[Any], root: type[BaseModel] | None = None) -> list[s
     return sorted(model.model_fields)
 
 
-def flatten(params: Params | BaseModel | dict, prefix: str = "") -> dict[str, Any]:
-    """`{"train.lr_g": 0.0002, ...}`: every leaf value under dotted keys (for MLflow params)."""
+def flatten(params: Params | BaseModel | dict, prefix: str = "", empty: bool = False) -> dict[str, Any]:
+    """`{"train.lr_g": 0.0002, ...}`: every leaf value under dotted keys (for MLflow params); `empty`: an empty
+    mapping is a leaf too (an overlay's transfer row `mine: {}`), where it is left out."""
     data = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
     out: dict[str, Any] = {}
     for k, v in data.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
+        if isinstance(v, dict) and (v or not empty):
+            out.update(flatten(v, key + ".", empty))
         else:
             out[key] = v
     return out

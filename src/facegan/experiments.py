@@ -317,18 +317,6 @@ def _hydra_reads(word: str) -> object:
     return OverridesParser.create().parse_override(f"key={word}").value()
 
 
-def _leaves(overlay: dict, prefix: str = "") -> dict[str, object]:
-    """Every leaf of the overlay under its dotted key; an empty mapping is a leaf (a row `mine: {}` of the
-    transfer study's runs: `config.flatten` drops it, and the row was left out without a word)."""
-    out: dict[str, object] = {}
-    for k, v in overlay.items():
-        if isinstance(v, dict) and v:
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def set_args(overlay_path: Path, params_path: Path = Path("params.yaml")) -> list[str]:
     """`-S key=value` arguments for `dvc exp run` from a YAML overlay of params.yaml (every leaf), after checking
     that params.yaml with the overlay applied is valid (a typo fails here, not hours into the experiment)."""
@@ -337,7 +325,7 @@ def set_args(overlay_path: Path, params_path: Path = Path("params.yaml")) -> lis
     overlay = read_yaml(overlay_path)
     if not isinstance(overlay, dict):
         raise ParamsError(f"{overlay_path}: expected a mapping of params.yaml sections")
-    leaves = _leaves(overlay)
+    leaves = flatten(overlay, empty=True)  # a row `mine: {}` of the transfer runs is one too
     load_params(params_path)  # params.yaml's own problems are its own, not the overlay's
     load_params(params_path, leaves, source=f"{overlay_path} (applied to {params_path})")  # a typo is the overlay's
     present = flatten(read_yaml(params_path))
