@@ -323,7 +323,12 @@ def add(
         if references is not None:
             refs = import_images(references, raw / "references")
             out["references"], out["references_skipped"] = refs.summary(), refs.skipped
-            out["references_without_face"] = _faces_in(raw / "references", references, name)
+            from facegan.preprocess.verify import faceless_references
+
+            # as `verify` will find faces: a folder without one is an error naming the folder given
+            out["references_without_face"] = faceless_references(
+                raw / "references", f"dataset add {name} --references", references
+            )
         if labels is not None:
             # its errors name the user's file
             out["label_problems"] = check_labels(labels, report.imported, report.duplicates)
@@ -372,14 +377,6 @@ def add(
     write_text(out["report_file"], json.dumps(listed, indent=1))  # always: one of an earlier import is replaced
     log.info("dataset %s: %s", name, out["import"])
     return out
-
-
-def _faces_in(imported: Path, given: Path, name: str) -> dict[str, str]:
-    """The imported reference photos `verify` will not use (name -> why), as it finds faces (dlib's HOG);
-    StageInputMissing, naming the folder given, when it would use none: the set could not be built."""
-    from facegan.preprocess.verify import faceless_references
-
-    return faceless_references(imported, f"dataset add {name} --references", given)
 
 
 def _check_cascade(cascade: Path | None) -> None:
