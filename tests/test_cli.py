@@ -165,9 +165,17 @@ def test_check_refuses_datasets_dvc_yaml_cannot_build(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages:\n  generate:\n    foreach: [1, cartoon, sketch]\n")
     r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "runs for 1, not a cartoon dataset of the params" in r.stderr, r.stderr
-    (tmp_path / "dvc.yaml").write_text("stages: [generate]\n")  # not DVC's shape: `dvc repro` says so, check goes on
-    r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
-    assert r.returncode == 0 and "datasets: cartoon, sketch, photos" in r.stdout, r.stderr
+    no_generate = "cartoon dataset cartoon, sketch: dvc.yaml has no generate stage over a list of datasets"
+    for text in ("", "stages: {}\n", "stages:\n  generate:\n    cmd: echo\n", "stages: [generate]\n"):
+        (tmp_path / "dvc.yaml").write_text(text)  # empty, emptied, edited, not DVC's shape: none draws cartoon
+        r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
+        assert r.returncode == 2 and no_generate in r.stderr and "Traceback" not in r.stderr, (text, r.stderr)
+
+    def only_photos(raw):
+        raw["datasets"] = {"photos": {**raw["datasets"]["cartoon"], "source": {"kind": "folder"}}}
+
+    r = _cli("check", "-p", str(_params_with(tmp_path, only_photos)), cwd=tmp_path)  # nothing to draw: no need
+    assert r.returncode == 0 and "datasets: photos" in r.stdout, r.stderr
     (tmp_path / "dvc.yaml").write_text("stages:\n  generate:\n    foreach: [cartoon, sketch\n")  # an edit that broke it
     r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr

@@ -195,9 +195,14 @@ def dvc_problems(p: Params, project: Path) -> list[str]:
     # an edit that broke it: one line naming the file, the line and the column
     listed = dvc_stages(dvc_yaml).get("generate", {}).get("foreach")
     problems = []
-    if isinstance(listed, list):
+    generated = [n for n, d in p.datasets.items() if d.source.kind == "cartoon"]
+    if not isinstance(listed, list) and generated:
+        problems.append(
+            f"cartoon dataset {', '.join(generated)}: dvc.yaml has no generate stage over a list of datasets "
+            "(`foreach: [...]`), so no stage makes its data/raw: restore that stage from facegan's dvc.yaml"
+        )
+    elif isinstance(listed, list):
         listed = [str(n) for n in listed]
-        generated = [n for n, d in p.datasets.items() if d.source.kind == "cartoon"]
         if gone := [n for n in listed if n not in generated]:
             problems.append(
                 f"dvc.yaml's generate stage (foreach: {listed}) runs for {', '.join(gone)}, not a cartoon dataset of "
