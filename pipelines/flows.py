@@ -122,13 +122,16 @@ def load(
     overrides: dict[str, Any] | None = None,
     train: TrainConfig | None = None,
     model: str | None = None,
+    root: str = ".",
 ) -> Params:
-    """params.yaml with dotted overrides, a whole train section and/or a model, validated as one whole."""
+    """params.yaml with dotted overrides, a whole train section and/or a model, validated as one whole; a relative
+    MLflow store in it is the project root's (`config.anchored`), where `dvc repro` writes it, not the folder the
+    flow's process runs in."""
     extra = {
         **({"train": train.model_dump(mode="json")} if train is not None else {}),
         **({"train.model": model} if model is not None else {}),
     }
-    return load_params(params_file, {**(overrides or {}), **extra})
+    return load_params(params_file, {**(overrides or {}), **extra}, root=root)
 
 
 def _variant(params: Params, base: Params) -> str | None:
@@ -144,7 +147,7 @@ def preprocess(
     dataset: str = "cartoon", params_file: str = "params.yaml", root: str = ".", overrides: dict[str, Any] | None = None
 ) -> None:
     """Raw images -> packed training ZIP for one dataset."""
-    _run_stages(PREPROCESS, dataset, load(params_file, overrides), root)
+    _run_stages(PREPROCESS, dataset, load(params_file, overrides, root=root), root)
 
 
 @flow(name="facegan-train")
@@ -157,8 +160,8 @@ def train(
     train_config: TrainConfig | None = None,
 ) -> None:
     """Classifier, reference statistics and training of one model (default: params.yaml's)."""
-    params = load(params_file, overrides, train_config, model)
-    _run_stages(TRAIN, dataset, params, root, _variant(params, load(params_file, overrides)))
+    params = load(params_file, overrides, train_config, model, root)
+    _run_stages(TRAIN, dataset, params, root, _variant(params, load(params_file, overrides, root=root)))
 
 
 @flow(name="facegan-evaluate")
@@ -171,8 +174,8 @@ def evaluate(
     train_config: TrainConfig | None = None,
 ) -> None:
     """FID/KID of a trained model and its report (MLflow run, registry)."""
-    params = load(params_file, overrides, train_config, model)
-    _run_stages(EVALUATE, dataset, params, root, _variant(params, load(params_file, overrides)))
+    params = load(params_file, overrides, train_config, model, root)
+    _run_stages(EVALUATE, dataset, params, root, _variant(params, load(params_file, overrides, root=root)))
 
 
 @flow(name="facegan-full")
@@ -185,7 +188,7 @@ def full(
 ) -> None:
     """The whole chain: preprocessing, classifier and reference statistics once, then one train/evaluate branch
     per model of `models` (default: params.yaml's; another model in data/runs/<dataset>/<model>)."""
-    base = load(params_file, overrides)
+    base = load(params_file, overrides, root=root)
     branch = ["train", *EVALUATE]
     names = list(models) if models else [base.train.model]
     total = len(READY) + len(names) * len(branch)
@@ -193,7 +196,7 @@ def full(
     _run_stages(READY, dataset, base, root, progress=(artifact, 0, total))
     done = len(READY)
     for model in names:
-        params = load(params_file, overrides, model=model)
+        params = load(params_file, overrides, model=model, root=root)
         variant = _variant(params, base)
         _run_stages(branch, dataset, params, root, variant, progress=(artifact, done, total))
         done += len(branch)
@@ -212,7 +215,7 @@ def transfer(params_file: str = "params.yaml", root: str = ".", overrides: dict[
     then one fine-tune (train + evaluate) on transfer.target per row and seed, then the table (data/transfer/)."""
     from facegan import transfer as tr
 
-    p = load(params_file, overrides)
+    p = load(params_file, overrides, root=root)
     tr.run_params(p, tr.PRETRAIN, Path(root))  # transfer.enabled false -> a clear error before any work
     for ds in (p.transfer.source, p.transfer.target):
         _run_stages(READY, ds, p, root)
@@ -227,7 +230,7 @@ def cyclegan(params_file: str = "params.yaml", root: str = ".", overrides: dict[
     """Both datasets prepared, then the CycleGAN between cyclegan.a and cyclegan.b (data/cyclegan/)."""
     from facegan import translate
 
-    p = load(params_file, overrides)
+    p = load(params_file, overrides, root=root)
     translate.require_enabled(p)  # a clear error before any work
     for ds in (p.cyclegan.a, p.cyclegan.b):
         _run_stages(READY, ds, p, root)

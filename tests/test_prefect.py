@@ -204,6 +204,28 @@ def test_flow_parameters_are_validated_by_the_config_models(tmp_path):
     assert load(str(ROOT / "params.yaml"), {"train.loss": "hinge"}, model="acgan").train.model == "acgan"
 
 
+def test_a_flow_for_another_root_tracks_into_that_root_s_store(prefect_env, tmp_path):
+    """A flow given `root` from another folder wrote its MLflow runs into the process folder's mlflow.db (the
+    default store is relative), while `dvc repro` in that root writes the root's: one project's runs in two
+    stores, and `summary --root` read only one."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    env = {k: v for k, v in prefect_env.items() if k != "MLFLOW_TRACKING_URI"}  # params.yaml's sqlite:///mlflow.db
+    code = "import sys; sys.path.insert(0, {!r}); from flows import evaluate; "
+    code += "evaluate('cartoon', params_file={!r}, root={!r})"
+    r = subprocess.run(
+        [PY, "-c", code.format(str(ROOT / "pipelines"), str(ROOT / "params.yaml"), str(project))],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode != 0 and "no reference statistics in" in r.stdout + r.stderr, r.stderr[-3000:]
+    assert (project / "mlflow.db").is_file() and not (elsewhere / "mlflow.db").exists()
+
+
 def _flows():
     sys.path.insert(0, str(ROOT / "pipelines"))
     import flows

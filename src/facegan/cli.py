@@ -34,16 +34,6 @@ TRACKING_PARAMS = typer.Option(
 )
 
 
-def _project_params(params: Path, root: Path):
-    """The params file, a relative MLflow store in it read in the project root (`config.anchored`), for the
-    commands that take --root: run from another folder, they write and read the store the stages of that root
-    write under `dvc repro`, not one of the current folder."""
-    from facegan.config import anchored, load_params
-
-    p = load_params(params)
-    return p.model_copy(update={"tracking": anchored(p.tracking, root)})
-
-
 def _tracking(params: Path | None, root: Path | None = None):
     from facegan.config import load_tracking
 
@@ -52,10 +42,11 @@ def _tracking(params: Path | None, root: Path | None = None):
 
 def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
     from facegan.chain import run_stage
+    from facegan.config import load_params
     from facegan.logs import setup_logging
 
     setup_logging()
-    p = _project_params(params, root)
+    p = load_params(params, root=root)
     for name in names:
         run_stage(name, dataset, p, root)
 
@@ -90,7 +81,7 @@ def transfer(
 
     from facegan import transfer as tr
     from facegan import transfer_table
-    from facegan.config import ParamsError
+    from facegan.config import ParamsError, load_params
     from facegan.logs import setup_logging
 
     setup_logging()
@@ -99,7 +90,7 @@ def transfer(
         raise ParamsError(f"unknown step {step!r}; steps: {', '.join(steps)}")
     if step != "finetune" and (run is not None or seed is not None):  # `all` ends in the table of every run
         raise ParamsError(f"`transfer {step}` takes no ROW or --seed: they choose the runs of `transfer finetune`")
-    p = _project_params(params, root)
+    p = load_params(params, root=root)
     p.transfer.check(run, seed)
     if step in ("pretrain", "all"):
         tr.pretrain(p, root)
@@ -134,12 +125,13 @@ def report(
     """The report stage of DATASET (when given), then the FID comparison table across MLflow runs: pipelines,
     the newest transfer story's runs and the newest CycleGAN's directions, grouped by dataset, best first."""
     from facegan import track
+    from facegan.config import load_params
     from facegan.io import output_folder
     from facegan.runs_table import cyclegan_rows, ordered, print_table, transfer_rows, write_table
 
     if dataset:
         _run(["report"], dataset, params, root)
-    p = _project_params(params, root)
+    p = load_params(params, root=root)
     exps = experiment or None
     rows = track.pipeline_rows(p.tracking, dataset, model, exps)
     if story := track.latest_transfer(p.tracking, exps):
@@ -188,9 +180,10 @@ def timings(
 @app.command("summary")
 def summary(params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
     """What the pipeline made and where: samples, tables, UIs, FD per dataset, transfer table, stage times."""
+    from facegan.config import load_params
     from facegan.summary import summary as _summary
 
-    typer.echo(_summary(_project_params(params, root), root), nl=False)
+    typer.echo(_summary(load_params(params, root=root), root), nl=False)
 
 
 @app.command("chain")

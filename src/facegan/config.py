@@ -978,17 +978,24 @@ def dvc_stages(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def load_params(
-    path: Path | str = "params.yaml", overrides: dict[str, Any] | None = None, source: str | None = None
+    path: Path | str = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+    source: str | None = None,
+    root: Path | str | None = None,
 ) -> Params:
     """Read and validate params.yaml (with dotted `overrides`, see `apply_overrides`); raise ParamsError
-    with one readable message on any problem, naming `source` (default: the file, `+ overrides` with them)."""
+    with one readable message on any problem, naming `source` (default: the file, `+ overrides` with them).
+    Given the project `root` (a command's --root, a flow's root), a relative MLflow store is that root's
+    (`anchored`): where `dvc repro` writes it, not the current folder."""
     path = Path(path)
     raw = read_yaml(path)
     if not overrides:
-        return parse_params(raw, source=source or str(path))
-    if not isinstance(raw, dict):
+        p = parse_params(raw, source=source or str(path))
+    elif not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    return parse_params(apply_overrides(raw, overrides), source=source or f"{path} + overrides")
+    else:
+        p = parse_params(apply_overrides(raw, overrides), source=source or f"{path} + overrides")
+    return p if root is None else p.model_copy(update={"tracking": anchored(p.tracking, Path(root))})
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
