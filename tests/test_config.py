@@ -233,6 +233,17 @@ def test_commands_that_only_track_read_the_tracking_section(tmp_path, monkeypatc
         load_tracking(tmp_path / "bad.yaml")
     with pytest.raises(ParamsError, match="params file not found"):
         load_tracking(tmp_path / "missing.yaml")
+    for text, kind in (("- tracking\n", "list"), ("", "NoneType")):  # read as the default store before
+        (tmp_path / "list.yaml").write_text(text)
+        with pytest.raises(
+            ParamsError, match=f"list.yaml: expected a mapping of sections at the top level, got {kind}"
+        ):
+            load_tracking(tmp_path / "list.yaml")
+    project = tmp_path / "project"  # --root without -p: the root's params.yaml first, then the current folder's
+    project.mkdir()
+    assert load_tracking(root=project).tracking_uri == "http://127.0.0.1:5000"
+    (project / "params.yaml").write_text("tracking: {tracking_uri: sqlite:///runs.db}\n")
+    assert load_tracking(root=project).tracking_uri == f"sqlite:///{project / 'runs.db'}"
 
 
 def test_the_readme_params_snippets_are_valid_in_the_project_params():

@@ -208,6 +208,31 @@ def test_reproduce_gives_the_same_fid(server, pipeline):
     assert "reproduced: every metric within 1e-06" in r.stdout and "fd_dlib" in r.stdout
 
 
+def test_reproduce_checks_the_reference_statistics_before_it_trains(server, pipeline, tmp_path, monkeypatch):
+    """Without the reference statistics (or with ones of other evaluate params) reproduce trained the whole model,
+    then stopped at "run refstats first": minutes to hours at real sizes, for an error it could say at once. The
+    tiny run scores during training (fid_every 3), which checked them first; params.yaml's default does not."""
+    from facegan import reproduce as rep
+    from facegan.config import TrackingConfig
+    from facegan.errors import StageInputMissing
+    from facegan.reproduce import reproduce
+
+    def default_fid_every(raw, source):
+        raw["train"]["fid_every"] = 0  # params.yaml's default
+        return parse(raw, source)
+
+    parse = rep.parse_params
+    monkeypatch.setattr(rep, "parse_params", default_fid_every)
+    root, _ = pipeline
+    c = _client(server)
+    parent = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'pipeline'")[0]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "processed").symlink_to(root / "data" / "processed")  # the run's packed set, no stats
+    with pytest.raises(StageInputMissing, match="no reference statistics in .*: run refstats first"):
+        reproduce(parent.info.run_id, tmp_path, tracking=TrackingConfig(tracking_uri=server.uri))
+    assert not (tmp_path / "reproduce").exists()  # nothing trained
+
+
 def test_reproduce_of_a_run_the_store_does_not_hold_is_one_error(server, tmp_path):
     from facegan.config import TrackingConfig
     from facegan.errors import TrackingError
@@ -480,6 +505,44 @@ def test_server_down_from_the_start_then_sync_creates_every_run(tmp_path, monkey
         assert _cli(["track", "sync"], root, env).stdout.strip().endswith("sent 0 record(s) from 0 of 0 file(s)")
     finally:
         s.stop()
+
+
+def test_sync_with_root_from_elsewhere_sends_to_the_root_s_store(tmp_path, monkeypatch):
+    """`track sync --root project` from another folder sent the project's buffers to ./mlflow.db of that folder
+    (and deleted them): the project's store never got them. A buffer named twice was reported "not sent"."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    run_stage("generate", "cartoon", _offline_params(f"http://127.0.0.1:{free_port()}"), project)  # no server
+    (buffer,) = (project / ".facegan/tracking").glob("generate@cartoon-*.jsonl")
+    _params_naming(project, "sqlite:///mlflow.db")  # the project's own store, relative: in the project
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    r = _cli(["track", "sync", "--root", str(project), str(buffer), str(buffer)], elsewhere, env)
+    assert r.returncode == 0 and r.stdout.strip().startswith("sent ") and "from 1 of 1 file(s)" in r.stdout, r.stderr
+    assert not buffer.exists() and not (elsewhere / "mlflow.db").exists() and list(elsewhere.iterdir()) == []
+    c = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'stage'")
+    assert [run.data.tags["stage"] for run in runs] == ["generate"]
+
+
+def test_a_store_file_that_is_no_database_is_one_error_and_is_left_as_it_is(tmp_path, monkeypatch):
+    """An mlflow.db of something else gave a 300-line traceback (`reproduce`, `timings`) or a screen of SQL cut off
+    mid-address (`track sync`); an empty one was made into a new store by these commands that only read."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_stage("generate", "cartoon", _offline_params(f"http://127.0.0.1:{free_port()}"), tmp_path)  # a buffer
+    _params_naming(tmp_path, "sqlite:///mlflow.db")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    for content, why in ((b"", "is an empty file, not an MLflow store"), (b"name,fd\n", "is not an SQLite database")):
+        (tmp_path / "mlflow.db").write_bytes(content)
+        for args in (["reproduce", "0" * 32], ["timings"], ["track", "sync"]):
+            r = _cli(args, tmp_path, env)
+            assert r.returncode in (1, 2) and why in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-3000:])
+            assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert (tmp_path / "mlflow.db").read_bytes() == content  # not made into a store
+        assert list((tmp_path / ".facegan/tracking").glob("generate@cartoon-*.jsonl"))  # the buffer is kept
 
 
 def test_sync_of_a_buffer_file_that_is_not_there_is_a_usage_error(tmp_path):
@@ -1115,3 +1178,52 @@ def test_metric_names_fit_mlflow_and_stay_apart():
     long_a, long_b = ("rejected: near-duplicate of " + "d/" * 150 + name for name in ("a.png", "b.png"))
     a, b = metric_key(long_a), metric_key(long_b)
     assert len(a) == len(b) == METRIC_KEY_MAX and a != b
+
+
+def test_stages_run_in_the_root_and_from_elsewhere_share_one_parent(tmp_path, monkeypatch):
+    """A stage run from another folder with --root names the store `sqlite:////<root>/mlflow.db`, one run in the
+    root `sqlite:///mlflow.db`: the parent record compared the two as text, so one execution got two parent runs,
+    the first left RUNNING with its stages."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import ROOT
+    from facegan import track
+    from facegan.config import anchored, load_params
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    p = load_params(ROOT / "params.yaml")
+    assert p.tracking.tracking_uri == "sqlite:///mlflow.db"
+    monkeypatch.chdir(elsewhere)
+    first = track.pipeline_parent(anchored(p.tracking, project), "cartoon", p, project)  # `facegan train --root`
+    monkeypatch.chdir(project)
+    second = track.pipeline_parent(anchored(p.tracking, project), "cartoon", p, project)  # `dvc repro` in the root
+    assert first["run_id"] and second["run_id"] == first["run_id"] and second["uid"] == first["uid"]
+    c = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(p.tracking.experiment).experiment_id
+    assert len(c.search_runs([exp], "tags.`facegan.kind` = 'pipeline'")) == 1
+    assert not (elsewhere / "mlflow.db").exists()
+
+
+def test_an_experiment_keeps_its_runs_files_beside_its_sqlite_store(tmp_path, monkeypatch):
+    """MLflow's default put a new experiment's files in ./mlruns of the current folder: a stage run from another
+    folder with --root left the project's params snapshots and registered generators there, for good."""
+    from facegan import track
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = TrackingConfig(tracking_uri=f"sqlite:///{project / 'mlflow.db'}", experiment="faces 2024/b")
+    c = track.client(cfg)
+    exp = track.experiment_id(cfg)
+    assert c.get_experiment(exp).artifact_location == str(project / "mlruns" / "faces_2024_b")
+    run = c.create_run(exp)
+    c.log_text(run.info.run_id, "train:\n", "params.yaml")
+    assert (project / "mlruns" / "faces_2024_b" / run.info.run_id / "artifacts" / "params.yaml").is_file()
+    assert list(elsewhere.iterdir()) == []
+    server = TrackingConfig(tracking_uri="http://127.0.0.1:1")
+    assert track.artifact_location(server.tracking_uri, "x") is None  # a server decides where its files go

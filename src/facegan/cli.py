@@ -30,7 +30,7 @@ TRACKING_PARAMS = typer.Option(
     "-p",
     dir_okay=False,
     help="params file whose `tracking` section names the MLflow store "
-    "(default: ./params.yaml when present; MLFLOW_TRACKING_URI overrides it)",
+    "(default: the params.yaml of --root, else ./params.yaml, when present; MLFLOW_TRACKING_URI overrides it)",
 )
 
 
@@ -166,8 +166,6 @@ def timings(
 
     if quiet and not log:  # it printed nothing and did nothing, with exit 0
         raise typer.BadParameter("-q prints only what --log logged: add --log, or leave -q out", param_hint="--quiet")
-    if params is None and (root / "params.yaml").is_file():  # the root's own, not the current folder's
-        params = root / "params.yaml"
     cfg = _tracking(params, root)
     found = tm.collect(cfg, experiment or None)
     if not quiet:
@@ -487,8 +485,10 @@ def track_sync(
     create are created now, with their original start times and parent links)."""
     from facegan import track
 
-    cfg = _tracking(params)
-    files = buffers or sorted((root / track.BUFFERS).glob("*.jsonl"))
+    cfg = _tracking(params, root)  # the root's store: its buffers were meant for it
+    files = (
+        list({b.resolve(): b for b in buffers}.values()) if buffers else sorted((root / track.BUFFERS).glob("*.jsonl"))
+    )
     done = track.sync_all(cfg, files)
     for _, why in done.skipped:  # a live stage's buffer, or one that cannot be read: `why` names the file
         typer.echo(f"skipped (kept): {why}", err=True)

@@ -1020,16 +1020,19 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 def load_tracking(path: Path | str | None = None, root: Path | None = None) -> TrackingConfig:
     """The `tracking` section of a params file, for commands that only talk to MLflow (sample --model-uri,
-    track sync, reproduce, timings): `path`, else ./params.yaml when present, else the defaults. Only that section
-    is read and validated; a relative store is the project root's where `root` is given (`anchored`).
-    MLFLOW_TRACKING_URI still overrides its tracking_uri (see facegan.track)."""
+    track sync, reproduce, timings): `path`, else the first params.yaml there is of `root` and the current folder,
+    else the defaults. Only that section is read and validated; a relative store is the project root's where `root`
+    is given (`anchored`). MLFLOW_TRACKING_URI still overrides its tracking_uri (see facegan.track)."""
     if path is None:
-        if not Path("params.yaml").is_file():
+        found = [f for f in (Path(root or ".") / "params.yaml", Path("params.yaml")) if f.is_file()]
+        if not found:
             return TrackingConfig() if root is None else anchored(TrackingConfig(), root)
-        path = "params.yaml"
+        path = found[0]
     path = Path(path)
     raw = read_yaml(path)
-    section = raw.get("tracking") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):  # a list or an empty file: its store is not the default's
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    section = raw.get("tracking")
     try:
         tracking = TrackingConfig.model_validate(section or {})
     except ValidationError as e:
@@ -1042,18 +1045,25 @@ def anchored(tracking: TrackingConfig, root: Path) -> TrackingConfig:
     """`tracking` with a relative local store (`sqlite:///mlflow.db`, a folder) read in the project root `root`
     (a command's --root), where `dvc repro` runs the stages and so writes it, not in the current folder. From the
     root itself the value is left as written (the stages' records name the store as written)."""
-    uri = tracking.tracking_uri
     with contextlib.suppress(OSError):  # a root that is not there: the command says so on its own
         if os.path.samefile(root, os.curdir):
             return tracking
-    folder = Path(os.path.abspath(root))  # not resolved: a root reached through a link stays that path
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
-        uri = f"sqlite:///{folder / uri.removeprefix('sqlite:///')}"
-    elif ":" not in uri and not Path(uri).expanduser().is_absolute():  # a folder of MLflow's file store
-        uri = str(folder / uri)
-    else:
-        return tracking
-    return tracking.model_copy(update={"tracking_uri": uri})
+    uri = local_store(tracking.tracking_uri, root)
+    return tracking if uri == tracking.tracking_uri else tracking.model_copy(update={"tracking_uri": uri})
+
+
+def local_store(uri: str, base: Path | str, resolve: bool = False) -> str:
+    """`uri` with the path of a local store (`sqlite:///mlflow.db`, a folder of MLflow's file store) read in
+    `base`: absolute, and with `resolve` links resolved too (one store, one spelling: what two records of a store
+    compare). A server's address, an absolute path and an in-memory database are left as they are."""
+    absolute = os.path.realpath if resolve else os.path.abspath  # a root reached through a link stays that path
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        path = uri.removeprefix("sqlite:///")
+        return uri if path.startswith("/") and not resolve else f"sqlite:///{absolute(os.path.join(base, path))}"
+    if ":" not in uri:  # a folder of MLflow's file store
+        path = os.path.expanduser(uri)
+        return uri if os.path.isabs(path) and not resolve else absolute(os.path.join(base, path))
+    return uri
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:

@@ -30,7 +30,7 @@ def reproduce(
     from mlflow.exceptions import MlflowException
 
     from facegan import track
-    from facegan.evaluate.run import Scorer, run_evaluate
+    from facegan.evaluate.run import Scorer, run_evaluate, scorers_of
     from facegan.train.checkpoint import CHECKPOINT
     from facegan.train.run import run_train
 
@@ -65,6 +65,7 @@ def reproduce(
             "and `dvc repro` the data stages first"
         )
     out = out or root / "reproduce" / run.info.run_id
+    scorers_of(params.evaluate, at.stats, at.classifier, at.packed)  # statistics that do not fit: before training
     fid = params.train.fid_every
     scorer = Scorer(params.train.fid_extractor, params.evaluate, at.stats, at.classifier, at.packed) if fid else None
     run_train(params.train, at.packed, out / "model", resume=False, scorer=scorer)

@@ -29,6 +29,7 @@ import logging
 import math
 import operator
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from facegan.config import Params, TrackingConfig, flatten
+from facegan.config import Params, TrackingConfig, flatten, local_store
 from facegan.errors import TrackingError, first_line
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,23 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def artifact_location(uri: str, name: str) -> str | None:
+    """Where a new experiment of a local SQLite store keeps its runs' files: <the database's folder>/mlruns/<name>
+    (in letters, digits, `.`, `-` and `_`: a path, not a URI).
+    MLflow's default is ./mlruns of the current folder, so a stage run from another folder with --root left the
+    project's files (params snapshots, registered generators) in that folder. A server or file store decides."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return None
+    database = Path(local_store(uri, os.curdir).removeprefix("sqlite:///"))
+    return str(database.parent / "mlruns" / (re.sub(r"[^\w.-]+", "_", name, flags=re.ASCII).strip("._") or "_"))
+
+
 def _experiment(c, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp:
         return exp.experiment_id
     try:
-        return c.create_experiment(name)
+        return c.create_experiment(name, artifact_location=artifact_location(c.tracking_uri, name))
     except Exception:
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -552,13 +564,16 @@ class Synced:
 def sync_all(cfg: TrackingConfig, buffers: list[Path]) -> Synced:
     """`sync` each buffer in turn; one that is refused or fails stays on disk and the others are still sent."""
     out = Synced()
+    if why := not_a_database(tracking_uri(cfg)):  # every buffer would fail on it, each with a screen of SQL
+        out.failed = [(f, why) for f in buffers]
+        return out
     for f in buffers:
         try:
             out.sent += sync(cfg, f)
         except BufferUnusable as e:
             out.skipped.append((f, str(e)))
         except Exception as e:  # noqa: BLE001 - the store is unreachable or refused: the file stays for the next sync
-            out.failed.append((f, f"{type(e).__name__}: {str(e)[:200]}"))
+            out.failed.append((f, first_line(e, with_type=True)))
         else:
             out.files.append(f)
     return out
@@ -672,14 +687,14 @@ def _open_parent(cfg: TrackingConfig, root: Path, key: str, new) -> dict[str, An
     with path.with_suffix(".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # stages running at once agree on one parent
         spec, meta = _read_parent(path)
-        if spec is None or not _reusable(cfg, spec, meta):
+        if spec is None or not _reusable(cfg, spec, meta, root):
             spec, meta = new(), {}
         elif meta.pop("finished", False):  # reopened: the next stages need not check again
             log.info("MLflow: the finished parent run %s of this execution is taken again", spec.get("run_id") or "")
         if not complete(spec):
             with contextlib.suppress(Exception):  # offline: created later, from any of its stages' buffers
                 ensure_run(client(cfg), spec)
-        _write_parent(path, spec, {**meta, "store": meta.get("store") or tracking_uri(cfg)})
+        _write_parent(path, spec, {**meta, "store": meta.get("store") or _store(cfg)})
     return spec
 
 
@@ -697,10 +712,19 @@ def _write_parent(path: Path, spec: dict[str, Any], meta: dict[str, Any]) -> Non
     write_text(path, json.dumps({**spec, "record": meta}, indent=1))
 
 
-def _reusable(cfg: TrackingConfig, spec: dict[str, Any], meta: dict[str, Any]) -> bool:
+def _store(cfg: TrackingConfig) -> str:
+    """The store of `cfg` as a parent record names it: a local one by its absolute path (a stage run in the project
+    root names it `sqlite:///mlflow.db`, one run from elsewhere with --root `sqlite:////<root>/mlflow.db`)."""
+    return local_store(tracking_uri(cfg), os.curdir)
+
+
+def _reusable(cfg: TrackingConfig, spec: dict[str, Any], meta: dict[str, Any], root: Path) -> bool:
     """Whether stages may join the recorded parent: it is this store's, and once finished, its run is still there
-    (when the store answers; offline it is kept)."""
-    if meta.get("store") and meta["store"] != tracking_uri(cfg):
+    (when the store answers; offline it is kept). A store is compared by its absolute path, links resolved (a
+    record written before names a relative store as read in `root`)."""
+    if meta.get("store") and local_store(meta["store"], root, resolve=True) != local_store(
+        tracking_uri(cfg), os.curdir, resolve=True
+    ):
         return False
     if not (meta.get("finished") and spec.get("run_id")):
         return True
@@ -722,7 +746,7 @@ def close_parent(cfg: TrackingConfig, folder: Path, parent: dict[str, Any]) -> N
         fcntl.flock(lock, fcntl.LOCK_EX)
         spec, meta = _read_parent(path)
         if spec is None or spec.get("uid") != parent.get("uid"):
-            spec, meta = dict(parent), {"store": tracking_uri(cfg)}
+            spec, meta = dict(parent), {"store": _store(cfg)}
         for k in ("run_id", "params_sent"):  # what the finishing process learnt about the run
             spec[k] = spec.get(k) or parent.get(k)
         _write_parent(path, spec, {**meta, "finished": True})
@@ -1319,13 +1343,37 @@ def finish_pipeline(
 # ---- read-only queries over the latest execution (report, timings): they never create a store -------------
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every SQLite database file
+
+
+def not_a_database(uri: str) -> str | None:
+    """Why the SQLite store of `uri` is no store (a file of something else; an empty file, which MLflow would turn
+    into a new empty store), else None (a server, a store that is a database, or one not there yet)."""
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError:
+        return None
+    if not head:
+        return f"{path} is an empty file, not an MLflow store: remove it (a run tracked next makes a new store there)"
+    if head != SQLITE_HEADER:
+        return f"{path} is not an SQLite database, so not an MLflow store: point tracking.tracking_uri at the store"
+    return None
+
+
 def _reader(cfg: TrackingConfig):
-    """A client over an existing store: a sqlite file that is not there is an error, not a new empty store."""
+    """A client over an existing store: a sqlite file that is not there (or is no database) is an error, not a new
+    empty store."""
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
         if not path.is_file():
             raise TrackingError(f"no MLflow store at {path} (nothing tracked yet: run `dvc repro` first)")
+        if why := not_a_database(uri):
+            raise TrackingError(why)
     return client(cfg)
 
 
