@@ -36,7 +36,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from facegan.chain import run_stage, without_generate
-from facegan.config import Params, TrainConfig, load_params
+from facegan.config import Params, ParamsError, TrainConfig, load_params
 from facegan.io import sha256_file
 from facegan.layout import Layout
 from facegan.provenance import code_hash, fingerprint, outputs_state, stage_params
@@ -127,6 +127,8 @@ def load(
     """params.yaml with dotted overrides, a whole train section and/or a model, validated as one whole; a relative
     MLflow store in it is the project root's (`config.anchored`), where `dvc repro` writes it, not the folder the
     flow's process runs in."""
+    if not Path(root).is_dir():  # a typo would make a new, empty project there and run the chain in it
+        raise ParamsError(f"root {root!r}: no such folder (the project root, holding data/ and params.yaml)")
     extra = {
         **({"train": train.model_dump(mode="json")} if train is not None else {}),
         **({"train.model": model} if model is not None else {}),

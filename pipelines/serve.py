@@ -23,7 +23,8 @@ from flows import cyclegan, evaluate, full, train, transfer
 from prefect import serve
 from prefect.schedules import Cron
 
-from facegan.config import load_params
+from facegan.config import ParamsError, load_params
+from facegan.errors import first_line
 
 
 def _zone(name: str | None) -> str | None:
@@ -88,8 +89,20 @@ def main() -> None:
     timezone, where = local_timezone() if args.timezone is None else (_zone(args.timezone), "--timezone")
     if timezone is None:
         ap.error(f"--timezone {args.timezone!r}: not an IANA time zone name (e.g. Europe/Paris, UTC)")
+    if not args.root.is_dir():  # the deployments would make a new, empty project there every night
+        ap.error(f"--root {str(args.root)!r}: no such folder (the project root, holding data/ and params.yaml)")
+    try:
+        Cron(args.cron, timezone=timezone)
+    except ValueError as e:
+        ap.error(
+            f"--cron {args.cron!r}: {first_line(e)} (five fields: minute hour day month weekday, e.g. '0 2 * * *')"
+        )
+    try:
+        served = deployments(args.params, args.root, args.cron, timezone)
+    except ParamsError as e:
+        ap.error(str(e))
     print(f"nightly runs: cron {args.cron!r} in time zone {timezone} ({where})", flush=True)
-    serve(*deployments(args.params, args.root, args.cron, timezone))
+    serve(*served)
 
 
 if __name__ == "__main__":

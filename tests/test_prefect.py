@@ -492,3 +492,34 @@ def test_serve_schedules_in_the_machines_time_zone_or_the_one_given(monkeypatch,
     serve.main()
     assert "in time zone Asia/Tokyo (--timezone)" in capsys.readouterr().out
     assert served[0].schedules[0].schedule.timezone == "Asia/Tokyo"
+
+
+def test_serve_refuses_bad_input_in_one_line_before_it_says_anything_else(monkeypatch, capsys, tmp_path):
+    """A missing params file ended in a traceback; a cron that is not one was printed as the schedule, then a
+    traceback; a root that is not there was served (each night a new, empty project there)."""
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    import serve
+
+    served: list = []
+    monkeypatch.setattr(serve, "serve", lambda *d: served.extend(d))
+    params = ["--params", str(ROOT / "params.yaml"), "--root", str(ROOT), "--timezone", "UTC"]
+    for args, why in (
+        (["--params", str(tmp_path / "nope.yaml")], f"error: params file not found: {tmp_path / 'nope.yaml'}"),
+        (["--cron", "every night"], "error: --cron 'every night': Invalid cron string"),
+        (["--root", str(tmp_path / "typo")], f"error: --root '{tmp_path / 'typo'}': no such folder"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["serve.py", *params, *args])
+        with pytest.raises(SystemExit) as stop:
+            serve.main()
+        out, err = capsys.readouterr()
+        assert stop.value.code == 2 and why in err and "Traceback" not in err and out == "", (args, err)
+    assert served == []
+
+
+def test_a_flow_refuses_a_root_that_is_not_there(tmp_path):
+    from facegan.config import ParamsError
+
+    flows = _flows()
+    with pytest.raises(ParamsError, match="root '.*typo': no such folder"):
+        flows.load(str(ROOT / "params.yaml"), root=str(tmp_path / "typo"))
+    assert not (tmp_path / "typo").exists()
