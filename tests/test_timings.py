@@ -333,3 +333,18 @@ def test_timings_and_summary_read_the_store_of_the_project_root(store, monkeypat
     assert anchored(file_store, project).tracking_uri == str(project / "mlruns")
     for uri in (absolute, server, "sqlite:///:memory:"):
         assert anchored(TrackingConfig(tracking_uri=uri), project).tracking_uri == uri
+
+
+def test_reproduce_of_a_transfer_study_run_says_so(at_store, capsys):
+    """Given a fine-tune's evaluate run, reproduce said its parent "names no dataset (tag `dataset`)": another run,
+    and not why. The study's own run said "not a facegan pipeline run"."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(at_store["uri"])
+    story = at_store["ids"]["transfer"]
+    (evaluate,) = c.search_runs(
+        [c.get_run(story).info.experiment_id], f"tags.mlflow.parentRunId = '{story}' and tags.stage = 'evaluate'"
+    )
+    for run_id in (evaluate.info.run_id, story):
+        code, _, err = _cli(capsys, "reproduce", run_id)
+        assert code == 2 and f"run {run_id} belongs to the transfer study" in err and "facegan transfer" in err, err

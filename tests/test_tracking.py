@@ -238,8 +238,25 @@ def test_reproduce_of_a_run_the_store_does_not_hold_is_one_error(server, tmp_pat
     from facegan.errors import TrackingError
     from facegan.reproduce import reproduce
 
-    with pytest.raises(TrackingError, match=rf"no MLflow run {'0' * 32} in {server.uri}"):
+    with pytest.raises(TrackingError, match=rf"no MLflow run {'0' * 32} in {server.uri}$"):
         reproduce("0" * 32, tmp_path, tracking=TrackingConfig(tracking_uri=server.uri))
+
+
+def test_a_run_is_found_by_the_start_of_its_id_as_the_fid_table_prints_it(server, pipeline):
+    """`facegan report` prints `run 46fbf97d`; `facegan reproduce 46fbf97d` said "no MLflow run 46fbf97d"."""
+    from facegan import track
+    from facegan.config import TrackingConfig
+    from facegan.errors import TrackingError
+
+    c = _client(server)
+    parent = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'pipeline'")[0]
+    short = parent.info.run_id[:8]  # runs_table's `run` column
+    cfg = TrackingConfig(tracking_uri=server.uri)
+    assert track.fetch_run(short, cfg).info.run_id == parent.info.run_id
+    other = next(h for h in "0123456789abcdef" if h != parent.info.run_id[0]) + "0000000"
+    if not any(r.info.run_id.startswith(other) for r in c.search_runs([parent.info.experiment_id], "")):
+        with pytest.raises(TrackingError, match=f"no MLflow run {other} in .*a run id has 32 characters"):
+            track.fetch_run(other, cfg)
 
 
 def test_explore_opens_registered_models_and_runs(server, pipeline):

@@ -445,7 +445,11 @@ def exp_args(
 
 @app.command("reproduce")
 def reproduce(
-    run_id: str = typer.Argument(..., help="MLflow run id of a pipeline (or one of its stage runs)"),
+    run_id: str = typer.Argument(
+        ...,
+        help="MLflow run id of a pipeline (or one of its stage runs), or its first 4+ characters (the FID table's "
+        "`run`)",
+    ),
     root: Path = ROOT,
     out: Path | None = typer.Option(None, file_okay=False, help="output folder (default reproduce/<run id>)"),
     tolerance: float = typer.Option(1e-6, min=0.0, help="largest accepted |recorded - reproduced| per metric"),

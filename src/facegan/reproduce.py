@@ -35,11 +35,18 @@ def reproduce(
     from facegan.train.run import run_train
 
     run = track.fetch_run(run_id, tracking)
-    if run.data.tags.get(track.KIND) != "pipeline":
-        parent = run.data.tags.get("mlflow.parentRunId")
+    parent = run.data.tags.get("mlflow.parentRunId")
+    if run.data.tags.get(track.KIND) not in ("pipeline", "transfer"):
         if not parent:
             raise ReproduceError(f"run {run_id} is not a facegan pipeline run (nor a stage of one)")
         run = track.fetch_run(parent, tracking)
+    if run.data.tags.get(track.KIND) == "transfer":  # its runs' params are the study's, one per row and seed
+        raise ReproduceError(
+            f"run {run_id} belongs to the transfer study, not to a dataset's pipeline: `facegan transfer` runs "
+            "the study again; give a pipeline run (the FID table's `run`) or one of its stages"
+        )
+    if run.info.lifecycle_stage == "deleted":
+        log.warning("run %s was deleted in %s: reproduced all the same", run.info.run_id, track.tracking_uri(tracking))
     dataset = run.data.tags.get("dataset")
     if not dataset:
         raise ReproduceError(f"run {run.info.run_id} names no dataset (tag `dataset`): not one this command reproduces")
@@ -51,7 +58,8 @@ def reproduce(
             )
         except (MlflowException, OSError) as e:
             raise TrackingError(
-                f"cannot fetch params.yaml of run {run.info.run_id} from {store}: {first_line(e)}"
+                f"cannot fetch params.yaml of run {run.info.run_id} from {store} (a pipeline's report stage logs it: "
+                f"did this execution reach report?): {first_line(e)}"
             ) from None
         text = Path(local).read_text()
     params = parse_params(yaml.safe_load(text), source=f"params of run {run.info.run_id}")

@@ -1145,14 +1145,31 @@ def _registered(c, name: str, tracking: TrackingConfig) -> bool:
 
 
 def fetch_run(run_id: str, tracking: TrackingConfig) -> Any:
-    """The MLflow run `run_id`; a TrackingError when the store does not answer or holds no such run."""
+    """The MLflow run `run_id`, or the one run whose id starts with it (`facegan report` prints the first 8
+    characters); a TrackingError when the store does not answer, holds no such run, or several runs start so."""
     from mlflow.exceptions import MlflowException
 
+    c = _reader(tracking)
     try:
-        return _reader(tracking).get_run(run_id)
+        return c.get_run(run_id)
     except MlflowException as e:
         down = _store_error(e, tracking)
-        raise TrackingError(str(down) if down else f"no MLflow run {run_id} in {tracking_uri(tracking)}") from None
+        if down:
+            raise TrackingError(str(down)) from None
+    short = re.fullmatch(r"[0-9a-f]{4,31}", run_id)
+    with _answering(tracking):
+        found = _newest(c, [x.experiment_id for x in c.search_experiments()], "") if short else []
+    found = [r for r in found if r.info.run_id.startswith(run_id)]
+    if len(found) == 1:
+        log.info("run %s: %s", run_id, found[0].info.run_id)
+        return found[0]
+    if found:
+        raise TrackingError(
+            f"{len(found)} runs in {tracking_uri(tracking)} have an id that starts with {run_id} "
+            f"({', '.join(r.info.run_id[:12] for r in found[:5])}{', ...' if len(found) > 5 else ''}): give more of it"
+        )
+    hint = "" if len(run_id) >= 32 else " (a run id has 32 characters: give the whole id, or its first 4 or more)"
+    raise TrackingError(f"no MLflow run {run_id} in {tracking_uri(tracking)}{hint}")
 
 
 def run_checkpoint(run_id: str, tracking: TrackingConfig) -> dict[str, Any]:
