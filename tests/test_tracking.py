@@ -1186,6 +1186,11 @@ def test_sync_fails_while_a_buffer_it_cannot_send_is_left(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr[-2000:]
     assert r.stdout.strip() == "sent 0 record(s) from 0 of 1 file(s); 1 file(s) left unsent"
     assert f"skipped (kept): {damaged}: line 2 is not a JSON record" in r.stderr and damaged.exists()
+    readme = tmp_path / "README.md"  # a file of something else: "mend or remove that line" was no help
+    readme.write_text("# facegan\n\nTurn a folder of faces into a generator.\n")
+    r = _cli(["track", "sync", str(readme)], tmp_path, dict(os.environ))
+    assert r.returncode == 1 and f"skipped (kept): {readme}: not a facegan tracking buffer (line 1 is not" in r.stderr
+    assert readme.read_text().startswith("# facegan")
 
 
 def test_metric_names_fit_mlflow_and_stay_apart():

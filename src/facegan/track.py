@@ -497,6 +497,10 @@ def _records(buffer: Path) -> list[dict[str, Any]]:
                     len(out),
                 )
                 continue
+            if not out:  # a buffer's first line describes its run: a file of something else
+                raise BufferUnusable(
+                    f"{buffer}: not a facegan tracking buffer (line {i} is not a JSON record: {e.msg})"
+                ) from None
             raise BufferUnusable(
                 f"{buffer}: line {i} is not a JSON record ({e.msg}); mend or remove that line"
             ) from None
