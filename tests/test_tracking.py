@@ -533,8 +533,11 @@ def test_sync_with_root_from_elsewhere_sends_to_the_root_s_store(tmp_path, monke
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     project.mkdir()
     elsewhere.mkdir()
-    run_stage("generate", "cartoon", _offline_params(f"http://127.0.0.1:{free_port()}"), project)  # no server
+    (project / "mlflow.db").write_text("not yet a database")  # the store fails: the records stay in a buffer
+    monkeypatch.chdir(project)
+    run_stage("generate", "cartoon", _offline_params("sqlite:///mlflow.db"), project)
     (buffer,) = (project / ".facegan/tracking").glob("generate@cartoon-*.jsonl")
+    (project / "mlflow.db").unlink()
     _params_naming(project, "sqlite:///mlflow.db")  # the project's own store, relative: in the project
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     r = _cli(["track", "sync", "--root", str(project), str(buffer), str(buffer)], elsewhere, env)
@@ -543,6 +546,27 @@ def test_sync_with_root_from_elsewhere_sends_to_the_root_s_store(tmp_path, monke
     c = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'stage'")
     assert [run.data.tags["stage"] for run in runs] == ["generate"]
+
+
+def test_sync_sends_a_buffer_to_the_store_it_was_written_for(tmp_path, monkeypatch):
+    """A buffer written while MLFLOW_TRACKING_URI named a server, synced in a shell without it, went into the local
+    store without a word: buffers did not say which store they were for."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    server = f"http://127.0.0.1:{free_port()}"  # down
+    run_stage("generate", "cartoon", _offline_params(server), tmp_path)
+    (buffer,) = (tmp_path / ".facegan/tracking").glob("generate@cartoon-*.jsonl")
+    _params_naming(tmp_path, "sqlite:///mlflow.db")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    r = _cli(["track", "sync"], tmp_path, env)
+    assert r.returncode == 1 and f"{buffer.name}: written for the store {server}, not sqlite:///mlflow.db" in r.stderr
+    assert buffer.exists() and not (tmp_path / "mlflow.db").exists()
+    r = _cli(["track", "sync", "--any-store"], tmp_path, env)  # the server moved: here, then
+    assert r.returncode == 0 and "from 1 of 1 file(s)" in r.stdout, r.stderr[-2000:]
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'stage'")
+    assert [run.data.tags["stage"] for run in runs] == ["generate"] and not buffer.exists()
 
 
 def test_a_store_file_that_is_no_database_is_one_error_and_is_left_as_it_is(tmp_path, monkeypatch):

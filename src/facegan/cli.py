@@ -484,16 +484,20 @@ def track_sync(
     ),
     params: Path | None = TRACKING_PARAMS,
     root: Path = EXISTING_ROOT,
+    any_store: bool = typer.Option(
+        False, "--any-store", help="also send buffers written for another store (one moved, say) to this one"
+    ),
 ) -> None:
     """Send records kept locally while the tracking server was unreachable (runs and parents it could not
-    create are created now, with their original start times and parent links)."""
+    create are created now, with their original start times and parent links) to the store they were written
+    for."""
     from facegan import track
 
     cfg = _tracking(params, root)  # the root's store: its buffers were meant for it
     files = (
         list({b.resolve(): b for b in buffers}.values()) if buffers else sorted((root / track.BUFFERS).glob("*.jsonl"))
     )
-    done = track.sync_all(cfg, files)
+    done = track.sync_all(cfg, files, any_store)
     for _, why in done.skipped:  # a live stage's buffer, or one that cannot be read: `why` names the file
         typer.echo(f"skipped (kept): {why}", err=True)
     for f, why in done.failed:  # the store is still unreachable: the file stays for the next sync

@@ -158,6 +158,7 @@ def run_spec(
     return {
         "run_id": run_id,
         "uid": uuid.uuid4().hex,
+        "store": _store(cfg),  # where its buffer, if one is left, is to be sent (`sync` checks)
         "experiment": cfg.experiment,
         "tags": dict(tags),
         "params": {k: "null" if v is None else str(v) for k, v in (params or {}).items()},
@@ -528,15 +529,23 @@ def _unlock(f) -> None:
         f.close()
 
 
-def sync(cfg: TrackingConfig, buffer: Path) -> int:
+def sync(cfg: TrackingConfig, buffer: Path, any_store: bool = False) -> int:
     """Send a buffer left by an outage (creating its run, and its parent, when they were never created);
-    returns the number of records sent. A buffer of a stage still running, or one that cannot be read, is refused
-    (BufferUnusable); one whose process died before ending its run ends it as KILLED."""
+    returns the number of records sent. A buffer of a stage still running, one that cannot be read, or (unless
+    `any_store`) one written for another store is refused (BufferUnusable); one whose process died before ending
+    its run ends it as KILLED."""
     probe = _try_lock(buffer)
     if probe is None:
         raise BufferUnusable(f"{buffer}: in use by a stage that is still running; sync it when that stage is done")
     _unlock(probe)
     last_write = int(buffer.stat().st_mtime * 1000)
+    header = _records(buffer)[:1]
+    meant = header[0].get("store") if header else None  # buffers written before it was recorded name none
+    if meant and not any_store and local_store(meant, os.curdir, True) != local_store(_store(cfg), os.curdir, True):
+        raise BufferUnusable(
+            f"{buffer}: written for the store {meant}, not {tracking_uri(cfg)}: sync it with MLFLOW_TRACKING_URI="
+            f"{meant} (or -p a params file naming it), or --any-store to send it here"
+        )
     t = Tracker.load(cfg, buffer)
     if not any(o["op"] == "end" for o in t.pending):  # its process died before it could end the run
         t._record({"op": "end", "status": "KILLED", "ts": last_write})
@@ -565,7 +574,7 @@ class Synced:
         return len(self.skipped) + len(self.failed)
 
 
-def sync_all(cfg: TrackingConfig, buffers: list[Path]) -> Synced:
+def sync_all(cfg: TrackingConfig, buffers: list[Path], any_store: bool = False) -> Synced:
     """`sync` each buffer in turn; one that is refused or fails stays on disk and the others are still sent."""
     out = Synced()
     if why := not_a_database(tracking_uri(cfg)):  # every buffer would fail on it, each with a screen of SQL
@@ -573,7 +582,7 @@ def sync_all(cfg: TrackingConfig, buffers: list[Path]) -> Synced:
         return out
     for f in buffers:
         try:
-            out.sent += sync(cfg, f)
+            out.sent += sync(cfg, f, any_store)
         except BufferUnusable as e:
             out.skipped.append((f, str(e)))
         except Exception as e:  # noqa: BLE001 - the store is unreachable or refused: the file stays for the next sync
