@@ -176,6 +176,14 @@ def test_check_refuses_datasets_dvc_yaml_cannot_build(tmp_path):
 
     r = _cli("check", "-p", str(_params_with(tmp_path, only_photos)), cwd=tmp_path)  # nothing to draw: no need
     assert r.returncode == 0 and "datasets: photos" in r.stdout, r.stderr
+    _params_with(tmp_path, lambda raw: None)
+    for foreach in ("{cartoon: {n: 1}, sketch: {n: 2}}", "${generated}"):  # DVC's other forms: a mapping, a variable
+        (tmp_path / "dvc.yaml").write_text(f"stages:\n  generate:\n    foreach: {foreach}\n    do: {{cmd: echo}}\n")
+        r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
+        assert r.returncode == 0 and "datasets: cartoon, sketch" in r.stdout, (foreach, r.stderr)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  generate:\n    foreach: {cartoon: {n: 1}}\n    do: {cmd: echo}\n")
+    r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
+    assert r.returncode == 2 and "cartoon dataset sketch: dvc.yaml's generate stage (foreach: ['cartoon'])" in r.stderr
     (tmp_path / "dvc.yaml").write_text("stages:\n  generate:\n    foreach: [cartoon, sketch\n")  # an edit that broke it
     r = _cli("check", "-p", str(tmp_path / "params.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr

@@ -253,10 +253,45 @@ def test_a_run_is_found_by_the_start_of_its_id_as_the_fid_table_prints_it(server
     short = parent.info.run_id[:8]  # runs_table's `run` column
     cfg = TrackingConfig(tracking_uri=server.uri)
     assert track.fetch_run(short, cfg).info.run_id == parent.info.run_id
-    other = next(h for h in "0123456789abcdef" if h != parent.info.run_id[0]) + "0000000"
-    if not any(r.info.run_id.startswith(other) for r in c.search_runs([parent.info.experiment_id], "")):
-        with pytest.raises(TrackingError, match=f"no MLflow run {other} in .*a run id has 32 characters"):
-            track.fetch_run(other, cfg)
+    ids = [r.info.run_id for r in c.search_runs([parent.info.experiment_id], "")]
+    none = next(p for p in (f"{i:04x}" for i in range(1 << 16)) if not any(r.startswith(p) for r in ids))
+    with pytest.raises(TrackingError, match=f"no MLflow run {none} in .*a run id has 32 characters"):
+        track.fetch_run(none, cfg)
+    stage = next(r for r in ids if r != parent.info.run_id)
+    c.delete_run(stage)  # a whole id finds a deleted run: so does its start
+    try:
+        assert track.fetch_run(stage[:10], cfg).info.run_id == stage
+    finally:
+        c.restore_run(stage)
+
+
+def test_the_start_of_several_run_ids_is_one_error_naming_them(tmp_path, monkeypatch):
+    """Ids are random: two runs sharing a start are made by the store's answer, not by chance."""
+    from types import SimpleNamespace
+
+    from facegan import track
+    from facegan.errors import TrackingError
+
+    cfg = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    track.experiment_id(cfg)  # a store
+    runs = [SimpleNamespace(info=SimpleNamespace(run_id=f"abcd{i:028x}")) for i in range(7)]
+    answer, asked = [runs], []
+
+    def starting(c, prefix, t, n=6):
+        asked.append(prefix)
+        return answer[0][:n]
+
+    monkeypatch.setattr(track, "_runs_starting", starting)
+    with pytest.raises(TrackingError, match=r"^6 or more runs in .* starts with abcd \(abcd00000000, .*, \.\.\.\)"):
+        track.fetch_run("abcd", cfg)
+    answer[0] = runs[:2]
+    with pytest.raises(TrackingError, match=r"^2 runs in .* starts with abcd \(abcd00000000, abcd00000000\): give"):
+        track.fetch_run("abcd", cfg)
+    answer[0] = runs[:1]
+    assert track.fetch_run("abcd", cfg) is runs[0]
+    with pytest.raises(TrackingError, match="no MLflow run abc in"):  # too short to look up by its start
+        track.fetch_run("abc", cfg)
+    assert asked == ["abcd"] * 3
 
 
 def test_explore_opens_registered_models_and_runs(server, pipeline):
@@ -562,11 +597,21 @@ def test_sync_sends_a_buffer_to_the_store_it_was_written_for(tmp_path, monkeypat
     r = _cli(["track", "sync"], tmp_path, env)
     assert r.returncode == 1 and f"{buffer.name}: written for the store {server}, not sqlite:///mlflow.db" in r.stderr
     assert buffer.exists() and not (tmp_path / "mlflow.db").exists()
+    from facegan import track
+
+    old = tmp_path / ".facegan/tracking/train@cartoon-old.jsonl"  # its run was made there before the store went
+    spec = track.run_spec(TrackingConfig(tracking_uri=server), {"facegan.kind": "stage", "stage": "train"}, {"a": 1})
+    old.write_text(json.dumps({"op": "run", **spec, "run_id": "f" * 32, "params_sent": True}) + "\n")
+    no_store = tmp_path / ".facegan/tracking/detect@cartoon-older.jsonl"  # written before buffers named a store
+    spec = track.run_spec(TrackingConfig(), {"facegan.kind": "stage", "stage": "detect"})
+    no_store.write_text(json.dumps({"op": "run", **{k: v for k, v in spec.items() if k != "store"}}) + "\n")
     r = _cli(["track", "sync", "--any-store"], tmp_path, env)  # the server moved: here, then
-    assert r.returncode == 0 and "from 1 of 1 file(s)" in r.stdout, r.stderr[-2000:]
+    assert r.returncode == 0 and "from 3 of 3 file(s)" in r.stdout, r.stderr[-2000:]
     c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'stage'")
-    assert [run.data.tags["stage"] for run in runs] == ["generate"] and not buffer.exists()
+    assert sorted(run.data.tags["stage"] for run in runs) == ["detect", "generate", "train"]
+    assert {run.data.params.get("a") for run in runs} == {"1", None}  # its params, sent again
+    assert not list((tmp_path / ".facegan/tracking").glob("*.jsonl"))
 
 
 def test_a_store_file_that_is_no_database_is_one_error_and_is_left_as_it_is(tmp_path, monkeypatch):
@@ -1251,6 +1296,12 @@ def test_stages_run_in_the_root_and_from_elsewhere_share_one_parent(tmp_path, mo
     exp = c.get_experiment_by_name(p.tracking.experiment).experiment_id
     assert len(c.search_runs([exp], "tags.`facegan.kind` = 'pipeline'")) == 1
     assert not (elsewhere / "mlflow.db").exists()
+    monkeypatch.chdir(elsewhere)  # a record the code before wrote in the root names its store as written there
+    cfg = anchored(p.tracking, project)
+    assert track._reusable(cfg, {}, {"store": "sqlite:///mlflow.db"}, project)
+    assert track._reusable(cfg, {}, {"store": "sqlite:///mlflow.db?timeout=30"}, project)
+    assert not track._reusable(cfg, {}, {"store": "sqlite:///other.db"}, project)
+    assert not track._reusable(cfg, {}, {"store": "http://127.0.0.1:5000"}, project)
 
 
 def test_an_experiment_keeps_its_runs_files_beside_its_sqlite_store(tmp_path, monkeypatch):

@@ -30,7 +30,8 @@ TRACKING_PARAMS = typer.Option(
     "-p",
     dir_okay=False,
     help="params file whose `tracking` section names the MLflow store "
-    "(default: the params.yaml of --root, else ./params.yaml, when present; MLFLOW_TRACKING_URI overrides it)",
+    "(default: ./params.yaml when present, or first the params.yaml of --root where the command has one; "
+    "MLFLOW_TRACKING_URI overrides it)",
 )
 
 

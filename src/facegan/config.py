@@ -1052,15 +1052,27 @@ def anchored(tracking: TrackingConfig, root: Path) -> TrackingConfig:
     return tracking if uri == tracking.tracking_uri else tracking.model_copy(update={"tracking_uri": uri})
 
 
+def sqlite_file(uri: str) -> tuple[str, str] | None:
+    """(path, query) of an SQLite store's database file (`sqlite:///mlflow.db?timeout=30` -> ("mlflow.db",
+    "?timeout=30")); None for any other store and for an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path, mark, query = uri.removeprefix("sqlite:///").partition("?")
+    return None if path == ":memory:" else (path, mark + query)
+
+
 def local_store(uri: str, base: Path | str, resolve: bool = False) -> str:
     """`uri` with the path of a local store (`sqlite:///mlflow.db`, a folder of MLflow's file store) read in
-    `base`: absolute, and with `resolve` links resolved too (one store, one spelling: what two records of a store
-    compare). A server's address, an absolute path and an in-memory database are left as they are."""
+    `base`: absolute; with `resolve`, links resolved too and an SQLite query left out (one store, one spelling:
+    what two records of a store compare). A server's address, an absolute path and an in-memory database are left
+    as they are."""
     absolute = os.path.realpath if resolve else os.path.abspath  # a root reached through a link stays that path
-    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
-        path = uri.removeprefix("sqlite:///")
-        return uri if path.startswith("/") and not resolve else f"sqlite:///{absolute(os.path.join(base, path))}"
-    if ":" not in uri:  # a folder of MLflow's file store
+    if (db := sqlite_file(uri)) is not None:
+        path, query = db
+        if os.path.isabs(path) and not resolve:
+            return uri
+        return f"sqlite:///{absolute(os.path.join(base, path))}{'' if resolve else query}"
+    if ":" not in uri and not uri.startswith("databricks"):  # a folder of MLflow's file store
         path = os.path.expanduser(uri)
         return uri if os.path.isabs(path) and not resolve else absolute(os.path.join(base, path))
     return uri

@@ -194,9 +194,11 @@ def dvc_problems(p: Params, project: Path) -> list[str]:
         return []
     # an edit that broke it: one line naming the file, the line and the column
     listed = dvc_stages(dvc_yaml).get("generate", {}).get("foreach")
+    if isinstance(listed, dict):  # DVC's foreach over a mapping runs for its keys
+        listed = list(listed)
     problems = []
     generated = [n for n, d in p.datasets.items() if d.source.kind == "cartoon"]
-    if not isinstance(listed, list) and generated:
+    if listed is None and generated:  # a `${...}` foreach is DVC's to read
         problems.append(
             f"cartoon dataset {', '.join(generated)}: dvc.yaml has no generate stage over a list of datasets "
             "(`foreach: [...]`), so no stage makes its data/raw: restore that stage from facegan's dvc.yaml"

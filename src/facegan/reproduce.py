@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -30,7 +31,8 @@ def reproduce(
     from mlflow.exceptions import MlflowException
 
     from facegan import track
-    from facegan.evaluate.run import Scorer, run_evaluate, scorers_of
+    from facegan.evaluate.extractors import ExtractorUnavailable
+    from facegan.evaluate.run import Scorer, reference_stats, run_evaluate
     from facegan.train.checkpoint import CHECKPOINT
     from facegan.train.run import run_train
 
@@ -73,7 +75,9 @@ def reproduce(
             "and `dvc repro` the data stages first"
         )
     out = out or root / "reproduce" / run.info.run_id
-    scorers_of(params.evaluate, at.stats, at.classifier, at.packed)  # statistics that do not fit: before training
+    for name in params.evaluate.extractors:  # statistics missing or of other params: said before training
+        with contextlib.suppress(ExtractorUnavailable):  # not measured here: the verdict names it
+            reference_stats(name, params.evaluate, at.stats, at.classifier, at.packed)
     fid = params.train.fid_every
     scorer = Scorer(params.train.fid_extractor, params.evaluate, at.stats, at.classifier, at.packed) if fid else None
     run_train(params.train, at.packed, out / "model", resume=False, scorer=scorer)

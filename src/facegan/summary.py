@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from facegan.config import Params
+from facegan.config import Params, sqlite_file
 from facegan.errors import message
 
 REPORTS = Path("data") / "reports"
@@ -35,11 +35,11 @@ def _primary(scores: list[Any]) -> str:
 
 def _mlflow_ui(uri: str, root: Path) -> str:
     """The command that browses the store (a sqlite path inside the project written relative to it)."""
-    if not uri.startswith("sqlite:///"):
+    if (db := sqlite_file(uri)) is None:
         return f"open {uri}"
-    path = Path(uri.removeprefix("sqlite:///"))
+    path = Path(db[0])
     if path.is_absolute() and path.is_relative_to(root.resolve()):
-        uri = f"sqlite:///{path.relative_to(root.resolve())}"
+        uri = f"sqlite:///{path.relative_to(root.resolve())}{db[1]}"
     mlflow = ".venv/bin/mlflow" if (root / ".venv" / "bin" / "mlflow").is_file() else "mlflow"
     return f"{mlflow} ui --backend-store-uri {uri}"
 

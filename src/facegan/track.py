@@ -39,7 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from facegan.config import Params, TrackingConfig, flatten, local_store
+from facegan.config import Params, TrackingConfig, flatten, local_store, sqlite_file
 from facegan.errors import TrackingError, first_line
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,9 @@ def artifact_location(uri: str, name: str) -> str | None:
     (in letters, digits, `.`, `-` and `_`: a path, not a URI).
     MLflow's default is ./mlruns of the current folder, so a stage run from another folder with --root left the
     project's files (params snapshots, registered generators) in that folder. A server or file store decides."""
-    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+    if (db := sqlite_file(uri)) is None:
         return None
-    database = Path(local_store(uri, os.curdir).removeprefix("sqlite:///"))
+    database = Path(os.path.abspath(db[0]))
     return str(database.parent / "mlruns" / (re.sub(r"[^\w.-]+", "_", name, flags=re.ASCII).strip("._") or "_"))
 
 
@@ -541,12 +541,15 @@ def sync(cfg: TrackingConfig, buffer: Path, any_store: bool = False) -> int:
     last_write = int(buffer.stat().st_mtime * 1000)
     header = _records(buffer)[:1]
     meant = header[0].get("store") if header else None  # buffers written before it was recorded name none
-    if meant and not any_store and local_store(meant, os.curdir, True) != local_store(_store(cfg), os.curdir, True):
+    elsewhere = meant is not None and local_store(meant, os.curdir, True) != local_store(_store(cfg), os.curdir, True)
+    if elsewhere and not any_store:
         raise BufferUnusable(
             f"{buffer}: written for the store {meant}, not {tracking_uri(cfg)}: sync it with MLFLOW_TRACKING_URI="
             f"{meant} (or -p a params file naming it), or --any-store to send it here"
         )
     t = Tracker.load(cfg, buffer)
+    if elsewhere:  # ids its run (and parent) got in the other store mean nothing here: found by uid, or created
+        t.spec = _unsent(t.spec)
     if not any(o["op"] == "end" for o in t.pending):  # its process died before it could end the run
         t._record({"op": "end", "status": "KILLED", "ts": last_write})
     n = len(t.pending)
@@ -556,6 +559,12 @@ def sync(cfg: TrackingConfig, buffer: Path, any_store: bool = False) -> int:
         _unlock(t._lock)
     t.discard()
     return n
+
+
+def _unsent(spec: dict[str, Any]) -> dict[str, Any]:
+    """A run spec (and its parent's) as if never sent: no run id, params not sent, this store's."""
+    out = {k: v for k, v in spec.items() if k not in ("run_id", "params_sent", "store")}
+    return {**out, **({"parent": _unsent(spec["parent"])} if spec.get("parent") else {})}
 
 
 @dataclasses.dataclass
@@ -1157,6 +1166,24 @@ def _registered(c, name: str, tracking: TrackingConfig) -> bool:
     return True
 
 
+def _runs_starting(c, prefix: str, tracking: TrackingConfig, n: int = 6) -> list:
+    """Up to `n` runs (deleted ones too, as a whole id finds them) whose id starts with `prefix`, asked of the store
+    itself, experiment page after page."""
+    from mlflow.entities import ViewType
+
+    found: list = []
+    token = None
+    with _answering(tracking):
+        while len(found) < n:
+            page = c.search_experiments(view_type=ViewType.ALL, max_results=_PAGE, page_token=token)
+            if ids := [e.experiment_id for e in page]:
+                flt = f"attributes.run_id LIKE '{prefix}%'"
+                found += c.search_runs(ids, flt, run_view_type=ViewType.ALL, max_results=n - len(found))
+            if not (token := page.token):
+                break
+    return found
+
+
 def fetch_run(run_id: str, tracking: TrackingConfig) -> Any:
     """The MLflow run `run_id`, or the one run whose id starts with it (`facegan report` prints the first 8
     characters); a TrackingError when the store does not answer, holds no such run, or several runs start so."""
@@ -1169,16 +1196,14 @@ def fetch_run(run_id: str, tracking: TrackingConfig) -> Any:
         down = _store_error(e, tracking)
         if down:
             raise TrackingError(str(down)) from None
-    short = re.fullmatch(r"[0-9a-f]{4,31}", run_id)
-    with _answering(tracking):
-        found = _newest(c, [x.experiment_id for x in c.search_experiments()], "") if short else []
-    found = [r for r in found if r.info.run_id.startswith(run_id)]
+    found = _runs_starting(c, run_id, tracking) if re.fullmatch(r"[0-9a-f]{4,31}", run_id) else []
     if len(found) == 1:
         log.info("run %s: %s", run_id, found[0].info.run_id)
         return found[0]
     if found:
+        many = f"{len(found)}" if len(found) < 6 else "6 or more"
         raise TrackingError(
-            f"{len(found)} runs in {tracking_uri(tracking)} have an id that starts with {run_id} "
+            f"{many} runs in {tracking_uri(tracking)} have an id that starts with {run_id} "
             f"({', '.join(r.info.run_id[:12] for r in found[:5])}{', ...' if len(found) > 5 else ''}): give more of it"
         )
     hint = "" if len(run_id) >= 32 else " (a run id has 32 characters: give the whole id, or its first 4 or more)"
@@ -1379,9 +1404,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every SQLite databa
 def not_a_database(uri: str) -> str | None:
     """Why the SQLite store of `uri` is no store (a file of something else; an empty file, which MLflow would turn
     into a new empty store), else None (a server, a store that is a database, or one not there yet)."""
-    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
+    if (db := sqlite_file(uri)) is None:
         return None
-    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    path = Path(db[0])
     try:
         with path.open("rb") as f:
             head = f.read(len(SQLITE_HEADER))
@@ -1398,8 +1423,8 @@ def _reader(cfg: TrackingConfig):
     """A client over an existing store: a sqlite file that is not there (or is no database) is an error, not a new
     empty store."""
     uri = tracking_uri(cfg)
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if (db := sqlite_file(uri)) is not None:
+        path = Path(db[0])
         if not path.is_file():
             raise TrackingError(f"no MLflow store at {path} (nothing tracked yet: run `dvc repro` first)")
         if why := not_a_database(uri):
