@@ -730,7 +730,7 @@ def test_sample_labels_from_a_packed_set_draw_its_rows(trained, tmp_path):
         sample_stream(trained("dcgan"), 2, 0, labels_from=red_glasses)
 
 
-def test_an_explorer_served_beyond_this_machine_reads_no_file_a_page_names(trained, tmp_path):
+def test_an_explorer_served_beyond_this_machine_reads_no_file_a_page_names(trained, tmp_path, monkeypatch):
     """With --host 0.0.0.0 the Compare tab loaded any readable path a visitor typed (weights_only: no code ran, but
     any file was opened and its kind said back). Served so, the page takes the served model and tracked references
     only; on 127.0.0.1 it still takes paths."""
@@ -746,3 +746,10 @@ def test_an_explorer_served_beyond_this_machine_reads_no_file_a_page_names(train
             shared.from_page(ref, served)
     assert Models().from_page(other, served)[1].checkpoint == Path(other)
     assert "0.0.0.0" not in LOOPBACK and "127.0.0.1" in LOOPBACK
+    monkeypatch.chdir(tmp_path)  # a file named like a run id, or a registry URI, is not read for the page either
+    for ref in ("0" * 32, "models:/facegan-cartoon@best"):
+        (tmp_path / ref).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / ref).write_bytes(Path(other).read_bytes())
+        with pytest.raises(ExploreError, match="no MLflow store at mlflow.db"):
+            shared.from_page(ref, served)
+    assert Models().from_page("0" * 32, served)[1].checkpoint == Path("0" * 32)  # on 127.0.0.1 a path is a path

@@ -507,14 +507,14 @@ def tracked(ref: str) -> bool:
     return ref.startswith("models:/") or (len(ref) == 32 and all(c in "0123456789abcdef" for c in ref))
 
 
-def resolve(ref: str, tracking=None) -> Source:
-    """`models:/NAME@ALIAS` or `models:/NAME/VERSION`, an MLflow run id (of a pipeline, or one of its stages) or a
-    checkpoint path -> Source. ExploreError when it names nothing usable."""
+def resolve(ref: str, tracking=None, files: bool = True) -> Source:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION`, an MLflow run id (of a pipeline, or one of its stages) or,
+    with `files`, a checkpoint path -> Source. ExploreError when it names nothing usable."""
     ref = (ref or "").strip()
     if not ref:
         raise ExploreError("give a model: models:/NAME@ALIAS, an MLflow run id or a checkpoint path")
     path = Path(ref).expanduser()
-    if path.is_file():
+    if files and path.is_file():
         return Source(ref, path)
     if not tracked(ref):
         raise ExploreError(f"unknown model {ref!r}: no such file, and not a models:/NAME@ALIAS URI or an MLflow run id")
@@ -548,8 +548,8 @@ class Models:
             return (*src.registered, src.run_id)
         return (str(src.checkpoint.resolve()), src.checkpoint.stat().st_mtime_ns)
 
-    def get(self, ref: str) -> tuple[Model, Source]:
-        src = resolve(ref, self.tracking)
+    def get(self, ref: str, files: bool = True) -> tuple[Model, Source]:
+        src = resolve(ref, self.tracking, files)
         key = self._key(src)
         if key in self._by_key:
             self._by_key.move_to_end(key)
@@ -570,7 +570,7 @@ class Models:
                 "this explorer is served beyond this machine (--host): the page takes registered models "
                 "(models:/NAME@ALIAS) and MLflow run ids, not checkpoint paths (serve on 127.0.0.1 to compare files)"
             )
-        return self.get(ref)
+        return self.get(ref, files=self.paths or ref == served.ref)  # a run id is not a file's name here
 
     def names(self, src: Source):
         """Where the direction names of this model live: tags of its registry version, else a file beside it."""
