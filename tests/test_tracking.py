@@ -605,11 +605,18 @@ def test_sync_sends_a_buffer_to_the_store_it_was_written_for(tmp_path, monkeypat
     no_store = tmp_path / ".facegan/tracking/detect@cartoon-older.jsonl"  # written before buffers named a store
     spec = track.run_spec(TrackingConfig(), {"facegan.kind": "stage", "stage": "detect"})
     no_store.write_text(json.dumps({"op": "run", **{k: v for k, v in spec.items() if k != "store"}}) + "\n")
+    gone = tmp_path / ".facegan/tracking/evaluate@cartoon-older.jsonl"  # of before, its run made in another store
+    spec = track.run_spec(TrackingConfig(), {"facegan.kind": "stage", "stage": "evaluate"})
+    spec = {**{k: v for k, v in spec.items() if k != "store"}, "run_id": "e" * 32, "params_sent": True}
+    gone.write_text(json.dumps({"op": "run", **spec}) + "\n")
+    r = _cli(["track", "sync"], tmp_path, env)  # it failed on "Run ... not found" at every sync
+    assert r.returncode == 1 and "from 1 of 4 file(s)" in r.stdout, r.stderr[-2000:]
+    assert f"{gone.name}: its run {'e' * 32} is not in sqlite:///mlflow.db: written for another store?" in r.stderr
     r = _cli(["track", "sync", "--any-store"], tmp_path, env)  # the server moved: here, then
     assert r.returncode == 0 and "from 3 of 3 file(s)" in r.stdout, r.stderr[-2000:]
     c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'stage'")
-    assert sorted(run.data.tags["stage"] for run in runs) == ["detect", "generate", "train"]
+    assert sorted(run.data.tags["stage"] for run in runs) == ["detect", "evaluate", "generate", "train"]
     assert {run.data.params.get("a") for run in runs} == {"1", None}  # its params, sent again
     assert not list((tmp_path / ".facegan/tracking").glob("*.jsonl"))
 

@@ -550,6 +550,14 @@ def sync(cfg: TrackingConfig, buffer: Path, any_store: bool = False) -> int:
     t = Tracker.load(cfg, buffer)
     if elsewhere:  # ids its run (and parent) got in the other store mean nothing here: found by uid, or created
         t.spec = _unsent(t.spec)
+    elif meant is None and t.spec.get("run_id") and _gone(cfg, t.spec["run_id"]):  # a buffer of before: which store?
+        if not any_store:
+            _unlock(t._lock)
+            raise BufferUnusable(
+                f"{buffer}: its run {t.spec['run_id']} is not in {tracking_uri(cfg)}: written for another store? "
+                "sync it with that store's MLFLOW_TRACKING_URI (or -p), or --any-store to make its run here"
+            )
+        t.spec = _unsent(t.spec)
     if not any(o["op"] == "end" for o in t.pending):  # its process died before it could end the run
         t._record({"op": "end", "status": "KILLED", "ts": last_write})
     n = len(t.pending)
@@ -559,6 +567,15 @@ def sync(cfg: TrackingConfig, buffer: Path, any_store: bool = False) -> int:
         _unlock(t._lock)
     t.discard()
     return n
+
+
+def _gone(cfg: TrackingConfig, run_id: str) -> bool:
+    """Whether the store answers that it has no run `run_id` (a store that does not answer: not known, False)."""
+    try:
+        client(cfg).get_run(run_id)
+    except Exception as e:  # noqa: BLE001 - any failure but "no such run" is the store's, for the sync to report
+        return getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+    return False
 
 
 def _unsent(spec: dict[str, Any]) -> dict[str, Any]:
