@@ -638,6 +638,17 @@ def test_a_store_file_that_is_no_database_is_one_error_and_is_left_as_it_is(tmp_
         assert list((tmp_path / ".facegan/tracking").glob("generate@cartoon-*.jsonl"))  # the buffer is kept
 
 
+def test_a_stage_tracking_into_a_file_that_is_no_database_says_so(tmp_path, monkeypatch, caplog):
+    """The stage's one warning named SQLAlchemy's error, cut at 200 characters, not what is wrong with the file."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlflow.db").write_text("name,fd\n")
+    with caplog.at_level("WARNING", logger="facegan.track"):
+        run_stage("generate", "cartoon", _offline_params(f"sqlite:///{tmp_path / 'mlflow.db'}"), tmp_path)
+    (warning,) = [r.getMessage() for r in caplog.records if "is unreachable" in r.getMessage()]
+    assert f"({tmp_path / 'mlflow.db'} is not an SQLite database, so not an MLflow store" in warning, warning
+    assert (tmp_path / "mlflow.db").read_text() == "name,fd\n"
+
+
 def test_sync_of_a_buffer_file_that_is_not_there_is_a_usage_error(tmp_path):
     """Not 'not sent (kept): MLflow at ...: FileNotFoundError', which blamed the store for a mistyped path."""
     r = _cli(["track", "sync", str(tmp_path / "nope.jsonl")], tmp_path, dict(os.environ))

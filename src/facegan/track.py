@@ -376,11 +376,10 @@ class Tracker:
             self._keep_files()
             if not self.warned:
                 log.warning(
-                    "MLflow at %s is unreachable (%s: %s): the work goes on, %d record(s) are kept in %s "
+                    "MLflow at %s is unreachable (%s): the work goes on, %d record(s) are kept in %s "
                     "and retried; `facegan track sync` sends them later",
                     tracking_uri(self.cfg),
-                    type(e).__name__,
-                    str(e)[:200],
+                    not_a_database(tracking_uri(self.cfg)) or first_line(e, with_type=True),
                     len(self.pending),
                     self.buffer,
                 )
