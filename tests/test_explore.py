@@ -735,7 +735,7 @@ def test_an_explorer_served_beyond_this_machine_reads_no_file_a_page_names(train
     any file was opened and its kind said back). Served so, the page takes the served model and tracked references
     only; on 127.0.0.1 it still takes paths."""
     from facegan.explore import LOOPBACK
-    from facegan.latent import Models
+    from facegan.latent import Models, Source
 
     served = resolve(str(trained("dcgan")))
     other = str(trained("acgan"))
@@ -753,3 +753,6 @@ def test_an_explorer_served_beyond_this_machine_reads_no_file_a_page_names(train
         with pytest.raises(ExploreError, match="no MLflow store at mlflow.db"):
             shared.from_page(ref, served)
     assert Models().from_page("0" * 32, served)[1].checkpoint == Path("0" * 32)  # on 127.0.0.1 a path is a path
+    by_id = Source("0" * 32, served.checkpoint, "0" * 32)  # served by its run id: that name is no file either
+    with pytest.raises(ExploreError, match="no MLflow store at mlflow.db"):
+        shared.from_page("0" * 32, by_id)

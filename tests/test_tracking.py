@@ -609,14 +609,28 @@ def test_sync_sends_a_buffer_to_the_store_it_was_written_for(tmp_path, monkeypat
     spec = track.run_spec(TrackingConfig(), {"facegan.kind": "stage", "stage": "evaluate"})
     spec = {**{k: v for k, v in spec.items() if k != "store"}, "run_id": "e" * 32, "params_sent": True}
     gone.write_text(json.dumps({"op": "run", **spec}) + "\n")
+    os.utime(gone, (1_000_000_000, 1_000_000_000))  # its stage's last write: the KILLED run's end
+    parent_gone = tmp_path / ".facegan/tracking/align@cartoon-older.jsonl"  # its own run not made, its parent's was
+    spec = track.run_spec(TrackingConfig(), {"facegan.kind": "stage", "stage": "align"})
+    spec["parent"] = {**track.run_spec(TrackingConfig(), {"facegan.kind": "pipeline"}), "run_id": "d" * 32}
+    parent_gone.write_text(json.dumps({"op": "run", **{k: v for k, v in spec.items() if k != "store"}}) + "\n")
     r = _cli(["track", "sync"], tmp_path, env)  # it failed on "Run ... not found" at every sync
-    assert r.returncode == 1 and "from 1 of 4 file(s)" in r.stdout, r.stderr[-2000:]
+    assert r.returncode == 1 and "from 1 of 5 file(s)" in r.stdout, r.stderr[-2000:]
     assert f"{gone.name}: its run {'e' * 32} is not in sqlite:///mlflow.db: written for another store?" in r.stderr
+    assert f"{parent_gone.name}: its run {'d' * 32} is not in" in r.stderr
+    assert not list((tmp_path / ".facegan/tracking").glob("*.lock")) and gone.stat().st_mtime == 1_000_000_000
+    down = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}  # a store down cannot say "not there"
+    r = _cli(["track", "sync", str(gone)], tmp_path, down)
+    assert r.returncode == 1 and f"not sent {gone} (kept)" in r.stderr, r.stderr[-2000:]
     r = _cli(["track", "sync", "--any-store"], tmp_path, env)  # the server moved: here, then
-    assert r.returncode == 0 and "from 3 of 3 file(s)" in r.stdout, r.stderr[-2000:]
+    assert r.returncode == 0 and "from 4 of 4 file(s)" in r.stdout, r.stderr[-2000:]
     c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = c.search_runs([c.get_experiment_by_name("facegan").experiment_id], "tags.`facegan.kind` = 'stage'")
-    assert sorted(run.data.tags["stage"] for run in runs) == ["detect", "evaluate", "generate", "train"]
+    assert sorted(run.data.tags["stage"] for run in runs) == ["align", "detect", "evaluate", "generate", "train"]
+    (killed,) = [run for run in runs if run.data.tags["stage"] == "evaluate"]
+    assert killed.info.status == "KILLED" and killed.info.end_time == 1_000_000_000_000
+    (align,) = [run for run in runs if run.data.tags["stage"] == "align"]
+    assert c.get_run(align.data.tags["mlflow.parentRunId"]).data.tags["facegan.kind"] == "pipeline"  # made here
     assert {run.data.params.get("a") for run in runs} == {"1", None}  # its params, sent again
     assert not list((tmp_path / ".facegan/tracking").glob("*.jsonl"))
 

@@ -570,7 +570,7 @@ class Models:
                 "this explorer is served beyond this machine (--host): the page takes registered models "
                 "(models:/NAME@ALIAS) and MLflow run ids, not checkpoint paths (serve on 127.0.0.1 to compare files)"
             )
-        return self.get(ref, files=self.paths or ref == served.ref)  # a run id is not a file's name here
+        return self.get(ref, files=self.paths or (ref == served.ref and served.run_id is None))  # its own file
 
     def names(self, src: Source):
         """Where the direction names of this model live: tags of its registry version, else a file beside it."""

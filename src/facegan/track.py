@@ -379,7 +379,7 @@ class Tracker:
                     "MLflow at %s is unreachable (%s): the work goes on, %d record(s) are kept in %s "
                     "and retried; `facegan track sync` sends them later",
                     tracking_uri(self.cfg),
-                    not_a_database(tracking_uri(self.cfg)) or first_line(e, with_type=True),
+                    not_a_database(tracking_uri(self.cfg), empty=False) or first_line(e, with_type=True),
                     len(self.pending),
                     self.buffer,
                 )
@@ -546,16 +546,15 @@ def sync(cfg: TrackingConfig, buffer: Path, any_store: bool = False) -> int:
             f"{buffer}: written for the store {meant}, not {tracking_uri(cfg)}: sync it with MLFLOW_TRACKING_URI="
             f"{meant} (or -p a params file naming it), or --any-store to send it here"
         )
-    t = Tracker.load(cfg, buffer)
-    if elsewhere:  # ids its run (and parent) got in the other store mean nothing here: found by uid, or created
-        t.spec = _unsent(t.spec)
-    elif meant is None and t.spec.get("run_id") and _gone(cfg, t.spec["run_id"]):  # a buffer of before: which store?
-        if not any_store:
-            _unlock(t._lock)
-            raise BufferUnusable(
-                f"{buffer}: its run {t.spec['run_id']} is not in {tracking_uri(cfg)}: written for another store? "
-                "sync it with that store's MLFLOW_TRACKING_URI (or -p), or --any-store to make its run here"
-            )
+    made = _made_ids(header[0]) if header and meant is None else []  # a buffer of before: which store?
+    gone = next((i for i in made if _gone(cfg, i)), None)
+    if gone and not any_store:
+        raise BufferUnusable(
+            f"{buffer}: its run {gone} is not in {tracking_uri(cfg)}: written for another store? sync it with that "
+            "store's MLFLOW_TRACKING_URI (or -p), or --any-store to make its run here"
+        )
+    t = Tracker.load(cfg, buffer)  # (it rewrites the buffer: checks that refuse it come first)
+    if elsewhere or gone:  # ids its run (and parent) got in another store mean nothing here: found by uid, or made
         t.spec = _unsent(t.spec)
     if not any(o["op"] == "end" for o in t.pending):  # its process died before it could end the run
         t._record({"op": "end", "status": "KILLED", "ts": last_write})
@@ -566,6 +565,11 @@ def sync(cfg: TrackingConfig, buffer: Path, any_store: bool = False) -> int:
         _unlock(t._lock)
     t.discard()
     return n
+
+
+def _made_ids(spec: dict[str, Any]) -> list[str]:
+    """The run ids a spec and its parents got where they were made."""
+    return ([spec["run_id"]] if spec.get("run_id") else []) + (_made_ids(spec["parent"]) if spec.get("parent") else [])
 
 
 def _gone(cfg: TrackingConfig, run_id: str) -> bool:
@@ -1417,9 +1421,10 @@ def finish_pipeline(
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every SQLite database file
 
 
-def not_a_database(uri: str) -> str | None:
-    """Why the SQLite store of `uri` is no store (a file of something else; an empty file, which MLflow would turn
-    into a new empty store), else None (a server, a store that is a database, or one not there yet)."""
+def not_a_database(uri: str, empty: bool = True) -> str | None:
+    """Why the SQLite store of `uri` is no store (a file of something else; with `empty`, an empty file, which
+    MLflow would turn into a new empty store), else None (a server, a store that is a database, or one not there
+    yet). A writer passes empty=False: another stage may be making the store this moment."""
     if (db := sqlite_file(uri)) is None:
         return None
     path = Path(db[0])
@@ -1429,7 +1434,11 @@ def not_a_database(uri: str) -> str | None:
     except OSError:
         return None
     if not head:
-        return f"{path} is an empty file, not an MLflow store: remove it (a run tracked next makes a new store there)"
+        return (
+            None
+            if not empty
+            else f"{path} is an empty file, not an MLflow store: remove it (a run tracked next makes a new store there)"
+        )
     if head != SQLITE_HEADER:
         return f"{path} is not an SQLite database, so not an MLflow store: point tracking.tracking_uri at the store"
     return None
