@@ -272,6 +272,7 @@ def test_the_start_of_several_run_ids_is_one_error_naming_them(tmp_path, monkeyp
     from facegan import track
     from facegan.errors import TrackingError
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # this test's own store
     cfg = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     track.experiment_id(cfg)  # a store
     runs = [SimpleNamespace(info=SimpleNamespace(run_id=f"abcd{i:028x}")) for i in range(7)]
