@@ -1200,6 +1200,7 @@ def test_a_buffer_whose_last_line_was_cut_off_is_synced_without_it(sqlite_store,
 
     assert track.sync(cfg, cut) == 3 and not cut.exists()  # 2 metrics + the end marker
     assert any(str(cut) in r.message and "cut off" in r.message for r in caplog.records)
+    assert sum("cut off" in r.message for r in caplog.records) == 1  # the buffer is read once
     again = {"op": "run", **track.run_spec(cfg, {"stage": "again"})}
     cut.write_text(json.dumps(again) + "\n" + json.dumps(lines[1]) + '\n{"op": "metric", "ke')  # once more
     done = track.sync_all(cfg, [damaged, cut, live.buffer])

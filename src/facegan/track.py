@@ -259,10 +259,11 @@ class Tracker:
         return cls(cfg, folder / f"{name}-{stamp}-{uuid.uuid4().hex[:8]}.jsonl", spec)
 
     @classmethod
-    def load(cls, cfg: TrackingConfig, buffer: Path) -> Tracker:
-        """The tracker of a buffer left on disk (by an outage), to send it. A last line cut off by a process killed
-        while appending it is left out (with a warning): the records before it are whole."""
-        lines = _records(buffer)
+    def load(cls, cfg: TrackingConfig, buffer: Path, lines: list[dict[str, Any]] | None = None) -> Tracker:
+        """The tracker of a buffer left on disk (by an outage), to send it (`lines`: its records, when read already).
+        A last line cut off by a process killed while appending it is left out (with a warning): the records before
+        it are whole."""
+        lines = _records(buffer) if lines is None else lines
         header = lines[0] if lines and lines[0].get("op") == "run" else None
         if header is None or not (header.get("run_id") or header.get("uid")):
             raise BufferUnusable(f"{buffer}: not a facegan tracking buffer (its first line must describe the run)")
@@ -538,9 +539,10 @@ def sync(cfg: TrackingConfig, buffer: Path, any_store: bool = False) -> int:
         raise BufferUnusable(f"{buffer}: in use by a stage that is still running; sync it when that stage is done")
     _unlock(probe)
     last_write = int(buffer.stat().st_mtime * 1000)
-    header = _records(buffer)[:1]
+    lines = _records(buffer)  # read once: a cut-off last line is warned about once
+    header = lines[:1]
     meant = header[0].get("store") if header else None  # buffers written before it was recorded name none
-    elsewhere = meant is not None and local_store(meant, os.curdir, True) != local_store(_store(cfg), os.curdir, True)
+    elsewhere = meant is not None and not _same_store(meant, Path(os.curdir), cfg)
     if elsewhere and not any_store:
         raise BufferUnusable(
             f"{buffer}: written for the store {meant}, not {tracking_uri(cfg)}: sync it with MLFLOW_TRACKING_URI="
@@ -553,7 +555,7 @@ def sync(cfg: TrackingConfig, buffer: Path, any_store: bool = False) -> int:
             f"{buffer}: its run {gone} is not in {tracking_uri(cfg)}: written for another store? sync it with that "
             "store's MLFLOW_TRACKING_URI (or -p), or --any-store to make its run here"
         )
-    t = Tracker.load(cfg, buffer)  # (it rewrites the buffer: checks that refuse it come first)
+    t = Tracker.load(cfg, buffer, lines)  # (it rewrites the buffer: checks that refuse it come first)
     if elsewhere or gone:  # ids its run (and parent) got in another store mean nothing here: found by uid, or made
         t.spec = _unsent(t.spec)
     if not any(o["op"] == "end" for o in t.pending):  # its process died before it could end the run
@@ -582,7 +584,8 @@ def _gone(cfg: TrackingConfig, run_id: str) -> bool:
 
 
 def _unsent(spec: dict[str, Any]) -> dict[str, Any]:
-    """A run spec (and its parent's) as if never sent: no run id, params not sent, this store's."""
+    """A run spec (and its parent's) as if never sent: no run id, params not sent, no store named (so a sync that
+    stops halfway leaves a buffer any store takes)."""
     out = {k: v for k, v in spec.items() if k not in ("run_id", "params_sent", "store")}
     return {**out, **({"parent": _unsent(spec["parent"])} if spec.get("parent") else {})}
 
@@ -760,13 +763,17 @@ def _store(cfg: TrackingConfig) -> str:
     return local_store(tracking_uri(cfg), os.curdir)
 
 
+def _same_store(recorded: str, base: Path, cfg: TrackingConfig) -> bool:
+    """Whether a store a record names (a relative local one read in `base`) is the store of `cfg`: compared by
+    absolute path, links resolved, without an SQLite query."""
+    return local_store(recorded, base, resolve=True) == local_store(tracking_uri(cfg), os.curdir, resolve=True)
+
+
 def _reusable(cfg: TrackingConfig, spec: dict[str, Any], meta: dict[str, Any], root: Path) -> bool:
     """Whether stages may join the recorded parent: it is this store's, and once finished, its run is still there
-    (when the store answers; offline it is kept). A store is compared by its absolute path, links resolved (a
-    record written before names a relative store as read in `root`)."""
-    if meta.get("store") and local_store(meta["store"], root, resolve=True) != local_store(
-        tracking_uri(cfg), os.curdir, resolve=True
-    ):
+    (when the store answers; offline it is kept). A record written before names a relative store as read in
+    `root`."""
+    if meta.get("store") and not _same_store(meta["store"], root, cfg):
         return False
     if not (meta.get("finished") and spec.get("run_id")):
         return True
