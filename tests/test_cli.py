@@ -109,6 +109,48 @@ def test_transfer_and_dataset_commands_give_clear_errors(tmp_path):
         assert r.returncode == 2 and "does not exist" in r.stderr, (command, r.stderr)
 
 
+def test_a_command_given_another_root_reads_that_root_s_params_yaml(tmp_path):
+    """Without -p, a command with --root read ./params.yaml: from another project's folder, `dataset list --root X`
+    listed the wrong project's datasets, and `dataset remove NAME --root X` took the block out of the current
+    folder's params.yaml and the folders out of X. The root's params.yaml comes first now, then ./params.yaml."""
+    project, here = tmp_path / "project", tmp_path / "here"
+    project.mkdir()
+    here.mkdir()
+
+    def add_photos(raw):
+        raw["datasets"]["photos"] = {**raw["datasets"]["cartoon"], "source": {"kind": "folder"}}
+
+    _params_with(project, add_photos)
+    mine = _params_with(here, lambda raw: None)
+    before = mine.read_text()
+    r = _cli("dataset", "list", "--root", str(project), cwd=here)
+    assert r.returncode == 0 and "photos" in r.stdout, r.stderr
+    (project / "data/raw/photos/images").mkdir(parents=True)
+    r = _cli("dataset", "remove", "photos", "-y", "--root", str(project), cwd=here)
+    assert r.returncode == 0 and "removed params.yaml: datasets.photos" in r.stdout, r.stderr
+    assert "photos" not in (project / "params.yaml").read_text() and mine.read_text() == before
+    assert not (project / "data/raw/photos").exists()
+    r = _cli("dataset", "list", "--root", str(project), cwd=here)
+    assert r.returncode == 0 and "photos" not in r.stdout and "cartoon" in r.stdout
+    (project / "params.yaml").unlink()  # then ./params.yaml, as before
+    r = _cli("dataset", "list", "--root", str(project), cwd=here)
+    assert r.returncode == 0 and "cartoon" in r.stdout
+    mine.unlink()
+    r = _cli("summary", "--root", str(project), cwd=here)
+    assert r.returncode == 2
+    assert f"params file not found: {project / 'params.yaml'} nor {here / 'params.yaml'}; give one with -p" in (
+        " ".join(r.stderr.split())
+    )
+    (project / ".dvc").mkdir()  # a DVC project's params with another folder's data: refused, nothing removed
+    theirs = _params_with(project, add_photos).read_text()
+    (here / "data/raw/photos").mkdir(parents=True)
+    r = _cli("dataset", "remove", "photos", "-y", "-p", str(project / "params.yaml"), cwd=here)
+    assert r.returncode == 2 and f"is the DVC project {project}'s, but the folders to remove are under" in (
+        " ".join(r.stderr.split())
+    )
+    assert (project / "params.yaml").read_text() == theirs and (here / "data/raw/photos").is_dir()
+
+
 def _params_with(tmp_path: Path, change) -> Path:
     """params.yaml (studies off, tracking off) changed by `change(raw)`, written in `tmp_path`."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())

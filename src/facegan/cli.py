@@ -20,6 +20,15 @@ app = typer.Typer(
 )
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file", dir_okay=False)
+# commands of a project root: its params.yaml, not the current folder's, is the one that made its data/
+ROOT_PARAMS = typer.Option(
+    None,
+    "--params",
+    "-p",
+    dir_okay=False,
+    help="params file (default: the params.yaml of --root, else ./params.yaml)",
+    show_default=False,
+)
 ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file_okay=False)
 # commands that only read a project: a root that is not there is a typo (it read as an empty project)
 EXISTING_ROOT = typer.Option(Path("."), "--root", help="project root holding data/", file_okay=False, exists=True)
@@ -41,13 +50,20 @@ def _tracking(params: Path | None, root: Path | None = None):
     return load_tracking(params, root)
 
 
-def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
+def _params(params: Path | None, root: Path) -> Path:
+    """The params file of a command with --root: -p, else the root's params.yaml, else ./params.yaml."""
+    from facegan.config import params_of
+
+    return params_of(params, root)
+
+
+def _run(names: list[str], dataset: str, params: Path | None, root: Path) -> None:
     from facegan.chain import run_stage
     from facegan.config import load_params
     from facegan.logs import setup_logging
 
     setup_logging()
-    p = load_params(params, root=root)
+    p = load_params(_params(params, root), root=root)
     for name in names:
         run_stage(name, dataset, p, root)
 
@@ -55,7 +71,7 @@ def _run(names: list[str], dataset: str, params: Path, root: Path) -> None:
 def _add_stage_command(name: str, doc: str) -> None:
     def command(
         dataset: str = typer.Argument(..., help="dataset name from params.yaml"),
-        params: Path = PARAMS,
+        params: Path | None = ROOT_PARAMS,
         root: Path = ROOT,
     ) -> None:
         _run([name], dataset, params, root)
@@ -74,7 +90,7 @@ def transfer(
     step: str = typer.Argument(..., help="pretrain | finetune | table | all"),
     run: str | None = typer.Argument(None, help="a row of transfer.runs (finetune only; default: every row)"),
     seed: int | None = typer.Option(None, help="one seed of transfer.seeds (finetune only; default: every seed)"),
-    params: Path = PARAMS,
+    params: Path | None = ROOT_PARAMS,
     root: Path = ROOT,
 ) -> None:
     """The transfer study: pretrain on transfer.source, fine-tune on transfer.target per row and seed, the table."""
@@ -91,7 +107,7 @@ def transfer(
         raise ParamsError(f"unknown step {step!r}; steps: {', '.join(steps)}")
     if step != "finetune" and (run is not None or seed is not None):  # `all` ends in the table of every run
         raise ParamsError(f"`transfer {step}` takes no ROW or --seed: they choose the runs of `transfer finetune`")
-    p = load_params(params, root=root)
+    p = load_params(_params(params, root), root=root)
     p.transfer.check(run, seed)
     if step in ("pretrain", "all"):
         tr.pretrain(p, root)
@@ -104,17 +120,18 @@ def transfer(
 
 
 @app.command("cyclegan")
-def cyclegan(params: Path = PARAMS, root: Path = ROOT) -> None:
+def cyclegan(params: Path | None = ROOT_PARAMS, root: Path = ROOT) -> None:
     """CycleGAN between cyclegan.a and cyclegan.b (packed first): grids both ways, FID per direction."""
     from facegan.config import load_params
 
+    params = _params(params, root)
     _run(["cyclegan"], load_params(params).cyclegan.a, params, root)
 
 
 @app.command("report")
 def report(
     dataset: str | None = typer.Argument(None, help="run the report stage for this dataset first"),
-    params: Path = PARAMS,
+    params: Path | None = ROOT_PARAMS,
     root: Path = ROOT,
     model: str | None = typer.Option(None, help="only runs of this model"),
     experiment: list[str] = typer.Option([], help="MLflow experiment(s) (default: tracking.experiment)"),
@@ -130,6 +147,7 @@ def report(
     from facegan.io import output_folder
     from facegan.runs_table import cyclegan_rows, ordered, print_table, transfer_rows, write_table
 
+    params = _params(params, root)
     if dataset:
         _run(["report"], dataset, params, root)
     p = load_params(params, root=root)
@@ -177,18 +195,18 @@ def timings(
 
 
 @app.command("summary")
-def summary(params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
+def summary(params: Path | None = ROOT_PARAMS, root: Path = EXISTING_ROOT) -> None:
     """What the pipeline made and where: samples, tables, UIs, FD per dataset, transfer table, stage times."""
     from facegan.config import load_params
     from facegan.summary import summary as _summary
 
-    typer.echo(_summary(load_params(params, root=root), root), nl=False)
+    typer.echo(_summary(load_params(_params(params, root), root=root), root), nl=False)
 
 
 @app.command("chain")
 def chain(
     dataset: str = typer.Argument(..., help="dataset name from params.yaml"),
-    params: Path = PARAMS,
+    params: Path | None = ROOT_PARAMS,
     root: Path = ROOT,
     start: str = typer.Option("generate", help="first stage to run"),
 ) -> None:
@@ -201,6 +219,7 @@ def chain(
     if start not in names:
         raise typer.BadParameter(f"unknown stage {start!r}; stages: {', '.join(names)}")
     names = names[names.index(start) :]
+    params = _params(params, root)
     kept = without_generate(names, dataset, load_params(params))
     if kept != names:
         typer.echo(
@@ -525,7 +544,7 @@ def dataset_add(
     references: Path | None = typer.Option(None, help="folder of photos of the one person to keep (verify stage)"),
     labels: Path | None = typer.Option(None, help="CSV: file,<attribute>,... -> conditional labels (acgan)"),
     cascade: Path | None = typer.Option(None, help="kind anime: path of lbpcascade_animeface.xml"),
-    params: Path = PARAMS,
+    params: Path | None = ROOT_PARAMS,
     root: Path = ROOT,
 ) -> None:
     """Import images (content-hash dedupe, safe zip), track them with DVC, write their params block."""
@@ -533,7 +552,7 @@ def dataset_add(
     from facegan.logs import setup_logging
 
     setup_logging()
-    out = datasets.add(name, src, kind, references, labels, cascade, params, root)
+    out = datasets.add(name, src, kind, references, labels, cascade, _params(params, root), root)
     typer.echo(f"dataset {name}: {out['import']}")
     shown = 20
     for f, reason in list(out["skipped"].items())[:shown]:
@@ -565,7 +584,7 @@ def _echo_first(lines: list[str], shown: int, more: str) -> None:
 
 
 @dataset_app.command("list")
-def dataset_list(params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
+def dataset_list(params: Path | None = ROOT_PARAMS, root: Path = EXISTING_ROOT) -> None:
     """Every dataset with its source, image counts and size on disk."""
     from rich.console import Console
     from rich.table import Table
@@ -573,6 +592,7 @@ def dataset_list(params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
     from facegan import datasets
     from facegan.config import load_params
 
+    params = _params(params, root)
     names = list(load_params(params).datasets)
     table = Table("dataset", "source", "raw images", "packed", "rejected", "size on disk")
     for name in names:
@@ -585,14 +605,14 @@ def dataset_list(params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
 
 
 @dataset_app.command("show")
-def dataset_show(name: str, params: Path = PARAMS, root: Path = EXISTING_ROOT) -> None:
+def dataset_show(name: str, params: Path | None = ROOT_PARAMS, root: Path = EXISTING_ROOT) -> None:
     """Counts per stage, rejection reasons, label columns, backends and size of one dataset."""
     from rich.console import Console
     from rich.table import Table
 
     from facegan import datasets
 
-    d = datasets.describe(name, params, root)
+    d = datasets.describe(name, _params(params, root), root)
     con = Console()
     con.print(f"[bold]{name}[/]: source {d['source']}, {d['raw_images']} raw images, {d['size']} on disk")
     con.print("backends (params): " + ", ".join(f"{k} {v}" for k, v in d["backends"].items()))
@@ -619,13 +639,14 @@ def dataset_show(name: str, params: Path = PARAMS, root: Path = EXISTING_ROOT) -
 def dataset_remove(
     name: str,
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
-    params: Path = PARAMS,
+    params: Path | None = ROOT_PARAMS,
     root: Path = EXISTING_ROOT,
 ) -> None:
     """Remove a dataset's params block, DVC tracking and data folders (other datasets are not touched)."""
     from facegan import datasets
     from facegan.config import load_params
 
+    params = _params(params, root)
     load_params(params).dataset(name)
     if not yes and not typer.confirm(f"remove dataset {name!r}: its params block, DVC entry and data/*/{name}?"):
         raise typer.Exit(1)

@@ -1018,16 +1018,32 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return out
 
 
+def find_params(root: Path | str | None = None) -> Path | None:
+    """The params file of a command given no -p: the project root's params.yaml (its --root), else the current
+    folder's; None when neither is there."""
+    places = [Path(root) / "params.yaml"] if root is not None else []
+    return next((f for f in [*places, Path("params.yaml")] if f.is_file()), None)
+
+
+def params_of(path: Path | str | None, root: Path | str | None = None) -> Path:
+    """`path` when given, else `find_params(root)`; ParamsError naming where it looked when there is none."""
+    if path is not None:
+        return Path(path)
+    if (found := find_params(root)) is not None:
+        return found
+    places = dict.fromkeys(str(f.resolve()) for f in (Path(root or ".") / "params.yaml", Path("params.yaml")))
+    raise ParamsError(f"params file not found: {' nor '.join(places)}; give one with -p")
+
+
 def load_tracking(path: Path | str | None = None, root: Path | None = None) -> TrackingConfig:
     """The `tracking` section of a params file, for commands that only talk to MLflow (sample --model-uri,
-    track sync, reproduce, timings): `path`, else the first params.yaml there is of `root` and the current folder,
-    else the defaults. Only that section is read and validated; a relative store is the project root's where `root`
-    is given (`anchored`). MLFLOW_TRACKING_URI still overrides its tracking_uri (see facegan.track)."""
+    track sync, reproduce, timings): `path`, else `find_params(root)`, else the defaults. Only that section is
+    read and validated; a relative store is the project root's where `root` is given (`anchored`).
+    MLFLOW_TRACKING_URI still overrides its tracking_uri (see facegan.track)."""
     if path is None:
-        found = [f for f in (Path(root or ".") / "params.yaml", Path("params.yaml")) if f.is_file()]
-        if not found:
+        path = find_params(root)
+        if path is None:
             return TrackingConfig() if root is None else anchored(TrackingConfig(), root)
-        path = found[0]
     path = Path(path)
     raw = read_yaml(path)
     if not isinstance(raw, dict):  # a list or an empty file: its store is not the default's

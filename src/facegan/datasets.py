@@ -298,12 +298,7 @@ def add(
             f"{dvc_file} already exists (DVC tracks images under that name, though {params_file} lists no dataset "
             f"{name!r}); remove it (`dvc remove {dvc_file}`) or choose another name"
         )
-    project = params_file.resolve().parent
-    if (project / ".dvc").is_dir() and root.resolve() != project:
-        raise ParamsError(
-            f"{params_file} is the DVC project {project}'s, but the images would go under {root.resolve()}: run it "
-            f"in {project}, or pass --root {project}"
-        )
+    _one_project(params_file, root, "the images would go under")
     if labels is not None and not labels.is_file():
         what = "a folder, not a CSV file" if labels.is_dir() else "not found"
         raise StageInputMissing(f"label file {labels} (--labels): {what}")
@@ -397,6 +392,16 @@ def _check_cascade(cascade: Path | None) -> None:
     from facegan.preprocess.models import CascadeDetector
 
     CascadeDetector(str(cascade), 24, 0, False).load()
+
+
+def _one_project(params_file: Path, root: Path, would: str) -> None:
+    """Refuse a params file of one DVC project with the data folders of another (`root`)."""
+    project = params_file.resolve().parent
+    if (project / ".dvc").is_dir() and root.resolve() != project:
+        raise ParamsError(
+            f"{params_file} is the DVC project {project}'s, but {would} {root.resolve()}: run it in {project}, or "
+            f"pass --root {project}"
+        )
 
 
 def _check_writable(params_file: Path, what: str) -> None:
@@ -501,6 +506,7 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
     if p.cyclegan.enabled and name in (p.cyclegan.a, p.cyclegan.b):
         raise ParamsError(f"{name!r} is cyclegan.a/b in params.yaml: change that first")
     what = f"dataset remove {name}"
+    _one_project(params_file, root, "the folders to remove are under")
     _check_writable(params_file, what)
     candidate = _candidate(params_file, remove_block(params_file.read_text(encoding="utf-8"), name), what)
     removed = [f"params.yaml: datasets.{name}"]
