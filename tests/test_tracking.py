@@ -295,8 +295,9 @@ def test_the_start_of_several_run_ids_is_one_error_naming_them(tmp_path, monkeyp
     assert asked == ["abcd"] * 3
 
 
-def test_explore_opens_registered_models_and_runs(server, pipeline):
+def test_explore_opens_registered_models_and_runs(server, pipeline, monkeypatch):
     from facegan import track
+    from facegan.cli import main
     from facegan.latent import ExploreError, Models, resolve
 
     c = _client(server)
@@ -327,6 +328,13 @@ def test_explore_opens_registered_models_and_runs(server, pipeline):
     }.items():
         with pytest.raises(ExploreError, match=msg):
             resolve(ref)
+
+    served: list[str] = []  # `explore --run` with the FID table's `run` (the start of the id) serves that run
+    demo = type("Demo", (), {"block_thread": lambda self: None, "close": lambda self: None})()
+    monkeypatch.setattr("facegan.explore.serve", lambda ref, *args: served.append(ref) or (demo, "http://x"))
+    with pytest.raises(SystemExit) as e:
+        main(["explore", "--run", parent.info.run_id[:8], "-p", str(Path("nothing.yaml"))])
+    assert e.value.code == 0 and served == [parent.info.run_id]
 
 
 def test_a_registered_generator_is_fetched_once_and_a_failed_fetch_leaves_nothing(server, pipeline, monkeypatch):

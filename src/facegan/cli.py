@@ -319,7 +319,12 @@ def explore(
         dir_okay=False,
         help="checkpoint.pt of `facegan train` or data/cyclegan/model/checkpoint.pt",
     ),
-    run: str | None = typer.Option(None, "--run", help="MLflow run id of a pipeline whose generator is registered"),
+    run: str | None = typer.Option(
+        None,
+        "--run",
+        help="MLflow run id of a pipeline whose generator is registered, or its first 4+ characters (the FID "
+        "table's `run`)",
+    ),
     host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)"),
     port: int = typer.Option(7860, min=0, max=65535, help="port (0: any free one)"),
     threads: int = typer.Option(0, min=0, help="torch CPU threads (0: torch's default)"),
@@ -345,6 +350,11 @@ def explore(
             p = load_params(params)
         except FaceganError as e:
             logging.getLogger("facegan").warning("%s; the tracking store is the default one", e)
+    if run is not None and len(run) < 32:  # the start of an id: the store's one run that starts so
+        from facegan import track
+        from facegan.config import TrackingConfig
+
+        given = [track.fetch_run(run, p.tracking if p else TrackingConfig()).info.run_id]
     ref = given[0] if given or p is None else f"models:/facegan-{next(iter(p.datasets))}@best"
     demo, url = serve(ref, host, port or None, threads, p.tracking if p else None)  # 0: any free port
     typer.echo(f"facegan explore: serving {ref} at {url}  (Ctrl+C stops)")
