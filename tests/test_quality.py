@@ -205,10 +205,12 @@ def test_dedupe_decisions_match_on_the_whole_default_sets():
         _same_decisions(*_default_set_hashes(name, None))
 
 
-def test_a_stage_that_accepts_nothing_says_why_in_its_error(tmp_path):
+def test_a_stage_that_accepts_nothing_says_why_in_its_error_and_leaves_no_earlier_faces(tmp_path):
     """The error pointed to the stage's manifest in its temporary output folder, removed by then. It now names the
-    first rejections and how many more."""
+    first rejections and how many more. The earlier run's output was kept: the next stage (`facegan pack`) went on
+    packing faces these params reject, and `dataset show` counted them; the output now says what this run did."""
     from facegan.errors import StageError
+    from facegan.manifest import read_summary
 
     raw, src = tmp_path / "raw", tmp_path / "upscale"
     face = cv2.GaussianBlur(render(CartoonSource(seed=3), 0).image[40:200, 40:200], (0, 0), 6)
@@ -219,6 +221,8 @@ def test_a_stage_that_accepts_nothing_says_why_in_its_error(tmp_path):
         rows.append(Row(source=f"p{i}.png", file=f"b{i}.png", stage="upscale", box=[0, 0, 100, 100]))
     earlier = [Row(source=f"gone{i}.png", stage="detect").reject("detect", "no face found") for i in range(4)]
     write_manifest(src, earlier + rows)  # rejections of earlier stages are not this stage's reasons
+    run_quality(QualityConfig(min_sharpness=0, max_hash_distance=-1), raw, src, tmp_path / "q")
+    assert read_summary(tmp_path / "q")["ok"] == 5 and len(list((tmp_path / "q").glob("*.png"))) == 5
     with pytest.raises(StageError) as e:
         run_quality(QualityConfig(min_sharpness=10, max_hash_distance=-1), raw, src, tmp_path / "q")
     assert re.fullmatch(
@@ -226,7 +230,10 @@ def test_a_stage_that_accepts_nothing_says_why_in_its_error(tmp_path):
         r"p1\.png: blurred \(sharpness \d+\.\d < 10\.0\); p2\.png: blurred \(sharpness \d+\.\d < 10\.0\); and 2 more",
         str(e.value),
     ), str(e.value)
-    assert not (tmp_path / "q").exists()
+    counts = {"ok": 0, "rejected": 9, "rejected: no face found": 4, "rejected: blurred": 5}
+    assert read_summary(tmp_path / "q") == counts
+    assert not list((tmp_path / "q").glob("*.png"))
+    assert [r.status for r in read_manifest(tmp_path / "q")] == ["rejected"] * 9
 
 
 def test_rejections_are_counted_by_kind_and_each_row_keeps_its_whole_reason():

@@ -26,7 +26,7 @@ from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import atomic_dir, read_image
 from facegan.manifest import Manifest, read_manifest
 from facegan.preprocess import geometry
-from facegan.preprocess.common import finish
+from facegan.preprocess.common import accepted, finish
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,7 @@ def run_pack(cfg: PackConfig, raw: Path, src: Path, dst: Path) -> Manifest:
         zf.writestr(zipfile.ZipInfo("dataset.json", _EPOCH), json.dumps(meta, indent=0))
         zf.close()
         finish(STAGE, tmp, out)
+    accepted(STAGE, out)
     log.info(
         "packed %d images at %dx%d with %d label attribute(s) into %s",
         len(entries),

@@ -52,11 +52,14 @@ def run_per_image(stage: str, fn: RowFn, src: Path, dst: Path, workers: int | Po
         done = iter(map_items(functools.partial(guarded, stage, fn, src=src, dst=tmp), todo, workers, desc=stage))
         out = [next(done) if r.status == "ok" else r for r in rows]
         finish(stage, tmp, out)
+    accepted(stage, out)
     return out
 
 
 def finish(stage: str, folder: Path, rows: Manifest) -> None:
-    """Write the manifest and a summary.json of counts per status/reason, and log the counts."""
+    """Write the manifest and a summary.json of counts per status/reason, and log the counts. A stage that
+    accepted nothing still installs its output (every row rejected, with its reason), then fails (`accepted`):
+    the next stage must not go on from an earlier run's faces, nor `dataset show` count them."""
     write_manifest(folder, rows)
     counts = summary(rows)
     write_text(folder / SUMMARY, json.dumps(counts, indent=1))
@@ -67,13 +70,17 @@ def finish(stage: str, folder: Path, rows: Manifest) -> None:
         counts["rejected"],
         "".join(f"\n  {k}: {v}" for k, v in counts.items() if k.startswith("rejected:")),
     )
-    if counts["ok"] == 0:
+
+
+def accepted(stage: str, rows: Manifest) -> None:
+    """StageError when the stage's output `rows` accept no image (after its output, all rejections, is installed)."""
+    if not any(r.status == "ok" for r in rows):
         raise StageError(f"stage {stage!r} accepted no image out of {len(rows)}: {first_rejections(rows, stage)}")
 
 
 def first_rejections(rows: Manifest, stage: str, n: int = 3) -> str:
-    """The first n rejections, photo and reason, and how many more: this stage's own (else earlier stages'), as the
-    failed stage's output folder, its manifest, is removed, so the error itself says why."""
+    """The first n rejections, photo and reason, and how many more: this stage's own (else earlier stages'), so the
+    error itself says why, not only the manifest."""
     rejected = [r for r in rows if r.status == "rejected" and r.stage == stage] or [
         r for r in rows if r.status == "rejected"
     ]

@@ -25,7 +25,7 @@ from facegan.manifest import Manifest, Row
 from facegan.parallel import Pool, map_items
 from facegan.preprocess import geometry
 from facegan.preprocess.annotations import Face
-from facegan.preprocess.common import CONTACT_SHEET, MASKS, RGBA, finish, guarded, resolve
+from facegan.preprocess.common import CONTACT_SHEET, MASKS, RGBA, accepted, finish, guarded, resolve
 from facegan.registry import pick
 
 log = logging.getLogger(__name__)
@@ -245,4 +245,5 @@ def run_detect(cfg: DetectConfig, raw: Path, dst: Path, workers: int | Pool = 1)
         fn = functools.partial(_detect_guarded, cfg=cfg, detector=detector, images=images, dst=tmp, stems=stems)
         out = [r for group in map_items(fn, rows, workers, desc=STAGE) for r in group]
         finish(STAGE, tmp, out)
+    accepted(STAGE, out)
     return out

@@ -20,7 +20,7 @@ from facegan.config import QualityConfig
 from facegan.io import atomic_dir, read_image
 from facegan.manifest import Manifest, Row, read_manifest
 from facegan.parallel import Pool, map_items
-from facegan.preprocess.common import MASKS, finish, guarded
+from facegan.preprocess.common import MASKS, accepted, finish, guarded
 from facegan.preprocess.hamming import HammingIndex
 
 STAGE = "quality"
@@ -127,4 +127,5 @@ def run_quality(cfg: QualityConfig, raw: Path, src: Path, dst: Path, workers: in
             if before.status != after.status:  # a near-duplicate: its copied file goes
                 (tmp / before.out_file).unlink()
         finish(STAGE, tmp, out)
+    accepted(STAGE, out)
     return out
