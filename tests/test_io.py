@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import struct
 from pathlib import Path
@@ -199,6 +200,36 @@ def test_files_in_hidden_folders_are_no_images_of_the_folder(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.png", "sub/b.png"]
     assert [p.name for p in split_images(tmp_path)[1]] == ["notes.txt"]
     assert is_hidden(Path(".partial/d.png")) and not is_hidden(Path("sub/b.png"))
+
+
+def test_a_folder_s_files_follow_linked_folders_once_and_list_a_link_to_nothing(tmp_path):
+    """rglob passed over a linked subfolder and a link to nothing without a word: detect gave them no row (a raw
+    folder of links into a photo library lost those photos unseen)."""
+    from facegan.io import list_images, open_image, visible_files
+
+    images, library = tmp_path / "images", tmp_path / "library"
+    for rel in ("a.png", "sub/b.png"):
+        (images / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(images / rel)
+    (library / ".hidden").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(library / "c.png")
+    Image.new("RGB", (8, 8)).save(library / ".hidden" / "d.png")
+    (images / "linked").symlink_to(library)
+    (images / "loop").symlink_to(images)  # a link back up: walked once
+    (images / "sub" / "up").symlink_to(images / "sub")
+    (images / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (images / "fifo").mkdir()
+    os.mkfifo(images / "fifo" / "pipe")  # neither a file nor a link
+    assert [p.relative_to(images).as_posix() for p in visible_files(images)] == [
+        "a.png",
+        "gone.png",
+        "linked/c.png",
+        "sub/b.png",
+    ]
+    assert [p.name for p in list_images(images)] == ["a.png", "gone.png", "c.png", "b.png"]
+    gone = rf"^a link to nothing \({re.escape(str(tmp_path / 'deleted.png'))}\)$"
+    with pytest.raises(ImageError, match=gone), open_image(images / "gone.png"):
+        pass
 
 
 def test_atomic_dir_output_has_the_umask_permissions(tmp_path):

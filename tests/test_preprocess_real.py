@@ -177,6 +177,7 @@ def _bad_inputs(folder: Path, face: np.ndarray) -> dict[str, str]:
     data = (folder / "cmyk.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (folder / "notes.txt").write_text("not an image")
+    (folder / "gone.jpg").symlink_to(folder.parent / "deleted.jpg")  # a photo library's link to a deleted photo
     Image.new("RGB", (320, 240), (90, 140, 200)).save(folder / "no_face.png")
     Image.new("RGB", (8200, 6400), (200, 200, 190)).save(folder / "huge.png")  # 52 megapixels, flat
     Image.fromarray(_tile_grid(np.asarray(img.resize((120, 140))), 4, 5)).save(folder / "twenty.png")
@@ -189,6 +190,7 @@ def _bad_inputs(folder: Path, face: np.ndarray) -> dict[str, str]:
         "corrupt.jpg": "unreadable",
         "truncated.jpg": "unreadable",
         "notes.txt": "unreadable",
+        "gone.jpg": "a link to nothing",
         "no_face.png": "no face",
         "huge.png": "no face",
         "twenty.png": "ok",
@@ -218,7 +220,7 @@ def test_chain_on_awkward_files_gives_every_file_a_row_and_a_reason(tmp_path, as
             assert got[0].status == "rejected" and outcome in got[0].reason, (name, got[0].reason)
     assert len(by_source["twenty.png"]) >= 15  # twenty faces, each its own crop
     summary = json.loads((tmp_path / "detect" / "summary.json").read_text())
-    assert summary["rejected"] == 5 and summary["ok"] == len(rows) - 5
+    assert summary["rejected"] == 6 and summary["ok"] == len(rows) - 6
     assert (raw / "images" / "corrupt.jpg").is_file()  # inputs are never touched
     rotated = by_source["rotated.jpg"][0]
     assert rotated.extra["image_w"] < rotated.extra["image_h"]  # read upright (EXIF applied): portrait, as the crop

@@ -65,8 +65,23 @@ def is_hidden(relative: PurePath) -> bool:
 
 
 def visible_files(folder: Path) -> list[Path]:
-    """Every file in `folder` and its subfolders but the hidden ones (`is_hidden`), sorted."""
-    return [p for p in sorted(folder.rglob("*")) if p.is_file() and not is_hidden(p.relative_to(folder))]
+    """Every file in `folder` and its subfolders but the hidden ones (`is_hidden`), sorted. A subfolder that is a
+    link is walked (once: a link back to a folder already walked is not), and a link to nothing is listed, so
+    that its reader says so (`open_image`): rglob passed over both without a word."""
+    found: list[Path] = []
+    walked: set[str] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            p = Path(top, name)
+            if not name.startswith(".") and (p.is_file() or (p.is_symlink() and not p.exists())):
+                found.append(p)
+    return sorted(found)
 
 
 def is_image_file(path: PurePath) -> bool:
@@ -90,6 +105,8 @@ def open_image(fp: Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Iterator[Im
     """Image.open (header only, nothing decoded yet) with the pixel cap; ImageError with a short reason for a file
     that is no image Pillow knows, or is too large. Pillow's own decompression-bomb warning is left out: the cap,
     lower, decides."""
+    if isinstance(fp, Path) and fp.is_symlink() and not fp.exists():
+        raise ImageError(f"a link to nothing ({os.readlink(fp)})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
