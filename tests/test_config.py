@@ -30,6 +30,25 @@ def test_project_params_are_valid():
     assert p.train.model == "dcgan"
 
 
+@pytest.mark.parametrize(
+    ("backend", "score", "said"),
+    [
+        ("yunet", float("nan"), "detect.min_score: got nan; Input should be a finite number"),
+        ("hog", float("inf"), "detect.min_score: got inf; Input should be a finite number"),
+        ("yunet", -0.1, "detect: min_score -0.1: yunet's scores are confidences from 0 to 1"),
+        ("blazeface", 1.5, "detect: min_score 1.5: blazeface's scores are confidences from 0 to 1"),
+    ],
+)
+def test_a_detection_score_threshold_out_of_its_backend_s_range_is_refused(backend, score, said):
+    """`facegan check` passed them: YuNet then failed inside OpenCV with an error blaming its model file ("replace
+    it"), and a nan threshold dropped every face as "no face found"."""
+    raw = _raw()
+    raw["datasets"]["cartoon"]["detect"].update(backend=backend, min_score=score)
+    assert said in _error(raw)
+    raw["datasets"]["cartoon"]["detect"].update(backend="hog", min_score=-0.5)  # dlib's scores go below 0
+    assert parse_params(raw).datasets["cartoon"].detect.score_threshold == -0.5
+
+
 def test_unknown_key_names_key_and_lists_allowed():
     raw = _raw()
     raw["train"]["lr"] = 0.1

@@ -154,6 +154,7 @@ class DetectConfig(Section):
     max_side: int = Field(1600, ge=64, description="images are downscaled to this side for detection only")
     min_score: float | None = Field(
         None,
+        allow_inf_nan=False,
         description="detections scoring lower are dropped (hog/cnn: dlib's scores; "
         "yunet/blazeface: confidence 0-1); null: 0.2 hog/cnn, 0.6 yunet, 0.5 blazeface",
     )
@@ -166,6 +167,9 @@ class DetectConfig(Section):
     def _anime_needs_cascade(self) -> DetectConfig:
         if self.backend == "anime" and not self.cascade:
             raise ValueError("backend 'anime' needs detect.cascade: the path of lbpcascade_animeface.xml")
+        if self.backend in ("yunet", "blazeface") and self.min_score is not None and not 0 <= self.min_score <= 1:
+            # YuNet failed inside OpenCV, blamed on its model file; BlazeFace kept or dropped every face
+            raise ValueError(f"min_score {self.min_score}: {self.backend}'s scores are confidences from 0 to 1")
         return self
 
     @property
