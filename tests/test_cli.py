@@ -127,7 +127,7 @@ def test_a_command_given_another_root_reads_that_root_s_params_yaml(tmp_path):
     assert r.returncode == 0 and "photos" in r.stdout, r.stderr
     (project / "data/raw/photos/images").mkdir(parents=True)
     r = _cli("dataset", "remove", "photos", "-y", "--root", str(project), cwd=here)
-    assert r.returncode == 0 and "removed params.yaml: datasets.photos" in r.stdout, r.stderr
+    assert r.returncode == 0 and f"removed {project / 'params.yaml'}: datasets.photos" in r.stdout, r.stderr
     assert "photos" not in (project / "params.yaml").read_text() and mine.read_text() == before
     assert not (project / "data/raw/photos").exists()
     r = _cli("dataset", "list", "--root", str(project), cwd=here)

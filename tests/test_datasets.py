@@ -210,6 +210,8 @@ def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_resto
     imported.write_text("")  # shown as a problem, not a crash
     d = describe("mine", params, root)
     assert d["label_columns"] == [] and "needs a header row" in d["label_problem"]
+    imported.unlink()  # named in params, not there: said ("labels: none" before)
+    assert describe("mine", params, root)["label_problem"] == f"{imported}: not found (pack.labels names it)"
     imported.write_bytes(keep)
     assert params.read_text().startswith(before.split("datasets:")[0])  # header comments kept
     with pytest.raises(ValueError, match="already exists"):
@@ -218,7 +220,7 @@ def test_add_writes_a_valid_block_keeps_comments_reports_labels_and_remove_resto
         add("other", photos, "paintings", params_file=params, root=root)
     with pytest.raises(ValueError, match="transfer.source/target"):
         remove("sketch", params, root)
-    assert remove("mine", params, root)[0] == "params.yaml: datasets.mine"
+    assert remove("mine", params, root)[0] == f"{params}: datasets.mine"
     assert params.read_text() == before and not (root / "data" / "raw" / "mine").exists()
 
 
@@ -369,7 +371,7 @@ def test_add_and_remove_that_cannot_finish_change_nothing_or_can_be_run_again(tm
     assert params.read_text() == added and raw.is_dir()  # as it was: run it again once fixed
     assert not (root / ".params.yaml.facegan-new").exists()  # the checked copy that was to replace it: gone
     monkeypatch.setattr(datasets.shutil, "rmtree", real_rmtree)
-    assert remove("mine", params, root)[0] == "params.yaml: datasets.mine"
+    assert remove("mine", params, root)[0] == f"{params}: datasets.mine"
     assert params.read_text() == before and not raw.exists()
     assert [p.name for p in root.iterdir() if p.name.startswith(".params")] == []
 
@@ -431,6 +433,47 @@ def test_add_and_remove_edit_the_file_a_linked_params_yaml_names(tmp_path, proje
     assert params.is_symlink() and "  mine:" in shared.read_text() and shared.stat().st_mode & 0o777 == 0o664
     remove("mine", params, root)
     assert params.is_symlink() and shared.read_text() == before
+
+
+def test_remove_takes_every_folder_of_the_dataset_and_only_the_link_to_a_folder_of_the_user_s(tmp_path, project):
+    """`dataset remove` left training's work folder (data/checkpoints/<name>, hundreds of MB) and the stages' lock
+    files; a data folder that is a link stopped it with "Cannot call rmtree on a symbolic link", naming no path."""
+    root, params, before = project
+    add("mine", _one_image(tmp_path / "imgs"), params_file=params, root=root)
+    data = root / "data"
+    (data / "checkpoints" / "mine" / "main").mkdir(parents=True)
+    (data / "checkpoints" / "mine" / "main" / "last.pt").write_bytes(b"x" * 1000)
+    (data / "processed").mkdir()
+    (data / "processed" / ".mine.lock").touch()
+    (data / "processed" / ".mine.0a1b2c").mkdir()  # a killed run's temporary folder
+    (data / "processed" / ".mine-2.lock").touch()  # another dataset's
+    mine = tmp_path / "my-models"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "keep.pt").write_bytes(b"mine")
+    (data / "models").mkdir()
+    (data / "models" / "mine").symlink_to(mine)
+    assert describe("mine", params, root)["size"].startswith("1.")  # the checkpoint counts: KiB
+    removed = remove("mine", params, root)
+    assert "data/checkpoints/mine" in removed
+    assert f"data/models/mine (a link to {mine}: what it names is kept)" in removed
+    assert (mine / "sub" / "keep.pt").read_bytes() == b"mine" and not (data / "models" / "mine").exists()
+    assert sorted(p.name for p in (data / "processed").iterdir()) == [".mine-2.lock"]
+    assert not (data / "checkpoints" / "mine").exists() and params.read_text() == before
+
+
+def test_remove_refuses_another_project_s_params_file(tmp_path, project):
+    """`dataset remove NAME -p OTHER/params.yaml` from a project took the block out of OTHER and the data out of the
+    current folder; only a DVC project's params file was checked."""
+    root, params, before = project
+    add("mine", _one_image(tmp_path / "imgs"), params_file=params, root=root)
+    added = params.read_text()
+    here = tmp_path / "here"
+    (here / "data" / "raw" / "mine").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"params.yaml is the project .*proj's, but the folders to remove are under"):
+        remove("mine", params, here)
+    assert params.read_text() == added and (here / "data" / "raw" / "mine").is_dir()
+    remove("mine", params, root)
+    assert params.read_text() == before
 
 
 def test_a_failed_add_leaves_params_and_data_as_they_were(tmp_path, project):

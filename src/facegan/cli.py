@@ -642,7 +642,7 @@ def dataset_show(name: str, params: Path | None = ROOT_PARAMS, root: Path = EXIS
             f"{k.split(':', 1)[1].strip()}: {v}" for k, v in counts.items() if k.startswith("rejected:")
         )
         table.add_row(stage, str(counts.get("ok", 0)), str(counts.get("rejected", 0)), reasons or "-")
-    con.print(table if d["stages"] else "not processed yet: dvc repro report@" + name)
+    con.print(table if d["stages"] else f"not processed yet: dvc repro report@{name} (or: facegan chain {name})")
 
 
 @dataset_app.command("remove")

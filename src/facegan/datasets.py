@@ -26,14 +26,26 @@ import yaml
 from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, dvc_stages, load_params
 from facegan.data.sources import ImportReport, import_images
 from facegan.errors import FaceganError, ModelFileMissing, OutputError, StageError, StageInputMissing, said
-from facegan.io import write_text
+from facegan.io import visible_files, write_text
 from facegan.layout import PER_IMAGE, Layout
 from facegan.manifest import SUMMARY, read_summary
 
 log = logging.getLogger(__name__)
 
 IMPORTS = Path(".facegan") / "imports"  # what `dataset add` skipped, in full
-DATA_KINDS = ("raw", "interim", "processed", "classifiers", "stats", "models", "eval", "reports", "runs")
+# data/<kind>/<dataset>: every folder of one dataset (checkpoints: training's work folder, outside DVC)
+DATA_KINDS = (
+    "raw",
+    "interim",
+    "processed",
+    "classifiers",
+    "stats",
+    "checkpoints",
+    "models",
+    "eval",
+    "reports",
+    "runs",
+)
 
 # Backends per kind of image, per stage: candidates in order of preference (measured on real photos with ground
 # truth: docs/benchmarks.md); the first one whose package and model files are on this machine is written into
@@ -395,12 +407,15 @@ def _check_cascade(cascade: Path | None) -> None:
 
 
 def _one_project(params_file: Path, root: Path, would: str) -> None:
-    """Refuse a params file of one DVC project with the data folders of another (`root`)."""
-    project = params_file.resolve().parent
-    if (project / ".dvc").is_dir() and root.resolve() != project:
+    """Refuse a params file of one project (its folder holds .dvc/ or data/) with the data folders of another
+    (`root`): the block would change in one project and the images in the other."""
+    project = params_file.absolute().parent  # a params.yaml that is a link (a shared config) is its folder's
+    marks = [m for m in (".dvc", "data") if (project / m).is_dir()]
+    if marks and root.resolve() != project.resolve():
+        kind = "the DVC project" if ".dvc" in marks else "the project"
         raise ParamsError(
-            f"{params_file} is the DVC project {project}'s, but {would} {root.resolve()}: run it in {project}, or "
-            f"pass --root {project}"
+            f"{params_file} is {kind} {project}'s, but {would} {root.resolve()}: run it in {project}, or pass "
+            f"--root {project}"
         )
 
 
@@ -468,10 +483,12 @@ def describe(name: str, params_file: Path = Path("params.yaml"), root: Path = Pa
             label_columns = read_labels(label_file)[1]
         except ValueError as e:  # reported, not raised: `show` tells what is there (pack refuses it)
             label_problem = str(e)
+    elif cfg.pack.labels:  # named in params, not there: pack stops on it ("labels: none" said nothing was asked)
+        label_problem = f"{label_file}: not found (pack.labels names it)"
     return {
         "name": name,
         "source": cfg.source.kind,
-        "raw_images": sum(1 for f in images.rglob("*") if f.is_file()) if images.is_dir() else 0,
+        "raw_images": len(visible_files(images)) if images.is_dir() else 0,  # the files detect gives a row
         "stages": stages,
         "label_columns": label_columns,
         "label_problem": label_problem,
@@ -509,7 +526,7 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
     _one_project(params_file, root, "the folders to remove are under")
     _check_writable(params_file, what)
     candidate = _candidate(params_file, remove_block(params_file.read_text(encoding="utf-8"), name), what)
-    removed = [f"params.yaml: datasets.{name}"]
+    removed = [f"{params_file}: datasets.{name}"]
     dvc_file = root / "data" / "raw" / f"{name}.dvc"
     try:
         if dvc_file.is_file():
@@ -517,9 +534,18 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
             removed.append(str(dvc_file.relative_to(root)))
         for kind in DATA_KINDS:
             folder = root / "data" / kind / name
-            if folder.exists():
+            if folder.is_symlink():  # a link to a folder of the user's: the link goes, never what it names
+                target = os.readlink(folder)
+                folder.unlink()
+                removed.append(f"{folder.relative_to(root)} (a link to {target}: what it names is kept)")
+            elif folder.exists():
                 shutil.rmtree(folder)
                 removed.append(str(folder.relative_to(root)))
+            for left in folder.parent.glob(f".{name}.*"):  # its lock file, a killed run's temporary folder
+                if left.is_dir() and not left.is_symlink():
+                    shutil.rmtree(left)
+                else:
+                    left.unlink()
     except BaseException as e:
         with contextlib.suppress(OSError):
             candidate.unlink(missing_ok=True)
