@@ -49,6 +49,23 @@ def test_a_detection_score_threshold_out_of_its_backend_s_range_is_refused(backe
     assert parse_params(raw).datasets["cartoon"].detect.score_threshold == -0.5
 
 
+@pytest.mark.parametrize(
+    ("runs", "seeds", "said"),
+    [
+        ({"baseline": {}}, [0, -1], "transfer.seeds.1: got -1; Input should be greater than or equal to 0"),
+        ({"x/y": {}}, [0], "transfer row name 'x/y': use ASCII letters, digits, '-' and '_', starting with a letter"),
+        ({"../up": {}}, [0], "transfer row name '../up': use ASCII letters"),
+        ({"ADA": {}, "ada": {}}, [0], "transfer row names 'ADA' and 'ada' differ only in case"),
+    ],
+)
+def test_transfer_rows_and_seeds_that_cannot_name_a_run_folder_are_refused(runs, seeds, said):
+    """A negative seed passed `facegan check` and stopped the study after its first seed's fine-tune, reported under
+    transfer.runs.<row>.seed; a row named `../../x` put its runs' folders outside data/."""
+    raw = _raw()
+    raw["transfer"].update(runs=runs, seeds=seeds)
+    assert said in _error(raw)
+
+
 def test_unknown_key_names_key_and_lists_allowed():
     raw = _raw()
     raw["train"]["lr"] = 0.1

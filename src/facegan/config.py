@@ -39,7 +39,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _numeric(annotation: Any) -> bool:
-    """A number (or a number or null) and not a flag: `int`, `float`, `float | None`."""
+    """A number (or a number or null) and not a flag: `int`, `float`, `float | None`, `Annotated[int, ...]`."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
     args = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
     return bool(args) and args - {NoneType} <= {int, float}
 
@@ -667,7 +669,7 @@ class TransferConfig(Section):
         min_length=1,
         description="row name -> overrides of `finetune` (e.g. freeze_d, ada, diffaugment; pretrained: false)",
     )
-    seeds: list[int] = Field([0], min_length=1, description="train.seed of each run of a row")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1, description="train.seed of each run of a row")
     target_images: int | None = Field(
         None, ge=2, description="fine-tune on a seeded subset of this many target images (train.max_images); null = all"
     )
@@ -681,6 +683,18 @@ class TransferConfig(Section):
             raise ValueError(f"transfer.seeds repeats a seed: {self.seeds}")
         if TRANSFER_PRETRAIN in self.runs:
             raise ValueError(f"a row of transfer.runs is named {TRANSFER_PRETRAIN!r}, the source run's name: rename it")
+        folded: dict[str, str] = {}
+        for name in self.runs:  # each names its runs' folders, data/runs/<target>/<row>-s<seed>, and DVC stages
+            if not (name and name.isascii() and name.replace("_", "").replace("-", "").isalnum() and name[0].isalpha()):
+                raise ValueError(
+                    f"transfer row name {name!r}: use ASCII letters, digits, '-' and '_', starting with a letter (it "
+                    "names the folders data/runs/<target>/<row>-s<seed>)"
+                )
+            if (other := folded.setdefault(name.casefold(), name)) != name:
+                raise ValueError(
+                    f"transfer row names {other!r} and {name!r} differ only in case: their folders would be one on a "
+                    "case-insensitive file system (macOS, Windows); rename one"
+                )
         for name in self.runs:
             self.run_config(name, self.seeds[0], Path("pretrained.pt"))  # every run's config is checked up front
         return self
