@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 
 import pytest
 import torch
 
 from conftest import logs_of, tiny_params
 from facegan import train as _  # noqa: F401
+from facegan.layout import Layout
 from facegan.losses import LOSSES, get_loss
 from facegan.models import build_models
 from facegan.train import stepper
@@ -309,3 +311,21 @@ def test_the_ema_generator_normalises_with_batchnorm_statistics_of_its_own_weigh
         assert 0.8 < ratio.median() < 1.25, (i, ratio)
     assert torch.equal(t.state_dict()["G_ema"][next(k for k in t.state_dict()["G_ema"] if "running_var" in k)],
                        next(m.running_var for m in norms))  # fmt: skip
+
+
+def test_a_training_that_replaces_the_model_removes_its_earlier_evaluation(layout, tmp_path):
+    """An evaluate stopped before it wrote (Ctrl-C, a crash) left the old model's distances beside a new model, and
+    `facegan transfer table` and `report` read them as its own: a table of a 4-step model with its 2-step score.
+    A training that leaves the model as it was keeps the evaluation."""
+    from facegan.chain import run_stage
+
+    p = tiny_params(steps=2)
+    shutil.copytree(layout.packed, tmp_path / "data" / "processed" / "cartoon")
+    at = Layout(tmp_path, "cartoon")
+    run_stage("train", "cartoon", p, tmp_path)
+    at.evaluation.mkdir(parents=True)
+    (at.evaluation / "metrics.json").write_text('{"fd_dlib": 0.5}')
+    run_stage("train", "cartoon", p, tmp_path)  # trained already: the same model
+    assert (at.evaluation / "metrics.json").read_text() == '{"fd_dlib": 0.5}'
+    run_stage("train", "cartoon", tiny_params(steps=3), tmp_path)  # resumed to step 3: another model
+    assert not at.evaluation.exists() and (at.model / "checkpoint.pt").is_file()

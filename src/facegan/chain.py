@@ -118,19 +118,40 @@ def _refstats(p: Params, at: Layout, t: Tracker) -> dict:
 
 def _train(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.evaluate.run import Scorer
+    from facegan.io import sha256_cached
+    from facegan.train.checkpoint import CHECKPOINT
     from facegan.train.run import run_train
 
     fid = p.train.fid_every
     scorer = Scorer(p.train.fid_extractor, p.evaluate, at.stats, at.classifier, at.packed) if fid else None
+    before = sha256_cached(at.model / CHECKPOINT)
     result = run_train(
         p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics, work=at.checkpoints, stale="restart"
     )
+    _drop_stale_evaluation(at, before)
     # every figure the model wrote (samples by label, style mixing, ...); none on a DDP rank other than 0
     for path in sorted(at.model.glob("*")):
         if path.suffix in (".png", ".gif", ".csv"):
             t.log_artifact(path)
     # the speed of the steps this run trained (all steps divided into a resumed part's seconds was far too fast)
     return {} if result.seconds_per_step is None else {"seconds_per_step": result.seconds_per_step}
+
+
+def _drop_stale_evaluation(at: Layout, model_before: str | None) -> None:
+    """Remove the evaluation of a model this training replaced (`model_before`: its checkpoint's sha256): an
+    evaluate stopped before it wrote left the old model's distances beside the new model, and the transfer table
+    and `report` read them as its own (`dvc repro` deletes the outputs before it runs evaluate; the stage commands
+    and the study's runs did not)."""
+    from facegan.io import sha256_cached
+    from facegan.train.checkpoint import CHECKPOINT
+
+    if os.environ.get("RANK", "0") != "0" or not at.evaluation.exists():  # DDP: rank 0 writes and removes
+        return
+    if sha256_cached(at.model / CHECKPOINT) != model_before:
+        import shutil
+
+        shutil.rmtree(at.evaluation)
+        log.info("removed %s: it scored the model this training replaced", at.evaluation)
 
 
 def _evaluate(p: Params, at: Layout, t: Tracker) -> dict:
