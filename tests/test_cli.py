@@ -160,6 +160,25 @@ def _params_with(tmp_path: Path, change) -> Path:
     return tmp_path / "params.yaml"
 
 
+def test_transfer_table_and_cyclegan_refuse_a_study_that_is_off_and_keep_its_results(tmp_path):
+    """`facegan transfer table` with transfer.enabled false wrote the DVC stage's "study off" outputs over the
+    study's table, curves and plots, with exit 0; the other steps refused, naming params.yaml whatever -p was."""
+    off = _params_with(tmp_path, lambda raw: None)  # both studies off
+    other = off.rename(tmp_path / "off.yaml")
+    table = tmp_path / "data" / "transfer" / "fid_table.json"
+    table.parent.mkdir(parents=True)
+    table.write_text('{"rows": {"baseline": {}}}')
+    for step in ("table", "pretrain", "all"):
+        r = _cli("transfer", step, "-p", str(other), "--root", str(tmp_path), cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert f"transfer.enabled is false in {other}: the study is off, nothing to run" in " ".join(r.stderr.split())
+    assert table.read_text() == '{"rows": {"baseline": {}}}' and len(list(table.parent.iterdir())) == 1
+    r = _cli("cyclegan", "-p", str(other), "--root", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and f"cyclegan.enabled is false in {other}: the CycleGAN is off" in " ".join(
+        r.stderr.split()
+    )
+
+
 def test_chain_of_an_imported_dataset_starts_at_detect(tmp_path):
     """`facegan dataset add` says `facegan chain NAME`: a folder dataset has nothing to generate (the chain
     stopped there with "only 'cartoon' datasets are generated"); it says so and goes on to detect."""

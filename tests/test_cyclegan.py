@@ -242,3 +242,22 @@ def test_stage_errors_name_the_problem(tmp_path):
         with pytest.raises(ParamsError, match=msg):
             parse_params({**raw, "cyclegan": {**raw["cyclegan"], **change}})
     assert Layout(tmp_path, "cartoon").packed.parent.exists() is False  # nothing written by the failures
+
+
+def test_a_set_packed_at_another_resolution_than_its_params_is_named_before_training(layout, tmp_path):
+    """Both datasets' pack.resolution changed and one packed again: a ValueError traceback on the image shapes
+    after both sets had loaded. Now the set packed before is named, with what to run."""
+    import shutil
+
+    raw = tiny_params().model_dump(mode="json")
+    for name in ("cartoon", "sketch"):
+        raw["datasets"][name]["pack"]["resolution"] = 16
+        shutil.copytree(layout.packed, Layout(tmp_path, name).packed)  # packed at 32 px
+    raw["cyclegan"]["d_layers"] = 2
+    said = (
+        r"dataset 'cartoon' is packed at 32 px \(.*dataset.zip\), and datasets.cartoon.pack.resolution is 16 now: "
+        r"pack it again, `facegan pack cartoon`"
+    )
+    with pytest.raises(FileNotFoundError, match=said):
+        run_stage("cyclegan", "cartoon", parse_params(raw), tmp_path)
+    assert not (tmp_path / "data" / "cyclegan").exists()

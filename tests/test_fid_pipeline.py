@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import zipfile
@@ -432,7 +433,7 @@ def test_attribute_accuracy_needs_a_classifier_of_the_sets_labels(prepared, layo
     assert not (tmp_path / "e3").exists()
 
 
-def test_the_cyclegan_baseline_skips_attributes_and_checks_the_source_statistics(prepared, layout, tmp_path):
+def test_the_cyclegan_baseline_skips_attributes_and_checks_the_source_statistics(prepared, layout, tmp_path, caplog):
     """The untranslated baseline read the source set's <extractor>.npz unchecked: with `attributes` scored and an
     unlabelled source (no attributes.npz) the stage failed after its whole training, and a labelled source's
     attribute features come from its own classifier, another feature space than the target's. Now the baseline is
@@ -468,8 +469,20 @@ def test_the_cyclegan_baseline_skips_attributes_and_checks_the_source_statistics
     images = torch.from_numpy(load_packed(layout.packed / ZIP_NAME)[0]).permute(0, 3, 1, 2).contiguous()  # NCHW
     trainer = SimpleNamespace(images_a=images, images_b=images, translate=lambda x, key: x.float() / 127.5 - 1)
     m = translate.evaluate(trainer, p, root, scoring)
+    m0_dlib = m["a_to_b"]["fd_dlib"]
     assert m["a_to_b"]["fd_attributes_untranslated"] is None and m["a_to_b"]["fd_attributes"] >= 0
     assert m["a_to_b"]["fd_dlib_untranslated"] >= 0 and m["b_to_a"]["fd_dlib_untranslated"] >= 0
+
+    # source statistics of fewer images than the translations (evaluate.max_real below cyclegan.num_samples): the
+    # baseline was scored on all of them, "as many" as it says, and biased upwards; now none, and a warning says why
+    from facegan.evaluate.fid import feature_stats
+
+    few = {k: (sc, real and feature_stats(real.features[:5], warn_small=False)) for k, (sc, real) in scoring.items()}
+    with caplog.at_level(logging.WARNING, logger="facegan"):
+        m = translate.evaluate(trainer, p, root, few)
+    assert m["a_to_b"]["fd_dlib_untranslated"] is None and m["a_to_b"]["fd_dlib"] == pytest.approx(m0_dlib)
+    said = "a_to_b dlib: no untranslated baseline: the source's statistics hold 5 images, fewer than the 8 translated"
+    assert said in caplog.text
 
     with open(a.packed / ZIP_NAME, "ab") as f:  # the source packed again since its statistics were made
         f.write(b"\0")

@@ -186,6 +186,51 @@ def test_a_run_is_current_when_its_checkpoint_matches_its_row_today(tmp_path):
     assert load_checkpoint(ckpt)["step"] == 2
 
 
+def test_a_pretrained_model_of_other_settings_and_a_run_scored_otherwise_are_refused(tmp_path):
+    """The table put fine-tunes from a pretrained model trained under another transfer.pretrain, and runs scored on
+    another number of samples (the distance's bias depends on it), beside today's without a word; `transfer
+    finetune` fine-tuned from such a model."""
+    from facegan.train.checkpoint import save_checkpoint
+
+    p = study_params()
+    pretrained = transfer.pretrained_checkpoint(p, tmp_path)
+    pretrained.parent.mkdir(parents=True)
+    rp = transfer.run_params(p, transfer.PRETRAIN, tmp_path)[0]
+    state = {"config": rp.train.model_dump(mode="json"), "step": rp.train.steps, "provenance": {}}
+    save_checkpoint(pretrained, state)
+    transfer.check_pretrained(p, tmp_path)  # current
+    raw = p.model_dump(mode="json")
+    raw["transfer"]["pretrain"]["lr_g"] = 0.0005
+    said = r"trained with another config \(transfer.pretrain.lr_g: .* -> 0.0005\); pretrain it again: `facegan transfer"
+    with pytest.raises(transfer.StaleRun, match=said):
+        transfer.check_pretrained(parse_params(raw), tmp_path)
+    with pytest.raises(transfer.StaleRun, match=r"transfer.pretrain.lr_g"):  # before any fine-tune work
+        transfer.finetune("baseline", 0, parse_params(raw), tmp_path)
+    save_checkpoint(pretrained, {**state, "step": 1})  # a pretraining killed halfway
+    with pytest.raises(transfer.StaleRun, match=r"the pretrained model trained 1 steps, transfer.pretrain.steps is 2"):
+        transfer.check_pretrained(p, tmp_path)
+
+    run = transfer.run_params(p, "baseline", tmp_path, 0)[0]
+    ev = {"num_samples": run.evaluate.num_samples, "mode": run.evaluate.mode}
+    transfer_table._check_scored(run, ev, tmp_path / "metrics.json", "again")
+    with pytest.raises(transfer.StaleRun, match=rf"metrics.json: scored with other evaluate settings than today's "
+                       rf"\(num_samples 96 -> {run.evaluate.num_samples}\); again"):  # fmt: skip
+        transfer_table._check_scored(run, {**ev, "num_samples": 96}, tmp_path / "metrics.json", "again")
+
+
+def test_the_curve_columns_name_the_extractor_of_the_in_training_distance(monkeypatch, tmp_path):
+    """The "fd_<x> @ k kimg" columns named the first final extractor; the curve is train.fid_extractor's."""
+    record = {"fd_curve": [(0.008, 0.5)], "rt": [], "ada_p": [], "kimg": 0.008, "curve_extractor": "attributes"}
+    monkeypatch.setattr(transfer_table, "run_record", lambda p, row, seed, root: {**record, "final": {"dlib": 0.3}})
+    monkeypatch.setattr(transfer_table, "_describe", lambda p, row, root: {"pretrained": True, "freeze_d": 0,
+                                                                          "augment": "none"})  # fmt: skip
+    monkeypatch.setattr(transfer_table, "noise_floor", lambda p, root: {})
+    t = SimpleNamespace(runs=["baseline"], seeds=[0], source="cartoon", target="sketch", target_images=None)
+    result = transfer_table.summarize(SimpleNamespace(transfer=t), tmp_path)
+    assert result["curve_extractor"] == "attributes"
+    assert "| fd_dlib | range | vs baseline | fd_attributes @ 0.008 kimg |" in transfer_table.markdown(result)
+
+
 def test_one_seed_has_no_spread_to_be_beyond():
     """With one seed per row (the default pipeline's tiny study) a difference is never called beyond the spread
     and the table shows no fake "± 0"."""

@@ -94,8 +94,6 @@ def transfer(
     root: Path = ROOT,
 ) -> None:
     """The transfer study: pretrain on transfer.source, fine-tune on transfer.target per row and seed, the table."""
-    from rich.console import Console
-
     from facegan import transfer as tr
     from facegan import transfer_table
     from facegan.config import ParamsError, load_params
@@ -107,7 +105,9 @@ def transfer(
         raise ParamsError(f"unknown step {step!r}; steps: {', '.join(steps)}")
     if step != "finetune" and (run is not None or seed is not None):  # `all` ends in the table of every run
         raise ParamsError(f"`transfer {step}` takes no ROW or --seed: they choose the runs of `transfer finetune`")
-    p = load_params(_params(params, root), root=root)
+    params = _params(params, root)
+    p = load_params(params, root=root)
+    tr._enabled(p, str(params))  # `table` too: it wrote the stage's "study off" outputs over the study's table
     p.transfer.check(run, seed)
     if step in ("pretrain", "all"):
         tr.pretrain(p, root)
@@ -115,17 +115,20 @@ def transfer(
         for name in [run] if run else list(p.transfer.runs):
             for s in [seed] if seed is not None else p.transfer.seeds:
                 tr.finetune(name, s, p, root)
-    if step in ("table", "all"):
-        Console().print(transfer_table.markdown(transfer_table.table(p, root)))
+    if step in ("table", "all"):  # the Markdown as written (rich wrapped its rows and read [x] as markup)
+        typer.echo(transfer_table.markdown(transfer_table.table(p, root)), nl=False)
 
 
 @app.command("cyclegan")
 def cyclegan(params: Path | None = ROOT_PARAMS, root: Path = ROOT) -> None:
     """CycleGAN between cyclegan.a and cyclegan.b (packed first): grids both ways, FID per direction."""
     from facegan.config import load_params
+    from facegan.translate import require_enabled
 
     params = _params(params, root)
-    _run(["cyclegan"], load_params(params).cyclegan.a, params, root)
+    p = load_params(params)
+    require_enabled(p, str(params))
+    _run(["cyclegan"], p.cyclegan.a, params, root)
 
 
 @app.command("report")

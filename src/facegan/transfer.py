@@ -16,7 +16,7 @@ from pathlib import Path
 
 from facegan.chain import run_stage
 from facegan.config import TRANSFER_PRETRAIN, Params, ParamsError, load_params
-from facegan.errors import StageInputMissing
+from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import write_disabled
 from facegan.layout import Layout
 
@@ -29,9 +29,14 @@ OFF = (
 )
 
 
-def _enabled(p: Params) -> None:
+class StaleRun(FaceganError, RuntimeError):
+    """A run of the study made under other params than today's (steps, a row's settings, the pretrained model):
+    its distances would sit in the table beside runs they are not comparable with."""
+
+
+def _enabled(p: Params, where: str = "the params file") -> None:
     if not p.transfer.enabled:
-        raise ParamsError("transfer.enabled is false in params.yaml")
+        raise ParamsError(f"transfer.enabled is false in {where}: the study is off, nothing to run")
 
 
 def _params(params: Params | Path | str) -> Params:
@@ -76,8 +81,29 @@ def finetune(
             f"no pretrained model at {pretrained_checkpoint(p, root)}: run "
             "`facegan transfer pretrain` (or `dvc repro pretrain`) first"
         )
+    if p.transfer.pretrained(row):
+        check_pretrained(p, root)
     _check_scorable(dataset, root)
     return run_stage("train", dataset, rp, root, variant) + run_stage("evaluate", dataset, rp, root, variant)
+
+
+def check_pretrained(p: Params, root: Path) -> None:
+    """StaleRun when the pretrained model there was trained under another `transfer.pretrain` than today's, or has
+    not trained its steps: fine-tunes from it, and the table's source model, would be another study's."""
+    from facegan.train.checkpoint import load_checkpoint
+
+    path = pretrained_checkpoint(p, root)
+    state = load_checkpoint(path)
+    again = "pretrain it again: `facegan transfer pretrain` (or `dvc repro pretrain`)"
+    if differences := p.transfer.pretrain.differences(state["config"], "transfer.pretrain"):
+        raise StaleRun(
+            f"{path}: the pretrained model was trained with another config ({'; '.join(differences)}); {again}"
+        )
+    if state["step"] != p.transfer.pretrain.steps:
+        raise StaleRun(
+            f"{path}: the pretrained model trained {state['step']} steps, transfer.pretrain.steps is "
+            f"{p.transfer.pretrain.steps} now; {again}"
+        )
 
 
 def _check_scorable(dataset: str, root: Path) -> None:

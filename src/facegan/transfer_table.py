@@ -20,10 +20,10 @@ import numpy as np
 
 from facegan.config import Params, load_params
 from facegan.data.packed import ZIP_NAME, image_names, open_packed
-from facegan.errors import FaceganError, StageInputMissing
+from facegan.errors import StageInputMissing
 from facegan.io import atomic_dir, read_json, read_numbers_csv, sha256_cached, write_text
 from facegan.layout import Layout
-from facegan.transfer import OFF, PRETRAIN, run_params, runs
+from facegan.transfer import OFF, PRETRAIN, StaleRun, check_pretrained, pretrained_checkpoint, run_params, runs
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +62,29 @@ def run_record(p: Params, row: str, seed: int, root: Path) -> dict[str, Any]:
         )
     ev = read_json(metrics, "an evaluation's metrics")
     step = _check_current(rp, row, seed, at.model / CHECKPOINT)
+    _check_scored(rp, ev, metrics, f"fine-tune it again: `facegan transfer finetune {row} --seed {seed}`")
     losses = _read_csv(at.model / "losses.csv")
     return {
         "final": {k: v for k in EXTRACTORS if _finite(v := ev.get(f"fd_{k}"))},
         "fd_curve": [(r["step"] * batch / 1000, r["fd"]) for r in _read_csv(at.model / "fid.csv")],
+        "curve_extractor": rp.train.fid_extractor,  # fid.csv's
         "rt": _windows(losses, "d_real_sign", batch),
         "ada_p": _windows(losses, "ada_p", batch),
         "kimg": step * batch / 1000,
     }
 
 
-class StaleRun(FaceganError, RuntimeError):
-    """A run of the study made under other params than today's (steps, a row's settings, the pretrained model):
-    its distances would sit in the table beside runs they are not comparable with."""
+def _check_scored(rp: Params, ev: dict[str, Any], metrics: Path, again: str) -> None:
+    """StaleRun when an evaluation drew another number of samples, or another mode, than the study's evaluate
+    today: the distance's bias depends on the sample count, so a row scored on more samples looked better."""
+    want = rp.evaluate  # the study's: transfer.num_samples where set (run_params)
+    said = [
+        f"{k} {ev[k]!r} -> {getattr(want, k)!r}"
+        for k in ("num_samples", "mode")
+        if k in ev and ev[k] != getattr(want, k)
+    ]
+    if said:
+        raise StaleRun(f"{metrics}: scored with other evaluate settings than today's ({'; '.join(said)}); {again}")
 
 
 def _check_current(rp: Params, row: str, seed: int, checkpoint: Path) -> int:
@@ -161,9 +171,12 @@ def summarize(p: Params, root: Path) -> dict[str, Any]:
     """The study's result: per row the spread of its runs' distances and curves (see the module docstring); a
     distance some seeds lack is spread over those that have it (its n says how many)."""
     t = p.transfer
+    if pretrained_checkpoint(p, root).is_file():  # else each fine-tune from it says it is missing
+        check_pretrained(p, root)
     records: dict[str, dict[int, dict]] = {}
     for row, seed in runs(p):
         records.setdefault(row, {})[seed] = run_record(p, row, seed, root)
+    all_records = [r for by_seed in records.values() for r in by_seed.values()]
     rows: dict[str, dict[str, Any]] = {}
     for row, by_seed in records.items():
         recs = list(by_seed.values())
@@ -196,9 +209,14 @@ def summarize(p: Params, root: Path) -> dict[str, Any]:
         r["vs_baseline"] = {k: _versus(v, base[k]) for k, v in r["final"].items() if k in base and name != baseline}
     src = Layout(root, t.source, PRETRAIN).evaluation / "metrics.json"
     source = read_json(src, "an evaluation's metrics") if src.is_file() else {}
+    if source:
+        _check_scored(run_params(p, PRETRAIN, root)[0], source, src, "pretrain it again: `facegan transfer pretrain`")
+    # the in-training curve's extractor (train.fid_extractor; None: the runs differ), where there is a curve
+    curves = {r.get("curve_extractor") for r in all_records if r["fd_curve"]}
     return {
         "source": t.source,
         "target": t.target,
+        **({"curve_extractor": curves.pop() if len(curves) == 1 else None} if curves else {}),
         "target_images": _target_images(p, root),
         "seeds": t.seeds,
         "baseline": baseline,
@@ -247,7 +265,8 @@ def markdown(result: dict[str, Any]) -> str:
     head = ["row", "from", "freeze_d", "augment", "kimg"]
     for k in names:
         head += [f"fd_{k} (mean ± std)" if n > 1 else f"fd_{k}", "range", f"vs {base}"]
-    head += [f"fd_{first} @ {k} kimg" for k in kimgs] + ["r_t end", "ADA p end"]
+    curve = result.get("curve_extractor", first)  # tables written before it was recorded labelled it so
+    head += [f"fd_{curve} @ {k} kimg" if curve else f"fd @ {k} kimg" for k in kimgs] + ["r_t end", "ADA p end"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in order:
         r = rows[name]

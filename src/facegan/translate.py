@@ -38,9 +38,9 @@ OFF = (
 )
 
 
-def require_enabled(p: Params) -> None:
+def require_enabled(p: Params, where: str = "the params file") -> None:
     if not p.cyclegan.enabled:
-        raise ParamsError("cyclegan.enabled is false in params.yaml")
+        raise ParamsError(f"cyclegan.enabled is false in {where}: the CycleGAN is off, nothing to run")
 
 
 def write_disabled(root: Path) -> None:
@@ -105,7 +105,18 @@ def evaluate(
             if towards != direction:
                 continue
             score = scorer(moved, desc=f"{direction} ({name})")
-            base = None if real is None else untranslated(real, scorer.real, len(moved), p.evaluate.seed)
+            base = None
+            if real is not None and real.n < len(moved):  # fewer real images: a baseline biased upwards, no score
+                log.warning(
+                    "%s %s: no untranslated baseline: the source's statistics hold %d images, fewer than the %d "
+                    "translated (raise evaluate.max_real and run refstats, or lower cyclegan.num_samples)",
+                    direction,
+                    name,
+                    real.n,
+                    len(moved),
+                )
+            elif real is not None:
+                base = untranslated(real, scorer.real, len(moved), p.evaluate.seed)
             metrics[direction] = {
                 **metrics.get(direction, {}),
                 f"fd_{name}": round(score["fd"], 6),
@@ -125,7 +136,7 @@ def evaluate(
 def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     """Train (or resume) the CycleGAN, write grids and metrics.json; returns the metrics. `on_step(losses, step)`
     gets every step's losses (the stage's tracker). Called through `facegan.chain.run_stage("cyclegan", a)`."""
-    from facegan.data.packed import ZIP_NAME
+    from facegan.data.packed import ZIP_NAME, packed_meta
     from facegan.io import sha256_file
     from facegan.provenance import code_hash
     from facegan.train.cyclegan import CycleTrainer
@@ -136,10 +147,18 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     require_enabled(p)
     c = p.cyclegan
     for name in (c.a, c.b):
-        if not (Layout(root, name).packed / "dataset.zip").is_file():
+        packed = Layout(root, name).packed / ZIP_NAME
+        if not packed.is_file():
             raise StageInputMissing(
                 f"dataset {name!r} is not packed yet ({Layout(root, name).packed}): "
                 f"run `dvc repro refstats@{name}` first"
+            )
+        size, want = packed_meta(packed).get("resolution"), p.dataset(name).pack.resolution
+        if size != want:  # one set packed before its resolution changed: a traceback on the shapes, before
+            raise StageInputMissing(
+                f"dataset {name!r} is packed at {size} px ({packed}), and datasets.{name}.pack.resolution is {want} "
+                f"now: pack it again, `facegan pack {name}` then `facegan refstats {name}` (or `dvc repro "
+                f"refstats@{name}`)"
             )
     dist, device = runtime(c)
     with held(root / WORK, dist):
