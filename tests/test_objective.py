@@ -206,6 +206,24 @@ def test_a_stage_resumes_its_own_checkpoint_and_restarts_over_a_stale_one(layout
         run_train(other, layout.packed, out, work=work)  # outside stages: refused, not replaced
 
 
+def test_a_stage_asked_for_fewer_steps_keeps_the_longer_run_aside(layout, tmp_path, caplog):
+    """train.steps lowered below a run's checkpoint: the stage removed the whole work folder (checkpoint, best.pt,
+    fid.csv) and trained afresh, while its warning said to raise train.steps or remove the checkpoint. The folder
+    is set aside now, with where, and the shorter run is the one asked for."""
+    caplog.set_level(logging.INFO, logger="facegan")
+    cfg = tiny_params(steps=4, checkpoint_every=2, fid_every=0).train
+    work, out = tmp_path / "work", tmp_path / "out"
+    run_train(cfg, layout.packed, out, work=work, stale="restart")
+    longer = (work / "checkpoint.pt").read_bytes()
+    shorter = run_train(cfg.model_copy(update={"steps": 2}), layout.packed, out, work=work, stale="restart")
+    aside = tmp_path / "work.step4"
+    assert (aside / "checkpoint.pt").read_bytes() == longer
+    assert f"the checkpoint is at step 4, past the 2 steps asked now: its folder is kept as {aside}" in caplog.text
+    assert shorter.losses == run_train(cfg.model_copy(update={"steps": 2}), layout.packed, tmp_path / "b").losses
+    run_train(cfg.model_copy(update={"steps": 1}), layout.packed, out, work=work, stale="restart")
+    assert (tmp_path / "work.step2" / "checkpoint.pt").is_file() and (aside / "checkpoint.pt").read_bytes() == longer
+
+
 def test_a_stage_resumes_over_an_edit_of_code_training_does_not_run(layout, tmp_path, code_copy, caplog):
     """A checkpoint recorded a hash of every .py of facegan: a killed training, then an edit of report.py (or a
     `git pull` that changed only the UI), and the stage threw hours of training away. Now it records the code of

@@ -58,6 +58,14 @@ class CheckpointError(FaceganError, ValueError):
     """A checkpoint that cannot be read, or was written by other code or other params."""
 
 
+class CheckpointAhead(CheckpointError):
+    """A checkpoint of this very run, trained past the steps asked now: not stale, only further on."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
 class DeviceUnavailable(FaceganError, RuntimeError):
     """The configured device (e.g. cuda) is not available on this machine."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from facegan.errors import CheckpointError, FolderBusy, TrainingDiverged
+from facegan.errors import CheckpointAhead, CheckpointError, FolderBusy, TrainingDiverged
 from facegan.io import atomic_dir, exclusive, write_text
 from facegan.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from facegan.train.dist import Dist, teardown
@@ -118,11 +118,35 @@ class Loop:
             message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
             if stale != "restart":
                 raise CheckpointError(message) from None
+            if isinstance(e, CheckpointAhead):  # this run, only further on: kept, not removed
+                log.warning(
+                    "%s: the checkpoint is at step %d, past the %d steps asked now: its folder is kept as %s (to "
+                    "continue it, raise the steps to %d or more and move it back to %s); starting fresh",
+                    path,
+                    e.step,
+                    self.steps,
+                    self._set_aside(e.step),
+                    e.step,
+                    self.work,
+                )
+                return None
             log.warning("%s; starting fresh", message)
             shutil.rmtree(self.work, ignore_errors=True)  # under DDP every rank gets here
             return None
         log.info("resumed from %s at step %d", path, self.trainer.step_done)
         return state
+
+    def _set_aside(self, step: int) -> Path:
+        """Move the work folder to `<work>.step<step>` beside it (a name not taken); where it went. Under DDP rank 0
+        moves it (the others start fresh as it does)."""
+        aside = self.work.with_name(f"{self.work.name}.step{step}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.work.with_name(f"{self.work.name}.step{step}-{n}")
+        if self.trainer.dist.main:
+            self.work.rename(aside)
+        return aside
 
     def _check_provenance(self, made_from: dict | None) -> None:
         now = self.extra.get("provenance")

@@ -11,7 +11,7 @@ from torch import nn
 
 from facegan.config import TrainConfig
 from facegan.device import to_device
-from facegan.errors import CheckpointError
+from facegan.errors import CheckpointAhead
 from facegan.models import build_models
 from facegan.train.dist import Dist
 from facegan.train.ema import EMA, STANDING_BATCHES, standing_stats
@@ -126,9 +126,10 @@ class ModelTrainer(Stepper):
         self.warn_world(state)
         self.cfg.check_resumable(state["config"], "train")
         if state["step"] > self.cfg.steps:
-            raise CheckpointError(
+            raise CheckpointAhead(
                 f"the checkpoint is at step {state['step']}, past train.steps {self.cfg.steps}: "
-                "raise train.steps or remove the checkpoint"
+                "raise train.steps or remove the checkpoint",
+                state["step"],
             )
         self.g.load_state_dict(state["G"])
         self.d.load_state_dict(state["D"])
