@@ -418,8 +418,15 @@ def test_attribute_accuracy_needs_a_classifier_of_the_sets_labels(prepared, layo
     def no_generation(*_a, **_k):
         raise AssertionError("generated images before the classifier was checked")
 
+    real_render = sample.render
+
     monkeypatch.setattr(sample, "render", no_generation)
     with pytest.raises(StatsMismatch, match="classifier in .*stale was trained on other labels"):
+        run_evaluate(cfg, ckpt, layout.packed, root / "stats", tmp_path / "eval2", stale)
+    state["label_names"] = state["label_names"][::-1]
+    state["resolution"] = 64  # the set packed at 32 px since: its net read the 32 px fakes without a word
+    torch.save(state, stale / MODEL)
+    with pytest.raises(StatsMismatch, match=r"stale was trained on 64 px images, and .*dataset.zip is packed at 32 px"):
         run_evaluate(cfg, ckpt, layout.packed, root / "stats", tmp_path / "eval2", stale)
     # a model of a set packed before (other labels: an IndexError in the generator; another resolution: scored
     # without a word against statistics of images it never saw), refused before generating
@@ -431,6 +438,41 @@ def test_attribute_accuracy_needs_a_classifier_of_the_sets_labels(prepared, layo
     with pytest.raises(StatsMismatch, match=r"old/checkpoint.pt was trained on another dataset.zip than .* has now"):
         run_evaluate(cfg, tmp_path / "old" / "checkpoint.pt", layout.packed, root / "stats", tmp_path / "e3")
     assert not (tmp_path / "e3").exists()
+    # no extractor runs here (inception without its weights): it wrote a metrics.json of nulls with exit 0
+    from facegan.evaluate.run import STATUS, ExtractorUnavailable
+
+    stats = tmp_path / "stats"
+    shutil.copytree(root / "stats", stats)
+    status = json.loads((stats / STATUS).read_text())
+    status["extractors"]["inception"] = {"status": "unavailable", "reason": "no Inception weights here"}
+    (stats / STATUS).write_text(json.dumps(status))
+    only = cfg.model_copy(update={"extractors": ["inception"], "inception_weights": tmp_path / "none.pth"})
+    with pytest.raises(ExtractorUnavailable, match=r"^no feature extractor is available \(inception\); nothing to "
+                       r"evaluate: inception: no Inception weights here$"):  # fmt: skip
+        run_evaluate(only, ckpt, layout.packed, stats, tmp_path / "e4")
+    assert not (tmp_path / "e4").exists()
+    # a training that writes the model while it is scored: the old model's numbers were written beside the new one
+    from facegan.errors import StageError
+    from facegan.evaluate import run as evaluate_run
+
+    real_generate = evaluate_run.generate
+
+    def trained_meanwhile(*args, **kwargs):
+        out = real_generate(*args, **kwargs)
+        save_checkpoint(ckpt, {**load_checkpoint(ckpt), "step": 2})
+        return out
+
+    monkeypatch.setattr(sample, "render", real_render)
+    monkeypatch.setattr(evaluate_run, "generate", trained_meanwhile)
+    with pytest.raises(StageError, match=r"checkpoint.pt changed while it was scored \(a training wrote it\)"):
+        run_evaluate(cfg, ckpt, layout.packed, root / "stats", tmp_path / "e6")
+    assert not (tmp_path / "e6").exists()
+    # a packed set that is gone was called "another packed set": re-run refstats, which then asked for pack
+    from facegan.errors import StageInputMissing
+
+    (tmp_path / "gone").mkdir()
+    with pytest.raises(StageInputMissing, match=r"gone/dataset.zip: no packed dataset there: run the `pack` stage"):
+        run_evaluate(cfg, ckpt, tmp_path / "gone", root / "stats", tmp_path / "e5")
 
 
 def test_the_cyclegan_baseline_skips_attributes_and_checks_the_source_statistics(prepared, layout, tmp_path, caplog):

@@ -15,7 +15,7 @@ import torch
 
 from facegan.config import EvaluateConfig
 from facegan.data.packed import ZIP_NAME, load_labels, load_packed, packed_meta, packed_shape
-from facegan.errors import DamagedRecord, FaceganError, StageInputMissing
+from facegan.errors import DamagedRecord, FaceganError, StageError, StageInputMissing
 from facegan.evaluate.classifier import MODEL, AttributeNet, accuracy, load_classifier, predict
 from facegan.evaluate.extractors import ExtractorUnavailable, make_extractor
 from facegan.evaluate.fid import (
@@ -104,12 +104,16 @@ def reference_stats(
             "evaluate.extractors and re-run refstats"
         )
     if ref["status"] != "ok":  # unavailable when they were made: still so, or installed since
-        if not _available_now(name, cfg, classifier_dir):
-            raise ExtractorUnavailable(ref["reason"])
+        if why := _why_unavailable(name, cfg, classifier_dir):
+            if host_free(why) != ref["reason"]:  # e.g. a weights path set since: today's reason is the one to fix
+                log.warning("extractor %r: unavailable when the statistics were made, and now: %s", name, why)
+            raise ExtractorUnavailable(ref["reason"])  # as recorded (metrics.json keeps the statistics' words)
         raise StatsMismatch(
             f"extractor {name!r} was unavailable when the statistics in {stats_dir} were made and is available "
             f"now: {REFSTATS_AGAIN}"
         )
+    if packed is not None and not (packed / ZIP_NAME).is_file():  # not "another packed set": none
+        raise StageInputMissing(f"{packed / ZIP_NAME}: no packed dataset there: run the `pack` stage first")
     if packed is not None and status.get("dataset_sha256") != sha256_cached(packed / ZIP_NAME):  # each Scorer asks
         raise StatsMismatch(
             f"the reference statistics in {stats_dir} are of another packed set than {packed / ZIP_NAME} "
@@ -176,25 +180,26 @@ def scorers_of(
         try:
             scorers[name] = Scorer(name, cfg, stats_dir, classifier_dir, packed)
         except ExtractorUnavailable as e:
+            _unavailable(name, e)  # said loudly, as refstats says it
             unavailable[name] = str(e)
     return scorers, unavailable
 
 
-def _available_now(name: str, cfg: EvaluateConfig, classifier_dir: Path | None) -> bool:
-    """Whether extractor `name` would run here now, without downloading anything (Inception's weight file is
-    looked for first: make_extractor would try to fetch a missing one)."""
+def _why_unavailable(name: str, cfg: EvaluateConfig, classifier_dir: Path | None) -> str | None:
+    """Why extractor `name` would not run here now (None: it would), without downloading anything (Inception's
+    weight file is looked for first: make_extractor would try to fetch a missing one)."""
     if name == "inception":
         from facegan.evaluate.inception import WeightsUnavailable, find_weights
 
         try:
             find_weights(cfg.inception_weights, download=False)
-        except WeightsUnavailable:
-            return False
+        except WeightsUnavailable as e:
+            return str(e)
     try:
         make_extractor(name, cfg, classifier_dir)
-    except ExtractorUnavailable:
-        return False
-    return True
+    except ExtractorUnavailable as e:
+        return str(e)
+    return None
 
 
 def label_pool(packed: Path) -> torch.Tensor | None:
@@ -246,6 +251,11 @@ def _classifier_of(classifier_dir: Path, packed: Path) -> tuple[AttributeNet, di
             f"({', '.join(info['label_names'])}) than {packed / ZIP_NAME} has ({', '.join(meta['label_names'])}): "
             "re-run the classifier stage"
         )
+    if info.get("resolution") not in (None, meta.get("resolution")):  # its net read the fakes at the wrong size
+        raise StatsMismatch(
+            f"the attribute classifier in {classifier_dir} was trained on {info['resolution']} px images, and "
+            f"{packed / ZIP_NAME} is packed at {meta.get('resolution')} px now: re-run the classifier stage"
+        )
     return net, info, meta
 
 
@@ -257,10 +267,16 @@ def run_evaluate(
     from facegan.train.checkpoint import load_generator
 
     scorers, unavailable = scorers_of(cfg, stats_dir, classifier_dir, packed)  # before any image is generated
+    if not scorers:  # a metrics.json of nulls, exit 0, and `report` wrote it as a result
+        raise ExtractorUnavailable(
+            f"no feature extractor is available ({', '.join(cfg.extractors)}); nothing to evaluate: "
+            + "; ".join(f"{k}: {why}" for k, why in unavailable.items())
+        )
     metrics: dict = {"num_samples": cfg.num_samples, "mode": cfg.mode, "extractors": {}}
     for extractor, why in unavailable.items():
         metrics["extractors"][extractor] = {"status": "unavailable", "reason": why}
         metrics[f"fd_{extractor}"] = None
+    scored = sha256_cached(checkpoint)  # the model these numbers are of
     g, gcfg, state = load_generator(checkpoint)
     _check_trained_on(state, checkpoint, packed)
     conditional = bool(state.get("label_dims"))
@@ -297,6 +313,8 @@ def run_evaluate(
             score["kid"],
             kid_spread(score["kid_std"]),
         )
+    if sha256_cached(checkpoint) != scored:  # a training wrote it meanwhile: these numbers are the old model's
+        raise StageError(f"{checkpoint} changed while it was scored (a training wrote it): run evaluate again")
     with atomic_dir(dst) as tmp:
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
