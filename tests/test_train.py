@@ -315,17 +315,24 @@ def test_the_ema_generator_normalises_with_batchnorm_statistics_of_its_own_weigh
 
 def test_a_training_that_replaces_the_model_removes_its_earlier_evaluation(layout, tmp_path):
     """An evaluate stopped before it wrote (Ctrl-C, a crash) left the old model's distances beside a new model, and
-    `facegan transfer table` and `report` read them as its own: a table of a 4-step model with its 2-step score.
-    A training that leaves the model as it was keeps the evaluation."""
+    `facegan transfer table` and `report` read them as its own: a table of a 4-step model with its 2-step score;
+    the report (samples, figures) of the old model stayed too, and `summary` showed it. A training that leaves the
+    model as it was keeps both."""
     from facegan.chain import run_stage
 
     p = tiny_params(steps=2)
     shutil.copytree(layout.packed, tmp_path / "data" / "processed" / "cartoon")
     at = Layout(tmp_path, "cartoon")
     run_stage("train", "cartoon", p, tmp_path)
-    at.evaluation.mkdir(parents=True)
-    (at.evaluation / "metrics.json").write_text('{"fd_dlib": 0.5}')
+    for folder in (at.evaluation, at.report):
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text('{"fd_dlib": 0.5}')
     run_stage("train", "cartoon", p, tmp_path)  # trained already: the same model
-    assert (at.evaluation / "metrics.json").read_text() == '{"fd_dlib": 0.5}'
+    assert (
+        (at.evaluation / "metrics.json").read_text() == (at.report / "metrics.json").read_text() == '{"fd_dlib": 0.5}'
+    )
+    shutil.rmtree(at.model)  # as `dvc repro` does before train: the work folder's copy tells the model was the same
+    run_stage("train", "cartoon", p, tmp_path)
+    assert (at.evaluation / "metrics.json").is_file() and (at.report / "metrics.json").is_file()
     run_stage("train", "cartoon", tiny_params(steps=3), tmp_path)  # resumed to step 3: another model
-    assert not at.evaluation.exists() and (at.model / "checkpoint.pt").is_file()
+    assert not at.evaluation.exists() and not at.report.exists() and (at.model / "checkpoint.pt").is_file()

@@ -118,13 +118,11 @@ def _refstats(p: Params, at: Layout, t: Tracker) -> dict:
 
 def _train(p: Params, at: Layout, t: Tracker) -> dict:
     from facegan.evaluate.run import Scorer
-    from facegan.io import sha256_cached
-    from facegan.train.checkpoint import CHECKPOINT
     from facegan.train.run import run_train
 
     fid = p.train.fid_every
     scorer = Scorer(p.train.fid_extractor, p.evaluate, at.stats, at.classifier, at.packed) if fid else None
-    before = sha256_cached(at.model / CHECKPOINT)
+    before = _model_before(at)
     result = run_train(
         p.train, at.packed, at.model, scorer=scorer, on_step=t.log_metrics, work=at.checkpoints, stale="restart"
     )
@@ -137,21 +135,38 @@ def _train(p: Params, at: Layout, t: Tracker) -> dict:
     return {} if result.seconds_per_step is None else {"seconds_per_step": result.seconds_per_step}
 
 
-def _drop_stale_evaluation(at: Layout, model_before: str | None) -> None:
-    """Remove the evaluation of a model this training replaced (`model_before`: its checkpoint's sha256): an
-    evaluate stopped before it wrote left the old model's distances beside the new model, and the transfer table
-    and `report` read them as its own (`dvc repro` deletes the outputs before it runs evaluate; the stage commands
-    and the study's runs did not)."""
+def _model_before(at: Layout) -> str | None:
+    """The sha256 of the model a training may replace: its checkpoint, else (`dvc repro` deletes the model before
+    train runs) the work folder's, which a finished training copied there; None where there is no evaluation or
+    report to keep, or on a DDP rank other than 0."""
     from facegan.io import sha256_cached
     from facegan.train.checkpoint import CHECKPOINT
 
-    if os.environ.get("RANK", "0") != "0" or not at.evaluation.exists():  # DDP: rank 0 writes and removes
-        return
-    if sha256_cached(at.model / CHECKPOINT) != model_before:
-        import shutil
+    if os.environ.get("RANK", "0") != "0" or not (at.evaluation.exists() or at.report.exists()):
+        return None
+    return sha256_cached(at.model / CHECKPOINT) or sha256_cached(at.checkpoints / CHECKPOINT)
 
-        shutil.rmtree(at.evaluation)
-        log.info("removed %s: it scored the model this training replaced", at.evaluation)
+
+def _drop_stale_evaluation(at: Layout, model_before: str | None) -> None:
+    """Remove the evaluation and report of a model this training replaced (`model_before`: its checkpoint's
+    sha256): an evaluate stopped before it wrote left the old model's distances beside the new model, and the
+    transfer table, `report` and `summary` read them as its own (`dvc repro` deletes the outputs before it runs
+    evaluate and report; the stage commands and the study's runs did not)."""
+    import shutil
+
+    from facegan.io import sha256_cached
+    from facegan.train.checkpoint import CHECKPOINT
+
+    if os.environ.get("RANK", "0") != "0":  # DDP: rank 0 writes and removes
+        return
+    stale = [f for f in (at.evaluation, at.report) if f.exists() or f.is_symlink()]
+    if stale and sha256_cached(at.model / CHECKPOINT) != model_before:
+        for folder in stale:
+            if folder.is_symlink():  # the link, never what it names
+                folder.unlink()
+            else:
+                shutil.rmtree(folder)
+            log.info("removed %s: it is of the model this training replaced", folder)
 
 
 def _evaluate(p: Params, at: Layout, t: Tracker) -> dict:
