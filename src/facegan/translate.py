@@ -147,12 +147,13 @@ def run(p: Params, root: Path, on_step=None, resume: bool = True) -> dict:
     require_enabled(p)
     c = p.cyclegan
     for name in (c.a, c.b):
-        packed = Layout(root, name).packed / ZIP_NAME
-        if not packed.is_file():
+        if not (Layout(root, name).packed / ZIP_NAME).is_file():
             raise StageInputMissing(
                 f"dataset {name!r} is not packed yet ({Layout(root, name).packed}): "
                 f"run `dvc repro refstats@{name}` first"
             )
+    for name in (c.a, c.b):
+        packed = Layout(root, name).packed / ZIP_NAME
         size, want = packed_meta(packed).get("resolution"), p.dataset(name).pack.resolution
         if size != want:  # one set packed before its resolution changed: a traceback on the shapes, before
             raise StageInputMissing(
