@@ -461,6 +461,29 @@ def test_remove_takes_every_folder_of_the_dataset_and_only_the_link_to_a_folder_
     assert not (data / "checkpoints" / "mine").exists() and params.read_text() == before
 
 
+def test_remove_refuses_while_a_stage_or_a_training_of_the_dataset_writes(tmp_path, project):
+    """`dataset remove` deleted a live pack's temporary folder and lock file (the pack then died with a traceback)
+    and a live training's work folder. It now takes each folder's lock first, as a second writer would."""
+    from facegan.errors import FolderBusy
+    from facegan.io import exclusive
+
+    root, params, before = project
+    add("mine", _one_image(tmp_path / "imgs"), params_file=params, root=root)
+    added = params.read_text()
+    data = root / "data"
+    (data / "processed").mkdir()
+    work = data / "checkpoints" / "mine" / "main"
+    work.mkdir(parents=True)
+    (work / "checkpoint.pt").write_bytes(b"step 3")
+    for busy in (data / "processed" / "mine", work):
+        with exclusive(busy, "pack run"), pytest.raises(FolderBusy, match=rf"{busy}: another stage or training"):
+            remove("mine", params, root)
+        assert params.read_text() == added and (data / "raw" / "mine").is_dir() and work.is_dir()
+    remove("mine", params, root)
+    assert params.read_text() == before and not (data / "checkpoints" / "mine").exists()
+    assert [p.name for p in (data / "processed").iterdir()] == []
+
+
 def test_remove_refuses_another_project_s_params_file(tmp_path, project):
     """`dataset remove NAME -p OTHER/params.yaml` from a project took the block out of OTHER and the data out of the
     current folder; only a DVC project's params file was checked."""

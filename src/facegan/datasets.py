@@ -26,7 +26,7 @@ import yaml
 from facegan.config import DatasetConfig, Params, ParamsError, dataset_name_problem, dvc_stages, load_params
 from facegan.data.sources import ImportReport, import_images
 from facegan.errors import FaceganError, ModelFileMissing, OutputError, StageError, StageInputMissing, said
-from facegan.io import visible_files, write_text
+from facegan.io import exclusive, visible_files, write_text
 from facegan.layout import PER_IMAGE, Layout
 from facegan.manifest import SUMMARY, read_summary
 
@@ -419,6 +419,18 @@ def _one_project(params_file: Path, root: Path, would: str) -> None:
         )
 
 
+def _written(root: Path, name: str) -> list[Path]:
+    """Every folder of dataset `name` that a stage or a training holds while it writes there (`io.exclusive`):
+    data/<kind>/<name>, each stage's folder under data/interim/<name>, each run's under data/checkpoints/<name>."""
+    data = root / "data"
+    folders = [data / kind / name for kind in DATA_KINDS if (data / kind).is_dir()]  # a first run: no folder yet
+    for kind in ("interim", "checkpoints"):
+        mine = data / kind / name
+        if mine.is_dir() and not mine.is_symlink():
+            folders += sorted(f for f in mine.iterdir() if f.is_dir() and not f.name.startswith("."))
+    return folders
+
+
 def _check_writable(params_file: Path, what: str) -> None:
     """OutputError unless `params_file` may be rewritten (a read-only one stopped an add or remove halfway)."""
     if not os.access(params_file, os.W_OK) or not os.access(params_file.parent, os.W_OK | os.X_OK):
@@ -453,7 +465,10 @@ def _install(candidate: Path, params_file: Path) -> None:
 
 
 def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+    """Bytes under `path`; a folder that is a link counts nothing (what it names is the user's: remove keeps it)."""
+    if not path.is_dir() or path.is_symlink():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _human(n: int) -> str:
@@ -483,7 +498,7 @@ def describe(name: str, params_file: Path = Path("params.yaml"), root: Path = Pa
             label_columns = read_labels(label_file)[1]
         except ValueError as e:  # reported, not raised: `show` tells what is there (pack refuses it)
             label_problem = str(e)
-    elif cfg.pack.labels:  # named in params, not there: pack stops on it ("labels: none" said nothing was asked)
+    elif cfg.pack.labels and "labels" in cfg.pack.model_fields_set:  # pack stops on it ("labels: none" before)
         label_problem = f"{label_file}: not found (pack.labels names it)"
     return {
         "name": name,
@@ -528,7 +543,10 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
     candidate = _candidate(params_file, remove_block(params_file.read_text(encoding="utf-8"), name), what)
     removed = [f"{params_file}: datasets.{name}"]
     dvc_file = root / "data" / "raw" / f"{name}.dvc"
+    held = contextlib.ExitStack()
     try:
+        for folder in _written(root, name):  # a stage or training writing there: refused before anything goes
+            held.enter_context(exclusive(folder, "stage or training of this dataset"))
         if dvc_file.is_file():
             _dvc(root, "remove", str(dvc_file.relative_to(root)))
             removed.append(str(dvc_file.relative_to(root)))
@@ -558,6 +576,8 @@ def remove(name: str, params_file: Path = Path("params.yaml"), root: Path = Path
                 f"`facegan dataset remove {name}` again"
             ) from None
         raise
+    finally:
+        held.close()
     _install(candidate, params_file)  # the data gone, the block goes
     if (imported := root / IMPORTS / f"{name}.json").is_file():
         imported.unlink()
