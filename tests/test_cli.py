@@ -179,6 +179,18 @@ def test_transfer_table_and_cyclegan_refuse_a_study_that_is_off_and_keep_its_res
     )
 
 
+def test_report_with_tracking_off_says_there_is_no_table_not_to_run_dvc_repro(tmp_path):
+    """With tracking.enabled false, `facegan report` said "no MLflow store at mlflow.db: run `dvc repro` first",
+    which records nothing either, and exited 2 after the report stage had done its work."""
+    params = _params_with(tmp_path, lambda raw: None)  # tracking off
+    r = _cli("report", "-p", str(params), cwd=tmp_path)
+    assert r.returncode == 1 and "no MLflow store" not in r.stderr
+    assert f"no FID comparison table: tracking.enabled is false in {params} (no runs are recorded)" in " ".join(
+        r.stderr.split()
+    )
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "reports").exists()
+
+
 def test_chain_of_an_imported_dataset_starts_at_detect(tmp_path):
     """`facegan dataset add` says `facegan chain NAME`: a folder dataset has nothing to generate (the chain
     stopped there with "only 'cartoon' datasets are generated"); it says so and goes on to detect."""

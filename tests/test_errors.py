@@ -642,6 +642,25 @@ def test_a_damaged_evaluation_is_named_by_the_report(tmp_path):
         collect("cartoon", tmp_path, tmp_path, tmp_path, tmp_path)
 
 
+def test_a_report_without_its_inputs_names_the_stage_to_run(tmp_path):
+    """`facegan report DATASET` with no evaluation (a training that replaced the model removes it) was a
+    FileNotFoundError traceback; each missing input now names the stage that writes it."""
+    from facegan.errors import StageInputMissing
+    from facegan.report import collect
+
+    evaluation, model = tmp_path / "eval", tmp_path / "model"
+    with pytest.raises(StageInputMissing, match=r"eval/metrics.json is not there: run `facegan evaluate cartoon`"):
+        collect("cartoon", tmp_path, tmp_path, model, evaluation)
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps({"num_samples": 16, "extractors": {}}))
+    with pytest.raises(StageInputMissing, match=r"model/losses.csv is not there: run `facegan train cartoon`"):
+        collect("cartoon", tmp_path, tmp_path, model, evaluation)
+    model.mkdir()
+    (model / "losses.csv").write_text("step,loss_d\n1,0.5\n")
+    with pytest.raises(StageInputMissing, match=r"detect/summary.json is not there: run `facegan detect cartoon`"):
+        collect("cartoon", tmp_path, tmp_path, model, evaluation)
+
+
 def test_a_damaged_loss_or_distance_curve_is_named_with_its_line(tmp_path):
     """A losses.csv or fid.csv edited by hand was float()'s ValueError traceback in report and the transfer table
     (and report's curves took a row with an empty cell for one, its summary not)."""

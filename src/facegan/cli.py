@@ -154,6 +154,9 @@ def report(
     if dataset:
         _run(["report"], dataset, params, root)
     p = load_params(params, root=root)
+    if not p.tracking.enabled:  # no runs recorded: the table's advice ("run dvc repro first") could not help
+        typer.echo(f"no FID comparison table: tracking.enabled is false in {params} (no runs are recorded)", err=True)
+        raise typer.Exit(0 if dataset else 1)
     exps = experiment or None
     rows = track.pipeline_rows(p.tracking, dataset, model, exps)
     if story := track.latest_transfer(p.tracking, exps):

@@ -12,28 +12,36 @@ from pathlib import Path
 import yaml
 
 from facegan.config import EvaluateConfig, Params, ParamsError, dvc_stages
-from facegan.errors import AGAIN, DamagedRecord
+from facegan.errors import AGAIN, DamagedRecord, StageInputMissing
 from facegan.evaluate.fid import REFSTATS_AGAIN, extractors_of
 from facegan.io import atomic_dir, read_json, read_numbers_csv, write_text
 
 log = logging.getLogger(__name__)
 
 
+def _need(path: Path, stage: str, dataset: str) -> Path:
+    """`path`, or StageInputMissing naming the stage that writes it (a FileNotFoundError traceback before: after a
+    training that replaced the model, its evaluation is gone until evaluate runs)."""
+    if not path.is_file():
+        raise StageInputMissing(f"{path} is not there: run `facegan {stage} {dataset}` (or `dvc repro`) first")
+    return path
+
+
 def collect(dataset: str, interim: Path, processed: Path, model: Path, evaluation: Path) -> dict:
     """The report's metrics (nested, for `dvc metrics show`)."""
-    ev = read_json(evaluation / "metrics.json", "an evaluation's metrics")
+    ev = read_json(_need(evaluation / "metrics.json", "evaluate", dataset), "an evaluation's metrics")
     extractors = extractors_of(ev, evaluation / "metrics.json", AGAIN)
     if not isinstance(ev.get("num_samples"), int):
         raise DamagedRecord(f"{evaluation / 'metrics.json'}: not an evaluation's metrics (no num_samples): {AGAIN}")
-    losses = read_numbers_csv(model / "losses.csv")
+    losses = read_numbers_csv(_need(model / "losses.csv", "train", dataset))
     if not losses or not math.isfinite(losses[-1].get("step", math.nan)):
         problem = "its last row has no step" if losses else "no steps in it"
         raise DamagedRecord(f"{model / 'losses.csv'}: {problem}: {AGAIN}")
     from facegan.layout import PER_IMAGE
-    from facegan.manifest import read_summary
+    from facegan.manifest import SUMMARY, read_summary
 
-    counts = {stage: read_summary(interim / stage) for stage in PER_IMAGE}
-    packed = read_summary(processed)
+    counts = {stage: read_summary(_need(interim / stage / SUMMARY, stage, dataset).parent) for stage in PER_IMAGE}
+    packed = read_summary(_need(processed / SUMMARY, "pack", dataset).parent)
     metrics = {
         "dataset": dataset,
         **{k: v for k, v in ev.items() if k.startswith(("fd_", "kid_", "attr_acc"))},
@@ -126,7 +134,7 @@ def run_report(
         metrics["preprocessing"] = scored
     with atomic_dir(dst) as tmp:
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=1))
-        shutil.copyfile(model / "samples.png", tmp / "samples.png")
+        shutil.copyfile(_need(model / "samples.png", "train", dataset), tmp / "samples.png")
         plot_curves(model, tmp / "curves.png")
     if params.tracking.enabled and tracker is not None and tracker.folder is not None:
         from facegan import track
