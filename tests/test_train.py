@@ -336,3 +336,22 @@ def test_a_training_that_replaces_the_model_removes_its_earlier_evaluation(layou
     assert (at.evaluation / "metrics.json").is_file() and (at.report / "metrics.json").is_file()
     run_stage("train", "cartoon", tiny_params(steps=3), tmp_path)  # resumed to step 3: another model
     assert not at.evaluation.exists() and not at.report.exists() and (at.model / "checkpoint.pt").is_file()
+
+
+def test_a_relative_init_from_is_not_read_in_another_folder_than_the_root(tmp_path, monkeypatch):
+    """`facegan train DATASET --root P` from another folder fine-tuned from that folder's file of init_from's name,
+    without a word (only the tracking store was the root's); `~` was not the home folder."""
+    from facegan.chain import run_stage
+    from facegan.config import ParamsError
+
+    here, root = tmp_path / "here", tmp_path / "root"
+    here.mkdir()
+    root.mkdir()
+    monkeypatch.chdir(here)
+    (here / "pre.pt").write_bytes(b"another model")
+    p = tiny_params(init_from="pre.pt")
+    with pytest.raises(ParamsError, match=r"train.init_from pre.pt: a relative path, read in the current folder "):
+        run_stage("train", "cartoon", p, root)
+    assert not (root / "data").exists()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert tiny_params(init_from="~/pre.pt").train.init_from == tmp_path / "pre.pt"

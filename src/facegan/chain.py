@@ -6,6 +6,7 @@ logic lives here once. Heavy modules (torch, cv2, mlflow) are imported inside ea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -242,6 +243,24 @@ def without_generate(names: list[str], dataset: str, p: Params) -> list[str]:
     return [n for n in names if n != "generate" or p.dataset(dataset).source.kind == "cartoon"]
 
 
+def _no_path_read_elsewhere(name: str, p: Params, root: Path | str) -> None:
+    """ParamsError for a relative file path in the params that stage `name` would read in the current folder while
+    its project root is another (--root, a flow's root): `train.init_from` fine-tuned from whatever file of that
+    name was here, without a word."""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(root, os.curdir):
+            return
+    paths = {"train.init_from": p.train.init_from} if name == "train" else {}
+    if name in ("refstats", "train", "evaluate", "cyclegan") and "inception" in p.evaluate.extractors:
+        paths["evaluate.inception_weights"] = p.evaluate.inception_weights
+    for key, path in paths.items():
+        if path is not None and not path.is_absolute():
+            raise ParamsError(
+                f"{key} {path}: a relative path, read in the current folder ({Path.cwd()}), not in the project "
+                f"root {Path(root).resolve()}: give an absolute path, or run the command in the root"
+            )
+
+
 def run_stage(
     name: str,
     dataset: str,
@@ -260,6 +279,7 @@ def run_stage(
     p.dataset(dataset)  # unknown dataset -> ParamsError before any work
     if name == "cyclegan" and dataset != p.cyclegan.a:
         raise ParamsError(f"stage cyclegan runs for cyclegan.a ({p.cyclegan.a!r}), not {dataset!r}")
+    _no_path_read_elsewhere(name, p, root)
     root = Path(root).resolve()  # absolute: Dask workers may run in another working directory
     if name == "train" and p.train.nproc > 1:
         from facegan.launch import in_torchrun

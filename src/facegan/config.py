@@ -369,6 +369,9 @@ def _unique_policies(v: list[str]) -> list[str]:
     return v
 
 
+UserPath = Annotated[
+    Path, AfterValidator(Path.expanduser)
+]  # a file path param: `~/x` is the home's (as a shell reads it)
 DiffAugmentPolicies = Annotated[list[Literal["color", "translation", "cutout"]], AfterValidator(_unique_policies)]
 
 
@@ -486,7 +489,7 @@ class TrainConfig(RunSettings):
     stylegan2: StyleGAN2Config = StyleGAN2Config()
     vae: VAEConfig = VAEConfig()
     freeze_d: int = Field(0, ge=0, description="FreezeD: the first K discriminator blocks are not trained")
-    init_from: Path | None = Field(
+    init_from: UserPath | None = Field(
         None, description="transfer learning: start from this checkpoint (facegan or rosinality stylegan2 .pt)"
     )
     mirror: bool = Field(True, description="random horizontal flips of real images")
@@ -632,7 +635,7 @@ class EvaluateConfig(Section):
     max_real: int = Field(1000, ge=2, description="real images used for the reference statistics")
     batch_size: int = Field(50, ge=1, le=1024)
     workers: int = Field(2, ge=1, le=64, description="processes computing dlib embeddings (one core each)")
-    inception_weights: Path | None = Field(None, description="explicit path to pt_inception-...pth")
+    inception_weights: UserPath | None = Field(None, description="explicit path to pt_inception-...pth")
     seed: int = Field(12345, ge=0)
     classifier: ClassifierConfig = ClassifierConfig()
 
