@@ -268,7 +268,9 @@ def test_inception_modes_give_different_features(tmp_path, monkeypatch):
     assert rel(clean1, as_cleanfid) < 1e-5 and rel(legacy1, as_pytorchfid) < 1e-5
 
 
-def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(prepared, layout, tmp_path, monkeypatch):
+def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(
+    prepared, layout, tmp_path, monkeypatch, caplog
+):
     cfg, root, _ = prepared
     train = tiny_params(steps=4, fid_every=1, fid_samples=8).train
     scorer = Scorer("dlib", cfg, root / "stats")
@@ -294,6 +296,16 @@ def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(prepared,
     rows_b = list(csv.DictReader((tmp_path / "b" / "fid.csv").open()))
     assert [int(r["step"]) for r in rows_b] == [1, 2, 3, 4]
     assert [r["fd"] for r in rows_b] == [r["fd"] for r in rows], "same curve after a resume"
+    # resumed with another sample count (fid_samples, as fid_extractor, may change on a resume): its distances
+    # were appended to the curve, and best.pt chosen across both
+    more = tiny_params(steps=6, fid_every=1, fid_samples=12, checkpoint_every=1).train
+    with caplog.at_level(logging.WARNING, logger="facegan"):
+        run_train(more, layout.packed, tmp_path / "b", scorer=scorer)
+    assert [int(r["step"]) for r in csv.DictReader((tmp_path / "b" / "fid.csv").open())] == [5, 6]
+    assert "measured with dlib on 8 samples and is dlib on 12 samples now: its curve (fid.csv) and best.pt" in (
+        caplog.text
+    )
+    assert load_checkpoint(tmp_path / "b" / "best.pt")["step"] in (5, 6)
 
 
 def test_fid_extractor_must_have_reference_statistics():

@@ -33,6 +33,11 @@ def make_trainer(cfg: TrainConfig, *args: Any, **kwargs: Any) -> ModelTrainer:
     return TRAINERS[cfg.spec.trainer](cfg, *args, **kwargs)
 
 
+def _fid_setting(config: dict) -> tuple:
+    """(extractor, sample count) of a train config's in-training distance."""
+    return config.get("fid_extractor"), config.get("fid_samples")
+
+
 class FIDWatch:
     """In-training Frechet distance: every `fid_every` steps (and at the last), `fid_samples` images at fixed
     noise are scored; fid.csv keeps the curve and best.pt the checkpoint with the lowest distance."""
@@ -126,6 +131,15 @@ def run_train(
         }
         state = loop.resume(stale) if resume else None
         fid_history: list[dict[str, float]] = interned(state.get("fid", [])) if state else []
+        if state and fid_history and (then := _fid_setting(state["config"])) != (now := _fid_setting(cfg.model_dump())):
+            # resume-neutral for the weights, not for the curve: distances of another extractor or sample count
+            # are no points of this one, nor candidates for best.pt
+            log.warning(
+                "the in-training distance was measured with %s and is %s now: its curve (fid.csv) and best.pt "
+                "start again from this step",
+                *(f"{e} on {n} samples" for e, n in (then, now)),
+            )
+            fid_history = []
         loop.extra["fid"] = fid_history
         if cfg.fid_every and not scorer:
             log.warning("train.fid_every is set but no reference statistics were given: no FID during training")
