@@ -179,16 +179,23 @@ def test_transfer_table_and_cyclegan_refuse_a_study_that_is_off_and_keep_its_res
     )
 
 
-def test_report_with_tracking_off_says_there_is_no_table_not_to_run_dvc_repro(tmp_path):
+def test_report_with_tracking_off_says_there_is_no_table_not_to_run_dvc_repro(tmp_path, monkeypatch):
     """With tracking.enabled false, `facegan report` said "no MLflow store at mlflow.db: run `dvc repro` first",
     which records nothing either, and exited 2 after the report stage had done its work."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # `make test` names the checkout's store
     params = _params_with(tmp_path, lambda raw: None)  # tracking off
     r = _cli("report", "-p", str(params), cwd=tmp_path)
     assert r.returncode == 1 and "no MLflow store" not in r.stderr
-    assert f"no FID comparison table: tracking.enabled is false in {params} (no runs are recorded)" in " ".join(
+    assert f"no FID comparison table: tracking.enabled is false in {params}, and no runs were recorded" in " ".join(
         r.stderr.split()
     )
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "reports").exists()
+    from facegan.config import TrackingConfig
+    from facegan.track import experiment_id
+
+    experiment_id(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))  # runs recorded before: read
+    r = _cli("report", "-p", str(params), cwd=tmp_path)
+    assert r.returncode == 1 and "no finished runs found in MLflow" in r.stderr and "tracking.enabled" not in r.stderr
 
 
 def test_chain_of_an_imported_dataset_starts_at_detect(tmp_path):

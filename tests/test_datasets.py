@@ -475,7 +475,8 @@ def test_remove_refuses_while_a_stage_or_a_training_of_the_dataset_writes(tmp_pa
     work = data / "checkpoints" / "mine" / "main"
     work.mkdir(parents=True)
     (work / "checkpoint.pt").write_bytes(b"step 3")
-    for busy in (data / "processed" / "mine", work):
+    (data / "interim" / "mine").mkdir(parents=True)  # a first detect run: its lock, not yet its folder
+    for busy in (data / "processed" / "mine", work, data / "interim" / "mine" / "detect"):
         with exclusive(busy, "pack run"), pytest.raises(FolderBusy, match=rf"{busy}: another stage or training"):
             remove("mine", params, root)
         assert params.read_text() == added and (data / "raw" / "mine").is_dir() and work.is_dir()

@@ -268,9 +268,7 @@ def test_inception_modes_give_different_features(tmp_path, monkeypatch):
     assert rel(clean1, as_cleanfid) < 1e-5 and rel(legacy1, as_pytorchfid) < 1e-5
 
 
-def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(
-    prepared, layout, tmp_path, monkeypatch, caplog
-):
+def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(prepared, layout, tmp_path, monkeypatch, caplog):
     cfg, root, _ = prepared
     train = tiny_params(steps=4, fid_every=1, fid_samples=8).train
     scorer = Scorer("dlib", cfg, root / "stats")
@@ -306,6 +304,11 @@ def test_fid_during_training_keeps_best_checkpoint_and_survives_resume(
         caplog.text
     )
     assert load_checkpoint(tmp_path / "b" / "best.pt")["step"] in (5, 6)
+    curve = (tmp_path / "b" / "fid.csv").read_bytes()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="facegan"):  # nothing to train: the curve of its steps stays
+        run_train(more.model_copy(update={"fid_samples": 16}), layout.packed, tmp_path / "b", scorer=scorer)
+    assert "start again" not in caplog.text and (tmp_path / "b" / "fid.csv").read_bytes() == curve
 
 
 def test_fid_extractor_must_have_reference_statistics():

@@ -355,3 +355,6 @@ def test_a_relative_init_from_is_not_read_in_another_folder_than_the_root(tmp_pa
     assert not (root / "data").exists()
     monkeypatch.setenv("HOME", str(tmp_path))
     assert tiny_params(init_from="~/pre.pt").train.init_from == tmp_path / "pre.pt"
+    unknown = r"train.init_from: got '~nosuchuser9/pre.pt'; ~nosuchuser9/pre.pt: Could not determine home"
+    with pytest.raises(ParamsError, match=unknown):
+        tiny_params(init_from="~nosuchuser9/pre.pt")  # a RuntimeError traceback before

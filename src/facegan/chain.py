@@ -251,7 +251,8 @@ def _no_path_read_elsewhere(name: str, p: Params, root: Path | str) -> None:
         if os.path.samefile(root, os.curdir):
             return
     paths = {"train.init_from": p.train.init_from} if name == "train" else {}
-    if name in ("refstats", "train", "evaluate", "cyclegan") and "inception" in p.evaluate.extractors:
+    fid_train = name == "train" and p.train.fid_every and p.train.fid_extractor == "inception"
+    if (name in ("refstats", "evaluate", "cyclegan") or fid_train) and "inception" in p.evaluate.extractors:
         paths["evaluate.inception_weights"] = p.evaluate.inception_weights
     for key, path in paths.items():
         if path is not None and not path.is_absolute():

@@ -153,9 +153,14 @@ def report(
     params = _params(params, root)
     if dataset:
         _run(["report"], dataset, params, root)
+    from facegan.config import sqlite_file
+
     p = load_params(params, root=root)
-    if not p.tracking.enabled:  # no runs recorded: the table's advice ("run dvc repro first") could not help
-        typer.echo(f"no FID comparison table: tracking.enabled is false in {params} (no runs are recorded)", err=True)
+    db = sqlite_file(track.tracking_uri(p.tracking))
+    if not p.tracking.enabled and db is not None and not Path(db[0]).is_file():  # "run dvc repro" would record none
+        typer.echo(
+            f"no FID comparison table: tracking.enabled is false in {params}, and no runs were recorded", err=True
+        )
         raise typer.Exit(0 if dataset else 1)
     exps = experiment or None
     rows = track.pipeline_rows(p.tracking, dataset, model, exps)

@@ -369,9 +369,15 @@ def _unique_policies(v: list[str]) -> list[str]:
     return v
 
 
-UserPath = Annotated[
-    Path, AfterValidator(Path.expanduser)
-]  # a file path param: `~/x` is the home's (as a shell reads it)
+def _expanded(path: Path) -> Path:
+    """`~` and `~user` as a shell reads them; an unknown user (or no home folder) is the value's error."""
+    try:
+        return path.expanduser()
+    except RuntimeError as e:  # pydantic turns only a ValueError into the params' error
+        raise ValueError(f"{path}: {e}") from None
+
+
+UserPath = Annotated[Path, AfterValidator(_expanded)]  # a file path param: `~/x` is the home's
 DiffAugmentPolicies = Annotated[list[Literal["color", "translation", "cutout"]], AfterValidator(_unique_policies)]
 
 

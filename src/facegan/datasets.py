@@ -421,13 +421,16 @@ def _one_project(params_file: Path, root: Path, would: str) -> None:
 
 def _written(root: Path, name: str) -> list[Path]:
     """Every folder of dataset `name` that a stage or a training holds while it writes there (`io.exclusive`):
-    data/<kind>/<name>, each stage's folder under data/interim/<name>, each run's under data/checkpoints/<name>."""
+    data/<kind>/<name>, each stage's folder under data/interim/<name>, each run's under data/checkpoints/<name>
+    (there or only its lock file). refstats, classifier, evaluate and report hold none."""
     data = root / "data"
     folders = [data / kind / name for kind in DATA_KINDS if (data / kind).is_dir()]  # a first run: no folder yet
     for kind in ("interim", "checkpoints"):
         mine = data / kind / name
-        if mine.is_dir() and not mine.is_symlink():
-            folders += sorted(f for f in mine.iterdir() if f.is_dir() and not f.name.startswith("."))
+        if mine.is_dir() and not mine.is_symlink():  # a first run holds `.X.lock` before its folder X is there
+            held = {f.name for f in mine.iterdir() if f.is_dir() and not f.name.startswith(".")}
+            held |= {f.name[1 : -len(".lock")] for f in mine.glob(".*.lock")}
+            folders += [mine / n for n in sorted(held)]
     return folders
 
 

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -141,7 +142,7 @@ class Loop:
         moves it (the others start fresh as it does)."""
         aside = self.work.with_name(f"{self.work.name}.step{step}")
         n = 1
-        while aside.exists():
+        while os.path.lexists(aside):  # a link to nothing there too: the rename would fail on it
             n += 1
             aside = self.work.with_name(f"{self.work.name}.step{step}-{n}")
         if self.trainer.dist.main:

@@ -131,7 +131,9 @@ def run_train(
         }
         state = loop.resume(stale) if resume else None
         fid_history: list[dict[str, float]] = interned(state.get("fid", [])) if state else []
-        if state and fid_history and (then := _fid_setting(state["config"])) != (now := _fid_setting(cfg.model_dump())):
+        then = _fid_setting(state["config"] if state else {})
+        more = loop.trainer.step_done < cfg.steps  # nothing to train: the curve stays the one of its steps
+        if more and fid_history and then != (now := _fid_setting(cfg.model_dump())):
             # resume-neutral for the weights, not for the curve: distances of another extractor or sample count
             # are no points of this one, nor candidates for best.pt
             log.warning(
@@ -140,6 +142,9 @@ def run_train(
                 *(f"{e} on {n} samples" for e, n in (then, now)),
             )
             fid_history = []
+            if loop.trainer.dist.main:  # the next point writes both again; a stop before it leaves none stale
+                for stale_file in (loop.work / "fid.csv", loop.work / BEST):
+                    stale_file.unlink(missing_ok=True)
         loop.extra["fid"] = fid_history
         if cfg.fid_every and not scorer:
             log.warning("train.fid_every is set but no reference statistics were given: no FID during training")
