@@ -28,9 +28,14 @@ def _num(v: object) -> str:
 
 
 def _primary(scores: list[Any]) -> str:
-    return (
-        "fd_inception" if any(isinstance(s, dict) and s.get("fd_inception") is not None for s in scores) else "fd_dlib"
-    )
+    """The first of inception, dlib and attributes that scored any of `scores` (a project scored by attributes
+    alone showed `fd_dlib -`); fd_dlib when none did."""
+    scored = [
+        k
+        for k in ("fd_inception", "fd_dlib", "fd_attributes")
+        if any(isinstance(s, dict) and s.get(k) is not None for s in scores)
+    ]
+    return scored[0] if scored else "fd_dlib"
 
 
 def _mlflow_ui(uri: str, root: Path) -> str:
@@ -64,7 +69,7 @@ def headline(p: Params, root: Path) -> list[str]:
     dataset scored by Inception does not leave another, scored by dlib alone, without a number)."""
     found = {d: _read_json(root / REPORTS / d / "metrics.json") for d in p.datasets}
     width = max(len(d) for d in found)
-    lines = ["Frechet distance per dataset, lower is better (inception if scored, else dlib):"]
+    lines = ["Frechet distance per dataset, lower is better (inception if scored, else dlib, else attributes):"]
     for d, m in found.items():
         if not isinstance(m, dict):
             there = (root / REPORTS / d / "metrics.json").exists()  # but not a JSON mapping: cut off or edited
