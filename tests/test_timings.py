@@ -275,7 +275,7 @@ def test_summary_headline_takes_each_dataset_s_own_metric_and_says_so_without_fi
         ["cartoon", "fd_inception", "40"],
         ["sketch", "fd_dlib", "0.25"],
     ]
-    assert lines[0].endswith("(inception if scored, else dlib, else attributes):")
+    assert lines[0].endswith("(inception, dlib or attributes):")
     # scored by attributes alone (evaluate.extractors: [attributes]): it said `fd_dlib -`
     (tmp_path / "data" / "reports" / "sketch" / "metrics.json").write_text('{"fd_attributes": 1.5, "fd_dlib": null}')
     assert headline(load_params(ROOT / "params.yaml"), tmp_path)[2].split()[:3] == ["sketch", "fd_attributes", "1.5"]

@@ -69,7 +69,7 @@ def headline(p: Params, root: Path) -> list[str]:
     dataset scored by Inception does not leave another, scored by dlib alone, without a number)."""
     found = {d: _read_json(root / REPORTS / d / "metrics.json") for d in p.datasets}
     width = max(len(d) for d in found)
-    lines = ["Frechet distance per dataset, lower is better (inception if scored, else dlib, else attributes):"]
+    lines = ["Frechet distance per dataset, lower is better (inception, dlib or attributes):"]  # the first scored
     for d, m in found.items():
         if not isinstance(m, dict):
             there = (root / REPORTS / d / "metrics.json").exists()  # but not a JSON mapping: cut off or edited
