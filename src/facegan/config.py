@@ -692,18 +692,9 @@ class TransferConfig(Section):
             raise ValueError(f"transfer.seeds repeats a seed: {self.seeds}")
         if TRANSFER_PRETRAIN in self.runs:
             raise ValueError(f"a row of transfer.runs is named {TRANSFER_PRETRAIN!r}, the source run's name: rename it")
-        folded: dict[str, str] = {}
-        for name in self.runs:  # each names its runs' folders, data/runs/<target>/<row>-s<seed>, and DVC stages
-            if not (name and name.isascii() and name.replace("_", "").replace("-", "").isalnum() and name[0].isalpha()):
-                raise ValueError(
-                    f"transfer row name {name!r}: use ASCII letters, digits, '-' and '_', starting with a letter (it "
-                    "names the folders data/runs/<target>/<row>-s<seed>)"
-                )
-            if (other := folded.setdefault(name.casefold(), name)) != name:
-                raise ValueError(
-                    f"transfer row names {other!r} and {name!r} differ only in case: their folders would be one on a "
-                    "case-insensitive file system (macOS, Windows); rename one"
-                )
+        # each names its runs' folders, data/runs/<target>/<row>-s<seed>, and DVC stages
+        if problem := folder_name_problem(list(self.runs), "transfer row", "their data/runs/ folders"):
+            raise ValueError(problem)
         for name in self.runs:
             self.run_config(name, self.seeds[0], Path("pretrained.pt"))  # every run's config is checked up front
         return self
@@ -837,21 +828,31 @@ class OrchestrationConfig(Section):
     dask: DaskConfig = DaskConfig()
 
 
-def dataset_name_problem(names: list[str]) -> str | None:
-    """Why these dataset names cannot all be folder names under data/ (None when they can)."""
+def folder_name_problem(
+    names: list[str], what: str, folders: str, reserved: dict[str, str] | None = None
+) -> str | None:
+    """Why `names` (of `what`: "dataset", "transfer row") cannot all name folders (`folders`, e.g. "their data/
+    folders"): ASCII letters, digits, '-' and '_', from a letter; none in `reserved` (casefolded name -> why); no
+    two that differ only in case, one folder on macOS's and Windows's file systems. None when they can."""
     folded: dict[str, str] = {}
     for name in names:
         if not (name.isascii() and name.replace("_", "").replace("-", "").isalnum() and name[0].isalpha()):
-            return f"dataset name {name!r}: use ASCII letters, digits, '-' and '_', starting with a letter"
-        if name.casefold() == "cyclegan":  # data/checkpoints/cyclegan/ is the CycleGAN stage's work folder
-            return f"dataset name {name!r}: reserved (data/checkpoints/cyclegan/ is the CycleGAN stage's); rename it"
-        other = folded.setdefault(name.casefold(), name)
-        if other != name:  # data/raw/NAME etc.: one folder on macOS's and Windows's file systems
+            return f"{what} name {name!r}: use ASCII letters, digits, '-' and '_', starting with a letter"
+        if why := (reserved or {}).get(name.casefold()):
+            return f"{what} name {name!r}: reserved ({why}); rename it"
+        if (other := folded.setdefault(name.casefold(), name)) != name:
             return (
-                f"dataset names {other!r} and {name!r} differ only in case: their data/ folders would be "
-                "one folder on a case-insensitive file system (macOS, Windows); rename one"
+                f"{what} names {other!r} and {name!r} differ only in case: {folders} would be one folder on a "
+                "case-insensitive file system (macOS, Windows); rename one"
             )
     return None
+
+
+def dataset_name_problem(names: list[str]) -> str | None:
+    """Why these dataset names cannot all be folder names under data/ (None when they can)."""
+    # data/checkpoints/cyclegan/ is the CycleGAN stage's work folder
+    reserved = {"cyclegan": "data/checkpoints/cyclegan/ is the CycleGAN stage's"}
+    return folder_name_problem(names, "dataset", "their data/ folders", reserved)
 
 
 class Params(Section):
