@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from facegan.chain import run_stage
-from facegan.config import TRANSFER_PRETRAIN, Params, ParamsError, load_params
+from facegan.config import TRANSFER_PRETRAIN, Params, ParamsError, TrainConfig, load_params
 from facegan.errors import FaceganError, StageInputMissing
 from facegan.io import write_disabled
 from facegan.layout import Layout
@@ -93,17 +93,17 @@ def check_pretrained(p: Params, root: Path) -> None:
     from facegan.train.checkpoint import load_checkpoint
 
     path = pretrained_checkpoint(p, root)
-    state = load_checkpoint(path)
     again = "pretrain it again: `facegan transfer pretrain` (or `dvc repro pretrain`)"
-    if differences := p.transfer.pretrain.differences(state["config"], "transfer.pretrain"):
-        raise StaleRun(
-            f"{path}: the pretrained model was trained with another config ({'; '.join(differences)}); {again}"
-        )
-    if state["step"] != p.transfer.pretrain.steps:
-        raise StaleRun(
-            f"{path}: the pretrained model trained {state['step']} steps, transfer.pretrain.steps is "
-            f"{p.transfer.pretrain.steps} now; {again}"
-        )
+    check_trained(path, load_checkpoint(path), p.transfer.pretrain, "transfer.pretrain", "the pretrained model", again)
+
+
+def check_trained(path: Path, state: dict, cfg: TrainConfig, section: str, what: str, again: str) -> None:
+    """StaleRun when the checkpoint `state` read from `path` was trained under another config than `cfg` (the
+    params section `section`), or not to its last step: `what` names the model, `again` says how to redo it."""
+    if differences := cfg.differences(state["config"], section):
+        raise StaleRun(f"{path}: {what} was trained with another config ({'; '.join(differences)}); {again}")
+    if state["step"] != cfg.steps:
+        raise StaleRun(f"{path}: {what} trained {state['step']} steps, {section}.steps is {cfg.steps} now; {again}")
 
 
 def _check_scorable(dataset: str, root: Path) -> None:

@@ -23,7 +23,16 @@ from facegan.data.packed import ZIP_NAME, image_names, open_packed
 from facegan.errors import StageInputMissing
 from facegan.io import atomic_dir, read_json, read_numbers_csv, sha256_cached, write_text
 from facegan.layout import Layout
-from facegan.transfer import OFF, PRETRAIN, StaleRun, check_pretrained, pretrained_checkpoint, run_params, runs
+from facegan.transfer import (
+    OFF,
+    PRETRAIN,
+    StaleRun,
+    check_pretrained,
+    check_trained,
+    pretrained_checkpoint,
+    run_params,
+    runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +111,9 @@ def _check_current(rp: Params, row: str, seed: int, checkpoint: Path) -> int:
             f"{checkpoint}: {then}, and the row {'trains from scratch' if not init else 'fine-tunes'} now; {again}"
         )
     now = rp.train.model_copy(update={"init_from": None})
-    if differences := now.differences({**state["config"], "init_from": None}, "train"):
-        raise StaleRun(
-            f"{checkpoint}: the checkpoint was written with a different train config ({'; '.join(differences)}); "
-            + again
-        )
-    if state["step"] != rp.train.steps:
-        raise StaleRun(f"{checkpoint}: trained {state['step']} steps, train.steps is {rp.train.steps} now; {again}")
+    check_trained(
+        checkpoint, {**state, "config": {**state["config"], "init_from": None}}, now, "train", "the run", again
+    )
     made_from = state.get("provenance") or {}
     if init and "pretrained" in made_from and not Path(init).is_file():
         raise StageInputMissing(
