@@ -122,7 +122,9 @@ def test_the_table_refuses_runs_made_under_other_params(study, tmp_path):
     p, root, _, _ = study
     raw = p.model_dump(mode="json")
     raw["transfer"]["finetune"]["steps"] = 4
-    with pytest.raises(transfer_table.StaleRun, match=r"baseline-s0/models/checkpoint.pt: the run trained 2 steps, train.st"):
+    with pytest.raises(
+        transfer_table.StaleRun, match=r"baseline-s0/models/checkpoint.pt: the run trained 2 steps, train.st"
+    ):
         transfer_table.table(parse_params(raw), root)
     raw = p.model_dump(mode="json")
     raw["transfer"]["runs"]["ada"] = {"ada": {"enabled": True, "target": 0.3}}
