@@ -34,6 +34,7 @@ from facegan.latent import (
     resolve,
     sampler_class,
 )
+from facegan.seeds import seed_z
 from facegan.train.checkpoint import save_checkpoint
 
 CPU = torch.device("cpu")
@@ -53,8 +54,9 @@ def _images(n: int = 8, res: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
-def _train(kind: str, dst: Path) -> Path:
-    """Two training steps of a tiny model of `kind` on random 32 px images; its checkpoint."""
+def _train(kind: str, dst: Path, **config) -> Path:
+    """Two training steps of a tiny model of `kind` (train `config` beside TINY) on random 32 px images; its
+    checkpoint."""
     path = dst / kind / "checkpoint.pt"
     if kind == "cyclegan":
         from facegan.train.cyclegan import CycleTrainer
@@ -66,7 +68,7 @@ def _train(kind: str, dst: Path) -> Path:
     else:
         from facegan.train.run import make_trainer
 
-        cfg = TrainConfig.model_validate({**TINY, "model": kind, **TRAIN[kind]})
+        cfg = TrainConfig.model_validate({**TINY, "model": kind, **TRAIN[kind], **config})
         names = list(LABELS) if kind == "acgan" else []
         labels = torch.stack([torch.arange(8) % 3, torch.arange(8) % 2], 1) if names else None
         t = make_trainer(
@@ -341,8 +343,9 @@ def test_seed_boxes_take_whole_numbers_and_mixing_needs_a_seed_only_when_used():
     from facegan.explore.app import _mix, _seed
 
     assert _seed(3.0) == 3 and _seed("12") == 12 and _seed(np.int64(7)) == 7
-    for bad in (float("inf"), float("nan"), -1, 2.5, 2**31, "x", 10**400):
-        with pytest.raises(ExploreError, match="style seed .* must be a whole number between 0 and 2147483647"):
+    assert _seed(3_000_000_000) == 3_000_000_000  # `facegan sample --seed` takes it: the page did not (2^31 - 1)
+    for bad in (float("inf"), float("nan"), -1, 2.5, 2**53, "x", 10**400):
+        with pytest.raises(ExploreError, match="style seed .* must be a whole number between 0 and 9007199254740991"):
             _seed(bad, "style seed")
     with pytest.raises(ExploreError, match="the to seed box is empty"):
         _seed(None, "to seed")
@@ -681,7 +684,7 @@ def test_sampled_image_i_is_seed_plus_i_whatever_n_and_the_explorers(tmp_path, k
     assert np.array_equal(many[2], load_model(ckpt).image(9))
     with pytest.raises(SeedError, match=f"seeds {MAX_SEED} .. {MAX_SEED + 1}: seeds are 0 .. {MAX_SEED}"):
         sample_checkpoint(ckpt, 2, MAX_SEED)
-    with pytest.raises(SeedError, match="seeds -1 .. -1"):
+    with pytest.raises(SeedError, match="seed -1: seeds are 0"):  # one seed: named as one
         sample_checkpoint(ckpt, 1, -1)
 
 
@@ -757,3 +760,137 @@ def test_an_explorer_served_beyond_this_machine_reads_no_file_a_page_names(train
     by_id = Source("0" * 32, served.checkpoint, "0" * 32)  # served by its run id: that name is no file either
     with pytest.raises(ExploreError, match="no MLflow store at mlflow.db"):
         shared.from_page("0" * 32, by_id)
+
+
+# ---- from a bug hunt of the explorer (2026-12-07): each fails on the code before ------------------------------
+
+
+def test_an_acgan_interpolation_ends_on_each_seeds_own_image(trained):
+    """The strip gave every step seed a's attribute labels: its right end was seed b's z with seed a's hair and
+    glasses, not seed b's image. The labels now walk from a's one-hot rows to b's; attributes set stay set."""
+    m = load_model(trained("acgan"))
+    with torch.no_grad():
+        for layer in (m.g.stem[0], m.g.body[0]):  # the label inputs (last rows) of a 2-step model barely show
+            layer.weight[-sum(map(len, LABELS.values())) :] *= 200
+    a, b = next((a, b) for a, b in ((0, s) for s in range(1, 50)) if not torch.equal(*m.labels([a, b], {})))
+    ya, yb = m.labels([a, b], {})
+    strip = m.interpolation(a, b, 4, "linear")
+    assert _same(strip[2:34, 2:34], m.image(a)) and _same(strip[2:34, -34:-2], m.image(b))
+    before = m._draw(seed_z(m.z_dim, [b]), ya[None], 1.0, None, None)[0]  # b's latent, a's labels: the end before
+    assert _differs(strip[2:34, -34:-2], before) > 2
+    fixed = {"hair": LABELS["hair"][int(ya[0])], "glasses": LABELS["glasses"][int(ya[1])]}
+    held = m.interpolation(a, b, 4, "linear", labels=fixed)  # both ends under a's values: b's end is b under them
+    assert _same(held[2:34, -34:-2], m.image(b, labels=fixed))
+    assert torch.equal(m.blend(torch.stack([ya, ya]), 3), m.blend(torch.stack([ya, ya]), 3)[:1].expand(3, -1))
+
+
+def test_vae_neighbour_i_is_the_same_whatever_the_number_shown(tmp_path):
+    """torch draws normals in blocks: n rows of z_dim drew other last rows for another n (where n * z_dim is no
+    multiple of 16), so the neighbours slider changed the faces already shown."""
+    m = load_model(_train("vae", tmp_path, z_dim=10))
+    decoder, codes = m.g, []
+    m.g = lambda c: codes.append(c.clone()) or decoder(c)
+    photo = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    for n in (5, 6, 3):
+        m.reconstruct(photo, n=n, radius=1.0, seed=7)
+    assert torch.equal(codes[1][:6], codes[0]) and torch.equal(codes[2], codes[0][:4])  # row 0: the mean code
+    assert not torch.equal(codes[0][1], codes[0][2])
+
+
+def test_library_calls_refuse_what_the_page_cannot_send(trained, tmp_path):
+    """Seeds out of 0 .. 2^63 - 1 (a negative one drew a large one's image, 2^64 a traceback), NaN or infinite
+    psi, amounts, radii and sigmas (a black image), arrays that are not RGB (tracebacks), 0 direction steps."""
+    from facegan.seeds import MAX_SEED
+
+    m = load_model(trained("dcgan"))
+    for call in (lambda: m.image(-1), lambda: m.grid(MAX_SEED, 2), lambda: m.interpolation(0, 2**64)):
+        with pytest.raises(ExploreError, match=f"seeds? .*: seeds are 0 .. {MAX_SEED}"):
+            call()
+    with pytest.raises(ExploreError, match="psi must be a finite number, got nan"):
+        m.image(0, float("nan"))
+    s = load_model(trained("stylegan2"))
+    with pytest.raises(ExploreError, match="psi must be a finite number, got inf"):
+        s.image(0, float("inf"))
+    with pytest.raises(ExploreError, match="the direction amount must be a finite number, got nan"):
+        s.image(0, direction=("sefa", 0, float("nan")))
+    with pytest.raises(ExploreError, match="seed -5: seeds are 0"):
+        s.image(0, mix=(-5, ["fine"]))
+    with pytest.raises(ExploreError, match="the direction steps must be between 1 and 32, got 0"):
+        s.direction_strip(0, "sefa", 0, steps=0)
+    v = load_model(trained("vae"))
+    face = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    with pytest.raises(ExploreError, match="the neighbour radius must be a finite number, got inf"):
+        v.reconstruct(face, radius=float("inf"))
+    with pytest.raises(ExploreError, match="the neighbour seed -1: seeds are 0"):
+        v.reconstruct(face, seed=-1)
+    gray, rgba = face[..., 0], np.dstack([face, np.full((40, 40), 255, np.uint8)])
+    assert np.array_equal(v.reconstruct(rgba)["input"], v.reconstruct(face)["input"])  # opaque alpha: the same
+    assert v.reconstruct(gray)["input"].shape == v.reconstruct(gray[..., None])["input"].shape == (32, 32, 3)
+    t = load_model(trained("cyclegan"))
+    for bad in (face.astype(np.float64), face.astype(np.uint16), face[..., :2], np.zeros((0, 4, 3), np.uint8)):
+        with pytest.raises(ExploreError, match="an image must be an HxW, HxWx1, HxWx3 or HxWx4 uint8 array, not"):
+            t.translate(bad)
+
+
+def test_direction_names_refuse_a_negative_index(tmp_path):
+    """`save(method, -1, name)` wrote "-1", which the file's reader refuses: every later save was refused."""
+    names = DirectionNames(tmp_path / "checkpoint.pt")
+    names.save("sefa", 0, "smile")
+    with pytest.raises(ExploreError, match="direction index -1: directions are numbered from 0"):
+        names.save("sefa", -1, "tilt")
+    assert names.save("sefa", 1, "age") == {"sefa": {0: "smile", 1: "age"}}
+
+
+def test_page_messages_name_the_box_and_what_is_wrong(trained, tmp_path):
+    """An upload gone from the server's cache read 'not a usable image (... No such file or directory:)'; an empty
+    model box served with --host said paths are not taken; a folder was 'no such file'; no message named the box."""
+    from facegan.latent import Models
+
+    with pytest.raises(ExploreError, match="upload 'face.png' is no longer on the server .*: upload it again"):
+        read_upload(tmp_path / "face.png")
+    with pytest.raises(ExploreError, match="upload 'folder' is no longer on the server \\(or is no file\\)"):
+        read_upload((tmp_path / "folder").mkdir() or tmp_path / "folder")
+    served = resolve(str(trained("dcgan")))
+    with pytest.raises(ExploreError, match=r"^give model B: models:/NAME@ALIAS, an MLflow run id$"):
+        Models(paths=False).from_page("  ", served, "model B")
+    with pytest.raises(ExploreError, match=r"^give model A: models:/NAME@ALIAS, an MLflow run id or a checkpoint"):
+        Models().from_page("", served, "model A")
+    with pytest.raises(ExploreError, match=r"folder: a folder; give the checkpoint file in it \(e.g. .*checkpoint.pt"):
+        Models().from_page(str(tmp_path / "folder"), served, "model B")
+
+
+def test_serve_names_a_bad_address_and_never_shares_or_goes_through_a_proxy(trained, monkeypatch):
+    """A --host not of this machine was 'Cannot find empty port' (gradio's words for any failed bind); a proxy in
+    the environment made gradio's check of its own URL fail (a traceback); GRADIO_SHARE=true, or a hosted notebook,
+    published the page on a public link while it still took file paths."""
+    import socket
+
+    import gradio.networking
+
+    from facegan.explore import address_problem, serve
+
+    assert "not an address of this machine" in address_problem("10.255.255.1", 7999)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert (
+            address_problem("127.0.0.1", port)
+            == f"port {port} on 127.0.0.1 is in use: choose another --port, or 0 for any free one"
+        )
+        with pytest.raises(ExploreError, match=f"port {port} on 127.0.0.1 is in use"):
+            serve(str(trained("dcgan")), "127.0.0.1", port)
+    tunnels: list = []
+    monkeypatch.setattr(gradio.networking, "setup_tunnel", lambda *a, **k: tunnels.append(a) or "https://x.gradio.live")
+    monkeypatch.setenv("GRADIO_SHARE", "True")
+    dead = f"http://127.0.0.1:{free_port()}"  # a proxy that refuses every connection
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, dead)
+    monkeypatch.setenv("NO_PROXY", "example.org")
+    monkeypatch.delenv("no_proxy", raising=False)
+    demo, url = serve(str(trained("dcgan")), "127.0.0.1", free_port())
+    try:
+        assert url.startswith("http://127.0.0.1:") and demo.share is False and not tunnels
+        assert os.environ["NO_PROXY"].split(",")[:2] == ["example.org", "127.0.0.1"]
+    finally:
+        demo.close()

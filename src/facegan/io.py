@@ -146,7 +146,7 @@ def read_image(path: Path | ZipMember, max_pixels: int = MAX_PIXELS) -> np.ndarr
     with open_image(path.open() if isinstance(path, ZipMember) else path, max_pixels) as im:
         try:
             im.load()
-            return _to_rgb8(_upright(im))
+            return to_rgb8(_upright(im))
         except _DECODE_ERRORS as e:
             raise _unreadable(e) from None
 
@@ -189,7 +189,8 @@ def _unreadable(e: BaseException) -> ImageError:
     return ImageError(f"unreadable image: {type(e).__name__}: {e}")
 
 
-def _to_rgb8(im: Image.Image) -> np.ndarray:
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """HxWx3 uint8 RGB of any Pillow mode: 16-bit and float gray scaled to 8 bits, alpha composited on white."""
     if im.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I"}:
         a = np.asarray(im, dtype=np.float64)
         peak = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ import numpy as np
 import torch
 
 from facegan.errors import FaceganError
-from facegan.io import ImageError, image_grid, read_image, write_text
+from facegan.io import ImageError, image_grid, read_image, to_rgb8, write_text
 from facegan.sample import slerp
-from facegan.seeds import seed_labels, seed_z
+from facegan.seeds import SeedError, generator, seed_labels, seed_z
 from facegan.track import direction_name
 from facegan.train.checkpoint import label_schema
 from facegan.train.images import to_float, to_uint8
@@ -70,6 +71,23 @@ def _count(n: int, what: str, hi: int = MAX_BATCH) -> int:
     return n
 
 
+def _finite(value: float, what: str) -> float:
+    """A control's number; NaN or infinity (from a script or gradio's API: the sliders send neither) rendered a
+    black image without a word."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ExploreError(f"{what} must be a finite number, got {value}")
+    return value
+
+
+def _z(z_dim: int, seeds: Sequence[int]) -> torch.Tensor:
+    """facegan.seeds.seed_z, a seed out of its range an ExploreError."""
+    try:
+        return seed_z(z_dim, seeds)
+    except SeedError as e:
+        raise ExploreError(str(e)) from None
+
+
 # ---- uploads ------------------------------------------------------------------------------------------------
 
 
@@ -79,6 +97,8 @@ def read_upload(path: str | Path | None) -> np.ndarray:
     if path is None or str(path) == "":
         raise ExploreError("upload a face image first (PNG, JPEG, WebP, ...)")
     p = Path(path)
+    if not p.is_file():  # gradio's cache sweep (a day on) removes uploads still shown on a page
+        raise ExploreError(f"upload {p.name!r} is no longer on the server (or is no file): upload it again")
     try:
         return read_image(p)
     except ImageError as e:
@@ -90,10 +110,27 @@ def read_upload(path: str | Path | None) -> np.ndarray:
         raise ExploreError(f"upload {p.name!r} could not be read ({e.strerror or e})") from None
 
 
+def rgb(image: np.ndarray) -> np.ndarray:
+    """An image array as HxWx3 uint8: gray (HxW, HxWx1) and RGBA (alpha on white, as read_image) are converted;
+    any other dtype or shape is an ExploreError (read_upload turns any image file into this)."""
+    from PIL import Image
+
+    a = np.asarray(image)
+    if a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 and a.size:
+        return a
+    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 4)) or not a.size:
+        raise ExploreError(
+            f"an image must be an HxW, HxWx1, HxWx3 or HxWx4 uint8 array, not {a.dtype} of shape {a.shape} "
+            "(facegan.latent.read_upload reads any image file as one)"
+        )
+    return to_rgb8(Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a)))
+
+
 def fit(image: np.ndarray, resolution: int) -> np.ndarray:
     """Centre square crop, resized to the model's resolution (Lanczos)."""
     from PIL import Image
 
+    image = rgb(image)
     h, w = image.shape[:2]
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
@@ -135,9 +172,10 @@ class Sampler:
         return None
 
     def _check_psi(self, psi: float) -> float:
+        psi = _finite(psi, "psi")
         if psi != 1.0 and not self.truncation:
             raise ExploreError(f"a {self.kind} model has no truncation: psi must be 1")
-        return float(psi)
+        return psi
 
     @torch.no_grad()
     def _render(self, z: torch.Tensor, y: torch.Tensor | None, psi: float) -> np.ndarray:
@@ -166,7 +204,7 @@ class Sampler:
     ) -> np.ndarray:
         """(N, H, W, 3) uint8: the image of each seed; `direction` and `mix` are StyleGAN2's extra sliders."""
         psi = self._check_psi(psi)
-        return self._draw(seed_z(self.z_dim, seeds), self.labels(seeds, labels), psi, direction, mix)
+        return self._draw(_z(self.z_dim, seeds), self.labels(seeds, labels), psi, direction, mix)
 
     def image(
         self,
@@ -203,16 +241,19 @@ class Sampler:
         direction: tuple[str, int, float] | None = None,
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> np.ndarray:
-        """A strip walking from seed_a's latent to seed_b's (labels, where any, those of seed_a), every step steered
-        as `image` steers one (its ends: `image` of seed_a and seed_b)."""
+        """A strip walking from seed_a's latent to seed_b's, every step steered as `image` steers one: its ends are
+        `image` of seed_a and of seed_b. Labels (acgan) walk alike, from seed_a's to seed_b's (`blend`)."""
         steps = _count(steps, "the interpolation steps", 32)
         if steps < 2:
             raise ExploreError("an interpolation needs at least 2 steps")
         psi = self._check_psi(psi)
-        za, zb = seed_z(self.z_dim, [seed_a, seed_b])
-        y = self.labels([seed_a], labels)
+        za, zb = _z(self.z_dim, [seed_a, seed_b])
         path = interpolate(za, zb, steps, mode)
-        return strip(self._draw(path, y.expand(steps, -1) if y is not None else None, psi, direction, mix))
+        return strip(self._draw(path, self.blend(self.labels([seed_a, seed_b], labels), steps), psi, direction, mix))
+
+    def blend(self, ends: torch.Tensor | None, steps: int) -> torch.Tensor | None:
+        """The labels of `steps` points between two label rows (none for an unconditional model)."""
+        return None
 
 
 class ConditionalSampler(Sampler):
@@ -232,6 +273,15 @@ class ConditionalSampler(Sampler):
             if n in fixed:
                 rows[:, a] = self.label_values[n].index(fixed[n])
         return rows
+
+    def blend(self, ends: torch.Tensor | None, steps: int) -> torch.Tensor:
+        """(steps, one-hot width) float labels from the first row's one-hot encoding to the second's, linearly (the
+        generator takes such rows as they are): an attribute the two rows share stays one-hot all the way."""
+        from facegan.models.acgan import one_hot
+
+        assert ends is not None  # a conditional model's labels
+        a, b = one_hot(ends, [len(self.label_values[n]) for n in self.label_names])
+        return torch.lerp(a[None], b[None], torch.linspace(0, 1, steps)[:, None])
 
 
 class StyleSampler(Sampler):
@@ -268,7 +318,7 @@ class StyleSampler(Sampler):
         mix: tuple[int, Sequence[str]] | None = None,
     ) -> torch.Tensor:
         """Per-layer w (1, n_latent, w_dim) of `seed`, steered (`steer`)."""
-        return self.steer(seed_z(self.z_dim, [seed]), psi, direction, mix)
+        return self.steer(_z(self.z_dim, [seed]), psi, direction, mix)
 
     @torch.no_grad()
     def steer(
@@ -286,8 +336,8 @@ class StyleSampler(Sampler):
             if unknown:
                 raise ExploreError(f"unknown layer group {unknown[0]!r}; choose from {', '.join(self.groups)}")
             idx = [i for g in mix[1] for i in self.groups[g]]
-            w[:, idx] = self.g.latents(seed_z(self.z_dim, [mix[0]]), psi)[:, idx]
-        if direction and direction[2]:
+            w[:, idx] = self.g.latents(_z(self.z_dim, [mix[0]]), psi)[:, idx]
+        if direction and _finite(direction[2], "the direction amount"):
             method, index, amount = direction
             dirs, spread = self.directions(method)
             if not 0 <= int(index) < len(dirs):
@@ -306,6 +356,7 @@ class StyleSampler(Sampler):
         self, seed: int, method: str, index: int, psi: float = 1.0, steps: int = 7, sigmas: float = 3.0
     ) -> np.ndarray:
         """The seed's image moved from -sigmas to +sigmas along one direction."""
+        steps, sigmas = _count(steps, "the direction steps", 32), _finite(sigmas, "sigmas")
         return strip(
             np.concatenate(
                 [
@@ -341,10 +392,16 @@ class VAESampler(Sampler):
     def reconstruct(self, image: np.ndarray, n: int = 8, radius: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
         """input (resized), reconstruction (decoder of the mean code) and n neighbours: decoded codes
         mu + radius * sigma * eps, eps ~ N(0, I) fixed by `seed` (radius 1 = samples of q(z | x))."""
-        n = _count(n, "the number of neighbours")
+        n, radius = _count(n, "the number of neighbours"), _finite(radius, "the neighbour radius")
         mu, std, face = self.encode(image)
-        eps = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(int(seed)))
-        codes = torch.cat([mu[None], mu + float(radius) * std * eps])
+        # always MAX_BATCH rows, of which the first n: torch draws normals in blocks, so n rows of their own would
+        # change the last neighbours' codes with n (neighbour i is the same whatever the neighbours slider says)
+        try:
+            noise = generator(seed)
+        except SeedError as e:
+            raise ExploreError(f"the neighbour {e}") from None
+        eps = torch.randn(MAX_BATCH, self.z_dim, generator=noise)[:n]
+        codes = torch.cat([mu[None], mu + radius * std * eps])
         out = to_uint8(self.g(codes))
         return {"input": face, "reconstruction": out[0], "neighbours": strip(out[1:])}
 
@@ -464,6 +521,8 @@ class DirectionNames:
 
     def save(self, method: str, index: int, name: str) -> dict[str, dict[int, str]]:
         """Set (or, with an empty name, clear) one name; returns all names."""
+        if int(index) < 0:  # written as "-1", it would be what the file's reader refuses, and block every later save
+            raise ExploreError(f"direction index {index}: directions are numbered from 0")
         names, bad = self._read()
         if bad:  # rewriting the file would drop what it holds beyond the names read
             raise ExploreError(
@@ -507,15 +566,18 @@ def tracked(ref: str) -> bool:
     return ref.startswith("models:/") or (len(ref) == 32 and all(c in "0123456789abcdef" for c in ref))
 
 
-def resolve(ref: str, tracking=None, files: bool = True) -> Source:
+def resolve(ref: str, tracking=None, files: bool = True, box: str = "a model") -> Source:
     """`models:/NAME@ALIAS` or `models:/NAME/VERSION`, an MLflow run id (of a pipeline, or one of its stages) or,
-    with `files`, a checkpoint path -> Source. ExploreError when it names nothing usable."""
+    with `files`, a checkpoint path -> Source. ExploreError when it names nothing usable (`box`: where it was typed)."""
     ref = (ref or "").strip()
     if not ref:
-        raise ExploreError("give a model: models:/NAME@ALIAS, an MLflow run id or a checkpoint path")
+        kinds = "models:/NAME@ALIAS, an MLflow run id" + (" or a checkpoint path" if files else "")
+        raise ExploreError(f"give {box}: {kinds}")
     path = Path(ref).expanduser()
     if files and path.is_file():
         return Source(ref, path)
+    if files and path.is_dir():
+        raise ExploreError(f"{ref}: a folder; give the checkpoint file in it (e.g. {path / 'checkpoint.pt'})")
     if not tracked(ref):
         raise ExploreError(f"unknown model {ref!r}: no such file, and not a models:/NAME@ALIAS URI or an MLflow run id")
     from facegan import track
@@ -548,8 +610,8 @@ class Models:
             return (*src.registered, src.run_id)
         return (str(src.checkpoint.resolve()), src.checkpoint.stat().st_mtime_ns)
 
-    def get(self, ref: str, files: bool = True) -> tuple[Model, Source]:
-        src = resolve(ref, self.tracking, files)
+    def get(self, ref: str, files: bool = True, box: str = "a model") -> tuple[Model, Source]:
+        src = resolve(ref, self.tracking, files, box)
         key = self._key(src)
         if key in self._by_key:
             self._by_key.move_to_end(key)
@@ -561,16 +623,16 @@ class Models:
             self._by_key.popitem(last=False)
         return found
 
-    def from_page(self, ref: str, served: Source) -> tuple[Model, Source]:
-        """`get` for a reference typed on the page: with `paths` off only the served model's own reference and
-        tracked ones (`tracked`), so that a visitor from another machine cannot have any file on this one read."""
+    def from_page(self, ref: str, served: Source, box: str = "a model") -> tuple[Model, Source]:
+        """`get` for a reference typed on the page (in `box`): with `paths` off only the served model's own reference
+        and tracked ones (`tracked`), so that a visitor from another machine cannot have any file on this one read."""
         ref = (ref or "").strip()
-        if not self.paths and ref != served.ref and not tracked(ref):
+        if ref and not self.paths and ref != served.ref and not tracked(ref):
             raise ExploreError(
                 "this explorer is served beyond this machine (--host): the page takes registered models "
                 "(models:/NAME@ALIAS) and MLflow run ids, not checkpoint paths (serve on 127.0.0.1 to compare files)"
             )
-        return self.get(ref, files=self.paths or (ref == served.ref and served.run_id is None))  # its own file
+        return self.get(ref, self.paths or (ref == served.ref and served.run_id is None), box)  # its own file
 
     def names(self, src: Source):
         """Where the direction names of this model live: tags of its registry version, else a file beside it."""

@@ -19,13 +19,14 @@ class SeedError(FaceganError, ValueError):
 def check_seeds(first: int, n: int = 1) -> None:
     """Seeds first .. first + n - 1 must lie in 0 .. MAX_SEED (a negative one would draw a large one's numbers)."""
     if first < 0 or first + n - 1 > MAX_SEED:
-        raise SeedError(f"seeds {first} .. {first + n - 1}: seeds are 0 .. {MAX_SEED}")
+        said = f"seed {first}" if n == 1 else f"seeds {first} .. {first + n - 1}"
+        raise SeedError(f"{said}: seeds are 0 .. {MAX_SEED}")
 
 
 def seed_z(z_dim: int, seeds: Sequence[int]) -> torch.Tensor:
     """(N, z_dim): one normal vector per seed (a torch.Generator seeded with it): a seed's image is the same in
     `facegan sample`, the explorer and the registered model, whatever else is drawn beside it."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    return torch.stack([torch.randn(z_dim, generator=generator(s)) for s in seeds])
 
 
 def seed_labels(seeds: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
@@ -44,6 +45,13 @@ def seed_rows(seeds: Sequence[int], count: int) -> torch.Tensor:
     return torch.tensor([int(torch.randint(count, (), generator=_label_stream(s))) for s in seeds], dtype=torch.long)
 
 
+def generator(seed: int, offset: int = 0) -> torch.Generator:
+    """A torch.Generator seeded with `seed` + `offset`; SeedError for a seed out of 0 .. MAX_SEED (every draw by seed
+    goes through here: a negative seed drew a large one's numbers, 2^64 a traceback)."""
+    check_seeds(int(seed))
+    return torch.Generator().manual_seed(int(seed) + offset)
+
+
 def _label_stream(seed: int) -> torch.Generator:
     """A seed's own stream for its labels, apart from its z's."""
-    return torch.Generator().manual_seed(int(seed) + 1_000_003)
+    return generator(seed, 1_000_003)

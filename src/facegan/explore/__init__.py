@@ -3,8 +3,10 @@ the work `facegan.latent`. The model is loaded once, before the server starts.""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 
 log = logging.getLogger("facegan.explore")
 
@@ -12,6 +14,34 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _loopback_unproxied() -> None:
+    """gradio checks its own URL over HTTP (httpx) before it returns: a proxy in the environment would answer
+    that request (403, or refused), and `launch` fail. This machine's addresses never go through a proxy."""
+    for var in ("NO_PROXY", "no_proxy"):
+        have = [h.strip() for h in os.environ.get(var, "").split(",") if h.strip()]
+        os.environ[var] = ",".join([*have, *(h for h in LOOPBACK if h not in have)])
+
+
+def address_problem(host: str, port: int | None) -> str | None:
+    """Why the server could not listen on host:port (None: it can), said as gradio does not: it reports any
+    failed bind as a port it could not find."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        return f"--host {host}: not an address or a name this machine can resolve ({getattr(e, 'strerror', e)})"
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds (uvicorn)
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use: choose another --port, or 0 for any free one"
+            if e.errno == errno.EADDRNOTAVAIL:
+                return f"--host {host}: not an address of this machine (127.0.0.1: this machine; 0.0.0.0: all)"
+            return f"cannot listen on {host}:{port}: {e.strerror or e}"
+    return None
 
 
 def serve(ref: str, host: str = "127.0.0.1", port: int | None = 7860, threads: int = 0, tracking=None):
@@ -24,6 +54,9 @@ def serve(ref: str, host: str = "127.0.0.1", port: int | None = 7860, threads: i
 
     if threads:
         torch.set_num_threads(threads)
+    if problem := address_problem(host, port):
+        raise ExploreError(problem)
+    _loopback_unproxied()
     models = Models(tracking, paths=host in LOOPBACK)  # served beyond this machine: no file paths from the page
     model, source = models.get(ref)
     from facegan.explore.app import CSS, THEME, build
@@ -34,6 +67,7 @@ def serve(ref: str, host: str = "127.0.0.1", port: int | None = 7860, threads: i
         _, url, _ = demo.launch(
             server_name=host,
             server_port=port,
+            share=False,  # never a public tunnel (GRADIO_SHARE, hosted notebooks): the page may name files here
             prevent_thread_lock=True,
             quiet=True,
             theme=THEME,
@@ -42,9 +76,7 @@ def serve(ref: str, host: str = "127.0.0.1", port: int | None = 7860, threads: i
             show_error=False,
             footer_links=[],
         )
-    except OSError as e:  # the port is taken, the address is not this machine's
-        raise ExploreError(
-            f"cannot serve on {host}:{port}: {e} (choose another --port, or 0 for any free one)"
-        ) from None
+    except OSError as e:  # taken between the check above and gradio's own bind
+        raise ExploreError(f"cannot serve on {host}:{port}: {address_problem(host, port) or e}") from None
     log.info("serving %s (%s) at %s", source.label, model.describe(), url)
     return demo, url

@@ -81,6 +81,9 @@ def guarded(n_outputs: int) -> Callable:
     return wrap
 
 
+PAGE_SEEDS = 2**53  # the page's numbers are the browser's doubles, whole only below 2^53 (`facegan sample` seeds)
+
+
 def _seed(value, box: str = "seed") -> int:
     if value is None or str(value).strip() == "":
         raise ExploreError(f"the {box} box is empty: type a whole number")
@@ -88,8 +91,8 @@ def _seed(value, box: str = "seed") -> int:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
         number = math.nan
-    if not (math.isfinite(number) and number.is_integer() and 0 <= number < 2**31):
-        raise ExploreError(f"{box} {value} must be a whole number between 0 and {2**31 - 1}")
+    if not (math.isfinite(number) and number.is_integer() and 0 <= number < PAGE_SEEDS):
+        raise ExploreError(f"{box} {value} must be a whole number between 0 and {PAGE_SEEDS - 1}")
     return int(number)
 
 
@@ -351,7 +354,7 @@ class Page:
         @guarded(3)
         def compare(a_ref, b_ref, seed_v, n_v, psi_v):
             s, k = _seed(seed_v), int(n_v)
-            sides = [self.models.from_page(r, self.source) for r in (a_ref, b_ref)]
+            sides = [self.models.from_page(r, self.source, f"model {x}") for r, x in ((a_ref, "A"), (b_ref, "B"))]
             samplers = []
             for (mdl, src), label in zip(sides, "AB", strict=True):
                 if not isinstance(mdl, Sampler):

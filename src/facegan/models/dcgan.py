@@ -46,7 +46,8 @@ def _up(cin: int, cout: int, arch: str) -> nn.Module:
 
 
 class Generator(nn.Module):
-    """(z (N, z_dim), labels (N, A) int or None) -> images (N, 3, R, R) in [-1, 1]."""
+    """(z (N, z_dim), labels (N, A) int, (N, sum of label_dims) float one-hot rows, or None) -> images (N, 3, R, R)
+    in [-1, 1]."""
 
     def __init__(
         self,
@@ -79,7 +80,9 @@ class Generator(nn.Module):
             return self.body(self.stem(z[:, :, None, None]))
         if labels is None:
             raise ValueError("this generator is conditional: pass labels")
-        y = one_hot(labels, self.label_dims).to(z.dtype)
+        # int rows (N, A) are label indices; float rows (N, sum of label_dims) are one-hot encodings or blends of
+        # them (the explorer's interpolation between two seeds' labels)
+        y = (labels if labels.is_floating_point() else one_hot(labels, self.label_dims)).to(z.dtype)
         x = self.stem(torch.cat([z, y], 1)[:, :, None, None])
         if self.hidden_labels:
             x = torch.cat([x, y[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], 1)
