@@ -9,8 +9,16 @@ TORCH_PIN ?= 2.13.0
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
-# absolute, so that experiments run in DVC's temporary copies log to the same store
-export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+# params.yaml's tracking store (tracking.tracking_uri; its default when not there). A relative SQLite one is made
+# absolute, so that experiments run in DVC's temporary copies log to the same store; any other (a server, an absolute
+# path) is left to params.yaml. An MLFLOW_TRACKING_URI set outside make wins, as everywhere.
+PARAMS_STORE := $(or $(shell sed -n 's/^[[:space:]]*tracking_uri:[[:space:]]*\([^[:space:]\#]*\).*/\1/p' params.yaml \
+	2>/dev/null | head -n 1 | tr -d "\"'"),sqlite:///mlflow.db)
+ifneq ($(filter sqlite:///%,$(PARAMS_STORE)),)
+ifeq ($(filter sqlite:////%,$(PARAMS_STORE)),)
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/$(patsubst sqlite:///%,%,$(PARAMS_STORE))
+endif
+endif
 
 # the ACGAN ablation: loss x discriminator variant x seed on the cartoon set, at the budget of params.ablation.yaml
 # (docs/ablation.md); FID and attribute-accuracy tables with mean +- std per cell (override on the command line)

@@ -1366,3 +1366,31 @@ def test_an_experiment_keeps_its_runs_files_beside_its_sqlite_store(tmp_path, mo
     assert list(elsewhere.iterdir()) == []
     server = TrackingConfig(tracking_uri="http://127.0.0.1:1")
     assert track.artifact_location(server.tracking_uri, "x") is None  # a server decides where its files go
+
+
+@pytest.mark.parametrize(
+    ("written", "exported"),
+    [
+        (None, "sqlite:///{root}/mlflow.db"),  # params.yaml's default store, anchored for DVC's temporary copies
+        ("sqlite:///runs/mlflow.db  # a comment", "sqlite:///{root}/runs/mlflow.db"),
+        ("'sqlite:///quoted.db'", "sqlite:///{root}/quoted.db"),
+        ("http://mlflow-host:5000   # a team's server", ""),  # left to params.yaml: the Makefile named a local store
+        ("sqlite:////srv/mlflow/mlflow.db", ""),  # absolute: the same from any copy
+    ],
+)
+def test_make_exports_the_params_store_only_where_it_is_a_relative_sqlite_file(tmp_path, written, exported):
+    """The Makefile exported MLFLOW_TRACKING_URI=sqlite:///<checkout>/mlflow.db whatever params.yaml said, and the
+    variable wins over tracking.tracking_uri: under `make run`, `sweep`, `serve` or `explore` a team's server set in
+    params.yaml was never used, without a word."""
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "Makefile", tmp_path / "Makefile")
+    store = f"  tracking_uri: {written}\n" if written else ""
+    (tmp_path / "params.yaml").write_text(f"tracking:\n  enabled: true\n{store}  experiment: facegan\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    show = ["make", "--no-print-directory", "--eval", 'show: ; @echo "[$$MLFLOW_TRACKING_URI]"', "show"]
+    out = subprocess.run(show, cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"[{exported.format(root=tmp_path)}]"
+    out = subprocess.run(
+        show, cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": "http://x:1"}, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[http://x:1]"  # set outside make: it wins, as everywhere
