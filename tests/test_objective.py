@@ -181,7 +181,9 @@ def test_resume_accepts_runtime_changes_and_names_the_maths_changes(layout, tmp_
 
 def test_a_stage_resumes_its_own_checkpoint_and_restarts_over_a_stale_one(layout, tmp_path, caplog):
     """Training writes to a work folder outside the output; the stage (stale="restart") resumes a checkpoint made
-    by the same params, code and data, and starts fresh over one made by other params or other data."""
+    by the same params, code and data, and starts fresh over one made by other params or other data, keeping the
+    earlier folder aside (it was deleted: one edited param cost a killed run's hours, while the warning said to
+    "restore the config")."""
     caplog.set_level(logging.INFO, logger="facegan")
     cfg = tiny_params(steps=4, checkpoint_every=2, fid_every=0).train
     straight = run_train(cfg, layout.packed, tmp_path / "straight")
@@ -192,8 +194,14 @@ def test_a_stage_resumes_its_own_checkpoint_and_restarts_over_a_stale_one(layout
     assert resumed.losses == straight.losses and "resumed from" in caplog.text
     caplog.clear()
     other = cfg.model_copy(update={"lr_d": 1e-3})
+    before = (work / "checkpoint.pt").read_bytes()
     fresh = run_train(other, layout.packed, out, work=work, stale="restart")
     assert "different train config (train.lr_d: 0.0002 -> 0.001)" in caplog.text and "starting fresh" in caplog.text
+    aside = tmp_path / "work.stale"
+    assert (aside / "checkpoint.pt").read_bytes() == before  # the earlier run, whole, where the warning says
+    assert f"its folder is kept as {aside} (to continue it, restore what changed and move it back to {work})" in (
+        caplog.text
+    )
     assert fresh.losses == run_train(other, layout.packed, tmp_path / "other").losses
     state = torch.load(work / "checkpoint.pt", weights_only=True)
     state["provenance"]["data"] = "0" * 64  # as if the packed dataset had changed since
@@ -201,6 +209,7 @@ def test_a_stage_resumes_its_own_checkpoint_and_restarts_over_a_stale_one(layout
     caplog.clear()
     run_train(other, layout.packed, out, work=work, stale="restart")
     assert "was made from other data" in caplog.text and "starting fresh" in caplog.text
+    assert (tmp_path / "work.stale-2" / "checkpoint.pt").is_file() and (aside / "checkpoint.pt").read_bytes() == before
     with pytest.raises(CheckpointError, match="was made from other data"):
         torch.save(state, work / "checkpoint.pt")
         run_train(other, layout.packed, out, work=work)  # outside stages: refused, not replaced

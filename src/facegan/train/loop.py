@@ -106,8 +106,9 @@ class Loop:
 
     def resume(self, stale: str = "raise") -> dict | None:
         """Load work/checkpoint.pt into the trainer when it exists; returns its state. A checkpoint of other
-        params, code or data raises CheckpointError (`stale="raise"`) or is removed with a warning and training
-        starts fresh (`stale="restart"`, what stages do)."""
+        params, code or data raises CheckpointError (`stale="raise"`) or, with `stale="restart"` (what stages do),
+        its folder is set aside beside it with a warning naming it, and training starts fresh: an edited param must
+        not cost a killed run's hours (restoring the param and moving the folder back resumes it)."""
         path = self.work / CHECKPOINT
         if not path.is_file():
             return None
@@ -126,25 +127,31 @@ class Loop:
                     path,
                     e.step,
                     self.steps,
-                    self._set_aside(e.step),
+                    self._set_aside(f"step{e.step}"),
                     e.step,
                     self.work,
                 )
                 return None
-            log.warning("%s; starting fresh", message)
-            shutil.rmtree(self.work, ignore_errors=True)  # under DDP every rank gets here
+            aside = self._set_aside("stale")  # under DDP every rank gets here, rank 0 moves it
+            log.warning(
+                "%s; its folder is kept as %s (to continue it, restore what changed and move it back to %s); "
+                "starting fresh",
+                message,
+                aside,
+                self.work,
+            )
             return None
         log.info("resumed from %s at step %d", path, self.trainer.step_done)
         return state
 
-    def _set_aside(self, step: int) -> Path:
-        """Move the work folder to `<work>.step<step>` beside it (a name not taken); where it went. Under DDP rank 0
-        moves it (the others start fresh as it does)."""
-        aside = self.work.with_name(f"{self.work.name}.step{step}")
+    def _set_aside(self, tag: str) -> Path:
+        """Move the work folder to `<work>.<tag>` beside it (a name not taken: -2, -3, ... after it); where it went.
+        Under DDP rank 0 moves it (the others start fresh as it does)."""
+        aside = self.work.with_name(f"{self.work.name}.{tag}")
         n = 1
         while os.path.lexists(aside):  # a link to nothing there too: the rename would fail on it
             n += 1
-            aside = self.work.with_name(f"{self.work.name}.step{step}-{n}")
+            aside = self.work.with_name(f"{self.work.name}.{tag}-{n}")
         if self.trainer.dist.main:
             self.work.rename(aside)
         return aside
