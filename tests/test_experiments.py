@@ -387,3 +387,24 @@ def test_exp_table_ranks_each_score_its_own_way_and_a_misspelt_name_is_named(cap
     code, _, err = _cli(capsys, monkeypatch, rows, "--rows", "datasets.cartoon.matte.backend", "--metric", iou,
                         "--where", "train.d_variantt=sn")  # fmt: skip
     assert code == 2 and "train.d_variantt: no param or metric of that name" in err and "train.d_variant?" in err
+
+
+def test_exp_table_without_metric_ranks_by_the_first_dataset_s_fd_dlib(capsys, monkeypatch, tmp_path):
+    """The default --metric was fd_dlib, which every dataset's report has: with the default two datasets' reports
+    (what `make run` and a sweep make) the command without --metric was an error asking for the full name."""
+    import shutil
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")  # cartoon first
+    monkeypatch.chdir(tmp_path)
+    cartoon, sketch = (f"data/reports/{d}/metrics.json:fd_dlib" for d in ("cartoon", "sketch"))
+    rows = [
+        {"Experiment": f"e{i}", "train.loss": loss, "train.d_variant": "sn", cartoon: c, sketch: s}
+        for i, (loss, c, s) in enumerate([("hinge", "0.5", "9"), ("lsgan", "0.25", "8")])
+    ]
+    code, text, err = _cli(capsys, monkeypatch, rows)
+    assert code == 0, err
+    assert text.splitlines()[0] == f"| {cartoon} (train.loss \\ train.d_variant) | sn |"
+    assert "| lsgan | 0.25 |" in text and "Best (lowest mean): lsgan / sn." in text
+    (tmp_path / "params.yaml").unlink()  # no project here: the bare name, as before
+    code, _, err = _cli(capsys, monkeypatch, rows)
+    assert code == 2 and err.startswith("error: fd_dlib is a column of 2 files: ")

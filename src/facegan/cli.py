@@ -430,7 +430,11 @@ def fid(
 def exp_table(
     rows: str = typer.Option("train.loss", help="param for the table rows"),
     cols: str = typer.Option("train.d_variant", help="param for the table columns"),
-    metric: str = typer.Option("fd_dlib", help="metric in the cells"),
+    metric: str | None = typer.Option(
+        None,
+        help="metric in the cells (default: fd_dlib of params.yaml's first dataset, "
+        "data/reports/<dataset>/metrics.json:fd_dlib)",
+    ),
     where: list[str] = typer.Option(
         [], help="KEY=VALUE: only experiments with this param value (repeatable; commit=REV: one commit's)"
     ),
@@ -448,6 +452,11 @@ def exp_table(
     if all_commits:
         typer.echo("reading the DVC experiments of every commit (all of the history: minutes in a long one)", err=True)
     exps = dvc_experiments(all_commits=all_commits)
+    if metric is None:  # every dataset's report has an fd_dlib: the bare name is a column of several files
+        from facegan.config import load_params
+
+        first = next(iter(load_params("params.yaml").datasets)) if Path("params.yaml").is_file() else None
+        metric = f"data/reports/{first}/metrics.json:fd_dlib" if first else "fd_dlib"
     rows, cols, metric = (named(exps, name) for name in (rows, cols, metric))  # the columns used, named in full
     kept = {k if k == COMMIT else named(exps, k): v for k, v in (w.split("=", 1) for w in where)}
     rkeys, ckeys, cells = pivot(exps, rows, cols, metric, kept)
