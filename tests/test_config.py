@@ -316,3 +316,36 @@ def test_dataset_names_are_folder_names_on_every_file_system(name, expect):
     raw = _raw()
     raw["datasets"][name] = raw["datasets"]["sketch"]
     assert expect in _error(raw)
+
+
+def test_keys_lists_every_key_params_yaml_may_hold_with_its_default():
+    """Keys the code reads that neither params.yaml nor the docs named (train.max_images, cyclegan.mirror, ...,
+    from a review of the docs against the code): `facegan keys` lists every one, from the models that validate them."""
+    from facegan.params_keys import keys, listing
+
+    found = {k.name: k for k in keys()}
+    assert found["train.max_images"].default == "null" and "seeded subset" in found["train.max_images"].description
+    assert found["train.subset_seed"].default == "0" and found["cyclegan.mirror"].default == "True"
+    assert found["train.stylegan2.lr_mapping"].default == "0.01" and found["evaluate.workers"].type == "int"
+    assert found["datasets.<name>.align.template"].type == "'five' | 'ffhq'"
+    assert found["datasets.<name>.source.kind"].default == "required"  # the folder kind's, listed after cartoon's
+    assert "with source.kind cartoon: number of images" in found["datasets.<name>.source.n"].description
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    written = {  # every key params.yaml sets is listed (a dataset's name as <name>; a transfer row's overrides aside)
+        re.sub(r"^datasets\.[^.]+\.", "datasets.<name>.", k) for k in flatten(raw) if not k.startswith("transfer.runs.")
+    }
+    assert written and not written - set(found), sorted(written - set(found))
+    assert listing("train.ada")[0] == "train.ada.enabled (bool; default: False)"
+    assert listing("train.max_images") == [
+        "train.max_images (int | null; default: null): train on a seeded subset of this many packed images "
+        "(small-data studies); null = all"
+    ]
+    with pytest.raises(ValueError, match="no params key starts with 'trian'; sections: cyclegan, datasets, evaluate"):
+        listing("trian")
+    out = subprocess.run(
+        [sys.executable, "-c", "from facegan.cli import main; main()", "keys", "cyclegan.mirror"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == "cyclegan.mirror (bool; default: True)\n"

@@ -215,9 +215,9 @@ def _cyclegan(p: Params, at: Layout, t: Tracker) -> dict:
 # -> (classifier, refstats) -> train -> evaluate -> report
 STAGES: dict[str, tuple[Callable[[Params, Layout, Tracker], dict | None], str]] = {
     "generate": (_generate, "Draw the embedded cartoon dataset into data/raw/<dataset>."),
-    "detect": (_detect, "Find faces and cut square crops with context."),
+    "detect": (_detect, "Find faces and cut crops with context (square unless detect.square is false)."),
     "verify": (_verify, "Keep only faces of one identity (distance to reference photos)."),
-    "align": (_align, "Warp each face onto the 5-point template."),
+    "align": (_align, "Warp each face onto its template (align.template: five points, or FFHQ's crop)."),
     "matte": (_matte, "Remove the background."),
     "upscale": (_upscale, "Bring small faces up to the target size."),
     "quality": (_quality, "Reject blurred, too-small and near-duplicate faces."),

@@ -39,7 +39,7 @@ TRACKING_PARAMS = typer.Option(
     "-p",
     dir_okay=False,
     help="params file whose `tracking` section names the MLflow store "
-    "(default: ./params.yaml when present, or first the params.yaml of --root where the command has one; "
+    "(default: the params.yaml of --root where the command has one and it is there, else ./params.yaml; "
     "MLFLOW_TRACKING_URI overrides it)",
 )
 
@@ -250,6 +250,19 @@ def check(params: Path = PARAMS) -> None:
     if params.name == "params.yaml" and (problems := dvc_problems(p, params.resolve().parent)):
         raise ParamsError(f"{params}: valid, but `dvc repro` cannot run it:\n" + "\n".join(f"  {x}" for x in problems))
     typer.echo(f"{params}: valid; datasets: {', '.join(p.datasets)}; model: {p.train.model}")
+
+
+@app.command("keys")
+def keys(
+    start: str = typer.Argument("", help="only keys starting so: a section (train, datasets.<name>.detect) or a key"),
+) -> None:
+    """Every key params.yaml may hold, with its type, default and meaning (params.yaml sets only some)."""
+    from facegan.params_keys import listing
+
+    try:
+        typer.echo("\n".join(listing(start)))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="START") from None
 
 
 @app.command("sample")
