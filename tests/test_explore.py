@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -870,6 +871,7 @@ def test_serve_names_a_bad_address_and_never_shares_or_goes_through_a_proxy(trai
     from facegan.explore import address_problem, serve
 
     assert "not an address of this machine" in address_problem("10.255.255.1", 7999)
+    assert address_problem("[::1]", 0) is None and address_problem("localhost", None) is None  # as gradio takes them
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -891,6 +893,9 @@ def test_serve_names_a_bad_address_and_never_shares_or_goes_through_a_proxy(trai
     demo, url = serve(str(trained("dcgan")), "127.0.0.1", free_port())
     try:
         assert url.startswith("http://127.0.0.1:") and demo.share is False and not tunnels
-        assert os.environ["NO_PROXY"].split(",")[:2] == ["example.org", "127.0.0.1"]
+        both = "example.org,127.0.0.1,localhost,::1"  # the user's host stays exempt in the spelling clients read
+        assert os.environ["NO_PROXY"] == os.environ["no_proxy"] == both
+        assert urllib.request.proxy_bypass_environment("example.org")
+        assert urllib.request.proxy_bypass_environment("127.0.0.1")
     finally:
         demo.close()

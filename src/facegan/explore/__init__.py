@@ -18,15 +18,17 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def _loopback_unproxied() -> None:
     """gradio checks its own URL over HTTP (httpx) before it returns: a proxy in the environment would answer
-    that request (403, or refused), and `launch` fail. This machine's addresses never go through a proxy."""
-    for var in ("NO_PROXY", "no_proxy"):
-        have = [h.strip() for h in os.environ.get(var, "").split(",") if h.strip()]
-        os.environ[var] = ",".join([*have, *(h for h in LOOPBACK if h not in have)])
+    that request (403, or refused), and `launch` fail. This machine's addresses never go through a proxy. Both
+    spellings get the hosts either held (clients read the lower-case one first: one set alone would hide the
+    other's hosts, e.g. an MLflow server the user's NO_PROXY exempts)."""
+    hosts = [h.strip() for var in ("NO_PROXY", "no_proxy") for h in os.environ.get(var, "").split(",") if h.strip()]
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(dict.fromkeys([*hosts, *LOOPBACK]))
 
 
 def address_problem(host: str, port: int | None) -> str | None:
     """Why the server could not listen on host:port (None: it can), said as gradio does not: it reports any
     failed bind as a port it could not find."""
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1], as gradio takes it
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as e:
