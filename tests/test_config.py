@@ -330,6 +330,10 @@ def test_keys_lists_every_key_params_yaml_may_hold_with_its_default():
     assert found["datasets.<name>.align.template"].type == "'five' | 'ffhq'"
     assert found["datasets.<name>.source.kind"].default == "required"  # the folder kind's, listed after cartoon's
     assert "with source.kind cartoon: number of images" in found["datasets.<name>.source.n"].description
+    # a section whose default is an instance set otherwise than its class: that instance's values
+    assert found["transfer.enabled"].default == "False" and found["transfer.pretrain.model"].default == "'stylegan2'"
+    assert found["train.model"].default == "'dcgan'"
+    assert listing("datasets.cartoon.detect") == listing("datasets.<name>.detect")  # a dataset's name, as typed
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     written = {  # every key params.yaml sets is listed (a dataset's name as <name>; a transfer row's overrides aside)
         re.sub(r"^datasets\.[^.]+\.", "datasets.<name>.", k) for k in flatten(raw) if not k.startswith("transfer.runs.")

@@ -1,5 +1,5 @@
 """Every key params.yaml may hold, from the pydantic models that validate it (facegan.config): its dotted name,
-type, default and description. `facegan check --keys` prints them; params.yaml itself sets only what the default
+type, default and description. `facegan keys` prints them; params.yaml itself sets only what the default
 pipeline changes, so a key it does not mention (train.max_images, cyclegan.mirror, ...) is found here."""
 
 from __future__ import annotations
@@ -48,22 +48,31 @@ def _type(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _default(field) -> str:
-    if field.default is PydanticUndefined and field.default_factory is None:
+def _default(field, name: str, section: BaseModel | None) -> str:
+    """The key's default: its value in the section's own default where that is an instance set otherwise than its
+    class (transfer = TransferConfig(enabled=False): transfer.enabled defaults to false, not the class's true)."""
+    if section is not None:
+        value = getattr(section, name)
+    elif field.default is PydanticUndefined and field.default_factory is None:
         return "required"
-    value = field.get_default(call_default_factory=True)
+    else:
+        value = field.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         return "(its section's defaults)"
     return "null" if value is None else repr(value)
 
 
-def keys(model: type[BaseModel] = Params, prefix: str = "", kind: str = "") -> Iterator[Key]:
+def keys(
+    model: type[BaseModel] = Params, prefix: str = "", kind: str = "", defaults: BaseModel | None = None
+) -> Iterator[Key]:
     """The keys of `model` (a params section), nested sections walked: a mapping of sections by name (datasets)
-    under `<name>`; a section of several kinds (a source) each kind's keys, said of which (`kind`)."""
+    under `<name>`; a section of several kinds (a source) each kind's keys, said of which (`kind`). `defaults`: the
+    section's default instance, where it has one (its values are the keys' defaults)."""
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if len(sections := _models(annotation)) == 1:
-            yield from keys(sections[0], f"{prefix}{name}.", kind)
+            own = getattr(defaults, name) if defaults is not None else field.get_default(call_default_factory=True)
+            yield from keys(sections[0], f"{prefix}{name}.", kind, own if isinstance(own, BaseModel) else None)
             continue
         if sections and (tag := field.discriminator) and isinstance(tag, str):
             for section in sections:
@@ -74,12 +83,16 @@ def keys(model: type[BaseModel] = Params, prefix: str = "", kind: str = "") -> I
             yield from keys(inner[0], f"{prefix}{name}.<name>.", kind)
             continue
         said = " ".join((field.description or "").split())
-        yield Key(f"{prefix}{name}", _type(annotation), _default(field), f"{kind}{said}".rstrip(": "))
+        yield Key(f"{prefix}{name}", _type(annotation), _default(field, name, defaults), f"{kind}{said}".rstrip(": "))
 
 
 def listing(start: str = "") -> list[str]:
     """Lines `key (type; default: value): description` of the keys whose name starts with `start` (a section:
-    `train`, `datasets.<name>.detect`); ValueError naming the sections when none does."""
+    `train`, `datasets.<name>.detect`, a dataset's name standing for <name>); ValueError naming the sections when
+    none does."""
+    parts = start.split(".")
+    if len(parts) > 1 and parts[0] == "datasets":  # datasets.cartoon.detect: the keys of any dataset's detect
+        start = ".".join(["datasets", "<name>", *parts[2:]])
     found = [k for k in keys() if k.name == start or k.name.startswith(start.rstrip(".") + ".") or not start]
     if not found:
         sections = sorted({k.name.split(".")[0] for k in keys()})

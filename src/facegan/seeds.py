@@ -46,8 +46,9 @@ def seed_rows(seeds: Sequence[int], count: int) -> torch.Tensor:
 
 
 def generator(seed: int, offset: int = 0) -> torch.Generator:
-    """A torch.Generator seeded with `seed` + `offset`; SeedError for a seed out of 0 .. MAX_SEED (every draw by seed
-    goes through here: a negative seed drew a large one's numbers, 2^64 a traceback)."""
+    """A torch.Generator seeded with `seed` + `offset`; SeedError for a seed out of 0 .. MAX_SEED (a negative seed drew
+    a large one's numbers, 2^64 a traceback). Every per-seed draw of this module, and the explorer's, go through
+    here; seeds of params (train.seed, ...) are validated with the params."""
     check_seeds(int(seed))
     return torch.Generator().manual_seed(int(seed) + offset)
 
