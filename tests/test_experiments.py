@@ -405,6 +405,11 @@ def test_exp_table_without_metric_ranks_by_the_first_dataset_s_fd_dlib(capsys, m
     assert code == 0, err
     assert text.splitlines()[0] == f"| {cartoon} (train.loss \\ train.d_variant) | sn |"
     assert "| lsgan | 0.25 |" in text and "Best (lowest mean): lsgan / sn." in text
+    only_sketch = [{k: v for k, v in row.items() if k != cartoon} | {"fd_dlib": row[sketch]} for row in rows]
+    for row in only_sketch:  # experiments of another dataset's report alone: DVC names no file
+        del row[sketch]
+    code, text, err = _cli(capsys, monkeypatch, only_sketch)
+    assert code == 0 and text.splitlines()[0] == "| fd_dlib (train.loss \\ train.d_variant) | sn |", err
     (tmp_path / "params.yaml").unlink()  # no project here: the bare name, as before
     code, _, err = _cli(capsys, monkeypatch, rows)
     assert code == 2 and err.startswith("error: fd_dlib is a column of 2 files: ")

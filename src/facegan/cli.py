@@ -467,9 +467,12 @@ def exp_table(
     exps = dvc_experiments(all_commits=all_commits)
     if metric is None:  # every dataset's report has an fd_dlib: the bare name is a column of several files
         from facegan.config import load_params
+        from facegan.experiments import resolve
 
         first = next(iter(load_params("params.yaml").datasets)) if Path("params.yaml").is_file() else None
         metric = f"data/reports/{first}/metrics.json:fd_dlib" if first else "fd_dlib"
+        if not any(resolve(exps, metric) in row for row in exps):  # no report of that dataset (a sweep of another)
+            metric = "fd_dlib"
     rows, cols, metric = (named(exps, name) for name in (rows, cols, metric))  # the columns used, named in full
     kept = {k if k == COMMIT else named(exps, k): v for k, v in (w.split("=", 1) for w in where)}
     rkeys, ckeys, cells = pivot(exps, rows, cols, metric, kept)
