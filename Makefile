@@ -9,15 +9,23 @@ TORCH_PIN ?= 2.13.0
 export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
-# params.yaml's tracking store (tracking.tracking_uri; its default when not there). A relative SQLite one is made
-# absolute, so that experiments run in DVC's temporary copies log to the same store; any other (a server, an absolute
-# path) is left to params.yaml. An MLFLOW_TRACKING_URI set outside make wins, as everywhere.
-PARAMS_STORE := $(or $(shell sed -n 's/^[[:space:]]*tracking_uri:[[:space:]]*\([^[:space:]\#]*\).*/\1/p' params.yaml \
-	2>/dev/null | head -n 1 | tr -d "\"'"),sqlite:///mlflow.db)
-ifneq ($(filter sqlite:///%,$(PARAMS_STORE)),)
-ifeq ($(filter sqlite:////%,$(PARAMS_STORE)),)
-export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/$(patsubst sqlite:///%,%,$(PARAMS_STORE))
-endif
+# params.yaml's tracking store (tracking.tracking_uri; its default where params.yaml has no such line). A relative
+# local one (sqlite:///mlflow.db, a folder) is made absolute, so that experiments run in DVC's temporary copies log to
+# the same store; any other (a server, an absolute path, a value this cannot read) is left to params.yaml. An
+# MLFLOW_TRACKING_URI set outside make wins, as everywhere.
+PARAMS_STORE := $(shell \
+	u=$$(sed -n -E "s/^[[:space:]]*tracking_uri:[[:space:]]*(\"([^\"]*)\"|'([^']*)'|([^[:space:]\#]*)).*/\2\3\4/p" \
+		params.yaml 2>/dev/null | head -n 1); \
+	if [ -z "$$u" ] && ! grep -Eq '^[[:space:]]*tracking_uri:|tracking:[[:space:]]*[{]' params.yaml 2>/dev/null; then \
+		u=sqlite:///mlflow.db; fi; \
+	case "$$u" in \
+		(""|sqlite:////*|/*|~*|file:*) ;; \
+		(sqlite:///*) printf '%s' "sqlite:///$(CURDIR)/$$(printf '%s' "$$u" | cut -c11-)" ;; \
+		(*://*|*:*) ;; \
+		(*) printf '%s' "$(CURDIR)/$$u" ;; \
+	esac)
+ifneq ($(PARAMS_STORE),)
+export MLFLOW_TRACKING_URI ?= $(PARAMS_STORE)
 endif
 
 # the ACGAN ablation: loss x discriminator variant x seed on the cartoon set, at the budget of params.ablation.yaml

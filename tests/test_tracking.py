@@ -1376,6 +1376,9 @@ def test_an_experiment_keeps_its_runs_files_beside_its_sqlite_store(tmp_path, mo
         ("'sqlite:///quoted.db'", "sqlite:///{root}/quoted.db"),
         ("http://mlflow-host:5000   # a team's server", ""),  # left to params.yaml: the Makefile named a local store
         ("sqlite:////srv/mlflow/mlflow.db", ""),  # absolute: the same from any copy
+        ('"sqlite:///my runs.db"', "sqlite:///{root}/my runs.db"),  # quoted, with a space: the whole name
+        ("mlruns", "{root}/mlruns"),  # a relative file store, anchored like the SQLite one
+        ("{flow}", ""),  # tracking: {tracking_uri: ...}: a line this cannot read names no store over it
     ],
 )
 def test_make_exports_the_params_store_only_where_it_is_a_relative_sqlite_file(tmp_path, written, exported):
@@ -1385,7 +1388,10 @@ def test_make_exports_the_params_store_only_where_it_is_a_relative_sqlite_file(t
     root = Path(__file__).resolve().parents[1]
     shutil.copy(root / "Makefile", tmp_path / "Makefile")
     store = f"  tracking_uri: {written}\n" if written else ""
-    (tmp_path / "params.yaml").write_text(f"tracking:\n  enabled: true\n{store}  experiment: facegan\n")
+    tracking = f"tracking:\n  enabled: true\n{store}  experiment: facegan\n"
+    if written == "{flow}":
+        tracking = "tracking: {enabled: true, tracking_uri: 'http://team:5000'}\n"
+    (tmp_path / "params.yaml").write_text(tracking)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     show = ["make", "--no-print-directory", "--eval", 'show: ; @echo "[$$MLFLOW_TRACKING_URI]"', "show"]
     out = subprocess.run(show, cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
