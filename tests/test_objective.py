@@ -233,6 +233,45 @@ def test_a_stage_asked_for_fewer_steps_keeps_the_longer_run_aside(layout, tmp_pa
     assert (tmp_path / "work.step2" / "checkpoint.pt").is_file() and (aside / "checkpoint.pt").read_bytes() == longer
 
 
+def test_a_linked_work_folder_set_aside_keeps_its_link(layout, tmp_path, caplog):
+    """A work folder that is a link to another disk: setting a stale run aside moved the link itself, and the fresh
+    run then wrote a real folder in its place, on the project's disk. Its target is moved instead, the link stays."""
+    caplog.set_level(logging.INFO, logger="facegan")
+    cfg = tiny_params(steps=2, checkpoint_every=1, fid_every=0).train
+    disk, work, out = tmp_path / "disk" / "run", tmp_path / "work", tmp_path / "out"
+    disk.mkdir(parents=True)
+    work.symlink_to(disk, target_is_directory=True)
+    run_train(cfg, layout.packed, out, work=work, stale="restart")
+    before = (disk / "checkpoint.pt").read_bytes()
+    run_train(cfg.model_copy(update={"lr_d": 1e-3}), layout.packed, out, work=work, stale="restart")
+    assert work.is_symlink() and work.resolve() == disk.resolve() and (disk / "checkpoint.pt").is_file()
+    assert (tmp_path / "disk" / "run.stale" / "checkpoint.pt").read_bytes() == before
+    assert f"its folder is kept as {(tmp_path / 'disk' / 'run.stale').resolve()}" in caplog.text
+
+
+def test_under_ddp_only_rank_0_sets_a_stale_run_aside_and_names_it(layout, tmp_path, caplog):
+    """Every rank worked out the set-aside name; one that looked after rank 0 had moved the folder named `.stale-2`,
+    a folder that is not there. The other ranks now leave the folder and the warning to rank 0."""
+    from types import SimpleNamespace
+
+    from facegan.train.loop import Loop
+
+    cfg = tiny_params(steps=1, checkpoint_every=1, fid_every=0).train
+    work = tmp_path / "work"
+    run_train(cfg, layout.packed, tmp_path / "out", work=work, stale="restart")
+
+    def refuse(state):
+        raise CheckpointError("the checkpoint was written with a different train config (train.lr_d: 1 -> 2)")
+
+    rank1 = SimpleNamespace(dist=SimpleNamespace(main=False), load_state_dict=refuse)
+    caplog.clear()
+    assert Loop(rank1, tmp_path / "out", 1, 1, 1, work=work).resume(stale="restart") is None
+    assert (work / "checkpoint.pt").is_file() and not list(tmp_path.glob("work.*")) and "kept as" not in caplog.text
+    rank0 = SimpleNamespace(dist=SimpleNamespace(main=True), load_state_dict=refuse)
+    assert Loop(rank0, tmp_path / "out", 1, 1, 1, work=work).resume(stale="restart") is None
+    assert (tmp_path / "work.stale" / "checkpoint.pt").is_file() and f"kept as {tmp_path / 'work.stale'}" in caplog.text
+
+
 def test_a_stage_resumes_over_an_edit_of_code_training_does_not_run(layout, tmp_path, code_copy, caplog):
     """A checkpoint recorded a hash of every .py of facegan: a killed training, then an edit of report.py (or a
     `git pull` that changed only the UI), and the stage threw hours of training away. Now it records the code of

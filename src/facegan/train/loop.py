@@ -120,6 +120,8 @@ class Loop:
             message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
             if stale != "restart":
                 raise CheckpointError(message) from None
+            if not self.trainer.dist.main:  # under DDP rank 0 sets the folder aside and says where
+                return None
             if isinstance(e, CheckpointAhead):  # this run, only further on: kept, not removed
                 log.warning(
                     "%s: the checkpoint is at step %d, past the %d steps asked now: its folder is kept as %s (to "
@@ -132,7 +134,7 @@ class Loop:
                     self.work,
                 )
                 return None
-            aside = self._set_aside("stale")  # under DDP every rank gets here, rank 0 moves it
+            aside = self._set_aside("stale")
             log.warning(
                 "%s; its folder is kept as %s (to continue it, restore what changed and move it back to %s); "
                 "starting fresh",
@@ -146,14 +148,17 @@ class Loop:
 
     def _set_aside(self, tag: str) -> Path:
         """Move the work folder to `<work>.<tag>` beside it (a name not taken: -2, -3, ... after it); where it went.
-        Under DDP rank 0 moves it (the others start fresh as it does)."""
-        aside = self.work.with_name(f"{self.work.name}.{tag}")
+        A work folder that is a link (to a bigger disk) keeps its link: its target moves beside itself, and an
+        empty one takes its place, so the fresh run writes there too. Rank 0 only (DDP)."""
+        folder = self.work.resolve() if self.work.is_symlink() else self.work
+        aside = folder.with_name(f"{folder.name}.{tag}")
         n = 1
         while os.path.lexists(aside):  # a link to nothing there too: the rename would fail on it
             n += 1
-            aside = self.work.with_name(f"{self.work.name}.{tag}-{n}")
-        if self.trainer.dist.main:
-            self.work.rename(aside)
+            aside = folder.with_name(f"{folder.name}.{tag}-{n}")
+        folder.rename(aside)
+        if folder != self.work:
+            folder.mkdir()
         return aside
 
     def _check_provenance(self, made_from: dict | None) -> None:
