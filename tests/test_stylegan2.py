@@ -182,6 +182,24 @@ def test_ada_p_rises_when_d_overfits_falls_when_it_does_not_and_fixed_p_stays():
     assert fixed.p == 0.3
 
 
+def test_ada_reads_d_against_the_loss_s_level_and_refuses_a_critic_without_one():
+    """r_t counted sign(D(real)) whatever the loss: an lsgan D that cannot tell reals from fakes outputs 0.5 (between
+    its targets 1 and 0), read as r_t = 1, and p went to 1; a Wasserstein critic's output has no fixed offset.
+    lsgan is read against 0.5 now, and the adaptive p refuses the critics (a fixed p is still taken)."""
+    c = AdaConfig(enabled=True, speed_kimg=1.0, interval=4)
+    unsure = torch.tensor([0.45, 0.55] * 5)  # lsgan's D at its optimum on indistinguishable data: about 0.5
+    for loss, rt in (("lsgan", 0.0), ("nonsaturating", 1.0), ("hinge", 1.0)):
+        ada = AdaptiveAugment(c, batch_size=10, loss=loss)
+        for step in range(4):
+            ada.observe(unsure, step)
+        assert ada.rt == rt, loss
+    assert AdaptiveAugment(c, batch_size=10, loss="lsgan").level == 0.5
+    for loss in ("wgan", "wgan-gp", "wgan-div"):
+        with pytest.raises(ParamsError, match=f"ada: its adaptive p .* a {loss} critic's has none: set ada.fixed_p"):
+            parse_section(TrainConfig, {"loss": loss, "d_norm": "layer", "ada": {"enabled": True}}, "train")
+        parse_section(TrainConfig, {"loss": loss, "d_norm": "layer", "ada": {"enabled": True, "fixed_p": 0.2}}, "t")
+
+
 def test_ada_checkpoint_between_adjustments_keeps_the_pending_signs():
     """observe() sums D's signs on D's device between adjustments (no device sync per step); a checkpoint taken
     mid-interval holds that sum, and a run resumed from it moves p exactly as the uninterrupted run."""

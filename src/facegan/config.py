@@ -283,6 +283,9 @@ class DatasetConfig(Section):
 
 Extractor = Literal["inception", "dlib", "attributes"]  # feature spaces for Frechet distances
 GP_LOSSES = ("wgan-gp", "wgan-div")  # gradient penalties are per-sample: no batch norm in D
+# D's output halfway between its targets for real and fake images, where it cannot tell them apart: ADA's adaptive
+# p counts sign(D(real) - level). A Wasserstein critic's output has no such level (any offset is as good).
+D_LEVEL: dict[str, float] = {"minimax": 0.0, "nonsaturating": 0.0, "hinge": 0.0, "lsgan": 0.5}
 
 
 class AdaConfig(Section):
@@ -569,6 +572,12 @@ class TrainConfig(RunSettings):
             raise ValueError("d_variant 'projection' needs labels: use it with model 'acgan'")
         if self.diffaugment and self.ada.enabled:
             raise ValueError("choose one augmentation: diffaugment or ada.enabled, not both")
+        if self.ada.enabled and self.ada.fixed_p is None and self.spec.adversarial and self.loss not in D_LEVEL:
+            raise ValueError(
+                f"ada: its adaptive p follows r_t = E[sign(D(real))], which needs a D output with a level between "
+                f"real and fake (losses {', '.join(D_LEVEL)}); a {self.loss} critic's has none: set ada.fixed_p "
+                "for a constant p, or use one of those losses"
+            )
         if self.freeze_d and self.init_from is None:
             raise ValueError(
                 "freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint (the transfer study "

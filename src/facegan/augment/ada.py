@@ -8,7 +8,9 @@ geometric ones are composed into one sampling matrix and applied by a single ref
 `grid_sample` (the paper upsamples with a wavelet filter first; we sample directly). Every random
 number comes from the step's generator, so training stays reproducible and resumable.
 
-p follows the overfitting heuristic r_t = E[sign(D(real))]: every `interval` steps p moves by
+p follows the overfitting heuristic r_t = E[sign(D(real) - level)], level being D's output halfway between its
+real and fake targets (0 for the logistic and hinge losses, as in the paper; 0.5 for lsgan's; a Wasserstein
+critic has none, so train.ada needs a fixed_p there): every `interval` steps p moves by
 batch * interval / (speed_kimg * 1000) towards keeping r_t at `target`.
 """
 
@@ -20,7 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from facegan.config import AdaConfig
+from facegan.config import D_LEVEL, AdaConfig
 from facegan.device import to_device
 
 LN2 = math.log(2)
@@ -163,8 +165,11 @@ def _augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
 class AdaptiveAugment:
     """ADA with its adaptive probability p; `state_dict()` goes into checkpoints."""
 
-    def __init__(self, cfg: AdaConfig, batch_size: int):
+    def __init__(self, cfg: AdaConfig, batch_size: int, loss: str = "nonsaturating"):
         self.cfg, self.batch_size = cfg, batch_size
+        # D's logits are read against the loss's level between real and fake (0 for the logistic and hinge losses,
+        # 0.5 for lsgan's targets 1 and 0: against 0, lsgan's unsure D read as overfitting and drove p to 1)
+        self.level = D_LEVEL.get(loss, 0.0)
         self.p = cfg.fixed_p if cfg.fixed_p is not None else cfg.initial_p
         # sign_sum: a tensor on D's device between adjustments (no device sync per step), a float in checkpoints.
         # Both are of the global batch: under DDP each step's sum is summed over the processes (`total`, queued on
@@ -179,9 +184,10 @@ class AdaptiveAugment:
         return ada_augment(x, self.p, gen)
 
     def observe(self, real_logits: torch.Tensor, step: int) -> None:
-        """Accumulate sign(D(real)); every `interval` D updates move p towards the target r_t."""
+        """Accumulate sign(D(real) - level); every `interval` D updates move p towards the target r_t."""
         # integers: exact in float32 up to 2^24
-        self.sign_sum = self.sign_sum + self.total(torch.sign(real_logits.detach().float()).sum())
+        signs = torch.sign(real_logits.detach().float() - self.level)
+        self.sign_sum = self.sign_sum + self.total(signs.sum())
         self.count += real_logits.numel() * self.world  # every rank's slice is the same size
         if (step + 1) % self.cfg.interval or not self.count:
             return

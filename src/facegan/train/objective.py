@@ -67,7 +67,7 @@ class Lazy:
 def build_augment(cfg: TrainConfig) -> Augment | None:
     """ADA (stateful, adaptive p), DiffAugment, or nothing."""
     if cfg.ada.enabled:
-        return AdaptiveAugment(cfg.ada, cfg.batch_size)
+        return AdaptiveAugment(cfg.ada, cfg.batch_size, cfg.loss)
     if cfg.diffaugment:
         return lambda x, gen: diff_augment(x, cfg.diffaugment, gen)
     return None
