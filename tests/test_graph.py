@@ -103,7 +103,7 @@ def test_the_split_step_draws_each_d_update_its_own_batch():
         ({"model": "stylegan2", "stylegan2": {"preset": "tiny"}}, "model 'stylegan2'"),
         ({"model": "vae"}, "model 'vae'"),
         ({"model": "wgan-gp", "loss": "wgan-gp"}, "loss 'wgan-gp'"),
-        ({"model": "dcgan", "r1": {"gamma": 1.0}}, "r1.gamma"),
+        ({"model": "dcgan", "d_norm": "layer", "r1": {"gamma": 1.0}}, "r1.gamma"),
         ({"model": "dcgan", "path_length": {"weight": 2.0}}, "path_length.weight"),
         ({"model": "dcgan", "diffaugment": ["color"]}, "diffaugment"),
         ({"model": "dcgan", "ada": {"enabled": True}}, "ada.enabled"),

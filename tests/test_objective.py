@@ -53,7 +53,7 @@ def test_terms_are_named_and_their_weighted_sum_is_the_loss():
         ("wgan-gp", {"loss": "wgan-gp"}, ["step", "loss_d", "penalty", "d_real", "d_fake", "d_real_sign", "loss_g"]),
         (
             "dcgan",
-            {"r1": {"gamma": 1.0, "every": 2}, "ada": {"enabled": True}},
+            {"r1": {"gamma": 1.0, "every": 2}, "d_norm": "layer", "ada": {"enabled": True}},
             ["step", "loss_d", "d_real", "d_fake", "d_real_sign", "r1", "loss_g", "ada_p"],
         ),
     ],
@@ -65,11 +65,24 @@ def test_loss_columns_come_from_the_term_names(model, extra, columns):
     assert t.fields == columns
 
 
+def test_r1_refuses_a_batch_norm_d():
+    """R1 through D's batch norm in training mode: each sample's gradient took in the batch's other logits (0.08
+    against 0.41 for its own), no longer the per-sample penalty it stands for; it was accepted, as the gradient
+    penalty losses are not."""
+    from facegan.config import ParamsError, parse_section
+
+    with pytest.raises(ParamsError, match="r1.gamma penalises per-sample gradients of D: d_norm 'batch' is not"):
+        parse_section(TrainConfig, {"model": "acgan", "r1": {"gamma": 1.0}}, "train")
+    for norm in ("layer", "instance", "none"):
+        assert parse_section(TrainConfig, {"r1": {"gamma": 1.0}, "d_norm": norm}, "train").r1_gamma == 1.0
+    assert parse_section(TrainConfig, {"model": "stylegan2"}, "train").r1_gamma == 10.0  # its D has no batch norm
+
+
 def test_r1_works_on_dcgan_lazily_and_changes_d():
     rows = {}
     ds = {}
     for gamma in (0.0, 5.0):
-        t = GANTrainer(dcgan(r1={"gamma": gamma, "every": 2}), images(), None, [], CPU)
+        t = GANTrainer(dcgan(r1={"gamma": gamma, "every": 2}, d_norm="layer"), images(), None, [], CPU)
         rows[gamma] = [t.step() for _ in range(3)]
         ds[gamma] = torch.cat([p.detach().flatten() for p in t.d.parameters()])
     assert "r1" not in rows[0.0][0]
@@ -147,7 +160,7 @@ def test_model_defaults_follow_the_model_not_a_dump():
     """R1's gamma left null is the model's default, also after switching model in a dumped config."""
     raw = dcgan().model_dump(mode="json")
     assert TrainConfig.model_validate({**raw, "model": "stylegan2"}).r1_gamma == 10.0
-    assert dcgan().r1_gamma == 0.0 and dcgan(r1={"gamma": 0.5}).r1_gamma == 0.5
+    assert dcgan().r1_gamma == 0.0 and dcgan(r1={"gamma": 0.5}, d_norm="layer").r1_gamma == 0.5
     with pytest.raises(ValueError, match="model 'vae' has no discriminator: unset r1.gamma"):
         dcgan(model="vae", r1={"gamma": 1.0})
 

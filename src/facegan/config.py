@@ -568,6 +568,11 @@ class TrainConfig(RunSettings):
                 f"loss {self.loss} penalises per-sample gradients: d_norm 'batch' is not allowed "
                 "(use layer, instance or none)"
             )
+        if self.spec.adversarial and not self.spec.style and self.r1_gamma and self.resolved_d_norm == "batch":
+            raise ValueError(  # batch statistics tie each logit to the batch's other images
+                "r1.gamma penalises per-sample gradients of D: d_norm 'batch' is not allowed with it "
+                "(use layer, instance or none)"
+            )
         if self.d_variant == "projection" and not self.conditional:
             raise ValueError("d_variant 'projection' needs labels: use it with model 'acgan'")
         if self.diffaugment and self.ada.enabled:
