@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,6 +47,21 @@ def test_terms_are_named_and_their_weighted_sum_is_the_loss():
     assert torch.allclose(d.total(), v["loss_d"] + v["penalty"] + 0.5 * v["aux_d"])
 
 
+def test_d_real_sign_is_read_against_the_loss_s_level():
+    """The logged r_t (d_real_sign, the transfer study's overfitting plot) counted sign(D(real)) while ADA reads
+    sign(D(real) - level): for lsgan's unsure D (0.5) the column said 1.0, ADA 0.0."""
+    for loss, said in (("lsgan", 0.0), ("nonsaturating", 1.0)):
+        t = GANTrainer(dcgan(loss=loss), images(), None, [], CPU)
+        gen, aug = t.generators(0)
+        real, _ = t.real(0, gen)
+
+        def unsure(x, y):  # D's output on each image: 0.45 or 0.55, about lsgan's level
+            return torch.tensor([0.45, 0.55] * (len(x) // 2)).view(-1, 1), None
+
+        d = t.objective.d_terms(unsure, real, real.clone(), None, None, gen, aug, 0)
+        assert float(d.values["d_real_sign"]) == said, loss
+
+
 @pytest.mark.parametrize(
     ("model", "extra", "columns"),
     [
@@ -65,17 +81,23 @@ def test_loss_columns_come_from_the_term_names(model, extra, columns):
     assert t.fields == columns
 
 
-def test_r1_refuses_a_batch_norm_d():
+def test_r1_takes_no_batch_norm_d_and_auto_is_layer_norm_with_it():
     """R1 through D's batch norm in training mode: each sample's gradient took in the batch's other logits (0.08
-    against 0.41 for its own), no longer the per-sample penalty it stands for; it was accepted, as the gradient
-    penalty losses are not."""
+    against 0.41 for its own), no longer the per-sample penalty it stands for. With d_norm auto R1 gets layer norm,
+    as the gradient-penalty losses do; batch norm asked for is refused. A checkpoint's saved config is not checked
+    again for it (its G loads as before: sample, explore, evaluate)."""
     from facegan.config import ParamsError, parse_section
+    from facegan.train.checkpoint import train_config
 
     with pytest.raises(ParamsError, match="r1.gamma penalises per-sample gradients of D: d_norm 'batch' is not"):
-        parse_section(TrainConfig, {"model": "acgan", "r1": {"gamma": 1.0}}, "train")
+        parse_section(TrainConfig, {"model": "acgan", "r1": {"gamma": 1.0}, "d_norm": "batch"}, "train")
+    assert parse_section(TrainConfig, {"model": "acgan", "r1": {"gamma": 1.0}}, "train").resolved_d_norm == "layer"
+    assert parse_section(TrainConfig, {"model": "acgan"}, "train").resolved_d_norm == "batch"  # no R1: as before
     for norm in ("layer", "instance", "none"):
         assert parse_section(TrainConfig, {"r1": {"gamma": 1.0}, "d_norm": norm}, "train").r1_gamma == 1.0
     assert parse_section(TrainConfig, {"model": "stylegan2"}, "train").r1_gamma == 10.0  # its D has no batch norm
+    old = {"r1": {"gamma": 1.0}, "d_norm": "batch", "loss": "wgan", "ada": {"enabled": True}}  # both rules at once
+    assert train_config(old).d_norm == "batch"  # an earlier facegan's checkpoint: its G still loads
 
 
 def test_r1_works_on_dcgan_lazily_and_changes_d():
@@ -212,8 +234,9 @@ def test_a_stage_resumes_its_own_checkpoint_and_restarts_over_a_stale_one(layout
     assert "different train config (train.lr_d: 0.0002 -> 0.001)" in caplog.text and "starting fresh" in caplog.text
     aside = tmp_path / "work.stale"
     assert (aside / "checkpoint.pt").read_bytes() == before  # the earlier run, whole, where the warning says
-    assert f"its folder is kept as {aside} (to continue it, restore what changed and move it back to {work})" in (
-        caplog.text
+    assert (
+        f"its folder is kept as {aside} (to continue it, restore what changed and move it back in place of {work})"
+        in (caplog.text)
     )
     assert fresh.losses == run_train(other, layout.packed, tmp_path / "other").losses
     state = torch.load(work / "checkpoint.pt", weights_only=True)
@@ -259,7 +282,35 @@ def test_a_linked_work_folder_set_aside_keeps_its_link(layout, tmp_path, caplog)
     run_train(cfg.model_copy(update={"lr_d": 1e-3}), layout.packed, out, work=work, stale="restart")
     assert work.is_symlink() and work.resolve() == disk.resolve() and (disk / "checkpoint.pt").is_file()
     assert (tmp_path / "disk" / "run.stale" / "checkpoint.pt").read_bytes() == before
-    assert f"its folder is kept as {(tmp_path / 'disk' / 'run.stale').resolve()}" in caplog.text
+    kept, home = (tmp_path / "disk" / "run.stale").resolve(), disk.resolve()
+    assert (
+        f"its folder is kept as {kept} (to continue it, restore what changed and move it back in place of {home})"
+        in (caplog.text)
+    )  # the link's target, where the run goes back (moving it onto the link put it inside the fresh folder)
+
+
+def test_a_linked_work_folder_whose_target_cannot_move_moves_the_link(layout, tmp_path, caplog, monkeypatch):
+    """Where the link's target cannot be renamed (a read-only parent, a mount point), setting the run aside was a
+    PermissionError traceback; the link itself is moved then, with a warning saying why."""
+    caplog.set_level(logging.INFO, logger="facegan")
+    cfg = tiny_params(steps=2, checkpoint_every=1, fid_every=0).train
+    disk, work, out = tmp_path / "disk" / "run", tmp_path / "work", tmp_path / "out"
+    disk.mkdir(parents=True)
+    work.symlink_to(disk, target_is_directory=True)
+    run_train(cfg, layout.packed, out, work=work, stale="restart")
+    rename = Path.rename
+
+    def refused(self, target):
+        if self == disk.resolve():
+            raise PermissionError(13, "Permission denied")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refused)
+    run_train(cfg.model_copy(update={"lr_d": 1e-3}), layout.packed, out, work=work, stale="restart")
+    aside = tmp_path / "work.stale"
+    assert aside.is_symlink() and (aside / "checkpoint.pt").is_file() and not work.is_symlink()
+    assert "cannot set the folder" in caplog.text and "moving the link instead" in caplog.text
+    assert f"its folder is kept as {aside}" in caplog.text
 
 
 def test_under_ddp_only_rank_0_sets_a_stale_run_aside_and_names_it(layout, tmp_path, caplog):

@@ -194,6 +194,10 @@ def test_ada_reads_d_against_the_loss_s_level_and_refuses_a_critic_without_one()
             ada.observe(unsure, step)
         assert ada.rt == rt, loss
     assert AdaptiveAugment(c, batch_size=10, loss="lsgan").level == 0.5
+    from facegan.train.objective import build_augment  # the trainers' way in: the loss is passed on
+
+    lsgan = parse_section(TrainConfig, {"loss": "lsgan", "ada": {"enabled": True}}, "train")
+    assert build_augment(lsgan).level == 0.5 and build_augment(lsgan.model_copy(update={"loss": "hinge"})).level == 0
     for loss in ("wgan", "wgan-gp", "wgan-div"):
         with pytest.raises(ParamsError, match=f"ada: its adaptive p .* a {loss} critic's has none: set ada.fixed_p"):
             parse_section(TrainConfig, {"loss": loss, "d_norm": "layer", "ada": {"enabled": True}}, "train")

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -455,8 +456,8 @@ class TrainConfig(RunSettings):
     g_arch: Literal["deconv", "upsample"] = Field("deconv", description="transposed convs, or nearest upsample + conv")
     d_norm: Literal["auto", "batch", "instance", "layer", "none"] = Field(
         "auto",
-        description="auto: the model's default (batch norm; layer norm for wgan-gp) or layer norm for "
-        "gradient-penalty losses",
+        description="auto: the model's default (batch norm; layer norm for wgan-gp), or layer norm for "
+        "gradient-penalty losses and R1 (they penalise per-sample gradients)",
     )
     d_variant: Literal["plain", "sn", "projection"] = Field(
         "plain", description="sn: spectral norm on every D layer; projection: SN + label projection (acgan)"
@@ -550,7 +551,8 @@ class TrainConfig(RunSettings):
     def resolved_d_norm(self) -> str:
         if self.d_norm != "auto":
             return self.d_norm
-        return "layer" if self.loss in GP_LOSSES else self.spec.d_norm
+        per_sample = self.loss in GP_LOSSES or (self.r1_gamma and not self.spec.style)  # penalties of one image's grad
+        return "layer" if per_sample else self.spec.d_norm
 
     def unread(self) -> list[str]:
         """Settings given other than their default that this model's nets do not read (StyleGAN2 builds its own from
@@ -561,28 +563,35 @@ class TrainConfig(RunSettings):
         fields = type(self).model_fields
         return [n for n in names if getattr(self, n) != fields[n].default]
 
+    def _check_ada_level(self) -> None:
+        if self.loss not in D_LEVEL:
+            raise ValueError(
+                f"ada: its adaptive p follows r_t = E[sign(D(real) - level)], the level being D's output between real "
+                f"and fake (losses {', '.join(D_LEVEL)}); a {self.loss} critic's has none: set ada.fixed_p for a "
+                "constant p, or use one of those losses"
+            )
+
     @model_validator(mode="after")
-    def _compatible(self) -> TrainConfig:
+    def _compatible(self, info: ValidationInfo) -> TrainConfig:
         if self.loss in GP_LOSSES and self.resolved_d_norm == "batch":
             raise ValueError(
                 f"loss {self.loss} penalises per-sample gradients: d_norm 'batch' is not allowed "
                 "(use layer, instance or none)"
             )
-        if self.spec.adversarial and not self.spec.style and self.r1_gamma and self.resolved_d_norm == "batch":
+        # rules of D's training only, not checked again for a checkpoint's saved config (its G is loaded, made by
+        # an earlier facegan that took them)
+        saved = bool(info.context and info.context.get("saved"))
+        if not saved and self.spec.adversarial and not self.spec.style and self.r1_gamma and self.d_norm == "batch":
             raise ValueError(  # batch statistics tie each logit to the batch's other images
                 "r1.gamma penalises per-sample gradients of D: d_norm 'batch' is not allowed with it "
-                "(use layer, instance or none)"
+                "(use layer, instance or none; auto is layer then)"
             )
         if self.d_variant == "projection" and not self.conditional:
             raise ValueError("d_variant 'projection' needs labels: use it with model 'acgan'")
         if self.diffaugment and self.ada.enabled:
             raise ValueError("choose one augmentation: diffaugment or ada.enabled, not both")
-        if self.ada.enabled and self.ada.fixed_p is None and self.spec.adversarial and self.loss not in D_LEVEL:
-            raise ValueError(
-                f"ada: its adaptive p follows r_t = E[sign(D(real))], which needs a D output with a level between "
-                f"real and fake (losses {', '.join(D_LEVEL)}); a {self.loss} critic's has none: set ada.fixed_p "
-                "for a constant p, or use one of those losses"
-            )
+        if not saved and self.ada.enabled and self.ada.fixed_p is None and self.spec.adversarial:
+            self._check_ada_level()
         if self.freeze_d and self.init_from is None:
             raise ValueError(
                 "freeze_d freezes pretrained D blocks: set init_from to the pretrained checkpoint (the transfer study "
@@ -1142,10 +1151,11 @@ def parse_params(raw: Any, source: str = "params") -> Params:
     return parse_section(Params, raw, source)
 
 
-def parse_section(section: type[S], raw: dict[str, Any], source: str) -> S:
-    """One section (e.g. command-line options given to a config type) validated with ParamsError's messages."""
+def parse_section(section: type[S], raw: dict[str, Any], source: str, saved: bool = False) -> S:
+    """One section (e.g. command-line options given to a config type) validated with ParamsError's messages;
+    `saved`: a checkpoint's config, whose rules of D's training are not checked again (TrainConfig._compatible)."""
     try:
-        return section.model_validate(raw)
+        return section.model_validate(raw, context={"saved": True} if saved else None)
     except ValidationError as e:
         raise _invalid(source, [x for err in e.errors() for x in _describe(err, section)]) from None
 

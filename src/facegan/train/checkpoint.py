@@ -54,7 +54,7 @@ def train_config(raw: dict[str, Any]) -> TrainConfig:
         raw["stylegan2"] = sg
         raw.setdefault("r1", {"gamma": moved.get("r1_gamma"), "every": moved.get("r1_every", 16)})
         raw.setdefault("path_length", {"weight": moved.get("pl_weight", 0.0), "every": moved.get("pl_every", 4)})
-    return parse_section(TrainConfig, raw, "its train config")
+    return parse_section(TrainConfig, raw, "its train config", saved=True)
 
 
 def config_error(path: Path, section: str, e: ParamsError) -> CheckpointError:

@@ -123,42 +123,58 @@ class Loop:
             if not self.trainer.dist.main:  # under DDP rank 0 sets the folder aside and says where
                 return None
             if isinstance(e, CheckpointAhead):  # this run, only further on: kept, not removed
+                aside, home = self._set_aside(f"step{e.step}")
                 log.warning(
                     "%s: the checkpoint is at step %d, past the %d steps asked now: its folder is kept as %s (to "
-                    "continue it, raise the steps to %d or more and move it back to %s); starting fresh",
+                    "continue it, raise the steps to %d or more and move it back in place of %s); starting fresh",
                     path,
                     e.step,
                     self.steps,
-                    self._set_aside(f"step{e.step}"),
+                    aside,
                     e.step,
-                    self.work,
+                    home,
                 )
                 return None
-            aside = self._set_aside("stale")
+            aside, home = self._set_aside("stale")
             log.warning(
-                "%s; its folder is kept as %s (to continue it, restore what changed and move it back to %s); "
+                "%s; its folder is kept as %s (to continue it, restore what changed and move it back in place of %s); "
                 "starting fresh",
                 message,
                 aside,
-                self.work,
+                home,
             )
             return None
         log.info("resumed from %s at step %d", path, self.trainer.step_done)
         return state
 
-    def _set_aside(self, tag: str) -> Path:
-        """Move the work folder to `<work>.<tag>` beside it (a name not taken: -2, -3, ... after it); where it went.
-        A work folder that is a link (to a bigger disk) keeps its link: its target moves beside itself, and an
-        empty one takes its place, so the fresh run writes there too. Rank 0 only (DDP)."""
-        folder = self.work.resolve() if self.work.is_symlink() else self.work
+    def _set_aside(self, tag: str) -> tuple[Path, Path]:
+        """Move the work folder to `<work>.<tag>` beside it (a name not taken: -2, -3, ... after it); (where it went,
+        where it goes back). A work folder that is a link (to a bigger disk) keeps its link: its target moves beside
+        itself and an empty one takes its place, so the fresh run writes there too; where the target's folder
+        refuses (read-only, a mount point), the link itself is moved. Rank 0 only (DDP)."""
+        if self.work.is_symlink():
+            target = self.work.resolve()
+            try:
+                aside = self._free_name(target, tag)
+                target.rename(aside)
+                target.mkdir()
+                return aside, target
+            except OSError as e:
+                log.warning(
+                    "%s: cannot set the folder %s aside there (%s): moving the link instead", self.work, target, e
+                )
+        aside = self._free_name(self.work, tag)
+        self.work.rename(aside)
+        return aside, self.work
+
+    @staticmethod
+    def _free_name(folder: Path, tag: str) -> Path:
+        """`<folder>.<tag>`, or -2, -3, ... after it: the first name not taken."""
         aside = folder.with_name(f"{folder.name}.{tag}")
         n = 1
         while os.path.lexists(aside):  # a link to nothing there too: the rename would fail on it
             n += 1
             aside = folder.with_name(f"{folder.name}.{tag}-{n}")
-        folder.rename(aside)
-        if folder != self.work:
-            folder.mkdir()
         return aside
 
     def _check_provenance(self, made_from: dict | None) -> None:

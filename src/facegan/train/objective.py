@@ -20,7 +20,7 @@ from torch import nn
 
 from facegan.augment.ada import AdaptiveAugment
 from facegan.augment.diffaugment import diff_augment
-from facegan.config import TrainConfig
+from facegan.config import D_LEVEL, TrainConfig
 from facegan.device import to_device
 from facegan.losses import get_loss, path_lengths, r1_penalty
 from facegan.models.acgan import aux_loss
@@ -147,8 +147,8 @@ class GANObjective:
             t.add("aux_d", aux, self.cfg.aux_weight)
         t.add("d_real", adv_real.float().mean(), None)
         t.add("d_fake", adv_fake.float().mean(), None)
-        # mean sign of D on the reals (ADA's r_t): towards 1 as D overfits its training set
-        t.add("d_real_sign", adv_real.float().sign().mean(), None)
+        # mean sign of D on the reals against its loss's level (ADA's r_t): towards 1 as D overfits its training set
+        t.add("d_real_sign", (adv_real.float() - D_LEVEL.get(self.cfg.loss, 0.0)).sign().mean(), None)
         return t
 
     @torch.no_grad()
