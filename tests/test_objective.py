@@ -81,23 +81,29 @@ def test_loss_columns_come_from_the_term_names(model, extra, columns):
     assert t.fields == columns
 
 
-def test_r1_takes_no_batch_norm_d_and_auto_is_layer_norm_with_it():
+def test_r1_takes_no_batch_norm_d():
     """R1 through D's batch norm in training mode: each sample's gradient took in the batch's other logits (0.08
-    against 0.41 for its own), no longer the per-sample penalty it stands for. With d_norm auto R1 gets layer norm,
-    as the gradient-penalty losses do; batch norm asked for is refused. A checkpoint's saved config is not checked
-    again for it (its G loads as before: sample, explore, evaluate)."""
+    against 0.41 for its own), no longer the per-sample penalty it stands for. A batch-norm D, asked for or the
+    model's (d_norm auto), is refused with R1; auto is not switched to layer norm (a checkpoint says "auto" for
+    either D: a resume would load one into the other). A checkpoint's saved config is not checked again for it
+    (its G loads as before: sample, explore, evaluate)."""
     from facegan.config import ParamsError, parse_section
     from facegan.train.checkpoint import train_config
 
-    with pytest.raises(ParamsError, match="r1.gamma penalises per-sample gradients of D: d_norm 'batch' is not"):
-        parse_section(TrainConfig, {"model": "acgan", "r1": {"gamma": 1.0}, "d_norm": "batch"}, "train")
-    assert parse_section(TrainConfig, {"model": "acgan", "r1": {"gamma": 1.0}}, "train").resolved_d_norm == "layer"
+    with pytest.raises(
+        ParamsError, match="a batch-norm D is not allowed with it \\(set d_norm layer, instance or none; auto"
+    ):
+        parse_section(TrainConfig, {"model": "acgan", "r1": {"gamma": 1.0}}, "train")
+    with pytest.raises(
+        ParamsError, match="a batch-norm D is not allowed with it \\(set d_norm layer, instance or none\\)"
+    ):
+        parse_section(TrainConfig, {"r1": {"gamma": 1.0}, "d_norm": "batch"}, "train")
     assert parse_section(TrainConfig, {"model": "acgan"}, "train").resolved_d_norm == "batch"  # no R1: as before
     for norm in ("layer", "instance", "none"):
-        assert parse_section(TrainConfig, {"r1": {"gamma": 1.0}, "d_norm": norm}, "train").r1_gamma == 1.0
+        assert parse_section(TrainConfig, {"r1": {"gamma": 1.0}, "d_norm": norm}, "train").resolved_d_norm == norm
     assert parse_section(TrainConfig, {"model": "stylegan2"}, "train").r1_gamma == 10.0  # its D has no batch norm
-    old = {"r1": {"gamma": 1.0}, "d_norm": "batch", "loss": "wgan", "ada": {"enabled": True}}  # both rules at once
-    assert train_config(old).d_norm == "batch"  # an earlier facegan's checkpoint: its G still loads
+    old = {"r1": {"gamma": 1.0}, "loss": "wgan", "ada": {"enabled": True}}  # both rules at once, auto: batch
+    assert train_config(old).resolved_d_norm == "batch"  # an earlier facegan's checkpoint: its G still loads
 
 
 def test_r1_works_on_dcgan_lazily_and_changes_d():
@@ -311,6 +317,37 @@ def test_a_linked_work_folder_whose_target_cannot_move_moves_the_link(layout, tm
     assert aside.is_symlink() and (aside / "checkpoint.pt").is_file() and not work.is_symlink()
     assert "cannot set the folder" in caplog.text and "moving the link instead" in caplog.text
     assert f"its folder is kept as {aside}" in caplog.text
+
+
+def test_a_linked_run_is_not_set_aside_where_no_fresh_folder_can_be_made(layout, tmp_path, monkeypatch):
+    """The target renamed (no space needed), then a full disk refused the fresh folder: the link was moved too and
+    the warning named a link to nothing, while the run sat unnamed on the disk. Now the run goes back and the stage
+    stops with one error; nothing is moved."""
+    from facegan.errors import OutputError
+
+    cfg = tiny_params(steps=2, checkpoint_every=1, fid_every=0).train
+    disk, work, out = tmp_path / "disk" / "run", tmp_path / "work", tmp_path / "out"
+    disk.mkdir(parents=True)
+    work.symlink_to(disk, target_is_directory=True)
+    run_train(cfg, layout.packed, out, work=work, stale="restart")
+    before = (disk / "checkpoint.pt").read_bytes()
+    mkdir = Path.mkdir
+
+    def full(self, *args, **kwargs):
+        if self == disk.resolve():
+            raise OSError(28, "No space left on device")
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", full)
+    with pytest.raises(
+        OutputError, match="cannot make a fresh folder there for the new run \\(No space left on device\\)"
+    ):
+        run_train(cfg.model_copy(update={"lr_d": 1e-3}), layout.packed, out, work=work, stale="restart")
+    assert work.is_symlink() and (disk / "checkpoint.pt").read_bytes() == before
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == [".work.lock", "disk", "out", "work"]
+        and not (tmp_path / "disk" / "run.stale").exists()
+    )
 
 
 def test_under_ddp_only_rank_0_sets_a_stale_run_aside_and_names_it(layout, tmp_path, caplog):

@@ -456,8 +456,8 @@ class TrainConfig(RunSettings):
     g_arch: Literal["deconv", "upsample"] = Field("deconv", description="transposed convs, or nearest upsample + conv")
     d_norm: Literal["auto", "batch", "instance", "layer", "none"] = Field(
         "auto",
-        description="auto: the model's default (batch norm; layer norm for wgan-gp), or layer norm for "
-        "gradient-penalty losses and R1 (they penalise per-sample gradients)",
+        description="auto: the model's default (batch norm; layer norm for wgan-gp) or layer norm for "
+        "gradient-penalty losses",
     )
     d_variant: Literal["plain", "sn", "projection"] = Field(
         "plain", description="sn: spectral norm on every D layer; projection: SN + label projection (acgan)"
@@ -551,8 +551,7 @@ class TrainConfig(RunSettings):
     def resolved_d_norm(self) -> str:
         if self.d_norm != "auto":
             return self.d_norm
-        per_sample = self.loss in GP_LOSSES or (self.r1_gamma and not self.spec.style)  # penalties of one image's grad
-        return "layer" if per_sample else self.spec.d_norm
+        return "layer" if self.loss in GP_LOSSES else self.spec.d_norm
 
     def unread(self) -> list[str]:
         """Settings given other than their default that this model's nets do not read (StyleGAN2 builds its own from
@@ -581,10 +580,13 @@ class TrainConfig(RunSettings):
         # rules of D's training only, not checked again for a checkpoint's saved config (its G is loaded, made by
         # an earlier facegan that took them)
         saved = bool(info.context and info.context.get("saved"))
-        if not saved and self.spec.adversarial and not self.spec.style and self.r1_gamma and self.d_norm == "batch":
+        # (d_norm auto stays the model's batch norm with R1: a checkpoint of either D says "auto", and a resume or
+        # a fine-tune would load one D's weights into the other)
+        norm = self.resolved_d_norm
+        if not saved and self.spec.adversarial and not self.spec.style and self.r1_gamma and norm == "batch":
             raise ValueError(  # batch statistics tie each logit to the batch's other images
-                "r1.gamma penalises per-sample gradients of D: d_norm 'batch' is not allowed with it "
-                "(use layer, instance or none; auto is layer then)"
+                "r1.gamma penalises per-sample gradients of D: a batch-norm D is not allowed with it (set d_norm "
+                f"layer, instance or none{'; auto is batch norm for this model' if self.d_norm == 'auto' else ''})"
             )
         if self.d_variant == "projection" and not self.conditional:
             raise ValueError("d_variant 'projection' needs labels: use it with model 'acgan'")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from facegan.errors import CheckpointAhead, CheckpointError, FolderBusy, TrainingDiverged
+from facegan.errors import CheckpointAhead, CheckpointError, FolderBusy, OutputError, TrainingDiverged
 from facegan.io import atomic_dir, exclusive, write_text
 from facegan.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from facegan.train.dist import Dist, teardown
@@ -154,15 +154,23 @@ class Loop:
         refuses (read-only, a mount point), the link itself is moved. Rank 0 only (DDP)."""
         if self.work.is_symlink():
             target = self.work.resolve()
+            aside = self._free_name(target, tag)
             try:
-                aside = self._free_name(target, tag)
                 target.rename(aside)
-                target.mkdir()
-                return aside, target
             except OSError as e:
                 log.warning(
                     "%s: cannot set the folder %s aside there (%s): moving the link instead", self.work, target, e
                 )
+            else:
+                try:
+                    target.mkdir()
+                except OSError as e:  # (a full disk: the rename took no space) the run goes back, nothing moved
+                    aside.rename(target)
+                    raise OutputError(
+                        f"{target}: cannot make a fresh folder there for the new run ({e.strerror or e}); the earlier "
+                        "run stays where it was: free the disk, or move it away yourself"
+                    ) from None
+                return aside, target
         aside = self._free_name(self.work, tag)
         self.work.rename(aside)
         return aside, self.work
