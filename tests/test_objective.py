@@ -275,15 +275,21 @@ def test_a_stage_asked_for_fewer_steps_keeps_the_longer_run_aside(layout, tmp_pa
     assert (tmp_path / "work.step2" / "checkpoint.pt").is_file() and (aside / "checkpoint.pt").read_bytes() == longer
 
 
-def test_a_linked_work_folder_set_aside_keeps_its_link(layout, tmp_path, caplog):
-    """A work folder that is a link to another disk: setting a stale run aside moved the link itself, and the fresh
-    run then wrote a real folder in its place, on the project's disk. Its target is moved instead, the link stays."""
-    caplog.set_level(logging.INFO, logger="facegan")
+def _linked_run(layout, tmp_path: Path) -> tuple[TrainConfig, Path, Path, Path]:
+    """A 2-step run whose work folder `work` is a link to `disk` (another disk's folder): (cfg, disk, work, out)."""
     cfg = tiny_params(steps=2, checkpoint_every=1, fid_every=0).train
     disk, work, out = tmp_path / "disk" / "run", tmp_path / "work", tmp_path / "out"
     disk.mkdir(parents=True)
     work.symlink_to(disk, target_is_directory=True)
     run_train(cfg, layout.packed, out, work=work, stale="restart")
+    return cfg, disk, work, out
+
+
+def test_a_linked_work_folder_set_aside_keeps_its_link(layout, tmp_path, caplog):
+    """A work folder that is a link to another disk: setting a stale run aside moved the link itself, and the fresh
+    run then wrote a real folder in its place, on the project's disk. Its target is moved instead, the link stays."""
+    caplog.set_level(logging.INFO, logger="facegan")
+    cfg, disk, work, out = _linked_run(layout, tmp_path)
     before = (disk / "checkpoint.pt").read_bytes()
     run_train(cfg.model_copy(update={"lr_d": 1e-3}), layout.packed, out, work=work, stale="restart")
     assert work.is_symlink() and work.resolve() == disk.resolve() and (disk / "checkpoint.pt").is_file()
@@ -299,11 +305,7 @@ def test_a_linked_work_folder_whose_target_cannot_move_moves_the_link(layout, tm
     """Where the link's target cannot be renamed (a read-only parent, a mount point), setting the run aside was a
     PermissionError traceback; the link itself is moved then, with a warning saying why."""
     caplog.set_level(logging.INFO, logger="facegan")
-    cfg = tiny_params(steps=2, checkpoint_every=1, fid_every=0).train
-    disk, work, out = tmp_path / "disk" / "run", tmp_path / "work", tmp_path / "out"
-    disk.mkdir(parents=True)
-    work.symlink_to(disk, target_is_directory=True)
-    run_train(cfg, layout.packed, out, work=work, stale="restart")
+    cfg, disk, work, out = _linked_run(layout, tmp_path)
     rename = Path.rename
 
     def refused(self, target):
@@ -325,11 +327,7 @@ def test_a_linked_run_is_not_set_aside_where_no_fresh_folder_can_be_made(layout,
     stops with one error; nothing is moved."""
     from facegan.errors import OutputError
 
-    cfg = tiny_params(steps=2, checkpoint_every=1, fid_every=0).train
-    disk, work, out = tmp_path / "disk" / "run", tmp_path / "work", tmp_path / "out"
-    disk.mkdir(parents=True)
-    work.symlink_to(disk, target_is_directory=True)
-    run_train(cfg, layout.packed, out, work=work, stale="restart")
+    cfg, disk, work, out = _linked_run(layout, tmp_path)
     before = (disk / "checkpoint.pt").read_bytes()
     mkdir = Path.mkdir
 
