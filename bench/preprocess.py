@@ -27,6 +27,7 @@ from facegan.io import list_images
 from facegan.preprocess.align import run_align
 from facegan.preprocess.detect import run_detect
 from facegan.preprocess.matte import run_matte
+from facegan.preprocess.models import forget_loaded
 from facegan.preprocess.verify import run_verify
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "faces" / "face_recognition" / "examples"
@@ -54,6 +55,8 @@ def make_raw(root: Path, n: int, photos: Path) -> Path:
 
 
 def timed(fn) -> float:
+    """Seconds of one stage run, its models loaded as in a fresh process (the 1-worker runs are in this one)."""
+    forget_loaded()
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0

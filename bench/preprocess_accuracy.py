@@ -43,7 +43,7 @@ from facegan.manifest import read_manifest
 from facegan.preprocess.align import run_align
 from facegan.preprocess.annotations import load_annotations
 from facegan.preprocess.detect import run_detect
-from facegan.preprocess.models import ModelFileError
+from facegan.preprocess.models import ModelFileError, forget_loaded
 from facegan.preprocess.score import detection, landmark_errors
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
@@ -248,6 +248,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for det in args.detectors:
                     for workers in (1, 2):
+                        forget_loaded()  # models loaded on both sides, as by a stage's fresh process
                         t0 = time.perf_counter()
                         try:
                             run_detect(

@@ -40,6 +40,7 @@ from facegan.config import AlignConfig, DetectConfig, OrchestrationConfig, PackC
 from facegan.io import list_images
 from facegan.manifest import Row, read_manifest, write_manifest
 from facegan.parallel import LocalPool, map_items
+from facegan.preprocess.models import forget_loaded
 from facegan.runners import make_pool
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "faces" / "face_recognition" / "examples"
@@ -48,10 +49,12 @@ PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "faces" / "
 def median_times(
     cases: dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float] = time.perf_counter
 ) -> dict[str, float]:
-    """Seconds per case: the median of `rounds` rounds, cases interleaved within each round."""
+    """Seconds per case: the median of `rounds` rounds, cases interleaved within each round; each case loads its
+    models as a fresh process does (one run in this process kept them for the next)."""
     times: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(rounds):
         for name, fn in cases.items():
+            forget_loaded()
             t0 = clock()
             fn()
             times[name].append(clock() - t0)

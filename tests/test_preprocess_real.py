@@ -332,3 +332,20 @@ def test_worker_pool_after_dlib_cnn_ran_in_this_process_does_not_hang(astronaut,
     one = run_detect(cfg, raw, tmp_path / "one", workers=1)
     two = run_detect(cfg, raw, tmp_path / "two", workers=2)
     assert [r.box for r in two] == [r.box for r in one] and [r.status for r in one] == ["ok", "ok"]
+
+
+def test_forget_loaded_makes_the_next_use_load_the_model_again():
+    """The preprocessing benches ran the 1-worker side in their own process, whose model cache kept the models
+    loaded from the first round on, while each 2-worker round started new processes that loaded them: the speed-up
+    read too low. `forget_loaded` gives each timed run a fresh process's loads."""
+    from facegan.preprocess.models import LOADS, forget_loaded
+
+    before = LOADS["CascadeDetector"]  # settings no other test uses: not loaded before in this process
+    first = CascadeDetector(None, 13, 397, True)
+    first.model()
+    CascadeDetector(None, 13, 397, True).model()  # an equal copy: the loaded model, shared
+    assert LOADS["CascadeDetector"] == before + 1
+    forget_loaded()
+    CascadeDetector(None, 13, 397, True).model()
+    assert LOADS["CascadeDetector"] == before + 2
+    assert first.model() is not None  # a copy holding the old model keeps it

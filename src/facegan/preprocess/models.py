@@ -62,6 +62,13 @@ _LOCK = threading.Lock()
 LOADS: Counter[str] = Counter()  # model loads in this process, per backend class (logs and tests)
 
 
+def forget_loaded() -> None:
+    """Drop the models this process has loaded: the next use loads them again, as a stage's fresh process does
+    (the benches time a stage run in this process against pools of new processes, model loading on both sides)."""
+    with _LOCK:
+        _MODELS.clear()
+
+
 class Lazy:
     """Base for backends holding a heavy model: built on first use in each process, never pickled, and
     shared by every equal copy in the process (same class and same settings: see `cache_key`). Run it inside
