@@ -9,8 +9,9 @@ EMA. This implementation (facegan.ops: convolutions with a convolutional backwar
 and layer epilogue, one-kernel resampling, the demodulation as a matrix product, toRGB as a batched matmul; D's
 gains folded into its convolutions and reals + fakes in one D pass; channels_last) against the reference path
 (`facegan.ops.fast_ops(False)`: the plain PyTorch composition the project used before, NCHW), in the same
-process with the same threads and determinism. Each round is one lazy-regularisation cycle per side, the two
-sides alternating step by step; the ratio of their median step times (goal <= 0.7). Then each modulated
+process with the same threads and determinism. Each round is one lazy-regularisation cycle per side, the sides
+alternating step by step; the ratio of their median step times (goal <= 0.7). A third side, the reference path in
+channels_last, gives the ratio at one layout: the ops' share apart from the layout's. Then each modulated
 convolution of G in its forms (input scaling, per-sample weights in one grouped convolution, for 1x1 layers a
 batched matmul), forward + backward and with a double backward (R1-like), so the form training uses is measured.
 
@@ -101,7 +102,7 @@ def interleaved(
     sides: dict[str, tuple[GANTrainer, bool]], rounds: int, steps: int, warmup: int | None = None
 ) -> dict[str, list[float]]:
     """Seconds per step of each side in each round of `steps` steps (whole lazy-regularisation cycles), after
-    `warmup` steps per side (default: one cycle). Within a round the sides alternate step by step (ABBA order),
+    `warmup` steps per side (default: one cycle). Within a round the sides alternate step by step (ABC CBA order),
     each side's step i next to the other's step i, so a slow spell of a shared machine falls on both; a round's
     ratio is then stable to ~1% where whole-round turns varied by 10%."""
     out: dict[str, list[float]] = {k: [] for k in sides}
@@ -152,19 +153,29 @@ def settings(cfg: TrainConfig, device: torch.device) -> str:
 
 
 def cpu_step(args: argparse.Namespace) -> dict[str, Any]:
+    """The issue's ratio: facegan (facegan.ops, channels_last) against the path before it (plain ops, NCHW); and,
+    so that the layout's share is seen apart from the ops', the same against the plain ops in channels_last (a
+    setting either path can take: with it, the ratio is the ops' alone)."""
     with ops.fast_ops(False):
         reference = trainer(cpu_config(args.threads, channels_last=False), 64)
+        reference_cl = trainer(cpu_config(args.threads, channels_last=True), 64)
     ours = trainer(cpu_config(args.threads, channels_last=True), 64)
-    times = interleaved({"reference": (reference, False), "facegan": (ours, True)}, args.rounds, args.steps)
+    sides = {"reference": (reference, False), "reference_cl": (reference_cl, False), "facegan": (ours, True)}
+    times = interleaved(sides, args.rounds, args.steps)
     med, ratio, per_round = compared(times, "facegan", "reference")
+    _, ratio_cl, per_round_cl = compared(times, "facegan", "reference_cl")
     print("\n## CPU: `cpu` preset 64x64, batch 16, R1/16 + path length/4, mixing 0.9, EMA")
     print(settings(ours.cfg, ours.device))
-    print(f"median of {args.rounds} rounds of {args.steps} steps, the two sides alternating step by step")
+    print(f"median of {args.rounds} rounds of {args.steps} steps, the three sides alternating step by step")
     print("reference (plain PyTorch ops, NCHW): " + f"{1000 * med['reference']:.1f} ms/step")
+    print("reference (plain PyTorch ops, channels_last): " + f"{1000 * med['reference_cl']:.1f} ms/step")
     print("facegan (facegan.ops, channels_last): " + f"{1000 * med['facegan']:.1f} ms/step")
-    print(f"ratio facegan / reference: {ratio:.3f}  (goal <= 0.7); {spread(per_round)}")
+    print(f"ratio facegan / reference: {ratio:.3f}  (goal <= 0.7; the path before, NCHW); {spread(per_round)}")
+    print(f"ratio facegan / reference in channels_last: {ratio_cl:.3f}  (the same layout: the ops' share alone); "
+          f"{spread(per_round_cl)}")  # fmt: skip
     print("rounds (ms): " + "; ".join(f"{k} {[round(1000 * x) for x in v]}" for k, v in times.items()))
-    return {"median_s": med, "rounds_s": times, "ratio": ratio, "per_round": per_round}
+    return {"median_s": med, "rounds_s": times, "ratio": ratio, "per_round": per_round, "ratio_channels_last":
+            ratio_cl, "per_round_channels_last": per_round_cl}  # fmt: skip
 
 
 Form = Callable[[ModulatedConv2d, torch.Tensor, torch.Tensor], torch.Tensor]

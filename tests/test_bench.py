@@ -28,6 +28,9 @@ def test_stylegan2_speed_bench_runs_and_reports_the_ratio_and_the_forms(tmp_path
     result = json.loads(out.read_text())
     assert math.isfinite(result["cpu"]["ratio"]) and result["cpu"]["ratio"] > 0  # a ratio; its size is the bench's
     assert len(result["cpu"]["per_round"]) == 1
+    assert "ratio facegan / reference in channels_last:" in log  # the layout's share apart from the ops'
+    assert set(result["cpu"]["median_s"]) == {"reference", "reference_cl", "facegan"}
+    assert math.isfinite(result["cpu"]["ratio_channels_last"]) and len(result["cpu"]["per_round_channels_last"]) == 1
     forms = result["forms"]
     assert {f["layer"] for f in forms} >= {"64 px 32->32", "64 px 32->3 (toRGB)"}
     assert sum(f["training"] for f in forms) == 9  # one training form per layer
