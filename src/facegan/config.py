@@ -293,7 +293,9 @@ class AdaConfig(Section):
     """Adaptive discriminator augmentation (facegan.augment.ada)."""
 
     enabled: bool = False
-    target: float = Field(0.6, gt=0, lt=1, description="target of r_t = E[sign(D(real) - level)], level 0 (0.5 for lsgan)")
+    target: float = Field(
+        0.6, gt=0, lt=1, description="target of r_t = E[sign(D(real) - level)], level 0 (0.5 for lsgan)"
+    )
     interval: int = Field(4, ge=1, description="D updates between adjustments of p (steps x n_critic)")
     speed_kimg: float = Field(100.0, gt=0, description="thousands of images for p to move from 0 to 1 (paper: 500)")
     initial_p: float = Field(
