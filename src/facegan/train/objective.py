@@ -98,6 +98,7 @@ class GANObjective:
         )
         self.augment_fn = build_augment(cfg)
         self.ada = self.augment_fn if isinstance(self.augment_fn, AdaptiveAugment) else None  # the stateful one
+        self.d_level = D_LEVEL.get(cfg.loss, 0.0)  # D's output between real and fake: d_real_sign is read against it
         if self.ada:
             self.ada.total, self.ada.world = dist.total, dist.world
         self.r1 = Lazy(cfg.r1_gamma / 2, cfg.r1.every, cfg.r1.every * cfg.n_critic) if cfg.r1_gamma else None
@@ -148,7 +149,7 @@ class GANObjective:
         t.add("d_real", adv_real.float().mean(), None)
         t.add("d_fake", adv_fake.float().mean(), None)
         # mean sign of D on the reals against its loss's level (ADA's r_t): towards 1 as D overfits its training set
-        t.add("d_real_sign", (adv_real.float() - D_LEVEL.get(self.cfg.loss, 0.0)).sign().mean(), None)
+        t.add("d_real_sign", (adv_real.float() - self.d_level).sign().mean(), None)
         return t
 
     @torch.no_grad()
