@@ -101,6 +101,19 @@ def test_style_mixing_takes_coarse_styles_from_z_and_fine_from_mix_z():
     assert torch.allclose(avg[0], avg[1], atol=1e-5)
 
 
+def test_w_avg_moves_once_a_training_pass_whether_or_not_it_mixes_styles():
+    g = build_models(cfg(), 32)[0].train()
+    z, mix = torch.randn(6, 16), torch.randn(6, 16)
+    with torch.no_grad():
+        expected = g.style(z).mean(0).lerp(g.w_avg, g.w_avg_beta)  # one step of the moving average, over z's w
+    g(z, mix_z=mix, mix_index=3)  # the mixing z's pass is not tracked (stylegan2-ada's skip_w_avg_update)
+    assert torch.allclose(g.w_avg, expected, atol=1e-7)
+    before = g.w_avg.clone()
+    with torch.no_grad():
+        g.eval()(z)  # sampling moves nothing
+    assert torch.equal(g.w_avg, before)
+
+
 def test_ada_is_identity_at_p0_changes_images_at_p1_is_seeded_and_differentiable():
     x = torch.rand(4, 3, 16, 16) * 2 - 1
     assert torch.equal(ada_augment(x, 0.0, torch.Generator().manual_seed(1)), x)

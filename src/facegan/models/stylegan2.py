@@ -247,7 +247,8 @@ class NoiseBuffers(nn.Module):
 class Generator(nn.Module):
     """Mapping network z -> w, then a skip-architecture synthesis network driven by per-layer styles.
 
-    forward(z, psi=1, mix_z=None, mix_index=None, noise_gen=None, return_w=False):
+    forward(z, labels=None, psi=1, mix_z=None, mix_index=None, noise=None, return_w=False):
+    - `labels`: taken for the trainer's one call form and ignored (a labelled StyleGAN2 is refused when built);
     - psi < 1 pulls w towards the tracked average `w_avg` (truncation trick);
     - mix_z/mix_index: style mixing, layers >= mix_index take their style from mix_z;
     - `noise`: per-layer noise; if None, training mode draws fresh noise, eval mode uses the fixed buffers.
@@ -293,10 +294,12 @@ class Generator(nn.Module):
         self.n_latent = log_size * 2 - 2
         self.register_buffer("w_avg", torch.zeros(style_dim))
 
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+    def mapping(self, z: torch.Tensor, track: bool = True) -> torch.Tensor:
+        """w of z; in a training pass (`track`) also one step of `w_avg`'s moving average. The style-mixing z's
+        pass is not tracked (stylegan2-ada's `skip_w_avg_update`): a mixed step moves `w_avg` once, as any other."""
         with precision(z, 0, self.amp_from):  # float32 when blocks choose their precision
             w = self.style(z.float() if self.amp_from else z)
-        if self.training and torch.is_grad_enabled() and self.w_avg_beta < 1:
+        if track and self.training and torch.is_grad_enabled() and self.w_avg_beta < 1:
             with torch.no_grad():
                 self.w_avg.copy_(w.detach().to(self.w_avg.dtype).mean(0).lerp(self.w_avg, self.w_avg_beta))
         return w
@@ -318,7 +321,7 @@ class Generator(nn.Module):
         """Per-layer styles (N, n_latent, style_dim)."""
         w = self.truncate(self.mapping(z), psi)[:, None].repeat(1, self.n_latent, 1)
         if mix_z is not None and mix_index is not None:
-            w2 = self.truncate(self.mapping(mix_z), psi)
+            w2 = self.truncate(self.mapping(mix_z, track=False), psi)
             w[:, mix_index:] = w2[:, None]
         return w
 

@@ -13,7 +13,9 @@ Key mapping from rosinality/stylegan2-pytorch (`train.py` saves {"g", "d", "g_em
 
 Our modules use rosinality's names, so the mapping is one-to-one apart from `w_avg`, which is
 computed from 4096 mapped latents when the file has no `latent_avg`. rosinality's channel_multiplier
-m corresponds to channel_base = 16384 * m, channel_max = 512; its `n_mlp` to mapping_layers.
+m = 1 or 2 (its configs' values) corresponds to channel_base = 16384 * m, channel_max = 512; a larger m gives
+64 px layers wider than 512 beside 512-wide 32 px ones, which no channel_base / channel_max pair builds (the
+shapes' mismatch is then named on loading). Its `n_mlp` corresponds to mapping_layers.
 """
 
 from __future__ import annotations
