@@ -114,6 +114,28 @@ def test_w_avg_moves_once_a_training_pass_whether_or_not_it_mixes_styles():
     assert torch.equal(g.w_avg, before)
 
 
+def test_metrics_draw_each_image_its_own_noise_maps_seeded_and_figures_keep_the_fixed_ones():
+    from facegan.evaluate.run import generate
+    from facegan.sample import noise_generator, render
+
+    g = build_models(cfg(), 32)[0]
+    for name, p in g.named_parameters():
+        if name.endswith("noise.weight"):
+            p.data.fill_(0.5)  # noise strengths start at 0; trained ones are not
+    z = torch.randn(1, 16).repeat(4, 1)  # one z four times: only the noise maps can tell the images apart
+    fixed = render(g, z)
+    assert all(np.array_equal(fixed[0], im) for im in fixed)  # figures: G's one set of maps for every image
+    drawn = render(g, z, batch=3, noise=noise_generator(5))
+    assert not any(np.array_equal(drawn[0], im) for im in drawn[1:])  # metrics: each image its own maps
+    assert np.array_equal(drawn, render(g, z, batch=3, noise=noise_generator(5)))  # seeded
+    a, _ = generate(g, 16, False, 6, seed=5)
+    b, _ = generate(g, 16, False, 6, seed=5)
+    assert np.array_equal(a, b) and not np.array_equal(
+        a, render(g, torch.randn(6, 16, generator=torch.Generator().manual_seed(5)))
+    )
+    assert g.training  # its mode restored
+
+
 def test_ada_is_identity_at_p0_changes_images_at_p1_is_seeded_and_differentiable():
     x = torch.rand(4, 3, 16, 16) * 2 - 1
     assert torch.equal(ada_augment(x, 0.0, torch.Generator().manual_seed(1)), x)

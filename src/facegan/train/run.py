@@ -40,7 +40,8 @@ def _fid_setting(config: dict) -> tuple:
 
 class FIDWatch:
     """In-training Frechet distance: every `fid_every` steps (and at the last), `fid_samples` images at fixed
-    noise are scored; fid.csv keeps the curve and best.pt the checkpoint with the lowest distance."""
+    noise are scored (the same z and, for a style-based G, the same per-image noise maps each time); fid.csv
+    keeps the curve and best.pt the checkpoint with the lowest distance."""
 
     def __init__(
         self,
@@ -56,11 +57,12 @@ class FIDWatch:
         self.z, self.y = latents(cfg.z_dim, cfg.fid_samples, cfg.seed + 7_777, loop.trainer.labels)
 
     def __call__(self, done: int) -> None:
-        from facegan.sample import render
+        from facegan.sample import noise_generator, render
 
         if done % self.cfg.fid_every and done != self.cfg.steps:
             return
-        score = self.scorer(render(self.loop.trainer.sampler, self.z, self.y), desc=f"FID @ step {done}")
+        images = render(self.loop.trainer.sampler, self.z, self.y, noise=noise_generator(self.cfg.seed + 7_777))
+        score = self.scorer(images, desc=f"FID @ step {done}")
         self.history.append({"step": done, "fd": score["fd"], "kid": score["kid"]})
         if self.on_step:
             self.on_step({"fid_train": score["fd"], "kid_train": score["kid"]}, done)
