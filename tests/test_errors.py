@@ -610,12 +610,23 @@ def test_damaged_packed_metadata_is_named(tmp_path, layout):
     refused(json.dumps({**labelled, "resolution": "32"}).encode(), r"\(resolution: Input should be a valid integer\)")
     bad = {**labelled, "labels": labelled["labels"][1:]}
     refused(json.dumps(bad).encode(), rf"dataset.json: no label row for {images[0]}", load_packed)
+    # training reads its labels with load_labels: the same gap is named there, not an IndexError mid-training
+    refused(json.dumps(bad).encode(), rf"dataset.json: no label row for {images[0]}", load_labels)
+    refused(json.dumps({**labelled, "labels": None}).encode(), r"\(label_names without label rows\)")
     with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
         zf.writestr("dataset.json", json.dumps(labelled))
     assert load_labels(packed).tolist() == [[0]] * len(images)
     assert load_packed(packed)[1].tolist() == [[0]] * len(images)
+    # rows in another order than the images, and one of an image not in the zip: each image still gets its own
+    two = {**labelled, "label_values": {"hair": ["dark", "fair"]}}
+    two["labels"] = [["00000/gone.png", [1]]] + [[n, [i % 2]] for i, n in reversed(list(enumerate(images)))]
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr("dataset.json", json.dumps(two))
+    assert load_labels(packed).tolist() == [[i % 2] for i in range(len(images))] == load_packed(packed)[1].tolist()
     raw = bytearray(packed.read_bytes())
     at = raw.rindex(b'"hair"')
     raw[at + 1] = ord("H")  # one byte of the stored JSON: its CRC no longer matches

@@ -195,6 +195,8 @@ def packed_meta(zip_path: Path) -> dict:
     names, values = meta["label_names"], meta["label_values"]
     if lacking := [n for n in names if n not in values]:
         raise damaged(f"label_names has {lacking[0]!r}, label_values has not")
+    if names and meta["labels"] is None:
+        raise damaged("label_names without label rows")
     rows = [row for _, row in meta["labels"] or []]
     if any(len(row) != len(names) for row in rows):
         raise damaged("a label row of another length than label_names")
@@ -211,10 +213,14 @@ def packed_meta(zip_path: Path) -> dict:
 
 
 def load_labels(zip_path: Path, meta: dict | None = None) -> np.ndarray | None:
-    """The NxA label rows of a packed ZIP (or None), from dataset.json alone (`meta`: its `packed_meta`, already
-    read): no image is decoded."""
+    """The NxA label rows of a packed ZIP's images in packed order (or None), from dataset.json and the zip's index
+    (`meta`: its `packed_meta`, already read): no image is decoded. Row i is image i's, as `load_packed` gives
+    them; an image without a row is PackedSetDamaged."""
     meta = packed_meta(zip_path) if meta is None else meta
-    return _labels(meta, sorted(k for k, _ in meta["labels"] or []), zip_path)
+    if not meta.get("labels"):
+        return None
+    with open_packed(zip_path) as zf:
+        return _labels(meta, image_names(zf), zip_path)
 
 
 def _labels(meta: dict, names: list[str], zip_path: Path) -> np.ndarray | None:
