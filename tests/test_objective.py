@@ -483,6 +483,13 @@ def test_settings_the_model_does_not_read_are_named_once(layout, tmp_path, caplo
     assert "model stylegan2 does not read train.aux_weight (2.0), train.d_variant (sn): they are left as is" in (
         caplog.text
     )
+    assert "wgan-gp" not in caplog.text
+    caplog.clear()  # model wgan-gp with params.yaml's loss (nonsaturating) is not WGAN-GP: said
+    run_train(tiny_params(steps=1, fid_every=0, model="wgan-gp").train, layout.packed, tmp_path / "wgan")
+    assert caplog.text.count("model wgan-gp trains with loss nonsaturating, not wgan-gp (the model sets") == 1
+    assert TrainConfig(model="wgan-gp", loss="wgan-gp").loss_note() is None
+    assert TrainConfig(model="wgan-gp", loss="wgan").loss_note() is None
+    assert "loss hinge" in TrainConfig(model="wgan-gp", loss="hinge").loss_note()
     assert TrainConfig(model="stylegan2", g_channels=64).unread() == ["g_channels"]
     assert TrainConfig(model="stylegan2").unread() == [] and TrainConfig(model="acgan", aux_weight=2.0).unread() == []
 

@@ -564,6 +564,17 @@ class TrainConfig(RunSettings):
         fields = type(self).model_fields
         return [n for n in names if getattr(self, n) != fields[n].default]
 
+    def loss_note(self) -> str | None:
+        """A warning for `model: wgan-gp` with a loss that is no Wasserstein critic's: the model names the nets (the
+        DCGAN G, a critic without batch norm) and `loss` the objective, so such a run is not WGAN-GP, though named
+        so (a legitimate choice, e.g. hinge on those nets: `run_train` warns, once, and trains)."""
+        if self.model == "wgan-gp" and self.loss in D_LEVEL:
+            return (
+                f"model wgan-gp trains with loss {self.loss}, not wgan-gp (the model sets the nets, train.loss the "
+                "objective): set train.loss: wgan-gp for WGAN-GP"
+            )
+        return None
+
     def _check_ada_level(self) -> None:
         if self.loss not in D_LEVEL:
             raise ValueError(

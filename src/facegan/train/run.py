@@ -101,6 +101,8 @@ def run_train(
             ", ".join(f"train.{n} ({getattr(cfg, n)})" for n in unread),
             "it is" if len(unread) == 1 else "they are",
         )
+    if note := cfg.loss_note():
+        log.warning("%s", note)
     with held(work or dst, dist):  # before the data is loaded
         images, labels, meta = load_training_data(
             packed, cfg.loader_threads, pin=device.type == "cuda", memory_budget_gb=cfg.memory_budget_gb
