@@ -570,8 +570,10 @@ def test_amp_blocks_put_only_the_highest_resolutions_in_the_amp_dtype_and_conv_c
         for i, m in enumerate(mods):
             m.register_forward_hook(lambda mod, inp, out, key=(name, i): seen.__setitem__(key, out))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, _ = d(g(torch.randn(4, 16)))
+        image = g(torch.randn(4, 16))
+        logits, _ = d(image)
     f32, bf16 = torch.float32, torch.bfloat16
+    assert image.dtype == f32  # the RGB image accumulates in float32 across blocks (stylegan2-ada's toRGB and skip)
     assert [seen["g", i].dtype for i in range(6)] == [f32] * 4 + [bf16] * 2  # 8, 8, 16, 16 px | 32, 32 px
     assert [seen["d", i].dtype for i in range(4)] == [bf16, bf16, f32, f32]  # fromRGB, 32 -> 16 | 16 -> 8, 8 -> 4
     assert logits.dtype == f32 and torch.isfinite(logits).all()
@@ -584,8 +586,9 @@ def test_amp_blocks_put_only_the_highest_resolutions_in_the_amp_dtype_and_conv_c
     for i, m in enumerate(g_all.convs):
         m.register_forward_hook(lambda mod, inp, out, i=i: seen.__setitem__(i, out.dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        g_all(torch.randn(4, 16))
+        image = g_all(torch.randn(4, 16))
     assert set(seen.values()) == {bf16}  # amp_blocks 0: every layer follows autocast
+    assert image.dtype == f32  # but the image is float32 there too
 
 
 @pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])

@@ -216,10 +216,17 @@ class ToRGB(nn.Module):
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """This block's RGB added to the upsampled image of the blocks before; the image is kept in float32 whatever
+        the block's precision (stylegan2-ada's toRGB output and skip): in bfloat16 each addition would round it by
+        up to half a uint8 level near +-1."""
         out = self.conv(x, style) + self.bias.to(x.dtype)
         if self.clamp is not None:
             out = out.clamp(-self.clamp, self.clamp)
-        return out if skip is None else out + self.upsample(skip).to(out.dtype)
+        out = out.float()
+        if skip is None:
+            return out
+        with torch.autocast(out.device.type, enabled=False):  # the 3-channel upsample too, which autocast would cast
+            return out + self.upsample(skip)
 
 
 class ConstantInput(nn.Module):
