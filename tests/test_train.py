@@ -189,7 +189,7 @@ def test_a_non_finite_loss_stops_the_loop_and_keeps_the_last_finite_checkpoint(
     assert [r["step"] for r in state["losses"]] == list(range(1, diverged_at + 1))
     losses_d = torch.tensor([r["loss_d"] for r in state["losses"]])
     assert torch.isnan(losses_d[2]) and torch.isfinite(losses_d[:2]).all()
-    assert f"the state at that step is saved in {tmp_path / DIVERGED}" in str(raised.value)
+    assert f"the state when it was found, at step {diverged_at}, is saved in {tmp_path / DIVERGED}" in str(raised.value)
     if kept is None:
         assert not (tmp_path / "checkpoint.pt").exists() and "no checkpoint was made before it" in str(raised.value)
     else:

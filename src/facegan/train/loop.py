@@ -209,7 +209,8 @@ class Loop:
             if last.is_file()
             else "no checkpoint was made before it"
         )
-        return TrainingDiverged(f"{e}; the state at that step is saved in {aside}; {kept}")
+        when = self.trainer.step_done  # a step's losses are read during the next: the state may be one step on
+        return TrainingDiverged(f"{e}; the state when it was found, at step {when}, is saved in {aside}; {kept}")
 
     def run(
         self, on_step: Callable[[dict, int], None] | None = None, after_step: Callable[[int], None] | None = None

@@ -223,7 +223,9 @@ class Stepper:
         shares the parameters.
 
         G's buffers (StyleGAN2's w_avg, BN statistics) are averaged over ranks after each step instead of
-        broadcast from rank 0: the running average then equals the single-process one over the global batch.
+        broadcast from rank 0: a running mean (w_avg, BN's running_mean) then equals the single-process one over the
+        global batch; BN's running_var, the mean of the ranks' variances, leaves out the spread between their
+        means (slightly below the global batch's variance).
         """
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
