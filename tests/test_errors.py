@@ -613,6 +613,7 @@ def test_damaged_packed_metadata_is_named(tmp_path, layout):
     # training reads its labels with load_labels: the same gap is named there, not an IndexError mid-training
     refused(json.dumps(bad).encode(), rf"dataset.json: no label row for {images[0]}", load_labels)
     refused(json.dumps({**labelled, "labels": None}).encode(), r"\(label_names without label rows\)")
+    refused(json.dumps({**labelled, "labels": []}).encode(), r"\(label_names without label rows\)")
     with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)

@@ -114,9 +114,11 @@ def test_w_avg_moves_once_a_training_pass_whether_or_not_it_mixes_styles():
     assert torch.equal(g.w_avg, before)
 
 
-def test_metrics_draw_each_image_its_own_noise_maps_seeded_and_figures_keep_the_fixed_ones():
+def test_metrics_draw_each_image_its_own_noise_maps_seeded_and_figures_keep_the_fixed_ones(tmp_path, monkeypatch):
+    import facegan.sample
     from facegan.evaluate.run import generate
-    from facegan.sample import noise_generator, render
+    from facegan.sample import render
+    from facegan.train.run import FIDWatch
 
     g = build_models(cfg(), 32)[0]
     for name, p in g.named_parameters():
@@ -125,15 +127,25 @@ def test_metrics_draw_each_image_its_own_noise_maps_seeded_and_figures_keep_the_
     z = torch.randn(1, 16).repeat(4, 1)  # one z four times: only the noise maps can tell the images apart
     fixed = render(g, z)
     assert all(np.array_equal(fixed[0], im) for im in fixed)  # figures: G's one set of maps for every image
-    drawn = render(g, z, batch=3, noise=noise_generator(5))
+    drawn = render(g, z, batch=3, noise_seed=5)
     assert not any(np.array_equal(drawn[0], im) for im in drawn[1:])  # metrics: each image its own maps
-    assert np.array_equal(drawn, render(g, z, batch=3, noise=noise_generator(5)))  # seeded
+    assert np.array_equal(drawn, render(g, z, batch=3, noise_seed=5))  # seeded
+    assert not np.array_equal(drawn, render(g, z, batch=3, noise_seed=6))
     a, _ = generate(g, 16, False, 6, seed=5)
     b, _ = generate(g, 16, False, 6, seed=5)
-    assert np.array_equal(a, b) and not np.array_equal(
-        a, render(g, torch.randn(6, 16, generator=torch.Generator().manual_seed(5)))
-    )
+    z5 = torch.randn(6, 16, generator=torch.Generator().manual_seed(5))
+    assert np.array_equal(a, b) and np.array_equal(a, render(g, z5, noise_seed=5))
+    assert not np.array_equal(a, render(g, z5))
     assert g.training  # its mode restored
+    # the in-training distance draws its maps the same way, from train.seed, the same at every point of the curve
+    seen: list = []
+    monkeypatch.setattr(facegan.sample, "render", lambda *a, **kw: seen.append(kw) or render(*a, **kw))
+    trainer = argparse.Namespace(sampler=g, labels=None)
+    loop = argparse.Namespace(trainer=trainer, work=tmp_path, checkpoint=lambda path: None)
+    c = cfg(fid_every=1, fid_samples=4, steps=2, seed=3)
+    watch = FIDWatch(c, loop, lambda images, desc: {"fd": 1.0, "kid": 0.0}, [], None)
+    watch(1), watch(2)
+    assert seen == [{"noise_seed": 3 + 7_777}] * 2
 
 
 def test_ada_is_identity_at_p0_changes_images_at_p1_is_seeded_and_differentiable():

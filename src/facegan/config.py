@@ -509,7 +509,7 @@ class TrainConfig(RunSettings):
         None, ge=1, description="train on a seeded subset of this many packed images (small-data studies); null = all"
     )
     subset_seed: int = Field(0, ge=0, description="seed of the max_images subset (fixed across runs compared)")
-    fid_every: int = Field(0, ge=0, description="Frechet distance on fixed noise every N steps (0 = off)")
+    fid_every: int = Field(0, ge=0, description="Frechet distance at fixed latents every N steps (0 = off)")
     fid_samples: int = Field(256, ge=2, description="generated images per in-training Frechet distance")
     fid_extractor: Extractor = Field("dlib", description="extractor of the in-training Frechet distance")
     nproc: int = Field(1, ge=1, le=64, description="processes (GPUs) for DDP via torchrun; batch_size is global")

@@ -18,7 +18,7 @@ from facegan.seeds import check_seeds, seed_labels, seed_rows, seed_z
 from facegan.train.images import seeded_subset, to_float, to_uint8
 
 N_FIXED = 64
-NOISE_OFFSET = 2_000_003  # `noise_generator`'s stream of a seed (facegan.seeds' label stream is at 1_000_003)
+NOISE_OFFSET = 2_000_003  # `render`'s noise-map stream of a seed (facegan.seeds' label stream is at 1_000_003)
 GRID_COLS = 8
 
 
@@ -105,32 +105,32 @@ def latents(z_dim: int, n: int, seed: int, label_pool: torch.Tensor | None) -> t
     return z, y
 
 
-def noise_generator(seed: int) -> torch.Generator:
-    """The stream of a style-based G's per-image noise maps for the images of `seed`, apart from their z's."""
-    return torch.Generator().manual_seed(seed + NOISE_OFFSET)
-
-
 @torch.no_grad()
 def render(
     g: torch.nn.Module,
     z: torch.Tensor,
     y: torch.Tensor | None = None,
     batch: int = 64,
-    noise: torch.Generator | None = None,
+    noise_seed: int | None = None,
 ) -> np.ndarray:
     """Images (N, H, W, 3) uint8 from G in eval mode (G's mode is restored afterwards). A style-based G uses its
-    fixed noise maps (one set for every image: a seed's image is the same wherever it is drawn), or with `noise`
-    per-image maps drawn from it, batch by batch: the maps of the reference's metrics (stylegan2-ada's
-    noise_mode 'random'), seeded. Other G take no noise maps."""
+    fixed noise maps (one set for every image: a seed's image is the same wherever it is drawn), or with
+    `noise_seed` per-image maps, as the reference's metrics draw them (stylegan2-ada's noise_mode 'random'):
+    drawn on G's device from a generator seeded with it (apart from z's stream), batch by batch, so an image's
+    maps also depend on `batch`, its place in the batches and the device kind. Other G take no noise maps."""
     was = g.training
     g.eval()
     device = next(g.parameters()).device
-    maps = noise is not None and hasattr(g, "noise_shapes")  # a style-based G (stylegan2.Generator)
+    noise = None
+    if noise_seed is not None and hasattr(g, "noise_shapes"):  # a style-based G (stylegan2.Generator)
+        noise = torch.Generator(device).manual_seed(noise_seed + NOISE_OFFSET)
     out = []
     for i in range(0, len(z), batch):
         zi = z[i : i + batch].to(device)
         args = (zi, y[i : i + batch].to(device)) if y is not None else (zi,)
-        kw = {"noise": [torch.randn(s, generator=noise).to(device) for s in g.noise_shapes(len(zi))]} if maps else {}
+        kw: dict = {}
+        if noise is not None:  # on the device: at 1024 px a batch's maps are 2.8M normals an image
+            kw["noise"] = [torch.randn(s, generator=noise, device=device) for s in g.noise_shapes(len(zi))]
         out.append(to_uint8(g(*args, **kw)))
     g.train(was)
     return np.concatenate(out)

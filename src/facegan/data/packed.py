@@ -195,7 +195,7 @@ def packed_meta(zip_path: Path) -> dict:
     names, values = meta["label_names"], meta["label_values"]
     if lacking := [n for n in names if n not in values]:
         raise damaged(f"label_names has {lacking[0]!r}, label_values has not")
-    if names and meta["labels"] is None:
+    if names and not meta["labels"]:
         raise damaged("label_names without label rows")
     rows = [row for _, row in meta["labels"] or []]
     if any(len(row) != len(names) for row in rows):

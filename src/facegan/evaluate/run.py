@@ -214,7 +214,7 @@ def generate(
     """n images (NxHxWx3 uint8) from a loaded generator, noise fixed by `seed` (a style-based G's noise maps drawn
     for each image, as the reference metrics draw them); a conditional model gets label rows drawn from the packed
     dataset. Returns (images, labels or None)."""
-    from facegan.sample import latents, noise_generator, render
+    from facegan.sample import latents, render
 
     pool = None
     if conditional:
@@ -222,7 +222,7 @@ def generate(
             raise StageInputMissing("a conditional checkpoint needs the packed dataset to draw labels from")
         pool = label_pool(packed)
     z, y = latents(z_dim, n, seed, pool)
-    return render(g, z, y, noise=noise_generator(seed)), (y.numpy() if y is not None else None)
+    return render(g, z, y, noise_seed=seed), (y.numpy() if y is not None else None)
 
 
 def _check_trained_on(state: dict, checkpoint: Path, packed: Path) -> None:

@@ -303,7 +303,8 @@ class Generator(nn.Module):
 
     def mapping(self, z: torch.Tensor, track: bool = True) -> torch.Tensor:
         """w of z; in a training pass (`track`) also one step of `w_avg`'s moving average. The style-mixing z's
-        pass is not tracked (stylegan2-ada's `skip_w_avg_update`): a mixed step moves `w_avg` once, as any other."""
+        pass never moves it (stylegan2-ada's `skip_w_avg_update`); each other training pass of G does (the main
+        one, and path length's on the steps it is due)."""
         with precision(z, 0, self.amp_from):  # float32 when blocks choose their precision
             w = self.style(z.float() if self.amp_from else z)
         if track and self.training and torch.is_grad_enabled() and self.w_avg_beta < 1:

@@ -57,11 +57,11 @@ class FIDWatch:
         self.z, self.y = latents(cfg.z_dim, cfg.fid_samples, cfg.seed + 7_777, loop.trainer.labels)
 
     def __call__(self, done: int) -> None:
-        from facegan.sample import noise_generator, render
+        from facegan.sample import render
 
         if done % self.cfg.fid_every and done != self.cfg.steps:
             return
-        images = render(self.loop.trainer.sampler, self.z, self.y, noise=noise_generator(self.cfg.seed + 7_777))
+        images = render(self.loop.trainer.sampler, self.z, self.y, noise_seed=self.cfg.seed + 7_777)
         score = self.scorer(images, desc=f"FID @ step {done}")
         self.history.append({"step": done, "fd": score["fd"], "kid": score["kid"]})
         if self.on_step:
@@ -89,7 +89,7 @@ def run_train(
     other params, code or data made raises (`stale="raise"`) or is replaced by a fresh start (`"restart"`).
 
     With cfg.fid_every and a `scorer` (see facegan.evaluate.run.Scorer), the Frechet distance of
-    cfg.fid_samples images at fixed noise is measured every cfg.fid_every steps (fid.csv) and the
+    cfg.fid_samples images at fixed latents is measured every cfg.fid_every steps (fid.csv) and the
     checkpoint with the lowest one is kept as best.pt. `on_step(values, step)` receives the losses
     of every step and the in-training FID (e.g. a tracker's log_metrics).
     """
