@@ -7,6 +7,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,8 +122,9 @@ def render(
     was = g.training
     g.eval()
     device = next(g.parameters()).device
+    shapes: Any = getattr(g, "noise_shapes", None)  # a style-based G's (stylegan2.Generator)
     noise = None
-    if noise_seed is not None and hasattr(g, "noise_shapes"):  # a style-based G (stylegan2.Generator)
+    if noise_seed is not None and shapes is not None:
         noise = torch.Generator(device).manual_seed(noise_seed + NOISE_OFFSET)
     out = []
     for i in range(0, len(z), batch):
@@ -130,7 +132,7 @@ def render(
         args = (zi, y[i : i + batch].to(device)) if y is not None else (zi,)
         kw: dict = {}
         if noise is not None:  # on the device: at 1024 px a batch's maps are 2.8M normals an image
-            kw["noise"] = [torch.randn(s, generator=noise, device=device) for s in g.noise_shapes(len(zi))]
+            kw["noise"] = [torch.randn(s, generator=noise, device=device) for s in shapes(len(zi))]
         out.append(to_uint8(g(*args, **kw)))
     g.train(was)
     return np.concatenate(out)
