@@ -9,6 +9,7 @@ import logging
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -40,6 +41,45 @@ def test_streamed_and_in_memory_sets_hold_the_same_images(layout, tmp_path, capl
     assert torch.equal(streamed[idx], memory[idx])
     nhwc, _, _ = load_packed(layout.packed / ZIP_NAME, threads=3)
     assert np.array_equal(nhwc.transpose(0, 3, 1, 2), memory.numpy())  # thread count never changes the result
+
+
+def test_each_process_of_a_host_counts_against_the_budget_and_they_decode_the_stream_once(
+    layout, tmp_path, caplog, monkeypatch
+):
+    """DDP ranks each held the whole set in (pinned) memory, the budget checked per process; and every rank missing
+    the decoded file wrote its own set-sized temporary at once."""
+    import threading
+
+    import facegan.data.packed as packed
+
+    memory, _, _ = load_training_data(layout.packed)
+    size_gb = memory.numel() / 1e9
+    with caplog.at_level(logging.INFO, logger="facegan"):
+        two, _, _ = load_training_data(layout.packed, memory_budget_gb=size_gb * 3, copies=2, cache=tmp_path)
+        assert "over the memory budget" not in caplog.text and torch.equal(two, memory)  # 2 copies fit
+        four, _, _ = load_training_data(layout.packed, memory_budget_gb=size_gb * 3, copies=4, cache=tmp_path)
+    assert f"in this host's 4 processes) is over the memory budget ({size_gb * 3:.1f} GB)" in caplog.text
+    assert torch.equal(four, memory)
+    decodes, decode = [], packed.decode_packed
+
+    def slow_decode(*args, **kwargs):
+        decodes.append(threading.get_ident())
+        time.sleep(0.5)  # the other caller arrives while this one decodes
+        decode(*args, **kwargs)
+
+    monkeypatch.setattr(packed, "decode_packed", slow_decode)
+    cache = tmp_path / "shared"
+    out: list = []
+    callers = [
+        threading.Thread(target=lambda: out.append(decoded_memmap(layout.packed / ZIP_NAME, cache))) for _ in "ab"
+    ]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert len(decodes) == 1 and len(out) == 2  # one decoded, the other waited and mapped its file
+    assert all(np.array_equal(o, memory.numpy()) for o in out)
+    assert sorted(p.suffix for p in cache.iterdir()) == [".lock", ".npy"]  # no temporary left
 
 
 def test_training_streamed_is_bitwise_the_in_memory_run_and_resumes(layout, tmp_path, monkeypatch):
@@ -111,7 +151,8 @@ def test_a_killed_decode_leaves_no_temporary_behind(layout, tmp_path):
         assert (tmp_path / f"{stem}.npy").is_file()
         killed.write_bytes(b"half")  # killed beside a process that went on to finish the decode
         decoded_memmap(zip_path, tmp_path)
-        assert sorted(f.name for f in tmp_path.iterdir()) == sorted([f"{stem}.npy", writing.name, elsewhere.name])
+        lock = f".{stem}.lock"  # the decoders' turn-taking: kept (removing a lock file races its next taker)
+        assert sorted(f.name for f in tmp_path.iterdir()) == sorted([f"{stem}.npy", writing.name, elsewhere.name, lock])
     finally:
         live.kill()
         live.wait()
@@ -129,4 +170,4 @@ def test_a_decode_that_fails_takes_its_temporary_with_it(layout, tmp_path, monke
     monkeypatch.setattr(packed, "decode_packed", damaged)
     with pytest.raises(packed.PackedSetDamaged, match="Bad CRC-32"):
         decoded_memmap(layout.packed / ZIP_NAME, tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.suffix for p in tmp_path.iterdir()] == [".lock"]  # the decoders' lock file, empty; no temporary

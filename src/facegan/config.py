@@ -423,8 +423,9 @@ class RunSettings(Section):
     memory_budget_gb: float = Field(
         8.0,
         gt=0,
-        description="a decoded training set larger than this is memory-mapped from a file decoded once "
-        "(in FACEGAN_CACHE, default ~/.cache/facegan) instead of held in memory",
+        description="a decoded training set larger than this (times the run's processes on the host: each DDP "
+        "rank holds one) is memory-mapped from a file decoded once (in FACEGAN_CACHE, default ~/.cache/facegan) "
+        "instead of held in memory",
     )
     checkpoint_every: int = Field(100, ge=1)
     sample_every: int = Field(100, ge=1)

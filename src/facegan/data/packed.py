@@ -116,21 +116,28 @@ def decode_packed(zip_path: Path, out: np.ndarray, threads: int = 1) -> None:
 def decoded_memmap(zip_path: Path, cache: Path, threads: int = 1) -> np.ndarray:
     """The packed images decoded once into an Nx3xHxW uint8 .npy file under `cache` (named by the ZIP's sha256,
     so another set never reads a stale one), opened memory-mapped: rows are read from disk when indexed, so
-    a set larger than memory trains in the same seeded batch order as the in-memory path."""
+    a set larger than memory trains in the same seeded batch order as the in-memory path. Processes decoding
+    the same set at once (DDP ranks) take turns on a lock file beside it: the first decodes, the others find its
+    file (one decode and one set-sized temporary, not one per process)."""
+    import fcntl
+
     from facegan.io import atomic_file, sha256_file
 
     path = cache / f"{sha256_file(zip_path)[:32]}.npy"
-    _remove_stale_temporaries(cache, path.stem)
-    if not path.is_file():
-        n, h, w = packed_shape(zip_path)
-        cache.mkdir(parents=True, exist_ok=True)
-        # each process its own: concurrent ranks never collide, and a killed one is known by its host and pid
-        own = cache / f".{path.stem}.{socket.gethostname()}.{os.getpid()}.npy"
-        with atomic_file(path, tmp=own) as tmp:  # a damaged image, a full disk: the set-sized file goes too
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
-            decode_packed(zip_path, out, threads)
-            out.flush()
-            del out
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f".{path.stem}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+        _remove_stale_temporaries(cache, path.stem)
+        if not path.is_file():
+            n, h, w = packed_shape(zip_path)
+            # named by host and pid: a killed process's is known (nodes sharing a cache folder lock apart only
+            # where the file system's locks reach them)
+            own = cache / f".{path.stem}.{socket.gethostname()}.{os.getpid()}.npy"
+            with atomic_file(path, tmp=own) as tmp:  # a damaged image, a full disk: the set-sized file goes too
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
+                decode_packed(zip_path, out, threads)
+                out.flush()
+                del out
     return np.load(path, mmap_mode="c")  # copy-on-write: torch may wrap it, nothing is ever written back
 
 

@@ -26,6 +26,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    local_world: int = 1  # the processes of this run on this host (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def main(self) -> bool:
@@ -77,7 +78,8 @@ def setup(device_name: str) -> tuple[Dist, str]:
     if not td.is_initialized():
         td.init_process_group(backend="nccl" if cuda else "gloo")
     log.info("DDP rank %d/%d (%s)", rank, world, "nccl" if cuda else "gloo")
-    return Dist(rank, world, local), (f"cuda:{local}" if cuda else "cpu")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return Dist(rank, world, local, local_world), (f"cuda:{local}" if cuda else "cpu")
 
 
 def teardown(failed: bool = False) -> None:

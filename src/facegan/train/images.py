@@ -69,10 +69,16 @@ def default_cache() -> Path:
 
 
 def load_training_data(
-    packed: Path, threads: int = 1, pin: bool = False, memory_budget_gb: float = float("inf"), cache: Path | None = None
+    packed: Path,
+    threads: int = 1,
+    pin: bool = False,
+    memory_budget_gb: float = float("inf"),
+    cache: Path | None = None,
+    copies: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """The packed set as one (N, 3, R, R) uint8 tensor: decoded into memory when it fits `memory_budget_gb`
-    (pinned for fast, asynchronous GPU copies), else memory-mapped from a file decoded once into `cache`.
+    """The packed set as one (N, 3, R, R) uint8 tensor: decoded into memory when `copies` of it (one per process
+    of the run on this host: DDP ranks each hold their own) fit `memory_budget_gb` (pinned for fast, asynchronous
+    GPU copies), else memory-mapped from a file decoded once into `cache`, whose pages the processes share.
     Both paths index the same rows in the same seeded order, so training is the same bit for bit.
 
     In memory, the PNGs are decoded straight into that one (pinned) tensor, so the set is held once: an NHWC
@@ -82,14 +88,17 @@ def load_training_data(
     size_gb = n * 3 * h * w / 1e9
     meta = packed_meta(zip_path)
     labels = load_labels(zip_path, meta)
-    if size_gb <= memory_budget_gb:
+    if size_gb * copies <= memory_budget_gb:
         x = torch.empty((n, 3, h, w), dtype=torch.uint8, pin_memory=pin)
         decode_packed(zip_path, x.numpy(), threads)
     else:
         folder = cache or default_cache()
+        held = f"{size_gb:.1f} GB" + (
+            f", {size_gb * copies:.1f} GB in this host's {copies} processes" if copies > 1 else ""
+        )
         log.info(
-            "the decoded set (%.1f GB) is over the memory budget (%.1f GB): streaming it from %s",
-            size_gb,
+            "the decoded set (%s) is over the memory budget (%.1f GB): streaming it from %s",
+            held,
             memory_budget_gb,
             folder,
         )

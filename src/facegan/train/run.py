@@ -105,7 +105,11 @@ def run_train(
         log.warning("%s", note)
     with held(work or dst, dist):  # before the data is loaded
         images, labels, meta = load_training_data(
-            packed, cfg.loader_threads, pin=device.type == "cuda", memory_budget_gb=cfg.memory_budget_gb
+            packed,
+            cfg.loader_threads,
+            pin=device.type == "cuda",
+            memory_budget_gb=cfg.memory_budget_gb,
+            copies=dist.local_world,
         )
         if cfg.max_images is not None and cfg.max_images < len(images):
             images, labels = subset(images, labels, cfg.max_images, cfg.subset_seed)
