@@ -80,6 +80,11 @@ def test_each_process_of_a_host_counts_against_the_budget_and_they_decode_the_st
     assert len(decodes) == 1 and len(out) == 2  # one decoded, the other waited and mapped its file
     assert all(np.array_equal(o, memory.numpy()) for o in out)
     assert sorted(p.suffix for p in cache.iterdir()) == [".lock", ".npy"]  # no temporary left
+    made = tmp_path / "made-elsewhere"  # a decoded file already there (another's cache) is mapped without a lock
+    made.mkdir()
+    (made / next(cache.glob("*.npy")).name).write_bytes(next(cache.glob("*.npy")).read_bytes())
+    assert np.array_equal(decoded_memmap(layout.packed / ZIP_NAME, made), memory.numpy())
+    assert [p.suffix for p in made.iterdir()] == [".npy"] and len(decodes) == 1
 
 
 def test_training_streamed_is_bitwise_the_in_memory_run_and_resumes(layout, tmp_path, monkeypatch):

@@ -124,6 +124,9 @@ def decoded_memmap(zip_path: Path, cache: Path, threads: int = 1) -> np.ndarray:
     from facegan.io import atomic_file, sha256_file
 
     path = cache / f"{sha256_file(zip_path)[:32]}.npy"
+    if path.is_file():  # decoded already: no lock to take (a cache others made, read-only here, included)
+        _remove_stale_temporaries(cache, path.stem)
+        return np.load(path, mmap_mode="c")
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f".{path.stem}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
