@@ -698,15 +698,18 @@ def test_sample_labels_from_a_packed_set_draw_its_rows(trained, tmp_path):
 
     from facegan.sample import LabelError, sample_stream
 
-    def packed(name: str, rows: list[list[int]], labels: dict = LABELS) -> Path:
+    def packed(name: str, rows: list[list[int]] | None, labels: dict = LABELS) -> Path:
         folder = tmp_path / name
         folder.mkdir()
-        meta = {
-            "labels": [[f"00000/img{i:08d}.png", r] for i, r in enumerate(rows)],
-            "label_names": list(labels),
-            "label_values": labels,
+        names = [f"00000/img{i:08d}.png" for i in range(len(rows or [None]))]
+        meta = {  # what `pack` writes: an unlabelled set has labels null and no label names
+            "labels": [[n, r] for n, r in zip(names, rows, strict=True)] if rows is not None else None,
+            "label_names": list(labels) if rows is not None else [],
+            "label_values": labels if rows is not None else {},
         }
         with zipfile.ZipFile(folder / "dataset.zip", "w") as zf:
+            for n in names:  # the rows are the images' (load_labels reads the names; nothing is decoded)
+                zf.writestr(n, b"")
             zf.writestr("dataset.json", json.dumps(meta))
         return folder
 
@@ -726,7 +729,7 @@ def test_sample_labels_from_a_packed_set_draw_its_rows(trained, tmp_path):
     for folder, msg in (
         (packed("other", [[0, 1]], {"hair": ["black", "blond", "red"], "hat": ["no", "yes"]}), "are not the model's"),
         (tmp_path / "red" / "..", "no dataset.zip there"),
-        (packed("unlabelled", []), "the set has no labels"),
+        (packed("unlabelled", None), "the set has no labels"),
     ):
         with pytest.raises(LabelError, match=msg):
             sample_stream(ckpt, 2, 0, labels_from=folder)
