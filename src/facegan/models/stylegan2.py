@@ -222,7 +222,7 @@ class ToRGB(nn.Module):
         out = self.conv(x, style) + self.bias.to(x.dtype)
         if self.clamp is not None:
             out = out.clamp(-self.clamp, self.clamp)
-        out = out.float()
+        out = out.to(torch.promote_types(out.dtype, torch.float32))  # float32, or a float64 net's own dtype
         if skip is None:
             return out
         with torch.autocast(out.device.type, enabled=False):  # the 3-channel upsample too, which autocast would cast
