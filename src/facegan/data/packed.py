@@ -124,23 +124,21 @@ def decoded_memmap(zip_path: Path, cache: Path, threads: int = 1) -> np.ndarray:
     from facegan.io import atomic_file, sha256_file
 
     path = cache / f"{sha256_file(zip_path)[:32]}.npy"
-    if path.is_file():  # decoded already: no lock to take (a cache others made, read-only here, included)
-        _remove_stale_temporaries(cache, path.stem)
-        return np.load(path, mmap_mode="c")
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f".{path.stem}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
-        _remove_stale_temporaries(cache, path.stem)
-        if not path.is_file():
-            n, h, w = packed_shape(zip_path)
-            # named by host and pid: a killed process's is known (nodes sharing a cache folder lock apart only
-            # where the file system's locks reach them)
-            own = cache / f".{path.stem}.{socket.gethostname()}.{os.getpid()}.npy"
-            with atomic_file(path, tmp=own) as tmp:  # a damaged image, a full disk: the set-sized file goes too
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
-                decode_packed(zip_path, out, threads)
-                out.flush()
-                del out
+    _remove_stale_temporaries(cache, path.stem)  # only dead processes' files: safe without the lock
+    if not path.is_file():  # decoded already: no lock to take (a cache others made, read-only here, included)
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / f".{path.stem}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+            if not path.is_file():  # another process may have decoded it while this one waited
+                n, h, w = packed_shape(zip_path)
+                # named by host and pid: a killed process's is known (nodes sharing a cache folder lock apart only
+                # where the file system's locks reach them)
+                own = cache / f".{path.stem}.{socket.gethostname()}.{os.getpid()}.npy"
+                with atomic_file(path, tmp=own) as tmp:  # a damaged image, a full disk: the set-sized file goes too
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
+                    decode_packed(zip_path, out, threads)
+                    out.flush()
+                    del out
     return np.load(path, mmap_mode="c")  # copy-on-write: torch may wrap it, nothing is ever written back
 
 
