@@ -54,14 +54,15 @@ class FIDWatch:
         from facegan.sample import latents
 
         self.cfg, self.loop, self.scorer, self.history, self.on_step = cfg, loop, scorer, history, on_step
-        self.z, self.y = latents(cfg.z_dim, cfg.fid_samples, cfg.seed + 7_777, loop.trainer.labels)
+        self.seed = cfg.seed + 7_777  # the curve's own draws, apart from training's
+        self.z, self.y = latents(cfg.z_dim, cfg.fid_samples, self.seed, loop.trainer.labels)
 
     def __call__(self, done: int) -> None:
         from facegan.sample import render
 
         if done % self.cfg.fid_every and done != self.cfg.steps:
             return
-        images = render(self.loop.trainer.sampler, self.z, self.y, noise_seed=self.cfg.seed + 7_777)
+        images = render(self.loop.trainer.sampler, self.z, self.y, noise_seed=self.seed)
         score = self.scorer(images, desc=f"FID @ step {done}")
         self.history.append({"step": done, "fd": score["fd"], "kid": score["kid"]})
         if self.on_step:
